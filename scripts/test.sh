@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Runs every tether test suite and ends with one line "N passed, N failed"
+# summing them all: the Criterion suites (ASan+UBSan), EUnit, common_test
+# and the Mix dependency check. Exits non-zero when anything failed, when a
+# suite could not be built or run, or when no test ran at all.
+#
+# common_test runs distributed on loopback against an epmd this script
+# starts on a private port (TETHER_TEST_EPMD_PORT, default 14369) and
+# stops by pid at the end.
+set -u
+cd "$(dirname "$0")/.."
+export REBAR_COLOR=none
+
+passed=0
+failed=0
+log=$(mktemp -d)
+epmd_pid=
+cleanup() {
+    [ -n "$epmd_pid" ] && kill "$epmd_pid" 2>/dev/null
+    rm -rf "$log"
+}
+trap cleanup EXIT
+
+# plain FILE: the log without terminal colour codes.
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+
+# count PASSED FAILED LABEL: adds one suite's figures to the totals.
+count() {
+    passed=$((passed + $1))
+    failed=$((failed + $2))
+    printf '%-28s %4d passed, %d failed\n' "$3" "$1" "$2" >>"$log/summary"
+}
+
+# broken LABEL: a suite that did not build or run counts as one failure.
+broken() {
+    echo "test.sh: $1 did not run to completion" >&2
+    count 0 1 "$1"
+}
+
+# -- build ---------------------------------------------------------------
+if ! rebar3 compile; then
+    broken "build (rebar3 compile)"
+fi
+
+# -- Criterion, under ASan and UBSan ---------------------------------------
+if make -C c_src tests; then
+    for t in c_src/build/asan/test/test_*; do
+        [ -x "$t" ] || continue
+        name=$(basename "$t")
+        "$t" --jobs 2 >"$log/$name" 2>&1
+        rc=$?
+        cat "$log/$name"
+        line=$(grep -a 'Synthesis:' "$log/$name" | tail -n 1)
+        p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$line")
+        f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
+        c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
+        if [ -z "$p" ]; then
+            broken "criterion $name"
+            continue
+        fi
+        f=$((${f:-0} + ${c:-0}))
+        # A non-zero exit with nothing counted as failed (a sanitizer report
+        # at exit, say) is still a failure.
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        count "$p" "$f" "criterion $name"
+    done
+else
+    broken "criterion (build)"
+fi
+
+# -- EUnit -------------------------------------------------------------------
+rebar3 eunit 2>&1 | tee "$log/eunit"
+rc=${PIPESTATUS[0]}
+line=$(plain "$log/eunit" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
+if [ -n "$line" ]; then
+    p=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\1/' <<<"$line")
+    f=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\2/' <<<"$line")
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    count $((p - f)) "$f" "eunit"
+elif grep -aq 'There were no tests to run' "$log/eunit" && [ $rc -eq 0 ]; then
+    count 0 0 "eunit"
+else
+    broken "eunit"
+fi
+
+# -- common_test, distributed on loopback ------------------------------------
+port=${TETHER_TEST_EPMD_PORT:-14369}
+epmd -address 127.0.0.1 -port "$port" &
+epmd_pid=$!
+export ERL_EPMD_PORT=$port ERL_EPMD_ADDRESS=127.0.0.1
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    epmd -port "$port" -names >/dev/null 2>&1 && break
+    sleep 0.2
+done
+rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct 2>&1 | tee "$log/ct"
+rc=${PIPESTATUS[0]}
+p=$(plain "$log/ct" | grep -aoE 'All [0-9]+ tests passed|Passed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
+f=$(plain "$log/ct" | grep -aoE 'Failed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
+# "Skipped N (U, A) tests": A were skipped automatically because a setup
+# failed, which is a failure.
+a=$(plain "$log/ct" | grep -aoE 'Skipped [0-9]+ \([0-9]+, [0-9]+\) tests' \
+    | sed -E 's/.*, ([0-9]+)\).*/\1/' | tail -n 1)
+if [ -z "$p$f" ]; then
+    broken "common_test"
+else
+    f=$((${f:-0} + ${a:-0}))
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    count "${p:-0}" "$f" "common_test"
+fi
+kill "$epmd_pid" 2>/dev/null
+wait "$epmd_pid" 2>/dev/null
+epmd_pid=
+
+# -- Mix: an Elixir project that depends on tether by path ------------------
+(cd test/mix_project && MIX_REBAR3=$(command -v rebar3) mix test) 2>&1 | tee "$log/mix"
+rc=${PIPESTATUS[0]}
+line=$(plain "$log/mix" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
+if [ -n "$line" ]; then
+    p=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\1/' <<<"$line")
+    f=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\2/' <<<"$line")
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    count $((p - f)) "$f" "mix (elixir)"
+else
+    broken "mix (elixir)"
+fi
+
+echo
+echo "== summary"
+cat "$log/summary"
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
