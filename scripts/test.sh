@@ -84,14 +84,24 @@ else
 fi
 
 # -- common_test, distributed on loopback ------------------------------------
+# Our own epmd: the first port from TETHER_TEST_EPMD_PORT up where one
+# starts and stays up (another run may hold the port).
 port=${TETHER_TEST_EPMD_PORT:-14369}
-epmd -address 127.0.0.1 -port "$port" &
-epmd_pid=$!
-export ERL_EPMD_PORT=$port ERL_EPMD_ADDRESS=127.0.0.1
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    epmd -port "$port" -names >/dev/null 2>&1 && break
+for _ in $(seq 20); do
+    epmd -address 127.0.0.1 -port "$port" &
+    epmd_pid=$!
+    for _ in $(seq 10); do
+        kill -0 "$epmd_pid" 2>/dev/null || break
+        epmd -port "$port" -names >/dev/null 2>&1 && break
+        sleep 0.2
+    done
     sleep 0.2
+    kill -0 "$epmd_pid" 2>/dev/null && break
+    epmd_pid=
+    port=$((port + 1))
 done
+[ -n "$epmd_pid" ] || echo "test.sh: could not start epmd" >&2
+export ERL_EPMD_PORT=$port ERL_EPMD_ADDRESS=127.0.0.1
 rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct 2>&1 | tee "$log/ct"
 rc=${PIPESTATUS[0]}
 p=$(plain "$log/ct" | grep -aoE 'All [0-9]+ tests passed|Passed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
