@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every tether test suite and ends with one line "N passed, N failed"
-# summing them all: the Criterion suites (ASan+UBSan), EUnit, common_test
-# and the Mix dependency check. Exits non-zero when anything failed, when a
+# summing them all: the Criterion suites (ASan+UBSan), rebar3 xref and
+# dialyzer (one check each), EUnit, common_test and the Mix dependency check. Exits non-zero when anything failed, when a
 # suite could not be built or run, or when no test ran at all.
 #
 # common_test runs distributed on loopback against an epmd this script
@@ -67,6 +67,16 @@ if make -C c_src tests; then
 else
     broken "criterion (build)"
 fi
+
+# -- static checks: xref and dialyzer stay clean ---------------------------
+for tool in xref dialyzer; do
+    if rebar3 "$tool" >"$log/$tool" 2>&1; then
+        count 1 0 "$tool"
+    else
+        cat "$log/$tool"
+        count 0 1 "$tool"
+    fi
+done
 
 # -- EUnit -------------------------------------------------------------------
 rebar3 eunit 2>&1 | tee "$log/eunit"
