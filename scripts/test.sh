@@ -14,9 +14,9 @@ export REBAR_COLOR=none
 passed=0
 failed=0
 log=$(mktemp -d)
-epmd_pid=
+. scripts/lib.sh
 cleanup() {
-    [ -n "$epmd_pid" ] && kill "$epmd_pid" 2>/dev/null
+    stop_epmd
     rm -rf "$log"
 }
 trap cleanup EXIT
@@ -94,24 +94,7 @@ else
 fi
 
 # -- common_test, distributed on loopback ------------------------------------
-# Our own epmd: the first port from TETHER_TEST_EPMD_PORT up where one
-# starts and stays up (another run may hold the port).
-port=${TETHER_TEST_EPMD_PORT:-14369}
-for _ in $(seq 20); do
-    epmd -address 127.0.0.1 -port "$port" &
-    epmd_pid=$!
-    for _ in $(seq 10); do
-        kill -0 "$epmd_pid" 2>/dev/null || break
-        epmd -port "$port" -names >/dev/null 2>&1 && break
-        sleep 0.2
-    done
-    sleep 0.2
-    kill -0 "$epmd_pid" 2>/dev/null && break
-    epmd_pid=
-    port=$((port + 1))
-done
-[ -n "$epmd_pid" ] || echo "test.sh: could not start epmd" >&2
-export ERL_EPMD_PORT=$port ERL_EPMD_ADDRESS=127.0.0.1
+start_epmd "${TETHER_TEST_EPMD_PORT:-14369}"
 rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct 2>&1 | tee "$log/ct"
 rc=${PIPESTATUS[0]}
 p=$(plain "$log/ct" | grep -aoE 'All [0-9]+ tests passed|Passed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
@@ -127,9 +110,7 @@ else
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
     count "${p:-0}" "$f" "common_test"
 fi
-kill "$epmd_pid" 2>/dev/null
-wait "$epmd_pid" 2>/dev/null
-epmd_pid=
+stop_epmd
 
 # -- Mix: an Elixir project that depends on tether by path ------------------
 (cd test/mix_project && MIX_REBAR3=$(command -v rebar3) mix test) 2>&1 | tee "$log/mix"
