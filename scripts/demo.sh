@@ -22,5 +22,34 @@ priv/tether_cnode --help
 echo "\$ priv/tether_cnode --no-such-flag"
 priv/tether_cnode --no-such-flag || echo "(exit status $?)"
 
+section "A stock Erlang node talks to the C-node (private epmd on loopback)"
+. scripts/lib.sh
+cnode_pid=
+cnode_log=$(mktemp)
+cleanup() {
+    if [ -n "$cnode_pid" ]; then kill "$cnode_pid" 2>/dev/null || true; fi
+    stop_epmd
+    rm -f "$cnode_log"
+}
+trap cleanup EXIT
+start_epmd 14469
+priv/tether_cnode --name demo_c@127.0.0.1 --cookie tether_demo >"$cnode_log" 2>&1 &
+cnode_pid=$!
+for _ in $(seq 50); do
+    grep -q 'ready' "$cnode_log" && break
+    sleep 0.1
+done
+cat "$cnode_log"
+scripts/demo_cnode.escript demo_c@127.0.0.1
+
+echo "\$ erl -setcookie wrong ... net_adm:ping(demo_c@127.0.0.1)"
+erl -noshell -name wrong_cookie@127.0.0.1 -setcookie wrong -eval '
+    io:format("  ~p~n", [net_adm:ping(list_to_atom("demo_c@127.0.0.1"))]), halt().'
+kill -TERM "$cnode_pid"
+wait "$cnode_pid" 2>/dev/null || true
+cnode_pid=
+echo "C-node log (wrong cookie line, shutdown summary):"
+sed 's/^/  /' "$cnode_log"
+
 section "Done"
 echo "See README.md for what each later release adds."

@@ -32,8 +32,8 @@ start_epmd() {
 # stop_epmd: stops the epmd start_epmd started, by pid.
 stop_epmd() {
     if [ -n "${EPMD_PID:-}" ]; then
-        kill "$EPMD_PID" 2>/dev/null
-        wait "$EPMD_PID" 2>/dev/null
+        kill "$EPMD_PID" 2>/dev/null || true
+        wait "$EPMD_PID" 2>/dev/null || true
         EPMD_PID=
     fi
     return 0
