@@ -1,0 +1,147 @@
+/*
+ * sim/main.c: tether_sim, the simulator's command line.
+ *
+ *   tether_sim --seeds N [--start S]   run seeds S .. S+N-1 (S defaults to 1)
+ *   tether_sim --seed S                replay one seed
+ *   --nodes N   cluster size (default: 3..10, chosen by the seed)
+ *   --steps K   chaos-phase steps (default 3000)
+ *   -v          print chaos operations of a single seed
+ *
+ * A failing seed prints one line that replays it exactly; the exit status
+ * is 1 if any seed failed. The summary ends with sim_steps_per_s.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sim/sim.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tether_sim [--seeds N [--start S] | --seed S] [--nodes N]\n"
+            "                  [--steps K] [-v]\n"
+            "  --seeds N   run N seeds (S .. S+N-1; --start S, default 1)\n"
+            "  --seed S    run (replay) exactly one seed\n"
+            "  --nodes N   cluster size, 3..64 (default: 3..10 per seed)\n"
+            "  --steps K   chaos-phase steps per seed (default 3000)\n"
+            "  -v          trace chaos operations to stderr\n"
+            "A failing seed prints one line that replays it.\n");
+}
+
+static int parse_u64(const char *s, unsigned long long *out)
+{
+    char *end;
+
+    if (s == NULL || *s == '\0')
+        return -1;
+    *out = strtoull(s, &end, 10);
+    return *end == '\0' ? 0 : -1;
+}
+
+static double seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned long long seeds = 1, start = 1, nodes = 0, steps = 0, v;
+    int single = 0, verbose = 0, failed = 0;
+    double t0, dt;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-v") == 0) {
+            verbose = 1;
+            continue;
+        } else if (strcmp(a, "-vv") == 0) {
+            verbose = 2;
+            continue;
+        }
+        if (parse_u64(val, &v) < 0) {
+            usage(stderr);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--seeds") == 0)
+            seeds = v;
+        else if (strcmp(a, "--start") == 0)
+            start = v;
+        else if (strcmp(a, "--seed") == 0) {
+            start = v;
+            seeds = 1;
+            single = 1;
+        } else if (strcmp(a, "--nodes") == 0)
+            nodes = v;
+        else if (strcmp(a, "--steps") == 0)
+            steps = v;
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (nodes != 0 && (nodes < 3 || nodes > TETHER_SIM_NODES_MAX)) {
+        fprintf(stderr, "tether_sim: --nodes must be 3..%d\n",
+                TETHER_SIM_NODES_MAX);
+        return 2;
+    }
+    t0 = seconds();
+    for (unsigned long long k = 0; k < seeds; k++) {
+        tether_sim_config_t cfg;
+        tether_sim_result_t res;
+        char line[256];
+        int rc;
+
+        tether_sim_config_default(&cfg, start + k);
+        if (nodes)
+            cfg.nodes = (int)nodes;
+        if (steps)
+            cfg.steps = steps;
+        cfg.verbose = (single || seeds == 1) ? verbose : 0;
+        rc = tether_sim_run(&cfg, &res);
+        tether_sim_replay_line(&cfg, line, sizeof line);
+        if (rc < 0) {
+            printf("ERROR seed=%llu setup failed (%d); replay: %s\n", start + k,
+                   rc, line);
+            failed++;
+        } else if (rc > 0) {
+            printf("FAIL seed=%llu %s; replay: %s\n", start + k, res.reason,
+                   line);
+            failed++;
+        } else if (single) {
+            printf("ok seed=%llu nodes=%d steps=%llu virtual_ms=%llu "
+                   "envelopes=%llu sent=%llu lost=%llu dup=%llu crashes=%llu "
+                   "restarts=%llu leaves=%llu partitions=%llu heals=%llu "
+                   "cuts=%llu user=%llu/%llu\n",
+                   start + k, cfg.nodes, (unsigned long long)res.steps,
+                   (unsigned long long)res.virtual_ms,
+                   (unsigned long long)res.envelopes_opened,
+                   (unsigned long long)res.messages_sent,
+                   (unsigned long long)res.messages_lost,
+                   (unsigned long long)res.messages_duplicated,
+                   (unsigned long long)res.crashes,
+                   (unsigned long long)res.restarts,
+                   (unsigned long long)res.leaves,
+                   (unsigned long long)res.partitions,
+                   (unsigned long long)res.heals, (unsigned long long)res.cuts,
+                   (unsigned long long)res.user_delivered,
+                   (unsigned long long)res.user_sent);
+        }
+        fflush(stdout);
+    }
+    dt = seconds() - t0;
+    printf("seeds: %llu failed: %d steps: %llu time_s: %.2f\n", seeds, failed,
+           (unsigned long long)tether_sim_steps_total(), dt);
+    printf("sim_steps_per_s: %.0f\n",
+           dt > 0 ? (double)tether_sim_steps_total() / dt : 0.0);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,1006 @@
+/*
+ * sim/sim.c: the deterministic cluster simulator (see sim.h).
+ *
+ * The simulator plays the shell for every engine: it owns the virtual
+ * clock, the connections (one per pair, with an epoch so bytes of a cut
+ * connection never arrive on the next one) and the network (a heap of
+ * in-flight messages ordered by delivery time, then by send order).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ei.h>
+
+#include "core/engine.h"
+#include "sim/rng.h"
+#include "sim/sim.h"
+#include "tether/error.h"
+
+#define SIM_NAME_MAX      32
+#define SIM_MODULE_TYPE   0x20 /* the simulator's own module message */
+#define SIM_REFS_MAX      48
+#define SIM_SUB_ID        1
+#define SIM_QUIET_MARGIN  1000 /* ms of checked run after the bound */
+#define SIM_DEFAULT_STEPS 3000
+
+static uint64_t steps_total;
+
+uint64_t tether_sim_steps_total(void)
+{
+    return steps_total;
+}
+
+typedef struct simnode {
+    char name[SIM_NAME_MAX];
+    tether_engine_t *eng; /* NULL while crashed */
+    uint64_t inc;         /* current (or last) incarnation */
+    int left;             /* this incarnation left */
+    uint64_t last_tick;
+    int ticked;
+} simnode_t;
+
+typedef struct msg {
+    uint64_t at, seq;
+    int src, dst;
+    uint32_t epoch;
+    uint8_t *data;
+    size_t len;
+} msg_t;
+
+typedef struct sim {
+    tether_sim_config_t cfg;
+    tether_sim_result_t *res;
+    tether_sim_rng_t rng;
+    uint64_t now;
+    int n;
+    simnode_t nodes[TETHER_SIM_NODES_MAX];
+    uint8_t conn[TETHER_SIM_NODES_MAX][TETHER_SIM_NODES_MAX];
+    uint32_t epoch[TETHER_SIM_NODES_MAX][TETHER_SIM_NODES_MAX];
+    uint64_t seen_left[TETHER_SIM_NODES_MAX][TETHER_SIM_NODES_MAX];
+    /* Defer hold: j saw i live across a defer partition on connection
+     * epoch hold_epoch and incarnation hold_inc (0: no hold). */
+    uint64_t hold_inc[TETHER_SIM_NODES_MAX][TETHER_SIM_NODES_MAX];
+    uint32_t hold_epoch[TETHER_SIM_NODES_MAX][TETHER_SIM_NODES_MAX];
+    uint8_t secret[TETHER_CLUSTER_SECRET_BYTES];
+
+    msg_t *heap;
+    size_t hn, hcap;
+    uint64_t msg_seq;
+
+    uint64_t *seen; /* open-addressed set of accepted envelopes, 0 empty */
+    size_t seen_n, seen_cap;
+
+    uint8_t *user_seen; /* bitmap of delivered module message ids */
+    uint64_t user_next, user_cap;
+
+    uint64_t refs[SIM_REFS_MAX];
+    size_t nrefs;
+
+    int chaos;
+    int checking; /* agreement is enforced */
+    const char *expect[TETHER_SIM_NODES_MAX + 1];
+    size_t nexpect;
+    int touched; /* node the current step touched, -1 none */
+} sim_t;
+
+/* --------------------------------------------------------- failures */
+
+static void fail(sim_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void note(sim_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void fail(sim_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    int off;
+
+    if (s->res->failed)
+        return;
+    s->res->failed = 1;
+    s->res->fail_step = s->res->steps;
+    off = snprintf(s->res->reason, sizeof s->res->reason,
+                   "step %llu t=%llums: ", (unsigned long long)s->res->steps,
+                   (unsigned long long)s->now);
+    if (off < 0 || (size_t)off >= sizeof s->res->reason)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(s->res->reason + off, sizeof s->res->reason - (size_t)off, fmt,
+              ap);
+    va_end(ap);
+}
+
+static void note(sim_t *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!s->cfg.verbose)
+        return;
+    fprintf(stderr, "[%llu t=%llu] ", (unsigned long long)s->res->steps,
+            (unsigned long long)s->now);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* ---------------------------------------------------------- network */
+
+static int msg_less(const msg_t *a, const msg_t *b)
+{
+    return a->at < b->at || (a->at == b->at && a->seq < b->seq);
+}
+
+static int heap_push(sim_t *s, msg_t m)
+{
+    size_t i;
+
+    if (s->hn == s->hcap) {
+        size_t cap = s->hcap ? s->hcap * 2 : 256;
+        msg_t *v = realloc(s->heap, cap * sizeof *v);
+        if (v == NULL)
+            return TETHER_ENOMEM;
+        s->heap = v;
+        s->hcap = cap;
+    }
+    i = s->hn++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!msg_less(&m, &s->heap[parent]))
+            break;
+        s->heap[i] = s->heap[parent];
+        i = parent;
+    }
+    s->heap[i] = m;
+    return 0;
+}
+
+static msg_t heap_pop(sim_t *s)
+{
+    msg_t top = s->heap[0], last = s->heap[--s->hn];
+    size_t i = 0;
+
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->hn)
+            break;
+        if (c + 1 < s->hn && msg_less(&s->heap[c + 1], &s->heap[c]))
+            c++;
+        if (!msg_less(&s->heap[c], &last))
+            break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (s->hn > 0)
+        s->heap[i] = last;
+    return top;
+}
+
+static int find_node(const sim_t *s, const char *name)
+{
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->nodes[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static uint64_t delay(sim_t *s)
+{
+    return s->cfg.delay_min_ms +
+           tether_sim_rng_below(&s->rng, (uint64_t)s->cfg.delay_max_ms -
+                                             s->cfg.delay_min_ms + 1);
+}
+
+/* Puts bytes from src on the wire to dst (taking ownership of data). */
+static void net_send(sim_t *s, int src, int dst, uint8_t *data, size_t len)
+{
+    msg_t m;
+
+    s->res->messages_sent++;
+    if (dst < 0 || !s->conn[src][dst] ||
+        (s->chaos && tether_sim_rng_chance(&s->rng, s->cfg.loss_pm))) {
+        s->res->messages_lost++;
+        free(data);
+        return;
+    }
+    m.src = src;
+    m.dst = dst;
+    m.epoch = s->epoch[src][dst];
+    if (s->chaos && tether_sim_rng_chance(&s->rng, s->cfg.dup_pm)) {
+        msg_t d = m;
+        d.data = malloc(len);
+        if (d.data != NULL) {
+            memcpy(d.data, data, len);
+            d.len = len;
+            d.at = s->now + delay(s);
+            d.seq = s->msg_seq++;
+            if (heap_push(s, d) < 0)
+                free(d.data);
+            else
+                s->res->messages_duplicated++;
+        }
+    }
+    m.data = data;
+    m.len = len;
+    m.at = s->now + delay(s);
+    m.seq = s->msg_seq++;
+    if (heap_push(s, m) < 0)
+        free(data);
+}
+
+/* ------------------------------------------------------- connections */
+
+static void connect_pair(sim_t *s, int a, int b)
+{
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+
+    if (a == b || s->conn[a][b] || s->nodes[a].eng == NULL ||
+        s->nodes[b].eng == NULL)
+        return;
+    s->conn[a][b] = s->conn[b][a] = 1;
+    s->epoch[a][b]++;
+    s->epoch[b][a] = s->epoch[a][b];
+    /* Both ends learn of the connection in a fixed order. */
+    (void)tether_engine_peer_up(s->nodes[lo].eng, s->nodes[hi].name);
+    (void)tether_engine_peer_up(s->nodes[hi].eng, s->nodes[lo].name);
+}
+
+static void cut_pair(sim_t *s, int a, int b)
+{
+    if (!s->conn[a][b])
+        return;
+    s->conn[a][b] = s->conn[b][a] = 0;
+    if (s->nodes[a].eng != NULL)
+        (void)tether_engine_peer_down(s->nodes[a].eng, s->nodes[b].name);
+    if (s->nodes[b].eng != NULL)
+        (void)tether_engine_peer_down(s->nodes[b].eng, s->nodes[a].name);
+}
+
+/* Carries out every pending action of every running engine. */
+static void drain(sim_t *s)
+{
+    int again = 1;
+
+    while (again) {
+        again = 0;
+        for (int i = 0; i < s->n; i++) {
+            tether_engine_action_t a;
+            if (s->nodes[i].eng == NULL)
+                continue;
+            while (s->nodes[i].eng != NULL &&
+                   tether_engine_next_action(s->nodes[i].eng, &a)) {
+                int j =
+                    a.kind == TETHER_ACTION_DELIVER ? -1 : find_node(s, a.peer);
+                again = 1;
+                switch (a.kind) {
+                case TETHER_ACTION_SEND:
+                    net_send(s, i, j, a.data, a.len);
+                    a.data = NULL;
+                    break;
+                case TETHER_ACTION_CONNECT:
+                    if (j >= 0)
+                        connect_pair(s, i, j);
+                    break;
+                case TETHER_ACTION_DISCONNECT:
+                    if (j >= 0)
+                        cut_pair(s, i, j);
+                    break;
+                default:
+                    break;
+                }
+                tether_engine_action_release(&a);
+            }
+        }
+    }
+}
+
+/* ----------------------------------------------------------- checks */
+
+static void on_open(void *ctx, const char *self, const char *from,
+                    const uint8_t sid[TETHER_ENV_SID_BYTES], uint64_t seq);
+
+static int seen_insert(sim_t *s, uint64_t key)
+{
+    size_t i;
+
+    if (key == 0)
+        key = 1;
+    if ((s->seen_n + 1) * 2 > s->seen_cap) {
+        size_t cap = s->seen_cap ? s->seen_cap * 2 : 4096;
+        uint64_t *v = calloc(cap, sizeof *v);
+        if (v == NULL)
+            return TETHER_ENOMEM;
+        for (size_t k = 0; k < s->seen_cap; k++) {
+            if (s->seen[k] == 0)
+                continue;
+            for (i = s->seen[k] & (cap - 1); v[i] != 0; i = (i + 1) & (cap - 1))
+                ;
+            v[i] = s->seen[k];
+        }
+        free(s->seen);
+        s->seen = v;
+        s->seen_cap = cap;
+    }
+    for (i = key & (s->seen_cap - 1); s->seen[i] != 0;
+         i = (i + 1) & (s->seen_cap - 1))
+        if (s->seen[i] == key)
+            return 1;
+    s->seen[i] = key;
+    s->seen_n++;
+    return 0;
+}
+
+static uint64_t mix_bytes(uint64_t h, const void *p, size_t len)
+{
+    const uint8_t *b = p;
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= b[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+static void on_open(void *ctx, const char *self, const char *from,
+                    const uint8_t sid[TETHER_ENV_SID_BYTES], uint64_t seq)
+{
+    sim_t *s = ctx;
+    uint64_t h = UINT64_C(0xcbf29ce484222325), st;
+    int rc;
+
+    h = mix_bytes(h, self, strlen(self) + 1);
+    h = mix_bytes(h, sid, TETHER_ENV_SID_BYTES);
+    h = mix_bytes(h, &seq, sizeof seq);
+    st = h;
+    h = tether_sim_splitmix64(&st);
+    s->res->envelopes_opened++;
+    rc = seen_insert(s, h);
+    if (rc == 0 && s->cfg.break_dup_check && s->res->envelopes_opened == 1)
+        rc = seen_insert(s, h);
+    if (rc > 0)
+        fail(s, "envelope accepted twice: %s from %s seq %llu", self, from,
+             (unsigned long long)seq);
+}
+
+/* The sim's module: counts module messages and refuses duplicates. */
+static void on_user(tether_engine_t *node, void *ctx, const char *from,
+                    const char *etf, size_t len)
+{
+    sim_t *s = ctx;
+    int idx = 0, version, arity;
+    unsigned long long id;
+    char tag[MAXATOMLEN_UTF8];
+
+    (void)from;
+    (void)len;
+    if (ei_decode_version(etf, &idx, &version) < 0 ||
+        ei_decode_tuple_header(etf, &idx, &arity) < 0 || arity != 2 ||
+        ei_decode_atom(etf, &idx, tag) < 0 ||
+        ei_decode_ulonglong(etf, &idx, &id) < 0 || id >= s->user_next) {
+        fail(s, "%s: undecodable module message", tether_engine_name(node));
+        return;
+    }
+    if (s->user_seen[id / 8] & (1u << (id % 8))) {
+        fail(s, "%s: module message %llu delivered twice",
+             tether_engine_name(node), id);
+        return;
+    }
+    s->user_seen[id / 8] |= (uint8_t)(1u << (id % 8));
+    s->res->user_delivered++;
+}
+
+static const tether_engine_module_t sim_module = {
+    .name = "sim",
+    .type = SIM_MODULE_TYPE,
+    .on_message = on_user,
+};
+
+/*
+ * The partition decision. Across a drop partition (as this node knows it)
+ * the other side is never a live member: calls fail with nodedown at once.
+ * Across a defer partition a live member stays live
+ * (its calls hang, they do not fail) until the connection is lost, it is
+ * known to have left or to have restarted, or the partition turns into a
+ * drop one or heals.
+ */
+static int check_hold(sim_t *s, int j, int i, const tether_member_t *m)
+{
+    const tether_partition_table_t *pt;
+    int mode;
+
+    if (s->nodes[j].left) {
+        s->hold_inc[j][i] = 0;
+        return 0;
+    }
+    pt = tether_engine_partitions(s->nodes[j].eng);
+    mode = tether_partition_between(pt, s->nodes[j].name, s->nodes[i].name);
+    if (mode == TETHER_PARTITION_DROP && m->live) {
+        fail(s, "%s still lists %s across a drop partition", s->nodes[j].name,
+             s->nodes[i].name);
+        return -1;
+    }
+    if (mode != TETHER_PARTITION_DEFER || !s->conn[j][i] ||
+        m->status != TETHER_MEMBER_ALIVE) {
+        s->hold_inc[j][i] = 0;
+        return 0;
+    }
+    if (s->hold_inc[j][i] == m->incarnation &&
+        s->hold_epoch[j][i] == s->epoch[j][i] && !m->live) {
+        fail(s, "%s declared %s down across a defer partition",
+             s->nodes[j].name, s->nodes[i].name);
+        return -1;
+    }
+    if (m->live) {
+        s->hold_inc[j][i] = m->incarnation;
+        s->hold_epoch[j][i] = s->epoch[j][i];
+    } else {
+        s->hold_inc[j][i] = 0;
+    }
+    return 0;
+}
+
+/* Checks node j's member view after a step that touched it. */
+static void check_node(sim_t *s, int j)
+{
+    const char *mem[TETHER_SIM_NODES_MAX + 8];
+    const tether_membership_t *ms;
+    tether_engine_t *e = s->nodes[j].eng;
+    size_t n;
+
+    if (e == NULL)
+        return;
+    n = tether_engine_members(e, mem, TETHER_SIM_NODES_MAX + 8);
+    if (n > TETHER_SIM_NODES_MAX + 8) {
+        fail(s, "%s: %zu members", s->nodes[j].name, n);
+        return;
+    }
+    for (size_t k = 1; k < n; k++)
+        if (strcmp(mem[k - 1], mem[k]) >= 0) {
+            fail(s, "%s: members not sorted", s->nodes[j].name);
+            return;
+        }
+    ms = tether_engine_membership(e);
+    for (int i = 0; i < s->n; i++) {
+        const tether_member_t *m = tether_membership_find(ms, s->nodes[i].name);
+        if (m == NULL || m->is_self)
+            continue;
+        if (m->status == TETHER_MEMBER_LEFT &&
+            m->incarnation > s->seen_left[j][i])
+            s->seen_left[j][i] = m->incarnation;
+        if (check_hold(s, j, i, m) < 0)
+            return;
+        if (s->seen_left[j][i] != 0 && m->incarnation <= s->seen_left[j][i] &&
+            (m->status != TETHER_MEMBER_LEFT || m->live)) {
+            fail(s, "%s re-added %s (inc %llu) after seeing it leave",
+                 s->nodes[j].name, s->nodes[i].name,
+                 (unsigned long long)m->incarnation);
+            return;
+        }
+    }
+    if (!s->checking || s->nodes[j].left)
+        return;
+    if (n != s->nexpect) {
+        fail(s, "%s sees %zu members, expected %zu", s->nodes[j].name, n,
+             s->nexpect);
+        return;
+    }
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(mem[k], s->expect[k]) != 0) {
+            fail(s, "%s sees member %s, expected %s", s->nodes[j].name, mem[k],
+                 s->expect[k]);
+            return;
+        }
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The members every running node that has not left must agree on. */
+static void compute_expect(sim_t *s)
+{
+    s->nexpect = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->nodes[i].eng != NULL && !s->nodes[i].left)
+            s->expect[s->nexpect++] = s->nodes[i].name;
+    if (s->cfg.break_members_check)
+        s->expect[s->nexpect++] = "phantom@nowhere";
+    qsort(s->expect, s->nexpect, sizeof *s->expect, name_cmp);
+}
+
+/* ------------------------------------------------------ node control */
+
+static int running_count(const sim_t *s, int members_only)
+{
+    int c = 0;
+
+    for (int i = 0; i < s->n; i++)
+        if (s->nodes[i].eng != NULL && (!members_only || !s->nodes[i].left))
+            c++;
+    return c;
+}
+
+/* A random running node that has not left, other than `not`; -1 none. */
+static int pick_member(sim_t *s, int not )
+{
+    int cand[TETHER_SIM_NODES_MAX], c = 0;
+
+    for (int i = 0; i < s->n; i++)
+        if (i != not &&s->nodes[i].eng != NULL && !s->nodes[i].left)
+            cand[c++] = i;
+    return c ? cand[tether_sim_rng_below(&s->rng, (uint64_t)c)] : -1;
+}
+
+static int start_node(sim_t *s, int i)
+{
+    tether_engine_config_t cfg;
+    simnode_t *sn = &s->nodes[i];
+    uint64_t st = s->cfg.seed ^ ((uint64_t)i << 32) ^ sn->inc;
+    int rc;
+
+    tether_engine_config_default(&cfg);
+    cfg.name = sn->name;
+    cfg.incarnation = sn->inc;
+    cfg.heartbeat_ms = s->cfg.heartbeat_ms;
+    cfg.ttl_ms = s->cfg.ttl_ms;
+    cfg.defer_max = 64;
+    cfg.cluster_secret = s->secret;
+    for (size_t k = 0; k < sizeof cfg.seed; k += 8) {
+        uint64_t v = tether_sim_splitmix64(&st);
+        memcpy(cfg.seed + k, &v, 8);
+    }
+    rc = tether_engine_new(&cfg, &sn->eng);
+    if (rc < 0)
+        return rc;
+    tether_engine_set_open_hook(sn->eng, on_open, s);
+    if ((rc = tether_engine_register_module(sn->eng, &sim_module, s)) < 0 ||
+        (rc = tether_engine_subscribe(sn->eng, SIM_SUB_ID)) < 0)
+        return rc;
+    sn->left = 0;
+    sn->ticked = 0;
+    /* A new life has seen no tombstones yet and holds no leases. */
+    memset(s->seen_left[i], 0, sizeof s->seen_left[i]);
+    memset(s->hold_inc[i], 0, sizeof s->hold_inc[i]);
+    return tether_engine_tick(sn->eng, s->now);
+}
+
+static void join_via(sim_t *s, int i, int c)
+{
+    if (c >= 0)
+        (void)tether_engine_join(s->nodes[i].eng, s->nodes[c].name);
+}
+
+static void crash_node(sim_t *s, int i)
+{
+    note(s, "crash %s", s->nodes[i].name);
+    for (int j = 0; j < s->n; j++)
+        cut_pair(s, i, j);
+    tether_engine_free(s->nodes[i].eng);
+    s->nodes[i].eng = NULL;
+    s->res->crashes++;
+}
+
+static int restart_node(sim_t *s, int i)
+{
+    int rc;
+
+    if (s->nodes[i].eng != NULL)
+        crash_node(s, i); /* a left node restarts as a new incarnation */
+    s->nodes[i].inc++;
+    rc = start_node(s, i);
+    if (rc < 0)
+        return rc;
+    note(s, "restart %s inc %llu", s->nodes[i].name,
+         (unsigned long long)s->nodes[i].inc);
+    join_via(s, i, pick_member(s, i));
+    s->res->restarts++;
+    return 0;
+}
+
+/* The operator's part: re-joins nodes whose join goes through a contact
+ * that crashed or left before answering. */
+static void fix_joins(sim_t *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        simnode_t *sn = &s->nodes[i];
+        int c;
+        if (sn->eng == NULL || sn->left || !tether_engine_join_pending(sn->eng))
+            continue;
+        c = find_node(s, tether_engine_join_contact(sn->eng));
+        if (c >= 0 && s->nodes[c].eng != NULL && !s->nodes[c].left)
+            continue;
+        c = pick_member(s, i);
+        if (c < 0)
+            continue;
+        note(s, "%s re-joins via %s", sn->name, s->nodes[c].name);
+        join_via(s, i, c);
+    }
+}
+
+static void anchor_joins(sim_t *s)
+{
+    int anchor = -1;
+
+    for (int i = 0; i < s->n && anchor < 0; i++)
+        if (s->nodes[i].eng != NULL && !s->nodes[i].left)
+            anchor = i;
+    for (int i = 0; anchor >= 0 && i < s->n; i++)
+        if (i != anchor && s->nodes[i].eng != NULL && !s->nodes[i].left)
+            join_via(s, i, anchor);
+}
+
+/* ------------------------------------------------------------ chaos */
+
+static void chaos_partition(sim_t *s)
+{
+    const char *a[TETHER_SIM_NODES_MAX], *b[TETHER_SIM_NODES_MAX];
+    size_t na = 0, nb = 0;
+    int at = pick_member(s, -1), mode;
+    uint64_t ref;
+
+    if (at < 0 || s->nrefs == SIM_REFS_MAX)
+        return;
+    for (int i = 0; i < s->n; i++) {
+        uint64_t r = tether_sim_rng_below(&s->rng, 5);
+        if (r < 2)
+            a[na++] = s->nodes[i].name;
+        else if (r < 4)
+            b[nb++] = s->nodes[i].name;
+    }
+    if (na == 0 || nb == 0)
+        return;
+    mode = tether_sim_rng_chance(&s->rng, 500) ? TETHER_PARTITION_DROP
+                                               : TETHER_PARTITION_DEFER;
+    if (tether_engine_partition(s->nodes[at].eng, a, na, b, nb, mode, &ref) ==
+        0) {
+        s->refs[s->nrefs++] = ref;
+        s->res->partitions++;
+        note(s, "partition %016llx (%s, %zu|%zu) at %s",
+             (unsigned long long)ref,
+             mode == TETHER_PARTITION_DROP ? "drop" : "defer", na, nb,
+             s->nodes[at].name);
+    }
+}
+
+static void chaos_heal(sim_t *s)
+{
+    int at = pick_member(s, -1);
+    uint64_t ref;
+
+    if (at < 0 || s->nrefs == 0)
+        return;
+    ref = s->refs[tether_sim_rng_below(&s->rng, s->nrefs)];
+    if (tether_engine_heal(s->nodes[at].eng, ref) == 0) {
+        s->res->heals++;
+        note(s, "heal %016llx at %s", (unsigned long long)ref,
+             s->nodes[at].name);
+    }
+}
+
+static int chaos_op(sim_t *s)
+{
+    uint64_t r = tether_sim_rng_below(&s->rng, 100);
+    int i;
+
+    if (r < 25) {
+        chaos_partition(s);
+    } else if (r < 45) {
+        chaos_heal(s);
+    } else if (r < 60) {
+        if (running_count(s, 1) > 2 && (i = pick_member(s, -1)) >= 0)
+            crash_node(s, i);
+    } else if (r < 78) {
+        i = (int)tether_sim_rng_below(&s->rng, (uint64_t)s->n);
+        if (s->nodes[i].eng == NULL || s->nodes[i].left)
+            return restart_node(s, i);
+    } else if (r < 86) {
+        if (running_count(s, 1) > 2 && (i = pick_member(s, -1)) >= 0) {
+            note(s, "leave %s", s->nodes[i].name);
+            s->nodes[i].left = 1;
+            (void)tether_engine_leave(s->nodes[i].eng);
+            s->res->leaves++;
+        }
+    } else {
+        int a = (int)tether_sim_rng_below(&s->rng, (uint64_t)s->n);
+        int b = (int)tether_sim_rng_below(&s->rng, (uint64_t)s->n);
+        if (a != b && s->conn[a][b]) {
+            note(s, "cut %s-%s", s->nodes[a].name, s->nodes[b].name);
+            cut_pair(s, a, b);
+            s->res->cuts++;
+        }
+    }
+    return 0;
+}
+
+static void user_send(sim_t *s)
+{
+    int a = pick_member(s, -1), b;
+    ei_x_buff x;
+
+    if (a < 0 || (b = pick_member(s, a)) < 0)
+        return;
+    if (s->user_next == s->user_cap) {
+        uint64_t cap = s->user_cap ? s->user_cap * 2 : 4096;
+        uint8_t *v = realloc(s->user_seen, cap / 8);
+        if (v == NULL)
+            return;
+        memset(v + s->user_cap / 8, 0, (cap - s->user_cap) / 8);
+        s->user_seen = v;
+        s->user_cap = cap;
+    }
+    if (ei_x_new_with_version(&x) < 0)
+        return;
+    if (ei_x_encode_tuple_header(&x, 2) == 0 &&
+        ei_x_encode_atom(&x, "sim") == 0 &&
+        ei_x_encode_ulonglong(&x, s->user_next) == 0) {
+        s->user_next++;
+        s->res->user_sent++;
+        (void)tether_engine_send(s->nodes[a].eng, s->nodes[b].name,
+                                 SIM_MODULE_TYPE, (const uint8_t *)x.buff,
+                                 (size_t)x.index, 0);
+    }
+    ei_x_free(&x);
+}
+
+/* ------------------------------------------------------------- steps */
+
+/* When node i next needs a tick. */
+static uint64_t node_due(const sim_t *s, int i)
+{
+    const simnode_t *sn = &s->nodes[i];
+    uint64_t d = tether_engine_next_deadline(sn->eng);
+
+    if (sn->ticked && d <= sn->last_tick)
+        d = sn->last_tick + 1;
+    return d;
+}
+
+/* Processes one event. */
+static int step(sim_t *s)
+{
+    uint64_t t_node = UINT64_MAX;
+    int who = -1, rc;
+
+    for (int i = 0; i < s->n; i++) {
+        uint64_t d;
+        if (s->nodes[i].eng == NULL)
+            continue;
+        d = node_due(s, i);
+        if (d < t_node) {
+            t_node = d;
+            who = i;
+        }
+    }
+    s->touched = -1;
+    if (s->hn > 0 && (who < 0 || s->heap[0].at <= t_node)) {
+        msg_t m = heap_pop(s);
+        if (m.at > s->now)
+            s->now = m.at;
+        if (s->nodes[m.dst].eng != NULL && s->conn[m.src][m.dst] &&
+            s->epoch[m.src][m.dst] == m.epoch) {
+            rc = tether_engine_recv(s->nodes[m.dst].eng, s->nodes[m.src].name,
+                                    m.data, m.len);
+            if (s->cfg.verbose > 1)
+                note(s, "recv %s <- %s type %02x len %zu rc %d",
+                     s->nodes[m.dst].name, s->nodes[m.src].name,
+                     m.len > 1 ? m.data[1] : 0, m.len, rc);
+            s->touched = m.dst;
+        } else {
+            s->res->messages_lost++;
+            if (s->cfg.verbose > 1)
+                note(s, "lost %s -> %s", s->nodes[m.src].name,
+                     s->nodes[m.dst].name);
+        }
+        free(m.data);
+    } else if (who >= 0) {
+        if (t_node > s->now)
+            s->now = t_node;
+        rc = tether_engine_tick(s->nodes[who].eng, s->now);
+        if (rc < 0)
+            return rc;
+        s->nodes[who].ticked = 1;
+        s->nodes[who].last_tick = s->now;
+        s->touched = who;
+    } else {
+        s->now++;
+    }
+    s->res->steps++;
+    steps_total++;
+    drain(s);
+    if (s->touched >= 0)
+        check_node(s, s->touched);
+    return 0;
+}
+
+static int chaos_step(sim_t *s)
+{
+    int rc;
+
+    if (tether_sim_rng_chance(&s->rng, s->cfg.op_pm)) {
+        rc = chaos_op(s);
+        if (rc < 0)
+            return rc;
+        drain(s);
+    }
+    if (tether_sim_rng_chance(&s->rng, s->cfg.user_pm)) {
+        user_send(s);
+        drain(s);
+    }
+    fix_joins(s);
+    drain(s);
+    return step(s);
+}
+
+static void heal_everywhere(sim_t *s)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->nodes[i].eng != NULL)
+            tether_engine_heal_all(s->nodes[i].eng);
+    drain(s);
+}
+
+/* Prints every engine's view (verbose runs, on failure). */
+static void dump(sim_t *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        simnode_t *sn = &s->nodes[i];
+        const tether_membership_t *ms;
+        if (sn->eng == NULL) {
+            fprintf(stderr, "  %s: down (inc %llu)\n", sn->name,
+                    (unsigned long long)sn->inc);
+            continue;
+        }
+        ms = tether_engine_membership(sn->eng);
+        fprintf(stderr, "  %s inc %llu%s join_pending=%d parts=%zu/%zu:\n",
+                sn->name, (unsigned long long)sn->inc, sn->left ? " LEFT" : "",
+                tether_engine_join_pending(sn->eng),
+                tether_engine_partitions(sn->eng)->active,
+                tether_engine_partitions(sn->eng)->n);
+        for (size_t k = 0; k < ms->n; k++) {
+            const tether_member_t *m = &ms->v[k];
+            int j = find_node(s, m->name);
+            fprintf(stderr,
+                    "    %s inc %llu %s lease %llu live %d session %d conn "
+                    "%d\n",
+                    m->name, (unsigned long long)m->incarnation,
+                    m->status ? "left" : "alive",
+                    (unsigned long long)m->lease_until, m->live,
+                    tether_engine_session_up(sn->eng, m->name),
+                    j >= 0 ? s->conn[i][j] : -1);
+        }
+    }
+}
+
+/* --------------------------------------------------------------- run */
+
+void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
+{
+    uint64_t st = seed;
+
+    memset(cfg, 0, sizeof *cfg);
+    cfg->seed = seed;
+    cfg->nodes = 3 + (int)(tether_sim_splitmix64(&st) % 8); /* 3..10 */
+    cfg->steps = SIM_DEFAULT_STEPS;
+    cfg->heartbeat_ms = 100;
+    cfg->ttl_ms = 400;
+    cfg->delay_min_ms = 1;
+    cfg->delay_max_ms = 20;
+    cfg->loss_pm = 20;
+    cfg->dup_pm = 20;
+    cfg->op_pm = 15;
+    cfg->user_pm = 60;
+    cfg->max_total_steps = 50000000;
+}
+
+void tether_sim_replay_line(const tether_sim_config_t *cfg, char *buf,
+                            size_t cap)
+{
+    snprintf(buf, cap,
+             "c_src/build/tether_sim --seed %llu --nodes %d --steps %llu",
+             (unsigned long long)cfg->seed, cfg->nodes,
+             (unsigned long long)cfg->steps);
+}
+
+static void sim_free(sim_t *s)
+{
+    for (int i = 0; i < s->n; i++)
+        tether_engine_free(s->nodes[i].eng);
+    while (s->hn > 0) {
+        msg_t m = heap_pop(s);
+        free(m.data);
+    }
+    free(s->heap);
+    free(s->seen);
+    free(s->user_seen);
+    free(s);
+}
+
+int tether_sim_run(const tether_sim_config_t *cfg, tether_sim_result_t *res)
+{
+    uint64_t bound, second_heal, check_at, end_at, st;
+    sim_t *s;
+    int rc = 0;
+
+    if (cfg == NULL || res == NULL || cfg->nodes < 2 ||
+        cfg->nodes > TETHER_SIM_NODES_MAX || cfg->heartbeat_ms == 0 ||
+        cfg->ttl_ms <= cfg->heartbeat_ms ||
+        cfg->delay_max_ms < cfg->delay_min_ms)
+        return TETHER_EINVAL;
+    memset(res, 0, sizeof *res);
+    s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return TETHER_ENOMEM;
+    s->cfg = *cfg;
+    s->res = res;
+    s->n = cfg->nodes;
+    s->chaos = 1;
+    tether_sim_rng_seed(&s->rng, cfg->seed);
+    st = cfg->seed ^ UINT64_C(0x5ec7e75ec7e75ec7);
+    for (size_t k = 0; k < sizeof s->secret; k += 8) {
+        uint64_t v = tether_sim_splitmix64(&st);
+        memcpy(s->secret + k, &v, 8);
+    }
+    for (int i = 0; i < s->n; i++) {
+        snprintf(s->nodes[i].name, SIM_NAME_MAX, "n%02d@sim", i);
+        s->nodes[i].inc = 1;
+        if ((rc = start_node(s, i)) < 0)
+            goto done;
+    }
+    for (int i = 1; i < s->n; i++)
+        join_via(s, i, 0);
+    drain(s);
+
+    for (uint64_t k = 0; k < cfg->steps && !res->failed; k++)
+        if ((rc = chaos_step(s)) < 0)
+            goto done;
+
+    /* Quiet phase: no more faults; heal twice, a network delay apart.
+     * The operator also re-joins every member through one anchor, as a
+     * deployment's seed list would: when every node that knew of a joiner
+     * crashed or left, that knowledge is gone, which no gossip protocol
+     * can undo (information loss, not a protocol fault). */
+    s->chaos = 0;
+    heal_everywhere(s);
+    anchor_joins(s);
+    drain(s);
+    second_heal = s->now + 2 * (uint64_t)cfg->delay_max_ms + 1;
+    while (!res->failed && s->now < second_heal &&
+           res->steps < cfg->max_total_steps)
+        if ((rc = step(s)) < 0)
+            goto done;
+    heal_everywhere(s);
+    fix_joins(s);
+    drain(s);
+    bound = cfg->agree_bound_ms
+                ? cfg->agree_bound_ms
+                : (uint64_t)cfg->ttl_ms + 20 * (uint64_t)cfg->heartbeat_ms;
+    check_at = s->now + bound;
+    end_at = check_at + SIM_QUIET_MARGIN;
+    compute_expect(s);
+    while (!res->failed && s->now < end_at &&
+           res->steps < cfg->max_total_steps) {
+        if (!s->checking && s->now >= check_at) {
+            s->checking = 1;
+            for (int i = 0; i < s->n && !res->failed; i++)
+                check_node(s, i);
+        }
+        if ((rc = step(s)) < 0)
+            goto done;
+    }
+    if (!res->failed && res->steps >= cfg->max_total_steps)
+        fail(s, "step cap %llu reached",
+             (unsigned long long)cfg->max_total_steps);
+    for (int i = 0; i < s->n && !res->failed; i++)
+        check_node(s, i);
+done:
+    if (res->failed && cfg->verbose)
+        dump(s);
+    res->virtual_ms = s->now;
+    sim_free(s);
+    if (rc < 0)
+        return rc;
+    return res->failed ? 1 : 0;
+}

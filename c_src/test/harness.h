@@ -1,0 +1,220 @@
+/*
+ * test/harness.h: a tiny in-test shell for engines (header-only, static):
+ * direct FIFO delivery between a few engines, switchable links, a virtual
+ * clock, and a log of DELIVER actions. Used by test_node.c.
+ */
+#ifndef TETHER_TEST_HARNESS_H
+#define TETHER_TEST_HARNESS_H
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ei.h>
+
+#include "core/engine.h"
+
+#define H_MAX      8
+#define H_QUEUE    4096
+#define H_EVENTS   256
+#define H_EVENT_SZ 128
+
+typedef struct h_msg {
+    int src, dst;
+    uint8_t *data;
+    size_t len;
+} h_msg_t;
+
+typedef struct harness {
+    int n;
+    char names[H_MAX][32];
+    tether_engine_t *e[H_MAX];
+    uint64_t inc[H_MAX];
+    int link[H_MAX][H_MAX]; /* 1: bytes flow src -> dst */
+    int conn[H_MAX][H_MAX];
+    h_msg_t q[H_QUEUE];
+    size_t qh, qn;
+    uint64_t now;
+    char events[H_MAX][H_EVENTS][H_EVENT_SZ];
+    int nevents[H_MAX];
+    uint8_t secret[TETHER_CLUSTER_SECRET_BYTES];
+    size_t defer_max;
+} harness_t;
+
+static inline int h_index(harness_t *h, const char *name)
+{
+    for (int i = 0; i < h->n; i++)
+        if (strcmp(h->names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+static inline void h_start(harness_t *h, int i)
+{
+    tether_engine_config_t cfg;
+
+    tether_engine_config_default(&cfg);
+    cfg.name = h->names[i];
+    cfg.incarnation = h->inc[i];
+    cfg.heartbeat_ms = 100;
+    cfg.ttl_ms = 400;
+    cfg.defer_max = h->defer_max ? h->defer_max : 64;
+    cfg.cluster_secret = h->secret;
+    memset(cfg.seed, 0x40 + i, sizeof cfg.seed);
+    cfg.seed[0] = (uint8_t)h->inc[i];
+    cr_assert_eq(tether_engine_new(&cfg, &h->e[i]), 0);
+    cr_assert_eq(tether_engine_subscribe(h->e[i], 7), 0);
+    cr_assert_eq(tether_engine_tick(h->e[i], h->now), 0);
+}
+
+static inline void h_init(harness_t *h, int n)
+{
+    memset(h, 0, sizeof *h);
+    h->n = n;
+    memset(h->secret, 0x5a, sizeof h->secret);
+    for (int i = 0; i < n; i++) {
+        snprintf(h->names[i], sizeof h->names[i], "%c@test", 'a' + i);
+        h->inc[i] = 1;
+        for (int j = 0; j < n; j++)
+            h->link[i][j] = 1;
+    }
+}
+
+static inline void h_start_all(harness_t *h)
+{
+    for (int i = 0; i < h->n; i++)
+        h_start(h, i);
+}
+
+static inline void h_peer_up(harness_t *h, int a, int b)
+{
+    if (h->conn[a][b] || h->e[a] == NULL || h->e[b] == NULL)
+        return;
+    h->conn[a][b] = h->conn[b][a] = 1;
+    tether_engine_peer_up(h->e[a], h->names[b]);
+    tether_engine_peer_up(h->e[b], h->names[a]);
+}
+
+static inline void h_cut(harness_t *h, int a, int b)
+{
+    if (!h->conn[a][b])
+        return;
+    h->conn[a][b] = h->conn[b][a] = 0;
+    if (h->e[a])
+        tether_engine_peer_down(h->e[a], h->names[b]);
+    if (h->e[b])
+        tether_engine_peer_down(h->e[b], h->names[a]);
+}
+
+static inline void h_log_event(harness_t *h, int i, const uint8_t *d,
+                               size_t len)
+{
+    char buf[H_EVENT_SZ] = {0};
+    char a1[MAXATOMLEN_UTF8], a2[MAXATOMLEN_UTF8], a3[MAXATOMLEN_UTF8];
+    int idx = 0, v, ar;
+
+    (void)len;
+    if (ei_decode_version((const char *)d, &idx, &v) == 0 &&
+        ei_decode_tuple_header((const char *)d, &idx, &ar) == 0 && ar == 3 &&
+        ei_decode_atom((const char *)d, &idx, a1) == 0 &&
+        ei_decode_atom((const char *)d, &idx, a2) == 0 &&
+        ei_decode_atom((const char *)d, &idx, a3) == 0)
+        snprintf(buf, sizeof buf, "%.40s %.20s %.60s", a1, a2, a3);
+    else
+        snprintf(buf, sizeof buf, "?");
+    if (h->nevents[i] < H_EVENTS)
+        memcpy(h->events[i][h->nevents[i]++], buf, sizeof buf);
+}
+
+/* Drains every engine and delivers queued bytes until all is quiet. */
+static inline void h_pump(harness_t *h)
+{
+    for (int rounds = 0; rounds < 100000; rounds++) {
+        int any = 0;
+        for (int i = 0; i < h->n; i++) {
+            tether_engine_action_t a;
+            while (h->e[i] && tether_engine_next_action(h->e[i], &a)) {
+                int j =
+                    a.kind == TETHER_ACTION_DELIVER ? -1 : h_index(h, a.peer);
+                any = 1;
+                if (a.kind == TETHER_ACTION_SEND && j >= 0 && h->conn[i][j] &&
+                    h->link[i][j] && h->qn < H_QUEUE) {
+                    h_msg_t *m = &h->q[(h->qh + h->qn++) % H_QUEUE];
+                    m->src = i;
+                    m->dst = j;
+                    m->data = a.data;
+                    m->len = a.len;
+                    a.data = NULL;
+                } else if (a.kind == TETHER_ACTION_CONNECT && j >= 0) {
+                    h_peer_up(h, i, j);
+                } else if (a.kind == TETHER_ACTION_DELIVER) {
+                    h_log_event(h, i, a.data, a.len);
+                }
+                tether_engine_action_release(&a);
+            }
+        }
+        if (h->qn > 0) {
+            h_msg_t m = h->q[h->qh];
+            h->qh = (h->qh + 1) % H_QUEUE;
+            h->qn--;
+            if (h->e[m.dst] && h->conn[m.src][m.dst])
+                tether_engine_recv(h->e[m.dst], h->names[m.src], m.data, m.len);
+            free(m.data);
+            any = 1;
+        }
+        if (!any)
+            return;
+    }
+    cr_assert_fail("harness did not settle");
+}
+
+/* Advances the clock by ms in 10 ms ticks, pumping after each. */
+static inline void h_run(harness_t *h, uint64_t ms)
+{
+    h_pump(h);
+    for (uint64_t t = 0; t < ms; t += 10) {
+        h->now += 10;
+        for (int i = 0; i < h->n; i++)
+            if (h->e[i])
+                tether_engine_tick(h->e[i], h->now);
+        h_pump(h);
+    }
+}
+
+static inline void h_free(harness_t *h)
+{
+    while (h->qn > 0) {
+        free(h->q[h->qh].data);
+        h->qh = (h->qh + 1) % H_QUEUE;
+        h->qn--;
+    }
+    for (int i = 0; i < h->n; i++)
+        tether_engine_free(h->e[i]);
+}
+
+/* Members of engine i joined by spaces, into buf. */
+static inline const char *h_members(harness_t *h, int i, char *buf, size_t cap)
+{
+    const char *m[H_MAX * 2];
+    size_t n = tether_engine_members(h->e[i], m, H_MAX * 2), off = 0;
+
+    buf[0] = '\0';
+    for (size_t k = 0; k < n && k < H_MAX * 2; k++) {
+        int w = snprintf(buf + off, cap - off, "%s%s", k ? " " : "", m[k]);
+        if (w < 0 || (size_t)w >= cap - off)
+            break;
+        off += (size_t)w;
+    }
+    return buf;
+}
+
+static inline int h_has_event(harness_t *h, int i, const char *ev)
+{
+    for (int k = 0; k < h->nevents[i]; k++)
+        if (strcmp(h->events[i][k], ev) == 0)
+            return 1;
+    return 0;
+}
+
+#endif /* TETHER_TEST_HARNESS_H */

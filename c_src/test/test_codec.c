@@ -1,0 +1,147 @@
+/* Criterion suite for core/codec.c: the bounded ETF validator and the
+ * name helpers that guard every ei decode of peer input. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "core/codec.h"
+
+static ei_x_buff sample(void)
+{
+    ei_x_buff x;
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 4);
+    ei_x_encode_atom(&x, "members");
+    ei_x_encode_list_header(&x, 2);
+    ei_x_encode_ulonglong(&x, 1ull << 40);
+    ei_x_encode_binary(&x, "abc", 3);
+    ei_x_encode_empty_list(&x);
+    ei_x_encode_map_header(&x, 1);
+    ei_x_encode_long(&x, -5);
+    ei_x_encode_double(&x, 1.5);
+    ei_x_encode_string(&x, "hi");
+    return x;
+}
+
+Test(codec, accepts_well_formed_terms)
+{
+    ei_x_buff x = sample();
+
+    cr_assert_eq(tether__etf_validate(x.buff, (size_t)x.index), 0);
+    ei_x_free(&x);
+}
+
+Test(codec, rejects_every_truncation_and_trailing_bytes)
+{
+    ei_x_buff x = sample();
+    char big[512];
+
+    for (int len = 0; len < x.index; len++)
+        cr_assert_eq(tether__etf_validate(x.buff, (size_t)len), TETHER_EPROTO,
+                     "len %d", len);
+    memcpy(big, x.buff, (size_t)x.index);
+    big[x.index] = 'j';
+    cr_assert_eq(tether__etf_validate(big, (size_t)x.index + 1), TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(NULL, 4), TETHER_EPROTO);
+    ei_x_free(&x);
+}
+
+Test(codec, rejects_oversized_lengths_and_bad_tags)
+{
+    /* binary claiming 4 GiB, list claiming 2^32-1 elements, a fun. */
+    const char bin[] = {(char)131,  109,        (char)0xff, (char)0xff,
+                        (char)0xff, (char)0xff, 1};
+    const char list[] = {(char)131,  108,        (char)0xff, (char)0xff,
+                         (char)0xff, (char)0xff, 106};
+    const char tuple[] = {(char)131,  105,        0x7f,
+                          (char)0xff, (char)0xff, (char)0xff};
+    const char fun[] = {(char)131, 112, 0, 0, 0, 5, 0};
+    const char badver[] = {(char)130, 106};
+
+    cr_assert_eq(tether__etf_validate(bin, sizeof bin), TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(list, sizeof list), TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(tuple, sizeof tuple), TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(fun, sizeof fun), TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(badver, sizeof badver), TETHER_EPROTO);
+}
+
+Test(codec, bounds_nesting_depth)
+{
+    char buf[256];
+    size_t n = 0;
+
+    buf[n++] = (char)131;
+    for (int d = 0; d < TETHER_ETF_DEPTH_MAX + 5; d++) {
+        buf[n++] = 104; /* {X} */
+        buf[n++] = 1;
+    }
+    buf[n++] = 106;
+    cr_assert_eq(tether__etf_validate(buf, n), TETHER_EPROTO);
+    n = 1;
+    for (int d = 0; d < 8; d++) {
+        buf[n++] = 104;
+        buf[n++] = 1;
+    }
+    buf[n++] = 106;
+    cr_assert_eq(tether__etf_validate(buf, n), 0);
+}
+
+Test(codec, garbage_never_crashes)
+{
+    char buf[64];
+    uint32_t x = 7;
+    int ok = 0;
+
+    for (int round = 0; round < 20000; round++) {
+        size_t len = 1 + (size_t)(round % 63);
+        for (size_t i = 0; i < len; i++) {
+            x = x * 1664525u + 1013904223u;
+            buf[i] = (char)(x >> 24);
+        }
+        buf[0] = (char)131;
+        if (tether__etf_validate(buf, len) == 0)
+            ok++;
+    }
+    cr_assert_lt(ok, 20000, "random bytes are mostly refused");
+}
+
+Test(codec, names_are_bounded)
+{
+    ei_x_buff x;
+    char name[TETHER_NODE_NAME_MAX + 1], longname[300];
+    int idx = 1;
+
+    ei_x_new_with_version(&x);
+    cr_assert_eq(tether__etf_encode_name(&x, "n1@host"), 0);
+    cr_assert_eq(tether__etf_decode_name(x.buff, &idx, name), 0);
+    cr_assert_str_eq(name, "n1@host");
+    ei_x_free(&x);
+
+    memset(longname, 'a', sizeof longname);
+    ei_x_new_with_version(&x);
+    ei_x_encode_atom_len(&x, longname, 255);
+    idx = 1;
+    cr_assert_eq(tether__etf_decode_name(x.buff, &idx, name), 0);
+    ei_x_free(&x);
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_long(&x, 5);
+    idx = 1;
+    cr_assert_eq(tether__etf_decode_name(x.buff, &idx, name), TETHER_EPROTO);
+    ei_x_free(&x);
+}
+
+Test(codec, improper_lists_are_refused)
+{
+    ei_x_buff x;
+    int idx = 1, n;
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_long(&x, 1);
+    ei_x_encode_long(&x, 2); /* tail is not [] */
+    cr_assert_eq(tether__etf_validate(x.buff, (size_t)x.index), 0);
+    cr_assert_eq(tether__etf_list(x.buff, &idx, &n), 0);
+    cr_assert_eq(n, 1);
+    ei_x_free(&x);
+}

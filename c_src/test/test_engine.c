@@ -1,0 +1,583 @@
+/*
+ * Criterion suite for core/engine.c, the cluster engine: sessions, join,
+ * leave, leases, incarnations, partitions (drop, defer, gossip, overflow,
+ * heal order), modules, garbage input and determinism. Engines talk
+ * through test/harness.h (FIFO, no loss).
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "test/harness.h"
+
+static char mb[512];
+
+/* Starts n engines, makes all join a, and runs until they agree. */
+static void cluster(harness_t *h, int n)
+{
+    h_init(h, n);
+    h_start_all(h);
+    for (int i = 1; i < n; i++)
+        tether_engine_join(h->e[i], h->names[0]);
+    h_run(h, 1000);
+}
+
+Test(engine, config_is_checked)
+{
+    tether_engine_config_t cfg;
+    tether_engine_t *e = NULL;
+    uint8_t secret[TETHER_CLUSTER_SECRET_BYTES] = {1};
+
+    tether_engine_config_default(&cfg);
+    cr_assert_eq(tether_engine_new(&cfg, &e), TETHER_EINVAL); /* no name */
+    cfg.name = "a@x";
+    cr_assert_eq(tether_engine_new(&cfg, &e), TETHER_EINVAL); /* no keys */
+    cfg.cluster_secret = secret;
+    cfg.ttl_ms = cfg.heartbeat_ms; /* the lease must outlast a heartbeat */
+    cr_assert_eq(tether_engine_new(&cfg, &e), TETHER_EINVAL);
+    cfg.ttl_ms = 5000;
+    cfg.incarnation = 0;
+    cr_assert_eq(tether_engine_new(&cfg, &e), TETHER_EINVAL);
+    cfg.incarnation = 1;
+    cr_assert_eq(tether_engine_new(&cfg, &e), 0);
+    tether_engine_free(e);
+}
+
+Test(engine, alone_it_is_its_own_member)
+{
+    harness_t h;
+
+    h_init(&h, 1);
+    h_start_all(&h);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test");
+    cr_assert(tether_engine_is_member(h.e[0], "a@test"));
+    h_free(&h);
+}
+
+Test(engine, join_makes_everyone_agree)
+{
+    harness_t h;
+
+    cluster(&h, 4);
+    for (int i = 0; i < 4; i++)
+        cr_assert_str_eq(h_members(&h, i, mb, sizeof mb),
+                         "a@test b@test c@test d@test", "node %d: %s", i, mb);
+    cr_assert(h_has_event(&h, 3, "tether_member up a@test"));
+    cr_assert(h_has_event(&h, 0, "tether_member up d@test"));
+    cr_assert(tether_engine_session_up(h.e[1], "c@test"),
+              "gossip made b and c connect");
+    cr_assert_eq(tether_engine_stats(h.e[0])->recv_rejected, 0);
+    h_free(&h);
+}
+
+Test(engine, leave_is_announced_and_final)
+{
+    harness_t h;
+
+    cluster(&h, 3);
+    cr_assert_eq(tether_engine_leave(h.e[2]), 0);
+    cr_assert_eq(tether_engine_leave(h.e[2]), TETHER_ECLOSED);
+    cr_assert_eq(tether_engine_join(h.e[2], "a@test"), TETHER_ECLOSED);
+    h_run(&h, 50);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    cr_assert_str_eq(h_members(&h, 1, mb, sizeof mb), "a@test b@test");
+    cr_assert_eq(tether_engine_members(h.e[2], NULL, 0), 0);
+    cr_assert(h_has_event(&h, 0, "tether_member down c@test"));
+    /* Long after, still gone: its tombstone outlives every lease. */
+    h_run(&h, 3000);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    cr_assert_eq(
+        tether_membership_find(tether_engine_membership(h.e[1]), "c@test")
+            ->status,
+        TETHER_MEMBER_LEFT);
+    h_free(&h);
+}
+
+Test(engine, stale_gossip_never_re_adds_a_node_that_left)
+{
+    harness_t h;
+
+    cluster(&h, 3);
+    /* c is cut off from everyone; b leaves while c cannot hear it. */
+    h_cut(&h, 2, 0);
+    h_cut(&h, 2, 1);
+    for (int i = 0; i < 3; i++)
+        h.link[2][i] = h.link[i][2] = 0;
+    cr_assert_eq(tether_engine_leave(h.e[1]), 0);
+    h_run(&h, 500);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test");
+    /* c comes back still believing b alive; its gossip must not undo the
+     * tombstone at a, and c must learn it. */
+    for (int i = 0; i < 3; i++)
+        h.link[2][i] = h.link[i][2] = 1;
+    h_peer_up(&h, 0, 2);
+    h_run(&h, 1000);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test c@test");
+    cr_assert_str_eq(h_members(&h, 2, mb, sizeof mb), "a@test c@test");
+    cr_assert_eq(
+        tether_membership_find(tether_engine_membership(h.e[2]), "b@test")
+            ->status,
+        TETHER_MEMBER_LEFT);
+    h_free(&h);
+}
+
+Test(engine, silent_peer_expires_after_ttl)
+{
+    harness_t h;
+
+    cluster(&h, 2);
+    h.link[1][0] = 0; /* b's bytes stop reaching a, the connection stays */
+    h_run(&h, 300);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test",
+                     "still within the lease");
+    h_run(&h, 300);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test");
+    cr_assert(h_has_event(&h, 0, "tether_member down b@test"));
+    cr_assert_leq(tether_engine_next_deadline(h.e[0]), h.now + 100);
+    h.link[1][0] = 1;
+    h_run(&h, 300);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    h_free(&h);
+}
+
+Test(engine, connection_loss_is_down_at_once)
+{
+    harness_t h;
+
+    cluster(&h, 2);
+    h.link[0][1] = h.link[1][0] = 0; /* no reconnection either */
+    h_cut(&h, 0, 1);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test");
+    cr_assert_str_eq(h_members(&h, 1, mb, sizeof mb), "b@test");
+    h_free(&h);
+}
+
+Test(engine, restart_with_higher_incarnation_rejoins)
+{
+    harness_t h;
+
+    cluster(&h, 3);
+    h_cut(&h, 2, 0);
+    h_cut(&h, 2, 1);
+    tether_engine_free(h.e[2]);
+    h.e[2] = NULL;
+    h_run(&h, 500);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    h.inc[2] = 2;
+    h_start(&h, 2);
+    tether_engine_join(h.e[2], "b@test");
+    h_run(&h, 1000);
+    for (int i = 0; i < 3; i++)
+        cr_assert_str_eq(h_members(&h, i, mb, sizeof mb),
+                         "a@test b@test c@test", "node %d: %s", i, mb);
+    cr_assert_eq(
+        tether_membership_find(tether_engine_membership(h.e[0]), "c@test")
+            ->incarnation,
+        2);
+    h_free(&h);
+}
+
+Test(engine, left_node_restarted_as_new_incarnation_is_a_member)
+{
+    harness_t h;
+
+    cluster(&h, 2);
+    cr_assert_eq(tether_engine_leave(h.e[1]), 0);
+    h_run(&h, 200);
+    h_cut(&h, 0, 1);
+    tether_engine_free(h.e[1]);
+    h.inc[1] = 2;
+    h_start(&h, 1);
+    tether_engine_join(h.e[1], "a@test");
+    h_run(&h, 1000);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    h_free(&h);
+}
+
+/* A module that records the ids it receives, in order. */
+typedef struct rec {
+    int ids[256];
+    int n;
+} rec_t;
+
+static void rec_msg(tether_engine_t *node, void *ctx, const char *from,
+                    const char *etf, size_t len)
+{
+    rec_t *r = ctx;
+    int idx = 0, v;
+    long id;
+
+    (void)node;
+    (void)from;
+    (void)len;
+    cr_assert_eq(ei_decode_version(etf, &idx, &v), 0);
+    cr_assert_eq(ei_decode_long(etf, &idx, &id), 0);
+    if (r->n < 256)
+        r->ids[r->n++] = (int)id;
+}
+
+static const tether_engine_module_t rec_module = {
+    .name = "rec", .type = 0x30, .on_message = rec_msg};
+
+static int send_id(harness_t *h, int from, int to, long id)
+{
+    ei_x_buff x;
+    int rc;
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_long(&x, id);
+    rc = tether_engine_send(h->e[from], h->names[to], 0x30,
+                            (const uint8_t *)x.buff, (size_t)x.index, 0);
+    ei_x_free(&x);
+    return rc;
+}
+
+static const char *const GA[] = {"a@test"};
+static const char *const GB[] = {"b@test"};
+
+Test(engine, modules_register_once_above_the_core_types)
+{
+    harness_t h;
+    tether_engine_module_t low = rec_module;
+
+    h_init(&h, 1);
+    h_start_all(&h);
+    low.type = TETHER_MSG_MEMBERS;
+    cr_assert_eq(tether_engine_register_module(h.e[0], &low, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_engine_register_module(h.e[0], &rec_module, NULL), 0);
+    cr_assert_eq(tether_engine_register_module(h.e[0], &rec_module, NULL),
+                 TETHER_EEXIST);
+    cr_assert_eq(
+        tether_engine_send(h.e[0], "b@test", 0x05, (const uint8_t *)"x", 1, 0),
+        TETHER_EINVAL);
+    h_free(&h);
+}
+
+Test(engine, drop_partition_downs_the_other_side_at_once)
+{
+    harness_t h;
+    rec_t r = {0};
+    uint64_t ref;
+
+    cluster(&h, 2);
+    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DROP, &ref),
+                 0);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test",
+                     "drop: down at once on the injecting side");
+    h_pump(&h);
+    cr_assert_str_eq(h_members(&h, 1, mb, sizeof mb), "b@test",
+                     "and on the other side once the table arrives");
+    cr_assert_eq(send_id(&h, 0, 1, 1), TETHER_ECLOSED);
+    h_run(&h, 500);
+    cr_assert_eq(r.n, 0);
+    cr_assert_gt(tether_engine_stats(h.e[0])->part_dropped, 0);
+    cr_assert_gt(tether_engine_stats(h.e[1])->part_dropped, 0,
+                 "b enforces a's partition on its own sends");
+    cr_assert_eq(tether_engine_heal(h.e[1], ref), 0); /* heal anywhere */
+    h_run(&h, 300);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    cr_assert_eq(send_id(&h, 0, 1, 2), 0);
+    h_pump(&h);
+    cr_assert_eq(r.n, 1);
+    cr_assert_eq(r.ids[0], 2);
+    cr_assert_eq(tether_engine_heal(h.e[1], 12345), TETHER_ENOTFOUND);
+    h_free(&h);
+}
+
+Test(engine, defer_partition_holds_members_and_delivers_in_order_on_heal)
+{
+    harness_t h;
+    rec_t r = {0};
+    uint64_t ref;
+
+    cluster(&h, 2);
+    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DEFER, &ref),
+                 0);
+    for (long id = 1; id <= 10; id++)
+        cr_assert_eq(send_id(&h, 0, 1, id), 0);
+    h_run(&h, 2000); /* far beyond the TTL */
+    cr_assert_eq(r.n, 0, "nothing crosses a defer partition");
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test",
+                     "defer: the other side stays a member");
+    cr_assert_str_eq(h_members(&h, 1, mb, sizeof mb), "a@test b@test");
+    cr_assert_eq(tether_engine_stats(h.e[0])->part_deferred, 10);
+    cr_assert_gt(tether_engine_stats(h.e[0])->part_skipped, 0,
+                 "heartbeats are skipped, not queued");
+    tether_engine_heal_all(h.e[1]);
+    h_run(&h, 100);
+    cr_assert_eq(r.n, 10);
+    for (int k = 0; k < 10; k++)
+        cr_assert_eq(r.ids[k], k + 1, "in order");
+    cr_assert_eq(tether_engine_partitions(h.e[0])->active, 0);
+    h_free(&h);
+}
+
+Test(engine, defer_overflow_is_counted_never_silent)
+{
+    harness_t h;
+    rec_t r = {0};
+
+    h_init(&h, 2);
+    h.defer_max = 4;
+    h_start_all(&h);
+    tether_engine_join(h.e[1], "a@test");
+    h_run(&h, 500);
+    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DEFER, NULL),
+                 0);
+    for (long id = 1; id <= 10; id++)
+        (void)send_id(&h, 0, 1, id);
+    cr_assert_eq(tether_engine_stats(h.e[0])->part_deferred, 4);
+    cr_assert_eq(tether_engine_stats(h.e[0])->defer_overflow, 6);
+    cr_assert_eq(send_id(&h, 0, 1, 11), TETHER_ETOOBIG);
+    tether_engine_heal_all(h.e[0]);
+    h_run(&h, 100);
+    cr_assert_eq(r.n, 4);
+    for (int k = 0; k < 4; k++)
+        cr_assert_eq(r.ids[k], k + 1);
+    h_free(&h);
+}
+
+Test(engine, receiver_defers_what_an_uninformed_sender_sent)
+{
+    harness_t h;
+    rec_t r = {0};
+
+    cluster(&h, 2);
+    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    /* b learns of the partition; a's message is already on the wire. */
+    cr_assert_eq(send_id(&h, 0, 1, 1), 0);
+    cr_assert_eq(tether_engine_partition(h.e[1], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DEFER, NULL),
+                 0);
+    h_pump(&h);
+    cr_assert_eq(r.n, 0, "held at the receiver");
+    tether_engine_heal_all(h.e[1]);
+    h_pump(&h);
+    cr_assert_eq(r.n, 1);
+    h_free(&h);
+}
+
+Test(engine, partition_rejects_bad_groups)
+{
+    harness_t h;
+    const char *const both[] = {"a@test", "b@test"};
+
+    h_init(&h, 1);
+    h_start_all(&h);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, both, 2,
+                                         TETHER_PARTITION_DROP, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 0, GB, 1,
+                                         TETHER_PARTITION_DROP, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1, 7, NULL),
+                 TETHER_EINVAL);
+    h_free(&h);
+}
+
+Test(engine, garbage_input_is_counted_not_fatal)
+{
+    harness_t h;
+    uint8_t junk[512];
+    uint8_t hello_like[200];
+    const tether_engine_stats_t *st;
+    uint32_t x = 12345;
+
+    cluster(&h, 2);
+    for (size_t i = 0; i < sizeof junk; i++) {
+        x = x * 1103515245u + 12345u;
+        junk[i] = (uint8_t)(x >> 16);
+    }
+    cr_assert_lt(tether_engine_recv(h.e[0], "b@test", junk, 0), 0);
+    cr_assert_lt(tether_engine_recv(h.e[0], "b@test", NULL, 3), 0);
+    cr_assert_lt(tether_engine_recv(h.e[0], "", junk, 10), 0);
+    cr_assert_lt(tether_engine_recv(h.e[0], "a@test", junk, 10), 0);
+    for (size_t len = 1; len <= sizeof junk; len += 7)
+        cr_assert_lt(tether_engine_recv(h.e[0], "b@test", junk, len), 0);
+    /* Right version byte, sealed type, wrong MAC: tampered. */
+    junk[0] = TETHER_ENVELOPE_VERSION;
+    junk[1] = TETHER_MSG_MEMBERS;
+    for (size_t len = 2; len <= 200; len += 13)
+        cr_assert_lt(tether_engine_recv(h.e[0], "b@test", junk, len), 0);
+    /* Hello-shaped bytes, truncated and garbled, from known and unknown
+     * names. */
+    memset(hello_like, 0, sizeof hello_like);
+    hello_like[0] = TETHER_ENVELOPE_VERSION;
+    hello_like[1] = TETHER_ENV_TYPE_HELLO;
+    hello_like[2] = 6;
+    hello_like[3] = 6;
+    memcpy(hello_like + 4, "b@testa@test", 12);
+    for (size_t len = 2; len <= sizeof hello_like; len += 11) {
+        cr_assert_lt(tether_engine_recv(h.e[0], "b@test", hello_like, len), 0);
+        cr_assert_lt(tether_engine_recv(h.e[0], "zz@nowhere", hello_like, len),
+                     0);
+    }
+    cr_assert_not(tether_engine_session_up(h.e[0], "zz@nowhere"));
+    st = tether_engine_stats(h.e[0]);
+    cr_assert_gt(st->recv_garbage, 0);
+    cr_assert_gt(st->recv_rejected, 0);
+    cr_assert_gt(tether_engine_envelope_stats(h.e[0])->tampered, 0);
+    /* The real session survived all of it. */
+    h_run(&h, 500);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    h_free(&h);
+}
+
+Test(engine, replayed_envelopes_are_refused)
+{
+    harness_t h;
+    tether_engine_action_t a;
+    uint8_t *copy = NULL;
+    size_t len = 0;
+
+    cluster(&h, 2);
+    /* Catch one sealed heartbeat from a to b and play it twice. */
+    h.now += 100;
+    tether_engine_tick(h.e[0], h.now);
+    while (tether_engine_next_action(h.e[0], &a)) {
+        if (a.kind == TETHER_ACTION_SEND && copy == NULL &&
+            a.data[1] == TETHER_MSG_HEARTBEAT) {
+            copy = a.data;
+            len = a.len;
+            a.data = NULL;
+        }
+        tether_engine_action_release(&a);
+    }
+    cr_assert_not_null(copy);
+    cr_assert_eq(tether_engine_recv(h.e[1], "a@test", copy, len), 0);
+    cr_assert_eq(tether_engine_recv(h.e[1], "a@test", copy, len),
+                 TETHER_EREPLAY);
+    cr_assert_eq(tether_engine_envelope_stats(h.e[1])->replayed, 1);
+    free(copy);
+    h_free(&h);
+}
+
+/* Collects every SEND of a run into one digest. */
+static uint64_t run_digest(void)
+{
+    harness_t h;
+    uint64_t d = 1469598103934665603ull;
+
+    h_init(&h, 3);
+    h_start_all(&h);
+    tether_engine_join(h.e[1], "a@test");
+    tether_engine_join(h.e[2], "a@test");
+    for (int step = 0; step < 50; step++) {
+        h.now += 10;
+        for (int i = 0; i < 3; i++) {
+            tether_engine_action_t a;
+            tether_engine_tick(h.e[i], h.now);
+            while (tether_engine_next_action(h.e[i], &a)) {
+                for (size_t k = 0; k < a.len; k++)
+                    d = (d ^ a.data[k]) * 1099511628211ull;
+                d = (d ^ (uint64_t)a.kind) * 1099511628211ull;
+                tether_engine_action_release(&a);
+            }
+        }
+    }
+    h_free(&h);
+    return d;
+}
+
+Test(engine, same_seed_same_bytes)
+{
+    cr_assert_eq(run_digest(), run_digest());
+}
+
+Test(engine, random_is_deterministic_per_seed)
+{
+    harness_t h1, h2;
+    uint8_t a[100], b[100];
+
+    h_init(&h1, 1);
+    h_init(&h2, 1);
+    h_start_all(&h1);
+    h_start_all(&h2);
+    tether_engine_random(h1.e[0], a, sizeof a);
+    tether_engine_random(h2.e[0], b, sizeof b);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0);
+    tether_engine_random(h1.e[0], a, sizeof a);
+    cr_assert_neq(memcmp(a, b, sizeof a), 0, "the counter moves on");
+    h_free(&h1);
+    h_free(&h2);
+}
+
+Test(engine, subscriptions)
+{
+    harness_t h;
+
+    h_init(&h, 1);
+    h_start_all(&h);
+    cr_assert_eq(tether_engine_subscribe(h.e[0], 7), TETHER_EEXIST);
+    cr_assert_eq(tether_engine_subscribe(h.e[0], 8), 0);
+    cr_assert_eq(tether_engine_unsubscribe(h.e[0], 8), 0);
+    cr_assert_eq(tether_engine_unsubscribe(h.e[0], 8), TETHER_ENOTFOUND);
+    h_free(&h);
+}
+
+/* A module that counts its hooks. */
+typedef struct hooks {
+    int up, down, member_up, member_down, ticks;
+} hooks_t;
+
+static void hk_up(tether_engine_t *n, void *ctx, const char *peer)
+{
+    (void)n;
+    (void)peer;
+    ((hooks_t *)ctx)->up++;
+}
+
+static void hk_down(tether_engine_t *n, void *ctx, const char *peer)
+{
+    (void)n;
+    (void)peer;
+    ((hooks_t *)ctx)->down++;
+}
+
+static void hk_member(tether_engine_t *n, void *ctx, const char *name, int up)
+{
+    (void)n;
+    (void)name;
+    if (up)
+        ((hooks_t *)ctx)->member_up++;
+    else
+        ((hooks_t *)ctx)->member_down++;
+}
+
+static void hk_tick(tether_engine_t *n, void *ctx, uint64_t now)
+{
+    (void)n;
+    (void)now;
+    ((hooks_t *)ctx)->ticks++;
+}
+
+Test(engine, module_hooks_follow_sessions_and_members)
+{
+    harness_t h;
+    hooks_t k = {0};
+    const tether_engine_module_t m = {.name = "hooks",
+                                      .type = 0x31,
+                                      .on_session_up = hk_up,
+                                      .on_session_down = hk_down,
+                                      .on_member = hk_member,
+                                      .on_tick = hk_tick};
+
+    h_init(&h, 2);
+    h_start_all(&h);
+    cr_assert_eq(tether_engine_register_module(h.e[0], &m, &k), 0);
+    tether_engine_join(h.e[1], "a@test");
+    h_run(&h, 500);
+    cr_assert_eq(k.up, 1);
+    cr_assert_eq(k.member_up, 1);
+    cr_assert_gt(k.ticks, 10);
+    h_cut(&h, 0, 1);
+    cr_assert_eq(k.down, 1);
+    cr_assert_eq(k.member_down, 1);
+    h_free(&h);
+}
