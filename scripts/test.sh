@@ -95,7 +95,9 @@ fi
 
 # -- common_test, distributed on loopback ------------------------------------
 start_epmd "${TETHER_TEST_EPMD_PORT:-14369}"
-rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct 2>&1 | tee "$log/ct"
+# The CT node itself listens on loopback only.
+ERL_FLAGS="${ERL_FLAGS:-} -kernel inet_dist_use_interface {127,0,0,1}" \
+    rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct 2>&1 | tee "$log/ct"
 rc=${PIPESTATUS[0]}
 p=$(plain "$log/ct" | grep -aoE 'All [0-9]+ tests passed|Passed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
 f=$(plain "$log/ct" | grep -aoE 'Failed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)

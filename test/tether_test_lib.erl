@@ -1,0 +1,582 @@
+%% @doc Helpers shared by the common_test suites: start and stop real
+%% C-nodes (priv/tether_cnode) and BEAM peers, and talk to the C-node's
+%% built-in `echo' process with stock OTP primitives only.
+%%
+%% A C-node is run through open_port/2 under `/bin/sh -c exec', so the
+%% OS pid the port reports is the C-node's own pid (signals go straight to
+%% it) and its stderr lands in a file the suites can read and keep. An
+%% owner process holds the port, collects stdout lines and learns the exit
+%% status. Every start has a matching stop that never waits forever.
+%%
+%% Peers are started with OTP's `peer' module on 127.0.0.1 with long
+%% names. By default their control channel is peer's alternative TCP
+%% connection (on loopback), so a peer is not connected to the common_test
+%% node over distribution: it can have another cookie or another
+%% net_ticktime, and it only meets the C-node when a test makes it.
+%% Functions in this module also run on the peers (their code path
+%% includes this module's directory).
+-module(tether_test_lib).
+
+%% C-node lifecycle.
+-export([priv_dir/0, cnode_exe/0, epmd_port/0, cookie/0, unique_name/1,
+         start_cnode/1, stop_cnode/1, kill_cnode/1, term_cnode/1,
+         wait_cnode_exit/2, cnode_node/1, cnode_os_pid/1, cnode_stdout/1,
+         cnode_stderr/1, os_pid_alive/1]).
+%% BEAM peers.
+-export([start_peer/1, start_peer/2, stop_peer/1, peer_node/1, peer_call/4,
+         peer_call/5, start_peers/2, stop_peers/1]).
+%% Cleanup of everything a test case started.
+-export([start_keeper/0, keep/2, release_all/1]).
+%% Talking to the C-node's echo processes (also run on peers).
+-export([echo/2, echo/3, ping_and_echo/2, cnode_spawn/2, start_collector/0,
+         collected/1, wait_collected/3, idle_watch/2, epmd_names/0,
+         wait_until/2, flush/0]).
+
+-define(HOST, "127.0.0.1").
+-define(LOOPBACK, {127, 0, 0, 1}).
+%% Generous limits: the machine is a shared 2-vCPU VM.
+-define(READY_TIMEOUT, 30000).
+-define(STOP_TIMEOUT, 15000).
+-define(KILL_TIMEOUT, 15000).
+-define(PEER_BOOT_TIMEOUT, 60000).
+-define(CALL_TIMEOUT, 30000).
+-define(REPLY_TIMEOUT, 10000).
+-define(LINE_MAX, 4096).
+
+-type cnode() :: #{node := node(), name := string(), os_pid := integer(),
+                   owner := pid(), stderr := file:filename()}.
+-type peer() :: #{pid := pid(), node := node(), connection := tcp | dist}.
+-export_type([cnode/0, peer/0]).
+
+%%--------------------------------------------------------------------
+%% Paths and environment
+%%--------------------------------------------------------------------
+
+%% @doc The tether priv directory (falls back to ../priv next to ebin, or
+%% the source tree's priv when run from test/).
+-spec priv_dir() -> file:filename().
+priv_dir() ->
+    case code:priv_dir(tether) of
+        {error, bad_name} ->
+            Here = filename:dirname(code:which(?MODULE)),
+            Candidates = [filename:join([Here, "..", "priv"]),
+                          filename:join([Here, "..", "..", "..", "..", "priv"])],
+            case [D || D <- Candidates,
+                       filelib:is_regular(filename:join(D, "tether_cnode"))] of
+                [D | _] -> D;
+                [] -> hd(Candidates)
+            end;
+        Dir ->
+            Dir
+    end.
+
+%% @doc The C-node program: $TETHER_CNODE if set, else priv/tether_cnode.
+-spec cnode_exe() -> file:filename().
+cnode_exe() ->
+    case os:getenv("TETHER_CNODE") of
+        false -> filename:join(priv_dir(), "tether_cnode");
+        "" -> filename:join(priv_dir(), "tether_cnode");
+        Exe -> Exe
+    end.
+
+%% @doc The private epmd port the runner started (ERL_EPMD_PORT).
+-spec epmd_port() -> pos_integer().
+epmd_port() ->
+    list_to_integer(os:getenv("ERL_EPMD_PORT", "4369")).
+
+%% @doc This node's cookie as a string.
+-spec cookie() -> string().
+cookie() ->
+    atom_to_list(erlang:get_cookie()).
+
+%% @doc A node name (without host) unique within this OS process.
+-spec unique_name(string() | atom()) -> string().
+unique_name(Prefix) ->
+    lists:concat([Prefix, "_", erlang:unique_integer([positive]), "_",
+                  os:getpid()]).
+
+%%--------------------------------------------------------------------
+%% C-node lifecycle
+%%--------------------------------------------------------------------
+
+%% @doc Starts a C-node and waits for its `tether_cnode: NAME ready' line.
+%% Options: name (string, default unique), cookie (string, default this
+%% node's), visible (boolean), ticktime (seconds), cookie_file, log_dir
+%% (where NAME.stderr goes), log_level, extra_args, listen (a
+%% "127.0.0.1:PORT" string, default "127.0.0.1:0"; `none' to omit).
+%% Returns {ok, CNode} or {error, {Why, StdoutLines, StderrLines}}.
+-spec start_cnode(map()) -> {ok, cnode()} | {error, term()}.
+start_cnode(Opts) ->
+    Name = maps:get(name, Opts, unique_name(tcn)),
+    Node = list_to_atom(Name ++ "@" ++ ?HOST),
+    LogDir = maps:get(log_dir, Opts, os:getenv("TMPDIR", "/tmp")),
+    Stderr = filename:join(LogDir, Name ++ ".stderr"),
+    Args = cnode_args(Name, Opts),
+    Parent = self(),
+    Ref = make_ref(),
+    Owner = spawn(fun() -> owner_init(Parent, Ref, Args, Stderr) end),
+    MRef = erlang:monitor(process, Owner),
+    receive
+        {Ref, ready, OsPid} ->
+            erlang:demonitor(MRef, [flush]),
+            {ok, #{node => Node, name => Name, os_pid => OsPid,
+                   owner => Owner, stderr => Stderr}};
+        {Ref, exited, Status, Lines} ->
+            erlang:demonitor(MRef, [flush]),
+            {error, {{exited, Status}, Lines, read_lines(Stderr)}};
+        {'DOWN', MRef, process, Owner, Reason} ->
+            {error, {{owner_died, Reason}, [], read_lines(Stderr)}}
+    after ?READY_TIMEOUT ->
+            erlang:demonitor(MRef, [flush]),
+            Lines = owner_lines(Owner),
+            _ = owner_kill(Owner),
+            {error, {not_ready, Lines, read_lines(Stderr)}}
+    end.
+
+cnode_args(Name, Opts) ->
+    Cookie = case maps:find(cookie_file, Opts) of
+                 {ok, F} -> ["--cookie-file", F];
+                 error -> ["--cookie", maps:get(cookie, Opts, cookie())]
+             end,
+    Visible = case maps:get(visible, Opts, false) of
+                  true -> ["--visible"];
+                  false -> []
+              end,
+    Tick = case maps:find(ticktime, Opts) of
+               {ok, T} -> ["--ticktime", integer_to_list(T)];
+               error -> []
+           end,
+    Listen = case maps:get(listen, Opts, "127.0.0.1:0") of
+                 none -> [];
+                 L -> ["--listen", L]
+             end,
+    Level = case maps:find(log_level, Opts) of
+                {ok, Lv} -> ["--log-level", atom_to_list(Lv)];
+                error -> []
+            end,
+    ["--name", Name ++ "@" ++ ?HOST | Cookie]
+        ++ ["--epmd-port", integer_to_list(epmd_port())]
+        ++ Visible ++ Tick ++ Listen ++ Level ++ maps:get(extra_args, Opts, []).
+
+%% @doc Stops a C-node with SIGTERM; if it has not exited after a generous
+%% delay, with SIGKILL. Returns {term, Status} when it exited by itself
+%% after SIGTERM, {killed, Status} when SIGKILL was needed.
+-spec stop_cnode(cnode()) -> {term | killed, integer() | timeout} | already_stopped.
+stop_cnode(#{owner := Owner} = C) ->
+    case is_process_alive(Owner) of
+        true -> stop_cnode1(C);
+        false -> already_stopped
+    end.
+
+stop_cnode1(#{os_pid := OsPid, owner := Owner}) ->
+    _ = signal(term, OsPid),
+    case owner_wait_exit(Owner, ?STOP_TIMEOUT) of
+        {ok, Status} ->
+            owner_quit(Owner),
+            {term, Status};
+        timeout ->
+            _ = signal(kill, OsPid),
+            Res = owner_wait_exit(Owner, ?KILL_TIMEOUT),
+            owner_quit(Owner),
+            case Res of
+                {ok, Status} -> {killed, Status};
+                timeout -> {killed, timeout}
+            end
+    end.
+
+%% @doc Kills a C-node with SIGKILL and waits for it to be gone.
+-spec kill_cnode(cnode()) -> {ok, integer()} | timeout.
+kill_cnode(#{os_pid := OsPid, owner := Owner}) ->
+    true = is_process_alive(Owner),
+    _ = signal(kill, OsPid),
+    Res = owner_wait_exit(Owner, ?KILL_TIMEOUT),
+    owner_quit(Owner),
+    Res.
+
+%% @doc Sends SIGTERM and returns at once (see stop_cnode/1 to wait).
+-spec term_cnode(cnode()) -> ok.
+term_cnode(#{os_pid := OsPid, owner := Owner}) ->
+    true = is_process_alive(Owner),
+    _ = signal(term, OsPid),
+    ok.
+
+%% @doc Waits for a C-node's exit status (after term_cnode/1).
+-spec wait_cnode_exit(cnode(), timeout()) -> {ok, integer()} | timeout.
+wait_cnode_exit(#{owner := Owner}, Timeout) ->
+    Res = owner_wait_exit(Owner, Timeout),
+    case Res of
+        {ok, _} -> owner_quit(Owner);
+        timeout -> ok
+    end,
+    Res.
+
+-spec cnode_node(cnode()) -> node().
+cnode_node(#{node := Node}) -> Node.
+
+-spec cnode_os_pid(cnode()) -> integer().
+cnode_os_pid(#{os_pid := P}) -> P.
+
+%% @doc The stdout lines the C-node printed so far.
+-spec cnode_stdout(cnode()) -> [binary()].
+cnode_stdout(#{owner := Owner}) ->
+    owner_lines(Owner).
+
+%% @doc The stderr lines the C-node wrote so far.
+-spec cnode_stderr(cnode()) -> [binary()].
+cnode_stderr(#{stderr := File}) ->
+    read_lines(File).
+
+%% @doc True if an OS process with that pid exists (kill -0).
+-spec os_pid_alive(integer()) -> boolean().
+os_pid_alive(OsPid) ->
+    filelib:is_dir("/proc/" ++ integer_to_list(OsPid)) andalso
+        not is_zombie(OsPid).
+
+is_zombie(OsPid) ->
+    case file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/stat") of
+        {ok, Stat} ->
+            %% The state letter follows the ")" that closes the command.
+            [_, After] = string:split(Stat, ")", trailing),
+            string:trim(After, leading) =/= <<>> andalso
+                binary:at(string:trim(After, leading), 0) =:= $Z;
+        {error, _} ->
+            true
+    end.
+
+signal(Sig, OsPid) ->
+    Flag = case Sig of term -> "-TERM"; kill -> "-KILL" end,
+    os:cmd("kill " ++ Flag ++ " " ++ integer_to_list(OsPid) ++ " 2>/dev/null").
+
+read_lines(File) ->
+    case file:read_file(File) of
+        {ok, Bin} -> [L || L <- binary:split(Bin, <<"\n">>, [global]), L =/= <<>>];
+        {error, _} -> []
+    end.
+
+%% The owner process: holds the port, keeps stdout lines, reports the
+%% ready line to the starter and the exit status to whoever waits.
+owner_init(Parent, Ref, Args, Stderr) ->
+    ok = filelib:ensure_dir(Stderr),
+    Exe = cnode_exe(),
+    Port = open_port({spawn_executable, "/bin/sh"},
+                     [{args, ["-c", "exec \"$0\" \"$@\" 2>>\"$TETHER_CNODE_STDERR\"",
+                              Exe | Args]},
+                      {env, [{"TETHER_CNODE_STDERR", Stderr}]},
+                      {line, ?LINE_MAX}, binary, exit_status, use_stdio, hide]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    owner_loop(#{port => Port, os_pid => OsPid, lines => [], partial => <<>>,
+                 ready => {Parent, Ref}, exit => undefined, waiters => []}).
+
+owner_loop(#{port := Port} = S) ->
+    receive
+        {Port, {data, {noeol, Part}}} ->
+            owner_loop(S#{partial := <<(maps:get(partial, S))/binary, Part/binary>>});
+        {Port, {data, {eol, Part}}} ->
+            Line = <<(maps:get(partial, S))/binary, Part/binary>>,
+            S1 = S#{partial := <<>>, lines := [Line | maps:get(lines, S)]},
+            owner_loop(maybe_ready(Line, S1));
+        {Port, {exit_status, Status}} ->
+            S1 = S#{exit := Status},
+            case maps:get(ready, S1) of
+                {Parent, Ref} ->
+                    Parent ! {Ref, exited, Status, lists:reverse(maps:get(lines, S1))};
+                done ->
+                    ok
+            end,
+            [W ! {WRef, exited, Status} || {W, WRef} <- maps:get(waiters, S1)],
+            owner_loop(S1#{ready := done, waiters := []});
+        {lines, From, Ref} ->
+            From ! {Ref, lists:reverse(maps:get(lines, S))},
+            owner_loop(S);
+        {wait_exit, From, Ref} ->
+            case maps:get(exit, S) of
+                undefined ->
+                    owner_loop(S#{waiters := [{From, Ref} | maps:get(waiters, S)]});
+                Status ->
+                    From ! {Ref, exited, Status},
+                    owner_loop(S)
+            end;
+        {kill, From, Ref} ->
+            _ = signal(kill, maps:get(os_pid, S)),
+            From ! {Ref, ok},
+            owner_loop(S#{ready := done});
+        quit ->
+            catch port_close(Port),
+            ok
+    end.
+
+maybe_ready(Line, #{ready := {Parent, Ref}, os_pid := OsPid} = S) ->
+    case re:run(Line, <<"^tether_cnode: \\S+ ready\\s*$">>) of
+        {match, _} ->
+            Parent ! {Ref, ready, OsPid},
+            S#{ready := done};
+        nomatch ->
+            S
+    end;
+maybe_ready(_Line, S) ->
+    S.
+
+owner_lines(Owner) ->
+    Ref = make_ref(),
+    Owner ! {lines, self(), Ref},
+    receive {Ref, Lines} -> Lines after ?REPLY_TIMEOUT -> [] end.
+
+owner_wait_exit(Owner, Timeout) ->
+    Ref = make_ref(),
+    Owner ! {wait_exit, self(), Ref},
+    receive {Ref, exited, Status} -> {ok, Status} after Timeout -> timeout end.
+
+owner_kill(Owner) ->
+    Ref = make_ref(),
+    Owner ! {kill, self(), Ref},
+    receive {Ref, ok} -> ok after ?REPLY_TIMEOUT -> ok end,
+    _ = owner_wait_exit(Owner, ?KILL_TIMEOUT),
+    owner_quit(Owner).
+
+owner_quit(Owner) ->
+    Owner ! quit,
+    ok.
+
+%%--------------------------------------------------------------------
+%% BEAM peers
+%%--------------------------------------------------------------------
+
+-spec start_peer(string()) -> peer().
+start_peer(Name) ->
+    start_peer(Name, #{}).
+
+%% @doc Starts a BEAM peer Name@127.0.0.1 (long names, loopback only,
+%% this module on its code path). Options: cookie (string), args (extra
+%% command-line arguments), connection (tcp, the default: peer's
+%% alternative control channel; or dist: the control channel is a
+%% distribution connection to this node, which then needs the same cookie
+%% and a compatible net_ticktime).
+-spec start_peer(string(), map()) -> peer().
+start_peer(Name, Opts) ->
+    Cookie = maps:get(cookie, Opts, cookie()),
+    Conn = maps:get(connection, Opts, tcp),
+    Args = ["-setcookie", Cookie,
+            "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+            "-pa", filename:dirname(code:which(?MODULE))]
+        ++ maps:get(args, Opts, []),
+    Base = #{name => Name, host => ?HOST, longnames => true, args => Args,
+             wait_boot => ?PEER_BOOT_TIMEOUT},
+    PeerOpts = case Conn of
+                   tcp -> Base#{connection => {?LOOPBACK, 0}};
+                   dist -> Base
+               end,
+    {ok, Pid, Node} = peer:start(PeerOpts),
+    #{pid => Pid, node => Node, connection => Conn}.
+
+%% @doc Starts N peers in parallel (each named Prefix_I_...).
+-spec start_peers(string(), pos_integer()) -> [peer()].
+start_peers(Prefix, N) ->
+    Parent = self(),
+    Ws = [spawn_monitor(fun() ->
+                                P = start_peer(unique_name(Prefix ++ integer_to_list(I))),
+                                Parent ! {started, self(), P}
+                        end) || I <- lists:seq(1, N)],
+    collect_peers(Ws, []).
+
+collect_peers([], Acc) ->
+    lists:reverse(Acc);
+collect_peers([{W, M} | Rest], Acc) ->
+    receive
+        {started, W, P} ->
+            erlang:demonitor(M, [flush]),
+            collect_peers(Rest, [P | Acc]);
+        {'DOWN', M, process, W, Reason} ->
+            stop_peers(Acc),
+            [begin
+                 erlang:demonitor(M2, [flush]),
+                 receive {started, W2, P2} -> stop_peer(P2)
+                 after ?PEER_BOOT_TIMEOUT + 5000 -> ok end
+             end || {W2, M2} <- Rest],
+            error({peer_start_failed, Reason})
+    after ?PEER_BOOT_TIMEOUT + 10000 ->
+            stop_peers(Acc),
+            error(peer_start_timeout)
+    end.
+
+%% @doc Stops a peer; never raises (it may already be down).
+-spec stop_peer(peer()) -> ok.
+stop_peer(#{pid := Pid}) ->
+    _ = (catch peer:stop(Pid)),
+    ok.
+
+-spec stop_peers([peer()]) -> ok.
+stop_peers(Peers) ->
+    lists:foreach(fun stop_peer/1, Peers).
+
+-spec peer_node(peer()) -> node().
+peer_node(#{node := Node}) -> Node.
+
+-spec peer_call(peer(), module(), atom(), [term()]) -> term().
+peer_call(Peer, M, F, A) ->
+    peer_call(Peer, M, F, A, ?CALL_TIMEOUT).
+
+%% @doc Calls M:F(A) on the peer over its control channel.
+-spec peer_call(peer(), module(), atom(), [term()], timeout()) -> term().
+peer_call(#{pid := Pid, connection := tcp}, M, F, A, Timeout) ->
+    peer:call(Pid, M, F, A, Timeout);
+peer_call(#{node := Node, connection := dist}, M, F, A, Timeout) ->
+    erpc:call(Node, M, F, A, Timeout).
+
+%%--------------------------------------------------------------------
+%% Keeper: remembers what a test case started so end_per_testcase can
+%% stop it even when the case crashed half-way.
+%%--------------------------------------------------------------------
+
+%% @doc Starts a keeper (not linked: it outlives a crashed test case).
+-spec start_keeper() -> pid().
+start_keeper() ->
+    spawn(fun() -> keeper([]) end).
+
+%% @doc Remembers a peer or a C-node; returns it.
+-spec keep(pid(), {peer, peer()} | {cnode, cnode()}) -> peer() | cnode().
+keep(Keeper, {_Kind, Thing} = Item) ->
+    Keeper ! {keep, Item},
+    Thing.
+
+%% @doc Stops everything kept (peers first, then C-nodes); returns, for
+%% each C-node, whether it was still running before the stop and how
+%% the stop went: [{Node, WasAlive, StopResult}].
+-spec release_all(pid()) -> [{node(), boolean(), term()}].
+release_all(Keeper) ->
+    Ref = make_ref(),
+    Keeper ! {release, self(), Ref},
+    Items = receive {Ref, Is} -> Is after ?REPLY_TIMEOUT -> [] end,
+    stop_peers([P || {peer, P} <- Items]),
+    [begin
+         Alive = os_pid_alive(OsPid) andalso is_process_alive(Owner),
+         {Node, Alive, stop_cnode(C)}
+     end || {cnode, #{node := Node, os_pid := OsPid, owner := Owner} = C} <- Items].
+
+keeper(Items) ->
+    receive
+        {keep, Item} ->
+            keeper([Item | Items]);
+        {release, From, Ref} ->
+            From ! {Ref, lists:reverse(Items)}
+    end.
+
+%%--------------------------------------------------------------------
+%% Echo protocol helpers (run on this node or on peers)
+%%--------------------------------------------------------------------
+
+-spec echo(node() | pid() | {atom(), node()}, term()) -> ok | {error, term()}.
+echo(Dest, Term) ->
+    echo(Dest, Term, ?REPLY_TIMEOUT).
+
+%% @doc Asks an echo process (a node's registered `echo', a {Name, Node}
+%% or a pid) to send {tether_echo, Ref, Term} back; ok when it arrives
+%% intact.
+-spec echo(node() | pid() | {atom(), node()}, term(), timeout()) ->
+          ok | {error, term()}.
+echo(Dest0, Term, Timeout) ->
+    Dest = case Dest0 of
+               N when is_atom(N) -> {echo, N};
+               D -> D
+           end,
+    Ref = make_ref(),
+    Dest ! {echo, self(), {tether_echo, Ref, Term}},
+    receive
+        {tether_echo, Ref, Got} when Got =:= Term -> ok;
+        {tether_echo, Ref, Got} -> {error, {mangled, Got}}
+    after Timeout ->
+            {error, timeout}
+    end.
+
+%% @doc net_adm:ping/1 then an echo; {Pong, EchoResult}.
+-spec ping_and_echo(node(), term()) -> {pong | pang, ok | {error, term()}}.
+ping_and_echo(CNode, Term) ->
+    case net_adm:ping(CNode) of
+        pong -> {pong, echo(CNode, Term)};
+        pang -> {pang, {error, not_pinged}}
+    end.
+
+%% @doc Asks the C-node's echo to spawn a C process registered as Name.
+-spec cnode_spawn(node(), atom()) -> {ok, pid()} | {error, term()}.
+cnode_spawn(CNode, Name) ->
+    {echo, CNode} ! {spawn, self(), Name},
+    receive
+        {spawned, Name, Pid} when is_pid(Pid) -> {ok, Pid}
+    after ?REPLY_TIMEOUT ->
+            {error, timeout}
+    end.
+
+%% @doc Starts a process that keeps every message it receives.
+-spec start_collector() -> pid().
+start_collector() ->
+    spawn(fun() -> collector([]) end).
+
+collector(Acc) ->
+    receive
+        {'$collected', From, Ref} ->
+            From ! {Ref, lists:reverse(Acc)},
+            collector(Acc);
+        '$stop_collector' ->
+            ok;
+        Msg ->
+            collector([Msg | Acc])
+    end.
+
+-spec collected(pid()) -> [term()].
+collected(Pid) ->
+    Ref = make_ref(),
+    Pid ! {'$collected', self(), Ref},
+    receive {Ref, Msgs} -> Msgs after ?REPLY_TIMEOUT -> error(collector_timeout) end.
+
+%% @doc Waits until the collector holds Msg; returns its messages.
+-spec wait_collected(pid(), term(), timeout()) -> {ok, [term()]} | {timeout, [term()]}.
+wait_collected(Pid, Msg, Timeout) ->
+    case wait_until(fun() -> lists:member(Msg, collected(Pid)) end, Timeout) of
+        ok -> {ok, collected(Pid)};
+        timeout -> {timeout, collected(Pid)}
+    end.
+
+%% @doc Pings CNode, watches it with monitor_node/2 for IdleMs without
+%% sending anything, then reports whether a nodedown came, whether the
+%% node is still connected, and whether an echo still works.
+-spec idle_watch(node(), pos_integer()) -> map().
+idle_watch(CNode, IdleMs) ->
+    Pong = net_adm:ping(CNode),
+    true = erlang:monitor_node(CNode, true),
+    Down = receive {nodedown, CNode} -> true after IdleMs -> false end,
+    Connected = lists:member(CNode, nodes(connected)),
+    Echo = echo(CNode, still_here),
+    #{ping => Pong, nodedown => Down, connected => Connected, echo => Echo,
+      ticktime => net_kernel:get_net_ticktime()}.
+
+%% @doc The names epmd lists on 127.0.0.1.
+-spec epmd_names() -> [string()].
+epmd_names() ->
+    case net_adm:names(?HOST) of
+        {ok, Names} -> [N || {N, _Port} <- Names];
+        {error, _} -> []
+    end.
+
+%% @doc Polls Fun every 50 ms until it returns true; ok or timeout.
+-spec wait_until(fun(() -> boolean()), non_neg_integer()) -> ok | timeout.
+wait_until(Fun, Timeout) ->
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    wait_until1(Fun, Deadline).
+
+wait_until1(Fun, Deadline) ->
+    case Fun() of
+        true ->
+            ok;
+        false ->
+            case erlang:monotonic_time(millisecond) >= Deadline of
+                true ->
+                    timeout;
+                false ->
+                    timer:sleep(50),
+                    wait_until1(Fun, Deadline)
+            end
+    end.
+
+%% @doc Empties the caller's mailbox, returning what was there.
+-spec flush() -> [term()].
+flush() ->
+    receive M -> [M | flush()] after 0 -> [] end.
