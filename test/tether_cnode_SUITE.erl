@@ -53,18 +53,7 @@ groups() ->
                         peer_restart, connects_out]}].
 
 init_per_suite(Config) ->
-    Exe = ?LIB:cnode_exe(),
-    case {node(), filelib:is_regular(Exe), os:getenv("ERL_EPMD_PORT")} of
-        {nonode@nohost, _, _} ->
-            {skip, "the common_test node must be distributed "
-                   "(rebar3 ct --name tether_ct@127.0.0.1 --setcookie ...)"};
-        {_, false, _} ->
-            {skip, "no C-node program at " ++ Exe ++ " (make -C c_src)"};
-        {_, true, false} ->
-            {skip, "ERL_EPMD_PORT is not set (the runner starts a private epmd)"};
-        {_, true, _} ->
-            Config
-    end.
+    ?LIB:require_env(Config).
 
 end_per_suite(_Config) ->
     ok.

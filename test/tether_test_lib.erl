@@ -18,7 +18,8 @@
 -module(tether_test_lib).
 
 %% C-node lifecycle.
--export([priv_dir/0, cnode_exe/0, epmd_port/0, cookie/0, unique_name/1,
+-export([require_env/1, priv_dir/0, cnode_exe/0, epmd_port/0, cookie/0,
+         unique_name/1,
          start_cnode/1, stop_cnode/1, kill_cnode/1, term_cnode/1,
          wait_cnode_exit/2, cnode_node/1, cnode_os_pid/1, cnode_stdout/1,
          cnode_stderr/1, os_pid_alive/1]).
@@ -72,6 +73,26 @@ priv_dir() ->
 
 %% @doc The C-node program: $TETHER_CNODE if set, else priv/tether_cnode.
 -spec cnode_exe() -> file:filename().
+%% @doc For init_per_suite of suites that start C-nodes: returns Config
+%% when this node is distributed, the C-node program exists and the
+%% runner's private epmd is set, and `{fail, Why}' otherwise. A missing
+%% environment fails the suite instead of skipping it, so a broken set-up
+%% can never pass as green.
+-spec require_env(list()) -> list() | {fail, string()}.
+require_env(Config) ->
+    Exe = cnode_exe(),
+    case {node(), filelib:is_regular(Exe), os:getenv("ERL_EPMD_PORT")} of
+        {nonode@nohost, _, _} ->
+            {fail, "the common_test node must be distributed "
+                   "(rebar3 ct --name tether_ct@127.0.0.1 --setcookie ...)"};
+        {_, false, _} ->
+            {fail, "no C-node program at " ++ Exe ++ " (make -C c_src)"};
+        {_, true, false} ->
+            {fail, "ERL_EPMD_PORT is not set (the runner starts a private epmd)"};
+        {_, true, _} ->
+            Config
+    end.
+
 cnode_exe() ->
     case os:getenv("TETHER_CNODE") of
         false -> filename:join(priv_dir(), "tether_cnode");

@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cnode/api.h"
 #include "cnode/builtins.h"
 #include "cnode/node.h"
 #include "dist/control.h"
@@ -67,6 +68,14 @@
 #define PENDING_MAX       ((size_t)16 << 20)
 #define RUN_BUDGET        4096
 #define TICK_ANSWER_MS    250
+
+/*
+ * An outgoing SPAWN_REQUEST travels through the same pending queue as the
+ * process table's operations; this kind is private to the runtime. Its
+ * pending copy keeps module in from_name, function in to_name, the group
+ * leader in `to` and the argument list in msg.
+ */
+#define OUT_SPAWN_REQUEST ((tether_out_kind_t)100)
 
 typedef enum {
     W_LISTEN = 1,
@@ -175,6 +184,14 @@ struct tether_node {
     size_t scratch_cap;
     tether_spawn_fn spawn_fn;
     void *spawn_ctx;
+    tether_spawn_out_ops_t spawn_out;
+    void *spawn_out_ctx;
+    tether_log_fn log_fn;
+    void *log_ctx;
+    atomic_int log_level;
+    atomic_bool running;
+    pthread_t loop_thread;
+    void *api;
 };
 
 /* ---- small helpers ------------------------------------------------- */
@@ -195,17 +212,51 @@ int tether_log_level_parse(const char *text)
     return -1;
 }
 
+static void vlog(const tether_node_t *node, int level, const char *fmt,
+                 va_list ap) __attribute__((format(printf, 3, 0)));
+
+/* Formats one line and hands it to the node's sink (default: stderr). */
+static void vlog(const tether_node_t *node, int level, const char *fmt,
+                 va_list ap)
+{
+    if (node && level > atomic_load(&node->log_level))
+        return;
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    if (node && node->log_fn) {
+        node->log_fn(node->log_ctx, level, line);
+        return;
+    }
+    fprintf(stderr, "%s: %s\n", node ? node->prefix : "tether_cnode", line);
+}
+
 void tether__node_log(const tether_node_t *node, int level, const char *fmt,
                       ...)
 {
-    if (node && level > node->cfg.log_level)
-        return;
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vlog(node, level, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s: %s\n", node ? node->prefix : "tether_cnode", line);
+}
+
+void tether_node_log(const tether_node_t *node, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(node, level, fmt, ap);
+    va_end(ap);
+}
+
+void tether_node_set_log_fn(tether_node_t *node, tether_log_fn fn, void *ctx)
+{
+    node->log_fn = fn;
+    node->log_ctx = ctx;
+}
+
+void tether_node_set_log_level(tether_node_t *node, int level)
+{
+    if (level >= TETHER_LOG_ERROR && level <= TETHER_LOG_DEBUG)
+        atomic_store(&node->log_level, level);
 }
 
 #define LOG(node, lvl, ...) tether__node_log((node), (lvl), __VA_ARGS__)
@@ -347,6 +398,8 @@ static void conn_destroy(conn_t *c)
             if (!o->closing && o->state == C_UP && strcmp(o->peer, peer) == 0)
                 return;
         tether_procs_node_down(node->procs, peer);
+        if (node->spawn_out.nodedown)
+            node->spawn_out.nodedown(node, peer, node->spawn_out_ctx);
     }
 }
 
@@ -475,7 +528,7 @@ static int encode_op(conn_t *c, const tether_out_t *op)
     const erlang_pid *from = from_or_dummy(node, op->from, &dummy);
     tether_ctl_proc_t cp;
     int rc;
-    switch (op->kind) {
+    switch ((int)op->kind) {
     case TETHER_OUT_SEND:
         rc = tether__ctl_encode_send(x, f, from, op->to, m, op->msg_len);
         break;
@@ -514,6 +567,23 @@ static int encode_op(conn_t *c, const tether_out_t *op)
         rc = tether__ctl_encode_monitor_p_exit(x, f, &cp, op->to, op->ref, m,
                                                op->msg_len);
         break;
+    case OUT_SPAWN_REQUEST: {
+        /* [monitor] */
+        static const uint8_t opts[] = {108, 0,   0,   0,   1,   119, 7,  'm',
+                                       'o', 'n', 'i', 't', 'o', 'r', 106};
+        int idx = 1, type = 0, size = 0;
+        if (op->msg_len < 2 || (unsigned char)op->msg[0] != 131 ||
+            ei_get_type(op->msg, &idx, &type, &size) < 0) {
+            rc = TETHER_EINVAL;
+            break;
+        }
+        if (type == ERL_NIL_EXT)
+            size = 0;
+        rc = tether__ctl_encode_spawn_request(
+            x, f, op->ref, from, op->to, op->from_name, op->to_name, size, opts,
+            sizeof opts, m, op->msg_len);
+        break;
+    }
     default:
         rc = TETHER_EINVAL;
     }
@@ -818,8 +888,13 @@ static long spawn_opt_flags(const uint8_t *buf, const tether_etf_slice_t *s)
         return 0;
     for (int i = 0; i < n; i++) {
         char a[MAXATOMLEN_UTF8];
-        int at = idx;
-        if (ei_decode_atom(b, &at, a) == 0) {
+        int at = idx, tarity;
+        /* {monitor, MonitorOpts} (erpc:multicall) counts as monitor. */
+        if (ei_decode_tuple_header(b, &at, &tarity) == 0 && tarity == 2 &&
+            ei_decode_atom(b, &at, a) == 0) {
+            if (strcmp(a, "monitor") == 0)
+                flags |= TETHER_SPAWN_FLAG_MONITOR;
+        } else if (at = idx, ei_decode_atom(b, &at, a) == 0) {
             if (strcmp(a, "link") == 0)
                 flags |= TETHER_SPAWN_FLAG_LINK;
             else if (strcmp(a, "monitor") == 0)
@@ -987,6 +1062,9 @@ static void dispatch(conn_t *c, const tether_dist_msg_t *dm)
     case TETHER_DOP_MONITOR_P_EXIT:
     case TETHER_DOP_PAYLOAD_MONITOR_P_EXIT:
         t = versioned_term(node, b, &ctl.reason, v, &len);
+        if (t && node->spawn_out.down &&
+            node->spawn_out.down(node, &ctl.ref, t, len, node->spawn_out_ctx))
+            break;
         if (t)
             tether_procs_monitor_exit_in(
                 procs, ctl.from.is_name ? NULL : &ctl.from.pid,
@@ -996,6 +1074,20 @@ static void dispatch(conn_t *c, const tether_dist_msg_t *dm)
     case TETHER_DOP_SPAWN_REQUEST:
     case TETHER_DOP_SPAWN_REQUEST_TT:
         handle_spawn(c, dm, &ctl);
+        break;
+    case TETHER_DOP_SPAWN_REPLY:
+    case TETHER_DOP_SPAWN_REPLY_TT:
+        if (node->spawn_out.reply == NULL)
+            break;
+        if (ctl.result_is_pid) {
+            node->spawn_out.reply(node, &ctl.ref, &ctl.result_pid, NULL, 0,
+                                  node->spawn_out_ctx);
+        } else {
+            t = versioned_term(node, b, &ctl.result, v, &len);
+            if (t)
+                node->spawn_out.reply(node, &ctl.ref, NULL, t, len,
+                                      node->spawn_out_ctx);
+        }
         break;
     default:
         /* NODE_LINK, GROUP_LEADER, SPAWN_REPLY: nothing to do yet. */
@@ -1581,6 +1673,8 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
     node->w_signal.kind = W_SIGNAL;
     pthread_mutex_init(&node->post_lock, NULL);
     atomic_init(&node->stop, false);
+    atomic_init(&node->log_level, cfg->log_level);
+    atomic_init(&node->running, false);
     int rc = tether_procs_new(node->name, 0, node_out, node, &node->procs);
     if (rc < 0)
         goto fail;
@@ -1706,6 +1800,8 @@ int tether_node_start(tether_node_t *node)
         return rc;
     tether_procs_set_creation(node->procs, node->creation);
     rc = tether__builtins_start(node->procs);
+    if (rc == 0)
+        rc = tether__api_start(node);
     if (rc < 0) {
         LOG(node, TETHER_LOG_ERROR, "cannot start built-in processes: %s",
             tether_strerror(rc));
@@ -1735,6 +1831,8 @@ int tether_node_handle_signals(tether_node_t *node)
 int tether_node_run(tether_node_t *node)
 {
     struct epoll_event evs[EPOLL_BATCH];
+    node->loop_thread = pthread_self();
+    atomic_store(&node->running, true);
     while (!atomic_load(&node->stop)) {
         uint64_t now = tether_node_now_ms();
         int n =
@@ -1785,6 +1883,7 @@ int tether_node_run(tether_node_t *node)
         " dropped connections",
         node->stats.malformed_frames, node->stats.unknown_control,
         node->stats.bad_handshakes, node->stats.dropped_connections);
+    atomic_store(&node->running, false);
     return 0;
 }
 
@@ -1802,6 +1901,8 @@ void tether_node_free(tether_node_t *node)
 {
     if (node == NULL)
         return;
+    /* Workers first: they may still post to this node. */
+    tether__api_free(node);
     /* Close every connection: peers see the sockets go at once. */
     while (node->conns) {
         conn_t *c = node->conns;
@@ -1866,24 +1967,31 @@ typedef struct post_send {
     char msg[];
 } post_send_t;
 
+int tether__node_send_now(tether_node_t *node, const erlang_pid *from,
+                          const erlang_pid *to, const erlang_ref *alias,
+                          const char *msg, size_t len)
+{
+    if (alias == NULL)
+        return tether_procs_send(node->procs, from, to, msg, len);
+    if (strcmp(alias->node, node->name) == 0) {
+        tether_procs_alias_send_in(node->procs, from, alias, msg, len);
+        return 0;
+    }
+    tether_out_t op = {.kind = TETHER_OUT_ALIAS_SEND,
+                       .node = alias->node,
+                       .from = from,
+                       .ref = alias,
+                       .msg = msg,
+                       .msg_len = len};
+    return node_out(node, &op);
+}
+
 static void do_post_send(tether_node_t *node, void *arg)
 {
     post_send_t *ps = arg;
-    const erlang_pid *from = ps->has_from ? &ps->from : NULL;
-    if (!ps->to_alias) {
-        (void)tether_procs_send(node->procs, from, &ps->to, ps->msg, ps->len);
-    } else if (strcmp(ps->alias.node, node->name) == 0) {
-        tether_procs_alias_send_in(node->procs, from, &ps->alias, ps->msg,
-                                   ps->len);
-    } else {
-        tether_out_t op = {.kind = TETHER_OUT_ALIAS_SEND,
-                           .node = ps->alias.node,
-                           .from = from,
-                           .ref = &ps->alias,
-                           .msg = ps->msg,
-                           .msg_len = ps->len};
-        (void)node_out(node, &op);
-    }
+    (void)tether__node_send_now(node, ps->has_from ? &ps->from : NULL, &ps->to,
+                                ps->to_alias ? &ps->alias : NULL, ps->msg,
+                                ps->len);
     free(ps);
 }
 
@@ -1964,4 +2072,63 @@ size_t tether_node_peer_count(const tether_node_t *node)
         if (!c->closing && c->state == C_UP)
             n++;
     return n;
+}
+
+bool tether_node_stopping(const tether_node_t *node)
+{
+    return atomic_load(&node->stop);
+}
+
+bool tether_node_on_loop(const tether_node_t *node)
+{
+    return atomic_load(&node->running) &&
+           pthread_equal(node->loop_thread, pthread_self());
+}
+
+void *tether__node_api(const tether_node_t *node)
+{
+    return node->api;
+}
+
+void tether__node_set_api(tether_node_t *node, void *api)
+{
+    node->api = api;
+}
+
+const tether_node_config_t *tether__node_config(const tether_node_t *node)
+{
+    return &node->cfg;
+}
+
+void tether__node_set_spawn_out(tether_node_t *node,
+                                const tether_spawn_out_ops_t *ops, void *ctx)
+{
+    if (ops)
+        node->spawn_out = *ops;
+    else
+        memset(&node->spawn_out, 0, sizeof node->spawn_out);
+    node->spawn_out_ctx = ctx;
+}
+
+int tether__node_spawn_request(tether_node_t *node, const char *peer,
+                               const erlang_ref *req_id, const erlang_pid *from,
+                               const erlang_pid *gl, const char *module,
+                               const char *function, const char *args,
+                               size_t args_len)
+{
+    if (peer == NULL || req_id == NULL || from == NULL || gl == NULL ||
+        module == NULL || function == NULL || args == NULL || args_len < 2 ||
+        strlen(module) >= TETHER_ATOM_MAX ||
+        strlen(function) >= TETHER_ATOM_MAX || !tether_node_name_valid(peer))
+        return TETHER_EINVAL;
+    tether_out_t op = {.kind = OUT_SPAWN_REQUEST,
+                       .node = peer,
+                       .from = from,
+                       .from_name = module,
+                       .to = gl,
+                       .to_name = function,
+                       .ref = req_id,
+                       .msg = args,
+                       .msg_len = args_len};
+    return node_out(node, &op);
 }

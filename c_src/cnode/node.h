@@ -24,40 +24,11 @@
 
 #include "cnode/proc.h"
 #include "tether/error.h"
+#include "tether/node.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define TETHER_NODE_TICKTIME_DEFAULT    60    /* seconds */
-#define TETHER_NODE_HS_TIMEOUT_DEFAULT  10000 /* milliseconds */
-#define TETHER_NODE_OUTBUF_MAX_DEFAULT  ((size_t)64 << 20)
-#define TETHER_NODE_FRAME_MAX_DEFAULT   (UINT32_C(128) << 20)
-#define TETHER_NODE_LISTEN_ADDR_DEFAULT "127.0.0.1"
-#define TETHER_NODE_COOKIE_MAX          1020
-
-typedef enum tether_log_level {
-    TETHER_LOG_ERROR = 0,
-    TETHER_LOG_WARNING = 1,
-    TETHER_LOG_INFO = 2,
-    TETHER_LOG_DEBUG = 3,
-} tether_log_level_t;
-
-/* Everything a node needs to start; zero fields take the defaults. */
-typedef struct tether_node_config {
-    const char *name;        /* full node name "alive@host" (required) */
-    const char *cookie;      /* the distribution cookie (required) */
-    const char *listen_addr; /* IPv4 literal; default 127.0.0.1 */
-    uint16_t listen_port;    /* 0: any free port */
-    uint16_t epmd_port;      /* 0: 4369 */
-    bool visible;            /* PUBLISHED + node type 77; else hidden */
-    unsigned ticktime_s;     /* net_ticktime; 0: 60 */
-    int log_level;           /* tether_log_level_t */
-    unsigned hs_timeout_ms;  /* handshake deadline; 0: 10 s */
-    size_t outbuf_max;       /* unsent bytes per connection before drop */
-    uint32_t frame_max;      /* largest frame accepted; 0: 128 MiB */
-    const char *log_prefix;  /* default "tether_cnode" */
-} tether_node_config_t;
 
 /* Counters (read on the loop thread, or after run returned). */
 typedef struct tether_node_stats {
@@ -70,48 +41,6 @@ typedef struct tether_node_stats {
     uint64_t msgs_in;
     uint64_t ticks_out;
 } tether_node_stats_t;
-
-typedef struct tether_node tether_node_t;
-
-/* Runs on the loop thread; posted from any thread. */
-typedef void (*tether_node_post_fn)(tether_node_t *node, void *arg);
-
-/*
- * Checks cfg (a copy is kept) and creates the node without touching the
- * network. Returns 0, TETHER_EINVAL (with a reason written to *why when
- * why is not NULL: a static string) or TETHER_ENOMEM.
- */
-TETHER_MUST_CHECK int tether_node_new(const tether_node_config_t *cfg,
-                                      tether_node_t **node, const char **why);
-
-/*
- * Listens, registers the name with epmd (ALIVE2; the socket stays open for
- * the node's life, the creation comes from the reply) and starts the
- * built-in processes (net_kernel, echo). Waits at most a few seconds for
- * epmd. Returns 0, TETHER_EEXIST (name taken in epmd), TETHER_EIO (could
- * not listen or reach epmd) or TETHER_EPROTO; a line is logged.
- */
-TETHER_MUST_CHECK int tether_node_start(tether_node_t *node);
-
-/*
- * Makes SIGINT and SIGTERM stop the loop (through a signalfd; the signals
- * are blocked in the calling thread, so call it before starting other
- * threads). Returns 0 or TETHER_EIO.
- */
-TETHER_MUST_CHECK int tether_node_handle_signals(tether_node_t *node);
-
-/* Runs the loop until stopped. Returns 0 or TETHER_EIO (epoll failed). */
-int tether_node_run(tether_node_t *node);
-
-/* Makes tether_node_run() return soon. Any thread; async-signal-safe. */
-void tether_node_stop(tether_node_t *node);
-
-/* Closes every socket and frees the node (run must have returned). */
-void tether_node_free(tether_node_t *node);
-
-/* Runs fn(node, arg) on the loop thread. Any thread. 0 or ENOMEM/ECLOSED. */
-TETHER_MUST_CHECK int tether_node_post(tether_node_t *node,
-                                       tether_node_post_fn fn, void *arg);
 
 /*
  * Sends msg (131-prefixed term, copied) from `from` (may be NULL) to
@@ -163,33 +92,65 @@ void tether_node_set_spawn_handler(tether_node_t *node, tether_spawn_fn fn,
 /* The process table (loop thread only). */
 tether_procs_t *tether_node_procs(tether_node_t *node);
 
-/* Full node name, creation (after start), and the port we listen on. */
-const char *tether_node_name(const tether_node_t *node);
-uint32_t tether_node_creation(const tether_node_t *node);
-uint16_t tether_node_port(const tether_node_t *node);
-
 void tether_node_stats(const tether_node_t *node, tether_node_stats_t *st);
 
 /* Number of connections that finished the handshake and are up. */
 size_t tether_node_peer_count(const tether_node_t *node);
 
-/* Milliseconds on the monotonic clock the loop uses. */
-uint64_t tether_node_now_ms(void);
-
-/* A one-shot timer: fn(node, arg) runs on the loop after `ms`. */
-typedef uint64_t tether_timer_id_t;
-TETHER_MUST_CHECK int tether_node_timer_add(tether_node_t *node, uint64_t ms,
-                                            tether_node_post_fn fn, void *arg,
-                                            tether_timer_id_t *id);
-/* Cancels a timer; TETHER_ENOTFOUND when it already ran. */
-int tether_node_timer_cancel(tether_node_t *node, tether_timer_id_t id);
-
-/* Parses "error|warning|info|debug"; returns the level or -1. */
-int tether_log_level_parse(const char *text);
-
-/* Logs one line "PREFIX: text" to stderr when level <= the node's level. */
+/* Logs one line through the node's sink when level <= the node's level. */
 void tether__node_log(const tether_node_t *node, int level, const char *fmt,
                       ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- outgoing SPAWN_REQUEST (erpc calls from C to other nodes) ------ */
+
+/*
+ * What the runtime reports about spawn requests this node sent. All run on
+ * the loop thread.
+ *  reply     a SPAWN_REPLY for req_id: pid is the new process, or NULL and
+ *            err (131-prefixed) is the error reason
+ *  down      a MONITOR_P_EXIT with ref; returns true if it was one of
+ *            ours (the process table never sees it then)
+ *  nodedown  the connection to peer is gone (or never came up)
+ */
+typedef struct tether_spawn_out_ops {
+    void (*reply)(tether_node_t *node, const erlang_ref *req_id,
+                  const erlang_pid *pid, const char *err, size_t err_len,
+                  void *ctx);
+    bool (*down)(tether_node_t *node, const erlang_ref *ref, const char *reason,
+                 size_t reason_len, void *ctx);
+    void (*nodedown)(tether_node_t *node, const char *peer, void *ctx);
+} tether_spawn_out_ops_t;
+
+/* Sets the hooks above (ops is copied; NULL clears). Loop thread. */
+void tether__node_set_spawn_out(tether_node_t *node,
+                                const tether_spawn_out_ops_t *ops, void *ctx);
+
+/*
+ * Sends SPAWN_REQUEST {M, F, length(args)} with options [monitor] to
+ * `peer` (connecting first if needed), from our pid `from` with group
+ * leader `gl`; args is a 131-prefixed proper list. The monitor reference
+ * is req_id. Loop thread. Returns 0, TETHER_EINVAL or TETHER_ECLOSED (the
+ * peer cannot be reached at all; nodedown follows otherwise).
+ */
+TETHER_MUST_CHECK int tether__node_spawn_request(
+    tether_node_t *node, const char *peer, const erlang_ref *req_id,
+    const erlang_pid *from, const erlang_pid *gl, const char *module,
+    const char *function, const char *args, size_t args_len);
+
+/*
+ * Sends msg (131-prefixed) from `from` (may be NULL) to `to`, or to the
+ * alias `alias` when it is not NULL, at once. Loop thread.
+ */
+int tether__node_send_now(tether_node_t *node, const erlang_pid *from,
+                          const erlang_pid *to, const erlang_ref *alias,
+                          const char *msg, size_t len);
+
+/* The API layer's state (cnode/api.c), kept by the node. */
+void *tether__node_api(const tether_node_t *node);
+void tether__node_set_api(tether_node_t *node, void *api);
+
+/* The configuration as checked (defaults filled in). */
+const tether_node_config_t *tether__node_config(const tether_node_t *node);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /*
- * Criterion suite for cnode/node.c (the C-node runtime; core/node.c has
+ * Criterion suite for cnode/node.c (the C-node runtime; core/engine.c has
  * test_node.c) without a network: configuration checks, log levels, and
  * the loop's posts, timers and cross-thread sends (tether_node_new()
  * opens no socket; tether_node_run() only needs epoll and the eventfd).

@@ -4,11 +4,24 @@
  *
  * This umbrella header includes one header per public module; nothing
  * from the library's internal layers (dist/, core/) appears here.
+ *
+ *  tether/error.h    TETHER_E* codes, tether_strerror()
+ *  tether/version.h  tether_version()
+ *  tether/node.h     create, start, run, stop a node; posts, timers, logs
+ *  tether/service.h  functions (M:F/A for rpc/erpc), services
+ *                    (gen_server call/cast), sending, calling Erlang,
+ *                    the worker pool, the plugin entry point
+ *  tether/term.h     term checks, canonical form, printing (over ei)
+ *  tether/cli.h      the tether_cnode command line, for embedders
  */
 #ifndef TETHER_H
 #define TETHER_H
 
+#include "tether/cli.h"
 #include "tether/error.h"
+#include "tether/node.h"
+#include "tether/service.h"
+#include "tether/term.h"
 #include "tether/version.h"
 
 #endif /* TETHER_H */

@@ -1,0 +1,74 @@
+/*
+ * cnode/api.h: the layer behind the public service API (tether/service.h):
+ * the module/function/arity table, the erpc and rex protocols, services,
+ * outgoing erpc calls and the node's worker pool.
+ *
+ * The pure parts (how an outcome is encoded for each protocol, how an
+ * erpc exit reason is read back) are declared here for the tests.
+ */
+#ifndef TETHER_CNODE_API_H
+#define TETHER_CNODE_API_H
+
+#include <stddef.h>
+
+#include <ei.h>
+
+#include "cnode/node.h"
+#include "tether/service.h"
+
+/* Starts rex, the spawn hooks, queued services and the pool (loop). */
+TETHER_MUST_CHECK int tether__api_start(tether_node_t *node);
+
+/* Stops the pool and frees the API state (node free). */
+void tether__api_free(tether_node_t *node);
+
+/* How a call's outcome goes back to its caller. */
+typedef enum tether_reply_mode {
+    TETHER_MODE_ERPC = 1, /* exit reason {Ref, return | throw | ...} */
+    TETHER_MODE_REX,      /* rpc:execute_call/3 value, {badrpc, ...} */
+    TETHER_MODE_CAST,     /* nothing goes back */
+} tether_reply_mode_t;
+
+/*
+ * Appends to x (set up by the caller, version byte included) the term a
+ * BEAM node produces for the outcome (cls, value) of a call:
+ *  ERPC: {Ref, return, V} | {Ref, throw, V} | {Ref, exit, R} |
+ *        {Ref, error, R, Stack}     (erpc:execute_call/4's exit reason)
+ *  REX:  V | V (a throw) | {badrpc, {'EXIT', R}} |
+ *        {badrpc, {'EXIT', {R, Stack}}}  (rpc's execute_call/3 reply)
+ * ref (without 131) is the Ref term; value and stack are 131-prefixed.
+ * stack is only used for TETHER_ERROR (required then). Returns 0,
+ * TETHER_EINVAL or TETHER_ENOMEM.
+ */
+TETHER_MUST_CHECK int
+tether__erpc_encode_outcome(ei_x_buff *x, tether_reply_mode_t mode,
+                            const char *ref, size_t ref_len, tether_class_t cls,
+                            const char *value, size_t value_len,
+                            const char *stack, size_t stack_len);
+
+/*
+ * Appends the stack of an error raised by a C function:
+ * [{Module, Function, Arity, []}] (131-prefixed), or, when args (a list
+ * term without 131, length args_len) is given, the stack of undef:
+ * [{Module, Function, Args, []}].
+ */
+TETHER_MUST_CHECK int tether__erpc_encode_stack(ei_x_buff *x,
+                                                const char *module,
+                                                const char *function, int arity,
+                                                const char *args,
+                                                size_t args_len);
+
+/*
+ * Reads the exit reason (131-prefixed) of an erpc:execute_call/4 process
+ * whose Ref is res (without 131) the way erpc:call/5 does, and appends
+ * to x (version byte included) what erpc:call would raise or return:
+ * returns the tether_class_t and writes V (RETURN), V (THROW),
+ * {exception, R} (EXIT), {exception, R, Stack} or {erpc, R} (ERROR);
+ * `noconnection` gives ERROR {erpc, noconnection}; any other reason EXIT
+ * {signal, Reason}. Returns a negative code for a bad term or no memory.
+ */
+TETHER_MUST_CHECK int tether__erpc_decode_reason(const char *reason, size_t len,
+                                                 const char *res,
+                                                 size_t res_len, ei_x_buff *x);
+
+#endif /* TETHER_CNODE_API_H */

@@ -1,0 +1,468 @@
+/*
+ * cnode/cli.c: the tether_cnode command line (see tether/cli.h), shared
+ * by tether_cnode (cnode/main.c) and programs that embed a node.
+ *
+ * Every flag is checked before anything starts; a bad flag prints one
+ * clear line to stderr and exits with status 2 (the convention of
+ * getopt-based tools for usage errors). A failure to start (cookie file,
+ * listen, epmd, name taken, a plugin that cannot be loaded or whose init
+ * fails) prints one line and exits with status 1. Plugins are opened and
+ * their entry point looked up before the node starts; their init runs
+ * after it started. Once listening and registered, one line
+ * "PROG: NAME ready" goes to stdout (flushed) so scripts can wait for it.
+ * SIGINT and SIGTERM stop the node gracefully: every connection and the epmd
+ * socket are closed, so peers see nodedown at once.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "cnode/node.h"
+#include "core/keys.h"
+#include "tether/tether.h"
+
+#define NAME_BUF_MAX   (TETHER_ATOM_MAX + 32)
+#define COOKIE_BUF_MAX (TETHER_NODE_COOKIE_MAX + 2)
+#define PATH_BUF_MAX   4096
+#define TICKTIME_MAX   86400u
+#define PLUGINS_MAX    64
+
+static const char usage_text[] =
+    "Usage: %1$s --name NAME [OPTION]...\n"
+    "       %1$s keygen --secret-out FILE --public-out FILE\n"
+    "Run a tether C-node: a peer that speaks the Erlang distribution\n"
+    "protocol and hosts C services.\n"
+    "\n"
+    "  -n, --name NAME          node name, name@host (no host: @127.0.0.1)\n"
+    "  -c, --cookie COOKIE      the distribution cookie\n"
+    "  -C, --cookie-file FILE   read the cookie from FILE\n"
+    "                           (default: ~/.erlang.cookie)\n"
+    "  -l, --listen ADDR:PORT   listen address (default 127.0.0.1:0,\n"
+    "                           port 0 = any free port)\n"
+    "  -e, --epmd-port N        epmd port (default: $ERL_EPMD_PORT or 4369)\n"
+    "      --visible            publish as a normal (visible) node;\n"
+    "                           hidden by default\n"
+    "  -t, --ticktime SECONDS   net_ticktime (default 60): ticks every\n"
+    "                           SECONDS/4, a silent peer is dropped after\n"
+    "                           SECONDS\n"
+    "  -w, --workers N          worker threads (default: max(2, CPUs))\n"
+    "      --load PATH.so       load a service plugin (repeatable): a shared\n"
+    "                           object defining int tether_plugin_init(\n"
+    "                           tether_node_t *); see tether/service.h\n"
+    "  -L, --log-level LEVEL    error, warning, info (default) or debug\n"
+    "  -h, --help               print this help and exit\n"
+    "  -V, --version            print the version and exit\n"
+    "\n"
+    "keygen writes a new Ed25519 node identity: the 32-byte random seed to\n"
+    "the --secret-out file and the 32-byte public key to the --public-out\n"
+    "file, both created mode 0600; an existing file is never overwritten.\n"
+    "\n"
+    "Built-in registered processes:\n"
+    "  net_kernel  answers is_auth, so net_adm:ping/1 returns pong\n"
+    "  rex         rpc:block_call/4,5 and the {call, M, F, A, Gl} requests\n"
+    "              of rpc; rpc:call, erpc:call, multicall and cast arrive\n"
+    "              as spawn requests of erpc:execute_call/execute_cast and\n"
+    "              reach the C functions plugins register (M:F/A; an\n"
+    "              unknown one raises undef, as on the BEAM)\n"
+    "  echo        the test service; it accepts\n"
+    "                {echo, FromPid, Term}    -> FromPid ! Term\n"
+    "                {spawn, FromPid, Name}   -> a new echo process\n"
+    "                                            registered as Name;\n"
+    "                                            FromPid ! {spawned, Name, "
+    "Pid}\n"
+    "                {stop, Reason}           -> exits with Reason\n"
+    "                {link, Pid} / {unlink, Pid}\n"
+    "                {trap_exit, true|false}\n"
+    "                {get_exits, FromPid}     -> FromPid ! {exits,\n"
+    "                                            [{From, Reason}]}\n"
+    "                {monitor, FromPid, Target}\n"
+    "                                         -> FromPid ! {monitoring, Ref},\n"
+    "                                            later the 'DOWN' message\n"
+    "                gen_server:call(Echo, ping) -> pong\n"
+    "\n"
+    "Prints '%1$s: NAME ready' on stdout once registered.\n";
+
+static const char *prog = "tether_cnode";
+
+static int usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* Prints "PROG: <message> (try ...)" to stderr; returns 2. */
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (try '%s --help')\n", prog);
+    return 2;
+}
+
+/* Parses a decimal in [lo, hi]; returns 0 or -1. */
+static int parse_uint(const char *s, unsigned long lo, unsigned long hi,
+                      unsigned long *out)
+{
+    char *end;
+    if (s == NULL || *s == '\0' || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end != '\0' || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Reads the cookie from path (first line, trailing blanks removed). */
+static int read_cookie(const char *path, char *cookie, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "%s: cannot read cookie file '%s': %s\n", prog, path,
+                strerror(errno));
+        return -1;
+    }
+    size_t n = fread(cookie, 1, cap - 1, f);
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        fprintf(stderr, "%s: cannot read cookie file '%s'\n", prog, path);
+        return -1;
+    }
+    cookie[n] = '\0';
+    char *nl = strpbrk(cookie, "\r\n");
+    if (nl)
+        *nl = '\0';
+    n = strlen(cookie);
+    while (n > 0 && (cookie[n - 1] == ' ' || cookie[n - 1] == '\t'))
+        cookie[--n] = '\0';
+    if (n == 0) {
+        fprintf(stderr, "%s: cookie file '%s' is empty\n", prog, path);
+        return -1;
+    }
+    if (n >= cap - 2) {
+        fprintf(stderr, "%s: cookie in '%s' is too long\n", prog, path);
+        return -1;
+    }
+    return 0;
+}
+
+/* `keygen --secret-out FILE --public-out FILE`: a new random identity. */
+static int keygen_main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"secret-out", required_argument, NULL, 's'},
+        {"public-out", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *sk = NULL, *pk = NULL;
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int c = getopt_long(argc, argv, ":s:p:h", options, NULL);
+        if (c == -1)
+            break;
+        switch (c) {
+        case 's':
+            sk = optarg;
+            break;
+        case 'p':
+            pk = optarg;
+            break;
+        case 'h':
+            printf("Usage: %s keygen --secret-out FILE --public-out FILE\n",
+                   prog);
+            return 0;
+        case ':':
+            fprintf(stderr, "%s: option '%s' needs a value\n", prog,
+                    argv[optind - 1]);
+            return 2;
+        default:
+            return usage_error("unknown keygen option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    if (sk == NULL || pk == NULL)
+        return usage_error("%s", "keygen needs --secret-out FILE and "
+                                 "--public-out FILE");
+    if (strcmp(sk, pk) == 0)
+        return usage_error("%s", "--secret-out and --public-out must differ");
+    if (tether__crypto_init() < 0) {
+        fprintf(stderr, "%s: cannot initialize libsodium\n", prog);
+        return 1;
+    }
+    uint8_t seed[TETHER_KEY_SEED_BYTES];
+    randombytes_buf(seed, sizeof seed);
+    int rc = tether__keyfile_write_identity(sk, pk, seed);
+    sodium_memzero(seed, sizeof seed);
+    if (rc == TETHER_EEXIST) {
+        fprintf(stderr,
+                "%s: refusing to overwrite '%s' or '%s': a file is "
+                "already there\n",
+                prog, sk, pk);
+        return 1;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "%s: cannot write the key files '%s', '%s': %s\n", prog,
+                sk, pk,
+                rc == TETHER_EIO ? strerror(errno) : tether_strerror(rc));
+        return 1;
+    }
+    printf("%s: wrote identity secret seed to %s and public key to %s\n", prog,
+           sk, pk);
+    return 0;
+}
+
+typedef struct plugin {
+    const char *path;
+    void *handle;
+    tether_plugin_init_fn init;
+} plugin_t;
+
+/* Opens every plugin and finds its entry point; prints one line on error. */
+static int plugins_open(plugin_t *pl, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pl[i].handle = dlopen(pl[i].path, RTLD_NOW | RTLD_LOCAL);
+        if (pl[i].handle == NULL) {
+            fprintf(stderr, "%s: cannot load plugin '%s': %s\n", prog,
+                    pl[i].path, dlerror());
+            return -1;
+        }
+        void *sym = dlsym(pl[i].handle, TETHER_PLUGIN_INIT_SYMBOL);
+        if (sym == NULL) {
+            fprintf(stderr,
+                    "%s: plugin '%s' has no entry point "
+                    "'" TETHER_PLUGIN_INIT_SYMBOL "'\n",
+                    prog, pl[i].path);
+            return -1;
+        }
+        /* POSIX: a data pointer from dlsym converts to a function pointer. */
+        memcpy(&pl[i].init, &sym, sizeof sym);
+    }
+    return 0;
+}
+
+static void plugins_close(plugin_t *pl, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pl[i].handle)
+            dlclose(pl[i].handle);
+}
+
+int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
+{
+    enum { OPT_VISIBLE = 256, OPT_LOAD };
+    static const struct option options[] = {
+        {"name", required_argument, NULL, 'n'},
+        {"cookie", required_argument, NULL, 'c'},
+        {"cookie-file", required_argument, NULL, 'C'},
+        {"listen", required_argument, NULL, 'l'},
+        {"epmd-port", required_argument, NULL, 'e'},
+        {"visible", no_argument, NULL, OPT_VISIBLE},
+        {"ticktime", required_argument, NULL, 't'},
+        {"workers", required_argument, NULL, 'w'},
+        {"load", required_argument, NULL, OPT_LOAD},
+        {"log-level", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    static char name[NAME_BUF_MAX];
+    static char cookie[COOKIE_BUF_MAX];
+    static char listen_addr[64] = TETHER_NODE_LISTEN_ADDR_DEFAULT;
+    static plugin_t plugins[PLUGINS_MAX];
+    size_t nplugins = 0;
+    const char *name_arg = NULL, *cookie_arg = NULL, *cookie_file = NULL;
+    tether_node_config_t cfg = {.log_level = TETHER_LOG_INFO};
+    unsigned long v;
+
+    if (cli && cli->prog)
+        prog = cli->prog;
+    cfg.log_prefix = prog;
+    if (argc > 1 && strcmp(argv[1], "keygen") == 0)
+        return keygen_main(argc - 1, argv + 1);
+
+    const char *env_port = getenv("ERL_EPMD_PORT");
+    if (env_port && *env_port) {
+        if (parse_uint(env_port, 1, 65535, &v) < 0) {
+            fprintf(stderr, "%s: bad ERL_EPMD_PORT '%s'\n", prog, env_port);
+            return 2;
+        }
+        cfg.epmd_port = (uint16_t)v;
+    }
+
+    opterr = 0; /* we print our own message, naming the flag */
+    for (;;) {
+        int c = getopt_long(argc, argv, ":n:c:C:l:e:t:w:L:hV", options, NULL);
+        if (c == -1)
+            break;
+        switch (c) {
+        case 'n':
+            name_arg = optarg;
+            break;
+        case 'c':
+            cookie_arg = optarg;
+            break;
+        case 'C':
+            cookie_file = optarg;
+            break;
+        case 'l': {
+            const char *colon = strrchr(optarg, ':');
+            size_t alen = colon ? (size_t)(colon - optarg) : 0;
+            if (colon == NULL || alen == 0 || alen >= sizeof listen_addr ||
+                parse_uint(colon + 1, 0, 65535, &v) < 0)
+                return usage_error("bad --listen '%s' (want ADDR:PORT)",
+                                   optarg);
+            memcpy(listen_addr, optarg, alen);
+            listen_addr[alen] = '\0';
+            cfg.listen_port = (uint16_t)v;
+            break;
+        }
+        case 'e':
+            if (parse_uint(optarg, 1, 65535, &v) < 0)
+                return usage_error("bad --epmd-port '%s'", optarg);
+            cfg.epmd_port = (uint16_t)v;
+            break;
+        case OPT_VISIBLE:
+            cfg.visible = true;
+            break;
+        case 't':
+            if (parse_uint(optarg, 1, TICKTIME_MAX, &v) < 0)
+                return usage_error("bad --ticktime '%s' (seconds, 1..86400)",
+                                   optarg);
+            cfg.ticktime_s = (unsigned)v;
+            break;
+        case 'w':
+            if (parse_uint(optarg, 1, 64, &v) < 0)
+                return usage_error("bad --workers '%s' (1..64)", optarg);
+            cfg.workers = (unsigned)v;
+            break;
+        case OPT_LOAD:
+            if (nplugins == PLUGINS_MAX)
+                return usage_error("too many --load (at most %d)", PLUGINS_MAX);
+            if (*optarg == '\0')
+                return usage_error("%s", "empty --load path");
+            plugins[nplugins++].path = optarg;
+            break;
+        case 'L': {
+            int lvl = tether_log_level_parse(optarg);
+            if (lvl < 0)
+                return usage_error(
+                    "bad --log-level '%s' (error|warning|info|debug)", optarg);
+            cfg.log_level = lvl;
+            break;
+        }
+        case 'h':
+            printf(usage_text, prog);
+            if (cli && cli->about)
+                printf("\n%s", cli->about);
+            return 0;
+        case 'V':
+            printf("%s %s\n", prog, tether_version());
+            return 0;
+        case ':':
+            fprintf(stderr, "%s: option '%s' needs a value\n", prog,
+                    argv[optind - 1]);
+            return 2;
+        default:
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    if (name_arg == NULL)
+        return usage_error("%s", "--name is required");
+    if (cookie_arg && cookie_file)
+        return usage_error("%s", "give --cookie or --cookie-file, not both");
+
+    if (strlen(name_arg) >= TETHER_ATOM_MAX - 16)
+        return usage_error("node name '%s' is too long", name_arg);
+    if (strchr(name_arg, '@'))
+        snprintf(name, sizeof name, "%s", name_arg);
+    else
+        snprintf(name, sizeof name, "%s@127.0.0.1", name_arg);
+
+    if (cookie_arg) {
+        if (strlen(cookie_arg) > TETHER_NODE_COOKIE_MAX || !*cookie_arg)
+            return usage_error("%s", "bad --cookie (empty or too long)");
+        snprintf(cookie, sizeof cookie, "%s", cookie_arg);
+    } else {
+        char path[PATH_BUF_MAX];
+        if (cookie_file == NULL) {
+            const char *home = getenv("HOME");
+            if (home == NULL || !*home) {
+                fprintf(stderr, "%s: no --cookie given and $HOME is not set\n",
+                        prog);
+                return 1;
+            }
+            snprintf(path, sizeof path, "%s/.erlang.cookie", home);
+            cookie_file = path;
+        }
+        if (read_cookie(cookie_file, cookie, sizeof cookie) < 0)
+            return 1;
+    }
+
+    if (plugins_open(plugins, nplugins) < 0) {
+        plugins_close(plugins, nplugins);
+        return 1;
+    }
+
+    cfg.name = name;
+    cfg.cookie = cookie;
+    cfg.listen_addr = listen_addr;
+    tether_node_t *node = NULL;
+    const char *why = NULL;
+    int rc = tether_node_new(&cfg, &node, &why);
+    explicit_bzero(cookie, sizeof cookie);
+    if (rc < 0) {
+        plugins_close(plugins, nplugins);
+        if (rc == TETHER_EINVAL)
+            return usage_error("%s", why ? why : "bad configuration");
+        fprintf(stderr, "%s: %s\n", prog, why ? why : tether_strerror(rc));
+        return 1;
+    }
+    int status = 1;
+    signal(SIGPIPE, SIG_IGN);
+    if (tether_node_handle_signals(node) < 0) {
+        fprintf(stderr, "%s: cannot set up signal handling\n", prog);
+        goto done;
+    }
+    if (tether_node_start(node) < 0)
+        goto done; /* tether_node_start logged the reason */
+    if (cli && cli->init) {
+        rc = cli->init(node);
+        if (rc < 0) {
+            fprintf(stderr, "%s: cannot start the services: %s\n", prog,
+                    tether_strerror(rc));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nplugins; i++) {
+        rc = plugins[i].init(node);
+        if (rc < 0) {
+            fprintf(stderr, "%s: plugin '%s' failed to start: %s\n", prog,
+                    plugins[i].path, tether_strerror(rc));
+            goto done;
+        }
+    }
+    printf("%s: %s ready\n", prog, tether_node_name(node));
+    fflush(stdout);
+    status = tether_node_run(node) < 0 ? 1 : 0;
+done:
+    tether_node_free(node);
+    /* Plugin code may run until the node is freed (terminate handlers). */
+    plugins_close(plugins, nplugins);
+    return status;
+}
