@@ -1,11 +1,44 @@
 %% @doc The tether API facade.
 %%
-%% Every public function of tether lives in this module. So far it only
-%% reports the version of the C core; cluster primitives arrive in later
-%% releases (see README).
+%% Membership and injected partitions of a tether cluster, run by the
+%% `tether' application (see {@link tether_server} for what runs behind
+%% these calls, the wire format and the configuration).
+%%
+%% Members are nodes whose tether engines hold an authenticated session
+%% with each other and renew leases by heartbeats. `members()' lists the
+%% live ones, sorted. Subscribers receive
+%% `{tether_member, up | down, Node}' on every change seen by this node.
+%%
+%% Partitions are a test and chaos tool. `partition(A, B, drop)' makes
+%% engine messages between the groups vanish and reports the other side
+%% down at once; `partition(A, B, defer)' holds engine messages in order
+%% until heal and keeps membership as it is. A partition injected on any
+%% member is gossiped to every member and applies on all of them; healing
+%% one anywhere heals it everywhere.
+%%
+%% Every cluster call answers `{error, not_distributed}' while the node
+%% is not alive; the application starts anyway and clusters once
+%% distribution starts.
 -module(tether).
 
 -export([version/0]).
+-export([join/1, leave/0, members/0, subscribe/0, subscribe/1,
+         unsubscribe/0, unsubscribe/1, partition/3, heal/1, heal/0,
+         partitions/0]).
+
+-export_type([partition_ref/0, partition_info/0]).
+
+-define(SERVER, tether).
+
+%% An opaque handle of an injected partition.
+-opaque partition_ref() :: {tether_partition, non_neg_integer()}.
+
+%% One entry of partitions/0: the groups, the mode and whether it healed.
+-type partition_info() :: #{ref := partition_ref(),
+                            mode := drop | defer,
+                            a := [node()],
+                            b := [node()],
+                            healed := boolean()}.
 
 %% @doc The version of tether's C core as a string, for example `"0.1.0"'.
 %% It is read from the loaded NIF library, so it also proves the library
@@ -13,3 +46,97 @@
 -spec version() -> string().
 version() ->
     binary_to_list(tether_nif:version()).
+
+%% @doc Joins the cluster `Node' belongs to. The distribution connection
+%% to Node is made first, in the caller: `{error, noconnection}' if it
+%% cannot be. The join itself completes asynchronously (watch members/0
+%% or subscribe). A node that left joins again as a new incarnation.
+-spec join(node()) ->
+          ok | {error, noconnection | not_distributed | term()}.
+join(Node) when is_atom(Node) ->
+    case node() of
+        nonode@nohost ->
+            {error, not_distributed};
+        Node ->
+            gen_server:call(?SERVER, {join, Node});
+        _ ->
+            case net_kernel:connect_node(Node) of
+                true -> gen_server:call(?SERVER, {join, Node});
+                false -> {error, noconnection};
+                ignored -> {error, not_distributed}
+            end
+    end.
+
+%% @doc Leaves the cluster: the others drop this node from their members
+%% at once, and this node's members/0 becomes `[]'. Leaving twice is `ok'.
+-spec leave() -> ok | {error, not_distributed}.
+leave() ->
+    gen_server:call(?SERVER, leave).
+
+%% @doc The live members, this node included (unless it left), sorted.
+-spec members() -> [node()] | {error, not_distributed}.
+members() ->
+    gen_server:call(?SERVER, members).
+
+%% @doc subscribe(self()).
+-spec subscribe() -> ok.
+subscribe() ->
+    subscribe(self()).
+
+%% @doc Sends `{tether_member, up | down, Node}' to Pid on every change
+%% of the member set seen by this node, until Pid exits or unsubscribes.
+%% Subscribing twice is `ok' (one message per event). Current members are
+%% not replayed: call members/0 after subscribing.
+-spec subscribe(pid()) -> ok.
+subscribe(Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {subscribe, Pid}).
+
+%% @doc unsubscribe(self()).
+-spec unsubscribe() -> ok.
+unsubscribe() ->
+    unsubscribe(self()).
+
+%% @doc Stops member events to Pid. Unknown Pids are `ok'.
+-spec unsubscribe(pid()) -> ok.
+unsubscribe(Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {unsubscribe, Pid}).
+
+%% @doc Injects a partition between two non-empty, disjoint groups of
+%% nodes, cluster-wide. `drop': engine messages between the groups vanish
+%% and each side reports the other down at once. `defer': engine messages
+%% wait, in order, until heal; membership holds. Answers
+%% `{error, invalid}' for empty or overlapping groups, `{error, too_big}'
+%% when too many partitions are active.
+-spec partition([node()], [node()], drop | defer) ->
+          {ok, partition_ref()} | {error, invalid | too_big | not_distributed
+                                   | term()}.
+partition(GroupA, GroupB, Mode)
+  when is_list(GroupA), is_list(GroupB),
+       (Mode =:= drop orelse Mode =:= defer) ->
+    lists:all(fun is_atom/1, GroupA ++ GroupB) orelse error(badarg),
+    case valid_group(GroupA) andalso valid_group(GroupB) of
+        true -> gen_server:call(?SERVER, {partition, GroupA, GroupB, Mode});
+        false -> {error, invalid}
+    end.
+
+%% A group holds 1..256 nodes (the engine's TETHER_PARTITION_GROUP_MAX).
+-spec valid_group([node()]) -> boolean().
+valid_group(Group) ->
+    Group =/= [] andalso length(Group) =< 256.
+
+%% @doc Heals one partition, cluster-wide. Healing a healed partition is
+%% `ok'; a Ref this node never heard of is `{error, not_found}'.
+-spec heal(partition_ref()) -> ok | {error, not_found | not_distributed}.
+heal(Ref) ->
+    gen_server:call(?SERVER, {heal, Ref}).
+
+%% @doc Heals every partition this node knows of, cluster-wide.
+-spec heal() -> ok | {error, not_distributed}.
+heal() ->
+    gen_server:call(?SERVER, heal_all).
+
+%% @doc Every partition this node knows of, active and healed (healed
+%% ones are kept as tombstones, oldest evicted first), sorted by ref.
+-spec partitions() -> [partition_info()] | {error, not_distributed}.
+partitions() ->
+    gen_server:call(?SERVER, partitions).

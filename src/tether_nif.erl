@@ -4,13 +4,63 @@
 %% the application is not installed as such (a bare `-pa' of the ebin
 %% directory), in `../priv' next to this module's beam file. Every stub
 %% raises `nif_error' if the library did not load.
+%%
+%% The `engine_*' functions wrap one sans-IO cluster engine
+%% (`c_src/core/engine.h') held in a resource; {@link tether_server} is
+%% their one user. Node names cross this boundary as UTF-8 binaries
+%% (`atom_to_binary(Node, utf8)'). Every function checks its arguments:
+%% a wrong type raises `badarg', a refusal by the engine answers
+%% `{error, Reason}' with Reason one of `invalid', `enomem', `too_big',
+%% `not_found', `exists', `closed', `protocol', `auth', `replay', `io',
+%% `again', `timeout', `unsupported'.
 -module(tether_nif).
 
 -export([version/0]).
+-export([engine_new/1, engine_recv/3, engine_peer_up/2, engine_peer_down/2,
+         engine_tick/2, engine_next_deadline/1, engine_drain/1,
+         engine_join/2, engine_leave/1, engine_members/1,
+         engine_subscribe/2, engine_unsubscribe/2,
+         engine_partition/4, engine_heal/2, engine_heal_all/1,
+         engine_partitions/1, engine_send/3, engine_info/1,
+         engine_recv_dirty/3, engine_send_dirty/3, engine_trust_add/3]).
+
+-export_type([engine/0, action/0, engine_opts/0, error_reason/0]).
 
 -on_load(init/0).
 
 -define(LIB, "tether_nif").
+
+%% An engine resource; freed (keys wiped) when no term refers to it.
+-opaque engine() :: reference().
+
+-type name() :: binary().
+
+-type error_reason() :: invalid | enomem | too_big | not_found | exists
+                      | closed | protocol | auth | replay | io | again
+                      | timeout | unsupported | unknown.
+
+%% Options of engine_new/1. Key material: `cluster_secret' (32 bytes), or
+%% else `cookie', makes our identity and trusts every name derived from
+%% it; `identity_seed' (32 bytes) overrides our identity, and alone trusts
+%% nobody until engine_trust_add/3. At least one of the three is needed.
+-type engine_opts() :: #{name := name(),
+                         incarnation := pos_integer(),
+                         seed := <<_:256>>,
+                         heartbeat_ms => pos_integer(),
+                         ttl_ms => pos_integer(),
+                         hello_retry_ms => pos_integer(),
+                         defer_max => pos_integer(),
+                         cluster_secret => <<_:256>>,
+                         cookie => binary(),
+                         identity_seed => <<_:256>>}.
+
+%% What the engine asks its shell to do. Subscriber 0 receives
+%% `{tether_msg, FromNode, EtfBinary}' for every module message
+%% (engine_send/3) from a peer.
+-type action() :: {send, name(), binary()}
+                | {deliver, non_neg_integer(), term()}
+                | {connect, name()}
+                | {disconnect, name()}.
 
 %% @private Loads the shared library; called by the code server.
 -spec init() -> ok | {error, term()}.
@@ -20,6 +70,131 @@ init() ->
 %% @doc The version string of the C library, for example `<<"0.1.0">>'.
 -spec version() -> binary().
 version() ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Creates an engine for node `name'. Bad options raise `badarg'.
+-spec engine_new(engine_opts()) -> {ok, engine()} | {error, error_reason()}.
+engine_new(_Opts) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Feeds the bytes of one message received from peer `From'.
+%% Refused input (forged, replayed, garbage) is counted by the engine and
+%% answered with `{error, Reason}'; it is never fatal.
+-spec engine_recv(engine(), name(), binary()) -> ok | {error, error_reason()}.
+engine_recv(_Engine, _From, _Bytes) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Reports that a connection to `Node' is up.
+-spec engine_peer_up(engine(), name()) -> ok | {error, error_reason()}.
+engine_peer_up(_Engine, _Node) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Reports that the connection to `Node' is lost.
+-spec engine_peer_down(engine(), name()) -> ok | {error, error_reason()}.
+engine_peer_down(_Engine, _Node) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Passes the time (milliseconds on the shell's monotonic clock).
+-spec engine_tick(engine(), non_neg_integer()) -> ok | {error, error_reason()}.
+engine_tick(_Engine, _NowMs) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc When engine_tick/2 is next due, on the same clock.
+-spec engine_next_deadline(engine()) -> non_neg_integer().
+engine_next_deadline(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Takes up to 256 pending actions, oldest first; call again until
+%% it answers `[]'.
+-spec engine_drain(engine()) -> [action()] | {error, enomem}.
+engine_drain(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Joins the cluster `Contact' belongs to (asynchronous).
+-spec engine_join(engine(), name()) -> ok | {error, error_reason()}.
+engine_join(_Engine, _Contact) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Leaves the cluster; terminal for this engine (`{error, closed}'
+%% when already left).
+-spec engine_leave(engine()) -> ok | {error, error_reason()}.
+engine_leave(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The live members, sorted bytewise, ourselves included unless we
+%% left.
+-spec engine_members(engine()) -> [name()] | {error, enomem}.
+engine_members(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Member events go to subscriber `Id' (> 0) as
+%% `{deliver, Id, {tether_member, up | down, Node}}' actions.
+-spec engine_subscribe(engine(), pos_integer()) -> ok | {error, error_reason()}.
+engine_subscribe(_Engine, _Id) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Removes subscriber `Id'.
+-spec engine_unsubscribe(engine(), pos_integer()) ->
+          ok | {error, error_reason()}.
+engine_unsubscribe(_Engine, _Id) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Injects a partition between two non-empty, disjoint groups; it is
+%% gossiped to every member.
+-spec engine_partition(engine(), [name()], [name()], drop | defer) ->
+          {ok, pos_integer()} | {error, error_reason()}.
+engine_partition(_Engine, _A, _B, _Mode) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Heals one partition (healing a healed one is `ok').
+-spec engine_heal(engine(), non_neg_integer()) -> ok | {error, error_reason()}.
+engine_heal(_Engine, _Ref) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Heals every partition.
+-spec engine_heal_all(engine()) -> ok.
+engine_heal_all(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The partition table, healed tombstones included, sorted by ref.
+-spec engine_partitions(engine()) ->
+          [{pos_integer(), drop | defer, boolean(), [name()], [name()]}].
+engine_partitions(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Sends one module message (a term in external format) to the
+%% Erlang side of peer `To', under the partition rules: `{error, closed}'
+%% across a drop partition or without a session, queued in order across a
+%% defer one (`{error, too_big}' when that queue is full).
+-spec engine_send(engine(), name(), binary()) -> ok | {error, error_reason()}.
+engine_send(_Engine, _To, _Etf) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc engine_recv/3 on a dirty CPU scheduler, for large messages (the
+%% MAC check grows with the size, up to 64 MiB).
+-spec engine_recv_dirty(engine(), name(), binary()) ->
+          ok | {error, error_reason()}.
+engine_recv_dirty(_Engine, _From, _Bytes) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc engine_send/3 on a dirty CPU scheduler, for large messages.
+-spec engine_send_dirty(engine(), name(), binary()) ->
+          ok | {error, error_reason()}.
+engine_send_dirty(_Engine, _To, _Etf) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Trusts `PublicKey' (Ed25519, 32 bytes) as the identity of `Node';
+%% `{error, exists}' if Node already has another key.
+-spec engine_trust_add(engine(), name(), <<_:256>>) ->
+          ok | {error, error_reason()}.
+engine_trust_add(_Engine, _Node, _PublicKey) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Name, incarnation, engine time, `left', `join_pending',
+%% `join_contact', our identity `public_key' and the engine's counters
+%% under `stats'.
+-spec engine_info(engine()) -> #{atom() => term()} | {error, enomem}.
+engine_info(_Engine) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 -spec priv_dir() -> file:filename().

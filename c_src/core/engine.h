@@ -18,7 +18,9 @@
  *
  * Every byte string exchanged between engines is a hello or a sealed
  * envelope (core/envelope.h); the shell carries it as the Erlang term
- * {'$tether', Bytes} to the registered name `tether` on the peer. The
+ * {'$tether', FromNode, Bytes} to the registered name `tether` on the peer
+ * (a BEAM receiver cannot see the sender's node otherwise; the claim is
+ * untrusted: the envelope only opens under the real peer's session). The
  * envelope's type byte selects the engine message; its payload is one term
  * in external format:
  *   0x10 ACK         ok                     session confirmation (server)

@@ -1,18 +1,284 @@
 /*
  * tether_nif.c: the erl_nif entry points of tether_nif.so.
  *
+ * The library wraps one core engine (core/engine.h) per resource of type
+ * "tether_engine". The resource owns the engine and a mutex; every engine
+ * call is made under that mutex, and nothing under it calls back into
+ * Erlang. The resource destructor frees the engine (wiping its keys).
+ *
  * Every exported function checks its arguments and answers badarg or an
  * error tuple for bad input; none keeps a pointer into a term past the
- * call. Atoms are made once, in load().
+ * call: binaries and names are copied into C buffers first. Atoms are made
+ * once, in load(). Node names cross this boundary as UTF-8 binaries (the
+ * Erlang side converts them with atom_to_binary/binary_to_atom), so names
+ * outside Latin-1 survive on OTP 25, whose enif atom functions are
+ * Latin-1 only.
+ *
+ * Every engine call is small (bounded by the engine's own tables), so no
+ * function here yields; engine_drain hands out at most DRAIN_MAX actions
+ * per call and the caller loops. The two calls whose cost grows with a
+ * message's size (recv and send: a MAC over it, and a copy) also exist as
+ * dirty-scheduler variants (engine_recv_dirty, engine_send_dirty), which
+ * the Erlang side uses for large messages.
  */
+#include <stdlib.h>
 #include <string.h>
 
+#include <ei.h>
 #include <erl_nif.h>
+#include <sodium.h>
 
-#include "tether/tether.h"
+#include "core/codec.h"
+#include "core/engine.h"
+#include "tether/error.h"
+#include "tether/version.h"
+
+/* Actions handed out by one engine_drain call. */
+#define DRAIN_MAX 256
+/* The engine message type carrying Erlang-side module traffic. */
+#define NIF_MSG_ERLANG TETHER_MSG_MODULE_MIN
+/* The subscriber id that receives Erlang-side module messages. */
+#define NIF_SUB_MODULE 0
+/* Longest cookie accepted (core/keys.h). */
+#define NIF_COOKIE_MAX TETHER_COOKIE_MAX
+
+/* One engine and the lock that serializes calls into it. */
+typedef struct engine_res {
+    ErlNifMutex *lock;
+    tether_engine_t *eng; /* owned; freed by the destructor */
+} engine_res_t;
+
+static ErlNifResourceType *engine_rt;
 
 static ERL_NIF_TERM am_ok;
 static ERL_NIF_TERM am_error;
+static ERL_NIF_TERM am_true;
+static ERL_NIF_TERM am_false;
+static ERL_NIF_TERM am_send;
+static ERL_NIF_TERM am_deliver;
+static ERL_NIF_TERM am_connect;
+static ERL_NIF_TERM am_disconnect;
+static ERL_NIF_TERM am_drop;
+static ERL_NIF_TERM am_defer;
+/* Map keys of engine_new's options and engine_info's answer. */
+static ERL_NIF_TERM am_name;
+static ERL_NIF_TERM am_incarnation;
+static ERL_NIF_TERM am_seed;
+static ERL_NIF_TERM am_heartbeat_ms;
+static ERL_NIF_TERM am_ttl_ms;
+static ERL_NIF_TERM am_hello_retry_ms;
+static ERL_NIF_TERM am_defer_max;
+static ERL_NIF_TERM am_cluster_secret;
+static ERL_NIF_TERM am_cookie;
+static ERL_NIF_TERM am_identity_seed;
+static ERL_NIF_TERM am_public_key;
+static ERL_NIF_TERM am_left;
+static ERL_NIF_TERM am_join_pending;
+static ERL_NIF_TERM am_join_contact;
+static ERL_NIF_TERM am_now;
+static ERL_NIF_TERM am_stats;
+
+/* Stats keys, in the order of stat_values(). */
+static const char *const stat_names[] = {
+    "recv",          "recv_garbage",    "recv_rejected", "recv_bad_term",
+    "recv_unknown",  "recv_stale",      "sent",          "send_no_session",
+    "part_dropped",  "part_skipped",    "part_deferred", "defer_overflow",
+    "defer_flushed", "defer_discarded", "hellos_sent",   "sessions_up",
+    "member_events", "ticks",
+};
+#define STATS_N (sizeof stat_names / sizeof stat_names[0])
+static ERL_NIF_TERM am_stat[STATS_N];
+
+/* ------------------------------------------------------------- helpers */
+
+/* {error, Reason} for a negative TETHER_E* code. */
+static ERL_NIF_TERM error_tuple(ErlNifEnv *env, int rc)
+{
+    const char *r;
+
+    switch (rc) {
+    case TETHER_EINVAL:
+        r = "invalid";
+        break;
+    case TETHER_ENOMEM:
+        r = "enomem";
+        break;
+    case TETHER_EAGAIN:
+        r = "again";
+        break;
+    case TETHER_EPROTO:
+        r = "protocol";
+        break;
+    case TETHER_ETOOBIG:
+        r = "too_big";
+        break;
+    case TETHER_EAUTH:
+        r = "auth";
+        break;
+    case TETHER_ENOTFOUND:
+        r = "not_found";
+        break;
+    case TETHER_EEXIST:
+        r = "exists";
+        break;
+    case TETHER_EIO:
+        r = "io";
+        break;
+    case TETHER_ECLOSED:
+        r = "closed";
+        break;
+    case TETHER_ETIMEDOUT:
+        r = "timeout";
+        break;
+    case TETHER_EREPLAY:
+        r = "replay";
+        break;
+    case TETHER_EUNSUPP:
+        r = "unsupported";
+        break;
+    default:
+        r = "unknown";
+        break;
+    }
+    return enif_make_tuple2(env, am_error, enif_make_atom(env, r));
+}
+
+/* ok, or {error, Reason} for a negative code. */
+static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, int rc)
+{
+    return rc < 0 ? error_tuple(env, rc) : am_ok;
+}
+
+/* Copies a node name (a binary of 1..TETHER_NODE_NAME_MAX bytes, no NUL)
+ * into out, NUL-terminated. Returns 1, or 0 if the term is not one. */
+static int get_name(ErlNifEnv *env, ERL_NIF_TERM t,
+                    char out[TETHER_NODE_NAME_MAX + 1])
+{
+    ErlNifBinary b;
+
+    if (!enif_inspect_binary(env, t, &b) || b.size == 0 ||
+        b.size > TETHER_NODE_NAME_MAX || memchr(b.data, 0, b.size) != NULL)
+        return 0;
+    memcpy(out, b.data, b.size);
+    out[b.size] = '\0';
+    return 1;
+}
+
+/* A binary term holding a copy of the C string s. */
+static ERL_NIF_TERM make_name(ErlNifEnv *env, const char *s)
+{
+    ERL_NIF_TERM t;
+    size_t n = strlen(s);
+    unsigned char *p = enif_make_new_binary(env, n, &t);
+
+    if (p == NULL) /* the emulator aborts first; never reached in practice */
+        return am_error;
+    if (n > 0)
+        memcpy(p, s, n);
+    return t;
+}
+
+/* A binary term holding a copy of len bytes. */
+static ERL_NIF_TERM make_bytes(ErlNifEnv *env, const uint8_t *data, size_t len)
+{
+    ERL_NIF_TERM t;
+    unsigned char *p = enif_make_new_binary(env, len, &t);
+
+    if (p == NULL) /* as in make_name() */
+        return am_error;
+    if (len > 0)
+        memcpy(p, data, len);
+    return t;
+}
+
+/* Finds the engine resource in t. Returns 1, or 0 if t is none. */
+static int get_res(ErlNifEnv *env, ERL_NIF_TERM t, engine_res_t **out)
+{
+    void *obj;
+
+    if (!enif_get_resource(env, t, engine_rt, &obj))
+        return 0;
+    *out = obj;
+    return (*out)->eng != NULL;
+}
+
+/*
+ * Reads a proper list of at most TETHER_PARTITION_GROUP_MAX names into a
+ * heap array of heap strings (*out, *n); the caller frees it with
+ * free_names(). Returns 1, or 0 for a bad list (nothing left allocated).
+ */
+static void free_names(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int get_names(ErlNifEnv *env, ERL_NIF_TERM list, char ***out, size_t *n)
+{
+    unsigned len;
+    ERL_NIF_TERM head, tail = list;
+    char **v;
+    size_t i = 0;
+
+    if (!enif_get_list_length(env, list, &len) || len == 0 ||
+        len > TETHER_PARTITION_GROUP_MAX)
+        return 0;
+    v = calloc(len, sizeof *v);
+    if (v == NULL)
+        return 0;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        char name[TETHER_NODE_NAME_MAX + 1];
+        if (!get_name(env, head, name) ||
+            (v[i] = malloc(strlen(name) + 1)) == NULL)
+            goto fail;
+        memcpy(v[i], name, strlen(name) + 1);
+        i++;
+    }
+    *out = v;
+    *n = i;
+    return 1;
+fail:
+    free_names(v, i);
+    return 0;
+}
+
+/* ----------------------------------------------- the Erlang-side module */
+
+/*
+ * Engine messages of type NIF_MSG_ERLANG come from the Erlang side of a
+ * peer (tether_nif:engine_send/3). This module hook hands each one to
+ * subscriber NIF_SUB_MODULE as {tether_msg, From, EtfBinary}; the Erlang
+ * server decodes the inner binary itself. Runs under the engine lock (it
+ * only queues an action).
+ */
+static void erlang_on_message(tether_engine_t *node, void *ctx,
+                              const char *from, const char *etf, size_t len)
+{
+    ei_x_buff x;
+
+    (void)ctx;
+    if (len > INT32_MAX || ei_x_new_with_version(&x) < 0)
+        return;
+    if (ei_x_encode_tuple_header(&x, 3) == 0 &&
+        ei_x_encode_atom(&x, "tether_msg") == 0 &&
+        tether__etf_encode_name(&x, from) == 0 &&
+        ei_x_encode_binary(&x, etf, (long)len) == 0) {
+        /* Out of memory loses this one message, as a full queue would. */
+        int rc = tether_engine_deliver(
+            node, NIF_SUB_MODULE, (const uint8_t *)x.buff, (size_t)x.index);
+        (void)rc;
+    }
+    ei_x_free(&x);
+}
+
+static const tether_engine_module_t erlang_module = {
+    .name = "erlang",
+    .type = NIF_MSG_ERLANG,
+    .on_message = erlang_on_message,
+};
+
+/* ----------------------------------------------------------- the NIFs */
 
 /* version() -> binary(): the C library's version string. */
 static ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc,
@@ -21,22 +287,644 @@ static ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc,
     (void)argv;
     if (argc != 0)
         return enif_make_badarg(env);
-    const char *v = tether_version();
-    size_t n = strlen(v);
-    ERL_NIF_TERM bin;
-    unsigned char *p = enif_make_new_binary(env, n, &bin);
-    if (p == NULL)
-        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
-    memcpy(p, v, n);
-    return bin;
+    return make_name(env, tether_version());
 }
+
+/* Reads an optional positive integer option (0 < v <= max) from a map.
+ * Returns 1 if absent (v untouched) or valid, 0 if present and bad. */
+static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
+                    ErlNifUInt64 max, ErlNifUInt64 *v)
+{
+    ERL_NIF_TERM t;
+    ErlNifUInt64 u;
+
+    if (!enif_get_map_value(env, map, key, &t))
+        return 1;
+    if (!enif_get_uint64(env, t, &u) || u == 0 || u > max)
+        return 0;
+    *v = u;
+    return 1;
+}
+
+/*
+ * engine_new(#{name := binary(), incarnation := pos_integer(),
+ *              seed := <<_:256>>, heartbeat_ms => N, ttl_ms => N,
+ *              hello_retry_ms => N, defer_max => N,
+ *              cluster_secret => <<_:256>> | cookie => binary(),
+ *              identity_seed => <<_:256>>})
+ *   -> {ok, Engine} | {error, Reason}
+ * Key material: the cluster secret (or else the cookie) makes our identity
+ * and trusts every name; identity_seed overrides our identity (peers then
+ * need our public key); with identity_seed alone nobody is trusted until
+ * engine_trust_add. Bad options are badarg; an engine refusal is
+ * {error, Reason}.
+ */
+static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
+                                   const ERL_NIF_TERM argv[])
+{
+    tether_engine_config_t cfg;
+    char name[TETHER_NODE_NAME_MAX + 1];
+    uint8_t secret[TETHER_CLUSTER_SECRET_BYTES];
+    uint8_t cookie[NIF_COOKIE_MAX];
+    uint8_t idseed[TETHER_KEY_SEED_BYTES];
+    ErlNifBinary b;
+    ERL_NIF_TERM t, res_term, ret;
+    ErlNifUInt64 inc = 0, hb = TETHER_ENGINE_DEFAULT_HB_MS,
+                 ttl = TETHER_ENGINE_DEFAULT_TTL_MS, retry = 0,
+                 defer = TETHER_ENGINE_DEFAULT_DEFER;
+    engine_res_t *res = NULL;
+    int rc;
+
+    if (argc != 1 || !enif_is_map(env, argv[0]))
+        return enif_make_badarg(env);
+    tether_engine_config_default(&cfg);
+    if (!enif_get_map_value(env, argv[0], am_name, &t) ||
+        !get_name(env, t, name))
+        return enif_make_badarg(env);
+    cfg.name = name;
+    if (!enif_get_map_value(env, argv[0], am_incarnation, &t) ||
+        !enif_get_uint64(env, t, &inc) || inc == 0)
+        return enif_make_badarg(env);
+    cfg.incarnation = inc;
+    if (!enif_get_map_value(env, argv[0], am_seed, &t) ||
+        !enif_inspect_binary(env, t, &b) || b.size != TETHER_ENGINE_SEED_BYTES)
+        return enif_make_badarg(env);
+    memcpy(cfg.seed, b.data, b.size);
+    if (!opt_uint(env, argv[0], am_heartbeat_ms, UINT32_MAX, &hb) ||
+        !opt_uint(env, argv[0], am_ttl_ms, UINT32_MAX, &ttl) ||
+        !opt_uint(env, argv[0], am_hello_retry_ms, UINT32_MAX, &retry) ||
+        !opt_uint(env, argv[0], am_defer_max, 1u << 20, &defer))
+        goto bad_arg;
+    cfg.heartbeat_ms = (uint32_t)hb;
+    cfg.ttl_ms = (uint32_t)ttl;
+    cfg.hello_retry_ms = (uint32_t)retry;
+    cfg.defer_max = (size_t)defer;
+    if (enif_get_map_value(env, argv[0], am_cluster_secret, &t)) {
+        if (!enif_inspect_binary(env, t, &b) || b.size != sizeof secret)
+            goto bad_arg;
+        memcpy(secret, b.data, b.size);
+        cfg.cluster_secret = secret;
+    } else if (enif_get_map_value(env, argv[0], am_cookie, &t)) {
+        if (!enif_inspect_binary(env, t, &b) || b.size == 0 ||
+            b.size > sizeof cookie)
+            goto bad_arg;
+        memcpy(cookie, b.data, b.size);
+        cfg.cookie = cookie;
+        cfg.cookie_len = b.size;
+    }
+    if (enif_get_map_value(env, argv[0], am_identity_seed, &t)) {
+        if (!enif_inspect_binary(env, t, &b) || b.size != sizeof idseed)
+            goto bad_arg;
+        memcpy(idseed, b.data, b.size);
+        cfg.identity_seed = idseed;
+    }
+    if (cfg.cluster_secret == NULL && cfg.cookie == NULL &&
+        cfg.identity_seed == NULL)
+        goto bad_arg; /* no key material at all */
+    if (cfg.ttl_ms <= cfg.heartbeat_ms)
+        goto bad_arg;
+
+    res = enif_alloc_resource(engine_rt, sizeof *res);
+    if (res == NULL) {
+        rc = TETHER_ENOMEM;
+        goto fail;
+    }
+    res->eng = NULL;
+    res->lock = enif_mutex_create("tether_engine");
+    if (res->lock == NULL) {
+        rc = TETHER_ENOMEM;
+        goto fail;
+    }
+    rc = tether_engine_new(&cfg, &res->eng);
+    if (rc < 0)
+        goto fail;
+    rc = tether_engine_register_module(res->eng, &erlang_module, NULL);
+    if (rc < 0)
+        goto fail;
+    res_term = enif_make_resource(env, res);
+    enif_release_resource(res); /* the term holds it now */
+    ret = enif_make_tuple2(env, am_ok, res_term);
+    goto done;
+bad_arg:
+    ret = enif_make_badarg(env);
+    goto done;
+fail:
+    if (res != NULL)
+        enif_release_resource(res); /* the destructor frees what exists */
+    ret = error_tuple(env, rc);
+done:
+    sodium_memzero(secret, sizeof secret);
+    sodium_memzero(cookie, sizeof cookie);
+    sodium_memzero(idseed, sizeof idseed);
+    sodium_memzero(cfg.seed, sizeof cfg.seed);
+    return ret;
+}
+
+/* Frees the engine and the lock once no term refers to the resource. */
+static void engine_dtor(ErlNifEnv *env, void *obj)
+{
+    engine_res_t *res = obj;
+
+    (void)env;
+    tether_engine_free(res->eng);
+    res->eng = NULL;
+    if (res->lock != NULL)
+        enif_mutex_destroy(res->lock);
+    res->lock = NULL;
+}
+
+/* engine_recv(Engine, From :: binary(), Bytes :: binary())
+ *   -> ok | {error, Reason}: one message from peer From. */
+static ERL_NIF_TERM engine_recv_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    char from[TETHER_NODE_NAME_MAX + 1];
+    ErlNifBinary b;
+    uint8_t *copy;
+    int rc;
+
+    if (argc != 3 || !get_res(env, argv[0], &res) ||
+        !get_name(env, argv[1], from) || !enif_inspect_binary(env, argv[2], &b))
+        return enif_make_badarg(env);
+    copy = malloc(b.size ? b.size : 1);
+    if (copy == NULL)
+        return error_tuple(env, TETHER_ENOMEM);
+    if (b.size)
+        memcpy(copy, b.data, b.size);
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_recv(res->eng, from, copy, b.size);
+    enif_mutex_unlock(res->lock);
+    free(copy);
+    return ok_or_error(env, rc);
+}
+
+/* Shared shape of the NIFs taking (Engine, Node :: binary()). */
+typedef int (*name_op_t)(tether_engine_t *, const char *);
+
+static ERL_NIF_TERM name_op(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                            name_op_t op)
+{
+    engine_res_t *res;
+    char name[TETHER_NODE_NAME_MAX + 1];
+    int rc;
+
+    if (argc != 2 || !get_res(env, argv[0], &res) ||
+        !get_name(env, argv[1], name))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    rc = op(res->eng, name);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, rc);
+}
+
+/* engine_peer_up(Engine, Node) -> ok | {error, Reason}: a connection
+ * to Node is up. */
+static ERL_NIF_TERM engine_peer_up_nif(ErlNifEnv *env, int argc,
+                                       const ERL_NIF_TERM argv[])
+{
+    return name_op(env, argc, argv, tether_engine_peer_up);
+}
+
+/* engine_peer_down(Engine, Node) -> ok | {error, Reason}: the connection
+ * to Node is lost. */
+static ERL_NIF_TERM engine_peer_down_nif(ErlNifEnv *env, int argc,
+                                         const ERL_NIF_TERM argv[])
+{
+    return name_op(env, argc, argv, tether_engine_peer_down);
+}
+
+/* engine_join(Engine, Contact) -> ok | {error, Reason}. */
+static ERL_NIF_TERM engine_join_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    return name_op(env, argc, argv, tether_engine_join);
+}
+
+/* engine_tick(Engine, NowMs :: non_neg_integer()) -> ok. */
+static ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    ErlNifUInt64 now;
+    int rc;
+
+    if (argc != 2 || !get_res(env, argv[0], &res) ||
+        !enif_get_uint64(env, argv[1], &now))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_tick(res->eng, now);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, rc);
+}
+
+/* engine_next_deadline(Engine) -> non_neg_integer(): when tick is due. */
+static ERL_NIF_TERM engine_next_deadline_nif(ErlNifEnv *env, int argc,
+                                             const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    uint64_t d;
+
+    if (argc != 1 || !get_res(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    d = tether_engine_next_deadline(res->eng);
+    enif_mutex_unlock(res->lock);
+    return enif_make_uint64(env, d);
+}
+
+/* One drained action as a term, or 0 if it is to be skipped. */
+static int action_term(ErlNifEnv *env, const tether_engine_action_t *a,
+                       ERL_NIF_TERM *out)
+{
+    ERL_NIF_TERM term;
+
+    switch (a->kind) {
+    case TETHER_ACTION_SEND:
+        *out = enif_make_tuple3(env, am_send, make_name(env, a->peer),
+                                make_bytes(env, a->data, a->len));
+        return 1;
+    case TETHER_ACTION_DELIVER:
+        /* Our own engine wrote these bytes; atoms in them are node names
+         * of authenticated members, so creating atoms is bounded. */
+        if (enif_binary_to_term(env, a->data, a->len, &term, 0) == 0)
+            return 0;
+        *out = enif_make_tuple3(env, am_deliver,
+                                enif_make_uint64(env, a->subscriber), term);
+        return 1;
+    case TETHER_ACTION_CONNECT:
+        *out = enif_make_tuple2(env, am_connect, make_name(env, a->peer));
+        return 1;
+    case TETHER_ACTION_DISCONNECT:
+        *out = enif_make_tuple2(env, am_disconnect, make_name(env, a->peer));
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * engine_drain(Engine) -> [Action]: up to DRAIN_MAX pending actions,
+ * oldest first; the caller repeats until []. Action is {send, Node, Bytes}
+ * | {deliver, SubId, Term} | {connect, Node} | {disconnect, Node}. The
+ * actions are taken under the lock and turned into terms after it.
+ */
+static ERL_NIF_TERM engine_drain_nif(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    tether_engine_action_t *acts;
+    ERL_NIF_TERM terms[DRAIN_MAX];
+    size_t n = 0, k = 0;
+
+    if (argc != 1 || !get_res(env, argv[0], &res))
+        return enif_make_badarg(env);
+    acts = malloc(DRAIN_MAX * sizeof *acts);
+    if (acts == NULL)
+        return error_tuple(env, TETHER_ENOMEM);
+    enif_mutex_lock(res->lock);
+    while (n < DRAIN_MAX && tether_engine_next_action(res->eng, &acts[n]))
+        n++;
+    enif_mutex_unlock(res->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (action_term(env, &acts[i], &terms[k]))
+            k++;
+        tether_engine_action_release(&acts[i]);
+    }
+    free(acts);
+    return enif_make_list_from_array(env, terms, (unsigned)k);
+}
+
+/* engine_leave(Engine) -> ok | {error, closed}. */
+static ERL_NIF_TERM engine_leave_nif(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    int rc;
+
+    if (argc != 1 || !get_res(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_leave(res->eng);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, rc);
+}
+
+/* engine_members(Engine) -> [binary()]: live members, sorted bytewise. */
+static ERL_NIF_TERM engine_members_nif(ErlNifEnv *env, int argc,
+                                       const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    const char **names;
+    size_t n;
+    ERL_NIF_TERM list;
+
+    if (argc != 1 || !get_res(env, argv[0], &res))
+        return enif_make_badarg(env);
+    names = malloc(TETHER_MEMBERS_MAX * sizeof *names);
+    if (names == NULL)
+        return error_tuple(env, TETHER_ENOMEM);
+    list = enif_make_list(env, 0);
+    /* Names point into the engine: build the terms before unlocking. Only
+     * binaries are made here, never a call into Erlang. */
+    enif_mutex_lock(res->lock);
+    n = tether_engine_members(res->eng, names, TETHER_MEMBERS_MAX);
+    if (n > TETHER_MEMBERS_MAX)
+        n = TETHER_MEMBERS_MAX;
+    for (size_t i = n; i > 0; i--)
+        list = enif_make_list_cell(env, make_name(env, names[i - 1]), list);
+    enif_mutex_unlock(res->lock);
+    free(names);
+    return list;
+}
+
+/* Shared shape of engine_subscribe/engine_unsubscribe(Engine, Id). */
+static ERL_NIF_TERM sub_op(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                           int subscribe)
+{
+    engine_res_t *res;
+    ErlNifUInt64 id;
+    int rc;
+
+    if (argc != 2 || !get_res(env, argv[0], &res) ||
+        !enif_get_uint64(env, argv[1], &id) || id == NIF_SUB_MODULE)
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    rc = subscribe ? tether_engine_subscribe(res->eng, id)
+                   : tether_engine_unsubscribe(res->eng, id);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, rc);
+}
+
+/* engine_subscribe(Engine, Id :: pos_integer()) -> ok | {error, Reason}:
+ * member events go to Id as {deliver, Id, {tether_member, up|down, Node}}.
+ * Id 0 is reserved for Erlang-side module messages. */
+static ERL_NIF_TERM engine_subscribe_nif(ErlNifEnv *env, int argc,
+                                         const ERL_NIF_TERM argv[])
+{
+    return sub_op(env, argc, argv, 1);
+}
+
+/* engine_unsubscribe(Engine, Id) -> ok | {error, not_found}. */
+static ERL_NIF_TERM engine_unsubscribe_nif(ErlNifEnv *env, int argc,
+                                           const ERL_NIF_TERM argv[])
+{
+    return sub_op(env, argc, argv, 0);
+}
+
+/* engine_partition(Engine, A :: [binary()], B :: [binary()], drop | defer)
+ *   -> {ok, Ref :: pos_integer()} | {error, Reason}. */
+static ERL_NIF_TERM engine_partition_nif(ErlNifEnv *env, int argc,
+                                         const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    char **a = NULL, **b = NULL;
+    size_t na = 0, nb = 0;
+    uint64_t ref = 0;
+    int mode, rc;
+
+    if (argc != 4 || !get_res(env, argv[0], &res))
+        return enif_make_badarg(env);
+    if (enif_is_identical(argv[3], am_drop))
+        mode = TETHER_PARTITION_DROP;
+    else if (enif_is_identical(argv[3], am_defer))
+        mode = TETHER_PARTITION_DEFER;
+    else
+        return enif_make_badarg(env);
+    if (!get_names(env, argv[1], &a, &na))
+        return enif_make_badarg(env);
+    if (!get_names(env, argv[2], &b, &nb)) {
+        free_names(a, na);
+        return enif_make_badarg(env);
+    }
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_partition(res->eng, (const char *const *)a, na,
+                                 (const char *const *)b, nb, mode, &ref);
+    enif_mutex_unlock(res->lock);
+    free_names(a, na);
+    free_names(b, nb);
+    if (rc < 0)
+        return error_tuple(env, rc);
+    return enif_make_tuple2(env, am_ok, enif_make_uint64(env, ref));
+}
+
+/* engine_heal(Engine, Ref) -> ok | {error, not_found}. */
+static ERL_NIF_TERM engine_heal_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    ErlNifUInt64 ref;
+    int rc;
+
+    if (argc != 2 || !get_res(env, argv[0], &res) ||
+        !enif_get_uint64(env, argv[1], &ref))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_heal(res->eng, ref);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, rc);
+}
+
+/* engine_heal_all(Engine) -> ok. */
+static ERL_NIF_TERM engine_heal_all_nif(ErlNifEnv *env, int argc,
+                                        const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+
+    if (argc != 1 || !get_res(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    tether_engine_heal_all(res->eng);
+    enif_mutex_unlock(res->lock);
+    return am_ok;
+}
+
+/* A list of binaries for n names. */
+static ERL_NIF_TERM names_list(ErlNifEnv *env, char *const *v, size_t n)
+{
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+
+    for (size_t i = n; i > 0; i--)
+        list = enif_make_list_cell(env, make_name(env, v[i - 1]), list);
+    return list;
+}
+
+/* engine_partitions(Engine) -> [{Ref, drop | defer, Healed :: boolean(),
+ *                                [binary()], [binary()]}], sorted by Ref. */
+static ERL_NIF_TERM engine_partitions_nif(ErlNifEnv *env, int argc,
+                                          const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    const tether_partition_table_t *t;
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+
+    if (argc != 1 || !get_res(env, argv[0], &res))
+        return enif_make_badarg(env);
+    /* The table lives in the engine: copy it into terms under the lock. */
+    enif_mutex_lock(res->lock);
+    t = tether_engine_partitions(res->eng);
+    for (size_t i = t->n; i > 0; i--) {
+        const tether_partition_t *p = &t->v[i - 1];
+        ERL_NIF_TERM e = enif_make_tuple5(
+            env, enif_make_uint64(env, p->ref),
+            p->mode == TETHER_PARTITION_DROP ? am_drop : am_defer,
+            p->healed ? am_true : am_false, names_list(env, p->a, p->na),
+            names_list(env, p->b, p->nb));
+        list = enif_make_list_cell(env, e, list);
+    }
+    enif_mutex_unlock(res->lock);
+    return list;
+}
+
+/* engine_send(Engine, To :: binary(), Etf :: binary()) -> ok |
+ * {error, closed | too_big | invalid}: an Erlang-side module message (one
+ * term in external format) to the same module on peer To, subject to
+ * partitions (drop: {error, closed}; defer: queued, in order). */
+static ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    char to[TETHER_NODE_NAME_MAX + 1];
+    ErlNifBinary b;
+    uint8_t *copy;
+    int rc;
+
+    if (argc != 3 || !get_res(env, argv[0], &res) ||
+        !get_name(env, argv[1], to) || !enif_inspect_binary(env, argv[2], &b) ||
+        b.size == 0)
+        return enif_make_badarg(env);
+    if (tether__etf_validate((const char *)b.data, b.size) < 0)
+        return error_tuple(env, TETHER_EINVAL);
+    copy = malloc(b.size);
+    if (copy == NULL)
+        return error_tuple(env, TETHER_ENOMEM);
+    memcpy(copy, b.data, b.size);
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_send(res->eng, to, NIF_MSG_ERLANG, copy, b.size, 0);
+    enif_mutex_unlock(res->lock);
+    free(copy);
+    return ok_or_error(env, rc);
+}
+
+/* engine_trust_add(Engine, Node :: binary(), PublicKey :: <<_:256>>)
+ *   -> ok | {error, exists | invalid | enomem}: trust Node's identity key
+ * (as made by `tether_cnode keygen`). */
+static ERL_NIF_TERM engine_trust_add_nif(ErlNifEnv *env, int argc,
+                                         const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    char name[TETHER_NODE_NAME_MAX + 1];
+    uint8_t pk[TETHER_KEY_PUBLIC_BYTES];
+    ErlNifBinary b;
+    int rc;
+
+    if (argc != 3 || !get_res(env, argv[0], &res) ||
+        !get_name(env, argv[1], name) ||
+        !enif_inspect_binary(env, argv[2], &b) || b.size != sizeof pk)
+        return enif_make_badarg(env);
+    memcpy(pk, b.data, sizeof pk);
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_trust_add(res->eng, name, pk);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, rc);
+}
+
+/* engine_info(Engine) -> #{name, incarnation, now, left, join_pending,
+ * join_contact, public_key, stats => #{...}}: for tests, debugging and
+ * metrics. */
+static ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    tether_engine_stats_t st;
+    char name[TETHER_NODE_NAME_MAX + 1], contact[TETHER_NODE_NAME_MAX + 1];
+    uint8_t pk[TETHER_KEY_PUBLIC_BYTES];
+    uint64_t inc, now;
+    int left, pending;
+    ERL_NIF_TERM keys[8], vals[8], skeys[STATS_N], svals[STATS_N], map, smap;
+
+    if (argc != 1 || !get_res(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    st = *tether_engine_stats(res->eng);
+    memcpy(name, tether_engine_name(res->eng), sizeof name);
+    memcpy(contact, tether_engine_join_contact(res->eng),
+           strlen(tether_engine_join_contact(res->eng)) + 1);
+    inc = tether_engine_incarnation(res->eng);
+    now = tether_engine_now(res->eng);
+    left = tether_engine_has_left(res->eng);
+    pending = tether_engine_join_pending(res->eng);
+    memcpy(pk, tether_engine_public_key(res->eng), sizeof pk);
+    enif_mutex_unlock(res->lock);
+
+    const uint64_t sv[STATS_N] = {
+        st.recv,          st.recv_garbage,    st.recv_rejected,
+        st.recv_bad_term, st.recv_unknown,    st.recv_stale,
+        st.sent,          st.send_no_session, st.part_dropped,
+        st.part_skipped,  st.part_deferred,   st.defer_overflow,
+        st.defer_flushed, st.defer_discarded, st.hellos_sent,
+        st.sessions_up,   st.member_events,   st.ticks,
+    };
+    for (size_t i = 0; i < STATS_N; i++) {
+        skeys[i] = am_stat[i];
+        svals[i] = enif_make_uint64(env, sv[i]);
+    }
+    if (!enif_make_map_from_arrays(env, skeys, svals, STATS_N, &smap))
+        return error_tuple(env, TETHER_ENOMEM);
+    keys[0] = am_name, vals[0] = make_name(env, name);
+    keys[1] = am_incarnation, vals[1] = enif_make_uint64(env, inc);
+    keys[2] = am_now, vals[2] = enif_make_uint64(env, now);
+    keys[3] = am_left, vals[3] = left ? am_true : am_false;
+    keys[4] = am_join_pending, vals[4] = pending ? am_true : am_false;
+    keys[5] = am_join_contact, vals[5] = make_name(env, contact);
+    keys[6] = am_stats, vals[6] = smap;
+    keys[7] = am_public_key, vals[7] = make_bytes(env, pk, sizeof pk);
+    if (!enif_make_map_from_arrays(env, keys, vals, 8, &map))
+        return error_tuple(env, TETHER_ENOMEM);
+    return map;
+}
+
+/* ------------------------------------------------------------- loading */
 
 static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
 {
     (void)priv_data;
     (void)load_info;
+    if (tether__crypto_init() < 0)
+        return -1;
+    engine_rt =
+        enif_open_resource_type(env, NULL, "tether_engine", engine_dtor,
+                                ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    if (engine_rt == NULL)
+        return -1;
     am_ok = enif_make_atom(env, "ok");
     am_error = enif_make_atom(env, "error");
+    am_true = enif_make_atom(env, "true");
+    am_false = enif_make_atom(env, "false");
+    am_send = enif_make_atom(env, "send");
+    am_deliver = enif_make_atom(env, "deliver");
+    am_connect = enif_make_atom(env, "connect");
+    am_disconnect = enif_make_atom(env, "disconnect");
+    am_drop = enif_make_atom(env, "drop");
+    am_defer = enif_make_atom(env, "defer");
+    am_name = enif_make_atom(env, "name");
+    am_incarnation = enif_make_atom(env, "incarnation");
+    am_seed = enif_make_atom(env, "seed");
+    am_heartbeat_ms = enif_make_atom(env, "heartbeat_ms");
+    am_ttl_ms = enif_make_atom(env, "ttl_ms");
+    am_hello_retry_ms = enif_make_atom(env, "hello_retry_ms");
+    am_defer_max = enif_make_atom(env, "defer_max");
+    am_cluster_secret = enif_make_atom(env, "cluster_secret");
+    am_cookie = enif_make_atom(env, "cookie");
+    am_identity_seed = enif_make_atom(env, "identity_seed");
+    am_public_key = enif_make_atom(env, "public_key");
+    am_left = enif_make_atom(env, "left");
+    am_join_pending = enif_make_atom(env, "join_pending");
+    am_join_contact = enif_make_atom(env, "join_contact");
+    am_now = enif_make_atom(env, "now");
+    am_stats = enif_make_atom(env, "stats");
+    for (size_t i = 0; i < STATS_N; i++)
+        am_stat[i] = enif_make_atom(env, stat_names[i]);
     return 0;
 }
 
@@ -49,6 +937,30 @@ static int upgrade(ErlNifEnv *env, void **priv_data, void **old_priv_data,
 
 static ErlNifFunc nif_funcs[] = {
     {"version", 0, version_nif, 0},
+    {"engine_new", 1, engine_new_nif, 0},
+    {"engine_recv", 3, engine_recv_nif, 0},
+    {"engine_peer_up", 2, engine_peer_up_nif, 0},
+    {"engine_peer_down", 2, engine_peer_down_nif, 0},
+    {"engine_tick", 2, engine_tick_nif, 0},
+    {"engine_next_deadline", 1, engine_next_deadline_nif, 0},
+    {"engine_drain", 1, engine_drain_nif, 0},
+    {"engine_join", 2, engine_join_nif, 0},
+    {"engine_leave", 1, engine_leave_nif, 0},
+    {"engine_members", 1, engine_members_nif, 0},
+    {"engine_subscribe", 2, engine_subscribe_nif, 0},
+    {"engine_unsubscribe", 2, engine_unsubscribe_nif, 0},
+    {"engine_partition", 4, engine_partition_nif, 0},
+    {"engine_heal", 2, engine_heal_nif, 0},
+    {"engine_heal_all", 1, engine_heal_all_nif, 0},
+    {"engine_partitions", 1, engine_partitions_nif, 0},
+    {"engine_send", 3, engine_send_nif, 0},
+    /* The same two on a dirty CPU scheduler, for payloads whose MAC and
+     * copy take longer than a NIF may block a normal scheduler (up to
+     * TETHER_ENV_MAX_PAYLOAD); the Erlang side picks one by size. */
+    {"engine_recv_dirty", 3, engine_recv_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"engine_send_dirty", 3, engine_send_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"engine_info", 1, engine_info_nif, 0},
+    {"engine_trust_add", 3, engine_trust_add_nif, 0},
 };
 
 ERL_NIF_INIT(tether_nif, nif_funcs, load, NULL, upgrade, NULL)

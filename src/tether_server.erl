@@ -1,0 +1,690 @@
+%% @doc The process that owns this node's cluster engine and does its I/O.
+%%
+%% Registered as `tether'. It holds one engine resource
+%% ({@link tether_nif}), feeds it connection events, received bytes and
+%% the time, and carries out the actions it drains: sending bytes to
+%% peers, delivering member events to subscribers, opening connections.
+%% Nothing here blocks: connections are opened by short-lived helper
+%% processes, and every engine call is a small NIF call.
+%%
+%% == Wire format between members ==
+%%
+%% Every engine message (a signed hello or a MAC'd envelope, see
+%% `c_src/core/envelope.h' and `c_src/core/engine.h') travels as
+%% ```
+%% {'$tether', FromNode :: node(), Bytes :: binary()}
+%% '''
+%% sent to the registered name `tether' on the peer node with
+%% `erlang:send({tether, Node}, Msg, [noconnect])'. FromNode is only a
+%% claim made by the sender; it is never trusted. The engine looks up the
+%% session it has with FromNode and checks the envelope's MAC under that
+%% session's keys (set up by hellos signed with FromNode's identity key),
+%% so a message whose FromNode is a lie fails the MAC and is dropped and
+%% counted, never decoded.
+%%
+%% A member whose engine (re)starts sends
+%% ```
+%% {'$tether_restart', FromNode :: node()}
+%% '''
+%% to `tether' on every connected node first. The receiver drops the
+%% session it had with FromNode (reporting it down if it was live) and
+%% sets up a fresh one. Without it a peer that kept an established
+%% session with the old engine would keep sending envelopes the new one
+%% cannot open. A forged restart message can only force a re-handshake,
+%% which any node of the Erlang cluster can cause anyway.
+%%
+%% == Connections ==
+%%
+%% `net_kernel:monitor_nodes(true, [{node_type, all}])' feeds peer up and
+%% down events (hidden C-nodes included). A CONNECT action makes a helper
+%% process call `net_kernel:connect_node/1' and report back. Because a
+%% message of a new connection may be read before its `nodeup', a message
+%% from a connected node not yet reported up reports it up first.
+%%
+%% == Not distributed ==
+%%
+%% On a node that is not alive (`nonode@nohost') the server starts without
+%% an engine and checks once a second; the engine starts as soon as the
+%% node is distributed, and stops if distribution stops. Meanwhile the
+%% cluster calls answer `{error, not_distributed}'.
+%%
+%% == Plug-ins ==
+%%
+%% Later modules (the registry first) run as processes that register a
+%% handler tag with {@link register_handler/2} and exchange terms with
+%% their peers through {@link send/3}: `{Tag, Term}' sent to a node
+%% arrives there as `{tether_msg, FromNode, Tag, Term}' at the process
+%% registered for Tag, under the partition rules (dropped across drop
+%% partitions, held in order across defer ones).
+%%
+%% == Configuration (application env of `tether') ==
+%% <ul>
+%% <li>`{cluster_secret_file, Path}': a file of exactly 32 bytes, mode
+%%     0600 or stricter; or `{cluster_secret, <<_:256>>}'. Every node
+%%     holding the secret derives every member's identity key from it.</li>
+%% <li>`{identity_file, Path}': this node's own Ed25519 seed (32 bytes,
+%%     0600, as `tether_cnode keygen' writes it), and
+%%     `{trusted_keys, [{Node, PublicKey | Path}]}': the public keys of
+%%     the nodes to trust. With an identity and no secret, only the
+%%     listed nodes are trusted; with both, a peer may be either.</li>
+%% <li>With no key configuration at all the secret derives from the
+%%     Erlang cookie, so nodes sharing a cookie cluster with no
+%%     configuration.</li>
+%% <li>`{join, [Node]}': seeds joined at start, tried in turn until one
+%%     answers.</li>
+%% <li>`{heartbeat_ms, N}' (default 1000) and `{ttl_ms, N}' (default 5000,
+%%     greater than the heartbeat).</li>
+%% </ul>
+-module(tether_server).
+-behaviour(gen_server).
+
+-export([start_link/0, send/3, register_handler/2, unregister_handler/1,
+         info/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2,
+         terminate/2]).
+
+-include_lib("kernel/include/file.hrl").
+
+-define(SERVER, tether).
+%% The engine subscriber id of member events (0 is module messages).
+-define(MEMBER_SUB, 1).
+-define(MODULE_SUB, 0).
+-define(DIST_CHECK_MS, 1000).
+-define(DEFAULT_HB_MS, 1000).
+-define(DEFAULT_TTL_MS, 5000).
+-define(KEY_BYTES, 32).
+%% Messages from this size on are MAC'd and copied on a dirty scheduler.
+-define(DIRTY_BYTES, 256 * 1024).
+
+-record(st, {
+    engine :: tether_nif:engine() | undefined,
+    name = nonode@nohost :: node(),          % the node the engine runs as
+    net_kernel :: pid() | undefined,         % whose node monitor we hold
+    start = 0 :: integer(),                  % monotonic ms at engine time 0
+    timer :: {reference(), integer()} | undefined,
+    up = #{} :: #{node() => true},           % peers reported up
+    connecting = #{} :: #{node() => true},   % connect helpers running
+    subs = #{} :: #{pid() => reference()},   % member event subscribers
+    handlers = #{} :: #{term() => {pid(), reference()}},
+    keys = #{} :: #{atom() => binary()},      % cluster_secret, identity_seed
+    trust = [] :: [{node(), binary()}],       % explicitly trusted keys
+    hb_ms = ?DEFAULT_HB_MS :: pos_integer(),
+    ttl_ms = ?DEFAULT_TTL_MS :: pos_integer(),
+    seeds = [] :: [node()],                  % seeds not yet tried this round
+    all_seeds = [] :: [node()]
+}).
+
+-type state() :: #st{}.
+
+%%% API
+
+%% @doc Starts the server, registered as `tether'. Fails with
+%% `{bad_config, Detail}' for an invalid application environment.
+-spec start_link() -> {ok, pid()} | ignore | {error, term()}.
+start_link() ->
+    gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
+
+%% @doc Sends `{Tag, Term}' to the handler of Tag on Node, through the
+%% engine (see the module doc). `{error, nodedown}' when no session with
+%% Node is up or a drop partition separates us; `{error, queue_full}' when
+%% a defer partition's queue is full.
+-spec send(node(), term(), term()) ->
+          ok | {error, nodedown | queue_full | not_distributed | term()}.
+send(Node, Tag, Term) when is_atom(Node) ->
+    gen_server:call(?SERVER, {send, Node, term_to_binary({Tag, Term})}).
+
+%% @doc Makes Pid the receiver of module messages tagged Tag, as
+%% `{tether_msg, FromNode, Tag, Term}', until it exits or is replaced.
+-spec register_handler(term(), pid()) -> ok.
+register_handler(Tag, Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {register_handler, Tag, Pid}).
+
+%% @doc Removes the handler of Tag.
+-spec unregister_handler(term()) -> ok.
+unregister_handler(Tag) ->
+    gen_server:call(?SERVER, {unregister_handler, Tag}).
+
+%% @doc The engine's name, incarnation, time, state and counters, for
+%% tests and metrics.
+-spec info() -> #{atom() => term()} | {error, not_distributed}.
+info() ->
+    gen_server:call(?SERVER, info).
+
+%%% gen_server
+
+%% @private
+-spec init([]) -> {ok, state()} | {stop, term()}.
+init([]) ->
+    case read_config() of
+        {ok, S} ->
+            erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
+            {ok, maybe_start(S)};
+        {error, Reason} ->
+            {stop, {bad_config, Reason}}
+    end.
+
+%% @private
+-spec handle_call(term(), gen_server:from(), state()) ->
+          {reply, term(), state()}.
+handle_call({subscribe, Pid}, _From, S) ->
+    {reply, ok, add_sub(Pid, S)};
+handle_call({unsubscribe, Pid}, _From, S = #st{subs = Subs}) ->
+    case maps:take(Pid, Subs) of
+        {MRef, Rest} ->
+            erlang:demonitor(MRef, [flush]),
+            {reply, ok, S#st{subs = Rest}};
+        error ->
+            {reply, ok, S}
+    end;
+handle_call({register_handler, Tag, Pid}, _From, S) ->
+    S1 = drop_handler(Tag, S),
+    MRef = erlang:monitor(process, Pid),
+    {reply, ok, S1#st{handlers = maps:put(Tag, {Pid, MRef},
+                                          S1#st.handlers)}};
+handle_call({unregister_handler, Tag}, _From, S) ->
+    {reply, ok, drop_handler(Tag, S)};
+handle_call(_Req, _From, S = #st{engine = undefined}) ->
+    {reply, {error, not_distributed}, S};
+handle_call(Req, _From, S0) ->
+    S = tick(S0),
+    {Reply, S1} = call(Req, S),
+    {reply, Reply, run(S1)}.
+
+%% @private
+-spec handle_cast(term(), state()) -> {noreply, state()}.
+handle_cast(_Msg, S) ->
+    {noreply, S}.
+
+%% @private
+-spec handle_info(term(), state()) -> {noreply, state()}.
+handle_info({'$tether', From, Bytes}, S = #st{engine = E})
+  when E =/= undefined, is_atom(From), is_binary(Bytes) ->
+    S1 = ensure_up(From, tick(S)),
+    %% Refused input is counted by the engine; nothing to do here.
+    _ = safe(fun() -> recv(E, bin(From), Bytes) end),
+    {noreply, run(S1)};
+handle_info({'$tether_restart', From}, S = #st{engine = E})
+  when E =/= undefined, is_atom(From) ->
+    S1 = tick(S),
+    S2 = case maps:is_key(From, S1#st.up) of
+             true ->
+                 _ = safe(fun() ->
+                                  tether_nif:engine_peer_down(E, bin(From))
+                          end),
+                 S1#st{up = maps:remove(From, S1#st.up)};
+             false ->
+                 S1
+         end,
+    {noreply, run(ensure_up(From, S2))};
+handle_info({nodeup, Node, _Info}, S = #st{engine = E})
+  when E =/= undefined ->
+    {noreply, run(peer_up(Node, tick(S)))};
+handle_info({nodedown, Node, _Info}, S = #st{engine = E, up = Up})
+  when E =/= undefined ->
+    S1 = tick(S),
+    case maps:is_key(Node, Up) of
+        true ->
+            _ = safe(fun() -> tether_nif:engine_peer_down(E, bin(Node)) end),
+            {noreply, run(S1#st{up = maps:remove(Node, Up)})};
+        false ->
+            {noreply, run(S1)}
+    end;
+handle_info({connect_result, Node, Result}, S) ->
+    S1 = S#st{connecting = maps:remove(Node, S#st.connecting)},
+    case {Result, S1#st.engine} of
+        {true, E} when E =/= undefined ->
+            {noreply, run(ensure_up(Node, tick(S1)))};
+        _ ->
+            {noreply, S1}
+    end;
+handle_info({timeout, TRef, tick}, S = #st{timer = {TRef, _}}) ->
+    {noreply, run(tick(S#st{timer = undefined}))};
+handle_info(seed_retry, S = #st{engine = E}) when E =/= undefined ->
+    {noreply, run(seed_retry(tick(S)))};
+handle_info(dist_check, S) ->
+    erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
+    {noreply, dist_check(S)};
+handle_info({'DOWN', MRef, process, Pid, _}, S) ->
+    {noreply, drop_monitored(Pid, MRef, S)};
+handle_info(_Msg, S) ->
+    {noreply, S}.
+
+%% @private
+-spec terminate(term(), state()) -> ok.
+terminate(_Reason, _S) ->
+    ok.
+
+%%% Calls with an engine
+
+-spec call(term(), state()) -> {term(), state()}.
+call({join, Node}, S) when Node =:= node() ->
+    {ok, S};
+call({join, Node}, S0) ->
+    S = case tether_nif:engine_info(S0#st.engine) of
+            #{left := true} -> restart_engine(S0);
+            _ -> S0
+        end,
+    {safe(fun() -> tether_nif:engine_join(S#st.engine, bin(Node)) end), S};
+call(leave, S) ->
+    _ = tether_nif:engine_leave(S#st.engine),
+    {ok, S#st{seeds = [], all_seeds = []}};
+call(members, S) ->
+    case tether_nif:engine_members(S#st.engine) of
+        Names when is_list(Names) ->
+            {lists:sort([binary_to_atom(N, utf8) || N <- Names]), S};
+        Error ->
+            {Error, S}
+    end;
+call({partition, A, B, Mode}, S) ->
+    case safe(fun() -> tether_nif:engine_partition(S#st.engine, bins(A),
+                                                   bins(B), Mode) end) of
+        {ok, Ref} -> {{ok, {tether_partition, Ref}}, S};
+        Error -> {Error, S}
+    end;
+call({heal, {tether_partition, Ref}}, S)
+  when is_integer(Ref), Ref >= 0, Ref < 1 bsl 64 ->
+    {tether_nif:engine_heal(S#st.engine, Ref), S};
+call({heal, _}, S) ->
+    {{error, not_found}, S};
+call(heal_all, S) ->
+    {tether_nif:engine_heal_all(S#st.engine), S};
+call(partitions, S) ->
+    {[#{ref => {tether_partition, Ref}, mode => Mode, healed => Healed,
+        a => atoms(A), b => atoms(B)}
+      || {Ref, Mode, Healed, A, B}
+             <- tether_nif:engine_partitions(S#st.engine)], S};
+call({send, Node, Etf}, S) ->
+    case safe(fun() ->
+                      engine_send(S#st.engine, bin(Node), Etf)
+              end) of
+        ok -> {ok, S};
+        {error, closed} -> {{error, nodedown}, S};
+        {error, too_big} -> {{error, queue_full}, S};
+        {error, _} = Error -> {Error, S}
+    end;
+call(info, S) ->
+    {tether_nif:engine_info(S#st.engine), S};
+call(_Req, S) ->
+    {{error, badarg}, S}.
+
+%%% Engine life cycle
+
+%% Reads and checks the application env, key files included, so a bad
+%% configuration fails the start at once. Only the cookie waits for the
+%% engine's start (it exists once the node is distributed).
+-spec read_config() -> {ok, state()} | {error, term()}.
+read_config() ->
+    Env = application:get_all_env(tether),
+    Get = fun(K, Default) -> proplists:get_value(K, Env, Default) end,
+    try
+        Hb = check(heartbeat_ms, Get(heartbeat_ms, ?DEFAULT_HB_MS),
+                   fun(V) -> is_integer(V) andalso V > 0
+                                 andalso V < 1 bsl 32 end),
+        Ttl = check(ttl_ms, Get(ttl_ms, max(?DEFAULT_TTL_MS, 5 * Hb)),
+                    fun(V) -> is_integer(V) andalso V > Hb
+                                  andalso V < 1 bsl 32 end),
+        Seeds = check(join, Get(join, []), fun is_atom_list/1),
+        Secret = case {Get(cluster_secret_file, undefined),
+                       Get(cluster_secret, undefined)} of
+                     {undefined, undefined} ->
+                         #{};
+                     {undefined, B} ->
+                         #{cluster_secret => check(cluster_secret, B,
+                                                   fun is_key/1)};
+                     {Path, _} ->
+                         #{cluster_secret => read_key_file(Path, secret)}
+                 end,
+        Keys = case Get(identity_file, undefined) of
+                   undefined -> Secret;
+                   IdPath -> Secret#{identity_seed =>
+                                         read_key_file(IdPath, secret)}
+               end,
+        Trusted = check(trusted_keys, Get(trusted_keys, []),
+                        fun is_list/1),
+        Trust = [trusted_entry(X) || X <- Trusted],
+        {ok, #st{keys = Keys, trust = Trust, hb_ms = Hb, ttl_ms = Ttl,
+                 all_seeds = Seeds}}
+    catch
+        throw:Reason -> {error, Reason}
+    end.
+
+-spec check(atom(), term(), fun((term()) -> boolean())) -> term().
+check(Key, Value, Pred) ->
+    case Pred(Value) of
+        true -> Value;
+        false -> throw({Key, Value})
+    end.
+
+-spec is_atom_list(term()) -> boolean().
+is_atom_list(L) ->
+    is_list(L) andalso lists:all(fun is_atom/1, L).
+
+-spec is_key(term()) -> boolean().
+is_key(B) ->
+    is_binary(B) andalso byte_size(B) =:= ?KEY_BYTES.
+
+-spec trusted_entry(term()) -> {node(), binary()}.
+trusted_entry({Node, Key}) when is_atom(Node) ->
+    {Node, trusted_key(Key)};
+trusted_entry(Other) ->
+    throw({trusted_keys, Other}).
+
+%% A trusted public key: 32 bytes, or the path of a 32-byte file.
+-spec trusted_key(term()) -> binary().
+trusted_key(<<_:?KEY_BYTES/binary>> = Key) ->
+    Key;
+trusted_key(Path) when is_list(Path); is_binary(Path) ->
+    read_key_file(Path, public);
+trusted_key(Other) ->
+    throw({trusted_keys, Other}).
+
+%% Reads a key file of exactly 32 raw bytes (the format `tether_cnode
+%% keygen' writes). A secret must be a regular file that neither group
+%% nor others may access, as core/keys.h requires of the C-node.
+-spec read_key_file(term(), secret | public) -> binary().
+read_key_file(Path, Kind) when is_list(Path); is_binary(Path) ->
+    case file:read_file_info(Path) of
+        {ok, #file_info{type = regular, mode = Mode}}
+          when Kind =:= secret, Mode band 8#077 =/= 0 ->
+            throw({key_file_mode, Path});
+        {ok, #file_info{type = regular}} ->
+            case file:read_file(Path) of
+                {ok, <<_:?KEY_BYTES/binary>> = Key} -> Key;
+                {ok, _} -> throw({key_file_size, Path});
+                {error, R} -> throw({R, Path})
+            end;
+        {ok, #file_info{type = Type}} ->
+            throw({key_file_type, Type, Path});
+        {error, R} ->
+            throw({R, Path})
+    end;
+read_key_file(Path, _Kind) ->
+    throw({key_file, Path}).
+
+%% Starts the engine if the node is distributed and has none yet.
+-spec maybe_start(state()) -> state().
+maybe_start(S = #st{engine = undefined}) ->
+    case node() of
+        nonode@nohost -> S;
+        _ -> start_engine(S)
+    end;
+maybe_start(S) ->
+    S.
+
+-spec start_engine(state()) -> state().
+start_engine(S0) ->
+    Nk = whereis(net_kernel),
+    S = case S0#st.net_kernel of
+            Nk -> S0;
+            _ ->
+                %% A new net_kernel: our old node monitor went with the old.
+                _ = net_kernel:monitor_nodes(true, [{node_type, all}]),
+                S0#st{net_kernel = Nk}
+        end,
+    Opts = (key_opts(S#st.keys))#{
+             name => bin(node()),
+             incarnation => erlang:system_time(microsecond),
+             seed => crypto:strong_rand_bytes(32),
+             heartbeat_ms => S#st.hb_ms,
+             ttl_ms => S#st.ttl_ms},
+    case safe(fun() -> tether_nif:engine_new(Opts) end) of
+        {ok, E} ->
+            ok = tether_nif:engine_subscribe(E, ?MEMBER_SUB),
+            ok = trust_all(E, S#st.trust),
+            Peers = nodes(connected),
+            Self = node(),
+            [erlang:send({?SERVER, N}, {'$tether_restart', Self}, [noconnect])
+             || N <- Peers],
+            S1 = S#st{engine = E, name = Self, up = #{},
+                      start = erlang:monotonic_time(millisecond),
+                      seeds = S#st.all_seeds},
+            S2 = lists:foldl(fun peer_up/2, tick(S1), Peers),
+            run(seed_retry(S2));
+        {error, Reason} ->
+            logger:error("tether: engine not started: ~p", [Reason]),
+            S
+    end.
+
+-spec trust_all(tether_nif:engine(), [{node(), binary()}]) -> ok.
+trust_all(E, Trust) ->
+    lists:foreach(
+      fun({N, K}) ->
+              case safe(fun() -> tether_nif:engine_trust_add(E, bin(N), K) end)
+              of
+                  ok -> ok;
+                  Error -> logger:error("tether: key of ~p not trusted: ~p",
+                                        [N, Error])
+              end
+      end, Trust).
+
+%% A fresh engine (new incarnation) in place of one that left.
+-spec restart_engine(state()) -> state().
+restart_engine(S) ->
+    start_engine(cancel_timer(S#st{engine = undefined})).
+
+%% The engine's key options: what the env configured, else the cookie.
+-spec key_opts(#{atom() => binary()}) -> #{atom() => binary()}.
+key_opts(Keys) when map_size(Keys) =:= 0 ->
+    #{cookie => atom_to_binary(erlang:get_cookie(), utf8)};
+key_opts(Keys) ->
+    Keys.
+
+%% Follows distribution starting, stopping or restarting.
+-spec dist_check(state()) -> state().
+dist_check(S = #st{engine = undefined}) ->
+    maybe_start(S);
+dist_check(S = #st{name = Name, net_kernel = Nk}) ->
+    case node() =:= Name andalso whereis(net_kernel) =:= Nk of
+        true -> S;
+        false -> maybe_start(cancel_timer(S#st{engine = undefined, up = #{}}))
+    end.
+
+%% Joins the next seed (in turn, round after round) until a join has
+%% been answered and we have company, or we left.
+-spec seed_retry(state()) -> state().
+seed_retry(S = #st{all_seeds = []}) ->
+    S;
+seed_retry(S = #st{engine = E}) ->
+    Info = tether_nif:engine_info(E),
+    Done = maps:get(left, Info, false) orelse
+        (not maps:get(join_pending, Info, true) andalso
+         length(tether_nif:engine_members(E)) > 1),
+    Self = node(),
+    Candidates = case [N || N <- S#st.seeds, N =/= Self] of
+                     [] -> [N || N <- S#st.all_seeds, N =/= Self];
+                     L -> L
+                 end,
+    case {Done, Candidates} of
+        {false, [Seed | Rest]} ->
+            _ = safe(fun() -> tether_nif:engine_join(E, bin(Seed)) end),
+            erlang:send_after(retry_ms(S), self(), seed_retry),
+            S#st{seeds = Rest};
+        _ ->
+            S
+    end.
+
+-spec retry_ms(state()) -> pos_integer().
+retry_ms(#st{hb_ms = Hb}) ->
+    3 * Hb.
+
+%%% Connection events
+
+-spec peer_up(node(), state()) -> state().
+peer_up(Node, S = #st{engine = E, up = Up}) ->
+    case maps:is_key(Node, Up) of
+        true ->
+            S;
+        false ->
+            _ = safe(fun() -> tether_nif:engine_peer_up(E, bin(Node)) end),
+            S#st{up = Up#{Node => true}}
+    end.
+
+%% Reports Node up if it is connected and not reported yet (a message of
+%% a new connection can arrive before net_kernel's nodeup).
+-spec ensure_up(node(), state()) -> state().
+ensure_up(Node, S = #st{up = Up}) ->
+    case maps:is_key(Node, Up) orelse
+        not lists:member(Node, nodes(connected)) of
+        true -> S;
+        false -> peer_up(Node, S)
+    end.
+
+%%% Time and actions
+
+-spec tick(state()) -> state().
+tick(S = #st{engine = E, start = Start}) ->
+    ok = tether_nif:engine_tick(E, now_ms(Start)),
+    S.
+
+-spec now_ms(integer()) -> non_neg_integer().
+now_ms(Start) ->
+    max(0, erlang:monotonic_time(millisecond) - Start).
+
+%% Carries out every pending action, then arms the timer for the next
+%% deadline.
+-spec run(state()) -> state().
+run(S = #st{engine = undefined}) ->
+    S;
+run(S = #st{engine = E}) ->
+    case tether_nif:engine_drain(E) of
+        [] ->
+            arm(S);
+        Actions when is_list(Actions) ->
+            run(lists:foldl(fun act/2, S, Actions));
+        {error, _} ->
+            arm(S)
+    end.
+
+-spec act(tether_nif:action(), state()) -> state().
+act({send, To, Bytes}, S) ->
+    Node = binary_to_atom(To, utf8),
+    _ = erlang:send({?SERVER, Node}, {'$tether', node(), Bytes}, [noconnect]),
+    S;
+act({deliver, ?MEMBER_SUB, Event}, S = #st{subs = Subs}) ->
+    _ = [Pid ! Event || Pid <- maps:keys(Subs)],
+    S;
+act({deliver, ?MODULE_SUB, {tether_msg, From, Etf}}, S) when is_binary(Etf) ->
+    module_msg(From, Etf, S),
+    S;
+act({connect, To}, S = #st{connecting = C}) ->
+    Node = binary_to_atom(To, utf8),
+    case maps:is_key(Node, C) of
+        true ->
+            S;
+        false ->
+            Server = self(),
+            _ = spawn(fun() ->
+                              R = net_kernel:connect_node(Node),
+                              Server ! {connect_result, Node, R}
+                      end),
+            S#st{connecting = C#{Node => true}}
+    end;
+act(_Other, S) ->
+    S.
+
+%% Hands a module message {Tag, Term} from a peer to the handler of Tag.
+%% The bytes passed the peer's MAC, but they are still decoded with
+%% `safe': no new atoms from the wire.
+-spec module_msg(node(), binary(), state()) -> ok.
+module_msg(From, Etf, #st{handlers = Handlers}) ->
+    try binary_to_term(Etf, [safe]) of
+        {Tag, Term} ->
+            case maps:find(Tag, Handlers) of
+                {ok, {Pid, _}} -> Pid ! {tether_msg, From, Tag, Term}, ok;
+                error -> ok
+            end;
+        _ ->
+            ok
+    catch
+        error:badarg -> ok
+    end.
+
+%% One timer, at the engine's next deadline (absolute, monotonic ms).
+-spec arm(state()) -> state().
+arm(S = #st{engine = E, start = Start, timer = T}) ->
+    At = Start + tether_nif:engine_next_deadline(E),
+    case T of
+        {_, At} ->
+            S;
+        _ ->
+            S1 = cancel_timer(S),
+            TRef = erlang:start_timer(At, self(), tick, [{abs, true}]),
+            S1#st{timer = {TRef, At}}
+    end.
+
+-spec cancel_timer(state()) -> state().
+cancel_timer(S = #st{timer = undefined}) ->
+    S;
+cancel_timer(S = #st{timer = {TRef, _}}) ->
+    _ = erlang:cancel_timer(TRef, [{async, true}, {info, false}]),
+    S#st{timer = undefined}.
+
+%%% Subscribers and handlers
+
+-spec add_sub(pid(), state()) -> state().
+add_sub(Pid, S = #st{subs = Subs}) ->
+    case maps:is_key(Pid, Subs) of
+        true -> S;
+        false -> S#st{subs = Subs#{Pid => erlang:monitor(process, Pid)}}
+    end.
+
+-spec drop_handler(term(), state()) -> state().
+drop_handler(Tag, S = #st{handlers = H}) ->
+    case maps:take(Tag, H) of
+        {{_, MRef}, Rest} ->
+            erlang:demonitor(MRef, [flush]),
+            S#st{handlers = Rest};
+        error ->
+            S
+    end.
+
+-spec drop_monitored(pid(), reference(), state()) -> state().
+drop_monitored(Pid, MRef, S = #st{subs = Subs, handlers = H}) ->
+    Subs1 = case Subs of
+                #{Pid := MRef} -> maps:remove(Pid, Subs);
+                _ -> Subs
+            end,
+    H1 = maps:filter(fun(_, {_, R}) -> R =/= MRef end, H),
+    S#st{subs = Subs1, handlers = H1}.
+
+%%% Size-dependent NIF calls
+
+-spec recv(tether_nif:engine(), binary(), binary()) ->
+          ok | {error, tether_nif:error_reason()}.
+recv(E, From, Bytes) when byte_size(Bytes) >= ?DIRTY_BYTES ->
+    tether_nif:engine_recv_dirty(E, From, Bytes);
+recv(E, From, Bytes) ->
+    tether_nif:engine_recv(E, From, Bytes).
+
+-spec engine_send(tether_nif:engine(), binary(), binary()) ->
+          ok | {error, tether_nif:error_reason()}.
+engine_send(E, To, Etf) when byte_size(Etf) >= ?DIRTY_BYTES ->
+    tether_nif:engine_send_dirty(E, To, Etf);
+engine_send(E, To, Etf) ->
+    tether_nif:engine_send(E, To, Etf).
+
+%%% Names
+
+%% Runs a NIF call whose arguments come from outside (node names of any
+%% length, peers' claims): a name the engine cannot take (longer than 255
+%% bytes, or with a NUL) raises badarg, which becomes {error, invalid}
+%% rather than a crash of the server.
+-spec safe(fun(() -> Result)) -> Result | {error, invalid}.
+safe(Fun) ->
+    try
+        Fun()
+    catch
+        error:badarg -> {error, invalid}
+    end.
+
+-spec bin(node()) -> binary().
+bin(Node) ->
+    atom_to_binary(Node, utf8).
+
+-spec bins([node()]) -> [binary()].
+bins(Nodes) ->
+    [bin(N) || N <- Nodes].
+
+-spec atoms([binary()]) -> [node()].
+atoms(Names) ->
+    [binary_to_atom(N, utf8) || N <- Names].
