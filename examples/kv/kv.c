@@ -259,9 +259,10 @@ static void svc_terminate(tether_service_t *svc, const char *reason, size_t len,
     (void)tether_term_format(reason, len, text, sizeof text);
     tether_node_log(tether_service_node(svc), TETHER_LOG_INFO,
                     "kv service exited: %s", text);
-    /* On a crash the store stays: the module functions keep using it.
-     * At shutdown (the node is being freed) nothing runs any more. */
-    if (strcmp(text, "shutdown") == 0) {
+    /* On a crash the store stays: the module functions keep using it,
+     * whatever the reason (a service may crash with reason shutdown).
+     * Only when the node itself is going down does nothing run any more. */
+    if (tether_node_stopping(tether_service_node(svc))) {
         kv_store_free(store);
         store = NULL;
     }
