@@ -6,7 +6,10 @@
 %% {echo, From, Term} sends Term to From; anything else is dropped. The
 %% driver measures, alternating targets round by round so drift hits both:
 %%   echo round trip     A -> echo -> A, one message in flight;
-%%   one-way throughput  N messages into echo, then an echo barrier.
+%%   one-way throughput  N messages into echo, then an echo barrier;
+%%   rpc:call round trip rpc:call(Node, kv, get, [Key]): the C kv plugin
+%%                       against its Erlang twin (test/kv.erl) on B;
+%%   gen_server calls    ?CALLERS concurrent callers of {kv, Node}.
 %% Each figure is the median of its rounds. When bench/run passes the OS
 %% pids of the two targets, the CPU time each target used per operation
 %% is reported too (from /proc/PID/stat): it shows the receiver's cost
@@ -20,6 +23,7 @@
 -define(ROUND_MS, 200).
 -define(REPLY_TIMEOUT, 30000).
 -define(CONNECT_TIMEOUT, 30000).
+-define(CALLERS, 100).
 
 %% @doc Entry point of node A: main([CNode, BeamNode]) or
 %% main([CNode, BeamNode, COsPid, BeamOsPid, ClockTicksPerSecond]).
@@ -77,7 +81,53 @@ run(CNode, BNode) ->
     KibN = calibrate(BNode, Kib),
     KibRes = measure(Targets, fun(N) -> oneway_timed(N, KibN, Kib) end),
     report(oneway_1k, KibRes, Rate, "msgs_per_s"),
+    %% C services against Erlang ones: the kv example (a plugin on the
+    %% C-node) and its Erlang twin test/kv.erl (a gen_server on node B).
+    {ok, _} = erpc:call(BNode, kv, start, []),
+    _ = [ok = erpc:call(N, kv, put, [bench_key, <<"bench value">>])
+         || {_, N} <- Targets],
+    _ = [rpc_round_timed(N, 100) || {_, N} <- Targets],
+    RpcRes = measure(Targets, fun(N) -> rpc_round_timed(N, ?ROUND_MS) end),
+    report(rpc_call_rtt, RpcRes, fun(Ops, Us) -> Us / Ops end, "us"),
+    _ = [gen_server_timed(N, ?CALLERS, 100) || {_, N} <- Targets],
+    GsRes = measure(Targets, fun(N) -> gen_server_timed(N, ?CALLERS, ?ROUND_MS) end),
+    report(gen_server_call_tput, GsRes, Rate, "calls_per_s"),
     ok.
+
+%% rpc:call(Node, kv, get, [bench_key]) for about Ms milliseconds;
+%% {Calls, ElapsedUs}.
+rpc_round_timed(Node, Ms) ->
+    T0 = erlang:monotonic_time(),
+    Deadline = T0 + erlang:convert_time_unit(Ms, millisecond, native),
+    Count = rpc_until(Node, Deadline, 0),
+    {Count, erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond)}.
+
+rpc_until(Node, Deadline, Count) ->
+    _ = [{ok, _} = rpc:call(Node, kv, get, [bench_key], ?REPLY_TIMEOUT)
+         || _ <- lists:seq(1, 16)],
+    case erlang:monotonic_time() >= Deadline of
+        true -> Count + 16;
+        false -> rpc_until(Node, Deadline, Count + 16)
+    end.
+
+%% Callers processes each gen_server:call({kv, Node}, {get, bench_key})
+%% in a loop for about Ms milliseconds; {TotalCalls, ElapsedUs}.
+gen_server_timed(Node, Callers, Ms) ->
+    Parent = self(),
+    T0 = erlang:monotonic_time(),
+    Deadline = T0 + erlang:convert_time_unit(Ms, millisecond, native),
+    Pids = [spawn_link(fun() -> Parent ! {self(), gs_until(Node, Deadline, 0)} end)
+            || _ <- lists:seq(1, Callers)],
+    Total = lists:sum([receive {P, N} -> N after ?REPLY_TIMEOUT -> error(caller_stuck) end
+                       || P <- Pids]),
+    {Total, erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond)}.
+
+gs_until(Node, Deadline, Count) ->
+    {ok, _} = gen_server:call({kv, Node}, {get, bench_key}, ?REPLY_TIMEOUT),
+    case erlang:monotonic_time() >= Deadline of
+        true -> Count + 1;
+        false -> gs_until(Node, Deadline, Count + 1)
+    end.
 
 connect(Node) ->
     Deadline = erlang:monotonic_time(millisecond) + ?CONNECT_TIMEOUT,
