@@ -33,7 +33,8 @@ cleanup() {
 }
 trap cleanup EXIT
 start_epmd 14469
-priv/tether_cnode --name demo_c@127.0.0.1 --cookie tether_demo >"$cnode_log" 2>&1 &
+priv/tether_cnode --name demo_c@127.0.0.1 --cookie tether_demo \
+    --load priv/plugins/kv.so >"$cnode_log" 2>&1 &
 cnode_pid=$!
 for _ in $(seq 50); do
     grep -q 'ready' "$cnode_log" && break
@@ -50,6 +51,9 @@ wait "$cnode_pid" 2>/dev/null || true
 cnode_pid=
 echo "C-node log (wrong cookie line, shutdown summary):"
 sed 's/^/  /' "$cnode_log"
+
+section "Three BEAM nodes form a tether cluster (signed envelopes, cookie-derived keys)"
+scripts/demo_cluster.escript _build/default/lib/tether/ebin
 
 section "Done"
 echo "See README.md for what each later release adds."

@@ -21,6 +21,14 @@ main([CNodeName]) ->
     show("link says", wait('EXIT')),
     NoProc = erlang:monitor(process, {no_such_name, C}),
     show("monitor of a name nobody has", wait({'DOWN', NoProc})),
+    io:format("~n  The kv plugin (C), called with stock OTP calls:~n"),
+    show("rpc:call(C, kv, put, [K, V])",
+         rpc:call(C, kv, put, [{user, 42}, #{name => <<"Ada">>, score => 1.5}])),
+    show("gen_server:call({kv, C}, {get, K})",
+         gen_server:call({kv, C}, {get, {user, 42}})),
+    show("erpc:multicall([C], kv, keys, [])", erpc:multicall([C], kv, keys, [])),
+    show("rpc:call(C, kv, nope, [])", rpc:call(C, kv, nope, [])),
+    show("gen_server:call({missing, C}, x)", catch gen_server:call({missing, C}, x)),
     halt(0);
 main(_) ->
     io:format(standard_error, "usage: demo_cnode.escript CNODE~n", []),
