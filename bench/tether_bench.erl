@@ -6,7 +6,8 @@
 %% {echo, From, Term} sends Term to From; anything else is dropped. The
 %% driver measures, alternating targets round by round so drift hits both:
 %%   echo round trip     A -> echo -> A, one message in flight;
-%%   one-way throughput  N messages into echo, then an echo barrier;
+%%   one-way throughput  N messages into echo from ?SENDERS concurrent
+%%                       processes, each ending with an echo barrier;
 %%   rpc:call round trip rpc:call(Node, kv, get, [Key]): the C kv plugin
 %%                       against its Erlang twin (test/kv.erl) on B;
 %%   gen_server calls    ?CALLERS concurrent callers of {kv, Node}.
@@ -24,6 +25,7 @@
 -define(REPLY_TIMEOUT, 30000).
 -define(CONNECT_TIMEOUT, 30000).
 -define(CALLERS, 100).
+-define(SENDERS, 4).
 
 %% @doc Entry point of node A: main([CNode, BeamNode]) or
 %% main([CNode, BeamNode, COsPid, BeamOsPid, ClockTicksPerSecond]).
@@ -287,6 +289,19 @@ oneway_timed(Node, N, MkMsg) ->
     {N, erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond)}.
 
 oneway_round(Node, N, MkMsg) when is_function(MkMsg) ->
+    %% ?SENDERS processes share the N messages, each ending with its own
+    %% barrier: one sender cannot load either receiver (both outrun it),
+    %% so a single stream would measure the driver, not the target.
+    Parent = self(),
+    Per = max(1, N div ?SENDERS),
+    Pids = [spawn_link(fun() -> Parent ! {self(), send_with_barrier(Node, Per, MkMsg)} end)
+            || _ <- lists:seq(1, ?SENDERS)],
+    _ = [receive {P, ok} -> ok end || P <- Pids],
+    ok;
+oneway_round(Node, N, Msg) ->
+    oneway_round(Node, N, fun(_) -> Msg end).
+
+send_with_barrier(Node, N, MkMsg) ->
     Dest = {echo, Node},
     send_n(Dest, N, MkMsg),
     Ref = make_ref(),
@@ -295,9 +310,7 @@ oneway_round(Node, N, MkMsg) when is_function(MkMsg) ->
         {done, Ref} -> ok
     after ?REPLY_TIMEOUT ->
             error({no_barrier_reply, Node})
-    end;
-oneway_round(Node, N, Msg) ->
-    oneway_round(Node, N, fun(_) -> Msg end).
+    end.
 
 send_n(_Dest, 0, _MkMsg) ->
     ok;

@@ -644,6 +644,52 @@ static int dec_fields(const uint8_t *ubuf, size_t len, int *idx,
     }
 }
 
+/* Empties a pid, a reference and a process: scalars zeroed, names made
+ * empty strings. */
+static void pid_reset(erlang_pid *p)
+{
+    p->node[0] = '\0';
+    p->num = p->serial = p->creation = 0;
+}
+
+static void ref_reset(erlang_ref *r)
+{
+    r->node[0] = '\0';
+    r->len = 0;
+    memset(r->n, 0, sizeof r->n);
+    r->creation = 0;
+}
+
+static void proc_reset(tether_ctl_proc_t *p)
+{
+    p->is_name = 0;
+    pid_reset(&p->pid);
+    p->name[0] = '\0';
+}
+
+/*
+ * Resets every field of `c` to its zero meaning. The struct holds seven
+ * 1 KiB name buffers; emptying their first byte instead of a memset of
+ * all 9 KiB matters on the path every incoming message takes.
+ */
+static void ctl_reset(tether_ctl_t *c)
+{
+    static const tether_etf_slice_t none = {0, 0};
+    c->op = 0;
+    proc_reset(&c->from);
+    proc_reset(&c->to);
+    c->has_ref = 0;
+    ref_reset(&c->ref);
+    c->unlink_id = 0;
+    c->reason = c->message = c->token = c->spawn_opts = c->result = none;
+    pid_reset(&c->group_leader);
+    c->module[0] = c->function[0] = '\0';
+    c->arity = 0;
+    c->spawn_flags = 0;
+    c->result_is_pid = 0;
+    pid_reset(&c->result_pid);
+}
+
 int tether__ctl_decode(const uint8_t *buf, size_t len, int versioned,
                        tether_ctl_t *out)
 {
@@ -653,7 +699,7 @@ int tether__ctl_decode(const uint8_t *buf, size_t len, int versioned,
 
     if (!out)
         return TETHER_EINVAL;
-    memset(out, 0, sizeof(*out));
+    ctl_reset(out);
     if (!buf || len == 0 || len > INT_MAX)
         return TETHER_EPROTO;
     if (versioned) {

@@ -108,6 +108,39 @@ Test(control, otp_reg_send_decodes)
     free(buf);
 }
 
+/* Fields an op does not use read as zero or empty, even when the struct
+ * held garbage before the call (decode resets it without a full memset). */
+Test(control, unused_fields_are_reset)
+{
+    uint8_t *buf;
+    size_t n = cat(&buf, otp_reg_send_ctl, sizeof(otp_reg_send_ctl),
+                   otp_gen_call, sizeof(otp_gen_call));
+    tether_ctl_t c;
+
+    memset(&c, 0xA5, sizeof c);
+    cr_assert_eq(tether__ctl_decode(buf, n, 1, &c), 0);
+    cr_assert_eq(c.op, TETHER_DOP_REG_SEND);
+    cr_assert_eq(c.has_ref, 0);
+    cr_assert_eq(c.ref.len, 0);
+    cr_assert_eq(c.ref.node[0], '\0');
+    cr_assert_eq(c.unlink_id, 0);
+    cr_assert_eq(c.reason.len, 0);
+    cr_assert_eq(c.token.len, 0);
+    cr_assert_eq(c.spawn_opts.len, 0);
+    cr_assert_eq(c.result.len, 0);
+    cr_assert_eq(c.group_leader.node[0], '\0');
+    cr_assert_eq(c.group_leader.num, 0);
+    cr_assert_eq(c.module[0], '\0');
+    cr_assert_eq(c.function[0], '\0');
+    cr_assert_eq(c.arity, 0);
+    cr_assert_eq(c.spawn_flags, 0);
+    cr_assert_eq(c.result_is_pid, 0);
+    cr_assert_eq(c.result_pid.node[0], '\0');
+    cr_assert_eq(c.from.is_name, 0);
+    cr_assert_eq(c.to.pid.node[0], '\0');
+    free(buf);
+}
+
 Test(control, header_form_without_version_bytes)
 {
     uint8_t *buf;
