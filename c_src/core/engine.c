@@ -94,12 +94,7 @@ struct tether_engine {
 
 static int valid_name(const char *name)
 {
-    size_t n;
-
-    if (name == NULL)
-        return 0;
-    n = strnlen(name, TETHER_NODE_NAME_MAX + 1);
-    return n > 0 && n <= TETHER_NODE_NAME_MAX;
+    return tether__node_name_len(name) != 0;
 }
 
 void tether_engine_random(tether_engine_t *node, uint8_t *buf, size_t len)

@@ -100,8 +100,8 @@ int tether__session_init(tether_session_t *s, const tether_identity_t *self,
     if (self == NULL || trust == NULL || peer == NULL || self->name_len == 0 ||
         self->name_len > TETHER_NODE_NAME_MAX)
         return TETHER_EINVAL;
-    size_t n = strnlen(peer, TETHER_NODE_NAME_MAX + 1);
-    if (n == 0 || n > TETHER_NODE_NAME_MAX)
+    size_t n = tether__node_name_len(peer);
+    if (n == 0)
         return TETHER_EINVAL;
     int c = name_cmp(self->name, self->name_len, peer, n);
     if (c == 0)

@@ -51,8 +51,7 @@ int tether__crypto_init(void)
     return crypto_status;
 }
 
-/* Length of a NUL-terminated node name, or 0 if NULL, empty or too long. */
-static size_t name_length(const char *name)
+size_t tether__node_name_len(const char *name)
 {
     if (name == NULL)
         return 0;
@@ -73,7 +72,7 @@ int tether__identity_from_seed(tether_identity_t *id, const char *name,
     if (id == NULL)
         return TETHER_EINVAL;
     sodium_memzero(id, sizeof *id);
-    size_t n = name_length(name);
+    size_t n = tether__node_name_len(name);
     if (n == 0 || seed == NULL)
         return TETHER_EINVAL;
     int rc = tether__crypto_init();
@@ -116,7 +115,7 @@ int tether__identity_from_secret(
 
     if (id == NULL)
         return TETHER_EINVAL;
-    size_t n = name_length(name);
+    size_t n = tether__node_name_len(name);
     if (n == 0 || secret == NULL) {
         sodium_memzero(id, sizeof *id);
         return TETHER_EINVAL;
@@ -262,7 +261,7 @@ int tether__trust_add_pubkey(tether_trust_t *t, const char *name,
 {
     if (t == NULL || pk == NULL)
         return TETHER_EINVAL;
-    size_t n = name_length(name);
+    size_t n = tether__node_name_len(name);
     if (n == 0)
         return TETHER_EINVAL;
 
@@ -327,7 +326,7 @@ int tether__trust_lookup_n(tether_trust_t *t, const char *name, size_t len,
 int tether__trust_lookup(tether_trust_t *t, const char *name,
                          uint8_t pk_out[TETHER_KEY_PUBLIC_BYTES])
 {
-    size_t n = name_length(name);
+    size_t n = tether__node_name_len(name);
     if (n == 0)
         return TETHER_EINVAL;
     return tether__trust_lookup_n(t, name, n, pk_out);

@@ -51,6 +51,13 @@ extern "C" {
 /* Longest node name in bytes, without the NUL (an Erlang atom's limit). */
 #define TETHER_NODE_NAME_MAX 255
 
+/*
+ * Length of the NUL-terminated node name `name`, or 0 when it is NULL,
+ * empty or longer than TETHER_NODE_NAME_MAX: the one check of a node name
+ * every core module makes.
+ */
+size_t tether__node_name_len(const char *name);
+
 /* Derived keys a trust set remembers (oldest replaced first). */
 #define TETHER_TRUST_DERIVED_CACHE 64
 

@@ -39,12 +39,7 @@ static size_t lower_bound(const tether_membership_t *ms, const char *name,
 
 static int valid_name(const char *name)
 {
-    size_t n;
-
-    if (name == NULL)
-        return 0;
-    n = strnlen(name, TETHER_NODE_NAME_MAX + 1);
-    return n > 0 && n <= TETHER_NODE_NAME_MAX;
+    return tether__node_name_len(name) != 0;
 }
 
 /* Inserts a fresh entry at position i. Returns it, or NULL on failure. */

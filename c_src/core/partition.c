@@ -72,11 +72,7 @@ static int check_group(const char *const *g, size_t n)
     if (n > TETHER_PARTITION_GROUP_MAX)
         return TETHER_ETOOBIG;
     for (size_t i = 0; i < n; i++) {
-        size_t len;
-        if (g[i] == NULL)
-            return TETHER_EINVAL;
-        len = strnlen(g[i], TETHER_NODE_NAME_MAX + 1);
-        if (len == 0 || len > TETHER_NODE_NAME_MAX)
+        if (tether__node_name_len(g[i]) == 0)
             return TETHER_EINVAL;
     }
     return 0;
