@@ -27,6 +27,7 @@
 
 #include "cnode/node.h"
 #include "core/keys.h"
+#include "tether/cluster.h"
 #include "tether/tether.h"
 
 #define NAME_BUF_MAX   (TETHER_ATOM_MAX + 32)
@@ -34,6 +35,7 @@
 #define PATH_BUF_MAX   4096
 #define TICKTIME_MAX   86400u
 #define PLUGINS_MAX    64
+#define MS_FLAG_MAX    86400000ul /* --heartbeat-ms, --ttl-ms: one day */
 
 static const char usage_text[] =
     "Usage: %1$s --name NAME [OPTION]...\n"
@@ -58,8 +60,31 @@ static const char usage_text[] =
     "                           object defining int tether_plugin_init(\n"
     "                           tether_node_t *); see tether/service.h\n"
     "  -L, --log-level LEVEL    error, warning, info (default) or debug\n"
+
     "  -h, --help               print this help and exit\n"
     "  -V, --version            print the version and exit\n"
+    "\n"
+    "Cluster (the registered process `tether', the same wire format and keys\n"
+    "as the tether OTP application, so C-nodes and BEAM nodes form one\n"
+    "cluster; with no key option the cluster secret derives from the cookie):\n"
+    "      --join NODE          join the cluster NODE belongs to (repeatable;\n"
+    "                           seeds are tried in turn until one answers;\n"
+    "                           no host: @127.0.0.1)\n"
+    "      --cluster-secret-file FILE\n"
+    "                           a 32-byte cluster secret, mode 0600 or\n"
+    "                           stricter (the application env\n"
+    "                           cluster_secret_file)\n"
+    "      --identity FILE      this node's Ed25519 seed (32 bytes, 0600, as\n"
+    "                           keygen writes it); then only --trust nodes\n"
+    "                           (and secret holders) are trusted\n"
+    "      --trust NODE=PUBFILE trust NODE's 32-byte public key (repeatable)\n"
+    "      --heartbeat-ms N     heartbeat period (default 1000)\n"
+    "      --ttl-ms N           lease length, > heartbeat (default\n"
+    "                           max(5000, 5 x heartbeat)); a member silent\n"
+    "                           that long is dropped\n"
+    "      --no-cluster         do not start the `tether' process\n"
+    "  A bad value of any of these (or an unreadable key file) prints one\n"
+    "  line and exits with status 2.\n"
     "\n"
     "keygen writes a new Ed25519 node identity: the 32-byte random seed to\n"
     "the --secret-out file and the 32-byte public key to the --public-out\n"
@@ -87,6 +112,10 @@ static const char usage_text[] =
     "                                         -> FromPid ! {monitoring, Ref},\n"
     "                                            later the 'DOWN' message\n"
     "                gen_server:call(Echo, ping) -> pong\n"
+    "  tether      the cluster member (unless --no-cluster); answers\n"
+    "              gen_server:call({tether, NODE}, Req) for Req = members,\n"
+    "              {join, Node}, leave, {partition, A, B, drop|defer},\n"
+    "              {heal, Ref}, heal_all, partitions, info\n"
     "\n"
     "Prints '%1$s: NAME ready' on stdout once registered.\n";
 
@@ -154,6 +183,47 @@ static int read_cookie(const char *path, char *cookie, size_t cap)
         return -1;
     }
     return 0;
+}
+
+/* Writes a node name into out (NAME_BUF_MAX): name@host as given, or
+ * name@127.0.0.1 without a host. Returns 0 or -1 for a bad name. */
+static int full_name(const char *arg, char *out)
+{
+    if (strlen(arg) >= TETHER_ATOM_MAX - 16)
+        return -1;
+    if (strchr(arg, '@'))
+        snprintf(out, NAME_BUF_MAX, "%s", arg);
+    else
+        snprintf(out, NAME_BUF_MAX, "%s@127.0.0.1", arg);
+    return tether_node_name_valid(out) ? 0 : -1;
+}
+
+/* Reads a 32-byte key file (a secret must be 0600 or stricter); prints
+ * one line naming the flag on error. Returns 0 or -1. */
+static int read_key(const char *path, uint8_t *out, bool secret,
+                    const char *flag)
+{
+    int rc = tether__keyfile_read(path, out, TETHER_CLUSTER_KEY_BYTES,
+                                  secret ? TETHER_KEYFILE_SECRET : 0);
+    const char *why;
+    if (rc == 0)
+        return 0;
+    switch (rc) {
+    case TETHER_ENOTFOUND:
+        why = "no such file";
+        break;
+    case TETHER_EAUTH:
+        why = "group or others may access it (chmod 600)";
+        break;
+    case TETHER_EINVAL:
+        why = "not a regular file of exactly 32 bytes";
+        break;
+    default:
+        why = strerror(errno);
+        break;
+    }
+    fprintf(stderr, "%s: bad %s '%s': %s\n", prog, flag, path, why);
+    return -1;
 }
 
 /* `keygen --secret-out FILE --public-out FILE`: a new random identity. */
@@ -263,7 +333,17 @@ static void plugins_close(plugin_t *pl, size_t n)
 
 int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
 {
-    enum { OPT_VISIBLE = 256, OPT_LOAD };
+    enum {
+        OPT_VISIBLE = 256,
+        OPT_LOAD,
+        OPT_JOIN,
+        OPT_SECRET_FILE,
+        OPT_IDENTITY,
+        OPT_TRUST,
+        OPT_HB,
+        OPT_TTL,
+        OPT_NO_CLUSTER,
+    };
     static const struct option options[] = {
         {"name", required_argument, NULL, 'n'},
         {"cookie", required_argument, NULL, 'c'},
@@ -275,6 +355,13 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"workers", required_argument, NULL, 'w'},
         {"load", required_argument, NULL, OPT_LOAD},
         {"log-level", required_argument, NULL, 'L'},
+        {"join", required_argument, NULL, OPT_JOIN},
+        {"cluster-secret-file", required_argument, NULL, OPT_SECRET_FILE},
+        {"identity", required_argument, NULL, OPT_IDENTITY},
+        {"trust", required_argument, NULL, OPT_TRUST},
+        {"heartbeat-ms", required_argument, NULL, OPT_HB},
+        {"ttl-ms", required_argument, NULL, OPT_TTL},
+        {"no-cluster", no_argument, NULL, OPT_NO_CLUSTER},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -287,6 +374,14 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     const char *name_arg = NULL, *cookie_arg = NULL, *cookie_file = NULL;
     tether_node_config_t cfg = {.log_level = TETHER_LOG_INFO};
     unsigned long v;
+    static char seeds[TETHER_CLUSTER_SEEDS_MAX][NAME_BUF_MAX];
+    static const char *seed_ptrs[TETHER_CLUSTER_SEEDS_MAX];
+    static char trust_names[TETHER_CLUSTER_TRUST_MAX][NAME_BUF_MAX];
+    static tether_cluster_trust_t trust[TETHER_CLUSTER_TRUST_MAX];
+    static uint8_t secret[TETHER_CLUSTER_KEY_BYTES];
+    static uint8_t identity[TETHER_CLUSTER_KEY_BYTES];
+    tether_cluster_config_t ccfg = {.join = seed_ptrs, .trust = trust};
+    bool cluster = true;
 
     if (cli && cli->prog)
         prog = cli->prog;
@@ -364,6 +459,62 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             cfg.log_level = lvl;
             break;
         }
+        case OPT_JOIN:
+            if (ccfg.njoin == TETHER_CLUSTER_SEEDS_MAX)
+                return usage_error("too many --join (at most %d)",
+                                   TETHER_CLUSTER_SEEDS_MAX);
+            if (full_name(optarg, seeds[ccfg.njoin]) < 0)
+                return usage_error("bad --join '%s' (want name@host)", optarg);
+            seed_ptrs[ccfg.njoin] = seeds[ccfg.njoin];
+            ccfg.njoin++;
+            break;
+        case OPT_SECRET_FILE:
+            if (read_key(optarg, secret, true, "--cluster-secret-file") < 0)
+                return 2;
+            ccfg.cluster_secret = secret;
+            break;
+        case OPT_IDENTITY:
+            if (read_key(optarg, identity, true, "--identity") < 0)
+                return 2;
+            ccfg.identity_seed = identity;
+            break;
+        case OPT_TRUST: {
+            const char *eq = strchr(optarg, '=');
+            size_t nl = eq ? (size_t)(eq - optarg) : 0;
+            char tname[NAME_BUF_MAX];
+            if (ccfg.ntrust == TETHER_CLUSTER_TRUST_MAX)
+                return usage_error("too many --trust (at most %d)",
+                                   TETHER_CLUSTER_TRUST_MAX);
+            if (eq == NULL || nl == 0 || nl >= sizeof tname || eq[1] == '\0')
+                return usage_error("bad --trust '%s' (want NODE=PUBFILE)",
+                                   optarg);
+            memcpy(tname, optarg, nl);
+            tname[nl] = '\0';
+            if (full_name(tname, trust_names[ccfg.ntrust]) < 0)
+                return usage_error("bad --trust node '%s' (want name@host)",
+                                   tname);
+            if (read_key(eq + 1, trust[ccfg.ntrust].public_key, false,
+                         "--trust") < 0)
+                return 2;
+            trust[ccfg.ntrust].node = trust_names[ccfg.ntrust];
+            ccfg.ntrust++;
+            break;
+        }
+        case OPT_HB:
+            if (parse_uint(optarg, 1, MS_FLAG_MAX, &v) < 0)
+                return usage_error("bad --heartbeat-ms '%s' (1..%lu)", optarg,
+                                   MS_FLAG_MAX);
+            ccfg.heartbeat_ms = (uint32_t)v;
+            break;
+        case OPT_TTL:
+            if (parse_uint(optarg, 2, MS_FLAG_MAX, &v) < 0)
+                return usage_error("bad --ttl-ms '%s' (2..%lu)", optarg,
+                                   MS_FLAG_MAX);
+            ccfg.ttl_ms = (uint32_t)v;
+            break;
+        case OPT_NO_CLUSTER:
+            cluster = false;
+            break;
         case 'h':
             printf(usage_text, prog);
             if (cli && cli->about)
@@ -386,6 +537,14 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         return usage_error("%s", "--name is required");
     if (cookie_arg && cookie_file)
         return usage_error("%s", "give --cookie or --cookie-file, not both");
+    {
+        uint32_t hb = ccfg.heartbeat_ms ? ccfg.heartbeat_ms
+                                        : TETHER_CLUSTER_HB_MS_DEFAULT;
+        if (ccfg.ttl_ms != 0 && ccfg.ttl_ms <= hb)
+            return usage_error("--ttl-ms %u must be greater than the "
+                               "heartbeat (%u ms)",
+                               (unsigned)ccfg.ttl_ms, (unsigned)hb);
+    }
 
     if (strlen(name_arg) >= TETHER_ATOM_MAX - 16)
         return usage_error("node name '%s' is too long", name_arg);
@@ -441,6 +600,14 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     }
     if (tether_node_start(node) < 0)
         goto done; /* tether_node_start logged the reason */
+    if (cluster) {
+        rc = tether_cluster_start(node, &ccfg);
+        if (rc < 0) {
+            fprintf(stderr, "%s: cannot start the cluster process: %s\n", prog,
+                    tether_strerror(rc));
+            goto done;
+        }
+    }
     if (cli && cli->init) {
         rc = cli->init(node);
         if (rc < 0) {
@@ -461,6 +628,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     fflush(stdout);
     status = tether_node_run(node) < 0 ? 1 : 0;
 done:
+    sodium_memzero(secret, sizeof secret);
+    sodium_memzero(identity, sizeof identity);
     tether_node_free(node);
     /* Plugin code may run until the node is freed (terminate handlers). */
     plugins_close(plugins, nplugins);

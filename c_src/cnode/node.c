@@ -192,6 +192,9 @@ struct tether_node {
     atomic_bool running;
     pthread_t loop_thread;
     void *api;
+    tether_node_conn_fn conn_fn;
+    void *conn_ctx;
+    void *cluster;
 };
 
 /* ---- small helpers ------------------------------------------------- */
@@ -400,6 +403,8 @@ static void conn_destroy(conn_t *c)
         tether_procs_node_down(node->procs, peer);
         if (node->spawn_out.nodedown)
             node->spawn_out.nodedown(node, peer, node->spawn_out_ctx);
+        if (node->conn_fn)
+            node->conn_fn(node, peer, false, node->conn_ctx);
     }
 }
 
@@ -1156,8 +1161,11 @@ static void hs_done(conn_t *c)
         conn_close(o, old_up ? TETHER_LOG_INFO : TETHER_LOG_DEBUG,
                    "connection to '%s' replaced", c->peer);
         /* The old incarnation's links and monitors end before c is up. */
-        if (old_up)
+        if (old_up) {
             tether_procs_node_down(node->procs, c->peer);
+            if (node->conn_fn)
+                node->conn_fn(node, c->peer, false, node->conn_ctx);
+        }
     }
     tether__hs_fini(c->hs);
     free(c->hs);
@@ -1177,6 +1185,8 @@ static void hs_done(conn_t *c)
     LOG(node, TETHER_LOG_INFO, "connection %s '%s' up",
         c->initiator ? "to" : "from", c->peer);
     flush_pending(c);
+    if (node->conn_fn)
+        node->conn_fn(node, c->peer, true, node->conn_ctx);
 }
 
 /* The handshake's failure reason without a leading "peer NAME: ". */
@@ -2131,4 +2141,67 @@ int tether__node_spawn_request(tether_node_t *node, const char *peer,
                        .msg = args,
                        .msg_len = args_len};
     return node_out(node, &op);
+}
+
+void tether__node_set_conn_hook(tether_node_t *node, tether_node_conn_fn fn,
+                                void *ctx)
+{
+    node->conn_fn = fn;
+    node->conn_ctx = ctx;
+}
+
+bool tether__node_connected(const tether_node_t *node, const char *peer)
+{
+    for (const conn_t *c = node->conns; c; c = c->next)
+        if (!c->closing && c->state == C_UP && strcmp(c->peer, peer) == 0)
+            return true;
+    return false;
+}
+
+void tether__node_foreach_peer(tether_node_t *node,
+                               void (*fn)(tether_node_t *node, const char *peer,
+                                          void *ctx),
+                               void *ctx)
+{
+    for (conn_t *c = node->conns; c; c = c->next)
+        if (!c->closing && c->state == C_UP)
+            fn(node, c->peer, ctx);
+}
+
+int tether__node_connect(tether_node_t *node, const char *peer)
+{
+    if (peer == NULL || !tether_node_name_valid(peer) ||
+        strcmp(peer, node->name) == 0)
+        return TETHER_EINVAL;
+    if (find_conn(node, peer) != NULL)
+        return 0;
+    return conn_dial(node, peer) != NULL ? 0 : TETHER_ECLOSED;
+}
+
+int tether__node_reg_send_noconnect(tether_node_t *node, const erlang_pid *from,
+                                    const char *peer, const char *name,
+                                    const char *msg, size_t len)
+{
+    if (peer == NULL || name == NULL || strlen(name) >= TETHER_ATOM_MAX)
+        return TETHER_EINVAL;
+    conn_t *c = find_conn(node, peer);
+    if (c == NULL || c->state != C_UP)
+        return TETHER_ECLOSED;
+    tether_out_t op = {.kind = TETHER_OUT_REG_SEND,
+                       .node = peer,
+                       .from = from,
+                       .to_name = name,
+                       .msg = msg,
+                       .msg_len = len};
+    return encode_op(c, &op);
+}
+
+void *tether__node_cluster(const tether_node_t *node)
+{
+    return node->cluster;
+}
+
+void tether__node_set_cluster(tether_node_t *node, void *cluster)
+{
+    node->cluster = cluster;
 }

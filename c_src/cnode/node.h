@@ -149,6 +149,53 @@ int tether__node_send_now(tether_node_t *node, const erlang_pid *from,
 void *tether__node_api(const tether_node_t *node);
 void tether__node_set_api(tether_node_t *node, void *api);
 
+/* ---- connection events and sends without auto-connect (cluster) ---- */
+
+/*
+ * Called on the loop thread when a connection to `peer` finished its
+ * handshake (up) or a peer's last connection is gone (down; also for a
+ * dial that never came up, and for a connection replaced by a newer one
+ * of the same peer, before the new one's up). The hook runs inside the
+ * runtime's I/O handling: it must only record the event (and may send
+ * to local processes), never call back into the runtime's connections.
+ */
+typedef void (*tether_node_conn_fn)(tether_node_t *node, const char *peer,
+                                    bool up, void *ctx);
+
+/* Sets the connection hook (NULL clears). Loop thread. */
+void tether__node_set_conn_hook(tether_node_t *node, tether_node_conn_fn fn,
+                                void *ctx);
+
+/* True if a connection to peer is up. Loop thread. */
+bool tether__node_connected(const tether_node_t *node, const char *peer);
+
+/* Calls fn for every peer whose connection is up. Loop thread. */
+void tether__node_foreach_peer(tether_node_t *node,
+                               void (*fn)(tether_node_t *node, const char *peer,
+                                          void *ctx),
+                               void *ctx);
+
+/*
+ * Starts a connection to peer unless one exists or is under way. Loop
+ * thread. Returns 0, TETHER_EINVAL (bad name, or ourselves) or
+ * TETHER_ECLOSED (cannot dial at all: host not an IPv4 literal).
+ */
+int tether__node_connect(tether_node_t *node, const char *peer);
+
+/*
+ * Sends msg (131-prefixed) from `from` to the registered `name` on peer
+ * only if a connection to peer is up (erlang:send/3 with noconnect).
+ * Loop thread. Returns 0, TETHER_ECLOSED (not connected: dropped),
+ * TETHER_EINVAL or an encoding error.
+ */
+int tether__node_reg_send_noconnect(tether_node_t *node, const erlang_pid *from,
+                                    const char *peer, const char *name,
+                                    const char *msg, size_t len);
+
+/* The cluster layer's state (cnode/cluster.c), kept by the node. */
+void *tether__node_cluster(const tether_node_t *node);
+void tether__node_set_cluster(tether_node_t *node, void *cluster);
+
 /* The configuration as checked (defaults filled in). */
 const tether_node_config_t *tether__node_config(const tether_node_t *node);
 

@@ -4,8 +4,11 @@
  *
  * tether_cli_main() parses the same flags as tether_cnode (--name,
  * --cookie, --cookie-file, --listen, --epmd-port, --visible, --ticktime,
- * --log-level, --load, --help, --version, and the `keygen` subcommand),
- * starts the node, loads the plugins, runs `init` (if not NULL), prints
+ * --log-level, --load, the cluster flags --join, --cluster-secret-file,
+ * --identity, --trust, --heartbeat-ms, --ttl-ms, --no-cluster, --help,
+ * --version, and the `keygen` subcommand), starts the node and its
+ * cluster process (tether/cluster.h, unless --no-cluster), runs `init` (if
+ * not NULL), loads the plugins, prints
  * "PROG: NAME ready" and runs until SIGINT or SIGTERM. Bad flags print one
  * line and return 2; a failure to start (cookie, epmd, name taken, plugin)
  * prints one line and returns 1; a clean stop returns 0.

@@ -13,11 +13,13 @@
  *                    the worker pool, the plugin entry point
  *  tether/term.h     term checks, canonical form, printing (over ei)
  *  tether/cli.h      the tether_cnode command line, for embedders
+ *  tether/cluster.h  the node as a member of a tether cluster (`tether')
  */
 #ifndef TETHER_H
 #define TETHER_H
 
 #include "tether/cli.h"
+#include "tether/cluster.h"
 #include "tether/error.h"
 #include "tether/node.h"
 #include "tether/service.h"

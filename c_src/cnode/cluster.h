@@ -1,0 +1,53 @@
+/*
+ * cnode/cluster.h: internals of the C-node's cluster process (the public
+ * face is tether/cluster.h): how a message in its mailbox is classified,
+ * exposed so the tests can feed it untrusted bytes without sockets.
+ */
+#ifndef TETHER_CNODE_CLUSTER_H
+#define TETHER_CNODE_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/engine.h"
+#include "core/keys.h"
+#include "tether/cluster.h"
+
+/* What a mailbox message is. */
+typedef enum tether_cluster_msg_kind {
+    TETHER_CLUSTER_MSG_BAD = 0, /* anything we do not take: counted */
+    TETHER_CLUSTER_MSG_DATA,    /* {'$tether', From, Bytes} */
+    TETHER_CLUSTER_MSG_RESTART, /* {'$tether_restart', From} */
+    TETHER_CLUSTER_MSG_CALL,    /* {'$gen_call', {Pid, Tag}, Request} */
+    TETHER_CLUSTER_MSG_WAKE,    /* '$tether_wake': connection events queued */
+    TETHER_CLUSTER_MSG_EXIT,    /* {'EXIT', Pid, Reason}: a trapped exit */
+} tether_cluster_msg_kind_t;
+
+/* A classified message; pointers and indexes refer into the buffer. */
+typedef struct tether_cluster_msg {
+    int kind;                            /* tether_cluster_msg_kind_t */
+    char from[TETHER_NODE_NAME_MAX + 1]; /* DATA, RESTART */
+    const uint8_t *bytes;                /* DATA: the engine bytes */
+    size_t len;
+    int from_index; /* CALL: the {Pid, Tag} term */
+    int req_index;  /* CALL: the request term */
+} tether_cluster_msg_t;
+
+/*
+ * Classifies buf[0..len) (a 131-prefixed term from the mailbox). The
+ * buffer is checked in bounds first; a name must be an atom of
+ * 1..TETHER_NODE_NAME_MAX bytes of the form name@host and Bytes a binary
+ * (not a bitstring). Returns the kind (also in out->kind); BAD for
+ * anything else, never an error.
+ */
+int tether__cluster_parse(const char *buf, size_t len,
+                          tether_cluster_msg_t *out);
+
+/* Messages the process refused (counted, ignored); 0 without a cluster. */
+uint64_t tether__cluster_bad_input(const tether_node_t *node);
+
+/* The engine's counters, or NULL without a cluster (tests, metrics). */
+const tether_engine_stats_t *
+tether__cluster_engine_stats(const tether_node_t *node);
+
+#endif /* TETHER_CNODE_CLUSTER_H */

@@ -1,0 +1,106 @@
+/*
+ * tether/cluster.h: the C-node as a member of a tether cluster.
+ *
+ * tether_cluster_start() starts the registered C process `tether` on a
+ * node: it owns a cluster engine (membership by join, heartbeats and
+ * leases, partitions) and speaks exactly the wire format of the BEAM
+ * application's tether_server, so BEAM nodes running the `tether`
+ * application and C-nodes form one cluster:
+ *
+ *   {'$tether', FromNode, Bytes}   engine bytes, to `tether` on the peer,
+ *                                  sent only over an existing connection
+ *   {'$tether_restart', FromNode}  sent to every connected node when the
+ *                                  engine (re)starts; the receiver drops
+ *                                  its session with FromNode
+ *
+ * Keys: with neither a cluster secret nor an identity, the cluster secret
+ * derives from the node's cookie exactly as on the BEAM side, so nodes
+ * sharing a cookie cluster with no configuration. With a secret, every
+ * holder of it is trusted; with an identity seed, only the nodes given in
+ * `trust` (and, with both, holders of the secret too).
+ *
+ * From Erlang, the process answers gen_server:call({tether, CNode}, Req)
+ * with what the BEAM's tether facade answers:
+ *   members                      sorted live members (atoms)
+ *   {join, Node}                 ok | {error, Reason}
+ *   leave                        ok
+ *   {partition, A, B, drop | defer}
+ *                                {ok, {tether_partition, Ref}} |
+ *                                {error, invalid}
+ *   {heal, {tether_partition, Ref}}  ok | {error, not_found}
+ *   heal_all                     ok
+ *   partitions                   [#{ref, mode, healed, a, b}]
+ *   info                         #{name, incarnation, left, join_pending,
+ *                                  bad_input, stats => #{...}}
+ * Anything else sent to it (malformed tuples, non-binaries, garbage
+ * bytes) is counted in `bad_input` and ignored.
+ *
+ * Threads: every function here runs on the node's loop thread (or between
+ * tether_node_start() and tether_node_run()).
+ */
+#ifndef TETHER_CLUSTER_H
+#define TETHER_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tether/error.h"
+#include "tether/node.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TETHER_CLUSTER_KEY_BYTES      32   /* secret, seed, public key */
+#define TETHER_CLUSTER_HB_MS_DEFAULT  1000 /* heartbeat period */
+#define TETHER_CLUSTER_TTL_MS_DEFAULT 5000 /* lease; at least 5 heartbeats */
+#define TETHER_CLUSTER_SEEDS_MAX      64   /* --join nodes */
+#define TETHER_CLUSTER_TRUST_MAX      256  /* explicitly trusted keys */
+#define TETHER_CLUSTER_PROCESS        "tether" /* the registered name */
+
+/* A node whose Ed25519 public key is trusted. */
+typedef struct tether_cluster_trust {
+    const char *node; /* full node name */
+    uint8_t public_key[TETHER_CLUSTER_KEY_BYTES];
+} tether_cluster_trust_t;
+
+/* How to start the cluster; zero fields take the defaults. Copied. */
+typedef struct tether_cluster_config {
+    const char *const *join; /* seed nodes, tried in turn until one answers */
+    size_t njoin;
+    uint32_t heartbeat_ms; /* 0: TETHER_CLUSTER_HB_MS_DEFAULT */
+    uint32_t ttl_ms;       /* 0: max(5000, 5 * heartbeat); > heartbeat */
+    const uint8_t *cluster_secret; /* TETHER_CLUSTER_KEY_BYTES or NULL */
+    const uint8_t *identity_seed;  /* TETHER_CLUSTER_KEY_BYTES or NULL */
+    const tether_cluster_trust_t *trust;
+    size_t ntrust;
+} tether_cluster_config_t;
+
+/*
+ * Starts the `tether` process and its engine on a node, after
+ * tether_node_start() (its pids carry the creation epmd gave), then joins
+ * the seeds. tether_cnode does this unless --no-cluster is given. Returns 0,
+ * TETHER_EINVAL (bad configuration), TETHER_EEXIST (a cluster or another
+ * `tether` process already runs), TETHER_ENOMEM or TETHER_EIO (libsodium).
+ * Secrets are copied and wiped when the process ends.
+ */
+TETHER_MUST_CHECK int tether_cluster_start(tether_node_t *node,
+                                           const tether_cluster_config_t *cfg);
+
+/*
+ * The live members as the engine sees them, sorted, this node included
+ * (unless it left). Fills up to cap pointers to names, valid until the
+ * loop next runs the cluster (i.e. until the calling handler returns),
+ * and returns the number of members (which may exceed cap), or
+ * TETHER_ENOTFOUND when the node runs no cluster.
+ */
+int tether_cluster_members(tether_node_t *node, const char **out, size_t cap);
+
+/* 1 if name is a live member, 0 if not, TETHER_ENOTFOUND (no cluster). */
+int tether_cluster_is_member(tether_node_t *node, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_CLUSTER_H */

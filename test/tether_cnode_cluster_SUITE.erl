@@ -1,0 +1,380 @@
+%% A tether cluster of three BEAM nodes (OTP peers running the tether
+%% application) and one real C-node (priv/tether_cnode and its `tether'
+%% process): join in both directions, agreement on members, partitions in
+%% drop and defer mode, SIGKILL of the C-node and its restart.
+%%
+%% The C-node is asked with stock OTP only: gen_server:call({tether,
+%% CNode}, Request) answers what tether's facade answers on a BEAM node
+%% (members, {partition, A, B, Mode}, {heal, Ref}, heal_all, partitions,
+%% info). Nothing waits a fixed time as an assertion: conditions are
+%% polled up to a generous deadline, and "a lease has passed" is measured
+%% in engine events (heartbeats skipped), not in sleeps.
+%%
+%% Run: epmd -address 127.0.0.1 -port 14396 & EPMD_PID=$!;
+%% export ERL_EPMD_PORT=14396 ERL_EPMD_ADDRESS=127.0.0.1;
+%% ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}" rebar3 ct
+%% --name tether_ct@127.0.0.1 --setcookie tether_ct
+%% --suite test/tether_cnode_cluster_SUITE; kill $EPMD_PID
+-module(tether_cnode_cluster_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
+         end_per_testcase/2]).
+-export([cnode_joins_with_flag/1, beam_joins_cnode/1, drop_partition/1,
+         defer_partition/1, sigkill_removes_cnode_and_restart_rejoins/1,
+         bad_input_is_counted/1, leave_and_join_again/1,
+         shared_cluster_secret/1, identity_and_trusted_keys/1]).
+
+-define(HB_MS, 200).
+-define(TTL_MS, 2000).
+-define(WAIT_MS, 30000).
+-define(CALL_MS, 10000).
+
+all() ->
+    [cnode_joins_with_flag, beam_joins_cnode, drop_partition,
+     defer_partition, sigkill_removes_cnode_and_restart_rejoins,
+     bad_input_is_counted, leave_and_join_again, shared_cluster_secret,
+     identity_and_trusted_keys].
+
+init_per_suite(Config) ->
+    tether_test_lib:require_env(Config).
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    Config.
+
+%% Peers are linked to the case process; C-nodes are stopped here, also
+%% after a crash half-way.
+end_per_testcase(_Case, Config) ->
+    [catch tether_test_lib:stop_cnode(C) || C <- get_list(tether_cnodes)],
+    [catch peer:stop(P) || P <- get_list(tether_peers)],
+    erase(tether_cnodes),
+    erase(tether_peers),
+    erase(tether_nodes),
+    Config.
+
+%%% Cases
+
+%% The C-node started with --join B1 joins the cluster of three BEAM
+%% nodes; all four agree on the sorted member list.
+cnode_joins_with_flag(Config) ->
+    [B1 | _] = Bs = start_nodes(3),
+    cluster(Bs),
+    C = start_cnode(Config, [B1]),
+    CN = tether_test_lib:cnode_node(C),
+    All = lists:sort([CN | Bs]),
+    wait_all_members([CN | Bs], All),
+    %% The C-node's view through the C API's twin, and its info.
+    ?assertMatch(#{name := CN, left := false, join_pending := false},
+                 cinfo(CN)).
+
+%% A BEAM node joins the C-node (tether:join(CNode)); the other BEAM
+%% nodes join that node; all four agree.
+beam_joins_cnode(Config) ->
+    C = start_cnode(Config, []),
+    CN = tether_test_lib:cnode_node(C),
+    ?assertEqual([CN], cmembers(CN)),
+    [B1, B2, B3] = Bs = start_nodes(3),
+    ok = call(B1, tether, join, [CN]),
+    wait_all_members([CN, B1], lists:sort([CN, B1])),
+    ok = call(B2, tether, join, [B1]),
+    ok = call(B3, tether, join, [CN]),
+    wait_all_members([CN | Bs], lists:sort([CN | Bs])).
+
+%% drop between {C-node, B1} and {B2, B3}, injected on B2: each side's
+%% members exclude the other side; heal from the C-node restores all.
+drop_partition(Config) ->
+    {CN, [B1, B2, B3] = Bs} = four(Config),
+    {ok, Ref} = call(B2, tether, partition, [[CN, B1], [B2, B3], drop]),
+    wait_all_members([CN, B1], lists:sort([CN, B1])),
+    wait_all_members([B2, B3], lists:sort([B2, B3])),
+    %% The C-node lists it, active, as the BEAM nodes do.
+    wait_until(fun() -> cpartitions(CN) end,
+               fun([#{ref := R, mode := drop, healed := false, a := A,
+                      b := B}]) ->
+                       R =:= Ref andalso lists:sort(A) =:= lists:sort([CN, B1])
+                           andalso lists:sort(B) =:= lists:sort([B2, B3]);
+                  (_) -> false
+               end),
+    ok = ccall(CN, {heal, Ref}),
+    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
+    [wait_until(fun() -> call(N, tether, partitions, []) end,
+                fun([#{ref := R, healed := true}]) -> R =:= Ref;
+                   (_) -> false end) || N <- Bs],
+    ?assertMatch([#{ref := Ref, healed := true}], cpartitions(CN)).
+
+%% defer, injected on the C-node: membership holds well past a lease on
+%% every member; heal_all from the C-node ends it everywhere.
+defer_partition(Config) ->
+    {CN, [B1, B2, B3] = Bs} = four(Config),
+    All = lists:sort([CN | Bs]),
+    {ok, Ref} = ccall(CN, {partition, [CN, B1], [B2, B3], defer}),
+    [wait_until(fun() -> call(N, tether, partitions, []) end,
+                fun(Ps) -> [R || #{ref := R, healed := false} <- Ps] =:= [Ref]
+                end) || N <- Bs],
+    #{stats := #{part_skipped := Skipped0}} = cinfo(CN),
+    %% More than two leases' worth of heartbeat rounds (the C-node skips
+    %% two heartbeats, to B2 and B3, per round).
+    Rounds = 2 * (?TTL_MS div ?HB_MS) + 2,
+    wait_until(fun() -> cinfo(CN) end,
+               fun(#{stats := #{part_skipped := S}}) ->
+                       S >= Skipped0 + 2 * Rounds
+               end),
+    ?assertEqual(All, cmembers(CN)),
+    [?assertEqual(All, call(N, tether, members, [])) || N <- Bs],
+    ok = ccall(CN, heal_all),
+    [wait_until(fun() -> call(N, tether, partitions, []) end,
+                fun([#{healed := H}]) -> H; (_) -> false end) || N <- Bs],
+    ?assertMatch([#{ref := Ref, healed := true}], cpartitions(CN)),
+    wait_all_members([CN | Bs], All).
+
+%% SIGKILL of the C-node: every BEAM member drops it (the connection
+%% loss reports it down; the lease would within TTL_MS). A C-node
+%% restarted with the same name and --join is a member again, with a
+%% new incarnation.
+sigkill_removes_cnode_and_restart_rejoins(Config) ->
+    {CN, [B1 | _] = Bs} = four(Config),
+    #{incarnation := Inc1} = cinfo(CN),
+    [C] = get_list(tether_cnodes),
+    T0 = erlang:monotonic_time(millisecond),
+    {ok, _} = tether_test_lib:kill_cnode(C),
+    wait_all_members(Bs, lists:sort(Bs)),
+    ct:pal("C-node dropped by every BEAM member after ~b ms (TTL ~b ms)",
+           [erlang:monotonic_time(millisecond) - T0, ?TTL_MS]),
+    put(tether_cnodes, []),
+    C2 = start_cnode(Config, [B1], maps:get(name, C)),
+    ?assertEqual(CN, tether_test_lib:cnode_node(C2)),
+    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
+    #{incarnation := Inc2} = cinfo(CN),
+    ?assert(Inc2 > Inc1).
+
+%% Malformed tuples, non-binaries and garbage bytes sent to the C-node's
+%% `tether' are counted and ignored; it stays a member and answers.
+bad_input_is_counted(Config) ->
+    {CN, Bs} = four(Config),
+    #{bad_input := Bad0, stats := #{recv_garbage := G0}} = cinfo(CN),
+    Dest = {tether, CN},
+    Bad = [hello, {'$tether'}, {'$tether', hd(Bs), not_a_binary},
+           {'$tether', "not an atom", <<1, 2, 3>>},
+         {'$tether', nodename_without_host, <<1>>},
+         {'$tether', hd(Bs), <<1:3>>},
+         {'$tether_restart', 42},
+         {'$tether_restart', a, b, c},
+         <<0, 1, 2>>, [1, 2, 3], 3.14, make_ref(), self()],
+    [Dest ! M || M <- Bad],
+    %% Garbage bytes from a member's name: refused by the engine.
+    Dest ! {'$tether', hd(Bs), <<"garbage bytes, not an envelope">>},
+    Dest ! {'$tether', hd(Bs), <<>>},
+    #{bad_input := Bad1, stats := #{recv_garbage := G1}} = cinfo(CN),
+    ?assertEqual(Bad0 + length(Bad), Bad1),
+    ?assert(G1 >= G0 + 2),
+    %% Unknown calls answer an error; the process carries on.
+    ?assertEqual({error, invalid}, ccall(CN, no_such_request)),
+    ?assertEqual({error, invalid}, ccall(CN, {partition, [], [], drop})),
+    ?assertEqual({error, not_found}, ccall(CN, {heal, nonsense})),
+    wait_all_members([CN | Bs], lists:sort([CN | Bs])).
+
+%% The C-node leaves (every member drops it) and joins again as a new
+%% incarnation.
+leave_and_join_again(Config) ->
+    {CN, [B1 | _] = Bs} = four(Config),
+    #{incarnation := Inc1} = cinfo(CN),
+    ok = ccall(CN, leave),
+    ?assertEqual([], cmembers(CN)),
+    wait_all_members(Bs, lists:sort(Bs)),
+    ok = ccall(CN, {join, B1}),
+    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
+    #{incarnation := Inc2} = cinfo(CN),
+    ?assert(Inc2 > Inc1).
+
+%% The same 32-byte secret file on both sides (application env
+%% cluster_secret_file, flag --cluster-secret-file): the C-node joins. A
+%% C-node with another secret gets no session: it stays alone and the
+%% cluster does not list it.
+shared_cluster_secret(Config) ->
+    Dir = ?config(priv_dir, Config),
+    F = key_file(Dir, "shared.secret", crypto:strong_rand_bytes(32)),
+    Other = key_file(Dir, "other.secret", crypto:strong_rand_bytes(32)),
+    [B1 | _] = Bs = start_nodes(2, [{cluster_secret_file, F}]),
+    cluster(Bs),
+    C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
+                    ["--cluster-secret-file", F]),
+    CN = tether_test_lib:cnode_node(C),
+    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
+    C2 = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
+                     ["--cluster-secret-file", Other]),
+    CN2 = tether_test_lib:cnode_node(C2),
+    %% Whichever side sends the hello, the other rejects its signature.
+    wait_until(fun() -> [cinfo(CN2) | [call(B, tether_server, info, [])
+                                        || B <- Bs]]
+               end,
+               fun(Infos) ->
+                       lists:sum([R || #{stats := #{recv_rejected := R}}
+                                           <- Infos]) > 0
+               end),
+    ?assertEqual([CN2], cmembers(CN2)),
+    [?assertEqual(lists:sort([CN | Bs]), call(B, tether, members, []))
+     || B <- Bs],
+    ?assertEqual(lists:sort([CN | Bs]), cmembers(CN)).
+
+%% Explicit identities: the C-node's seed (--identity) and the BEAM
+%% node's (identity_file), each trusting the other's public key (--trust
+%% NODE=PUBFILE, trusted_keys). libsodium and OTP's crypto derive the
+%% same public key from a seed.
+identity_and_trusted_keys(Config) ->
+    Dir = ?config(priv_dir, Config),
+    Name = tether_test_lib:unique_name(tcc),
+    CN = list_to_atom(Name ++ "@127.0.0.1"),
+    {CSeedF, CPubF} = identity(Dir, "cnode"),
+    {BSeedF, BPubF} = identity(Dir, "beam"),
+    [B1] = start_nodes(1, [{identity_file, BSeedF},
+                           {trusted_keys, [{CN, CPubF}]}]),
+    C = start_cnode(Config, [B1], Name,
+                    ["--identity", CSeedF,
+                     "--trust", atom_to_list(B1) ++ "=" ++ BPubF]),
+    ?assertEqual(CN, tether_test_lib:cnode_node(C)),
+    wait_all_members([CN, B1], lists:sort([CN, B1])).
+
+%%% Helpers
+
+%% Writes a 0600 key file; returns its path.
+key_file(Dir, Name, Bytes) ->
+    F = filename:join(Dir, Name),
+    ok = file:write_file(F, Bytes),
+    ok = file:change_mode(F, 8#600),
+    F.
+
+%% A new Ed25519 identity: {SeedFile, PublicKeyFile}.
+identity(Dir, Prefix) ->
+    Seed = crypto:strong_rand_bytes(32),
+    {Pub, _} = crypto:generate_key(eddsa, ed25519, Seed),
+    {key_file(Dir, Prefix ++ ".seed", Seed),
+     key_file(Dir, Prefix ++ ".pub", Pub)}.
+
+%% Three clustered BEAM nodes and a C-node joined by --join.
+four(Config) ->
+    [B1 | _] = Bs = start_nodes(3),
+    cluster(Bs),
+    C = start_cnode(Config, [B1]),
+    CN = tether_test_lib:cnode_node(C),
+    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
+    {CN, Bs}.
+
+start_cnode(Config, Seeds) ->
+    start_cnode(Config, Seeds, tether_test_lib:unique_name(tcc)).
+
+%% Starts a C-node (short heartbeat and lease, joining Seeds), retrying
+%% a few times when its name is still registered in epmd (a restart
+%% right after SIGKILL).
+start_cnode(Config, Seeds, Name) ->
+    start_cnode(Config, Seeds, Name, []).
+
+start_cnode(Config, Seeds, Name, Extra) ->
+    Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
+            "--ttl-ms", integer_to_list(?TTL_MS)]
+        ++ lists:append([["--join", atom_to_list(S)] || S <- Seeds])
+        ++ Extra,
+    Opts = #{name => Name, extra_args => Args,
+             log_dir => ?config(priv_dir, Config)},
+    C = start_cnode_retry(Opts, 20),
+    put(tether_cnodes, [C | get_list(tether_cnodes)]),
+    C.
+
+start_cnode_retry(Opts, N) ->
+    case tether_test_lib:start_cnode(Opts) of
+        {ok, C} ->
+            C;
+        {error, Why} when N > 1 ->
+            ct:pal("C-node start failed, retrying: ~p", [Why]),
+            timer:sleep(250),
+            start_cnode_retry(Opts, N - 1);
+        {error, Why} ->
+            ct:fail({cnode_start_failed, Why})
+    end.
+
+ebin() ->
+    filename:dirname(code:which(tether_nif)).
+
+start_nodes(N) ->
+    start_nodes(N, []).
+
+%% Starts N peers with tether running (heartbeat HB_MS, lease TTL_MS,
+%% plus the application env Env).
+start_nodes(N, Env) ->
+    Suite = filename:dirname(code:which(?MODULE)),
+    Nodes = [begin
+                 {ok, Peer, Node} =
+                     peer:start_link(
+                       #{name => peer:random_name(tether_ccl),
+                         host => "127.0.0.1",
+                         longnames => true,
+                         args => ["-pa", ebin(), "-pa", Suite,
+                                  "-kernel", "inet_dist_use_interface",
+                                  "{127,0,0,1}",
+                                  "-setcookie",
+                                  atom_to_list(erlang:get_cookie())]}),
+                 put(tether_peers, [Peer | get_list(tether_peers)]),
+                 Node
+             end || _ <- lists:seq(1, N)],
+    [begin
+         ok = call(Node, application, load, [tether]),
+         [ok = call(Node, application, set_env, [tether, K, V])
+          || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]],
+         {ok, _} = call(Node, application, ensure_all_started, [tether])
+     end || Node <- Nodes],
+    Nodes.
+
+get_list(Key) ->
+    case get(Key) of
+        undefined -> [];
+        L -> L
+    end.
+
+call(Node, M, F, A) ->
+    erpc:call(Node, M, F, A, ?CALL_MS).
+
+%% A call to the C-node's tether process.
+ccall(CNode, Req) ->
+    gen_server:call({tether, CNode}, Req, ?CALL_MS).
+
+cmembers(CNode) -> ccall(CNode, members).
+cinfo(CNode) -> ccall(CNode, info).
+cpartitions(CNode) -> ccall(CNode, partitions).
+
+%% Joins every node to the first and waits until they agree.
+cluster([First | Rest] = Nodes) ->
+    [ok = call(N, tether, join, [First]) || N <- Rest],
+    wait_all_members(Nodes, lists:sort(Nodes)).
+
+%% Every node of Nodes (BEAM or the C-node) lists exactly Expected.
+wait_all_members(Nodes, Expected) ->
+    [wait_until(fun() -> members_of(N) end, fun(M) -> M =:= Expected end)
+     || N <- Nodes],
+    ok.
+
+members_of(N) ->
+    case lists:member(N, [tether_test_lib:cnode_node(C)
+                          || C <- get_list(tether_cnodes)]) of
+        true -> cmembers(N);
+        false -> call(N, tether, members, [])
+    end.
+
+%% Polls Get until Check holds, failing after WAIT_MS with the last value.
+wait_until(Get, Check) ->
+    wait_until(Get, Check, erlang:monotonic_time(millisecond) + ?WAIT_MS).
+
+wait_until(Get, Check, Deadline) ->
+    V = Get(),
+    case Check(V) of
+        true ->
+            V;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> ct:fail({timeout_waiting, V});
+                false -> timer:sleep(50), wait_until(Get, Check, Deadline)
+            end
+    end.
