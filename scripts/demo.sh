@@ -52,8 +52,8 @@ cnode_pid=
 echo "C-node log (wrong cookie line, shutdown summary):"
 sed 's/^/  /' "$cnode_log"
 
-section "Three BEAM nodes form a tether cluster (signed envelopes, cookie-derived keys)"
-scripts/demo_cluster.escript _build/default/lib/tether/ebin
+section "Three BEAM nodes and a C-node form a tether cluster (signed envelopes, cookie-derived keys)"
+scripts/demo_cluster.escript _build/default/lib/tether/ebin priv/tether_cnode
 
 section "Done"
 echo "See README.md for what each later release adds."

@@ -2,10 +2,11 @@
 %%! -name tether_demo_a@127.0.0.1 -setcookie tether_demo
 %% The cluster part of `make demo`: three BEAM nodes run the tether
 %% application, join, agree on members, and go through a drop partition
-%% and its heal. Usage: demo_cluster.escript EBIN_DIR
+%% and its heal; then a C-node joins them with --join.
+%% Usage: demo_cluster.escript EBIN_DIR CNODE_PROGRAM
 -mode(compile).
 
-main([Ebin]) ->
+main([Ebin, CNodeExe]) ->
     true = code:add_patha(Ebin),
     {ok, _} = application:ensure_all_started(tether),
     Peers = [start_peer(N, Ebin) || N <- [tether_demo_b, tether_demo_c]],
@@ -19,10 +20,23 @@ main([Ebin]) ->
     show("members seen by c", wait_members(C, [C])),
     ok = tether:heal(Ref),
     show("members after heal", wait_members(C, Nodes)),
+    CNode = 'tether_demo_cn@127.0.0.1',
+    Port = open_port({spawn_executable, CNodeExe},
+                     [{args, ["--name", atom_to_list(CNode), "--cookie", "tether_demo",
+                              "--join", atom_to_list(node())]},
+                      exit_status, stderr_to_stdout]),
+    show("C-node started with --join a", CNode),
+    show("members seen by b", wait_members(B, [CNode | Nodes])),
+    show("members seen by the C-node",
+         wait_for(fun() -> gen_server:call({tether, CNode}, members) end,
+                  lists:sort([CNode | Nodes]))),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+    show("members after the C-node stops", wait_members(node(), Nodes)),
     [peer:stop(P) || {P, _} <- Peers],
     halt(0);
 main(_) ->
-    io:format(standard_error, "usage: demo_cluster.escript EBIN_DIR~n", []),
+    io:format(standard_error, "usage: demo_cluster.escript EBIN_DIR CNODE_PROGRAM~n", []),
     halt(2).
 
 start_peer(Name, Ebin) ->
@@ -35,13 +49,17 @@ show(What, Value) -> io:format("  ~-34s ~p~n", [What, Value]).
 
 %% members() on Node once it equals Want (sorted), within 20 s.
 wait_members(Node, Want) ->
-    wait_members(Node, lists:sort(Want), 200).
+    wait_for(fun() -> erpc:call(Node, tether, members, []) end, lists:sort(Want)).
 
-wait_members(Node, Want, 0) ->
-    io:format(standard_error, "demo: ~p never saw ~p~n", [Node, Want]),
+%% Fun() once it returns Want, polled for up to 20 s.
+wait_for(Fun, Want) ->
+    wait_for(Fun, Want, 200).
+
+wait_for(_Fun, Want, 0) ->
+    io:format(standard_error, "demo: never saw ~p~n", [Want]),
     halt(1);
-wait_members(Node, Want, K) ->
-    case erpc:call(Node, tether, members, []) of
+wait_for(Fun, Want, K) ->
+    case Fun() of
         Want -> Want;
-        _ -> timer:sleep(100), wait_members(Node, Want, K - 1)
+        _ -> timer:sleep(100), wait_for(Fun, Want, K - 1)
     end.
