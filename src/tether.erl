@@ -16,6 +16,22 @@
 %% member is gossiped to every member and applies on all of them; healing
 %% one anywhere heals it everywhere.
 %%
+%% == Registry ==
+%%
+%% A `global'-compatible name registry: `register_name/2,3',
+%% `unregister_name/1', `whereis_name/1', `send/2', `registered_names/0'
+%% and `sync/0', so `{via, tether, Name}' works with `gen_server',
+%% `gen_statem', `supervisor' and Elixir's `GenServer'. Each node is
+%% authoritative for its own processes (a registration of a remote pid
+%% is made by the pid's node); registrations are broadcast to every
+%% member, and `whereis_name/1' reads this node's copy in the NIF, with
+%% no message to any process. An entry disappears when its process dies
+%% or its node goes down or leaves. As in `global', a pid holds at most
+%% one name. After a partition heals, a name registered on both sides
+%% keeps the earlier registration (hybrid logical clock, then node name);
+%% the loser's registrant is told as it chose (see conflict_method/0) and
+%% its entry is removed everywhere.
+%%
 %% Every cluster call answers `{error, not_distributed}' while the node
 %% is not alive; the application starts anyway and clusters once
 %% distribution starts.
@@ -26,7 +42,10 @@
          unsubscribe/0, unsubscribe/1, partition/3, heal/1, heal/0,
          partitions/0]).
 
--export_type([partition_ref/0, partition_info/0]).
+-export([register_name/2, register_name/3, unregister_name/1,
+         whereis_name/1, send/2, registered_names/0, sync/0]).
+
+-export_type([partition_ref/0, partition_info/0, conflict_method/0]).
 
 -define(SERVER, tether).
 
@@ -39,6 +58,14 @@
                             a := [node()],
                             b := [node()],
                             healed := boolean()}.
+
+%% How the registrant of a name that loses a conflict is told:
+%% `notify' (the default) sends it `{global_name_conflict, Name, Winner}';
+%% `exit' kills it (`exit(Pid, kill)', as `global''s default resolver
+%% does); `{resolve, Fun}' calls `Fun(Name, Loser, Winner)' in a fresh
+%% process on the loser's node (the winner is already chosen).
+-type conflict_method() :: notify | exit
+                         | {resolve, fun((term(), pid(), pid()) -> term())}.
 
 %% @doc The version of tether's C core as a string, for example `"0.1.0"'.
 %% It is read from the loaded NIF library, so it also proves the library
@@ -140,3 +167,89 @@ heal() ->
 -spec partitions() -> [partition_info()] | {error, not_distributed}.
 partitions() ->
     gen_server:call(?SERVER, partitions).
+
+%%% Registry
+
+%% @doc register_name(Name, Pid, notify).
+-spec register_name(term(), pid()) -> yes | no.
+register_name(Name, Pid) ->
+    register_name(Name, Pid, notify).
+
+%% @doc Registers Pid as Name cluster-wide. `yes', or `no' if the name
+%% is held (anywhere this node knows of), Pid is not alive, Pid already
+%% holds a name, or the node is not distributed. A pid of another node is
+%% registered by that node's tether server. Method says how Pid is told
+%% if its registration later loses a conflict (see conflict_method/0; a
+%% `global'-style resolver `fun/3' is taken as `{resolve, Fun}').
+-spec register_name(term(), pid(), conflict_method()
+                    | fun((term(), pid(), pid()) -> term())) -> yes | no.
+register_name(Name, Pid, Fun) when is_function(Fun, 3) ->
+    register_name(Name, Pid, {resolve, Fun});
+register_name(Name, Pid, Method)
+  when is_pid(Pid), (Method =:= notify orelse Method =:= exit orelse
+                     (is_tuple(Method) andalso tuple_size(Method) =:= 2 andalso
+                      element(1, Method) =:= resolve andalso
+                      is_function(element(2, Method), 3))) ->
+    try gen_server:call({?SERVER, node(Pid)}, {reg_register, Name, Pid, Method})
+    of
+        yes -> yes;
+        _ -> no
+    catch
+        exit:_ -> no
+    end.
+
+%% @doc Removes Name wherever it is registered (the owner node removes it
+%% and tells every member). `ok', also when Name is not registered.
+-spec unregister_name(term()) -> ok.
+unregister_name(Name) ->
+    case whereis_name(Name) of
+        undefined ->
+            ok;
+        Pid ->
+            try gen_server:call({?SERVER, node(Pid)}, {reg_unregister, Name})
+            of
+                _ -> ok
+            catch
+                exit:_ -> ok
+            end
+    end.
+
+%% @doc The pid registered as Name, or `undefined'. Answered from this
+%% node's table by the NIF: no message to any process, no wait on the
+%% engine.
+-spec whereis_name(term()) -> pid() | undefined.
+whereis_name(Name) ->
+    case persistent_term:get(tether_server:engine_key(), undefined) of
+        undefined -> undefined;
+        E -> tether_nif:reg_whereis(E, Name)
+    end.
+
+%% @doc Sends Msg to the pid registered as Name and returns that pid;
+%% exits with `{badarg, {Name, Msg}}' when Name is not registered, as
+%% `global:send/2' does.
+-spec send(term(), term()) -> pid().
+send(Name, Msg) ->
+    case whereis_name(Name) of
+        undefined ->
+            exit({badarg, {Name, Msg}});
+        Pid ->
+            Pid ! Msg,
+            Pid
+    end.
+
+%% @doc Every name registered in the cluster, as this node knows it.
+-spec registered_names() -> [term()].
+registered_names() ->
+    case persistent_term:get(tether_server:engine_key(), undefined) of
+        undefined -> [];
+        E -> tether_nif:reg_names(E)
+    end.
+
+%% @doc Waits until this node's pending registry work is done (its own
+%% registrations and removals handed to the network) and asks every
+%% member to do the same. Always `ok'. Registrations of other nodes
+%% arrive asynchronously; sync/0 is there for `global' compatibility.
+-spec sync() -> ok.
+sync() ->
+    _ = catch gen_server:call(?SERVER, reg_sync),
+    ok.

@@ -23,6 +23,8 @@
          engine_partition/4, engine_heal/2, engine_heal_all/1,
          engine_partitions/1, engine_send/3, engine_info/1,
          engine_recv_dirty/3, engine_send_dirty/3, engine_trust_add/3]).
+-export([reg_register/5, reg_unregister/2, reg_whereis/2, reg_names/1,
+         reg_entries/1, reg_info/1]).
 
 -export_type([engine/0, action/0, engine_opts/0, error_reason/0]).
 
@@ -195,6 +197,43 @@ engine_trust_add(_Engine, _Node, _PublicKey) ->
 %% under `stats'.
 -spec engine_info(engine()) -> #{atom() => term()} | {error, enomem}.
 engine_info(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Registers `Name' for the local `Pid' in the engine's registry,
+%% stamped at `WallMs' (`erlang:system_time(millisecond)'), and
+%% broadcasts it. `Method' says how a lost conflict is reported (0
+%% notify, 1 exit, 2 resolve). `no' when the name is held by anyone. The
+%% caller monitors Pid and unregisters it.
+-spec reg_register(engine(), term(), pid(), 0..2, non_neg_integer()) ->
+          yes | no | {error, error_reason()}.
+reg_register(_Engine, _Name, _Pid, _Method, _WallMs) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Removes this node's own entry for `Name' and broadcasts that.
+-spec reg_unregister(engine(), term()) -> ok | {error, error_reason()}.
+reg_unregister(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The pid registered as `Name' anywhere in the cluster, read from
+%% this node's table under a read lock (no message, no engine lock).
+-spec reg_whereis(engine(), term()) -> pid() | undefined.
+reg_whereis(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Every registered name.
+-spec reg_names(engine()) -> [term()].
+reg_names(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The whole table: `{Name, Pid, OwnerNode, Stamp, Method}'.
+-spec reg_entries(engine()) ->
+          [{term(), pid(), name(), non_neg_integer(), 0..2}].
+reg_entries(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The registry's entry count, table digest and counters.
+-spec reg_info(engine()) -> #{atom() => non_neg_integer()} | {error, enomem}.
+reg_info(_Engine) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 -spec priv_dir() -> file:filename().

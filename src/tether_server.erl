@@ -48,9 +48,23 @@
 %% node is distributed, and stops if distribution stops. Meanwhile the
 %% cluster calls answer `{error, not_distributed}'.
 %%
+%% == Registry ==
+%%
+%% The name registry is an engine module (`c_src/core/registry.h', engine
+%% message type 0x21): the engine broadcasts registrations, exchanges full
+%% sets when a member comes up, repairs by digests and resolves conflicts.
+%% This server registers names of local processes in it (one name per
+%% pid, as `global'), monitors them and unregisters a name when its
+%% process dies, and tells the registrant of a lost conflict (engine
+%% subscriber 2) as it chose at registration. The current engine is kept
+%% in `persistent_term' under {@link engine_key/0}, so
+%% `tether:whereis_name/1' reads the registry in the NIF, under a read
+%% lock, without a message to this server. A fresh engine (after a leave
+%% and join, or a restart of distribution) starts with an empty registry.
+%%
 %% == Plug-ins ==
 %%
-%% Later modules (the registry first) run as processes that register a
+%% Erlang-side modules run as processes that register a
 %% handler tag with {@link register_handler/2} and exchange terms with
 %% their peers through {@link send/3}: `{Tag, Term}' sent to a node
 %% arrives there as `{tether_msg, FromNode, Tag, Term}' at the process
@@ -79,7 +93,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, send/3, register_handler/2, unregister_handler/1,
-         info/0]).
+         info/0, engine_key/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
@@ -89,6 +103,9 @@
 %% The engine subscriber id of member events (0 is module messages).
 -define(MEMBER_SUB, 1).
 -define(MODULE_SUB, 0).
+%% The engine subscriber id of lost registry conflicts.
+-define(REG_SUB, 2).
+-define(ENGINE_KEY, {?MODULE, engine}).
 -define(DIST_CHECK_MS, 1000).
 -define(DEFAULT_HB_MS, 1000).
 -define(DEFAULT_TTL_MS, 5000).
@@ -111,7 +128,10 @@
     hb_ms = ?DEFAULT_HB_MS :: pos_integer(),
     ttl_ms = ?DEFAULT_TTL_MS :: pos_integer(),
     seeds = [] :: [node()],                  % seeds not yet tried this round
-    all_seeds = [] :: [node()]
+    all_seeds = [] :: [node()],
+    %% Local registrants: one name per pid, monitored.
+    reg_pids = #{} :: #{pid() => {term(), reference()}},
+    resolvers = #{} :: #{term() => fun((term(), pid(), pid()) -> term())}
 }).
 
 -type state() :: #st{}.
@@ -150,6 +170,12 @@ unregister_handler(Tag) ->
 info() ->
     gen_server:call(?SERVER, info).
 
+%% @doc The persistent_term key under which the current engine is kept
+%% for readers that must not call the server (tether:whereis_name/1).
+-spec engine_key() -> {tether_server, engine}.
+engine_key() ->
+    ?ENGINE_KEY.
+
 %%% gen_server
 
 %% @private
@@ -183,6 +209,8 @@ handle_call({register_handler, Tag, Pid}, _From, S) ->
                                           S1#st.handlers)}};
 handle_call({unregister_handler, Tag}, _From, S) ->
     {reply, ok, drop_handler(Tag, S)};
+handle_call({reg_register, _, _, _}, _From, S = #st{engine = undefined}) ->
+    {reply, no, S};
 handle_call(_Req, _From, S = #st{engine = undefined}) ->
     {reply, {error, not_distributed}, S};
 handle_call(Req, _From, S0) ->
@@ -302,6 +330,12 @@ call({send, Node, Etf}, S) ->
         {error, too_big} -> {{error, queue_full}, S};
         {error, _} = Error -> {Error, S}
     end;
+call({reg_register, Name, Pid, Method}, S) ->
+    reg_register(Name, Pid, Method, S);
+call({reg_unregister, Name}, S) ->
+    {ok, reg_unregister(Name, S)};
+call(reg_sync, S) ->
+    {ok, S};
 call(info, S) ->
     {tether_nif:engine_info(S#st.engine), S};
 call(_Req, S) ->
@@ -430,12 +464,14 @@ start_engine(S0) ->
     case safe(fun() -> tether_nif:engine_new(Opts) end) of
         {ok, E} ->
             ok = tether_nif:engine_subscribe(E, ?MEMBER_SUB),
+            S0a = reg_reset(S),
+            persistent_term:put(?ENGINE_KEY, E),
             ok = trust_all(E, S#st.trust),
             Peers = nodes(connected),
             Self = node(),
             [erlang:send({?SERVER, N}, {'$tether_restart', Self}, [noconnect])
              || N <- Peers],
-            S1 = S#st{engine = E, name = Self, up = #{},
+            S1 = S0a#st{engine = E, name = Self, up = #{},
                       start = erlang:monotonic_time(millisecond),
                       seeds = S#st.all_seeds},
             S2 = lists:foldl(fun peer_up/2, tick(S1), Peers),
@@ -476,7 +512,10 @@ dist_check(S = #st{engine = undefined}) ->
 dist_check(S = #st{name = Name, net_kernel = Nk}) ->
     case node() =:= Name andalso whereis(net_kernel) =:= Nk of
         true -> S;
-        false -> maybe_start(cancel_timer(S#st{engine = undefined, up = #{}}))
+        false ->
+            _ = persistent_term:erase(?ENGINE_KEY),
+            maybe_start(cancel_timer(reg_reset(S#st{engine = undefined,
+                                                    up = #{}})))
     end.
 
 %% Joins the next seed (in turn, round after round) until a join has
@@ -566,6 +605,9 @@ act({deliver, ?MEMBER_SUB, Event}, S = #st{subs = Subs}) ->
 act({deliver, ?MODULE_SUB, {tether_msg, From, Etf}}, S) when is_binary(Etf) ->
     module_msg(From, Etf, S),
     S;
+act({deliver, ?REG_SUB, {tether_reg_conflict, NameB, LoserB, WinnerB, M}}, S)
+  when is_binary(NameB), is_binary(LoserB), is_binary(WinnerB) ->
+    reg_lost(NameB, LoserB, WinnerB, M, S);
 act({connect, To}, S = #st{connecting = C}) ->
     Node = binary_to_atom(To, utf8),
     case maps:is_key(Node, C) of
@@ -639,6 +681,18 @@ drop_handler(Tag, S = #st{handlers = H}) ->
     end.
 
 -spec drop_monitored(pid(), reference(), state()) -> state().
+drop_monitored(Pid, MRef, S = #st{reg_pids = Regs})
+  when is_map_key(Pid, Regs), element(2, map_get(Pid, Regs)) =:= MRef ->
+    %% A registrant died: its name goes, here and on every member.
+    {Name, _} = maps:get(Pid, Regs),
+    S1 = reg_forget(Pid, S),
+    case S1#st.engine of
+        undefined -> S1;
+        E ->
+            _ = tick(S1),
+            _ = safe(fun() -> tether_nif:reg_unregister(E, Name) end),
+            run(S1)
+    end;
 drop_monitored(Pid, MRef, S = #st{subs = Subs, handlers = H}) ->
     Subs1 = case Subs of
                 #{Pid := MRef} -> maps:remove(Pid, Subs);
@@ -646,6 +700,90 @@ drop_monitored(Pid, MRef, S = #st{subs = Subs, handlers = H}) ->
             end,
     H1 = maps:filter(fun(_, {_, R}) -> R =/= MRef end, H),
     S#st{subs = Subs1, handlers = H1}.
+
+%%% Registry
+
+%% Registers a local pid (one name per pid, as global). Method is kept
+%% here when it is a resolver fun (funs do not cross the engine).
+-spec reg_register(term(), pid(), tether:conflict_method(), state()) ->
+          {yes | no, state()}.
+reg_register(Name, Pid, Method, S = #st{engine = E, reg_pids = Regs}) ->
+    Live = node(Pid) =:= node() andalso is_process_alive(Pid),
+    case Live andalso not maps:is_key(Pid, Regs) of
+        false ->
+            {no, S};
+        true ->
+            M = case Method of
+                    notify -> 0;
+                    exit -> 1;
+                    {resolve, _} -> 2
+                end,
+            Wall = erlang:system_time(millisecond),
+            case safe(fun() -> tether_nif:reg_register(E, Name, Pid, M, Wall)
+                      end) of
+                yes ->
+                    MRef = erlang:monitor(process, Pid),
+                    Res = case Method of
+                              {resolve, Fun} ->
+                                  maps:put(Name, Fun, S#st.resolvers);
+                              _ ->
+                                  S#st.resolvers
+                          end,
+                    {yes, S#st{reg_pids = Regs#{Pid => {Name, MRef}},
+                               resolvers = Res}};
+                _ ->
+                    {no, S}
+            end
+    end.
+
+-spec reg_unregister(term(), state()) -> state().
+reg_unregister(Name, S = #st{engine = E, reg_pids = Regs}) ->
+    _ = safe(fun() -> tether_nif:reg_unregister(E, Name) end),
+    case [P || {P, {N, _}} <- maps:to_list(Regs), N =:= Name] of
+        [Pid | _] -> reg_forget(Pid, S);
+        [] -> S
+    end.
+
+%% Drops the bookkeeping of a local registrant (not the engine entry).
+-spec reg_forget(pid(), state()) -> state().
+reg_forget(Pid, S = #st{reg_pids = Regs, resolvers = Res}) ->
+    case maps:take(Pid, Regs) of
+        {{Name, MRef}, Rest} ->
+            erlang:demonitor(MRef, [flush]),
+            S#st{reg_pids = Rest, resolvers = maps:remove(Name, Res)};
+        error ->
+            S
+    end.
+
+%% A fresh engine has an empty registry: local registrations are gone.
+-spec reg_reset(state()) -> state().
+reg_reset(S = #st{reg_pids = Regs}) ->
+    _ = [erlang:demonitor(MRef, [flush]) || {_, MRef} <- maps:values(Regs)],
+    S#st{reg_pids = #{}, resolvers = #{}}.
+
+%% Our registration of a name lost a conflict; the engine already removed
+%% it everywhere. Tell the registrant as it asked.
+-spec reg_lost(binary(), binary(), binary(), term(), state()) -> state().
+reg_lost(NameB, LoserB, WinnerB, M, S) ->
+    try {binary_to_term(NameB), binary_to_term(LoserB),
+         binary_to_term(WinnerB)} of
+        {Name, Loser, Winner} when is_pid(Loser), is_pid(Winner) ->
+            Fun = maps:get(Name, S#st.resolvers, undefined),
+            S1 = reg_forget(Loser, S),
+            _ = case {M, Fun} of
+                    {1, _} ->
+                        exit(Loser, kill);
+                    {2, F} when is_function(F, 3) ->
+                        spawn(fun() -> F(Name, Loser, Winner) end);
+                    _ ->
+                        Loser ! {global_name_conflict, Name, Winner}
+                end,
+            S1;
+        _ ->
+            S
+    catch
+        error:badarg -> S
+    end.
 
 %%% Size-dependent NIF calls
 

@@ -30,6 +30,7 @@
 
 #include "core/codec.h"
 #include "core/engine.h"
+#include "core/registry.h"
 #include "tether/error.h"
 #include "tether/version.h"
 
@@ -39,13 +40,25 @@
 #define NIF_MSG_ERLANG TETHER_MSG_MODULE_MIN
 /* The subscriber id that receives Erlang-side module messages. */
 #define NIF_SUB_MODULE 0
+/* The subscriber id that receives lost registry conflicts. */
+#define NIF_SUB_REGISTRY 2
+/* Name keys up to this size are built on the stack. */
+#define NIF_KEY_STACK 512
 /* Longest cookie accepted (core/keys.h). */
 #define NIF_COOKIE_MAX TETHER_COOKIE_MAX
 
-/* One engine and the lock that serializes calls into it. */
+/*
+ * One engine, the lock that serializes calls into it, and its registry.
+ * The registry changes only under `lock` (it runs inside the engine) and,
+ * around each change of its table, under `rw` as a writer; registry
+ * readers (whereis, names) take only `rw` as readers, so they never wait
+ * for the engine nor for each other.
+ */
 typedef struct engine_res {
     ErlNifMutex *lock;
-    tether_engine_t *eng; /* owned; freed by the destructor */
+    ErlNifRWLock *rw;
+    tether_engine_t *eng;   /* owned; freed by the destructor */
+    tether_registry_t *reg; /* owned; freed after the engine */
 } engine_res_t;
 
 static ErlNifResourceType *engine_rt;
@@ -77,6 +90,9 @@ static ERL_NIF_TERM am_join_pending;
 static ERL_NIF_TERM am_join_contact;
 static ERL_NIF_TERM am_now;
 static ERL_NIF_TERM am_stats;
+static ERL_NIF_TERM am_yes;
+static ERL_NIF_TERM am_no;
+static ERL_NIF_TERM am_undefined;
 
 /* Stats keys, in the order of stat_values(). */
 static const char *const stat_names[] = {
@@ -278,6 +294,51 @@ static const tether_engine_module_t erlang_module = {
     .on_message = erlang_on_message,
 };
 
+/* Write-lock hooks of the registry (core/registry.h). */
+static void reg_wlock(void *ctx)
+{
+    enif_rwlock_rwlock(ctx);
+}
+
+static void reg_wunlock(void *ctx)
+{
+    enif_rwlock_rwunlock(ctx);
+}
+
+/* A registry entry's pid, decoded once into its own environment, so a
+ * whereis copies a term instead of decoding bytes. */
+typedef struct pid_slot {
+    ErlNifEnv *env;
+    ERL_NIF_TERM pid;
+} pid_slot_t;
+
+static void *pid_attach(void *ctx, const uint8_t *pid, size_t plen)
+{
+    pid_slot_t *s = enif_alloc(sizeof *s);
+
+    (void)ctx;
+    if (s == NULL)
+        return NULL;
+    s->env = enif_alloc_env();
+    if (s->env == NULL ||
+        enif_binary_to_term(s->env, pid, plen, &s->pid, 0) == 0) {
+        if (s->env != NULL)
+            enif_free_env(s->env);
+        enif_free(s);
+        return NULL; /* whereis falls back to decoding the bytes */
+    }
+    return s;
+}
+
+static void pid_detach(void *ctx, void *data)
+{
+    pid_slot_t *s = data;
+
+    (void)ctx;
+    enif_free_env(s->env);
+    enif_free(s);
+}
+
 /* ----------------------------------------------------------- the NIFs */
 
 /* version() -> binary(): the C library's version string. */
@@ -323,6 +384,7 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
                                    const ERL_NIF_TERM argv[])
 {
     tether_engine_config_t cfg;
+    tether_registry_config_t rcfg;
     char name[TETHER_NODE_NAME_MAX + 1];
     uint8_t secret[TETHER_CLUSTER_SECRET_BYTES];
     uint8_t cookie[NIF_COOKIE_MAX];
@@ -390,8 +452,10 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
         goto fail;
     }
     res->eng = NULL;
+    res->reg = NULL;
+    res->rw = enif_rwlock_create("tether_registry");
     res->lock = enif_mutex_create("tether_engine");
-    if (res->lock == NULL) {
+    if (res->lock == NULL || res->rw == NULL) {
         rc = TETHER_ENOMEM;
         goto fail;
     }
@@ -401,6 +465,21 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
     rc = tether_engine_register_module(res->eng, &erlang_module, NULL);
     if (rc < 0)
         goto fail;
+    tether_registry_config_default(&rcfg);
+    rcfg.conflict_sub = NIF_SUB_REGISTRY;
+    rcfg.digest_ms = (uint32_t)hb;
+    rcfg.wlock = reg_wlock;
+    rcfg.wunlock = reg_wunlock;
+    rcfg.lock_ctx = res->rw;
+    rcfg.pid_attach = pid_attach;
+    rcfg.pid_detach = pid_detach;
+    rc = tether_registry_new(&rcfg, res->eng, &res->reg);
+    if (rc < 0)
+        goto fail;
+    /* Erlang's system time: what tether_server passes to reg_register. */
+    tether_registry_set_wall(res->reg,
+                             (uint64_t)(enif_monotonic_time(ERL_NIF_MSEC) +
+                                        enif_time_offset(ERL_NIF_MSEC)));
     res_term = enif_make_resource(env, res);
     enif_release_resource(res); /* the term holds it now */
     ret = enif_make_tuple2(env, am_ok, res_term);
@@ -428,9 +507,14 @@ static void engine_dtor(ErlNifEnv *env, void *obj)
     (void)env;
     tether_engine_free(res->eng);
     res->eng = NULL;
+    tether_registry_free(res->reg);
+    res->reg = NULL;
     if (res->lock != NULL)
         enif_mutex_destroy(res->lock);
     res->lock = NULL;
+    if (res->rw != NULL)
+        enif_rwlock_destroy(res->rw);
+    res->rw = NULL;
 }
 
 /* engine_recv(Engine, From :: binary(), Bytes :: binary())
@@ -884,6 +968,336 @@ static ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
     return map;
 }
 
+/* ------------------------------------------------------------ registry */
+
+/*
+ * A registry key: the name's external term format, written by
+ * key_encode() for common shapes and by term_to_binary otherwise. Holds
+ * the bytes on the stack or in `bin`.
+ */
+typedef struct key {
+    uint8_t stack[NIF_KEY_STACK];
+    ErlNifBinary bin;
+    int heap;
+    const uint8_t *data;
+    size_t len;
+} reg_key_t;
+
+/*
+ * Writes the external format of t (without the version byte) at
+ * buf[*len..cap) for the common name shapes: ASCII atoms (as
+ * SMALL_ATOM_UTF8_EXT), integers that fit 32 bits, binaries, tuples and
+ * proper lists of those. These are the bytes ei writes for the same terms,
+ * so a C-node makes the same keys. Returns 1, or 0 for any other term or
+ * when cap is reached (the caller then uses term_to_binary; a given term
+ * always takes the same path).
+ */
+static int key_encode(ErlNifEnv *env, ERL_NIF_TERM t, uint8_t *buf, size_t cap,
+                      size_t *len, int depth)
+{
+    char atom[256];
+    int n, arity;
+    long v;
+    const ERL_NIF_TERM *el;
+    ErlNifBinary b;
+    unsigned ll;
+
+    if (depth > TETHER_ETF_DEPTH_MAX)
+        return 0;
+    if (enif_is_atom(env, t)) {
+        n = enif_get_atom(env, t, atom, sizeof atom, ERL_NIF_LATIN1);
+        if (n <= 0 || (size_t)n - 1 + 2 > cap - *len)
+            return 0;
+        n--;
+        for (int i = 0; i < n; i++)
+            if ((unsigned char)atom[i] >= 0x80)
+                return 0;
+        buf[(*len)++] = ERL_SMALL_ATOM_UTF8_EXT;
+        buf[(*len)++] = (uint8_t)n;
+        memcpy(buf + *len, atom, (size_t)n);
+        *len += (size_t)n;
+        return 1;
+    }
+    if (enif_get_long(env, t, &v)) {
+        if (v >= 0 && v <= 255) {
+            if (cap - *len < 2)
+                return 0;
+            buf[(*len)++] = ERL_SMALL_INTEGER_EXT;
+            buf[(*len)++] = (uint8_t)v;
+            return 1;
+        }
+        if (v < INT32_MIN || v > INT32_MAX || cap - *len < 5)
+            return 0;
+        buf[(*len)++] = ERL_INTEGER_EXT;
+        for (int i = 3; i >= 0; i--)
+            buf[(*len)++] = (uint8_t)((uint32_t)v >> (8 * i));
+        return 1;
+    }
+    if (enif_get_tuple(env, t, &arity, &el)) {
+        if (arity > 255 || cap - *len < 2)
+            return 0;
+        buf[(*len)++] = ERL_SMALL_TUPLE_EXT;
+        buf[(*len)++] = (uint8_t)arity;
+        for (int i = 0; i < arity; i++)
+            if (!key_encode(env, el[i], buf, cap, len, depth + 1))
+                return 0;
+        return 1;
+    }
+    if (enif_is_binary(env, t) && enif_inspect_binary(env, t, &b)) {
+        if (b.size > cap || cap - *len < 5 + b.size)
+            return 0;
+        buf[(*len)++] = ERL_BINARY_EXT;
+        for (int i = 3; i >= 0; i--)
+            buf[(*len)++] = (uint8_t)((uint32_t)b.size >> (8 * i));
+        memcpy(buf + *len, b.data, b.size);
+        *len += b.size;
+        return 1;
+    }
+    if (enif_is_empty_list(env, t)) {
+        if (cap - *len < 1)
+            return 0;
+        buf[(*len)++] = ERL_NIL_EXT;
+        return 1;
+    }
+    if (enif_get_list_length(env, t, &ll)) {
+        ERL_NIF_TERM head, tail = t;
+        if (cap - *len < 5)
+            return 0;
+        buf[(*len)++] = ERL_LIST_EXT;
+        for (int i = 3; i >= 0; i--)
+            buf[(*len)++] = (uint8_t)(ll >> (8 * i));
+        while (enif_get_list_cell(env, tail, &head, &tail))
+            if (!key_encode(env, head, buf, cap, len, depth + 1))
+                return 0;
+        if (cap - *len < 1)
+            return 0;
+        buf[(*len)++] = ERL_NIL_EXT;
+        return 1;
+    }
+    return 0;
+}
+
+/* Fills k for term t. Returns 1, or 0 (no memory, too large). */
+static int reg_key_make(ErlNifEnv *env, ERL_NIF_TERM t, reg_key_t *k)
+{
+    size_t len = 1;
+
+    k->heap = 0;
+    k->stack[0] = TETHER_ETF_VERSION;
+    if (key_encode(env, t, k->stack, sizeof k->stack, &len, 0)) {
+        k->data = k->stack;
+        k->len = len;
+        return 1;
+    }
+    if (!enif_term_to_binary(env, t, &k->bin))
+        return 0;
+    k->heap = 1;
+    k->data = k->bin.data;
+    k->len = k->bin.size;
+    if (k->len > TETHER_REG_NAME_MAX) {
+        enif_release_binary(&k->bin);
+        k->heap = 0;
+        return 0;
+    }
+    return 1;
+}
+
+static void reg_key_free(reg_key_t *k)
+{
+    if (k->heap)
+        enif_release_binary(&k->bin);
+    k->heap = 0;
+}
+
+/* The registry of an engine term, or 0. */
+static int get_reg(ErlNifEnv *env, ERL_NIF_TERM t, engine_res_t **out)
+{
+    return get_res(env, t, out) && (*out)->reg != NULL;
+}
+
+/*
+ * reg_register(Engine, Name, Pid, Method :: 0..2, WallMs)
+ *   -> yes | no | {error, Reason}: registers Name -> Pid as this node's,
+ * stamped at WallMs (erlang:system_time(millisecond)), and broadcasts it.
+ * `no' when Name is held by anyone. The engine is not told of process
+ * lifetimes: the caller monitors Pid and unregisters.
+ */
+static ERL_NIF_TERM reg_register_nif(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    ErlNifBinary pid;
+    ErlNifUInt64 wall;
+    int method, rc;
+    reg_key_t k;
+
+    if (argc != 5 || !get_reg(env, argv[0], &res) ||
+        !enif_is_pid(env, argv[2]) || !enif_get_int(env, argv[3], &method) ||
+        method < 0 || method > TETHER_REG_METHOD_MAX ||
+        !enif_get_uint64(env, argv[4], &wall))
+        return enif_make_badarg(env);
+    if (!reg_key_make(env, argv[1], &k))
+        return enif_make_badarg(env);
+    if (!enif_term_to_binary(env, argv[2], &pid)) {
+        reg_key_free(&k);
+        return error_tuple(env, TETHER_ENOMEM);
+    }
+    enif_mutex_lock(res->lock);
+    rc = tether_registry_register(res->reg, k.data, k.len, pid.data, pid.size,
+                                  method, wall);
+    enif_mutex_unlock(res->lock);
+    enif_release_binary(&pid);
+    reg_key_free(&k);
+    if (rc == TETHER_EEXIST)
+        return am_no;
+    return rc < 0 ? error_tuple(env, rc) : am_yes;
+}
+
+/* reg_unregister(Engine, Name) -> ok | {error, not_found}: removes this
+ * node's own entry for Name and broadcasts the removal. */
+static ERL_NIF_TERM reg_unregister_nif(ErlNifEnv *env, int argc,
+                                       const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    reg_key_t k;
+    int rc;
+
+    if (argc != 2 || !get_reg(env, argv[0], &res))
+        return enif_make_badarg(env);
+    if (!reg_key_make(env, argv[1], &k))
+        return error_tuple(env, TETHER_ENOTFOUND);
+    enif_mutex_lock(res->lock);
+    rc = tether_registry_unregister(res->reg, k.data, k.len);
+    enif_mutex_unlock(res->lock);
+    reg_key_free(&k);
+    return ok_or_error(env, rc);
+}
+
+/*
+ * reg_whereis(Engine, Name) -> pid() | undefined. Reads the table under
+ * the registry's read lock only: never waits for the engine, and readers
+ * run side by side.
+ */
+static ERL_NIF_TERM reg_whereis_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    uint8_t pid[TETHER_REG_PID_MAX];
+    size_t plen = 0;
+    ERL_NIF_TERM t;
+    void *slot;
+    reg_key_t k;
+    int rc;
+
+    if (argc != 2 || !get_reg(env, argv[0], &res))
+        return enif_make_badarg(env);
+    if (!reg_key_make(env, argv[1], &k))
+        return am_undefined;
+    enif_rwlock_rlock(res->rw);
+    if (tether_registry_whereis_data(res->reg, k.data, k.len, &slot) == 0) {
+        t = enif_make_copy(env, ((pid_slot_t *)slot)->pid);
+        enif_rwlock_runlock(res->rw);
+        reg_key_free(&k);
+        return t;
+    }
+    rc = tether_registry_whereis(res->reg, k.data, k.len, pid, sizeof pid,
+                                 &plen);
+    enif_rwlock_runlock(res->rw);
+    reg_key_free(&k);
+    if (rc < 0 || enif_binary_to_term(env, pid, plen, &t, 0) == 0)
+        return am_undefined;
+    return t;
+}
+
+/* Collects entries as terms (foreach visitor). */
+typedef struct collect {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+    int full; /* {Name, Pid, Owner, Stamp, Method} rather than Name */
+} collect_t;
+
+static void collect_visit(void *ctx, const uint8_t *name, size_t nlen,
+                          const uint8_t *pid, size_t plen, const char *owner,
+                          uint64_t stamp, int method)
+{
+    collect_t *c = ctx;
+    ERL_NIF_TERM n, p, e;
+
+    if (enif_binary_to_term(c->env, name, nlen, &n, 0) == 0)
+        return;
+    if (!c->full) {
+        c->list = enif_make_list_cell(c->env, n, c->list);
+        return;
+    }
+    if (enif_binary_to_term(c->env, pid, plen, &p, 0) == 0)
+        return;
+    e = enif_make_tuple5(c->env, n, p, make_name(c->env, owner),
+                         enif_make_uint64(c->env, stamp),
+                         enif_make_int(c->env, method));
+    c->list = enif_make_list_cell(c->env, e, c->list);
+}
+
+static ERL_NIF_TERM reg_collect(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[], int full)
+{
+    engine_res_t *res;
+    collect_t c = {env, enif_make_list(env, 0), full};
+
+    if (argc != 1 || !get_reg(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_rwlock_rlock(res->rw);
+    tether_registry_foreach(res->reg, collect_visit, &c);
+    enif_rwlock_runlock(res->rw);
+    return c.list;
+}
+
+/* reg_names(Engine) -> [Name]: every registered name (read lock only). */
+static ERL_NIF_TERM reg_names_nif(ErlNifEnv *env, int argc,
+                                  const ERL_NIF_TERM argv[])
+{
+    return reg_collect(env, argc, argv, 0);
+}
+
+/* reg_entries(Engine) -> [{Name, Pid, Owner :: binary(), Stamp, Method}]:
+ * the whole table, for tests and debugging. */
+static ERL_NIF_TERM reg_entries_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    return reg_collect(env, argc, argv, 1);
+}
+
+/* reg_info(Engine) -> #{count, digest, added, removed, conflicts, lost,
+ * syncs_sent, pulls_sent, bad_msgs, stale_msgs}. */
+static ERL_NIF_TERM reg_info_nif(ErlNifEnv *env, int argc,
+                                 const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    tether_registry_stats_t st;
+    uint64_t v[10];
+    static const char *const k[10] = {
+        "count", "digest",     "added",      "removed",  "conflicts",
+        "lost",  "syncs_sent", "pulls_sent", "bad_msgs", "stale_msgs"};
+    ERL_NIF_TERM keys[10], vals[10], map;
+
+    if (argc != 1 || !get_reg(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    st = *tether_registry_stats(res->reg);
+    v[0] = tether_registry_count(res->reg);
+    v[1] = tether_registry_digest(res->reg);
+    enif_mutex_unlock(res->lock);
+    v[2] = st.added, v[3] = st.removed, v[4] = st.conflicts, v[5] = st.lost;
+    v[6] = st.syncs_sent, v[7] = st.pulls_sent, v[8] = st.bad_msgs;
+    v[9] = st.stale_msgs;
+    for (int i = 0; i < 10; i++) {
+        keys[i] = enif_make_atom(env, k[i]);
+        vals[i] = enif_make_uint64(env, v[i]);
+    }
+    if (!enif_make_map_from_arrays(env, keys, vals, 10, &map))
+        return error_tuple(env, TETHER_ENOMEM);
+    return map;
+}
+
 /* ------------------------------------------------------------- loading */
 
 static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
@@ -923,6 +1337,9 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     am_join_contact = enif_make_atom(env, "join_contact");
     am_now = enif_make_atom(env, "now");
     am_stats = enif_make_atom(env, "stats");
+    am_yes = enif_make_atom(env, "yes");
+    am_no = enif_make_atom(env, "no");
+    am_undefined = enif_make_atom(env, "undefined");
     for (size_t i = 0; i < STATS_N; i++)
         am_stat[i] = enif_make_atom(env, stat_names[i]);
     return 0;
@@ -961,6 +1378,12 @@ static ErlNifFunc nif_funcs[] = {
     {"engine_send_dirty", 3, engine_send_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"engine_info", 1, engine_info_nif, 0},
     {"engine_trust_add", 3, engine_trust_add_nif, 0},
+    {"reg_register", 5, reg_register_nif, 0},
+    {"reg_unregister", 2, reg_unregister_nif, 0},
+    {"reg_whereis", 2, reg_whereis_nif, 0},
+    {"reg_names", 1, reg_names_nif, 0},
+    {"reg_entries", 1, reg_entries_nif, 0},
+    {"reg_info", 1, reg_info_nif, 0},
 };
 
 ERL_NIF_INIT(tether_nif, nif_funcs, load, NULL, upgrade, NULL)

@@ -121,7 +121,8 @@ int main(int argc, char **argv)
             printf("ok seed=%llu nodes=%d steps=%llu virtual_ms=%llu "
                    "envelopes=%llu sent=%llu lost=%llu dup=%llu crashes=%llu "
                    "restarts=%llu leaves=%llu partitions=%llu heals=%llu "
-                   "cuts=%llu user=%llu/%llu\n",
+                   "cuts=%llu user=%llu/%llu reg_ops=%llu "
+                   "reg_conflicts=%llu reg_names=%llu\n",
                    start + k, cfg.nodes, (unsigned long long)res.steps,
                    (unsigned long long)res.virtual_ms,
                    (unsigned long long)res.envelopes_opened,
@@ -134,7 +135,10 @@ int main(int argc, char **argv)
                    (unsigned long long)res.partitions,
                    (unsigned long long)res.heals, (unsigned long long)res.cuts,
                    (unsigned long long)res.user_delivered,
-                   (unsigned long long)res.user_sent);
+                   (unsigned long long)res.user_sent,
+                   (unsigned long long)res.reg_ops,
+                   (unsigned long long)res.reg_conflicts,
+                   (unsigned long long)res.reg_names);
         }
         fflush(stdout);
     }

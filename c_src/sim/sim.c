@@ -14,6 +14,7 @@
 #include <ei.h>
 
 #include "core/engine.h"
+#include "core/registry.h"
 #include "sim/rng.h"
 #include "sim/sim.h"
 #include "tether/error.h"
@@ -24,6 +25,8 @@
 #define SIM_SUB_ID        1
 #define SIM_QUIET_MARGIN  1000 /* ms of checked run after the bound */
 #define SIM_DEFAULT_STEPS 3000
+#define SIM_REG_NAMES     8 /* the pool of registry names */
+#define SIM_REG_SUB       2 /* subscriber of lost registry conflicts */
 
 static uint64_t steps_total;
 
@@ -34,9 +37,10 @@ uint64_t tether_sim_steps_total(void)
 
 typedef struct simnode {
     char name[SIM_NAME_MAX];
-    tether_engine_t *eng; /* NULL while crashed */
-    uint64_t inc;         /* current (or last) incarnation */
-    int left;             /* this incarnation left */
+    tether_engine_t *eng;   /* NULL while crashed */
+    tether_registry_t *reg; /* with eng */
+    uint64_t inc;           /* current (or last) incarnation */
+    int left;               /* this incarnation left */
     uint64_t last_tick;
     int ticked;
 } simnode_t;
@@ -82,7 +86,8 @@ typedef struct sim {
     int checking; /* agreement is enforced */
     const char *expect[TETHER_SIM_NODES_MAX + 1];
     size_t nexpect;
-    int touched; /* node the current step touched, -1 none */
+    int touched;           /* node the current step touched, -1 none */
+    uint64_t reg_pid_next; /* registry pids are never reused */
 } sim_t;
 
 /* --------------------------------------------------------- failures */
@@ -286,6 +291,10 @@ static void drain(sim_t *s)
                 case TETHER_ACTION_DISCONNECT:
                     if (j >= 0)
                         cut_pair(s, i, j);
+                    break;
+                case TETHER_ACTION_DELIVER:
+                    if (a.subscriber == SIM_REG_SUB)
+                        s->res->reg_conflicts++;
                     break;
                 default:
                     break;
@@ -537,6 +546,7 @@ static int pick_member(sim_t *s, int not )
 static int start_node(sim_t *s, int i)
 {
     tether_engine_config_t cfg;
+    tether_registry_config_t rcfg;
     simnode_t *sn = &s->nodes[i];
     uint64_t st = s->cfg.seed ^ ((uint64_t)i << 32) ^ sn->inc;
     int rc;
@@ -559,6 +569,11 @@ static int start_node(sim_t *s, int i)
     if ((rc = tether_engine_register_module(sn->eng, &sim_module, s)) < 0 ||
         (rc = tether_engine_subscribe(sn->eng, SIM_SUB_ID)) < 0)
         return rc;
+    tether_registry_config_default(&rcfg);
+    rcfg.conflict_sub = SIM_REG_SUB;
+    rcfg.digest_ms = 2 * s->cfg.heartbeat_ms;
+    if ((rc = tether_registry_new(&rcfg, sn->eng, &sn->reg)) < 0)
+        return rc;
     sn->left = 0;
     sn->ticked = 0;
     /* A new life has seen no tombstones yet and holds no leases. */
@@ -580,6 +595,8 @@ static void crash_node(sim_t *s, int i)
         cut_pair(s, i, j);
     tether_engine_free(s->nodes[i].eng);
     s->nodes[i].eng = NULL;
+    tether_registry_free(s->nodes[i].reg);
+    s->nodes[i].reg = NULL;
     s->res->crashes++;
 }
 
@@ -656,6 +673,15 @@ static void chaos_partition(sim_t *s)
                                                : TETHER_PARTITION_DEFER;
     if (tether_engine_partition(s->nodes[at].eng, a, na, b, nb, mode, &ref) ==
         0) {
+        /* A drop partition ends the defer holds across it at once, even
+         * if it heals again before a step touches the nodes ("the
+         * partition turns into a drop one", see check_hold). */
+        if (mode == TETHER_PARTITION_DROP)
+            for (size_t x = 0; x < na; x++)
+                for (size_t y = 0; y < nb; y++) {
+                    int p = find_node(s, a[x]), q = find_node(s, b[y]);
+                    s->hold_inc[p][q] = s->hold_inc[q][p] = 0;
+                }
         s->refs[s->nrefs++] = ref;
         s->res->partitions++;
         note(s, "partition %016llx (%s, %zu|%zu) at %s",
@@ -745,6 +771,126 @@ static void user_send(sim_t *s)
     ei_x_free(&x);
 }
 
+/* ---------------------------------------------------------- registry */
+
+/* A registry name ({reg, K}) or pid ({sim_pid, Node, Inc, Serial}) as
+ * external term bytes into x. Returns 0 or -1. */
+static int reg_name(ei_x_buff *x, uint64_t k)
+{
+    return (ei_x_new_with_version(x) < 0 ||
+            ei_x_encode_tuple_header(x, 2) < 0 ||
+            ei_x_encode_atom(x, "reg") < 0 || ei_x_encode_ulonglong(x, k) < 0)
+               ? -1
+               : 0;
+}
+
+static int reg_pid(ei_x_buff *x, int node, uint64_t inc, uint64_t serial)
+{
+    return (ei_x_new_with_version(x) < 0 ||
+            ei_x_encode_tuple_header(x, 4) < 0 ||
+            ei_x_encode_atom(x, "sim_pid") < 0 ||
+            ei_x_encode_long(x, node) < 0 ||
+            ei_x_encode_ulonglong(x, inc) < 0 ||
+            ei_x_encode_ulonglong(x, serial) < 0)
+               ? -1
+               : 0;
+}
+
+/* One registry operation on a random member: register a pool name for a
+ * fresh pid, or unregister it (only the owner can; others get
+ * ENOTFOUND, which is fine). */
+static void reg_op(sim_t *s)
+{
+    int i = pick_member(s, -1);
+    uint64_t k = tether_sim_rng_below(&s->rng, SIM_REG_NAMES);
+    ei_x_buff n, p;
+    int rc;
+
+    if (i < 0 || reg_name(&n, k) < 0)
+        return;
+    if (tether_sim_rng_chance(&s->rng, 600)) {
+        if (reg_pid(&p, i, s->nodes[i].inc, s->reg_pid_next++) == 0) {
+            rc = tether_registry_register(
+                s->nodes[i].reg, (const uint8_t *)n.buff, (size_t)n.index,
+                (const uint8_t *)p.buff, (size_t)p.index, (int)(k % 2), s->now);
+            note(s, "register {reg,%llu} at %s: %d", (unsigned long long)k,
+                 s->nodes[i].name, rc);
+        }
+        ei_x_free(&p);
+    } else {
+        rc = tether_registry_unregister(
+            s->nodes[i].reg, (const uint8_t *)n.buff, (size_t)n.index);
+        note(s, "unregister {reg,%llu} at %s: %d", (unsigned long long)k,
+             s->nodes[i].name, rc);
+    }
+    s->res->reg_ops++;
+    ei_x_free(&n);
+}
+
+typedef struct reg_check {
+    sim_t *s;
+    int j; /* the node whose table is visited */
+} reg_check_t;
+
+/* Every entry must be held by its owner itself, a running member that
+ * has not left, for a pid of its current incarnation. */
+static void reg_check_entry(void *ctx, const uint8_t *name, size_t nlen,
+                            const uint8_t *pid, size_t plen, const char *owner,
+                            uint64_t stamp, int method)
+{
+    reg_check_t *c = ctx;
+    sim_t *s = c->s;
+    int o = find_node(s, owner);
+    uint8_t got[TETHER_REG_PID_MAX];
+    size_t glen = 0;
+    char oo[TETHER_NODE_NAME_MAX + 1];
+
+    (void)stamp;
+    (void)method;
+    if (o < 0 || s->nodes[o].eng == NULL || s->nodes[o].left) {
+        fail(s, "%s holds a name of %s, which is not a member",
+             s->nodes[c->j].name, owner);
+        return;
+    }
+    if (tether_registry_whereis(s->nodes[o].reg, name, nlen, got, sizeof got,
+                                &glen) < 0 ||
+        glen != plen || memcmp(got, pid, plen) != 0 ||
+        tether_registry_owner(s->nodes[o].reg, name, nlen, oo) < 0 ||
+        strcmp(oo, owner) != 0)
+        fail(s, "%s holds a name %s no longer owns (zombie)",
+             s->nodes[c->j].name, owner);
+}
+
+/* The registry invariant, at the end of the quiet phase. */
+static void check_registries(sim_t *s)
+{
+    int first = -1;
+    uint64_t d0 = 0;
+
+    for (int j = 0; j < s->n && !s->res->failed; j++) {
+        reg_check_t c = {s, j};
+        uint64_t d;
+        if (s->nodes[j].eng == NULL || s->nodes[j].left)
+            continue;
+        tether_registry_foreach(s->nodes[j].reg, reg_check_entry, &c);
+        d = tether_registry_digest(s->nodes[j].reg);
+        if (first < 0) {
+            first = j;
+            d0 = d;
+            s->res->reg_names = tether_registry_count(s->nodes[j].reg);
+            if (s->cfg.break_reg_check)
+                d0 ^= 1;
+            else
+                continue;
+        }
+        if (d != d0)
+            fail(s, "registries differ: %s (%zu names) and %s (%zu names)",
+                 s->nodes[first].name,
+                 tether_registry_count(s->nodes[first].reg), s->nodes[j].name,
+                 tether_registry_count(s->nodes[j].reg));
+    }
+}
+
 /* ------------------------------------------------------------- steps */
 
 /* When node i next needs a tick. */
@@ -829,6 +975,10 @@ static int chaos_step(sim_t *s)
         user_send(s);
         drain(s);
     }
+    if (tether_sim_rng_chance(&s->rng, s->cfg.reg_pm)) {
+        reg_op(s);
+        drain(s);
+    }
     fix_joins(s);
     drain(s);
     return step(s);
@@ -892,6 +1042,7 @@ void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
     cfg->dup_pm = 20;
     cfg->op_pm = 15;
     cfg->user_pm = 60;
+    cfg->reg_pm = 30;
     cfg->max_total_steps = 50000000;
 }
 
@@ -906,8 +1057,10 @@ void tether_sim_replay_line(const tether_sim_config_t *cfg, char *buf,
 
 static void sim_free(sim_t *s)
 {
-    for (int i = 0; i < s->n; i++)
+    for (int i = 0; i < s->n; i++) {
         tether_engine_free(s->nodes[i].eng);
+        tether_registry_free(s->nodes[i].reg);
+    }
     while (s->hn > 0) {
         msg_t m = heap_pop(s);
         free(m.data);
@@ -995,6 +1148,8 @@ int tether_sim_run(const tether_sim_config_t *cfg, tether_sim_result_t *res)
              (unsigned long long)cfg->max_total_steps);
     for (int i = 0; i < s->n && !res->failed; i++)
         check_node(s, i);
+    if (!res->failed)
+        check_registries(s);
 done:
     if (res->failed && cfg->verbose)
         dump(s);

@@ -30,7 +30,13 @@
  *   - module messages are delivered at most once;
  *   - from `agree_bound_ms` after the quiet phase's last heal on, every
  *     running member that has not left lists exactly the running members
- *     that have not left.
+ *     that have not left;
+ *   - registry (core/registry.h; every node runs one, and chaos registers
+ *     and unregisters names from a small pool, so partitions make
+ *     conflicts): at the end of the quiet phase every running member that
+ *     has not left holds the identical table, and every entry is held by
+ *     its owner itself (so no entry survives its unregistration, a lost
+ *     conflict, or its owner's crash, restart or leave).
  * Everything derives from the seed, so a failing seed replays exactly.
  */
 #ifndef TETHER_SIM_SIM_H
@@ -54,11 +60,13 @@ typedef struct tether_sim_config {
     uint32_t dup_pm;          /* per-mille duplication (chaos only) */
     uint32_t op_pm;           /* per-mille chance of a chaos op a step */
     uint32_t user_pm;         /* per-mille chance of a module message */
+    uint32_t reg_pm;          /* per-mille chance of a registry operation */
     uint64_t agree_bound_ms;  /* 0: derived from heartbeat and TTL */
     uint64_t max_total_steps; /* safety cap on all steps */
     /* Test hooks that break a checker on purpose (must make a run fail). */
     int break_members_check; /* expect a member that does not exist */
     int break_dup_check;     /* record the first accepted envelope twice */
+    int break_reg_check;     /* expect an extra registry entry */
     int verbose;             /* print chaos operations to stderr */
 } tether_sim_config_t;
 
@@ -72,6 +80,7 @@ typedef struct tether_sim_result {
     uint64_t messages_sent, messages_lost, messages_duplicated;
     uint64_t crashes, restarts, leaves, partitions, heals, cuts;
     uint64_t user_sent, user_delivered;
+    uint64_t reg_ops, reg_conflicts, reg_names; /* names left at the end */
 } tether_sim_result_t;
 
 /* Fills a config with the defaults for one seed (node count from seed). */

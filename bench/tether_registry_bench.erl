@@ -1,0 +1,223 @@
+%% @doc The tether registry against OTP's global, side by side in one run
+%% on a 3-node BEAM cluster (this driver node and two peers, all running
+%% the tether application), issue 6 item 4. Run by bench/run after its
+%% other measures.
+%%
+%%   whereis      a tight loop of whereis_name(Name) on the driver, for a
+%%                name registered by a peer's process (global answers
+%%                from its ETS table, tether from the NIF's table under a
+%%                read lock); calls per second, median of rounds.
+%%   visibility   the time from the driver calling register_name(Name,
+%%                Pid) until a process polling whereis_name(Name) on a
+%%                peer sees Pid: both instants are read from the OS clock
+%%                (os:system_time/1; one host, one clock), the peer's sent
+%%                back afterwards; median of rounds. global's
+%%                register_name is a cluster-wide locked transaction;
+%%                tether's is a local insert and one broadcast.
+%% Rounds alternate between the two so drift hits both. Output:
+%% `name: value' lines, ratios first.
+-module(tether_registry_bench).
+
+-export([main/1, poller/1]).
+
+-define(ROUNDS, 25).
+-define(WHEREIS_N, 200000).
+-define(VIS_ROUNDS, 40).
+-define(WAIT_MS, 30000).
+-define(HB_MS, 200).
+
+%% @doc Entry point: main([]). Prints the results and stops the node
+%% (status 0 on success, 1 on failure).
+-spec main([string()]) -> no_return().
+main(_Args) ->
+    Status = try run() of
+                 ok -> 0
+             catch
+                 Class:Reason:Stack ->
+                     io:format(standard_error,
+                               "tether_registry_bench: ~p:~p~n~p~n",
+                               [Class, Reason, Stack]),
+                     1
+             end,
+    init:stop(Status),
+    receive after infinity -> ok end.
+
+run() ->
+    %% Stopping the peers at the end makes global log a disconnect notice.
+    ok = logger:set_primary_config(level, error),
+    ok = start_tether(node()),
+    Ebin = filename:dirname(code:which(tether)),
+    Here = filename:dirname(code:which(?MODULE)),
+    Peers = [start_peer(I, Ebin, Here) || I <- [1, 2]],
+    [P1, P2] = [N || {_, N} <- Peers],
+    try
+        [ok = erpc:call(N, tether, join, [node()]) || N <- [P1, P2]],
+        All = lists:sort([node(), P1, P2]),
+        wait(fun() -> [tether:members() | [erpc:call(N, tether, members, [])
+                                          || N <- [P1, P2]]] end,
+             fun(Ms) -> lists:all(fun(M) -> M =:= All end, Ms) end),
+        ok = global:sync(),
+        whereis_bench(P1),
+        visibility_bench(P2)
+    after
+        [catch peer:stop(Pid) || {Pid, _} <- Peers]
+    end.
+
+start_tether(Node) ->
+    ok = erpc:call(Node, application, load, [tether]),
+    [ok = erpc:call(Node, application, set_env, [tether, K, V])
+     || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, 10 * ?HB_MS}]],
+    {ok, _} = erpc:call(Node, application, ensure_all_started, [tether]),
+    ok.
+
+start_peer(I, Ebin, Here) ->
+    Name = list_to_atom(lists:concat(["tether_bench_reg", I, "_",
+                                      os:getpid()])),
+    {ok, Pid, Node} =
+        peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
+                     args => ["-setcookie", atom_to_list(erlang:get_cookie()),
+                              "-kernel", "inet_dist_use_interface",
+                              "{127,0,0,1}", "-pa", Ebin, "-pa", Here]}),
+    ok = start_tether(Node),
+    {Pid, Node}.
+
+%%% whereis
+
+whereis_bench(Peer) ->
+    Owner = erpc:call(Peer, erlang, spawn,
+                      [fun() -> receive stop -> ok end end]),
+    yes = erpc:call(Peer, global, register_name, [{where, global}, Owner]),
+    %% A pid holds one name in each registry: a second owner for tether.
+    Owner2 = erpc:call(Peer, erlang, spawn,
+                       [fun() -> receive stop -> ok end end]),
+    yes = erpc:call(Peer, tether, register_name, [{where, tether}, Owner2]),
+    wait(fun() -> {global:whereis_name({where, global}),
+                   tether:whereis_name({where, tether})} end,
+         fun(V) -> V =:= {Owner, Owner2} end),
+    G = fun() -> loop(fun global:whereis_name/1, {where, global},
+                      ?WHEREIS_N) end,
+    T = fun() -> loop(fun tether:whereis_name/1, {where, tether},
+                      ?WHEREIS_N) end,
+    _ = [{G(), T()} || _ <- lists:seq(1, 3)], % warm up
+    {Gs, Ts} = lists:unzip([{G(), T()} || _ <- lists:seq(1, ?ROUNDS)]),
+    GRate = ?WHEREIS_N * 1000000 / max(1, median(Gs)),
+    TRate = ?WHEREIS_N * 1000000 / max(1, median(Ts)),
+    io:format("whereis_ratio: ~.2f~n", [TRate / GRate]),
+    io:format("whereis_global_per_s: ~b~n", [round(GRate)]),
+    io:format("whereis_tether_per_s: ~b~n", [round(TRate)]),
+    Owner ! stop,
+    Owner2 ! stop,
+    ok.
+
+%% Microseconds for N calls of F(Name).
+loop(F, Name, N) ->
+    T0 = erlang:monotonic_time(microsecond),
+    ok = loop1(F, Name, N),
+    erlang:monotonic_time(microsecond) - T0.
+
+loop1(_F, _Name, 0) ->
+    ok;
+loop1(F, Name, N) ->
+    _ = F(Name),
+    loop1(F, Name, N - 1).
+
+%%% visibility
+
+visibility_bench(Peer) ->
+    Poller = erpc:call(Peer, erlang, spawn, [?MODULE, poller, [self()]]),
+    Round = fun(Mod, K) -> visible_round(Poller, Mod, K) end,
+    _ = [{Round(global, -K), Round(tether, -K)} || K <- lists:seq(1, 3)],
+    {Gs, Ts} = lists:unzip([{Round(global, K), Round(tether, K)}
+                            || K <- lists:seq(1, ?VIS_ROUNDS)]),
+    G = median([V || {V, _} <- Gs]),
+    T = median([V || {V, _} <- Ts]),
+    io:format("register_visible_ratio: ~.2f~n", [G / max(1, T)]),
+    io:format("register_visible_global_us: ~p~n", [G]),
+    io:format("register_visible_tether_us: ~p~n", [T]),
+    io:format("register_call_global_us: ~p~n", [median([C || {_, C} <- Gs])]),
+    io:format("register_call_tether_us: ~p~n", [median([C || {_, C} <- Ts])]),
+    Hop = median([hop(Poller) || _ <- lists:seq(1, ?VIS_ROUNDS)]),
+    io:format("peer_one_way_us: ~p~n", [Hop]),
+    Poller ! stop,
+    ok.
+
+%% Microseconds for one message from the driver to the poller.
+hop(Poller) ->
+    Ref = make_ref(),
+    T0 = os:system_time(microsecond),
+    Poller ! {hop, self(), Ref},
+    receive {hop, Ref, T1} -> max(1, T1 - T0)
+    after ?WAIT_MS -> error(hop)
+    end.
+
+%% Microseconds from register_name on the driver until the peer's poller
+%% sees the pid, and until register_name returned.
+visible_round(Poller, Mod, K) ->
+    Name = {visible, Mod, K},
+    Pid = spawn(fun() -> receive stop -> ok end end),
+    Ref = make_ref(),
+    Poller ! {watch, Mod, Name, self(), Ref},
+    receive {watching, Ref} -> ok after ?WAIT_MS -> error(poller) end,
+    T0 = os:system_time(microsecond),
+    yes = Mod:register_name(Name, Pid),
+    Tr = os:system_time(microsecond),
+    T1 = receive
+             {seen, Ref, Pid, SeenAt} -> SeenAt
+         after ?WAIT_MS -> error({not_visible, Mod})
+         end,
+    _ = Mod:unregister_name(Name),
+    Pid ! stop,
+    {max(1, T1 - T0), Tr - T0}.
+
+%% @doc On the peer: polls whereis_name of the watched name until it
+%% answers a pid, then tells the driver.
+-spec poller(pid()) -> ok.
+poller(Driver) ->
+    %% The poller spins: at low priority it never delays the registry
+    %% work of its own node (tether's server, global's name server).
+    _ = process_flag(priority, low),
+    poll(Driver).
+
+poll(Driver) ->
+    receive
+        {watch, Mod, Name, Driver, Ref} ->
+            undefined = Mod:whereis_name(Name),
+            Driver ! {watching, Ref},
+            Pid = spin(Mod, Name),
+            SeenAt = os:system_time(microsecond),
+            Driver ! {seen, Ref, Pid, SeenAt},
+            poll(Driver);
+        {hop, Driver, Ref} ->
+            Driver ! {hop, Ref, os:system_time(microsecond)},
+            poll(Driver);
+        stop ->
+            ok
+    end.
+
+spin(Mod, Name) ->
+    case Mod:whereis_name(Name) of
+        undefined ->
+            erlang:yield(),
+            spin(Mod, Name);
+        Pid ->
+            Pid
+    end.
+
+%%% helpers
+
+median(L) ->
+    lists:nth((length(L) + 1) div 2, lists:sort(L)).
+
+wait(Get, Check) ->
+    wait(Get, Check, erlang:monotonic_time(millisecond) + ?WAIT_MS).
+
+wait(Get, Check, Deadline) ->
+    V = Get(),
+    case Check(V) of
+        true -> V;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> error({timeout_waiting, V});
+                false -> timer:sleep(20), wait(Get, Check, Deadline)
+            end
+    end.

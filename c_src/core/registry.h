@@ -1,0 +1,154 @@
+/*
+ * core/registry.h: the cluster name registry, an engine module (the
+ * :global-compatible registry of the design).
+ *
+ * Each node is authoritative for its own names: only the owner adds or
+ * removes an entry it owns, and every other node holds a copy learned from
+ * the owner's messages. A name and a pid are opaque byte strings (their
+ * external term format, version byte first; the shells make them), so a
+ * BEAM node and a C-node register names with the same messages. An entry
+ * carries the owner's node name, a hybrid-logical-clock stamp and the
+ * method by which its registrant wants to hear of a lost conflict.
+ *
+ * Messages (engine type TETHER_MSG_REGISTRY, one term each; every entry
+ * described is the sender's own):
+ *   {reg_add, Stamp, Method, NameEtf, PidEtf}   a new registration
+ *   {reg_del, Stamp, NameEtf}                   its removal
+ *   {reg_sync, [{Stamp, Method, NameEtf, PidEtf}]}  the sender's full set;
+ *                                               replaces what we hold of it
+ *   {reg_digest, Count, Hash}                   anti-entropy: the count and
+ *                                               XOR-of-FNV hash of the set
+ *   {reg_pull, Count}                           "send me your reg_sync"
+ * A full exchange (reg_sync both ways) happens when a session comes up and
+ * when a member comes back (a drop partition heals); digests every
+ * digest_ms repair lost or reordered messages.
+ *
+ * Conflicts (the same name held by two owners, possible only after a
+ * partition): the earlier stamp wins, equal stamps go to the owner whose
+ * name sorts first. Every node applies the same rule to what it holds, so
+ * all converge on the winner; the loser's owner removes its entry,
+ * broadcasts reg_del and hands its shell a DELIVER to conflict_sub:
+ *   {tether_reg_conflict, NameEtf, LoserPidEtf, WinnerPidEtf, Method}
+ * so the shell tells the registrant (message or exit, per Method).
+ * Entries of a member that goes down or leaves are dropped at once.
+ *
+ * Threads: the registry runs under the engine's serialization. A shell
+ * that reads names from other threads (the NIF's whereis) passes wlock/
+ * wunlock hooks: every change of the table is made between them, and
+ * tether_registry_whereis() may then run concurrently under the matching
+ * read lock.
+ */
+#ifndef TETHER_CORE_REGISTRY_H
+#define TETHER_CORE_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/engine.h"
+#include "tether/error.h"
+
+#define TETHER_MSG_REGISTRY       0x21
+#define TETHER_REG_NAME_MAX       4096 /* bytes of a name's ETF */
+#define TETHER_REG_PID_MAX        512  /* bytes of a pid's ETF */
+#define TETHER_REG_ENTRIES_MAX    (1u << 20)
+#define TETHER_REG_DEFAULT_DIGEST 1000 /* ms between digests */
+#define TETHER_REG_OWNERS_MAX     TETHER_MEMBERS_MAX
+
+/* How a registrant hears that it lost a conflict. */
+#define TETHER_REG_NOTIFY     0 /* a message to the loser */
+#define TETHER_REG_EXIT       1 /* the loser is killed */
+#define TETHER_REG_RESOLVE    2 /* the shell's resolver is called */
+#define TETHER_REG_METHOD_MAX 2
+
+typedef struct tether_registry tether_registry_t;
+
+typedef struct tether_registry_config {
+    uint64_t conflict_sub;         /* DELIVER subscriber of lost conflicts */
+    uint32_t digest_ms;            /* 0: TETHER_REG_DEFAULT_DIGEST */
+    void (*wlock)(void *lock_ctx); /* optional write-lock hooks */
+    void (*wunlock)(void *lock_ctx);
+    void *lock_ctx;
+    /* Optional: per-entry data the shell derives from a pid's bytes (the
+     * NIF keeps the decoded pid term), made when an entry is inserted and
+     * released once no reader can reach it any more. */
+    void *(*pid_attach)(void *shell_ctx, const uint8_t *pid, size_t plen);
+    void (*pid_detach)(void *shell_ctx, void *data);
+    void *shell_ctx;
+} tether_registry_config_t;
+
+typedef struct tether_registry_stats {
+    uint64_t added, removed; /* entries inserted / taken out */
+    uint64_t conflicts;      /* conflicts seen on this node */
+    uint64_t lost;           /* our own entries that lost one */
+    uint64_t syncs_sent, pulls_sent;
+    uint64_t bad_msgs;   /* undecodable registry messages */
+    uint64_t stale_msgs; /* from a node that is not a member */
+} tether_registry_stats_t;
+
+/* Called for each entry by tether_registry_foreach(). */
+typedef void (*tether_registry_visit_t)(void *ctx, const uint8_t *name,
+                                        size_t nlen, const uint8_t *pid,
+                                        size_t plen, const char *owner,
+                                        uint64_t stamp, int method);
+
+void tether_registry_config_default(tether_registry_config_t *cfg);
+
+/* Creates a registry and registers it as a module of eng (which must
+ * outlive it, or be freed first: the registry is then only freed).
+ * Returns 0, TETHER_EINVAL, TETHER_ENOMEM, TETHER_EEXIST (type taken). */
+TETHER_MUST_CHECK int tether_registry_new(const tether_registry_config_t *cfg,
+                                          tether_engine_t *eng,
+                                          tether_registry_t **out);
+void tether_registry_free(tether_registry_t *r);
+
+/*
+ * Registers name -> pid as our own, stamped with the HLC at wall_ms (the
+ * shell's wall clock, ms), and broadcasts it. Returns 0, TETHER_EEXIST
+ * (the name is held, by anyone), TETHER_EINVAL (sizes, method, we left),
+ * TETHER_ENOMEM, TETHER_ETOOBIG (table full or clock overflow).
+ */
+TETHER_MUST_CHECK int tether_registry_register(tether_registry_t *r,
+                                               const uint8_t *name, size_t nlen,
+                                               const uint8_t *pid, size_t plen,
+                                               int method, uint64_t wall_ms);
+/* Tells the registry the shell's wall clock (ms) at the engine's current
+ * time, so stamps merged from peers before our first registration are
+ * compared with the right physical time. register() does the same. */
+void tether_registry_set_wall(tether_registry_t *r, uint64_t wall_ms);
+/* Removes our own entry for name and broadcasts it. Returns 0 or
+ * TETHER_ENOTFOUND (no such name of ours). */
+TETHER_MUST_CHECK int tether_registry_unregister(tether_registry_t *r,
+                                                 const uint8_t *name,
+                                                 size_t nlen);
+/*
+ * Copies the pid of name into pid (cap bytes) and its length into *plen.
+ * Reads only: safe under the shell's read lock. Returns 0,
+ * TETHER_ENOTFOUND or TETHER_ETOOBIG (cap too small).
+ */
+TETHER_MUST_CHECK int tether_registry_whereis(const tether_registry_t *r,
+                                              const uint8_t *name, size_t nlen,
+                                              uint8_t *pid, size_t cap,
+                                              size_t *plen);
+/* The shell data of name's entry (see pid_attach) into *data. Reads
+ * only, like tether_registry_whereis(); *data stays valid while the read
+ * lock is held. Returns 0 or TETHER_ENOTFOUND (also when the entry has no
+ * data). */
+TETHER_MUST_CHECK int tether_registry_whereis_data(const tether_registry_t *r,
+                                                   const uint8_t *name,
+                                                   size_t nlen, void **data);
+/* The owner node of name ("" copied when absent); returns 0 or
+ * TETHER_ENOTFOUND. */
+TETHER_MUST_CHECK int
+tether_registry_owner(const tether_registry_t *r, const uint8_t *name,
+                      size_t nlen, char owner[TETHER_NODE_NAME_MAX + 1]);
+size_t tether_registry_count(const tether_registry_t *r);
+/* Visits every entry (in no particular order). */
+void tether_registry_foreach(const tether_registry_t *r,
+                             tether_registry_visit_t visit, void *ctx);
+/* An order-independent hash of the whole table (names, pids, owners,
+ * stamps): equal tables give equal digests. */
+uint64_t tether_registry_digest(const tether_registry_t *r);
+const tether_registry_stats_t *
+tether_registry_stats(const tether_registry_t *r);
+
+#endif /* TETHER_CORE_REGISTRY_H */

@@ -1,0 +1,403 @@
+/*
+ * Criterion suite for core/registry.c, the cluster name registry: local
+ * API checks, broadcast and removal, owner-only unregistration, entries
+ * dropped with their node, conflicts after a drop partition heals (earlier
+ * stamp wins, then node name; the loser's owner is told and removes it
+ * everywhere), repair of lost messages by digests, and bad messages from
+ * an authenticated peer. Engines talk through test/harness.h; the last
+ * case runs the simulator's registry invariant (sim/sim.h).
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "core/hlc.h"
+#include "core/registry.h"
+#include "sim/sim.h"
+#include "test/harness.h"
+
+typedef struct reg_h {
+    harness_t h;
+    tether_registry_t *r[H_MAX];
+} reg_h_t;
+
+static void start(reg_h_t *x, int n)
+{
+    tether_registry_config_t cfg;
+
+    h_init(&x->h, n);
+    h_start_all(&x->h);
+    tether_registry_config_default(&cfg);
+    cfg.conflict_sub = 9;
+    cfg.digest_ms = 100;
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(tether_registry_new(&cfg, x->h.e[i], &x->r[i]), 0);
+    for (int i = 1; i < n; i++)
+        tether_engine_join(x->h.e[i], x->h.names[0]);
+    h_run(&x->h, 1000);
+}
+
+static void stop(reg_h_t *x)
+{
+    h_free(&x->h);
+    for (int i = 0; i < x->h.n; i++)
+        tether_registry_free(x->r[i]);
+}
+
+/* A name or pid as ETF: {Tag, K}. */
+static size_t term(uint8_t *buf, const char *tag, long k)
+{
+    ei_x_buff x;
+    size_t n;
+
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 2), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, tag), 0);
+    cr_assert_eq(ei_x_encode_long(&x, k), 0);
+    n = (size_t)x.index;
+    memcpy(buf, x.buff, n);
+    ei_x_free(&x);
+    return n;
+}
+
+static int reg(reg_h_t *x, int i, long name, long pid, int method,
+               uint64_t wall)
+{
+    uint8_t nb[64], pb[64];
+    size_t nl = term(nb, "name", name), pl = term(pb, "pid", pid);
+
+    return tether_registry_register(x->r[i], nb, nl, pb, pl, method, wall);
+}
+
+static int unreg(reg_h_t *x, int i, long name)
+{
+    uint8_t nb[64];
+    size_t nl = term(nb, "name", name);
+
+    return tether_registry_unregister(x->r[i], nb, nl);
+}
+
+/* The pid number registered as name on node i, or -1. */
+static long where(reg_h_t *x, int i, long name)
+{
+    uint8_t nb[64], pb[TETHER_REG_PID_MAX];
+    size_t nl = term(nb, "name", name), pl = 0;
+    int idx = 0, v, ar;
+    char atom[MAXATOMLEN_UTF8];
+    long k;
+
+    if (tether_registry_whereis(x->r[i], nb, nl, pb, sizeof pb, &pl) < 0)
+        return -1;
+    cr_assert_eq(ei_decode_version((const char *)pb, &idx, &v), 0);
+    cr_assert_eq(ei_decode_tuple_header((const char *)pb, &idx, &ar), 0);
+    cr_assert_eq(ei_decode_atom((const char *)pb, &idx, atom), 0);
+    cr_assert_eq(ei_decode_long((const char *)pb, &idx, &k), 0);
+    return k;
+}
+
+static void assert_same_tables(reg_h_t *x, int n)
+{
+    for (int i = 1; i < n; i++)
+        cr_assert_eq(
+            tether_registry_digest(x->r[i]), tether_registry_digest(x->r[0]),
+            "tables of %s and %s differ", x->h.names[i], x->h.names[0]);
+}
+
+Test(registry, config_and_arguments_are_checked)
+{
+    reg_h_t x;
+    tether_registry_config_t cfg;
+    tether_registry_t *r = NULL;
+    uint8_t nb[64], pb[4];
+    size_t nl;
+
+    start(&x, 2);
+    tether_registry_config_default(&cfg);
+    cr_assert_eq(tether_registry_new(&cfg, x.h.e[0], &r), TETHER_EEXIST,
+                 "one registry per engine");
+    cr_assert_eq(tether_registry_new(NULL, x.h.e[0], &r), TETHER_EINVAL);
+    cfg.wlock = NULL;
+    cfg.wunlock = (void (*)(void *))free;
+    cr_assert_eq(tether_registry_new(&cfg, x.h.e[0], &r), TETHER_EINVAL);
+    nl = term(nb, "name", 1);
+    cr_assert_eq(tether_registry_register(x.r[0], nb, 0, nb, nl, 0, 1),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_registry_register(x.r[0], nb, nl, nb, 0, 0, 1),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_registry_register(x.r[0], nb, nl, nb, nl, 3, 1),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_registry_register(x.r[0], nb, TETHER_REG_NAME_MAX + 1,
+                                          nb, nl, 0, 1),
+                 TETHER_EINVAL);
+    cr_assert_eq(reg(&x, 0, 1, 10, 0, 1000), 0);
+    cr_assert_eq(tether_registry_whereis(x.r[0], nb, nl, pb, sizeof pb, &nl),
+                 TETHER_ETOOBIG);
+    cr_assert_eq(unreg(&x, 0, 2), TETHER_ENOTFOUND);
+    stop(&x);
+}
+
+Test(registry, register_is_seen_everywhere_and_unregister_too)
+{
+    reg_h_t x;
+    char owner[TETHER_NODE_NAME_MAX + 1];
+    uint8_t nb[64];
+    size_t nl = term(nb, "name", 1);
+
+    start(&x, 3);
+    cr_assert_eq(reg(&x, 0, 1, 10, TETHER_REG_NOTIFY, 1000), 0);
+    h_pump(&x.h);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(where(&x, i, 1), 10);
+        cr_assert_eq(tether_registry_owner(x.r[i], nb, nl, owner), 0);
+        cr_assert_str_eq(owner, "a@test");
+    }
+    cr_assert_eq(reg(&x, 1, 1, 11, 0, 1001), TETHER_EEXIST);
+    cr_assert_eq(unreg(&x, 1, 1), TETHER_ENOTFOUND, "only the owner removes");
+    cr_assert_eq(unreg(&x, 0, 1), 0);
+    h_pump(&x.h);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(where(&x, i, 1), -1);
+        cr_assert_eq(tether_registry_count(x.r[i]), 0);
+    }
+    /* Many names: the table grows and every node agrees. */
+    for (long k = 0; k < 500; k++)
+        cr_assert_eq(reg(&x, (int)(k % 3), 100 + k, k, 0, 2000), 0);
+    h_run(&x.h, 300);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(tether_registry_count(x.r[i]), 500);
+    assert_same_tables(&x, 3);
+    stop(&x);
+}
+
+Test(registry, names_of_a_node_go_with_it)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    cr_assert_eq(reg(&x, 2, 1, 10, 0, 1000), 0);
+    cr_assert_eq(reg(&x, 1, 2, 20, 0, 1000), 0);
+    h_pump(&x.h);
+    cr_assert_eq(where(&x, 0, 1), 10);
+    /* c crashes: its connections drop. */
+    h_cut(&x.h, 2, 0);
+    h_cut(&x.h, 2, 1);
+    h_pump(&x.h);
+    cr_assert_eq(where(&x, 0, 1), -1);
+    cr_assert_eq(where(&x, 1, 1), -1);
+    cr_assert_eq(where(&x, 0, 2), 20);
+    /* b leaves. */
+    cr_assert_eq(tether_engine_leave(x.h.e[1]), 0);
+    h_run(&x.h, 200);
+    cr_assert_eq(where(&x, 0, 2), -1);
+    cr_assert_eq(reg(&x, 1, 3, 30, 0, 2000), TETHER_EINVAL, "b left");
+    stop(&x);
+}
+
+/* Partitions {a} | {b, c} in drop mode, registers name 1 on both sides
+ * and heals. */
+static void split_register_heal(reg_h_t *x, uint64_t wall_a, uint64_t wall_b,
+                                int first_b)
+{
+    const char *ga[] = {"a@test"}, *gb[] = {"b@test", "c@test"};
+    uint64_t ref;
+
+    cr_assert_eq(tether_engine_partition(x->h.e[2], ga, 1, gb, 2,
+                                         TETHER_PARTITION_DROP, &ref),
+                 0);
+    h_run(&x->h, 200);
+    if (first_b)
+        cr_assert_eq(reg(x, 1, 1, 20, TETHER_REG_EXIT, wall_b), 0);
+    cr_assert_eq(reg(x, 0, 1, 10, TETHER_REG_NOTIFY, wall_a), 0);
+    if (!first_b)
+        cr_assert_eq(reg(x, 1, 1, 20, TETHER_REG_EXIT, wall_b), 0);
+    h_run(&x->h, 200);
+    cr_assert_eq(where(x, 0, 1), 10);
+    cr_assert_eq(where(x, 2, 1), 20);
+    cr_assert_eq(tether_engine_heal(x->h.e[1], ref), 0);
+    h_run(&x->h, 2000);
+}
+
+Test(registry, earlier_registration_wins_after_heal)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_register_heal(&x, 1000, 2000, 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(where(&x, i, 1), 10, "node %d", i);
+    cr_assert_eq(tether_registry_stats(x.r[1])->lost, 1, "b is told");
+    cr_assert_eq(tether_registry_stats(x.r[0])->lost, 0);
+    assert_same_tables(&x, 3);
+    cr_assert_eq(tether_registry_count(x.r[2]), 1, "no zombie on c");
+    stop(&x);
+}
+
+Test(registry, later_side_wins_when_its_clock_is_earlier)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    /* b registers first in the run but a's stamp is earlier: HLC order,
+     * not arrival order, decides. */
+    split_register_heal(&x, 3000, 4000, 1);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(where(&x, i, 1), 10);
+    cr_assert_eq(tether_registry_stats(x.r[1])->lost, 1);
+    stop(&x);
+}
+
+Test(registry, equal_stamps_go_to_the_lower_node_name)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_register_heal(&x, 5000, 5000, 1);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(where(&x, i, 1), 10, "a@test sorts first");
+    assert_same_tables(&x, 3);
+    stop(&x);
+}
+
+Test(registry, digests_repair_lost_messages)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    x.h.link[0][1] = 0; /* a's messages to b vanish */
+    cr_assert_eq(reg(&x, 0, 1, 10, 0, 1000), 0);
+    cr_assert_eq(reg(&x, 0, 2, 11, 0, 1000), 0);
+    h_pump(&x.h);
+    cr_assert_eq(where(&x, 1, 1), -1);
+    cr_assert_eq(unreg(&x, 0, 2), 0);
+    h_pump(&x.h);
+    x.h.link[0][1] = 1;
+    h_run(&x.h, 500);
+    cr_assert_eq(where(&x, 1, 1), 10);
+    cr_assert_eq(where(&x, 1, 2), -1);
+    assert_same_tables(&x, 3);
+    stop(&x);
+}
+
+/* Sends one registry message from a to b. */
+static void send_raw(reg_h_t *x, ei_x_buff *m)
+{
+    cr_assert_eq(tether_engine_send(x->h.e[0], "b@test", TETHER_MSG_REGISTRY,
+                                    (const uint8_t *)m->buff, (size_t)m->index,
+                                    0),
+                 0);
+    h_pump(&x->h);
+    ei_x_free(m);
+}
+
+static void begin(ei_x_buff *m, int arity, const char *tag)
+{
+    cr_assert_eq(ei_x_new_with_version(m), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(m, arity), 0);
+    cr_assert_eq(ei_x_encode_atom(m, tag), 0);
+}
+
+Test(registry, bad_messages_are_counted_and_change_nothing)
+{
+    reg_h_t x;
+    ei_x_buff m;
+    uint8_t big[TETHER_REG_NAME_MAX + 1];
+    uint64_t bad0, d0;
+
+    memset(big, 0x61, sizeof big);
+    start(&x, 2);
+    cr_assert_eq(reg(&x, 0, 1, 10, 0, 1000), 0);
+    h_pump(&x.h);
+    bad0 = tether_registry_stats(x.r[1])->bad_msgs;
+    d0 = tether_registry_digest(x.r[1]);
+
+    begin(&m, 5, "reg_add"); /* bad method */
+    ei_x_encode_ulonglong(&m, 5);
+    ei_x_encode_long(&m, 7);
+    ei_x_encode_binary(&m, "n", 1);
+    ei_x_encode_binary(&m, "p", 1);
+    send_raw(&x, &m);
+    begin(&m, 5, "reg_add"); /* oversized name */
+    ei_x_encode_ulonglong(&m, 5);
+    ei_x_encode_long(&m, 0);
+    ei_x_encode_binary(&m, big, sizeof big);
+    ei_x_encode_binary(&m, "p", 1);
+    send_raw(&x, &m);
+    begin(&m, 5, "reg_add"); /* empty pid */
+    ei_x_encode_ulonglong(&m, 5);
+    ei_x_encode_long(&m, 0);
+    ei_x_encode_binary(&m, "n", 1);
+    ei_x_encode_binary(&m, "", 0);
+    send_raw(&x, &m);
+    begin(&m, 2, "reg_sync"); /* not a list */
+    ei_x_encode_atom(&m, "nope");
+    send_raw(&x, &m);
+    begin(&m, 2, "reg_sync"); /* a list with a bad element */
+    ei_x_encode_list_header(&m, 1);
+    ei_x_encode_atom(&m, "nope");
+    ei_x_encode_empty_list(&m);
+    send_raw(&x, &m);
+    begin(&m, 3, "reg_del"); /* name not a binary */
+    ei_x_encode_ulonglong(&m, 5);
+    ei_x_encode_atom(&m, "n");
+    send_raw(&x, &m);
+    begin(&m, 3, "reg_digest"); /* counts not integers */
+    ei_x_encode_atom(&m, "x");
+    ei_x_encode_atom(&m, "y");
+    send_raw(&x, &m);
+    begin(&m, 2, "something_else");
+    ei_x_encode_atom(&m, "x");
+    send_raw(&x, &m);
+    cr_assert_eq(ei_x_new_with_version(&m), 0); /* not a tuple */
+    ei_x_encode_atom(&m, "reg_add");
+    send_raw(&x, &m);
+
+    cr_assert_eq(tether_registry_stats(x.r[1])->bad_msgs, bad0 + 9);
+    cr_assert_eq(tether_registry_digest(x.r[1]), d0);
+    cr_assert_eq(where(&x, 1, 1), 10);
+    stop(&x);
+}
+
+Test(registry, a_valid_sync_replaces_what_a_peer_holds_of_the_sender)
+{
+    reg_h_t x;
+    ei_x_buff m;
+    uint8_t nb[64], pb[64];
+    size_t nl = term(nb, "name", 5), pl = term(pb, "pid", 50);
+
+    start(&x, 2);
+    cr_assert_eq(reg(&x, 0, 1, 10, 0, 1000), 0);
+    h_pump(&x.h);
+    /* a (claimed by the test) says its whole set is just name 5. */
+    begin(&m, 2, "reg_sync");
+    ei_x_encode_list_header(&m, 1);
+    ei_x_encode_tuple_header(&m, 4);
+    ei_x_encode_ulonglong(&m, tether_hlc_pack(900, 0));
+    ei_x_encode_long(&m, 0);
+    ei_x_encode_binary(&m, nb, (long)nl);
+    ei_x_encode_binary(&m, pb, (long)pl);
+    ei_x_encode_empty_list(&m);
+    send_raw(&x, &m);
+    cr_assert_eq(where(&x, 1, 5), 50);
+    cr_assert_eq(where(&x, 1, 1), -1);
+    /* Digests then restore a's real set on b. */
+    h_run(&x.h, 500);
+    cr_assert_eq(where(&x, 1, 1), 10);
+    cr_assert_eq(where(&x, 1, 5), -1);
+    assert_same_tables(&x, 2);
+    stop(&x);
+}
+
+Test(registry, sim_invariant_holds_and_catches_a_broken_check)
+{
+    tether_sim_config_t cfg;
+    tether_sim_result_t res;
+
+    tether_sim_config_default(&cfg, 42);
+    cfg.nodes = 5;
+    cfg.steps = 1500;
+    cr_assert_eq(tether_sim_run(&cfg, &res), 0, "%s", res.reason);
+    cr_assert_gt(res.reg_ops, 0);
+    cfg.break_reg_check = 1;
+    cr_assert_eq(tether_sim_run(&cfg, &res), 1);
+    cr_assert_not_null(strstr(res.reason, "registries differ"), "%s",
+                       res.reason);
+}

@@ -1,0 +1,343 @@
+%% The tether registry (the :global-compatible API) across three real BEAM
+%% nodes (OTP peer), each running the tether application.
+%%
+%% Nothing waits a fixed time as an assertion: conditions are polled up to
+%% a generous deadline.
+%%
+%% Run: epmd -address 127.0.0.1 -port 14397 & export ERL_EPMD_PORT=14397
+%% ERL_EPMD_ADDRESS=127.0.0.1; rebar3 ct --name tether_ct@127.0.0.1
+%% --setcookie tether_ct --suite test/tether_registry_SUITE
+-module(tether_registry_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
+         end_per_testcase/2]).
+-export([register_visible_everywhere/1, dies_with_process/1,
+         dies_with_node/1, via_gen_server/1, via_gen_statem/1,
+         via_elixir_genserver/1, conflict_after_heal/1]).
+%% Run on the peers.
+-export([relay_start/2, entries/0, spawn_idle/0]).
+%% gen_server and gen_statem callbacks of the via cases.
+-export([init/1, handle_call/3, handle_cast/2, callback_mode/0,
+         handle_event/4]).
+
+-define(HB_MS, 200).
+-define(TTL_MS, 2000).
+-define(WAIT_MS, 30000).
+
+all() ->
+    [register_visible_everywhere, dies_with_process, dies_with_node,
+     via_gen_server, via_gen_statem, via_elixir_genserver,
+     conflict_after_heal].
+
+init_per_suite(Config) ->
+    case node() of
+        nonode@nohost ->
+            {fail, "the common_test node must be distributed "
+                   "(rebar3 ct --name tether_ct@127.0.0.1 --setcookie ...)"};
+        _ ->
+            case code:which(tether_nif) of
+                non_existing -> {fail, "tether is not compiled"};
+                _ -> Config
+            end
+    end.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    Config.
+
+end_per_testcase(_Case, Config) ->
+    [catch peer:stop(P) || P <- get_list(tether_peers)],
+    erase(tether_peers),
+    erase(tether_nodes),
+    Config.
+
+%%% Cases
+
+%% register/whereis/registered_names/send/unregister seen on every node;
+%% a taken name and a second name for one pid are refused.
+register_visible_everywhere(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(3),
+    P = relay(N1),
+    ?assertEqual(yes, call(N1, tether, register_name, [svc, P])),
+    wait_where(Nodes, svc, P),
+    [?assert(lists:member(svc, call(N, tether, registered_names, [])))
+     || N <- Nodes],
+    Q = relay(N2),
+    ?assertEqual(no, call(N2, tether, register_name, [svc, Q])),
+    %% One name per pid, as in global; a remote pid is registered by its
+    %% own node.
+    ?assertEqual(no, call(N3, tether, register_name, [other, P])),
+    ?assertEqual(yes, call(N3, tether, register_name, [{q, 1}, Q])),
+    wait_where(Nodes, {q, 1}, Q),
+    ?assertEqual(P, call(N3, tether, send, [svc, hello])),
+    ?assertEqual(hello, next_msg(P)),
+    ok = call(N3, tether, sync, []),
+    ok = call(N2, tether, unregister_name, [svc]),
+    wait_where(Nodes, svc, undefined),
+    ?assertEqual({badarg, {svc, hi}},
+                 catch_exit(N3, fun() -> tether:send(svc, hi) end)),
+    ok = call(N1, tether, unregister_name, [svc]),
+    %% The freed name and pid can be registered again.
+    ?assertEqual(yes, call(N1, tether, register_name, [svc2, P])),
+    wait_where(Nodes, svc2, P).
+
+%% A name goes with its process, on every node.
+dies_with_process(_Config) ->
+    [N1, _, _] = Nodes = cluster(3),
+    P = call(N1, ?MODULE, spawn_idle, []),
+    ?assertEqual(yes, call(N1, tether, register_name, [doomed, P])),
+    wait_where(Nodes, doomed, P),
+    exit(P, kill),
+    wait_where(Nodes, doomed, undefined),
+    [?assertEqual([], call(N, ?MODULE, entries, [])) || N <- Nodes].
+
+%% A name goes with its node (the peer is stopped).
+dies_with_node(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(3),
+    P = call(N3, ?MODULE, spawn_idle, []),
+    ?assertEqual(yes, call(N3, tether, register_name, [on_n3, P])),
+    wait_where(Nodes, on_n3, P),
+    ok = peer:stop(peer_of(N3)),
+    wait_where([N1, N2], on_n3, undefined),
+    [?assertEqual([], call(N, ?MODULE, entries, [])) || N <- [N1, N2]].
+
+%% {via, tether, Name} with gen_server: start, call from another node,
+%% already_started elsewhere.
+via_gen_server(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(3),
+    Via = {via, tether, {counter, 1}},
+    {ok, Pid} = call(N1, gen_server, start, [Via, ?MODULE, {gen_server, 0}, []]),
+    wait_where(Nodes, {counter, 1}, Pid),
+    ?assertEqual(1, call(N2, gen_server, call, [Via, bump])),
+    ?assertEqual(2, call(N3, gen_server, call, [Via, bump])),
+    ?assertEqual({error, {already_started, Pid}},
+                 call(N3, gen_server, start,
+                      [Via, ?MODULE, {gen_server, 0}, []])),
+    ok = call(N2, gen_server, stop, [Via]),
+    wait_where(Nodes, {counter, 1}, undefined).
+
+%% {via, tether, Name} with gen_statem.
+via_gen_statem(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(3),
+    Via = {via, tether, machine},
+    {ok, Pid} = call(N2, gen_statem, start, [Via, ?MODULE, {gen_statem, 0}, []]),
+    wait_where(Nodes, machine, Pid),
+    ?assertEqual(1, call(N1, gen_statem, call, [Via, bump])),
+    ?assertEqual(2, call(N3, gen_statem, call, [Via, bump])),
+    ok = call(N1, gen_statem, stop, [Via]),
+    wait_where(Nodes, machine, undefined).
+
+%% Elixir's GenServer with {:via, :tether, name}, when Elixir is there.
+via_elixir_genserver(_Config) ->
+    case elixir_ebin() of
+        false ->
+            {skip, "Elixir is not installed"};
+        Ebin ->
+            [N1, N2, _] = Nodes = cluster(3),
+            [true = call(N, code, add_patha, [Ebin]) || N <- Nodes],
+            Via = {via, tether, ex_counter},
+            {ok, Pid} = call(N1, 'Elixir.GenServer', start,
+                             [?MODULE, {gen_server, 0}, [{name, Via}]]),
+            wait_where(Nodes, ex_counter, Pid),
+            ?assertEqual(1, call(N2, 'Elixir.GenServer', call, [Via, bump])),
+            ?assertEqual(Pid, call(N2, 'Elixir.GenServer', whereis, [Via])),
+            ok = call(N2, 'Elixir.GenServer', stop, [Via]),
+            wait_where(Nodes, ex_counter, undefined)
+    end.
+
+%% A drop partition splits {N1} from {N2, N3}; the same names are
+%% registered on both sides (N1 first); after heal the earlier
+%% registration wins everywhere, the loser is told (notify: a message;
+%% exit: killed), and every node holds the same table, with no zombie.
+conflict_after_heal(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(3),
+    {ok, Ref} = call(N3, tether, partition, [[N1], [N2, N3], drop]),
+    wait_members([N1], [N1]),
+    wait_members([N2, N3], lists:sort([N2, N3])),
+    A1 = relay(N1),
+    B1 = relay(N1),
+    ?assertEqual(yes, call(N1, tether, register_name, [split, A1])),
+    ?assertEqual(yes, call(N1, tether, register_name, [split_x, B1, exit])),
+    [S1] = [S || {split, _, _, S, _} <- call(N1, ?MODULE, entries, [])],
+    wait_clock_past(S1),
+    A2 = relay(N2),
+    B2 = call(N2, ?MODULE, spawn_idle, []),
+    ?assertEqual(yes, call(N2, tether, register_name, [split, A2])),
+    ?assertEqual(yes, call(N2, tether, register_name, [split_x, B2, exit])),
+    wait_where([N2, N3], split, A2),
+    ?assertEqual(A1, call(N1, tether, whereis_name, [split])),
+    MonB2 = erlang:monitor(process, B2),
+    ok = call(N1, tether, heal, [Ref]),
+    wait_members(Nodes, lists:sort(Nodes)),
+    wait_where(Nodes, split, A1),
+    wait_where(Nodes, split_x, B1),
+    %% The loser is told, in the way it asked for.
+    ?assertEqual({global_name_conflict, split, A1}, next_msg(A2)),
+    receive
+        {'DOWN', MonB2, process, B2, Why} -> ?assertEqual(killed, Why)
+    after ?WAIT_MS -> ct:fail(loser_not_killed)
+    end,
+    %% No zombie: every node holds exactly the winners, identically.
+    Tables = [wait_until(fun() -> lists:sort(call(N, ?MODULE, entries, []))
+                         end,
+                         fun(T) -> length(T) =:= 2 end) || N <- Nodes],
+    [T1 | _] = Tables,
+    [?assertEqual(T1, T) || T <- Tables],
+    ?assertEqual(lists:sort([{split, A1}, {split_x, B1}]),
+                 lists:sort([{Nm, P} || {Nm, P, _, _, _} <- T1])),
+    %% The loser's node forgot its registrant: it may register again.
+    ?assertEqual(yes, call(N2, tether, register_name, [split_again, A2])).
+
+%%% gen_server / gen_statem callbacks (a counter)
+
+init({gen_server, N}) -> {ok, N};
+init({gen_statem, N}) -> {ok, ready, N}.
+
+handle_call(bump, _From, N) -> {reply, N + 1, N + 1}.
+
+handle_cast(_Msg, N) -> {noreply, N}.
+
+callback_mode() -> handle_event_function.
+
+handle_event({call, From}, bump, ready, N) ->
+    {keep_state, N + 1, [{reply, From, N + 1}]}.
+
+%%% Helpers run on the peers
+
+entries() ->
+    case persistent_term:get(tether_server:engine_key(), undefined) of
+        undefined -> [];
+        E -> [{Nm, P, binary_to_atom(O, utf8), S, M}
+              || {Nm, P, O, S, M} <- tether_nif:reg_entries(E)]
+    end.
+
+spawn_idle() ->
+    spawn(fun() -> receive stop -> ok end end).
+
+relay_start(Tester, Setup) ->
+    Parent = self(),
+    Pid = spawn(fun() ->
+                        Setup(),
+                        Parent ! {ready, self()},
+                        relay_loop(Tester)
+                end),
+    receive {ready, Pid} -> Pid after 10000 -> error(relay_setup) end.
+
+relay_loop(Tester) ->
+    receive
+        Msg ->
+            Tester ! {relay, self(), Msg},
+            relay_loop(Tester)
+    end.
+
+%%% Helpers
+
+relay(Node) ->
+    call(Node, ?MODULE, relay_start, [self(), fun() -> ok end]).
+
+next_msg(Relay) ->
+    receive
+        {relay, Relay, Msg} -> Msg
+    after ?WAIT_MS ->
+            ct:fail({no_message_to, Relay})
+    end.
+
+catch_exit(Node, Fun) ->
+    call(Node, erlang, apply,
+         [fun() -> try Fun() of V -> {returned, V}
+                   catch exit:R -> R end end, []]).
+
+%% Waits until the wall clock is past an HLC stamp's millisecond, so a
+%% later registration is later by the clock too.
+wait_clock_past(Stamp) ->
+    Wall = Stamp bsr 16,
+    wait_until(fun() -> erlang:system_time(millisecond) end,
+               fun(Now) -> Now > Wall + 1 end).
+
+wait_where(Nodes, Name, Expected) ->
+    [wait_until(fun() -> call(N, tether, whereis_name, [Name]) end,
+                fun(P) -> P =:= Expected end) || N <- Nodes],
+    ok.
+
+elixir_ebin() ->
+    case code:lib_dir(elixir) of
+        {error, _} ->
+            Candidates = filelib:wildcard("/usr/lib/elixir/lib/elixir/ebin")
+                ++ filelib:wildcard("/usr/local/lib/elixir/lib/elixir/ebin"),
+            case [D || D <- Candidates,
+                       filelib:is_regular(filename:join(D,
+                                                        "Elixir.GenServer.beam"))]
+            of
+                [D | _] -> D;
+                [] -> false
+            end;
+        Dir ->
+            filename:join(Dir, "ebin")
+    end.
+
+peer_of(Node) ->
+    {Node, Peer} = lists:keyfind(Node, 1, get(tether_nodes)),
+    Peer.
+
+ebin() ->
+    filename:dirname(code:which(tether_nif)).
+
+%% Starts N peers with tether (short heartbeat) and clusters them.
+cluster(N) ->
+    Suite = filename:dirname(code:which(?MODULE)),
+    Nodes = [begin
+                 {ok, Peer, Node} =
+                     peer:start_link(#{name => peer:random_name(tether_reg),
+                                       host => "127.0.0.1",
+                                       longnames => true,
+                                       args => ["-pa", ebin(), "-pa", Suite,
+                                                "-setcookie",
+                                                atom_to_list(
+                                                  erlang:get_cookie())]}),
+                 put(tether_peers, [Peer | get_list(tether_peers)]),
+                 put(tether_nodes, [{Node, Peer} | get_list(tether_nodes)]),
+                 ok = call(Node, application, load, [tether]),
+                 [ok = call(Node, application, set_env, [tether, K, V])
+                  || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]],
+                 {ok, _} = call(Node, application, ensure_all_started,
+                                [tether]),
+                 Node
+             end || _ <- lists:seq(1, N)],
+    [First | Rest] = Nodes,
+    [ok = call(Nd, tether, join, [First]) || Nd <- Rest],
+    wait_members(Nodes, lists:sort(Nodes)),
+    Nodes.
+
+get_list(Key) ->
+    case get(Key) of
+        undefined -> [];
+        L -> L
+    end.
+
+call(Node, M, F, A) ->
+    erpc:call(Node, M, F, A, 10000).
+
+wait_members(Nodes, Expected) ->
+    [wait_until(fun() -> call(N, tether, members, []) end,
+                fun(M) -> M =:= Expected end) || N <- Nodes],
+    ok.
+
+wait_until(Get, Check) ->
+    wait_until(Get, Check, erlang:monotonic_time(millisecond) + ?WAIT_MS).
+
+wait_until(Get, Check, Deadline) ->
+    V = Get(),
+    case Check(V) of
+        true ->
+            V;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> ct:fail({timeout_waiting, V});
+                false -> timer:sleep(50), wait_until(Get, Check, Deadline)
+            end
+    end.
