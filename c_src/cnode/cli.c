@@ -56,6 +56,8 @@ static const char usage_text[] =
     "                           SECONDS/4, a silent peer is dropped after\n"
     "                           SECONDS\n"
     "  -w, --workers N          worker threads (default: max(2, CPUs))\n"
+    "      --busy-poll-us N     keep polling N microseconds after activity\n"
+    "                           before sleeping (default 200; 0: never)\n"
     "      --load PATH.so       load a service plugin (repeatable): a shared\n"
     "                           object defining int tether_plugin_init(\n"
     "                           tether_node_t *); see tether/service.h\n"
@@ -343,6 +345,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_HB,
         OPT_TTL,
         OPT_NO_CLUSTER,
+        OPT_BUSY_POLL,
     };
     static const struct option options[] = {
         {"name", required_argument, NULL, 'n'},
@@ -353,6 +356,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"visible", no_argument, NULL, OPT_VISIBLE},
         {"ticktime", required_argument, NULL, 't'},
         {"workers", required_argument, NULL, 'w'},
+        {"busy-poll-us", required_argument, NULL, OPT_BUSY_POLL},
         {"load", required_argument, NULL, OPT_LOAD},
         {"log-level", required_argument, NULL, 'L'},
         {"join", required_argument, NULL, OPT_JOIN},
@@ -443,6 +447,12 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             if (parse_uint(optarg, 1, 64, &v) < 0)
                 return usage_error("bad --workers '%s' (1..64)", optarg);
             cfg.workers = (unsigned)v;
+            break;
+        case OPT_BUSY_POLL:
+            if (parse_uint(optarg, 0, 1000000, &v) < 0)
+                return usage_error("bad --busy-poll-us '%s' (0..1000000)",
+                                   optarg);
+            cfg.busy_poll_us = v == 0 ? TETHER_BUSY_POLL_OFF : (unsigned)v;
             break;
         case OPT_LOAD:
             if (nplugins == PLUGINS_MAX)

@@ -35,6 +35,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1601,6 +1602,14 @@ static void run_timers(tether_node_t *node, uint64_t now)
     }
 }
 
+/* Microseconds on the monotonic clock (the busy-poll window). */
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static int wait_timeout(tether_node_t *node, uint64_t now)
 {
     if (tether_procs_pending(node->procs) || node->closing)
@@ -1666,6 +1675,10 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
         node->cfg.ticktime_s = TETHER_NODE_TICKTIME_DEFAULT;
     if (node->cfg.hs_timeout_ms == 0)
         node->cfg.hs_timeout_ms = TETHER_NODE_HS_TIMEOUT_DEFAULT;
+    if (node->cfg.busy_poll_us == 0)
+        node->cfg.busy_poll_us = TETHER_BUSY_POLL_DEFAULT_US;
+    else if (node->cfg.busy_poll_us == TETHER_BUSY_POLL_OFF)
+        node->cfg.busy_poll_us = 0;
     if (node->cfg.outbuf_max == 0)
         node->cfg.outbuf_max = TETHER_NODE_OUTBUF_MAX_DEFAULT;
     if (node->cfg.frame_max == 0)
@@ -1841,12 +1854,19 @@ int tether_node_handle_signals(tether_node_t *node)
 int tether_node_run(tether_node_t *node)
 {
     struct epoll_event evs[EPOLL_BATCH];
+    uint64_t active_us = 0; /* when sockets last had events */
     node->loop_thread = pthread_self();
     atomic_store(&node->running, true);
     while (!atomic_load(&node->stop)) {
         uint64_t now = tether_node_now_ms();
-        int n =
-            epoll_wait(node->epfd, evs, EPOLL_BATCH, wait_timeout(node, now));
+        int timeout = wait_timeout(node, now);
+        if (timeout != 0 && now_us() - active_us < node->cfg.busy_poll_us)
+            timeout = 0; /* busy-poll: see TETHER_BUSY_POLL_DEFAULT_US */
+        int n = epoll_wait(node->epfd, evs, EPOLL_BATCH, timeout);
+        if (n > 0)
+            active_us = now_us();
+        else if (n == 0 && timeout == 0)
+            sched_yield(); /* spinning: let a runnable peer have the core */
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -57,7 +57,19 @@ typedef struct tether_node_config {
     uint32_t frame_max;      /* largest frame accepted; 0: 128 MiB */
     const char *log_prefix;  /* default "tether_cnode" */
     unsigned workers;        /* worker threads; 0: max(2, CPUs) */
+    unsigned busy_poll_us;   /* spin this long after activity before the
+                                loop sleeps; 0: the default (200);
+                                TETHER_BUSY_POLL_OFF: never spin */
 } tether_node_config_t;
+
+/*
+ * The loop keeps polling without sleeping for busy_poll_us after the last
+ * socket activity: a peer that just sent usually sends again within
+ * microseconds, and a wake-up from epoll_wait costs tens of them on a
+ * virtual machine (it halves a round trip here). An idle node sleeps.
+ */
+#define TETHER_BUSY_POLL_DEFAULT_US 200u
+#define TETHER_BUSY_POLL_OFF        0xffffffffu
 
 typedef struct tether_node tether_node_t;
 
