@@ -121,13 +121,14 @@ bool tether_pid_eq(const erlang_pid *a, const erlang_pid *b)
 
 bool tether_ref_eq(const erlang_ref *a, const erlang_ref *b)
 {
-    if (a->len != b->len || a->creation != b->creation ||
-        strcmp(a->node, b->node) != 0)
+    /* The numbers first: they tell almost every two refs apart, and a
+     * demonitor scans a process's monitors comparing refs one by one. */
+    if (a->len != b->len)
         return false;
     for (int i = 0; i < a->len && i < 5; i++)
         if (a->n[i] != b->n[i])
             return false;
-    return true;
+    return a->creation == b->creation && strcmp(a->node, b->node) == 0;
 }
 
 bool tether_node_name_valid(const char *node)
@@ -1003,15 +1004,18 @@ int tether_proc_unlink(tether_proc_t *self, const erlang_pid *pid)
 static int add_watcher(tether_proc_t *t, const erlang_ref *ref,
                        const erlang_pid *pid, const char *name)
 {
-    watcher_t *w = calloc(1, sizeof *w);
+    /* malloc, not calloc: a watcher holds ~3 KiB of name buffers and one
+     * is made per monitor (every gen_server:call); each field is set. */
+    watcher_t *w = malloc(sizeof *w);
     if (w == NULL)
         return TETHER_ENOMEM;
     w->ref = *ref;
     w->pid = *pid;
-    if (name) {
-        w->by_name = true;
+    w->by_name = name != NULL;
+    if (name)
         memcpy(w->name, name, strlen(name) + 1);
-    }
+    else
+        w->name[0] = '\0';
     w->next = t->watchers;
     t->watchers = w;
     return 0;
