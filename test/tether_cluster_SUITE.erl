@@ -384,25 +384,11 @@ cluster([First | Rest] = Nodes) ->
     wait_members(Nodes, lists:sort(Nodes)).
 
 wait_members(Nodes, Expected) ->
-    [wait_until(fun() -> call(N, tether, members, []) end,
-                fun(M) -> M =:= Expected end) || N <- Nodes],
-    ok.
+    tether_test_lib:wait_members(Nodes, Expected, ?WAIT_MS).
 
 %% Polls Get until Check holds, failing after WAIT_MS with the last value.
 wait_until(Get, Check) ->
-    wait_until(Get, Check, erlang:monotonic_time(millisecond) + ?WAIT_MS).
-
-wait_until(Get, Check, Deadline) ->
-    V = Get(),
-    case Check(V) of
-        true ->
-            V;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> ct:fail({timeout_waiting, V});
-                false -> timer:sleep(50), wait_until(Get, Check, Deadline)
-            end
-    end.
+    tether_test_lib:poll(Get, Check, ?WAIT_MS).
 
 %% A process on Node that runs Setup and then forwards every message it
 %% gets to the test process as {relay, Pid, Msg}.

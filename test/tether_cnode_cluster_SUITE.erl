@@ -365,16 +365,4 @@ members_of(N) ->
 
 %% Polls Get until Check holds, failing after WAIT_MS with the last value.
 wait_until(Get, Check) ->
-    wait_until(Get, Check, erlang:monotonic_time(millisecond) + ?WAIT_MS).
-
-wait_until(Get, Check, Deadline) ->
-    V = Get(),
-    case Check(V) of
-        true ->
-            V;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> ct:fail({timeout_waiting, V});
-                false -> timer:sleep(50), wait_until(Get, Check, Deadline)
-            end
-    end.
+    tether_test_lib:poll(Get, Check, ?WAIT_MS).

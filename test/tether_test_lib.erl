@@ -32,6 +32,8 @@
 -export([echo/2, echo/3, ping_and_echo/2, cnode_spawn/2, start_collector/0,
          collected/1, wait_collected/3, idle_watch/2, epmd_names/0,
          wait_until/2, flush/0]).
+%% Polling conditions on tether clusters.
+-export([poll/3, wait_members/3]).
 
 -define(HOST, "127.0.0.1").
 -define(LOOPBACK, {127, 0, 0, 1}).
@@ -596,6 +598,34 @@ wait_until1(Fun, Deadline) ->
                     wait_until1(Fun, Deadline)
             end
     end.
+
+%% @doc Polls Get() every 50 ms until Check(Value) holds and returns that
+%% Value; fails the test case with {timeout_waiting, LastValue} once
+%% Timeout milliseconds have passed.
+-spec poll(fun(() -> T), fun((T) -> boolean()), non_neg_integer()) -> T.
+poll(Get, Check, Timeout) ->
+    poll1(Get, Check, erlang:monotonic_time(millisecond) + Timeout).
+
+poll1(Get, Check, Deadline) ->
+    V = Get(),
+    case Check(V) of
+        true ->
+            V;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> ct:fail({timeout_waiting, V});
+                false -> timer:sleep(50), poll1(Get, Check, Deadline)
+            end
+    end.
+
+%% @doc Waits until tether:members() on every node of Nodes (BEAM nodes
+%% running the tether application) equals Expected; fails the test case
+%% after Timeout milliseconds.
+-spec wait_members([node()], [node()], non_neg_integer()) -> ok.
+wait_members(Nodes, Expected, Timeout) ->
+    _ = [poll(fun() -> erpc:call(N, tether, members, [], 10000) end,
+              fun(M) -> M =:= Expected end, Timeout) || N <- Nodes],
+    ok.
 
 %% @doc Empties the caller's mailbox, returning what was there.
 -spec flush() -> [term()].
