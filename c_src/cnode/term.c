@@ -86,6 +86,33 @@ static int norm_big(const char *b, int *idx, ei_x_buff *x)
     return 0;
 }
 
+/* The index of the term at b[idx] past any empty LIST_EXT segments (a
+ * LIST_EXT of 0 elements is just its tail: the same term). */
+static int past_empty_segments(const char *b, int idx)
+{
+    for (;;) {
+        int t = idx, type, size, n;
+        if (ei_get_type(b, &t, &type, &size) < 0 || type != ERL_LIST_EXT ||
+            ei_decode_list_header(b, &t, &n) < 0 || n != 0)
+            return idx;
+        idx = t;
+    }
+}
+
+/* True if the element at b[idx] is an integer 0..255, however encoded (small,
+ * 32-bit or bignum, behind empty list segments): it prints as a byte of a
+ * string, so a canonical list of such elements is a STRING_EXT. */
+static bool is_byte(const char *b, int idx)
+{
+    int t = past_empty_segments(b, idx), et, es;
+    long v;
+    if (ei_get_type(b, &t, &et, &es) < 0)
+        return false;
+    return (et == ERL_SMALL_INTEGER_EXT || et == ERL_INTEGER_EXT ||
+            et == ERL_SMALL_BIG_EXT || et == ERL_LARGE_BIG_EXT) &&
+           ei_decode_long(b, &t, &v) == 0 && v >= 0 && v <= 255;
+}
+
 /*
  * A list may arrive split into segments (LIST_EXT whose tail is another
  * LIST_EXT or a STRING_EXT). Walks the whole chain: counts the elements,
@@ -115,12 +142,7 @@ static int list_scan(const char *b, int idx, long *count, bool *bytes,
         if (ei_decode_list_header(b, &idx, &n) < 0)
             return -1;
         for (int i = 0; i < n; i++) {
-            int t = idx, et, es;
-            long v;
-            if (ei_get_type(b, &t, &et, &es) < 0)
-                return -1;
-            if (!((et == ERL_SMALL_INTEGER_EXT || et == ERL_INTEGER_EXT) &&
-                  ei_decode_long(b, &t, &v) == 0 && v >= 0 && v <= 255))
+            if (!is_byte(b, idx))
                 *bytes = false;
             if (ei_skip_term(b, &idx) < 0)
                 return -1;
@@ -163,6 +185,7 @@ static int norm_list(const char *b, int *idx, ei_x_buff *x, int depth)
                 break;
             for (int j = 0; j < n; j++) {
                 long v = 0;
+                i = past_empty_segments(b, i); /* as is_byte() saw it */
                 if (ei_decode_long(b, &i, &v) < 0)
                     break;
                 s[k++] = (char)v;
@@ -180,7 +203,12 @@ static int norm_list(const char *b, int *idx, ei_x_buff *x, int depth)
         *idx = i;
         return 0;
     }
-    if (count > INT32_MAX || ei_x_encode_list_header(x, count) < 0)
+    /* Only a non-empty list gets a header: with count == 0 every segment
+     * is an empty LIST_EXT, which is no cons, so the term is its tail (NIL
+     * or the improper tail) and the walk below writes just that. A header
+     * of 0 would be a NIL_EXT followed by the tail: two terms. */
+    if (count > INT32_MAX ||
+        (count > 0 && ei_x_encode_list_header(x, count) < 0))
         return -1;
     int i = *idx;
     for (;;) {
@@ -355,6 +383,8 @@ static int norm(const char *b, int *idx, ei_x_buff *x, int depth)
         return ei_x_encode_empty_list(x);
     case ERL_STRING_EXT:
         *idx += 3 + size;
+        if (size == 0) /* "" is [], which encoders write as NIL_EXT */
+            return ei_x_encode_empty_list(x);
         return ei_x_append_buf(x, b + start, 3 + size);
     case ERL_LIST_EXT:
         return norm_list(b, idx, x, depth);
@@ -412,16 +442,116 @@ int tether_term_normalize(const char *buf, size_t len, ei_x_buff *out)
     return 0;
 }
 
+/* Offsets in a NEW_FUN_EXT (from its tag byte) of Size and NumFree. */
+#define NEW_FUN_SIZE_AT    1
+#define NEW_FUN_NUMFREE_AT 26
+/* Offset in a FUN_EXT of NumFree. */
+#define FUN_NUMFREE_AT 1
+
+static void put32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+static int unenv_n(const char *b, int *idx, ei_x_buff *x, int *last, int depth,
+                   long n);
+
+/*
+ * libei's ei_s_print_term() decodes every fun with ei_decode_fun() and never
+ * calls free_fun(): a closure's copied free variables, and an export's
+ * function name that did not fit beside the module name, leak. Walks the
+ * term at b[*idx], appending to x the bytes since b[*last] with every
+ * closure's environment cut out (NumFree 0, Size shrunk; it is not printed
+ * anyway), so the copy prints the same without allocating. Returns 0, or -1
+ * for an export that would still leak, a term nested deeper than
+ * TETHER_TERM_DEPTH_MAX (ei's printer recurses too) or no memory.
+ */
+static int unenv(const char *b, int *idx, ei_x_buff *x, int *last, int depth)
+{
+    int type, size, n, start = *idx;
+    erlang_fun f;
+
+    if (depth > TETHER_TERM_DEPTH_MAX || ei_get_type(b, idx, &type, &size) < 0)
+        return -1;
+    switch (type) {
+    case ERL_SMALL_TUPLE_EXT:
+    case ERL_LARGE_TUPLE_EXT:
+        if (ei_decode_tuple_header(b, idx, &n) < 0)
+            return -1;
+        return unenv_n(b, idx, x, last, depth, n);
+    case ERL_MAP_EXT:
+        if (ei_decode_map_header(b, idx, &n) < 0)
+            return -1;
+        return unenv_n(b, idx, x, last, depth, 2 * (long)n);
+    case ERL_LIST_EXT:
+        if (ei_decode_list_header(b, idx, &n) < 0)
+            return -1;
+        return unenv_n(b, idx, x, last, depth, (long)n + 1); /* and tail */
+    case ERL_FUN_EXT:
+    case ERL_NEW_FUN_EXT:
+    case ERL_EXPORT_EXT: {
+        memset(&f, 0, sizeof f);
+        int rc = ei_decode_fun(b, idx, &f);
+        bool leaks = f.type == EI_FUN_EXPORT && f.u.exprt.func_allocated;
+        long env = f.type == EI_FUN_CLOSURE ? f.u.closure.free_var_len : 0;
+        free_fun(&f);
+        if (rc < 0 || leaks)
+            return -1;
+        if (env == 0)
+            return 0;
+        /* The environment is the closure's last env bytes. */
+        int at = x->index + (start - *last);
+        if (ei_x_append_buf(x, b + *last, *idx - (int)env - *last) < 0)
+            return -1;
+        if (type == ERL_NEW_FUN_EXT) {
+            uint32_t sz =
+                get32((const unsigned char *)b + start + NEW_FUN_SIZE_AT);
+            put32(x->buff + at + NEW_FUN_SIZE_AT, sz - (uint32_t)env);
+            put32(x->buff + at + NEW_FUN_NUMFREE_AT, 0);
+        } else {
+            put32(x->buff + at + FUN_NUMFREE_AT, 0);
+        }
+        *last = *idx;
+        return 0;
+    }
+    default:
+        return ei_skip_term(b, idx) < 0 ? -1 : 0;
+    }
+}
+
+static int unenv_n(const char *b, int *idx, ei_x_buff *x, int *last, int depth,
+                   long n)
+{
+    for (long i = 0; i < n; i++)
+        if (unenv(b, idx, x, last, depth + 1) < 0)
+            return -1;
+    return 0;
+}
+
 int tether_term_format(const char *buf, size_t len, char *out, size_t cap)
 {
     if (out == NULL || cap == 0)
         return TETHER_EINVAL;
     out[0] = '\0';
-    if (!tether_term_valid(buf, len))
+    if (!tether_term_valid(buf, len) || len > INT32_MAX)
         return TETHER_EINVAL;
     char *s = NULL;
-    int idx = 1;
-    if (ei_s_print_term(&s, buf, &idx) < 0 || s == NULL) {
+    ei_x_buff copy;
+    int idx = 1, last = 0;
+    if (ei_x_new(&copy) < 0)
+        return TETHER_EINVAL; /* the contract: 0 or TETHER_EINVAL */
+    if (unenv(buf, &idx, &copy, &last, 0) < 0 ||
+        ei_x_append_buf(&copy, buf + last, (int)len - last) < 0) {
+        ei_x_free(&copy);
+        return TETHER_EINVAL;
+    }
+    idx = 1;
+    int rc = ei_s_print_term(&s, copy.buff, &idx);
+    ei_x_free(&copy);
+    if (rc < 0 || s == NULL) {
         free(s);
         return TETHER_EINVAL;
     }

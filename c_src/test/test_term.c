@@ -9,6 +9,14 @@
 
 #include "tether/term.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+/* Nonzero if LeakSanitizer finds leaked blocks now (ASan builds). */
+#define LEAKS_NOW() __lsan_do_recoverable_leak_check()
+#else
+#define LEAKS_NOW() 0
+#endif
+
 /* Normalises buf[0..len) into a fresh buffer; returns the rc. */
 static int norm(const void *buf, size_t len, ei_x_buff *x)
 {
@@ -184,4 +192,91 @@ Test(term, negative_zero_is_zero)
     assert_same(p.buff, (size_t)p.index, n.buff, (size_t)n.index);
     ei_x_free(&p);
     ei_x_free(&n);
+}
+
+Test(term, empty_list_segment_is_its_tail)
+{
+    /* LIST_EXT with 0 elements is no cons: the term is its tail (found by
+     * fuzz/fuzz_term.c). Normalising used to write NIL and then the tail:
+     * two terms, which tether_term_valid() refused. */
+    static const char seg_atom[] = {(char)131, 'l', 0, 0, 0, 0, 'a', 7};
+    static const char atom[] = {(char)131, 'a', 7};
+    static const char seg_nil[] = {(char)131, 'l', 0, 0, 0, 0, 'j'};
+    static const char seg_seg[] = {(char)131, 'l', 0, 0, 0, 0,
+                                   'l',       0,   0, 0, 0, 'j'};
+    static const char nil[] = {(char)131, 'j'};
+    ei_x_buff x;
+    cr_assert_eq(norm(seg_atom, sizeof seg_atom, &x), 0);
+    cr_assert(tether_term_valid(x.buff, (size_t)x.index));
+    ei_x_free(&x);
+    assert_same(seg_atom, sizeof seg_atom, atom, sizeof atom);
+    assert_same(seg_nil, sizeof seg_nil, nil, sizeof nil);
+    assert_same(seg_seg, sizeof seg_seg, nil, sizeof nil);
+}
+
+Test(term, empty_string_is_nil)
+{
+    /* STRING_EXT "" is [] (term_to_binary("") is NIL_EXT). */
+    static const char empty[] = {(char)131, 'k', 0, 0};
+    static const char seg_empty[] = {(char)131, 'l', 0, 0, 0, 0, 'k', 0, 0};
+    static const char nil[] = {(char)131, 'j'};
+    assert_same(empty, sizeof empty, nil, sizeof nil);
+    assert_same(seg_empty, sizeof seg_empty, nil, sizeof nil);
+}
+
+/* A NEW_FUN_EXT closure of module m with one free variable (the atom v)
+ * when env is set, none otherwise. */
+static size_t closure(char *b, bool env)
+{
+    static const char head[] = {(char)131, 'p', 0, 0, 0, 0, 0};
+    static const char rest[] = {
+        0,   0,   0,   1,              /* index */
+        0,   0,   0,   0,              /* num free (patched) */
+        'w', 1,   'm', 'a', 0, 'a', 0, /* module, old index/uniq */
+        'X', 'w', 1,   'n', 0, 0,   0, 1, 0, 0, 0, 0, 0, 0, 0, 1, /* pid */
+    };
+    size_t n = 0;
+    memcpy(b, head, sizeof head);
+    n = sizeof head;
+    memset(b + n, 0x11, 16); /* uniq (md5) */
+    n += 16;
+    memcpy(b + n, rest, sizeof rest);
+    n += sizeof rest;
+    if (env) {
+        b[n - sizeof rest + 7] = 1;
+        b[n++] = 'w';
+        b[n++] = 1;
+        b[n++] = 'v';
+    }
+    b[5] = (char)(n - 2); /* size: from the size field to the end */
+    return n;
+}
+
+Test(term, format_of_closure_with_env_does_not_leak)
+{
+    /* libei's ei_s_print_term() leaks a closure's copied free variables
+     * (found by fuzz/fuzz_term.c; LeakSanitizer fails this test then). */
+    char with[64], without[64], a[256], b[256];
+    size_t wl = closure(with, true), nl = closure(without, false);
+    cr_assert(tether_term_valid(with, wl));
+    cr_assert(tether_term_valid(without, nl));
+    cr_assert_eq(tether_term_format(with, wl, a, sizeof a), 0);
+    cr_assert_eq(tether_term_format(without, nl, b, sizeof b), 0);
+    cr_assert_str_eq(a, b); /* the environment is not printed anyway */
+    cr_assert_eq(LEAKS_NOW(), 0, "tether_term_format leaked");
+}
+
+Test(term, byte_lists_with_odd_integer_encodings_become_strings)
+{
+    /* [0] with its element written as an empty segment whose tail is 0,
+     * and [5] with 5 as a SMALL_BIG: both are the string [0] / [5] (found
+     * by fuzz/fuzz_term.c: normalising was not idempotent). */
+    static const char seg_elem[] = {(char)131, 'l', 0, 0, 0,   1, 'l',
+                                    0,         0,   0, 0, 'a', 0, 'j'};
+    static const char str0[] = {(char)131, 'k', 0, 1, 0};
+    static const char big_elem[] = {(char)131, 'l', 0, 0, 0,  1,
+                                    'n',       1,   0, 5, 'j'};
+    static const char str5[] = {(char)131, 'k', 0, 1, 5};
+    assert_same(seg_elem, sizeof seg_elem, str0, sizeof str0);
+    assert_same(big_elem, sizeof big_elem, str5, sizeof str5);
 }
