@@ -794,6 +794,23 @@ static int expect_tag(const char *buf, int *idx, int arity, const char *tag)
     return 0;
 }
 
+/* The engine's own messages: type byte, {Tag, ...} arity, and handler. */
+typedef struct core_msg {
+    uint8_t type;
+    int arity;
+    const char *tag;
+    void (*handle)(tether_engine_t *node, peer_t *p, const char *buf, int idx);
+} core_msg_t;
+
+static const core_msg_t core_msgs[] = {
+    {TETHER_MSG_HEARTBEAT, 3, "hb", handle_heartbeat},
+    {TETHER_MSG_JOIN, 2, "join", handle_join},
+    {TETHER_MSG_MEMBERS, 2, "members", handle_members},
+    {TETHER_MSG_LEAVE, 2, "leave", handle_leave},
+    {TETHER_MSG_PARTITIONS, 2, "partitions", handle_partitions},
+    {TETHER_MSG_PDIGEST, 2, "pdigest", handle_pdigest},
+};
+
 /*
  * Handles one authenticated engine message from p. Partition rules are
  * applied here on receive (the sender may not know a partition yet);
@@ -834,54 +851,24 @@ static void dispatch(tether_engine_t *node, peer_t *p, uint8_t type,
             return;
         }
     }
-    switch (type) {
-    case TETHER_MSG_HEARTBEAT:
-        if (expect_tag(buf, &idx, 3, "hb") == 0) {
-            handle_heartbeat(node, p, buf, idx);
+    for (size_t i = 0; i < sizeof core_msgs / sizeof core_msgs[0]; i++) {
+        const core_msg_t *m = &core_msgs[i];
+        if (m->type != type)
+            continue;
+        if (expect_tag(buf, &idx, m->arity, m->tag) == 0) {
+            m->handle(node, p, buf, idx);
             return;
         }
-        break;
-    case TETHER_MSG_JOIN:
-        if (expect_tag(buf, &idx, 2, "join") == 0) {
-            handle_join(node, p, buf, idx);
-            return;
-        }
-        break;
-    case TETHER_MSG_MEMBERS:
-        if (expect_tag(buf, &idx, 2, "members") == 0) {
-            handle_members(node, p, buf, idx);
-            return;
-        }
-        break;
-    case TETHER_MSG_LEAVE:
-        if (expect_tag(buf, &idx, 2, "leave") == 0) {
-            handle_leave(node, p, buf, idx);
-            return;
-        }
-        break;
-    case TETHER_MSG_PARTITIONS:
-        if (expect_tag(buf, &idx, 2, "partitions") == 0) {
-            handle_partitions(node, p, buf, idx);
-            return;
-        }
-        break;
-    case TETHER_MSG_PDIGEST:
-        if (expect_tag(buf, &idx, 2, "pdigest") == 0) {
-            handle_pdigest(node, p, buf, idx);
-            return;
-        }
-        break;
-    default:
-        if (node->module_of[type] >= 0) {
-            module_slot_t *s = &node->modules[node->module_of[type]];
-            if (s->m.on_message)
-                s->m.on_message(node, s->ctx, p->name, buf, len);
-            return;
-        }
-        node->stats.recv_unknown++;
+        node->stats.recv_bad_term++;
         return;
     }
-    node->stats.recv_bad_term++;
+    if (node->module_of[type] >= 0) {
+        module_slot_t *s = &node->modules[node->module_of[type]];
+        if (s->m.on_message)
+            s->m.on_message(node, s->ctx, p->name, buf, len);
+        return;
+    }
+    node->stats.recv_unknown++;
 }
 
 static int recv_hello(tether_engine_t *node, const char *from,
