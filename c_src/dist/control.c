@@ -140,7 +140,8 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
             if (skip_atom(buf, len, &o))
                 return TETHER_EPROTO;
             break;
-        case ETF_NEW_PID:
+        case ETF_NEW_PID: /* atom + 4 + 4 + 4 */
+        case ETF_V4_PORT: /* atom + 8 + 4 */
             if (skip_atom(buf, len, &o))
                 return TETHER_EPROTO;
             NEED(12);
@@ -164,12 +165,6 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
                 return TETHER_EPROTO;
             NEED(5);
             o += 5;
-            break;
-        case ETF_V4_PORT:
-            if (skip_atom(buf, len, &o))
-                return TETHER_EPROTO;
-            NEED(12);
-            o += 12;
             break;
         case ETF_NEW_REF:
         case ETF_NEWER_REF:
