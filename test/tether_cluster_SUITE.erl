@@ -22,7 +22,6 @@
          configured_seeds_and_secret/1, lost_node_is_down_at_once/1,
          restarted_server_rejoins/1, configured_identity_keys/1]).
 %% Run on the peers.
--export([relay_start/2]).
 
 -define(HB_MS, 200).
 -define(TTL_MS, 2000).
@@ -393,26 +392,7 @@ wait_until(Get, Check) ->
 %% A process on Node that runs Setup and then forwards every message it
 %% gets to the test process as {relay, Pid, Msg}.
 relay(Node, Setup) ->
-    call(Node, ?MODULE, relay_start, [self(), Setup]).
-
-relay_start(Tester, Setup) ->
-    Parent = self(),
-    Pid = spawn(fun() ->
-                        Setup(),
-                        Parent ! {ready, self()},
-                        relay_loop(Tester)
-                end),
-    receive {ready, Pid} -> Pid after 10000 -> error(relay_setup) end.
-
-relay_loop(Tester) ->
-    receive
-        {'$relay_flush', From, Ref} ->
-            From ! {Ref, done},
-            relay_loop(Tester);
-        Msg ->
-            Tester ! {relay, self(), Msg},
-            relay_loop(Tester)
-    end.
+    call(Node, tether_test_lib, relay_start, [self(), Setup]).
 
 next_event(Relay) ->
     receive

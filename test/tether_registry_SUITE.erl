@@ -18,7 +18,7 @@
          dies_with_node/1, via_gen_server/1, via_gen_statem/1,
          via_elixir_genserver/1, conflict_after_heal/1]).
 %% Run on the peers.
--export([relay_start/2, entries/0, spawn_idle/0]).
+-export([entries/0, spawn_idle/0]).
 %% gen_server and gen_statem callbacks of the via cases.
 -export([init/1, handle_call/3, handle_cast/2, callback_mode/0,
          handle_event/4]).
@@ -219,26 +219,10 @@ entries() ->
 spawn_idle() ->
     spawn(fun() -> receive stop -> ok end end).
 
-relay_start(Tester, Setup) ->
-    Parent = self(),
-    Pid = spawn(fun() ->
-                        Setup(),
-                        Parent ! {ready, self()},
-                        relay_loop(Tester)
-                end),
-    receive {ready, Pid} -> Pid after 10000 -> error(relay_setup) end.
-
-relay_loop(Tester) ->
-    receive
-        Msg ->
-            Tester ! {relay, self(), Msg},
-            relay_loop(Tester)
-    end.
-
 %%% Helpers
 
 relay(Node) ->
-    call(Node, ?MODULE, relay_start, [self(), fun() -> ok end]).
+    call(Node, tether_test_lib, relay_start, [self(), fun() -> ok end]).
 
 next_msg(Relay) ->
     receive

@@ -33,7 +33,7 @@
          collected/1, wait_collected/3, idle_watch/2, epmd_names/0,
          wait_until/2, flush/0]).
 %% Polling conditions on tether clusters.
--export([poll/3, wait_members/3]).
+-export([poll/3, wait_members/3, relay_start/2]).
 
 -define(HOST, "127.0.0.1").
 -define(LOOPBACK, {127, 0, 0, 1}).
@@ -626,6 +626,30 @@ wait_members(Nodes, Expected, Timeout) ->
     _ = [poll(fun() -> erpc:call(N, tether, members, [], 10000) end,
               fun(M) -> M =:= Expected end, Timeout) || N <- Nodes],
     ok.
+
+%% @doc Runs on a peer (through erpc): starts a process that runs Setup,
+%% then forwards every message it gets to Tester as {relay, Pid, Msg};
+%% {'$relay_flush', From, Ref} is answered with {Ref, done} instead.
+%% Returns the process once Setup has run.
+-spec relay_start(pid(), fun(() -> term())) -> pid().
+relay_start(Tester, Setup) ->
+    Parent = self(),
+    Pid = spawn(fun() ->
+                        Setup(),
+                        Parent ! {ready, self()},
+                        relay_loop(Tester)
+                end),
+    receive {ready, Pid} -> Pid after 10000 -> error(relay_setup) end.
+
+relay_loop(Tester) ->
+    receive
+        {'$relay_flush', From, Ref} ->
+            From ! {Ref, done},
+            relay_loop(Tester);
+        Msg ->
+            Tester ! {relay, self(), Msg},
+            relay_loop(Tester)
+    end.
 
 %% @doc Empties the caller's mailbox, returning what was there.
 -spec flush() -> [term()].
