@@ -30,7 +30,10 @@
 %% one name. After a partition heals, a name registered on both sides
 %% keeps the earlier registration (hybrid logical clock, then node name);
 %% the loser's registrant is told as it chose (see conflict_method/0) and
-%% its entry is removed everywhere.
+%% its entry is removed everywhere. When a registrant gave a resolver,
+%% the resolver decides instead, as in `global': it runs once, on one
+%% node, and the registration it keeps (or neither) is what every node
+%% ends up with.
 %%
 %% Every cluster call answers `{error, not_distributed}' while the node
 %% is not alive; the application starts anyway and clusters once
@@ -44,6 +47,15 @@
 
 -export([register_name/2, register_name/3, unregister_name/1,
          whereis_name/1, send/2, registered_names/0, sync/0]).
+
+-export([call/4, call/5, multicall/3, multicall/4, multicall/5, cast/4,
+         abcast/2, abcast/3]).
+
+-export([register_service/1, register_service/2, register_service/3,
+         unregister_service/1, whereis_service/1, whereis_service/2,
+         get_nodes/1, get_instances/1, get_services/0,
+         wait_for_services/2, call_service/4, call_service_all/4,
+         stub/2]).
 
 -export_type([partition_ref/0, partition_info/0, conflict_method/0]).
 
@@ -59,11 +71,20 @@
                             b := [node()],
                             healed := boolean()}.
 
-%% How the registrant of a name that loses a conflict is told:
-%% `notify' (the default) sends it `{global_name_conflict, Name, Winner}';
-%% `exit' kills it (`exit(Pid, kill)', as `global''s default resolver
-%% does); `{resolve, Fun}' calls `Fun(Name, Loser, Winner)' in a fresh
-%% process on the loser's node (the winner is already chosen).
+%% How a conflict on a name is decided and the loser told:
+%% `notify' (the default) sends the loser
+%% `{global_name_conflict, Name, Winner}'; `exit' kills it
+%% (`exit(Pid, kill)', as `global''s default resolver does). With no
+%% resolver on either side the earlier registration wins.
+%% `{resolve, Fun}' lets `Fun(Name, Pid1, Pid2)' decide, as `global'
+%% does: Pid1 is the earlier registration. It runs once, in a fresh
+%% process on the node of the registrant that gave it (the earlier one's
+%% when both did). It returns the pid that keeps the name; anything else
+%% (`none', a crash) removes both. A registration removed by the verdict
+%% is told as its own method says (`exit': killed; otherwise the message,
+%% with Winner `none' when neither was kept); the resolver's own
+%% registrant is told nothing (the resolver had its say). Until the
+%% verdict the earlier registration is the one every node sees.
 -type conflict_method() :: notify | exit
                          | {resolve, fun((term(), pid(), pid()) -> term())}.
 
@@ -190,8 +211,53 @@ register_name(Name, Pid, Method)
                      (is_tuple(Method) andalso tuple_size(Method) =:= 2 andalso
                       element(1, Method) =:= resolve andalso
                       is_function(element(2, Method), 3))) ->
-    try gen_server:call({?SERVER, node(Pid)}, {reg_register, Name, Pid, Method})
-    of
+    case node(Pid) =:= node() of
+        true ->
+            register_local(Name, Pid, Method);
+        false ->
+            try gen_server:call({?SERVER, node(Pid)},
+                                {reg_register, Name, Pid, Method}) of
+                yes -> yes;
+                _ -> no
+            catch
+                exit:_ -> no
+            end
+    end.
+
+%% The direct path for a pid of this node: the NIF inserts the entry and
+%% seals its broadcast, which the caller sends itself (no hand-over to
+%% the tether server before the peers can see it); the server then
+%% monitors Pid and keeps its method.
+-spec register_local(term(), pid(), conflict_method()) -> yes | no.
+register_local(Name, Pid, Method) ->
+    E = persistent_term:get(tether_server:engine_key(), undefined),
+    case E =/= undefined andalso is_process_alive(Pid) of
+        false ->
+            no;
+        true ->
+            M = case Method of
+                    notify -> 0;
+                    exit -> 1;
+                    {resolve, _} -> 2
+                end,
+            Wall = erlang:system_time(millisecond),
+            try tether_nif:reg_register_sealed(E, Name, Pid, M, Wall) of
+                {yes, Envelopes} ->
+                    Self = node(),
+                    _ = [erlang:send({?SERVER, binary_to_atom(Peer, utf8)},
+                                     {'$tether', Self, Bytes}, [noconnect])
+                         || {Peer, Bytes} <- Envelopes],
+                    track(Name, Pid, Method);
+                _ ->
+                    no
+            catch
+                error:badarg -> no
+            end
+    end.
+
+-spec track(term(), pid(), conflict_method()) -> yes | no.
+track(Name, Pid, Method) ->
+    try gen_server:call(?SERVER, {reg_track, Name, Pid, Method}) of
         yes -> yes;
         _ -> no
     catch
@@ -245,11 +311,143 @@ registered_names() ->
         E -> tether_nif:reg_names(E)
     end.
 
-%% @doc Waits until this node's pending registry work is done (its own
-%% registrations and removals handed to the network) and asks every
-%% member to do the same. Always `ok'. Registrations of other nodes
-%% arrive asynchronously; sync/0 is there for `global' compatibility.
+%% @doc Asks every member and waits for their answers, so that once it
+%% returns, every registration and removal made on any member before the
+%% call is visible here (unless a partition holds it). Members that do
+%% not answer within 5 seconds are skipped. Always `ok'.
 -spec sync() -> ok.
 sync() ->
-    _ = catch gen_server:call(?SERVER, reg_sync),
+    _ = catch gen_server:call(?SERVER, reg_sync, 10000),
     ok.
+
+%%% RPC (implemented by tether_rpc, whose module doc tells how requests
+%%% travel inside envelopes and how partitions apply to them)
+
+%% @doc As `rpc:call/4', across tether members. See {@link tether_rpc:call/5}.
+-spec call(node(), module(), atom(), [term()]) -> term() | {badrpc, term()}.
+call(Node, M, F, A) ->
+    tether_rpc:call(Node, M, F, A).
+
+%% @doc As `rpc:call/5': `{badrpc, nodedown}' at once across a drop
+%% partition, completes after heal across a defer one unless Timeout
+%% passes first (`{badrpc, timeout}'). See {@link tether_rpc:call/5}.
+-spec call(node(), module(), atom(), [term()], timeout()) ->
+          term() | {badrpc, term()}.
+call(Node, M, F, A, Timeout) ->
+    tether_rpc:call(Node, M, F, A, Timeout).
+
+%% @doc As `rpc:multicall/3', on every member. See {@link tether_rpc:multicall/5}.
+-spec multicall(module(), atom(), [term()]) -> {[term()], [node()]}.
+multicall(M, F, A) ->
+    tether_rpc:multicall(M, F, A).
+
+%% @doc As `rpc:multicall/4'. See {@link tether_rpc:multicall/5}.
+-spec multicall([node()], module(), atom(), [term()]) ->
+          {[term()], [node()]}.
+multicall(Nodes, M, F, A) ->
+    tether_rpc:multicall(Nodes, M, F, A).
+
+%% @doc As `rpc:multicall/5': `{Results, BadNodes}', Results in node
+%% order. See {@link tether_rpc:multicall/5}.
+-spec multicall([node()], module(), atom(), [term()], timeout()) ->
+          {[term()], [node()]}.
+multicall(Nodes, M, F, A, Timeout) ->
+    tether_rpc:multicall(Nodes, M, F, A, Timeout).
+
+%% @doc As `rpc:cast/4'; always `true'. See {@link tether_rpc:cast/4}.
+-spec cast(node(), module(), atom(), [term()]) -> true.
+cast(Node, M, F, A) ->
+    tether_rpc:cast(Node, M, F, A).
+
+%% @doc As `rpc:abcast/2', to every member. See {@link tether_rpc:abcast/3}.
+-spec abcast(atom(), term()) -> abcast.
+abcast(Name, Msg) ->
+    tether_rpc:abcast(Name, Msg).
+
+%% @doc As `rpc:abcast/3'. See {@link tether_rpc:abcast/3}.
+-spec abcast([node()], atom(), term()) -> abcast.
+abcast(Nodes, Name, Msg) ->
+    tether_rpc:abcast(Nodes, Name, Msg).
+
+%%% Services (implemented by tether_service and tether_rpc)
+
+%% @doc Registers the caller as this node's instance of Service, with no
+%% metadata. See {@link tether_service:register_service/3}.
+-spec register_service(term()) -> ok | {error, term()}.
+register_service(Name) ->
+    tether_service:register_service(Name).
+
+%% @doc Registers the caller as this node's instance of Service with
+%% metadata Meta. See {@link tether_service:register_service/3}.
+-spec register_service(term(), map()) -> ok | {error, term()}.
+register_service(Name, Meta) ->
+    tether_service:register_service(Name, Meta).
+
+%% @doc Registers Pid (local, alive) as this node's instance of Service.
+%% See {@link tether_service:register_service/3}.
+-spec register_service(term(), pid(), map()) -> ok | {error, term()}.
+register_service(Name, Pid, Meta) ->
+    tether_service:register_service(Name, Pid, Meta).
+
+%% @doc Removes this node's instance of Service.
+-spec unregister_service(term()) -> ok.
+unregister_service(Name) ->
+    tether_service:unregister_service(Name).
+
+%% @doc `{ok, Pid}' for a local instance, `{ok, Node, Pid}' for the first
+%% remote one, or `{error, not_found}'.
+-spec whereis_service(term()) ->
+          {ok, pid()} | {ok, node(), pid()} | {error, not_found}.
+whereis_service(Name) ->
+    tether_service:whereis_service(Name).
+
+%% @doc As whereis_service/1; `#{node => Node}' asks for Node's instance.
+-spec whereis_service(term(), map()) ->
+          {ok, pid()} | {ok, node(), pid()} | {error, not_found}.
+whereis_service(Name, Opts) ->
+    tether_service:whereis_service(Name, Opts).
+
+%% @doc The nodes running Service: this node first, the others in an
+%% order reshuffled at every health recheck.
+-spec get_nodes(term()) -> [node()].
+get_nodes(Name) ->
+    tether_service:get_nodes(Name).
+
+%% @doc As get_nodes/1, with each instance's metadata.
+-spec get_instances(term()) -> [{node(), term()}].
+get_instances(Name) ->
+    tether_service:get_instances(Name).
+
+%% @doc Every service known here with its instances.
+-spec get_services() -> #{term() => [{node(), pid(), term()}]}.
+get_services() ->
+    tether_service:get_services().
+
+%% @doc Waits until every service of Names has an instance: `ok' or
+%% `timeout'. See {@link tether_service:wait_for_services/2}.
+-spec wait_for_services([term()], list() | map()) -> ok | timeout.
+wait_for_services(Names, Opts) ->
+    tether_service:wait_for_services(Names, Opts).
+
+%% @doc Calls Fun(Args...) on an instance of Service with failover. See
+%% {@link tether_rpc:call_service/4}.
+-spec call_service(term(), atom(), [term()],
+                   [tether_rpc:call_service_opt()]) ->
+          term() | {badrpc, term()} | {error, service_not_available}.
+call_service(Service, Fun, Args, Opts) ->
+    tether_rpc:call_service(Service, Fun, Args, Opts).
+
+%% @doc Calls Fun(Args...) on every instance of Service. See
+%% {@link tether_rpc:call_service_all/4}.
+-spec call_service_all(term(), atom(), [term()],
+                       [tether_rpc:call_service_opt()]) ->
+          [{node(), term()}].
+call_service_all(Service, Fun, Args, Opts) ->
+    tether_rpc:call_service_all(Service, Fun, Args, Opts).
+
+%% @doc Generates and loads Module, whose functions Fun/Arity call the
+%% service Module (call_service/4) and return
+%% `{error, service_not_available}' until an instance appears.
+-spec stub(module(), [{atom(), arity()}]) -> ok | {error, term()}.
+stub(Module, Funs) ->
+    tether_service:stub(Module, Funs).

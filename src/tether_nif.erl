@@ -23,8 +23,12 @@
          engine_partition/4, engine_heal/2, engine_heal_all/1,
          engine_partitions/1, engine_send/3, engine_info/1,
          engine_recv_dirty/3, engine_send_dirty/3, engine_trust_add/3]).
--export([reg_register/5, reg_unregister/2, reg_whereis/2, reg_names/1,
-         reg_entries/1, reg_info/1]).
+-export([engine_seal/3, engine_open/3, engine_seal_dirty/3,
+         engine_open_dirty/3]).
+-export([reg_register/5, reg_register_sealed/5, reg_unregister/2,
+         reg_whereis/2, reg_names/1, reg_entries/1, reg_info/1]).
+-export([svc_register/4, svc_unregister/2, svc_lookup/2, svc_local/2,
+         svc_names/1, svc_info/1]).
 
 -export_type([engine/0, action/0, engine_opts/0, error_reason/0]).
 
@@ -185,6 +189,40 @@ engine_recv_dirty(_Engine, _From, _Bytes) ->
 engine_send_dirty(_Engine, _To, _Etf) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
+%% @doc The direct path: seals one module message (a term in external
+%% format) for peer `To' and returns the envelope for the caller to carry
+%% itself (see {@link tether_rpc}), under the partition rules of
+%% engine_send/3: `{error, closed}' across a drop partition or without a
+%% session; `deferred' across a defer one (the engine holds the message
+%% and sends it on heal, through the server).
+-spec engine_seal(engine(), name(), binary()) ->
+          {ok, binary()} | deferred | {error, error_reason()}.
+engine_seal(_Engine, _To, _Etf) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Opens an envelope that peer `From' sealed with engine_seal/3 and
+%% returns the term inside, decoded as `binary_to_term/1' would (new
+%% atoms allowed, as Erlang distribution allows them: only a trusted
+%% member holding the session can seal). `deferred' when a defer partition holds it (it reaches the
+%% module handler through the server on heal); `{error, Reason}' when it
+%% is refused (tampered, replayed, a drop partition, no session).
+-spec engine_open(engine(), name(), binary()) ->
+          {ok, term()} | deferred | {error, error_reason()}.
+engine_open(_Engine, _From, _Bytes) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc engine_seal/3 on a dirty CPU scheduler, for large messages.
+-spec engine_seal_dirty(engine(), name(), binary()) ->
+          {ok, binary()} | deferred | {error, error_reason()}.
+engine_seal_dirty(_Engine, _To, _Etf) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc engine_open/3 on a dirty CPU scheduler, for large messages.
+-spec engine_open_dirty(engine(), name(), binary()) ->
+          {ok, term()} | deferred | {error, error_reason()}.
+engine_open_dirty(_Engine, _From, _Bytes) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
 %% @doc Trusts `PublicKey' (Ed25519, 32 bytes) as the identity of `Node';
 %% `{error, exists}' if Node already has another key.
 -spec engine_trust_add(engine(), name(), <<_:256>>) ->
@@ -210,6 +248,14 @@ reg_register(_Engine, _Name, _Pid, _Method, _WallMs) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 %% @doc Removes this node's own entry for `Name' and broadcasts that.
+%% @doc reg_register/5 on the direct path: the broadcast comes back as
+%% envelopes, `{yes, [{Peer, Envelope}]}', for the caller to send to
+%% `tether' on each Peer as `{'$tether', node(), Envelope}'.
+-spec reg_register_sealed(engine(), term(), pid(), 0..2, non_neg_integer()) ->
+          {yes, [{name(), binary()}]} | no | {error, error_reason()}.
+reg_register_sealed(_Engine, _Name, _Pid, _Method, _WallMs) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
 -spec reg_unregister(engine(), term()) -> ok | {error, error_reason()}.
 reg_unregister(_Engine, _Name) ->
     erlang:nif_error({not_loaded, ?MODULE}).
@@ -234,6 +280,51 @@ reg_entries(_Engine) ->
 %% @doc The registry's entry count, table digest and counters.
 -spec reg_info(engine()) -> #{atom() => non_neg_integer()} | {error, enomem}.
 reg_info(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Registers (or replaces) this node's instance of service `Name'
+%% as the local `Pid' with `Meta', and broadcasts it to every member.
+%% One instance per service and node; registering again replaces Pid and
+%% Meta. `{error, too_big}' past the bounds (a name of 4 KiB, a meta of
+%% 64 KiB in external format, 4096 services per node), `{error, invalid}'
+%% for a meta that cannot cross (a fun) or after the engine left. Change
+%% events reach the shell as `{deliver, 3, {tether_service, up | down,
+%% NameEtf, Node}}' actions. Call it through
+%% `tether_server:engine_call/1', which sends what it queues; the caller
+%% monitors Pid and unregisters.
+-spec svc_register(engine(), term(), pid(), term()) ->
+          ok | {error, error_reason()}.
+svc_register(_Engine, _Name, _Pid, _Meta) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Removes this node's instance of service `Name' and broadcasts
+%% that (through `tether_server:engine_call/1', as svc_register/4).
+-spec svc_unregister(engine(), term()) -> ok | {error, not_found}.
+svc_unregister(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Every instance of service `Name' in the cluster, ours included,
+%% in no particular order, read from this node's table under a read lock
+%% (no message, no engine lock).
+-spec svc_lookup(engine(), term()) -> [{name(), pid(), term()}].
+svc_lookup(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc This node's own instance of service `Name' (read lock only).
+-spec svc_local(engine(), term()) -> {ok, pid(), term()} | undefined.
+svc_local(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Every service with at least one instance, each once.
+-spec svc_names(engine()) -> [term()].
+svc_names(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The service table's instance count, digest, our own version and
+%% counters (`added', `removed', `replaced', `syncs_sent', `syncs_recv',
+%% `pulls_sent', `gaps', `bad_msgs', `stale_msgs', `dropped').
+-spec svc_info(engine()) -> #{atom() => non_neg_integer()} | {error, enomem}.
+svc_info(_Engine) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 -spec priv_dir() -> file:filename().

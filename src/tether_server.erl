@@ -56,7 +56,15 @@
 %% This server registers names of local processes in it (one name per
 %% pid, as `global'), monitors them and unregisters a name when its
 %% process dies, and tells the registrant of a lost conflict (engine
-%% subscriber 2) as it chose at registration. The current engine is kept
+%% subscriber 2) as it chose at registration. When the engine asks this
+%% node to resolve a conflict (our registrant gave a resolver), the
+%% resolver runs in a fresh process; a verdict against our own
+%% registration unregisters it, one against the other registration is
+%% sent as `{'$tether_reg_yield', Name, Pid, Kept}' to `tether' on that
+%% pid's node, which unregisters it there and tells its registrant. The
+%% registry engine has its own reg_yield message for this
+%% (`tether_registry_resolve()' in `core/registry.h'), which a NIF call
+%% would reach. The current engine is kept
 %% in `persistent_term' under {@link engine_key/0}, so
 %% `tether:whereis_name/1' reads the registry in the NIF, under a read
 %% lock, without a message to this server. A fresh engine (after a leave
@@ -93,7 +101,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, send/3, register_handler/2, unregister_handler/1,
-         info/0, engine_key/0]).
+         engine_call/1, info/0, engine_key/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
@@ -112,6 +120,8 @@
 -define(KEY_BYTES, 32).
 %% Messages from this size on are MAC'd and copied on a dirty scheduler.
 -define(DIRTY_BYTES, 256 * 1024).
+%% How long tether:sync/0 waits for the members' answers.
+-define(REG_SYNC_MS, 5000).
 
 -record(st, {
     engine :: tether_nif:engine() | undefined,
@@ -131,7 +141,11 @@
     all_seeds = [] :: [node()],
     %% Local registrants: one name per pid, monitored.
     reg_pids = #{} :: #{pid() => {term(), reference()}},
-    resolvers = #{} :: #{term() => fun((term(), pid(), pid()) -> term())}
+    %% How each local registrant hears of a lost conflict (resolver funs
+    %% do not cross the engine, so they stay here).
+    reg_methods = #{} :: #{term() => tether:conflict_method()},
+    %% tether:sync/0 calls waiting for members' answers.
+    reg_syncs = #{} :: #{reference() => {gen_server:from(), [node()]}}
 }).
 
 -type state() :: #st{}.
@@ -163,6 +177,22 @@ register_handler(Tag, Pid) when is_pid(Pid) ->
 -spec unregister_handler(term()) -> ok.
 unregister_handler(Tag) ->
     gen_server:call(?SERVER, {unregister_handler, Tag}).
+
+%% @doc Runs `Fun(Engine)' inside the server and returns its result,
+%% then carries out the actions it queued (sends, deliveries). This is
+%% how other tether modules make engine calls that send (a service
+%% registration, say) without a clause of their own here. Fun must be
+%% short and must not call this server. `{error, not_distributed}' when
+%% there is no engine.
+-spec engine_call(fun((tether_nif:engine()) -> Result)) ->
+          Result | {error, not_distributed}.
+engine_call(Fun) when is_function(Fun, 1) ->
+    case gen_server:call(?SERVER, {engine_call, Fun}) of
+        {'$engine_call_raised', Class, Reason, Stack} ->
+            erlang:raise(Class, Reason, Stack);
+        Result ->
+            Result
+    end.
 
 %% @doc The engine's name, incarnation, time, state and counters, for
 %% tests and metrics.
@@ -213,6 +243,8 @@ handle_call({reg_register, _, _, _}, _From, S = #st{engine = undefined}) ->
     {reply, no, S};
 handle_call(_Req, _From, S = #st{engine = undefined}) ->
     {reply, {error, not_distributed}, S};
+handle_call(reg_sync, From, S) ->
+    {noreply, reg_sync(From, run(tick(S)))};
 handle_call(Req, _From, S0) ->
     S = tick(S0),
     {Reply, S1} = call(Req, S),
@@ -272,6 +304,21 @@ handle_info(seed_retry, S = #st{engine = E}) when E =/= undefined ->
 handle_info(dist_check, S) ->
     erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
     {noreply, dist_check(S)};
+handle_info({reg_verdict, Name, W, L, Keep}, S = #st{engine = E})
+  when E =/= undefined ->
+    {noreply, run(reg_verdict(Name, W, L, Keep, tick(S)))};
+handle_info({'$tether_reg_yield', Name, Pid, Keep}, S = #st{engine = E})
+  when E =/= undefined, is_pid(Pid) ->
+    {noreply, run(reg_yield(Name, Pid, Keep, tick(S)))};
+handle_info({'$tether_reg_ping', Ref, From}, S) when is_atom(From) ->
+    %% Sent after every engine message we sent before it (see reg_sync).
+    _ = erlang:send({?SERVER, From}, {'$tether_reg_pong', Ref, node()},
+                    [noconnect]),
+    {noreply, S};
+handle_info({'$tether_reg_pong', Ref, From}, S) ->
+    {noreply, reg_sync_answer(Ref, From, S)};
+handle_info({reg_sync_timeout, Ref}, S) ->
+    {noreply, reg_sync_done(Ref, S)};
 handle_info({'DOWN', MRef, process, Pid, _}, S) ->
     {noreply, drop_monitored(Pid, MRef, S)};
 handle_info(_Msg, S) ->
@@ -334,10 +381,17 @@ call({reg_register, Name, Pid, Method}, S) ->
     reg_register(Name, Pid, Method, S);
 call({reg_unregister, Name}, S) ->
     {ok, reg_unregister(Name, S)};
-call(reg_sync, S) ->
-    {ok, S};
+call({reg_track, Name, Pid, Method}, S) ->
+    {yes, reg_track(Name, Pid, Method, S)};
 call(info, S) ->
     {tether_nif:engine_info(S#st.engine), S};
+call({engine_call, Fun}, S) when is_function(Fun, 1) ->
+    %% A crash of Fun is the caller's, not the server's.
+    try Fun(S#st.engine) of
+        Result -> {Result, S}
+    catch
+        Class:Reason:Stack -> {{'$engine_call_raised', Class, Reason, Stack}, S}
+    end;
 call(_Req, S) ->
     {{error, badarg}, S}.
 
@@ -608,6 +662,9 @@ act({deliver, ?MODULE_SUB, {tether_msg, From, Etf}}, S) when is_binary(Etf) ->
 act({deliver, ?REG_SUB, {tether_reg_conflict, NameB, LoserB, WinnerB, M}}, S)
   when is_binary(NameB), is_binary(LoserB), is_binary(WinnerB) ->
     reg_lost(NameB, LoserB, WinnerB, M, S);
+act({deliver, ?REG_SUB, {tether_reg_resolve, NameB, WinnerB, LoserB}}, S)
+  when is_binary(NameB), is_binary(WinnerB), is_binary(LoserB) ->
+    reg_resolve(NameB, WinnerB, LoserB, S);
 act({connect, To}, S = #st{connecting = C}) ->
     Node = binary_to_atom(To, utf8),
     case maps:is_key(Node, C) of
@@ -625,11 +682,13 @@ act(_Other, S) ->
     S.
 
 %% Hands a module message {Tag, Term} from a peer to the handler of Tag.
-%% The bytes passed the peer's MAC, but they are still decoded with
-%% `safe': no new atoms from the wire.
+%% The bytes passed the peer's MAC: only a trusted member can have sealed
+%% them, so they are decoded as Erlang distribution decodes (new atoms
+%% allowed: a deferred rpc names its module and function), never unsafe
+%% to the VM (binary_to_term checks every byte).
 -spec module_msg(node(), binary(), state()) -> ok.
 module_msg(From, Etf, #st{handlers = Handlers}) ->
-    try binary_to_term(Etf, [safe]) of
+    try binary_to_term(Etf) of
         {Tag, Term} ->
             case maps:find(Tag, Handlers) of
                 {ok, {Pid, _}} -> Pid ! {tether_msg, From, Tag, Term}, ok;
@@ -704,7 +763,7 @@ drop_monitored(Pid, MRef, S = #st{subs = Subs, handlers = H}) ->
 %%% Registry
 
 %% Registers a local pid (one name per pid, as global). Method is kept
-%% here when it is a resolver fun (funs do not cross the engine).
+%% here as well (a resolver fun does not cross the engine).
 -spec reg_register(term(), pid(), tether:conflict_method(), state()) ->
           {yes | no, state()}.
 reg_register(Name, Pid, Method, S = #st{engine = E, reg_pids = Regs}) ->
@@ -723,18 +782,22 @@ reg_register(Name, Pid, Method, S = #st{engine = E, reg_pids = Regs}) ->
                       end) of
                 yes ->
                     MRef = erlang:monitor(process, Pid),
-                    Res = case Method of
-                              {resolve, Fun} ->
-                                  maps:put(Name, Fun, S#st.resolvers);
-                              _ ->
-                                  S#st.resolvers
-                          end,
                     {yes, S#st{reg_pids = Regs#{Pid => {Name, MRef}},
-                               resolvers = Res}};
+                               reg_methods = maps:put(Name, Method,
+                                                      S#st.reg_methods)}};
                 _ ->
                     {no, S}
             end
     end.
+
+%% Keeps the bookkeeping of a registration the caller made on the direct
+%% path (tether:register_name/3): monitor, name and method.
+-spec reg_track(term(), pid(), tether:conflict_method(), state()) -> state().
+reg_track(Name, Pid, Method, S = #st{reg_pids = Regs}) ->
+    S1 = reg_forget(Pid, S),
+    MRef = erlang:monitor(process, Pid),
+    S1#st{reg_pids = Regs#{Pid => {Name, MRef}},
+          reg_methods = maps:put(Name, Method, S1#st.reg_methods)}.
 
 -spec reg_unregister(term(), state()) -> state().
 reg_unregister(Name, S = #st{engine = E, reg_pids = Regs}) ->
@@ -746,11 +809,11 @@ reg_unregister(Name, S = #st{engine = E, reg_pids = Regs}) ->
 
 %% Drops the bookkeeping of a local registrant (not the engine entry).
 -spec reg_forget(pid(), state()) -> state().
-reg_forget(Pid, S = #st{reg_pids = Regs, resolvers = Res}) ->
+reg_forget(Pid, S = #st{reg_pids = Regs, reg_methods = Ms}) ->
     case maps:take(Pid, Regs) of
         {{Name, MRef}, Rest} ->
             erlang:demonitor(MRef, [flush]),
-            S#st{reg_pids = Rest, resolvers = maps:remove(Name, Res)};
+            S#st{reg_pids = Rest, reg_methods = maps:remove(Name, Ms)};
         error ->
             S
     end.
@@ -759,30 +822,175 @@ reg_forget(Pid, S = #st{reg_pids = Regs, resolvers = Res}) ->
 -spec reg_reset(state()) -> state().
 reg_reset(S = #st{reg_pids = Regs}) ->
     _ = [erlang:demonitor(MRef, [flush]) || {_, MRef} <- maps:values(Regs)],
-    S#st{reg_pids = #{}, resolvers = #{}}.
+    S#st{reg_pids = #{}, reg_methods = #{}}.
 
 %% Our registration of a name lost a conflict; the engine already removed
-%% it everywhere. Tell the registrant as it asked.
+%% it everywhere. Tell the registrant as it asked. An empty WinnerB means a
+%% resolver elsewhere kept neither registration.
 -spec reg_lost(binary(), binary(), binary(), term(), state()) -> state().
-reg_lost(NameB, LoserB, WinnerB, M, S) ->
-    try {binary_to_term(NameB), binary_to_term(LoserB),
-         binary_to_term(WinnerB)} of
-        {Name, Loser, Winner} when is_pid(Loser), is_pid(Winner) ->
-            Fun = maps:get(Name, S#st.resolvers, undefined),
-            S1 = reg_forget(Loser, S),
-            _ = case {M, Fun} of
-                    {1, _} ->
-                        exit(Loser, kill);
-                    {2, F} when is_function(F, 3) ->
-                        spawn(fun() -> F(Name, Loser, Winner) end);
-                    _ ->
-                        Loser ! {global_name_conflict, Name, Winner}
-                end,
-            S1;
+reg_lost(NameB, LoserB, WinnerB, _M, S) ->
+    try {binary_to_term(NameB), binary_to_term(LoserB), winner(WinnerB)} of
+        {Name, Loser, Winner} when is_pid(Loser) ->
+            Method = maps:get(Name, S#st.reg_methods, notify),
+            tell_loser(Loser, Name, Winner, Method),
+            reg_forget(Loser, S);
         _ ->
             S
     catch
         error:badarg -> S
+    end.
+
+-spec winner(binary()) -> pid() | none.
+winner(<<>>) ->
+    none;
+winner(WinnerB) ->
+    case binary_to_term(WinnerB) of
+        Pid when is_pid(Pid) -> Pid;
+        _ -> error(badarg)
+    end.
+
+%% exit: killed, as global's default resolver does; notify, and a
+%% resolver that was not the one to decide: a message.
+-spec tell_loser(pid(), term(), pid() | none, tether:conflict_method()) -> ok.
+tell_loser(Loser, _Name, _Winner, exit) ->
+    exit(Loser, kill),
+    ok;
+tell_loser(Loser, Name, Winner, _Method) ->
+    Loser ! {global_name_conflict, Name, Winner},
+    ok.
+
+%% The engine asks this node, and only this one, to resolve a conflict on
+%% a name our registrant gave a resolver for (core/registry.h): the
+%% resolver runs in a fresh process as Fun(Name, Earlier, Later), and
+%% what it returns comes back as {reg_verdict, ...}. A pid of the two
+%% keeps the name; anything else (none, a crash) keeps neither, as in
+%% global.
+-spec reg_resolve(binary(), binary(), binary(), state()) -> state().
+reg_resolve(NameB, WinnerB, LoserB, S) ->
+    try {binary_to_term(NameB), binary_to_term(WinnerB),
+         binary_to_term(LoserB)} of
+        {Name, W, L} when is_pid(W), is_pid(L) ->
+            case maps:get(Name, S#st.reg_methods, undefined) of
+                {resolve, Fun} ->
+                    Server = self(),
+                    _ = spawn(fun() ->
+                                      Keep = run_resolver(Fun, Name, W, L),
+                                      Server ! {reg_verdict, Name, W, L, Keep}
+                              end),
+                    S;
+                _ ->
+                    S
+            end;
+        _ ->
+            S
+    catch
+        error:badarg -> S
+    end.
+
+-spec run_resolver(fun((term(), pid(), pid()) -> term()), term(), pid(),
+                   pid()) -> pid() | none.
+run_resolver(Fun, Name, W, L) ->
+    try Fun(Name, W, L) of
+        Keep when Keep =:= W; Keep =:= L -> Keep;
+        _ -> none
+    catch
+        _:_ -> none
+    end.
+
+%% Carries out our resolver's verdict: our own registration goes unless
+%% kept (the engine broadcasts the removal), and the other registration's
+%% node is told to drop it unless kept. When our registrant is gone
+%% meanwhile, its entry went with it and the other one simply stays.
+-spec reg_verdict(term(), pid(), pid(), pid() | none, state()) -> state().
+reg_verdict(Name, W, L, Keep, S = #st{engine = E, reg_pids = Regs}) ->
+    {Own, Other} = case node(W) =:= node() of
+                       true -> {W, L};
+                       false -> {L, W}
+                   end,
+    case Regs of
+        #{Own := {Name, _}} ->
+            S1 = case Keep of
+                     Own ->
+                         S;
+                     _ ->
+                         _ = safe(fun() ->
+                                          tether_nif:reg_unregister(E, Name)
+                                  end),
+                         reg_forget(Own, S)
+                 end,
+            _ = case Keep of
+                    Other ->
+                        ok;
+                    _ ->
+                        erlang:send({?SERVER, node(Other)},
+                                    {'$tether_reg_yield', Name, Other, Keep},
+                                    [noconnect])
+                end,
+            S1;
+        _ ->
+            S
+    end.
+
+%% Another node's resolver decided that our registration of Name by Pid
+%% loses: remove it (the engine broadcasts the removal) and tell Pid.
+-spec reg_yield(term(), pid(), pid() | none, state()) -> state().
+reg_yield(Name, Pid, Keep, S = #st{engine = E, reg_pids = Regs}) ->
+    case Regs of
+        #{Pid := {Name, _}} ->
+            Method = maps:get(Name, S#st.reg_methods, notify),
+            _ = safe(fun() -> tether_nif:reg_unregister(E, Name) end),
+            tell_loser(Pid, Name, Keep, Method),
+            reg_forget(Pid, S);
+        _ ->
+            S
+    end.
+
+%% tether:sync/0. Every member's server sends its engine messages to
+%% ours in order, so once a member answers a ping (sent back after every
+%% registration it had broadcast before it), and ours has taken in what
+%% arrived before that answer, its registrations are in our table. The
+%% caller is answered when every member has answered, or after
+%% REG_SYNC_MS (members that do not answer are skipped). C-nodes answer
+%% the same ping (their names are in the registry too).
+-spec reg_sync(gen_server:from(), state()) -> state().
+reg_sync(From, S = #st{engine = E}) ->
+    Self = node(),
+    Members = case tether_nif:engine_members(E) of
+                  L when is_list(L) -> [M || M <- atoms(L), M =/= Self];
+                  _ -> []
+              end,
+    case Members of
+        [] ->
+            gen_server:reply(From, ok),
+            S;
+        _ ->
+            Ref = make_ref(),
+            [erlang:send({?SERVER, M}, {'$tether_reg_ping', Ref, Self},
+                         [noconnect]) || M <- Members],
+            erlang:send_after(?REG_SYNC_MS, self(), {reg_sync_timeout, Ref}),
+            S#st{reg_syncs = maps:put(Ref, {From, Members}, S#st.reg_syncs)}
+    end.
+
+-spec reg_sync_answer(reference(), node(), state()) -> state().
+reg_sync_answer(Ref, Node, S = #st{reg_syncs = Syncs}) ->
+    case Syncs of
+        #{Ref := {From, Waiting}} ->
+            case lists:delete(Node, Waiting) of
+                [] -> reg_sync_done(Ref, S);
+                Rest -> S#st{reg_syncs = Syncs#{Ref := {From, Rest}}}
+            end;
+        _ ->
+            S
+    end.
+
+-spec reg_sync_done(reference(), state()) -> state().
+reg_sync_done(Ref, S = #st{reg_syncs = Syncs}) ->
+    case maps:take(Ref, Syncs) of
+        {{From, _}, Rest} ->
+            gen_server:reply(From, ok),
+            S#st{reg_syncs = Rest};
+        error ->
+            S
     end.
 
 %%% Size-dependent NIF calls

@@ -1,7 +1,10 @@
-%% @doc The top supervisor of tether: today one child, {@link tether_server}
-%% (registered as `tether'), which owns the cluster engine. Later modules
-%% (the registry first) start here after it, so a restart of the server
-%% restarts them too (rest_for_one).
+%% @doc The top supervisor of tether. Its children start in order:
+%% {@link tether_server} (registered as `tether'), which owns the cluster
+%% engine, then {@link tether_service_server}, which registers this
+%% node's service instances in that engine, then {@link
+%% tether_rpc_server}, which runs the calls a defer partition held. The
+%% strategy is rest_for_one: a restart of the server (a fresh engine)
+%% restarts the children after it too.
 -module(tether_sup).
 -behaviour(supervisor).
 
@@ -22,4 +25,16 @@ init([]) ->
                shutdown => 5000,
                type => worker,
                modules => [tether_server]},
-    {ok, {Flags, [Server]}}.
+    Services = #{id => tether_service_server,
+                 start => {tether_service_server, start_link, []},
+                 restart => permanent,
+                 shutdown => 5000,
+                 type => worker,
+                 modules => [tether_service_server]},
+    Rpc = #{id => tether_rpc_server,
+            start => {tether_rpc_server, start_link, []},
+            restart => permanent,
+            shutdown => 5000,
+            type => worker,
+            modules => [tether_rpc_server]},
+    {ok, {Flags, [Server, Services, Rpc]}}.

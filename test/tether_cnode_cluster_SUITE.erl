@@ -25,7 +25,8 @@
 -export([cnode_joins_with_flag/1, beam_joins_cnode/1, drop_partition/1,
          defer_partition/1, sigkill_removes_cnode_and_restart_rejoins/1,
          bad_input_is_counted/1, leave_and_join_again/1,
-         shared_cluster_secret/1, identity_and_trusted_keys/1]).
+         shared_cluster_secret/1, identity_and_trusted_keys/1,
+         cnode_name_in_registry/1]).
 
 -define(HB_MS, 200).
 -define(TTL_MS, 2000).
@@ -36,7 +37,7 @@ all() ->
     [cnode_joins_with_flag, beam_joins_cnode, drop_partition,
      defer_partition, sigkill_removes_cnode_and_restart_rejoins,
      bad_input_is_counted, leave_and_join_again, shared_cluster_secret,
-     identity_and_trusted_keys].
+     identity_and_trusted_keys, cnode_name_in_registry].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -58,6 +59,34 @@ end_per_testcase(_Case, Config) ->
     Config.
 
 %%% Cases
+
+%% A C service registered in the cluster registry (--register rpctest):
+%% every BEAM member finds it with tether:whereis_name/1 and calls it
+%% through {via, tether, rpctest}; when the service exits its name leaves
+%% every member's table; when the C-node is killed the name goes too.
+cnode_name_in_registry(Config) ->
+    [B1 | _] = Bs = start_nodes(3),
+    cluster(Bs),
+    Plugin = tether_rpc_lib:rpctest_plugin(),
+    C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
+                    ["--load", Plugin, "--register", "rpctest"]),
+    CN = tether_test_lib:cnode_node(C),
+    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
+    [wait_until(fun() -> call(N, tether, whereis_name, [rpctest]) end,
+                fun(P) -> is_pid(P) andalso node(P) =:= CN end) || N <- Bs],
+    ?assertEqual(hello, call(B1, gen_server, call,
+                             [{via, tether, rpctest}, {echo, hello}])),
+    ?assert(lists:member(rpctest, call(B1, tether, registered_names, []))),
+    %% sync/0 asks the C-node too, which answers (well before the 5 s
+    %% after which sync gives up on a silent member).
+    {SyncUs, ok} = timer:tc(fun() -> call(B1, tether, sync, []) end),
+    ?assert(SyncUs < 4000000),
+    %% The service crashes: its name leaves the registry everywhere.
+    ?assertExit({exception, {bye, _}},
+                call(B1, gen_server, call,
+                     [{via, tether, rpctest}, {crash, bye}])),
+    [wait_until(fun() -> call(N, tether, whereis_name, [rpctest]) end,
+                fun(P) -> P =:= undefined end) || N <- Bs].
 
 %% The C-node started with --join B1 joins the cluster of three BEAM
 %% nodes; all four agree on the sorted member list.

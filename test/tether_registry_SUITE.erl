@@ -16,9 +16,11 @@
          end_per_testcase/2]).
 -export([register_visible_everywhere/1, dies_with_process/1,
          dies_with_node/1, via_gen_server/1, via_gen_statem/1,
-         via_elixir_genserver/1, conflict_after_heal/1]).
+         via_elixir_genserver/1, conflict_after_heal/1,
+         resolver_decides_after_heal/1, sync_waits_for_every_member/1]).
 %% Run on the peers.
--export([entries/0, spawn_idle/0]).
+-export([entries/0, spawn_idle/0, spawn_many/1, register_then_look/2,
+         all_visible/1]).
 %% gen_server and gen_statem callbacks of the via cases.
 -export([init/1, handle_call/3, handle_cast/2, callback_mode/0,
          handle_event/4]).
@@ -30,7 +32,8 @@
 all() ->
     [register_visible_everywhere, dies_with_process, dies_with_node,
      via_gen_server, via_gen_statem, via_elixir_genserver,
-     conflict_after_heal].
+     conflict_after_heal, resolver_decides_after_heal,
+     sync_waits_for_every_member].
 
 init_per_suite(Config) ->
     case node() of
@@ -193,6 +196,95 @@ conflict_after_heal(_Config) ->
     %% The loser's node forgot its registrant: it may register again.
     ?assertEqual(yes, call(N2, tether, register_name, [split_again, A2])).
 
+%% Resolvers decide, as in global: split {N1} | {N2, N3} in drop mode;
+%% `keep_later' is registered first on N1 with {resolve, Fun} keeping the
+%% later pid, then on N2 (notify); `keep_none' first on N2 with a
+%% global-style fun/3 returning none, then on N1 (exit). After heal each
+%% resolver runs exactly once, on its registrant's node, with the earlier
+%% pid first; every node ends with the kept registration (or none) and
+%% the same table; a removed registrant is told as it chose.
+resolver_decides_after_heal(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(3),
+    {ok, Ref} = call(N3, tether, partition, [[N1], [N2, N3], drop]),
+    wait_members([N1], [N1]),
+    wait_members([N2, N3], lists:sort([N2, N3])),
+    Self = self(),
+    Later = fun(Name, P1, P2) -> Self ! {resolved, node(), Name, P1, P2}, P2
+            end,
+    None = fun(Name, P1, P2) -> Self ! {resolved, node(), Name, P1, P2}, none
+           end,
+    A1 = relay(N1),
+    ?assertEqual(yes, call(N1, tether, register_name,
+                           [keep_later, A1, {resolve, Later}])),
+    B2 = relay(N2),
+    ?assertEqual(yes, call(N2, tether, register_name, [keep_none, B2, None])),
+    S1 = lists:max([S || {_, _, _, S, _} <- call(N1, ?MODULE, entries, [])
+                         ++ call(N2, ?MODULE, entries, [])]),
+    wait_clock_past(S1),
+    A2 = relay(N2),
+    ?assertEqual(yes, call(N2, tether, register_name, [keep_later, A2])),
+    B1 = call(N1, ?MODULE, spawn_idle, []),
+    MonB1 = erlang:monitor(process, B1),
+    ?assertEqual(yes, call(N1, tether, register_name,
+                           [keep_none, B1, exit])),
+    ok = call(N1, tether, heal, [Ref]),
+    wait_members(Nodes, lists:sort(Nodes)),
+    %% Each resolver ran on its registrant's node, earlier pid first.
+    Runs = lists:sort([receive {resolved, _, Nm, _, _} = R when Nm =:= Name ->
+                                   R
+                       after ?WAIT_MS -> ct:fail({resolver_not_run, Name})
+                       end || Name <- [keep_later, keep_none]]),
+    ?assertEqual(lists:sort([{resolved, N1, keep_later, A1, A2},
+                             {resolved, N2, keep_none, B2, B1}]), Runs),
+    wait_where(Nodes, keep_later, A2),
+    wait_where(Nodes, keep_none, undefined),
+    %% The removed registrant of keep_none asked to be killed.
+    receive
+        {'DOWN', MonB1, process, B1, Why} -> ?assertEqual(killed, Why)
+    after ?WAIT_MS -> ct:fail(loser_not_killed)
+    end,
+    %% Every node holds exactly keep_later -> A2, identically, and the
+    %% resolvers ran once each.
+    Tables = [wait_until(fun() -> call(N, ?MODULE, entries, []) end,
+                         fun(T) -> length(T) =:= 1 end) || N <- Nodes],
+    [?assertMatch([{keep_later, A2, _, _, _}], T) || T <- Tables],
+    [T1 | _] = Tables,
+    [?assertEqual(T1, T) || T <- Tables],
+    ok = call(N3, tether, sync, []),
+    receive
+        {resolved, _, _, _, _} = Again -> ct:fail({resolver_ran_twice, Again})
+    after 0 -> ok
+    end,
+    %% The kept registrant was not told; the resolvers' own registrants
+    %% are free to register again.
+    ?assertEqual(yes, call(N1, tether, register_name, [again_a1, A1])),
+    ?assertEqual(yes, call(N2, tether, register_name, [again_b2, B2])).
+
+%% After sync/0 returns on N1, every registration made on N2 and N3
+%% before the call is visible on N1 at once (no polling), and so is every
+%% removal. A member whose server does not answer is skipped after the
+%% bound, and sync/0 still returns ok.
+sync_waits_for_every_member(_Config) ->
+    [N1, N2, N3] = cluster(3),
+    %% One process on N1 has N2 and N3 register their own pids (each
+    %% register_name/2 is answered by the pid's node once it has broadcast
+    %% the registration), calls sync/0 and looks at once.
+    Pids = lists:append([call(N, ?MODULE, spawn_many, [200])
+                         || N <- [N2, N3]]),
+    ?assertEqual([], call(N1, ?MODULE, register_then_look, [Pids, true])),
+    Names = [[{P, 0} || P <- Pids, node(P) =:= N] || N <- [N2, N3]],
+    [ok = call(N2, tether, unregister_name, [Nm]) || Nm <- hd(Names)],
+    ok = call(N1, tether, sync, []),
+    ?assertEqual(lists:sort(lists:nth(2, Names)),
+                 lists:sort(call(N1, tether, registered_names, []))),
+    %% N3's server hangs: N1's sync gives up on it and returns.
+    ok = call(N3, sys, suspend, [tether]),
+    try
+        ?assertEqual(ok, erpc:call(N1, tether, sync, [], 20000))
+    after
+        ok = call(N3, sys, resume, [tether])
+    end.
+
 %%% gen_server / gen_statem callbacks (a counter)
 
 init({gen_server, N}) -> {ok, N};
@@ -218,6 +310,28 @@ entries() ->
 
 spawn_idle() ->
     spawn(fun() -> receive stop -> ok end end).
+
+spawn_many(Count) ->
+    [spawn_idle() || _ <- lists:seq(1, Count)].
+
+%% Registers each pid as {Pid, 0} (from here: the pid's node does it),
+%% calls sync/0 if asked, and returns the names not visible here yet.
+%% The local tether server first gets a backlog of messages to work
+%% through, so the broadcasts arrive well before it takes them in: only
+%% a sync/0 that waits for them makes them visible at once.
+register_then_look(Pids, Sync) ->
+    Server = whereis(tether),
+    [Server ! backlog || _ <- lists:seq(1, 300000)],
+    [yes = tether:register_name({P, 0}, P) || P <- Pids],
+    ok = case Sync of
+             true -> tether:sync();
+             false -> ok
+         end,
+    all_visible([{P, 0} || P <- Pids]).
+
+%% The names of Names that whereis_name/1 does not know here.
+all_visible(Names) ->
+    [Nm || Nm <- Names, tether:whereis_name(Nm) =:= undefined].
 
 %%% Helpers
 

@@ -93,6 +93,8 @@ struct tether_call {
     int alist0, alist1; /* the argument list term */
     int ref0, ref1;     /* erpc's Ref */
     ei_x_buff out;      /* the encoded outcome */
+    tether__call_done_fn done; /* INNER */
+    void *done_ctx;
 };
 
 struct tether_service {
@@ -422,6 +424,9 @@ static void call_deliver(tether_node_t *node, void *arg)
         (void)tether_reply(f, c->out.buff, (size_t)c->out.index);
         break;
     }
+    case TETHER_MODE_INNER:
+        c->done(node, c->done_ctx, c->out.buff, (size_t)c->out.index);
+        break;
     }
     call_free(c);
 }
@@ -1402,4 +1407,38 @@ void tether__api_free(tether_node_t *node)
     }
     tether__node_set_api(node, NULL);
     free(api);
+}
+
+/* ---- calls made by the node itself ------------------------------------ */
+
+int tether__call_invoke(tether_node_t *node, const char *module,
+                        const char *function, const char *args,
+                        size_t args_len, tether__call_done_fn done, void *ctx)
+{
+    if (node == NULL || done == NULL || !name_ok(module) ||
+        !name_ok(function) || !tether_term_valid(args, args_len))
+        return TETHER_EINVAL;
+    ei_x_buff x;
+    if (ei_x_new_with_version(&x) < 0)
+        return TETHER_ENOMEM;
+    int rc = ei_x_encode_atom(&x, module);
+    rc |= ei_x_encode_atom(&x, function);
+    rc |= ei_x_append_buf(&x, args + 1, (int)(args_len - 1));
+    if (rc != 0) {
+        ei_x_free(&x);
+        return TETHER_ENOMEM;
+    }
+    tether_call_t *c = call_new(node, TETHER_MODE_INNER, x.buff,
+                                (size_t)x.index);
+    ei_x_free(&x);
+    if (c == NULL)
+        return TETHER_ENOMEM;
+    c->done = done;
+    c->done_ctx = ctx;
+    if (call_parse(c, 1) < 0) {
+        call_free(c);
+        return TETHER_EINVAL;
+    }
+    call_run(tether__node_api(node), c);
+    return 0;
 }

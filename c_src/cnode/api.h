@@ -27,7 +27,29 @@ typedef enum tether_reply_mode {
     TETHER_MODE_ERPC = 1, /* exit reason {Ref, return | throw | ...} */
     TETHER_MODE_REX,      /* rpc:execute_call/3 value, {badrpc, ...} */
     TETHER_MODE_CAST,     /* nothing goes back */
+    TETHER_MODE_INNER,    /* {return, V} | {throw, V} | {exit, R} |
+                             {error, R, Stack} to a C callback */
 } tether_reply_mode_t;
+
+/* Receives the outcome term (131-prefixed) of tether__call_invoke(). */
+typedef void (*tether__call_done_fn)(tether_node_t *node, void *ctx,
+                                     const char *outcome, size_t len);
+
+/*
+ * Runs the registered function module:function/length(args) with the
+ * arguments of `args` (a proper list, 131-prefixed) exactly as erpc would
+ * run it (undef when not registered), and hands its outcome, in the
+ * INNER shapes, to done(node, ctx, ...) on the loop thread once it
+ * completes (at once or later). Loop thread. Returns 0 (done will be
+ * called exactly once, possibly before this returns), TETHER_EINVAL (bad
+ * names or arguments) or TETHER_ENOMEM; done is not called then.
+ */
+TETHER_MUST_CHECK int tether__call_invoke(tether_node_t *node,
+                                          const char *module,
+                                          const char *function,
+                                          const char *args, size_t args_len,
+                                          tether__call_done_fn done,
+                                          void *ctx);
 
 /*
  * Appends to x (set up by the caller, version byte included) the term a
@@ -36,6 +58,7 @@ typedef enum tether_reply_mode {
  *        {Ref, error, R, Stack}     (erpc:execute_call/4's exit reason)
  *  REX:  V | V (a throw) | {badrpc, {'EXIT', R}} |
  *        {badrpc, {'EXIT', {R, Stack}}}  (rpc's execute_call/3 reply)
+ *  INNER: {return, V} | {throw, V} | {exit, R} | {error, R, Stack}
  * ref (without 131) is the Ref term; value and stack are 131-prefixed.
  * stack is only used for TETHER_ERROR (required then). Returns 0,
  * TETHER_EINVAL or TETHER_ENOMEM.

@@ -35,6 +35,7 @@
 #define PATH_BUF_MAX   4096
 #define TICKTIME_MAX   86400u
 #define PLUGINS_MAX    64
+#define SERVICES_FLAG_MAX 64 /* --service */
 #define MS_FLAG_MAX    86400000ul /* --heartbeat-ms, --ttl-ms: one day */
 
 static const char usage_text[] =
@@ -84,6 +85,14 @@ static const char usage_text[] =
     "      --ttl-ms N           lease length, > heartbeat (default\n"
     "                           max(5000, 5 x heartbeat)); a member silent\n"
     "                           that long is dropped\n"
+    "      --service NAME       announce this node as an instance of the\n"
+    "                           service NAME (repeatable): tether:call_service\n"
+    "                           (NAME, Fun, Args, Opts) from any member runs\n"
+    "                           the C function NAME:Fun/length(Args) here\n"
+    "      --register NAME      put the local registered process NAME (a C\n"
+    "                           service, say) in the cluster registry\n"
+    "                           (repeatable): tether:whereis_name(NAME) and\n"
+    "                           {via, tether, NAME} reach it from any member\n"
     "      --no-cluster         do not start the `tether' process\n"
     "  A bad value of any of these (or an unreadable key file) prints one\n"
     "  line and exits with status 2.\n"
@@ -346,6 +355,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_TTL,
         OPT_NO_CLUSTER,
         OPT_BUSY_POLL,
+        OPT_SERVICE,
+        OPT_REGISTER,
     };
     static const struct option options[] = {
         {"name", required_argument, NULL, 'n'},
@@ -366,6 +377,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"heartbeat-ms", required_argument, NULL, OPT_HB},
         {"ttl-ms", required_argument, NULL, OPT_TTL},
         {"no-cluster", no_argument, NULL, OPT_NO_CLUSTER},
+        {"service", required_argument, NULL, OPT_SERVICE},
+        {"register", required_argument, NULL, OPT_REGISTER},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -386,6 +399,10 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     static uint8_t identity[TETHER_CLUSTER_KEY_BYTES];
     tether_cluster_config_t ccfg = {.join = seed_ptrs, .trust = trust};
     bool cluster = true;
+    static const char *services[SERVICES_FLAG_MAX];
+    size_t nservices = 0;
+    static const char *names[SERVICES_FLAG_MAX];
+    size_t nnames = 0;
 
     if (cli && cli->prog)
         prog = cli->prog;
@@ -525,6 +542,24 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         case OPT_NO_CLUSTER:
             cluster = false;
             break;
+        case OPT_SERVICE:
+            if (nservices == SERVICES_FLAG_MAX)
+                return usage_error("too many --service (at most %d)",
+                                   SERVICES_FLAG_MAX);
+            if (*optarg == '\0' || strlen(optarg) >= TETHER_NAME_MAX)
+                return usage_error("bad --service '%s' (want an atom name)",
+                                   optarg);
+            services[nservices++] = optarg;
+            break;
+        case OPT_REGISTER:
+            if (nnames == SERVICES_FLAG_MAX)
+                return usage_error("too many --register (at most %d)",
+                                   SERVICES_FLAG_MAX);
+            if (*optarg == '\0' || strlen(optarg) >= TETHER_NAME_MAX)
+                return usage_error("bad --register '%s' (want an atom name)",
+                                   optarg);
+            names[nnames++] = optarg;
+            break;
         case 'h':
             printf(usage_text, prog);
             if (cli && cli->about)
@@ -543,6 +578,9 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
+    if ((nservices > 0 || nnames > 0) && !cluster)
+        return usage_error("%s", "--service and --register need the cluster "
+                                 "(drop --no-cluster)");
     if (name_arg == NULL)
         return usage_error("%s", "--name is required");
     if (cookie_arg && cookie_file)
@@ -631,6 +669,22 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         if (rc < 0) {
             fprintf(stderr, "%s: plugin '%s' failed to start: %s\n", prog,
                     plugins[i].path, tether_strerror(rc));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nservices; i++) {
+        rc = tether_cluster_service_register(node, services[i], NULL, 0);
+        if (rc < 0) {
+            fprintf(stderr, "%s: cannot announce service '%s': %s\n", prog,
+                    services[i], tether_strerror(rc));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nnames; i++) {
+        rc = tether_cluster_register_name(node, names[i]);
+        if (rc < 0) {
+            fprintf(stderr, "%s: cannot register '%s' in the cluster: %s\n",
+                    prog, names[i], tether_strerror(rc));
             goto done;
         }
     }

@@ -33,10 +33,14 @@
 #include <sodium.h>
 
 #include "cnode/cluster.h"
+#include "cnode/api.h"
 #include "cnode/builtins.h"
 #include "cnode/node.h"
 #include "core/codec.h"
 #include "core/engine.h"
+#include "core/registry.h"
+#include "core/service.h"
+#include "tether/service.h"
 #include "tether/term.h"
 
 #define SEED_RETRY_HBS   3 /* heartbeats between seed attempts */
@@ -44,6 +48,12 @@
 #define TIMER_MIN_MS     1
 #define MEMBERS_LIST_MAX TETHER_ENGINE_PEERS_MAX
 #define MEMBER_SUB       1 /* engine subscriber id: member events, logged */
+/* The engine message type of the Erlang side's module traffic (the NIF's
+ * NIF_MSG_ERLANG): terms {Tag, Term}; tether_rpc requests use it. */
+#define MSG_ERLANG       TETHER_MSG_MODULE_MIN
+#define SERVICES_MAX     256 /* services one C-node announces */
+#define NAMES_MAX        256 /* names one C-node registers cluster-wide */
+#define REG_SUB          2   /* engine subscriber id: lost registry names */
 
 typedef char name_t[TETHER_NODE_NAME_MAX + 1];
 
@@ -51,6 +61,30 @@ typedef struct conn_event {
     bool up;
     name_t peer;
 } conn_event_t;
+
+/* A service this node announces (tether_cluster_service_register). */
+typedef struct announced {
+    char name[TETHER_NAME_MAX];
+    char *meta; /* 131-prefixed */
+    size_t meta_len;
+} announced_t;
+
+/* A local process registered in the cluster registry, and the monitor
+ * the `tether` process holds on it. */
+typedef struct reg_name {
+    char name[TETHER_NAME_MAX];
+    erlang_pid pid;
+    erlang_ref mon;
+} reg_name_t;
+
+/* A tether_rpc request held by a defer partition and delivered by the
+ * engine on heal, waiting for run() (outside the engine) to start it. */
+typedef struct pending_req {
+    struct pending_req *next;
+    name_t from;
+    size_t len;
+    char etf[];
+} pending_req_t;
 
 typedef struct cluster {
     tether_node_t *node;
@@ -82,6 +116,14 @@ typedef struct cluster {
     size_t nev, capev;
     bool wake_pending;
     uint64_t bad_input;
+    /* Services (core/service.h) and the tether_rpc requests. */
+    tether_svc_t *svc; /* the service table of eng */
+    tether_registry_t *reg; /* the name registry of eng */
+    reg_name_t names[NAMES_MAX];
+    size_t nnames;
+    announced_t services[SERVICES_MAX];
+    size_t nservices;
+    pending_req_t *pending, **pending_tail;
 } cluster_t;
 
 #define LOG(node, lvl, ...) tether__node_log((node), (lvl), __VA_ARGS__)
@@ -300,10 +342,15 @@ static void log_member_event(cluster_t *cl, const uint8_t *data, size_t len)
     LOG(cl->node, TETHER_LOG_INFO, "cluster: member '%s' %s", who, what);
 }
 
-/* Carries out every pending action, then arms the timer. */
+static void rpc_start_pending(cluster_t *cl);
+static void name_lost(cluster_t *cl, const uint8_t *data, size_t len);
+
+/* Starts the requests the engine handed over, carries out every pending
+ * action, then arms the timer. */
 static void run(cluster_t *cl)
 {
     tether_engine_action_t a;
+    rpc_start_pending(cl);
     while (tether_engine_next_action(cl->eng, &a)) {
         switch (a.kind) {
         case TETHER_ACTION_SEND:
@@ -314,7 +361,10 @@ static void run(cluster_t *cl)
                 (void)tether__node_connect(cl->node, a.peer);
             break;
         case TETHER_ACTION_DELIVER:
-            log_member_event(cl, a.data, a.len);
+            if (a.subscriber == REG_SUB)
+                name_lost(cl, a.data, a.len);
+            else
+                log_member_event(cl, a.data, a.len);
             break;
         default:
             break;
@@ -339,6 +389,565 @@ static void apply_events(cluster_t *cl)
     }
     cl->nev = 0;
     run(cl);
+}
+
+/* ---- tether_rpc: calls from BEAM members (src/tether_rpc.erl) ------- */
+
+/*
+ * A BEAM member calls erpc:call(ThisNode, tether_rpc, execute, [From,
+ * Envelope]); Envelope is {tether_rpc, Request} sealed by From's engine:
+ *   {call, ReplyTo, M, F, A}          run the C function M:F/length(A)
+ *   {svc_call, ReplyTo, Service, F, A} the same for Service:F/length(A)
+ *                                     if this node announces Service, else
+ *                                     the outcome service_not_available
+ *   {cast, M, F, A}                   run it, answer nothing
+ *   {abcast, Name, Msg}               Msg to the local registered Name
+ * execute/2 answers {sealed, Envelope} ({tether_rpc, {reply, ReplyTo,
+ * Outcome}} sealed for From; Outcome as api.h's INNER shapes), deferred
+ * (a defer partition holds the request or the answer) or {refused,
+ * Reason}. A request a defer partition held reaches the engine's module
+ * hook on heal instead; it runs then and its answer goes back through
+ * the engine as an ordinary module message.
+ */
+
+static const char *error_atom(int rc);
+
+typedef enum job_kind { JOB_FAST, JOB_DEFERRED, JOB_CAST } job_kind_t;
+
+/* A request whose function runs; freed when its outcome is handled. */
+typedef struct rpc_job {
+    job_kind_t kind;
+    tether_call_t *outer; /* FAST: the erpc call of execute/2 */
+    name_t peer;          /* the caller's node */
+    size_t alias_len;
+    char alias[]; /* ReplyTo, without 131 */
+} rpc_job_t;
+
+/* Completes execute/2 with the atom `a` or {refused, Reason}. */
+static void outer_atom(tether_call_t *outer, const char *a)
+{
+    (void)tether_call_return_atom(outer, a);
+}
+
+static void outer_refused(tether_call_t *outer, const char *reason)
+{
+    ei_x_buff x;
+    if (ei_x_new_with_version(&x) < 0 ||
+        ei_x_encode_tuple_header(&x, 2) < 0 ||
+        ei_x_encode_atom(&x, "refused") < 0 ||
+        ei_x_encode_atom(&x, reason) < 0) {
+        ei_x_free(&x);
+        (void)tether_call_raise_atom(outer, TETHER_ERROR, "system_limit");
+        return;
+    }
+    (void)tether_call_return(outer, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+}
+
+/* Sends the answer of a finished request: sealed back through execute/2
+ * (FAST) or as a module message (DEFERRED). */
+static void rpc_answer(tether_node_t *node, rpc_job_t *job, const char *outcome,
+                       size_t olen)
+{
+    cluster_t *cl = tether__node_cluster(node);
+    ei_x_buff x;
+    int rc = TETHER_ENOMEM;
+    uint8_t *sealed = NULL;
+    size_t slen = 0;
+
+    if (ei_x_new_with_version(&x) == 0 &&
+        ei_x_encode_tuple_header(&x, 2) == 0 &&
+        ei_x_encode_atom(&x, "tether_rpc") == 0 &&
+        ei_x_encode_tuple_header(&x, 3) == 0 &&
+        ei_x_encode_atom(&x, "reply") == 0 &&
+        ei_x_append_buf(&x, job->alias, (int)job->alias_len) == 0 &&
+        ei_x_append_buf(&x, outcome + 1, (int)(olen - 1)) == 0)
+        rc = 0;
+    if (rc == 0 && (cl == NULL || cl->eng == NULL))
+        rc = TETHER_ECLOSED;
+    if (job->kind == JOB_FAST) {
+        if (rc == 0)
+            rc = tether_engine_seal(cl->eng, job->peer, MSG_ERLANG,
+                                    (const uint8_t *)x.buff, (size_t)x.index,
+                                    &sealed, &slen);
+        if (rc == 0) {
+            ei_x_buff r;
+            if (ei_x_new_with_version(&r) == 0 &&
+                ei_x_encode_tuple_header(&r, 2) == 0 &&
+                ei_x_encode_atom(&r, "sealed") == 0 &&
+                ei_x_encode_binary(&r, sealed, (long)slen) == 0)
+                (void)tether_call_return(job->outer, r.buff, (size_t)r.index);
+            else
+                outer_refused(job->outer, "enomem");
+            ei_x_free(&r);
+        } else if (rc == TETHER_EAGAIN) {
+            outer_atom(job->outer, "deferred");
+        } else {
+            outer_refused(job->outer, error_atom(rc));
+        }
+        free(sealed);
+    } else if (rc == 0) {
+        /* Refused sends are counted by the engine (nodedown: the caller
+         * times out or sees the connection go). */
+        (void)tether_engine_send(cl->eng, job->peer, MSG_ERLANG,
+                                 (const uint8_t *)x.buff, (size_t)x.index, 0);
+        run(cl);
+    }
+    ei_x_free(&x);
+}
+
+/* The outcome of a request's function (tether__call_invoke's callback). */
+static void rpc_done(tether_node_t *node, void *ctx, const char *outcome,
+                     size_t len)
+{
+    rpc_job_t *job = ctx;
+    if (job->kind != JOB_CAST)
+        rpc_answer(node, job, outcome, len);
+    free(job);
+}
+
+static rpc_job_t *job_new(job_kind_t kind, tether_call_t *outer,
+                          const char *peer, const char *alias, size_t alias_len)
+{
+    rpc_job_t *job = calloc(1, sizeof *job + alias_len);
+    if (job == NULL)
+        return NULL;
+    job->kind = kind;
+    job->outer = outer;
+    snprintf(job->peer, sizeof job->peer, "%s", peer);
+    if (alias_len > 0)
+        memcpy(job->alias, alias, alias_len);
+    job->alias_len = alias_len;
+    return job;
+}
+
+/* Skips one term at b[*idx]; its bytes are b[start, *idx). 0 or -1. */
+static int term_range(const char *b, int *idx, int *start)
+{
+    *start = *idx;
+    return ei_skip_term(b, idx);
+}
+
+/* Copies b[start, end) behind a version byte into a fresh buffer. */
+static char *with_version(const char *b, int start, int end, size_t *len)
+{
+    char *t = malloc((size_t)(end - start) + 1);
+    if (t == NULL)
+        return NULL;
+    t[0] = (char)131;
+    memcpy(t + 1, b + start, (size_t)(end - start));
+    *len = (size_t)(end - start) + 1;
+    return t;
+}
+
+/* 1 if this node announces the service named by the atom `name` (the
+ * table's key is the canonical encoding ei writes, as the NIF's). */
+static int announces(cluster_t *cl, const char *name)
+{
+    ei_x_buff n;
+    int rc = TETHER_ENOMEM;
+    if (cl->svc == NULL || ei_x_new_with_version(&n) < 0)
+        return 0;
+    if (ei_x_encode_atom(&n, name) == 0)
+        rc = tether_svc_local(cl->svc, (const uint8_t *)n.buff,
+                              (size_t)n.index, NULL, NULL);
+    ei_x_free(&n);
+    return rc == 0;
+}
+
+/* Runs M:F(Args) for a request (M, F and the args list at b[idx...]). */
+static int rpc_invoke(cluster_t *cl, rpc_job_t *job, const char *m,
+                      const char *f, const char *b, int a0, int a1)
+{
+    size_t alen;
+    char *args = with_version(b, a0, a1, &alen);
+    int rc;
+    if (args == NULL)
+        return TETHER_ENOMEM;
+    rc = tether__call_invoke(cl->node, m, f, args, alen, rpc_done, job);
+    free(args);
+    return rc;
+}
+
+/*
+ * Starts one opened request (b: len authenticated bytes, checked here,
+ * that should hold {tether_rpc, Request}). outer is execute/2's call (FAST) or NULL (the deferred path).
+ * Returns 0 when the request was taken (outer is then completed, at once
+ * or later), or -1 for a malformed request (outer not completed).
+ */
+static int rpc_request(cluster_t *cl, const char *from, const char *b,
+                       size_t len, tether_call_t *outer)
+{
+    char tag[MAXATOMLEN_UTF8], m[MAXATOMLEN_UTF8], f[MAXATOMLEN_UTF8];
+    int idx = 0, ver, arity, a0 = 0, a1, r0 = 0, r1, s0 = 0, t, sz;
+    job_kind_t kind = outer ? JOB_FAST : JOB_DEFERRED;
+    rpc_job_t *job;
+
+    if (!tether_term_valid(b, len) || ei_decode_version(b, &idx, &ver) < 0 ||
+        ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 2 ||
+        ei_decode_atom(b, &idx, tag) < 0 || strcmp(tag, "tether_rpc") != 0 ||
+        ei_decode_tuple_header(b, &idx, &arity) < 0 ||
+        ei_decode_atom(b, &idx, tag) < 0)
+        return -1;
+    if (strcmp(tag, "call") == 0 && arity == 5) {
+        if (term_range(b, &idx, &r0) < 0 || (r1 = idx, 0) ||
+            ei_decode_atom(b, &idx, m) < 0 || ei_decode_atom(b, &idx, f) < 0 ||
+            ei_get_type(b, &idx, &t, &sz) < 0 ||
+            (t != ERL_LIST_EXT && t != ERL_NIL_EXT && t != ERL_STRING_EXT) ||
+            term_range(b, &idx, &a0) < 0)
+            return -1;
+        a1 = idx;
+    } else if (strcmp(tag, "svc_call") == 0 && arity == 5) {
+        if (term_range(b, &idx, &r0) < 0 || (r1 = idx, 0) ||
+            term_range(b, &idx, &s0) < 0 ||
+            ei_decode_atom(b, &idx, f) < 0 || ei_get_type(b, &idx, &t, &sz) < 0 ||
+            (t != ERL_LIST_EXT && t != ERL_NIL_EXT && t != ERL_STRING_EXT) ||
+            term_range(b, &idx, &a0) < 0)
+            return -1;
+        a1 = idx;
+        int si = s0;
+        if (ei_decode_atom(b, &si, m) < 0 || !announces(cl, m)) {
+            /* Not ours (or not a C service name): the caller tries the
+             * next instance. */
+            char na[TETHER_ATOM_TERM_MAX];
+            size_t nl = tether_term_atom(na, sizeof na, "service_not_available");
+            job = job_new(kind, outer, from, b + r0, (size_t)(r1 - r0));
+            if (job == NULL)
+                goto nomem;
+            rpc_done(cl->node, job, na, nl);
+            return 0;
+        }
+    } else if (strcmp(tag, "cast") == 0 && arity == 4) {
+        if (ei_decode_atom(b, &idx, m) < 0 || ei_decode_atom(b, &idx, f) < 0 ||
+            ei_get_type(b, &idx, &t, &sz) < 0 ||
+            (t != ERL_LIST_EXT && t != ERL_NIL_EXT && t != ERL_STRING_EXT) ||
+            term_range(b, &idx, &a0) < 0)
+            return -1;
+        a1 = idx;
+        job = job_new(JOB_CAST, NULL, from, NULL, 0);
+        if (job == NULL)
+            goto nomem;
+        if (rpc_invoke(cl, job, m, f, b, a0, a1) < 0)
+            free(job);
+        if (outer)
+            outer_refused(outer, "no_reply");
+        return 0;
+    } else if (strcmp(tag, "abcast") == 0 && arity == 3) {
+        int m0;
+        size_t mlen;
+        if (ei_decode_atom(b, &idx, m) < 0 || term_range(b, &idx, &m0) < 0)
+            return -1;
+        char *msg = with_version(b, m0, idx, &mlen);
+        if (msg != NULL)
+            (void)tether_send_name(cl->node, m, NULL, msg, mlen);
+        free(msg);
+        if (outer)
+            outer_refused(outer, "no_reply");
+        return 0;
+    } else {
+        return -1;
+    }
+    job = job_new(kind, outer, from, b + r0, (size_t)(r1 - r0));
+    if (job == NULL)
+        goto nomem;
+    if (rpc_invoke(cl, job, m, f, b, a0, a1) < 0) {
+        free(job);
+        return -1;
+    }
+    return 0;
+nomem:
+    if (outer)
+        outer_refused(outer, "enomem");
+    return 0;
+}
+
+/* tether_rpc:execute(From, Envelope), the fast path (see above). */
+static void rpc_execute(tether_call_t *call, const char *args, int index,
+                        int argc, void *ctx)
+{
+    tether_node_t *node = tether_call_node(call);
+    cluster_t *cl = tether__node_cluster(node);
+    name_t from;
+    const uint8_t *payload = NULL;
+    size_t plen = 0;
+    uint8_t type = 0, *bytes = NULL;
+    long blen = 0;
+    int t, sz, rc;
+
+    (void)ctx;
+    (void)argc;
+    if (tether__etf_decode_name(args, &index, from) < 0 ||
+        ei_get_type(args, &index, &t, &sz) < 0 || t != ERL_BINARY_EXT ||
+        (bytes = malloc(sz > 0 ? (size_t)sz : 1)) == NULL ||
+        ei_decode_binary(args, &index, bytes, &blen) < 0) {
+        free(bytes);
+        if (cl)
+            cl->bad_input++;
+        outer_refused(call, "badarg");
+        return;
+    }
+    if (cl == NULL || cl->eng == NULL) {
+        free(bytes);
+        outer_refused(call, "not_distributed");
+        return;
+    }
+    tick(cl);
+    ensure_up(cl, from);
+    rc = tether_engine_open(cl->eng, from, bytes, (size_t)blen, &type,
+                            &payload, &plen);
+    if (rc == TETHER_EAGAIN)
+        outer_atom(call, "deferred");
+    else if (rc < 0)
+        outer_refused(call, error_atom(rc));
+    else if (type != MSG_ERLANG ||
+             rpc_request(cl, from, (const char *)payload, plen, call) < 0) {
+        cl->bad_input++;
+        outer_refused(call, "badarg");
+    }
+    free(bytes);
+    run(cl);
+}
+
+/* The engine's hook for MSG_ERLANG messages: a request (or an answer)
+ * that a defer partition held. Queued for run(), outside the engine. */
+static void rpc_on_message(tether_engine_t *eng, void *ctx, const char *from,
+                           const char *etf, size_t len)
+{
+    cluster_t *cl = ctx;
+    pending_req_t *p = malloc(sizeof *p + len);
+    (void)eng;
+    if (p == NULL)
+        return;
+    p->next = NULL;
+    snprintf(p->from, sizeof p->from, "%s", from);
+    p->len = len;
+    memcpy(p->etf, etf, len);
+    *cl->pending_tail = p;
+    cl->pending_tail = &p->next;
+}
+
+/* Opaque: rpc_request checks the bytes with tether_term_valid() (any
+ * nesting ei handles, funs included) before decoding them. */
+static const tether_engine_module_t rpc_module = {
+    .name = "erlang",
+    .type = MSG_ERLANG,
+    .opaque = 1,
+    .on_message = rpc_on_message,
+};
+
+static void rpc_start_pending(cluster_t *cl)
+{
+    while (cl->pending != NULL) {
+        pending_req_t *p = cl->pending;
+        cl->pending = p->next;
+        if (cl->pending == NULL)
+            cl->pending_tail = &cl->pending;
+        /* Answers ({reply, ...}) are for callers on BEAM nodes only. */
+        if (rpc_request(cl, p->from, p->etf, p->len, NULL) < 0)
+            cl->bad_input++;
+        free(p);
+    }
+}
+
+static void pending_clear(cluster_t *cl)
+{
+    while (cl->pending != NULL) {
+        pending_req_t *p = cl->pending;
+        cl->pending = p->next;
+        free(p);
+    }
+    cl->pending_tail = &cl->pending;
+}
+
+/* ---- services --------------------------------------------------------- */
+
+/* The pid an announced service is registered with: its registered C
+ * process if there is one, else the `tether` process. */
+static int service_pid(cluster_t *cl, const char *name, ei_x_buff *x)
+{
+    tether_proc_t *p = tether_procs_whereis(tether_node_procs(cl->node), name);
+    const erlang_pid *pid = p ? tether_proc_pid(p) : &cl->pid;
+    return ei_x_encode_pid(x, pid);
+}
+
+/* Puts one announced service into the engine's table. */
+static int service_put(cluster_t *cl, const announced_t *a)
+{
+    ei_x_buff n, pid;
+    int rc = TETHER_ENOMEM;
+    if (cl->svc == NULL)
+        return TETHER_ENOTFOUND;
+    if (ei_x_new_with_version(&n) < 0)
+        return TETHER_ENOMEM;
+    if (ei_x_new_with_version(&pid) < 0) {
+        ei_x_free(&n);
+        return TETHER_ENOMEM;
+    }
+    if (ei_x_encode_atom(&n, a->name) == 0 && service_pid(cl, a->name, &pid) == 0)
+        rc = tether_svc_register(cl->svc, (const uint8_t *)n.buff,
+                                 (size_t)n.index, (const uint8_t *)pid.buff,
+                                 (size_t)pid.index, (const uint8_t *)a->meta,
+                                 a->meta_len);
+    ei_x_free(&n);
+    ei_x_free(&pid);
+    return rc;
+}
+
+/* ---- names in the cluster registry (core/registry.h) ----------------- */
+
+static uint64_t realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Puts one name of a local process into the registry (as the NIF keys
+ * names: ei's atom encoding, which is the NIF's canonical one). */
+static int name_put(cluster_t *cl, const reg_name_t *n)
+{
+    ei_x_buff k, pid;
+    int rc = TETHER_ENOMEM;
+    if (cl->reg == NULL)
+        return TETHER_ENOTFOUND;
+    if (ei_x_new_with_version(&k) < 0)
+        return TETHER_ENOMEM;
+    if (ei_x_new_with_version(&pid) < 0) {
+        ei_x_free(&k);
+        return TETHER_ENOMEM;
+    }
+    if (ei_x_encode_atom(&k, n->name) == 0 && ei_x_encode_pid(&pid, &n->pid) == 0)
+        rc = tether_registry_register(
+            cl->reg, (const uint8_t *)k.buff, (size_t)k.index,
+            (const uint8_t *)pid.buff, (size_t)pid.index, TETHER_REG_NOTIFY,
+            realtime_ms());
+    ei_x_free(&k);
+    ei_x_free(&pid);
+    return rc;
+}
+
+/* Takes name i out of our list, and drops our monitor of its process
+ * unless that monitor has fired. */
+static void name_forget(cluster_t *cl, size_t i, bool monitored)
+{
+    if (monitored && tether_proc_demonitor(cl->proc, &cl->names[i].mon) < 0)
+        LOG(cl->node, TETHER_LOG_DEBUG, "cluster: no monitor of '%s' held",
+            cl->names[i].name);
+    cl->names[i] = cl->names[--cl->nnames];
+}
+
+/* Takes name i out of the registry and of our list (its process exited:
+ * the monitor has fired). */
+static void name_drop(cluster_t *cl, size_t i)
+{
+    ei_x_buff k;
+    if (cl->reg != NULL && ei_x_new_with_version(&k) == 0) {
+        /* Already gone (lost a conflict): nothing more to remove. */
+        if (ei_x_encode_atom(&k, cl->names[i].name) == 0 &&
+            tether_registry_unregister(cl->reg, (const uint8_t *)k.buff,
+                                       (size_t)k.index) < 0)
+            LOG(cl->node, TETHER_LOG_DEBUG, "cluster: name '%s' was not held",
+                cl->names[i].name);
+        ei_x_free(&k);
+    }
+    name_forget(cl, i, false);
+}
+
+/*
+ * tether:sync/0 on a BEAM member pings every member's `tether` process:
+ * {'$tether_reg_ping', Ref, From}. The answer {'$tether_reg_pong', Ref,
+ * OurNode} goes out after every engine message we sent before it (one
+ * connection, in order), which is what sync waits for. Returns true if
+ * msg was a ping.
+ */
+static bool reg_ping(cluster_t *cl, const tether_msg_t *msg)
+{
+    const char *b = msg->data;
+    char tag[MAXATOMLEN_UTF8];
+    name_t from;
+    int idx = 0, ver, arity, r0, r1;
+    ei_x_buff x;
+    if (!tether_term_valid(b, msg->len) || ei_decode_version(b, &idx, &ver) < 0 ||
+        ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 3 ||
+        ei_decode_atom(b, &idx, tag) < 0 ||
+        strcmp(tag, "$tether_reg_ping") != 0)
+        return false;
+    r0 = idx;
+    if (ei_skip_term(b, &idx) < 0 || (r1 = idx) < 0 ||
+        tether__etf_decode_name(b, &idx, from) < 0) {
+        cl->bad_input++;
+        return true;
+    }
+    if (ei_x_new_with_version(&x) < 0)
+        return true;
+    if (ei_x_encode_tuple_header(&x, 3) == 0 &&
+        ei_x_encode_atom(&x, "$tether_reg_pong") == 0 &&
+        ei_x_append_buf(&x, b + r0, r1 - r0) == 0 &&
+        tether__etf_encode_name(&x, tether_node_name(cl->node)) == 0)
+        (void)tether__node_reg_send_noconnect(cl->node, &cl->pid, from,
+                                              TETHER_CLUSTER_PROCESS, x.buff,
+                                              (size_t)x.index);
+    ei_x_free(&x);
+    return true;
+}
+
+/* A monitored registrant went down: {'DOWN', Ref, process, Pid, Reason}.
+ * Returns true if msg was one. */
+static bool names_down(cluster_t *cl, const tether_msg_t *msg)
+{
+    const char *b = msg->data;
+    char tag[MAXATOMLEN_UTF8];
+    int idx = 0, ver, arity;
+    erlang_ref ref;
+    if (!tether_term_valid(b, msg->len) || ei_decode_version(b, &idx, &ver) < 0 ||
+        ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 5 ||
+        ei_decode_atom(b, &idx, tag) < 0 || strcmp(tag, "DOWN") != 0 ||
+        ei_decode_ref(b, &idx, &ref) < 0)
+        return false;
+    for (size_t i = 0; i < cl->nnames; i++)
+        if (ei_cmp_refs(&cl->names[i].mon, &ref) == 0) {
+            LOG(cl->node, TETHER_LOG_DEBUG,
+                "cluster: '%s' exited; its name leaves the registry",
+                cl->names[i].name);
+            name_drop(cl, i);
+            run(cl);
+            break;
+        }
+    return true;
+}
+
+/* Logs a lost registry conflict {tether_reg_conflict, Name, Loser,
+ * Winner, Method} and forgets the name (the engine removed it). */
+static void name_lost(cluster_t *cl, const uint8_t *data, size_t len)
+{
+    const char *b = (const char *)data;
+    char tag[MAXATOMLEN_UTF8], name[MAXATOMLEN_UTF8];
+    int idx = 0, ver, arity, t, sz, nidx;
+    if (len > INT32_MAX || !tether_term_valid(b, len) ||
+        ei_decode_version(b, &idx, &ver) < 0 ||
+        ei_decode_tuple_header(b, &idx, &arity) < 0 || arity < 2 ||
+        ei_decode_atom(b, &idx, tag) < 0 || ei_get_type(b, &idx, &t, &sz) < 0 ||
+        t != ERL_BINARY_EXT)
+        return;
+    /* The name is a binary holding its ETF; decode the atom inside. */
+    char *etf = malloc(sz > 0 ? (size_t)sz : 1);
+    long elen = 0;
+    if (etf == NULL)
+        return;
+    nidx = 0;
+    if (ei_decode_binary(b, &idx, etf, &elen) == 0 &&
+        tether_term_valid(etf, (size_t)elen) &&
+        ei_decode_version(etf, &nidx, &ver) == 0 &&
+        ei_decode_atom(etf, &nidx, name) == 0) {
+        LOG(cl->node, TETHER_LOG_WARNING,
+            "cluster: the name '%s' lost a conflict after a heal", name);
+        for (size_t i = 0; i < cl->nnames; i++)
+            if (strcmp(cl->names[i].name, name) == 0) {
+                name_forget(cl, i, true);
+                break;
+            }
+    }
+    free(etf);
 }
 
 /* ---- engine life cycle ------------------------------------------------ */
@@ -441,9 +1050,24 @@ static int engine_start(cluster_t *cl)
     sodium_memzero(cfg.seed, sizeof cfg.seed);
     if (rc < 0)
         return rc;
+    tether_svc_t *svc = NULL;
+    tether_svc_config_t scfg;
+    tether_svc_config_default(&scfg);
     rc = tether_engine_subscribe(eng, MEMBER_SUB);
+    if (rc == 0)
+        rc = tether_engine_register_module(eng, &rpc_module, cl);
+    if (rc == 0)
+        rc = tether_svc_new(&scfg, eng, &svc);
+    tether_registry_t *reg = NULL;
+    tether_registry_config_t rcfg;
+    tether_registry_config_default(&rcfg);
+    rcfg.conflict_sub = REG_SUB;
+    if (rc == 0)
+        rc = tether_registry_new(&rcfg, eng, &reg);
     if (rc < 0) {
         tether_engine_free(eng);
+        tether_svc_free(svc);
+        tether_registry_free(reg);
         return rc;
     }
     for (size_t i = 0; i < cl->ntrust; i++) {
@@ -453,11 +1077,18 @@ static int engine_start(cluster_t *cl)
             LOG(cl->node, TETHER_LOG_ERROR, "cluster: cannot trust '%s': %s",
                 cl->trust_names[i], tether_strerror(rc));
             tether_engine_free(eng);
+            tether_svc_free(svc);
+            tether_registry_free(reg);
             return rc;
         }
     }
     tether_engine_free(cl->eng);
+    tether_svc_free(cl->svc);
+    tether_registry_free(cl->reg);
+    pending_clear(cl);
     cl->eng = eng;
+    cl->svc = svc;
+    cl->reg = reg;
     cl->last_inc = inc;
     cl->nup = 0;
     cl->nev = 0;
@@ -465,6 +1096,14 @@ static int engine_start(cluster_t *cl)
     tether__node_foreach_peer(cl->node, send_restart, cl);
     tick(cl);
     tether__node_foreach_peer(cl->node, up_each, cl);
+    for (size_t i = 0; i < cl->nnames; i++)
+        if ((rc = name_put(cl, &cl->names[i])) < 0)
+            LOG(cl->node, TETHER_LOG_ERROR, "cluster: name '%s': %s",
+                cl->names[i].name, tether_strerror(rc));
+    for (size_t i = 0; i < cl->nservices; i++)
+        if ((rc = service_put(cl, &cl->services[i])) < 0)
+            LOG(cl->node, TETHER_LOG_ERROR, "cluster: service '%s': %s",
+                cl->services[i].name, tether_strerror(rc));
     cl->seed_next = 0;
     seed_retry(cl);
     run(cl);
@@ -744,6 +1383,8 @@ static void handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
 
     (void)self;
     apply_events(cl);
+    if (names_down(cl, msg) || reg_ping(cl, msg))
+        return;
     switch (tether__cluster_parse(msg->data, msg->len, &m)) {
     case TETHER_CLUSTER_MSG_DATA:
         tick(cl);
@@ -783,6 +1424,11 @@ static void cluster_free(cluster_t *cl)
     if (cl == NULL)
         return;
     tether_engine_free(cl->eng);
+    tether_svc_free(cl->svc);
+    tether_registry_free(cl->reg);
+    pending_clear(cl);
+    for (size_t i = 0; i < cl->nservices; i++)
+        free(cl->services[i].meta);
     sodium_memzero(cl->secret, sizeof cl->secret);
     sodium_memzero(cl->identity, sizeof cl->identity);
     free(cl->trust);
@@ -887,6 +1533,7 @@ int tether_cluster_start(tether_node_t *node,
     if (cl == NULL)
         return TETHER_ENOMEM;
     cl->node = node;
+    cl->pending_tail = &cl->pending;
     rc = configure(cl, cfg);
     if (rc < 0) {
         cluster_free(cl);
@@ -906,6 +1553,13 @@ int tether_cluster_start(tether_node_t *node,
     rc = tether_proc_register(cl->proc, TETHER_CLUSTER_PROCESS);
     if (rc == 0)
         rc = engine_start(cl);
+    /* Kept when the cluster stops: it then refuses (not_distributed). */
+    if (rc == 0) {
+        rc = tether_function_register(node, "tether_rpc", "execute", 2,
+                                      rpc_execute, NULL);
+        if (rc == TETHER_EEXIST)
+            rc = 0;
+    }
     if (rc < 0) {
         tether_proc_exit(cl->proc, NULL, 0);
         return rc;
@@ -942,4 +1596,113 @@ tether__cluster_engine_stats(const tether_node_t *node)
 {
     const cluster_t *cl = node ? tether__node_cluster(node) : NULL;
     return cl && cl->eng ? tether_engine_stats(cl->eng) : NULL;
+}
+
+int tether_cluster_service_register(tether_node_t *node, const char *name,
+                                    const char *meta, size_t meta_len)
+{
+    /* #{}: the version byte and a map of no pairs. */
+    static const char empty_map[] = {(char)131, (char)ERL_MAP_EXT, 0, 0, 0, 0};
+    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    size_t i;
+    int rc;
+
+    if (name == NULL || name[0] == '\0' ||
+        strnlen(name, TETHER_NAME_MAX) >= TETHER_NAME_MAX ||
+        (meta != NULL && !tether_term_valid(meta, meta_len)))
+        return TETHER_EINVAL;
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    if (meta == NULL) {
+        meta = empty_map;
+        meta_len = sizeof empty_map;
+    }
+    for (i = 0; i < cl->nservices; i++)
+        if (strcmp(cl->services[i].name, name) == 0)
+            break;
+    if (i == SERVICES_MAX)
+        return TETHER_ETOOBIG;
+    char *copy = malloc(meta_len);
+    if (copy == NULL)
+        return TETHER_ENOMEM;
+    memcpy(copy, meta, meta_len);
+    announced_t a = {.meta = copy, .meta_len = meta_len};
+    snprintf(a.name, sizeof a.name, "%s", name);
+    rc = service_put(cl, &a);
+    if (rc < 0) {
+        free(copy);
+        return rc;
+    }
+    if (i < cl->nservices)
+        free(cl->services[i].meta);
+    else
+        cl->nservices++;
+    cl->services[i] = a;
+    run(cl);
+    return 0;
+}
+
+int tether_cluster_service_unregister(tether_node_t *node, const char *name)
+{
+    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    ei_x_buff n;
+    size_t i;
+
+    if (name == NULL)
+        return TETHER_EINVAL;
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    for (i = 0; i < cl->nservices; i++)
+        if (strcmp(cl->services[i].name, name) == 0)
+            break;
+    if (i == cl->nservices)
+        return TETHER_ENOTFOUND;
+    free(cl->services[i].meta);
+    cl->services[i] = cl->services[--cl->nservices];
+    if (cl->svc != NULL && ei_x_new_with_version(&n) == 0) {
+        /* Not in the table (a full table refused it): nothing to do. */
+        if (ei_x_encode_atom(&n, name) == 0 &&
+            tether_svc_unregister(cl->svc, (const uint8_t *)n.buff,
+                                  (size_t)n.index) < 0)
+            LOG(node, TETHER_LOG_DEBUG, "cluster: service '%s' was not listed",
+                name);
+        ei_x_free(&n);
+    }
+    run(cl);
+    return 0;
+}
+
+int tether_cluster_register_name(tether_node_t *node, const char *name)
+{
+    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    tether_proc_t *p;
+    reg_name_t n;
+    int rc;
+
+    if (name == NULL || name[0] == '\0' ||
+        strnlen(name, TETHER_NAME_MAX) >= TETHER_NAME_MAX)
+        return TETHER_EINVAL;
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    p = tether_procs_whereis(tether_node_procs(node), name);
+    if (p == NULL)
+        return TETHER_ENOTFOUND;
+    if (cl->nnames == NAMES_MAX)
+        return TETHER_ETOOBIG;
+    for (size_t i = 0; i < cl->nnames; i++)
+        if (strcmp(cl->names[i].name, name) == 0)
+            return TETHER_EEXIST;
+    memset(&n, 0, sizeof n);
+    snprintf(n.name, sizeof n.name, "%s", name);
+    n.pid = *tether_proc_pid(p);
+    rc = name_put(cl, &n);
+    if (rc < 0)
+        return rc;
+    if ((rc = tether_proc_monitor(cl->proc, &n.pid, &n.mon)) < 0) {
+        LOG(node, TETHER_LOG_ERROR, "cluster: cannot monitor '%s': %s", name,
+            tether_strerror(rc));
+    }
+    cl->names[cl->nnames++] = n;
+    run(cl);
+    return 0;
 }

@@ -36,6 +36,15 @@ int tether__erpc_encode_outcome(ei_x_buff *x, tether_reply_mode_t mode,
         rc |= put_term(x, value, value_len);
         if (cls == TETHER_ERROR)
             rc |= put_term(x, stack, stack_len);
+    } else if (mode == TETHER_MODE_INNER) {
+        static const char *const tags[] = {"return", "throw", "error", "exit"};
+        if ((unsigned)cls > TETHER_EXIT)
+            return TETHER_EINVAL;
+        rc |= ei_x_encode_tuple_header(x, cls == TETHER_ERROR ? 3 : 2);
+        rc |= ei_x_encode_atom(x, tags[cls]);
+        rc |= put_term(x, value, value_len);
+        if (cls == TETHER_ERROR)
+            rc |= put_term(x, stack, stack_len);
     } else if (mode == TETHER_MODE_REX || mode == TETHER_MODE_CAST) {
         switch (cls) {
         case TETHER_RETURN:

@@ -299,10 +299,17 @@ static int is_state(uint8_t type)
     return type == TETHER_MSG_HEARTBEAT || type == TETHER_MSG_MEMBERS;
 }
 
-/* Seals and queues one message on p's session (which must be usable or,
- * for ACK, established). */
+/* Where a sealed message goes: NULL queues a SEND action; otherwise the
+ * bytes are handed to the caller (tether_engine_seal), who sends them. */
+typedef struct sealed {
+    uint8_t *data;
+    size_t len;
+} sealed_t;
+
+/* Seals one message on p's session (which must be usable or, for ACK,
+ * established) and queues it, or hands it to `direct`. */
 static int seal_send(tether_engine_t *node, peer_t *p, uint8_t type,
-                     const uint8_t *payload, size_t len)
+                     const uint8_t *payload, size_t len, sealed_t *direct)
 {
     size_t cap = tether__envelope_sealed_size(len), out_len = 0;
     uint8_t *out = malloc(cap);
@@ -316,12 +323,21 @@ static int seal_send(tether_engine_t *node, peer_t *p, uint8_t type,
         node->stats.send_no_session++;
         return rc;
     }
+    if (direct != NULL) {
+        direct->data = out;
+        direct->len = out_len;
+        node->stats.sent++;
+        return 0;
+    }
     return act_send(node, p->name, out, out_len);
 }
 
-/* Sends one engine message to `to` under the partition rules. */
+/* Sends one engine message to `to` under the partition rules (see
+ * sealed_t for `direct`; a message held by a defer partition then
+ * answers TETHER_EAGAIN, as nothing is handed out). */
 static int send_msg(tether_engine_t *node, const char *to, uint8_t type,
-                    const uint8_t *payload, size_t len, unsigned flags)
+                    const uint8_t *payload, size_t len, unsigned flags,
+                    sealed_t *direct)
 {
     peer_t *p = find_peer(node, to);
     int mode;
@@ -331,7 +347,7 @@ static int send_msg(tether_engine_t *node, const char *to, uint8_t type,
             node->stats.send_no_session++;
             return TETHER_ECLOSED;
         }
-        return seal_send(node, p, type, payload, len);
+        return seal_send(node, p, type, payload, len, direct);
     }
     mode = part_mode(node, to);
     if (mode == TETHER_PARTITION_DROP) {
@@ -341,7 +357,7 @@ static int send_msg(tether_engine_t *node, const char *to, uint8_t type,
     if (mode == TETHER_PARTITION_DEFER) {
         if ((flags & TETHER_SEND_STATE) || is_state(type)) {
             node->stats.part_skipped++;
-            return 0;
+            return direct != NULL ? TETHER_EAGAIN : 0;
         }
         p = get_peer(node, to);
         if (p == NULL)
@@ -353,13 +369,13 @@ static int send_msg(tether_engine_t *node, const char *to, uint8_t type,
             return TETHER_ETOOBIG;
         }
         node->stats.part_deferred++;
-        return 0;
+        return direct != NULL ? TETHER_EAGAIN : 0;
     }
     if (p == NULL || !p->usable) {
         node->stats.send_no_session++;
         return TETHER_ECLOSED;
     }
-    return seal_send(node, p, type, payload, len);
+    return seal_send(node, p, type, payload, len, direct);
 }
 
 /* Encodes {Tag, ...} starts: a fresh buffer with the version byte. */
@@ -377,7 +393,7 @@ static int send_x(tether_engine_t *node, const char *to, uint8_t type,
 {
     if (rc == 0)
         rc = send_msg(node, to, type, (const uint8_t *)x->buff,
-                      (size_t)x->index, 0);
+                      (size_t)x->index, 0, NULL);
     ei_x_free(x);
     return rc;
 }
@@ -446,7 +462,7 @@ static int send_ack(tether_engine_t *node, peer_t *p)
     rc = ei_x_encode_atom(&x, "ok") < 0 ? TETHER_ENOMEM : 0;
     if (rc == 0)
         rc = seal_send(node, p, TETHER_MSG_ACK, (const uint8_t *)x.buff,
-                       (size_t)x.index);
+                       (size_t)x.index, NULL);
     ei_x_free(&x);
     return rc;
 }
@@ -482,7 +498,31 @@ int tether_engine_send(tether_engine_t *node, const char *to, uint8_t type,
         return TETHER_EINVAL;
     if (node->left)
         return TETHER_ECLOSED;
-    return send_msg(node, to, type, etf, len, flags);
+    return send_msg(node, to, type, etf, len, flags, NULL);
+}
+
+int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
+                       const uint8_t *etf, size_t len, uint8_t **out,
+                       size_t *out_len)
+{
+    sealed_t direct = {NULL, 0};
+    int rc;
+
+    if (out == NULL || out_len == NULL)
+        return TETHER_EINVAL;
+    *out = NULL;
+    *out_len = 0;
+    if (!valid_name(to) || type < TETHER_MSG_MODULE_MIN || etf == NULL ||
+        len == 0)
+        return TETHER_EINVAL;
+    if (node->left)
+        return TETHER_ECLOSED;
+    rc = send_msg(node, to, type, etf, len, 0, &direct);
+    if (rc == 0) {
+        *out = direct.data;
+        *out_len = direct.len;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------ member events */
@@ -567,7 +607,7 @@ static void flush_peer(tether_engine_t *node, peer_t *p)
         }
         while (tether_defer_pop(&p->outq, &it)) {
             node->stats.defer_flushed++;
-            (void)seal_send(node, p, it.type, it.data, it.len);
+            (void)seal_send(node, p, it.type, it.data, it.len, NULL);
             free(it.data);
         }
     }
@@ -751,6 +791,10 @@ static void partitions_changed(tether_engine_t *node)
 {
     refresh_liveness(node);
     flush_all(node);
+    /* Held receives handled by the flush (a leave, a join) change the
+     * member table: report that before heal() returns, not at the next
+     * input. */
+    refresh_liveness(node);
 }
 
 static void handle_partitions(tether_engine_t *node, peer_t *p, const char *buf,
@@ -819,12 +863,14 @@ static const core_msg_t core_msgs[] = {
 static void dispatch(tether_engine_t *node, peer_t *p, uint8_t type,
                      const char *buf, size_t len, int from_queue)
 {
-    int idx = 0, version, mode;
+    int idx = 0, version, mode, opaque;
 
     if (type == TETHER_MSG_ACK)
         return;
-    if (tether__etf_validate(buf, len) < 0 ||
-        ei_decode_version(buf, &idx, &version) < 0) {
+    opaque = node->module_of[type] >= 0 &&
+             node->modules[node->module_of[type]].m.opaque;
+    if (!opaque && (tether__etf_validate(buf, len) < 0 ||
+                    ei_decode_version(buf, &idx, &version) < 0)) {
         node->stats.recv_bad_term++;
         return;
     }
@@ -921,14 +967,13 @@ static uint64_t be64(const uint8_t *p)
     return v;
 }
 
-int tether_engine_recv(tether_engine_t *node, const char *from,
-                       const uint8_t *bytes, size_t len)
+/* Checks the sender of bytes (untrusted) and says what they are: a
+ * hello (TETHER_ENV_TYPE_HELLO), an envelope (the other kind), or the
+ * negative reason they are refused (counted). */
+static int recv_kind(tether_engine_t *node, const char *from,
+                     const uint8_t *bytes, size_t len)
 {
-    const uint8_t *payload = NULL;
-    size_t plen = 0;
-    uint8_t type = 0;
-    peer_t *p;
-    int kind, rc;
+    int kind;
 
     node->stats.recv++;
     if (!valid_name(from) || strcmp(from, node->name) == 0 || bytes == NULL) {
@@ -940,16 +985,27 @@ int tether_engine_recv(tether_engine_t *node, const char *from,
         node->stats.recv_garbage++;
         return TETHER_EPROTO;
     }
-    if (kind == TETHER_ENV_TYPE_HELLO) {
-        rc = recv_hello(node, from, bytes, len);
-        goto done;
-    }
-    p = find_peer(node, from);
+    return kind;
+}
+
+/*
+ * Opens an envelope from `from` under its session: 1 with *pp, *type and
+ * the payload (pointing into bytes) when it is to be handled, 0 when it
+ * was authentic but is not for handling (a server that has not made the
+ * session usable yet), or the negative reason it was refused (counted).
+ */
+static int open_envelope(tether_engine_t *node, const char *from,
+                         const uint8_t *bytes, size_t len, peer_t **pp,
+                         uint8_t *type, const uint8_t **payload, size_t *plen)
+{
+    peer_t *p = find_peer(node, from);
+    int rc;
+
     if (p == NULL) {
         node->stats.recv_unknown++;
         return TETHER_ENOTFOUND;
     }
-    rc = tether__session_open(&p->sess, bytes, len, &type, &payload, &plen);
+    rc = tether__session_open(&p->sess, bytes, len, type, payload, plen);
     if (rc < 0) {
         node->stats.recv_rejected++;
         return rc;
@@ -963,13 +1019,98 @@ int tether_engine_recv(tether_engine_t *node, const char *from,
     if (!p->usable) {
         if (!p->is_client) {
             node->stats.recv_unknown++;
-            goto done; /* server side: usable since its hello went out */
+            return 0; /* server side: usable since its hello went out */
         }
         session_up(node, p);
     }
-    dispatch(node, p, type, (const char *)payload, plen, 0);
+    *pp = p;
+    return 1;
+}
+
+int tether_engine_recv(tether_engine_t *node, const char *from,
+                       const uint8_t *bytes, size_t len)
+{
+    const uint8_t *payload = NULL;
+    size_t plen = 0;
+    uint8_t type = 0;
+    peer_t *p = NULL;
+    int kind, rc;
+
+    kind = recv_kind(node, from, bytes, len);
+    if (kind < 0)
+        return kind;
+    if (kind == TETHER_ENV_TYPE_HELLO) {
+        rc = recv_hello(node, from, bytes, len);
+        goto done;
+    }
+    rc = open_envelope(node, from, bytes, len, &p, &type, &payload, &plen);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        dispatch(node, p, type, (const char *)payload, plen, 0);
     rc = 0;
 done:
+    refresh_liveness(node);
+    return rc;
+}
+
+int tether_engine_open(tether_engine_t *node, const char *from,
+                       const uint8_t *bytes, size_t len, uint8_t *type,
+                       const uint8_t **payload, size_t *plen)
+{
+    peer_t *p = NULL;
+    int kind, rc, mode;
+
+    if (type == NULL || payload == NULL || plen == NULL)
+        return TETHER_EINVAL;
+    *payload = NULL;
+    *plen = 0;
+    kind = recv_kind(node, from, bytes, len);
+    if (kind < 0)
+        return kind;
+    if (kind == TETHER_ENV_TYPE_HELLO) {
+        node->stats.recv_unknown++;
+        return TETHER_EPROTO;
+    }
+    rc = open_envelope(node, from, bytes, len, &p, type, payload, plen);
+    if (rc <= 0) {
+        *payload = NULL;
+        *plen = 0;
+        return rc == 0 ? TETHER_ECLOSED : rc;
+    }
+    if (*type < TETHER_MSG_MODULE_MIN) {
+        /* Authentic engine traffic on the shell's direct path: handle it
+         * as recv would; there is nothing for the caller. */
+        dispatch(node, p, *type, (const char *)*payload, *plen, 0);
+        rc = TETHER_EPROTO;
+        goto refused;
+    }
+    if (node->left) {
+        rc = TETHER_ECLOSED;
+        goto refused;
+    }
+    mode = part_mode(node, p->name);
+    if (mode == TETHER_PARTITION_DROP) {
+        node->stats.part_dropped++;
+        rc = TETHER_ECLOSED;
+        goto refused;
+    }
+    if (mode == TETHER_PARTITION_DEFER) {
+        /* Held like a received message: the module hook gets it on heal. */
+        if (tether_defer_push(&p->inq, *type, *payload, *plen) < 0) {
+            node->stats.defer_overflow++;
+            rc = TETHER_ETOOBIG;
+        } else {
+            node->stats.part_deferred++;
+            rc = TETHER_EAGAIN;
+        }
+        goto refused;
+    }
+    refresh_liveness(node);
+    return 0;
+refused:
+    *payload = NULL;
+    *plen = 0;
     refresh_liveness(node);
     return rc;
 }

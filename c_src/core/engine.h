@@ -154,11 +154,15 @@ typedef struct tether_engine_stats {
  * A module of the engine (registry, rpc, election, ring, reminders, maps).
  * It owns one or more message types >= TETHER_MSG_MODULE_MIN (one per
  * registration) and gets hooks; every hook may be NULL. Messages are ETF
- * bytes already validated by tether__etf_validate().
+ * bytes already validated by tether__etf_validate(), unless the module is
+ * `opaque`: then on_message gets the authenticated bytes as they came (any
+ * nesting, funs) and must check them with a complete decoder of its own
+ * (enif_binary_to_term, tether_term_valid) before reading them.
  */
 typedef struct tether_engine_module {
     const char *name;
     uint8_t type;
+    int opaque;
     void (*on_message)(tether_engine_t *node, void *ctx, const char *from,
                        const char *etf, size_t len);
     void (*on_session_up)(tether_engine_t *node, void *ctx, const char *peer);
@@ -264,6 +268,35 @@ tether_engine_register_module(tether_engine_t *node,
  * queue full; counted), TETHER_EINVAL. */
 int tether_engine_send(tether_engine_t *node, const char *to, uint8_t type,
                        const uint8_t *etf, size_t len, unsigned flags);
+/*
+ * The direct path, for traffic the shell carries itself (the NIF's RPC
+ * calls go from the calling process, not through the server's action
+ * queue). tether_engine_seal() applies the rules of tether_engine_send()
+ * but hands the sealed envelope to the caller: 0 and *out (malloc'd, the
+ * caller frees it) to send to `to` now; TETHER_EAGAIN when a defer
+ * partition holds the message (queued in the engine: it goes out as a
+ * SEND action on heal); TETHER_ECLOSED (no usable session, a drop
+ * partition, we left), TETHER_ETOOBIG (defer queue full), TETHER_EINVAL.
+ */
+int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
+                       const uint8_t *etf, size_t len, uint8_t **out,
+                       size_t *out_len);
+/*
+ * Opens an envelope of a module type that `from` sealed with
+ * tether_engine_seal() and returns its payload instead of dispatching it:
+ * 0 with *type and *payload (authenticated bytes pointing into bytes, not
+ * validated: the caller checks them with a complete decoder, as an opaque
+ * module does) to handle now; TETHER_EAGAIN when a defer partition holds it (the
+ * module of *type gets it on heal, as if received then); TETHER_ECLOSED
+ * (a drop partition, we left, session not usable); TETHER_EPROTO (a hello
+ * or an engine control message, which is handled as tether_engine_recv()
+ * would); the envelope's own refusals
+ * (TETHER_EAUTH, TETHER_EREPLAY, ...). Every refusal is counted as
+ * tether_engine_recv() counts it.
+ */
+int tether_engine_open(tether_engine_t *node, const char *from,
+                       const uint8_t *bytes, size_t len, uint8_t *type,
+                       const uint8_t **payload, size_t *plen);
 /* Queues a DELIVER action. Returns 0 or TETHER_ENOMEM. */
 TETHER_MUST_CHECK int tether_engine_deliver(tether_engine_t *node, uint64_t sub,
                                             const uint8_t *etf, size_t len);

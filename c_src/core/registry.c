@@ -21,7 +21,9 @@
 
 typedef struct entry {
     struct entry *next;
-    uint64_t h; /* hash of the name */
+    struct entry *pnext; /* our own entries only: chain by pid */
+    uint64_t ph;         /* hash of the pid (own entries) */
+    uint64_t h;          /* hash of the name */
     uint8_t *name;
     size_t nlen;
     uint8_t *pid;
@@ -29,9 +31,22 @@ typedef struct entry {
     uint64_t stamp;
     uint32_t owner; /* index into owners */
     int method;
-    int mark;   /* scratch for reg_sync */
-    void *data; /* the shell's (pid_attach) */
+    int mark;       /* scratch for reg_sync */
+    uint64_t asked; /* the rival our shell was last asked to resolve */
+    void *data;     /* the shell's (pid_attach) */
 } entry_t;
+
+/* A rival entry a resolver verdict of ours removed: reg_yield is sent to
+ * its owner until the entry is gone (a lost message costs a round). */
+typedef struct yield {
+    uint32_t owner;     /* the rival's owner (index into owners) */
+    uint64_t stamp;     /* the rival's stamp */
+    uint64_t own_stamp; /* our entry the verdict kept; 0: none kept */
+    uint8_t *name;
+    size_t nlen;
+    uint8_t *kept; /* the kept pid's ETF (none: NULL) */
+    size_t klen;
+} yield_t;
 
 typedef struct owner {
     char name[TETHER_NODE_NAME_MAX + 1];
@@ -49,6 +64,10 @@ struct tether_registry {
     uint64_t wall_base, eng_base; /* wall clock = base + engine time since */
     int wall_set;
     uint64_t next_digest;
+    entry_t **pbuckets; /* our own entries by pid: one name per pid */
+    size_t pnb, pown;
+    yield_t *yields; /* verdicts not yet carried out by rivals' owners */
+    size_t nyields, capyields;
     tether_registry_stats_t stats;
 };
 
@@ -99,13 +118,56 @@ static void wunlock(tether_registry_t *r)
 
 /* --------------------------------------------------------------- table */
 
+static int same_name(const entry_t *e, const uint8_t *name, size_t nlen,
+                     uint64_t h)
+{
+    return e->h == h && e->nlen == nlen && memcmp(e->name, name, nlen) == 0;
+}
+
+/* Any entry of name (of any owner), or NULL. */
 static entry_t *find(const tether_registry_t *r, const uint8_t *name,
                      size_t nlen, uint64_t h)
 {
     for (entry_t *e = r->buckets[h & (r->nb - 1)]; e != NULL; e = e->next)
-        if (e->h == h && e->nlen == nlen && memcmp(e->name, name, nlen) == 0)
+        if (same_name(e, name, nlen, h))
             return e;
     return NULL;
+}
+
+/* The entry of name held for owner index o, or NULL. */
+static entry_t *find_owned(const tether_registry_t *r, const uint8_t *name,
+                           size_t nlen, uint64_t h, uint32_t o)
+{
+    for (entry_t *e = r->buckets[h & (r->nb - 1)]; e != NULL; e = e->next)
+        if (e->owner == o && same_name(e, name, nlen, h))
+            return e;
+    return NULL;
+}
+
+/* 1 if (sa, oa) registered before (sb, ob). */
+static int earlier(uint64_t sa, const char *oa, uint64_t sb, const char *ob)
+{
+    return sa < sb || (sa == sb && strcmp(oa, ob) < 0);
+}
+
+static int entry_before(const tether_registry_t *r, const entry_t *a,
+                        const entry_t *b)
+{
+    return earlier(a->stamp, r->owners[a->owner].name, b->stamp,
+                   r->owners[b->owner].name);
+}
+
+/* The visible entry of name: the earliest of its owners' entries (HLC
+ * stamp, then owner name), or NULL. */
+static entry_t *find_visible(const tether_registry_t *r, const uint8_t *name,
+                             size_t nlen, uint64_t h)
+{
+    entry_t *v = NULL;
+
+    for (entry_t *e = r->buckets[h & (r->nb - 1)]; e != NULL; e = e->next)
+        if (same_name(e, name, nlen, h) && (v == NULL || entry_before(r, e, v)))
+            v = e;
+    return v;
 }
 
 /* The index of owner `name`, created if new. Returns -1 when full. */
@@ -172,6 +234,60 @@ static void grow(tether_registry_t *r)
     r->nb = nb;
 }
 
+/* ------------------------------------------------ own entries by pid */
+
+/* Our own entry for pid, or NULL (a pid holds one name, as in global). */
+static entry_t *find_own_pid(const tether_registry_t *r, const uint8_t *pid,
+                             size_t plen)
+{
+    uint64_t ph = name_hash(pid, plen);
+
+    if (r->pnb == 0)
+        return NULL;
+    for (entry_t *e = r->pbuckets[ph & (r->pnb - 1)]; e != NULL; e = e->pnext)
+        if (e->ph == ph && e->plen == plen && memcmp(e->pid, pid, plen) == 0)
+            return e;
+    return NULL;
+}
+
+/* Links our own entry e into the pid index (doubling it when dense).
+ * Returns 0 or TETHER_ENOMEM. */
+static int pid_link(tether_registry_t *r, entry_t *e)
+{
+    if (r->pown >= r->pnb * 2) {
+        size_t nb = r->pnb ? r->pnb * 2 : REG_BUCKETS_MIN;
+        entry_t **b = calloc(nb, sizeof *b);
+        if (b == NULL)
+            return TETHER_ENOMEM;
+        for (size_t i = 0; i < r->pnb; i++) {
+            entry_t *x = r->pbuckets[i], *next;
+            for (; x != NULL; x = next) {
+                next = x->pnext;
+                x->pnext = b[x->ph & (nb - 1)];
+                b[x->ph & (nb - 1)] = x;
+            }
+        }
+        free(r->pbuckets);
+        r->pbuckets = b;
+        r->pnb = nb;
+    }
+    e->ph = name_hash(e->pid, e->plen);
+    e->pnext = r->pbuckets[e->ph & (r->pnb - 1)];
+    r->pbuckets[e->ph & (r->pnb - 1)] = e;
+    r->pown++;
+    return 0;
+}
+
+static void pid_unlink(tether_registry_t *r, entry_t *e)
+{
+    entry_t **pp = &r->pbuckets[e->ph & (r->pnb - 1)];
+
+    while (*pp != e)
+        pp = &(*pp)->pnext;
+    *pp = e->pnext;
+    r->pown--;
+}
+
 /* Inserts a new entry (the name must be absent). Returns 0, TETHER_ENOMEM
  * or TETHER_ETOOBIG. */
 static int insert(tether_registry_t *r, const uint8_t *name, size_t nlen,
@@ -192,12 +308,16 @@ static int insert(tether_registry_t *r, const uint8_t *name, size_t nlen,
         free_entry(r, e);
         return TETHER_ENOMEM;
     }
-    if (r->cfg.pid_attach != NULL)
-        e->data = r->cfg.pid_attach(r->cfg.shell_ctx, pid, plen);
     memcpy(e->name, name, nlen);
     memcpy(e->pid, pid, plen);
     e->nlen = nlen;
     e->plen = plen;
+    if (owner == self_index(r) && pid_link(r, e) < 0) {
+        free_entry(r, e);
+        return TETHER_ENOMEM;
+    }
+    if (r->cfg.pid_attach != NULL)
+        e->data = r->cfg.pid_attach(r->cfg.shell_ctx, pid, plen);
     e->h = h;
     e->stamp = stamp;
     e->method = method;
@@ -225,6 +345,8 @@ static void remove_entry(tether_registry_t *r, entry_t *e)
     *pp = e->next;
     r->n--;
     wunlock(r);
+    if (e->owner == (uint32_t)self_index(r))
+        pid_unlink(r, e);
     r->owners[e->owner].count--;
     r->owners[e->owner].hash ^=
         content_hash(e->name, e->nlen, e->pid, e->plen, e->stamp);
@@ -301,15 +423,49 @@ static void send_x(tether_registry_t *r, const char *to, ei_x_buff *x,
     }
 }
 
-static void broadcast_add(tether_registry_t *r, const entry_t *e)
+/* Seals x for every live member but us and hands each envelope to
+ * sealed() (the direct path); what a defer partition holds stays queued
+ * in the engine, what cannot go is counted there. */
+static void seal_x(tether_registry_t *r, ei_x_buff *x,
+                   tether_registry_sealed_t sealed, void *ctx)
+{
+    const char *mem[TETHER_MEMBERS_MAX];
+    const char *self = tether_engine_name(r->eng);
+    size_t n = tether_engine_members(r->eng, mem, TETHER_MEMBERS_MAX);
+
+    if (n > TETHER_MEMBERS_MAX)
+        n = TETHER_MEMBERS_MAX;
+    for (size_t i = 0; i < n; i++) {
+        char peer[TETHER_NODE_NAME_MAX + 1];
+        uint8_t *out = NULL;
+        size_t olen = 0;
+        if (strcmp(mem[i], self) == 0)
+            continue;
+        memcpy(peer, mem[i], strlen(mem[i]) + 1);
+        if (tether_engine_seal(r->eng, peer, TETHER_MSG_REGISTRY,
+                               (const uint8_t *)x->buff, (size_t)x->index, &out,
+                               &olen) == 0)
+            sealed(ctx, peer, out, olen);
+        free(out);
+    }
+}
+
+/* Broadcasts our new entry e: through engine actions, or (sealed set)
+ * as envelopes handed to the caller. */
+static void broadcast_add(tether_registry_t *r, const entry_t *e,
+                          tether_registry_sealed_t sealed, void *ctx)
 {
     ei_x_buff x;
 
     if (x_tag(&x, 5, "reg_add") < 0)
         return;
     if (x_entry_fields(&x, e->stamp, e->method, e->name, e->nlen, e->pid,
-                       e->plen) == 0)
-        send_x(r, NULL, &x, 0);
+                       e->plen) == 0) {
+        if (sealed != NULL)
+            seal_x(r, &x, sealed, ctx);
+        else
+            send_x(r, NULL, &x, 0);
+    }
     ei_x_free(&x);
 }
 
@@ -368,7 +524,8 @@ static void send_counts(tether_registry_t *r, const char *peer, const char *tag,
     ei_x_free(&x);
 }
 
-/* Tells our shell that our entry e lost to winner_pid. */
+/* Tells our shell that our entry e lost to winner_pid (wplen 0: a
+ * resolver kept neither). */
 static void deliver_conflict(tether_registry_t *r, const entry_t *e,
                              const uint8_t *wpid, size_t wplen)
 {
@@ -386,6 +543,88 @@ static void deliver_conflict(tether_registry_t *r, const entry_t *e,
         (void)rc; /* out of memory loses the notice, not the removal */
     }
     ei_x_free(&x);
+}
+
+/* Sends {reg_yield, ...} for y to the rival's owner. */
+static void send_yield(tether_registry_t *r, const yield_t *y)
+{
+    ei_x_buff x;
+
+    if (x_tag(&x, 4, "reg_yield") < 0)
+        return;
+    if (ei_x_encode_ulonglong(&x, y->stamp) == 0 &&
+        ei_x_encode_binary(&x, y->name, (long)y->nlen) == 0 &&
+        ei_x_encode_binary(&x, y->kept ? y->kept : (const uint8_t *)"",
+                           (long)y->klen) == 0)
+        send_x(r, r->owners[y->owner].name, &x, 0);
+    ei_x_free(&x);
+}
+
+static void free_yield(yield_t *y)
+{
+    free(y->name);
+    free(y->kept);
+}
+
+/* Queues and sends a verdict against rival entry e. */
+static void add_yield(tether_registry_t *r, const entry_t *e,
+                      uint64_t own_stamp, const uint8_t *kept, size_t klen)
+{
+    yield_t y = {.owner = e->owner,
+                 .stamp = e->stamp,
+                 .own_stamp = own_stamp,
+                 .name = e->name,
+                 .nlen = e->nlen,
+                 .kept = (uint8_t *)kept,
+                 .klen = klen};
+
+    send_yield(r, &y); /* from the caller's bytes; copies are kept below */
+    y.name = NULL;
+    y.kept = NULL;
+    if (r->nyields == r->capyields) {
+        size_t cap = r->capyields ? r->capyields * 2 : 8;
+        yield_t *v = realloc(r->yields, cap * sizeof *v);
+        if (v == NULL)
+            return; /* sent once, never repeated */
+        r->yields = v;
+        r->capyields = cap;
+    }
+    y.name = malloc(e->nlen);
+    y.kept = klen ? malloc(klen) : NULL;
+    if (y.name == NULL || (klen && y.kept == NULL)) {
+        free_yield(&y);
+        return;
+    }
+    memcpy(y.name, e->name, e->nlen);
+    if (klen)
+        memcpy(y.kept, kept, klen);
+    r->yields[r->nyields++] = y;
+}
+
+/* Repeats every verdict whose rival entry is still held (and whose kept
+ * entry of ours, if any, still stands); forgets the others. */
+static void resend_yields(tether_registry_t *r)
+{
+    int self = self_index(r);
+    size_t k = 0;
+
+    for (size_t i = 0; i < r->nyields; i++) {
+        yield_t *y = &r->yields[i];
+        uint64_t h = name_hash(y->name, y->nlen);
+        entry_t *rival = find_owned(r, y->name, y->nlen, h, y->owner);
+        entry_t *own = self < 0
+                           ? NULL
+                           : find_owned(r, y->name, y->nlen, h, (uint32_t)self);
+        if (rival != NULL && rival->stamp == y->stamp &&
+            (y->own_stamp == 0 ||
+             (own != NULL && own->stamp == y->own_stamp))) {
+            send_yield(r, y);
+            r->yields[k++] = *y;
+        } else {
+            free_yield(y);
+        }
+    }
+    r->nyields = k;
 }
 
 /* ------------------------------------------------------------ decoding */
@@ -437,49 +676,147 @@ static uint64_t wall_now(const tether_registry_t *r)
     return r->wall_base + (now > r->eng_base ? now - r->eng_base : 0);
 }
 
-/* 1 if (sa, oa) registered before (sb, ob). */
-static int earlier(uint64_t sa, const char *oa, uint64_t sb, const char *ob)
+/* Our entry s lost a conflict with no resolver involved: tell our shell,
+ * remove it and broadcast the removal. */
+static void lose(tether_registry_t *r, entry_t *s, const uint8_t *wpid,
+                 size_t wplen)
 {
-    return sa < sb || (sa == sb && strcmp(oa, ob) < 0);
+    r->stats.lost++;
+    deliver_conflict(r, s, wpid, wplen);
+    broadcast_del(r, s->name, s->nlen, s->stamp);
+    remove_entry(r, s);
 }
 
-/* Applies one entry owned by `from` (index o). */
+/* Asks our shell to run the resolver of our entry `own` on the conflict
+ * between w (the earlier registration) and l, once per rival:
+ *   {tether_reg_resolve, NameEtf, WinnerPidEtf, LoserPidEtf}. */
+static void ask(tether_registry_t *r, entry_t *own, const entry_t *w,
+                const entry_t *l)
+{
+    const entry_t *rival = own == w ? l : w;
+    const char *ro = r->owners[rival->owner].name;
+    uint8_t st[8];
+    uint64_t key;
+    ei_x_buff x;
+
+    for (int i = 0; i < 8; i++)
+        st[i] = (uint8_t)(rival->stamp >> (8 * i));
+    key = tether__fnv1a(tether__fnv1a(TETHER_FNV_OFFSET, ro, strlen(ro)), st,
+                        sizeof st) |
+          1;
+    if (own->asked == key)
+        return;
+    own->asked = key;
+    r->stats.resolves_asked++;
+    if (x_tag(&x, 4, "tether_reg_resolve") < 0)
+        return;
+    if (ei_x_encode_binary(&x, own->name, (long)own->nlen) == 0 &&
+        ei_x_encode_binary(&x, w->pid, (long)w->plen) == 0 &&
+        ei_x_encode_binary(&x, l->pid, (long)l->plen) == 0) {
+        int rc =
+            tether_engine_deliver(r->eng, r->cfg.conflict_sub,
+                                  (const uint8_t *)x.buff, (size_t)x.index);
+        if (rc < 0)
+            own->asked = 0; /* out of memory: ask again next time */
+    }
+    ei_x_free(&x);
+}
+
+/*
+ * Applies the conflict rule (registry.h) to our own entry of a name after
+ * the entries held for it changed: with no resolver involved our entry,
+ * if it is not the visible one, loses; with one, the node whose resolver
+ * decides asks its shell, and every other node waits for its verdict.
+ */
+static void settle(tether_registry_t *r, const uint8_t *name, size_t nlen,
+                   uint64_t h)
+{
+    int self = self_index(r);
+    entry_t *v, *s;
+
+    if (self < 0)
+        return;
+    v = find_visible(r, name, nlen, h);
+    s = find_owned(r, name, nlen, h, (uint32_t)self);
+    if (v == NULL || s == NULL)
+        return;
+    if (s != v) {
+        if (v->method != TETHER_REG_RESOLVE && s->method != TETHER_REG_RESOLVE)
+            lose(r, s, v->pid, v->plen);
+        else if (v->method != TETHER_REG_RESOLVE)
+            ask(r, s, v, s); /* only ours has a resolver: we decide */
+        return;              /* else the visible entry's owner decides */
+    }
+    if (s->method != TETHER_REG_RESOLVE)
+        return; /* the rivals' owners lose or ask */
+    /* Ours is visible and has the resolver: the earliest rival first. */
+    {
+        entry_t *next = NULL;
+        for (entry_t *e = r->buckets[h & (r->nb - 1)]; e != NULL; e = e->next)
+            if (e != s && same_name(e, name, nlen, h) &&
+                (next == NULL || entry_before(r, e, next)))
+                next = e;
+        if (next != NULL)
+            ask(r, s, s, next);
+    }
+}
+
+/* 1 if name has an entry of an owner other than o. */
+static int has_rival(const tether_registry_t *r, const uint8_t *name,
+                     size_t nlen, uint64_t h, uint32_t o)
+{
+    for (entry_t *e = r->buckets[h & (r->nb - 1)]; e != NULL; e = e->next)
+        if (e->owner != o && same_name(e, name, nlen, h))
+            return 1;
+    return 0;
+}
+
+/* Settles every name where we hold an entry and so does someone else.
+ * Run every digest period: a rival removed by a sync or with its node
+ * leaves the next pair of a three-way conflict to settle. */
+static void settle_all(tether_registry_t *r)
+{
+    int self = self_index(r);
+
+    if (self < 0)
+        return;
+    for (size_t i = 0; i < r->nb; i++) {
+        entry_t *e = r->buckets[i], *next;
+        for (; e != NULL; e = next) {
+            next = e->next; /* settle may remove e (ours), nothing else */
+            if (e->owner == (uint32_t)self &&
+                has_rival(r, e->name, e->nlen, e->h, e->owner))
+                settle(r, e->name, e->nlen, e->h);
+        }
+    }
+}
+
+/* Applies one entry owned by `from` (index o). Entries of different
+ * owners for one name are all kept; the visible one is the earliest. */
 static void apply_add(tether_registry_t *r, const char *from, int o,
                       const wire_entry_t *w)
 {
     uint64_t h = name_hash(w->name, w->nlen), ts;
-    entry_t *e = find(r, w->name, w->nlen, h);
-    const char *held;
+    entry_t *e = find_owned(r, w->name, w->nlen, h, (uint32_t)o);
 
+    (void)from;
     /* A stamp too far ahead is not merged; the entry still applies. */
     if (tether_hlc_update(&r->hlc, wall_now(r), w->stamp, &ts) < 0)
         ts = 0;
-    if (e == NULL) {
-        (void)insert(r, w->name, w->nlen, w->pid, w->plen, w->stamp, w->method,
-                     o);
+    if (e != NULL && w->stamp == e->stamp) {
+        e->mark = 0;
         return;
     }
-    if (e->owner == (uint32_t)o) {
-        if (w->stamp > e->stamp) { /* a newer registration of the owner */
-            remove_entry(r, e);
-            (void)insert(r, w->name, w->nlen, w->pid, w->plen, w->stamp,
-                         w->method, o);
-        } else if (w->stamp == e->stamp) {
-            e->mark = 0;
-        }
+    if (e != NULL && w->stamp < e->stamp)
+        return; /* an older registration of the owner */
+    if (e != NULL)
+        remove_entry(r, e); /* a newer registration of the owner */
+    if (insert(r, w->name, w->nlen, w->pid, w->plen, w->stamp, w->method, o) <
+        0)
         return;
-    }
-    r->stats.conflicts++;
-    held = r->owners[e->owner].name;
-    if (!earlier(w->stamp, from, e->stamp, held))
-        return; /* ours (or the third party's) stays; its owner tells */
-    if (e->owner == (uint32_t)self_index(r)) {
-        r->stats.lost++;
-        deliver_conflict(r, e, w->pid, w->plen);
-        broadcast_del(r, e->name, e->nlen, e->stamp);
-    }
-    remove_entry(r, e);
-    (void)insert(r, w->name, w->nlen, w->pid, w->plen, w->stamp, w->method, o);
+    if (has_rival(r, w->name, w->nlen, h, (uint32_t)o))
+        r->stats.conflicts++;
+    settle(r, w->name, w->nlen, h);
 }
 
 static void handle_sync(tether_registry_t *r, const char *from, int o,
@@ -510,6 +847,51 @@ bad:
     /* Entries already applied stand; nothing marked is removed on a
      * message we could not read to its end. */
     r->stats.bad_msgs++;
+    free(w);
+}
+
+/* Decodes a binary of 0..cap bytes into out. */
+static int decode_bytes0(const char *buf, int *idx, uint8_t *out, size_t cap,
+                         size_t *len)
+{
+    int type, size;
+    long l;
+
+    if (ei_get_type(buf, idx, &type, &size) < 0 || type != ERL_BINARY_EXT ||
+        size < 0 || (size_t)size > cap)
+        return TETHER_EPROTO;
+    if (ei_decode_binary(buf, idx, out, &l) < 0 || l != size)
+        return TETHER_EPROTO;
+    *len = (size_t)l;
+    return 0;
+}
+
+/* {reg_yield, Stamp, NameEtf, KeptPidEtf | <<>>}: a resolver's verdict
+ * removed our entry (name, Stamp). Any member may send it (members are
+ * trusted as they are with their own stamps); an entry that is not ours
+ * or has another stamp (a new registration) is left alone. */
+static void handle_yield(tether_registry_t *r, const char *buf, int idx)
+{
+    wire_entry_t *w = malloc(sizeof *w);
+    int self = self_index(r);
+    entry_t *e;
+
+    if (w == NULL)
+        return;
+    if (tether__etf_decode_u64(buf, &idx, &w->stamp) < 0 ||
+        decode_bytes(buf, &idx, w->name, sizeof w->name, &w->nlen) < 0 ||
+        decode_bytes0(buf, &idx, w->pid, sizeof w->pid, &w->plen) < 0) {
+        r->stats.bad_msgs++;
+        free(w);
+        return;
+    }
+    e = self < 0 ? NULL
+                 : find_owned(r, w->name, w->nlen, name_hash(w->name, w->nlen),
+                              (uint32_t)self);
+    if (e != NULL && e->stamp == w->stamp)
+        lose(r, e, w->pid, w->plen);
+    else
+        r->stats.stale_msgs++;
     free(w);
 }
 
@@ -576,9 +958,15 @@ static void on_message(tether_engine_t *node, void *ctx, const char *from,
         if (tether__etf_decode_u64(buf, &idx, &a) < 0 ||
             decode_bytes(buf, &idx, name, sizeof name, &nlen) < 0)
             goto bad;
-        e = find(r, name, nlen, name_hash(name, nlen));
-        if (e != NULL && e->owner == (uint32_t)o && e->stamp == a)
+        e = find_owned(r, name, nlen, name_hash(name, nlen), (uint32_t)o);
+        if (e != NULL && e->stamp == a) {
             remove_entry(r, e);
+            settle(r, name, nlen, name_hash(name, nlen));
+        }
+        return;
+    }
+    if (strcmp(tag, "reg_yield") == 0 && arity == 4) {
+        handle_yield(r, buf, idx);
         return;
     }
     if (strcmp(tag, "reg_sync") == 0 && arity == 2) {
@@ -649,6 +1037,9 @@ static void on_tick(tether_engine_t *node, void *ctx, uint64_t now_ms)
     r->next_digest = now_ms + r->cfg.digest_ms;
     if (tether_engine_has_left(r->eng) || (si = self_index(r)) < 0)
         return;
+    settle_all(r);
+    if (r->nyields > 0)
+        resend_yields(r);
     self = tether_engine_name(r->eng);
     n = tether_engine_members(r->eng, mem, TETHER_MEMBERS_MAX);
     if (n > TETHER_MEMBERS_MAX)
@@ -736,14 +1127,21 @@ void tether_registry_free(tether_registry_t *r)
             free_entry(r, e);
         }
     }
+    for (size_t i = 0; i < r->nyields; i++)
+        free_yield(&r->yields[i]);
+    free(r->yields);
+    free(r->pbuckets);
     free(r->buckets);
     free(r->owners);
     free(r);
 }
 
-int tether_registry_register(tether_registry_t *r, const uint8_t *name,
-                             size_t nlen, const uint8_t *pid, size_t plen,
-                             int method, uint64_t wall_ms)
+/* Registers name -> pid as ours and broadcasts it (see the two public
+ * callers). */
+static int do_register(tether_registry_t *r, const uint8_t *name, size_t nlen,
+                       const uint8_t *pid, size_t plen, int method,
+                       uint64_t wall_ms, tether_registry_sealed_t sealed,
+                       void *ctx)
 {
     uint64_t h, stamp;
     int self, rc;
@@ -754,7 +1152,7 @@ int tether_registry_register(tether_registry_t *r, const uint8_t *name,
         tether_engine_has_left(r->eng))
         return TETHER_EINVAL;
     h = name_hash(name, nlen);
-    if (find(r, name, nlen, h) != NULL)
+    if (find(r, name, nlen, h) != NULL || find_own_pid(r, pid, plen) != NULL)
         return TETHER_EEXIST;
     if ((self = self_index(r)) < 0)
         return TETHER_ENOMEM;
@@ -765,8 +1163,25 @@ int tether_registry_register(tether_registry_t *r, const uint8_t *name,
     rc = insert(r, name, nlen, pid, plen, stamp, method, self);
     if (rc < 0)
         return rc;
-    broadcast_add(r, find(r, name, nlen, h));
+    broadcast_add(r, find_owned(r, name, nlen, h, (uint32_t)self), sealed, ctx);
     return 0;
+}
+
+int tether_registry_register(tether_registry_t *r, const uint8_t *name,
+                             size_t nlen, const uint8_t *pid, size_t plen,
+                             int method, uint64_t wall_ms)
+{
+    return do_register(r, name, nlen, pid, plen, method, wall_ms, NULL, NULL);
+}
+
+int tether_registry_register_sealed(tether_registry_t *r, const uint8_t *name,
+                                    size_t nlen, const uint8_t *pid,
+                                    size_t plen, int method, uint64_t wall_ms,
+                                    tether_registry_sealed_t sealed, void *ctx)
+{
+    if (sealed == NULL)
+        return TETHER_EINVAL;
+    return do_register(r, name, nlen, pid, plen, method, wall_ms, sealed, ctx);
 }
 
 void tether_registry_set_wall(tether_registry_t *r, uint64_t wall_ms)
@@ -781,15 +1196,48 @@ int tether_registry_unregister(tether_registry_t *r, const uint8_t *name,
 {
     entry_t *e;
     uint64_t stamp;
+    int self;
 
     if (r == NULL || name == NULL || nlen == 0 || nlen > TETHER_REG_NAME_MAX)
         return TETHER_ENOTFOUND;
-    e = find(r, name, nlen, name_hash(name, nlen));
-    if (e == NULL || e->owner != (uint32_t)self_index(r))
+    if ((self = self_index(r)) < 0)
+        return TETHER_ENOTFOUND;
+    e = find_owned(r, name, nlen, name_hash(name, nlen), (uint32_t)self);
+    if (e == NULL)
         return TETHER_ENOTFOUND;
     stamp = e->stamp;
     broadcast_del(r, e->name, e->nlen, stamp);
     remove_entry(r, e);
+    return 0;
+}
+
+int tether_registry_resolve(tether_registry_t *r, const uint8_t *name,
+                            size_t nlen, const uint8_t *keep, size_t klen)
+{
+    uint64_t h;
+    entry_t *s, *kept = NULL;
+    int self;
+
+    if (r == NULL || name == NULL || nlen == 0 || nlen > TETHER_REG_NAME_MAX ||
+        (keep == NULL) != (klen == 0) || (self = self_index(r)) < 0)
+        return TETHER_EINVAL;
+    h = name_hash(name, nlen);
+    s = find_owned(r, name, nlen, h, (uint32_t)self);
+    if (s == NULL)
+        return TETHER_ENOTFOUND;
+    for (entry_t *e = r->buckets[h & (r->nb - 1)]; keep && e; e = e->next)
+        if (same_name(e, name, nlen, h) && e->plen == klen &&
+            memcmp(e->pid, keep, klen) == 0)
+            kept = e;
+    if (keep != NULL && kept == NULL)
+        return TETHER_ENOTFOUND; /* the kept pid holds no entry here */
+    for (entry_t *e = r->buckets[h & (r->nb - 1)]; e != NULL; e = e->next)
+        if (e != s && e != kept && same_name(e, name, nlen, h))
+            add_yield(r, e, kept == s ? s->stamp : 0, keep, klen);
+    if (kept != s) {
+        broadcast_del(r, s->name, s->nlen, s->stamp);
+        remove_entry(r, s);
+    }
     return 0;
 }
 
@@ -800,7 +1248,7 @@ int tether_registry_whereis(const tether_registry_t *r, const uint8_t *name,
 
     if (r == NULL || name == NULL)
         return TETHER_ENOTFOUND;
-    e = find(r, name, nlen, name_hash(name, nlen));
+    e = find_visible(r, name, nlen, name_hash(name, nlen));
     if (e == NULL)
         return TETHER_ENOTFOUND;
     if (e->plen > cap)
@@ -817,7 +1265,7 @@ int tether_registry_whereis_data(const tether_registry_t *r,
 
     if (r == NULL || name == NULL)
         return TETHER_ENOTFOUND;
-    e = find(r, name, nlen, name_hash(name, nlen));
+    e = find_visible(r, name, nlen, name_hash(name, nlen));
     if (e == NULL || e->data == NULL)
         return TETHER_ENOTFOUND;
     *data = e->data;
@@ -827,7 +1275,7 @@ int tether_registry_whereis_data(const tether_registry_t *r,
 int tether_registry_owner(const tether_registry_t *r, const uint8_t *name,
                           size_t nlen, char owner[TETHER_NODE_NAME_MAX + 1])
 {
-    const entry_t *e = find(r, name, nlen, name_hash(name, nlen));
+    const entry_t *e = find_visible(r, name, nlen, name_hash(name, nlen));
 
     owner[0] = '\0';
     if (e == NULL)
@@ -844,6 +1292,16 @@ size_t tether_registry_count(const tether_registry_t *r)
 
 void tether_registry_foreach(const tether_registry_t *r,
                              tether_registry_visit_t visit, void *ctx)
+{
+    for (size_t i = 0; i < r->nb; i++)
+        for (const entry_t *e = r->buckets[i]; e != NULL; e = e->next)
+            if (find_visible(r, e->name, e->nlen, e->h) == e)
+                visit(ctx, e->name, e->nlen, e->pid, e->plen,
+                      r->owners[e->owner].name, e->stamp, e->method);
+}
+
+void tether_registry_foreach_held(const tether_registry_t *r,
+                                  tether_registry_visit_t visit, void *ctx)
 {
     for (size_t i = 0; i < r->nb; i++)
         for (const entry_t *e = r->buckets[i]; e != NULL; e = e->next)

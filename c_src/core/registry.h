@@ -19,18 +19,40 @@
  *   {reg_digest, Count, Hash}                   anti-entropy: the count and
  *                                               XOR-of-FNV hash of the set
  *   {reg_pull, Count}                           "send me your reg_sync"
+ *   {reg_yield, Stamp, NameEtf, KeptPidEtf | <<>>}  a resolver's verdict:
+ *                                               the receiver's entry
+ *                                               (NameEtf, Stamp) goes
  * A full exchange (reg_sync both ways) happens when a session comes up and
  * when a member comes back (a drop partition heals); digests every
  * digest_ms repair lost or reordered messages.
  *
  * Conflicts (the same name held by two owners, possible only after a
- * partition): the earlier stamp wins, equal stamps go to the owner whose
- * name sorts first. Every node applies the same rule to what it holds, so
- * all converge on the winner; the loser's owner removes its entry,
- * broadcasts reg_del and hands its shell a DELIVER to conflict_sub:
- *   {tether_reg_conflict, NameEtf, LoserPidEtf, WinnerPidEtf, Method}
- * so the shell tells the registrant (message or exit, per Method).
- * Entries of a member that goes down or leaves are dropped at once.
+ * partition). Every node keeps the entry of each owner (an owner's set is
+ * only ever changed by that owner's messages, so all nodes converge on the
+ * same entries whatever the order of arrival); the visible one (whereis,
+ * foreach, owner) is the earliest registration: the earlier HLC stamp,
+ * equal stamps to the owner whose name sorts first. Call it W and the
+ * other L. Then exactly one node acts:
+ *   - neither W nor L has method RESOLVE: L's owner removes L, broadcasts
+ *     reg_del and hands its shell a DELIVER to conflict_sub
+ *       {tether_reg_conflict, NameEtf, LoserPidEtf, WinnerPidEtf, Method}
+ *     so the shell tells the registrant (message or exit, per Method);
+ *   - otherwise the resolver node R is W's owner if W has RESOLVE, else
+ *     L's owner. R alone asks its shell, once per rival entry, with a
+ *     DELIVER to conflict_sub
+ *       {tether_reg_resolve, NameEtf, WinnerPidEtf, LoserPidEtf}
+ *     (W's pid first). The shell runs the registrant's resolver and
+ *     answers with tether_registry_resolve(): R removes its own entry if
+ *     the verdict did not keep it (reg_del), and sends reg_yield to the
+ *     owner of each rival the verdict did not keep, repeating it every
+ *     digest period until that entry is gone (lost messages). That owner
+ *     removes its entry as a loser (reg_del, and a tether_reg_conflict to
+ *     its shell with the kept pid, or an empty binary for none). Until
+ *     the verdict, W stays visible everywhere and nobody removes anything;
+ *     if R goes down first, its entries go with it and the rival stays.
+ * With three or more owners of one name, conflicts resolve pairwise with
+ * the visible entry. Entries of a member that goes down or leaves are
+ * dropped at once.
  *
  * Threads: the registry runs under the engine's serialization. A shell
  * that reads names from other threads (the NIF's whereis) passes wlock/
@@ -80,6 +102,7 @@ typedef struct tether_registry_stats {
     uint64_t added, removed; /* entries inserted / taken out */
     uint64_t conflicts;      /* conflicts seen on this node */
     uint64_t lost;           /* our own entries that lost one */
+    uint64_t resolves_asked; /* tether_reg_resolve requests to our shell */
     uint64_t syncs_sent, pulls_sent;
     uint64_t bad_msgs;   /* undecodable registry messages */
     uint64_t stale_msgs; /* from a node that is not a member */
@@ -103,14 +126,38 @@ void tether_registry_free(tether_registry_t *r);
 
 /*
  * Registers name -> pid as our own, stamped with the HLC at wall_ms (the
- * shell's wall clock, ms), and broadcasts it. Returns 0, TETHER_EEXIST
- * (the name is held, by anyone), TETHER_EINVAL (sizes, method, we left),
- * TETHER_ENOMEM, TETHER_ETOOBIG (table full or clock overflow).
+ * shell's wall clock, ms), and broadcasts it. A pid holds at most one
+ * name of ours, as in global. Returns 0, TETHER_EEXIST (the name is held,
+ * by anyone, or pid already holds a name of ours), TETHER_EINVAL (sizes,
+ * method, we left), TETHER_ENOMEM, TETHER_ETOOBIG (table full or clock
+ * overflow).
  */
 TETHER_MUST_CHECK int tether_registry_register(tether_registry_t *r,
                                                const uint8_t *name, size_t nlen,
                                                const uint8_t *pid, size_t plen,
                                                int method, uint64_t wall_ms);
+
+/* Takes one sealed envelope for peer (len bytes, valid during the call). */
+typedef void (*tether_registry_sealed_t)(void *ctx, const char *peer,
+                                         const uint8_t *bytes, size_t len);
+
+/*
+ * tether_registry_register() on the direct path: the broadcast is sealed
+ * with tether_engine_seal() and each envelope handed to sealed() for the
+ * caller to send to its peer at once (as {'$tether', OurNode, Bytes}),
+ * instead of queued as SEND actions for the shell's engine owner, which
+ * saves a hand-over to another process or thread. A defer partition
+ * still holds its messages in the engine (they go out as SEND actions on
+ * heal). Envelopes sent by two senders may arrive reordered; the replay
+ * window takes that, and the registry's digests repair what an order of
+ * add and remove from two senders could leave. Same returns, and
+ * TETHER_EINVAL for a NULL sealed.
+ */
+TETHER_MUST_CHECK int
+tether_registry_register_sealed(tether_registry_t *r, const uint8_t *name,
+                                size_t nlen, const uint8_t *pid, size_t plen,
+                                int method, uint64_t wall_ms,
+                                tether_registry_sealed_t sealed, void *ctx);
 /* Tells the registry the shell's wall clock (ms) at the engine's current
  * time, so stamps merged from peers before our first registration are
  * compared with the right physical time. register() does the same. */
@@ -120,6 +167,17 @@ void tether_registry_set_wall(tether_registry_t *r, uint64_t wall_ms);
 TETHER_MUST_CHECK int tether_registry_unregister(tether_registry_t *r,
                                                  const uint8_t *name,
                                                  size_t nlen);
+/*
+ * The shell's answer to {tether_reg_resolve, ...}: the verdict of our
+ * registrant's resolver on name. keep is the pid (ETF, klen bytes) that
+ * keeps the name, or NULL (klen 0) for none. Our own entry goes unless
+ * kept; every other entry of name but the kept one is told to yield (see
+ * the conflict rule above). Returns 0, TETHER_ENOTFOUND (we hold no entry
+ * of name any more, or keep holds none) or TETHER_EINVAL.
+ */
+TETHER_MUST_CHECK int tether_registry_resolve(tether_registry_t *r,
+                                              const uint8_t *name, size_t nlen,
+                                              const uint8_t *keep, size_t klen);
 /*
  * Copies the pid of name into pid (cap bytes) and its length into *plen.
  * Reads only: safe under the shell's read lock. Returns 0,
@@ -141,12 +199,18 @@ TETHER_MUST_CHECK int tether_registry_whereis_data(const tether_registry_t *r,
 TETHER_MUST_CHECK int
 tether_registry_owner(const tether_registry_t *r, const uint8_t *name,
                       size_t nlen, char owner[TETHER_NODE_NAME_MAX + 1]);
+/* The entries held, counting a name in an unresolved conflict once per
+ * owner. */
 size_t tether_registry_count(const tether_registry_t *r);
-/* Visits every entry (in no particular order). */
+/* Visits every visible entry (in no particular order). */
 void tether_registry_foreach(const tether_registry_t *r,
                              tether_registry_visit_t visit, void *ctx);
-/* An order-independent hash of the whole table (names, pids, owners,
- * stamps): equal tables give equal digests. */
+/* Visits every entry held, rivals of an unresolved conflict included. */
+void tether_registry_foreach_held(const tether_registry_t *r,
+                                  tether_registry_visit_t visit, void *ctx);
+/* An order-independent hash of every entry held (names, pids, owners,
+ * stamps; rivals of a conflict included): equal tables give equal
+ * digests. */
 uint64_t tether_registry_digest(const tether_registry_t *r);
 const tether_registry_stats_t *
 tether_registry_stats(const tether_registry_t *r);

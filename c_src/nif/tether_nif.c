@@ -31,6 +31,7 @@
 #include "core/codec.h"
 #include "core/engine.h"
 #include "core/registry.h"
+#include "core/service.h"
 #include "tether/error.h"
 #include "tether/version.h"
 
@@ -42,6 +43,8 @@
 #define NIF_SUB_MODULE 0
 /* The subscriber id that receives lost registry conflicts. */
 #define NIF_SUB_REGISTRY 2
+/* The subscriber id that receives service table events. */
+#define NIF_SUB_SERVICE 3
 /* Name keys up to this size are built on the stack. */
 #define NIF_KEY_STACK 512
 /* Longest cookie accepted (core/keys.h). */
@@ -59,6 +62,7 @@ typedef struct engine_res {
     ErlNifRWLock *rw;
     tether_engine_t *eng;   /* owned; freed by the destructor */
     tether_registry_t *reg; /* owned; freed after the engine */
+    tether_svc_t *svc;      /* owned; freed after the engine; same rw */
 } engine_res_t;
 
 static ErlNifResourceType *engine_rt;
@@ -93,6 +97,7 @@ static ERL_NIF_TERM am_stats;
 static ERL_NIF_TERM am_yes;
 static ERL_NIF_TERM am_no;
 static ERL_NIF_TERM am_undefined;
+static ERL_NIF_TERM am_deferred;
 
 /* Stats keys, in the order of stat_values(). */
 static const char *const stat_names[] = {
@@ -288,9 +293,12 @@ static void erlang_on_message(tether_engine_t *node, void *ctx,
     ei_x_free(&x);
 }
 
+/* Opaque: the bytes go to Erlang as a binary, decoded there by
+ * binary_to_term (any term an rpc may carry). */
 static const tether_engine_module_t erlang_module = {
     .name = "erlang",
     .type = NIF_MSG_ERLANG,
+    .opaque = 1,
     .on_message = erlang_on_message,
 };
 
@@ -385,6 +393,7 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
 {
     tether_engine_config_t cfg;
     tether_registry_config_t rcfg;
+    tether_svc_config_t scfg;
     char name[TETHER_NODE_NAME_MAX + 1];
     uint8_t secret[TETHER_CLUSTER_SECRET_BYTES];
     uint8_t cookie[NIF_COOKIE_MAX];
@@ -453,6 +462,7 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
     }
     res->eng = NULL;
     res->reg = NULL;
+    res->svc = NULL;
     res->rw = enif_rwlock_create("tether_registry");
     res->lock = enif_mutex_create("tether_engine");
     if (res->lock == NULL || res->rw == NULL) {
@@ -480,6 +490,16 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
     tether_registry_set_wall(res->reg,
                              (uint64_t)(enif_monotonic_time(ERL_NIF_MSEC) +
                                         enif_time_offset(ERL_NIF_MSEC)));
+    /* The service table shares the registry's read-write lock. */
+    tether_svc_config_default(&scfg);
+    scfg.event_sub = NIF_SUB_SERVICE;
+    scfg.digest_ms = (uint32_t)hb;
+    scfg.wlock = reg_wlock;
+    scfg.wunlock = reg_wunlock;
+    scfg.lock_ctx = res->rw;
+    rc = tether_svc_new(&scfg, res->eng, &res->svc);
+    if (rc < 0)
+        goto fail;
     res_term = enif_make_resource(env, res);
     enif_release_resource(res); /* the term holds it now */
     ret = enif_make_tuple2(env, am_ok, res_term);
@@ -509,6 +529,8 @@ static void engine_dtor(ErlNifEnv *env, void *obj)
     res->eng = NULL;
     tether_registry_free(res->reg);
     res->reg = NULL;
+    tether_svc_free(res->svc);
+    res->svc = NULL;
     if (res->lock != NULL)
         enif_mutex_destroy(res->lock);
     res->lock = NULL;
@@ -877,7 +899,10 @@ static ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
         !get_name(env, argv[1], to) || !enif_inspect_binary(env, argv[2], &b) ||
         b.size == 0)
         return enif_make_badarg(env);
-    if (tether__etf_validate((const char *)b.data, b.size) < 0)
+    /* The receiving side decodes with binary_to_term (erlang_module is
+     * opaque), so any term an rpc carries may go; bytes that are no term
+     * at all are refused there. */
+    if (b.data[0] != TETHER_ETF_VERSION)
         return error_tuple(env, TETHER_EINVAL);
     copy = malloc(b.size);
     if (copy == NULL)
@@ -888,6 +913,87 @@ static ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
     enif_mutex_unlock(res->lock);
     free(copy);
     return ok_or_error(env, rc);
+}
+
+/* ---------------------------------------------------- the direct path */
+
+/*
+ * engine_seal(Engine, To :: binary(), Etf :: binary()) ->
+ *   {ok, Envelope :: binary()} | deferred | {error, closed | too_big |
+ *   invalid}: an Erlang-side module message (one term in external format,
+ * see erlang_module) sealed for peer To, for the calling process to carry
+ * itself (core/engine.h, tether_engine_seal). `deferred': a defer
+ * partition holds it in the engine, which sends it on heal. The receiver
+ * validates the term; bytes that are not one are refused there.
+ */
+static ERL_NIF_TERM engine_seal_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    char to[TETHER_NODE_NAME_MAX + 1];
+    ErlNifBinary etf;
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    ERL_NIF_TERM bin;
+    int rc;
+
+    if (argc != 3 || !get_res(env, argv[0], &res) ||
+        !get_name(env, argv[1], to) ||
+        !enif_inspect_binary(env, argv[2], &etf) || etf.size == 0)
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_seal(res->eng, to, NIF_MSG_ERLANG, etf.data, etf.size,
+                            &out, &out_len);
+    enif_mutex_unlock(res->lock);
+    if (rc == TETHER_EAGAIN)
+        return am_deferred;
+    if (rc < 0)
+        return error_tuple(env, rc);
+    bin = make_bytes(env, out, out_len);
+    free(out);
+    return enif_make_tuple2(env, am_ok, bin);
+}
+
+/*
+ * engine_open(Engine, From :: binary(), Envelope :: binary()) ->
+ *   {ok, Term} | deferred | {error, Reason}: the Erlang-side module message
+ * that peer From sealed with engine_seal/3. It is decoded without the
+ * `safe' option: a request names its module, function and atoms as an
+ * rpc over Erlang distribution does, and only a trusted member that
+ * holds the session (the envelope's MAC proves it) can make one.
+ * `deferred': a defer partition holds it; it reaches the server's module
+ * handler on heal.
+ */
+static ERL_NIF_TERM engine_open_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    char from[TETHER_NODE_NAME_MAX + 1];
+    ErlNifBinary b;
+    const uint8_t *payload = NULL;
+    size_t plen = 0;
+    uint8_t type = 0;
+    ERL_NIF_TERM term = 0;
+    int rc, decoded = 0;
+
+    if (argc != 3 || !get_res(env, argv[0], &res) ||
+        !get_name(env, argv[1], from) || !enif_inspect_binary(env, argv[2], &b))
+        return enif_make_badarg(env);
+    /* The payload points into b, which the caller's term keeps alive; it
+     * is decoded (copied) before the lock is released. */
+    enif_mutex_lock(res->lock);
+    rc = tether_engine_open(res->eng, from, b.data, b.size, &type, &payload,
+                            &plen);
+    if (rc == 0 && type == NIF_MSG_ERLANG)
+        decoded = enif_binary_to_term(env, payload, plen, &term, 0) == plen;
+    enif_mutex_unlock(res->lock);
+    if (rc == TETHER_EAGAIN)
+        return am_deferred;
+    if (rc < 0)
+        return error_tuple(env, rc);
+    if (!decoded)
+        return error_tuple(env, TETHER_EPROTO);
+    return enif_make_tuple2(env, am_ok, term);
 }
 
 /* engine_trust_add(Engine, Node :: binary(), PublicKey :: <<_:256>>)
@@ -1153,6 +1259,67 @@ static ERL_NIF_TERM reg_register_nif(ErlNifEnv *env, int argc,
     return rc < 0 ? error_tuple(env, rc) : am_yes;
 }
 
+/* The envelopes of a direct registration, gathered as [{Peer, Bytes}]. */
+typedef struct sealed_acc {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+} sealed_acc_t;
+
+static void reg_sealed_cb(void *ctx, const char *peer, const uint8_t *bytes,
+                          size_t len)
+{
+    sealed_acc_t *a = ctx;
+    ERL_NIF_TERM p = make_bytes(a->env, (const uint8_t *)peer, strlen(peer));
+
+    a->list = enif_make_list_cell(
+        a->env, enif_make_tuple2(a->env, p, make_bytes(a->env, bytes, len)),
+        a->list);
+}
+
+/*
+ * reg_register_sealed(Engine, Name, Pid, Method :: 0..2, WallMs)
+ *   -> {yes, [{Peer :: binary(), Envelope :: binary()}]} | no
+ *    | {error, Reason}: reg_register/5 on the direct path
+ * (core/registry.h, tether_registry_register_sealed): the caller sends
+ * each Envelope to `tether' on Peer as {'$tether', node(), Envelope}
+ * itself, with no hand-over to the tether server. `no' when Name is held
+ * by anyone or Pid holds a name of ours.
+ */
+static ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
+                                            const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    ErlNifBinary pid;
+    ErlNifUInt64 wall;
+    int method, rc;
+    reg_key_t k;
+    sealed_acc_t acc;
+
+    if (argc != 5 || !get_reg(env, argv[0], &res) ||
+        !enif_is_pid(env, argv[2]) || !enif_get_int(env, argv[3], &method) ||
+        method < 0 || method > TETHER_REG_METHOD_MAX ||
+        !enif_get_uint64(env, argv[4], &wall))
+        return enif_make_badarg(env);
+    if (!reg_key_make(env, argv[1], &k))
+        return enif_make_badarg(env);
+    if (!enif_term_to_binary(env, argv[2], &pid)) {
+        reg_key_free(&k);
+        return error_tuple(env, TETHER_ENOMEM);
+    }
+    acc.env = env;
+    acc.list = enif_make_list(env, 0);
+    enif_mutex_lock(res->lock);
+    rc = tether_registry_register_sealed(res->reg, k.data, k.len, pid.data,
+                                         pid.size, method, wall,
+                                         reg_sealed_cb, &acc);
+    enif_mutex_unlock(res->lock);
+    enif_release_binary(&pid);
+    reg_key_free(&k);
+    if (rc == TETHER_EEXIST)
+        return am_no;
+    return rc < 0 ? error_tuple(env, rc) : enif_make_tuple2(env, am_yes, acc.list);
+}
+
 /* reg_unregister(Engine, Name) -> ok | {error, not_found}: removes this
  * node's own entry for Name and broadcasts the removal. */
 static ERL_NIF_TERM reg_unregister_nif(ErlNifEnv *env, int argc,
@@ -1298,6 +1465,224 @@ static ERL_NIF_TERM reg_info_nif(ErlNifEnv *env, int argc,
     return map;
 }
 
+/* ------------------------------------------------------------ services */
+
+/* The service table of an engine term, or 0. */
+static int get_svc(ErlNifEnv *env, ERL_NIF_TERM t, engine_res_t **out)
+{
+    return get_res(env, t, out) && (*out)->svc != NULL;
+}
+
+/* Fills k for service name t, encoded as registry names are. Returns 1,
+ * or 0 (no memory, too large). */
+static int svc_key_make(ErlNifEnv *env, ERL_NIF_TERM t, reg_key_t *k)
+{
+    if (!reg_key_make(env, t, k))
+        return 0;
+    if (k->len > TETHER_SVC_NAME_MAX) {
+        reg_key_free(k);
+        return 0;
+    }
+    return 1;
+}
+
+/*
+ * svc_register(Engine, Name, Pid, Meta) -> ok | {error, Reason}: registers
+ * (or replaces) this node's instance of service Name as Pid with Meta, and
+ * broadcasts it. {error, too_big} past the name, meta or table bounds,
+ * {error, invalid} for a meta that cannot cross (a fun) or when the engine
+ * left. The caller monitors Pid and unregisters.
+ */
+static ERL_NIF_TERM svc_register_nif(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    ErlNifBinary pid, meta;
+    reg_key_t k;
+    int rc;
+
+    if (argc != 4 || !get_svc(env, argv[0], &res) || !enif_is_pid(env, argv[2]))
+        return enif_make_badarg(env);
+    if (!svc_key_make(env, argv[1], &k))
+        return error_tuple(env, TETHER_ETOOBIG);
+    if (!enif_term_to_binary(env, argv[2], &pid)) {
+        reg_key_free(&k);
+        return error_tuple(env, TETHER_ENOMEM);
+    }
+    if (!enif_term_to_binary(env, argv[3], &meta)) {
+        enif_release_binary(&pid);
+        reg_key_free(&k);
+        return error_tuple(env, TETHER_ENOMEM);
+    }
+    rc = TETHER_ETOOBIG;
+    if (meta.size <= TETHER_SVC_META_MAX) {
+        enif_mutex_lock(res->lock);
+        rc = tether_svc_register(res->svc, k.data, k.len, pid.data, pid.size,
+                                 meta.data, meta.size);
+        enif_mutex_unlock(res->lock);
+    }
+    enif_release_binary(&meta);
+    enif_release_binary(&pid);
+    reg_key_free(&k);
+    return ok_or_error(env, rc);
+}
+
+/* svc_unregister(Engine, Name) -> ok | {error, not_found}: removes this
+ * node's instance of Name and broadcasts the removal. */
+static ERL_NIF_TERM svc_unregister_nif(ErlNifEnv *env, int argc,
+                                       const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    reg_key_t k;
+    int rc;
+
+    if (argc != 2 || !get_svc(env, argv[0], &res))
+        return enif_make_badarg(env);
+    if (!svc_key_make(env, argv[1], &k))
+        return error_tuple(env, TETHER_ENOTFOUND);
+    enif_mutex_lock(res->lock);
+    rc = tether_svc_unregister(res->svc, k.data, k.len);
+    enif_mutex_unlock(res->lock);
+    reg_key_free(&k);
+    return ok_or_error(env, rc);
+}
+
+/* Builds instances as terms (lookup visitor): {Node, Pid, Meta} cells of
+ * `list`, or {ok, Pid, Meta} in `one` for svc_local. */
+typedef struct svc_collect {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+    ERL_NIF_TERM one;
+} svc_collect_t;
+
+static void svc_collect_visit(void *ctx, const uint8_t *name, size_t nlen,
+                              const char *owner, const uint8_t *pid,
+                              size_t plen, const uint8_t *meta, size_t mlen)
+{
+    svc_collect_t *c = ctx;
+    ERL_NIF_TERM p, m;
+
+    (void)name;
+    (void)nlen;
+    if (enif_binary_to_term(c->env, pid, plen, &p, 0) == 0 ||
+        enif_binary_to_term(c->env, meta, mlen, &m, 0) == 0)
+        return;
+    c->one = enif_make_tuple3(c->env, am_ok, p, m);
+    c->list = enif_make_list_cell(
+        c->env, enif_make_tuple3(c->env, make_name(c->env, owner), p, m),
+        c->list);
+}
+
+/*
+ * svc_lookup(Engine, Name) -> [{Node :: binary(), Pid, Meta}]: every
+ * instance of Name in the cluster, in no particular order. Reads the
+ * table under the read lock only, as reg_whereis does.
+ */
+static ERL_NIF_TERM svc_lookup_nif(ErlNifEnv *env, int argc,
+                                   const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    svc_collect_t c = {env, enif_make_list(env, 0), am_undefined};
+    reg_key_t k;
+
+    if (argc != 2 || !get_svc(env, argv[0], &res))
+        return enif_make_badarg(env);
+    if (!svc_key_make(env, argv[1], &k))
+        return c.list;
+    enif_rwlock_rlock(res->rw);
+    (void)tether_svc_lookup(res->svc, k.data, k.len, svc_collect_visit, &c);
+    enif_rwlock_runlock(res->rw);
+    reg_key_free(&k);
+    return c.list;
+}
+
+/* svc_local(Engine, Name) -> {ok, Pid, Meta} | undefined: this node's own
+ * instance of Name (read lock only). */
+static ERL_NIF_TERM svc_local_nif(ErlNifEnv *env, int argc,
+                                  const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    svc_collect_t c = {env, enif_make_list(env, 0), am_undefined};
+    reg_key_t k;
+
+    if (argc != 2 || !get_svc(env, argv[0], &res))
+        return enif_make_badarg(env);
+    if (!svc_key_make(env, argv[1], &k))
+        return am_undefined;
+    enif_rwlock_rlock(res->rw);
+    if (tether_svc_local(res->svc, k.data, k.len, svc_collect_visit, &c) < 0)
+        c.one = am_undefined;
+    enif_rwlock_runlock(res->rw);
+    reg_key_free(&k);
+    return c.one;
+}
+
+static void svc_name_visit(void *ctx, const uint8_t *name, size_t nlen,
+                           size_t instances)
+{
+    svc_collect_t *c = ctx;
+    ERL_NIF_TERM n;
+
+    (void)instances;
+    if (enif_binary_to_term(c->env, name, nlen, &n, 0) == 0)
+        return;
+    c->list = enif_make_list_cell(c->env, n, c->list);
+}
+
+/* svc_names(Engine) -> [Name]: every service with at least one instance,
+ * each once (read lock only). */
+static ERL_NIF_TERM svc_names_nif(ErlNifEnv *env, int argc,
+                                  const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    svc_collect_t c = {env, enif_make_list(env, 0), am_undefined};
+
+    if (argc != 1 || !get_svc(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_rwlock_rlock(res->rw);
+    tether_svc_names(res->svc, svc_name_visit, &c);
+    enif_rwlock_runlock(res->rw);
+    return c.list;
+}
+
+/* svc_info(Engine) -> #{count, digest, version, added, removed, replaced,
+ * syncs_sent, syncs_recv, pulls_sent, gaps, bad_msgs, stale_msgs,
+ * dropped}. */
+static ERL_NIF_TERM svc_info_nif(ErlNifEnv *env, int argc,
+                                 const ERL_NIF_TERM argv[])
+{
+    static const char *const k[] = {
+        "count",    "digest",     "version",    "added",      "removed",
+        "replaced", "syncs_sent", "syncs_recv", "pulls_sent", "gaps",
+        "bad_msgs", "stale_msgs", "dropped"};
+#define SVC_INFO_N (sizeof k / sizeof k[0])
+    engine_res_t *res;
+    tether_svc_stats_t st;
+    uint64_t v[SVC_INFO_N];
+    ERL_NIF_TERM keys[SVC_INFO_N], vals[SVC_INFO_N], map;
+
+    if (argc != 1 || !get_svc(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    st = *tether_svc_stats(res->svc);
+    v[0] = tether_svc_count(res->svc);
+    v[1] = tether_svc_digest(res->svc);
+    v[2] = tether_svc_version(res->svc);
+    enif_mutex_unlock(res->lock);
+    v[3] = st.added, v[4] = st.removed, v[5] = st.replaced;
+    v[6] = st.syncs_sent, v[7] = st.syncs_recv, v[8] = st.pulls_sent;
+    v[9] = st.gaps, v[10] = st.bad_msgs, v[11] = st.stale_msgs;
+    v[12] = st.dropped;
+    for (size_t i = 0; i < SVC_INFO_N; i++) {
+        keys[i] = enif_make_atom(env, k[i]);
+        vals[i] = enif_make_uint64(env, v[i]);
+    }
+    if (!enif_make_map_from_arrays(env, keys, vals, SVC_INFO_N, &map))
+        return error_tuple(env, TETHER_ENOMEM);
+    return map;
+#undef SVC_INFO_N
+}
+
 /* ------------------------------------------------------------- loading */
 
 static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
@@ -1340,6 +1725,7 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     am_yes = enif_make_atom(env, "yes");
     am_no = enif_make_atom(env, "no");
     am_undefined = enif_make_atom(env, "undefined");
+    am_deferred = enif_make_atom(env, "deferred");
     for (size_t i = 0; i < STATS_N; i++)
         am_stat[i] = enif_make_atom(env, stat_names[i]);
     return 0;
@@ -1376,14 +1762,25 @@ static ErlNifFunc nif_funcs[] = {
      * TETHER_ENV_MAX_PAYLOAD); the Erlang side picks one by size. */
     {"engine_recv_dirty", 3, engine_recv_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"engine_send_dirty", 3, engine_send_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"engine_seal", 3, engine_seal_nif, 0},
+    {"engine_open", 3, engine_open_nif, 0},
+    {"engine_seal_dirty", 3, engine_seal_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"engine_open_dirty", 3, engine_open_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"engine_info", 1, engine_info_nif, 0},
     {"engine_trust_add", 3, engine_trust_add_nif, 0},
     {"reg_register", 5, reg_register_nif, 0},
+    {"reg_register_sealed", 5, reg_register_sealed_nif, 0},
     {"reg_unregister", 2, reg_unregister_nif, 0},
     {"reg_whereis", 2, reg_whereis_nif, 0},
     {"reg_names", 1, reg_names_nif, 0},
     {"reg_entries", 1, reg_entries_nif, 0},
     {"reg_info", 1, reg_info_nif, 0},
+    {"svc_register", 4, svc_register_nif, 0},
+    {"svc_unregister", 2, svc_unregister_nif, 0},
+    {"svc_lookup", 2, svc_lookup_nif, 0},
+    {"svc_local", 2, svc_local_nif, 0},
+    {"svc_names", 1, svc_names_nif, 0},
+    {"svc_info", 1, svc_info_nif, 0},
 };
 
 ERL_NIF_INIT(tether_nif, nif_funcs, load, NULL, upgrade, NULL)

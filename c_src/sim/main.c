@@ -5,6 +5,9 @@
  *   tether_sim --seed S                replay one seed
  *   --nodes N   cluster size (default: 3..10, chosen by the seed)
  *   --steps K   chaos-phase steps (default 3000)
+ *   --op-pm P   per-mille chance of a chaos operation a step (default 15)
+ *   --touched-only  check only the node each event touched (faster; the
+ *               default checks every node after every operation and event)
  *   -v          print chaos operations of a single seed
  *
  * A failing seed prints one line that replays it exactly; the exit status
@@ -21,11 +24,13 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tether_sim [--seeds N [--start S] | --seed S] [--nodes N]\n"
-            "                  [--steps K] [-v]\n"
+            "                  [--steps K] [--op-pm P] [--touched-only] [-v]\n"
             "  --seeds N   run N seeds (S .. S+N-1; --start S, default 1)\n"
             "  --seed S    run (replay) exactly one seed\n"
             "  --nodes N   cluster size, 3..64 (default: 3..10 per seed)\n"
             "  --steps K   chaos-phase steps per seed (default 3000)\n"
+            "  --op-pm P   per-mille chance of a chaos operation (default 15)\n"
+            "  --touched-only  check only the node an event touched (faster)\n"
             "  -v          trace chaos operations to stderr\n"
             "A failing seed prints one line that replays it.\n");
 }
@@ -51,7 +56,8 @@ static double seconds(void)
 int main(int argc, char **argv)
 {
     unsigned long long seeds = 1, start = 1, nodes = 0, steps = 0, v;
-    int single = 0, verbose = 0, failed = 0;
+    unsigned long long op_pm = 0;
+    int single = 0, verbose = 0, failed = 0, touched_only = 0;
     double t0, dt;
 
     for (int i = 1; i < argc; i++) {
@@ -65,6 +71,9 @@ int main(int argc, char **argv)
             continue;
         } else if (strcmp(a, "-vv") == 0) {
             verbose = 2;
+            continue;
+        } else if (strcmp(a, "--touched-only") == 0) {
+            touched_only = 1;
             continue;
         }
         if (parse_u64(val, &v) < 0) {
@@ -84,6 +93,8 @@ int main(int argc, char **argv)
             nodes = v;
         else if (strcmp(a, "--steps") == 0)
             steps = v;
+        else if (strcmp(a, "--op-pm") == 0)
+            op_pm = v;
         else {
             usage(stderr);
             return 2;
@@ -106,6 +117,10 @@ int main(int argc, char **argv)
             cfg.nodes = (int)nodes;
         if (steps)
             cfg.steps = steps;
+        if (op_pm)
+            cfg.op_pm = (uint32_t)op_pm;
+        if (touched_only)
+            cfg.check_all = 0;
         cfg.verbose = (single || seeds == 1) ? verbose : 0;
         rc = tether_sim_run(&cfg, &res);
         tether_sim_replay_line(&cfg, line, sizeof line);
@@ -122,7 +137,7 @@ int main(int argc, char **argv)
                    "envelopes=%llu sent=%llu lost=%llu dup=%llu crashes=%llu "
                    "restarts=%llu leaves=%llu partitions=%llu heals=%llu "
                    "cuts=%llu user=%llu/%llu reg_ops=%llu "
-                   "reg_conflicts=%llu reg_names=%llu\n",
+                   "reg_conflicts=%llu reg_resolves=%llu reg_names=%llu\n",
                    start + k, cfg.nodes, (unsigned long long)res.steps,
                    (unsigned long long)res.virtual_ms,
                    (unsigned long long)res.envelopes_opened,
@@ -138,6 +153,7 @@ int main(int argc, char **argv)
                    (unsigned long long)res.user_sent,
                    (unsigned long long)res.reg_ops,
                    (unsigned long long)res.reg_conflicts,
+                   (unsigned long long)res.reg_resolves,
                    (unsigned long long)res.reg_names);
         }
         fflush(stdout);

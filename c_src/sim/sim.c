@@ -263,6 +263,8 @@ static void cut_pair(sim_t *s, int a, int b)
         (void)tether_engine_peer_down(s->nodes[b].eng, s->nodes[a].name);
 }
 
+static void reg_deliver(sim_t *s, int i, const uint8_t *d, size_t len);
+
 /* Carries out every pending action of every running engine. */
 static void drain(sim_t *s)
 {
@@ -294,7 +296,7 @@ static void drain(sim_t *s)
                     break;
                 case TETHER_ACTION_DELIVER:
                     if (a.subscriber == SIM_REG_SUB)
-                        s->res->reg_conflicts++;
+                        reg_deliver(s, i, a.data, a.len);
                     break;
                 default:
                     break;
@@ -423,6 +425,9 @@ static int check_hold(sim_t *s, int j, int i, const tether_member_t *m)
         s->hold_inc[j][i] = 0;
         return 0;
     }
+    /* Neither live nor held: nothing below can fail or start a hold. */
+    if (!m->live && s->hold_inc[j][i] == 0)
+        return 0;
     pt = tether_engine_partitions(s->nodes[j].eng);
     mode = tether_partition_between(pt, s->nodes[j].name, s->nodes[i].name);
     if (mode == TETHER_PARTITION_DROP && m->live) {
@@ -796,9 +801,28 @@ static int reg_pid(ei_x_buff *x, int node, uint64_t inc, uint64_t serial)
                : 0;
 }
 
+typedef struct sealed_ctx {
+    sim_t *s;
+    int from;
+} sealed_ctx_t;
+
+/* The direct path's envelopes go on the wire as the shell would send
+ * them (core/registry.h, tether_registry_register_sealed). */
+static void on_sealed(void *ctx, const char *peer, const uint8_t *bytes,
+                      size_t len)
+{
+    sealed_ctx_t *c = ctx;
+    uint8_t *copy = malloc(len);
+
+    if (copy == NULL)
+        return;
+    memcpy(copy, bytes, len);
+    net_send(c->s, c->from, find_node(c->s, peer), copy, len);
+}
+
 /* One registry operation on a random member: register a pool name for a
- * fresh pid, or unregister it (only the owner can; others get
- * ENOTFOUND, which is fine). */
+ * fresh pid (half of the time on the direct path), or unregister it
+ * (only the owner can; others get ENOTFOUND, which is fine). */
 static void reg_op(sim_t *s)
 {
     int i = pick_member(s, -1);
@@ -810,9 +834,17 @@ static void reg_op(sim_t *s)
         return;
     if (tether_sim_rng_chance(&s->rng, 600)) {
         if (reg_pid(&p, i, s->nodes[i].inc, s->reg_pid_next++) == 0) {
-            rc = tether_registry_register(
-                s->nodes[i].reg, (const uint8_t *)n.buff, (size_t)n.index,
-                (const uint8_t *)p.buff, (size_t)p.index, (int)(k % 2), s->now);
+            sealed_ctx_t c = {s, i};
+            if (tether_sim_rng_chance(&s->rng, 500))
+                rc = tether_registry_register_sealed(
+                    s->nodes[i].reg, (const uint8_t *)n.buff, (size_t)n.index,
+                    (const uint8_t *)p.buff, (size_t)p.index, (int)(k % 3),
+                    s->now, on_sealed, &c);
+            else
+                rc = tether_registry_register(
+                    s->nodes[i].reg, (const uint8_t *)n.buff, (size_t)n.index,
+                    (const uint8_t *)p.buff, (size_t)p.index, (int)(k % 3),
+                    s->now);
             note(s, "register {reg,%llu} at %s: %d", (unsigned long long)k,
                  s->nodes[i].name, rc);
         }
@@ -827,9 +859,57 @@ static void reg_op(sim_t *s)
     ei_x_free(&n);
 }
 
+/* The registry's DELIVERs to node i's shell: a lost conflict is counted;
+ * a resolve request gets a verdict drawn from the seed (keep the earlier
+ * registration, the later one, or neither), as a registrant's resolver
+ * would answer. */
+static void reg_deliver(sim_t *s, int i, const uint8_t *d, size_t len)
+{
+    const char *b = (const char *)d;
+    uint8_t name[TETHER_REG_NAME_MAX], pid[2][TETHER_REG_PID_MAX];
+    size_t nlen = 0, plen[2] = {0, 0};
+    char tag[MAXATOMLEN_UTF8];
+    int idx = 0, v, ar, type, size;
+    long l;
+    uint64_t pick;
+
+    (void)len;
+    s->res->reg_conflicts++;
+    if (ei_decode_version(b, &idx, &v) < 0 ||
+        ei_decode_tuple_header(b, &idx, &ar) < 0 || ar != 4 ||
+        ei_decode_atom(b, &idx, tag) < 0 ||
+        strcmp(tag, "tether_reg_resolve") != 0)
+        return;
+    if (ei_get_type(b, &idx, &type, &size) < 0 || size < 0 ||
+        (size_t)size > sizeof name || ei_decode_binary(b, &idx, name, &l) < 0)
+        goto bad;
+    nlen = (size_t)l;
+    for (int k = 0; k < 2; k++) {
+        if (ei_get_type(b, &idx, &type, &size) < 0 || size < 0 ||
+            (size_t)size > sizeof pid[k] ||
+            ei_decode_binary(b, &idx, pid[k], &l) < 0)
+            goto bad;
+        plen[k] = (size_t)l;
+    }
+    s->res->reg_resolves++;
+    pick = tether_sim_rng_below(&s->rng, 3);
+    note(s, "resolve at %s: keep %s", s->nodes[i].name,
+         pick == 0   ? "earlier"
+         : pick == 1 ? "later"
+                     : "none");
+    if (tether_registry_resolve(s->nodes[i].reg, name, nlen,
+                                pick < 2 ? pid[pick] : NULL,
+                                pick < 2 ? plen[pick] : 0) < 0)
+        fail(s, "%s: resolve refused", s->nodes[i].name);
+    return;
+bad:
+    fail(s, "%s: undecodable resolve request", s->nodes[i].name);
+}
+
 typedef struct reg_check {
     sim_t *s;
-    int j; /* the node whose table is visited */
+    int j;          /* the node whose table is visited */
+    size_t visible; /* entries visited */
 } reg_check_t;
 
 /* Every entry must be held by its owner itself, a running member that
@@ -847,6 +927,7 @@ static void reg_check_entry(void *ctx, const uint8_t *name, size_t nlen,
 
     (void)stamp;
     (void)method;
+    c->visible++;
     if (o < 0 || s->nodes[o].eng == NULL || s->nodes[o].left) {
         fail(s, "%s holds a name of %s, which is not a member",
              s->nodes[c->j].name, owner);
@@ -868,11 +949,20 @@ static void check_registries(sim_t *s)
     uint64_t d0 = 0;
 
     for (int j = 0; j < s->n && !s->res->failed; j++) {
-        reg_check_t c = {s, j};
+        reg_check_t c = {s, j, 0};
         uint64_t d;
         if (s->nodes[j].eng == NULL || s->nodes[j].left)
             continue;
         tether_registry_foreach(s->nodes[j].reg, reg_check_entry, &c);
+        if (!s->res->failed &&
+            c.visible != tether_registry_count(s->nodes[j].reg)) {
+            fail(s,
+                 "%s: %zu entries held for %zu names (a conflict "
+                 "never resolved)",
+                 s->nodes[j].name, tether_registry_count(s->nodes[j].reg),
+                 c.visible);
+            return;
+        }
         d = tether_registry_digest(s->nodes[j].reg);
         if (first < 0) {
             first = j;
@@ -902,6 +992,15 @@ static uint64_t node_due(const sim_t *s, int i)
     if (sn->ticked && d <= sn->last_tick)
         d = sn->last_tick + 1;
     return d;
+}
+
+/* Checks every running node (cfg.check_all): after each chaos operation
+ * as well as after each event, so a view a local API call left stale is
+ * caught before the next input refreshes it. */
+static void check_all_nodes(sim_t *s)
+{
+    for (int i = 0; i < s->n && !s->res->failed; i++)
+        check_node(s, i);
 }
 
 /* Processes one event. */
@@ -956,7 +1055,9 @@ static int step(sim_t *s)
     s->res->steps++;
     steps_total++;
     drain(s);
-    if (s->touched >= 0)
+    if (s->cfg.check_all)
+        check_all_nodes(s);
+    else if (s->touched >= 0)
         check_node(s, s->touched);
     return 0;
 }
@@ -970,14 +1071,20 @@ static int chaos_step(sim_t *s)
         if (rc < 0)
             return rc;
         drain(s);
+        if (s->cfg.check_all)
+            check_all_nodes(s);
     }
     if (tether_sim_rng_chance(&s->rng, s->cfg.user_pm)) {
         user_send(s);
         drain(s);
+        if (s->cfg.check_all)
+            check_all_nodes(s);
     }
     if (tether_sim_rng_chance(&s->rng, s->cfg.reg_pm)) {
         reg_op(s);
         drain(s);
+        if (s->cfg.check_all)
+            check_all_nodes(s);
     }
     fix_joins(s);
     drain(s);
@@ -990,6 +1097,35 @@ static void heal_everywhere(sim_t *s)
         if (s->nodes[i].eng != NULL)
             tether_engine_heal_all(s->nodes[i].eng);
     drain(s);
+}
+
+static void dump_entry(void *ctx, const uint8_t *name, size_t nlen,
+                       const uint8_t *pid, size_t plen, const char *owner,
+                       uint64_t stamp, int method)
+{
+    int idx = 0, v, ar;
+    char tag[MAXATOMLEN_UTF8];
+    unsigned long long k = 0, serial = 0, inc = 0;
+    long node = -1;
+
+    (void)ctx;
+    (void)nlen;
+    (void)plen;
+    (void)(ei_decode_version((const char *)name, &idx, &v) == 0 &&
+           ei_decode_tuple_header((const char *)name, &idx, &ar) == 0 &&
+           ei_decode_atom((const char *)name, &idx, tag) == 0 &&
+           ei_decode_ulonglong((const char *)name, &idx, &k) == 0);
+    idx = 0;
+    (void)(ei_decode_version((const char *)pid, &idx, &v) == 0 &&
+           ei_decode_tuple_header((const char *)pid, &idx, &ar) == 0 &&
+           ei_decode_atom((const char *)pid, &idx, tag) == 0 &&
+           ei_decode_long((const char *)pid, &idx, &node) == 0 &&
+           ei_decode_ulonglong((const char *)pid, &idx, &inc) == 0 &&
+           ei_decode_ulonglong((const char *)pid, &idx, &serial) == 0);
+    fprintf(stderr,
+            "      {reg,%llu} -> pid %ld.%llu.%llu owner %s stamp %llu "
+            "method %d\n",
+            k, node, inc, serial, owner, (unsigned long long)stamp, method);
 }
 
 /* Prints every engine's view (verbose runs, on failure). */
@@ -1009,6 +1145,9 @@ static void dump(sim_t *s)
                 tether_engine_join_pending(sn->eng),
                 tether_engine_partitions(sn->eng)->active,
                 tether_engine_partitions(sn->eng)->n);
+        fprintf(stderr, "    registry (%zu held):\n",
+                tether_registry_count(sn->reg));
+        tether_registry_foreach_held(sn->reg, dump_entry, NULL);
         for (size_t k = 0; k < ms->n; k++) {
             const tether_member_t *m = &ms->v[k];
             int j = find_node(s, m->name);
@@ -1044,15 +1183,25 @@ void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
     cfg->user_pm = 60;
     cfg->reg_pm = 30;
     cfg->max_total_steps = 50000000;
+    cfg->check_all = 1;
 }
 
 void tether_sim_replay_line(const tether_sim_config_t *cfg, char *buf,
                             size_t cap)
 {
-    snprintf(buf, cap,
-             "c_src/build/tether_sim --seed %llu --nodes %d --steps %llu",
-             (unsigned long long)cfg->seed, cfg->nodes,
-             (unsigned long long)cfg->steps);
+    tether_sim_config_t def;
+    int off;
+
+    tether_sim_config_default(&def, cfg->seed);
+    off = snprintf(buf, cap,
+                   "c_src/build/tether_sim --seed %llu --nodes %d --steps %llu",
+                   (unsigned long long)cfg->seed, cfg->nodes,
+                   (unsigned long long)cfg->steps);
+    if (off >= 0 && (size_t)off < cap && cfg->op_pm != def.op_pm)
+        off += snprintf(buf + off, cap - (size_t)off, " --op-pm %u",
+                        (unsigned)cfg->op_pm);
+    if (off >= 0 && (size_t)off < cap && !cfg->check_all)
+        (void)snprintf(buf + off, cap - (size_t)off, " --touched-only");
 }
 
 static void sim_free(sim_t *s)

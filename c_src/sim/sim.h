@@ -17,7 +17,10 @@
  * no gossip can undo), and the cluster runs for the agreement bound
  * (default TTL + 20 heartbeats) plus a margin of virtual time.
  *
- * Invariants, checked after every step on the node the step touched:
+ * Invariants, checked on every node after every chaos operation and every
+ * step (check_all, the default; a local API call such as heal() must leave
+ * its own node's view right before the next input arrives), or only on
+ * the node a step touched (check_all = 0, faster):
  *   - no envelope is accepted twice (receiver, session id, sequence
  *     number), via the engine's open hook;
  *   - a node that left is never re-added: once a node has seen the leave
@@ -36,7 +39,12 @@
  *     conflicts): at the end of the quiet phase every running member that
  *     has not left holds the identical table, and every entry is held by
  *     its owner itself (so no entry survives its unregistration, a lost
- *     conflict, or its owner's crash, restart or leave).
+ *     conflict, or its owner's crash, restart or leave), and every
+ *     conflict is settled (one entry per name). A third of the names are
+ *     registered with a resolver; the shell answers each resolve request
+ *     with a verdict drawn from the seed (earlier, later or neither). Half
+ *     of the registrations take the direct path (the shell sends the
+ *     sealed broadcast itself, tether_registry_register_sealed).
  * Everything derives from the seed, so a failing seed replays exactly.
  */
 #ifndef TETHER_SIM_SIM_H
@@ -67,6 +75,9 @@ typedef struct tether_sim_config {
     int break_members_check; /* expect a member that does not exist */
     int break_dup_check;     /* record the first accepted envelope twice */
     int break_reg_check;     /* expect an extra registry entry */
+    int check_all;           /* 1 (default): check every node after every chaos
+                                operation and event; 0: only the node an event
+                                touched */
     int verbose;             /* print chaos operations to stderr */
 } tether_sim_config_t;
 
@@ -81,6 +92,7 @@ typedef struct tether_sim_result {
     uint64_t crashes, restarts, leaves, partitions, heals, cuts;
     uint64_t user_sent, user_delivered;
     uint64_t reg_ops, reg_conflicts, reg_names; /* names left at the end */
+    uint64_t reg_resolves; /* resolver verdicts given by the shells */
 } tether_sim_result_t;
 
 /* Fills a config with the defaults for one seed (node count from seed). */

@@ -363,6 +363,35 @@ Test(engine, receiver_defers_what_an_uninformed_sender_sent)
     h_free(&h);
 }
 
+/* Regression (simulator, every node checked after every chaos step): a
+ * leave held at the receiver by a defer partition is handled when the
+ * partition heals; the node that left must be off members() as soon as
+ * heal returns, not only after the next tick or message. */
+Test(engine, leave_held_by_defer_takes_effect_when_heal_returns)
+{
+    harness_t h;
+
+    cluster(&h, 2);
+    /* a knows the partition; b leaves before it hears of it. */
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DEFER, NULL),
+                 0);
+    cr_assert_eq(tether_engine_leave(h.e[1]), 0);
+    h_pump(&h);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test",
+                     "the leave is held, b's lease too");
+    tether_engine_heal_all(h.e[0]);
+    cr_assert_eq(
+        tether_membership_find(tether_engine_membership(h.e[0]), "b@test")
+            ->status,
+        TETHER_MEMBER_LEFT);
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test");
+    cr_assert_not(tether_engine_is_member(h.e[0], "b@test"));
+    h_pump(&h);
+    cr_assert(h_has_event(&h, 0, "tether_member down b@test"));
+    h_free(&h);
+}
+
 Test(engine, partition_rejects_bad_groups)
 {
     harness_t h;

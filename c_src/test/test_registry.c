@@ -4,8 +4,12 @@
  * dropped with their node, conflicts after a drop partition heals (earlier
  * stamp wins, then node name; the loser's owner is told and removes it
  * everywhere), repair of lost messages by digests, and bad messages from
- * an authenticated peer. Engines talk through test/harness.h; the last
- * case runs the simulator's registry invariant (sim/sim.h).
+ * an authenticated peer; conflicts decided by a registrant's resolver
+ * (exactly one node asks its shell; the verdict, whichever pid it keeps or
+ * none, reaches every node, also through lost messages), one name per pid,
+ * and the direct path (the caller sends the sealed broadcast). Engines talk
+ * through test/harness.h; the last case runs the simulator's registry
+ * invariant (sim/sim.h).
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -257,6 +261,273 @@ Test(registry, equal_stamps_go_to_the_lower_node_name)
     stop(&x);
 }
 
+/* Partitions {a} | {b, c} in drop mode, registers name 1 as pid 10 on a
+ * (wall 1000, method ma) and as pid 20 on b (wall 2000, method mb), and
+ * heals: a's registration is the earlier. */
+static void split_methods_heal(reg_h_t *x, int ma, int mb)
+{
+    const char *ga[] = {"a@test"}, *gb[] = {"b@test", "c@test"};
+    uint64_t ref;
+
+    cr_assert_eq(tether_engine_partition(x->h.e[2], ga, 1, gb, 2,
+                                         TETHER_PARTITION_DROP, &ref),
+                 0);
+    h_run(&x->h, 200);
+    cr_assert_eq(reg(x, 0, 1, 10, ma, 1000), 0);
+    cr_assert_eq(reg(x, 1, 1, 20, mb, 2000), 0);
+    h_run(&x->h, 200);
+    cr_assert_eq(tether_engine_heal(x->h.e[1], ref), 0);
+    h_run(&x->h, 1000);
+}
+
+static uint64_t asked(reg_h_t *x, int i)
+{
+    return tether_registry_stats(x->r[i])->resolves_asked;
+}
+
+/* The verdict of node i's shell on name 1: keep pid k, or none (k < 0). */
+static int verdict(reg_h_t *x, int i, long k)
+{
+    uint8_t nb[64], pb[64];
+    size_t nl = term(nb, "name", 1), pl = k < 0 ? 0 : term(pb, "pid", k);
+
+    return tether_registry_resolve(x->r[i], nb, nl, k < 0 ? NULL : pb, pl);
+}
+
+static void assert_everywhere(reg_h_t *x, long pid, size_t count)
+{
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(where(x, i, 1), pid, "node %d", i);
+        cr_assert_eq(tether_registry_count(x->r[i]), count, "node %d", i);
+    }
+    assert_same_tables(x, 3);
+}
+
+Test(registry, winner_s_resolver_is_asked_once_and_nothing_moves_before)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_methods_heal(&x, TETHER_REG_RESOLVE, TETHER_REG_NOTIFY);
+    cr_assert_eq(asked(&x, 0), 1, "a owns the earlier entry, a resolver's");
+    cr_assert_eq(asked(&x, 1), 0);
+    cr_assert_eq(asked(&x, 2), 0);
+    /* Pending: both entries everywhere, the earlier one visible, no
+     * loser told. */
+    assert_everywhere(&x, 10, 2);
+    cr_assert_eq(tether_registry_stats(x.r[1])->lost, 0);
+    h_run(&x.h, 1000);
+    cr_assert_eq(asked(&x, 0), 1, "asked once, not every digest");
+    stop(&x);
+}
+
+Test(registry, resolver_may_keep_the_later_registration)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_methods_heal(&x, TETHER_REG_RESOLVE, TETHER_REG_NOTIFY);
+    cr_assert_eq(verdict(&x, 0, 20), 0);
+    h_run(&x.h, 500);
+    assert_everywhere(&x, 20, 1);
+    cr_assert_eq(tether_registry_stats(x.r[1])->lost, 0, "b's entry kept");
+    cr_assert_eq(unreg(&x, 0, 1), TETHER_ENOTFOUND, "a's entry is gone");
+    stop(&x);
+}
+
+Test(registry, resolver_keeping_its_own_makes_the_rival_yield)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_methods_heal(&x, TETHER_REG_RESOLVE, TETHER_REG_EXIT);
+    cr_assert_eq(verdict(&x, 0, 10), 0);
+    h_run(&x.h, 500);
+    assert_everywhere(&x, 10, 1);
+    cr_assert_eq(tether_registry_stats(x.r[1])->lost, 1, "b is told");
+    stop(&x);
+}
+
+Test(registry, resolver_may_keep_neither)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_methods_heal(&x, TETHER_REG_RESOLVE, TETHER_REG_RESOLVE);
+    cr_assert_eq(asked(&x, 0), 1, "both have resolvers: the winner's runs");
+    cr_assert_eq(asked(&x, 1), 0);
+    cr_assert_eq(verdict(&x, 0, -1), 0);
+    h_run(&x.h, 500);
+    assert_everywhere(&x, -1, 0);
+    cr_assert_eq(tether_registry_stats(x.r[1])->lost, 1);
+    stop(&x);
+}
+
+Test(registry, the_loser_s_resolver_decides_when_only_it_has_one)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_methods_heal(&x, TETHER_REG_NOTIFY, TETHER_REG_RESOLVE);
+    cr_assert_eq(asked(&x, 0), 0);
+    cr_assert_eq(asked(&x, 1), 1, "b's entry carries the resolver");
+    assert_everywhere(&x, 10, 2);
+    cr_assert_eq(verdict(&x, 1, 20), 0);
+    h_run(&x.h, 500);
+    assert_everywhere(&x, 20, 1);
+    cr_assert_eq(tether_registry_stats(x.r[0])->lost, 1, "a is told");
+    stop(&x);
+}
+
+Test(registry, a_lost_verdict_is_repeated_until_the_rival_yields)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_methods_heal(&x, TETHER_REG_RESOLVE, TETHER_REG_NOTIFY);
+    x.h.link[0][1] = 0; /* a's messages to b vanish */
+    cr_assert_eq(verdict(&x, 0, 10), 0);
+    h_run(&x.h, 300);
+    cr_assert_eq(tether_registry_count(x.r[1]), 2, "b never heard");
+    x.h.link[0][1] = 1;
+    h_run(&x.h, 500);
+    assert_everywhere(&x, 10, 1);
+    stop(&x);
+}
+
+Test(registry, resolve_arguments_are_checked)
+{
+    reg_h_t x;
+    uint8_t nb[64], pb[64];
+    size_t nl = term(nb, "name", 1), pl = term(pb, "pid", 10);
+
+    start(&x, 2);
+    cr_assert_eq(tether_registry_resolve(x.r[0], nb, nl, NULL, 0),
+                 TETHER_ENOTFOUND, "we hold no entry of the name");
+    cr_assert_eq(reg(&x, 0, 1, 10, TETHER_REG_RESOLVE, 1000), 0);
+    cr_assert_eq(tether_registry_resolve(x.r[0], nb, nl, pb, 0), TETHER_EINVAL);
+    cr_assert_eq(tether_registry_resolve(x.r[0], nb, 0, NULL, 0),
+                 TETHER_EINVAL);
+    cr_assert_eq(verdict(&x, 0, 99), TETHER_ENOTFOUND, "99 holds no entry");
+    cr_assert_eq(where(&x, 0, 1), 10, "a refused verdict changes nothing");
+    cr_assert_eq(tether_registry_resolve(x.r[0], nb, nl, pb, pl), 0,
+                 "keeping our own without a rival is a no-op");
+    cr_assert_eq(where(&x, 0, 1), 10);
+    stop(&x);
+}
+
+Test(registry, a_pid_holds_one_name_of_ours)
+{
+    reg_h_t x;
+
+    start(&x, 2);
+    cr_assert_eq(reg(&x, 0, 1, 10, 0, 1000), 0);
+    cr_assert_eq(reg(&x, 0, 2, 10, 0, 1000), TETHER_EEXIST);
+    cr_assert_eq(reg(&x, 1, 3, 10, 0, 1000), 0, "another node's pid 10");
+    cr_assert_eq(unreg(&x, 0, 1), 0);
+    cr_assert_eq(reg(&x, 0, 2, 10, 0, 1000), 0, "free again");
+    /* Many pids: the pid index grows and still finds each. */
+    for (long k = 0; k < 300; k++)
+        cr_assert_eq(reg(&x, 0, 100 + k, 1000 + k, 0, 2000), 0);
+    for (long k = 0; k < 300; k += 7)
+        cr_assert_eq(reg(&x, 0, 1000 + k, 1000 + k, 0, 2000), TETHER_EEXIST);
+    stop(&x);
+}
+
+/* Envelopes handed over by tether_registry_register_sealed(). */
+typedef struct sealed_log {
+    char peer[4][32];
+    uint8_t *bytes[4];
+    size_t len[4];
+    int n;
+} sealed_log_t;
+
+static void on_sealed(void *ctx, const char *peer, const uint8_t *bytes,
+                      size_t len)
+{
+    sealed_log_t *l = ctx;
+
+    cr_assert_lt(l->n, 4);
+    snprintf(l->peer[l->n], sizeof l->peer[l->n], "%s", peer);
+    l->bytes[l->n] = malloc(len);
+    cr_assert_not_null(l->bytes[l->n]);
+    memcpy(l->bytes[l->n], bytes, len);
+    l->len[l->n++] = len;
+}
+
+static int reg_sealed(reg_h_t *x, int i, long name, long pid, sealed_log_t *l)
+{
+    uint8_t nb[64], pb[64];
+    size_t nl = term(nb, "name", name), pl = term(pb, "pid", pid);
+
+    return tether_registry_register_sealed(x->r[i], nb, nl, pb, pl, 0, 1000,
+                                           on_sealed, l);
+}
+
+/* Delivers the logged envelopes from node `from` as its shell would. */
+static void deliver_sealed(reg_h_t *x, int from, sealed_log_t *l)
+{
+    for (int k = 0; k < l->n; k++) {
+        cr_assert_eq(tether_engine_recv(x->h.e[h_index(&x->h, l->peer[k])],
+                                        x->h.names[from], l->bytes[k],
+                                        l->len[k]),
+                     0);
+        free(l->bytes[k]);
+    }
+    l->n = 0;
+}
+
+Test(registry, the_direct_path_hands_the_broadcast_to_the_caller)
+{
+    reg_h_t x;
+    sealed_log_t l = {0};
+    tether_engine_action_t a;
+    uint8_t nb[64], pb[64];
+    size_t nl = term(nb, "name", 9), pl = term(pb, "pid", 90);
+
+    start(&x, 3);
+    cr_assert_eq(tether_registry_register_sealed(x.r[0], nb, nl, pb, pl, 0,
+                                                 1000, NULL, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(reg_sealed(&x, 0, 1, 10, &l), 0);
+    cr_assert_eq(l.n, 2, "one envelope per peer");
+    cr_assert_eq(tether_engine_next_action(x.h.e[0], &a), 0,
+                 "nothing left for the engine's owner to send");
+    cr_assert_eq(where(&x, 1, 1), -1);
+    deliver_sealed(&x, 0, &l);
+    cr_assert_eq(where(&x, 1, 1), 10);
+    cr_assert_eq(where(&x, 2, 1), 10);
+    cr_assert_eq(reg_sealed(&x, 0, 1, 11, &l), TETHER_EEXIST);
+    cr_assert_eq(l.n, 0);
+    h_run(&x.h, 300);
+    assert_same_tables(&x, 3);
+    stop(&x);
+}
+
+Test(registry, the_direct_path_leaves_deferred_messages_to_the_engine)
+{
+    reg_h_t x;
+    sealed_log_t l = {0};
+    const char *ga[] = {"a@test"}, *gc[] = {"c@test"};
+    uint64_t ref;
+
+    start(&x, 3);
+    cr_assert_eq(tether_engine_partition(x.h.e[0], ga, 1, gc, 1,
+                                         TETHER_PARTITION_DEFER, &ref),
+                 0);
+    h_run(&x.h, 100);
+    cr_assert_eq(reg_sealed(&x, 0, 1, 10, &l), 0);
+    cr_assert_eq(l.n, 1);
+    cr_assert_str_eq(l.peer[0], "b@test", "c's is held by the partition");
+    deliver_sealed(&x, 0, &l);
+    cr_assert_eq(where(&x, 1, 1), 10);
+    cr_assert_eq(where(&x, 2, 1), -1);
+    cr_assert_eq(tether_engine_heal(x.h.e[0], ref), 0);
+    h_pump(&x.h);
+    cr_assert_eq(where(&x, 2, 1), 10, "sent by the engine on heal");
+    stop(&x);
+}
+
 Test(registry, digests_repair_lost_messages)
 {
     reg_h_t x;
@@ -343,6 +614,11 @@ Test(registry, bad_messages_are_counted_and_change_nothing)
     ei_x_encode_atom(&m, "x");
     ei_x_encode_atom(&m, "y");
     send_raw(&x, &m);
+    begin(&m, 4, "reg_yield"); /* kept pid not a binary */
+    ei_x_encode_ulonglong(&m, 5);
+    ei_x_encode_binary(&m, "n", 1);
+    ei_x_encode_atom(&m, "p");
+    send_raw(&x, &m);
     begin(&m, 2, "something_else");
     ei_x_encode_atom(&m, "x");
     send_raw(&x, &m);
@@ -350,7 +626,7 @@ Test(registry, bad_messages_are_counted_and_change_nothing)
     ei_x_encode_atom(&m, "reg_add");
     send_raw(&x, &m);
 
-    cr_assert_eq(tether_registry_stats(x.r[1])->bad_msgs, bad0 + 9);
+    cr_assert_eq(tether_registry_stats(x.r[1])->bad_msgs, bad0 + 10);
     cr_assert_eq(tether_registry_digest(x.r[1]), d0);
     cr_assert_eq(where(&x, 1, 1), 10);
     stop(&x);

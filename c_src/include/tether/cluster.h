@@ -99,6 +99,43 @@ int tether_cluster_members(tether_node_t *node, const char **out, size_t cap);
 /* 1 if name is a live member, 0 if not, TETHER_ENOTFOUND (no cluster). */
 int tether_cluster_is_member(tether_node_t *node, const char *name);
 
+/*
+ * Announces this node as an instance of the service `name` (an atom
+ * name) with metadata `meta` (one 131-prefixed term, a map by convention;
+ * NULL for #{}), or replaces what was announced. Every member then sees
+ * it: tether:get_nodes(Name), tether:get_instances(Name), and
+ * tether:call_service(Name, Fun, Args, Opts) runs the C function
+ * name:Fun/length(Args) here (register it with tether_function_register);
+ * a call of a service this node does not announce answers
+ * {error, service_not_available} so the caller tries the next instance.
+ * The instance's pid is the registered C process `name` if there is one,
+ * else the `tether` process. Kept across engine restarts (leave and join).
+ * Loop thread. Returns 0, TETHER_EINVAL, TETHER_ENOTFOUND (no cluster),
+ * TETHER_ETOOBIG (too many services or too large a meta), TETHER_ENOMEM.
+ */
+TETHER_MUST_CHECK int tether_cluster_service_register(tether_node_t *node,
+                                                      const char *name,
+                                                      const char *meta,
+                                                      size_t meta_len);
+
+/* Withdraws the service `name`. Loop thread. Returns 0, TETHER_EINVAL or
+ * TETHER_ENOTFOUND (not announced, or no cluster). */
+int tether_cluster_service_unregister(tether_node_t *node, const char *name);
+
+/*
+ * Registers the local registered process `name` (a C service, say) in the
+ * cluster registry under the atom `name`, so every member finds it with
+ * tether:whereis_name(Name) and reaches it with {via, tether, Name}. The
+ * entry goes when the process exits or this node leaves; if a name held
+ * elsewhere wins a conflict after a partition heals, it is dropped here
+ * and a warning is logged. Kept across engine restarts. Loop thread.
+ * Returns 0, TETHER_EINVAL, TETHER_ENOTFOUND (no such process, or no
+ * cluster), TETHER_EEXIST (already registered, here or anywhere),
+ * TETHER_ETOOBIG, TETHER_ENOMEM.
+ */
+TETHER_MUST_CHECK int tether_cluster_register_name(tether_node_t *node,
+                                                   const char *name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,470 @@
+%% Partition-aware RPC (issue 7, item 1): tether:call/4,5,
+%% multicall/3,4,5, cast/4 and abcast/2,3 across BEAM members and a
+%% C-node member, inside envelopes.
+%%
+%% Across a drop partition a call returns {badrpc, nodedown} at once;
+%% across a defer partition it completes after heal, or returns {badrpc,
+%% timeout} when its timeout passes first. Results and exceptions have
+%% the shapes rpc:call/4,5 gives for the same function (stack traces are
+%% compared by their first frame, as tether_rpc_lib:shape/1 does).
+%%
+%% Every case starts three peers (127.0.0.1, long names, this suite's
+%% directory on the path, so test/rpctest.erl is the function called)
+%% with tether running and joined. The group `cnode' adds a C-node that
+%% loads the test plug-in rpctest (the C twin of test/rpctest.erl, see
+%% tether_rpc_SUITE) and joins the cluster; it is listed in all/0 once
+%% C-nodes run calls that arrive in envelopes. Nothing waits a fixed
+%% time as an assertion: "a while has passed" is counted in heartbeats
+%% the engine skipped.
+%%
+%% Run: see scripts/test.sh (a private epmd on loopback, then
+%% rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct
+%% --suite test/tether_prpc_SUITE).
+-module(tether_prpc_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, groups/0, suite/0, init_per_suite/1, end_per_suite/1,
+         init_per_group/2, end_per_group/2, init_per_testcase/2,
+         end_per_testcase/2]).
+-export([call_returns_value/1, exception_shapes_match_rpc/1,
+         drop_partition_nodedown_at_once/1, defer_completes_after_heal/1,
+         defer_short_timeout/1, multicall_in_node_order/1,
+         multicall_one_node_down/1, cast_runs/1, abcast_every_node/1]).
+-export([cnode_call/1, cnode_shapes_match_rpc/1, cnode_drop_nodedown/1,
+         cnode_defer_completes_after_heal/1, cnode_multicall_mixed/1]).
+%% Run on the peers.
+-export([timed_call/5, call_then_flush/3]).
+
+-define(HB_MS, 200).
+-define(TTL_MS, 2000).
+-define(WAIT_MS, 30000).
+-define(CALL_MS, 10000).
+%% The timeout of calls that must fail at once across a drop partition.
+-define(LONG_MS, 60000).
+-define(SHORT_MS, 500).
+
+suite() ->
+    [{timetrap, {minutes, 4}}].
+
+all() ->
+    [{group, beam}, {group, cnode}].
+
+groups() ->
+    [{beam, [], [call_returns_value, exception_shapes_match_rpc,
+                 drop_partition_nodedown_at_once, defer_completes_after_heal,
+                 defer_short_timeout, multicall_in_node_order,
+                 multicall_one_node_down, cast_runs, abcast_every_node]},
+     {cnode, [], [cnode_call, cnode_shapes_match_rpc, cnode_drop_nodedown,
+                  cnode_defer_completes_after_heal, cnode_multicall_mixed]}].
+
+init_per_suite(Config) ->
+    case tether_test_lib:require_env(Config) of
+        {fail, _} = Fail ->
+            Fail;
+        Config1 ->
+            case code:which(rpctest) of
+                non_existing -> {fail, "test/rpctest.erl is not compiled"};
+                _ -> Config1
+            end
+    end.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_group(cnode, Config) ->
+    Plugin = tether_rpc_lib:rpctest_plugin(),
+    case filelib:is_regular(Plugin) of
+        true -> Config;
+        false -> {fail, "no test plug-in at " ++ Plugin ++ " (make -C c_src)"}
+    end;
+init_per_group(_Group, Config) ->
+    Config.
+
+end_per_group(_Group, _Config) ->
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    Config.
+
+end_per_testcase(_Case, Config) ->
+    [catch tether_test_lib:stop_cnode(C) || C <- get_list(tether_cnodes)],
+    [catch peer:stop(P) || P <- get_list(tether_peers)],
+    erase(tether_cnodes),
+    erase(tether_peers),
+    erase(tether_nodes),
+    _ = tether_test_lib:flush(),
+    Config.
+
+%%% Cases
+
+%% A call returns the function's value, to another node and to this one,
+%% with the default timeout and with one given.
+call_returns_value(_Config) ->
+    [N1, N2, _] = cluster(),
+    ?assertEqual(N2, call(N1, tether, call, [N2, rpctest, node, []])),
+    ?assertEqual(N1, call(N1, tether, call, [N1, rpctest, node, []])),
+    echo_all(N1, N2),
+    ?assertEqual(5, call(N1, tether, call, [N2, rpctest, add, [2, 3]])).
+
+%% throw, error and exit (and undef) give what rpc:call gives for the
+%% same function.
+exception_shapes_match_rpc(_Config) ->
+    [N1, N2, _] = cluster(),
+    compare_with_rpc(N1, N2, exception_calls()).
+
+%% Across a drop partition a call returns {badrpc, nodedown} well before
+%% its timeout; multicall lists the other side as bad nodes; after heal
+%% calls work again.
+drop_partition_nodedown_at_once(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(),
+    {ok, Ref} = call(N1, tether, partition, [[N1], [N2, N3], drop]),
+    wait_members([N1], [N1]),
+    wait_members([N2, N3], lists:sort([N2, N3])),
+    {Ms, R} = call(N1, ?MODULE, timed_call, [N2, rpctest, node, [], ?LONG_MS]),
+    ct:pal("call across a drop partition answered in ~b ms (timeout ~b ms)",
+           [Ms, ?LONG_MS]),
+    ?assertEqual({badrpc, nodedown}, R),
+    ?assert(Ms < ?LONG_MS div 2),
+    %% The other way too.
+    ?assertEqual({badrpc, nodedown},
+                 call(N3, tether, call, [N1, rpctest, node, [], ?LONG_MS])),
+    ?assertEqual({[N1], [N2, N3]},
+                 call(N1, tether, multicall, [[N1, N2, N3], rpctest, node, [],
+                                              ?LONG_MS])),
+    %% Inside one side, calls work.
+    ?assertEqual(N3, call(N2, tether, call, [N3, rpctest, node, []])),
+    ok = call(N2, tether, heal, [Ref]),
+    wait_members(Nodes, lists:sort(Nodes)),
+    ?assertEqual(N2, call(N1, tether, call, [N2, rpctest, node, []])).
+
+%% Across a defer partition a call waits (membership holds, the call
+%% does not return) and completes after heal.
+defer_completes_after_heal(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(),
+    {ok, _Ref} = call(N1, tether, partition, [[N1], [N2, N3], defer]),
+    wait_partition_known(Nodes),
+    Self = self(),
+    Caller = spawn_link(fun() ->
+                                R = erpc:call(N1, tether, call,
+                                              [N2, rpctest, node, [],
+                                               4 * ?WAIT_MS],
+                                              5 * ?WAIT_MS),
+                                Self ! {called, self(), R}
+                        end),
+    wait_leases_pass(N1),
+    ?assertEqual(lists:sort(Nodes), call(N1, tether, members, [])),
+    receive
+        {called, Caller, Early} -> ct:fail({returned_across_defer, Early})
+    after 0 ->
+            ok
+    end,
+    ok = call(N3, tether, heal, []),
+    receive
+        {called, Caller, R} -> ?assertEqual(N2, R)
+    after 2 * ?WAIT_MS ->
+            ct:fail(no_answer_after_heal)
+    end.
+
+%% Across a defer partition a call whose timeout passes first returns
+%% {badrpc, timeout}; the late answer after heal reaches nobody's
+%% mailbox, and calls work again.
+defer_short_timeout(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(),
+    {ok, Ref} = call(N1, tether, partition, [[N1], [N2, N3], defer]),
+    wait_partition_known(Nodes),
+    Fun = fun() ->
+                  R = tether:call(N2, rpctest, node, [], ?SHORT_MS),
+                  ok = tether:heal(Ref),
+                  tether_test_lib:wait_until(
+                    fun() -> [P || #{healed := false} = P
+                                       <- tether:partitions()] =:= []
+                    end, ?WAIT_MS),
+                  After = tether:call(N2, rpctest, node, [], ?WAIT_MS),
+                  %% One more round trip after the late answer had its
+                  %% chance to arrive.
+                  After2 = tether:call(N2, rpctest, node, [], ?WAIT_MS),
+                  {R, After, After2, tether_test_lib:flush()}
+          end,
+    {R, After, After2, Mailbox} = call(N1, erlang, apply, [Fun, []]),
+    ?assertEqual({badrpc, timeout}, R),
+    ?assertEqual(N2, After),
+    ?assertEqual(N2, After2),
+    ?assertEqual([], Mailbox).
+
+%% multicall/4,5 returns results in the order of the nodes given;
+%% multicall/3 calls every member.
+multicall_in_node_order(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(),
+    ?assertEqual({[N3, N1, N2], []},
+                 call(N1, tether, multicall, [[N3, N1, N2], rpctest, node, []])),
+    ?assertEqual({[N2, N3], []},
+                 call(N1, tether, multicall, [[N2, N3], rpctest, node, [],
+                                              ?CALL_MS])),
+    ?assertEqual({lists:sort(Nodes), []},
+                 call(N2, tether, multicall, [rpctest, node, []])),
+    %% An exception on one node is a result, as in rpc:multicall.
+    {[A, B], []} = call(N1, tether, multicall,
+                        [[N2, N3], rpctest, exit, [boom]]),
+    ?assertEqual({badrpc, {'EXIT', boom}}, A),
+    ?assertEqual({badrpc, {'EXIT', boom}}, B).
+
+%% With one node down, multicall returns the others' results in order
+%% and the dead node as a bad node.
+multicall_one_node_down(_Config) ->
+    [N1, N2, N3] = cluster(),
+    ok = peer:stop(peer_of(N2)),
+    wait_members([N1, N3], lists:sort([N1, N3])),
+    ?assertEqual({[N3, N1], [N2]},
+                 call(N1, tether, multicall, [[N3, N2, N1], rpctest, node, [],
+                                              ?CALL_MS])),
+    ?assertEqual({badrpc, nodedown},
+                 call(N1, tether, call, [N2, rpctest, node, []])).
+
+%% cast/4 returns true and the function runs on the node; a cast of a
+%% function that fails is silent.
+cast_runs(_Config) ->
+    [N1, N2, _] = cluster(),
+    Collector = tether_test_lib:start_collector(),
+    ?assertEqual(true, call(N1, tether, cast,
+                            [N2, erlang, send, [Collector, {cast_ran, 1}]])),
+    ?assertEqual(true, call(N1, tether, cast, [N2, rpctest, error, [x]])),
+    ?assertEqual(true, call(N1, tether, cast,
+                            [N2, erlang, send, [Collector, {cast_ran, 2}]])),
+    {ok, Got} = tether_test_lib:wait_collected(Collector, {cast_ran, 2},
+                                               ?WAIT_MS),
+    ?assert(lists:member({cast_ran, 1}, Got)),
+    Collector ! '$stop_collector'.
+
+%% abcast/2 delivers to the registered name on every member, abcast/3 to
+%% the nodes given.
+abcast_every_node(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(),
+    Sinks = [{N, relay(N, fun() -> true = register(prpc_sink, self()) end)}
+             || N <- Nodes],
+    ?assertEqual(abcast, call(N1, tether, abcast, [prpc_sink, hello])),
+    [?assertEqual(hello, next_msg(S)) || {_, S} <- Sinks],
+    ?assertEqual(abcast, call(N1, tether, abcast, [[N2, N3], prpc_sink, hi])),
+    [?assertEqual(hi, next_msg(proplists:get_value(N, Sinks)))
+     || N <- [N2, N3]],
+    %% N1 got nothing more: a message after it arrives first.
+    S1 = proplists:get_value(N1, Sinks),
+    S1 ! marker,
+    ?assertEqual(marker, next_msg(S1)).
+
+%%% Cases of the group cnode (a C-node with the rpctest plug-in)
+
+%% tether:call to C functions of the C-node.
+cnode_call(Config) ->
+    {[N1 | _], CN} = cluster_with_cnode(Config),
+    ?assertEqual(3, call(N1, tether, call, [CN, rpctest, add, [1, 2]])),
+    ?assertEqual(CN, call(N1, tether, call, [CN, rpctest, node, []])),
+    echo_all(N1, CN).
+
+%% Exceptions of C functions have rpc:call's shapes.
+cnode_shapes_match_rpc(Config) ->
+    {[N1 | _], CN} = cluster_with_cnode(Config),
+    compare_with_rpc(N1, CN, exception_calls()).
+
+%% A drop partition between a BEAM node and the C-node: {badrpc,
+%% nodedown} at once, both ways round the partition.
+cnode_drop_nodedown(Config) ->
+    {[N1, N2, N3] = Bs, CN} = cluster_with_cnode(Config),
+    {ok, Ref} = call(N1, tether, partition, [[N1], [CN, N2, N3], drop]),
+    wait_members([N1], [N1]),
+    {Ms, R} = call(N1, ?MODULE, timed_call, [CN, rpctest, node, [], ?LONG_MS]),
+    ct:pal("call to the C-node across a drop partition answered in ~b ms",
+           [Ms]),
+    ?assertEqual({badrpc, nodedown}, R),
+    ?assert(Ms < ?LONG_MS div 2),
+    ?assertEqual(CN, call(N2, tether, call, [CN, rpctest, node, []])),
+    ok = call(N2, tether, heal, [Ref]),
+    wait_members(Bs, lists:sort([CN | Bs])),
+    ?assertEqual(CN, call(N1, tether, call, [CN, rpctest, node, []])).
+
+%% A defer partition between a BEAM node and the C-node: the call
+%% completes after heal.
+cnode_defer_completes_after_heal(Config) ->
+    {[N1, _, _] = Bs, CN} = cluster_with_cnode(Config),
+    {ok, _Ref} = call(N1, tether, partition, [[N1], [CN], defer]),
+    wait_partition_known(Bs),
+    Self = self(),
+    Caller = spawn_link(fun() ->
+                                R = erpc:call(N1, tether, call,
+                                              [CN, rpctest, node, [],
+                                               4 * ?WAIT_MS],
+                                              5 * ?WAIT_MS),
+                                Self ! {called, self(), R}
+                        end),
+    wait_leases_pass(N1),
+    receive
+        {called, Caller, Early} -> ct:fail({returned_across_defer, Early})
+    after 0 ->
+            ok
+    end,
+    ok = call(N1, tether, heal, []),
+    receive
+        {called, Caller, R} -> ?assertEqual(CN, R)
+    after 2 * ?WAIT_MS ->
+            ct:fail(no_answer_after_heal)
+    end.
+
+%% multicall over BEAM nodes and the C-node, in the order given.
+cnode_multicall_mixed(Config) ->
+    {[N1, N2, _], CN} = cluster_with_cnode(Config),
+    ?assertEqual({[N2, CN, N1], []},
+                 call(N1, tether, multicall, [[N2, CN, N1], rpctest, node, []])).
+
+%%% Helpers run on the peers
+
+%% {Milliseconds, tether:call(Node, M, F, A, Timeout)}.
+timed_call(Node, M, F, A, Timeout) ->
+    T0 = erlang:monotonic_time(millisecond),
+    R = tether:call(Node, M, F, A, Timeout),
+    {erlang:monotonic_time(millisecond) - T0, R}.
+
+%% {tether:call(...) or rpc:call(...), Mailbox}: the answer of one call
+%% made by Via (tether or rpc), and what else arrived.
+call_then_flush(Via, Node, {M, F, A}) ->
+    R = Via:call(Node, M, F, A, ?CALL_MS),
+    {R, tether_test_lib:flush()}.
+
+%%% Helpers
+
+%% From Caller, rpctest:echo/1 on Target returns every kind of term
+%% exactly (tether_rpc_lib:echo_terms/0); all mismatches are reported
+%% together.
+echo_all(Caller, Target) ->
+    Bad = [{Label, Got}
+           || {Label, T} <- tether_rpc_lib:echo_terms(),
+              Got <- [call(Caller, tether, call,
+                           [Target, rpctest, echo, [T], ?CALL_MS])],
+              not tether_rpc_lib:exact(Got, T)],
+    ?assertEqual([], Bad).
+
+%% The exception cases compared with rpc:call.
+exception_calls() ->
+    [{rpctest, throw, [thrown]},
+     {rpctest, error, [failed]},
+     {rpctest, exit, [exited]},
+     {rpctest, exit, [normal]},
+     {rpctest, add, [a, 1]},
+     {rpctest, no_such_function, []},
+     {rpctest, echo, []},
+     {tether_no_such_module, f, [1]}].
+
+%% From Caller, each MFA through tether:call and rpc:call to Target
+%% gives the same shape, and nothing else lands in the caller's mailbox.
+compare_with_rpc(Caller, Target, MFAs) ->
+    Bad = [{MFA, T, R}
+           || MFA <- MFAs,
+              {T, R} <- [{shape(call(Caller, ?MODULE, call_then_flush,
+                                     [tether, Target, MFA]), Target),
+                          shape(call(Caller, ?MODULE, call_then_flush,
+                                     [rpc, Target, MFA]), Target)}],
+              T =/= R],
+    ?assertEqual([], Bad).
+
+shape(Answer, Node) ->
+    tether_rpc_lib:shape(tether_rpc_lib:replace_node(Answer, Node)).
+
+%% Waits until every node lists one active partition.
+wait_partition_known(Nodes) ->
+    [wait_until(fun() -> call(N, tether, partitions, []) end,
+                fun(Ps) -> length([P || #{healed := false} = P <- Ps]) =:= 1
+                end) || N <- Nodes],
+    ok.
+
+%% Waits until more than two leases' worth of heartbeat rounds have
+%% passed on Node (it skips at least one heartbeat per round across a
+%% partition).
+wait_leases_pass(Node) ->
+    #{stats := #{part_skipped := S0}} = call(Node, tether_server, info, []),
+    Rounds = 2 * (?TTL_MS div ?HB_MS) + 2,
+    wait_until(fun() -> call(Node, tether_server, info, []) end,
+               fun(#{stats := #{part_skipped := S}}) -> S >= S0 + Rounds end).
+
+relay(Node, Setup) ->
+    call(Node, tether_test_lib, relay_start, [self(), Setup]).
+
+next_msg(Relay) ->
+    receive
+        {relay, Relay, Msg} -> Msg
+    after ?WAIT_MS ->
+            ct:fail({no_message_to, Relay})
+    end.
+
+peer_of(Node) ->
+    {Node, Peer} = lists:keyfind(Node, 1, get(tether_nodes)),
+    Peer.
+
+ebin() ->
+    filename:dirname(code:which(tether_nif)).
+
+%% Three clustered peers running tether.
+cluster() ->
+    Suite = filename:dirname(code:which(?MODULE)),
+    Nodes = [begin
+                 {ok, Peer, Node} =
+                     peer:start(#{name => peer:random_name(tether_prpc),
+                                  host => "127.0.0.1",
+                                  longnames => true,
+                                  args => ["-pa", ebin(), "-pa", Suite,
+                                           "-kernel", "inet_dist_use_interface",
+                                           "{127,0,0,1}",
+                                           %% A killed peer must not make
+                                           %% global cut the others off.
+                                           "-kernel",
+                                           "prevent_overlapping_partitions",
+                                           "false",
+                                           "-setcookie",
+                                           atom_to_list(erlang:get_cookie())]}),
+                 put(tether_peers, [Peer | get_list(tether_peers)]),
+                 put(tether_nodes, [{Node, Peer} | get_list(tether_nodes)]),
+                 Node
+             end || _ <- lists:seq(1, 3)],
+    [begin
+         ok = call(Node, application, load, [tether]),
+         [ok = call(Node, application, set_env, [tether, K, V])
+          || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]],
+         {ok, _} = call(Node, application, ensure_all_started, [tether])
+     end || Node <- Nodes],
+    [First | Rest] = Nodes,
+    [ok = call(N, tether, join, [First]) || N <- Rest],
+    wait_members(Nodes, lists:sort(Nodes)),
+    Nodes.
+
+%% cluster/0 and a C-node with the rpctest plug-in joined to it.
+cluster_with_cnode(Config) ->
+    [First | _] = Bs = cluster(),
+    Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
+            "--ttl-ms", integer_to_list(?TTL_MS),
+            "--join", atom_to_list(First),
+            "--load", tether_rpc_lib:rpctest_plugin()],
+    Opts = #{name => tether_test_lib:unique_name(tprpc), extra_args => Args,
+             log_dir => ?config(priv_dir, Config)},
+    C = case tether_test_lib:start_cnode(Opts) of
+            {ok, C0} -> C0;
+            {error, Why} -> ct:fail({cnode_start_failed, Why})
+        end,
+    put(tether_cnodes, [C | get_list(tether_cnodes)]),
+    CN = tether_test_lib:cnode_node(C),
+    wait_members(Bs, lists:sort([CN | Bs])),
+    {Bs, CN}.
+
+get_list(Key) ->
+    case get(Key) of
+        undefined -> [];
+        L -> L
+    end.
+
+call(Node, M, F, A) ->
+    erpc:call(Node, M, F, A, ?LONG_MS + ?WAIT_MS).
+
+wait_members(Nodes, Expected) ->
+    tether_test_lib:wait_members(Nodes, Expected, ?WAIT_MS).
+
+%% Polls Get until Check holds, failing after WAIT_MS with the last value.
+wait_until(Get, Check) ->
+    tether_test_lib:poll(Get, Check, ?WAIT_MS).
