@@ -26,7 +26,7 @@
 -export([engine_seal/3, engine_open/3, engine_seal_dirty/3,
          engine_open_dirty/3]).
 -export([reg_register/5, reg_register_sealed/5, reg_unregister/2,
-         reg_whereis/2, reg_names/1, reg_entries/1, reg_info/1]).
+         reg_resolve/3, reg_whereis/2, reg_names/1, reg_entries/1, reg_info/1]).
 -export([svc_register/4, svc_unregister/2, svc_lookup/2, svc_local/2,
          svc_names/1, svc_info/1]).
 
@@ -258,6 +258,16 @@ reg_register_sealed(_Engine, _Name, _Pid, _Method, _WallMs) ->
 
 -spec reg_unregister(engine(), term()) -> ok | {error, error_reason()}.
 reg_unregister(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The verdict of our registrant's resolver on a conflict the engine
+%% asked this node to resolve (`{tether_reg_resolve, NameEtf, WinnerEtf,
+%% LoserEtf}' delivered to subscriber 2): `KeepEtf' is one of the two pid
+%% binaries as delivered, or `<<>>' for none. Our own entry goes unless
+%% kept; the other's owner is told to yield, again until it has.
+-spec reg_resolve(engine(), binary(), binary()) ->
+          ok | {error, error_reason()}.
+reg_resolve(_Engine, _NameEtf, _KeepEtf) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 %% @doc The pid registered as `Name' anywhere in the cluster, read from

@@ -58,13 +58,11 @@
 %% process dies, and tells the registrant of a lost conflict (engine
 %% subscriber 2) as it chose at registration. When the engine asks this
 %% node to resolve a conflict (our registrant gave a resolver), the
-%% resolver runs in a fresh process; a verdict against our own
-%% registration unregisters it, one against the other registration is
-%% sent as `{'$tether_reg_yield', Name, Pid, Kept}' to `tether' on that
-%% pid's node, which unregisters it there and tells its registrant. The
-%% registry engine has its own reg_yield message for this
-%% (`tether_registry_resolve()' in `core/registry.h'), which a NIF call
-%% would reach. The current engine is kept
+%% resolver runs in a fresh process and its verdict goes to the engine
+%% (`tether_registry_resolve()' in `core/registry.h'): our own
+%% registration goes unless kept, and the other one's owner (a BEAM node
+%% or a C-node) is told to yield, again until it has; it tells its
+%% registrant as a lost conflict. The current engine is kept
 %% in `persistent_term' under {@link engine_key/0}, so
 %% `tether:whereis_name/1' reads the registry in the NIF, under a read
 %% lock, without a message to this server. A fresh engine (after a leave
@@ -304,12 +302,9 @@ handle_info(seed_retry, S = #st{engine = E}) when E =/= undefined ->
 handle_info(dist_check, S) ->
     erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
     {noreply, dist_check(S)};
-handle_info({reg_verdict, Name, W, L, Keep}, S = #st{engine = E})
+handle_info({reg_verdict, Verdict}, S = #st{engine = E})
   when E =/= undefined ->
-    {noreply, run(reg_verdict(Name, W, L, Keep, tick(S)))};
-handle_info({'$tether_reg_yield', Name, Pid, Keep}, S = #st{engine = E})
-  when E =/= undefined, is_pid(Pid) ->
-    {noreply, run(reg_yield(Name, Pid, Keep, tick(S)))};
+    {noreply, run(reg_verdict(Verdict, tick(S)))};
 handle_info({'$tether_reg_ping', Ref, From}, S) when is_atom(From) ->
     %% Sent after every engine message we sent before it (see reg_sync).
     _ = erlang:send({?SERVER, From}, {'$tether_reg_pong', Ref, node()},
@@ -875,7 +870,13 @@ reg_resolve(NameB, WinnerB, LoserB, S) ->
                     Server = self(),
                     _ = spawn(fun() ->
                                       Keep = run_resolver(Fun, Name, W, L),
-                                      Server ! {reg_verdict, Name, W, L, Keep}
+                                      KeepB = if Keep =:= W -> WinnerB;
+                                                 Keep =:= L -> LoserB;
+                                                 true -> <<>>
+                                              end,
+                                      Server ! {reg_verdict,
+                                                {Name, NameB, W, L, Keep,
+                                                 KeepB}}
                               end),
                     S;
                 _ ->
@@ -897,50 +898,26 @@ run_resolver(Fun, Name, W, L) ->
         _:_ -> none
     end.
 
-%% Carries out our resolver's verdict: our own registration goes unless
-%% kept (the engine broadcasts the removal), and the other registration's
-%% node is told to drop it unless kept. When our registrant is gone
-%% meanwhile, its entry went with it and the other one simply stays.
--spec reg_verdict(term(), pid(), pid(), pid() | none, state()) -> state().
-reg_verdict(Name, W, L, Keep, S = #st{engine = E, reg_pids = Regs}) ->
-    {Own, Other} = case node(W) =:= node() of
-                       true -> {W, L};
-                       false -> {L, W}
-                   end,
+%% Carries out our resolver's verdict through the engine: our own
+%% registration goes unless kept (the engine broadcasts the removal), and
+%% the other registration's owner is told to yield unless kept. When our
+%% registrant is gone meanwhile, its entry went with it and the other one
+%% simply stays.
+-spec reg_verdict({term(), binary(), pid(), pid(), pid() | none, binary()},
+                  state()) -> state().
+reg_verdict({Name, NameB, W, L, Keep, KeepB},
+            S = #st{engine = E, reg_pids = Regs}) ->
+    Own = case node(W) =:= node() of
+              true -> W;
+              false -> L
+          end,
     case Regs of
         #{Own := {Name, _}} ->
-            S1 = case Keep of
-                     Own ->
-                         S;
-                     _ ->
-                         _ = safe(fun() ->
-                                          tether_nif:reg_unregister(E, Name)
-                                  end),
-                         reg_forget(Own, S)
-                 end,
-            _ = case Keep of
-                    Other ->
-                        ok;
-                    _ ->
-                        erlang:send({?SERVER, node(Other)},
-                                    {'$tether_reg_yield', Name, Other, Keep},
-                                    [noconnect])
-                end,
-            S1;
-        _ ->
-            S
-    end.
-
-%% Another node's resolver decided that our registration of Name by Pid
-%% loses: remove it (the engine broadcasts the removal) and tell Pid.
--spec reg_yield(term(), pid(), pid() | none, state()) -> state().
-reg_yield(Name, Pid, Keep, S = #st{engine = E, reg_pids = Regs}) ->
-    case Regs of
-        #{Pid := {Name, _}} ->
-            Method = maps:get(Name, S#st.reg_methods, notify),
-            _ = safe(fun() -> tether_nif:reg_unregister(E, Name) end),
-            tell_loser(Pid, Name, Keep, Method),
-            reg_forget(Pid, S);
+            _ = safe(fun() -> tether_nif:reg_resolve(E, NameB, KeepB) end),
+            case Keep of
+                Own -> S;
+                _ -> reg_forget(Own, S)
+            end;
         _ ->
             S
     end.

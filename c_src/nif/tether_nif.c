@@ -1341,6 +1341,32 @@ static ERL_NIF_TERM reg_unregister_nif(ErlNifEnv *env, int argc,
 }
 
 /*
+ * reg_resolve(Engine, NameEtf :: binary(), KeepEtf :: binary()) -> ok |
+ *   {error, not_found | invalid}: the verdict of our registrant's resolver
+ * on a conflict the engine asked us to resolve ({tether_reg_resolve,
+ * NameEtf, WinnerEtf, LoserEtf}); KeepEtf is one of those two pid
+ * binaries, or <<>> for none (core/registry.h, tether_registry_resolve).
+ * The bytes are the ones the engine handed out, so they match its keys.
+ */
+static ERL_NIF_TERM reg_resolve_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[])
+{
+    engine_res_t *res;
+    ErlNifBinary name, keep;
+    int rc;
+
+    if (argc != 3 || !get_reg(env, argv[0], &res) ||
+        !enif_inspect_binary(env, argv[1], &name) || name.size == 0 ||
+        !enif_inspect_binary(env, argv[2], &keep))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    rc = tether_registry_resolve(res->reg, name.data, name.size,
+                                 keep.size ? keep.data : NULL, keep.size);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, rc);
+}
+
+/*
  * reg_whereis(Engine, Name) -> pid() | undefined. Reads the table under
  * the registry's read lock only: never waits for the engine, and readers
  * run side by side.
@@ -1771,6 +1797,7 @@ static ErlNifFunc nif_funcs[] = {
     {"reg_register", 5, reg_register_nif, 0},
     {"reg_register_sealed", 5, reg_register_sealed_nif, 0},
     {"reg_unregister", 2, reg_unregister_nif, 0},
+    {"reg_resolve", 3, reg_resolve_nif, 0},
     {"reg_whereis", 2, reg_whereis_nif, 0},
     {"reg_names", 1, reg_names_nif, 0},
     {"reg_entries", 1, reg_entries_nif, 0},
