@@ -6,11 +6,16 @@
 %% {echo, From, Term} sends Term to From; anything else is dropped. The
 %% driver measures, alternating targets round by round so drift hits both:
 %%   echo round trip     A -> echo -> A, one message in flight;
-%%   one-way throughput  N messages into echo from ?SENDERS concurrent
-%%                       processes, each ending with an echo barrier;
+%%   one-way throughput  N pre-encoded messages into echo, written in bulk
+%%                       on a raw distribution connection (see raw_connect/1)
+%%                       and ended by an echo barrier: what the receiver
+%%                       absorbs; and the same from ?SENDERS processes of
+%%                       A (what a stock sender gets through);
 %%   rpc:call round trip rpc:call(Node, kv, get, [Key]): the C kv plugin
 %%                       against its Erlang twin (test/kv.erl) on B;
-%%   gen_server calls    ?CALLERS concurrent callers of {kv, Node}.
+%%   gen_server calls    ?CALLERS calls to {kv, Node} in flight, sent as
+%%                       gen_server:call sends them on a raw connection;
+%%                       and ?CALLERS gen_server:call processes on A.
 %% Each figure is the median of its rounds. When bench/run passes the OS
 %% pids of the two targets, the CPU time each target used per operation
 %% is reported too (from /proc/PID/stat): it shows the receiver's cost
@@ -75,14 +80,25 @@ run(CNode, BNode) ->
     report(echo_rtt, Rtt, fun(Ops, Us) -> Us / Ops end, "us"),
     Rate = fun(Ops, Us) -> Ops * 1000000 / max(1, Us) end,
     Small = fun(I) -> {msg, I} end,
-    SmallN = calibrate(BNode, Small),
-    SmallRes = measure(Targets, fun(N) -> oneway_timed(N, SmallN, Small) end),
-    report(oneway_small, SmallRes, Rate, "msgs_per_s"),
     Bin = binary:copy(<<"0123456789abcdef">>, 64),
     Kib = fun(_I) -> Bin end,
+    %% What each receiver absorbs: one pre-encoded stream from a raw
+    %% distribution connection, so the sender costs next to nothing.
+    _ = [raw_warm(Node, Small) || {_, Node} <- Targets],
+    SmallRN = raw_calibrate(BNode, Small),
+    report(oneway_small, raw_measure(Targets, fun(S, _) -> raw_round(S, SmallRN, Small) end),
+           Rate, "msgs_per_s"),
+    KibRN = raw_calibrate(BNode, Kib),
+    report(oneway_1k, raw_measure(Targets, fun(S, _) -> raw_round(S, KibRN, Kib) end),
+           Rate, "msgs_per_s"),
+    %% The same messages from ?SENDERS processes of this (stock) node:
+    %% what a BEAM sender gets through, bounded by the sender on 2 cores.
+    SmallN = calibrate(BNode, Small),
+    SmallRes = measure(Targets, fun(N) -> oneway_timed(N, SmallN, Small) end),
+    report(oneway_small_beam_senders, SmallRes, Rate, "msgs_per_s"),
     KibN = calibrate(BNode, Kib),
     KibRes = measure(Targets, fun(N) -> oneway_timed(N, KibN, Kib) end),
-    report(oneway_1k, KibRes, Rate, "msgs_per_s"),
+    report(oneway_1k_beam_senders, KibRes, Rate, "msgs_per_s"),
     %% C services against Erlang ones: the kv example (a plugin on the
     %% C-node) and its Erlang twin test/kv.erl (a gen_server on node B).
     {ok, _} = erpc:call(BNode, kv, start, []),
@@ -91,9 +107,17 @@ run(CNode, BNode) ->
     _ = [rpc_round_timed(N, 100) || {_, N} <- Targets],
     RpcRes = measure(Targets, fun(N) -> rpc_round_timed(N, ?ROUND_MS) end),
     report(rpc_call_rtt, RpcRes, fun(Ops, Us) -> Us / Ops end, "us"),
+    %% What each service serves with ?CALLERS calls in flight, sent as
+    %% gen_server:call sends them, from a raw connection.
+    _ = [raw_warm_calls(Node) || {_, Node} <- Targets],
+    CallsN = raw_calibrate_calls(BNode),
+    report(gen_server_call_tput,
+           raw_measure(Targets, fun(S, _) -> raw_calls(S, CallsN, ?CALLERS) end),
+           Rate, "calls_per_s"),
+    %% The same from ?CALLERS processes of this (stock) node.
     _ = [gen_server_timed(N, ?CALLERS, 100) || {_, N} <- Targets],
     GsRes = measure(Targets, fun(N) -> gen_server_timed(N, ?CALLERS, ?ROUND_MS) end),
-    report(gen_server_call_tput, GsRes, Rate, "calls_per_s"),
+    report(gen_server_call_tput_beam_callers, GsRes, Rate, "calls_per_s"),
     ok.
 
 %% rpc:call(Node, kv, get, [bench_key]) for about Ms milliseconds;
@@ -317,6 +341,224 @@ send_n(_Dest, 0, _MkMsg) ->
 send_n(Dest, I, MkMsg) ->
     Dest ! MkMsg(I),
     send_n(Dest, I - 1, MkMsg).
+
+%% ---- the raw sender ------------------------------------------------
+%%
+%% A distribution connection opened by hand (gen_tcp, handshake version
+%% 6 as dist_util does it, hidden, no atom cache, no fragments), so that
+%% messages are encoded once and written in bulk: the receiver, not the
+%% sender, sets the rate. Both targets get the same bytes: pass-through
+%% frames <<112, Ctl, Msg>> with Ctl = {6, FakePid, '', echo} (REG_SEND).
+
+-define(DFLAG_EXTENDED_REFERENCES, 16#04).
+-define(DFLAG_DIST_MONITOR, 16#08).
+-define(DFLAG_DIST_MONITOR_NAME, 16#20).
+-define(DFLAG_SMALL_ATOM_TAGS, 16#4000).
+-define(DFLAG_UTF8_ATOMS, 16#10000).
+-define(DFLAG_MANDATORY_25_DIGEST, 16#04000000).
+-define(RAW_FLAGS, (?DFLAG_MANDATORY_25_DIGEST bor ?DFLAG_EXTENDED_REFERENCES
+                    bor ?DFLAG_DIST_MONITOR bor ?DFLAG_DIST_MONITOR_NAME
+                    bor ?DFLAG_SMALL_ATOM_TAGS bor ?DFLAG_UTF8_ATOMS)).
+-define(RAW_CREATION, 16#5eed).
+
+-record(raw, {sock, name :: binary(), pid :: pid(), node :: atom()}).
+
+%% Like measure/2, with one raw connection per target for the whole
+%% measure: Fun(Raw, Node) -> {Ops, ElapsedUs}.
+raw_measure(Targets, Fun) ->
+    Raws = [{Tag, raw_connect(Node)} || {Tag, Node} <- Targets],
+    try
+        measure([{Tag, R} || {Tag, R} <- Raws], fun(R) -> Fun(R, R#raw.node) end)
+    after
+        _ = [gen_tcp:close(R#raw.sock) || {_, R} <- Raws],
+        raw_forget()
+    end.
+
+%% One round on a fresh raw connection (connection, code, allocators).
+raw_warm(Node, MkMsg) ->
+    R = raw_connect(Node),
+    try raw_round(R, 20000, MkMsg) after gen_tcp:close(R#raw.sock), raw_forget() end.
+
+raw_forget() ->
+    _ = [erase(K) || {{raw_blob, _, _, _} = K, _} <- get()],
+    ok.
+
+raw_connect(Node) ->
+    [Name, Host] = string:split(atom_to_list(Node), "@"),
+    {port, Port, _} = erl_epmd:port_please(Name, Host),
+    {ok, Sock} = gen_tcp:connect({127, 0, 0, 1}, Port,
+                                 [binary, {packet, 2}, {active, false}, {nodelay, true}],
+                                 ?CONNECT_TIMEOUT),
+    Me = iolist_to_binary(io_lib:format("tether_bench_raw~w_~s@127.0.0.1",
+                                        [erlang:unique_integer([positive]), os:getpid()])),
+    ok = gen_tcp:send(Sock, <<$N, ?RAW_FLAGS:64, ?RAW_CREATION:32,
+                              (byte_size(Me)):16, Me/binary>>),
+    {ok, <<$s, "ok", _/binary>>} = gen_tcp:recv(Sock, 0, ?CONNECT_TIMEOUT),
+    {ok, <<$N, _Flags:64, Challenge:32, _Creation:32, _/binary>>} =
+        gen_tcp:recv(Sock, 0, ?CONNECT_TIMEOUT),
+    Cookie = atom_to_list(erlang:get_cookie()),
+    Mine = rand:uniform(16#ffffffff),
+    ok = gen_tcp:send(Sock, [$r, <<Mine:32>>,
+                             erlang:md5([Cookie | integer_to_list(Challenge)])]),
+    Ack = erlang:md5([Cookie | integer_to_list(Mine)]),
+    {ok, <<$a, Ack/binary>>} = gen_tcp:recv(Sock, 0, ?CONNECT_TIMEOUT),
+    ok = inet:setopts(Sock, [{packet, raw}]),
+    %% NEW_PID_EXT: a process of ours, the sender of every message.
+    Pid = binary_to_term(<<131, 88, 119, (byte_size(Me)), Me/binary,
+                           1:32, 0:32, ?RAW_CREATION:32>>),
+    #raw{sock = Sock, name = Me, pid = Pid, node = Node}.
+
+raw_frame(Ctl, Msg) ->
+    C = term_to_binary(Ctl),
+    M = term_to_binary(Msg),
+    [<<(1 + byte_size(C) + byte_size(M)):32, 112>>, C, M].
+
+%% Writes N messages and a barrier {echo, FakePid, {done, Ref}} on the
+%% raw connection and waits for the barrier's answer; {N, ElapsedUs}.
+raw_round(#raw{sock = S, pid = Pid}, N, MkMsg) ->
+    Blob = raw_blob(Pid, N, MkMsg),
+    Ref = make_ref(),
+    Barrier = iolist_to_binary(raw_frame({6, Pid, '', echo}, {echo, Pid, {done, Ref}})),
+    T0 = erlang:monotonic_time(),
+    ok = gen_tcp:send(S, Blob),
+    ok = gen_tcp:send(S, Barrier),
+    ok = raw_await(S, {done, Ref}, <<>>),
+    {N, erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond)}.
+
+%% The N frames, built once per N and message kind (kept in the process
+%% dictionary: the rounds of a measure reuse them).
+raw_blob(Pid, N, MkMsg) ->
+    Key = {raw_blob, Pid, N, MkMsg(1)},
+    case get(Key) of
+        undefined ->
+            Blob = iolist_to_binary([raw_frame({6, Pid, '', echo}, MkMsg(I))
+                                     || I <- lists:seq(1, N)]),
+            put(Key, Blob),
+            Blob;
+        Blob ->
+            Blob
+    end.
+
+%% Reads frames until a pass-through frame carries the message Want
+%% (ticks and anything else are skipped).
+raw_await(S, Want, Buf) ->
+    case Buf of
+        <<Len:32, Frame:Len/binary, Rest/binary>> ->
+            case raw_message(Frame) of
+                Want -> ok;
+                _ -> raw_await(S, Want, Rest)
+            end;
+        _ ->
+            case gen_tcp:recv(S, 0, ?REPLY_TIMEOUT) of
+                {ok, More} -> raw_await(S, Want, <<Buf/binary, More/binary>>);
+                {error, Why} -> error({no_barrier_reply, Why})
+            end
+    end.
+
+%% The message of a pass-through frame <<112, Ctl, Msg>>, or none.
+raw_message(<<112, Terms/binary>>) ->
+    try binary_to_term(Terms, [used]) of
+        {_Ctl, Used} when Used < byte_size(Terms) ->
+            binary_to_term(binary:part(Terms, Used, byte_size(Terms) - Used));
+        _ ->
+            none
+    catch
+        error:badarg -> none
+    end;
+raw_message(_) ->
+    none.
+
+%% Total gen_server calls {get, bench_key} to kv with Window of them in
+%% flight, each as gen_server:call makes it: MONITOR_P on {kv, Node},
+%% then {'$gen_call', {FakePid, Ref}, Request}, and DEMONITOR_P once the
+%% reply {Ref, Reply} is in. Replies come in call order (one server
+%% process), so reading K replies sends K demonitors and the next K
+%% calls. Frames are encoded before the clock starts. {Total, ElapsedUs}.
+raw_calls(#raw{sock = S, pid = Pid}, Total, Window) ->
+    {Calls, Demons, LastRef} = raw_call_frames(Pid, Total),
+    First = min(Window, Total),
+    T0 = erlang:monotonic_time(),
+    ok = gen_tcp:send(S, [element(K, Calls) || K <- lists:seq(1, First)]),
+    {Last, _} = raw_calls_loop(S, Calls, Demons, Total, First, 0, <<>>),
+    Us = erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond),
+    {LastRef, {ok, _}} = raw_message(Last),
+    {Total, Us}.
+
+raw_calls_loop(S, Calls, Demons, Total, Sent, Got, Buf0) ->
+    {ok, More} = gen_tcp:recv(S, 0, ?REPLY_TIMEOUT),
+    {Frames, Last, Buf} = raw_split(<<Buf0/binary, More/binary>>, 0, none),
+    Got1 = Got + Frames,
+    Sent1 = min(Total, Sent + Frames),
+    ok = gen_tcp:send(S, [[element(K, Demons) || K <- lists:seq(Got + 1, Got1)],
+                          [element(K, Calls) || K <- lists:seq(Sent + 1, Sent1)]]),
+    case Got1 >= Total of
+        true -> {Last, Got1};
+        false -> raw_calls_loop(S, Calls, Demons, Total, Sent1, Got1, Buf)
+    end.
+
+%% Counts the whole SEND frames (pass-through, control {2, '', Pid}: the
+%% replies) in Buf, skipping ticks and anything else the target sends;
+%% returns {Count, LastReply, Rest}.
+raw_split(<<Len:32, Frame:Len/binary, Rest/binary>>, N, Last) ->
+    case Frame of
+        <<112, 131, 104, 3, 97, 2, _/binary>> -> raw_split(Rest, N + 1, Frame);
+        _ -> raw_split(Rest, N, Last)
+    end;
+raw_split(Buf, N, Last) ->
+    {N, Last, Buf}.
+
+raw_call_frames(Pid, Total) ->
+    Key = {raw_blob, Pid, Total, calls},
+    case get(Key) of
+        undefined ->
+            Refs = [make_ref() || _ <- lists:seq(1, Total)],
+            Calls = list_to_tuple(
+                      [iolist_to_binary([raw_frame_ctl({19, Pid, kv, Ref}),
+                                         raw_frame({6, Pid, '', kv},
+                                                   {'$gen_call', {Pid, Ref}, {get, bench_key}})])
+                       || Ref <- Refs]),
+            Demons = list_to_tuple([iolist_to_binary(raw_frame_ctl({20, Pid, kv, Ref}))
+                                    || Ref <- Refs]),
+            V = {Calls, Demons, lists:last(Refs)},
+            put(Key, V),
+            V;
+        V ->
+            V
+    end.
+
+raw_frame_ctl(Ctl) ->
+    C = term_to_binary(Ctl),
+    [<<(1 + byte_size(C)):32, 112>>, C].
+
+raw_warm_calls(Node) ->
+    R = raw_connect(Node),
+    try raw_calls(R, 2000, ?CALLERS) after gen_tcp:close(R#raw.sock), raw_forget() end.
+
+%% Number of calls the BEAM service answers in about ?ROUND_MS.
+raw_calibrate_calls(Node) ->
+    Pilot = 5000,
+    R = raw_connect(Node),
+    try
+        _ = raw_calls(R, Pilot, ?CALLERS),
+        {_, Us} = raw_calls(R, Pilot, ?CALLERS),
+        max(Pilot, round(Pilot * ?ROUND_MS * 1000 / max(1, Us)))
+    after
+        gen_tcp:close(R#raw.sock),
+        raw_forget()
+    end.
+
+%% Number of messages the BEAM target absorbs in about ?ROUND_MS.
+raw_calibrate(Node, MkMsg) ->
+    Pilot = 20000,
+    R = raw_connect(Node),
+    try
+        _ = raw_round(R, Pilot, MkMsg),
+        {_, Us} = raw_round(R, Pilot, MkMsg),
+        max(Pilot, round(Pilot * ?ROUND_MS * 1000 / max(1, Us)))
+    after
+        gen_tcp:close(R#raw.sock),
+        raw_forget()
+    end.
 
 median(Vs) ->
     Sorted = lists:sort(Vs),

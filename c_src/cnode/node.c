@@ -1399,6 +1399,7 @@ static void conn_read(conn_t *c)
                        n < 0 ? strerror(errno) : "");
             break;
         }
+        bool drained = (size_t)n < c->in_cap - c->in_len;
         total += (size_t)n;
         c->in_len += (size_t)n;
         c->last_rx_ms = tether_node_now_ms();
@@ -1409,6 +1410,10 @@ static void conn_read(conn_t *c)
             memmove(c->in, c->in + used, c->in_len - used);
             c->in_len -= used;
         }
+        /* A short read emptied the socket: epoll (level-triggered) says
+         * when more comes, so no recv is spent just to hear EAGAIN. */
+        if (drained)
+            break;
     }
 }
 
@@ -1701,6 +1706,9 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
     int rc = tether_procs_new(node->name, 0, node_out, node, &node->procs);
     if (rc < 0)
         goto fail;
+    /* Messages from sockets reach an idle process without a mailbox copy:
+     * dispatch() and the posts run outside every handler. */
+    tether__procs_set_direct(node->procs, true);
     node->epfd = epoll_create1(EPOLL_CLOEXEC);
     node->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (node->epfd < 0 || node->event_fd < 0 ||

@@ -108,6 +108,8 @@ struct tether_procs {
     tether_proc_t *dead;
     sig_t *shead, *stail;
     bool draining;
+    bool direct;     /* deliver *_send_in at once when possible */
+    bool in_handler; /* a handler is running */
     tether_procs_stats_t stats;
 };
 
@@ -484,8 +486,12 @@ size_t tether_procs_run(tether_procs_t *procs, size_t budget)
             .data = m->data,
             .len = m->len,
         };
-        if (p->spec.handler)
+        if (p->spec.handler) {
+            bool nested = procs->in_handler;
+            procs->in_handler = true;
             p->spec.handler(p, &msg, p->spec.arg);
+            procs->in_handler = nested;
+        }
         free(m);
         done++;
         if (p->alive && p->mhead)
@@ -1153,6 +1159,33 @@ void tether_proc_exit(tether_proc_t *self, const char *reason, size_t len)
 
 /* ---- input from other nodes ---------------------------------------- */
 
+void tether__procs_set_direct(tether_procs_t *procs, bool on)
+{
+    procs->direct = on;
+}
+
+/*
+ * Hands an arriving message to t: at once, without a copy, when direct
+ * delivery is on, no handler or exit signal is being processed and t's
+ * mailbox is empty (so nothing queued for t is overtaken); queued
+ * otherwise. The data is only read during the call either way.
+ */
+static void deliver_in(tether_proc_t *t, const erlang_pid *from,
+                       const char *msg, size_t len)
+{
+    tether_procs_t *procs = t->procs;
+    if (!procs->direct || procs->in_handler || procs->draining ||
+        t->mhead != NULL || !t->alive || t->spec.handler == NULL) {
+        enqueue(t, from, msg, len);
+        return;
+    }
+    tether_msg_t m = {.from = from, .data = msg, .len = len};
+    procs->stats.delivered++;
+    procs->in_handler = true;
+    t->spec.handler(t, &m, t->spec.arg);
+    procs->in_handler = false;
+}
+
 void tether_procs_send_in(tether_procs_t *procs, const erlang_pid *from,
                           const erlang_pid *to, const char *msg, size_t len)
 {
@@ -1161,7 +1194,7 @@ void tether_procs_send_in(tether_procs_t *procs, const erlang_pid *from,
         procs->stats.dropped++;
         return;
     }
-    enqueue(t, from, msg, len);
+    deliver_in(t, from, msg, len);
 }
 
 void tether_procs_reg_send_in(tether_procs_t *procs, const erlang_pid *from,
@@ -1172,7 +1205,7 @@ void tether_procs_reg_send_in(tether_procs_t *procs, const erlang_pid *from,
         procs->stats.dropped++;
         return;
     }
-    enqueue(t, from, msg, len);
+    deliver_in(t, from, msg, len);
 }
 
 void tether_procs_alias_send_in(tether_procs_t *procs, const erlang_pid *from,
@@ -1184,7 +1217,7 @@ void tether_procs_alias_send_in(tether_procs_t *procs, const erlang_pid *from,
         procs->stats.dropped++;
         return;
     }
-    enqueue(t, from, msg, len);
+    deliver_in(t, from, msg, len);
 }
 
 void tether_procs_link_in(tether_procs_t *procs, const erlang_pid *from,

@@ -168,6 +168,17 @@ int tether_procs_send(tether_procs_t *procs, const erlang_pid *from,
 
 /* ---- input from other nodes (the runtime calls these) -------------- */
 
+/*
+ * Direct delivery (off by default). When on, a message that arrives
+ * through tether_procs_send_in(), _reg_send_in() or _alias_send_in() for
+ * a process whose mailbox is empty, while no handler runs and no exit
+ * signal is being processed, is handed to the handler during the call,
+ * without a copy; otherwise it is queued as usual. Order per process is
+ * kept (a queued message is never overtaken). The runtime turns it on:
+ * the *_in calls then come from its event loop only, outside handlers.
+ */
+void tether__procs_set_direct(tether_procs_t *procs, bool on);
+
 /* SEND / SEND_SENDER: `from` may be NULL. Unknown pids drop the message. */
 void tether_procs_send_in(tether_procs_t *procs, const erlang_pid *from,
                           const erlang_pid *to, const char *msg, size_t len);

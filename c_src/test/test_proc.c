@@ -599,3 +599,115 @@ Test(proc, new_rejects_bad_node_names)
     cr_assert_eq(tether_procs_new("@x", 1, NULL, NULL, &p2), TETHER_EINVAL);
     cr_assert_eq(tether_procs_new("a@", 1, NULL, NULL, &p2), TETHER_EINVAL);
 }
+
+/* ---- direct delivery ------------------------------------------------ */
+
+Test(proc, direct_delivery_is_off_by_default)
+{
+    rec_t a;
+    tether_proc_t *pa = spawn_rec(&a);
+    char m[32];
+    size_t l = atom(m, "one");
+    tether_procs_send_in(procs, NULL, tether_proc_pid(pa), m, l);
+    cr_assert_eq(a.n, 0);
+    cr_assert_eq(tether_procs_run(procs, 0), 1);
+    cr_assert_eq(a.n, 1);
+}
+
+Test(proc, direct_delivery_hands_an_idle_process_its_message_at_once)
+{
+    rec_t a;
+    tether_proc_t *pa = spawn_rec(&a);
+    cr_assert_eq(tether_proc_register(pa, "svc"), 0);
+    tether__procs_set_direct(procs, true);
+    char m1[32], m2[32];
+    size_t l1 = atom(m1, "one"), l2 = atom(m2, "two");
+    erlang_pid from = remote_pid(5);
+    tether_procs_send_in(procs, &from, tether_proc_pid(pa), m1, l1);
+    cr_assert_eq(a.n, 1);
+    tether_procs_reg_send_in(procs, &from, "svc", m2, l2);
+    cr_assert_eq(a.n, 2);
+    cr_assert(tether_term_is_atom(a.data[0], a.len[0], "one"));
+    cr_assert(tether_term_is_atom(a.data[1], a.len[1], "two"));
+    cr_assert_not(tether_procs_pending(procs));
+    tether_procs_stats_t st;
+    tether_procs_stats(procs, &st);
+    cr_assert_eq(st.delivered, 2);
+}
+
+Test(proc, direct_delivery_never_overtakes_a_queued_message)
+{
+    rec_t a;
+    tether_proc_t *pa = spawn_rec(&a);
+    char m1[32], m2[32];
+    size_t l1 = atom(m1, "one"), l2 = atom(m2, "two");
+    /* Queued while direct delivery is off... */
+    tether_procs_send_in(procs, NULL, tether_proc_pid(pa), m1, l1);
+    tether__procs_set_direct(procs, true);
+    /* ...so this one queues behind it. */
+    tether_procs_send_in(procs, NULL, tether_proc_pid(pa), m2, l2);
+    cr_assert_eq(a.n, 0);
+    cr_assert_eq(tether_procs_run(procs, 0), 2);
+    cr_assert_eq(a.n, 2);
+    cr_assert(tether_term_is_atom(a.data[0], a.len[0], "one"));
+    cr_assert(tether_term_is_atom(a.data[1], a.len[1], "two"));
+}
+
+/* Forwards every message to the pid in its arg through send_in. */
+typedef struct {
+    erlang_pid to;
+    int calls;
+    size_t seen_by_target; /* the target's count when the call returned */
+    rec_t *target;
+} fwd_t;
+
+static void fwd_handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
+{
+    fwd_t *f = arg;
+    f->calls++;
+    tether_procs_send_in(tether_proc_procs(self), NULL, &f->to, msg->data,
+                         msg->len);
+    f->seen_by_target = f->target->n;
+}
+
+Test(proc, direct_delivery_queues_what_a_handler_sends)
+{
+    rec_t b;
+    tether_proc_t *pb = spawn_rec(&b);
+    fwd_t f = {.to = *tether_proc_pid(pb), .target = &b};
+    tether_proc_spec_t spec = {fwd_handler, NULL, &f};
+    tether_proc_t *pf;
+    cr_assert_eq(tether_proc_spawn(procs, &spec, &pf), 0);
+    tether__procs_set_direct(procs, true);
+    char m[32];
+    size_t l = atom(m, "x");
+    tether_procs_send_in(procs, NULL, tether_proc_pid(pf), m, l);
+    cr_assert_eq(f.calls, 1);
+    /* No handler runs inside another: b got it queued. */
+    cr_assert_eq(f.seen_by_target, 0);
+    cr_assert(tether_procs_pending(procs));
+    cr_assert_eq(tether_procs_run(procs, 0), 1);
+    cr_assert_eq(b.n, 1);
+    cr_assert(tether_term_is_atom(b.data[0], b.len[0], "x"));
+}
+
+Test(proc, direct_delivery_lets_a_handler_exit_its_process)
+{
+    rec_t a;
+    memset(&a, 0, sizeof a);
+    tether_proc_spec_t spec = {rec_handler, rec_exit, &a};
+    tether_proc_t *p;
+    cr_assert_eq(tether_proc_spawn(procs, &spec, &p), 0);
+    tether__procs_set_direct(procs, true);
+    char m[32];
+    size_t l = atom(m, "x");
+    tether_procs_send_in(procs, NULL, tether_proc_pid(p), m, l);
+    cr_assert_eq(a.n, 1);
+    erlang_pid pid = *tether_proc_pid(p);
+    tether_proc_exit(p, NULL, 0);
+    /* The dead process gets nothing more and is freed by the next run. */
+    tether_procs_send_in(procs, NULL, &pid, m, l);
+    cr_assert_eq(a.n, 1);
+    cr_assert_eq(tether_procs_run(procs, 0), 0);
+    cr_assert_eq(a.exits, 1);
+}
