@@ -68,6 +68,42 @@ else
     broken "criterion (build)"
 fi
 
+# -- Criterion under valgrind, in CI (or with TETHER_VALGRIND=1) ----------
+# The same suites built without sanitizers (make -C c_src vg-tests), each
+# run under memcheck: an invalid access, an uninitialised read or a
+# definite leak fails the suite. test_sim is left out: its 1000 seeds
+# under ASan above cover it, and under valgrind they would take long.
+if [ "${CI:-}" = true ] || [ "${TETHER_VALGRIND:-}" = 1 ]; then
+    if command -v valgrind >/dev/null && make -C c_src vg-tests; then
+        for t in c_src/build/vg/test_*; do
+            [ -x "$t" ] || continue
+            name=$(basename "$t")
+            [ "$name" = test_sim ] && continue
+            valgrind -q --error-exitcode=99 --leak-check=full \
+                --errors-for-leak-kinds=definite --trace-children=yes \
+                "$t" --jobs 2 >"$log/vg_$name" 2>&1
+            rc=$?
+            line=$(grep -a 'Synthesis:' "$log/vg_$name" | tail -n 1)
+            p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$line")
+            f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
+            c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
+            if [ -z "$p" ]; then
+                cat "$log/vg_$name"
+                broken "valgrind $name"
+                continue
+            fi
+            f=$((${f:-0} + ${c:-0}))
+            if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+                cat "$log/vg_$name"
+                f=1
+            fi
+            count "$p" "$f" "valgrind $name"
+        done
+    else
+        broken "valgrind (not installed, or vg-tests did not build)"
+    fi
+fi
+
 # -- static checks: xref and dialyzer stay clean ---------------------------
 for tool in xref dialyzer; do
     if rebar3 "$tool" >"$log/$tool" 2>&1; then

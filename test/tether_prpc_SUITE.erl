@@ -33,9 +33,10 @@
          defer_short_timeout/1, multicall_in_node_order/1,
          multicall_one_node_down/1, cast_runs/1, abcast_every_node/1]).
 -export([cnode_call/1, cnode_shapes_match_rpc/1, cnode_drop_nodedown/1,
-         cnode_defer_completes_after_heal/1, cnode_multicall_mixed/1]).
+         cnode_defer_completes_after_heal/1, cnode_multicall_mixed/1,
+         cnode_many_held_calls_survive_heal/1]).
 %% Run on the peers.
--export([timed_call/5, call_then_flush/3]).
+-export([timed_call/5, call_then_flush/3, many_calls/3]).
 
 -define(HB_MS, 200).
 -define(TTL_MS, 2000).
@@ -57,7 +58,8 @@ groups() ->
                  defer_short_timeout, multicall_in_node_order,
                  multicall_one_node_down, cast_runs, abcast_every_node]},
      {cnode, [], [cnode_call, cnode_shapes_match_rpc, cnode_drop_nodedown,
-                  cnode_defer_completes_after_heal, cnode_multicall_mixed]}].
+                  cnode_defer_completes_after_heal, cnode_multicall_mixed,
+                  cnode_many_held_calls_survive_heal]}].
 
 init_per_suite(Config) ->
     case tether_test_lib:require_env(Config) of
@@ -310,6 +312,33 @@ cnode_defer_completes_after_heal(Config) ->
             ct:fail(no_answer_after_heal)
     end.
 
+%% Hundreds of calls held by a defer partition reach the C-node at once on
+%% heal; it runs them all and answers each (a regression: it used to
+%% recurse once per held request and overflow its stack).
+cnode_many_held_calls_survive_heal(Config) ->
+    {[N1, _, _] = Bs, CN} = cluster_with_cnode(Config),
+    N = 1000,
+    {ok, _Ref} = call(N1, tether, partition, [[N1], [CN], defer]),
+    wait_partition_known(Bs),
+    Self = self(),
+    Caller = spawn_link(fun() ->
+                                R = erpc:call(N1, ?MODULE, many_calls,
+                                              [CN, N, 4 * ?WAIT_MS],
+                                              5 * ?WAIT_MS),
+                                Self ! {called, self(), R}
+                        end),
+    %% Every call is held by N1's engine before the heal.
+    wait_until(fun() -> call(N1, tether_server, info, []) end,
+               fun(#{stats := #{part_deferred := D}}) -> D >= N;
+                  (_) -> false end),
+    ok = call(N1, tether, heal, []),
+    receive
+        {called, Caller, R} -> ?assertEqual(lists:seq(1, N), R)
+    after 4 * ?WAIT_MS ->
+            ct:fail(no_answers_after_heal)
+    end,
+    ?assertEqual(CN, call(N1, tether, call, [CN, rpctest, node, []])).
+
 %% multicall over BEAM nodes and the C-node, in the order given.
 cnode_multicall_mixed(Config) ->
     {[N1, N2, _], CN} = cluster_with_cnode(Config),
@@ -317,6 +346,17 @@ cnode_multicall_mixed(Config) ->
                  call(N1, tether, multicall, [[N2, CN, N1], rpctest, node, []])).
 
 %%% Helpers run on the peers
+
+%% The answers of N concurrent tether:call(Node, rpctest, echo, [I]),
+%% sorted.
+many_calls(Node, N, Timeout) ->
+    Self = self(),
+    Pids = [spawn_link(fun() ->
+                               Self ! {echoed, self(),
+                                       tether:call(Node, rpctest, echo, [I],
+                                                   Timeout)}
+                       end) || I <- lists:seq(1, N)],
+    lists:sort([receive {echoed, P, R} -> R end || P <- Pids]).
 
 %% {Milliseconds, tether:call(Node, M, F, A, Timeout)}.
 timed_call(Node, M, F, A, Timeout) ->

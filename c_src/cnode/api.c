@@ -1418,6 +1418,9 @@ int tether__call_invoke(tether_node_t *node, const char *module,
     if (node == NULL || done == NULL || !name_ok(module) ||
         !name_ok(function) || !tether_term_valid(args, args_len))
         return TETHER_EINVAL;
+    api_t *api = api_get(node);
+    if (api == NULL)
+        return TETHER_ENOMEM;
     ei_x_buff x;
     if (ei_x_new_with_version(&x) < 0)
         return TETHER_ENOMEM;
@@ -1439,6 +1442,6 @@ int tether__call_invoke(tether_node_t *node, const char *module,
         call_free(c);
         return TETHER_EINVAL;
     }
-    call_run(tether__node_api(node), c);
+    call_run(api, c);
     return 0;
 }

@@ -124,6 +124,7 @@ typedef struct cluster {
     announced_t services[SERVICES_MAX];
     size_t nservices;
     pending_req_t *pending, **pending_tail;
+    bool starting; /* rpc_start_pending is running (answers call run()) */
 } cluster_t;
 
 #define LOG(node, lvl, ...) tether__node_log((node), (lvl), __VA_ARGS__)
@@ -735,8 +736,14 @@ static const tether_engine_module_t rpc_module = {
     .on_message = rpc_on_message,
 };
 
+/* Starts the held requests in order. An answer given at once calls run(),
+ * which calls this again: the flag keeps that from recursing once per
+ * request (a heal may release a whole defer queue). */
 static void rpc_start_pending(cluster_t *cl)
 {
+    if (cl->starting)
+        return;
+    cl->starting = true;
     while (cl->pending != NULL) {
         pending_req_t *p = cl->pending;
         cl->pending = p->next;
@@ -747,6 +754,7 @@ static void rpc_start_pending(cluster_t *cl)
             cl->bad_input++;
         free(p);
     }
+    cl->starting = false;
 }
 
 static void pending_clear(cluster_t *cl)
@@ -1705,4 +1713,10 @@ int tether_cluster_register_name(tether_node_t *node, const char *name)
     cl->names[cl->nnames++] = n;
     run(cl);
     return 0;
+}
+
+tether_engine_t *tether__cluster_engine(const tether_node_t *node)
+{
+    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    return cl ? cl->eng : NULL;
 }

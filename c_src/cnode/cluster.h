@@ -50,4 +50,9 @@ uint64_t tether__cluster_bad_input(const tether_node_t *node);
 const tether_engine_stats_t *
 tether__cluster_engine_stats(const tether_node_t *node);
 
+/* The cluster's engine, or NULL without a cluster: for tests and fuzz
+ * targets that drive its sessions without a distribution connection.
+ * Loop thread. */
+tether_engine_t *tether__cluster_engine(const tether_node_t *node);
+
 #endif /* TETHER_CNODE_CLUSTER_H */

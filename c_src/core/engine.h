@@ -288,9 +288,9 @@ int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
  * validated: the caller checks them with a complete decoder, as an opaque
  * module does) to handle now; TETHER_EAGAIN when a defer partition holds it (the
  * module of *type gets it on heal, as if received then); TETHER_ECLOSED
- * (a drop partition, we left, session not usable); TETHER_EPROTO (a hello
- * or an engine control message, which is handled as tether_engine_recv()
- * would); the envelope's own refusals
+ * (a drop partition, we left, session not usable); TETHER_EPROTO (a hello,
+ * counted and not handled; or an engine control message, which is handled
+ * as tether_engine_recv() would); the envelope's own refusals
  * (TETHER_EAUTH, TETHER_EREPLAY, ...). Every refusal is counted as
  * tether_engine_recv() counts it.
  */
