@@ -354,3 +354,303 @@ Test(cluster, configuration_checks)
     cr_assert_eq(tether_cluster_members(node, m, 1), 1);
     tether_node_free(node);
 }
+
+/* ---- tether_rpc requests a defer partition held --------------------- */
+
+/*
+ * Regression: a defer partition known only to the node's engine holds
+ * many tether_rpc requests from b1; on heal the engine hands them to the
+ * cluster's module hook, and the next run() starts them. Each answer goes
+ * back through the engine and calls run() again, which must not start
+ * the rest of the queue from inside the answer (that recursed once per
+ * held request and overflowed the stack). The whole test runs inside one
+ * turn of the node's loop, so every registered function completes at
+ * once, as on a live node.
+ */
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "cnode/api.h"
+#include "core/engine.h"
+#include "tether/term.h"
+
+#define HELD_COOKIE      "secret"              /* new_node()'s cookie */
+#define HELD_MSG_ERLANG  TETHER_MSG_MODULE_MIN /* cluster.c's MSG_ERLANG */
+#define HELD_REQUESTS    1000 /* below TETHER_ENGINE_DEFAULT_DEFER (1024) */
+#define HELD_PUMP_ROUNDS 64
+#define HELD_HB_MS       100
+#define HELD_TTL_MS      500
+/* How far apart the frames of two runs of a held request may be: they
+ * all start from the same loop, so any real spread means recursion. */
+#define HELD_STACK_SPREAD_MAX (64 * 1024)
+
+typedef struct held {
+    tether_engine_t *pe;  /* b1's engine */
+    int ran;              /* runs of ct:count/1 */
+    int ran_on_heal;      /* runs once the heal was handled */
+    uintptr_t frame0;     /* frame of its first run */
+    uintptr_t spread;     /* largest distance from it, held runs only */
+    uint64_t deferred;    /* requests the partition held */
+    uint64_t flushed;     /* held messages handled on heal */
+    uint64_t bad_input;   /* the cluster's count after the heal */
+    int invoke_rc;        /* tether__call_invoke() of that call */
+    int outcomes;         /* execute/2 outcomes after the heal */
+    char outcome[BUF_SZ]; /* the last one */
+    size_t outcome_len;
+} held_t;
+
+/* ct:count/1: counts its runs and where their frames are; returns ok. */
+static void held_count(tether_call_t *call, const char *args, int index,
+                       int argc, void *ctx)
+{
+    held_t *h = ctx;
+    uintptr_t f = (uintptr_t)__builtin_frame_address(0);
+    (void)args;
+    (void)index;
+    (void)argc;
+    if (h->ran++ == 0)
+        h->frame0 = f;
+    uintptr_t d = f > h->frame0 ? f - h->frame0 : h->frame0 - f;
+    if (h->ran <= HELD_REQUESTS && d > h->spread)
+        h->spread = d;
+    (void)tether_call_return_atom(call, "ok");
+}
+
+/* Moves engine actions between the node's engine (ne) and b1's (pe). */
+static void held_pump(tether_engine_t *ne, tether_engine_t *pe)
+{
+    for (int round = 0; round < HELD_PUMP_ROUNDS; round++) {
+        tether_engine_action_t a;
+        int any = 0;
+        while (tether_engine_next_action(ne, &a)) {
+            if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, PEER) == 0)
+                (void)tether_engine_recv(pe, SELF, a.data, a.len);
+            tether_engine_action_release(&a);
+            any = 1;
+        }
+        while (tether_engine_next_action(pe, &a)) {
+            if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, SELF) == 0)
+                (void)tether_engine_recv(ne, PEER, a.data, a.len);
+            tether_engine_action_release(&a);
+            any = 1;
+        }
+        if (!any)
+            return;
+    }
+}
+
+/* b1's engine with a session to the node's engine; NULL on failure. */
+static tether_engine_t *held_peer(tether_engine_t *ne)
+{
+    tether_engine_config_t cfg;
+    tether_engine_t *pe = NULL;
+
+    tether_engine_config_default(&cfg);
+    cfg.name = PEER;
+    cfg.incarnation = 1;
+    cfg.heartbeat_ms = HELD_HB_MS;
+    cfg.ttl_ms = HELD_TTL_MS;
+    cfg.cookie = (const uint8_t *)HELD_COOKIE;
+    cfg.cookie_len = sizeof HELD_COOKIE - 1;
+    memset(cfg.seed, 0x33, sizeof cfg.seed);
+    if (tether_engine_new(&cfg, &pe) != 0)
+        return NULL;
+    (void)tether_engine_tick(pe, 0);
+    (void)tether_engine_peer_up(ne, PEER);
+    (void)tether_engine_peer_up(pe, SELF);
+    held_pump(ne, pe);
+    if (!tether_engine_session_up(pe, SELF) ||
+        !tether_engine_session_up(ne, PEER)) {
+        tether_engine_free(pe);
+        return NULL;
+    }
+    return pe;
+}
+
+/* {tether_rpc, {call, rt, ct, count, [I]}} into x (version included). */
+static int held_request(ei_x_buff *x, long i)
+{
+    if (ei_x_new_with_version(x) < 0)
+        return -1;
+    if (ei_x_encode_tuple_header(x, 2) < 0 ||
+        ei_x_encode_atom(x, "tether_rpc") < 0 ||
+        ei_x_encode_tuple_header(x, 5) < 0 || ei_x_encode_atom(x, "call") < 0 ||
+        ei_x_encode_atom(x, "rt") < 0 || ei_x_encode_atom(x, "ct") < 0 ||
+        ei_x_encode_atom(x, "count") < 0 || ei_x_encode_list_header(x, 1) < 0 ||
+        ei_x_encode_long(x, i) < 0 || ei_x_encode_empty_list(x) < 0) {
+        ei_x_free(x);
+        return -1;
+    }
+    return 0;
+}
+
+/* {'$gen_call', {Pid, 1}, heal_all} from a local pid that is not alive
+ * (the reply is dropped). */
+static void held_heal_all_msg(term_t *t)
+{
+    ei_x_buff x;
+    erlang_pid pid = {.num = 4242, .serial = 0, .creation = 1};
+    strcpy(pid.node, SELF);
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "$gen_call");
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_pid(&x, &pid);
+    ei_x_encode_long(&x, 1);
+    ei_x_encode_atom(&x, "heal_all");
+    t_done(t, &x);
+}
+
+/* execute/2's outcome after the heal: kept for the test to check. */
+static void held_done(tether_node_t *node, void *ctx, const char *term,
+                      size_t len)
+{
+    held_t *h = ctx;
+    (void)node;
+    h->outcomes++;
+    h->outcome_len = len < sizeof h->outcome ? len : 0;
+    memcpy(h->outcome, term, h->outcome_len);
+}
+
+/* One fresh request through execute/2 (the fast path), after the heal. */
+static void held_fast_call(tether_node_t *node, held_t *h)
+{
+    ei_x_buff req, args;
+    uint8_t *sealed = NULL;
+    size_t slen = 0;
+
+    /* b1 learned the partition from the node's digests while the requests
+     * were held; it heals too, as the heal's gossip would tell it. */
+    tether_engine_heal_all(h->pe);
+    if (held_request(&req, HELD_REQUESTS) < 0)
+        return;
+    if (tether_engine_seal(h->pe, SELF, HELD_MSG_ERLANG,
+                           (const uint8_t *)req.buff, (size_t)req.index,
+                           &sealed, &slen) == 0 &&
+        ei_x_new_with_version(&args) == 0) {
+        if (ei_x_encode_list_header(&args, 2) == 0 &&
+            ei_x_encode_atom(&args, PEER) == 0 &&
+            ei_x_encode_binary(&args, sealed, (long)slen) == 0 &&
+            ei_x_encode_empty_list(&args) == 0)
+            h->invoke_rc =
+                tether__call_invoke(node, "tether_rpc", "execute", args.buff,
+                                    (size_t)args.index, held_done, h);
+        ei_x_free(&args);
+    }
+    free(sealed);
+    ei_x_free(&req);
+}
+
+/* The test's body, on the loop thread; stops the loop. */
+static void held_on_loop(tether_node_t *node, void *arg)
+{
+    held_t *h = arg;
+    tether_engine_t *ne = tether__cluster_engine(node);
+    const char *a[] = {SELF}, *b[] = {PEER};
+    term_t t;
+    ei_x_buff req;
+
+    if (ne == NULL || (h->pe = held_peer(ne)) == NULL)
+        goto out;
+    if (tether_engine_partition(ne, a, 1, b, 1, TETHER_PARTITION_DEFER, NULL) !=
+        0)
+        goto out;
+    /* b1 does not know the partition: it sends, the node's engine holds. */
+    for (long i = 0; i < HELD_REQUESTS; i++) {
+        if (held_request(&req, i) < 0)
+            goto out;
+        (void)tether_engine_send(h->pe, SELF, HELD_MSG_ERLANG,
+                                 (const uint8_t *)req.buff, (size_t)req.index,
+                                 0);
+        ei_x_free(&req);
+    }
+    held_pump(ne, h->pe);
+    h->deferred = tether_engine_stats(ne)->part_deferred;
+    /* Heal as a BEAM member asks it: tether:heal_all() on this node. */
+    held_heal_all_msg(&t);
+    deliver(node, t.buf, t.len);
+    h->ran_on_heal = h->ran;
+    h->flushed = tether_engine_stats(ne)->defer_flushed;
+    h->bad_input = tether__cluster_bad_input(node);
+    held_fast_call(node, h);
+out:
+    tether_node_stop(node);
+}
+
+Test(cluster, many_held_rpc_requests_run_after_heal_without_recursion)
+{
+    tether_node_t *node = new_node();
+    tether_cluster_config_t cfg = {.heartbeat_ms = HELD_HB_MS,
+                                   .ttl_ms = HELD_TTL_MS};
+    held_t *h = calloc(1, sizeof *h);
+    cr_assert_not_null(h);
+    h->invoke_rc = TETHER_EINVAL; /* set by the call after the heal */
+    cr_assert_eq(
+        tether_function_register(node, "ct", "count", 1, held_count, h), 0);
+    cr_assert_eq(tether_cluster_start(node, &cfg), 0);
+    cr_assert_eq(tether_node_post(node, held_on_loop, h), 0);
+    cr_assert_eq(tether_node_run(node), 0);
+
+    cr_assert_not_null(h->pe, "b1 got a session with the node's engine");
+    cr_assert_eq(h->deferred, HELD_REQUESTS);
+    cr_assert_geq(h->flushed, HELD_REQUESTS);
+    /* Every held request ran once, none from inside another's answer. */
+    cr_assert_eq(h->ran_on_heal, HELD_REQUESTS);
+    cr_assert_eq(h->bad_input, 0);
+    cr_assert_lt(h->spread, HELD_STACK_SPREAD_MAX, "frames %zu bytes apart",
+                 (size_t)h->spread);
+    /* The node still works: a fresh call runs and is answered, sealed. */
+    cr_assert_eq(h->invoke_rc, 0);
+    cr_assert_eq(h->ran, HELD_REQUESTS + 1);
+    cr_assert_eq(h->outcomes, 1);
+    int idx = 0, ver, arity;
+    char tag[MAXATOMLEN_UTF8];
+    cr_assert_eq(ei_decode_version(h->outcome, &idx, &ver), 0);
+    cr_assert_eq(ei_decode_tuple_header(h->outcome, &idx, &arity), 0);
+    cr_assert_eq(ei_decode_atom(h->outcome, &idx, tag), 0);
+    cr_assert_str_eq(tag, "return");
+    cr_assert_eq(ei_decode_tuple_header(h->outcome, &idx, &arity), 0);
+    cr_assert_eq(ei_decode_atom(h->outcome, &idx, tag), 0);
+    cr_assert_str_eq(tag, "sealed");
+    /* It opens at b1 as {tether_rpc, {reply, rt, {return, ok}}}. */
+    int type, size;
+    cr_assert_eq(ei_get_type(h->outcome, &idx, &type, &size), 0);
+    cr_assert_eq(type, ERL_BINARY_EXT);
+    uint8_t *env = malloc(size > 0 ? (size_t)size : 1);
+    long elen = 0;
+    cr_assert_not_null(env);
+    cr_assert_eq(ei_decode_binary(h->outcome, &idx, env, &elen), 0);
+    uint8_t mtype = 0;
+    const uint8_t *p = NULL;
+    size_t plen = 0;
+    cr_assert_eq(
+        tether_engine_open(h->pe, SELF, env, (size_t)elen, &mtype, &p, &plen),
+        0);
+    cr_assert_eq(mtype, HELD_MSG_ERLANG);
+    const char *r = (const char *)p;
+    idx = 0;
+    cr_assert(tether_term_valid(r, plen));
+    cr_assert_eq(ei_decode_version(r, &idx, &ver), 0);
+    cr_assert_eq(ei_decode_tuple_header(r, &idx, &arity), 0);
+    cr_assert_eq(arity, 2);
+    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
+    cr_assert_str_eq(tag, "tether_rpc");
+    cr_assert_eq(ei_decode_tuple_header(r, &idx, &arity), 0);
+    cr_assert_eq(arity, 3);
+    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
+    cr_assert_str_eq(tag, "reply");
+    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
+    cr_assert_str_eq(tag, "rt");
+    cr_assert_eq(ei_decode_tuple_header(r, &idx, &arity), 0);
+    cr_assert_eq(arity, 2);
+    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
+    cr_assert_str_eq(tag, "return");
+    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
+    cr_assert_str_eq(tag, "ok");
+    free(env);
+
+    tether_engine_free(h->pe);
+    free(h);
+    tether_node_free(node);
+}
