@@ -63,13 +63,15 @@ end_per_testcase(_Case, Config) ->
 %% A C service registered in the cluster registry (--register rpctest):
 %% every BEAM member finds it with tether:whereis_name/1 and calls it
 %% through {via, tether, rpctest}; when the service exits its name leaves
-%% every member's table; when the C-node is killed the name goes too.
+%% every member's table; when the C-node is killed with SIGKILL its other
+%% name (the built-in echo, --register echo) goes too.
 cnode_name_in_registry(Config) ->
     [B1 | _] = Bs = start_nodes(3),
     cluster(Bs),
     Plugin = tether_rpc_lib:rpctest_plugin(),
     C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
-                    ["--load", Plugin, "--register", "rpctest"]),
+                    ["--load", Plugin, "--register", "rpctest",
+                     "--register", "echo"]),
     CN = tether_test_lib:cnode_node(C),
     wait_all_members([CN | Bs], lists:sort([CN | Bs])),
     [wait_until(fun() -> call(N, tether, whereis_name, [rpctest]) end,
@@ -86,6 +88,12 @@ cnode_name_in_registry(Config) ->
                 call(B1, gen_server, call,
                      [{via, tether, rpctest}, {crash, bye}])),
     [wait_until(fun() -> call(N, tether, whereis_name, [rpctest]) end,
+                fun(P) -> P =:= undefined end) || N <- Bs],
+    [wait_until(fun() -> call(N, tether, whereis_name, [echo]) end,
+                fun(P) -> is_pid(P) andalso node(P) =:= CN end) || N <- Bs],
+    {ok, _} = tether_test_lib:kill_cnode(C),
+    put(tether_cnodes, []),
+    [wait_until(fun() -> call(N, tether, whereis_name, [echo]) end,
                 fun(P) -> P =:= undefined end) || N <- Bs].
 
 %% The C-node started with --join B1 joins the cluster of three BEAM
