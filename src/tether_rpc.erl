@@ -44,7 +44,11 @@
 %% '''
 %% execute/2 returns `{sealed, Envelope}' (the answer), `deferred' (a
 %% partition holds the request or the answer: it comes later as
-%% `{reply, ...}' through the servers) or `{refused, Reason}'.
+%% `{reply, ...}' through the servers), `{refused, Reason}' (the request
+%% did not run) or `{no_answer, Reason}' (it ran, but its answer could
+%% not be sealed: a drop partition came in between, say; the caller
+%% counts it as a lost connection, so call_service retries it only when
+%% idempotent).
 -module(tether_rpc).
 
 -export([call/4, call/5, multicall/3, multicall/4, multicall/5, cast/4,
@@ -268,7 +272,8 @@ service_result(Outcome) -> rpcify(Outcome).
 %% FromNode (see the module doc for the terms). Anything that is not a
 %% valid envelope from FromNode is refused, never run.
 -spec execute(term(), term()) ->
-          {sealed, binary()} | deferred | {refused, term()}.
+          {sealed, binary()} | deferred | {refused, term()}
+          | {no_answer, term()}.
 execute(From, Bytes) when is_atom(From), is_binary(Bytes) ->
     case engine() of
         undefined ->
@@ -286,7 +291,8 @@ execute(_From, _Bytes) ->
 
 %% Runs an opened request; a call answers with its sealed outcome.
 -spec run(tether_nif:engine(), node(), term()) ->
-          {sealed, binary()} | deferred | {refused, term()}.
+          {sealed, binary()} | deferred | {refused, term()}
+          | {no_answer, term()}.
 run(E, From, {call, ReplyTo, M, F, A}) when is_atom(M), is_atom(F),
                                             is_list(A) ->
     answer(E, From, ReplyTo, apply_outcome(M, F, A));
@@ -303,12 +309,12 @@ run(_E, _From, _Req) ->
     {refused, badarg}.
 
 -spec answer(tether_nif:engine(), node(), term(), outcome()) ->
-          {sealed, binary()} | deferred | {refused, term()}.
+          {sealed, binary()} | deferred | {no_answer, term()}.
 answer(E, From, ReplyTo, Outcome) ->
     case seal(E, From, {tether_rpc, {reply, ReplyTo, Outcome}}) of
         {ok, Bytes} -> {sealed, Bytes};
         deferred -> deferred;
-        {error, Reason} -> {refused, Reason}
+        {error, Reason} -> {no_answer, Reason}
     end.
 
 %% @doc The deferred path, run by {@link tether_rpc_server} for a request
@@ -462,6 +468,8 @@ await(#req{how = fast, id = Id, alias = Alias, node = Node}, Deadline) ->
             deferred -> wait_reply(Alias, Deadline);
             {refused, closed} -> {not_sent, nodedown};
             {refused, Reason} -> {lost, {refused, Reason}};
+            {no_answer, closed} -> {lost, nodedown};
+            {no_answer, Reason} -> {lost, {no_answer, Reason}};
             Other -> {lost, {badanswer, Other}}
         catch
             error:{erpc, timeout} -> {lost, timeout};

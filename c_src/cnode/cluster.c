@@ -405,8 +405,9 @@ static void apply_events(cluster_t *cl)
  *   {abcast, Name, Msg}               Msg to the local registered Name
  * execute/2 answers {sealed, Envelope} ({tether_rpc, {reply, ReplyTo,
  * Outcome}} sealed for From; Outcome as api.h's INNER shapes), deferred
- * (a defer partition holds the request or the answer) or {refused,
- * Reason}. A request a defer partition held reaches the engine's module
+ * (a defer partition holds the request or the answer), {refused, Reason}
+ * (the request did not run) or {no_answer, Reason} (it ran, but its
+ * answer could not be sealed: a drop partition came in between, say). A request a defer partition held reaches the engine's module
  * hook on heal instead; it runs then and its answer goes back through
  * the engine as an ordinary module message.
  */
@@ -424,18 +425,20 @@ typedef struct rpc_job {
     char alias[]; /* ReplyTo, without 131 */
 } rpc_job_t;
 
-/* Completes execute/2 with the atom `a` or {refused, Reason}. */
+/* Completes execute/2 with the atom `a`. */
 static void outer_atom(tether_call_t *outer, const char *a)
 {
     (void)tether_call_return_atom(outer, a);
 }
 
-static void outer_refused(tether_call_t *outer, const char *reason)
+/* Completes execute/2 with {Tag, Reason}: {refused, R} (the request did
+ * not run) or {no_answer, R} (it ran; its answer could not be sealed). */
+static void outer_tagged(tether_call_t *outer, const char *tag,
+                         const char *reason)
 {
     ei_x_buff x;
     if (ei_x_new_with_version(&x) < 0 ||
-        ei_x_encode_tuple_header(&x, 2) < 0 ||
-        ei_x_encode_atom(&x, "refused") < 0 ||
+        ei_x_encode_tuple_header(&x, 2) < 0 || ei_x_encode_atom(&x, tag) < 0 ||
         ei_x_encode_atom(&x, reason) < 0) {
         ei_x_free(&x);
         (void)tether_call_raise_atom(outer, TETHER_ERROR, "system_limit");
@@ -443,6 +446,11 @@ static void outer_refused(tether_call_t *outer, const char *reason)
     }
     (void)tether_call_return(outer, x.buff, (size_t)x.index);
     ei_x_free(&x);
+}
+
+static void outer_refused(tether_call_t *outer, const char *reason)
+{
+    outer_tagged(outer, "refused", reason);
 }
 
 /* Sends the answer of a finished request: sealed back through execute/2
@@ -479,12 +487,12 @@ static void rpc_answer(tether_node_t *node, rpc_job_t *job, const char *outcome,
                 ei_x_encode_binary(&r, sealed, (long)slen) == 0)
                 (void)tether_call_return(job->outer, r.buff, (size_t)r.index);
             else
-                outer_refused(job->outer, "enomem");
+                outer_tagged(job->outer, "no_answer", "enomem");
             ei_x_free(&r);
         } else if (rc == TETHER_EAGAIN) {
             outer_atom(job->outer, "deferred");
         } else {
-            outer_refused(job->outer, error_atom(rc));
+            outer_tagged(job->outer, "no_answer", error_atom(rc));
         }
         free(sealed);
     } else if (rc == 0) {
@@ -527,6 +535,17 @@ static int term_range(const char *b, int *idx, int *start)
 {
     *start = *idx;
     return ei_skip_term(b, idx);
+}
+
+/* Skips an argument list (proper list, [] or string) at b[*idx]; its
+ * bytes are b[start, *idx). 0 or -1. */
+static int args_range(const char *b, int *idx, int *start)
+{
+    int t, sz;
+    if (ei_get_type(b, idx, &t, &sz) < 0 ||
+        (t != ERL_LIST_EXT && t != ERL_NIL_EXT && t != ERL_STRING_EXT))
+        return -1;
+    return term_range(b, idx, start);
 }
 
 /* Copies b[start, end) behind a version byte into a fresh buffer. */
@@ -572,7 +591,8 @@ static int rpc_invoke(cluster_t *cl, rpc_job_t *job, const char *m,
 
 /*
  * Starts one opened request (b: len authenticated bytes, checked here,
- * that should hold {tether_rpc, Request}). outer is execute/2's call (FAST) or NULL (the deferred path).
+ * that should hold {tether_rpc, Request}). outer is execute/2's call
+ * (FAST) or NULL (the deferred path).
  * Returns 0 when the request was taken (outer is then completed, at once
  * or later), or -1 for a malformed request (outer not completed).
  */
@@ -580,7 +600,7 @@ static int rpc_request(cluster_t *cl, const char *from, const char *b,
                        size_t len, tether_call_t *outer)
 {
     char tag[MAXATOMLEN_UTF8], m[MAXATOMLEN_UTF8], f[MAXATOMLEN_UTF8];
-    int idx = 0, ver, arity, a0 = 0, a1, r0 = 0, r1, s0 = 0, t, sz;
+    int idx = 0, ver, arity, a0 = 0, a1, r0 = 0, r1, s0 = 0;
     job_kind_t kind = outer ? JOB_FAST : JOB_DEFERRED;
     rpc_job_t *job;
 
@@ -591,19 +611,19 @@ static int rpc_request(cluster_t *cl, const char *from, const char *b,
         ei_decode_atom(b, &idx, tag) < 0)
         return -1;
     if (strcmp(tag, "call") == 0 && arity == 5) {
-        if (term_range(b, &idx, &r0) < 0 || (r1 = idx, 0) ||
-            ei_decode_atom(b, &idx, m) < 0 || ei_decode_atom(b, &idx, f) < 0 ||
-            ei_get_type(b, &idx, &t, &sz) < 0 ||
-            (t != ERL_LIST_EXT && t != ERL_NIL_EXT && t != ERL_STRING_EXT) ||
-            term_range(b, &idx, &a0) < 0)
+        if (term_range(b, &idx, &r0) < 0)
+            return -1;
+        r1 = idx;
+        if (ei_decode_atom(b, &idx, m) < 0 || ei_decode_atom(b, &idx, f) < 0 ||
+            args_range(b, &idx, &a0) < 0)
             return -1;
         a1 = idx;
     } else if (strcmp(tag, "svc_call") == 0 && arity == 5) {
-        if (term_range(b, &idx, &r0) < 0 || (r1 = idx, 0) ||
-            term_range(b, &idx, &s0) < 0 ||
-            ei_decode_atom(b, &idx, f) < 0 || ei_get_type(b, &idx, &t, &sz) < 0 ||
-            (t != ERL_LIST_EXT && t != ERL_NIL_EXT && t != ERL_STRING_EXT) ||
-            term_range(b, &idx, &a0) < 0)
+        if (term_range(b, &idx, &r0) < 0)
+            return -1;
+        r1 = idx;
+        if (term_range(b, &idx, &s0) < 0 || ei_decode_atom(b, &idx, f) < 0 ||
+            args_range(b, &idx, &a0) < 0)
             return -1;
         a1 = idx;
         int si = s0;
@@ -620,9 +640,7 @@ static int rpc_request(cluster_t *cl, const char *from, const char *b,
         }
     } else if (strcmp(tag, "cast") == 0 && arity == 4) {
         if (ei_decode_atom(b, &idx, m) < 0 || ei_decode_atom(b, &idx, f) < 0 ||
-            ei_get_type(b, &idx, &t, &sz) < 0 ||
-            (t != ERL_LIST_EXT && t != ERL_NIL_EXT && t != ERL_STRING_EXT) ||
-            term_range(b, &idx, &a0) < 0)
+            args_range(b, &idx, &a0) < 0)
             return -1;
         a1 = idx;
         job = job_new(JOB_CAST, NULL, from, NULL, 0);
