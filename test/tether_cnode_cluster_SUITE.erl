@@ -51,11 +51,7 @@ init_per_testcase(_Case, Config) ->
 %% Peers are linked to the case process; C-nodes are stopped here, also
 %% after a crash half-way.
 end_per_testcase(_Case, Config) ->
-    [catch tether_test_lib:stop_cnode(C) || C <- get_list(tether_cnodes)],
-    [catch peer:stop(P) || P <- get_list(tether_peers)],
-    erase(tether_cnodes),
-    erase(tether_peers),
-    erase(tether_nodes),
+    ok = tether_test_lib:stop_case(),
     Config.
 
 %%% Cases
@@ -67,7 +63,7 @@ end_per_testcase(_Case, Config) ->
 %% name (the built-in echo, --register echo) goes too.
 cnode_name_in_registry(Config) ->
     [B1 | _] = Bs = start_nodes(3),
-    cluster(Bs),
+    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
     Plugin = tether_rpc_lib:rpctest_plugin(),
     C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
                     ["--load", Plugin, "--register", "rpctest",
@@ -92,7 +88,7 @@ cnode_name_in_registry(Config) ->
     [wait_until(fun() -> call(N, tether, whereis_name, [echo]) end,
                 fun(P) -> is_pid(P) andalso node(P) =:= CN end) || N <- Bs],
     {ok, _} = tether_test_lib:kill_cnode(C),
-    put(tether_cnodes, []),
+    ok = tether_test_lib:forget_cnodes(),
     [wait_until(fun() -> call(N, tether, whereis_name, [echo]) end,
                 fun(P) -> P =:= undefined end) || N <- Bs].
 
@@ -100,7 +96,7 @@ cnode_name_in_registry(Config) ->
 %% nodes; all four agree on the sorted member list.
 cnode_joins_with_flag(Config) ->
     [B1 | _] = Bs = start_nodes(3),
-    cluster(Bs),
+    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
     C = start_cnode(Config, [B1]),
     CN = tether_test_lib:cnode_node(C),
     All = lists:sort([CN | Bs]),
@@ -176,13 +172,13 @@ defer_partition(Config) ->
 sigkill_removes_cnode_and_restart_rejoins(Config) ->
     {CN, [B1 | _] = Bs} = four(Config),
     #{incarnation := Inc1} = cinfo(CN),
-    [C] = get_list(tether_cnodes),
+    [C] = tether_test_lib:case_cnodes(),
     T0 = erlang:monotonic_time(millisecond),
     {ok, _} = tether_test_lib:kill_cnode(C),
     wait_all_members(Bs, lists:sort(Bs)),
     ct:pal("C-node dropped by every BEAM member after ~b ms (TTL ~b ms)",
            [erlang:monotonic_time(millisecond) - T0, ?TTL_MS]),
-    put(tether_cnodes, []),
+    ok = tether_test_lib:forget_cnodes(),
     C2 = start_cnode(Config, [B1], maps:get(name, C)),
     ?assertEqual(CN, tether_test_lib:cnode_node(C2)),
     wait_all_members([CN | Bs], lists:sort([CN | Bs])),
@@ -237,7 +233,7 @@ shared_cluster_secret(Config) ->
     F = key_file(Dir, "shared.secret", crypto:strong_rand_bytes(32)),
     Other = key_file(Dir, "other.secret", crypto:strong_rand_bytes(32)),
     [B1 | _] = Bs = start_nodes(2, [{cluster_secret_file, F}]),
-    cluster(Bs),
+    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
     C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
                     ["--cluster-secret-file", F]),
     CN = tether_test_lib:cnode_node(C),
@@ -295,7 +291,7 @@ identity(Dir, Prefix) ->
 %% Three clustered BEAM nodes and a C-node joined by --join.
 four(Config) ->
     [B1 | _] = Bs = start_nodes(3),
-    cluster(Bs),
+    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
     C = start_cnode(Config, [B1]),
     CN = tether_test_lib:cnode_node(C),
     wait_all_members([CN | Bs], lists:sort([CN | Bs])),
@@ -317,59 +313,17 @@ start_cnode(Config, Seeds, Name, Extra) ->
         ++ Extra,
     Opts = #{name => Name, extra_args => Args,
              log_dir => ?config(priv_dir, Config)},
-    C = start_cnode_retry(Opts, 20),
-    put(tether_cnodes, [C | get_list(tether_cnodes)]),
-    C.
-
-start_cnode_retry(Opts, N) ->
-    case tether_test_lib:start_cnode(Opts) of
-        {ok, C} ->
-            C;
-        {error, Why} when N > 1 ->
-            ct:pal("C-node start failed, retrying: ~p", [Why]),
-            timer:sleep(250),
-            start_cnode_retry(Opts, N - 1);
-        {error, Why} ->
-            ct:fail({cnode_start_failed, Why})
-    end.
-
-ebin() ->
-    filename:dirname(code:which(tether_nif)).
+    tether_test_lib:start_case_cnode(Opts, 20).
 
 start_nodes(N) ->
     start_nodes(N, []).
 
-%% Starts N peers with tether running (heartbeat HB_MS, lease TTL_MS,
-%% plus the application env Env).
+%% Starts N peers (linked to the case) with tether running (heartbeat
+%% HB_MS, lease TTL_MS, plus the application env Env).
 start_nodes(N, Env) ->
-    Suite = filename:dirname(code:which(?MODULE)),
-    Nodes = [begin
-                 {ok, Peer, Node} =
-                     peer:start_link(
-                       #{name => peer:random_name(tether_ccl),
-                         host => "127.0.0.1",
-                         longnames => true,
-                         args => ["-pa", ebin(), "-pa", Suite,
-                                  "-kernel", "inet_dist_use_interface",
-                                  "{127,0,0,1}",
-                                  "-setcookie",
-                                  atom_to_list(erlang:get_cookie())]}),
-                 put(tether_peers, [Peer | get_list(tether_peers)]),
-                 Node
-             end || _ <- lists:seq(1, N)],
-    [begin
-         ok = call(Node, application, load, [tether]),
-         [ok = call(Node, application, set_env, [tether, K, V])
-          || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]],
-         {ok, _} = call(Node, application, ensure_all_started, [tether])
-     end || Node <- Nodes],
-    Nodes.
-
-get_list(Key) ->
-    case get(Key) of
-        undefined -> [];
-        L -> L
-    end.
+    tether_test_lib:start_tether_nodes(
+      N, #{prefix => tether_ccl, link => true,
+           env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]}).
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?CALL_MS).
@@ -382,23 +336,9 @@ cmembers(CNode) -> ccall(CNode, members).
 cinfo(CNode) -> ccall(CNode, info).
 cpartitions(CNode) -> ccall(CNode, partitions).
 
-%% Joins every node to the first and waits until they agree.
-cluster([First | Rest] = Nodes) ->
-    [ok = call(N, tether, join, [First]) || N <- Rest],
-    wait_all_members(Nodes, lists:sort(Nodes)).
-
 %% Every node of Nodes (BEAM or the C-node) lists exactly Expected.
 wait_all_members(Nodes, Expected) ->
-    [wait_until(fun() -> members_of(N) end, fun(M) -> M =:= Expected end)
-     || N <- Nodes],
-    ok.
-
-members_of(N) ->
-    case lists:member(N, [tether_test_lib:cnode_node(C)
-                          || C <- get_list(tether_cnodes)]) of
-        true -> cmembers(N);
-        false -> call(N, tether, members, [])
-    end.
+    tether_test_lib:wait_members(Nodes, Expected, ?WAIT_MS).
 
 %% Polls Get until Check holds, failing after WAIT_MS with the last value.
 wait_until(Get, Check) ->

@@ -62,15 +62,7 @@ groups() ->
                   cnode_many_held_calls_survive_heal]}].
 
 init_per_suite(Config) ->
-    case tether_test_lib:require_env(Config) of
-        {fail, _} = Fail ->
-            Fail;
-        Config1 ->
-            case code:which(rpctest) of
-                non_existing -> {fail, "test/rpctest.erl is not compiled"};
-                _ -> Config1
-            end
-    end.
+    tether_test_lib:require_env(Config, rpctest).
 
 end_per_suite(_Config) ->
     ok.
@@ -91,11 +83,7 @@ init_per_testcase(_Case, Config) ->
     Config.
 
 end_per_testcase(_Case, Config) ->
-    [catch tether_test_lib:stop_cnode(C) || C <- get_list(tether_cnodes)],
-    [catch peer:stop(P) || P <- get_list(tether_peers)],
-    erase(tether_cnodes),
-    erase(tether_peers),
-    erase(tether_nodes),
+    ok = tether_test_lib:stop_case(),
     _ = tether_test_lib:flush(),
     Config.
 
@@ -216,7 +204,7 @@ multicall_in_node_order(_Config) ->
 %% and the dead node as a bad node.
 multicall_one_node_down(_Config) ->
     [N1, N2, N3] = cluster(),
-    ok = peer:stop(peer_of(N2)),
+    ok = peer:stop(tether_test_lib:case_peer(N2)),
     wait_members([N1, N3], lists:sort([N1, N3])),
     ?assertEqual({[N3, N1], [N2]},
                  call(N1, tether, multicall, [[N3, N2, N1], rpctest, node, [],
@@ -416,63 +404,24 @@ wait_partition_known(Nodes) ->
                 end) || N <- Nodes],
     ok.
 
-%% Waits until more than two leases' worth of heartbeat rounds have
-%% passed on Node (it skips at least one heartbeat per round across a
-%% partition).
+%% Waits until more than two leases have passed on Node, across a
+%% partition.
 wait_leases_pass(Node) ->
-    #{stats := #{part_skipped := S0}} = call(Node, tether_server, info, []),
-    Rounds = 2 * (?TTL_MS div ?HB_MS) + 2,
-    wait_until(fun() -> call(Node, tether_server, info, []) end,
-               fun(#{stats := #{part_skipped := S}}) -> S >= S0 + Rounds end).
+    tether_test_lib:wait_leases_pass(Node, ?HB_MS, ?TTL_MS, ?WAIT_MS).
 
 relay(Node, Setup) ->
     call(Node, tether_test_lib, relay_start, [self(), Setup]).
 
 next_msg(Relay) ->
-    receive
-        {relay, Relay, Msg} -> Msg
-    after ?WAIT_MS ->
-            ct:fail({no_message_to, Relay})
-    end.
+    tether_test_lib:relay_next(Relay, ?WAIT_MS).
 
-peer_of(Node) ->
-    {Node, Peer} = lists:keyfind(Node, 1, get(tether_nodes)),
-    Peer.
-
-ebin() ->
-    filename:dirname(code:which(tether_nif)).
-
-%% Three clustered peers running tether.
+%% Three clustered peers running tether (not linked: a case stops one; a
+%% killed peer must not make global cut the others off).
 cluster() ->
-    Suite = filename:dirname(code:which(?MODULE)),
-    Nodes = [begin
-                 {ok, Peer, Node} =
-                     peer:start(#{name => peer:random_name(tether_prpc),
-                                  host => "127.0.0.1",
-                                  longnames => true,
-                                  args => ["-pa", ebin(), "-pa", Suite,
-                                           "-kernel", "inet_dist_use_interface",
-                                           "{127,0,0,1}",
-                                           %% A killed peer must not make
-                                           %% global cut the others off.
-                                           "-kernel",
-                                           "prevent_overlapping_partitions",
-                                           "false",
-                                           "-setcookie",
-                                           atom_to_list(erlang:get_cookie())]}),
-                 put(tether_peers, [Peer | get_list(tether_peers)]),
-                 put(tether_nodes, [{Node, Peer} | get_list(tether_nodes)]),
-                 Node
-             end || _ <- lists:seq(1, 3)],
-    [begin
-         ok = call(Node, application, load, [tether]),
-         [ok = call(Node, application, set_env, [tether, K, V])
-          || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]],
-         {ok, _} = call(Node, application, ensure_all_started, [tether])
-     end || Node <- Nodes],
-    [First | Rest] = Nodes,
-    [ok = call(N, tether, join, [First]) || N <- Rest],
-    wait_members(Nodes, lists:sort(Nodes)),
+    Nodes = tether_test_lib:start_tether_nodes(
+              3, #{prefix => tether_prpc, overlapping_partitions => false,
+                   env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}),
+    ok = tether_test_lib:join_all(Nodes, ?WAIT_MS),
     Nodes.
 
 %% cluster/0 and a C-node with the rpctest plug-in joined to it.
@@ -484,20 +433,10 @@ cluster_with_cnode(Config) ->
             "--load", tether_rpc_lib:rpctest_plugin()],
     Opts = #{name => tether_test_lib:unique_name(tprpc), extra_args => Args,
              log_dir => ?config(priv_dir, Config)},
-    C = case tether_test_lib:start_cnode(Opts) of
-            {ok, C0} -> C0;
-            {error, Why} -> ct:fail({cnode_start_failed, Why})
-        end,
-    put(tether_cnodes, [C | get_list(tether_cnodes)]),
+    C = tether_test_lib:start_case_cnode(Opts, 1),
     CN = tether_test_lib:cnode_node(C),
     wait_members(Bs, lists:sort([CN | Bs])),
     {Bs, CN}.
-
-get_list(Key) ->
-    case get(Key) of
-        undefined -> [];
-        L -> L
-    end.
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?LONG_MS + ?WAIT_MS).

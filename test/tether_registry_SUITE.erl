@@ -54,9 +54,7 @@ init_per_testcase(_Case, Config) ->
     Config.
 
 end_per_testcase(_Case, Config) ->
-    [catch peer:stop(P) || P <- get_list(tether_peers)],
-    erase(tether_peers),
-    erase(tether_nodes),
+    ok = tether_test_lib:stop_case(),
     Config.
 
 %%% Cases
@@ -105,7 +103,7 @@ dies_with_node(_Config) ->
     P = call(N3, ?MODULE, spawn_idle, []),
     ?assertEqual(yes, call(N3, tether, register_name, [on_n3, P])),
     wait_where(Nodes, on_n3, P),
-    ok = peer:stop(peer_of(N3)),
+    ok = peer:stop(tether_test_lib:case_peer(N3)),
     wait_where([N1, N2], on_n3, undefined),
     [?assertEqual([], call(N, ?MODULE, entries, [])) || N <- [N1, N2]].
 
@@ -339,11 +337,7 @@ relay(Node) ->
     call(Node, tether_test_lib, relay_start, [self(), fun() -> ok end]).
 
 next_msg(Relay) ->
-    receive
-        {relay, Relay, Msg} -> Msg
-    after ?WAIT_MS ->
-            ct:fail({no_message_to, Relay})
-    end.
+    tether_test_lib:relay_next(Relay, ?WAIT_MS).
 
 catch_exit(Node, Fun) ->
     call(Node, erlang, apply,
@@ -378,44 +372,14 @@ elixir_ebin() ->
             filename:join(Dir, "ebin")
     end.
 
-peer_of(Node) ->
-    {Node, Peer} = lists:keyfind(Node, 1, get(tether_nodes)),
-    Peer.
-
-ebin() ->
-    filename:dirname(code:which(tether_nif)).
-
-%% Starts N peers with tether (short heartbeat) and clusters them.
+%% Starts N peers (linked to the case) with tether (short heartbeat) and
+%% clusters them.
 cluster(N) ->
-    Suite = filename:dirname(code:which(?MODULE)),
-    Nodes = [begin
-                 {ok, Peer, Node} =
-                     peer:start_link(#{name => peer:random_name(tether_reg),
-                                       host => "127.0.0.1",
-                                       longnames => true,
-                                       args => ["-pa", ebin(), "-pa", Suite,
-                                                "-setcookie",
-                                                atom_to_list(
-                                                  erlang:get_cookie())]}),
-                 put(tether_peers, [Peer | get_list(tether_peers)]),
-                 put(tether_nodes, [{Node, Peer} | get_list(tether_nodes)]),
-                 ok = call(Node, application, load, [tether]),
-                 [ok = call(Node, application, set_env, [tether, K, V])
-                  || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]],
-                 {ok, _} = call(Node, application, ensure_all_started,
-                                [tether]),
-                 Node
-             end || _ <- lists:seq(1, N)],
-    [First | Rest] = Nodes,
-    [ok = call(Nd, tether, join, [First]) || Nd <- Rest],
-    wait_members(Nodes, lists:sort(Nodes)),
+    Nodes = tether_test_lib:start_tether_nodes(
+              N, #{prefix => tether_reg, link => true,
+                   env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}),
+    ok = tether_test_lib:join_all(Nodes, ?WAIT_MS),
     Nodes.
-
-get_list(Key) ->
-    case get(Key) of
-        undefined -> [];
-        L -> L
-    end.
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, 10000).

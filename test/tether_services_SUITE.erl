@@ -77,15 +77,7 @@ groups() ->
                   mixed_instances_call_all, cnode_killed_under_load_mixed]}].
 
 init_per_suite(Config) ->
-    case tether_test_lib:require_env(Config) of
-        {fail, _} = Fail ->
-            Fail;
-        Config1 ->
-            case code:which(tether_service) of
-                non_existing -> {fail, "tether is not compiled"};
-                _ -> Config1
-            end
-    end.
+    tether_test_lib:require_env(Config, tether_service).
 
 end_per_suite(_Config) ->
     ok.
@@ -107,11 +99,7 @@ init_per_testcase(_Case, Config) ->
     Config.
 
 end_per_testcase(_Case, Config) ->
-    [catch tether_test_lib:stop_cnode(C) || C <- get_list(tether_cnodes)],
-    [catch peer:stop(P) || P <- get_list(tether_peers)],
-    erase(tether_cnodes),
-    erase(tether_peers),
-    erase(tether_nodes),
+    ok = tether_test_lib:stop_case(),
     _ = tether_test_lib:flush(),
     Config.
 
@@ -448,9 +436,9 @@ cnode_killed_under_load_mixed(Config) ->
                    [rpctest, echo, fun(Tag) -> [Tag] end, [idempotent],
                     Collector]),
     wait_results(Collector, ?BEFORE_KILL),
-    [C] = get_list(tether_cnodes),
+    [C] = tether_test_lib:case_cnodes(),
     {ok, _} = tether_test_lib:kill_cnode(C),
-    put(tether_cnodes, []),
+    ok = tether_test_lib:forget_cnodes(),
     wait_nodes([N1], rpctest, [N2]),
     N0 = length(results(Collector)),
     wait_results(Collector, N0 + ?AFTER_KILL),
@@ -594,14 +582,10 @@ assert_at_most_once(Results, Execs) ->
                          maps:is_key(T, ByTag),
                          maps:get(T, ByTag) =/= [N]]).
 
-%% Waits until more than two leases' worth of heartbeat rounds have
-%% passed on Node (it skips at least one heartbeat per round across a
-%% partition).
+%% Waits until more than two leases have passed on Node, across a
+%% partition.
 wait_leases_pass(Node) ->
-    #{stats := #{part_skipped := S0}} = call(Node, tether_server, info, []),
-    Rounds = 2 * (?TTL_MS div ?HB_MS) + 2,
-    wait_until(fun() -> call(Node, tether_server, info, []) end,
-               fun(#{stats := #{part_skipped := S}}) -> S >= S0 + Rounds end).
+    tether_test_lib:wait_leases_pass(Node, ?HB_MS, ?TTL_MS, ?WAIT_MS).
 
 %% Kills a peer's OS process with SIGKILL and waits until it is gone.
 kill_peer(Node) ->
@@ -630,51 +614,22 @@ wait_nodes(Nodes, Service, Expected) ->
             exit(Failed)
     end.
 
-ebin() ->
-    filename:dirname(code:which(tether_nif)).
-
-%% Three clustered peers with tether and a C-node joined to the first
-%% (with the group's extra C-node arguments). Returns {Peers, CNode}.
+%% Three clustered peers with tether (not linked: a case may kill one; a
+%% killed peer must not make global cut the others off) and a C-node
+%% joined to the first (with the group's extra C-node arguments). Returns
+%% {Peers, CNode}.
 cluster(Config) ->
-    Bs = start_nodes(3),
-    [First | Rest] = Bs,
-    [ok = call(N, tether, join, [First]) || N <- Rest],
-    wait_members(Bs, lists:sort(Bs)),
+    [First | _] = Bs = tether_test_lib:start_tether_nodes(
+                         3, #{prefix => tether_svc,
+                              overlapping_partitions => false,
+                              env => [{heartbeat_ms, ?HB_MS},
+                                      {ttl_ms, ?TTL_MS},
+                                      {service_recheck_ms, ?RECHECK_MS}]}),
+    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
     C = start_cnode(Config, First),
     CN = tether_test_lib:cnode_node(C),
     wait_members(Bs, lists:sort([CN | Bs])),
     {Bs, CN}.
-
-%% Starts N peers (not linked: a case may kill one) with tether running.
-start_nodes(N) ->
-    Suite = filename:dirname(code:which(?MODULE)),
-    Nodes = [begin
-                 {ok, Peer, Node} =
-                     peer:start(#{name => peer:random_name(tether_svc),
-                                  host => "127.0.0.1",
-                                  longnames => true,
-                                  args => ["-pa", ebin(), "-pa", Suite,
-                                           "-kernel", "inet_dist_use_interface",
-                                           "{127,0,0,1}",
-                                           %% A killed peer must not make
-                                           %% global cut the others off.
-                                           "-kernel",
-                                           "prevent_overlapping_partitions",
-                                           "false",
-                                           "-setcookie",
-                                           atom_to_list(erlang:get_cookie())]}),
-                 put(tether_peers, [Peer | get_list(tether_peers)]),
-                 put(tether_nodes, [{Node, Peer} | get_list(tether_nodes)]),
-                 Node
-             end || _ <- lists:seq(1, N)],
-    [begin
-         ok = call(Node, application, load, [tether]),
-         [ok = call(Node, application, set_env, [tether, K, V])
-          || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS},
-                        {service_recheck_ms, ?RECHECK_MS}]],
-         {ok, _} = call(Node, application, ensure_all_started, [tether])
-     end || Node <- Nodes],
-    Nodes.
 
 start_cnode(Config, Seed) ->
     Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
@@ -683,19 +638,7 @@ start_cnode(Config, Seed) ->
         ++ proplists:get_value(cnode_args, Config, []),
     Opts = #{name => tether_test_lib:unique_name(tsvc), extra_args => Args,
              log_dir => ?config(priv_dir, Config)},
-    case tether_test_lib:start_cnode(Opts) of
-        {ok, C} ->
-            put(tether_cnodes, [C | get_list(tether_cnodes)]),
-            C;
-        {error, Why} ->
-            ct:fail({cnode_start_failed, Why})
-    end.
-
-get_list(Key) ->
-    case get(Key) of
-        undefined -> [];
-        L -> L
-    end.
+    tether_test_lib:start_case_cnode(Opts, 1).
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?CALL_MS + ?WAIT_MS).

@@ -18,8 +18,8 @@
 -module(tether_test_lib).
 
 %% C-node lifecycle.
--export([require_env/1, priv_dir/0, cnode_exe/0, epmd_port/0, cookie/0,
-         unique_name/1,
+-export([require_env/1, require_env/2, priv_dir/0, cnode_exe/0, epmd_port/0,
+         cookie/0, unique_name/1,
          start_cnode/1, stop_cnode/1, kill_cnode/1, term_cnode/1,
          wait_cnode_exit/2, cnode_node/1, cnode_os_pid/1, cnode_stdout/1,
          cnode_stderr/1, os_pid_alive/1]).
@@ -33,7 +33,11 @@
          collected/1, wait_collected/3, idle_watch/2, epmd_names/0,
          wait_until/2, flush/0]).
 %% Polling conditions on tether clusters.
--export([poll/3, wait_members/3, relay_start/2]).
+-export([poll/3, wait_members/3, members_of/1, wait_leases_pass/4,
+         relay_start/2, relay_next/2]).
+%% Tether clusters a test case starts, stopped by its end_per_testcase.
+-export([start_tether_nodes/2, join_all/2, case_peer/1, start_case_cnode/2,
+         case_cnodes/0, forget_cnodes/0, stop_case/0]).
 
 -define(HOST, "127.0.0.1").
 -define(LOOPBACK, {127, 0, 0, 1}).
@@ -93,6 +97,22 @@ require_env(Config) ->
             {fail, "ERL_EPMD_PORT is not set (the runner starts a private epmd)"};
         {_, true, _} ->
             Config
+    end.
+
+%% @doc require_env/1, and also that Module is compiled (on the code
+%% path): `{fail, Why}' otherwise.
+-spec require_env(list(), module()) -> list() | {fail, string()}.
+require_env(Config, Module) ->
+    case require_env(Config) of
+        {fail, _} = Fail ->
+            Fail;
+        Config1 ->
+            case code:which(Module) of
+                non_existing ->
+                    {fail, atom_to_list(Module) ++ " is not compiled"};
+                _ ->
+                    Config1
+            end
     end.
 
 cnode_exe() ->
@@ -618,14 +638,39 @@ poll1(Get, Check, Deadline) ->
             end
     end.
 
-%% @doc Waits until tether:members() on every node of Nodes (BEAM nodes
-%% running the tether application) equals Expected; fails the test case
-%% after Timeout milliseconds.
+%% @doc Waits until the member list of every node of Nodes (see
+%% members_of/1) equals Expected; fails the test case after Timeout
+%% milliseconds.
 -spec wait_members([node()], [node()], non_neg_integer()) -> ok.
 wait_members(Nodes, Expected, Timeout) ->
-    _ = [poll(fun() -> erpc:call(N, tether, members, [], 10000) end,
+    _ = [poll(fun() -> members_of(N) end,
               fun(M) -> M =:= Expected end, Timeout) || N <- Nodes],
     ok.
+
+%% @doc The member list of Node: tether:members() on a BEAM node running
+%% the tether application, or the answer of a C-node's `tether' process
+%% to `members' when Node is a C-node this test case started
+%% (start_case_cnode/2).
+-spec members_of(node()) -> [node()].
+members_of(Node) ->
+    case lists:member(Node, [cnode_node(C) || C <- case_cnodes()]) of
+        true -> gen_server:call({tether, Node}, members, ?REPLY_TIMEOUT);
+        false -> erpc:call(Node, tether, members, [], ?REPLY_TIMEOUT)
+    end.
+
+%% @doc Waits until more than two leases' worth of heartbeat rounds
+%% (heartbeat HbMs, lease TtlMs) have passed on Node, a BEAM node across
+%% a partition: it skips at least one heartbeat per round. Fails the test
+%% case after Timeout milliseconds.
+-spec wait_leases_pass(node(), pos_integer(), pos_integer(),
+                       non_neg_integer()) -> map().
+wait_leases_pass(Node, HbMs, TtlMs, Timeout) ->
+    Info = fun() -> erpc:call(Node, tether_server, info, [], ?REPLY_TIMEOUT)
+           end,
+    #{stats := #{part_skipped := S0}} = Info(),
+    Rounds = 2 * (TtlMs div HbMs) + 2,
+    poll(Info, fun(#{stats := #{part_skipped := S}}) -> S >= S0 + Rounds end,
+         Timeout).
 
 %% @doc Runs on a peer (through erpc): starts a process that runs Setup,
 %% then forwards every message it gets to Tester as {relay, Pid, Msg};
@@ -641,6 +686,16 @@ relay_start(Tester, Setup) ->
                 end),
     receive {ready, Pid} -> Pid after 10000 -> error(relay_setup) end.
 
+%% @doc The next message a relay (relay_start/2) forwarded to the caller;
+%% fails the test case after Timeout milliseconds.
+-spec relay_next(pid(), non_neg_integer()) -> term().
+relay_next(Relay, Timeout) ->
+    receive
+        {relay, Relay, Msg} -> Msg
+    after Timeout ->
+            ct:fail({no_message_to, Relay})
+    end.
+
 relay_loop(Tester) ->
     receive
         {'$relay_flush', From, Ref} ->
@@ -649,6 +704,112 @@ relay_loop(Tester) ->
         Msg ->
             Tester ! {relay, self(), Msg},
             relay_loop(Tester)
+    end.
+
+%%--------------------------------------------------------------------
+%% Tether clusters of a test case. What a case starts is kept in its
+%% process dictionary (tether_peers, tether_nodes, tether_cnodes), so
+%% stop_case/0 in end_per_testcase (the same process) stops it even when
+%% the case crashed half-way.
+%%--------------------------------------------------------------------
+
+%% @doc Starts N peers on 127.0.0.1 (long names, this node's cookie,
+%% tether's ebin and this directory on the code path) and starts the
+%% tether application on each; returns their nodes. Options: prefix (atom
+%% for peer:random_name/1), env ([{Key, Value}] for tether's application
+%% environment), link (true: peer:start_link/1, the peers go down with the
+%% case; default false, a case may kill one), overlapping_partitions
+%% (false: global's prevent_overlapping_partitions is off, so a killed
+%% peer does not make global cut the others off; default OTP's).
+-spec start_tether_nodes(pos_integer(), map()) -> [node()].
+start_tether_nodes(N, Opts) ->
+    Start = case maps:get(link, Opts, false) of
+                true -> start_link;
+                false -> start
+            end,
+    Args = ["-pa", filename:dirname(code:which(tether_nif)),
+            "-pa", filename:dirname(code:which(?MODULE)),
+            "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+            "-setcookie", cookie()]
+        ++ case maps:get(overlapping_partitions, Opts, true) of
+               true -> [];
+               false -> ["-kernel", "prevent_overlapping_partitions", "false"]
+           end,
+    PeerOpts = #{host => ?HOST, longnames => true, args => Args},
+    Prefix = maps:get(prefix, Opts, tether_peer),
+    Nodes = [begin
+                 {ok, Peer, Node} =
+                     peer:Start(PeerOpts#{name => peer:random_name(Prefix)}),
+                 put(tether_peers, [Peer | case_list(tether_peers)]),
+                 put(tether_nodes, [{Node, Peer} | case_list(tether_nodes)]),
+                 Node
+             end || _ <- lists:seq(1, N)],
+    Call = fun(Node, F, A) -> erpc:call(Node, application, F, A, ?CALL_TIMEOUT)
+           end,
+    _ = [begin
+             ok = Call(Node, load, [tether]),
+             _ = [ok = Call(Node, set_env, [tether, K, V])
+                  || {K, V} <- maps:get(env, Opts, [])],
+             {ok, _} = Call(Node, ensure_all_started, [tether])
+         end || Node <- Nodes],
+    Nodes.
+
+%% @doc Joins every other node of Nodes (BEAM nodes running tether) to
+%% the first and waits until all of them list exactly Nodes; fails the
+%% test case after Timeout milliseconds.
+-spec join_all([node(), ...], non_neg_integer()) -> ok.
+join_all([First | Rest] = Nodes, Timeout) ->
+    _ = [ok = erpc:call(N, tether, join, [First], ?CALL_TIMEOUT) || N <- Rest],
+    wait_members(Nodes, lists:sort(Nodes), Timeout).
+
+%% @doc The peer behind a node start_tether_nodes/2 started.
+-spec case_peer(node()) -> pid().
+case_peer(Node) ->
+    {Node, Peer} = lists:keyfind(Node, 1, case_list(tether_nodes)),
+    Peer.
+
+%% @doc Starts a C-node (start_cnode/1 options) and keeps it for
+%% stop_case/0, trying up to Tries times (250 ms apart: a name just
+%% freed by SIGKILL may still be in epmd); fails the test case when no
+%% try succeeds.
+-spec start_case_cnode(map(), pos_integer()) -> cnode().
+start_case_cnode(Opts, Tries) ->
+    case start_cnode(Opts) of
+        {ok, C} ->
+            put(tether_cnodes, [C | case_cnodes()]),
+            C;
+        {error, Why} when Tries > 1 ->
+            ct:pal("C-node start failed, retrying: ~p", [Why]),
+            timer:sleep(250),
+            start_case_cnode(Opts, Tries - 1);
+        {error, Why} ->
+            ct:fail({cnode_start_failed, Why})
+    end.
+
+%% @doc The C-nodes the test case started and has not forgotten.
+-spec case_cnodes() -> [cnode()].
+case_cnodes() ->
+    case_list(tether_cnodes).
+
+%% @doc Forgets the case's C-nodes (after the case killed them itself).
+-spec forget_cnodes() -> ok.
+forget_cnodes() ->
+    put(tether_cnodes, []),
+    ok.
+
+%% @doc For end_per_testcase: stops the C-nodes and peers the test case
+%% started (never raises: some may be down already) and forgets them.
+-spec stop_case() -> ok.
+stop_case() ->
+    _ = [catch stop_cnode(C) || C <- case_cnodes()],
+    _ = [catch peer:stop(P) || P <- case_list(tether_peers)],
+    _ = [erase(K) || K <- [tether_cnodes, tether_peers, tether_nodes]],
+    ok.
+
+case_list(Key) ->
+    case get(Key) of
+        undefined -> [];
+        L -> L
     end.
 
 %% @doc Empties the caller's mailbox, returning what was there.

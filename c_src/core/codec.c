@@ -36,6 +36,9 @@ enum {
     TAG_V4_PORT = 120,
 };
 
+/* BINARY_EXT's header: the tag byte and a 32-bit length. */
+#define ETF_BINARY_HEADER 5
+
 static uint32_t get_u16(const unsigned char *p)
 {
     return ((uint32_t)p[0] << 8) | p[1];
@@ -302,6 +305,52 @@ int tether__etf_list_end(const char *buf, int *index, int count)
         return 0;
     if (ei_decode_list_header(buf, index, &n) < 0 || n != 0)
         return TETHER_EPROTO; /* improper list */
+    return 0;
+}
+
+int tether__etf_decode_head(const char *buf, int *index,
+                            char tag[TETHER_ETF_TAG_MAX], int *arity)
+{
+    char atom[MAXATOMLEN_UTF8];
+    int version, type, size;
+
+    if (ei_decode_version(buf, index, &version) < 0 ||
+        ei_decode_tuple_header(buf, index, arity) < 0 || *arity < 1 ||
+        ei_get_type(buf, index, &type, &size) < 0 ||
+        (type != ERL_ATOM_EXT && type != ERL_SMALL_ATOM_EXT &&
+         type != ERL_ATOM_UTF8_EXT && type != ERL_SMALL_ATOM_UTF8_EXT) ||
+        size <= 0 || size >= TETHER_ETF_TAG_MAX)
+        return TETHER_EPROTO;
+    if (ei_decode_atom(buf, index, atom) < 0)
+        return TETHER_EPROTO;
+    memcpy(tag, atom, (size_t)size);
+    tag[size] = '\0';
+    return 0;
+}
+
+int tether__etf_decode_bin_ref(const char *buf, int *index, const uint8_t **p,
+                               size_t *len)
+{
+    int type, size;
+
+    if (ei_get_type(buf, index, &type, &size) < 0 || type != ERL_BINARY_EXT ||
+        size < 0)
+        return TETHER_EPROTO;
+    *p = (const uint8_t *)buf + *index + ETF_BINARY_HEADER;
+    *len = (size_t)size;
+    if (ei_skip_term(buf, index) < 0)
+        return TETHER_EPROTO;
+    return 0;
+}
+
+int tether__etf_begin(ei_x_buff *x, int arity, const char *tag)
+{
+    if (ei_x_new_with_version(x) < 0 ||
+        ei_x_encode_tuple_header(x, arity) < 0 ||
+        ei_x_encode_atom(x, tag) < 0) {
+        ei_x_free(x); /* leaves x->buff NULL (a failed new left it so) */
+        return TETHER_ENOMEM;
+    }
     return 0;
 }
 

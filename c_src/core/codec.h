@@ -59,6 +59,40 @@ TETHER_MUST_CHECK int tether__etf_list(const char *buf, int *index, int *count);
 TETHER_MUST_CHECK int tether__etf_list_end(const char *buf, int *index,
                                            int count);
 
+/* Longest {Tag, ...} tag atom a module message may carry, plus its NUL. */
+#define TETHER_ETF_TAG_MAX 16
+
+/*
+ * Decodes the head of a module message: the version byte and the header
+ * of a {Tag, ...} tuple of arity >= 1 whose Tag is an atom of fewer than
+ * TETHER_ETF_TAG_MAX bytes. Fills tag (NUL-terminated) and *arity and
+ * leaves *index after the tag. The buffer must have been validated.
+ * Returns 0 or TETHER_EPROTO.
+ */
+TETHER_MUST_CHECK int tether__etf_decode_head(const char *buf, int *index,
+                                              char tag[TETHER_ETF_TAG_MAX],
+                                              int *arity);
+
+/*
+ * Reads a binary in place: *p points into buf (valid as long as buf) and
+ * *len is its size (0 allowed). Advances *index. The buffer must have been
+ * validated. Returns 0 or TETHER_EPROTO (not a binary; bitstrings are
+ * not binaries).
+ */
+TETHER_MUST_CHECK int tether__etf_decode_bin_ref(const char *buf, int *index,
+                                                 const uint8_t **p,
+                                                 size_t *len);
+
+/*
+ * Starts an engine message {Tag, ...}: a fresh buffer with the version
+ * byte, a tuple header of `arity` and the Tag atom. The caller encodes the
+ * other arity - 1 elements and frees x with ei_x_free(). Returns 0 or
+ * TETHER_ENOMEM; on failure x holds no buffer (ei_x_free() on it is a
+ * harmless no-op).
+ */
+TETHER_MUST_CHECK int tether__etf_begin(ei_x_buff *x, int arity,
+                                        const char *tag);
+
 /* Encodes a node name as an UTF-8 atom. Returns 0 or TETHER_ENOMEM. */
 TETHER_MUST_CHECK int tether__etf_encode_name(ei_x_buff *x, const char *name);
 

@@ -378,16 +378,6 @@ static int send_msg(tether_engine_t *node, const char *to, uint8_t type,
     return seal_send(node, p, type, payload, len, direct);
 }
 
-/* Encodes {Tag, ...} starts: a fresh buffer with the version byte. */
-static int x_begin(ei_x_buff *x, int arity, const char *tag)
-{
-    if (ei_x_new_with_version(x) < 0)
-        return TETHER_ENOMEM;
-    if (ei_x_encode_tuple_header(x, arity) < 0 || ei_x_encode_atom(x, tag) < 0)
-        return TETHER_ENOMEM;
-    return 0;
-}
-
 static int send_x(tether_engine_t *node, const char *to, uint8_t type,
                   ei_x_buff *x, int rc)
 {
@@ -401,7 +391,7 @@ static int send_x(tether_engine_t *node, const char *to, uint8_t type,
 static int send_heartbeat(tether_engine_t *node, const char *to)
 {
     ei_x_buff x;
-    int rc = x_begin(&x, 3, "hb");
+    int rc = tether__etf_begin(&x, 3, "hb");
 
     if (rc == 0 &&
         (ei_x_encode_ulonglong(&x, node->incarnation) < 0 ||
@@ -414,7 +404,7 @@ static int send_inc_msg(tether_engine_t *node, const char *to, uint8_t type,
                         const char *tag)
 {
     ei_x_buff x;
-    int rc = x_begin(&x, 2, tag);
+    int rc = tether__etf_begin(&x, 2, tag);
 
     if (rc == 0 && ei_x_encode_ulonglong(&x, node->incarnation) < 0)
         rc = TETHER_ENOMEM;
@@ -424,7 +414,7 @@ static int send_inc_msg(tether_engine_t *node, const char *to, uint8_t type,
 static int send_members(tether_engine_t *node, const char *to)
 {
     ei_x_buff x;
-    int rc = x_begin(&x, 2, "members");
+    int rc = tether__etf_begin(&x, 2, "members");
 
     if (rc == 0)
         rc = tether_membership_encode(&node->ms, &x);
@@ -434,7 +424,7 @@ static int send_members(tether_engine_t *node, const char *to)
 static int send_partitions(tether_engine_t *node, const char *to)
 {
     ei_x_buff x;
-    int rc = x_begin(&x, 2, "partitions");
+    int rc = tether__etf_begin(&x, 2, "partitions");
 
     if (rc == 0)
         rc = tether_partition_encode(&node->parts, &x);
@@ -444,7 +434,7 @@ static int send_partitions(tether_engine_t *node, const char *to)
 static int send_pdigest(tether_engine_t *node, const char *to)
 {
     ei_x_buff x;
-    int rc = x_begin(&x, 2, "pdigest");
+    int rc = tether__etf_begin(&x, 2, "pdigest");
 
     if (rc == 0 &&
         ei_x_encode_ulonglong(&x, tether_partition_digest(&node->parts)) < 0)
@@ -525,12 +515,55 @@ int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
     return rc;
 }
 
+/*
+ * Sends (sealed NULL) or seals for sealed() one module message to every
+ * live member but us, in member order; see tether_engine_broadcast().
+ */
+static int broadcast(tether_engine_t *node, uint8_t type, const uint8_t *etf,
+                     size_t len, unsigned flags, tether_engine_sealed_t sealed,
+                     void *ctx)
+{
+    if (type < TETHER_MSG_MODULE_MIN || etf == NULL || len == 0)
+        return TETHER_EINVAL;
+    if (node->left)
+        return TETHER_ECLOSED;
+    for (size_t i = 0; i < node->ms.n; i++) {
+        const tether_member_t *m = &node->ms.v[i];
+        sealed_t direct = {NULL, 0};
+        if (!m->live || m->is_self)
+            continue;
+        if (sealed == NULL) {
+            (void)send_msg(node, m->name, type, etf, len, flags, NULL);
+            continue;
+        }
+        if (send_msg(node, m->name, type, etf, len, 0, &direct) == 0)
+            sealed(ctx, m->name, direct.data, direct.len);
+        free(direct.data);
+    }
+    return 0;
+}
+
+int tether_engine_broadcast(tether_engine_t *node, uint8_t type,
+                            const uint8_t *etf, size_t len, unsigned flags)
+{
+    return broadcast(node, type, etf, len, flags, NULL, NULL);
+}
+
+int tether_engine_broadcast_sealed(tether_engine_t *node, uint8_t type,
+                                   const uint8_t *etf, size_t len,
+                                   tether_engine_sealed_t sealed, void *ctx)
+{
+    if (sealed == NULL)
+        return TETHER_EINVAL;
+    return broadcast(node, type, etf, len, 0, sealed, ctx);
+}
+
 /* ------------------------------------------------------ member events */
 
 static int deliver_member_event(tether_engine_t *node, const char *name, int up)
 {
     ei_x_buff x;
-    int rc = x_begin(&x, 3, "tether_member");
+    int rc = tether__etf_begin(&x, 3, "tether_member");
 
     if (rc == 0 && (ei_x_encode_atom(&x, up ? "up" : "down") < 0 ||
                     tether__etf_encode_name(&x, name) < 0))

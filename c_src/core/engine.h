@@ -286,17 +286,40 @@ int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
  * tether_engine_seal() and returns its payload instead of dispatching it:
  * 0 with *type and *payload (authenticated bytes pointing into bytes, not
  * validated: the caller checks them with a complete decoder, as an opaque
- * module does) to handle now; TETHER_EAGAIN when a defer partition holds it (the
- * module of *type gets it on heal, as if received then); TETHER_ECLOSED
- * (a drop partition, we left, session not usable); TETHER_EPROTO (a hello,
- * counted and not handled; or an engine control message, which is handled
- * as tether_engine_recv() would); the envelope's own refusals
- * (TETHER_EAUTH, TETHER_EREPLAY, ...). Every refusal is counted as
- * tether_engine_recv() counts it.
+ * module does) to handle now; TETHER_EAGAIN when a defer partition holds
+ * it (the module of *type gets it on heal, as if received then);
+ * TETHER_ECLOSED (a drop partition, we left, session not usable);
+ * TETHER_EPROTO (a hello, counted and not handled; or an engine control
+ * message, which is handled as tether_engine_recv() would); the
+ * envelope's own refusals (TETHER_EAUTH, TETHER_EREPLAY, ...). Every
+ * refusal is counted as tether_engine_recv() counts it.
  */
 int tether_engine_open(tether_engine_t *node, const char *from,
                        const uint8_t *bytes, size_t len, uint8_t *type,
                        const uint8_t **payload, size_t *plen);
+/*
+ * Sends a message of a module type to every live member but us, as
+ * tether_engine_send() would to each of them, in member order (flags as
+ * there). What one peer refuses (no session, a partition, a full defer
+ * queue) is counted in the stats, not returned. Returns 0, TETHER_ECLOSED
+ * (we left) or TETHER_EINVAL.
+ */
+int tether_engine_broadcast(tether_engine_t *node, uint8_t type,
+                            const uint8_t *etf, size_t len, unsigned flags);
+/* Takes one sealed envelope for peer (len bytes, valid during the call).
+ * It must not call into the engine. */
+typedef void (*tether_engine_sealed_t)(void *ctx, const char *peer,
+                                       const uint8_t *bytes, size_t len);
+/*
+ * tether_engine_broadcast() on the direct path: seals the message for
+ * every live member but us, as tether_engine_seal() would, and hands each
+ * envelope that is to go now to sealed(); what a defer partition holds
+ * stays queued in the engine (a SEND action on heal), what cannot go is
+ * counted. Returns 0, TETHER_ECLOSED (we left) or TETHER_EINVAL.
+ */
+int tether_engine_broadcast_sealed(tether_engine_t *node, uint8_t type,
+                                   const uint8_t *etf, size_t len,
+                                   tether_engine_sealed_t sealed, void *ctx);
 /* Queues a DELIVER action. Returns 0 or TETHER_ENOMEM. */
 TETHER_MUST_CHECK int tether_engine_deliver(tether_engine_t *node, uint64_t sub,
                                             const uint8_t *etf, size_t len);

@@ -17,7 +17,6 @@
 #include "core/registry.h"
 
 #define REG_BUCKETS_MIN 64
-#define REG_TAG_MAX     16
 
 typedef struct entry {
     struct entry *next;
@@ -75,10 +74,8 @@ struct tether_registry {
 typedef struct wire_entry {
     uint64_t stamp;
     int method;
-    uint8_t name[TETHER_REG_NAME_MAX];
-    size_t nlen;
-    uint8_t pid[TETHER_REG_PID_MAX];
-    size_t plen;
+    const uint8_t *name, *pid;
+    size_t nlen, plen;
 } wire_entry_t;
 
 /* ------------------------------------------------------------ hashing */
@@ -369,18 +366,6 @@ static void remove_owned(tether_registry_t *r, uint32_t o, int marked_only)
 
 /* ------------------------------------------------------------ encoding */
 
-static int x_tag(ei_x_buff *x, int arity, const char *tag)
-{
-    if (ei_x_new_with_version(x) < 0)
-        return TETHER_ENOMEM;
-    if (ei_x_encode_tuple_header(x, arity) < 0 ||
-        ei_x_encode_atom(x, tag) < 0) {
-        ei_x_free(x);
-        return TETHER_ENOMEM;
-    }
-    return 0;
-}
-
 static int x_entry_fields(ei_x_buff *x, uint64_t stamp, int method,
                           const uint8_t *name, size_t nlen, const uint8_t *pid,
                           size_t plen)
@@ -394,60 +379,17 @@ static int x_entry_fields(ei_x_buff *x, uint64_t stamp, int method,
 }
 
 /* Sends x to `to`, or to every live member but us when to is NULL. */
-static void send_x(tether_registry_t *r, const char *to, ei_x_buff *x,
+static void send_x(tether_registry_t *r, const char *to, const ei_x_buff *x,
                    unsigned flags)
 {
-    const char *mem[TETHER_MEMBERS_MAX];
-    const char *self = tether_engine_name(r->eng);
-    size_t n;
+    const uint8_t *b = (const uint8_t *)x->buff;
 
-    if (to != NULL) {
-        (void)tether_engine_send(r->eng, to, TETHER_MSG_REGISTRY,
-                                 (const uint8_t *)x->buff, (size_t)x->index,
-                                 flags);
-        return;
-    }
-    n = tether_engine_members(r->eng, mem, TETHER_MEMBERS_MAX);
-    if (n > TETHER_MEMBERS_MAX)
-        n = TETHER_MEMBERS_MAX;
-    /* Copy first: sending may not change the member table, but be safe
-     * against pointers into it by sending from a snapshot of names. */
-    for (size_t i = 0; i < n; i++) {
-        char peer[TETHER_NODE_NAME_MAX + 1];
-        if (strcmp(mem[i], self) == 0)
-            continue;
-        memcpy(peer, mem[i], strlen(mem[i]) + 1);
-        (void)tether_engine_send(r->eng, peer, TETHER_MSG_REGISTRY,
-                                 (const uint8_t *)x->buff, (size_t)x->index,
-                                 flags);
-    }
-}
-
-/* Seals x for every live member but us and hands each envelope to
- * sealed() (the direct path); what a defer partition holds stays queued
- * in the engine, what cannot go is counted there. */
-static void seal_x(tether_registry_t *r, ei_x_buff *x,
-                   tether_registry_sealed_t sealed, void *ctx)
-{
-    const char *mem[TETHER_MEMBERS_MAX];
-    const char *self = tether_engine_name(r->eng);
-    size_t n = tether_engine_members(r->eng, mem, TETHER_MEMBERS_MAX);
-
-    if (n > TETHER_MEMBERS_MAX)
-        n = TETHER_MEMBERS_MAX;
-    for (size_t i = 0; i < n; i++) {
-        char peer[TETHER_NODE_NAME_MAX + 1];
-        uint8_t *out = NULL;
-        size_t olen = 0;
-        if (strcmp(mem[i], self) == 0)
-            continue;
-        memcpy(peer, mem[i], strlen(mem[i]) + 1);
-        if (tether_engine_seal(r->eng, peer, TETHER_MSG_REGISTRY,
-                               (const uint8_t *)x->buff, (size_t)x->index, &out,
-                               &olen) == 0)
-            sealed(ctx, peer, out, olen);
-        free(out);
-    }
+    if (to != NULL)
+        (void)tether_engine_send(r->eng, to, TETHER_MSG_REGISTRY, b,
+                                 (size_t)x->index, flags);
+    else
+        (void)tether_engine_broadcast(r->eng, TETHER_MSG_REGISTRY, b,
+                                      (size_t)x->index, flags);
 }
 
 /* Broadcasts our new entry e: through engine actions, or (sealed set)
@@ -457,12 +399,14 @@ static void broadcast_add(tether_registry_t *r, const entry_t *e,
 {
     ei_x_buff x;
 
-    if (x_tag(&x, 5, "reg_add") < 0)
+    if (tether__etf_begin(&x, 5, "reg_add") < 0)
         return;
     if (x_entry_fields(&x, e->stamp, e->method, e->name, e->nlen, e->pid,
                        e->plen) == 0) {
         if (sealed != NULL)
-            seal_x(r, &x, sealed, ctx);
+            (void)tether_engine_broadcast_sealed(r->eng, TETHER_MSG_REGISTRY,
+                                                 (const uint8_t *)x.buff,
+                                                 (size_t)x.index, sealed, ctx);
         else
             send_x(r, NULL, &x, 0);
     }
@@ -474,7 +418,7 @@ static void broadcast_del(tether_registry_t *r, const uint8_t *name,
 {
     ei_x_buff x;
 
-    if (x_tag(&x, 3, "reg_del") < 0)
+    if (tether__etf_begin(&x, 3, "reg_del") < 0)
         return;
     if (ei_x_encode_ulonglong(&x, stamp) == 0 &&
         ei_x_encode_binary(&x, name, (long)nlen) == 0)
@@ -489,7 +433,7 @@ static void send_sync(tether_registry_t *r, const char *peer)
     ei_x_buff x;
     int rc;
 
-    if (self < 0 || x_tag(&x, 2, "reg_sync") < 0)
+    if (self < 0 || tether__etf_begin(&x, 2, "reg_sync") < 0)
         return;
     rc = 0;
     if (r->owners[self].count > 0)
@@ -511,12 +455,14 @@ static void send_sync(tether_registry_t *r, const char *peer)
     ei_x_free(&x);
 }
 
+/* Sends {Tag, Count} or {Tag, Count, Hash} to peer, or to every live
+ * member but us when peer is NULL. */
 static void send_counts(tether_registry_t *r, const char *peer, const char *tag,
                         uint64_t count, uint64_t hash, int with_hash)
 {
     ei_x_buff x;
 
-    if (x_tag(&x, with_hash ? 3 : 2, tag) < 0)
+    if (tether__etf_begin(&x, with_hash ? 3 : 2, tag) < 0)
         return;
     if (ei_x_encode_ulonglong(&x, count) == 0 &&
         (!with_hash || ei_x_encode_ulonglong(&x, hash) == 0))
@@ -531,7 +477,7 @@ static void deliver_conflict(tether_registry_t *r, const entry_t *e,
 {
     ei_x_buff x;
 
-    if (x_tag(&x, 5, "tether_reg_conflict") < 0)
+    if (tether__etf_begin(&x, 5, "tether_reg_conflict") < 0)
         return;
     if (ei_x_encode_binary(&x, e->name, (long)e->nlen) == 0 &&
         ei_x_encode_binary(&x, e->pid, (long)e->plen) == 0 &&
@@ -550,7 +496,7 @@ static void send_yield(tether_registry_t *r, const yield_t *y)
 {
     ei_x_buff x;
 
-    if (x_tag(&x, 4, "reg_yield") < 0)
+    if (tether__etf_begin(&x, 4, "reg_yield") < 0)
         return;
     if (ei_x_encode_ulonglong(&x, y->stamp) == 0 &&
         ei_x_encode_binary(&x, y->name, (long)y->nlen) == 0 &&
@@ -629,18 +575,13 @@ static void resend_yields(tether_registry_t *r)
 
 /* ------------------------------------------------------------ decoding */
 
-static int decode_bytes(const char *buf, int *idx, uint8_t *out, size_t cap,
-                        size_t *len)
+/* Reads a binary of min..max bytes in place: *p points into buf. */
+static int decode_bin(const char *buf, int *idx, size_t min, size_t max,
+                      const uint8_t **p, size_t *len)
 {
-    int type, size;
-    long l;
-
-    if (ei_get_type(buf, idx, &type, &size) < 0 || type != ERL_BINARY_EXT ||
-        size <= 0 || (size_t)size > cap)
+    if (tether__etf_decode_bin_ref(buf, idx, p, len) < 0 || *len < min ||
+        *len > max)
         return TETHER_EPROTO;
-    if (ei_decode_binary(buf, idx, out, &l) < 0 || l != size)
-        return TETHER_EPROTO;
-    *len = (size_t)l;
     return 0;
 }
 
@@ -654,13 +595,13 @@ static int decode_method(const char *buf, int *idx, int *method)
     return 0;
 }
 
-/* Decodes Stamp, Method, NameEtf, PidEtf. */
+/* Decodes Stamp, Method, NameEtf, PidEtf (in place). */
 static int decode_entry(const char *buf, int *idx, wire_entry_t *w)
 {
     if (tether__etf_decode_u64(buf, idx, &w->stamp) < 0 ||
         decode_method(buf, idx, &w->method) < 0 ||
-        decode_bytes(buf, idx, w->name, sizeof w->name, &w->nlen) < 0 ||
-        decode_bytes(buf, idx, w->pid, sizeof w->pid, &w->plen) < 0)
+        decode_bin(buf, idx, 1, TETHER_REG_NAME_MAX, &w->name, &w->nlen) < 0 ||
+        decode_bin(buf, idx, 1, TETHER_REG_PID_MAX, &w->pid, &w->plen) < 0)
         return TETHER_EPROTO;
     return 0;
 }
@@ -708,7 +649,7 @@ static void ask(tether_registry_t *r, entry_t *own, const entry_t *w,
         return;
     own->asked = key;
     r->stats.resolves_asked++;
-    if (x_tag(&x, 4, "tether_reg_resolve") < 0)
+    if (tether__etf_begin(&x, 4, "tether_reg_resolve") < 0)
         return;
     if (ei_x_encode_binary(&x, own->name, (long)own->nlen) == 0 &&
         ei_x_encode_binary(&x, w->pid, (long)w->plen) == 0 &&
@@ -822,11 +763,9 @@ static void apply_add(tether_registry_t *r, const char *from, int o,
 static void handle_sync(tether_registry_t *r, const char *from, int o,
                         const char *buf, int idx)
 {
-    wire_entry_t *w = malloc(sizeof *w);
+    wire_entry_t w;
     int count;
 
-    if (w == NULL)
-        return;
     if (tether__etf_list(buf, &idx, &count) < 0)
         goto bad;
     for (size_t i = 0; i < r->nb; i++)
@@ -834,36 +773,18 @@ static void handle_sync(tether_registry_t *r, const char *from, int o,
             e->mark = e->owner == (uint32_t)o;
     for (int k = 0; k < count; k++) {
         if (tether__etf_expect_tuple(buf, &idx, 4) < 0 ||
-            decode_entry(buf, &idx, w) < 0)
+            decode_entry(buf, &idx, &w) < 0)
             goto bad;
-        apply_add(r, from, o, w);
+        apply_add(r, from, o, &w);
     }
     if (tether__etf_list_end(buf, &idx, count) < 0)
         goto bad;
     remove_owned(r, (uint32_t)o, 1);
-    free(w);
     return;
 bad:
     /* Entries already applied stand; nothing marked is removed on a
      * message we could not read to its end. */
     r->stats.bad_msgs++;
-    free(w);
-}
-
-/* Decodes a binary of 0..cap bytes into out. */
-static int decode_bytes0(const char *buf, int *idx, uint8_t *out, size_t cap,
-                         size_t *len)
-{
-    int type, size;
-    long l;
-
-    if (ei_get_type(buf, idx, &type, &size) < 0 || type != ERL_BINARY_EXT ||
-        size < 0 || (size_t)size > cap)
-        return TETHER_EPROTO;
-    if (ei_decode_binary(buf, idx, out, &l) < 0 || l != size)
-        return TETHER_EPROTO;
-    *len = (size_t)l;
-    return 0;
 }
 
 /* {reg_yield, Stamp, NameEtf, KeptPidEtf | <<>>}: a resolver's verdict
@@ -872,59 +793,33 @@ static int decode_bytes0(const char *buf, int *idx, uint8_t *out, size_t cap,
  * or has another stamp (a new registration) is left alone. */
 static void handle_yield(tether_registry_t *r, const char *buf, int idx)
 {
-    wire_entry_t *w = malloc(sizeof *w);
     int self = self_index(r);
+    wire_entry_t w;
     entry_t *e;
 
-    if (w == NULL)
-        return;
-    if (tether__etf_decode_u64(buf, &idx, &w->stamp) < 0 ||
-        decode_bytes(buf, &idx, w->name, sizeof w->name, &w->nlen) < 0 ||
-        decode_bytes0(buf, &idx, w->pid, sizeof w->pid, &w->plen) < 0) {
+    if (tether__etf_decode_u64(buf, &idx, &w.stamp) < 0 ||
+        decode_bin(buf, &idx, 1, TETHER_REG_NAME_MAX, &w.name, &w.nlen) < 0 ||
+        decode_bin(buf, &idx, 0, TETHER_REG_PID_MAX, &w.pid, &w.plen) < 0) {
         r->stats.bad_msgs++;
-        free(w);
         return;
     }
     e = self < 0 ? NULL
-                 : find_owned(r, w->name, w->nlen, name_hash(w->name, w->nlen),
+                 : find_owned(r, w.name, w.nlen, name_hash(w.name, w.nlen),
                               (uint32_t)self);
-    if (e != NULL && e->stamp == w->stamp)
-        lose(r, e, w->pid, w->plen);
+    if (e != NULL && e->stamp == w.stamp)
+        lose(r, e, w.pid, w.plen);
     else
         r->stats.stale_msgs++;
-    free(w);
-}
-
-/* Decodes the tag atom of a {Tag, ...} tuple into tag. */
-static int decode_tag(const char *buf, int *idx, char tag[REG_TAG_MAX],
-                      int *arity)
-{
-    int type, size;
-
-    if (ei_decode_tuple_header(buf, idx, arity) < 0 || *arity < 2 ||
-        ei_get_type(buf, idx, &type, &size) < 0 ||
-        (type != ERL_ATOM_EXT && type != ERL_SMALL_ATOM_EXT &&
-         type != ERL_ATOM_UTF8_EXT && type != ERL_SMALL_ATOM_UTF8_EXT) ||
-        size <= 0 || size >= REG_TAG_MAX)
-        return TETHER_EPROTO;
-    {
-        char atom[MAXATOMLEN_UTF8];
-        if (ei_decode_atom(buf, idx, atom) < 0)
-            return TETHER_EPROTO;
-        memcpy(tag, atom, (size_t)size);
-        tag[size] = '\0';
-    }
-    return 0;
 }
 
 static void on_message(tether_engine_t *node, void *ctx, const char *from,
                        const char *buf, size_t len)
 {
     tether_registry_t *r = ctx;
-    char tag[REG_TAG_MAX];
-    int idx = 0, version, arity, o;
+    char tag[TETHER_ETF_TAG_MAX];
+    int idx = 0, arity, o;
     uint64_t a, b;
-    wire_entry_t *w = NULL;
+    wire_entry_t w;
 
     (void)node;
     (void)len;
@@ -933,8 +828,8 @@ static void on_message(tether_engine_t *node, void *ctx, const char *from,
         r->stats.stale_msgs++;
         return;
     }
-    if (ei_decode_version(buf, &idx, &version) < 0 ||
-        decode_tag(buf, &idx, tag, &arity) < 0)
+    /* Every registry message has a field after its tag. */
+    if (tether__etf_decode_head(buf, &idx, tag, &arity) < 0 || arity < 2)
         goto bad;
     o = owner_index(r, from);
     if (o < 0) {
@@ -942,26 +837,21 @@ static void on_message(tether_engine_t *node, void *ctx, const char *from,
         return;
     }
     if (strcmp(tag, "reg_add") == 0 && arity == 5) {
-        w = malloc(sizeof *w);
-        if (w == NULL)
-            return;
-        if (decode_entry(buf, &idx, w) < 0)
+        if (decode_entry(buf, &idx, &w) < 0)
             goto bad;
-        apply_add(r, from, o, w);
-        free(w);
+        apply_add(r, from, o, &w);
         return;
     }
     if (strcmp(tag, "reg_del") == 0 && arity == 3) {
-        uint8_t name[TETHER_REG_NAME_MAX];
-        size_t nlen;
         entry_t *e;
         if (tether__etf_decode_u64(buf, &idx, &a) < 0 ||
-            decode_bytes(buf, &idx, name, sizeof name, &nlen) < 0)
+            decode_bin(buf, &idx, 1, TETHER_REG_NAME_MAX, &w.name, &w.nlen) < 0)
             goto bad;
-        e = find_owned(r, name, nlen, name_hash(name, nlen), (uint32_t)o);
+        e = find_owned(r, w.name, w.nlen, name_hash(w.name, w.nlen),
+                       (uint32_t)o);
         if (e != NULL && e->stamp == a) {
             remove_entry(r, e);
-            settle(r, name, nlen, name_hash(name, nlen));
+            settle(r, w.name, w.nlen, name_hash(w.name, w.nlen));
         }
         return;
     }
@@ -988,7 +878,6 @@ static void on_message(tether_engine_t *node, void *ctx, const char *from,
         return;
     }
 bad:
-    free(w);
     r->stats.bad_msgs++;
 }
 
@@ -1026,10 +915,7 @@ static void on_session_up(tether_engine_t *node, void *ctx, const char *peer)
 static void on_tick(tether_engine_t *node, void *ctx, uint64_t now_ms)
 {
     tether_registry_t *r = ctx;
-    const char *mem[TETHER_MEMBERS_MAX];
-    const char *self;
     int si;
-    size_t n;
 
     (void)node;
     if (now_ms < r->next_digest)
@@ -1040,18 +926,8 @@ static void on_tick(tether_engine_t *node, void *ctx, uint64_t now_ms)
     settle_all(r);
     if (r->nyields > 0)
         resend_yields(r);
-    self = tether_engine_name(r->eng);
-    n = tether_engine_members(r->eng, mem, TETHER_MEMBERS_MAX);
-    if (n > TETHER_MEMBERS_MAX)
-        n = TETHER_MEMBERS_MAX;
-    for (size_t i = 0; i < n; i++) {
-        char peer[TETHER_NODE_NAME_MAX + 1];
-        if (strcmp(mem[i], self) == 0)
-            continue;
-        memcpy(peer, mem[i], strlen(mem[i]) + 1);
-        send_counts(r, peer, "reg_digest", r->owners[si].count,
-                    r->owners[si].hash, 1);
-    }
+    send_counts(r, NULL, "reg_digest", r->owners[si].count, r->owners[si].hash,
+                1);
 }
 
 static uint64_t next_deadline(tether_engine_t *node, void *ctx)

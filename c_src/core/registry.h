@@ -137,21 +137,21 @@ TETHER_MUST_CHECK int tether_registry_register(tether_registry_t *r,
                                                const uint8_t *pid, size_t plen,
                                                int method, uint64_t wall_ms);
 
-/* Takes one sealed envelope for peer (len bytes, valid during the call). */
-typedef void (*tether_registry_sealed_t)(void *ctx, const char *peer,
-                                         const uint8_t *bytes, size_t len);
+/* Takes one sealed envelope for peer (len bytes, valid during the call);
+ * the engine's type (core/engine.h). */
+typedef tether_engine_sealed_t tether_registry_sealed_t;
 
 /*
  * tether_registry_register() on the direct path: the broadcast is sealed
- * with tether_engine_seal() and each envelope handed to sealed() for the
- * caller to send to its peer at once (as {'$tether', OurNode, Bytes}),
- * instead of queued as SEND actions for the shell's engine owner, which
- * saves a hand-over to another process or thread. A defer partition
- * still holds its messages in the engine (they go out as SEND actions on
- * heal). Envelopes sent by two senders may arrive reordered; the replay
- * window takes that, and the registry's digests repair what an order of
- * add and remove from two senders could leave. Same returns, and
- * TETHER_EINVAL for a NULL sealed.
+ * with tether_engine_broadcast_sealed() and each envelope handed to
+ * sealed() for the caller to send to its peer at once (as {'$tether',
+ * OurNode, Bytes}), instead of queued as SEND actions for the shell's
+ * engine owner, which saves a hand-over to another process or thread. A
+ * defer partition still holds its messages in the engine (they go out as
+ * SEND actions on heal). Envelopes sent by two senders may arrive
+ * reordered; the replay window takes that, and the registry's digests
+ * repair what an order of add and remove from two senders could leave.
+ * Same returns, and TETHER_EINVAL for a NULL sealed.
  */
 TETHER_MUST_CHECK int
 tether_registry_register_sealed(tether_registry_t *r, const uint8_t *name,

@@ -32,8 +32,6 @@
 #include "core/service.h"
 
 #define SVC_BUCKETS_MIN 64
-#define SVC_TAG_MAX     16
-#define SVC_BIN_HEADER  5 /* BINARY_EXT tag and 32-bit length */
 
 typedef struct inst {
     struct inst *next; /* the next instance of the same name */
@@ -214,11 +212,9 @@ static void event(tether_svc_t *t, int up, const uint8_t *name, size_t nlen,
 {
     ei_x_buff x;
 
-    if (t->cfg.event_sub == 0 || ei_x_new_with_version(&x) < 0)
+    if (t->cfg.event_sub == 0 || tether__etf_begin(&x, 4, "tether_service") < 0)
         return;
-    if (ei_x_encode_tuple_header(&x, 4) == 0 &&
-        ei_x_encode_atom(&x, "tether_service") == 0 &&
-        ei_x_encode_atom(&x, up ? "up" : "down") == 0 &&
+    if (ei_x_encode_atom(&x, up ? "up" : "down") == 0 &&
         ei_x_encode_binary(&x, name, (long)nlen) == 0 &&
         ei_x_encode_binary(&x, owner, (long)strlen(owner)) == 0) {
         int rc = tether_engine_deliver(
@@ -406,45 +402,18 @@ static void mark_owned(tether_svc_t *t, uint32_t o)
 
 /* ------------------------------------------------------------ encoding */
 
-static int x_tag(ei_x_buff *x, int arity, const char *tag)
-{
-    if (ei_x_new_with_version(x) < 0)
-        return TETHER_ENOMEM;
-    if (ei_x_encode_tuple_header(x, arity) < 0 ||
-        ei_x_encode_atom(x, tag) < 0) {
-        ei_x_free(x);
-        return TETHER_ENOMEM;
-    }
-    return 0;
-}
-
 /* Sends x to `to`, or to every live member but us when to is NULL. */
-static void send_x(tether_svc_t *t, const char *to, ei_x_buff *x,
+static void send_x(tether_svc_t *t, const char *to, const ei_x_buff *x,
                    unsigned flags)
 {
-    const char *mem[TETHER_MEMBERS_MAX];
-    const char *self = tether_engine_name(t->eng);
-    size_t n;
+    const uint8_t *b = (const uint8_t *)x->buff;
 
-    if (to != NULL) {
-        (void)tether_engine_send(t->eng, to, TETHER_MSG_SERVICE,
-                                 (const uint8_t *)x->buff, (size_t)x->index,
-                                 flags);
-        return;
-    }
-    n = tether_engine_members(t->eng, mem, TETHER_MEMBERS_MAX);
-    if (n > TETHER_MEMBERS_MAX)
-        n = TETHER_MEMBERS_MAX;
-    for (size_t i = 0; i < n; i++) {
-        char peer[TETHER_NODE_NAME_MAX + 1];
-        if (strcmp(mem[i], self) == 0)
-            continue;
-        /* Send from a copy: the member table's strings are the engine's. */
-        memcpy(peer, mem[i], strlen(mem[i]) + 1);
-        (void)tether_engine_send(t->eng, peer, TETHER_MSG_SERVICE,
-                                 (const uint8_t *)x->buff, (size_t)x->index,
-                                 flags);
-    }
+    if (to != NULL)
+        (void)tether_engine_send(t->eng, to, TETHER_MSG_SERVICE, b,
+                                 (size_t)x->index, flags);
+    else
+        (void)tether_engine_broadcast(t->eng, TETHER_MSG_SERVICE, b,
+                                      (size_t)x->index, flags);
 }
 
 static int x_wire(ei_x_buff *x, const uint8_t *name, size_t nlen,
@@ -462,7 +431,7 @@ static void broadcast_add(tether_svc_t *t, const sname_t *sn, const inst_t *in)
 {
     ei_x_buff x;
 
-    if (x_tag(&x, 5, "svc_add") < 0)
+    if (tether__etf_begin(&x, 5, "svc_add") < 0)
         return;
     if (ei_x_encode_ulonglong(&x, t->owners[in->owner].version) == 0 &&
         x_wire(&x, sn->name, sn->nlen, in) == 0)
@@ -475,7 +444,7 @@ static void broadcast_del(tether_svc_t *t, uint64_t version,
 {
     ei_x_buff x;
 
-    if (x_tag(&x, 3, "svc_del") < 0)
+    if (tether__etf_begin(&x, 3, "svc_del") < 0)
         return;
     if (ei_x_encode_ulonglong(&x, version) == 0 &&
         ei_x_encode_binary(&x, name, (long)nlen) == 0)
@@ -490,7 +459,7 @@ static void send_sync(tether_svc_t *t, const char *peer)
     ei_x_buff x;
     int rc;
 
-    if (self < 0 || x_tag(&x, 3, "svc_sync") < 0)
+    if (self < 0 || tether__etf_begin(&x, 3, "svc_sync") < 0)
         return;
     rc = ei_x_encode_ulonglong(&x, t->owners[self].version) < 0 ? -1 : 0;
     if (rc == 0 && t->owners[self].count > 0)
@@ -517,63 +486,24 @@ static void pull(tether_svc_t *t, int o)
 {
     ei_x_buff x;
 
-    if (t->owners[o].pulling)
+    if (t->owners[o].pulling || tether__etf_begin(&x, 1, "svc_pull") < 0)
         return;
-    if (ei_x_new_with_version(&x) < 0)
-        return;
-    if (ei_x_encode_tuple_header(&x, 1) == 0 &&
-        ei_x_encode_atom(&x, "svc_pull") == 0) {
-        t->owners[o].pulling = 1;
-        t->stats.pulls_sent++;
-        send_x(t, t->owners[o].name, &x, TETHER_SEND_STATE);
-    }
+    t->owners[o].pulling = 1;
+    t->stats.pulls_sent++;
+    send_x(t, t->owners[o].name, &x, TETHER_SEND_STATE);
     ei_x_free(&x);
 }
 
 /* ------------------------------------------------------------ decoding */
 
-/* Reads a binary in place: *p points into buf. */
-static int decode_bin(const char *buf, int *idx, const uint8_t **p, size_t *len)
-{
-    int type, size;
-
-    if (ei_get_type(buf, idx, &type, &size) < 0 || type != ERL_BINARY_EXT ||
-        size < 0)
-        return TETHER_EPROTO;
-    *p = (const uint8_t *)buf + *idx + SVC_BIN_HEADER;
-    *len = (size_t)size;
-    if (ei_skip_term(buf, idx) < 0)
-        return TETHER_EPROTO;
-    return 0;
-}
-
-/* Decodes NameEtf, PidEtf, MetaEtf and checks them. */
+/* Decodes NameEtf, PidEtf, MetaEtf (in place) and checks them. */
 static int decode_wire(const char *buf, int *idx, wire_t *w)
 {
-    if (decode_bin(buf, idx, &w->name, &w->nlen) < 0 ||
-        decode_bin(buf, idx, &w->pid, &w->plen) < 0 ||
-        decode_bin(buf, idx, &w->meta, &w->mlen) < 0 || check_wire(w) < 0)
+    if (tether__etf_decode_bin_ref(buf, idx, &w->name, &w->nlen) < 0 ||
+        tether__etf_decode_bin_ref(buf, idx, &w->pid, &w->plen) < 0 ||
+        tether__etf_decode_bin_ref(buf, idx, &w->meta, &w->mlen) < 0 ||
+        check_wire(w) < 0)
         return TETHER_EPROTO;
-    return 0;
-}
-
-/* Decodes the tag atom of a {Tag, ...} tuple into tag. */
-static int decode_tag(const char *buf, int *idx, char tag[SVC_TAG_MAX],
-                      int *arity)
-{
-    char atom[MAXATOMLEN_UTF8];
-    int type, size;
-
-    if (ei_decode_tuple_header(buf, idx, arity) < 0 || *arity < 1 ||
-        ei_get_type(buf, idx, &type, &size) < 0 ||
-        (type != ERL_ATOM_EXT && type != ERL_SMALL_ATOM_EXT &&
-         type != ERL_ATOM_UTF8_EXT && type != ERL_SMALL_ATOM_UTF8_EXT) ||
-        size <= 0 || size >= SVC_TAG_MAX)
-        return TETHER_EPROTO;
-    if (ei_decode_atom(buf, idx, atom) < 0)
-        return TETHER_EPROTO;
-    memcpy(tag, atom, (size_t)size);
-    tag[size] = '\0';
     return 0;
 }
 
@@ -636,8 +566,8 @@ static void on_message(tether_engine_t *node, void *ctx, const char *from,
                        const char *buf, size_t len)
 {
     tether_svc_t *t = ctx;
-    char tag[SVC_TAG_MAX];
-    int idx = 0, version, arity, o;
+    char tag[TETHER_ETF_TAG_MAX];
+    int idx = 0, arity, o;
     uint64_t v = 0;
     wire_t w;
 
@@ -648,8 +578,7 @@ static void on_message(tether_engine_t *node, void *ctx, const char *from,
         t->stats.stale_msgs++;
         return;
     }
-    if (ei_decode_version(buf, &idx, &version) < 0 ||
-        decode_tag(buf, &idx, tag, &arity) < 0)
+    if (tether__etf_decode_head(buf, &idx, tag, &arity) < 0)
         goto bad;
     if (arity >= 2 && tether__etf_decode_u64(buf, &idx, &v) < 0)
         goto bad;
@@ -670,8 +599,8 @@ static void on_message(tether_engine_t *node, void *ctx, const char *from,
     if (strcmp(tag, "svc_del") == 0 && arity == 3) {
         sname_t *sn;
         inst_t *in;
-        if (decode_bin(buf, &idx, &w.name, &w.nlen) < 0 || w.nlen == 0 ||
-            w.nlen > TETHER_SVC_NAME_MAX)
+        if (tether__etf_decode_bin_ref(buf, &idx, &w.name, &w.nlen) < 0 ||
+            w.nlen == 0 || w.nlen > TETHER_SVC_NAME_MAX)
             goto bad;
         if (!in_order(t, o, v))
             return;
@@ -763,7 +692,7 @@ static void on_tick(tether_engine_t *node, void *ctx, uint64_t now_ms)
         t->owners[i].pulling = 0;
     if (tether_engine_has_left(t->eng) || (si = self_index(t)) < 0)
         return;
-    if (x_tag(&x, 2, "svc_digest") < 0)
+    if (tether__etf_begin(&x, 2, "svc_digest") < 0)
         return;
     if (ei_x_encode_ulonglong(&x, t->owners[si].version) == 0)
         send_x(t, NULL, &x, TETHER_SEND_STATE);

@@ -1221,44 +1221,6 @@ static int get_reg(ErlNifEnv *env, ERL_NIF_TERM t, engine_res_t **out)
     return get_res(env, t, out) && (*out)->reg != NULL;
 }
 
-/*
- * reg_register(Engine, Name, Pid, Method :: 0..2, WallMs)
- *   -> yes | no | {error, Reason}: registers Name -> Pid as this node's,
- * stamped at WallMs (erlang:system_time(millisecond)), and broadcasts it.
- * `no' when Name is held by anyone. The engine is not told of process
- * lifetimes: the caller monitors Pid and unregisters.
- */
-static ERL_NIF_TERM reg_register_nif(ErlNifEnv *env, int argc,
-                                     const ERL_NIF_TERM argv[])
-{
-    engine_res_t *res;
-    ErlNifBinary pid;
-    ErlNifUInt64 wall;
-    int method, rc;
-    reg_key_t k;
-
-    if (argc != 5 || !get_reg(env, argv[0], &res) ||
-        !enif_is_pid(env, argv[2]) || !enif_get_int(env, argv[3], &method) ||
-        method < 0 || method > TETHER_REG_METHOD_MAX ||
-        !enif_get_uint64(env, argv[4], &wall))
-        return enif_make_badarg(env);
-    if (!reg_key_make(env, argv[1], &k))
-        return enif_make_badarg(env);
-    if (!enif_term_to_binary(env, argv[2], &pid)) {
-        reg_key_free(&k);
-        return error_tuple(env, TETHER_ENOMEM);
-    }
-    enif_mutex_lock(res->lock);
-    rc = tether_registry_register(res->reg, k.data, k.len, pid.data, pid.size,
-                                  method, wall);
-    enif_mutex_unlock(res->lock);
-    enif_release_binary(&pid);
-    reg_key_free(&k);
-    if (rc == TETHER_EEXIST)
-        return am_no;
-    return rc < 0 ? error_tuple(env, rc) : am_yes;
-}
-
 /* The envelopes of a direct registration, gathered as [{Peer, Bytes}]. */
 typedef struct sealed_acc {
     ErlNifEnv *env;
@@ -1276,24 +1238,17 @@ static void reg_sealed_cb(void *ctx, const char *peer, const uint8_t *bytes,
         a->list);
 }
 
-/*
- * reg_register_sealed(Engine, Name, Pid, Method :: 0..2, WallMs)
- *   -> {yes, [{Peer :: binary(), Envelope :: binary()}]} | no
- *    | {error, Reason}: reg_register/5 on the direct path
- * (core/registry.h, tether_registry_register_sealed): the caller sends
- * each Envelope to `tether' on Peer as {'$tether', node(), Envelope}
- * itself, with no hand-over to the tether server. `no' when Name is held
- * by anyone or Pid holds a name of ours.
- */
-static ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
-                                            const ERL_NIF_TERM argv[])
+/* The body of reg_register/5 (acc NULL: the broadcast goes through the
+ * engine's actions) and reg_register_sealed/5 (acc gathers the sealed
+ * envelopes). */
+static ERL_NIF_TERM reg_register(ErlNifEnv *env, int argc,
+                                 const ERL_NIF_TERM argv[], sealed_acc_t *acc)
 {
     engine_res_t *res;
     ErlNifBinary pid;
     ErlNifUInt64 wall;
     int method, rc;
     reg_key_t k;
-    sealed_acc_t acc;
 
     if (argc != 5 || !get_reg(env, argv[0], &res) ||
         !enif_is_pid(env, argv[2]) || !enif_get_int(env, argv[3], &method) ||
@@ -1306,18 +1261,52 @@ static ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
         reg_key_free(&k);
         return error_tuple(env, TETHER_ENOMEM);
     }
-    acc.env = env;
-    acc.list = enif_make_list(env, 0);
     enif_mutex_lock(res->lock);
-    rc = tether_registry_register_sealed(res->reg, k.data, k.len, pid.data,
-                                         pid.size, method, wall,
-                                         reg_sealed_cb, &acc);
+    if (acc == NULL)
+        rc = tether_registry_register(res->reg, k.data, k.len, pid.data,
+                                      pid.size, method, wall);
+    else
+        rc = tether_registry_register_sealed(res->reg, k.data, k.len, pid.data,
+                                             pid.size, method, wall,
+                                             reg_sealed_cb, acc);
     enif_mutex_unlock(res->lock);
     enif_release_binary(&pid);
     reg_key_free(&k);
     if (rc == TETHER_EEXIST)
         return am_no;
-    return rc < 0 ? error_tuple(env, rc) : enif_make_tuple2(env, am_yes, acc.list);
+    if (rc < 0)
+        return error_tuple(env, rc);
+    return acc == NULL ? am_yes : enif_make_tuple2(env, am_yes, acc->list);
+}
+
+/*
+ * reg_register(Engine, Name, Pid, Method :: 0..2, WallMs)
+ *   -> yes | no | {error, Reason}: registers Name -> Pid as this node's,
+ * stamped at WallMs (erlang:system_time(millisecond)), and broadcasts it.
+ * `no' when Name is held by anyone. The engine is not told of process
+ * lifetimes: the caller monitors Pid and unregisters.
+ */
+static ERL_NIF_TERM reg_register_nif(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[])
+{
+    return reg_register(env, argc, argv, NULL);
+}
+
+/*
+ * reg_register_sealed(Engine, Name, Pid, Method :: 0..2, WallMs)
+ *   -> {yes, [{Peer :: binary(), Envelope :: binary()}]} | no
+ *    | {error, Reason}: reg_register/5 on the direct path
+ * (core/registry.h, tether_registry_register_sealed): the caller sends
+ * each Envelope to `tether' on Peer as {'$tether', node(), Envelope}
+ * itself, with no hand-over to the tether server. `no' when Name is held
+ * by anyone or Pid holds a name of ours.
+ */
+static ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
+                                            const ERL_NIF_TERM argv[])
+{
+    sealed_acc_t acc = {env, enif_make_list(env, 0)};
+
+    return reg_register(env, argc, argv, &acc);
 }
 
 /* reg_unregister(Engine, Name) -> ok | {error, not_found}: removes this
@@ -1459,6 +1448,20 @@ static ERL_NIF_TERM reg_entries_nif(ErlNifEnv *env, int argc,
     return reg_collect(env, argc, argv, 1);
 }
 
+/* The map #{Key => Value} of n counters named by k (atoms), or
+ * {error, enomem}. */
+static ERL_NIF_TERM counters_map(ErlNifEnv *env, const char *const *k,
+                                 const uint64_t *v, size_t n)
+{
+    ERL_NIF_TERM map = enif_make_new_map(env);
+
+    for (size_t i = 0; i < n; i++)
+        if (!enif_make_map_put(env, map, enif_make_atom(env, k[i]),
+                               enif_make_uint64(env, v[i]), &map))
+            return error_tuple(env, TETHER_ENOMEM);
+    return map;
+}
+
 /* reg_info(Engine) -> #{count, digest, added, removed, conflicts, lost,
  * syncs_sent, pulls_sent, bad_msgs, stale_msgs}. */
 static ERL_NIF_TERM reg_info_nif(ErlNifEnv *env, int argc,
@@ -1470,7 +1473,6 @@ static ERL_NIF_TERM reg_info_nif(ErlNifEnv *env, int argc,
     static const char *const k[10] = {
         "count", "digest",     "added",      "removed",  "conflicts",
         "lost",  "syncs_sent", "pulls_sent", "bad_msgs", "stale_msgs"};
-    ERL_NIF_TERM keys[10], vals[10], map;
 
     if (argc != 1 || !get_reg(env, argv[0], &res))
         return enif_make_badarg(env);
@@ -1482,13 +1484,7 @@ static ERL_NIF_TERM reg_info_nif(ErlNifEnv *env, int argc,
     v[2] = st.added, v[3] = st.removed, v[4] = st.conflicts, v[5] = st.lost;
     v[6] = st.syncs_sent, v[7] = st.pulls_sent, v[8] = st.bad_msgs;
     v[9] = st.stale_msgs;
-    for (int i = 0; i < 10; i++) {
-        keys[i] = enif_make_atom(env, k[i]);
-        vals[i] = enif_make_uint64(env, v[i]);
-    }
-    if (!enif_make_map_from_arrays(env, keys, vals, 10, &map))
-        return error_tuple(env, TETHER_ENOMEM);
-    return map;
+    return counters_map(env, k, v, 10);
 }
 
 /* ------------------------------------------------------------ services */
@@ -1599,6 +1595,30 @@ static void svc_collect_visit(void *ctx, const uint8_t *name, size_t nlen,
         c->list);
 }
 
+/* The body of svc_lookup/2 (local 0) and svc_local/2 (local 1), under
+ * the read lock only. */
+static ERL_NIF_TERM svc_find(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[], int local)
+{
+    engine_res_t *res;
+    svc_collect_t c = {env, enif_make_list(env, 0), am_undefined};
+    reg_key_t k;
+
+    if (argc != 2 || !get_svc(env, argv[0], &res))
+        return enif_make_badarg(env);
+    if (!svc_key_make(env, argv[1], &k))
+        return local ? c.one : c.list;
+    enif_rwlock_rlock(res->rw);
+    if (!local)
+        (void)tether_svc_lookup(res->svc, k.data, k.len, svc_collect_visit, &c);
+    else if (tether_svc_local(res->svc, k.data, k.len, svc_collect_visit, &c) <
+             0)
+        c.one = am_undefined;
+    enif_rwlock_runlock(res->rw);
+    reg_key_free(&k);
+    return local ? c.one : c.list;
+}
+
 /*
  * svc_lookup(Engine, Name) -> [{Node :: binary(), Pid, Meta}]: every
  * instance of Name in the cluster, in no particular order. Reads the
@@ -1607,19 +1627,7 @@ static void svc_collect_visit(void *ctx, const uint8_t *name, size_t nlen,
 static ERL_NIF_TERM svc_lookup_nif(ErlNifEnv *env, int argc,
                                    const ERL_NIF_TERM argv[])
 {
-    engine_res_t *res;
-    svc_collect_t c = {env, enif_make_list(env, 0), am_undefined};
-    reg_key_t k;
-
-    if (argc != 2 || !get_svc(env, argv[0], &res))
-        return enif_make_badarg(env);
-    if (!svc_key_make(env, argv[1], &k))
-        return c.list;
-    enif_rwlock_rlock(res->rw);
-    (void)tether_svc_lookup(res->svc, k.data, k.len, svc_collect_visit, &c);
-    enif_rwlock_runlock(res->rw);
-    reg_key_free(&k);
-    return c.list;
+    return svc_find(env, argc, argv, 0);
 }
 
 /* svc_local(Engine, Name) -> {ok, Pid, Meta} | undefined: this node's own
@@ -1627,20 +1635,7 @@ static ERL_NIF_TERM svc_lookup_nif(ErlNifEnv *env, int argc,
 static ERL_NIF_TERM svc_local_nif(ErlNifEnv *env, int argc,
                                   const ERL_NIF_TERM argv[])
 {
-    engine_res_t *res;
-    svc_collect_t c = {env, enif_make_list(env, 0), am_undefined};
-    reg_key_t k;
-
-    if (argc != 2 || !get_svc(env, argv[0], &res))
-        return enif_make_badarg(env);
-    if (!svc_key_make(env, argv[1], &k))
-        return am_undefined;
-    enif_rwlock_rlock(res->rw);
-    if (tether_svc_local(res->svc, k.data, k.len, svc_collect_visit, &c) < 0)
-        c.one = am_undefined;
-    enif_rwlock_runlock(res->rw);
-    reg_key_free(&k);
-    return c.one;
+    return svc_find(env, argc, argv, 1);
 }
 
 static void svc_name_visit(void *ctx, const uint8_t *name, size_t nlen,
@@ -1685,7 +1680,6 @@ static ERL_NIF_TERM svc_info_nif(ErlNifEnv *env, int argc,
     engine_res_t *res;
     tether_svc_stats_t st;
     uint64_t v[SVC_INFO_N];
-    ERL_NIF_TERM keys[SVC_INFO_N], vals[SVC_INFO_N], map;
 
     if (argc != 1 || !get_svc(env, argv[0], &res))
         return enif_make_badarg(env);
@@ -1699,13 +1693,7 @@ static ERL_NIF_TERM svc_info_nif(ErlNifEnv *env, int argc,
     v[6] = st.syncs_sent, v[7] = st.syncs_recv, v[8] = st.pulls_sent;
     v[9] = st.gaps, v[10] = st.bad_msgs, v[11] = st.stale_msgs;
     v[12] = st.dropped;
-    for (size_t i = 0; i < SVC_INFO_N; i++) {
-        keys[i] = enif_make_atom(env, k[i]);
-        vals[i] = enif_make_uint64(env, v[i]);
-    }
-    if (!enif_make_map_from_arrays(env, keys, vals, SVC_INFO_N, &map))
-        return error_tuple(env, TETHER_ENOMEM);
-    return map;
+    return counters_map(env, k, v, SVC_INFO_N);
 #undef SVC_INFO_N
 }
 

@@ -1,5 +1,6 @@
-/* Criterion suite for core/codec.c: the bounded ETF validator and the
- * name helpers that guard every ei decode of peer input. */
+/* Criterion suite for core/codec.c: the bounded ETF validator, the name
+ * helpers that guard every ei decode of peer input, and the message
+ * helpers modules share (tagged-tuple start and head, binaries in place). */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -143,5 +144,98 @@ Test(codec, improper_lists_are_refused)
     cr_assert_eq(tether__etf_validate(x.buff, (size_t)x.index), 0);
     cr_assert_eq(tether__etf_list(x.buff, &idx, &n), 0);
     cr_assert_eq(n, 1);
+    ei_x_free(&x);
+}
+
+Test(codec, begin_starts_a_tagged_tuple_the_head_decoder_reads)
+{
+    ei_x_buff x;
+    char tag[TETHER_ETF_TAG_MAX];
+    int idx = 0, arity = 0;
+    long v;
+
+    cr_assert_eq(tether__etf_begin(&x, 2, "svc_digest"), 0);
+    cr_assert_eq(ei_x_encode_long(&x, 42), 0);
+    cr_assert_eq(tether__etf_validate(x.buff, (size_t)x.index), 0);
+    cr_assert_eq(tether__etf_decode_head(x.buff, &idx, tag, &arity), 0);
+    cr_assert_str_eq(tag, "svc_digest");
+    cr_assert_eq(arity, 2);
+    cr_assert_eq(ei_decode_long(x.buff, &idx, &v), 0);
+    cr_assert_eq(v, 42);
+    ei_x_free(&x);
+}
+
+/* Decodes the head of x's term, then frees x; returns the decoder's
+ * result. */
+static int head_of(ei_x_buff *x, char tag[TETHER_ETF_TAG_MAX], int *arity)
+{
+    int idx = 0, rc;
+
+    cr_assert_eq(tether__etf_validate(x->buff, (size_t)x->index), 0);
+    rc = tether__etf_decode_head(x->buff, &idx, tag, arity);
+    ei_x_free(x);
+    return rc;
+}
+
+Test(codec, head_rejects_garbage_and_oversized_tags)
+{
+    static const char fifteen[] = "abcdefghijklmno"; /* TAG_MAX - 1 bytes */
+    static const char sixteen[] = "abcdefghijklmnop";
+    ei_x_buff x;
+    char tag[TETHER_ETF_TAG_MAX];
+    int arity;
+
+    ei_x_new_with_version(&x); /* not a tuple */
+    ei_x_encode_atom(&x, "svc_pull");
+    cr_assert_eq(head_of(&x, tag, &arity), TETHER_EPROTO);
+    ei_x_new_with_version(&x); /* the empty tuple has no tag */
+    ei_x_encode_tuple_header(&x, 0);
+    cr_assert_eq(head_of(&x, tag, &arity), TETHER_EPROTO);
+    ei_x_new_with_version(&x); /* a tag that is not an atom */
+    ei_x_encode_tuple_header(&x, 1);
+    ei_x_encode_binary(&x, "svc_pull", 8);
+    cr_assert_eq(head_of(&x, tag, &arity), TETHER_EPROTO);
+    /* The longest tag fits; one byte more does not. */
+    cr_assert_eq(tether__etf_begin(&x, 1, fifteen), 0);
+    cr_assert_eq(head_of(&x, tag, &arity), 0);
+    cr_assert_str_eq(tag, fifteen);
+    cr_assert_eq(arity, 1);
+    cr_assert_eq(tether__etf_begin(&x, 1, sixteen), 0);
+    /* A truncated head never reaches the decoder: validation refuses it. */
+    for (int len = 0; len < x.index; len++)
+        cr_assert_eq(tether__etf_validate(x.buff, (size_t)len), TETHER_EPROTO);
+    cr_assert_eq(head_of(&x, tag, &arity), TETHER_EPROTO);
+}
+
+Test(codec, bin_ref_reads_binaries_in_place_and_only_binaries)
+{
+    ei_x_buff x;
+    const uint8_t *p = NULL;
+    size_t len = 99;
+    int idx = 0, v;
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 4);
+    ei_x_encode_binary(&x, "abc", 3);
+    ei_x_encode_binary(&x, "", 0);
+    ei_x_encode_bitstring(&x, "\xff", 0, 7); /* 7 bits: not a binary */
+    ei_x_encode_atom(&x, "abc");
+    cr_assert_eq(tether__etf_validate(x.buff, (size_t)x.index), 0);
+    cr_assert_eq(ei_decode_version(x.buff, &idx, &v), 0);
+    cr_assert_eq(tether__etf_expect_tuple(x.buff, &idx, 4), 0);
+    cr_assert_eq(tether__etf_decode_bin_ref(x.buff, &idx, &p, &len), 0);
+    cr_assert_eq(len, 3);
+    cr_assert_eq(memcmp(p, "abc", 3), 0);
+    cr_assert(p > (const uint8_t *)x.buff &&
+              p + len <= (const uint8_t *)x.buff + x.index);
+    cr_assert_eq(tether__etf_decode_bin_ref(x.buff, &idx, &p, &len), 0);
+    cr_assert_eq(len, 0);
+    v = idx;
+    cr_assert_eq(tether__etf_decode_bin_ref(x.buff, &idx, &p, &len),
+                 TETHER_EPROTO);
+    cr_assert_eq(ei_skip_term(x.buff, &idx), 0);
+    cr_assert_gt(idx, v);
+    cr_assert_eq(tether__etf_decode_bin_ref(x.buff, &idx, &p, &len),
+                 TETHER_EPROTO);
     ei_x_free(&x);
 }

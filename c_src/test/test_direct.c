@@ -2,10 +2,11 @@
  * Criterion suite for the engine's direct path (core/engine.h):
  * tether_engine_seal() hands a sealed module message to the caller and
  * tether_engine_open() opens one outside tether_engine_recv(). Covered:
- * the round trip, no session, drop and defer partitions on either side,
- * replayed and tampered envelopes, hellos and control messages through
- * open, argument checks, and the `opaque` module flag (payloads passed
- * without tether__etf_validate). Engines talk through test/harness.h.
+ * the round trip, tether_engine_broadcast_sealed(), no session, drop and defer
+ * partitions on either side, replayed and tampered envelopes, hellos and
+ * control messages through open, argument checks, and the `opaque` module flag
+ * (payloads passed without tether__etf_validate). Engines talk through
+ * test/harness.h.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -140,6 +141,68 @@ Test(direct, sealed_envelope_opens_to_the_same_payload)
               "the payload points into the envelope");
     cr_assert(is_id(payload, plen, 42));
     free(sealed);
+    h_free(&h);
+}
+
+/* What tether_engine_broadcast_sealed() handed out: copies, by peer. */
+typedef struct got {
+    int n;
+    char peer[REC_MAX][32];
+    uint8_t *env[REC_MAX];
+    size_t len[REC_MAX];
+} got_t;
+
+static void got_sealed(void *ctx, const char *peer, const uint8_t *bytes,
+                       size_t len)
+{
+    got_t *g = ctx;
+
+    cr_assert_lt(g->n, REC_MAX);
+    snprintf(g->peer[g->n], sizeof g->peer[g->n], "%s", peer);
+    g->env[g->n] = malloc(len);
+    cr_assert_not_null(g->env[g->n]);
+    memcpy(g->env[g->n], bytes, len);
+    g->len[g->n++] = len;
+}
+
+Test(direct, broadcast_seals_for_every_live_member_but_us)
+{
+    harness_t h;
+    got_t g = {0};
+    ei_x_buff x;
+    uint8_t type = 0;
+    const uint8_t *payload = NULL;
+    size_t plen = 0;
+
+    cluster(&h, 3);
+    id_term(&x, 5);
+    cr_assert_eq(tether_engine_broadcast_sealed(
+                     h.e[0], REC_TYPE, (const uint8_t *)x.buff, (size_t)x.index,
+                     got_sealed, &g),
+                 0);
+    cr_assert_eq(g.n, 2);
+    cr_assert_str_eq(g.peer[0], "b@test");
+    cr_assert_str_eq(g.peer[1], "c@test");
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(tether_engine_open(h.e[k + 1], "a@test", g.env[k],
+                                        g.len[k], &type, &payload, &plen),
+                     0);
+        cr_assert_eq(type, REC_TYPE);
+        cr_assert(is_id(payload, plen, 5));
+        free(g.env[k]);
+    }
+    cr_assert_eq(tether_engine_broadcast_sealed(h.e[0], REC_TYPE,
+                                                (const uint8_t *)x.buff,
+                                                (size_t)x.index, NULL, NULL),
+                 TETHER_EINVAL);
+    g.n = 0;
+    cr_assert_eq(tether_engine_leave(h.e[0]), 0);
+    cr_assert_eq(tether_engine_broadcast_sealed(
+                     h.e[0], REC_TYPE, (const uint8_t *)x.buff, (size_t)x.index,
+                     got_sealed, &g),
+                 TETHER_ECLOSED);
+    cr_assert_eq(g.n, 0);
+    ei_x_free(&x);
     h_free(&h);
 }
 

@@ -537,6 +537,68 @@ Test(engine, random_is_deterministic_per_seed)
     h_free(&h2);
 }
 
+/* Broadcasts the term Id of rec_module's type from engine `from`. */
+static int broadcast_id(harness_t *h, int from, long id)
+{
+    ei_x_buff x;
+    int rc;
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_long(&x, id);
+    rc = tether_engine_broadcast(h->e[from], 0x30, (const uint8_t *)x.buff,
+                                 (size_t)x.index, 0);
+    ei_x_free(&x);
+    return rc;
+}
+
+Test(engine, broadcast_reaches_every_live_member_but_us)
+{
+    static const char *const GC[] = {"c@test"};
+    harness_t h;
+    rec_t r[3] = {0};
+    uint64_t ref, deferred;
+
+    cluster(&h, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(tether_engine_register_module(h.e[i], &rec_module, &r[i]),
+                     0);
+    cr_assert_eq(broadcast_id(&h, 0, 7), 0);
+    h_pump(&h);
+    cr_assert_eq(r[0].n, 0, "not to ourselves");
+    cr_assert_eq(r[1].n, 1);
+    cr_assert_eq(r[1].ids[0], 7);
+    cr_assert_eq(r[2].n, 1);
+    cr_assert_eq(r[2].ids[0], 7);
+    /* What a defer partition holds for one peer is counted, not returned,
+     * and goes out on heal. */
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GC, 1,
+                                         TETHER_PARTITION_DEFER, &ref),
+                 0);
+    deferred = tether_engine_stats(h.e[0])->part_deferred;
+    cr_assert_eq(broadcast_id(&h, 0, 8), 0);
+    cr_assert_eq(tether_engine_stats(h.e[0])->part_deferred, deferred + 1);
+    h_pump(&h);
+    cr_assert_eq(r[1].n, 2);
+    cr_assert_eq(r[1].ids[1], 8);
+    cr_assert_eq(r[2].n, 1);
+    cr_assert_eq(tether_engine_heal(h.e[0], ref), 0);
+    h_run(&h, 100);
+    cr_assert_eq(r[2].n, 2);
+    cr_assert_eq(r[2].ids[1], 8);
+    /* Arguments, and a node that left. */
+    cr_assert_eq(tether_engine_broadcast(h.e[0], TETHER_MSG_MEMBERS,
+                                         (const uint8_t *)"x", 1, 0),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_engine_broadcast(h.e[0], 0x30, NULL, 1, 0),
+                 TETHER_EINVAL);
+    cr_assert_eq(
+        tether_engine_broadcast(h.e[0], 0x30, (const uint8_t *)"x", 0, 0),
+        TETHER_EINVAL);
+    cr_assert_eq(tether_engine_leave(h.e[1]), 0);
+    cr_assert_eq(broadcast_id(&h, 1, 9), TETHER_ECLOSED);
+    h_free(&h);
+}
+
 Test(engine, subscriptions)
 {
     harness_t h;
