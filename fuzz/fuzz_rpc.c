@@ -48,14 +48,12 @@
 #include "core/engine.h"
 #include "tether/tether.h"
 #include "tether/term.h"
+#include "test/engine_peer.h"
 
 #define SELF          "c1@127.0.0.1"
 #define PEER          "b1@127.0.0.1"
 #define COOKIE        "fuzzcookie"
 #define MSG_ERLANG    TETHER_MSG_MODULE_MIN /* cluster.c's MSG_ERLANG */
-#define HEARTBEAT_MS  100
-#define TTL_MS        500
-#define PUMP_ROUNDS   64
 #define OUTCOME_CALLS 1
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -101,53 +99,14 @@ static void fz_raise(tether_call_t *call, const char *args, int idx, int argc,
     (void)tether_call_raise_atom(call, TETHER_EXIT, "boom");
 }
 
-/* Moves engine actions between the node's engine (ne) and b1's (pe). */
-static void pump(tether_engine_t *ne, tether_engine_t *pe)
-{
-    for (int round = 0; round < PUMP_ROUNDS; round++) {
-        tether_engine_action_t a;
-        int any = 0;
-        while (tether_engine_next_action(ne, &a)) {
-            if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, PEER) == 0)
-                (void)tether_engine_recv(pe, SELF, a.data, a.len);
-            tether_engine_action_release(&a);
-            any = 1;
-        }
-        while (tether_engine_next_action(pe, &a)) {
-            if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, SELF) == 0)
-                (void)tether_engine_recv(ne, PEER, a.data, a.len);
-            tether_engine_action_release(&a);
-            any = 1;
-        }
-        if (!any)
-            return;
-    }
-}
-
 /* Makes b1's engine and a session with the node's; returns it or NULL. */
 static tether_engine_t *peer_new(tether_node_t *node)
 {
     tether_engine_t *ne = tether__cluster_engine(node), *pe = NULL;
-    tether_engine_config_t cfg;
 
     if (ne == NULL)
         return NULL;
-    tether_engine_config_default(&cfg);
-    cfg.name = PEER;
-    cfg.incarnation = 1;
-    cfg.heartbeat_ms = HEARTBEAT_MS;
-    cfg.ttl_ms = TTL_MS;
-    cfg.cookie = (const uint8_t *)COOKIE;
-    cfg.cookie_len = sizeof COOKIE - 1;
-    memset(cfg.seed, 0x33, sizeof cfg.seed);
-    if (tether_engine_new(&cfg, &pe) != 0)
-        return NULL;
-    (void)tether_engine_tick(pe, 0);
-    (void)tether_engine_peer_up(ne, PEER);
-    (void)tether_engine_peer_up(pe, SELF);
-    pump(ne, pe);
-    if (!tether_engine_session_up(pe, SELF) ||
-        !tether_engine_session_up(ne, PEER))
+    if (ep_peer_new(ne, SELF, PEER, COOKIE, &pe) == TETHER_EPROTO)
         abort(); /* the in-memory set-up must always work */
     return pe;
 }
@@ -250,7 +209,7 @@ static void run_input(tether_node_t *node, void *arg)
             if (tether_engine_send(r->pe, SELF, MSG_ERLANG, r->in, r->len, 0) !=
                 0)
                 abort(); /* the session is up: sending cannot fail */
-            pump(tether__cluster_engine(node), r->pe);
+            ep_pump(tether__cluster_engine(node), SELF, r->pe, PEER);
         }
         /* The garbage envelope below runs the cluster's queue. */
     }
@@ -277,8 +236,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .cookie = COOKIE,
         .log_level = TETHER_LOG_ERROR,
     };
-    tether_cluster_config_t ccfg = {.heartbeat_ms = HEARTBEAT_MS,
-                                    .ttl_ms = TTL_MS};
+    tether_cluster_config_t ccfg = {.heartbeat_ms = EP_HEARTBEAT_MS,
+                                    .ttl_ms = EP_TTL_MS};
     tether_node_t *node = NULL;
     fuzz_run_t r;
 

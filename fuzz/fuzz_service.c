@@ -43,113 +43,41 @@
 
 #include "core/engine.h"
 #include "core/service.h"
+#include "fuzz_common.h"
 
-#define N_ENGINES    2
-#define TICK_MS      10
-#define SETTLE_MS    1000
-#define AFTER_MS     300
-#define PUMP_ROUNDS  10000
-#define QUEUE_MAX    1024
-#define HEARTBEAT_MS 100
-#define TTL_MS       400
-#define DIGEST_MS    100
-#define EVENT_SUB    9
-#define MUTATE_HDR   4   /* type, pos_lo, pos_hi, xor */
-#define SEQ_MAX      64  /* records of a sequence input */
-#define ETF_MAX      256 /* bytes of the instances registered at set-up */
+#define SEED_BASE  0x50
+#define EVENT_SUB  9
+#define MUTATE_HDR 4   /* type, pos_lo, pos_hi, xor */
+#define SEQ_MAX    64  /* records of a sequence input */
+#define ETF_MAX    256 /* bytes of the instances registered at set-up */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const uint8_t COOKIE[] = "FUZZCOOKIE";
-static const char *const NAMES[N_ENGINES] = {"a@fuzz", "b@fuzz"};
-
-typedef struct msg {
-    int dst;
-    uint8_t *data;
-    size_t len;
-} msg_t;
-
+/* The established pair and a service table on each engine. */
 typedef struct pair {
-    tether_engine_t *e[N_ENGINES];
-    tether_svc_t *s[N_ENGINES];
-    int conn; /* 1 while the link a <-> b is up */
-    msg_t q[QUEUE_MAX];
-    size_t qh, qn;
-    uint64_t now;
+    fz_pair_t p;
+    tether_svc_t *s[FZ_ENGINES];
 } pair_t;
 
-static int index_of(const char *name)
+/* fz_attach_fn: a service table on engine i. */
+static int attach_table(void *ctx, int i, tether_engine_t *e)
 {
-    for (int i = 0; i < N_ENGINES; i++)
-        if (strcmp(NAMES[i], name) == 0)
-            return i;
-    return -1;
-}
+    pair_t *p = ctx;
+    tether_svc_config_t scfg;
 
-/* Drains every engine's actions and delivers queued bytes until quiet. */
-static void pump(pair_t *p)
-{
-    for (int rounds = 0; rounds < PUMP_ROUNDS; rounds++) {
-        int any = 0;
-        for (int i = 0; i < N_ENGINES; i++) {
-            tether_engine_action_t a;
-            while (tether_engine_next_action(p->e[i], &a)) {
-                int j = a.kind == TETHER_ACTION_DELIVER ? -1 : index_of(a.peer);
-                any = 1;
-                if (a.kind == TETHER_ACTION_SEND && j >= 0 && p->conn &&
-                    p->qn < QUEUE_MAX) {
-                    msg_t *m = &p->q[(p->qh + p->qn++) % QUEUE_MAX];
-                    m->dst = j;
-                    m->data = a.data;
-                    m->len = a.len;
-                    a.data = NULL;
-                } else if (a.kind == TETHER_ACTION_CONNECT && j >= 0 &&
-                           !p->conn) {
-                    p->conn = 1;
-                    (void)tether_engine_peer_up(p->e[0], NAMES[1]);
-                    (void)tether_engine_peer_up(p->e[1], NAMES[0]);
-                }
-                tether_engine_action_release(&a);
-            }
-        }
-        if (p->qn > 0) {
-            msg_t m = p->q[p->qh];
-            p->qh = (p->qh + 1) % QUEUE_MAX;
-            p->qn--;
-            if (p->conn)
-                (void)tether_engine_recv(p->e[m.dst], NAMES[1 - m.dst], m.data,
-                                         m.len);
-            free(m.data);
-            any = 1;
-        }
-        if (!any)
-            return;
-    }
-}
-
-/* Advances the virtual clock by ms in TICK_MS steps, pumping after each. */
-static void run(pair_t *p, uint64_t ms)
-{
-    pump(p);
-    for (uint64_t t = 0; t < ms; t += TICK_MS) {
-        p->now += TICK_MS;
-        for (int i = 0; i < N_ENGINES; i++)
-            (void)tether_engine_tick(p->e[i], p->now);
-        pump(p);
-    }
+    tether_svc_config_default(&scfg);
+    scfg.event_sub = EVENT_SUB;
+    scfg.digest_ms = FZ_DIGEST_MS;
+    return tether_svc_new(&scfg, e, &p->s[i]);
 }
 
 static void pair_free(pair_t *p)
 {
-    while (p->qn > 0) {
-        free(p->q[p->qh].data);
-        p->qh = (p->qh + 1) % QUEUE_MAX;
-        p->qn--;
-    }
-    for (int i = 0; i < N_ENGINES; i++)
-        tether_engine_free(p->e[i]);
-    for (int i = 0; i < N_ENGINES; i++)
+    fz_pair_free(&p->p);
+    for (int i = 0; i < FZ_ENGINES; i++) {
         tether_svc_free(p->s[i]);
+        p->s[i] = NULL;
+    }
 }
 
 /* Registers engine i's own instance `svc_<i>` with a pid of its node and
@@ -163,7 +91,7 @@ static int register_own(pair_t *p, int i)
 
     name[4] = (char)('a' + i);
     memset(&ep, 0, sizeof ep);
-    snprintf(ep.node, sizeof ep.node, "%s", NAMES[i]);
+    snprintf(ep.node, sizeof ep.node, "%s", FZ_NAMES[i]);
     ep.num = 100 + (unsigned)i;
     ep.creation = 1;
     if (ei_x_new_with_version(&n) < 0)
@@ -190,47 +118,20 @@ static int register_own(pair_t *p, int i)
     return rc;
 }
 
-/* Makes the established pair; returns 0 or -1 (then p is freed). */
+/* Makes the established pair with one own instance registered on each
+ * side; returns 0 or -1 (then p is freed). */
 static int pair_new(pair_t *p)
 {
-    tether_engine_config_t cfg;
-    tether_svc_config_t scfg;
-
-    memset(p, 0, sizeof *p);
-    tether_svc_config_default(&scfg);
-    scfg.event_sub = EVENT_SUB;
-    scfg.digest_ms = DIGEST_MS;
-    for (int i = 0; i < N_ENGINES; i++) {
-        tether_engine_config_default(&cfg);
-        cfg.name = NAMES[i];
-        cfg.incarnation = 1;
-        cfg.heartbeat_ms = HEARTBEAT_MS;
-        cfg.ttl_ms = TTL_MS;
-        cfg.cookie = COOKIE;
-        cfg.cookie_len = sizeof COOKIE - 1;
-        memset(cfg.seed, 0x50 + i, sizeof cfg.seed);
-        if (tether_engine_new(&cfg, &p->e[i]) != 0 ||
-            tether_svc_new(&scfg, p->e[i], &p->s[i]) != 0 ||
-            tether_engine_tick(p->e[i], p->now) != 0)
-            goto fail;
+    if (fz_pair_new(&p->p, SEED_BASE, attach_table, p) != 0) {
+        pair_free(p);
+        return -1;
     }
-    if (tether_engine_join(p->e[1], NAMES[0]) != 0)
-        goto fail;
-    run(p, SETTLE_MS);
-    if (!tether_engine_session_up(p->e[1], NAMES[0]) ||
-        !tether_engine_session_up(p->e[0], NAMES[1]) ||
-        !tether_engine_is_member(p->e[0], NAMES[1]) ||
-        !tether_engine_is_member(p->e[1], NAMES[0]))
-        abort(); /* the deterministic set-up must always work */
     if (register_own(p, 0) != 0 || register_own(p, 1) != 0)
         abort();
-    run(p, SETTLE_MS / 2);
+    fz_run(&p->p, FZ_SETTLE_MS / 2);
     if (tether_svc_count(p->s[0]) != 2 || tether_svc_count(p->s[1]) != 2)
         abort(); /* both tables hold both instances */
     return 0;
-fail:
-    pair_free(p);
-    return -1;
 }
 
 /* Mode 2: seal, mutate one byte, open both; see the file comment. */
@@ -244,7 +145,7 @@ static void seal_mutate(pair_t *p, const uint8_t *in, size_t n)
     if (n <= MUTATE_HDR)
         return;
     type = (uint8_t)(TETHER_MSG_MODULE_MIN + in[0] % (256 - 0x20));
-    rc = tether_engine_seal(p->e[0], NAMES[1], type, in + MUTATE_HDR,
+    rc = tether_engine_seal(p->p.e[0], FZ_NAMES[1], type, in + MUTATE_HDR,
                             n - MUTATE_HDR, &sealed, &slen);
     if (rc != 0) {
         if (sealed != NULL)
@@ -261,19 +162,19 @@ static void seal_mutate(pair_t *p, const uint8_t *in, size_t n)
     memcpy(bad, sealed, slen);
     pos = ((size_t)in[1] | (size_t)in[2] << 8) % slen;
     bad[pos] ^= in[3] ? in[3] : 1;
-    rc = tether_engine_open(p->e[1], NAMES[0], bad, slen, &got_type, &payload,
-                            &plen);
+    rc = tether_engine_open(p->p.e[1], FZ_NAMES[0], bad, slen, &got_type,
+                            &payload, &plen);
     if (rc >= 0 || payload != NULL || plen != 0)
         abort(); /* a changed byte must never open */
     /* A forgery refused must not block the genuine envelope. */
-    rc = tether_engine_open(p->e[1], NAMES[0], sealed, slen, &got_type,
+    rc = tether_engine_open(p->p.e[1], FZ_NAMES[0], sealed, slen, &got_type,
                             &payload, &plen);
     if (rc != 0 || got_type != type || plen != n - MUTATE_HDR ||
         payload < sealed || payload + plen > sealed + slen ||
         memcmp(payload, in + MUTATE_HDR, plen) != 0)
         abort();
     /* And it opens once only. */
-    rc = tether_engine_open(p->e[1], NAMES[0], sealed, slen, &got_type,
+    rc = tether_engine_open(p->p.e[1], FZ_NAMES[0], sealed, slen, &got_type,
                             &payload, &plen);
     if (rc >= 0 || payload != NULL)
         abort();
@@ -292,10 +193,10 @@ static void sequence(pair_t *p, const uint8_t *in, size_t n)
             len = n - off;
         if (len == 0)
             break;
-        (void)tether_engine_send(p->e[0], NAMES[1], TETHER_MSG_SERVICE,
+        (void)tether_engine_send(p->p.e[0], FZ_NAMES[1], TETHER_MSG_SERVICE,
                                  in + off, len, 0);
         off += len;
-        run(p, TICK_MS);
+        fz_run(&p->p, FZ_TICK_MS);
     }
 }
 
@@ -312,7 +213,7 @@ static void count_inst(void *ctx, const uint8_t *name, size_t nlen,
     tally_t *c = ctx;
 
     if (nlen == 0 || plen == 0 || mlen == 0 || owner == NULL ||
-        index_of(owner) < 0 || name == NULL || pid == NULL || meta == NULL)
+        fz_index_of(owner) < 0 || name == NULL || pid == NULL || meta == NULL)
         abort(); /* only the pair's own names own instances */
     c->instances++;
 }
@@ -351,11 +252,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     switch (data[0] % 4) {
     case 0:
         if (size > 1)
-            (void)tether_engine_send(p.e[0], NAMES[1], TETHER_MSG_SERVICE,
+            (void)tether_engine_send(p.p.e[0], FZ_NAMES[1], TETHER_MSG_SERVICE,
                                      data + 1, size - 1, 0);
         break;
     case 1:
-        if (tether_engine_open(p.e[1], NAMES[0], data + 1, size - 1, &type,
+        if (tether_engine_open(p.p.e[1], FZ_NAMES[0], data + 1, size - 1, &type,
                                &payload, &plen) == 0 &&
             (payload < data + 1 || payload + plen > data + size))
             abort(); /* the payload lies inside the input */
@@ -367,13 +268,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sequence(&p, data + 1, size - 1);
         break;
     }
-    run(&p, AFTER_MS);
-    for (int i = 0; i < N_ENGINES; i++)
+    fz_run(&p.p, FZ_AFTER_MS);
+    for (int i = 0; i < FZ_ENGINES; i++)
         check_table(p.s[i]);
-    p.conn = 0;
-    (void)tether_engine_peer_down(p.e[0], NAMES[1]);
-    (void)tether_engine_peer_down(p.e[1], NAMES[0]);
-    run(&p, TICK_MS);
+    fz_pair_cut(&p.p);
     if (tether_svc_count(p.s[1]) != 1 || tether_svc_count(p.s[0]) != 1)
         abort(); /* a peer's instances go with its connection */
     pair_free(&p);

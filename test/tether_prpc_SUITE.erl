@@ -68,10 +68,9 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_group(cnode, Config) ->
-    Plugin = tether_rpc_lib:rpctest_plugin(),
-    case filelib:is_regular(Plugin) of
-        true -> Config;
-        false -> {fail, "no test plug-in at " ++ Plugin ++ " (make -C c_src)"}
+    case tether_test_lib:require_plugin(tether_rpc_lib:rpctest_plugin()) of
+        ok -> Config;
+        Fail -> Fail
     end;
 init_per_group(_Group, Config) ->
     Config.
@@ -135,27 +134,12 @@ defer_completes_after_heal(_Config) ->
     [N1, N2, N3] = Nodes = cluster(),
     {ok, _Ref} = call(N1, tether, partition, [[N1], [N2, N3], defer]),
     wait_partition_known(Nodes),
-    Self = self(),
-    Caller = spawn_link(fun() ->
-                                R = erpc:call(N1, tether, call,
-                                              [N2, rpctest, node, [],
-                                               4 * ?WAIT_MS],
-                                              5 * ?WAIT_MS),
-                                Self ! {called, self(), R}
-                        end),
+    Caller = held_call(N1, tether, call, [N2, rpctest, node, [], 4 * ?WAIT_MS]),
     wait_leases_pass(N1),
     ?assertEqual(lists:sort(Nodes), call(N1, tether, members, [])),
-    receive
-        {called, Caller, Early} -> ct:fail({returned_across_defer, Early})
-    after 0 ->
-            ok
-    end,
+    ok = tether_test_lib:held_call_not_returned(Caller),
     ok = call(N3, tether, heal, []),
-    receive
-        {called, Caller, R} -> ?assertEqual(N2, R)
-    after 2 * ?WAIT_MS ->
-            ct:fail(no_answer_after_heal)
-    end.
+    ?assertEqual(N2, tether_test_lib:held_call_answer(Caller, 2 * ?WAIT_MS)).
 
 %% Across a defer partition a call whose timeout passes first returns
 %% {badrpc, timeout}; the late answer after heal reaches nobody's
@@ -279,26 +263,11 @@ cnode_defer_completes_after_heal(Config) ->
     {[N1, _, _] = Bs, CN} = cluster_with_cnode(Config),
     {ok, _Ref} = call(N1, tether, partition, [[N1], [CN], defer]),
     wait_partition_known(Bs),
-    Self = self(),
-    Caller = spawn_link(fun() ->
-                                R = erpc:call(N1, tether, call,
-                                              [CN, rpctest, node, [],
-                                               4 * ?WAIT_MS],
-                                              5 * ?WAIT_MS),
-                                Self ! {called, self(), R}
-                        end),
+    Caller = held_call(N1, tether, call, [CN, rpctest, node, [], 4 * ?WAIT_MS]),
     wait_leases_pass(N1),
-    receive
-        {called, Caller, Early} -> ct:fail({returned_across_defer, Early})
-    after 0 ->
-            ok
-    end,
+    ok = tether_test_lib:held_call_not_returned(Caller),
     ok = call(N1, tether, heal, []),
-    receive
-        {called, Caller, R} -> ?assertEqual(CN, R)
-    after 2 * ?WAIT_MS ->
-            ct:fail(no_answer_after_heal)
-    end.
+    ?assertEqual(CN, tether_test_lib:held_call_answer(Caller, 2 * ?WAIT_MS)).
 
 %% Hundreds of calls held by a defer partition reach the C-node at once on
 %% heal; it runs them all and answers each (a regression: it used to
@@ -308,23 +277,14 @@ cnode_many_held_calls_survive_heal(Config) ->
     N = 1000,
     {ok, _Ref} = call(N1, tether, partition, [[N1], [CN], defer]),
     wait_partition_known(Bs),
-    Self = self(),
-    Caller = spawn_link(fun() ->
-                                R = erpc:call(N1, ?MODULE, many_calls,
-                                              [CN, N, 4 * ?WAIT_MS],
-                                              5 * ?WAIT_MS),
-                                Self ! {called, self(), R}
-                        end),
+    Caller = held_call(N1, ?MODULE, many_calls, [CN, N, 4 * ?WAIT_MS]),
     %% Every call is held by N1's engine before the heal.
     wait_until(fun() -> call(N1, tether_server, info, []) end,
                fun(#{stats := #{part_deferred := D}}) -> D >= N;
                   (_) -> false end),
     ok = call(N1, tether, heal, []),
-    receive
-        {called, Caller, R} -> ?assertEqual(lists:seq(1, N), R)
-    after 4 * ?WAIT_MS ->
-            ct:fail(no_answers_after_heal)
-    end,
+    ?assertEqual(lists:seq(1, N),
+                 tether_test_lib:held_call_answer(Caller, 4 * ?WAIT_MS)),
     ?assertEqual(CN, call(N1, tether, call, [CN, rpctest, node, []])).
 
 %% multicall over BEAM nodes and the C-node, in the order given.
@@ -408,6 +368,11 @@ wait_partition_known(Nodes) ->
 %% partition.
 wait_leases_pass(Node) ->
     tether_test_lib:wait_leases_pass(Node, ?HB_MS, ?TTL_MS, ?WAIT_MS).
+
+%% Starts erpc:call(Node, M, F, A) from a process of this node, a call a
+%% defer partition holds (A's own timeout is below 5 * WAIT_MS).
+held_call(Node, M, F, A) ->
+    tether_test_lib:held_call_start(Node, M, F, A, 5 * ?WAIT_MS, self()).
 
 relay(Node, Setup) ->
     call(Node, tether_test_lib, relay_start, [self(), Setup]).

@@ -84,10 +84,10 @@ end_per_suite(_Config) ->
 
 init_per_group(cnode, Config) ->
     Plugin = tether_rpc_lib:rpctest_plugin(),
-    case filelib:is_regular(Plugin) of
-        true -> [{cnode_args, ["--load", Plugin, "--service", "rpctest"]}
-                 | Config];
-        false -> {fail, "no test plug-in at " ++ Plugin ++ " (make -C c_src)"}
+    case tether_test_lib:require_plugin(Plugin) of
+        ok -> [{cnode_args, ["--load", Plugin, "--service", "rpctest"]}
+               | Config];
+        Fail -> Fail
     end;
 init_per_group(_Group, Config) ->
     [{cnode_args, []} | Config].
@@ -345,28 +345,17 @@ call_service_across_partitions(Config) ->
     ?assertEqual({badrpc, timeout},
                  call(N1, tether, call_service, [svc_p, double, [3],
                                                  [{timeout, 500}]])),
-    Self = self(),
-    Caller = spawn_link(fun() ->
-                                R = erpc:call(N1, tether, call_service,
-                                              [svc_p, double, [4],
-                                               [{timeout, 4 * ?WAIT_MS}]],
-                                              5 * ?WAIT_MS),
-                                Self ! {called, self(), R}
-                        end),
+    Caller = tether_test_lib:held_call_start(
+               N1, tether, call_service,
+               [svc_p, double, [4], [{timeout, 4 * ?WAIT_MS}]], 5 * ?WAIT_MS,
+               self()),
     %% The caller waits while the partition holds (two leases' worth of
     %% heartbeats skipped), then completes after heal.
     wait_leases_pass(N1),
-    receive
-        {called, Caller, Early} -> ct:fail({returned_across_defer, Early})
-    after 0 ->
-            ok
-    end,
+    ok = tether_test_lib:held_call_not_returned(Caller),
     ok = call(N3, tether, heal, [Defer]),
-    receive
-        {called, Caller, R} -> ?assertEqual({8, N2}, R)
-    after 2 * ?WAIT_MS ->
-            ct:fail(no_answer_after_heal)
-    end.
+    ?assertEqual({8, N2},
+                 tether_test_lib:held_call_answer(Caller, 2 * ?WAIT_MS)).
 
 %% Acceptance 4, not idempotent: callers loop on call_service/4 while
 %% the node of the first instance in their order is killed (SIGKILL).

@@ -35,6 +35,10 @@
 %% Polling conditions on tether clusters.
 -export([poll/3, wait_members/3, members_of/1, wait_leases_pass/4,
          relay_start/2, relay_next/2]).
+%% Calls held across a defer partition.
+-export([held_call_start/6, held_call_not_returned/1, held_call_answer/2]).
+%% Group prerequisites.
+-export([require_plugin/1]).
 %% Tether clusters a test case starts, stopped by its end_per_testcase.
 -export([start_tether_nodes/2, join_all/2, case_peer/1, start_case_cnode/2,
          case_cnodes/0, forget_cnodes/0, stop_case/0]).
@@ -704,6 +708,48 @@ relay_loop(Tester) ->
         Msg ->
             Tester ! {relay, self(), Msg},
             relay_loop(Tester)
+    end.
+
+%% @doc Starts a process linked to the caller that runs
+%% erpc:call(Node, M, F, A, Timeout), a call expected to be held by a
+%% defer partition, and sends its answer to the caller as
+%% {held_call, Pid, Answer}; returns Pid (see held_call_not_returned/1
+%% and held_call_answer/2).
+-spec held_call_start(node(), module(), atom(), list(), timeout(), pid()) ->
+          pid().
+held_call_start(Node, M, F, A, Timeout, Tester) ->
+    spawn_link(fun() ->
+                       R = erpc:call(Node, M, F, A, Timeout),
+                       Tester ! {held_call, self(), R}
+               end).
+
+%% @doc ok if the held call (held_call_start/6) has not answered yet;
+%% fails the test case with {returned_across_defer, Answer} if it has.
+-spec held_call_not_returned(pid()) -> ok.
+held_call_not_returned(Caller) ->
+    receive
+        {held_call, Caller, Early} -> ct:fail({returned_across_defer, Early})
+    after 0 ->
+            ok
+    end.
+
+%% @doc The answer of the held call (held_call_start/6); fails the test
+%% case with no_answer_after_heal after Timeout milliseconds.
+-spec held_call_answer(pid(), non_neg_integer()) -> term().
+held_call_answer(Caller, Timeout) ->
+    receive
+        {held_call, Caller, R} -> R
+    after Timeout ->
+            ct:fail(no_answer_after_heal)
+    end.
+
+%% @doc For init_per_group/2: ok if the C-node test plug-in Plugin has
+%% been built, else {fail, Reason} naming it and how to build it.
+-spec require_plugin(file:filename()) -> ok | {fail, string()}.
+require_plugin(Plugin) ->
+    case filelib:is_regular(Plugin) of
+        true -> ok;
+        false -> {fail, "no test plug-in at " ++ Plugin ++ " (make -C c_src)"}
     end.
 
 %%--------------------------------------------------------------------

@@ -1,7 +1,8 @@
 /*
  * test/harness.h: a tiny in-test shell for engines (header-only, static):
  * direct FIFO delivery between a few engines, switchable links, a virtual
- * clock, and a log of DELIVER actions. Used by test_node.c.
+ * clock, and a log of DELIVER actions (or a hook that takes them). Used
+ * by test_direct.c, test_engine.c, test_registry.c and test_service.c.
  */
 #ifndef TETHER_TEST_HARNESS_H
 #define TETHER_TEST_HARNESS_H
@@ -40,6 +41,10 @@ typedef struct harness {
     int nevents[H_MAX];
     uint8_t secret[TETHER_CLUSTER_SECRET_BYTES];
     size_t defer_max;
+    /* When set, h_pump hands each DELIVER action to on_deliver(deliver_ctx,
+     * engine index, action) instead of logging it with h_log_event. */
+    void (*on_deliver)(void *ctx, int i, const tether_engine_action_t *a);
+    void *deliver_ctx;
 } harness_t;
 
 static inline int h_index(harness_t *h, const char *name)
@@ -148,6 +153,9 @@ static inline void h_pump(harness_t *h)
                     a.data = NULL;
                 } else if (a.kind == TETHER_ACTION_CONNECT && j >= 0) {
                     h_peer_up(h, i, j);
+                } else if (a.kind == TETHER_ACTION_DELIVER &&
+                           h->on_deliver != NULL) {
+                    h->on_deliver(h->deliver_ctx, i, &a);
                 } else if (a.kind == TETHER_ACTION_DELIVER) {
                     h_log_event(h, i, a.data, a.len);
                 }
@@ -191,6 +199,69 @@ static inline void h_free(harness_t *h)
     }
     for (int i = 0; i < h->n; i++)
         tether_engine_free(h->e[i]);
+}
+
+/* Makes every engine but a join a, runs until they agree and checks
+ * that a has a session with each. */
+static inline void h_join_all(harness_t *h)
+{
+    for (int i = 1; i < h->n; i++)
+        cr_assert_eq(tether_engine_join(h->e[i], h->names[0]), 0);
+    h_run(h, 1000);
+    for (int i = 1; i < h->n; i++)
+        cr_assert(tether_engine_session_up(h->e[0], h->names[i]));
+}
+
+/* Starts n engines and makes them one cluster (h_join_all). */
+static inline void h_cluster(harness_t *h, int n)
+{
+    h_init(h, n);
+    h_start_all(h);
+    h_join_all(h);
+}
+
+/* Advances engine i's clock by one heartbeat and returns the first sealed
+ * heartbeat it sends (the caller frees it; its length in *len); every
+ * other action is released unseen. */
+static inline uint8_t *h_catch_heartbeat(harness_t *h, int i, size_t *len)
+{
+    tether_engine_action_t a;
+    uint8_t *hb = NULL;
+
+    h->now += 100;
+    tether_engine_tick(h->e[i], h->now);
+    while (tether_engine_next_action(h->e[i], &a)) {
+        if (a.kind == TETHER_ACTION_SEND && hb == NULL &&
+            a.data[1] == TETHER_MSG_HEARTBEAT) {
+            hb = a.data;
+            *len = a.len;
+            a.data = NULL;
+        }
+        tether_engine_action_release(&a);
+    }
+    cr_assert_not_null(hb);
+    return hb;
+}
+
+/* Starts m as a fresh ETF term {Tag, ...} of arity elements. */
+static inline void h_etf_begin(ei_x_buff *m, int arity, const char *tag)
+{
+    cr_assert_eq(ei_x_new_with_version(m), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(m, arity), 0);
+    cr_assert_eq(ei_x_encode_atom(m, tag), 0);
+}
+
+/* Sends the term m from engine `from` to engine `to` as a message of the
+ * given type, frees m and pumps. */
+static inline void h_send_etf(harness_t *h, int from, int to, uint8_t type,
+                              ei_x_buff *m)
+{
+    cr_assert_eq(tether_engine_send(h->e[from], h->names[to], type,
+                                    (const uint8_t *)m->buff, (size_t)m->index,
+                                    0),
+                 0);
+    h_pump(h);
+    ei_x_free(m);
 }
 
 /* Members of engine i joined by spaces, into buf. */

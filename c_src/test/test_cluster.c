@@ -55,19 +55,20 @@ static void restart_msg(term_t *t, const char *from)
     t_done(t, &x);
 }
 
-/* {'$gen_call', {Pid, Tag}, members} */
-static void call_msg(term_t *t)
+/* {'$gen_call', {Pid, Tag}, Request} from pid <node.num.0>. */
+static void call_msg(term_t *t, const char *node, unsigned num, long tag,
+                     const char *request)
 {
     ei_x_buff x;
-    erlang_pid pid = {.num = 1, .serial = 0, .creation = 1};
-    strcpy(pid.node, PEER);
+    erlang_pid pid = {.num = num, .serial = 0, .creation = 1};
+    strcpy(pid.node, node);
     ei_x_new_with_version(&x);
     ei_x_encode_tuple_header(&x, 3);
     ei_x_encode_atom(&x, "$gen_call");
     ei_x_encode_tuple_header(&x, 2);
     ei_x_encode_pid(&x, &pid);
-    ei_x_encode_long(&x, 7);
-    ei_x_encode_atom(&x, "members");
+    ei_x_encode_long(&x, tag);
+    ei_x_encode_atom(&x, request);
     t_done(t, &x);
 }
 
@@ -101,7 +102,7 @@ Test(cluster, parses_restart_call_wake_exit)
     cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_RESTART);
     cr_assert_str_eq(m.from, PEER);
 
-    call_msg(&t);
+    call_msg(&t, PEER, 1, 7, "members");
     cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_CALL);
     int idx = m.req_index;
     char a[MAXATOMLEN_UTF8];
@@ -374,13 +375,11 @@ Test(cluster, configuration_checks)
 #include "cnode/api.h"
 #include "core/engine.h"
 #include "tether/term.h"
+#include "test/engine_peer.h"
 
-#define HELD_COOKIE      "secret"              /* new_node()'s cookie */
-#define HELD_MSG_ERLANG  TETHER_MSG_MODULE_MIN /* cluster.c's MSG_ERLANG */
-#define HELD_REQUESTS    1000 /* below TETHER_ENGINE_DEFAULT_DEFER (1024) */
-#define HELD_PUMP_ROUNDS 64
-#define HELD_HB_MS       100
-#define HELD_TTL_MS      500
+#define HELD_COOKIE     "secret"              /* new_node()'s cookie */
+#define HELD_MSG_ERLANG TETHER_MSG_MODULE_MIN /* cluster.c's MSG_ERLANG */
+#define HELD_REQUESTS   1000 /* below TETHER_ENGINE_DEFAULT_DEFER (1024) */
 /* How far apart the frames of two runs of a held request may be: they
  * all start from the same loop, so any real spread means recursion. */
 #define HELD_STACK_SPREAD_MAX (64 * 1024)
@@ -417,57 +416,6 @@ static void held_count(tether_call_t *call, const char *args, int index,
     (void)tether_call_return_atom(call, "ok");
 }
 
-/* Moves engine actions between the node's engine (ne) and b1's (pe). */
-static void held_pump(tether_engine_t *ne, tether_engine_t *pe)
-{
-    for (int round = 0; round < HELD_PUMP_ROUNDS; round++) {
-        tether_engine_action_t a;
-        int any = 0;
-        while (tether_engine_next_action(ne, &a)) {
-            if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, PEER) == 0)
-                (void)tether_engine_recv(pe, SELF, a.data, a.len);
-            tether_engine_action_release(&a);
-            any = 1;
-        }
-        while (tether_engine_next_action(pe, &a)) {
-            if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, SELF) == 0)
-                (void)tether_engine_recv(ne, PEER, a.data, a.len);
-            tether_engine_action_release(&a);
-            any = 1;
-        }
-        if (!any)
-            return;
-    }
-}
-
-/* b1's engine with a session to the node's engine; NULL on failure. */
-static tether_engine_t *held_peer(tether_engine_t *ne)
-{
-    tether_engine_config_t cfg;
-    tether_engine_t *pe = NULL;
-
-    tether_engine_config_default(&cfg);
-    cfg.name = PEER;
-    cfg.incarnation = 1;
-    cfg.heartbeat_ms = HELD_HB_MS;
-    cfg.ttl_ms = HELD_TTL_MS;
-    cfg.cookie = (const uint8_t *)HELD_COOKIE;
-    cfg.cookie_len = sizeof HELD_COOKIE - 1;
-    memset(cfg.seed, 0x33, sizeof cfg.seed);
-    if (tether_engine_new(&cfg, &pe) != 0)
-        return NULL;
-    (void)tether_engine_tick(pe, 0);
-    (void)tether_engine_peer_up(ne, PEER);
-    (void)tether_engine_peer_up(pe, SELF);
-    held_pump(ne, pe);
-    if (!tether_engine_session_up(pe, SELF) ||
-        !tether_engine_session_up(ne, PEER)) {
-        tether_engine_free(pe);
-        return NULL;
-    }
-    return pe;
-}
-
 /* {tether_rpc, {call, rt, ct, count, [I]}} into x (version included). */
 static int held_request(ei_x_buff *x, long i)
 {
@@ -483,23 +431,6 @@ static int held_request(ei_x_buff *x, long i)
         return -1;
     }
     return 0;
-}
-
-/* {'$gen_call', {Pid, 1}, heal_all} from a local pid that is not alive
- * (the reply is dropped). */
-static void held_heal_all_msg(term_t *t)
-{
-    ei_x_buff x;
-    erlang_pid pid = {.num = 4242, .serial = 0, .creation = 1};
-    strcpy(pid.node, SELF);
-    ei_x_new_with_version(&x);
-    ei_x_encode_tuple_header(&x, 3);
-    ei_x_encode_atom(&x, "$gen_call");
-    ei_x_encode_tuple_header(&x, 2);
-    ei_x_encode_pid(&x, &pid);
-    ei_x_encode_long(&x, 1);
-    ei_x_encode_atom(&x, "heal_all");
-    t_done(t, &x);
 }
 
 /* execute/2's outcome after the heal: kept for the test to check. */
@@ -551,7 +482,7 @@ static void held_on_loop(tether_node_t *node, void *arg)
     term_t t;
     ei_x_buff req;
 
-    if (ne == NULL || (h->pe = held_peer(ne)) == NULL)
+    if (ne == NULL || ep_peer_new(ne, SELF, PEER, HELD_COOKIE, &h->pe) != 0)
         goto out;
     if (tether_engine_partition(ne, a, 1, b, 1, TETHER_PARTITION_DEFER, NULL) !=
         0)
@@ -565,10 +496,12 @@ static void held_on_loop(tether_node_t *node, void *arg)
                                  0);
         ei_x_free(&req);
     }
-    held_pump(ne, h->pe);
+    ep_pump(ne, SELF, h->pe, PEER);
     h->deferred = tether_engine_stats(ne)->part_deferred;
     /* Heal as a BEAM member asks it: tether:heal_all() on this node. */
-    held_heal_all_msg(&t);
+    /* {'$gen_call', {Pid, 1}, heal_all} from a local pid that is not alive
+     * (the reply is dropped). */
+    call_msg(&t, SELF, 4242, 1, "heal_all");
     deliver(node, t.buf, t.len);
     h->ran_on_heal = h->ran;
     h->flushed = tether_engine_stats(ne)->defer_flushed;
@@ -578,11 +511,29 @@ out:
     tether_node_stop(node);
 }
 
+/* Decodes the atom at *idx of b, which must be `atom'. */
+static void expect_atom(const char *b, int *idx, const char *atom)
+{
+    char a[MAXATOMLEN_UTF8];
+    cr_assert_eq(ei_decode_atom(b, idx, a), 0);
+    cr_assert_str_eq(a, atom);
+}
+
+/* Decodes the header of a tuple at *idx of b, which must have the given
+ * arity, and its first element, the atom tag. */
+static void expect_tagged(const char *b, int *idx, int arity, const char *tag)
+{
+    int n;
+    cr_assert_eq(ei_decode_tuple_header(b, idx, &n), 0);
+    cr_assert_eq(n, arity);
+    expect_atom(b, idx, tag);
+}
+
 Test(cluster, many_held_rpc_requests_run_after_heal_without_recursion)
 {
     tether_node_t *node = new_node();
-    tether_cluster_config_t cfg = {.heartbeat_ms = HELD_HB_MS,
-                                   .ttl_ms = HELD_TTL_MS};
+    tether_cluster_config_t cfg = {.heartbeat_ms = EP_HEARTBEAT_MS,
+                                   .ttl_ms = EP_TTL_MS};
     held_t *h = calloc(1, sizeof *h);
     cr_assert_not_null(h);
     h->invoke_rc = TETHER_EINVAL; /* set by the call after the heal */
@@ -604,15 +555,10 @@ Test(cluster, many_held_rpc_requests_run_after_heal_without_recursion)
     cr_assert_eq(h->invoke_rc, 0);
     cr_assert_eq(h->ran, HELD_REQUESTS + 1);
     cr_assert_eq(h->outcomes, 1);
-    int idx = 0, ver, arity;
-    char tag[MAXATOMLEN_UTF8];
+    int idx = 0, ver;
     cr_assert_eq(ei_decode_version(h->outcome, &idx, &ver), 0);
-    cr_assert_eq(ei_decode_tuple_header(h->outcome, &idx, &arity), 0);
-    cr_assert_eq(ei_decode_atom(h->outcome, &idx, tag), 0);
-    cr_assert_str_eq(tag, "return");
-    cr_assert_eq(ei_decode_tuple_header(h->outcome, &idx, &arity), 0);
-    cr_assert_eq(ei_decode_atom(h->outcome, &idx, tag), 0);
-    cr_assert_str_eq(tag, "sealed");
+    expect_tagged(h->outcome, &idx, 2, "return");
+    expect_tagged(h->outcome, &idx, 2, "sealed");
     /* It opens at b1 as {tether_rpc, {reply, rt, {return, ok}}}. */
     int type, size;
     cr_assert_eq(ei_get_type(h->outcome, &idx, &type, &size), 0);
@@ -632,22 +578,11 @@ Test(cluster, many_held_rpc_requests_run_after_heal_without_recursion)
     idx = 0;
     cr_assert(tether_term_valid(r, plen));
     cr_assert_eq(ei_decode_version(r, &idx, &ver), 0);
-    cr_assert_eq(ei_decode_tuple_header(r, &idx, &arity), 0);
-    cr_assert_eq(arity, 2);
-    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
-    cr_assert_str_eq(tag, "tether_rpc");
-    cr_assert_eq(ei_decode_tuple_header(r, &idx, &arity), 0);
-    cr_assert_eq(arity, 3);
-    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
-    cr_assert_str_eq(tag, "reply");
-    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
-    cr_assert_str_eq(tag, "rt");
-    cr_assert_eq(ei_decode_tuple_header(r, &idx, &arity), 0);
-    cr_assert_eq(arity, 2);
-    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
-    cr_assert_str_eq(tag, "return");
-    cr_assert_eq(ei_decode_atom(r, &idx, tag), 0);
-    cr_assert_str_eq(tag, "ok");
+    expect_tagged(r, &idx, 2, "tether_rpc");
+    expect_tagged(r, &idx, 3, "reply");
+    expect_atom(r, &idx, "rt");
+    expect_tagged(r, &idx, 2, "return");
+    expect_atom(r, &idx, "ok");
     free(env);
 
     tether_engine_free(h->pe);

@@ -59,16 +59,11 @@ static const tether_engine_module_t rec_module = {
 static const tether_engine_module_t opaque_module = {
     .name = "opaque", .type = OPAQUE_TYPE, .opaque = 1, .on_message = rec_msg};
 
-/* Starts n engines, makes all join a, and runs until they agree. */
-static void cluster(harness_t *h, int n)
+/* A cluster of a and b, with b recording the REC_TYPE messages in r. */
+static void rec_pair(harness_t *h, rec_t *r)
 {
-    h_init(h, n);
-    h_start_all(h);
-    for (int i = 1; i < n; i++)
-        tether_engine_join(h->e[i], h->names[0]);
-    h_run(h, 1000);
-    for (int i = 1; i < n; i++)
-        cr_assert(tether_engine_session_up(h->e[0], h->names[i]));
+    h_cluster(h, 2);
+    cr_assert_eq(tether_engine_register_module(h->e[1], &rec_module, r), 0);
 }
 
 /* The term {direct, Id} in external format into x (fresh). */
@@ -93,6 +88,22 @@ static int seal_id(harness_t *h, int i, int j, long id, uint8_t **out,
                             out_len);
     ei_x_free(&x);
     return rc;
+}
+
+/* Engine i opens env (len bytes) as if from node `from`: it must refuse
+ * with rc and hand out no payload. */
+static void refused(harness_t *h, int i, const char *from, const uint8_t *env,
+                    size_t len, int rc)
+{
+    const uint8_t *payload = NULL;
+    size_t plen = 0;
+    uint8_t type = 0;
+
+    cr_assert_eq(
+        tether_engine_open(h->e[i], from, env, len, &type, &payload, &plen),
+        rc);
+    cr_assert_null(payload);
+    cr_assert_eq(plen, 0);
 }
 
 /* 1 if bytes[0..len) is the term {direct, id}. */
@@ -125,7 +136,7 @@ Test(direct, sealed_envelope_opens_to_the_same_payload)
     size_t slen = 0, plen = 0;
     uint64_t sent;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     sent = tether_engine_stats(h.e[0])->sent;
     cr_assert_eq(seal_id(&h, 0, 1, 42, &sealed, &slen), 0);
     cr_assert_not_null(sealed);
@@ -174,7 +185,7 @@ Test(direct, broadcast_seals_for_every_live_member_but_us)
     const uint8_t *payload = NULL;
     size_t plen = 0;
 
-    cluster(&h, 3);
+    h_cluster(&h, 3);
     id_term(&x, 5);
     cr_assert_eq(tether_engine_broadcast_sealed(
                      h.e[0], REC_TYPE, (const uint8_t *)x.buff, (size_t)x.index,
@@ -213,8 +224,7 @@ Test(direct, sealed_envelope_also_goes_through_recv)
     uint8_t *sealed = NULL;
     size_t slen = 0;
 
-    cluster(&h, 2);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    rec_pair(&h, &r);
     cr_assert_eq(seal_id(&h, 0, 1, 7, &sealed, &slen), 0);
     cr_assert_eq(tether_engine_recv(h.e[1], "a@test", sealed, slen), 0);
     cr_assert_eq(r.n, 1);
@@ -233,7 +243,7 @@ Test(direct, arguments_are_checked)
     size_t slen = 1, plen = 1;
     static const uint8_t etf[] = {131, 'j'};
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(tether_engine_seal(h.e[0], "b@test", TETHER_MSG_HEARTBEAT, etf,
                                     sizeof etf, &sealed, &slen),
                  TETHER_EINVAL, "engine types are not the caller's");
@@ -313,19 +323,15 @@ Test(direct, no_session_is_closed)
 Test(direct, a_node_that_left_neither_seals_nor_opens)
 {
     harness_t h;
-    uint8_t *sealed = NULL, *late = NULL, type = 0;
-    const uint8_t *payload = NULL;
-    size_t slen = 0, llen = 0, plen = 0;
+    uint8_t *sealed = NULL, *late = NULL;
+    size_t slen = 0, llen = 0;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(seal_id(&h, 0, 1, 1, &sealed, &slen), 0);
     cr_assert_eq(tether_engine_leave(h.e[1]), 0);
     cr_assert_eq(seal_id(&h, 1, 0, 2, &late, &llen), TETHER_ECLOSED);
     cr_assert_null(late);
-    cr_assert_eq(tether_engine_open(h.e[1], "a@test", sealed, slen, &type,
-                                    &payload, &plen),
-                 TETHER_ECLOSED);
-    cr_assert_null(payload);
+    refused(&h, 1, "a@test", sealed, slen, TETHER_ECLOSED);
     free(sealed);
     h_free(&h);
 }
@@ -338,7 +344,7 @@ Test(direct, drop_partition_closes_seal_and_open)
     size_t slen = 0, elen = 0, plen = 0;
     uint64_t ref, dropped;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     /* Sealed before anyone knows of the partition. */
     cr_assert_eq(seal_id(&h, 0, 1, 1, &early, &elen), 0);
     /* Only the receiver knows it: a's copy of the table is not pumped. */
@@ -346,11 +352,7 @@ Test(direct, drop_partition_closes_seal_and_open)
                                          TETHER_PARTITION_DROP, &ref),
                  0);
     dropped = tether_engine_stats(h.e[1])->part_dropped;
-    cr_assert_eq(tether_engine_open(h.e[1], "a@test", early, elen, &type,
-                                    &payload, &plen),
-                 TETHER_ECLOSED);
-    cr_assert_null(payload);
-    cr_assert_eq(plen, 0);
+    refused(&h, 1, "a@test", early, elen, TETHER_ECLOSED);
     cr_assert_eq(tether_engine_stats(h.e[1])->part_dropped, dropped + 1);
     /* The sender that knows it does not seal. */
     cr_assert_eq(seal_id(&h, 1, 0, 2, &sealed, &slen), TETHER_ECLOSED);
@@ -381,8 +383,7 @@ Test(direct, defer_partition_holds_a_seal_and_sends_it_on_heal)
     uint64_t ref;
     int found = 0;
 
-    cluster(&h, 2);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    rec_pair(&h, &r);
     cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
                                          TETHER_PARTITION_DEFER, &ref),
                  0);
@@ -414,22 +415,16 @@ Test(direct, defer_partition_holds_an_open_and_delivers_it_on_heal)
 {
     harness_t h;
     rec_t r = {0};
-    uint8_t *sealed = NULL, type = 0;
-    const uint8_t *payload = NULL;
-    size_t slen = 0, plen = 0;
+    uint8_t *sealed = NULL;
+    size_t slen = 0;
 
-    cluster(&h, 2);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    rec_pair(&h, &r);
     cr_assert_eq(seal_id(&h, 0, 1, 6, &sealed, &slen), 0);
     /* Only the receiver knows the partition. */
     cr_assert_eq(tether_engine_partition(h.e[1], GA, 1, GB, 1,
                                          TETHER_PARTITION_DEFER, NULL),
                  0);
-    cr_assert_eq(tether_engine_open(h.e[1], "a@test", sealed, slen, &type,
-                                    &payload, &plen),
-                 TETHER_EAGAIN);
-    cr_assert_null(payload);
-    cr_assert_eq(plen, 0);
+    refused(&h, 1, "a@test", sealed, slen, TETHER_EAGAIN);
     cr_assert_eq(r.n, 0, "held, not delivered");
     /* The engine kept its own copy: the caller's buffer may go. */
     memset(sealed, 0, slen);
@@ -451,15 +446,12 @@ Test(direct, replayed_envelope_is_refused)
     const uint8_t *payload = NULL;
     size_t slen = 0, plen = 0;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(seal_id(&h, 0, 1, 8, &sealed, &slen), 0);
     cr_assert_eq(tether_engine_open(h.e[1], "a@test", sealed, slen, &type,
                                     &payload, &plen),
                  0);
-    cr_assert_eq(tether_engine_open(h.e[1], "a@test", sealed, slen, &type,
-                                    &payload, &plen),
-                 TETHER_EREPLAY);
-    cr_assert_null(payload);
+    refused(&h, 1, "a@test", sealed, slen, TETHER_EREPLAY);
     cr_assert_eq(tether_engine_recv(h.e[1], "a@test", sealed, slen),
                  TETHER_EREPLAY, "nor through recv");
     cr_assert_eq(tether_engine_envelope_stats(h.e[1])->replayed, 2);
@@ -475,7 +467,7 @@ Test(direct, tampered_envelope_is_refused)
     size_t slen = 0, plen = 0;
     uint64_t rejected;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(seal_id(&h, 0, 1, 9, &sealed, &slen), 0);
     rejected = tether_engine_stats(h.e[1])->recv_rejected;
     for (size_t i = 2; i < slen; i++) {
@@ -500,9 +492,8 @@ Test(direct, hellos_and_control_messages_are_not_for_open)
 {
     harness_t h;
     tether_engine_action_t a;
-    uint8_t *hello = NULL, *hb = NULL, type = 0;
-    const uint8_t *payload = NULL;
-    size_t hlen = 0, hblen = 0, plen = 0;
+    uint8_t *hello = NULL, *hb = NULL;
+    size_t hlen = 0, hblen = 0;
 
     /* a (the kx client) sends its hello when the connection comes up. */
     h_init(&h, 2);
@@ -519,32 +510,14 @@ Test(direct, hellos_and_control_messages_are_not_for_open)
     }
     cr_assert_not_null(hello);
     cr_assert_eq(hello[1], TETHER_ENV_TYPE_HELLO);
-    cr_assert_eq(tether_engine_open(h.e[1], "a@test", hello, hlen, &type,
-                                    &payload, &plen),
-                 TETHER_EPROTO);
-    cr_assert_null(payload);
+    refused(&h, 1, "a@test", hello, hlen, TETHER_EPROTO);
     free(hello);
     h_free(&h);
 
     /* A sealed heartbeat (an engine message) through open. */
-    cluster(&h, 2);
-    h.now += 100;
-    tether_engine_tick(h.e[0], h.now);
-    while (tether_engine_next_action(h.e[0], &a)) {
-        if (a.kind == TETHER_ACTION_SEND && hb == NULL &&
-            a.data[1] == TETHER_MSG_HEARTBEAT) {
-            hb = a.data;
-            hblen = a.len;
-            a.data = NULL;
-        }
-        tether_engine_action_release(&a);
-    }
-    cr_assert_not_null(hb);
-    cr_assert_eq(
-        tether_engine_open(h.e[1], "a@test", hb, hblen, &type, &payload, &plen),
-        TETHER_EPROTO);
-    cr_assert_null(payload);
-    cr_assert_eq(plen, 0);
+    h_cluster(&h, 2);
+    hb = h_catch_heartbeat(&h, 0, &hblen);
+    refused(&h, 1, "a@test", hb, hblen, TETHER_EPROTO);
     cr_assert_eq(tether_engine_recv(h.e[1], "a@test", hb, hblen),
                  TETHER_EREPLAY, "it was opened (and handled) once");
     free(hb);
@@ -588,7 +561,7 @@ Test(direct, only_an_opaque_module_gets_a_deep_term)
     cr_assert_eq((size_t)idx, dlen, "a well-formed term");
     cr_assert_lt(tether__etf_validate((const char *)deep, dlen), 0,
                  "that the engine's validator refuses");
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &plain), 0);
     cr_assert_eq(tether_engine_register_module(h.e[1], &opaque_module, &opaque),
                  0);
@@ -626,7 +599,7 @@ Test(direct, an_opaque_module_gets_its_deep_term_held_by_defer_on_heal)
     const uint8_t *payload = NULL;
     size_t dlen = deep_term(deep, sizeof deep), slen = 0, plen = 0;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(tether_engine_register_module(h.e[1], &opaque_module, &opaque),
                  0);
     cr_assert_eq(tether_engine_seal(h.e[0], "b@test", OPAQUE_TYPE, deep, dlen,

@@ -11,16 +11,6 @@
 
 static char mb[512];
 
-/* Starts n engines, makes all join a, and runs until they agree. */
-static void cluster(harness_t *h, int n)
-{
-    h_init(h, n);
-    h_start_all(h);
-    for (int i = 1; i < n; i++)
-        tether_engine_join(h->e[i], h->names[0]);
-    h_run(h, 1000);
-}
-
 Test(engine, config_is_checked)
 {
     tether_engine_config_t cfg;
@@ -57,7 +47,7 @@ Test(engine, join_makes_everyone_agree)
 {
     harness_t h;
 
-    cluster(&h, 4);
+    h_cluster(&h, 4);
     for (int i = 0; i < 4; i++)
         cr_assert_str_eq(h_members(&h, i, mb, sizeof mb),
                          "a@test b@test c@test d@test", "node %d: %s", i, mb);
@@ -73,7 +63,7 @@ Test(engine, leave_is_announced_and_final)
 {
     harness_t h;
 
-    cluster(&h, 3);
+    h_cluster(&h, 3);
     cr_assert_eq(tether_engine_leave(h.e[2]), 0);
     cr_assert_eq(tether_engine_leave(h.e[2]), TETHER_ECLOSED);
     cr_assert_eq(tether_engine_join(h.e[2], "a@test"), TETHER_ECLOSED);
@@ -96,7 +86,7 @@ Test(engine, stale_gossip_never_re_adds_a_node_that_left)
 {
     harness_t h;
 
-    cluster(&h, 3);
+    h_cluster(&h, 3);
     /* c is cut off from everyone; b leaves while c cannot hear it. */
     h_cut(&h, 2, 0);
     h_cut(&h, 2, 1);
@@ -124,7 +114,7 @@ Test(engine, silent_peer_expires_after_ttl)
 {
     harness_t h;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     h.link[1][0] = 0; /* b's bytes stop reaching a, the connection stays */
     h_run(&h, 300);
     cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test",
@@ -143,7 +133,7 @@ Test(engine, connection_loss_is_down_at_once)
 {
     harness_t h;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     h.link[0][1] = h.link[1][0] = 0; /* no reconnection either */
     h_cut(&h, 0, 1);
     cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test");
@@ -155,7 +145,7 @@ Test(engine, restart_with_higher_incarnation_rejoins)
 {
     harness_t h;
 
-    cluster(&h, 3);
+    h_cluster(&h, 3);
     h_cut(&h, 2, 0);
     h_cut(&h, 2, 1);
     tether_engine_free(h.e[2]);
@@ -180,7 +170,7 @@ Test(engine, left_node_restarted_as_new_incarnation_is_a_member)
 {
     harness_t h;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(tether_engine_leave(h.e[1]), 0);
     h_run(&h, 200);
     h_cut(&h, 0, 1);
@@ -259,7 +249,7 @@ Test(engine, drop_partition_downs_the_other_side_at_once)
     rec_t r = {0};
     uint64_t ref;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
     cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
                                          TETHER_PARTITION_DROP, &ref),
@@ -292,7 +282,7 @@ Test(engine, defer_partition_holds_members_and_delivers_in_order_on_heal)
     rec_t r = {0};
     uint64_t ref;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
     cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
                                          TETHER_PARTITION_DEFER, &ref),
@@ -348,7 +338,7 @@ Test(engine, receiver_defers_what_an_uninformed_sender_sent)
     harness_t h;
     rec_t r = {0};
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
     /* b learns of the partition; a's message is already on the wire. */
     cr_assert_eq(send_id(&h, 0, 1, 1), 0);
@@ -371,7 +361,7 @@ Test(engine, leave_held_by_defer_takes_effect_when_heal_returns)
 {
     harness_t h;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     /* a knows the partition; b leaves before it hears of it. */
     cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
                                          TETHER_PARTITION_DEFER, NULL),
@@ -418,7 +408,7 @@ Test(engine, garbage_input_is_counted_not_fatal)
     const tether_engine_stats_t *st;
     uint32_t x = 12345;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     for (size_t i = 0; i < sizeof junk; i++) {
         x = x * 1103515245u + 12345u;
         junk[i] = (uint8_t)(x >> 16);
@@ -461,24 +451,12 @@ Test(engine, garbage_input_is_counted_not_fatal)
 Test(engine, replayed_envelopes_are_refused)
 {
     harness_t h;
-    tether_engine_action_t a;
-    uint8_t *copy = NULL;
+    uint8_t *copy;
     size_t len = 0;
 
-    cluster(&h, 2);
+    h_cluster(&h, 2);
     /* Catch one sealed heartbeat from a to b and play it twice. */
-    h.now += 100;
-    tether_engine_tick(h.e[0], h.now);
-    while (tether_engine_next_action(h.e[0], &a)) {
-        if (a.kind == TETHER_ACTION_SEND && copy == NULL &&
-            a.data[1] == TETHER_MSG_HEARTBEAT) {
-            copy = a.data;
-            len = a.len;
-            a.data = NULL;
-        }
-        tether_engine_action_release(&a);
-    }
-    cr_assert_not_null(copy);
+    copy = h_catch_heartbeat(&h, 0, &len);
     cr_assert_eq(tether_engine_recv(h.e[1], "a@test", copy, len), 0);
     cr_assert_eq(tether_engine_recv(h.e[1], "a@test", copy, len),
                  TETHER_EREPLAY);
@@ -558,7 +536,7 @@ Test(engine, broadcast_reaches_every_live_member_but_us)
     rec_t r[3] = {0};
     uint64_t ref, deferred;
 
-    cluster(&h, 3);
+    h_cluster(&h, 3);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(tether_engine_register_module(h.e[i], &rec_module, &r[i]),
                      0);

@@ -35,9 +35,7 @@ static void start(reg_h_t *x, int n)
     cfg.digest_ms = 100;
     for (int i = 0; i < n; i++)
         cr_assert_eq(tether_registry_new(&cfg, x->h.e[i], &x->r[i]), 0);
-    for (int i = 1; i < n; i++)
-        tether_engine_join(x->h.e[i], x->h.names[0]);
-    h_run(&x->h, 1000);
+    h_join_all(&x->h);
 }
 
 static void stop(reg_h_t *x)
@@ -551,19 +549,7 @@ Test(registry, digests_repair_lost_messages)
 /* Sends one registry message from a to b. */
 static void send_raw(reg_h_t *x, ei_x_buff *m)
 {
-    cr_assert_eq(tether_engine_send(x->h.e[0], "b@test", TETHER_MSG_REGISTRY,
-                                    (const uint8_t *)m->buff, (size_t)m->index,
-                                    0),
-                 0);
-    h_pump(&x->h);
-    ei_x_free(m);
-}
-
-static void begin(ei_x_buff *m, int arity, const char *tag)
-{
-    cr_assert_eq(ei_x_new_with_version(m), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(m, arity), 0);
-    cr_assert_eq(ei_x_encode_atom(m, tag), 0);
+    h_send_etf(&x->h, 0, 1, TETHER_MSG_REGISTRY, m);
 }
 
 Test(registry, bad_messages_are_counted_and_change_nothing)
@@ -580,46 +566,46 @@ Test(registry, bad_messages_are_counted_and_change_nothing)
     bad0 = tether_registry_stats(x.r[1])->bad_msgs;
     d0 = tether_registry_digest(x.r[1]);
 
-    begin(&m, 5, "reg_add"); /* bad method */
+    h_etf_begin(&m, 5, "reg_add"); /* bad method */
     ei_x_encode_ulonglong(&m, 5);
     ei_x_encode_long(&m, 7);
     ei_x_encode_binary(&m, "n", 1);
     ei_x_encode_binary(&m, "p", 1);
     send_raw(&x, &m);
-    begin(&m, 5, "reg_add"); /* oversized name */
+    h_etf_begin(&m, 5, "reg_add"); /* oversized name */
     ei_x_encode_ulonglong(&m, 5);
     ei_x_encode_long(&m, 0);
     ei_x_encode_binary(&m, big, sizeof big);
     ei_x_encode_binary(&m, "p", 1);
     send_raw(&x, &m);
-    begin(&m, 5, "reg_add"); /* empty pid */
+    h_etf_begin(&m, 5, "reg_add"); /* empty pid */
     ei_x_encode_ulonglong(&m, 5);
     ei_x_encode_long(&m, 0);
     ei_x_encode_binary(&m, "n", 1);
     ei_x_encode_binary(&m, "", 0);
     send_raw(&x, &m);
-    begin(&m, 2, "reg_sync"); /* not a list */
+    h_etf_begin(&m, 2, "reg_sync"); /* not a list */
     ei_x_encode_atom(&m, "nope");
     send_raw(&x, &m);
-    begin(&m, 2, "reg_sync"); /* a list with a bad element */
+    h_etf_begin(&m, 2, "reg_sync"); /* a list with a bad element */
     ei_x_encode_list_header(&m, 1);
     ei_x_encode_atom(&m, "nope");
     ei_x_encode_empty_list(&m);
     send_raw(&x, &m);
-    begin(&m, 3, "reg_del"); /* name not a binary */
+    h_etf_begin(&m, 3, "reg_del"); /* name not a binary */
     ei_x_encode_ulonglong(&m, 5);
     ei_x_encode_atom(&m, "n");
     send_raw(&x, &m);
-    begin(&m, 3, "reg_digest"); /* counts not integers */
+    h_etf_begin(&m, 3, "reg_digest"); /* counts not integers */
     ei_x_encode_atom(&m, "x");
     ei_x_encode_atom(&m, "y");
     send_raw(&x, &m);
-    begin(&m, 4, "reg_yield"); /* kept pid not a binary */
+    h_etf_begin(&m, 4, "reg_yield"); /* kept pid not a binary */
     ei_x_encode_ulonglong(&m, 5);
     ei_x_encode_binary(&m, "n", 1);
     ei_x_encode_atom(&m, "p");
     send_raw(&x, &m);
-    begin(&m, 2, "something_else");
+    h_etf_begin(&m, 2, "something_else");
     ei_x_encode_atom(&m, "x");
     send_raw(&x, &m);
     cr_assert_eq(ei_x_new_with_version(&m), 0); /* not a tuple */
@@ -643,7 +629,7 @@ Test(registry, a_valid_sync_replaces_what_a_peer_holds_of_the_sender)
     cr_assert_eq(reg(&x, 0, 1, 10, 0, 1000), 0);
     h_pump(&x.h);
     /* a (claimed by the test) says its whole set is just name 5. */
-    begin(&m, 2, "reg_sync");
+    h_etf_begin(&m, 2, "reg_sync");
     ei_x_encode_list_header(&m, 1);
     ei_x_encode_tuple_header(&m, 4);
     ei_x_encode_ulonglong(&m, tether_hlc_pack(900, 0));

@@ -7,7 +7,7 @@
  * node counting its versions from zero, bad messages from an
  * authenticated peer counted and ignored (also under random mutation of
  * valid ones), and the events handed to the subscriber. Engines talk through
- * test/harness.h, with a local pump that also records the service events.
+ * test/harness.h, whose pump hands the service events to a recorder here.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -147,62 +147,21 @@ static void record(svc_h_t *x, int i, const uint8_t *d, size_t len)
     e->node[l] = '\0';
 }
 
-/* h_pump, with service events recorded (a copy: the harness logs only
- * three-atom events). */
+/* harness_t's on_deliver: records the service events of node i. */
+static void on_deliver(void *ctx, int i, const tether_engine_action_t *a)
+{
+    if (a->subscriber == EV_SUB)
+        record(ctx, i, a->data, a->len);
+}
+
 static void pump(svc_h_t *x)
 {
-    harness_t *h = &x->h;
-
-    for (int rounds = 0; rounds < 100000; rounds++) {
-        int any = 0;
-        for (int i = 0; i < h->n; i++) {
-            tether_engine_action_t a;
-            while (h->e[i] && tether_engine_next_action(h->e[i], &a)) {
-                int j =
-                    a.kind == TETHER_ACTION_DELIVER ? -1 : h_index(h, a.peer);
-                any = 1;
-                if (a.kind == TETHER_ACTION_SEND && j >= 0 && h->conn[i][j] &&
-                    h->link[i][j] && h->qn < H_QUEUE) {
-                    h_msg_t *m = &h->q[(h->qh + h->qn++) % H_QUEUE];
-                    m->src = i;
-                    m->dst = j;
-                    m->data = a.data;
-                    m->len = a.len;
-                    a.data = NULL;
-                } else if (a.kind == TETHER_ACTION_CONNECT && j >= 0) {
-                    h_peer_up(h, i, j);
-                } else if (a.kind == TETHER_ACTION_DELIVER &&
-                           a.subscriber == EV_SUB) {
-                    record(x, i, a.data, a.len);
-                }
-                tether_engine_action_release(&a);
-            }
-        }
-        if (h->qn > 0) {
-            h_msg_t m = h->q[h->qh];
-            h->qh = (h->qh + 1) % H_QUEUE;
-            h->qn--;
-            if (h->e[m.dst] && h->conn[m.src][m.dst])
-                tether_engine_recv(h->e[m.dst], h->names[m.src], m.data, m.len);
-            free(m.data);
-            any = 1;
-        }
-        if (!any)
-            return;
-    }
-    cr_assert_fail("harness did not settle");
+    h_pump(&x->h);
 }
 
 static void run(svc_h_t *x, uint64_t ms)
 {
-    pump(x);
-    for (uint64_t t = 0; t < ms; t += 10) {
-        x->h.now += 10;
-        for (int i = 0; i < x->h.n; i++)
-            if (x->h.e[i])
-                tether_engine_tick(x->h.e[i], x->h.now);
-        pump(x);
-    }
+    h_run(&x->h, ms);
 }
 
 static void attach(svc_h_t *x, int i)
@@ -215,16 +174,22 @@ static void attach(svc_h_t *x, int i)
     cr_assert_eq(tether_svc_new(&cfg, x->h.e[i], &x->t[i]), 0);
 }
 
-static void start(svc_h_t *x, int n)
+/* Starts n engines whose service events x records (no tables yet). */
+static void init(svc_h_t *x, int n)
 {
     memset(x, 0, sizeof *x);
     h_init(&x->h, n);
+    x->h.on_deliver = on_deliver;
+    x->h.deliver_ctx = x;
     h_start_all(&x->h);
+}
+
+static void start(svc_h_t *x, int n)
+{
+    init(x, n);
     for (int i = 0; i < n; i++)
         attach(x, i);
-    for (int i = 1; i < n; i++)
-        cr_assert_eq(tether_engine_join(x->h.e[i], x->h.names[0]), 0);
-    run(x, 1000);
+    h_join_all(&x->h);
 }
 
 static void stop(svc_h_t *x)
@@ -678,19 +643,7 @@ Test(service, lost_messages_are_repaired_by_digest_and_pull)
 /* Sends one service message from node `from` to node `to`. */
 static void send_raw(svc_h_t *x, int from, int to, ei_x_buff *m)
 {
-    cr_assert_eq(
-        tether_engine_send(x->h.e[from], x->h.names[to], TETHER_MSG_SERVICE,
-                           (const uint8_t *)m->buff, (size_t)m->index, 0),
-        0);
-    pump(x);
-    ei_x_free(m);
-}
-
-static void begin(ei_x_buff *m, int arity, const char *tag)
-{
-    cr_assert_eq(ei_x_new_with_version(m), 0);
-    cr_assert_eq(ei_x_encode_tuple_header(m, arity), 0);
-    cr_assert_eq(ei_x_encode_atom(m, tag), 0);
+    h_send_etf(&x->h, from, to, TETHER_MSG_SERVICE, m);
 }
 
 /* Encodes {svc, name}, a pid of node and {meta, meta} as three binaries. */
@@ -718,7 +671,7 @@ Test(service, an_out_of_order_version_pulls_instead_of_applying)
     v = tether_svc_version(x.t[0]);
     pulls = tether_svc_stats(x.t[1])->pulls_sent;
     /* An add two versions ahead (as if one was lost): not applied. */
-    begin(&m, 5, "svc_add");
+    h_etf_begin(&m, 5, "svc_add");
     ei_x_encode_ulonglong(&m, v + 2);
     wire(&m, 9, "a@test", 90, 0);
     send_raw(&x, 0, 1, &m);
@@ -727,14 +680,14 @@ Test(service, an_out_of_order_version_pulls_instead_of_applying)
     cr_assert_eq(look(&x, 1, 9).n, 0, "not applied");
     cr_assert_eq(look(&x, 1, 1).pid[0], 10, "a's real set, by the pull");
     /* A stale one (the version held again) pulls too. */
-    begin(&m, 3, "svc_del");
+    h_etf_begin(&m, 3, "svc_del");
     ei_x_encode_ulonglong(&m, v);
     ei_x_encode_binary(&m, "x", 1);
     send_raw(&x, 0, 1, &m);
     cr_assert_eq(tether_svc_stats(x.t[1])->gaps, 2);
     cr_assert_eq(look(&x, 1, 1).n, 1);
     /* The next version applies. */
-    begin(&m, 5, "svc_add");
+    h_etf_begin(&m, 5, "svc_add");
     ei_x_encode_ulonglong(&m, v + 1);
     wire(&m, 9, "a@test", 90, 0);
     send_raw(&x, 0, 1, &m);
@@ -757,7 +710,7 @@ Test(service, a_valid_sync_replaces_what_a_peer_holds_of_the_sender)
     cr_assert_eq(reg(&x, 0, 2, 11, 0), 0);
     pump(&x);
     /* a (claimed by the test) says its whole set is {svc,2} and {svc,5}. */
-    begin(&m, 3, "svc_sync");
+    h_etf_begin(&m, 3, "svc_sync");
     ei_x_encode_ulonglong(&m, 77);
     ei_x_encode_list_header(&m, 2);
     ei_x_encode_tuple_header(&m, 3);
@@ -772,7 +725,7 @@ Test(service, a_valid_sync_replaces_what_a_peer_holds_of_the_sender)
     cr_assert_eq(count_ev(&x, 1, 0, 1, "a@test"), 1);
     cr_assert_eq(count_ev(&x, 1, 1, 2, "a@test"), 1, "unchanged: no event");
     /* An empty sync empties it. */
-    begin(&m, 3, "svc_sync");
+    h_etf_begin(&m, 3, "svc_sync");
     ei_x_encode_ulonglong(&m, 78);
     ei_x_encode_empty_list(&m);
     send_raw(&x, 0, 1, &m);
@@ -846,9 +799,7 @@ Test(service, no_events_without_a_subscriber)
     svc_h_t x;
     tether_svc_config_t cfg;
 
-    memset(&x, 0, sizeof x);
-    h_init(&x.h, 2);
-    h_start_all(&x.h);
+    init(&x, 2);
     tether_svc_config_default(&cfg);
     cfg.digest_ms = 0; /* the default */
     for (int i = 0; i < 2; i++)
@@ -886,9 +837,7 @@ Test(service, changes_are_made_under_the_write_lock)
     tether_svc_config_t cfg;
     int before;
 
-    memset(&x, 0, sizeof x);
-    h_init(&x.h, 2);
-    h_start_all(&x.h);
+    init(&x, 2);
     tether_svc_config_default(&cfg);
     cfg.wlock = t_wlock;
     cfg.wunlock = t_wunlock;
@@ -932,7 +881,7 @@ Test(service, bad_messages_are_counted_and_change_nothing)
     cr_assert_eq(ei_x_new_with_version(&m), 0); /* not a tuple */
     ei_x_encode_atom(&m, "svc_pull");
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 2, "something_else");
+    h_etf_begin(&m, 2, "something_else");
     ei_x_encode_ulonglong(&m, v + 1);
     send_raw(&x, 0, 1, &m), sent++;
     cr_assert_eq(ei_x_new_with_version(&m), 0); /* tag not an atom */
@@ -943,44 +892,44 @@ Test(service, bad_messages_are_counted_and_change_nothing)
     cr_assert_eq(ei_x_new_with_version(&m), 0); /* empty tuple */
     ei_x_encode_tuple_header(&m, 0);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 4, "svc_add"); /* wrong arity (truncated) */
+    h_etf_begin(&m, 4, "svc_add"); /* wrong arity (truncated) */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_binary(&m, nb, (long)nl);
     ei_x_encode_binary(&m, "p", 1);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 5, "svc_add"); /* version not an integer */
+    h_etf_begin(&m, 5, "svc_add"); /* version not an integer */
     ei_x_encode_atom(&m, "one");
     wire(&m, 3, "a@test", 1, 0);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 5, "svc_add"); /* negative version */
+    h_etf_begin(&m, 5, "svc_add"); /* negative version */
     ei_x_encode_long(&m, -1);
     wire(&m, 3, "a@test", 1, 0);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 5, "svc_add"); /* name not a binary */
+    h_etf_begin(&m, 5, "svc_add"); /* name not a binary */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_atom(&m, "name");
     ei_x_encode_binary(&m, "p", 1);
     ei_x_encode_binary(&m, mb, (long)ml);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 5, "svc_add"); /* pid garbage, not a term */
+    h_etf_begin(&m, 5, "svc_add"); /* pid garbage, not a term */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_binary(&m, nb, (long)nl);
     ei_x_encode_binary(&m, "\x83garbage", 8);
     ei_x_encode_binary(&m, mb, (long)ml);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 5, "svc_add"); /* pid a term but not a pid */
+    h_etf_begin(&m, 5, "svc_add"); /* pid a term but not a pid */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_binary(&m, nb, (long)nl);
     ei_x_encode_binary(&m, mb, (long)ml);
     ei_x_encode_binary(&m, mb, (long)ml);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 5, "svc_add"); /* empty name */
+    h_etf_begin(&m, 5, "svc_add"); /* empty name */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_binary(&m, "", 0);
     ei_x_encode_binary(&m, mb, (long)ml);
     ei_x_encode_binary(&m, mb, (long)ml);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 5, "svc_add"); /* oversized name */
+    h_etf_begin(&m, 5, "svc_add"); /* oversized name */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_binary(&m, big, TETHER_SVC_NAME_MAX + 1);
     ei_x_encode_binary(&m, "p", 1);
@@ -997,32 +946,32 @@ Test(service, bad_messages_are_counted_and_change_nothing)
         big[3] = (uint8_t)(blen >> 16);
         big[4] = (uint8_t)(blen >> 8);
         big[5] = (uint8_t)blen;
-        begin(&m, 5, "svc_add");
+        h_etf_begin(&m, 5, "svc_add");
         ei_x_encode_ulonglong(&m, v + 1);
         ei_x_encode_binary(&m, nb, (long)nl);
         ei_x_encode_binary(&m, pb, (long)pl);
         ei_x_encode_binary(&m, big, TETHER_SVC_META_MAX + 1);
         send_raw(&x, 0, 1, &m), sent++;
-        begin(&m, 5, "svc_add"); /* meta truncated */
+        h_etf_begin(&m, 5, "svc_add"); /* meta truncated */
         ei_x_encode_ulonglong(&m, v + 1);
         ei_x_encode_binary(&m, nb, (long)nl);
         ei_x_encode_binary(&m, pb, (long)pl);
         ei_x_encode_binary(&m, mb, (long)ml - 1);
         send_raw(&x, 0, 1, &m), sent++;
     }
-    begin(&m, 3, "svc_del"); /* name not a binary */
+    h_etf_begin(&m, 3, "svc_del"); /* name not a binary */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_atom(&m, "n");
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 3, "svc_sync"); /* not a list */
+    h_etf_begin(&m, 3, "svc_sync"); /* not a list */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_atom(&m, "nope");
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 3, "svc_sync"); /* a string (list of bytes) */
+    h_etf_begin(&m, 3, "svc_sync"); /* a string (list of bytes) */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_string(&m, "abc");
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 3, "svc_sync"); /* a good element, then a bad one */
+    h_etf_begin(&m, 3, "svc_sync"); /* a good element, then a bad one */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_list_header(&m, 2);
     ei_x_encode_tuple_header(&m, 3);
@@ -1032,14 +981,14 @@ Test(service, bad_messages_are_counted_and_change_nothing)
     ei_x_encode_atom(&m, "b");
     ei_x_encode_empty_list(&m);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 3, "svc_sync"); /* an improper list */
+    h_etf_begin(&m, 3, "svc_sync"); /* an improper list */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_list_header(&m, 1);
     ei_x_encode_tuple_header(&m, 3);
     wire(&m, 4, "a@test", 40, 0);
     ei_x_encode_atom(&m, "tail");
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 3, "svc_sync"); /* more entries than an owner may hold */
+    h_etf_begin(&m, 3, "svc_sync"); /* more entries than an owner may hold */
     ei_x_encode_ulonglong(&m, v + 1);
     ei_x_encode_list_header(&m, TETHER_SVC_OWN_MAX + 1);
     for (int k = 0; k <= TETHER_SVC_OWN_MAX; k++) {
@@ -1048,14 +997,14 @@ Test(service, bad_messages_are_counted_and_change_nothing)
     }
     ei_x_encode_empty_list(&m);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 2, "svc_digest"); /* version not an integer */
+    h_etf_begin(&m, 2, "svc_digest"); /* version not an integer */
     ei_x_encode_atom(&m, "x");
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 3, "svc_digest"); /* wrong arity */
+    h_etf_begin(&m, 3, "svc_digest"); /* wrong arity */
     ei_x_encode_ulonglong(&m, v);
     ei_x_encode_ulonglong(&m, v);
     send_raw(&x, 0, 1, &m), sent++;
-    begin(&m, 2, "svc_pull"); /* wrong arity */
+    h_etf_begin(&m, 2, "svc_pull"); /* wrong arity */
     ei_x_encode_ulonglong(&m, 0);
     send_raw(&x, 0, 1, &m), sent++;
 
@@ -1086,7 +1035,7 @@ Test(service, undecodable_bytes_never_reach_the_table)
     bad_term = tether_engine_stats(x.h.e[1])->recv_bad_term;
     d0 = tether_svc_digest(x.t[1]);
     /* A good add, cut short: the engine refuses it before the module. */
-    begin(&m, 5, "svc_add");
+    h_etf_begin(&m, 5, "svc_add");
     ei_x_encode_ulonglong(&m, tether_svc_version(x.t[0]) + 1);
     wire(&m, 3, "a@test", 1, 0);
     m.index -= 3;
@@ -1108,9 +1057,7 @@ Test(service, messages_from_non_members_are_stale)
     uint64_t stale;
 
     /* c has a session with a but never joined: no member. */
-    memset(&x, 0, sizeof x);
-    h_init(&x.h, 3);
-    h_start_all(&x.h);
+    init(&x, 3);
     for (int i = 0; i < 3; i++)
         attach(&x, i);
     cr_assert_eq(tether_engine_join(x.h.e[1], x.h.names[0]), 0);
@@ -1120,7 +1067,7 @@ Test(service, messages_from_non_members_are_stale)
     cr_assert(tether_engine_session_up(x.h.e[2], "a@test"));
     cr_assert_eq(tether_engine_is_member(x.h.e[0], "c@test"), 0);
     stale = tether_svc_stats(x.t[0])->stale_msgs;
-    begin(&m, 5, "svc_add");
+    h_etf_begin(&m, 5, "svc_add");
     ei_x_encode_ulonglong(&m, 1);
     wire(&m, 3, "c@test", 1, 0);
     send_raw(&x, 2, 0, &m);
@@ -1149,10 +1096,10 @@ Test(service, mutated_messages_never_break_the_table)
     cr_assert_eq(reg(&x, 1, 2, 20, 0), 0);
     pump(&x);
     v = tether_svc_version(x.t[0]);
-    begin(&good[0], 5, "svc_add");
+    h_etf_begin(&good[0], 5, "svc_add");
     ei_x_encode_ulonglong(&good[0], v + 1);
     wire(&good[0], 3, "a@test", 30, 3);
-    begin(&good[1], 3, "svc_sync");
+    h_etf_begin(&good[1], 3, "svc_sync");
     ei_x_encode_ulonglong(&good[1], v + 5);
     ei_x_encode_list_header(&good[1], 2);
     ei_x_encode_tuple_header(&good[1], 3);
@@ -1160,7 +1107,7 @@ Test(service, mutated_messages_never_break_the_table)
     ei_x_encode_tuple_header(&good[1], 3);
     wire(&good[1], 5, "a@test", 50, 5);
     ei_x_encode_empty_list(&good[1]);
-    begin(&good[2], 3, "svc_del");
+    h_etf_begin(&good[2], 3, "svc_del");
     ei_x_encode_ulonglong(&good[2], v + 2);
     ei_x_encode_binary(&good[2], "\x83\x61\x01", 3);
     for (int k = 0; k < 1500; k++) {
