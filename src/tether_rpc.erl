@@ -78,7 +78,8 @@
     node :: node(),
     how :: local | fast | deferred | {failed, term()},
     id :: erpc:request_id() | reference() | undefined,
-    alias :: reference() | undefined
+    alias :: reference() | undefined,
+    engine :: tether_nif:engine() | undefined  % that sealed the request
 }).
 
 %%% Calls
@@ -423,7 +424,8 @@ send(Node, Make, _Local) when is_atom(Node) ->
                 {ok, Bytes} ->
                     Id = erpc:send_request(Node, ?MODULE, execute,
                                            [node(), Bytes]),
-                    #req{node = Node, how = fast, id = Id, alias = Alias};
+                    #req{node = Node, how = fast, id = Id, alias = Alias,
+                         engine = E};
                 deferred ->
                     #req{node = Node, how = deferred, alias = Alias};
                 {error, _} ->
@@ -461,10 +463,11 @@ await(#req{how = local, id = Id}, Deadline) ->
         error:{erpc, timeout} -> {lost, timeout};
         error:{erpc, noconnection} -> {lost, nodedown}
     end;
-await(#req{how = fast, id = Id, alias = Alias, node = Node}, Deadline) ->
+await(#req{how = fast, id = Id, alias = Alias, node = Node, engine = E},
+      Deadline) ->
     Result =
         try erpc:receive_response(Id, tmo(Deadline)) of
-            {sealed, Bytes} -> opened(Node, Bytes, Alias);
+            {sealed, Bytes} -> opened(E, Node, Bytes, Alias);
             deferred -> wait_reply(Alias, Deadline);
             {refused, closed} -> {not_sent, nodedown};
             {refused, Reason} -> {lost, {refused, Reason}};
@@ -485,18 +488,15 @@ await(#req{how = deferred, alias = Alias}, Deadline) ->
     done(Alias),
     Result.
 
--spec opened(node(), binary(), reference()) -> term().
-opened(Node, Bytes, Alias) ->
-    case engine() of
-        undefined ->
-            {lost, not_distributed};
-        E ->
-            case open(E, Node, Bytes) of
-                {ok, {tether_rpc, {reply, Alias, Outcome}}} -> Outcome;
-                {ok, _} -> {lost, badanswer};
-                deferred -> {lost, deferred};
-                {error, Reason} -> {lost, {refused, Reason}}
-            end
+%% The answer, opened by the engine that sealed the request (the session
+%% the answer was sealed under).
+-spec opened(tether_nif:engine(), node(), binary(), reference()) -> term().
+opened(E, Node, Bytes, Alias) ->
+    case open(E, Node, Bytes) of
+        {ok, {tether_rpc, {reply, Alias, Outcome}}} -> Outcome;
+        {ok, _} -> {lost, badanswer};
+        deferred -> {lost, deferred};
+        {error, Reason} -> {lost, {refused, Reason}}
     end.
 
 -spec wait_reply(reference(), integer() | infinity) -> term().
@@ -569,29 +569,37 @@ members() ->
 engine() ->
     persistent_term:get(tether_server:engine_key(), undefined).
 
+%% The NIFs take a node as an ASCII atom (no atom_to_binary on the hot
+%% path) or as its UTF-8 binary, which other node names need.
 -spec seal(tether_nif:engine(), node(), term()) ->
           {ok, binary()} | deferred | {error, term()}.
 seal(E, Node, Term) ->
     Etf = term_to_binary(Term),
-    To = atom_to_binary(Node, utf8),
-    try
-        case byte_size(Etf) >= ?DIRTY_BYTES of
-            true -> tether_nif:engine_seal_dirty(E, To, Etf);
-            false -> tether_nif:engine_seal(E, To, Etf)
-        end
-    catch
-        error:badarg -> {error, invalid}
-    end.
+    Seal = case byte_size(Etf) >= ?DIRTY_BYTES of
+               true -> fun tether_nif:engine_seal_dirty/3;
+               false -> fun tether_nif:engine_seal/3
+           end,
+    by_name(fun(To) -> Seal(E, To, Etf) end, Node).
 
 -spec open(tether_nif:engine(), node(), binary()) ->
           {ok, term()} | deferred | {error, term()}.
 open(E, Node, Bytes) ->
-    From = atom_to_binary(Node, utf8),
+    Open = case byte_size(Bytes) >= ?DIRTY_BYTES of
+               true -> fun tether_nif:engine_open_dirty/3;
+               false -> fun tether_nif:engine_open/3
+           end,
+    by_name(fun(From) -> Open(E, From, Bytes) end, Node).
+
+-spec by_name(fun((node() | binary()) -> Result), node()) ->
+          Result | {error, invalid}.
+by_name(Call, Node) ->
     try
-        case byte_size(Bytes) >= ?DIRTY_BYTES of
-            true -> tether_nif:engine_open_dirty(E, From, Bytes);
-            false -> tether_nif:engine_open(E, From, Bytes)
-        end
+        Call(Node)
     catch
-        error:badarg -> {error, invalid}
+        error:badarg ->
+            try
+                Call(atom_to_binary(Node, utf8))
+            catch
+                error:badarg -> {error, invalid}
+            end
     end.

@@ -170,13 +170,27 @@ static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, int rc)
     return rc < 0 ? error_tuple(env, rc) : am_ok;
 }
 
-/* Copies a node name (a binary of 1..TETHER_NODE_NAME_MAX bytes, no NUL)
- * into out, NUL-terminated. Returns 1, or 0 if the term is not one. */
+/* Copies a node name (a binary of 1..TETHER_NODE_NAME_MAX bytes, no NUL,
+ * or an ASCII atom) into out, NUL-terminated. Returns 1, or 0 if the term
+ * is not one. */
 static int get_name(ErlNifEnv *env, ERL_NIF_TERM t,
                     char out[TETHER_NODE_NAME_MAX + 1])
 {
     ErlNifBinary b;
+    int n;
 
+    /* An ASCII atom (a node() as it usually is) saves the caller an
+     * atom_to_binary; other atoms are refused (OTP 25's enif atom text is
+     * Latin-1), and the caller passes the UTF-8 binary instead. */
+    if (enif_is_atom(env, t)) {
+        n = enif_get_atom(env, t, out, TETHER_NODE_NAME_MAX + 1, ERL_NIF_LATIN1);
+        if (n <= 1)
+            return 0;
+        for (int i = 0; i < n - 1; i++)
+            if ((unsigned char)out[i] >= 0x80)
+                return 0;
+        return 1;
+    }
     if (!enif_inspect_binary(env, t, &b) || b.size == 0 ||
         b.size > TETHER_NODE_NAME_MAX || memchr(b.data, 0, b.size) != NULL)
         return 0;
