@@ -451,7 +451,8 @@ push(Node, Req) ->
     end.
 
 %% Waits for one request until Deadline. Returns the outcome, or
-%% {not_sent, nodedown} (it never left: safe to retry elsewhere) or
+%% {not_sent, nodedown | {refused, Reason}} (it never ran: safe to retry
+%% elsewhere; the target refused what it could not open) or
 %% {lost, nodedown | timeout | Reason} (it may have run).
 -spec await(#req{}, integer() | infinity) -> term().
 await(#req{how = {failed, not_sent}}, _Deadline) ->
@@ -470,14 +471,14 @@ await(#req{how = fast, id = Id, alias = Alias, node = Node, engine = E},
             {sealed, Bytes} -> opened(E, Node, Bytes, Alias);
             deferred -> wait_reply(Alias, Deadline);
             {refused, closed} -> {not_sent, nodedown};
-            {refused, Reason} -> {lost, {refused, Reason}};
+            {refused, Reason} -> {not_sent, {refused, Reason}};
             {no_answer, closed} -> {lost, nodedown};
             {no_answer, Reason} -> {lost, {no_answer, Reason}};
             Other -> {lost, {badanswer, Other}}
         catch
             error:{erpc, timeout} -> {lost, timeout};
             error:{erpc, noconnection} -> {lost, nodedown};
-            error:{exception, undef, _} -> {lost, {not_running, tether}};
+            error:{exception, undef, _} -> {not_sent, {not_running, tether}};
             error:{erpc, Reason} -> {lost, Reason};
             Class:Reason -> {lost, {Class, Reason}}
         end,
@@ -526,6 +527,7 @@ rpcify({error, R, Stack}) -> {badrpc, {'EXIT', {R, Stack}}};
 rpcify({exit, R}) -> {badrpc, {'EXIT', R}};
 rpcify(service_not_available) -> {badrpc, {'EXIT', service_not_available}};
 rpcify({not_sent, nodedown}) -> {badrpc, nodedown};
+rpcify({not_sent, Reason}) -> {badrpc, Reason};
 rpcify({lost, timeout}) -> {badrpc, timeout};
 rpcify({lost, nodedown}) -> {badrpc, nodedown};
 rpcify({lost, Reason}) -> {badrpc, Reason}.
