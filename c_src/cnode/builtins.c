@@ -2,14 +2,14 @@
  * cnode/builtins.c: net_kernel and the echo service (see builtins.h).
  *
  * Both are plain C processes over proc.h. Every message is validated in
- * bounds with tether__etf_skip() before ei decodes it, so a malformed term
+ * bounds with tether_term_valid() before ei decodes it, so a malformed term
  * sent by another local process is ignored like an unknown one.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cnode/builtins.h"
-#include "dist/control.h"
+#include "tether/term.h"
 
 typedef struct exit_rec {
     char *term; /* {From, Reason} without the 131 byte */
@@ -27,17 +27,6 @@ typedef struct echo {
     echo_mon_t mons[TETHER_ECHO_MONITORS_MAX];
     size_t nmons;
 } echo_t;
-
-/* True if buf[0..len) is exactly one valid 131-prefixed term. */
-static bool valid_term(const char *buf, size_t len)
-{
-    size_t off = 0;
-    if (len < 2 || (unsigned char)buf[0] != 131)
-        return false;
-    if (tether__etf_skip((const uint8_t *)buf + 1, len - 1, &off) < 0)
-        return false;
-    return off == len - 1;
-}
 
 /* Index just past the term at *idx, or -1. */
 static int skip(const char *buf, int idx)
@@ -117,7 +106,8 @@ static void net_kernel_handler(tether_proc_t *self, const tether_msg_t *msg,
     const char *b = msg->data;
     int idx = 0, ver, arity, rarity;
     char a[MAXATOMLEN_UTF8];
-    if (!valid_term(b, msg->len) || ei_decode_version(b, &idx, &ver) < 0 ||
+    if (!tether_term_valid(b, msg->len) ||
+        ei_decode_version(b, &idx, &ver) < 0 ||
         ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 3 ||
         ei_decode_atom(b, &idx, a) < 0 || strcmp(a, "$gen_call") != 0)
         return;
@@ -267,7 +257,8 @@ static void echo_handler(tether_proc_t *self, const tether_msg_t *msg,
     const char *b = msg->data;
     int idx = 0, ver, arity;
     char tag[MAXATOMLEN_UTF8];
-    if (!valid_term(b, msg->len) || ei_decode_version(b, &idx, &ver) < 0 ||
+    if (!tether_term_valid(b, msg->len) ||
+        ei_decode_version(b, &idx, &ver) < 0 ||
         ei_decode_tuple_header(b, &idx, &arity) < 0 || arity < 2 ||
         ei_decode_atom(b, &idx, tag) < 0)
         return;

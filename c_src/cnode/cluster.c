@@ -50,10 +50,10 @@
 #define MEMBER_SUB       1 /* engine subscriber id: member events, logged */
 /* The engine message type of the Erlang side's module traffic (the NIF's
  * NIF_MSG_ERLANG): terms {Tag, Term}; tether_rpc requests use it. */
-#define MSG_ERLANG       TETHER_MSG_MODULE_MIN
-#define SERVICES_MAX     256 /* services one C-node announces */
-#define NAMES_MAX        256 /* names one C-node registers cluster-wide */
-#define REG_SUB          2   /* engine subscriber id: lost registry names */
+#define MSG_ERLANG   TETHER_MSG_MODULE_MIN
+#define SERVICES_MAX 256 /* services one C-node announces */
+#define NAMES_MAX    256 /* names one C-node registers cluster-wide */
+#define REG_SUB      2   /* engine subscriber id: lost registry names */
 
 typedef char name_t[TETHER_NODE_NAME_MAX + 1];
 
@@ -117,7 +117,7 @@ typedef struct cluster {
     bool wake_pending;
     uint64_t bad_input;
     /* Services (core/service.h) and the tether_rpc requests. */
-    tether_svc_t *svc; /* the service table of eng */
+    tether_svc_t *svc;      /* the service table of eng */
     tether_registry_t *reg; /* the name registry of eng */
     reg_name_t names[NAMES_MAX];
     size_t nnames;
@@ -164,7 +164,7 @@ int tether__cluster_parse(const char *buf, size_t len,
         return out->kind;
     }
     if (ei_decode_tuple_header(buf, &idx, &arity) < 0 || arity < 2 ||
-        arity > 3 ||
+        arity > 5 ||
         ei_decode_atom_as(buf, &idx, tag, sizeof tag, ERLANG_UTF8, NULL, NULL) <
             0)
         return out->kind;
@@ -192,6 +192,18 @@ int tether__cluster_parse(const char *buf, size_t len,
         out->kind = TETHER_CLUSTER_MSG_CALL;
     } else if (strcmp(tag, "EXIT") == 0 && arity == 3) {
         out->kind = TETHER_CLUSTER_MSG_EXIT;
+    } else if (strcmp(tag, "DOWN") == 0 && arity == 5) {
+        if (ei_decode_ref(buf, &idx, &out->ref) < 0)
+            return out->kind;
+        out->kind = TETHER_CLUSTER_MSG_DOWN;
+    } else if (strcmp(tag, "$tether_reg_ping") == 0 && arity == 3) {
+        out->ref_index = idx;
+        if (ei_skip_term(buf, &idx) < 0)
+            return out->kind;
+        out->ref_end = idx;
+        if (decode_node(buf, &idx, out->from) < 0)
+            return out->kind;
+        out->kind = TETHER_CLUSTER_MSG_REG_PING;
     }
     return out->kind;
 }
@@ -344,6 +356,7 @@ static void log_member_event(cluster_t *cl, const uint8_t *data, size_t len)
 }
 
 static void rpc_start_pending(cluster_t *cl);
+static uint64_t realtime_us(void);
 static void name_lost(cluster_t *cl, const uint8_t *data, size_t len);
 
 /* Starts the requests the engine handed over, carries out every pending
@@ -407,9 +420,10 @@ static void apply_events(cluster_t *cl)
  * Outcome}} sealed for From; Outcome as api.h's INNER shapes), deferred
  * (a defer partition holds the request or the answer), {refused, Reason}
  * (the request did not run) or {no_answer, Reason} (it ran, but its
- * answer could not be sealed: a drop partition came in between, say). A request a defer partition held reaches the engine's module
- * hook on heal instead; it runs then and its answer goes back through
- * the engine as an ordinary module message.
+ * answer could not be sealed: a drop partition came in between, say). A request
+ * a defer partition held reaches the engine's module hook on heal instead; it
+ * runs then and its answer goes back through the engine as an ordinary module
+ * message.
  */
 
 static const char *error_atom(int rc);
@@ -437,9 +451,8 @@ static void outer_tagged(tether_call_t *outer, const char *tag,
                          const char *reason)
 {
     ei_x_buff x;
-    if (ei_x_new_with_version(&x) < 0 ||
-        ei_x_encode_tuple_header(&x, 2) < 0 || ei_x_encode_atom(&x, tag) < 0 ||
-        ei_x_encode_atom(&x, reason) < 0) {
+    if (ei_x_new_with_version(&x) < 0 || ei_x_encode_tuple_header(&x, 2) < 0 ||
+        ei_x_encode_atom(&x, tag) < 0 || ei_x_encode_atom(&x, reason) < 0) {
         ei_x_free(&x);
         (void)tether_call_raise_atom(outer, TETHER_ERROR, "system_limit");
         return;
@@ -569,8 +582,8 @@ static int announces(cluster_t *cl, const char *name)
     if (cl->svc == NULL || ei_x_new_with_version(&n) < 0)
         return 0;
     if (ei_x_encode_atom(&n, name) == 0)
-        rc = tether_svc_local(cl->svc, (const uint8_t *)n.buff,
-                              (size_t)n.index, NULL, NULL);
+        rc = tether_svc_local(cl->svc, (const uint8_t *)n.buff, (size_t)n.index,
+                              NULL, NULL);
     ei_x_free(&n);
     return rc == 0;
 }
@@ -631,7 +644,8 @@ static int rpc_request(cluster_t *cl, const char *from, const char *b,
             /* Not ours (or not a C service name): the caller tries the
              * next instance. */
             char na[TETHER_ATOM_TERM_MAX];
-            size_t nl = tether_term_atom(na, sizeof na, "service_not_available");
+            size_t nl =
+                tether_term_atom(na, sizeof na, "service_not_available");
             job = job_new(kind, outer, from, b + r0, (size_t)(r1 - r0));
             if (job == NULL)
                 goto nomem;
@@ -712,8 +726,8 @@ static void rpc_execute(tether_call_t *call, const char *args, int index,
     }
     tick(cl);
     ensure_up(cl, from);
-    rc = tether_engine_open(cl->eng, from, bytes, (size_t)blen, &type,
-                            &payload, &plen);
+    rc = tether_engine_open(cl->eng, from, bytes, (size_t)blen, &type, &payload,
+                            &plen);
     if (rc == TETHER_EAGAIN)
         outer_atom(call, "deferred");
     else if (rc < 0)
@@ -809,7 +823,8 @@ static int service_put(cluster_t *cl, const announced_t *a)
         ei_x_free(&n);
         return TETHER_ENOMEM;
     }
-    if (ei_x_encode_atom(&n, a->name) == 0 && service_pid(cl, a->name, &pid) == 0)
+    if (ei_x_encode_atom(&n, a->name) == 0 &&
+        service_pid(cl, a->name, &pid) == 0)
         rc = tether_svc_register(cl->svc, (const uint8_t *)n.buff,
                                  (size_t)n.index, (const uint8_t *)pid.buff,
                                  (size_t)pid.index, (const uint8_t *)a->meta,
@@ -820,13 +835,6 @@ static int service_put(cluster_t *cl, const announced_t *a)
 }
 
 /* ---- names in the cluster registry (core/registry.h) ----------------- */
-
-static uint64_t realtime_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* Puts one name of a local process into the registry (as the NIF keys
  * names: ei's atom encoding, which is the NIF's canonical one). */
@@ -842,11 +850,12 @@ static int name_put(cluster_t *cl, const reg_name_t *n)
         ei_x_free(&k);
         return TETHER_ENOMEM;
     }
-    if (ei_x_encode_atom(&k, n->name) == 0 && ei_x_encode_pid(&pid, &n->pid) == 0)
+    if (ei_x_encode_atom(&k, n->name) == 0 &&
+        ei_x_encode_pid(&pid, &n->pid) == 0)
         rc = tether_registry_register(
             cl->reg, (const uint8_t *)k.buff, (size_t)k.index,
             (const uint8_t *)pid.buff, (size_t)pid.index, TETHER_REG_NOTIFY,
-            realtime_ms());
+            realtime_us() / 1000u);
     ei_x_free(&k);
     ei_x_free(&pid);
     return rc;
@@ -883,63 +892,38 @@ static void name_drop(cluster_t *cl, size_t i)
  * tether:sync/0 on a BEAM member pings every member's `tether` process:
  * {'$tether_reg_ping', Ref, From}. The answer {'$tether_reg_pong', Ref,
  * OurNode} goes out after every engine message we sent before it (one
- * connection, in order), which is what sync waits for. Returns true if
- * msg was a ping.
+ * connection, in order), which is what sync waits for.
  */
-static bool reg_ping(cluster_t *cl, const tether_msg_t *msg)
+static void reg_ping(cluster_t *cl, const char *buf,
+                     const tether_cluster_msg_t *m)
 {
-    const char *b = msg->data;
-    char tag[MAXATOMLEN_UTF8];
-    name_t from;
-    int idx = 0, ver, arity, r0, r1;
     ei_x_buff x;
-    if (!tether_term_valid(b, msg->len) || ei_decode_version(b, &idx, &ver) < 0 ||
-        ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 3 ||
-        ei_decode_atom(b, &idx, tag) < 0 ||
-        strcmp(tag, "$tether_reg_ping") != 0)
-        return false;
-    r0 = idx;
-    if (ei_skip_term(b, &idx) < 0 || (r1 = idx) < 0 ||
-        tether__etf_decode_name(b, &idx, from) < 0) {
-        cl->bad_input++;
-        return true;
-    }
     if (ei_x_new_with_version(&x) < 0)
-        return true;
+        return;
     if (ei_x_encode_tuple_header(&x, 3) == 0 &&
         ei_x_encode_atom(&x, "$tether_reg_pong") == 0 &&
-        ei_x_append_buf(&x, b + r0, r1 - r0) == 0 &&
+        ei_x_append_buf(&x, buf + m->ref_index, m->ref_end - m->ref_index) ==
+            0 &&
         tether__etf_encode_name(&x, tether_node_name(cl->node)) == 0)
-        (void)tether__node_reg_send_noconnect(cl->node, &cl->pid, from,
+        (void)tether__node_reg_send_noconnect(cl->node, &cl->pid, m->from,
                                               TETHER_CLUSTER_PROCESS, x.buff,
                                               (size_t)x.index);
     ei_x_free(&x);
-    return true;
 }
 
-/* A monitored registrant went down: {'DOWN', Ref, process, Pid, Reason}.
- * Returns true if msg was one. */
-static bool names_down(cluster_t *cl, const tether_msg_t *msg)
+/* A monitored registrant went down: its name leaves the registry. A
+ * DOWN of another monitor is ignored. */
+static void names_down(cluster_t *cl, const erlang_ref *ref)
 {
-    const char *b = msg->data;
-    char tag[MAXATOMLEN_UTF8];
-    int idx = 0, ver, arity;
-    erlang_ref ref;
-    if (!tether_term_valid(b, msg->len) || ei_decode_version(b, &idx, &ver) < 0 ||
-        ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 5 ||
-        ei_decode_atom(b, &idx, tag) < 0 || strcmp(tag, "DOWN") != 0 ||
-        ei_decode_ref(b, &idx, &ref) < 0)
-        return false;
     for (size_t i = 0; i < cl->nnames; i++)
-        if (ei_cmp_refs(&cl->names[i].mon, &ref) == 0) {
+        if (ei_cmp_refs(&cl->names[i].mon, (erlang_ref *)ref) == 0) {
             LOG(cl->node, TETHER_LOG_DEBUG,
                 "cluster: '%s' exited; its name leaves the registry",
                 cl->names[i].name);
             name_drop(cl, i);
             run(cl);
-            break;
+            return;
         }
-    return true;
 }
 
 /* Logs a lost registry conflict {tether_reg_conflict, Name, Loser,
@@ -1409,8 +1393,6 @@ static void handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
 
     (void)self;
     apply_events(cl);
-    if (names_down(cl, msg) || reg_ping(cl, msg))
-        return;
     switch (tether__cluster_parse(msg->data, msg->len, &m)) {
     case TETHER_CLUSTER_MSG_DATA:
         tick(cl);
@@ -1436,6 +1418,12 @@ static void handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
         run(cl);
         break;
     }
+    case TETHER_CLUSTER_MSG_DOWN:
+        names_down(cl, &m.ref);
+        break;
+    case TETHER_CLUSTER_MSG_REG_PING:
+        reg_ping(cl, msg->data, &m);
+        break;
     case TETHER_CLUSTER_MSG_WAKE:
     case TETHER_CLUSTER_MSG_EXIT:
         break;

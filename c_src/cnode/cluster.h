@@ -15,22 +15,27 @@
 
 /* What a mailbox message is. */
 typedef enum tether_cluster_msg_kind {
-    TETHER_CLUSTER_MSG_BAD = 0, /* anything we do not take: counted */
-    TETHER_CLUSTER_MSG_DATA,    /* {'$tether', From, Bytes} */
-    TETHER_CLUSTER_MSG_RESTART, /* {'$tether_restart', From} */
-    TETHER_CLUSTER_MSG_CALL,    /* {'$gen_call', {Pid, Tag}, Request} */
-    TETHER_CLUSTER_MSG_WAKE,    /* '$tether_wake': connection events queued */
-    TETHER_CLUSTER_MSG_EXIT,    /* {'EXIT', Pid, Reason}: a trapped exit */
+    TETHER_CLUSTER_MSG_BAD = 0,  /* anything we do not take: counted */
+    TETHER_CLUSTER_MSG_DATA,     /* {'$tether', From, Bytes} */
+    TETHER_CLUSTER_MSG_RESTART,  /* {'$tether_restart', From} */
+    TETHER_CLUSTER_MSG_CALL,     /* {'$gen_call', {Pid, Tag}, Request} */
+    TETHER_CLUSTER_MSG_WAKE,     /* '$tether_wake': connection events queued */
+    TETHER_CLUSTER_MSG_EXIT,     /* {'EXIT', Pid, Reason}: a trapped exit */
+    TETHER_CLUSTER_MSG_DOWN,     /* {'DOWN', Ref, process, Pid, Reason} */
+    TETHER_CLUSTER_MSG_REG_PING, /* {'$tether_reg_ping', Ref, From} */
 } tether_cluster_msg_kind_t;
 
 /* A classified message; pointers and indexes refer into the buffer. */
 typedef struct tether_cluster_msg {
     int kind;                            /* tether_cluster_msg_kind_t */
-    char from[TETHER_NODE_NAME_MAX + 1]; /* DATA, RESTART */
+    char from[TETHER_NODE_NAME_MAX + 1]; /* DATA, RESTART, REG_PING */
     const uint8_t *bytes;                /* DATA: the engine bytes */
     size_t len;
     int from_index; /* CALL: the {Pid, Tag} term */
     int req_index;  /* CALL: the request term */
+    erlang_ref ref; /* DOWN: the monitor */
+    int ref_index;  /* REG_PING: the Ref term, buf[ref_index, ref_end) */
+    int ref_end;
 } tether_cluster_msg_t;
 
 /*

@@ -126,6 +126,62 @@ Test(cluster, parses_restart_call_wake_exit)
     cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_EXIT);
 }
 
+/* The DOWN of a monitor the process holds and tether:sync/0's ping: their
+ * parts are read; shapes off by one field or type are BAD. */
+Test(cluster, parses_down_and_reg_ping)
+{
+    term_t t;
+    tether_cluster_msg_t m;
+    ei_x_buff x;
+    erlang_pid pid = {.num = 3, .creation = 1};
+    erlang_ref ref = {.len = 3, .n = {1, 2, 3}, .creation = 1};
+    strcpy(pid.node, PEER);
+    strcpy(ref.node, PEER);
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 5);
+    ei_x_encode_atom(&x, "DOWN");
+    ei_x_encode_ref(&x, &ref);
+    ei_x_encode_atom(&x, "process");
+    ei_x_encode_pid(&x, &pid);
+    ei_x_encode_atom(&x, "normal");
+    t_done(&t, &x);
+    cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_DOWN);
+    cr_assert_eq(ei_cmp_refs(&m.ref, &ref), 0);
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 5);
+    ei_x_encode_atom(&x, "DOWN");
+    ei_x_encode_atom(&x, "not_a_ref");
+    ei_x_encode_atom(&x, "process");
+    ei_x_encode_pid(&x, &pid);
+    ei_x_encode_atom(&x, "normal");
+    t_done(&t, &x);
+    cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_BAD);
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "$tether_reg_ping");
+    ei_x_encode_ref(&x, &ref);
+    ei_x_encode_atom(&x, PEER);
+    t_done(&t, &x);
+    cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_REG_PING);
+    cr_assert_str_eq(m.from, PEER);
+    int idx = m.ref_index;
+    erlang_ref back;
+    cr_assert_eq(ei_decode_ref(t.buf, &idx, &back), 0);
+    cr_assert_eq(idx, m.ref_end);
+    cr_assert_eq(ei_cmp_refs(&back, &ref), 0);
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "$tether_reg_ping");
+    ei_x_encode_ref(&x, &ref);
+    ei_x_encode_atom(&x, "nohost");
+    t_done(&t, &x);
+    cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_BAD);
+}
+
 Test(cluster, rejects_truncated_input)
 {
     term_t t;
