@@ -53,7 +53,7 @@
 
 -export([call/4, call/5, multicall/3, multicall/4, multicall/5, cast/4,
          abcast/2, abcast/3, call_service/4, call_service_all/4]).
--export([execute/2, serve/3, outcome/3]).
+-export([execute/2, serve/3]).
 
 -export_type([call_service_opt/0]).
 
@@ -294,20 +294,12 @@ execute(_From, _Bytes) ->
 -spec run(tether_nif:engine(), node(), term()) ->
           {sealed, binary()} | deferred | {refused, term()}
           | {no_answer, term()}.
-run(E, From, {call, ReplyTo, M, F, A}) when is_atom(M), is_atom(F),
-                                            is_list(A) ->
-    answer(E, From, ReplyTo, apply_outcome(M, F, A));
-run(E, From, {svc_call, ReplyTo, Service, F, A}) when is_atom(F),
-                                                      is_list(A) ->
-    answer(E, From, ReplyTo, service_outcome(Service, F, A));
-run(_E, _From, {cast, M, F, A}) when is_atom(M), is_atom(F), is_list(A) ->
-    _ = apply_outcome(M, F, A),
-    {refused, no_reply};
-run(_E, _From, {abcast, Name, Msg}) when is_atom(Name) ->
-    catch Name ! Msg,
-    {refused, no_reply};
-run(_E, _From, _Req) ->
-    {refused, badarg}.
+run(E, From, Req) ->
+    case perform(Req) of
+        {answer, ReplyTo, Outcome} -> answer(E, From, ReplyTo, Outcome);
+        done -> {refused, no_reply};
+        bad -> {refused, badarg}
+    end.
 
 -spec answer(tether_nif:engine(), node(), term(), outcome()) ->
           {sealed, binary()} | deferred | {no_answer, term()}.
@@ -320,35 +312,40 @@ answer(E, From, ReplyTo, Outcome) ->
 
 %% @doc The deferred path, run by {@link tether_rpc_server} for a request
 %% that a defer partition held and the engine delivered on heal: runs it
-%% and sends the answer back through the engine.
+%% and sends the answer back through the engine (Reply), or hands an
+%% answer to our own deferred call to its caller's alias.
 -spec serve(node(), term(), fun((node(), term()) -> term())) -> ok.
-serve(From, {call, ReplyTo, M, F, A}, Reply) when is_atom(M), is_atom(F),
-                                                  is_list(A) ->
-    _ = Reply(From, {reply, ReplyTo, apply_outcome(M, F, A)}),
-    ok;
-serve(From, {svc_call, ReplyTo, Service, F, A}, Reply) when is_atom(F),
-                                                            is_list(A) ->
-    _ = Reply(From, {reply, ReplyTo, service_outcome(Service, F, A)}),
-    ok;
-serve(_From, {cast, M, F, A}, _Reply) when is_atom(M), is_atom(F),
-                                           is_list(A) ->
-    _ = apply_outcome(M, F, A),
-    ok;
-serve(_From, {abcast, Name, Msg}, _Reply) when is_atom(Name) ->
-    catch Name ! Msg,
-    ok;
 serve(_From, {reply, ReplyTo, Outcome}, _Reply) when is_reference(ReplyTo) ->
     ReplyTo ! {tether_rpc_reply, ReplyTo, Outcome},
     ok;
-serve(_From, _Req, _Reply) ->
-    ok.
+serve(From, Req, Reply) ->
+    case perform(Req) of
+        {answer, ReplyTo, Outcome} ->
+            _ = Reply(From, {reply, ReplyTo, Outcome}),
+            ok;
+        _ ->
+            ok
+    end.
 
-%% @doc The outcome of `apply(M, F, A)' in the terms of the answer, the
-%% stack trimmed as erpc trims it.
--spec outcome(module(), atom(), [term()]) -> outcome().
-outcome(M, F, A) ->
-    apply_outcome(M, F, A).
+%% Runs one request, on either path: a call or a service call gives the
+%% address and outcome of its answer; a cast or abcast is done; anything
+%% else is refused.
+-spec perform(term()) -> {answer, term(), outcome()} | done | bad.
+perform({call, ReplyTo, M, F, A}) when is_atom(M), is_atom(F), is_list(A) ->
+    {answer, ReplyTo, apply_outcome(M, F, A)};
+perform({svc_call, ReplyTo, Service, F, A}) when is_atom(F), is_list(A) ->
+    {answer, ReplyTo, service_outcome(Service, F, A)};
+perform({cast, M, F, A}) when is_atom(M), is_atom(F), is_list(A) ->
+    _ = apply_outcome(M, F, A),
+    done;
+perform({abcast, Name, Msg}) when is_atom(Name) ->
+    catch Name ! Msg,
+    done;
+perform(_Req) ->
+    bad.
 
+%% The outcome of apply(M, F, A) in the terms of the answer, the stack
+%% trimmed as erpc trims it.
 -spec apply_outcome(module(), atom(), [term()]) -> outcome().
 apply_outcome(M, F, A) ->
     try
