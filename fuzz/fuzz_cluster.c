@@ -34,8 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (m.bytes < data || m.len > size ||
             (size_t)(m.bytes - data) > size - m.len)
             abort();
-        /* fall through: DATA also names its sender */
-    case TETHER_CLUSTER_MSG_RESTART:
+        /* DATA also names its sender */
         nlen = strnlen(m.from, sizeof m.from);
         if (nlen == 0 || nlen == sizeof m.from ||
             memchr(m.from, '@', nlen) == NULL)

@@ -66,20 +66,17 @@ static inline void fz_pump(fz_pair_t *p)
     for (int rounds = 0; rounds < FZ_PUMP_ROUNDS; rounds++) {
         int any = 0;
         for (int i = 0; i < FZ_ENGINES; i++) {
-            tether_engine_action_t a;
+            tether_action_t a;
             while (tether_engine_next_action(p->e[i], &a)) {
-                int j =
-                    a.kind == TETHER_ACTION_DELIVER ? -1 : fz_index_of(a.peer);
+                int j = fz_index_of(a.peer);
                 any = 1;
-                if (a.kind == TETHER_ACTION_SEND && j >= 0 && p->conn &&
+                if (a.kind == TETHER_ACT_SEND && j >= 0 && p->conn &&
                     p->qn < FZ_QUEUE_MAX) {
                     fz_msg_t *m = &p->q[(p->qh + p->qn++) % FZ_QUEUE_MAX];
                     m->dst = j;
-                    m->data = a.data;
-                    m->len = a.len;
-                    a.data = NULL;
-                } else if (a.kind == TETHER_ACTION_CONNECT && j >= 0 &&
-                           !p->conn) {
+                    m->len = a.u.send.bytes.len;
+                    m->data = tether_engine_action_take(&a);
+                } else if (a.kind == TETHER_ACT_CONNECT && j >= 0 && !p->conn) {
                     p->conn = 1;
                     (void)tether_engine_peer_up(p->e[0], FZ_NAMES[1]);
                     (void)tether_engine_peer_up(p->e[1], FZ_NAMES[0]);

@@ -53,7 +53,7 @@
 #define SELF          "c1@127.0.0.1"
 #define PEER          "b1@127.0.0.1"
 #define COOKIE        "fuzzcookie"
-#define MSG_ERLANG    TETHER_MSG_MODULE_MIN /* cluster.c's MSG_ERLANG */
+#define MSG_ERLANG    TETHER_MSG_SHELL /* cluster.c's MSG_ERLANG */
 #define OUTCOME_CALLS 1
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -1,20 +1,21 @@
 /*
  * fuzz_service.c: libFuzzer target for the service table module
- * (core/service.c) behind the engine, and for the engine's direct path
- * (tether_engine_seal / tether_engine_open, core/engine.c).
+ * (core/service_table.c, over core/owner_table.c) behind the engine, and
+ * for the engine's direct path (tether_engine_seal / tether_engine_open,
+ * core/engine.c).
  *
  * Per input, two engines a@fuzz and b@fuzz are made from fixed seeds and a
  * fixed cookie, each with a service table; b joins a over a perfect
  * in-memory link and the pair is pumped (virtual clock, no real time or
  * randomness) until both are members of each other with a session. Each
- * then registers one instance of its own, so b holds a's set at a known
- * version (1) and a holds b's. The first input byte picks a mode
+ * then registers one instance of its own, so b holds a's set and a holds
+ * b's. The first input byte picks a mode
  * (byte % 4); the rest is the mode's input:
  *
  *   0  service: the bytes are an ETF payload that a legitimately sends as
  *      a service message (tether_engine_send, TETHER_MSG_SERVICE), so b's
  *      envelope opens it and its table decodes it ({svc_add, ...},
- *      {svc_sync, V, [...]}, {svc_digest, V}, {svc_pull}, ...).
+ *      {svc_sync, [...]}, {svc_digest, C, H}, {svc_pull}, ...).
  *   1  open raw: the bytes go to tether_engine_open(b, "a@fuzz", ...), as
  *      if a handed them over on the direct path (hellos, forged, garbled
  *      or replayed envelopes).
@@ -42,11 +43,10 @@
 #include <ei.h>
 
 #include "core/engine.h"
-#include "core/service.h"
+#include "core/service_table.h"
 #include "fuzz_common.h"
 
 #define SEED_BASE  0x50
-#define EVENT_SUB  9
 #define MUTATE_HDR 4   /* type, pos_lo, pos_hi, xor */
 #define SEQ_MAX    64  /* records of a sequence input */
 #define ETF_MAX    256 /* bytes of the instances registered at set-up */
@@ -56,28 +56,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* The established pair and a service table on each engine. */
 typedef struct pair {
     fz_pair_t p;
-    tether_svc_t *s[FZ_ENGINES];
+    tether_svctab_t *s[FZ_ENGINES];
 } pair_t;
 
 /* fz_attach_fn: a service table on engine i. */
 static int attach_table(void *ctx, int i, tether_engine_t *e)
 {
     pair_t *p = ctx;
-    tether_svc_config_t scfg;
+    tether_svctab_config_t scfg;
 
-    tether_svc_config_default(&scfg);
-    scfg.event_sub = EVENT_SUB;
+    tether_svctab_config_default(&scfg);
     scfg.digest_ms = FZ_DIGEST_MS;
-    return tether_svc_new(&scfg, e, &p->s[i]);
+    return tether_svctab_new(&scfg, e, &p->s[i]);
 }
 
 static void pair_free(pair_t *p)
 {
-    fz_pair_free(&p->p);
-    for (int i = 0; i < FZ_ENGINES; i++) {
-        tether_svc_free(p->s[i]);
+    fz_pair_free(&p->p); /* the tables go with their engines */
+    for (int i = 0; i < FZ_ENGINES; i++)
         p->s[i] = NULL;
-    }
 }
 
 /* Registers engine i's own instance `svc_<i>` with a pid of its node and
@@ -107,10 +104,10 @@ static int register_own(pair_t *p, int i)
     }
     if (ei_x_encode_atom(&n, name) == 0 && ei_x_encode_pid(&pid, &ep) == 0 &&
         ei_x_encode_map_header(&meta, 0) == 0 && n.index <= ETF_MAX &&
-        tether_svc_register(p->s[i], (const uint8_t *)n.buff, (size_t)n.index,
-                            (const uint8_t *)pid.buff, (size_t)pid.index,
-                            (const uint8_t *)meta.buff,
-                            (size_t)meta.index) == 0)
+        tether_svctab_register(p->s[i], (const uint8_t *)n.buff,
+                               (size_t)n.index, (const uint8_t *)pid.buff,
+                               (size_t)pid.index, (const uint8_t *)meta.buff,
+                               (size_t)meta.index) == 0)
         rc = 0;
     ei_x_free(&n);
     ei_x_free(&pid);
@@ -129,7 +126,7 @@ static int pair_new(pair_t *p)
     if (register_own(p, 0) != 0 || register_own(p, 1) != 0)
         abort();
     fz_run(&p->p, FZ_SETTLE_MS / 2);
-    if (tether_svc_count(p->s[0]) != 2 || tether_svc_count(p->s[1]) != 2)
+    if (tether_svctab_count(p->s[0]) != 2 || tether_svctab_count(p->s[1]) != 2)
         abort(); /* both tables hold both instances */
     return 0;
 }
@@ -145,6 +142,8 @@ static void seal_mutate(pair_t *p, const uint8_t *in, size_t n)
     if (n <= MUTATE_HDR)
         return;
     type = (uint8_t)(TETHER_MSG_MODULE_MIN + in[0] % (256 - 0x20));
+    if (type == TETHER_MSG_SHELL)
+        type = TETHER_MSG_SERVICE; /* opened, never dispatched: any type */
     rc = tether_engine_seal(p->p.e[0], FZ_NAMES[1], type, in + MUTATE_HDR,
                             n - MUTATE_HDR, &sealed, &slen);
     if (rc != 0) {
@@ -202,7 +201,7 @@ static void sequence(pair_t *p, const uint8_t *in, size_t n)
 
 /* Table consistency after the input: every read-only view agrees. */
 typedef struct tally {
-    const tether_svc_t *t;
+    const tether_svctab_t *t;
     size_t instances, by_name;
 } tally_t;
 
@@ -224,20 +223,20 @@ static void count_name(void *ctx, const uint8_t *name, size_t nlen,
     tally_t *c = ctx;
 
     if (instances == 0 ||
-        tether_svc_lookup(c->t, name, nlen, NULL, NULL) != instances)
+        tether_svctab_lookup(c->t, name, nlen, NULL, NULL) != instances)
         abort();
     c->by_name += instances;
 }
 
-static void check_table(const tether_svc_t *t)
+static void check_table(const tether_svctab_t *t)
 {
     tally_t c = {t, 0, 0};
 
-    tether_svc_foreach(t, count_inst, &c);
-    tether_svc_names(t, count_name, &c);
-    if (c.instances != tether_svc_count(t) || c.by_name != c.instances)
+    tether_svctab_foreach(t, count_inst, &c);
+    tether_svctab_names(t, count_name, &c);
+    if (c.instances != tether_svctab_count(t) || c.by_name != c.instances)
         abort();
-    (void)tether_svc_digest(t);
+    (void)tether_svctab_digest(t);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -272,7 +271,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < FZ_ENGINES; i++)
         check_table(p.s[i]);
     fz_pair_cut(&p.p);
-    if (tether_svc_count(p.s[1]) != 1 || tether_svc_count(p.s[0]) != 1)
+    if (tether_svctab_count(p.s[1]) != 1 || tether_svctab_count(p.s[0]) != 1)
         abort(); /* a peer's instances go with its connection */
     pair_free(&p);
     return 0;

@@ -19,7 +19,6 @@
 -export([engine_new/1, engine_recv/3, engine_peer_up/2, engine_peer_down/2,
          engine_tick/2, engine_next_deadline/1, engine_drain/1,
          engine_join/2, engine_leave/1, engine_members/1,
-         engine_subscribe/2, engine_unsubscribe/2,
          engine_partition/4, engine_heal/2, engine_heal_all/1,
          engine_partitions/1, engine_send/3, engine_info/1,
          engine_recv_dirty/3, engine_send_dirty/3, engine_trust_add/3]).
@@ -58,15 +57,35 @@
                          defer_max => pos_integer(),
                          cluster_secret => <<_:256>>,
                          cookie => binary(),
-                         identity_seed => <<_:256>>}.
+                         identity_seed => <<_:256>>,
+                         seeds => [name()],
+                         seed_retry_ms => pos_integer()}.
 
-%% What the engine asks its shell to do. Subscriber 0 receives
-%% `{tether_msg, FromNode, EtfBinary}' for every module message
-%% (engine_send/3) from a peer.
+%% What the engine asks of its shell or tells it (`c_src/core/engine.h',
+%% tether_action_t), one term per kind:
+%% <ul>
+%% <li>`{send, To, Bytes}': send `{'$tether', node(), Bytes}' to `tether'
+%%     on To, over an existing connection only.</li>
+%% <li>`{connect, To}': connect to To if not connected.</li>
+%% <li>`{member, up | down, Node}': Node became, or stopped being, a live
+%%     member.</li>
+%% <li>`{message, From, Etf}': a SHELL message (engine_send/3 on From),
+%%     authenticated, to decode with `binary_to_term/1'.</li>
+%% <li>`{reg_lost, NameEtf, LoserEtf, WinnerEtf, Method}': our registrant
+%%     lost a conflict (WinnerEtf `<<>>' when none was kept); Method 0
+%%     notify, 1 exit, 2 resolve.</li>
+%% <li>`{reg_resolve, NameEtf, WinnerEtf, LoserEtf}': run our registrant's
+%%     resolver and answer with reg_resolve/3.</li>
+%% <li>`{service, up | down, NameEtf, Node}': Node's instance of a service
+%%     came or changed (up), or went (down).</li>
+%% </ul>
 -type action() :: {send, name(), binary()}
-                | {deliver, non_neg_integer(), term()}
                 | {connect, name()}
-                | {disconnect, name()}.
+                | {member, up | down, name()}
+                | {message, name(), binary()}
+                | {reg_lost, binary(), binary(), binary(), 0..2}
+                | {reg_resolve, binary(), binary(), binary()}
+                | {service, up | down, binary(), name()}.
 
 %% @private Loads the shared library; called by the code server.
 -spec init() -> ok | {error, term()}.
@@ -78,7 +97,10 @@ init() ->
 version() ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
-%% @doc Creates an engine for node `name'. Bad options raise `badarg'.
+%% @doc Creates an engine for node `name'. With `seeds', the engine joins
+%% them itself, in turn every `seed_retry_ms' (default three heartbeats),
+%% until a join is answered and it has company. Bad options raise
+%% `badarg'.
 -spec engine_new(engine_opts()) -> {ok, engine()} | {error, error_reason()}.
 engine_new(_Opts) ->
     erlang:nif_error({not_loaded, ?MODULE}).
@@ -100,7 +122,8 @@ engine_peer_up(_Engine, _Node) ->
 engine_peer_down(_Engine, _Node) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
-%% @doc Passes the time (milliseconds on the shell's monotonic clock).
+%% @doc Passes the time (milliseconds on the shell's monotonic clock);
+%% the NIF reads the wall clock (system time) at the same moment.
 -spec engine_tick(engine(), non_neg_integer()) -> ok | {error, error_reason()}.
 engine_tick(_Engine, _NowMs) ->
     erlang:nif_error({not_loaded, ?MODULE}).
@@ -131,18 +154,6 @@ engine_leave(_Engine) ->
 %% left.
 -spec engine_members(engine()) -> [name()] | {error, enomem}.
 engine_members(_Engine) ->
-    erlang:nif_error({not_loaded, ?MODULE}).
-
-%% @doc Member events go to subscriber `Id' (> 0) as
-%% `{deliver, Id, {tether_member, up | down, Node}}' actions.
--spec engine_subscribe(engine(), pos_integer()) -> ok | {error, error_reason()}.
-engine_subscribe(_Engine, _Id) ->
-    erlang:nif_error({not_loaded, ?MODULE}).
-
-%% @doc Removes subscriber `Id'.
--spec engine_unsubscribe(engine(), pos_integer()) ->
-          ok | {error, error_reason()}.
-engine_unsubscribe(_Engine, _Id) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 %% @doc Injects a partition between two non-empty, disjoint groups; it is
@@ -261,9 +272,9 @@ reg_unregister(_Engine, _Name) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 %% @doc The verdict of our registrant's resolver on a conflict the engine
-%% asked this node to resolve (`{tether_reg_resolve, NameEtf, WinnerEtf,
-%% LoserEtf}' delivered to subscriber 2): `KeepEtf' is one of the two pid
-%% binaries as delivered, or `<<>>' for none. Our own entry goes unless
+%% asked this node to resolve (a `{reg_resolve, NameEtf, WinnerEtf,
+%% LoserEtf}' action): `KeepEtf' is one of the two pid binaries as
+%% given, or `<<>>' for none. Our own entry goes unless
 %% kept; the other's owner is told to yield, again until it has.
 -spec reg_resolve(engine(), binary(), binary()) ->
           ok | {error, error_reason()}.
@@ -298,8 +309,8 @@ reg_info(_Engine) ->
 %% Meta. `{error, too_big}' past the bounds (a name of 4 KiB, a meta of
 %% 64 KiB in external format, 4096 services per node), `{error, invalid}'
 %% for a meta that cannot cross (a fun) or after the engine left. Change
-%% events reach the shell as `{deliver, 3, {tether_service, up | down,
-%% NameEtf, Node}}' actions. Call it through
+%% events reach the shell as `{service, up | down, NameEtf, Node}'
+%% actions. Call it through
 %% `tether_server:engine_call/1', which sends what it queues; the caller
 %% monitors Pid and unregisters.
 -spec svc_register(engine(), term(), pid(), term()) ->
@@ -330,9 +341,8 @@ svc_local(_Engine, _Name) ->
 svc_names(_Engine) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
-%% @doc The service table's instance count, digest, our own version and
-%% counters (`added', `removed', `replaced', `syncs_sent', `syncs_recv',
-%% `pulls_sent', `gaps', `bad_msgs', `stale_msgs', `dropped').
+%% @doc The service table's instance count, digest and counters (`added', `removed', `replaced', `syncs_sent', `syncs_recv',
+%% `pulls_sent', `bad_msgs', `stale_msgs', `dropped').
 -spec svc_info(engine()) -> #{atom() => non_neg_integer()} | {error, enomem}.
 svc_info(_Engine) ->
     erlang:nif_error({not_loaded, ?MODULE}).

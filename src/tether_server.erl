@@ -22,16 +22,11 @@
 %% so a message whose FromNode is a lie fails the MAC and is dropped and
 %% counted, never decoded.
 %%
-%% A member whose engine (re)starts sends
-%% ```
-%% {'$tether_restart', FromNode :: node()}
-%% '''
-%% to `tether' on every connected node first. The receiver drops the
-%% session it had with FromNode (reporting it down if it was live) and
-%% sets up a fresh one. Without it a peer that kept an established
-%% session with the old engine would keep sending envelopes the new one
-%% cannot open. A forged restart message can only force a re-handshake,
-%% which any node of the Erlang cluster can cause anyway.
+%% Besides hellos and envelopes, an engine sends a signed restart notice
+%% to every peer that comes up; a peer that still holds a session with an
+%% older incarnation of the sender drops it (the member goes down) and
+%% starts a fresh one. Only the real node can sign one, and an old one
+%% replayed means nothing (`c_src/core/engine.h').
 %%
 %% == Connections ==
 %%
@@ -55,8 +50,8 @@
 %% sets when a member comes up, repairs by digests and resolves conflicts.
 %% This server registers names of local processes in it (one name per
 %% pid, as `global'), monitors them and unregisters a name when its
-%% process dies, and tells the registrant of a lost conflict (engine
-%% subscriber 2) as it chose at registration. When the engine asks this
+%% process dies, and tells the registrant of a lost conflict (a
+%% `reg_lost' action) as it chose at registration. When the engine asks this
 %% node to resolve a conflict (our registrant gave a resolver), the
 %% resolver runs in a fresh process and its verdict goes to the engine
 %% (`tether_registry_resolve()' in `core/registry.h'): our own
@@ -90,8 +85,8 @@
 %% <li>With no key configuration at all the secret derives from the
 %%     Erlang cookie, so nodes sharing a cookie cluster with no
 %%     configuration.</li>
-%% <li>`{join, [Node]}': seeds joined at start, tried in turn until one
-%%     answers.</li>
+%% <li>`{join, [Node]}': seeds joined at start, tried in turn by the engine
+%%     until one answers.</li>
 %% <li>`{heartbeat_ms, N}' (default 1000) and `{ttl_ms, N}' (default 5000,
 %%     greater than the heartbeat).</li>
 %% </ul>
@@ -106,11 +101,6 @@
 -include_lib("kernel/include/file.hrl").
 
 -define(SERVER, tether).
-%% The engine subscriber id of member events (0 is module messages).
--define(MEMBER_SUB, 1).
--define(MODULE_SUB, 0).
-%% The engine subscriber id of lost registry conflicts.
--define(REG_SUB, 2).
 -define(ENGINE_KEY, {?MODULE, engine}).
 -define(DIST_CHECK_MS, 1000).
 -define(DEFAULT_HB_MS, 1000).
@@ -135,8 +125,7 @@
     trust = [] :: [{node(), binary()}],       % explicitly trusted keys
     hb_ms = ?DEFAULT_HB_MS :: pos_integer(),
     ttl_ms = ?DEFAULT_TTL_MS :: pos_integer(),
-    seeds = [] :: [node()],                  % seeds not yet tried this round
-    all_seeds = [] :: [node()],
+    seeds = [] :: [node()],                  % joined by a fresh engine
     %% Local registrants: one name per pid, monitored.
     reg_pids = #{} :: #{pid() => {term(), reference()}},
     %% How each local registrant hears of a lost conflict (resolver funs
@@ -261,19 +250,6 @@ handle_info({'$tether', From, Bytes}, S = #st{engine = E})
     %% Refused input is counted by the engine; nothing to do here.
     _ = safe(fun() -> recv(E, bin(From), Bytes) end),
     {noreply, run(S1)};
-handle_info({'$tether_restart', From}, S = #st{engine = E})
-  when E =/= undefined, is_atom(From) ->
-    S1 = tick(S),
-    S2 = case maps:is_key(From, S1#st.up) of
-             true ->
-                 _ = safe(fun() ->
-                                  tether_nif:engine_peer_down(E, bin(From))
-                          end),
-                 S1#st{up = maps:remove(From, S1#st.up)};
-             false ->
-                 S1
-         end,
-    {noreply, run(ensure_up(From, S2))};
 handle_info({nodeup, Node, _Info}, S = #st{engine = E})
   when E =/= undefined ->
     {noreply, run(peer_up(Node, tick(S)))};
@@ -297,8 +273,6 @@ handle_info({connect_result, Node, Result}, S) ->
     end;
 handle_info({timeout, TRef, tick}, S = #st{timer = {TRef, _}}) ->
     {noreply, run(tick(S#st{timer = undefined}))};
-handle_info(seed_retry, S = #st{engine = E}) when E =/= undefined ->
-    {noreply, run(seed_retry(tick(S)))};
 handle_info(dist_check, S) ->
     erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
     {noreply, dist_check(S)};
@@ -337,7 +311,7 @@ call({join, Node}, S0) ->
     {safe(fun() -> tether_nif:engine_join(S#st.engine, bin(Node)) end), S};
 call(leave, S) ->
     _ = tether_nif:engine_leave(S#st.engine),
-    {ok, S#st{seeds = [], all_seeds = []}};
+    {ok, S#st{seeds = []}};
 call(members, S) ->
     case tether_nif:engine_members(S#st.engine) of
         Names when is_list(Names) ->
@@ -426,7 +400,7 @@ read_config() ->
                         fun is_list/1),
         Trust = [trusted_entry(X) || X <- Trusted],
         {ok, #st{keys = Keys, trust = Trust, hb_ms = Hb, ttl_ms = Ttl,
-                 all_seeds = Seeds}}
+                 seeds = Seeds}}
     catch
         throw:Reason -> {error, Reason}
     end.
@@ -509,22 +483,16 @@ start_engine(S0) ->
              incarnation => erlang:system_time(microsecond),
              seed => crypto:strong_rand_bytes(32),
              heartbeat_ms => S#st.hb_ms,
-             ttl_ms => S#st.ttl_ms},
+             ttl_ms => S#st.ttl_ms,
+             seeds => bins(S#st.seeds)},
     case safe(fun() -> tether_nif:engine_new(Opts) end) of
         {ok, E} ->
-            ok = tether_nif:engine_subscribe(E, ?MEMBER_SUB),
             S0a = reg_reset(S),
             persistent_term:put(?ENGINE_KEY, E),
             ok = trust_all(E, S#st.trust),
-            Peers = nodes(connected),
-            Self = node(),
-            [erlang:send({?SERVER, N}, {'$tether_restart', Self}, [noconnect])
-             || N <- Peers],
-            S1 = S0a#st{engine = E, name = Self, up = #{},
-                      start = erlang:monotonic_time(millisecond),
-                      seeds = S#st.all_seeds},
-            S2 = lists:foldl(fun peer_up/2, tick(S1), Peers),
-            run(seed_retry(S2));
+            S1 = S0a#st{engine = E, name = node(), up = #{},
+                        start = erlang:monotonic_time(millisecond)},
+            run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected)));
         {error, Reason} ->
             logger:error("tether: engine not started: ~p", [Reason]),
             S
@@ -566,34 +534,6 @@ dist_check(S = #st{name = Name, net_kernel = Nk}) ->
             maybe_start(cancel_timer(reg_reset(S#st{engine = undefined,
                                                     up = #{}})))
     end.
-
-%% Joins the next seed (in turn, round after round) until a join has
-%% been answered and we have company, or we left.
--spec seed_retry(state()) -> state().
-seed_retry(S = #st{all_seeds = []}) ->
-    S;
-seed_retry(S = #st{engine = E}) ->
-    Info = tether_nif:engine_info(E),
-    Done = maps:get(left, Info, false) orelse
-        (not maps:get(join_pending, Info, true) andalso
-         length(tether_nif:engine_members(E)) > 1),
-    Self = node(),
-    Candidates = case [N || N <- S#st.seeds, N =/= Self] of
-                     [] -> [N || N <- S#st.all_seeds, N =/= Self];
-                     L -> L
-                 end,
-    case {Done, Candidates} of
-        {false, [Seed | Rest]} ->
-            _ = safe(fun() -> tether_nif:engine_join(E, bin(Seed)) end),
-            erlang:send_after(retry_ms(S), self(), seed_retry),
-            S#st{seeds = Rest};
-        _ ->
-            S
-    end.
-
--spec retry_ms(state()) -> pos_integer().
-retry_ms(#st{hb_ms = Hb}) ->
-    3 * Hb.
 
 %%% Connection events
 
@@ -648,18 +588,20 @@ act({send, To, Bytes}, S) ->
     Node = binary_to_atom(To, utf8),
     _ = erlang:send({?SERVER, Node}, {'$tether', node(), Bytes}, [noconnect]),
     S;
-act({deliver, ?MEMBER_SUB, Event}, S = #st{subs = Subs}) ->
+act({member, Up, Node}, S = #st{subs = Subs}) ->
+    Event = {tether_member, Up, binary_to_atom(Node, utf8)},
     _ = [Pid ! Event || Pid <- maps:keys(Subs)],
     S;
-act({deliver, ?MODULE_SUB, {tether_msg, From, Etf}}, S) when is_binary(Etf) ->
-    module_msg(From, Etf, S),
+act({message, From, Etf}, S) ->
+    module_msg(binary_to_atom(From, utf8), Etf, S),
     S;
-act({deliver, ?REG_SUB, {tether_reg_conflict, NameB, LoserB, WinnerB, M}}, S)
-  when is_binary(NameB), is_binary(LoserB), is_binary(WinnerB) ->
+act({reg_lost, NameB, LoserB, WinnerB, M}, S) ->
     reg_lost(NameB, LoserB, WinnerB, M, S);
-act({deliver, ?REG_SUB, {tether_reg_resolve, NameB, WinnerB, LoserB}}, S)
-  when is_binary(NameB), is_binary(WinnerB), is_binary(LoserB) ->
+act({reg_resolve, NameB, WinnerB, LoserB}, S) ->
     reg_resolve(NameB, WinnerB, LoserB, S);
+act({service, Up, NameB, Node}, S) ->
+    tether_service_server:event(Up, NameB, binary_to_atom(Node, utf8)),
+    S;
 act({connect, To}, S = #st{connecting = C}) ->
     Node = binary_to_atom(To, utf8),
     case maps:is_key(Node, C) of
@@ -672,9 +614,7 @@ act({connect, To}, S = #st{connecting = C}) ->
                               Server ! {connect_result, Node, R}
                       end),
             S#st{connecting = C#{Node => true}}
-    end;
-act(_Other, S) ->
-    S.
+    end.
 
 %% Hands a module message {Tag, Term} from a peer to the handler of Tag.
 %% The bytes passed the peer's MAC: only a trusted member can have sealed

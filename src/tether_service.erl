@@ -58,9 +58,9 @@
 
 -define(DEFAULT_RETRIES, 10).
 -define(DEFAULT_INTERVAL_MS, 1000).
-%% wait_for_services/2 looks this often, so it returns soon after the
-%% last service is up whatever the interval.
--define(POLL_MS, 50).
+%% wait_for_services/2 looks at every change event, and at least this
+%% often.
+-define(POLL_MS, 500).
 %% The attribute that marks a module made by stub/2.
 -define(STUB_ATTR, tether_stub).
 -define(MAX_ARITY, 255).
@@ -146,8 +146,10 @@ get_services() ->
     end.
 
 %% @doc Waits until every service of Names has an instance. Looks at
-%% get_nodes/1 until all are up (returning `ok' at once then) or until
-%% `retries' times `interval_ms' milliseconds have passed (`timeout').
+%% get_nodes/1, and again at every change of the service table (it
+%% subscribes to the events meanwhile), until all are up (returning `ok'
+%% at once then) or until `retries' times `interval_ms' milliseconds
+%% have passed (`timeout').
 %% Opts is a proplist or a map; the defaults, 10 and 1000, are Malla's.
 -spec wait_for_services([name()], wait_opts()) -> ok | timeout.
 wait_for_services(Names, Opts) when is_list(Names), is_list(Opts) ->
@@ -159,7 +161,15 @@ wait_for_services(Names, Opts) when is_list(Names), is_map(Opts) ->
         andalso is_integer(Interval) andalso Interval >= 0
         orelse error(badarg),
     Deadline = erlang:monotonic_time(millisecond) + Retries * Interval,
-    wait_loop(Names, Deadline).
+    Self = self(),
+    Subscribed = catch tether_service_server:subscribe(Self),
+    try
+        wait_loop(Names, Deadline)
+    after
+        _ = Subscribed =:= ok andalso
+            (catch tether_service_server:unsubscribe(Self)),
+        flush_events()
+    end.
 
 -spec wait_loop([name()], integer()) -> ok | timeout.
 wait_loop(Names, Deadline) ->
@@ -171,9 +181,22 @@ wait_loop(Names, Deadline) ->
                 Left when Left =< 0 ->
                     timeout;
                 Left ->
-                    timer:sleep(min(Left, ?POLL_MS)),
+                    %% A change event, or a look at most every POLL_MS
+                    %% (an event lost with a restarted server).
+                    receive
+                        {tether_service, _, _, _} -> ok
+                    after min(Left, ?POLL_MS) -> ok
+                    end,
                     wait_loop(Names, Deadline)
             end
+    end.
+
+-spec flush_events() -> ok.
+flush_events() ->
+    receive
+        {tether_service, _, _, _} -> flush_events()
+    after 0 ->
+        ok
     end.
 
 %%% Stubs

@@ -20,6 +20,11 @@
 %%     registers its live instances again in the new one. It subscribes
 %%     to member events so that this happens as soon as the new engine
 %%     meets its first peer, not only at the next recheck.</li>
+%% <li>It hands the service table's change events (the engine's `service'
+%%     actions, which {@link tether_server} passes on) to the processes
+%%     that subscribed to them, as
+%%     `{tether_service, up | down, Name, Node}' (up: an instance
+%%     appeared or changed; down: it went).</li>
 %% </ul>
 %%
 %% The salt lives in a protected ETS table with read concurrency,
@@ -31,7 +36,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, register/3, unregister/1, local/0, rank/1,
-         recheck/0]).
+         recheck/0, subscribe/1, unsubscribe/1, event/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
@@ -47,7 +52,9 @@
     %% The engine the instances are registered in (undefined: none yet).
     engine :: tether_nif:engine() | undefined,
     recheck_ms = ?DEFAULT_RECHECK_MS :: pos_integer(),
-    timer :: reference() | undefined
+    timer :: reference() | undefined,
+    %% Subscribers of change events, monitored.
+    subs = #{} :: #{pid() => reference()}
 }).
 
 -type state() :: #st{}.
@@ -95,6 +102,24 @@ rank(Node) ->
 -spec recheck() -> ok.
 recheck() ->
     gen_server:call(?SERVER, recheck).
+
+%% @doc Sends Pid `{tether_service, up | down, Name, Node}' for every
+%% change of the service table seen by this node, until Pid exits or
+%% unsubscribes. Subscribing twice is `ok' (one message per event).
+-spec subscribe(pid()) -> ok.
+subscribe(Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {subscribe, Pid}).
+
+%% @doc Stops the events to Pid; `ok' also when it had none.
+-spec unsubscribe(pid()) -> ok.
+unsubscribe(Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {unsubscribe, Pid}).
+
+%% @private A change event of the engine's service table (NameEtf as the
+%% engine holds it), from the tether server.
+-spec event(up | down, binary(), node()) -> ok.
+event(UpDown, NameEtf, Node) ->
+    gen_server:cast(?SERVER, {event, UpDown, NameEtf, Node}).
 
 %%% gen_server
 
@@ -145,16 +170,44 @@ handle_call(local, _From, S) ->
                                <- maps:to_list(S#st.instances)]), S};
 handle_call(recheck, _From, S) ->
     {reply, ok, do_recheck(S)};
+handle_call({subscribe, Pid}, _From, S = #st{subs = Subs}) ->
+    case Subs of
+        #{Pid := _} -> {reply, ok, S};
+        _ -> {reply, ok, S#st{subs = Subs#{Pid => monitor(process, Pid)}}}
+    end;
+handle_call({unsubscribe, Pid}, _From, S = #st{subs = Subs}) ->
+    case maps:take(Pid, Subs) of
+        {MRef, Rest} ->
+            demonitor(MRef, [flush]),
+            {reply, ok, S#st{subs = Rest}};
+        error ->
+            {reply, ok, S}
+    end;
 handle_call(_Req, _From, S) ->
     {reply, {error, badarg}, S}.
 
 %% @private
 -spec handle_cast(term(), state()) -> {noreply, state()}.
+handle_cast({event, UpDown, NameEtf, Node}, S = #st{subs = Subs})
+  when map_size(Subs) > 0 ->
+    %% The bytes are the engine's copy of a name a member registered:
+    %% decoded as distribution would decode it.
+    try binary_to_term(NameEtf) of
+        Name ->
+            Msg = {tether_service, UpDown, Name, Node},
+            _ = [Pid ! Msg || Pid <- maps:keys(Subs)],
+            {noreply, S}
+    catch
+        error:badarg -> {noreply, S}
+    end;
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
 -spec handle_info(term(), state()) -> {noreply, state()}.
+handle_info({'DOWN', MRef, process, Pid, _Why}, S = #st{subs = Subs})
+  when map_get(Pid, Subs) =:= MRef ->
+    {noreply, S#st{subs = maps:remove(Pid, Subs)}};
 handle_info({'DOWN', MRef, process, Pid, _Why}, S) ->
     %% An instance died: each service it served goes, here and on every
     %% member.

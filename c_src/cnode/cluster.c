@@ -7,23 +7,25 @@
  *   - mailbox: {'$tether', From, Bytes} -> engine recv (a connected node
  *     not yet reported up is reported up first, since its first message
  *     may be handled before the connection event);
- *     {'$tether_restart', From} -> peer down (if up) and up again;
  *     '$gen_call' requests -> the local API; anything else -> bad_input.
  *   - connection events: the runtime's hook (node.h) queues them and
  *     wakes the process with '$tether_wake'; they are applied in order
  *     before the next message.
- *   - time: one node timer at the engine's next deadline, and one for
- *     seed retries (every 3 heartbeats, next seed in turn, until a join
- *     has been answered and we have company, or we left).
- *   - actions: SEND goes out as REG_SEND {'$tether', OurNode, Bytes} to
- *     `tether` on the peer only over an existing connection (dropped
- *     otherwise: the engine retries); CONNECT dials; DELIVER (member
- *     events) is logged at info level.
+ *   - time: one node timer at the engine's next deadline (the engine
+ *     joins the --join seeds itself, in turn, until one answers).
+ *   - actions (run(), the one switch over the engine's typed actions):
+ *     SEND goes out as REG_SEND {'$tether', OurNode, Bytes} to `tether`
+ *     on the peer only over an existing connection (dropped otherwise:
+ *     the engine retries); CONNECT dials; MEMBER events are logged at
+ *     info level, SERVICE events at debug level; a MESSAGE is a
+ *     tether_rpc request (or answer) a defer partition held, started
+ *     in order once the actions are drained; REG_LOST logs the lost name
+ *     and forgets it.
  *
  * Engine states: RUNNING (joined or alone) -> LEFT (after leave; a later
- * join restarts the engine with a new incarnation and announces the
- * restart, as tether_server does). The process traps exits; if it is
- * killed, its on_exit frees everything and clears the node's hooks.
+ * join restarts the engine with a new incarnation, as tether_server
+ * does; the engine's restart notice tells the peers). The process traps exits;
+ * if it is killed, its on_exit frees everything and clears the node's hooks.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -39,21 +41,18 @@
 #include "core/codec.h"
 #include "core/engine.h"
 #include "core/registry.h"
-#include "core/service.h"
+#include "core/service_table.h"
 #include "tether/service.h"
 #include "tether/term.h"
 
-#define SEED_RETRY_HBS   3 /* heartbeats between seed attempts */
 #define EVENTS_INITIAL   16
 #define TIMER_MIN_MS     1
 #define MEMBERS_LIST_MAX TETHER_ENGINE_PEERS_MAX
-#define MEMBER_SUB       1 /* engine subscriber id: member events, logged */
-/* The engine message type of the Erlang side's module traffic (the NIF's
- * NIF_MSG_ERLANG): terms {Tag, Term}; tether_rpc requests use it. */
-#define MSG_ERLANG   TETHER_MSG_MODULE_MIN
+/* The engine message type of the Erlang side's module traffic: terms
+ * {Tag, Term}; tether_rpc requests use it. */
+#define MSG_ERLANG   TETHER_MSG_SHELL
 #define SERVICES_MAX 256 /* services one C-node announces */
 #define NAMES_MAX    256 /* names one C-node registers cluster-wide */
-#define REG_SUB      2   /* engine subscriber id: lost registry names */
 
 typedef char name_t[TETHER_NODE_NAME_MAX + 1];
 
@@ -96,8 +95,6 @@ typedef struct cluster {
     bool timer_on;
     tether_timer_id_t timer;
     uint64_t timer_at;
-    bool seed_timer_on;
-    tether_timer_id_t seed_timer;
     /* Configuration (copied). */
     uint32_t hb_ms, ttl_ms;
     bool has_secret, has_identity;
@@ -107,7 +104,7 @@ typedef struct cluster {
     name_t *trust_names;
     size_t ntrust;
     name_t *seeds;
-    size_t nseeds, seed_next;
+    size_t nseeds;
     /* Peers reported up to the engine. */
     name_t *up;
     size_t nup, capup;
@@ -117,7 +114,7 @@ typedef struct cluster {
     bool wake_pending;
     uint64_t bad_input;
     /* Services (core/service.h) and the tether_rpc requests. */
-    tether_svc_t *svc;      /* the service table of eng */
+    tether_svctab_t *svc;   /* the service table of eng */
     tether_registry_t *reg; /* the name registry of eng */
     reg_name_t names[NAMES_MAX];
     size_t nnames;
@@ -177,10 +174,6 @@ int tether__cluster_parse(const char *buf, size_t len,
         out->bytes = (const uint8_t *)buf + idx + 5;
         out->len = (size_t)size;
         out->kind = TETHER_CLUSTER_MSG_DATA;
-    } else if (strcmp(tag, "$tether_restart") == 0 && arity == 2) {
-        if (decode_node(buf, &idx, out->from) < 0)
-            return out->kind;
-        out->kind = TETHER_CLUSTER_MSG_RESTART;
     } else if (strcmp(tag, "$gen_call") == 0 && arity == 3) {
         int f = idx, farity;
         erlang_pid pid;
@@ -290,11 +283,15 @@ static void on_conn(tether_node_t *node, const char *peer, bool up, void *ctx)
 
 static void run(cluster_t *cl);
 
+static uint64_t realtime_us(void);
+
+/* Passes the time to the engine, and the wall clock with it. */
 static void tick(cluster_t *cl)
 {
     uint64_t now = tether_node_now_ms();
     (void)tether_engine_tick(cl->eng,
                              now > cl->start_ms ? now - cl->start_ms : 0);
+    tether_engine_set_wall(cl->eng, realtime_us() / 1000u);
 }
 
 static void on_timer(tether_node_t *node, void *arg)
@@ -339,50 +336,53 @@ static void send_bytes(cluster_t *cl, const char *peer, const uint8_t *data,
     ei_x_free(&x);
 }
 
-/* Logs a member event {tether_member, up | down, Node} (engine ETF). */
-static void log_member_event(cluster_t *cl, const uint8_t *data, size_t len)
+static void rpc_start_pending(cluster_t *cl);
+static void rpc_hold(cluster_t *cl, const char *from, const tether_bytes_t *b);
+static void name_lost(cluster_t *cl, const tether_bytes_t *name);
+
+/* Carries out one action of the engine: the C-node's one place that
+ * turns engine output into I/O, logs and state. */
+static void act(cluster_t *cl, const tether_action_t *a)
 {
-    const char *b = (const char *)data;
-    int idx = 0, ver, arity;
-    char tag[MAXATOMLEN_UTF8], what[MAXATOMLEN_UTF8];
-    name_t who;
-    if (len > INT32_MAX || !tether_term_valid(b, len) ||
-        ei_decode_version(b, &idx, &ver) < 0 ||
-        ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 3 ||
-        ei_decode_atom(b, &idx, tag) < 0 || ei_decode_atom(b, &idx, what) < 0 ||
-        tether__etf_decode_name(b, &idx, who) < 0)
-        return;
-    LOG(cl->node, TETHER_LOG_INFO, "cluster: member '%s' %s", who, what);
+    switch (a->kind) {
+    case TETHER_ACT_SEND:
+        send_bytes(cl, a->peer, a->u.send.bytes.ptr, a->u.send.bytes.len);
+        break;
+    case TETHER_ACT_CONNECT:
+        if (!tether__node_connected(cl->node, a->peer))
+            (void)tether__node_connect(cl->node, a->peer);
+        break;
+    case TETHER_ACT_MEMBER:
+        LOG(cl->node, TETHER_LOG_INFO, "cluster: member '%s' %s", a->peer,
+            a->u.member.up ? "up" : "down");
+        break;
+    case TETHER_ACT_MESSAGE:
+        rpc_hold(cl, a->peer, &a->u.message.etf);
+        break;
+    case TETHER_ACT_REG_LOST:
+        name_lost(cl, &a->u.reg_lost.name);
+        break;
+    case TETHER_ACT_REG_RESOLVE:
+        /* Our names are registered with `notify`: no resolver to run. */
+        break;
+    case TETHER_ACT_SERVICE:
+        LOG(cl->node, TETHER_LOG_DEBUG, "cluster: an instance on '%s' %s",
+            a->peer, a->u.service.up ? "came or changed" : "went");
+        break;
+    }
 }
 
-static void rpc_start_pending(cluster_t *cl);
-static uint64_t realtime_us(void);
-static void name_lost(cluster_t *cl, const uint8_t *data, size_t len);
-
-/* Starts the requests the engine handed over, carries out every pending
- * action, then arms the timer. */
+/* Carries out every pending action, starting held requests in order as
+ * they come, then arms the timer. An answer given at once calls run()
+ * again: rpc_start_pending() keeps that from recursing further. */
 static void run(cluster_t *cl)
 {
-    tether_engine_action_t a;
-    rpc_start_pending(cl);
-    while (tether_engine_next_action(cl->eng, &a)) {
-        switch (a.kind) {
-        case TETHER_ACTION_SEND:
-            send_bytes(cl, a.peer, a.data, a.len);
+    tether_action_t a;
+    for (;;) {
+        rpc_start_pending(cl);
+        if (!tether_engine_next_action(cl->eng, &a))
             break;
-        case TETHER_ACTION_CONNECT:
-            if (!tether__node_connected(cl->node, a.peer))
-                (void)tether__node_connect(cl->node, a.peer);
-            break;
-        case TETHER_ACTION_DELIVER:
-            if (a.subscriber == REG_SUB)
-                name_lost(cl, a.data, a.len);
-            else
-                log_member_event(cl, a.data, a.len);
-            break;
-        default:
-            break;
-        }
+        act(cl, &a);
         tether_engine_action_release(&a);
     }
     arm(cl);
@@ -582,8 +582,8 @@ static int announces(cluster_t *cl, const char *name)
     if (cl->svc == NULL || ei_x_new_with_version(&n) < 0)
         return 0;
     if (ei_x_encode_atom(&n, name) == 0)
-        rc = tether_svc_local(cl->svc, (const uint8_t *)n.buff, (size_t)n.index,
-                              NULL, NULL);
+        rc = tether_svctab_local(cl->svc, (const uint8_t *)n.buff,
+                                 (size_t)n.index, NULL, NULL);
     ei_x_free(&n);
     return rc == 0;
 }
@@ -741,32 +741,22 @@ static void rpc_execute(tether_call_t *call, const char *args, int index,
     run(cl);
 }
 
-/* The engine's hook for MSG_ERLANG messages: a request (or an answer)
- * that a defer partition held. Queued for run(), outside the engine. */
-static void rpc_on_message(tether_engine_t *eng, void *ctx, const char *from,
-                           const char *etf, size_t len)
+/* A MESSAGE action: a request (or an answer) that a defer partition
+ * held. Queued for rpc_start_pending(); rpc_request() checks the bytes
+ * with tether_term_valid() (any nesting ei handles, funs included)
+ * before decoding them. */
+static void rpc_hold(cluster_t *cl, const char *from, const tether_bytes_t *b)
 {
-    cluster_t *cl = ctx;
-    pending_req_t *p = malloc(sizeof *p + len);
-    (void)eng;
+    pending_req_t *p = malloc(sizeof *p + b->len);
     if (p == NULL)
         return;
     p->next = NULL;
     snprintf(p->from, sizeof p->from, "%s", from);
-    p->len = len;
-    memcpy(p->etf, etf, len);
+    p->len = b->len;
+    memcpy(p->etf, b->ptr, b->len);
     *cl->pending_tail = p;
     cl->pending_tail = &p->next;
 }
-
-/* Opaque: rpc_request checks the bytes with tether_term_valid() (any
- * nesting ei handles, funs included) before decoding them. */
-static const tether_engine_module_t rpc_module = {
-    .name = "erlang",
-    .type = MSG_ERLANG,
-    .opaque = 1,
-    .on_message = rpc_on_message,
-};
 
 /* Starts the held requests in order. An answer given at once calls run(),
  * which calls this again: the flag keeps that from recursing once per
@@ -825,10 +815,10 @@ static int service_put(cluster_t *cl, const announced_t *a)
     }
     if (ei_x_encode_atom(&n, a->name) == 0 &&
         service_pid(cl, a->name, &pid) == 0)
-        rc = tether_svc_register(cl->svc, (const uint8_t *)n.buff,
-                                 (size_t)n.index, (const uint8_t *)pid.buff,
-                                 (size_t)pid.index, (const uint8_t *)a->meta,
-                                 a->meta_len);
+        rc = tether_svctab_register(cl->svc, (const uint8_t *)n.buff,
+                                    (size_t)n.index, (const uint8_t *)pid.buff,
+                                    (size_t)pid.index, (const uint8_t *)a->meta,
+                                    a->meta_len);
     ei_x_free(&n);
     ei_x_free(&pid);
     return rc;
@@ -926,38 +916,24 @@ static void names_down(cluster_t *cl, const erlang_ref *ref)
         }
 }
 
-/* Logs a lost registry conflict {tether_reg_conflict, Name, Loser,
- * Winner, Method} and forgets the name (the engine removed it). */
-static void name_lost(cluster_t *cl, const uint8_t *data, size_t len)
+/* Our registration of name (its ETF: an atom, as name_put made it) lost
+ * a conflict and the engine removed it: log it and forget the name. */
+static void name_lost(cluster_t *cl, const tether_bytes_t *etf)
 {
-    const char *b = (const char *)data;
-    char tag[MAXATOMLEN_UTF8], name[MAXATOMLEN_UTF8];
-    int idx = 0, ver, arity, t, sz, nidx;
-    if (len > INT32_MAX || !tether_term_valid(b, len) ||
+    const char *b = (const char *)etf->ptr;
+    char name[MAXATOMLEN_UTF8];
+    int idx = 0, ver;
+    if (etf->len > INT32_MAX || !tether_term_valid(b, etf->len) ||
         ei_decode_version(b, &idx, &ver) < 0 ||
-        ei_decode_tuple_header(b, &idx, &arity) < 0 || arity < 2 ||
-        ei_decode_atom(b, &idx, tag) < 0 || ei_get_type(b, &idx, &t, &sz) < 0 ||
-        t != ERL_BINARY_EXT)
+        ei_decode_atom(b, &idx, name) < 0)
         return;
-    /* The name is a binary holding its ETF; decode the atom inside. */
-    char *etf = malloc(sz > 0 ? (size_t)sz : 1);
-    long elen = 0;
-    if (etf == NULL)
-        return;
-    nidx = 0;
-    if (ei_decode_binary(b, &idx, etf, &elen) == 0 &&
-        tether_term_valid(etf, (size_t)elen) &&
-        ei_decode_version(etf, &nidx, &ver) == 0 &&
-        ei_decode_atom(etf, &nidx, name) == 0) {
-        LOG(cl->node, TETHER_LOG_WARNING,
-            "cluster: the name '%s' lost a conflict after a heal", name);
-        for (size_t i = 0; i < cl->nnames; i++)
-            if (strcmp(cl->names[i].name, name) == 0) {
-                name_forget(cl, i, true);
-                break;
-            }
-    }
-    free(etf);
+    LOG(cl->node, TETHER_LOG_WARNING,
+        "cluster: the name '%s' lost a conflict after a heal", name);
+    for (size_t i = 0; i < cl->nnames; i++)
+        if (strcmp(cl->names[i].name, name) == 0) {
+            name_forget(cl, i, true);
+            break;
+        }
 }
 
 /* ---- engine life cycle ------------------------------------------------ */
@@ -969,74 +945,24 @@ static uint64_t realtime_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static void send_restart(tether_node_t *node, const char *peer, void *ctx)
-{
-    cluster_t *cl = ctx;
-    ei_x_buff x;
-    if (ei_x_new_with_version(&x) < 0)
-        return;
-    if (ei_x_encode_tuple_header(&x, 2) == 0 &&
-        ei_x_encode_atom(&x, "$tether_restart") == 0 &&
-        tether__etf_encode_name(&x, tether_node_name(node)) == 0)
-        (void)tether__node_reg_send_noconnect(node, &cl->pid, peer,
-                                              TETHER_CLUSTER_PROCESS, x.buff,
-                                              (size_t)x.index);
-    ei_x_free(&x);
-}
-
 static void up_each(tether_node_t *node, const char *peer, void *ctx)
 {
     (void)node;
     peer_up(ctx, peer);
 }
 
-static void seed_retry(cluster_t *cl);
-
-static void on_seed_timer(tether_node_t *node, void *arg)
-{
-    cluster_t *cl = arg;
-    (void)node;
-    cl->seed_timer_on = false;
-    tick(cl);
-    seed_retry(cl);
-    run(cl);
-}
-
-/* Joins the next seed (in turn, round after round) until a join has
- * been answered and we have company, or we left. */
-static void seed_retry(cluster_t *cl)
-{
-    const char *self = tether_node_name(cl->node);
-    const char *m[2];
-    if (cl->nseeds == 0 || tether_engine_has_left(cl->eng))
-        return;
-    if (!tether_engine_join_pending(cl->eng) &&
-        tether_engine_members(cl->eng, m, 2) > 1)
-        return;
-    for (size_t tries = 0; tries < cl->nseeds; tries++) {
-        const char *seed = cl->seeds[cl->seed_next];
-        cl->seed_next = (cl->seed_next + 1) % cl->nseeds;
-        if (strcmp(seed, self) == 0)
-            continue;
-        (void)tether_engine_join(cl->eng, seed);
-        break;
-    }
-    if (!cl->seed_timer_on)
-        cl->seed_timer_on = tether_node_timer_add(
-                                cl->node, (uint64_t)SEED_RETRY_HBS * cl->hb_ms,
-                                on_seed_timer, cl, &cl->seed_timer) == 0;
-}
-
 /*
- * Creates a fresh engine (a new incarnation), announces the restart to
- * every connected node, reports them up and starts on the seeds.
- * Returns 0 or a TETHER_E* code (the old engine, if any, is kept then).
+ * Creates a fresh engine (a new incarnation, with the seeds to join),
+ * reports every connected node up (the engine's restart notice tells
+ * them) and puts our names and services in. Returns 0 or a TETHER_E*
+ * code (the old engine, if any, is kept then).
  */
 static int engine_start(cluster_t *cl)
 {
     tether_engine_config_t cfg;
     tether_engine_t *eng = NULL;
     const tether_node_config_t *ncfg = tether__node_config(cl->node);
+    const char *seeds[TETHER_ENGINE_SEEDS_MAX];
     uint64_t inc = realtime_us();
     int rc;
 
@@ -1047,6 +973,11 @@ static int engine_start(cluster_t *cl)
     cfg.incarnation = inc;
     cfg.heartbeat_ms = cl->hb_ms;
     cfg.ttl_ms = cl->ttl_ms;
+    for (size_t i = 0; i < cl->nseeds && i < TETHER_ENGINE_SEEDS_MAX; i++)
+        seeds[i] = cl->seeds[i];
+    cfg.seeds = seeds;
+    cfg.nseeds = cl->nseeds < TETHER_ENGINE_SEEDS_MAX ? cl->nseeds
+                                                      : TETHER_ENGINE_SEEDS_MAX;
     randombytes_buf(cfg.seed, sizeof cfg.seed);
     if (cl->has_secret)
         cfg.cluster_secret = cl->secret;
@@ -1060,24 +991,19 @@ static int engine_start(cluster_t *cl)
     sodium_memzero(cfg.seed, sizeof cfg.seed);
     if (rc < 0)
         return rc;
-    tether_svc_t *svc = NULL;
-    tether_svc_config_t scfg;
-    tether_svc_config_default(&scfg);
-    rc = tether_engine_subscribe(eng, MEMBER_SUB);
-    if (rc == 0)
-        rc = tether_engine_register_module(eng, &rpc_module, cl);
-    if (rc == 0)
-        rc = tether_svc_new(&scfg, eng, &svc);
+    /* The service table and the registry are modules of eng: they go
+     * with it. */
+    tether_svctab_t *svc = NULL;
+    tether_svctab_config_t scfg;
+    tether_svctab_config_default(&scfg);
+    rc = tether_svctab_new(&scfg, eng, &svc);
     tether_registry_t *reg = NULL;
     tether_registry_config_t rcfg;
     tether_registry_config_default(&rcfg);
-    rcfg.conflict_sub = REG_SUB;
     if (rc == 0)
         rc = tether_registry_new(&rcfg, eng, &reg);
     if (rc < 0) {
         tether_engine_free(eng);
-        tether_svc_free(svc);
-        tether_registry_free(reg);
         return rc;
     }
     for (size_t i = 0; i < cl->ntrust; i++) {
@@ -1087,14 +1013,10 @@ static int engine_start(cluster_t *cl)
             LOG(cl->node, TETHER_LOG_ERROR, "cluster: cannot trust '%s': %s",
                 cl->trust_names[i], tether_strerror(rc));
             tether_engine_free(eng);
-            tether_svc_free(svc);
-            tether_registry_free(reg);
             return rc;
         }
     }
     tether_engine_free(cl->eng);
-    tether_svc_free(cl->svc);
-    tether_registry_free(cl->reg);
     pending_clear(cl);
     cl->eng = eng;
     cl->svc = svc;
@@ -1103,7 +1025,6 @@ static int engine_start(cluster_t *cl)
     cl->nup = 0;
     cl->nev = 0;
     cl->start_ms = tether_node_now_ms();
-    tether__node_foreach_peer(cl->node, send_restart, cl);
     tick(cl);
     tether__node_foreach_peer(cl->node, up_each, cl);
     for (size_t i = 0; i < cl->nnames; i++)
@@ -1114,8 +1035,6 @@ static int engine_start(cluster_t *cl)
         if ((rc = service_put(cl, &cl->services[i])) < 0)
             LOG(cl->node, TETHER_LOG_ERROR, "cluster: service '%s': %s",
                 cl->services[i].name, tether_strerror(rc));
-    cl->seed_next = 0;
-    seed_retry(cl);
     run(cl);
     return 0;
 }
@@ -1401,12 +1320,6 @@ static void handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
         (void)tether_engine_recv(cl->eng, m.from, m.bytes, m.len);
         run(cl);
         break;
-    case TETHER_CLUSTER_MSG_RESTART:
-        tick(cl);
-        peer_down(cl, m.from);
-        ensure_up(cl, m.from);
-        run(cl);
-        break;
     case TETHER_CLUSTER_MSG_CALL: {
         ei_x_buff x;
         if (ei_x_new_with_version(&x) < 0)
@@ -1437,9 +1350,7 @@ static void cluster_free(cluster_t *cl)
 {
     if (cl == NULL)
         return;
-    tether_engine_free(cl->eng);
-    tether_svc_free(cl->svc);
-    tether_registry_free(cl->reg);
+    tether_engine_free(cl->eng); /* svc and reg with it */
     pending_clear(cl);
     for (size_t i = 0; i < cl->nservices; i++)
         free(cl->services[i].meta);
@@ -1462,8 +1373,6 @@ static void on_exit_fn(tether_proc_t *self, const char *reason,
     (void)reason_len;
     if (cl->timer_on)
         (void)tether_node_timer_cancel(cl->node, cl->timer);
-    if (cl->seed_timer_on)
-        (void)tether_node_timer_cancel(cl->node, cl->seed_timer);
     tether__node_set_conn_hook(cl->node, NULL, NULL);
     if (tether__node_cluster(cl->node) == cl)
         tether__node_set_cluster(cl->node, NULL);
@@ -1676,8 +1585,8 @@ int tether_cluster_service_unregister(tether_node_t *node, const char *name)
     if (cl->svc != NULL && ei_x_new_with_version(&n) == 0) {
         /* Not in the table (a full table refused it): nothing to do. */
         if (ei_x_encode_atom(&n, name) == 0 &&
-            tether_svc_unregister(cl->svc, (const uint8_t *)n.buff,
-                                  (size_t)n.index) < 0)
+            tether_svctab_unregister(cl->svc, (const uint8_t *)n.buff,
+                                     (size_t)n.index) < 0)
             LOG(node, TETHER_LOG_DEBUG, "cluster: service '%s' was not listed",
                 name);
         ei_x_free(&n);

@@ -17,7 +17,6 @@
 typedef enum tether_cluster_msg_kind {
     TETHER_CLUSTER_MSG_BAD = 0,  /* anything we do not take: counted */
     TETHER_CLUSTER_MSG_DATA,     /* {'$tether', From, Bytes} */
-    TETHER_CLUSTER_MSG_RESTART,  /* {'$tether_restart', From} */
     TETHER_CLUSTER_MSG_CALL,     /* {'$gen_call', {Pid, Tag}, Request} */
     TETHER_CLUSTER_MSG_WAKE,     /* '$tether_wake': connection events queued */
     TETHER_CLUSTER_MSG_EXIT,     /* {'EXIT', Pid, Reason}: a trapped exit */
@@ -28,7 +27,7 @@ typedef enum tether_cluster_msg_kind {
 /* A classified message; pointers and indexes refer into the buffer. */
 typedef struct tether_cluster_msg {
     int kind;                            /* tether_cluster_msg_kind_t */
-    char from[TETHER_NODE_NAME_MAX + 1]; /* DATA, RESTART, REG_PING */
+    char from[TETHER_NODE_NAME_MAX + 1]; /* DATA, REG_PING */
     const uint8_t *bytes;                /* DATA: the engine bytes */
     size_t len;
     int from_index; /* CALL: the {Pid, Tag} term */

@@ -1,5 +1,5 @@
 /*
- * core/engine.c: the cluster engine of one member (see node.h for inputs,
+ * core/engine.c: the cluster engine of one member (see engine.h for inputs,
  * outputs, wire messages and the partition/liveness decision).
  *
  * Per-peer state machine (peer_t), on top of the envelope session's own:
@@ -25,6 +25,8 @@
 
 #include "core/codec.h"
 #include "core/engine.h"
+#include "core/hlc.h"
+#include "core/module.h"
 
 #define ACTIONS_INITIAL_CAP 32
 
@@ -74,11 +76,20 @@ struct tether_engine {
     peer_t **peers;
     size_t npeers, peers_cap;
 
-    tether_engine_action_t *acts;
+    tether_action_t *acts;
     size_t act_head, act_n, act_cap;
 
-    uint64_t subs[TETHER_ENGINE_SUBS_MAX];
-    size_t nsubs;
+    /* Seeds joined at start (tether_engine_config_t.seeds). */
+    char (*seeds)[TETHER_NODE_NAME_MAX + 1];
+    size_t nseeds, seed_next;
+    uint64_t seed_retry_ms, seed_at;
+    int seed_started;
+
+    /* The hybrid logical clock of the modules' writes, and the shell's
+     * wall clock: wall_base at engine time wall_at. */
+    tether_hlc_t hlc;
+    uint64_t wall_base, wall_at;
+    int wall_set;
 
     module_slot_t modules[TETHER_ENGINE_MODULES_MAX];
     size_t nmodules;
@@ -97,16 +108,16 @@ static int valid_name(const char *name)
     return tether__node_name_len(name) != 0;
 }
 
-void tether_engine_random(tether_engine_t *node, uint8_t *buf, size_t len)
+void tether_engine_random(tether_engine_t *eng, uint8_t *buf, size_t len)
 {
     while (len > 0) {
         uint8_t ctr[8], block[crypto_generichash_BYTES_MAX];
         size_t take = len < sizeof block ? len : sizeof block;
         for (int i = 0; i < 8; i++)
-            ctr[i] = (uint8_t)(node->rng_counter >> (8 * i));
-        node->rng_counter++;
-        crypto_generichash(block, sizeof block, ctr, sizeof ctr, node->seed,
-                           sizeof node->seed);
+            ctr[i] = (uint8_t)(eng->rng_counter >> (8 * i));
+        eng->rng_counter++;
+        crypto_generichash(block, sizeof block, ctr, sizeof ctr, eng->seed,
+                           sizeof eng->seed);
         memcpy(buf, block, take);
         sodium_memzero(block, sizeof block);
         buf += take;
@@ -114,12 +125,12 @@ void tether_engine_random(tether_engine_t *node, uint8_t *buf, size_t len)
     }
 }
 
-static uint64_t random_u64(tether_engine_t *node)
+static uint64_t random_u64(tether_engine_t *eng)
 {
     uint8_t b[8];
     uint64_t v = 0;
 
-    tether_engine_random(node, b, sizeof b);
+    tether_engine_random(eng, b, sizeof b);
     for (int i = 0; i < 8; i++)
         v = (v << 8) | b[i];
     return v;
@@ -127,141 +138,198 @@ static uint64_t random_u64(tether_engine_t *node)
 
 /* ---------------------------------------------------------- actions */
 
-static tether_engine_action_t *push_action(tether_engine_t *node, int kind)
+/* A free slot at the tail of the action queue, zeroed, or NULL. */
+static tether_action_t *push_slot(tether_engine_t *eng)
 {
-    tether_engine_action_t *a;
+    tether_action_t *a;
 
-    if (node->act_head + node->act_n == node->act_cap) {
-        if (node->act_head > 0) {
-            memmove(node->acts, node->acts + node->act_head,
-                    node->act_n * sizeof *node->acts);
-            node->act_head = 0;
+    if (eng->act_head + eng->act_n == eng->act_cap) {
+        if (eng->act_head > 0) {
+            memmove(eng->acts, eng->acts + eng->act_head,
+                    eng->act_n * sizeof *eng->acts);
+            eng->act_head = 0;
         } else {
-            size_t cap =
-                node->act_cap ? node->act_cap * 2 : ACTIONS_INITIAL_CAP;
-            tether_engine_action_t *v =
-                realloc(node->acts, cap * sizeof *node->acts);
+            size_t cap = eng->act_cap ? eng->act_cap * 2 : ACTIONS_INITIAL_CAP;
+            tether_action_t *v = realloc(eng->acts, cap * sizeof *eng->acts);
             if (v == NULL)
                 return NULL;
-            node->acts = v;
-            node->act_cap = cap;
+            eng->acts = v;
+            eng->act_cap = cap;
         }
     }
-    a = &node->acts[node->act_head + node->act_n++];
+    a = &eng->acts[eng->act_head + eng->act_n];
     memset(a, 0, sizeof *a);
-    a->kind = kind;
     return a;
 }
 
-int tether_engine_next_action(tether_engine_t *node,
-                              tether_engine_action_t *out)
+/*
+ * The byte-string fields of an action of a's kind, into f (at most
+ * TETHER_ACT_FIELDS_MAX); returns how many. The one place that knows
+ * each kind's layout: a new kind with byte strings adds its case here.
+ */
+#define TETHER_ACT_FIELDS_MAX 3
+static size_t byte_fields(tether_action_t *a, tether_bytes_t **f)
 {
-    if (node->act_n == 0)
+    switch (a->kind) {
+    case TETHER_ACT_SEND:
+        f[0] = &a->u.send.bytes;
+        return 1;
+    case TETHER_ACT_MESSAGE:
+        f[0] = &a->u.message.etf;
+        return 1;
+    case TETHER_ACT_REG_LOST:
+        f[0] = &a->u.reg_lost.name;
+        f[1] = &a->u.reg_lost.loser;
+        f[2] = &a->u.reg_lost.winner;
+        return 3;
+    case TETHER_ACT_REG_RESOLVE:
+        f[0] = &a->u.reg_resolve.name;
+        f[1] = &a->u.reg_resolve.winner;
+        f[2] = &a->u.reg_resolve.loser;
+        return 3;
+    case TETHER_ACT_SERVICE:
+        f[0] = &a->u.service.name;
+        return 1;
+    case TETHER_ACT_CONNECT:
+    case TETHER_ACT_MEMBER:
         return 0;
-    *out = node->acts[node->act_head++];
-    node->act_n--;
-    if (node->act_n == 0)
-        node->act_head = 0;
-    return 1;
+    }
+    return 0;
 }
 
-void tether_engine_action_release(tether_engine_action_t *a)
+int tether__engine_push(tether_engine_t *eng, const tether_action_t *tmpl)
 {
-    if (a == NULL)
-        return;
-    free(a->data);
-    a->data = NULL;
-    a->len = 0;
-}
-
-static int act_connect(tether_engine_t *node, const char *peer)
-{
-    tether_engine_action_t *a = push_action(node, TETHER_ACTION_CONNECT);
+    tether_bytes_t *f[TETHER_ACT_FIELDS_MAX];
+    tether_action_t *a = push_slot(eng);
+    size_t n, total = 0;
+    uint8_t *block, *p;
 
     if (a == NULL)
         return TETHER_ENOMEM;
+    *a = *tmpl;
+    a->block = NULL;
+    n = byte_fields(a, f);
+    for (size_t i = 0; i < n; i++)
+        total += f[i]->len;
+    block = malloc(total ? total : 1);
+    if (block == NULL)
+        return TETHER_ENOMEM; /* the slot is not counted: nothing queued */
+    p = block;
+    for (size_t i = 0; i < n; i++) {
+        if (f[i]->len)
+            memcpy(p, f[i]->ptr, f[i]->len);
+        f[i]->ptr = p;
+        p += f[i]->len;
+    }
+    a->block = block;
+    eng->act_n++;
+    return 0;
+}
+
+int tether_engine_next_action(tether_engine_t *eng, tether_action_t *out)
+{
+    if (eng->act_n == 0)
+        return 0;
+    *out = eng->acts[eng->act_head++];
+    eng->act_n--;
+    if (eng->act_n == 0)
+        eng->act_head = 0;
+    return 1;
+}
+
+void tether_engine_action_release(tether_action_t *a)
+{
+    if (a == NULL)
+        return;
+    free(a->block);
+    a->block = NULL;
+    memset(&a->u, 0, sizeof a->u);
+}
+
+uint8_t *tether_engine_action_take(tether_action_t *a)
+{
+    uint8_t *bytes;
+
+    /* A SEND's block starts with its bytes (act_send, push). */
+    if (a == NULL || a->kind != TETHER_ACT_SEND || a->block == NULL)
+        return NULL;
+    bytes = a->block;
+    a->block = NULL;
+    return bytes;
+}
+
+static int act_connect(tether_engine_t *eng, const char *peer)
+{
+    tether_action_t *a = push_slot(eng);
+
+    if (a == NULL)
+        return TETHER_ENOMEM;
+    a->kind = TETHER_ACT_CONNECT;
     memcpy(a->peer, peer, strlen(peer) + 1);
+    eng->act_n++;
     return 0;
 }
 
 /* Queues a SEND of `data`, taking ownership of it (freed on failure). */
-static int act_send(tether_engine_t *node, const char *peer, uint8_t *data,
+static int act_send(tether_engine_t *eng, const char *peer, uint8_t *data,
                     size_t len)
 {
-    tether_engine_action_t *a = push_action(node, TETHER_ACTION_SEND);
+    tether_action_t *a = push_slot(eng);
 
     if (a == NULL) {
         free(data);
         return TETHER_ENOMEM;
     }
+    a->kind = TETHER_ACT_SEND;
     memcpy(a->peer, peer, strlen(peer) + 1);
-    a->data = data;
-    a->len = len;
-    node->stats.sent++;
-    return 0;
-}
-
-int tether_engine_deliver(tether_engine_t *node, uint64_t sub,
-                          const uint8_t *etf, size_t len)
-{
-    tether_engine_action_t *a;
-    uint8_t *copy = malloc(len ? len : 1);
-
-    if (copy == NULL)
-        return TETHER_ENOMEM;
-    if (len)
-        memcpy(copy, etf, len);
-    a = push_action(node, TETHER_ACTION_DELIVER);
-    if (a == NULL) {
-        free(copy);
-        return TETHER_ENOMEM;
-    }
-    a->subscriber = sub;
-    a->data = copy;
-    a->len = len;
+    a->u.send.bytes.ptr = data;
+    a->u.send.bytes.len = len;
+    a->block = data;
+    eng->act_n++;
+    eng->stats.sent++;
     return 0;
 }
 
 /* ------------------------------------------------------------- peers */
 
-static peer_t *find_peer(const tether_engine_t *node, const char *name)
+static peer_t *find_peer(const tether_engine_t *eng, const char *name)
 {
-    for (size_t i = 0; i < node->npeers; i++)
-        if (strcmp(node->peers[i]->name, name) == 0)
-            return node->peers[i];
+    for (size_t i = 0; i < eng->npeers; i++)
+        if (strcmp(eng->peers[i]->name, name) == 0)
+            return eng->peers[i];
     return NULL;
 }
 
-static peer_t *get_peer(tether_engine_t *node, const char *name)
+static peer_t *get_peer(tether_engine_t *eng, const char *name)
 {
-    peer_t *p = find_peer(node, name);
+    peer_t *p = find_peer(eng, name);
 
     if (p != NULL)
         return p;
-    if (!valid_name(name) || strcmp(name, node->name) == 0 ||
-        node->npeers >= TETHER_ENGINE_PEERS_MAX)
+    if (!valid_name(name) || strcmp(name, eng->name) == 0 ||
+        eng->npeers >= TETHER_ENGINE_PEERS_MAX)
         return NULL;
-    if (node->npeers == node->peers_cap) {
-        size_t cap = node->peers_cap ? node->peers_cap * 2 : 8;
-        peer_t **v = realloc(node->peers, cap * sizeof *v);
+    if (eng->npeers == eng->peers_cap) {
+        size_t cap = eng->peers_cap ? eng->peers_cap * 2 : 8;
+        peer_t **v = realloc(eng->peers, cap * sizeof *v);
         if (v == NULL)
             return NULL;
-        node->peers = v;
-        node->peers_cap = cap;
+        eng->peers = v;
+        eng->peers_cap = cap;
     }
     p = calloc(1, sizeof *p);
     if (p == NULL)
         return NULL;
     memcpy(p->name, name, strlen(name) + 1);
-    if (tether__session_init(&p->sess, &node->id, &node->trust, name,
-                             &node->env_stats) < 0) {
+    if (tether__session_init(&p->sess, &eng->id, &eng->trust, name,
+                             &eng->env_stats) < 0) {
         free(p);
         return NULL;
     }
-    p->is_client = strcmp(node->name, name) < 0;
-    tether_defer_init(&p->outq, node->defer_max);
-    tether_defer_init(&p->inq, node->defer_max);
-    node->peers[node->npeers++] = p;
+    p->is_client = strcmp(eng->name, name) < 0;
+    tether_defer_init(&p->outq, eng->defer_max);
+    tether_defer_init(&p->inq, eng->defer_max);
+    eng->peers[eng->npeers++] = p;
     return p;
 }
 
@@ -274,16 +342,16 @@ static void free_peer(peer_t *p)
 }
 
 /* Forgets the peer get_peer() just created (the last one). */
-static void drop_last_peer(tether_engine_t *node)
+static void drop_last_peer(tether_engine_t *eng)
 {
-    free_peer(node->peers[--node->npeers]);
+    free_peer(eng->peers[--eng->npeers]);
 }
 
 /* ------------------------------------------------------------ sending */
 
-static int part_mode(const tether_engine_t *node, const char *peer)
+static int part_mode(const tether_engine_t *eng, const char *peer)
 {
-    return tether_partition_between(&node->parts, node->name, peer);
+    return tether_partition_between(&eng->parts, eng->name, peer);
 }
 
 /* Control-plane messages cross partitions. */
@@ -308,7 +376,7 @@ typedef struct sealed {
 
 /* Seals one message on p's session (which must be usable or, for ACK,
  * established) and queues it, or hands it to `direct`. */
-static int seal_send(tether_engine_t *node, peer_t *p, uint8_t type,
+static int seal_send(tether_engine_t *eng, peer_t *p, uint8_t type,
                      const uint8_t *payload, size_t len, sealed_t *direct)
 {
     size_t cap = tether__envelope_sealed_size(len), out_len = 0;
@@ -320,129 +388,129 @@ static int seal_send(tether_engine_t *node, peer_t *p, uint8_t type,
     rc = tether__session_seal(&p->sess, type, payload, len, out, cap, &out_len);
     if (rc < 0) {
         free(out);
-        node->stats.send_no_session++;
+        eng->stats.send_no_session++;
         return rc;
     }
     if (direct != NULL) {
         direct->data = out;
         direct->len = out_len;
-        node->stats.sent++;
+        eng->stats.sent++;
         return 0;
     }
-    return act_send(node, p->name, out, out_len);
+    return act_send(eng, p->name, out, out_len);
 }
 
 /* Sends one engine message to `to` under the partition rules (see
  * sealed_t for `direct`; a message held by a defer partition then
  * answers TETHER_EAGAIN, as nothing is handed out). */
-static int send_msg(tether_engine_t *node, const char *to, uint8_t type,
+static int send_msg(tether_engine_t *eng, const char *to, uint8_t type,
                     const uint8_t *payload, size_t len, unsigned flags,
                     sealed_t *direct)
 {
-    peer_t *p = find_peer(node, to);
+    peer_t *p = find_peer(eng, to);
     int mode;
 
     if (is_control(type)) {
         if (p == NULL || !tether__session_established(&p->sess)) {
-            node->stats.send_no_session++;
+            eng->stats.send_no_session++;
             return TETHER_ECLOSED;
         }
-        return seal_send(node, p, type, payload, len, direct);
+        return seal_send(eng, p, type, payload, len, direct);
     }
-    mode = part_mode(node, to);
+    mode = part_mode(eng, to);
     if (mode == TETHER_PARTITION_DROP) {
-        node->stats.part_dropped++;
+        eng->stats.part_dropped++;
         return TETHER_ECLOSED;
     }
     if (mode == TETHER_PARTITION_DEFER) {
         if ((flags & TETHER_SEND_STATE) || is_state(type)) {
-            node->stats.part_skipped++;
+            eng->stats.part_skipped++;
             return direct != NULL ? TETHER_EAGAIN : 0;
         }
-        p = get_peer(node, to);
+        p = get_peer(eng, to);
         if (p == NULL)
             return TETHER_ENOMEM;
         if (p->outq.n == 0)
             p->outq_inc = tether__session_peer_incarnation(&p->sess);
         if (tether_defer_push(&p->outq, type, payload, len) < 0) {
-            node->stats.defer_overflow++;
+            eng->stats.defer_overflow++;
             return TETHER_ETOOBIG;
         }
-        node->stats.part_deferred++;
+        eng->stats.part_deferred++;
         return direct != NULL ? TETHER_EAGAIN : 0;
     }
     if (p == NULL || !p->usable) {
-        node->stats.send_no_session++;
+        eng->stats.send_no_session++;
         return TETHER_ECLOSED;
     }
-    return seal_send(node, p, type, payload, len, direct);
+    return seal_send(eng, p, type, payload, len, direct);
 }
 
-static int send_x(tether_engine_t *node, const char *to, uint8_t type,
+static int send_x(tether_engine_t *eng, const char *to, uint8_t type,
                   ei_x_buff *x, int rc)
 {
     if (rc == 0)
-        rc = send_msg(node, to, type, (const uint8_t *)x->buff,
-                      (size_t)x->index, 0, NULL);
+        rc = send_msg(eng, to, type, (const uint8_t *)x->buff, (size_t)x->index,
+                      0, NULL);
     ei_x_free(x);
     return rc;
 }
 
-static int send_heartbeat(tether_engine_t *node, const char *to)
+static int send_heartbeat(tether_engine_t *eng, const char *to)
 {
     ei_x_buff x;
     int rc = tether__etf_begin(&x, 3, "hb");
 
     if (rc == 0 &&
-        (ei_x_encode_ulonglong(&x, node->incarnation) < 0 ||
-         ei_x_encode_ulonglong(&x, tether_membership_digest(&node->ms)) < 0))
+        (ei_x_encode_ulonglong(&x, eng->incarnation) < 0 ||
+         ei_x_encode_ulonglong(&x, tether_membership_digest(&eng->ms)) < 0))
         rc = TETHER_ENOMEM;
-    return send_x(node, to, TETHER_MSG_HEARTBEAT, &x, rc);
+    return send_x(eng, to, TETHER_MSG_HEARTBEAT, &x, rc);
 }
 
-static int send_inc_msg(tether_engine_t *node, const char *to, uint8_t type,
+static int send_inc_msg(tether_engine_t *eng, const char *to, uint8_t type,
                         const char *tag)
 {
     ei_x_buff x;
     int rc = tether__etf_begin(&x, 2, tag);
 
-    if (rc == 0 && ei_x_encode_ulonglong(&x, node->incarnation) < 0)
+    if (rc == 0 && ei_x_encode_ulonglong(&x, eng->incarnation) < 0)
         rc = TETHER_ENOMEM;
-    return send_x(node, to, type, &x, rc);
+    return send_x(eng, to, type, &x, rc);
 }
 
-static int send_members(tether_engine_t *node, const char *to)
+static int send_members(tether_engine_t *eng, const char *to)
 {
     ei_x_buff x;
     int rc = tether__etf_begin(&x, 2, "members");
 
     if (rc == 0)
-        rc = tether_membership_encode(&node->ms, &x);
-    return send_x(node, to, TETHER_MSG_MEMBERS, &x, rc);
+        rc = tether_membership_encode(&eng->ms, &x);
+    return send_x(eng, to, TETHER_MSG_MEMBERS, &x, rc);
 }
 
-static int send_partitions(tether_engine_t *node, const char *to)
+static int send_partitions(tether_engine_t *eng, const char *to)
 {
     ei_x_buff x;
     int rc = tether__etf_begin(&x, 2, "partitions");
 
     if (rc == 0)
-        rc = tether_partition_encode(&node->parts, &x);
-    return send_x(node, to, TETHER_MSG_PARTITIONS, &x, rc);
+        rc = tether_partition_encode(&eng->parts, &x);
+    return send_x(eng, to, TETHER_MSG_PARTITIONS, &x, rc);
 }
 
-static int send_pdigest(tether_engine_t *node, const char *to)
+static int send_pdigest(tether_engine_t *eng, const char *to)
 {
     ei_x_buff x;
     int rc = tether__etf_begin(&x, 2, "pdigest");
 
     if (rc == 0 &&
-        ei_x_encode_ulonglong(&x, tether_partition_digest(&node->parts)) < 0)
+        ei_x_encode_ulonglong(&x, tether_partition_digest(&eng->parts)) < 0)
         rc = TETHER_ENOMEM;
-    return send_x(node, to, TETHER_MSG_PDIGEST, &x, rc);
+    return send_x(eng, to, TETHER_MSG_PDIGEST, &x, rc);
 }
 
-static int send_ack(tether_engine_t *node, peer_t *p)
+static int send_ack(tether_engine_t *eng, peer_t *p)
 {
     ei_x_buff x;
     int rc;
@@ -451,13 +519,13 @@ static int send_ack(tether_engine_t *node, peer_t *p)
         return TETHER_ENOMEM;
     rc = ei_x_encode_atom(&x, "ok") < 0 ? TETHER_ENOMEM : 0;
     if (rc == 0)
-        rc = seal_send(node, p, TETHER_MSG_ACK, (const uint8_t *)x.buff,
+        rc = seal_send(eng, p, TETHER_MSG_ACK, (const uint8_t *)x.buff,
                        (size_t)x.index, NULL);
     ei_x_free(&x);
     return rc;
 }
 
-static int send_hello(tether_engine_t *node, peer_t *p)
+static int send_hello(tether_engine_t *eng, peer_t *p)
 {
     uint8_t nonce[TETHER_ENV_NONCE_BYTES], kx[TETHER_ENV_KX_SEED_BYTES];
     uint8_t *out = malloc(TETHER_HELLO_MAX_BYTES);
@@ -466,32 +534,32 @@ static int send_hello(tether_engine_t *node, peer_t *p)
 
     if (out == NULL)
         return TETHER_ENOMEM;
-    tether_engine_random(node, nonce, sizeof nonce);
-    tether_engine_random(node, kx, sizeof kx);
-    rc = tether__session_hello(&p->sess, node->incarnation, nonce, kx, out,
+    tether_engine_random(eng, nonce, sizeof nonce);
+    tether_engine_random(eng, kx, sizeof kx);
+    rc = tether__session_hello(&p->sess, eng->incarnation, nonce, kx, out,
                                TETHER_HELLO_MAX_BYTES, &len);
     sodium_memzero(kx, sizeof kx);
     if (rc < 0) {
         free(out);
         return rc;
     }
-    p->hello_at = node->now;
-    node->stats.hellos_sent++;
-    return act_send(node, p->name, out, len);
+    p->hello_at = eng->now;
+    eng->stats.hellos_sent++;
+    return act_send(eng, p->name, out, len);
 }
 
-int tether_engine_send(tether_engine_t *node, const char *to, uint8_t type,
+int tether_engine_send(tether_engine_t *eng, const char *to, uint8_t type,
                        const uint8_t *etf, size_t len, unsigned flags)
 {
     if (!valid_name(to) || type < TETHER_MSG_MODULE_MIN || etf == NULL ||
         len == 0)
         return TETHER_EINVAL;
-    if (node->left)
+    if (eng->left)
         return TETHER_ECLOSED;
-    return send_msg(node, to, type, etf, len, flags, NULL);
+    return send_msg(eng, to, type, etf, len, flags, NULL);
 }
 
-int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
+int tether_engine_seal(tether_engine_t *eng, const char *to, uint8_t type,
                        const uint8_t *etf, size_t len, uint8_t **out,
                        size_t *out_len)
 {
@@ -505,9 +573,9 @@ int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
     if (!valid_name(to) || type < TETHER_MSG_MODULE_MIN || etf == NULL ||
         len == 0)
         return TETHER_EINVAL;
-    if (node->left)
+    if (eng->left)
         return TETHER_ECLOSED;
-    rc = send_msg(node, to, type, etf, len, 0, &direct);
+    rc = send_msg(eng, to, type, etf, len, 0, &direct);
     if (rc == 0) {
         *out = direct.data;
         *out_len = direct.len;
@@ -517,117 +585,111 @@ int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
 
 /*
  * Sends (sealed NULL) or seals for sealed() one module message to every
- * live member but us, in member order; see tether_engine_broadcast().
+ * live member but us, in member order; see tether__engine_broadcast().
  */
-static int broadcast(tether_engine_t *node, uint8_t type, const uint8_t *etf,
+static int broadcast(tether_engine_t *eng, uint8_t type, const uint8_t *etf,
                      size_t len, unsigned flags, tether_engine_sealed_t sealed,
                      void *ctx)
 {
     if (type < TETHER_MSG_MODULE_MIN || etf == NULL || len == 0)
         return TETHER_EINVAL;
-    if (node->left)
+    if (eng->left)
         return TETHER_ECLOSED;
-    for (size_t i = 0; i < node->ms.n; i++) {
-        const tether_member_t *m = &node->ms.v[i];
+    for (size_t i = 0; i < eng->ms.n; i++) {
+        const tether_member_t *m = &eng->ms.v[i];
         sealed_t direct = {NULL, 0};
         if (!m->live || m->is_self)
             continue;
         if (sealed == NULL) {
-            (void)send_msg(node, m->name, type, etf, len, flags, NULL);
+            (void)send_msg(eng, m->name, type, etf, len, flags, NULL);
             continue;
         }
-        if (send_msg(node, m->name, type, etf, len, 0, &direct) == 0)
+        if (send_msg(eng, m->name, type, etf, len, 0, &direct) == 0)
             sealed(ctx, m->name, direct.data, direct.len);
         free(direct.data);
     }
     return 0;
 }
 
-int tether_engine_broadcast(tether_engine_t *node, uint8_t type,
-                            const uint8_t *etf, size_t len, unsigned flags)
+int tether__engine_broadcast(tether_engine_t *eng, uint8_t type,
+                             const uint8_t *etf, size_t len, unsigned flags)
 {
-    return broadcast(node, type, etf, len, flags, NULL, NULL);
+    return broadcast(eng, type, etf, len, flags, NULL, NULL);
 }
 
-int tether_engine_broadcast_sealed(tether_engine_t *node, uint8_t type,
-                                   const uint8_t *etf, size_t len,
-                                   tether_engine_sealed_t sealed, void *ctx)
+int tether__engine_broadcast_sealed(tether_engine_t *eng, uint8_t type,
+                                    const uint8_t *etf, size_t len,
+                                    tether_engine_sealed_t sealed, void *ctx)
 {
     if (sealed == NULL)
         return TETHER_EINVAL;
-    return broadcast(node, type, etf, len, 0, sealed, ctx);
+    return broadcast(eng, type, etf, len, 0, sealed, ctx);
 }
 
 /* ------------------------------------------------------ member events */
 
-static int deliver_member_event(tether_engine_t *node, const char *name, int up)
+static void act_member(tether_engine_t *eng, const char *name, int up)
 {
-    ei_x_buff x;
-    int rc = tether__etf_begin(&x, 3, "tether_member");
+    tether_action_t a = {.kind = TETHER_ACT_MEMBER};
 
-    if (rc == 0 && (ei_x_encode_atom(&x, up ? "up" : "down") < 0 ||
-                    tether__etf_encode_name(&x, name) < 0))
-        rc = TETHER_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < node->nsubs; i++)
-        rc = tether_engine_deliver(node, node->subs[i], (const uint8_t *)x.buff,
-                                   (size_t)x.index);
-    ei_x_free(&x);
-    return rc;
+    memcpy(a.peer, name, strlen(name) + 1);
+    a.u.member.up = up;
+    (void)tether__engine_push(eng, &a); /* out of memory loses the event */
 }
 
 /*
- * Recomputes every entry's liveness at node->now under the partition rules
- * and reports changes to subscribers and modules. Holds the leases of
- * peers across defer partitions, clears those across drop ones.
+ * Recomputes every entry's liveness at eng->now under the partition rules
+ * and reports changes to the shell (MEMBER actions) and modules. Holds the
+ * leases of peers across defer partitions, clears those across drop ones.
  */
-static void refresh_liveness(tether_engine_t *node)
+static void refresh_liveness(tether_engine_t *eng)
 {
-    for (size_t i = 0; i < node->ms.n; i++) {
-        tether_member_t *m = &node->ms.v[i];
+    for (size_t i = 0; i < eng->ms.n; i++) {
+        tether_member_t *m = &eng->ms.v[i];
         char name[TETHER_NODE_NAME_MAX + 1];
         int live;
 
         if (m->is_self) {
-            live = !node->left;
+            live = !eng->left;
         } else {
-            int mode = part_mode(node, m->name);
+            int mode = part_mode(eng, m->name);
             if (mode == TETHER_PARTITION_DROP)
                 m->lease_until = 0;
             else if (mode == TETHER_PARTITION_DEFER &&
-                     m->lease_until > node->now)
-                m->lease_until = node->now + node->ttl_ms;
-            live = !node->left && tether_membership_lease_ok(m, node->now);
+                     m->lease_until > eng->now)
+                m->lease_until = eng->now + eng->ttl_ms;
+            live = !eng->left && tether_membership_lease_ok(m, eng->now);
         }
         if (live == m->live)
             continue;
         m->live = live;
-        node->stats.member_events++;
+        eng->stats.member_events++;
         memcpy(name, m->name, sizeof name);
-        (void)deliver_member_event(node, name, live);
-        for (size_t k = 0; k < node->nmodules; k++)
-            if (node->modules[k].m.on_member)
-                node->modules[k].m.on_member(node, node->modules[k].ctx, name,
-                                             live);
+        act_member(eng, name, live);
+        for (size_t k = 0; k < eng->nmodules; k++)
+            if (eng->modules[k].m.on_member)
+                eng->modules[k].m.on_member(eng, eng->modules[k].ctx, name,
+                                            live);
     }
 }
 
 /* ------------------------------------------------- sessions and flows */
 
-static void dispatch(tether_engine_t *node, peer_t *p, uint8_t type,
+static void dispatch(tether_engine_t *eng, peer_t *p, uint8_t type,
                      const char *buf, size_t len, int from_queue);
 
 /* Sends held messages to p, and handles held receives, once no partition
  * separates us and the session is usable. */
-static void flush_peer(tether_engine_t *node, peer_t *p)
+static void flush_peer(tether_engine_t *eng, peer_t *p)
 {
     tether_defer_item_t it;
 
-    if (part_mode(node, p->name) != TETHER_PARTITION_NONE)
+    if (part_mode(eng, p->name) != TETHER_PARTITION_NONE)
         return;
     if (p->inq.n > 0) {
         while (tether_defer_pop(&p->inq, &it)) {
-            node->stats.defer_flushed++;
-            dispatch(node, p, it.type, (const char *)it.data, it.len, 1);
+            eng->stats.defer_flushed++;
+            dispatch(eng, p, it.type, (const char *)it.data, it.len, 1);
             free(it.data);
         }
     }
@@ -635,119 +697,118 @@ static void flush_peer(tether_engine_t *node, peer_t *p)
         uint64_t inc = tether__session_peer_incarnation(&p->sess);
         if (p->outq_inc != 0 && inc != p->outq_inc) {
             /* The peer restarted: the held calls were for its old life. */
-            node->stats.defer_discarded += tether_defer_clear(&p->outq);
+            eng->stats.defer_discarded += tether_defer_clear(&p->outq);
             return;
         }
         while (tether_defer_pop(&p->outq, &it)) {
-            node->stats.defer_flushed++;
-            (void)seal_send(node, p, it.type, it.data, it.len, NULL);
+            eng->stats.defer_flushed++;
+            (void)seal_send(eng, p, it.type, it.data, it.len, NULL);
             free(it.data);
         }
     }
 }
 
-static void flush_all(tether_engine_t *node)
+static void flush_all(tether_engine_t *eng)
 {
-    for (size_t i = 0; i < node->npeers; i++)
-        flush_peer(node, node->peers[i]);
+    for (size_t i = 0; i < eng->npeers; i++)
+        flush_peer(eng, eng->peers[i]);
 }
 
 /* The session with p just became usable. */
-static void session_up(tether_engine_t *node, peer_t *p)
+static void session_up(tether_engine_t *eng, peer_t *p)
 {
     tether_member_t *m;
 
     p->usable = 1;
-    node->stats.sessions_up++;
-    if (node->left) {
-        if (node->leave_rounds > 0)
-            (void)send_inc_msg(node, p->name, TETHER_MSG_LEAVE, "leave");
+    eng->stats.sessions_up++;
+    if (eng->left) {
+        if (eng->leave_rounds > 0)
+            (void)send_inc_msg(eng, p->name, TETHER_MSG_LEAVE, "leave");
         return;
     }
-    if (node->parts.n > 0)
-        (void)send_partitions(node, p->name);
-    if (node->join_pending && strcmp(node->join_contact, p->name) == 0)
-        (void)send_inc_msg(node, p->name, TETHER_MSG_JOIN, "join");
-    m = tether_membership_find(&node->ms, p->name);
+    if (eng->parts.n > 0)
+        (void)send_partitions(eng, p->name);
+    if (eng->join_pending && strcmp(eng->join_contact, p->name) == 0)
+        (void)send_inc_msg(eng, p->name, TETHER_MSG_JOIN, "join");
+    m = tether_membership_find(&eng->ms, p->name);
     if (m != NULL && m->status == TETHER_MEMBER_ALIVE)
-        (void)send_heartbeat(node, p->name);
-    flush_peer(node, p);
-    for (size_t k = 0; k < node->nmodules; k++)
-        if (node->modules[k].m.on_session_up)
-            node->modules[k].m.on_session_up(node, node->modules[k].ctx,
-                                             p->name);
+        (void)send_heartbeat(eng, p->name);
+    flush_peer(eng, p);
+    for (size_t k = 0; k < eng->nmodules; k++)
+        if (eng->modules[k].m.on_session_up)
+            eng->modules[k].m.on_session_up(eng, eng->modules[k].ctx, p->name);
 }
 
 /* Asks the shell to connect to every alive member we have no connection
  * to, at most once per retry interval each. */
-static void connect_pass(tether_engine_t *node)
+static void connect_pass(tether_engine_t *eng)
 {
-    if (node->left)
+    if (eng->left)
         return;
-    for (size_t i = 0; i < node->ms.n; i++) {
-        tether_member_t *m = &node->ms.v[i];
+    for (size_t i = 0; i < eng->ms.n; i++) {
+        tether_member_t *m = &eng->ms.v[i];
         peer_t *p;
         if (m->is_self || m->status != TETHER_MEMBER_ALIVE)
             continue;
-        p = get_peer(node, m->name);
+        p = get_peer(eng, m->name);
         if (p == NULL || p->connected)
             continue;
-        if (p->connect_asked && node->now < p->connect_at + node->retry_ms)
+        if (p->connect_asked && eng->now < p->connect_at + eng->retry_ms)
             continue;
         p->connect_asked = 1;
-        p->connect_at = node->now;
-        (void)act_connect(node, p->name);
+        p->connect_at = eng->now;
+        (void)act_connect(eng, p->name);
     }
 }
 
 /* Drops everything held for a node that left. */
-static void discard_queues_of(tether_engine_t *node, const char *name)
+static void discard_queues_of(tether_engine_t *eng, const char *name)
 {
-    peer_t *p = find_peer(node, name);
+    peer_t *p = find_peer(eng, name);
 
     if (p == NULL)
         return;
-    node->stats.defer_discarded += tether_defer_clear(&p->outq);
-    node->stats.defer_discarded += tether_defer_clear(&p->inq);
+    eng->stats.defer_discarded += tether_defer_clear(&p->outq);
+    eng->stats.defer_discarded += tether_defer_clear(&p->inq);
 }
 
 /* --------------------------------------------------------- receiving */
 
-static void handle_heartbeat(tether_engine_t *node, peer_t *p, const char *buf,
+static void handle_heartbeat(tether_engine_t *eng, peer_t *p, const char *buf,
                              int idx)
 {
     uint64_t inc, digest;
 
     if (tether__etf_decode_u64(buf, &idx, &inc) < 0 ||
         tether__etf_decode_u64(buf, &idx, &digest) < 0) {
-        node->stats.recv_bad_term++;
+        eng->stats.recv_bad_term++;
         return;
     }
-    if (tether_membership_heartbeat(&node->ms, p->name, inc, node->now,
-                                    node->ttl_ms) < 0) {
-        node->stats.recv_stale++;
+    if (tether_membership_heartbeat(&eng->ms, p->name, inc, eng->now,
+                                    eng->ttl_ms) < 0) {
+        eng->stats.recv_stale++;
         return;
     }
-    if (digest != tether_membership_digest(&node->ms))
-        (void)send_members(node, p->name);
+    if (digest != tether_membership_digest(&eng->ms))
+        (void)send_members(eng, p->name);
 }
 
-static void handle_join(tether_engine_t *node, peer_t *p, const char *buf,
+static void handle_join(tether_engine_t *eng, peer_t *p, const char *buf,
                         int idx)
 {
     uint64_t inc;
 
     if (tether__etf_decode_u64(buf, &idx, &inc) < 0) {
-        node->stats.recv_bad_term++;
+        eng->stats.recv_bad_term++;
         return;
     }
-    if (tether_membership_heartbeat(&node->ms, p->name, inc, node->now,
-                                    node->ttl_ms) < 0) {
-        node->stats.recv_stale++;
+    if (tether_membership_heartbeat(&eng->ms, p->name, inc, eng->now,
+                                    eng->ttl_ms) < 0) {
+        eng->stats.recv_stale++;
         return;
     }
-    (void)send_members(node, p->name);
-    connect_pass(node);
+    (void)send_members(eng, p->name);
+    connect_pass(eng);
 }
 
 /*
@@ -756,17 +817,17 @@ static void handle_join(tether_engine_t *node, peer_t *p, const char *buf,
  * it knows, so the join moves on to the next alive member it told us of
  * (in name order), and stays pending if there is none.
  */
-static void join_answered(tether_engine_t *node, const char *contact)
+static void join_answered(tether_engine_t *eng, const char *contact)
 {
-    const tether_member_t *c = tether_membership_find(&node->ms, contact);
+    const tether_member_t *c = tether_membership_find(&eng->ms, contact);
     const tether_member_t *next = NULL;
 
     if (c != NULL && c->status == TETHER_MEMBER_ALIVE) {
-        node->join_pending = 0;
+        eng->join_pending = 0;
         return;
     }
-    for (size_t i = 0; i < node->ms.n; i++) {
-        const tether_member_t *m = &node->ms.v[i];
+    for (size_t i = 0; i < eng->ms.n; i++) {
+        const tether_member_t *m = &eng->ms.v[i];
         if (m->is_self || m->status != TETHER_MEMBER_ALIVE)
             continue;
         if (next == NULL || strcmp(m->name, contact) > 0) {
@@ -777,86 +838,86 @@ static void join_answered(tether_engine_t *node, const char *contact)
     }
     if (next == NULL)
         return;
-    memcpy(node->join_contact, next->name, strlen(next->name) + 1);
-    node->join_at = 0; /* retry at the next round */
+    memcpy(eng->join_contact, next->name, strlen(next->name) + 1);
+    eng->join_at = 0; /* retry at the next round */
 }
 
-static void handle_members(tether_engine_t *node, peer_t *p, const char *buf,
+static void handle_members(tether_engine_t *eng, peer_t *p, const char *buf,
                            int idx)
 {
     int changed = 0, behind = 0;
 
-    if (tether_membership_decode_merge(&node->ms, buf, &idx, &changed,
-                                       &behind) < 0) {
-        node->stats.recv_bad_term++;
+    if (tether_membership_decode_merge(&eng->ms, buf, &idx, &changed, &behind) <
+        0) {
+        eng->stats.recv_bad_term++;
         return;
     }
-    if (node->join_pending && strcmp(node->join_contact, p->name) == 0)
-        join_answered(node, p->name);
+    if (eng->join_pending && strcmp(eng->join_contact, p->name) == 0)
+        join_answered(eng, p->name);
     if (behind)
-        (void)send_members(node, p->name);
+        (void)send_members(eng, p->name);
     if (changed) {
-        for (size_t i = 0; i < node->ms.n; i++)
-            if (node->ms.v[i].status == TETHER_MEMBER_LEFT)
-                discard_queues_of(node, node->ms.v[i].name);
-        connect_pass(node);
+        for (size_t i = 0; i < eng->ms.n; i++)
+            if (eng->ms.v[i].status == TETHER_MEMBER_LEFT)
+                discard_queues_of(eng, eng->ms.v[i].name);
+        connect_pass(eng);
     }
 }
 
-static void handle_leave(tether_engine_t *node, peer_t *p, const char *buf,
+static void handle_leave(tether_engine_t *eng, peer_t *p, const char *buf,
                          int idx)
 {
     uint64_t inc;
 
     if (tether__etf_decode_u64(buf, &idx, &inc) < 0) {
-        node->stats.recv_bad_term++;
+        eng->stats.recv_bad_term++;
         return;
     }
-    if (tether_membership_merge(&node->ms, p->name, inc, TETHER_MEMBER_LEFT) <
+    if (tether_membership_merge(&eng->ms, p->name, inc, TETHER_MEMBER_LEFT) <
         0) {
-        node->stats.recv_bad_term++;
+        eng->stats.recv_bad_term++;
         return;
     }
-    discard_queues_of(node, p->name);
+    discard_queues_of(eng, p->name);
 }
 
-static void partitions_changed(tether_engine_t *node)
+static void partitions_changed(tether_engine_t *eng)
 {
-    refresh_liveness(node);
-    flush_all(node);
+    refresh_liveness(eng);
+    flush_all(eng);
     /* Held receives handled by the flush (a leave, a join) change the
      * member table: report that before heal() returns, not at the next
      * input. */
-    refresh_liveness(node);
+    refresh_liveness(eng);
 }
 
-static void handle_partitions(tether_engine_t *node, peer_t *p, const char *buf,
+static void handle_partitions(tether_engine_t *eng, peer_t *p, const char *buf,
                               int idx)
 {
     int changed = 0, behind = 0;
 
-    if (tether_partition_decode_merge(&node->parts, buf, &idx, &changed,
+    if (tether_partition_decode_merge(&eng->parts, buf, &idx, &changed,
                                       &behind) < 0) {
-        node->stats.recv_bad_term++;
+        eng->stats.recv_bad_term++;
         return;
     }
     if (behind)
-        (void)send_partitions(node, p->name);
+        (void)send_partitions(eng, p->name);
     if (changed)
-        partitions_changed(node);
+        partitions_changed(eng);
 }
 
-static void handle_pdigest(tether_engine_t *node, peer_t *p, const char *buf,
+static void handle_pdigest(tether_engine_t *eng, peer_t *p, const char *buf,
                            int idx)
 {
     uint64_t digest;
 
     if (tether__etf_decode_u64(buf, &idx, &digest) < 0) {
-        node->stats.recv_bad_term++;
+        eng->stats.recv_bad_term++;
         return;
     }
-    if (digest != tether_partition_digest(&node->parts))
-        (void)send_partitions(node, p->name);
+    if (digest != tether_partition_digest(&eng->parts))
+        (void)send_partitions(eng, p->name);
 }
 
 /* Checks {Tag, ...} of the given arity; leaves idx after the tag. */
@@ -876,7 +937,7 @@ typedef struct core_msg {
     uint8_t type;
     int arity;
     const char *tag;
-    void (*handle)(tether_engine_t *node, peer_t *p, const char *buf, int idx);
+    void (*handle)(tether_engine_t *eng, peer_t *p, const char *buf, int idx);
 } core_msg_t;
 
 static const core_msg_t core_msgs[] = {
@@ -893,39 +954,40 @@ static const core_msg_t core_msgs[] = {
  * applied here on receive (the sender may not know a partition yet);
  * from_queue is 1 when a held message is released on heal.
  */
-static void dispatch(tether_engine_t *node, peer_t *p, uint8_t type,
+static void dispatch(tether_engine_t *eng, peer_t *p, uint8_t type,
                      const char *buf, size_t len, int from_queue)
 {
     int idx = 0, version, mode, opaque;
 
     if (type == TETHER_MSG_ACK)
         return;
-    opaque = node->module_of[type] >= 0 &&
-             node->modules[node->module_of[type]].m.opaque;
+    opaque = type == TETHER_MSG_SHELL ||
+             (eng->module_of[type] >= 0 &&
+              eng->modules[eng->module_of[type]].m.opaque);
     if (!opaque && (tether__etf_validate(buf, len) < 0 ||
                     ei_decode_version(buf, &idx, &version) < 0)) {
-        node->stats.recv_bad_term++;
+        eng->stats.recv_bad_term++;
         return;
     }
     /* A node that left is no member (no heartbeats of its own, no module
      * traffic) but still relays what it knows: member tables, partitions,
      * answers to joins. So knowledge does not leave with it. */
-    if (node->left && type >= TETHER_MSG_MODULE_MIN)
+    if (eng->left && type >= TETHER_MSG_MODULE_MIN)
         return;
     if (!is_control(type) && !from_queue) {
-        mode = part_mode(node, p->name);
+        mode = part_mode(eng, p->name);
         if (mode == TETHER_PARTITION_DROP) {
-            node->stats.part_dropped++;
+            eng->stats.part_dropped++;
             return;
         }
         if (mode == TETHER_PARTITION_DEFER) {
             if (is_state(type)) {
-                node->stats.part_skipped++;
+                eng->stats.part_skipped++;
             } else if (tether_defer_push(&p->inq, type, (const uint8_t *)buf,
                                          len) < 0) {
-                node->stats.defer_overflow++;
+                eng->stats.defer_overflow++;
             } else {
-                node->stats.part_deferred++;
+                eng->stats.part_deferred++;
             }
             return;
         }
@@ -935,37 +997,46 @@ static void dispatch(tether_engine_t *node, peer_t *p, uint8_t type,
         if (m->type != type)
             continue;
         if (expect_tag(buf, &idx, m->arity, m->tag) == 0) {
-            m->handle(node, p, buf, idx);
+            m->handle(eng, p, buf, idx);
             return;
         }
-        node->stats.recv_bad_term++;
+        eng->stats.recv_bad_term++;
         return;
     }
-    if (node->module_of[type] >= 0) {
-        module_slot_t *s = &node->modules[node->module_of[type]];
+    if (type == TETHER_MSG_SHELL) {
+        tether_action_t a = {.kind = TETHER_ACT_MESSAGE};
+        memcpy(a.peer, p->name, strlen(p->name) + 1);
+        a.u.message.etf.ptr = (const uint8_t *)buf;
+        a.u.message.etf.len = len;
+        (void)tether__engine_push(eng, &a); /* out of memory: lost, as a
+                                               message on a lost link */
+        return;
+    }
+    if (eng->module_of[type] >= 0) {
+        module_slot_t *s = &eng->modules[eng->module_of[type]];
         if (s->m.on_message)
-            s->m.on_message(node, s->ctx, p->name, buf, len);
+            s->m.on_message(eng, s->ctx, p->name, buf, len);
         return;
     }
-    node->stats.recv_unknown++;
+    eng->stats.recv_unknown++;
 }
 
-static int recv_hello(tether_engine_t *node, const char *from,
+static int recv_hello(tether_engine_t *eng, const char *from,
                       const uint8_t *bytes, size_t len)
 {
-    int created = find_peer(node, from) == NULL;
-    peer_t *p = get_peer(node, from);
+    int created = find_peer(eng, from) == NULL;
+    peer_t *p = get_peer(eng, from);
     int rc;
 
     if (p == NULL) {
-        node->stats.recv_unknown++;
+        eng->stats.recv_unknown++;
         return TETHER_EINVAL;
     }
     rc = tether__session_accept(&p->sess, bytes, len);
     if (rc < 0) {
-        node->stats.recv_rejected++;
+        eng->stats.recv_rejected++;
         if (created) /* keep no state for names that proved nothing */
-            drop_last_peer(node);
+            drop_last_peer(eng);
         return rc;
     }
     p->connected = 1;
@@ -975,19 +1046,19 @@ static int recv_hello(tether_engine_t *node, const char *from,
              * start over with a fresh one rather than answer it. */
             p->usable = 0;
             tether__session_reset(&p->sess);
-            return send_hello(node, p);
+            return send_hello(eng, p);
         }
         return 0; /* usable once an envelope of the server opens */
     }
     /* Server: answer every valid client hello with ours and an ACK. */
     p->usable = 0;
-    if (tether__session_wants_hello(&p->sess) && (rc = send_hello(node, p)) < 0)
+    if (tether__session_wants_hello(&p->sess) && (rc = send_hello(eng, p)) < 0)
         return rc;
     if (!tether__session_established(&p->sess))
         return 0;
-    if ((rc = send_ack(node, p)) < 0)
+    if ((rc = send_ack(eng, p)) < 0)
         return rc;
-    session_up(node, p);
+    session_up(eng, p);
     return 0;
 }
 
@@ -1001,21 +1072,22 @@ static uint64_t be64(const uint8_t *p)
 }
 
 /* Checks the sender of bytes (untrusted) and says what they are: a
- * hello (TETHER_ENV_TYPE_HELLO), an envelope (the other kind), or the
- * negative reason they are refused (counted). */
-static int recv_kind(tether_engine_t *node, const char *from,
+ * hello (TETHER_ENV_TYPE_HELLO), a restart notice (TETHER_ENV_TYPE_RESTART),
+ * an envelope (the other kinds), or the negative reason they are refused
+ * (counted). */
+static int recv_kind(tether_engine_t *eng, const char *from,
                      const uint8_t *bytes, size_t len)
 {
     int kind;
 
-    node->stats.recv++;
-    if (!valid_name(from) || strcmp(from, node->name) == 0 || bytes == NULL) {
-        node->stats.recv_garbage++;
+    eng->stats.recv++;
+    if (!valid_name(from) || strcmp(from, eng->name) == 0 || bytes == NULL) {
+        eng->stats.recv_garbage++;
         return TETHER_EINVAL;
     }
     kind = tether__envelope_kind(bytes, len);
     if (kind < 0) {
-        node->stats.recv_garbage++;
+        eng->stats.recv_garbage++;
         return TETHER_EPROTO;
     }
     return kind;
@@ -1027,40 +1099,43 @@ static int recv_kind(tether_engine_t *node, const char *from,
  * was authentic but is not for handling (a server that has not made the
  * session usable yet), or the negative reason it was refused (counted).
  */
-static int open_envelope(tether_engine_t *node, const char *from,
+static int open_envelope(tether_engine_t *eng, const char *from,
                          const uint8_t *bytes, size_t len, peer_t **pp,
                          uint8_t *type, const uint8_t **payload, size_t *plen)
 {
-    peer_t *p = find_peer(node, from);
+    peer_t *p = find_peer(eng, from);
     int rc;
 
     if (p == NULL) {
-        node->stats.recv_unknown++;
+        eng->stats.recv_unknown++;
         return TETHER_ENOTFOUND;
     }
     rc = tether__session_open(&p->sess, bytes, len, type, payload, plen);
     if (rc < 0) {
-        node->stats.recv_rejected++;
+        eng->stats.recv_rejected++;
         return rc;
     }
-    if (node->open_hook) {
+    if (eng->open_hook) {
         uint8_t sid[TETHER_ENV_SID_BYTES];
         if (tether__session_id(&p->sess, sid) == 0)
-            node->open_hook(node->open_hook_ctx, node->name, p->name, sid,
-                            be64(bytes + 2));
+            eng->open_hook(eng->open_hook_ctx, eng->name, p->name, sid,
+                           be64(bytes + 2));
     }
     if (!p->usable) {
         if (!p->is_client) {
-            node->stats.recv_unknown++;
+            eng->stats.recv_unknown++;
             return 0; /* server side: usable since its hello went out */
         }
-        session_up(node, p);
+        session_up(eng, p);
     }
     *pp = p;
     return 1;
 }
 
-int tether_engine_recv(tether_engine_t *node, const char *from,
+static int recv_restart(tether_engine_t *eng, const char *from,
+                        const uint8_t *bytes, size_t len);
+
+int tether_engine_recv(tether_engine_t *eng, const char *from,
                        const uint8_t *bytes, size_t len)
 {
     const uint8_t *payload = NULL;
@@ -1069,25 +1144,29 @@ int tether_engine_recv(tether_engine_t *node, const char *from,
     peer_t *p = NULL;
     int kind, rc;
 
-    kind = recv_kind(node, from, bytes, len);
+    kind = recv_kind(eng, from, bytes, len);
     if (kind < 0)
         return kind;
     if (kind == TETHER_ENV_TYPE_HELLO) {
-        rc = recv_hello(node, from, bytes, len);
+        rc = recv_hello(eng, from, bytes, len);
         goto done;
     }
-    rc = open_envelope(node, from, bytes, len, &p, &type, &payload, &plen);
+    if (kind == TETHER_ENV_TYPE_RESTART) {
+        rc = recv_restart(eng, from, bytes, len);
+        goto done;
+    }
+    rc = open_envelope(eng, from, bytes, len, &p, &type, &payload, &plen);
     if (rc < 0)
         return rc;
     if (rc == 1)
-        dispatch(node, p, type, (const char *)payload, plen, 0);
+        dispatch(eng, p, type, (const char *)payload, plen, 0);
     rc = 0;
 done:
-    refresh_liveness(node);
+    refresh_liveness(eng);
     return rc;
 }
 
-int tether_engine_open(tether_engine_t *node, const char *from,
+int tether_engine_open(tether_engine_t *eng, const char *from,
                        const uint8_t *bytes, size_t len, uint8_t *type,
                        const uint8_t **payload, size_t *plen)
 {
@@ -1098,14 +1177,14 @@ int tether_engine_open(tether_engine_t *node, const char *from,
         return TETHER_EINVAL;
     *payload = NULL;
     *plen = 0;
-    kind = recv_kind(node, from, bytes, len);
+    kind = recv_kind(eng, from, bytes, len);
     if (kind < 0)
         return kind;
-    if (kind == TETHER_ENV_TYPE_HELLO) {
-        node->stats.recv_unknown++;
+    if (kind == TETHER_ENV_TYPE_HELLO || kind == TETHER_ENV_TYPE_RESTART) {
+        eng->stats.recv_unknown++;
         return TETHER_EPROTO;
     }
-    rc = open_envelope(node, from, bytes, len, &p, type, payload, plen);
+    rc = open_envelope(eng, from, bytes, len, &p, type, payload, plen);
     if (rc <= 0) {
         *payload = NULL;
         *plen = 0;
@@ -1114,88 +1193,156 @@ int tether_engine_open(tether_engine_t *node, const char *from,
     if (*type < TETHER_MSG_MODULE_MIN) {
         /* Authentic engine traffic on the shell's direct path: handle it
          * as recv would; there is nothing for the caller. */
-        dispatch(node, p, *type, (const char *)*payload, *plen, 0);
+        dispatch(eng, p, *type, (const char *)*payload, *plen, 0);
         rc = TETHER_EPROTO;
         goto refused;
     }
-    if (node->left) {
+    if (eng->left) {
         rc = TETHER_ECLOSED;
         goto refused;
     }
-    mode = part_mode(node, p->name);
+    mode = part_mode(eng, p->name);
     if (mode == TETHER_PARTITION_DROP) {
-        node->stats.part_dropped++;
+        eng->stats.part_dropped++;
         rc = TETHER_ECLOSED;
         goto refused;
     }
     if (mode == TETHER_PARTITION_DEFER) {
         /* Held like a received message: the module hook gets it on heal. */
         if (tether_defer_push(&p->inq, *type, *payload, *plen) < 0) {
-            node->stats.defer_overflow++;
+            eng->stats.defer_overflow++;
             rc = TETHER_ETOOBIG;
         } else {
-            node->stats.part_deferred++;
+            eng->stats.part_deferred++;
             rc = TETHER_EAGAIN;
         }
         goto refused;
     }
-    refresh_liveness(node);
+    refresh_liveness(eng);
     return 0;
 refused:
     *payload = NULL;
     *plen = 0;
-    refresh_liveness(node);
+    refresh_liveness(eng);
     return rc;
 }
 
 /* --------------------------------------------------- connection events */
 
-int tether_engine_peer_up(tether_engine_t *node, const char *name)
+/* Tells every module the session with `peer` is gone. */
+static void modules_session_down(tether_engine_t *eng, const char *peer)
+{
+    for (size_t k = 0; k < eng->nmodules; k++)
+        if (eng->modules[k].m.on_session_down)
+            eng->modules[k].m.on_session_down(eng, eng->modules[k].ctx, peer);
+}
+
+/* Sends our signed restart notice to p (see engine.h's table). */
+static void send_restart_notice(tether_engine_t *eng, peer_t *p)
+{
+    uint8_t *out = malloc(TETHER_HELLO_MAX_BYTES);
+    size_t len = 0;
+
+    if (out == NULL)
+        return;
+    if (tether__session_restart_notice(&p->sess, eng->incarnation, out,
+                                       TETHER_HELLO_MAX_BYTES, &len) < 0) {
+        free(out);
+        return;
+    }
+    (void)act_send(eng, p->name, out, len);
+}
+
+int tether_engine_peer_up(tether_engine_t *eng, const char *name)
 {
     peer_t *p;
 
-    if (!valid_name(name) || strcmp(name, node->name) == 0)
+    if (!valid_name(name) || strcmp(name, eng->name) == 0)
         return TETHER_EINVAL;
-    p = get_peer(node, name);
+    p = get_peer(eng, name);
     if (p == NULL)
         return TETHER_ENOMEM;
     if (p->usable) /* a new connection replaces the old one */
-        for (size_t k = 0; k < node->nmodules; k++)
-            if (node->modules[k].m.on_session_down)
-                node->modules[k].m.on_session_down(node, node->modules[k].ctx,
-                                                   name);
+        modules_session_down(eng, name);
     tether__session_reset(&p->sess);
     p->connected = 1;
     p->usable = 0;
     p->connect_asked = 0;
+    send_restart_notice(eng, p);
     if (p->is_client)
-        return send_hello(node, p);
+        return send_hello(eng, p);
     return 0;
 }
 
-int tether_engine_peer_down(tether_engine_t *node, const char *name)
+/* The session with p ends as on a connection loss (its lease with it);
+ * the connection itself is the caller's to account for. */
+static void session_lost(tether_engine_t *eng, peer_t *p)
+{
+    int was_usable = p->usable;
+
+    p->usable = 0;
+    tether__session_reset(&p->sess);
+    tether_membership_expire(&eng->ms, p->name);
+    if (was_usable)
+        modules_session_down(eng, p->name);
+}
+
+int tether_engine_peer_down(tether_engine_t *eng, const char *name)
 {
     peer_t *p;
-    int was_usable;
 
     if (!valid_name(name))
         return TETHER_EINVAL;
-    p = find_peer(node, name);
+    p = find_peer(eng, name);
     if (p == NULL)
         return TETHER_ENOTFOUND;
-    was_usable = p->usable;
     p->connected = 0;
-    p->usable = 0;
     p->connect_asked = 1; /* wait a retry interval before redialling */
-    p->connect_at = node->now;
-    tether__session_reset(&p->sess);
-    tether_membership_expire(&node->ms, name);
-    if (was_usable)
-        for (size_t k = 0; k < node->nmodules; k++)
-            if (node->modules[k].m.on_session_down)
-                node->modules[k].m.on_session_down(node, node->modules[k].ctx,
-                                                   name);
-    refresh_liveness(node);
+    p->connect_at = eng->now;
+    session_lost(eng, p);
+    refresh_liveness(eng);
+    return 0;
+}
+
+/*
+ * A restart notice from `from` (untrusted until verified). The sender
+ * says which incarnation it runs as; a notice is replayable, so only one
+ * newer than what we hold means anything. A usable session with an older
+ * incarnation ends as on a connection loss (the member goes down, modules
+ * drop its state) and a fresh one starts on the same connection; with no
+ * usable session, only a live member entry of an older incarnation goes
+ * down. With nothing older held (a first contact) the handshake under way
+ * covers it.
+ */
+static int recv_restart(tether_engine_t *eng, const char *from,
+                        const uint8_t *bytes, size_t len)
+{
+    peer_t *p = find_peer(eng, from);
+    const tether_member_t *m;
+    uint64_t inc;
+    int rc;
+
+    if (p == NULL) {
+        eng->stats.recv_unknown++; /* we hold nothing of it */
+        return TETHER_ENOTFOUND;
+    }
+    rc = tether__session_check_restart(&p->sess, bytes, len, &inc);
+    if (rc < 0) {
+        eng->stats.recv_rejected++;
+        return rc;
+    }
+    if (p->usable && tether__session_peer_incarnation(&p->sess) < inc) {
+        eng->stats.restarts_seen++;
+        session_lost(eng, p);
+        if (p->connected && p->is_client)
+            (void)send_hello(eng, p);
+        return 0;
+    }
+    m = tether_membership_find(&eng->ms, from);
+    if (m != NULL && m->live && m->incarnation < inc) {
+        eng->stats.restarts_seen++;
+        tether_membership_expire(&eng->ms, from);
+    }
     return 0;
 }
 
@@ -1203,84 +1350,118 @@ int tether_engine_peer_down(tether_engine_t *node, const char *name)
 
 /* One heartbeat round: heartbeats, partition digests, leave repeats,
  * connection and join retries. */
-static void round_tick(tether_engine_t *node)
+static void round_tick(tether_engine_t *eng)
 {
-    if (node->left) {
-        if (node->leave_rounds > 0) {
-            node->leave_rounds--;
-            for (size_t i = 0; i < node->npeers; i++)
-                if (node->peers[i]->usable)
-                    (void)send_inc_msg(node, node->peers[i]->name,
+    if (eng->left) {
+        if (eng->leave_rounds > 0) {
+            eng->leave_rounds--;
+            for (size_t i = 0; i < eng->npeers; i++)
+                if (eng->peers[i]->usable)
+                    (void)send_inc_msg(eng, eng->peers[i]->name,
                                        TETHER_MSG_LEAVE, "leave");
         }
         return;
     }
-    for (size_t i = 0; i < node->ms.n; i++) {
-        tether_member_t *m = &node->ms.v[i];
+    for (size_t i = 0; i < eng->ms.n; i++) {
+        tether_member_t *m = &eng->ms.v[i];
         peer_t *p;
         if (m->is_self || m->status != TETHER_MEMBER_ALIVE)
             continue;
-        p = find_peer(node, m->name);
+        p = find_peer(eng, m->name);
         if (p != NULL && p->usable)
-            (void)send_heartbeat(node, m->name);
+            (void)send_heartbeat(eng, m->name);
     }
-    if (node->parts.active > 0)
-        for (size_t i = 0; i < node->npeers; i++)
-            if (node->peers[i]->usable)
-                (void)send_pdigest(node, node->peers[i]->name);
-    if (node->join_pending && node->now >= node->join_at + node->retry_ms) {
-        peer_t *c = find_peer(node, node->join_contact);
-        node->join_at = node->now;
+    if (eng->parts.active > 0)
+        for (size_t i = 0; i < eng->npeers; i++)
+            if (eng->peers[i]->usable)
+                (void)send_pdigest(eng, eng->peers[i]->name);
+    if (eng->join_pending && eng->now >= eng->join_at + eng->retry_ms) {
+        peer_t *c = find_peer(eng, eng->join_contact);
+        eng->join_at = eng->now;
         if (c != NULL && c->usable)
-            (void)send_inc_msg(node, c->name, TETHER_MSG_JOIN, "join");
+            (void)send_inc_msg(eng, c->name, TETHER_MSG_JOIN, "join");
         else if (c == NULL || !c->connected)
-            (void)act_connect(node, node->join_contact);
+            (void)act_connect(eng, eng->join_contact);
     }
-    connect_pass(node);
+    connect_pass(eng);
 }
 
-int tether_engine_tick(tether_engine_t *node, uint64_t now_ms)
+/*
+ * Joins the next configured seed (in turn, round after round, skipping
+ * ourselves) every seed_retry_ms from the first tick on, until a join has
+ * been answered and we have company, or we left; then never again.
+ */
+static void seed_pass(tether_engine_t *eng)
 {
-    if (now_ms > node->now)
-        node->now = now_ms;
-    node->stats.ticks++;
-    if (node->next_round == 0 || node->now >= node->next_round) {
-        node->next_round = node->now + node->hb_ms;
-        round_tick(node);
+    if (eng->nseeds == 0)
+        return;
+    if (eng->left || (eng->seed_started && !eng->join_pending &&
+                      tether_engine_members(eng, NULL, 0) > 1)) {
+        eng->nseeds = 0; /* done */
+        return;
     }
-    for (size_t i = 0; i < node->npeers; i++) {
-        peer_t *p = node->peers[i];
+    if (eng->seed_started && eng->now < eng->seed_at + eng->seed_retry_ms)
+        return;
+    eng->seed_started = 1;
+    eng->seed_at = eng->now;
+    for (size_t tries = 0; tries < eng->nseeds; tries++) {
+        const char *seed = eng->seeds[eng->seed_next];
+        eng->seed_next = (eng->seed_next + 1) % eng->nseeds;
+        if (strcmp(seed, eng->name) == 0)
+            continue;
+        eng->stats.seed_joins++;
+        (void)tether_engine_join(eng, seed);
+        return;
+    }
+}
+
+int tether_engine_tick(tether_engine_t *eng, uint64_t now_ms)
+{
+    if (now_ms > eng->now)
+        eng->now = now_ms;
+    eng->stats.ticks++;
+    seed_pass(eng);
+    if (eng->next_round == 0 || eng->now >= eng->next_round) {
+        eng->next_round = eng->now + eng->hb_ms;
+        round_tick(eng);
+    }
+    for (size_t i = 0; i < eng->npeers; i++) {
+        peer_t *p = eng->peers[i];
         if (p->is_client && p->connected && !p->usable &&
-            node->now >= p->hello_at + node->retry_ms)
-            (void)send_hello(node, p);
+            eng->now >= p->hello_at + eng->retry_ms)
+            (void)send_hello(eng, p);
     }
-    flush_all(node);
-    for (size_t k = 0; k < node->nmodules; k++)
-        if (node->modules[k].m.on_tick)
-            node->modules[k].m.on_tick(node, node->modules[k].ctx, node->now);
-    refresh_liveness(node);
+    flush_all(eng);
+    for (size_t k = 0; k < eng->nmodules; k++)
+        if (eng->modules[k].m.on_tick)
+            eng->modules[k].m.on_tick(eng, eng->modules[k].ctx, eng->now);
+    refresh_liveness(eng);
     return 0;
 }
 
-uint64_t tether_engine_next_deadline(const tether_engine_t *node)
+uint64_t tether_engine_next_deadline(const tether_engine_t *eng)
 {
-    uint64_t d = node->next_round ? node->next_round : node->now;
+    uint64_t d = eng->next_round ? eng->next_round : eng->now;
 
-    for (size_t i = 0; i < node->ms.n; i++) {
-        const tether_member_t *m = &node->ms.v[i];
+    if (eng->nseeds > 0 && eng->seed_started &&
+        eng->seed_at + eng->seed_retry_ms < d)
+        d = eng->seed_at + eng->seed_retry_ms;
+
+    for (size_t i = 0; i < eng->ms.n; i++) {
+        const tether_member_t *m = &eng->ms.v[i];
         if (!m->is_self && m->live && m->lease_until < d)
             d = m->lease_until;
     }
-    for (size_t i = 0; i < node->npeers; i++) {
-        const peer_t *p = node->peers[i];
+    for (size_t i = 0; i < eng->npeers; i++) {
+        const peer_t *p = eng->peers[i];
         if (p->is_client && p->connected && !p->usable &&
-            p->hello_at + node->retry_ms < d)
-            d = p->hello_at + node->retry_ms;
+            p->hello_at + eng->retry_ms < d)
+            d = p->hello_at + eng->retry_ms;
     }
-    for (size_t k = 0; k < node->nmodules; k++) {
-        if (node->modules[k].m.next_deadline) {
-            uint64_t md = node->modules[k].m.next_deadline(
-                (tether_engine_t *)node, node->modules[k].ctx);
+    for (size_t k = 0; k < eng->nmodules; k++) {
+        if (eng->modules[k].m.next_deadline) {
+            uint64_t md = eng->modules[k].m.next_deadline(
+                (tether_engine_t *)eng, eng->modules[k].ctx);
             if (md < d)
                 d = md;
         }
@@ -1290,103 +1471,80 @@ uint64_t tether_engine_next_deadline(const tether_engine_t *node)
 
 /* ---------------------------------------------------------- local API */
 
-int tether_engine_join(tether_engine_t *node, const char *contact)
+int tether_engine_join(tether_engine_t *eng, const char *contact)
 {
     peer_t *c;
 
     if (!valid_name(contact))
         return TETHER_EINVAL;
-    if (node->left)
+    if (eng->left)
         return TETHER_ECLOSED;
-    if (strcmp(contact, node->name) == 0)
+    if (strcmp(contact, eng->name) == 0)
         return 0;
-    c = get_peer(node, contact);
+    c = get_peer(eng, contact);
     if (c == NULL)
         return TETHER_ENOMEM;
-    memcpy(node->join_contact, contact, strlen(contact) + 1);
-    node->join_pending = 1;
-    node->join_at = node->now;
+    memcpy(eng->join_contact, contact, strlen(contact) + 1);
+    eng->join_pending = 1;
+    eng->join_at = eng->now;
     if (c->usable)
-        return send_inc_msg(node, contact, TETHER_MSG_JOIN, "join") ==
+        return send_inc_msg(eng, contact, TETHER_MSG_JOIN, "join") ==
                        TETHER_ENOMEM
                    ? TETHER_ENOMEM
                    : 0;
     if (!c->connected) {
         c->connect_asked = 1;
-        c->connect_at = node->now;
-        return act_connect(node, contact);
+        c->connect_at = eng->now;
+        return act_connect(eng, contact);
     }
     return 0;
 }
 
-int tether_engine_leave(tether_engine_t *node)
+int tether_engine_leave(tether_engine_t *eng)
 {
-    if (node->left)
+    if (eng->left)
         return TETHER_ECLOSED;
-    tether_membership_leave_self(&node->ms);
-    node->join_pending = 0;
-    for (size_t i = 0; i < node->npeers; i++)
-        if (node->peers[i]->usable)
-            (void)send_inc_msg(node, node->peers[i]->name, TETHER_MSG_LEAVE,
+    tether_membership_leave_self(&eng->ms);
+    eng->join_pending = 0;
+    for (size_t i = 0; i < eng->npeers; i++)
+        if (eng->peers[i]->usable)
+            (void)send_inc_msg(eng, eng->peers[i]->name, TETHER_MSG_LEAVE,
                                "leave");
-    node->left = 1;
-    node->leave_rounds = TETHER_ENGINE_LEAVE_ROUNDS;
-    refresh_liveness(node);
+    eng->left = 1;
+    eng->leave_rounds = TETHER_ENGINE_LEAVE_ROUNDS;
+    refresh_liveness(eng);
     return 0;
 }
 
-size_t tether_engine_members(tether_engine_t *node, const char **out,
-                             size_t cap)
+size_t tether_engine_members(tether_engine_t *eng, const char **out, size_t cap)
 {
     size_t n = 0;
 
-    for (size_t i = 0; i < node->ms.n; i++) {
-        if (!node->ms.v[i].live)
+    for (size_t i = 0; i < eng->ms.n; i++) {
+        if (!eng->ms.v[i].live)
             continue;
         if (out != NULL && n < cap)
-            out[n] = node->ms.v[i].name;
+            out[n] = eng->ms.v[i].name;
         n++;
     }
     return n;
 }
 
-int tether_engine_is_member(tether_engine_t *node, const char *name)
+int tether_engine_is_member(tether_engine_t *eng, const char *name)
 {
-    const tether_member_t *m = tether_membership_find(&node->ms, name);
+    const tether_member_t *m = tether_membership_find(&eng->ms, name);
 
     return m != NULL && m->live;
 }
 
-int tether_engine_subscribe(tether_engine_t *node, uint64_t sub)
+static void broadcast_partitions(tether_engine_t *eng)
 {
-    for (size_t i = 0; i < node->nsubs; i++)
-        if (node->subs[i] == sub)
-            return TETHER_EEXIST;
-    if (node->nsubs == TETHER_ENGINE_SUBS_MAX)
-        return TETHER_ETOOBIG;
-    node->subs[node->nsubs++] = sub;
-    return 0;
+    for (size_t i = 0; i < eng->npeers; i++)
+        if (tether__session_established(&eng->peers[i]->sess))
+            (void)send_partitions(eng, eng->peers[i]->name);
 }
 
-int tether_engine_unsubscribe(tether_engine_t *node, uint64_t sub)
-{
-    for (size_t i = 0; i < node->nsubs; i++) {
-        if (node->subs[i] == sub) {
-            node->subs[i] = node->subs[--node->nsubs];
-            return 0;
-        }
-    }
-    return TETHER_ENOTFOUND;
-}
-
-static void broadcast_partitions(tether_engine_t *node)
-{
-    for (size_t i = 0; i < node->npeers; i++)
-        if (tether__session_established(&node->peers[i]->sess))
-            (void)send_partitions(node, node->peers[i]->name);
-}
-
-int tether_engine_partition(tether_engine_t *node, const char *const *a,
+int tether_engine_partition(tether_engine_t *eng, const char *const *a,
                             size_t na, const char *const *b, size_t nb,
                             int mode, uint64_t *ref)
 {
@@ -1394,134 +1552,166 @@ int tether_engine_partition(tether_engine_t *node, const char *const *a,
     int rc;
 
     do
-        r = random_u64(node);
-    while (r == 0 || tether_partition_find(&node->parts, r) != NULL);
-    rc = tether_partition_add(&node->parts, r, mode, 0, a, na, b, nb);
+        r = random_u64(eng);
+    while (r == 0 || tether_partition_find(&eng->parts, r) != NULL);
+    rc = tether_partition_add(&eng->parts, r, mode, 0, a, na, b, nb);
     if (rc < 0)
         return rc;
     if (ref != NULL)
         *ref = r;
-    broadcast_partitions(node);
-    partitions_changed(node);
+    broadcast_partitions(eng);
+    partitions_changed(eng);
     return 0;
 }
 
-int tether_engine_heal(tether_engine_t *node, uint64_t ref)
+int tether_engine_heal(tether_engine_t *eng, uint64_t ref)
 {
-    int rc = tether_partition_heal(&node->parts, ref);
+    int rc = tether_partition_heal(&eng->parts, ref);
 
     if (rc < 0)
         return rc;
     if (rc > 0) {
-        broadcast_partitions(node);
-        partitions_changed(node);
+        broadcast_partitions(eng);
+        partitions_changed(eng);
     }
     return 0;
 }
 
-void tether_engine_heal_all(tether_engine_t *node)
+void tether_engine_heal_all(tether_engine_t *eng)
 {
-    if (tether_partition_heal_all(&node->parts) > 0) {
-        broadcast_partitions(node);
-        partitions_changed(node);
+    if (tether_partition_heal_all(&eng->parts) > 0) {
+        broadcast_partitions(eng);
+        partitions_changed(eng);
     }
 }
 
 const tether_partition_table_t *
-tether_engine_partitions(const tether_engine_t *node)
+tether_engine_partitions(const tether_engine_t *eng)
 {
-    return &node->parts;
+    return &eng->parts;
 }
 
-int tether_engine_trust_add(tether_engine_t *node, const char *name,
+int tether_engine_trust_add(tether_engine_t *eng, const char *name,
                             const uint8_t *pk)
 {
     if (!valid_name(name) || pk == NULL)
         return TETHER_EINVAL;
-    return tether__trust_add_pubkey(&node->trust, name, pk);
+    return tether__trust_add_pubkey(&eng->trust, name, pk);
 }
 
-const uint8_t *tether_engine_public_key(const tether_engine_t *node)
+const uint8_t *tether_engine_public_key(const tether_engine_t *eng)
 {
-    return node->id.pk;
+    return eng->id.pk;
 }
 
-int tether_engine_register_module(tether_engine_t *node,
+int tether_engine_register_module(tether_engine_t *eng,
                                   const tether_engine_module_t *m, void *ctx)
 {
-    if (m == NULL || m->type < TETHER_MSG_MODULE_MIN)
+    if (m == NULL || m->type < TETHER_MSG_MODULE_MIN ||
+        m->type == TETHER_MSG_SHELL)
         return TETHER_EINVAL;
-    if (node->module_of[m->type] >= 0)
+    if (eng->module_of[m->type] >= 0)
         return TETHER_EEXIST;
-    if (node->nmodules == TETHER_ENGINE_MODULES_MAX)
+    if (eng->nmodules == TETHER_ENGINE_MODULES_MAX)
         return TETHER_ETOOBIG;
-    node->modules[node->nmodules].m = *m;
-    node->modules[node->nmodules].ctx = ctx;
-    node->module_of[m->type] = (int8_t)node->nmodules;
-    node->nmodules++;
+    eng->modules[eng->nmodules].m = *m;
+    eng->modules[eng->nmodules].ctx = ctx;
+    eng->module_of[m->type] = (int8_t)eng->nmodules;
+    eng->nmodules++;
     return 0;
+}
+
+/* ---------------------------------------------------------- the clock */
+
+void tether_engine_set_wall(tether_engine_t *eng, uint64_t wall_ms)
+{
+    eng->wall_base = wall_ms;
+    eng->wall_at = eng->now;
+    eng->wall_set = 1;
+}
+
+uint64_t tether__engine_wall(const tether_engine_t *eng)
+{
+    if (!eng->wall_set)
+        return eng->now;
+    return eng->wall_base + (eng->now - eng->wall_at);
+}
+
+int tether__engine_stamp(tether_engine_t *eng, uint64_t *stamp)
+{
+    return tether_hlc_now(&eng->hlc, tether__engine_wall(eng), stamp);
+}
+
+void tether__engine_stamp_merge(tether_engine_t *eng, uint64_t stamp)
+{
+    uint64_t ignored;
+
+    /* A stamp too far ahead of our wall clock is not merged (hlc.h). */
+    if (tether_hlc_update(&eng->hlc, tether__engine_wall(eng), stamp,
+                          &ignored) < 0)
+        return;
 }
 
 /* ------------------------------------------------------ introspection */
 
-const char *tether_engine_name(const tether_engine_t *node)
+const char *tether_engine_name(const tether_engine_t *eng)
 {
-    return node->name;
+    return eng->name;
 }
 
-uint64_t tether_engine_incarnation(const tether_engine_t *node)
+uint64_t tether_engine_incarnation(const tether_engine_t *eng)
 {
-    return node->incarnation;
+    return eng->incarnation;
 }
 
-uint64_t tether_engine_now(const tether_engine_t *node)
+uint64_t tether_engine_now(const tether_engine_t *eng)
 {
-    return node->now;
+    return eng->now;
 }
 
-int tether_engine_has_left(const tether_engine_t *node)
+int tether_engine_has_left(const tether_engine_t *eng)
 {
-    return node->left;
+    return eng->left;
 }
 
-int tether_engine_join_pending(const tether_engine_t *node)
+int tether_engine_join_pending(const tether_engine_t *eng)
 {
-    return node->join_pending;
+    return eng->join_pending;
 }
 
-const char *tether_engine_join_contact(const tether_engine_t *node)
+const char *tether_engine_join_contact(const tether_engine_t *eng)
 {
-    return node->join_pending ? node->join_contact : "";
+    return eng->join_pending ? eng->join_contact : "";
 }
 
-int tether_engine_session_up(const tether_engine_t *node, const char *peer)
+int tether_engine_session_up(const tether_engine_t *eng, const char *peer)
 {
-    const peer_t *p = valid_name(peer) ? find_peer(node, peer) : NULL;
+    const peer_t *p = valid_name(peer) ? find_peer(eng, peer) : NULL;
 
     return p != NULL && p->usable;
 }
 
-const tether_engine_stats_t *tether_engine_stats(const tether_engine_t *node)
+const tether_engine_stats_t *tether_engine_stats(const tether_engine_t *eng)
 {
-    return &node->stats;
+    return &eng->stats;
 }
 
 const tether_envelope_stats_t *
-tether_engine_envelope_stats(const tether_engine_t *node)
+tether_engine_envelope_stats(const tether_engine_t *eng)
 {
-    return &node->env_stats;
+    return &eng->env_stats;
 }
 
-const tether_membership_t *tether_engine_membership(const tether_engine_t *node)
+const tether_membership_t *tether_engine_membership(const tether_engine_t *eng)
 {
-    return &node->ms;
+    return &eng->ms;
 }
 
-void tether_engine_set_open_hook(tether_engine_t *node,
+void tether_engine_set_open_hook(tether_engine_t *eng,
                                  tether_engine_open_hook_t hook, void *ctx)
 {
-    node->open_hook = hook;
-    node->open_hook_ctx = ctx;
+    eng->open_hook = hook;
+    eng->open_hook_ctx = ctx;
 }
 
 /* ---------------------------------------------------------- lifecycle */
@@ -1536,27 +1726,27 @@ void tether_engine_config_default(tether_engine_config_t *cfg)
 }
 
 /* Sets up identity and trust from the configured key material. */
-static int setup_keys(tether_engine_t *node, const tether_engine_config_t *cfg)
+static int setup_keys(tether_engine_t *eng, const tether_engine_config_t *cfg)
 {
     tether_identity_t own;
     int rc;
 
     if (cfg->cluster_secret != NULL)
-        rc = tether__keys_from_secret(&node->id, &node->trust, node->name,
+        rc = tether__keys_from_secret(&eng->id, &eng->trust, eng->name,
                                       cfg->cluster_secret);
     else if (cfg->cookie != NULL)
-        rc = tether__keys_from_cookie(&node->id, &node->trust, node->name,
+        rc = tether__keys_from_cookie(&eng->id, &eng->trust, eng->name,
                                       cfg->cookie, cfg->cookie_len);
     else
-        rc = tether__trust_init(&node->trust);
+        rc = tether__trust_init(&eng->trust);
     if (rc < 0)
         return rc;
     if (cfg->identity_seed != NULL) {
-        rc = tether__identity_from_seed(&own, node->name, cfg->identity_seed);
+        rc = tether__identity_from_seed(&own, eng->name, cfg->identity_seed);
         if (rc < 0)
             return rc;
-        tether__identity_fini(&node->id);
-        node->id = own;
+        tether__identity_fini(&eng->id);
+        eng->id = own;
         sodium_memzero(&own, sizeof own);
     } else if (cfg->cluster_secret == NULL && cfg->cookie == NULL) {
         return TETHER_EINVAL; /* no identity at all */
@@ -1566,57 +1756,81 @@ static int setup_keys(tether_engine_t *node, const tether_engine_config_t *cfg)
 
 int tether_engine_new(const tether_engine_config_t *cfg, tether_engine_t **out)
 {
-    tether_engine_t *node;
+    tether_engine_t *eng;
     int rc;
 
     if (cfg == NULL || out == NULL || !valid_name(cfg->name) ||
         cfg->heartbeat_ms == 0 || cfg->ttl_ms <= cfg->heartbeat_ms ||
-        cfg->incarnation == 0)
+        cfg->incarnation == 0 || cfg->nseeds > TETHER_ENGINE_SEEDS_MAX ||
+        (cfg->nseeds > 0 && cfg->seeds == NULL))
         return TETHER_EINVAL;
+    for (size_t i = 0; i < cfg->nseeds; i++)
+        if (cfg->seeds[i] == NULL || !valid_name(cfg->seeds[i]))
+            return TETHER_EINVAL;
     if (tether__crypto_init() < 0)
         return TETHER_EIO;
-    node = calloc(1, sizeof *node);
-    if (node == NULL)
+    eng = calloc(1, sizeof *eng);
+    if (eng == NULL)
         return TETHER_ENOMEM;
-    memcpy(node->name, cfg->name, strlen(cfg->name) + 1);
-    node->incarnation = cfg->incarnation;
-    node->hb_ms = cfg->heartbeat_ms;
-    node->ttl_ms = cfg->ttl_ms;
-    node->retry_ms =
+    memcpy(eng->name, cfg->name, strlen(cfg->name) + 1);
+    eng->incarnation = cfg->incarnation;
+    eng->hb_ms = cfg->heartbeat_ms;
+    eng->ttl_ms = cfg->ttl_ms;
+    eng->retry_ms =
         cfg->hello_retry_ms ? cfg->hello_retry_ms : 2u * cfg->heartbeat_ms;
-    node->defer_max = cfg->defer_max ? cfg->defer_max : 1;
-    memcpy(node->seed, cfg->seed, sizeof node->seed);
-    memset(node->module_of, -1, sizeof node->module_of);
-    tether_partition_table_init(&node->parts);
-    rc = setup_keys(node, cfg);
+    eng->defer_max = cfg->defer_max ? cfg->defer_max : 1;
+    memcpy(eng->seed, cfg->seed, sizeof eng->seed);
+    memset(eng->module_of, -1, sizeof eng->module_of);
+    tether_partition_table_init(&eng->parts);
+    tether_hlc_init(&eng->hlc, 0);
+    eng->seed_retry_ms =
+        cfg->seed_retry_ms ? cfg->seed_retry_ms : 3u * cfg->heartbeat_ms;
+    if (cfg->nseeds > 0) {
+        eng->seeds = calloc(cfg->nseeds, sizeof *eng->seeds);
+        if (eng->seeds == NULL) {
+            rc = TETHER_ENOMEM;
+            goto fail;
+        }
+        for (size_t i = 0; i < cfg->nseeds; i++)
+            memcpy(eng->seeds[i], cfg->seeds[i], strlen(cfg->seeds[i]) + 1);
+        eng->nseeds = cfg->nseeds;
+    }
+    rc = setup_keys(eng, cfg);
     if (rc < 0)
         goto fail;
-    rc = tether_membership_init(&node->ms, node->name, node->incarnation);
+    rc = tether_membership_init(&eng->ms, eng->name, eng->incarnation);
     if (rc < 0)
         goto fail;
-    *out = node;
+    *out = eng;
     return 0;
 fail:
-    tether_engine_free(node);
+    tether_engine_free(eng);
     return rc;
 }
 
-void tether_engine_free(tether_engine_t *node)
+void tether_engine_free(tether_engine_t *eng)
 {
-    tether_engine_action_t a;
+    tether_action_t a;
 
-    if (node == NULL)
+    if (eng == NULL)
         return;
-    while (tether_engine_next_action(node, &a))
+    /* Modules first: they may hold pointers into nothing of the engine's
+     * but must not outlive it. */
+    for (size_t k = 0; k < eng->nmodules; k++)
+        if (eng->modules[k].m.free)
+            eng->modules[k].m.free(eng->modules[k].ctx);
+    eng->nmodules = 0;
+    while (tether_engine_next_action(eng, &a))
         tether_engine_action_release(&a);
-    free(node->acts);
-    for (size_t i = 0; i < node->npeers; i++)
-        free_peer(node->peers[i]);
-    free(node->peers);
-    tether_membership_fini(&node->ms);
-    tether_partition_table_fini(&node->parts);
-    tether__identity_fini(&node->id);
-    tether__trust_fini(&node->trust);
-    sodium_memzero(node->seed, sizeof node->seed);
-    free(node);
+    free(eng->acts);
+    for (size_t i = 0; i < eng->npeers; i++)
+        free_peer(eng->peers[i]);
+    free(eng->peers);
+    tether_membership_fini(&eng->ms);
+    tether_partition_table_fini(&eng->parts);
+    tether__identity_fini(&eng->id);
+    tether__trust_fini(&eng->trust);
+    sodium_memzero(eng->seed, sizeof eng->seed);
+    free(eng->seeds);
+    free(eng);
 }

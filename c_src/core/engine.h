@@ -1,28 +1,41 @@
 /*
- * core/engine.h: tether_engine, the sans-IO cluster engine of one member (the
- * "tether_node" of the design; named engine because cnode/node.h owns the
- * tether_node_* prefix for the C-node runtime).
+ * core/engine.h: tether_engine, the sans-IO cluster engine of one member,
+ * as a shell sees it (the C-node's cluster process, the NIF's tether
+ * server, the simulator). What an engine module sees is core/module.h.
  *
  * The engine never reads a clock, a socket or a random source. The shell
- * (C-node event loop, NIF server, simulator) feeds it:
+ * feeds it:
  *   - bytes received from a peer      tether_engine_recv()
  *   - connection events               tether_engine_peer_up/_down()
- *   - the time                        tether_engine_tick(now_ms)
+ *   - the time                        tether_engine_tick(now_ms), and the
+ *                                     wall clock tether_engine_set_wall()
  *   - local API calls                 join, leave, members, partition, ...
- * and drains actions with tether_engine_next_action(): SEND bytes to a peer,
- * DELIVER a term to a local subscriber, CONNECT to / DISCONNECT from a
- * peer. tether_engine_next_deadline() says when tick() is next needed.
+ * and drains typed actions with tether_engine_next_action() (see
+ * tether_action_t below): bytes to SEND to a peer, a peer to CONNECT to,
+ * and the events it owes the shell (a MEMBER up or down, a MESSAGE of
+ * the shell's own, a registry conflict, a service change). Each shell
+ * turns actions into its own terms or calls in one place, a switch over
+ * the kinds. tether_engine_next_deadline() says when tick() is next due.
  * Randomness (hello nonces, kx seeds, refs) derives from the configured
  * seed: BLAKE2b keyed by the seed over a counter, so one seed replays byte
  * for byte.
  *
- * Every byte string exchanged between engines is a hello or a sealed
- * envelope (core/envelope.h); the shell carries it as the Erlang term
- * {'$tether', FromNode, Bytes} to the registered name `tether` on the peer
- * (a BEAM receiver cannot see the sender's node otherwise; the claim is
- * untrusted: the envelope only opens under the real peer's session). The
- * envelope's type byte selects the engine message; its payload is one term
- * in external format:
+ * Wire. Every byte string exchanged between engines is a hello, a restart
+ * notice or a sealed envelope (core/envelope.h). The shell carries it as
+ * the Erlang term {'$tether', FromNode, Bytes} to the registered name
+ * `tether` on the peer (a BEAM receiver cannot see the sender's node
+ * otherwise; the claim is untrusted: a hello or notice must carry
+ * FromNode's signature, an envelope opens only under FromNode's session).
+ * The table of every message (envelope kind or sealed type byte; the
+ * payload of a sealed one is one term in external format):
+ *
+ *   0x01 HELLO       signed hello: session set-up (envelope.h)
+ *   0x02 RESTART     signed restart notice {Name, Incarnation} (envelope.h):
+ *                    sent on every peer_up; a peer that holds state of an
+ *                    older incarnation of the sender drops it (the member
+ *                    goes down and the session starts over), so a peer
+ *                    whose distribution connection outlived our restart
+ *                    never keeps sending to our old session
  *   0x10 ACK         ok                     session confirmation (server)
  *   0x11 HEARTBEAT   {hb, Inc, MembersDigest}
  *   0x12 JOIN        {join, Inc}
@@ -31,13 +44,18 @@
  *   0x15 PARTITIONS  {partitions, [{Ref, drop|defer, active|healed,
  *                                   [Node], [Node]}]}
  *   0x16 PDIGEST     {pdigest, PartitionsDigest}
- *   0x20..0xff       modules (registry, rpc, election, ... ) registered
- *                    with tether_engine_register_module().
+ *   0x20 SHELL       any term of the shells' own (Erlang-side plug-ins'
+ *                    {Tag, Term}, tether_rpc requests): never decoded by
+ *                    the engine, handed to the shell as a MESSAGE action
+ *                    (or to the caller of tether_engine_open())
+ *   0x21 REGISTRY    the name registry (core/registry.h)
+ *   0x22 SERVICE     the cluster service table (core/service_table.h)
+ *   0x23..0xff       free for new modules (core/module.h); list each here
  *
- * Partitions and liveness (the decision): hellos, ACK, PARTITIONS and
- * PDIGEST are the control plane and cross partitions (otherwise a heal
- * could never reach the other side). Everything else is enforced on both
- * send and receive:
+ * Partitions and liveness (the decision): hellos, restart notices, ACK,
+ * PARTITIONS and PDIGEST are the control plane and cross partitions
+ * (otherwise a heal could never reach the other side). Everything else is
+ * enforced on both send and receive:
  *   - drop: messages vanish (counted), and peers across a drop partition
  *     are reported down at once (calls fail with nodedown at once, as in
  *     Lockstep); they come back up with their next heartbeat after heal.
@@ -55,6 +73,10 @@
  * envelope from the server, and starts over with a fresh hello if that has
  * not happened within hello_retry_ms. So lost, duplicated or stale hellos
  * cost a retry, never a stuck session.
+ *
+ * Seeds: an engine configured with seeds joins them itself, in turn,
+ * every seed_retry_ms from its first tick, until a join has been answered
+ * and it has company, or it left.
  */
 #ifndef TETHER_CORE_ENGINE_H
 #define TETHER_CORE_ENGINE_H
@@ -68,7 +90,7 @@
 #include "core/partition.h"
 #include "tether/error.h"
 
-/* Engine message types (envelope type byte). */
+/* Sealed message types (envelope type byte): the table above. */
 #define TETHER_MSG_ACK        0x10
 #define TETHER_MSG_HEARTBEAT  0x11
 #define TETHER_MSG_JOIN       0x12
@@ -76,7 +98,10 @@
 #define TETHER_MSG_LEAVE      0x14
 #define TETHER_MSG_PARTITIONS 0x15
 #define TETHER_MSG_PDIGEST    0x16
-#define TETHER_MSG_MODULE_MIN 0x20 /* first type a module may claim */
+#define TETHER_MSG_MODULE_MIN 0x20 /* first type beyond the engine's own */
+#define TETHER_MSG_SHELL      0x20
+#define TETHER_MSG_REGISTRY   0x21
+#define TETHER_MSG_SERVICE    0x22
 
 #define TETHER_ENGINE_SEED_BYTES     32
 #define TETHER_ENGINE_DEFAULT_HB_MS  1000
@@ -84,7 +109,7 @@
 #define TETHER_ENGINE_DEFAULT_DEFER  1024 /* queued messages per peer */
 #define TETHER_ENGINE_LEAVE_ROUNDS   3    /* heartbeats a leave is repeated */
 #define TETHER_ENGINE_PEERS_MAX      1024
-#define TETHER_ENGINE_SUBS_MAX       256
+#define TETHER_ENGINE_SEEDS_MAX      64
 #define TETHER_ENGINE_MODULES_MAX    32
 
 typedef struct tether_engine tether_engine_t;
@@ -108,31 +133,84 @@ typedef struct tether_engine_config {
     const uint8_t *cookie;
     size_t cookie_len;
     const uint8_t *identity_seed; /* TETHER_KEY_SEED_BYTES or NULL */
+    const char *const *seeds;     /* nodes to join at start (copied) */
+    size_t nseeds;                /* 0..TETHER_ENGINE_SEEDS_MAX */
+    uint32_t seed_retry_ms;       /* 0: 3 * heartbeat_ms */
 } tether_engine_config_t;
 
-enum tether_engine_action_kind {
-    TETHER_ACTION_SEND = 1,   /* send data to peer */
-    TETHER_ACTION_DELIVER,    /* give data (one ETF term) to subscriber */
-    TETHER_ACTION_CONNECT,    /* open a connection to peer if none */
-    TETHER_ACTION_DISCONNECT, /* close the connection (reserved, not yet
-                                 emitted) */
-};
-
-/* One action; after tether_engine_next_action() the caller owns `data` and
- * frees it with tether_engine_action_release(). */
-typedef struct tether_engine_action {
-    int kind;
-    char peer[TETHER_NODE_NAME_MAX + 1]; /* SEND, CONNECT, DISCONNECT */
-    uint64_t subscriber;                 /* DELIVER */
-    uint8_t *data;                       /* SEND, DELIVER */
+/* A byte string inside an action (valid until the action is released). */
+typedef struct tether_bytes {
+    const uint8_t *ptr;
     size_t len;
-} tether_engine_action_t;
+} tether_bytes_t;
+
+/* What an action asks of the shell, or tells it. */
+typedef enum tether_action_kind {
+    /* Send u.send.bytes to `peer` as {'$tether', OurNode, Bytes}, over an
+     * existing connection only (the engine retries what is lost). */
+    TETHER_ACT_SEND = 1,
+    /* Open a connection to `peer` if there is none (the result comes back
+     * as peer_up, or nothing: the engine asks again). */
+    TETHER_ACT_CONNECT,
+    /* `peer` became a live member (u.member.up = 1) or stopped being one. */
+    TETHER_ACT_MEMBER,
+    /* A SHELL message (0x20) from `peer`: u.message.etf, authenticated,
+     * not validated (decode it with a complete decoder). */
+    TETHER_ACT_MESSAGE,
+    /* Our registration of a name lost a conflict and is already removed
+     * everywhere: tell the registrant (core/registry.h). winner is empty
+     * when a resolver kept neither. */
+    TETHER_ACT_REG_LOST,
+    /* Run our registrant's resolver on a conflict and answer with
+     * tether_registry_resolve() (core/registry.h). */
+    TETHER_ACT_REG_RESOLVE,
+    /* `peer`'s instance of a service came or changed (u.service.up = 1)
+     * or went (core/service_table.h). */
+    TETHER_ACT_SERVICE,
+} tether_action_kind_t;
+
+/*
+ * One action. After tether_engine_next_action() the caller owns it and
+ * frees it with tether_engine_action_release(); the byte strings of u
+ * live in one block that goes with it.
+ */
+typedef struct tether_action {
+    tether_action_kind_t kind;
+    char peer[TETHER_NODE_NAME_MAX + 1]; /* "" where the kind has none */
+    union {
+        struct {
+            tether_bytes_t bytes; /* a hello, notice or sealed envelope */
+        } send;
+        struct {
+            int up;
+        } member;
+        struct {
+            tether_bytes_t etf; /* one term, the sender's bytes */
+        } message;
+        struct {
+            tether_bytes_t name;   /* the name's term (ETF) */
+            tether_bytes_t loser;  /* our registrant's pid (ETF) */
+            tether_bytes_t winner; /* the kept pid (ETF), or empty */
+            int method;            /* TETHER_REG_NOTIFY/_EXIT/_RESOLVE */
+        } reg_lost;
+        struct {
+            tether_bytes_t name;   /* the name's term (ETF) */
+            tether_bytes_t winner; /* the earlier registration's pid */
+            tether_bytes_t loser;  /* the later one's pid */
+        } reg_resolve;
+        struct {
+            int up;
+            tether_bytes_t name; /* the service name's term (ETF) */
+        } service;
+    } u;
+    void *block; /* private: holds the byte strings above */
+} tether_action_t;
 
 /* What happened to input, for tests, the simulator and metrics. */
 typedef struct tether_engine_stats {
     uint64_t recv;            /* recv() calls */
     uint64_t recv_garbage;    /* not a tether message at all */
-    uint64_t recv_rejected;   /* hello or envelope refused by envelope.c */
+    uint64_t recv_rejected;   /* hello, notice or envelope refused */
     uint64_t recv_bad_term;   /* authenticated but undecodable payload */
     uint64_t recv_unknown;    /* unknown message type or sender */
     uint64_t recv_stale;      /* from an old incarnation or a left node */
@@ -148,42 +226,17 @@ typedef struct tether_engine_stats {
     uint64_t sessions_up; /* sessions that became usable */
     uint64_t member_events;
     uint64_t ticks;
+    uint64_t restarts_seen; /* restart notices of a newer incarnation */
+    uint64_t seed_joins;    /* joins started from the configured seeds */
 } tether_engine_stats_t;
-
-/*
- * A module of the engine (registry, rpc, election, ring, reminders, maps).
- * It owns one or more message types >= TETHER_MSG_MODULE_MIN (one per
- * registration) and gets hooks; every hook may be NULL. Messages are ETF
- * bytes already validated by tether__etf_validate(), unless the module is
- * `opaque`: then on_message gets the authenticated bytes as they came (any
- * nesting, funs) and must check them with a complete decoder of its own
- * (enif_binary_to_term, tether_term_valid) before reading them.
- */
-typedef struct tether_engine_module {
-    const char *name;
-    uint8_t type;
-    int opaque;
-    void (*on_message)(tether_engine_t *node, void *ctx, const char *from,
-                       const char *etf, size_t len);
-    void (*on_session_up)(tether_engine_t *node, void *ctx, const char *peer);
-    void (*on_session_down)(tether_engine_t *node, void *ctx, const char *peer);
-    void (*on_member)(tether_engine_t *node, void *ctx, const char *name,
-                      int up);
-    void (*on_tick)(tether_engine_t *node, void *ctx, uint64_t now_ms);
-    uint64_t (*next_deadline)(tether_engine_t *node, void *ctx);
-} tether_engine_module_t;
-
-/* Flags for tether_engine_send(). */
-/* The message is state, not a call: skip it (do not queue it) across a
- * defer partition; a fresh one follows the heal. */
-#define TETHER_SEND_STATE 1u
 
 /* Envelope-accepted hook: called once per envelope opened (for checks). */
 typedef void (*tether_engine_open_hook_t)(
     void *ctx, const char *self, const char *from,
     const uint8_t sid[TETHER_ENV_SID_BYTES], uint64_t seq);
 
-/* Fills cfg with defaults (no name, incarnation 1, 1 s heartbeat, 5 s TTL). */
+/* Fills cfg with defaults (no name, incarnation 1, 1 s heartbeat, 5 s TTL,
+ * no seeds). */
 void tether_engine_config_default(tether_engine_config_t *cfg);
 
 /* Creates an engine. Returns 0 and *out, TETHER_EINVAL, TETHER_ENOMEM or
@@ -191,8 +244,9 @@ void tether_engine_config_default(tether_engine_config_t *cfg);
 TETHER_MUST_CHECK int tether_engine_new(const tether_engine_config_t *cfg,
                                         tether_engine_t **out);
 
-/* Frees the engine, wiping keys, and every undrained action. NULL: no-op. */
-void tether_engine_free(tether_engine_t *node);
+/* Frees the engine, wiping keys, and every undrained action. NULL: no-op.
+ * Modules created on it (registry, service table) are freed first. */
+void tether_engine_free(tether_engine_t *eng);
 
 /*
  * Inputs. recv/peer_up/peer_down use the time of the last tick. recv
@@ -201,72 +255,80 @@ void tether_engine_free(tether_engine_t *node);
  * and peer_down report the shell's connection events; tick passes time
  * (it never goes backwards: an earlier now_ms is taken as the last one).
  */
-int tether_engine_recv(tether_engine_t *node, const char *from,
+int tether_engine_recv(tether_engine_t *eng, const char *from,
                        const uint8_t *bytes, size_t len);
-int tether_engine_peer_up(tether_engine_t *node, const char *name);
-int tether_engine_peer_down(tether_engine_t *node, const char *name);
-int tether_engine_tick(tether_engine_t *node, uint64_t now_ms);
+int tether_engine_peer_up(tether_engine_t *eng, const char *name);
+int tether_engine_peer_down(tether_engine_t *eng, const char *name);
+int tether_engine_tick(tether_engine_t *eng, uint64_t now_ms);
+
+/*
+ * Tells the engine the shell's wall clock (ms since the Unix epoch) at its
+ * current time. Hybrid-logical-clock stamps (registrations, service
+ * instances) use it; between two calls the wall clock is taken to advance
+ * with tick()'s time. Shells call it with every tick.
+ */
+void tether_engine_set_wall(tether_engine_t *eng, uint64_t wall_ms);
 
 /* When tick() is next due (ms, the shell's clock): the next heartbeat
  * round, lease expiry, hello retry or module deadline, whichever is first.
  * Before the first tick it is 0 (tick at once). */
-uint64_t tether_engine_next_deadline(const tether_engine_t *node);
+uint64_t tether_engine_next_deadline(const tether_engine_t *eng);
 
 /* Takes the oldest pending action: returns 1 and fills *out, or 0. */
-int tether_engine_next_action(tether_engine_t *node,
-                              tether_engine_action_t *out);
-/* Frees an action's data. */
-void tether_engine_action_release(tether_engine_action_t *a);
+int tether_engine_next_action(tether_engine_t *eng, tether_action_t *out);
+/* Frees an action's byte strings. NULL: no-op. */
+void tether_engine_action_release(tether_action_t *a);
+/* For a SEND action: hands its bytes (u.send.bytes, malloc'd) over to the
+ * caller, who frees them; release() then frees nothing. Saves a copy for
+ * a shell that queues the bytes itself. NULL for any other kind. */
+uint8_t *tether_engine_action_take(tether_action_t *a);
 
 /* Local API. */
 /* Joins the cluster `contact` belongs to. Returns 0, TETHER_EINVAL,
  * TETHER_ECLOSED (we left), TETHER_ENOMEM. */
-int tether_engine_join(tether_engine_t *node, const char *contact);
+int tether_engine_join(tether_engine_t *eng, const char *contact);
 /* Leaves the cluster (announced with our incarnation). Terminal: a node
  * that left comes back only as a new incarnation. Returns 0 or
  * TETHER_ECLOSED (already left). */
-int tether_engine_leave(tether_engine_t *node);
+int tether_engine_leave(tether_engine_t *eng);
 /* The live members, sorted (ourselves included unless we left). Fills up
  * to cap pointers (valid until the next input) and returns the count. */
-size_t tether_engine_members(tether_engine_t *node, const char **out,
+size_t tether_engine_members(tether_engine_t *eng, const char **out,
                              size_t cap);
 /* 1 if `name` is a live member. */
-int tether_engine_is_member(tether_engine_t *node, const char *name);
-/* Membership events go to subscriber id `sub` as DELIVER actions with the
- * term {tether_member, up | down, Node}. Returns 0, TETHER_EEXIST,
- * TETHER_ETOOBIG; unsubscribe returns 0 or TETHER_ENOTFOUND. */
-TETHER_MUST_CHECK int tether_engine_subscribe(tether_engine_t *node,
-                                              uint64_t sub);
-TETHER_MUST_CHECK int tether_engine_unsubscribe(tether_engine_t *node,
-                                                uint64_t sub);
+int tether_engine_is_member(tether_engine_t *eng, const char *name);
 
 /* Partitions: inject (returns the ref), heal one, heal all, the table. */
-TETHER_MUST_CHECK int tether_engine_partition(tether_engine_t *node,
+TETHER_MUST_CHECK int tether_engine_partition(tether_engine_t *eng,
                                               const char *const *a, size_t na,
                                               const char *const *b, size_t nb,
                                               int mode, uint64_t *ref);
-TETHER_MUST_CHECK int tether_engine_heal(tether_engine_t *node, uint64_t ref);
-void tether_engine_heal_all(tether_engine_t *node);
+TETHER_MUST_CHECK int tether_engine_heal(tether_engine_t *eng, uint64_t ref);
+void tether_engine_heal_all(tether_engine_t *eng);
 const tether_partition_table_t *
-tether_engine_partitions(const tether_engine_t *node);
+tether_engine_partitions(const tether_engine_t *eng);
 
 /* Trust an explicit public key for `name`. */
-TETHER_MUST_CHECK int tether_engine_trust_add(tether_engine_t *node,
+TETHER_MUST_CHECK int tether_engine_trust_add(tether_engine_t *eng,
                                               const char *name,
                                               const uint8_t *pk);
 /* Our identity public key (TETHER_KEY_PUBLIC_BYTES). */
-const uint8_t *tether_engine_public_key(const tether_engine_t *node);
+const uint8_t *tether_engine_public_key(const tether_engine_t *eng);
 
-/* Modules. */
-TETHER_MUST_CHECK int
-tether_engine_register_module(tether_engine_t *node,
-                              const tether_engine_module_t *m, void *ctx);
-/* Sends a message of a module type to a peer, subject to partitions (see
- * above; TETHER_SEND_STATE skips rather than queues in defer). Returns 0
- * (sent, queued or skipped), TETHER_ECLOSED (no usable session, or a drop
+/* Flags for tether_engine_send(). */
+/* The message is state, not a call: skip it (do not queue it) across a
+ * defer partition; a fresh one follows the heal. */
+#define TETHER_SEND_STATE 1u
+
+/*
+ * Sends one message of a sealed type >= TETHER_MSG_MODULE_MIN (a shell
+ * sends TETHER_MSG_SHELL) to a peer, subject to partitions (see above;
+ * TETHER_SEND_STATE skips rather than queues in defer). Returns 0 (sent,
+ * queued or skipped), TETHER_ECLOSED (no usable session, or a drop
  * partition: the caller answers nodedown; counted), TETHER_ETOOBIG (defer
- * queue full; counted), TETHER_EINVAL. */
-int tether_engine_send(tether_engine_t *node, const char *to, uint8_t type,
+ * queue full; counted), TETHER_EINVAL.
+ */
+int tether_engine_send(tether_engine_t *eng, const char *to, uint8_t type,
                        const uint8_t *etf, size_t len, unsigned flags);
 /*
  * The direct path, for traffic the shell carries itself (the NIF's RPC
@@ -278,71 +340,42 @@ int tether_engine_send(tether_engine_t *node, const char *to, uint8_t type,
  * SEND action on heal); TETHER_ECLOSED (no usable session, a drop
  * partition, we left), TETHER_ETOOBIG (defer queue full), TETHER_EINVAL.
  */
-int tether_engine_seal(tether_engine_t *node, const char *to, uint8_t type,
+int tether_engine_seal(tether_engine_t *eng, const char *to, uint8_t type,
                        const uint8_t *etf, size_t len, uint8_t **out,
                        size_t *out_len);
 /*
- * Opens an envelope of a module type that `from` sealed with
- * tether_engine_seal() and returns its payload instead of dispatching it:
- * 0 with *type and *payload (authenticated bytes pointing into bytes, not
- * validated: the caller checks them with a complete decoder, as an opaque
- * module does) to handle now; TETHER_EAGAIN when a defer partition holds
- * it (the module of *type gets it on heal, as if received then);
+ * Opens an envelope of a type >= TETHER_MSG_MODULE_MIN that `from` sealed
+ * with tether_engine_seal() and returns its payload instead of handing it
+ * on: 0 with *type and *payload (authenticated bytes pointing into bytes,
+ * not validated: the caller checks them with a complete decoder) to
+ * handle now; TETHER_EAGAIN when a defer partition holds it (it is handed
+ * on at heal, as if received then: a SHELL message as a MESSAGE action);
  * TETHER_ECLOSED (a drop partition, we left, session not usable);
- * TETHER_EPROTO (a hello, counted and not handled; or an engine control
- * message, which is handled as tether_engine_recv() would); the
+ * TETHER_EPROTO (a hello or notice, counted and not handled; or an engine
+ * control message, which is handled as tether_engine_recv() would); the
  * envelope's own refusals (TETHER_EAUTH, TETHER_EREPLAY, ...). Every
  * refusal is counted as tether_engine_recv() counts it.
  */
-int tether_engine_open(tether_engine_t *node, const char *from,
+int tether_engine_open(tether_engine_t *eng, const char *from,
                        const uint8_t *bytes, size_t len, uint8_t *type,
                        const uint8_t **payload, size_t *plen);
-/*
- * Sends a message of a module type to every live member but us, as
- * tether_engine_send() would to each of them, in member order (flags as
- * there). What one peer refuses (no session, a partition, a full defer
- * queue) is counted in the stats, not returned. Returns 0, TETHER_ECLOSED
- * (we left) or TETHER_EINVAL.
- */
-int tether_engine_broadcast(tether_engine_t *node, uint8_t type,
-                            const uint8_t *etf, size_t len, unsigned flags);
-/* Takes one sealed envelope for peer (len bytes, valid during the call).
- * It must not call into the engine. */
-typedef void (*tether_engine_sealed_t)(void *ctx, const char *peer,
-                                       const uint8_t *bytes, size_t len);
-/*
- * tether_engine_broadcast() on the direct path: seals the message for
- * every live member but us, as tether_engine_seal() would, and hands each
- * envelope that is to go now to sealed(); what a defer partition holds
- * stays queued in the engine (a SEND action on heal), what cannot go is
- * counted. Returns 0, TETHER_ECLOSED (we left) or TETHER_EINVAL.
- */
-int tether_engine_broadcast_sealed(tether_engine_t *node, uint8_t type,
-                                   const uint8_t *etf, size_t len,
-                                   tether_engine_sealed_t sealed, void *ctx);
-/* Queues a DELIVER action. Returns 0 or TETHER_ENOMEM. */
-TETHER_MUST_CHECK int tether_engine_deliver(tether_engine_t *node, uint64_t sub,
-                                            const uint8_t *etf, size_t len);
-/* Fills buf with deterministic random bytes from the engine's seed. */
-void tether_engine_random(tether_engine_t *node, uint8_t *buf, size_t len);
 
 /* Introspection. */
-const char *tether_engine_name(const tether_engine_t *node);
-uint64_t tether_engine_incarnation(const tether_engine_t *node);
-uint64_t tether_engine_now(const tether_engine_t *node);
-int tether_engine_has_left(const tether_engine_t *node);
+const char *tether_engine_name(const tether_engine_t *eng);
+uint64_t tether_engine_incarnation(const tether_engine_t *eng);
+uint64_t tether_engine_now(const tether_engine_t *eng);
+int tether_engine_has_left(const tether_engine_t *eng);
 /* 1 while a join() has not been answered by its contact. */
-int tether_engine_join_pending(const tether_engine_t *node);
+int tether_engine_join_pending(const tether_engine_t *eng);
 /* The contact a pending join currently goes through ("" if none). */
-const char *tether_engine_join_contact(const tether_engine_t *node);
+const char *tether_engine_join_contact(const tether_engine_t *eng);
 /* 1 if a session with peer is usable for engine messages. */
-int tether_engine_session_up(const tether_engine_t *node, const char *peer);
-const tether_engine_stats_t *tether_engine_stats(const tether_engine_t *node);
+int tether_engine_session_up(const tether_engine_t *eng, const char *peer);
+const tether_engine_stats_t *tether_engine_stats(const tether_engine_t *eng);
 const tether_envelope_stats_t *
-tether_engine_envelope_stats(const tether_engine_t *node);
-const tether_membership_t *
-tether_engine_membership(const tether_engine_t *node);
-void tether_engine_set_open_hook(tether_engine_t *node,
+tether_engine_envelope_stats(const tether_engine_t *eng);
+const tether_membership_t *tether_engine_membership(const tether_engine_t *eng);
+void tether_engine_set_open_hook(tether_engine_t *eng,
                                  tether_engine_open_hook_t hook, void *ctx);
 
 #endif /* TETHER_CORE_ENGINE_H */

@@ -30,9 +30,11 @@ _Static_assert(TETHER_ENV_TYPE_USER_MIN > TETHER_ENV_TYPE_HELLO, "types");
 #define HELLO_OFF_TO_LEN   3
 #define HELLO_OFF_NAMES    4
 
-/* The signed part of a hello is prefixed with the hello label and a NUL. */
+/* The signed part of a hello is prefixed with the hello label and a NUL
+ * (a restart notice with its own, longer, label). */
 #define HELLO_LABEL_BYTES (sizeof(TETHER_ENV_LABEL_HELLO))
-#define HELLO_TBS_MAX     (HELLO_LABEL_BYTES + TETHER_HELLO_MAX_BYTES)
+#define HELLO_TBS_MAX                                                          \
+    (sizeof(TETHER_ENV_LABEL_RESTART) + TETHER_HELLO_MAX_BYTES)
 
 /* Adds one to counter `field` of the session and of the node, if any. */
 #define COUNT(s, field)                                                        \
@@ -278,12 +280,46 @@ static int establish(tether_session_t *s)
     return rc;
 }
 
+/*
+ * Writes a signed hello-layout message of `type` (hello or restart notice)
+ * from us to the peer into out (size bytes): names, incarnation, nonce and
+ * kx key, then the Ed25519 signature over label || NUL || the body.
+ */
+static void write_signed(const tether_session_t *s, uint8_t type,
+                         const char *label, size_t label_len,
+                         uint64_t incarnation, const uint8_t *nonce,
+                         const uint8_t *kx_pk, uint8_t *out, size_t size)
+{
+    uint8_t tbs[HELLO_TBS_MAX];
+    const tether_identity_t *self = s->self;
+    size_t body = size - TETHER_SIG_BYTES;
+    uint8_t *p = tbs + label_len; /* the body, after the label */
+    size_t off = HELLO_OFF_NAMES;
+
+    memcpy(tbs, label, label_len);
+    p[0] = TETHER_ENVELOPE_VERSION;
+    p[1] = type;
+    p[HELLO_OFF_FROM_LEN] = (uint8_t)self->name_len;
+    p[HELLO_OFF_TO_LEN] = (uint8_t)s->peer_len;
+    memcpy(p + off, self->name, self->name_len);
+    off += self->name_len;
+    memcpy(p + off, s->peer, s->peer_len);
+    off += s->peer_len;
+    put_u64(p + off, incarnation);
+    off += 8;
+    memcpy(p + off, nonce, TETHER_ENV_NONCE_BYTES);
+    off += TETHER_ENV_NONCE_BYTES;
+    memcpy(p + off, kx_pk, TETHER_ENV_KX_PK_BYTES);
+    memcpy(out, p, body);
+    crypto_sign_detached(out + body, NULL, tbs, label_len + body, self->sk);
+    sodium_memzero(tbs, sizeof tbs);
+}
+
 int tether__session_hello(tether_session_t *s, uint64_t incarnation,
                           const uint8_t nonce[TETHER_ENV_NONCE_BYTES],
                           const uint8_t kx_seed[TETHER_ENV_KX_SEED_BYTES],
                           uint8_t *out, size_t out_cap, size_t *out_len)
 {
-    uint8_t tbs[HELLO_TBS_MAX];
     uint8_t kx_pk[TETHER_ENV_KX_PK_BYTES];
     uint8_t kx_sk[crypto_kx_SECRETKEYBYTES];
     int rc;
@@ -295,31 +331,9 @@ int tether__session_hello(tether_session_t *s, uint64_t incarnation,
     if (out_cap < size)
         return TETHER_ETOOBIG;
 
-    const tether_identity_t *self = s->self;
-    size_t body = size - TETHER_SIG_BYTES;
-    uint8_t *p = tbs + HELLO_LABEL_BYTES; /* the hello body, after the label */
-
     crypto_kx_seed_keypair(kx_pk, kx_sk, kx_seed);
-    memcpy(tbs, TETHER_ENV_LABEL_HELLO, HELLO_LABEL_BYTES);
-    p[0] = TETHER_ENVELOPE_VERSION;
-    p[1] = TETHER_ENV_TYPE_HELLO;
-    p[HELLO_OFF_FROM_LEN] = (uint8_t)self->name_len;
-    p[HELLO_OFF_TO_LEN] = (uint8_t)s->peer_len;
-    size_t off = HELLO_OFF_NAMES;
-    memcpy(p + off, self->name, self->name_len);
-    off += self->name_len;
-    memcpy(p + off, s->peer, s->peer_len);
-    off += s->peer_len;
-    put_u64(p + off, incarnation);
-    off += 8;
-    memcpy(p + off, nonce, TETHER_ENV_NONCE_BYTES);
-    off += TETHER_ENV_NONCE_BYTES;
-    memcpy(p + off, kx_pk, TETHER_ENV_KX_PK_BYTES);
-    off += TETHER_ENV_KX_PK_BYTES;
-
-    memcpy(out, p, body);
-    crypto_sign_detached(out + body, NULL, tbs, HELLO_LABEL_BYTES + body,
-                         self->sk);
+    write_signed(s, TETHER_ENV_TYPE_HELLO, TETHER_ENV_LABEL_HELLO,
+                 HELLO_LABEL_BYTES, incarnation, nonce, kx_pk, out, size);
 
     /* Any earlier session or outstanding hello ends here. */
     wipe_keys(s);
@@ -343,7 +357,6 @@ int tether__session_hello(tether_session_t *s, uint64_t incarnation,
 
 done:
     sodium_memzero(kx_sk, sizeof kx_sk);
-    sodium_memzero(tbs, sizeof tbs);
     return rc;
 }
 
@@ -372,8 +385,8 @@ enum parse_fault {
     FAULT_MALFORMED,
 };
 
-static int parse_hello(const uint8_t *in, size_t len, hello_view_t *v,
-                       enum parse_fault *what)
+static int parse_hello(const uint8_t *in, size_t len, uint8_t type,
+                       hello_view_t *v, enum parse_fault *what)
 {
     *what = FAULT_NONE;
     if (in == NULL || len == 0) {
@@ -392,7 +405,7 @@ static int parse_hello(const uint8_t *in, size_t len, hello_view_t *v,
         *what = FAULT_TRUNCATED;
         return TETHER_EAGAIN;
     }
-    if (in[1] != TETHER_ENV_TYPE_HELLO || in[HELLO_OFF_FROM_LEN] == 0 ||
+    if (in[1] != type || in[HELLO_OFF_FROM_LEN] == 0 ||
         in[HELLO_OFF_TO_LEN] == 0) {
         *what = FAULT_MALFORMED;
         return TETHER_EPROTO;
@@ -473,42 +486,62 @@ static int kx_pk_is_weak(const uint8_t pk[TETHER_ENV_KX_PK_BYTES])
     return weak;
 }
 
-int tether__session_accept(tether_session_t *s, const uint8_t *in, size_t len)
+/*
+ * Checks a signed hello-layout message of `type` from the peer: its
+ * structure, a trusted signer, the signature under `label`, and that it is
+ * from our peer to us. Counts what it refuses. Returns 0 with *v, or the
+ * TETHER_E* code of the first fault (see tether__session_accept).
+ */
+static int verify_signed(tether_session_t *s, const uint8_t *in, size_t len,
+                         uint8_t type, const char *label, size_t label_len,
+                         hello_view_t *v)
 {
     uint8_t tbs[HELLO_TBS_MAX];
     uint8_t pk[TETHER_KEY_PUBLIC_BYTES];
-    hello_view_t v;
     enum parse_fault what;
     int rc;
 
-    if (s == NULL || s->self == NULL || s->trust == NULL)
-        return TETHER_EINVAL;
-    rc = parse_hello(in, len, &v, &what);
+    rc = parse_hello(in, len, type, v, &what);
     if (rc != 0) {
         count_fault(s, what);
         return rc;
     }
 
     /* Who claims to have signed it, and is that name trusted at all? */
-    rc = tether__trust_lookup_n(s->trust, v.from, v.from_len, pk);
+    rc = tether__trust_lookup_n(s->trust, v->from, v->from_len, pk);
     if (rc != 0) {
         COUNT(s, unknown_signer);
         return TETHER_ENOTFOUND;
     }
-    memcpy(tbs, TETHER_ENV_LABEL_HELLO, HELLO_LABEL_BYTES);
-    memcpy(tbs + HELLO_LABEL_BYTES, in, v.body_len);
-    if (crypto_sign_verify_detached(v.sig, tbs, HELLO_LABEL_BYTES + v.body_len,
-                                    pk) != 0) {
+    memcpy(tbs, label, label_len);
+    memcpy(tbs + label_len, in, v->body_len);
+    rc = crypto_sign_verify_detached(v->sig, tbs, label_len + v->body_len, pk);
+    sodium_memzero(tbs, sizeof tbs);
+    if (rc != 0) {
         COUNT(s, bad_signature);
         return TETHER_EAUTH;
     }
 
     /* Authentic; now is it from our peer, to us? */
-    if (name_cmp(v.from, v.from_len, s->peer, s->peer_len) != 0 ||
-        name_cmp(v.to, v.to_len, s->self->name, s->self->name_len) != 0) {
+    if (name_cmp(v->from, v->from_len, s->peer, s->peer_len) != 0 ||
+        name_cmp(v->to, v->to_len, s->self->name, s->self->name_len) != 0) {
         COUNT(s, misaddressed);
         return TETHER_EPROTO;
     }
+    return 0;
+}
+
+int tether__session_accept(tether_session_t *s, const uint8_t *in, size_t len)
+{
+    hello_view_t v;
+    int rc;
+
+    if (s == NULL || s->self == NULL || s->trust == NULL)
+        return TETHER_EINVAL;
+    rc = verify_signed(s, in, len, TETHER_ENV_TYPE_HELLO,
+                       TETHER_ENV_LABEL_HELLO, HELLO_LABEL_BYTES, &v);
+    if (rc != 0)
+        return rc;
 
     /* Fresh? Never the hello we already took, never an older incarnation. */
     if (s->have_peer_hello) {
@@ -552,6 +585,42 @@ int tether__session_accept(tether_session_t *s, const uint8_t *in, size_t len)
     } else {
         s->state = TETHER_SESSION_PEER_HELLO;
     }
+    return 0;
+}
+
+int tether__session_restart_notice(const tether_session_t *s,
+                                   uint64_t incarnation, uint8_t *out,
+                                   size_t out_cap, size_t *out_len)
+{
+    static const uint8_t zero[TETHER_ENV_NONCE_BYTES + TETHER_ENV_KX_PK_BYTES];
+
+    if (s == NULL || s->self == NULL || out == NULL || out_len == NULL)
+        return TETHER_EINVAL;
+    size_t size = tether__session_hello_size(s);
+    if (out_cap < size)
+        return TETHER_ETOOBIG;
+    write_signed(s, TETHER_ENV_TYPE_RESTART, TETHER_ENV_LABEL_RESTART,
+                 sizeof(TETHER_ENV_LABEL_RESTART), incarnation, zero,
+                 zero + TETHER_ENV_NONCE_BYTES, out, size);
+    *out_len = size;
+    return 0;
+}
+
+int tether__session_check_restart(tether_session_t *s, const uint8_t *in,
+                                  size_t len, uint64_t *incarnation)
+{
+    hello_view_t v;
+    int rc;
+
+    if (s == NULL || s->self == NULL || s->trust == NULL || incarnation == NULL)
+        return TETHER_EINVAL;
+    rc = verify_signed(s, in, len, TETHER_ENV_TYPE_RESTART,
+                       TETHER_ENV_LABEL_RESTART,
+                       sizeof(TETHER_ENV_LABEL_RESTART), &v);
+    if (rc != 0)
+        return rc;
+    COUNT(s, restart_ok);
+    *incarnation = v.incarnation;
     return 0;
 }
 
@@ -708,7 +777,8 @@ int tether__envelope_kind(const uint8_t *in, size_t len)
         return TETHER_EAGAIN;
     if (in[0] != TETHER_ENVELOPE_VERSION)
         return TETHER_EPROTO;
-    if (in[1] == TETHER_ENV_TYPE_HELLO || in[1] >= TETHER_ENV_TYPE_USER_MIN)
+    if (in[1] == TETHER_ENV_TYPE_HELLO || in[1] == TETHER_ENV_TYPE_RESTART ||
+        in[1] >= TETHER_ENV_TYPE_USER_MIN)
         return in[1];
     return TETHER_EPROTO;
 }
@@ -719,7 +789,11 @@ int tether__hello_peek_names(const uint8_t *in, size_t len, char *from,
     hello_view_t v;
     enum parse_fault what;
 
-    int rc = parse_hello(in, len, &v, &what);
+    int rc =
+        parse_hello(in, len, in != NULL && len >= 2 ? in[1] : 0, &v, &what);
+    if (rc == 0 && in[1] != TETHER_ENV_TYPE_HELLO &&
+        in[1] != TETHER_ENV_TYPE_RESTART)
+        rc = TETHER_EPROTO;
     if (rc != 0)
         return rc;
     if (from != NULL) {

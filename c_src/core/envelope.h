@@ -23,6 +23,13 @@
  *                                      over TETHER_ENV_LABEL_HELLO || 0x00
  *                                      || every byte before sig
  *
+ *   restart notice (TETHER_ENV_TYPE_RESTART): a hello's layout and size,
+ *     type byte 0x02, nonce and kx_pk all zero, signed over
+ *     TETHER_ENV_LABEL_RESTART || 0x00 || every byte before sig. It says
+ *     "I am this incarnation of `from`" to `to`, outside any session; it
+ *     never changes a session, only tells the engine that a peer it holds
+ *     state of may have restarted (see tether__session_check_restart).
+ *
  *   sealed envelope (type TETHER_ENV_TYPE_USER_MIN..255, chosen by caller)
  *     0       u8   version  TETHER_ENVELOPE_VERSION
  *     1       u8   type
@@ -94,8 +101,9 @@ extern "C" {
 
 #define TETHER_ENVELOPE_VERSION 0xE1 /* first byte of every message */
 
-/* Message types (byte 1). 0x00 and 0x02..0x0f are reserved. */
+/* Message types (byte 1). 0x00 and 0x03..0x0f are reserved. */
 #define TETHER_ENV_TYPE_HELLO    0x01
+#define TETHER_ENV_TYPE_RESTART  0x02
 #define TETHER_ENV_TYPE_USER_MIN 0x10 /* first type seal() accepts */
 
 #define TETHER_ENV_NONCE_BYTES   32 /* hello nonce */
@@ -122,9 +130,10 @@ extern "C" {
 #define TETHER_ENV_REPLAY_WINDOW 1024
 
 /* Domain-separation labels (see the wire format above). */
-#define TETHER_ENV_LABEL_HELLO "tether/v1/hello"
-#define TETHER_ENV_LABEL_SID   "tether/v1/session-id"
-#define TETHER_ENV_LABEL_KEY   "tether/v1/envelope-mac-key"
+#define TETHER_ENV_LABEL_HELLO   "tether/v1/hello"
+#define TETHER_ENV_LABEL_RESTART "tether/v1/restart"
+#define TETHER_ENV_LABEL_SID     "tether/v1/session-id"
+#define TETHER_ENV_LABEL_KEY     "tether/v1/envelope-mac-key"
 
 /*
  * Counters of what happened to incoming (and sealed) messages. Each
@@ -134,6 +143,7 @@ extern "C" {
 typedef struct tether_envelope_stats {
     uint64_t ok;             /* envelopes opened */
     uint64_t hello_ok;       /* hellos accepted */
+    uint64_t restart_ok;     /* restart notices verified */
     uint64_t sealed;         /* envelopes sealed */
     uint64_t truncated;      /* shorter than its own structure says */
     uint64_t oversized;      /* longer than the cap or than its structure */
@@ -325,8 +335,32 @@ uint64_t tether__session_peer_incarnation(const tether_session_t *s);
 const tether_envelope_stats_t *tether__session_stats(const tether_session_t *s);
 
 /*
+ * Builds our signed restart notice to the peer (see the wire format) into
+ * out (out_cap >= tether__session_hello_size(); TETHER_HELLO_MAX_BYTES
+ * always suffices), saying we run as `incarnation`. The session does not
+ * change. Returns 0, TETHER_EINVAL or TETHER_ETOOBIG.
+ */
+TETHER_MUST_CHECK int
+tether__session_restart_notice(const tether_session_t *s, uint64_t incarnation,
+                               uint8_t *out, size_t out_cap, size_t *out_len);
+
+/*
+ * Verifies a restart notice received from the peer (untrusted bytes) as
+ * accept() verifies a hello: structure, trusted signer, signature, from
+ * our peer and to us (same counters and codes). On 0, *incarnation is the
+ * incarnation the peer says it runs as; whether that is news is the
+ * caller's to judge (a notice is replayable: only an incarnation newer
+ * than the one held means anything). The session never changes.
+ */
+TETHER_MUST_CHECK int tether__session_check_restart(tether_session_t *s,
+                                                    const uint8_t *in,
+                                                    size_t len,
+                                                    uint64_t *incarnation);
+
+/*
  * Classifies received bytes without authenticating anything, so the engine
- * can route them: returns TETHER_ENV_TYPE_HELLO for a hello, the type byte
+ * can route them: returns TETHER_ENV_TYPE_HELLO for a hello,
+ * TETHER_ENV_TYPE_RESTART for a restart notice, the type byte
  * (>= TETHER_ENV_TYPE_USER_MIN) for a sealed envelope, TETHER_EAGAIN if
  * shorter than two bytes, TETHER_EPROTO for a bad version or reserved type.
  * The result is a hint only: accept/open do the real checks.

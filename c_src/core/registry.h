@@ -10,21 +10,16 @@
  * carries the owner's node name, a hybrid-logical-clock stamp and the
  * method by which its registrant wants to hear of a lost conflict.
  *
- * Messages (engine type TETHER_MSG_REGISTRY, one term each; every entry
- * described is the sender's own):
- *   {reg_add, Stamp, Method, NameEtf, PidEtf}   a new registration
- *   {reg_del, Stamp, NameEtf}                   its removal
- *   {reg_sync, [{Stamp, Method, NameEtf, PidEtf}]}  the sender's full set;
- *                                               replaces what we hold of it
- *   {reg_digest, Count, Hash}                   anti-entropy: the count and
- *                                               XOR-of-FNV hash of the set
- *   {reg_pull, Count}                           "send me your reg_sync"
+ * Storage and replication are an owner table (core/owner_table.h, tag
+ * prefix "reg"): entries keyed by NameEtf, valued PidEtf, flags the
+ * registrant's Method, stamped with the engine's hybrid logical clock at
+ * registration; full exchanges when sessions come up and members come
+ * back, digests every digest_ms, entries of a member that goes down or
+ * leaves dropped at once. One message of the registry's own (engine type
+ * TETHER_MSG_REGISTRY):
  *   {reg_yield, Stamp, NameEtf, KeptPidEtf | <<>>}  a resolver's verdict:
  *                                               the receiver's entry
  *                                               (NameEtf, Stamp) goes
- * A full exchange (reg_sync both ways) happens when a session comes up and
- * when a member comes back (a drop partition heals); digests every
- * digest_ms repair lost or reordered messages.
  *
  * Conflicts (the same name held by two owners, possible only after a
  * partition). Every node keeps the entry of each owner (an owner's set is
@@ -34,20 +29,19 @@
  * equal stamps to the owner whose name sorts first. Call it W and the
  * other L. Then exactly one node acts:
  *   - neither W nor L has method RESOLVE: L's owner removes L, broadcasts
- *     reg_del and hands its shell a DELIVER to conflict_sub
- *       {tether_reg_conflict, NameEtf, LoserPidEtf, WinnerPidEtf, Method}
- *     so the shell tells the registrant (message or exit, per Method);
+ *     the removal and hands its shell a TETHER_ACT_REG_LOST action (name,
+ *     loser, winner, method), so the shell tells the registrant (message
+ *     or exit, per Method);
  *   - otherwise the resolver node R is W's owner if W has RESOLVE, else
  *     L's owner. R alone asks its shell, once per rival entry, with a
- *     DELIVER to conflict_sub
- *       {tether_reg_resolve, NameEtf, WinnerPidEtf, LoserPidEtf}
- *     (W's pid first). The shell runs the registrant's resolver and
+ *     TETHER_ACT_REG_RESOLVE action (name, W's pid, L's pid). The shell
+ *     runs the registrant's resolver and
  *     answers with tether_registry_resolve(): R removes its own entry if
- *     the verdict did not keep it (reg_del), and sends reg_yield to the
- *     owner of each rival the verdict did not keep, repeating it every
- *     digest period until that entry is gone (lost messages). That owner
- *     removes its entry as a loser (reg_del, and a tether_reg_conflict to
- *     its shell with the kept pid, or an empty binary for none). Until
+ *     the verdict did not keep it, and sends reg_yield to the owner of
+ *     each rival the verdict did not keep, repeating it every digest
+ *     period until that entry is gone (lost messages). That owner removes
+ *     its entry as a loser (and tells its shell with TETHER_ACT_REG_LOST,
+ *     the winner being the kept pid, or empty for none). Until
  *     the verdict, W stays visible everywhere and nobody removes anything;
  *     if R goes down first, its entries go with it and the rival stays.
  * With three or more owners of one name, conflicts resolve pairwise with
@@ -69,7 +63,6 @@
 #include "core/engine.h"
 #include "tether/error.h"
 
-#define TETHER_MSG_REGISTRY       0x21
 #define TETHER_REG_NAME_MAX       4096 /* bytes of a name's ETF */
 #define TETHER_REG_PID_MAX        512  /* bytes of a pid's ETF */
 #define TETHER_REG_ENTRIES_MAX    (1u << 20)
@@ -85,7 +78,6 @@
 typedef struct tether_registry tether_registry_t;
 
 typedef struct tether_registry_config {
-    uint64_t conflict_sub;         /* DELIVER subscriber of lost conflicts */
     uint32_t digest_ms;            /* 0: TETHER_REG_DEFAULT_DIGEST */
     void (*wlock)(void *lock_ctx); /* optional write-lock hooks */
     void (*wunlock)(void *lock_ctx);
@@ -103,7 +95,7 @@ typedef struct tether_registry_stats {
     uint64_t conflicts;      /* conflicts seen on this node */
     uint64_t lost;           /* our own entries that lost one */
     uint64_t resolves_asked; /* tether_reg_resolve requests to our shell */
-    uint64_t syncs_sent, pulls_sent;
+    uint64_t syncs_sent, syncs_recv, pulls_sent;
     uint64_t bad_msgs;   /* undecodable registry messages */
     uint64_t stale_msgs; /* from a node that is not a member */
 } tether_registry_stats_t;
@@ -116,17 +108,17 @@ typedef void (*tether_registry_visit_t)(void *ctx, const uint8_t *name,
 
 void tether_registry_config_default(tether_registry_config_t *cfg);
 
-/* Creates a registry and registers it as a module of eng (which must
- * outlive it, or be freed first: the registry is then only freed).
- * Returns 0, TETHER_EINVAL, TETHER_ENOMEM, TETHER_EEXIST (type taken). */
+/* Creates a registry as a module of eng, which owns it from then on (it
+ * goes with tether_engine_free()). Returns 0, TETHER_EINVAL, TETHER_ENOMEM,
+ * TETHER_EEXIST (type taken). */
 TETHER_MUST_CHECK int tether_registry_new(const tether_registry_config_t *cfg,
                                           tether_engine_t *eng,
                                           tether_registry_t **out);
-void tether_registry_free(tether_registry_t *r);
 
 /*
- * Registers name -> pid as our own, stamped with the HLC at wall_ms (the
- * shell's wall clock, ms), and broadcasts it. A pid holds at most one
+ * Registers name -> pid as our own, stamped with the engine's HLC at
+ * wall_ms (the shell's wall clock, ms: tether_engine_set_wall()), and
+ * broadcasts it. A pid holds at most one
  * name of ours, as in global. Returns 0, TETHER_EEXIST (the name is held,
  * by anyone, or pid already holds a name of ours), TETHER_EINVAL (sizes,
  * method, we left), TETHER_ENOMEM, TETHER_ETOOBIG (table full or clock
@@ -137,13 +129,14 @@ TETHER_MUST_CHECK int tether_registry_register(tether_registry_t *r,
                                                const uint8_t *pid, size_t plen,
                                                int method, uint64_t wall_ms);
 
-/* Takes one sealed envelope for peer (len bytes, valid during the call);
- * the engine's type (core/engine.h). */
-typedef tether_engine_sealed_t tether_registry_sealed_t;
+/* Takes one sealed envelope for peer (len bytes, valid during the call).
+ * It must not call into the engine. */
+typedef void (*tether_registry_sealed_t)(void *ctx, const char *peer,
+                                         const uint8_t *bytes, size_t len);
 
 /*
  * tether_registry_register() on the direct path: the broadcast is sealed
- * with tether_engine_broadcast_sealed() and each envelope handed to
+ * for each live member (core/module.h) and each envelope handed to
  * sealed() for the caller to send to its peer at once (as {'$tether',
  * OurNode, Bytes}), instead of queued as SEND actions for the shell's
  * engine owner, which saves a hand-over to another process or thread. A
@@ -158,17 +151,13 @@ tether_registry_register_sealed(tether_registry_t *r, const uint8_t *name,
                                 size_t nlen, const uint8_t *pid, size_t plen,
                                 int method, uint64_t wall_ms,
                                 tether_registry_sealed_t sealed, void *ctx);
-/* Tells the registry the shell's wall clock (ms) at the engine's current
- * time, so stamps merged from peers before our first registration are
- * compared with the right physical time. register() does the same. */
-void tether_registry_set_wall(tether_registry_t *r, uint64_t wall_ms);
 /* Removes our own entry for name and broadcasts it. Returns 0 or
  * TETHER_ENOTFOUND (no such name of ours). */
 TETHER_MUST_CHECK int tether_registry_unregister(tether_registry_t *r,
                                                  const uint8_t *name,
                                                  size_t nlen);
 /*
- * The shell's answer to {tether_reg_resolve, ...}: the verdict of our
+ * The shell's answer to TETHER_ACT_REG_RESOLVE: the verdict of our
  * registrant's resolver on name. keep is the pid (ETF, klen bytes) that
  * keeps the name, or NULL (klen 0) for none. Our own entry goes unless
  * kept; every other entry of name but the kept one is told to yield (see

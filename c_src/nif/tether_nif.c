@@ -31,20 +31,12 @@
 #include "core/codec.h"
 #include "core/engine.h"
 #include "core/registry.h"
-#include "core/service.h"
+#include "core/service_table.h"
 #include "tether/error.h"
 #include "tether/version.h"
 
 /* Actions handed out by one engine_drain call. */
 #define DRAIN_MAX 256
-/* The engine message type carrying Erlang-side module traffic. */
-#define NIF_MSG_ERLANG TETHER_MSG_MODULE_MIN
-/* The subscriber id that receives Erlang-side module messages. */
-#define NIF_SUB_MODULE 0
-/* The subscriber id that receives lost registry conflicts. */
-#define NIF_SUB_REGISTRY 2
-/* The subscriber id that receives service table events. */
-#define NIF_SUB_SERVICE 3
 /* Name keys up to this size are built on the stack. */
 #define NIF_KEY_STACK 512
 /* Longest cookie accepted (core/keys.h). */
@@ -61,8 +53,8 @@ typedef struct engine_res {
     ErlNifMutex *lock;
     ErlNifRWLock *rw;
     tether_engine_t *eng;   /* owned; freed by the destructor */
-    tether_registry_t *reg; /* owned; freed after the engine */
-    tether_svc_t *svc;      /* owned; freed after the engine; same rw */
+    tether_registry_t *reg; /* a module of eng: freed with it */
+    tether_svctab_t *svc;   /* a module of eng: freed with it; same rw */
 } engine_res_t;
 
 static ErlNifResourceType *engine_rt;
@@ -72,9 +64,16 @@ static ERL_NIF_TERM am_error;
 static ERL_NIF_TERM am_true;
 static ERL_NIF_TERM am_false;
 static ERL_NIF_TERM am_send;
-static ERL_NIF_TERM am_deliver;
 static ERL_NIF_TERM am_connect;
-static ERL_NIF_TERM am_disconnect;
+static ERL_NIF_TERM am_member;
+static ERL_NIF_TERM am_message;
+static ERL_NIF_TERM am_reg_lost;
+static ERL_NIF_TERM am_reg_resolve;
+static ERL_NIF_TERM am_service;
+static ERL_NIF_TERM am_up;
+static ERL_NIF_TERM am_down;
+static ERL_NIF_TERM am_seeds;
+static ERL_NIF_TERM am_seed_retry_ms;
 static ERL_NIF_TERM am_drop;
 static ERL_NIF_TERM am_defer;
 /* Map keys of engine_new's options and engine_info's answer. */
@@ -105,7 +104,7 @@ static const char *const stat_names[] = {
     "recv_unknown",  "recv_stale",      "sent",          "send_no_session",
     "part_dropped",  "part_skipped",    "part_deferred", "defer_overflow",
     "defer_flushed", "defer_discarded", "hellos_sent",   "sessions_up",
-    "member_events", "ticks",
+    "member_events", "ticks",           "restarts_seen", "seed_joins",
 };
 #define STATS_N (sizeof stat_names / sizeof stat_names[0])
 static ERL_NIF_TERM am_stat[STATS_N];
@@ -183,7 +182,8 @@ static int get_name(ErlNifEnv *env, ERL_NIF_TERM t,
      * atom_to_binary; other atoms are refused (OTP 25's enif atom text is
      * Latin-1), and the caller passes the UTF-8 binary instead. */
     if (enif_is_atom(env, t)) {
-        n = enif_get_atom(env, t, out, TETHER_NODE_NAME_MAX + 1, ERL_NIF_LATIN1);
+        n = enif_get_atom(env, t, out, TETHER_NODE_NAME_MAX + 1,
+                          ERL_NIF_LATIN1);
         if (n <= 1)
             return 0;
         for (int i = 0; i < n - 1; i++)
@@ -278,43 +278,12 @@ fail:
     return 0;
 }
 
-/* ----------------------------------------------- the Erlang-side module */
-
-/*
- * Engine messages of type NIF_MSG_ERLANG come from the Erlang side of a
- * peer (tether_nif:engine_send/3). This module hook hands each one to
- * subscriber NIF_SUB_MODULE as {tether_msg, From, EtfBinary}; the Erlang
- * server decodes the inner binary itself. Runs under the engine lock (it
- * only queues an action).
- */
-static void erlang_on_message(tether_engine_t *node, void *ctx,
-                              const char *from, const char *etf, size_t len)
+/* Erlang's system time in ms (the wall clock of the engine's HLC). */
+static uint64_t system_time_ms(void)
 {
-    ei_x_buff x;
-
-    (void)ctx;
-    if (len > INT32_MAX || ei_x_new_with_version(&x) < 0)
-        return;
-    if (ei_x_encode_tuple_header(&x, 3) == 0 &&
-        ei_x_encode_atom(&x, "tether_msg") == 0 &&
-        tether__etf_encode_name(&x, from) == 0 &&
-        ei_x_encode_binary(&x, etf, (long)len) == 0) {
-        /* Out of memory loses this one message, as a full queue would. */
-        int rc = tether_engine_deliver(
-            node, NIF_SUB_MODULE, (const uint8_t *)x.buff, (size_t)x.index);
-        (void)rc;
-    }
-    ei_x_free(&x);
+    return (uint64_t)(enif_monotonic_time(ERL_NIF_MSEC) +
+                      enif_time_offset(ERL_NIF_MSEC));
 }
-
-/* Opaque: the bytes go to Erlang as a binary, decoded there by
- * binary_to_term (any term an rpc may carry). */
-static const tether_engine_module_t erlang_module = {
-    .name = "erlang",
-    .type = NIF_MSG_ERLANG,
-    .opaque = 1,
-    .on_message = erlang_on_message,
-};
 
 /* Write-lock hooks of the registry (core/registry.h). */
 static void reg_wlock(void *ctx)
@@ -394,21 +363,25 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
  *              seed := <<_:256>>, heartbeat_ms => N, ttl_ms => N,
  *              hello_retry_ms => N, defer_max => N,
  *              cluster_secret => <<_:256>> | cookie => binary(),
- *              identity_seed => <<_:256>>})
+ *              identity_seed => <<_:256>>, seeds => [binary()],
+ *              seed_retry_ms => N})
  *   -> {ok, Engine} | {error, Reason}
  * Key material: the cluster secret (or else the cookie) makes our identity
  * and trusts every name; identity_seed overrides our identity (peers then
  * need our public key); with identity_seed alone nobody is trusted until
- * engine_trust_add. Bad options are badarg; an engine refusal is
- * {error, Reason}.
+ * engine_trust_add. Seeds are joined by the engine itself, in turn,
+ * until one answers (core/engine.h). Bad options are badarg; an engine
+ * refusal is {error, Reason}.
  */
 static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
                                    const ERL_NIF_TERM argv[])
 {
     tether_engine_config_t cfg;
     tether_registry_config_t rcfg;
-    tether_svc_config_t scfg;
+    tether_svctab_config_t scfg;
     char name[TETHER_NODE_NAME_MAX + 1];
+    char **seeds = NULL;
+    size_t nseeds = 0;
     uint8_t secret[TETHER_CLUSTER_SECRET_BYTES];
     uint8_t cookie[NIF_COOKIE_MAX];
     uint8_t idseed[TETHER_KEY_SEED_BYTES];
@@ -416,7 +389,7 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
     ERL_NIF_TERM t, res_term, ret;
     ErlNifUInt64 inc = 0, hb = TETHER_ENGINE_DEFAULT_HB_MS,
                  ttl = TETHER_ENGINE_DEFAULT_TTL_MS, retry = 0,
-                 defer = TETHER_ENGINE_DEFAULT_DEFER;
+                 defer = TETHER_ENGINE_DEFAULT_DEFER, seed_retry = 0;
     engine_res_t *res = NULL;
     int rc;
 
@@ -438,8 +411,17 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
     if (!opt_uint(env, argv[0], am_heartbeat_ms, UINT32_MAX, &hb) ||
         !opt_uint(env, argv[0], am_ttl_ms, UINT32_MAX, &ttl) ||
         !opt_uint(env, argv[0], am_hello_retry_ms, UINT32_MAX, &retry) ||
-        !opt_uint(env, argv[0], am_defer_max, 1u << 20, &defer))
+        !opt_uint(env, argv[0], am_defer_max, 1u << 20, &defer) ||
+        !opt_uint(env, argv[0], am_seed_retry_ms, UINT32_MAX, &seed_retry))
         goto bad_arg;
+    if (enif_get_map_value(env, argv[0], am_seeds, &t) &&
+        !enif_is_empty_list(env, t) &&
+        (!get_names(env, t, &seeds, &nseeds) ||
+         nseeds > TETHER_ENGINE_SEEDS_MAX))
+        goto bad_arg;
+    cfg.seeds = (const char *const *)seeds;
+    cfg.nseeds = nseeds;
+    cfg.seed_retry_ms = (uint32_t)seed_retry;
     cfg.heartbeat_ms = (uint32_t)hb;
     cfg.ttl_ms = (uint32_t)ttl;
     cfg.hello_retry_ms = (uint32_t)retry;
@@ -486,11 +468,7 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
     rc = tether_engine_new(&cfg, &res->eng);
     if (rc < 0)
         goto fail;
-    rc = tether_engine_register_module(res->eng, &erlang_module, NULL);
-    if (rc < 0)
-        goto fail;
     tether_registry_config_default(&rcfg);
-    rcfg.conflict_sub = NIF_SUB_REGISTRY;
     rcfg.digest_ms = (uint32_t)hb;
     rcfg.wlock = reg_wlock;
     rcfg.wunlock = reg_wunlock;
@@ -500,18 +478,14 @@ static ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
     rc = tether_registry_new(&rcfg, res->eng, &res->reg);
     if (rc < 0)
         goto fail;
-    /* Erlang's system time: what tether_server passes to reg_register. */
-    tether_registry_set_wall(res->reg,
-                             (uint64_t)(enif_monotonic_time(ERL_NIF_MSEC) +
-                                        enif_time_offset(ERL_NIF_MSEC)));
+    tether_engine_set_wall(res->eng, system_time_ms());
     /* The service table shares the registry's read-write lock. */
-    tether_svc_config_default(&scfg);
-    scfg.event_sub = NIF_SUB_SERVICE;
+    tether_svctab_config_default(&scfg);
     scfg.digest_ms = (uint32_t)hb;
     scfg.wlock = reg_wlock;
     scfg.wunlock = reg_wunlock;
     scfg.lock_ctx = res->rw;
-    rc = tether_svc_new(&scfg, res->eng, &res->svc);
+    rc = tether_svctab_new(&scfg, res->eng, &res->svc);
     if (rc < 0)
         goto fail;
     res_term = enif_make_resource(env, res);
@@ -526,6 +500,8 @@ fail:
         enif_release_resource(res); /* the destructor frees what exists */
     ret = error_tuple(env, rc);
 done:
+    if (seeds != NULL)
+        free_names(seeds, nseeds);
     sodium_memzero(secret, sizeof secret);
     sodium_memzero(cookie, sizeof cookie);
     sodium_memzero(idseed, sizeof idseed);
@@ -539,11 +515,9 @@ static void engine_dtor(ErlNifEnv *env, void *obj)
     engine_res_t *res = obj;
 
     (void)env;
-    tether_engine_free(res->eng);
+    tether_engine_free(res->eng); /* the registry and services with it */
     res->eng = NULL;
-    tether_registry_free(res->reg);
     res->reg = NULL;
-    tether_svc_free(res->svc);
     res->svc = NULL;
     if (res->lock != NULL)
         enif_mutex_destroy(res->lock);
@@ -621,7 +595,9 @@ static ERL_NIF_TERM engine_join_nif(ErlNifEnv *env, int argc,
     return name_op(env, argc, argv, tether_engine_join);
 }
 
-/* engine_tick(Engine, NowMs :: non_neg_integer()) -> ok. */
+/* engine_tick(Engine, NowMs :: non_neg_integer()) -> ok: the time (the
+ * caller's monotonic clock), and the wall clock read here (Erlang's
+ * system time, the one registrations are stamped with). */
 static ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
                                     const ERL_NIF_TERM argv[])
 {
@@ -634,6 +610,7 @@ static ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
         return enif_make_badarg(env);
     enif_mutex_lock(res->lock);
     rc = tether_engine_tick(res->eng, now);
+    tether_engine_set_wall(res->eng, system_time_ms());
     enif_mutex_unlock(res->lock);
     return ok_or_error(env, rc);
 }
@@ -653,49 +630,69 @@ static ERL_NIF_TERM engine_next_deadline_nif(ErlNifEnv *env, int argc,
     return enif_make_uint64(env, d);
 }
 
-/* One drained action as a term, or 0 if it is to be skipped. */
-static int action_term(ErlNifEnv *env, const tether_engine_action_t *a,
-                       ERL_NIF_TERM *out)
+static ERL_NIF_TERM make_slice(ErlNifEnv *env, const tether_bytes_t *b)
 {
-    ERL_NIF_TERM term;
+    return make_bytes(env, b->ptr, b->len);
+}
+
+/*
+ * One drained action as a term: the NIF's one place that turns engine
+ * output into Erlang terms (the server's act/2 is the other half).
+ *   {send, To, Bytes}                 {connect, To}
+ *   {member, up | down, Node}         {message, From, Etf}
+ *   {reg_lost, NameEtf, LoserEtf, WinnerEtf | <<>>, Method}
+ *   {reg_resolve, NameEtf, WinnerEtf, LoserEtf}
+ *   {service, up | down, NameEtf, Node}
+ * Node names are binaries; the Etf fields are binaries the server decodes.
+ */
+static ERL_NIF_TERM action_term(ErlNifEnv *env, const tether_action_t *a)
+{
+    ERL_NIF_TERM peer = make_name(env, a->peer);
 
     switch (a->kind) {
-    case TETHER_ACTION_SEND:
-        *out = enif_make_tuple3(env, am_send, make_name(env, a->peer),
-                                make_bytes(env, a->data, a->len));
-        return 1;
-    case TETHER_ACTION_DELIVER:
-        /* Our own engine wrote these bytes; atoms in them are node names
-         * of authenticated members, so creating atoms is bounded. */
-        if (enif_binary_to_term(env, a->data, a->len, &term, 0) == 0)
-            return 0;
-        *out = enif_make_tuple3(env, am_deliver,
-                                enif_make_uint64(env, a->subscriber), term);
-        return 1;
-    case TETHER_ACTION_CONNECT:
-        *out = enif_make_tuple2(env, am_connect, make_name(env, a->peer));
-        return 1;
-    case TETHER_ACTION_DISCONNECT:
-        *out = enif_make_tuple2(env, am_disconnect, make_name(env, a->peer));
-        return 1;
-    default:
-        return 0;
+    case TETHER_ACT_SEND:
+        return enif_make_tuple3(env, am_send, peer,
+                                make_slice(env, &a->u.send.bytes));
+    case TETHER_ACT_CONNECT:
+        return enif_make_tuple2(env, am_connect, peer);
+    case TETHER_ACT_MEMBER:
+        return enif_make_tuple3(env, am_member,
+                                a->u.member.up ? am_up : am_down, peer);
+    case TETHER_ACT_MESSAGE:
+        return enif_make_tuple3(env, am_message, peer,
+                                make_slice(env, &a->u.message.etf));
+    case TETHER_ACT_REG_LOST:
+        return enif_make_tuple5(env, am_reg_lost,
+                                make_slice(env, &a->u.reg_lost.name),
+                                make_slice(env, &a->u.reg_lost.loser),
+                                make_slice(env, &a->u.reg_lost.winner),
+                                enif_make_int(env, a->u.reg_lost.method));
+    case TETHER_ACT_REG_RESOLVE:
+        return enif_make_tuple4(env, am_reg_resolve,
+                                make_slice(env, &a->u.reg_resolve.name),
+                                make_slice(env, &a->u.reg_resolve.winner),
+                                make_slice(env, &a->u.reg_resolve.loser));
+    case TETHER_ACT_SERVICE:
+        return enif_make_tuple4(env, am_service,
+                                a->u.service.up ? am_up : am_down,
+                                make_slice(env, &a->u.service.name), peer);
     }
+    return am_undefined; /* not reached: every kind is above */
 }
 
 /*
  * engine_drain(Engine) -> [Action]: up to DRAIN_MAX pending actions,
- * oldest first; the caller repeats until []. Action is {send, Node, Bytes}
- * | {deliver, SubId, Term} | {connect, Node} | {disconnect, Node}. The
- * actions are taken under the lock and turned into terms after it.
+ * oldest first (see action_term for their shapes); the caller repeats
+ * until []. The actions are taken under the lock and turned into terms
+ * after it.
  */
 static ERL_NIF_TERM engine_drain_nif(ErlNifEnv *env, int argc,
                                      const ERL_NIF_TERM argv[])
 {
     engine_res_t *res;
-    tether_engine_action_t *acts;
+    tether_action_t *acts;
     ERL_NIF_TERM terms[DRAIN_MAX];
-    size_t n = 0, k = 0;
+    size_t n = 0;
 
     if (argc != 1 || !get_res(env, argv[0], &res))
         return enif_make_badarg(env);
@@ -707,12 +704,11 @@ static ERL_NIF_TERM engine_drain_nif(ErlNifEnv *env, int argc,
         n++;
     enif_mutex_unlock(res->lock);
     for (size_t i = 0; i < n; i++) {
-        if (action_term(env, &acts[i], &terms[k]))
-            k++;
+        terms[i] = action_term(env, &acts[i]);
         tether_engine_action_release(&acts[i]);
     }
     free(acts);
-    return enif_make_list_from_array(env, terms, (unsigned)k);
+    return enif_make_list_from_array(env, terms, (unsigned)n);
 }
 
 /* engine_leave(Engine) -> ok | {error, closed}. */
@@ -756,40 +752,6 @@ static ERL_NIF_TERM engine_members_nif(ErlNifEnv *env, int argc,
     enif_mutex_unlock(res->lock);
     free(names);
     return list;
-}
-
-/* Shared shape of engine_subscribe/engine_unsubscribe(Engine, Id). */
-static ERL_NIF_TERM sub_op(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
-                           int subscribe)
-{
-    engine_res_t *res;
-    ErlNifUInt64 id;
-    int rc;
-
-    if (argc != 2 || !get_res(env, argv[0], &res) ||
-        !enif_get_uint64(env, argv[1], &id) || id == NIF_SUB_MODULE)
-        return enif_make_badarg(env);
-    enif_mutex_lock(res->lock);
-    rc = subscribe ? tether_engine_subscribe(res->eng, id)
-                   : tether_engine_unsubscribe(res->eng, id);
-    enif_mutex_unlock(res->lock);
-    return ok_or_error(env, rc);
-}
-
-/* engine_subscribe(Engine, Id :: pos_integer()) -> ok | {error, Reason}:
- * member events go to Id as {deliver, Id, {tether_member, up|down, Node}}.
- * Id 0 is reserved for Erlang-side module messages. */
-static ERL_NIF_TERM engine_subscribe_nif(ErlNifEnv *env, int argc,
-                                         const ERL_NIF_TERM argv[])
-{
-    return sub_op(env, argc, argv, 1);
-}
-
-/* engine_unsubscribe(Engine, Id) -> ok | {error, not_found}. */
-static ERL_NIF_TERM engine_unsubscribe_nif(ErlNifEnv *env, int argc,
-                                           const ERL_NIF_TERM argv[])
-{
-    return sub_op(env, argc, argv, 0);
 }
 
 /* engine_partition(Engine, A :: [binary()], B :: [binary()], drop | defer)
@@ -923,7 +885,7 @@ static ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
         return error_tuple(env, TETHER_ENOMEM);
     memcpy(copy, b.data, b.size);
     enif_mutex_lock(res->lock);
-    rc = tether_engine_send(res->eng, to, NIF_MSG_ERLANG, copy, b.size, 0);
+    rc = tether_engine_send(res->eng, to, TETHER_MSG_SHELL, copy, b.size, 0);
     enif_mutex_unlock(res->lock);
     free(copy);
     return ok_or_error(env, rc);
@@ -935,8 +897,8 @@ static ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
  * engine_seal(Engine, To :: binary(), Etf :: binary()) ->
  *   {ok, Envelope :: binary()} | deferred | {error, closed | too_big |
  *   invalid}: an Erlang-side module message (one term in external format,
- * see erlang_module) sealed for peer To, for the calling process to carry
- * itself (core/engine.h, tether_engine_seal). `deferred': a defer
+ * a SHELL message, core/engine.h) sealed for peer To, for the calling process
+ * to carry itself (core/engine.h, tether_engine_seal). `deferred': a defer
  * partition holds it in the engine, which sends it on heal. The receiver
  * validates the term; bytes that are not one are refused there.
  */
@@ -956,7 +918,7 @@ static ERL_NIF_TERM engine_seal_nif(ErlNifEnv *env, int argc,
         !enif_inspect_binary(env, argv[2], &etf) || etf.size == 0)
         return enif_make_badarg(env);
     enif_mutex_lock(res->lock);
-    rc = tether_engine_seal(res->eng, to, NIF_MSG_ERLANG, etf.data, etf.size,
+    rc = tether_engine_seal(res->eng, to, TETHER_MSG_SHELL, etf.data, etf.size,
                             &out, &out_len);
     enif_mutex_unlock(res->lock);
     if (rc == TETHER_EAGAIN)
@@ -998,7 +960,7 @@ static ERL_NIF_TERM engine_open_nif(ErlNifEnv *env, int argc,
     enif_mutex_lock(res->lock);
     rc = tether_engine_open(res->eng, from, b.data, b.size, &type, &payload,
                             &plen);
-    if (rc == 0 && type == NIF_MSG_ERLANG)
+    if (rc == 0 && type == TETHER_MSG_SHELL)
         decoded = enif_binary_to_term(env, payload, plen, &term, 0) == plen;
     enif_mutex_unlock(res->lock);
     if (rc == TETHER_EAGAIN)
@@ -1068,6 +1030,7 @@ static ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
         st.part_skipped,  st.part_deferred,   st.defer_overflow,
         st.defer_flushed, st.defer_discarded, st.hellos_sent,
         st.sessions_up,   st.member_events,   st.ticks,
+        st.restarts_seen, st.seed_joins,
     };
     for (size_t i = 0; i < STATS_N; i++) {
         skeys[i] = am_stat[i];
@@ -1553,8 +1516,8 @@ static ERL_NIF_TERM svc_register_nif(ErlNifEnv *env, int argc,
     rc = TETHER_ETOOBIG;
     if (meta.size <= TETHER_SVC_META_MAX) {
         enif_mutex_lock(res->lock);
-        rc = tether_svc_register(res->svc, k.data, k.len, pid.data, pid.size,
-                                 meta.data, meta.size);
+        rc = tether_svctab_register(res->svc, k.data, k.len, pid.data, pid.size,
+                                    meta.data, meta.size);
         enif_mutex_unlock(res->lock);
     }
     enif_release_binary(&meta);
@@ -1577,7 +1540,7 @@ static ERL_NIF_TERM svc_unregister_nif(ErlNifEnv *env, int argc,
     if (!svc_key_make(env, argv[1], &k))
         return error_tuple(env, TETHER_ENOTFOUND);
     enif_mutex_lock(res->lock);
-    rc = tether_svc_unregister(res->svc, k.data, k.len);
+    rc = tether_svctab_unregister(res->svc, k.data, k.len);
     enif_mutex_unlock(res->lock);
     reg_key_free(&k);
     return ok_or_error(env, rc);
@@ -1624,9 +1587,10 @@ static ERL_NIF_TERM svc_find(ErlNifEnv *env, int argc,
         return local ? c.one : c.list;
     enif_rwlock_rlock(res->rw);
     if (!local)
-        (void)tether_svc_lookup(res->svc, k.data, k.len, svc_collect_visit, &c);
-    else if (tether_svc_local(res->svc, k.data, k.len, svc_collect_visit, &c) <
-             0)
+        (void)tether_svctab_lookup(res->svc, k.data, k.len, svc_collect_visit,
+                                   &c);
+    else if (tether_svctab_local(res->svc, k.data, k.len, svc_collect_visit,
+                                 &c) < 0)
         c.one = am_undefined;
     enif_rwlock_runlock(res->rw);
     reg_key_free(&k);
@@ -1675,38 +1639,35 @@ static ERL_NIF_TERM svc_names_nif(ErlNifEnv *env, int argc,
     if (argc != 1 || !get_svc(env, argv[0], &res))
         return enif_make_badarg(env);
     enif_rwlock_rlock(res->rw);
-    tether_svc_names(res->svc, svc_name_visit, &c);
+    tether_svctab_names(res->svc, svc_name_visit, &c);
     enif_rwlock_runlock(res->rw);
     return c.list;
 }
 
-/* svc_info(Engine) -> #{count, digest, version, added, removed, replaced,
- * syncs_sent, syncs_recv, pulls_sent, gaps, bad_msgs, stale_msgs,
- * dropped}. */
+/* svc_info(Engine) -> #{count, digest, added, removed, replaced,
+ * syncs_sent, syncs_recv, pulls_sent, bad_msgs, stale_msgs, dropped}. */
 static ERL_NIF_TERM svc_info_nif(ErlNifEnv *env, int argc,
                                  const ERL_NIF_TERM argv[])
 {
-    static const char *const k[] = {
-        "count",    "digest",     "version",    "added",      "removed",
-        "replaced", "syncs_sent", "syncs_recv", "pulls_sent", "gaps",
-        "bad_msgs", "stale_msgs", "dropped"};
+    static const char *const k[] = {"count",      "digest",     "added",
+                                    "removed",    "replaced",   "syncs_sent",
+                                    "syncs_recv", "pulls_sent", "bad_msgs",
+                                    "stale_msgs", "dropped"};
 #define SVC_INFO_N (sizeof k / sizeof k[0])
     engine_res_t *res;
-    tether_svc_stats_t st;
+    tether_svctab_stats_t st;
     uint64_t v[SVC_INFO_N];
 
     if (argc != 1 || !get_svc(env, argv[0], &res))
         return enif_make_badarg(env);
     enif_mutex_lock(res->lock);
-    st = *tether_svc_stats(res->svc);
-    v[0] = tether_svc_count(res->svc);
-    v[1] = tether_svc_digest(res->svc);
-    v[2] = tether_svc_version(res->svc);
+    st = *tether_svctab_stats(res->svc);
+    v[0] = tether_svctab_count(res->svc);
+    v[1] = tether_svctab_digest(res->svc);
     enif_mutex_unlock(res->lock);
-    v[3] = st.added, v[4] = st.removed, v[5] = st.replaced;
-    v[6] = st.syncs_sent, v[7] = st.syncs_recv, v[8] = st.pulls_sent;
-    v[9] = st.gaps, v[10] = st.bad_msgs, v[11] = st.stale_msgs;
-    v[12] = st.dropped;
+    v[2] = st.added, v[3] = st.removed, v[4] = st.replaced;
+    v[5] = st.syncs_sent, v[6] = st.syncs_recv, v[7] = st.pulls_sent;
+    v[8] = st.bad_msgs, v[9] = st.stale_msgs, v[10] = st.dropped;
     return counters_map(env, k, v, SVC_INFO_N);
 #undef SVC_INFO_N
 }
@@ -1729,9 +1690,16 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     am_true = enif_make_atom(env, "true");
     am_false = enif_make_atom(env, "false");
     am_send = enif_make_atom(env, "send");
-    am_deliver = enif_make_atom(env, "deliver");
     am_connect = enif_make_atom(env, "connect");
-    am_disconnect = enif_make_atom(env, "disconnect");
+    am_member = enif_make_atom(env, "member");
+    am_message = enif_make_atom(env, "message");
+    am_reg_lost = enif_make_atom(env, "reg_lost");
+    am_reg_resolve = enif_make_atom(env, "reg_resolve");
+    am_service = enif_make_atom(env, "service");
+    am_up = enif_make_atom(env, "up");
+    am_down = enif_make_atom(env, "down");
+    am_seeds = enif_make_atom(env, "seeds");
+    am_seed_retry_ms = enif_make_atom(env, "seed_retry_ms");
     am_drop = enif_make_atom(env, "drop");
     am_defer = enif_make_atom(env, "defer");
     am_name = enif_make_atom(env, "name");
@@ -1778,8 +1746,6 @@ static ErlNifFunc nif_funcs[] = {
     {"engine_join", 2, engine_join_nif, 0},
     {"engine_leave", 1, engine_leave_nif, 0},
     {"engine_members", 1, engine_members_nif, 0},
-    {"engine_subscribe", 2, engine_subscribe_nif, 0},
-    {"engine_unsubscribe", 2, engine_unsubscribe_nif, 0},
     {"engine_partition", 4, engine_partition_nif, 0},
     {"engine_heal", 2, engine_heal_nif, 0},
     {"engine_heal_all", 1, engine_heal_all_nif, 0},

@@ -13,6 +13,7 @@
 
 #include <ei.h>
 
+#include "core/codec.h"
 #include "core/engine.h"
 #include "core/registry.h"
 #include "sim/rng.h"
@@ -20,13 +21,10 @@
 #include "tether/error.h"
 
 #define SIM_NAME_MAX      32
-#define SIM_MODULE_TYPE   0x20 /* the simulator's own module message */
 #define SIM_REFS_MAX      48
-#define SIM_SUB_ID        1
 #define SIM_QUIET_MARGIN  1000 /* ms of checked run after the bound */
 #define SIM_DEFAULT_STEPS 3000
 #define SIM_REG_NAMES     8 /* the pool of registry names */
-#define SIM_REG_SUB       2 /* subscriber of lost registry conflicts */
 
 static uint64_t steps_total;
 
@@ -263,9 +261,11 @@ static void cut_pair(sim_t *s, int a, int b)
         (void)tether_engine_peer_down(s->nodes[b].eng, s->nodes[a].name);
 }
 
-static void reg_deliver(sim_t *s, int i, const uint8_t *d, size_t len);
+static void reg_resolve(sim_t *s, int i, const tether_action_t *a);
+static void on_user(sim_t *s, int i, const tether_action_t *a);
 
-/* Carries out every pending action of every running engine. */
+/* Carries out every pending action of every running engine: the
+ * simulator's shell. */
 static void drain(sim_t *s)
 {
     int again = 1;
@@ -273,32 +273,34 @@ static void drain(sim_t *s)
     while (again) {
         again = 0;
         for (int i = 0; i < s->n; i++) {
-            tether_engine_action_t a;
+            tether_action_t a;
             if (s->nodes[i].eng == NULL)
                 continue;
             while (s->nodes[i].eng != NULL &&
                    tether_engine_next_action(s->nodes[i].eng, &a)) {
-                int j =
-                    a.kind == TETHER_ACTION_DELIVER ? -1 : find_node(s, a.peer);
+                int j = find_node(s, a.peer);
                 again = 1;
                 switch (a.kind) {
-                case TETHER_ACTION_SEND:
-                    net_send(s, i, j, a.data, a.len);
-                    a.data = NULL;
+                case TETHER_ACT_SEND:
+                    net_send(s, i, j, tether_engine_action_take(&a),
+                             a.u.send.bytes.len);
                     break;
-                case TETHER_ACTION_CONNECT:
+                case TETHER_ACT_CONNECT:
                     if (j >= 0)
                         connect_pair(s, i, j);
                     break;
-                case TETHER_ACTION_DISCONNECT:
-                    if (j >= 0)
-                        cut_pair(s, i, j);
+                case TETHER_ACT_MESSAGE:
+                    on_user(s, i, &a);
                     break;
-                case TETHER_ACTION_DELIVER:
-                    if (a.subscriber == SIM_REG_SUB)
-                        reg_deliver(s, i, a.data, a.len);
+                case TETHER_ACT_REG_LOST:
+                    s->res->reg_conflicts++;
                     break;
-                default:
+                case TETHER_ACT_REG_RESOLVE:
+                    s->res->reg_conflicts++;
+                    reg_resolve(s, i, &a);
+                    break;
+                case TETHER_ACT_MEMBER:
+                case TETHER_ACT_SERVICE:
                     break;
                 }
                 tether_engine_action_release(&a);
@@ -375,38 +377,31 @@ static void on_open(void *ctx, const char *self, const char *from,
              (unsigned long long)seq);
 }
 
-/* The sim's module: counts module messages and refuses duplicates. */
-static void on_user(tether_engine_t *node, void *ctx, const char *from,
-                    const char *etf, size_t len)
+/* The sim's own messages (SHELL type, as MESSAGE actions): counted,
+ * duplicates refused. */
+static void on_user(sim_t *s, int i, const tether_action_t *a)
 {
-    sim_t *s = ctx;
+    const char *etf = (const char *)a->u.message.etf.ptr;
     int idx = 0, version, arity;
     unsigned long long id;
     char tag[MAXATOMLEN_UTF8];
 
-    (void)from;
-    (void)len;
-    if (ei_decode_version(etf, &idx, &version) < 0 ||
+    if (tether__etf_validate(etf, a->u.message.etf.len) < 0 ||
+        ei_decode_version(etf, &idx, &version) < 0 ||
         ei_decode_tuple_header(etf, &idx, &arity) < 0 || arity != 2 ||
         ei_decode_atom(etf, &idx, tag) < 0 ||
         ei_decode_ulonglong(etf, &idx, &id) < 0 || id >= s->user_next) {
-        fail(s, "%s: undecodable module message", tether_engine_name(node));
+        fail(s, "%s: undecodable module message", s->nodes[i].name);
         return;
     }
     if (s->user_seen[id / 8] & (1u << (id % 8))) {
-        fail(s, "%s: module message %llu delivered twice",
-             tether_engine_name(node), id);
+        fail(s, "%s: module message %llu delivered twice", s->nodes[i].name,
+             id);
         return;
     }
     s->user_seen[id / 8] |= (uint8_t)(1u << (id % 8));
     s->res->user_delivered++;
 }
-
-static const tether_engine_module_t sim_module = {
-    .name = "sim",
-    .type = SIM_MODULE_TYPE,
-    .on_message = on_user,
-};
 
 /*
  * The partition decision. Across a drop partition (as this node knows it)
@@ -571,11 +566,7 @@ static int start_node(sim_t *s, int i)
     if (rc < 0)
         return rc;
     tether_engine_set_open_hook(sn->eng, on_open, s);
-    if ((rc = tether_engine_register_module(sn->eng, &sim_module, s)) < 0 ||
-        (rc = tether_engine_subscribe(sn->eng, SIM_SUB_ID)) < 0)
-        return rc;
     tether_registry_config_default(&rcfg);
-    rcfg.conflict_sub = SIM_REG_SUB;
     rcfg.digest_ms = 2 * s->cfg.heartbeat_ms;
     if ((rc = tether_registry_new(&rcfg, sn->eng, &sn->reg)) < 0)
         return rc;
@@ -598,9 +589,8 @@ static void crash_node(sim_t *s, int i)
     note(s, "crash %s", s->nodes[i].name);
     for (int j = 0; j < s->n; j++)
         cut_pair(s, i, j);
-    tether_engine_free(s->nodes[i].eng);
+    tether_engine_free(s->nodes[i].eng); /* its registry with it */
     s->nodes[i].eng = NULL;
-    tether_registry_free(s->nodes[i].reg);
     s->nodes[i].reg = NULL;
     s->res->crashes++;
 }
@@ -770,7 +760,7 @@ static void user_send(sim_t *s)
         s->user_next++;
         s->res->user_sent++;
         (void)tether_engine_send(s->nodes[a].eng, s->nodes[b].name,
-                                 SIM_MODULE_TYPE, (const uint8_t *)x.buff,
+                                 TETHER_MSG_SHELL, (const uint8_t *)x.buff,
                                  (size_t)x.index, 0);
     }
     ei_x_free(&x);
@@ -859,51 +849,26 @@ static void reg_op(sim_t *s)
     ei_x_free(&n);
 }
 
-/* The registry's DELIVERs to node i's shell: a lost conflict is counted;
- * a resolve request gets a verdict drawn from the seed (keep the earlier
- * registration, the later one, or neither), as a registrant's resolver
- * would answer. */
-static void reg_deliver(sim_t *s, int i, const uint8_t *d, size_t len)
+/* A resolve request to node i's shell gets a verdict drawn from the
+ * seed (keep the earlier registration, the later one, or neither), as a
+ * registrant's resolver would answer. */
+static void reg_resolve(sim_t *s, int i, const tether_action_t *a)
 {
-    const char *b = (const char *)d;
-    uint8_t name[TETHER_REG_NAME_MAX], pid[2][TETHER_REG_PID_MAX];
-    size_t nlen = 0, plen[2] = {0, 0};
-    char tag[MAXATOMLEN_UTF8];
-    int idx = 0, v, ar, type, size;
-    long l;
+    const tether_bytes_t *name = &a->u.reg_resolve.name;
+    const tether_bytes_t *pid[2] = {&a->u.reg_resolve.winner,
+                                    &a->u.reg_resolve.loser};
     uint64_t pick;
 
-    (void)len;
-    s->res->reg_conflicts++;
-    if (ei_decode_version(b, &idx, &v) < 0 ||
-        ei_decode_tuple_header(b, &idx, &ar) < 0 || ar != 4 ||
-        ei_decode_atom(b, &idx, tag) < 0 ||
-        strcmp(tag, "tether_reg_resolve") != 0)
-        return;
-    if (ei_get_type(b, &idx, &type, &size) < 0 || size < 0 ||
-        (size_t)size > sizeof name || ei_decode_binary(b, &idx, name, &l) < 0)
-        goto bad;
-    nlen = (size_t)l;
-    for (int k = 0; k < 2; k++) {
-        if (ei_get_type(b, &idx, &type, &size) < 0 || size < 0 ||
-            (size_t)size > sizeof pid[k] ||
-            ei_decode_binary(b, &idx, pid[k], &l) < 0)
-            goto bad;
-        plen[k] = (size_t)l;
-    }
     s->res->reg_resolves++;
     pick = tether_sim_rng_below(&s->rng, 3);
     note(s, "resolve at %s: keep %s", s->nodes[i].name,
          pick == 0   ? "earlier"
          : pick == 1 ? "later"
                      : "none");
-    if (tether_registry_resolve(s->nodes[i].reg, name, nlen,
-                                pick < 2 ? pid[pick] : NULL,
-                                pick < 2 ? plen[pick] : 0) < 0)
+    if (tether_registry_resolve(s->nodes[i].reg, name->ptr, name->len,
+                                pick < 2 ? pid[pick]->ptr : NULL,
+                                pick < 2 ? pid[pick]->len : 0) < 0)
         fail(s, "%s: resolve refused", s->nodes[i].name);
-    return;
-bad:
-    fail(s, "%s: undecodable resolve request", s->nodes[i].name);
 }
 
 typedef struct reg_check {
@@ -1207,8 +1172,7 @@ void tether_sim_replay_line(const tether_sim_config_t *cfg, char *buf,
 static void sim_free(sim_t *s)
 {
     for (int i = 0; i < s->n; i++) {
-        tether_engine_free(s->nodes[i].eng);
-        tether_registry_free(s->nodes[i].reg);
+        tether_engine_free(s->nodes[i].eng); /* its registry with it */
     }
     while (s->hn > 0) {
         msg_t m = heap_pop(s);

@@ -26,17 +26,19 @@ static inline void ep_pump(tether_engine_t *ne, const char *ne_name,
                            tether_engine_t *pe, const char *pe_name)
 {
     for (int round = 0; round < EP_PUMP_ROUNDS; round++) {
-        tether_engine_action_t a;
+        tether_action_t a;
         int any = 0;
         while (tether_engine_next_action(ne, &a)) {
-            if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, pe_name) == 0)
-                (void)tether_engine_recv(pe, ne_name, a.data, a.len);
+            if (a.kind == TETHER_ACT_SEND && strcmp(a.peer, pe_name) == 0)
+                (void)tether_engine_recv(pe, ne_name, a.u.send.bytes.ptr,
+                                         a.u.send.bytes.len);
             tether_engine_action_release(&a);
             any = 1;
         }
         while (tether_engine_next_action(pe, &a)) {
-            if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, ne_name) == 0)
-                (void)tether_engine_recv(ne, pe_name, a.data, a.len);
+            if (a.kind == TETHER_ACT_SEND && strcmp(a.peer, ne_name) == 0)
+                (void)tether_engine_recv(ne, pe_name, a.u.send.bytes.ptr,
+                                         a.u.send.bytes.len);
             tether_engine_action_release(&a);
             any = 1;
         }

@@ -1,8 +1,9 @@
 /*
  * test/harness.h: a tiny in-test shell for engines (header-only, static):
  * direct FIFO delivery between a few engines, switchable links, a virtual
- * clock, and a log of DELIVER actions (or a hook that takes them). Used
- * by test_direct.c, test_engine.c, test_registry.c and test_service.c.
+ * clock, and a log of MEMBER actions ("tether_member up b@test"; other
+ * events go to a hook when one is set). Used by test_direct.c,
+ * test_engine.c, test_registry.c and test_service_table.c.
  */
 #ifndef TETHER_TEST_HARNESS_H
 #define TETHER_TEST_HARNESS_H
@@ -41,10 +42,15 @@ typedef struct harness {
     int nevents[H_MAX];
     uint8_t secret[TETHER_CLUSTER_SECRET_BYTES];
     size_t defer_max;
-    /* When set, h_pump hands each DELIVER action to on_deliver(deliver_ctx,
-     * engine index, action) instead of logging it with h_log_event. */
-    void (*on_deliver)(void *ctx, int i, const tether_engine_action_t *a);
-    void *deliver_ctx;
+    /* When set, h_pump hands each action other than SEND and CONNECT to
+     * on_action(action_ctx, engine index, action); MEMBER actions are also
+     * logged with h_log_event. */
+    void (*on_action)(void *ctx, int i, const tether_action_t *a);
+    void *action_ctx;
+    /* When set, h_pump shows each SEND action to tap(tap_ctx, engine
+     * index, action) before it delivers it. */
+    void (*tap)(void *ctx, int i, const tether_action_t *a);
+    void *tap_ctx;
 } harness_t;
 
 static inline int h_index(harness_t *h, const char *name)
@@ -69,7 +75,6 @@ static inline void h_start(harness_t *h, int i)
     memset(cfg.seed, 0x40 + i, sizeof cfg.seed);
     cfg.seed[0] = (uint8_t)h->inc[i];
     cr_assert_eq(tether_engine_new(&cfg, &h->e[i]), 0);
-    cr_assert_eq(tether_engine_subscribe(h->e[i], 7), 0);
     cr_assert_eq(tether_engine_tick(h->e[i], h->now), 0);
 }
 
@@ -112,22 +117,13 @@ static inline void h_cut(harness_t *h, int a, int b)
         tether_engine_peer_down(h->e[b], h->names[a]);
 }
 
-static inline void h_log_event(harness_t *h, int i, const uint8_t *d,
-                               size_t len)
+/* Logs a MEMBER action of engine i as "tether_member up|down Node". */
+static inline void h_log_event(harness_t *h, int i, const tether_action_t *a)
 {
     char buf[H_EVENT_SZ] = {0};
-    char a1[MAXATOMLEN_UTF8], a2[MAXATOMLEN_UTF8], a3[MAXATOMLEN_UTF8];
-    int idx = 0, v, ar;
 
-    (void)len;
-    if (ei_decode_version((const char *)d, &idx, &v) == 0 &&
-        ei_decode_tuple_header((const char *)d, &idx, &ar) == 0 && ar == 3 &&
-        ei_decode_atom((const char *)d, &idx, a1) == 0 &&
-        ei_decode_atom((const char *)d, &idx, a2) == 0 &&
-        ei_decode_atom((const char *)d, &idx, a3) == 0)
-        snprintf(buf, sizeof buf, "%.40s %.20s %.60s", a1, a2, a3);
-    else
-        snprintf(buf, sizeof buf, "?");
+    snprintf(buf, sizeof buf, "tether_member %s %.60s",
+             a->u.member.up ? "up" : "down", a->peer);
     if (h->nevents[i] < H_EVENTS)
         memcpy(h->events[i][h->nevents[i]++], buf, sizeof buf);
 }
@@ -138,26 +134,27 @@ static inline void h_pump(harness_t *h)
     for (int rounds = 0; rounds < 100000; rounds++) {
         int any = 0;
         for (int i = 0; i < h->n; i++) {
-            tether_engine_action_t a;
+            tether_action_t a;
             while (h->e[i] && tether_engine_next_action(h->e[i], &a)) {
-                int j =
-                    a.kind == TETHER_ACTION_DELIVER ? -1 : h_index(h, a.peer);
+                int j = h_index(h, a.peer);
                 any = 1;
-                if (a.kind == TETHER_ACTION_SEND && j >= 0 && h->conn[i][j] &&
+                if (a.kind == TETHER_ACT_SEND && h->tap != NULL)
+                    h->tap(h->tap_ctx, i, &a);
+                if (a.kind == TETHER_ACT_SEND && j >= 0 && h->conn[i][j] &&
                     h->link[i][j] && h->qn < H_QUEUE) {
                     h_msg_t *m = &h->q[(h->qh + h->qn++) % H_QUEUE];
                     m->src = i;
                     m->dst = j;
-                    m->data = a.data;
-                    m->len = a.len;
-                    a.data = NULL;
-                } else if (a.kind == TETHER_ACTION_CONNECT && j >= 0) {
+                    m->len = a.u.send.bytes.len;
+                    m->data = tether_engine_action_take(&a);
+                } else if (a.kind == TETHER_ACT_CONNECT && j >= 0) {
                     h_peer_up(h, i, j);
-                } else if (a.kind == TETHER_ACTION_DELIVER &&
-                           h->on_deliver != NULL) {
-                    h->on_deliver(h->deliver_ctx, i, &a);
-                } else if (a.kind == TETHER_ACTION_DELIVER) {
-                    h_log_event(h, i, a.data, a.len);
+                } else if (a.kind != TETHER_ACT_SEND &&
+                           a.kind != TETHER_ACT_CONNECT) {
+                    if (a.kind == TETHER_ACT_MEMBER)
+                        h_log_event(h, i, &a);
+                    if (h->on_action != NULL)
+                        h->on_action(h->action_ctx, i, &a);
                 }
                 tether_engine_action_release(&a);
             }
@@ -225,17 +222,16 @@ static inline void h_cluster(harness_t *h, int n)
  * other action is released unseen. */
 static inline uint8_t *h_catch_heartbeat(harness_t *h, int i, size_t *len)
 {
-    tether_engine_action_t a;
+    tether_action_t a;
     uint8_t *hb = NULL;
 
     h->now += 100;
     tether_engine_tick(h->e[i], h->now);
     while (tether_engine_next_action(h->e[i], &a)) {
-        if (a.kind == TETHER_ACTION_SEND && hb == NULL &&
-            a.data[1] == TETHER_MSG_HEARTBEAT) {
-            hb = a.data;
-            *len = a.len;
-            a.data = NULL;
+        if (a.kind == TETHER_ACT_SEND && hb == NULL &&
+            a.u.send.bytes.ptr[1] == TETHER_MSG_HEARTBEAT) {
+            *len = a.u.send.bytes.len;
+            hb = tether_engine_action_take(&a);
         }
         tether_engine_action_release(&a);
     }

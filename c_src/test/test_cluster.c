@@ -94,13 +94,14 @@ Test(cluster, parses_engine_bytes)
     cr_assert_eq(m.len, 0);
 }
 
-Test(cluster, parses_restart_call_wake_exit)
+Test(cluster, parses_call_wake_exit)
 {
     term_t t;
     tether_cluster_msg_t m;
+    /* The restart notice is an engine message now (signed, inside
+     * '$tether'); the old unsigned one is refused. */
     restart_msg(&t, PEER);
-    cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_RESTART);
-    cr_assert_str_eq(m.from, PEER);
+    cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_BAD);
 
     call_msg(&t, PEER, 1, 7, "members");
     cr_assert_eq(parse(&t, &m), TETHER_CLUSTER_MSG_CALL);
@@ -373,10 +374,11 @@ Test(cluster, process_counts_and_ignores_bad_input)
     st = tether__cluster_engine_stats(node);
     cr_assert_geq(st->recv_garbage + st->recv_rejected + st->recv_unknown,
                   g0 + 2);
-    /* A restart from a node never up changes nothing. */
+    /* An unsigned restart message (the old protocol) is refused and
+     * counted: only the engine's signed notice can restart a session. */
     restart_msg(&t, PEER);
     deliver(node, t.buf, t.len);
-    cr_assert_eq(tether__cluster_bad_input(node), 3);
+    cr_assert_eq(tether__cluster_bad_input(node), 4);
 
     const char *m[4];
     cr_assert_eq(tether_cluster_members(node, m, 4), 1);
@@ -433,8 +435,8 @@ Test(cluster, configuration_checks)
 #include "tether/term.h"
 #include "test/engine_peer.h"
 
-#define HELD_COOKIE     "secret"              /* new_node()'s cookie */
-#define HELD_MSG_ERLANG TETHER_MSG_MODULE_MIN /* cluster.c's MSG_ERLANG */
+#define HELD_COOKIE     "secret"         /* new_node()'s cookie */
+#define HELD_MSG_ERLANG TETHER_MSG_SHELL /* cluster.c's MSG_ERLANG */
 #define HELD_REQUESTS   1000 /* below TETHER_ENGINE_DEFAULT_DEFER (1024) */
 /* How far apart the frames of two runs of a held request may be: they
  * all start from the same loop, so any real spread means recursion. */

@@ -2,7 +2,7 @@
  * Criterion suite for the engine's direct path (core/engine.h):
  * tether_engine_seal() hands a sealed module message to the caller and
  * tether_engine_open() opens one outside tether_engine_recv(). Covered:
- * the round trip, tether_engine_broadcast_sealed(), no session, drop and defer
+ * the round trip, tether__engine_broadcast_sealed(), no session, drop and defer
  * partitions on either side, replayed and tampered envelopes, hellos and
  * control messages through open, argument checks, and the `opaque` module flag
  * (payloads passed without tether__etf_validate). Engines talk through
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/module.h"
 #include "test/harness.h"
 
 #define REC_TYPE    0x30 /* a module that validates its payloads */
@@ -121,7 +122,7 @@ static int is_id(const uint8_t *bytes, size_t len, long id)
 /* Drops every pending action of engine i (what its shell would send). */
 static void drain(harness_t *h, int i)
 {
-    tether_engine_action_t a;
+    tether_action_t a;
 
     while (tether_engine_next_action(h->e[i], &a))
         tether_engine_action_release(&a);
@@ -130,7 +131,7 @@ static void drain(harness_t *h, int i)
 Test(direct, sealed_envelope_opens_to_the_same_payload)
 {
     harness_t h;
-    tether_engine_action_t a;
+    tether_action_t a;
     uint8_t *sealed = NULL, type = 0;
     const uint8_t *payload = NULL;
     size_t slen = 0, plen = 0;
@@ -155,7 +156,7 @@ Test(direct, sealed_envelope_opens_to_the_same_payload)
     h_free(&h);
 }
 
-/* What tether_engine_broadcast_sealed() handed out: copies, by peer. */
+/* What tether__engine_broadcast_sealed() handed out: copies, by peer. */
 typedef struct got {
     int n;
     char peer[REC_MAX][32];
@@ -187,7 +188,7 @@ Test(direct, broadcast_seals_for_every_live_member_but_us)
 
     h_cluster(&h, 3);
     id_term(&x, 5);
-    cr_assert_eq(tether_engine_broadcast_sealed(
+    cr_assert_eq(tether__engine_broadcast_sealed(
                      h.e[0], REC_TYPE, (const uint8_t *)x.buff, (size_t)x.index,
                      got_sealed, &g),
                  0);
@@ -202,13 +203,13 @@ Test(direct, broadcast_seals_for_every_live_member_but_us)
         cr_assert(is_id(payload, plen, 5));
         free(g.env[k]);
     }
-    cr_assert_eq(tether_engine_broadcast_sealed(h.e[0], REC_TYPE,
-                                                (const uint8_t *)x.buff,
-                                                (size_t)x.index, NULL, NULL),
+    cr_assert_eq(tether__engine_broadcast_sealed(h.e[0], REC_TYPE,
+                                                 (const uint8_t *)x.buff,
+                                                 (size_t)x.index, NULL, NULL),
                  TETHER_EINVAL);
     g.n = 0;
     cr_assert_eq(tether_engine_leave(h.e[0]), 0);
-    cr_assert_eq(tether_engine_broadcast_sealed(
+    cr_assert_eq(tether__engine_broadcast_sealed(
                      h.e[0], REC_TYPE, (const uint8_t *)x.buff, (size_t)x.index,
                      got_sealed, &g),
                  TETHER_ECLOSED);
@@ -377,7 +378,7 @@ Test(direct, defer_partition_holds_a_seal_and_sends_it_on_heal)
 {
     harness_t h;
     rec_t r = {0};
-    tether_engine_action_t a;
+    tether_action_t a;
     uint8_t *sealed = NULL;
     size_t slen = 0;
     uint64_t ref;
@@ -395,11 +396,13 @@ Test(direct, defer_partition_holds_a_seal_and_sends_it_on_heal)
     cr_assert_eq(tether_engine_heal(h.e[0], ref), 0);
     /* On heal the held message goes out as an ordinary SEND action. */
     while (tether_engine_next_action(h.e[0], &a)) {
-        if (a.kind == TETHER_ACTION_SEND && strcmp(a.peer, "b@test") == 0 &&
-            a.len > 2 && a.data[1] == REC_TYPE) {
+        if (a.kind == TETHER_ACT_SEND && strcmp(a.peer, "b@test") == 0 &&
+            a.u.send.bytes.len > 2 && a.u.send.bytes.ptr[1] == REC_TYPE) {
             cr_assert_eq(found, 0);
             found = 1;
-            cr_assert_eq(tether_engine_recv(h.e[1], "a@test", a.data, a.len),
+            cr_assert_eq(tether_engine_recv(h.e[1], "a@test",
+                                            a.u.send.bytes.ptr,
+                                            a.u.send.bytes.len),
                          0);
         }
         tether_engine_action_release(&a);
@@ -491,27 +494,35 @@ Test(direct, tampered_envelope_is_refused)
 Test(direct, hellos_and_control_messages_are_not_for_open)
 {
     harness_t h;
-    tether_engine_action_t a;
-    uint8_t *hello = NULL, *hb = NULL;
-    size_t hlen = 0, hblen = 0;
+    tether_action_t a;
+    uint8_t *hello = NULL, *notice = NULL, *hb = NULL;
+    size_t hlen = 0, nlen = 0, hblen = 0;
 
     /* a (the kx client) sends its hello when the connection comes up. */
     h_init(&h, 2);
     h_start_all(&h);
     h.conn[0][1] = h.conn[1][0] = 1;
     cr_assert_eq(tether_engine_peer_up(h.e[0], "b@test"), 0);
+    /* With its restart notice first. */
     while (tether_engine_next_action(h.e[0], &a)) {
-        if (a.kind == TETHER_ACTION_SEND && hello == NULL) {
-            hello = a.data;
-            hlen = a.len;
-            a.data = NULL;
+        if (a.kind == TETHER_ACT_SEND && notice == NULL &&
+            a.u.send.bytes.ptr[1] == TETHER_ENV_TYPE_RESTART) {
+            nlen = a.u.send.bytes.len;
+            notice = tether_engine_action_take(&a);
+        } else if (a.kind == TETHER_ACT_SEND && hello == NULL &&
+                   a.u.send.bytes.ptr[1] == TETHER_ENV_TYPE_HELLO) {
+            cr_assert_not_null(notice, "the notice goes first");
+            hlen = a.u.send.bytes.len;
+            hello = tether_engine_action_take(&a);
         }
         tether_engine_action_release(&a);
     }
     cr_assert_not_null(hello);
-    cr_assert_eq(hello[1], TETHER_ENV_TYPE_HELLO);
+    cr_assert_not_null(notice);
     refused(&h, 1, "a@test", hello, hlen, TETHER_EPROTO);
+    refused(&h, 1, "a@test", notice, nlen, TETHER_EPROTO);
     free(hello);
+    free(notice);
     h_free(&h);
 
     /* A sealed heartbeat (an engine message) through open. */

@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "core/module.h"
 #include "test/harness.h"
 
 static char mb[512];
@@ -478,11 +479,14 @@ static uint64_t run_digest(void)
     for (int step = 0; step < 50; step++) {
         h.now += 10;
         for (int i = 0; i < 3; i++) {
-            tether_engine_action_t a;
+            tether_action_t a;
             tether_engine_tick(h.e[i], h.now);
             while (tether_engine_next_action(h.e[i], &a)) {
-                for (size_t k = 0; k < a.len; k++)
-                    d = (d ^ a.data[k]) * 1099511628211ull;
+                const tether_bytes_t *b = &a.u.send.bytes;
+                for (size_t k = 0; a.kind == TETHER_ACT_SEND && k < b->len; k++)
+                    d = (d ^ b->ptr[k]) * 1099511628211ull;
+                for (const char *c = a.peer; *c; c++)
+                    d = (d ^ (uint8_t)*c) * 1099511628211ull;
                 d = (d ^ (uint64_t)a.kind) * 1099511628211ull;
                 tether_engine_action_release(&a);
             }
@@ -523,8 +527,8 @@ static int broadcast_id(harness_t *h, int from, long id)
 
     ei_x_new_with_version(&x);
     ei_x_encode_long(&x, id);
-    rc = tether_engine_broadcast(h->e[from], 0x30, (const uint8_t *)x.buff,
-                                 (size_t)x.index, 0);
+    rc = tether__engine_broadcast(h->e[from], 0x30, (const uint8_t *)x.buff,
+                                  (size_t)x.index, 0);
     ei_x_free(&x);
     return rc;
 }
@@ -564,29 +568,201 @@ Test(engine, broadcast_reaches_every_live_member_but_us)
     cr_assert_eq(r[2].n, 2);
     cr_assert_eq(r[2].ids[1], 8);
     /* Arguments, and a node that left. */
-    cr_assert_eq(tether_engine_broadcast(h.e[0], TETHER_MSG_MEMBERS,
-                                         (const uint8_t *)"x", 1, 0),
+    cr_assert_eq(tether__engine_broadcast(h.e[0], TETHER_MSG_MEMBERS,
+                                          (const uint8_t *)"x", 1, 0),
                  TETHER_EINVAL);
-    cr_assert_eq(tether_engine_broadcast(h.e[0], 0x30, NULL, 1, 0),
+    cr_assert_eq(tether__engine_broadcast(h.e[0], 0x30, NULL, 1, 0),
                  TETHER_EINVAL);
     cr_assert_eq(
-        tether_engine_broadcast(h.e[0], 0x30, (const uint8_t *)"x", 0, 0),
+        tether__engine_broadcast(h.e[0], 0x30, (const uint8_t *)"x", 0, 0),
         TETHER_EINVAL);
     cr_assert_eq(tether_engine_leave(h.e[1]), 0);
     cr_assert_eq(broadcast_id(&h, 1, 9), TETHER_ECLOSED);
     h_free(&h);
 }
 
-Test(engine, subscriptions)
+Test(engine, member_changes_are_actions)
 {
     harness_t h;
 
+    h_cluster(&h, 2);
+    cr_assert(h_has_event(&h, 0, "tether_member up b@test"));
+    cr_assert(h_has_event(&h, 1, "tether_member up a@test"));
+    h_cut(&h, 0, 1);
+    h_pump(&h);
+    cr_assert(h_has_event(&h, 0, "tether_member down b@test"));
+    cr_assert(h_has_event(&h, 1, "tether_member down a@test"));
+    h_free(&h);
+}
+
+/* Queues an action built on the stack and checks that the engine keeps
+ * its own copies of the bytes. */
+Test(engine, pushed_actions_own_their_bytes)
+{
+    harness_t h;
+    tether_action_t a = {.kind = TETHER_ACT_REG_LOST}, got;
+    uint8_t name[4] = "name", loser[5] = "loser";
+
     h_init(&h, 1);
     h_start_all(&h);
-    cr_assert_eq(tether_engine_subscribe(h.e[0], 7), TETHER_EEXIST);
-    cr_assert_eq(tether_engine_subscribe(h.e[0], 8), 0);
-    cr_assert_eq(tether_engine_unsubscribe(h.e[0], 8), 0);
-    cr_assert_eq(tether_engine_unsubscribe(h.e[0], 8), TETHER_ENOTFOUND);
+    h_pump(&h);
+    memcpy(a.peer, "x@test", 7);
+    a.u.reg_lost.name = (tether_bytes_t){name, sizeof name};
+    a.u.reg_lost.loser = (tether_bytes_t){loser, sizeof loser};
+    a.u.reg_lost.winner = (tether_bytes_t){NULL, 0};
+    a.u.reg_lost.method = 1;
+    cr_assert_eq(tether__engine_push(h.e[0], &a), 0);
+    memset(name, 0, sizeof name);
+    memset(loser, 0, sizeof loser);
+    cr_assert_eq(tether_engine_next_action(h.e[0], &got), 1);
+    cr_assert_eq(got.kind, TETHER_ACT_REG_LOST);
+    cr_assert_str_eq(got.peer, "x@test");
+    cr_assert_eq(got.u.reg_lost.name.len, 4);
+    cr_assert_eq(memcmp(got.u.reg_lost.name.ptr, "name", 4), 0);
+    cr_assert_eq(memcmp(got.u.reg_lost.loser.ptr, "loser", 5), 0);
+    cr_assert_eq(got.u.reg_lost.winner.len, 0);
+    cr_assert_eq(got.u.reg_lost.method, 1);
+    cr_assert_null(tether_engine_action_take(&got), "not a SEND");
+    tether_engine_action_release(&got);
+    tether_engine_action_release(NULL);
+    h_free(&h);
+}
+
+/* Restarts engine i as a new incarnation while every connection of its
+ * shell stays up (as a BEAM node whose tether application restarts): the
+ * new engine reports its connected peers up, nobody else sees a change. */
+static void restart_in_place(harness_t *h, int i)
+{
+    tether_engine_free(h->e[i]);
+    h->inc[i]++;
+    h_start(h, i);
+    for (int j = 0; j < h->n; j++)
+        if (j != i && h->conn[i][j])
+            cr_assert_eq(tether_engine_peer_up(h->e[i], h->names[j]), 0);
+}
+
+Test(engine, a_restart_notice_ends_the_session_with_an_old_life)
+{
+    harness_t h;
+    char buf[128];
+
+    h_cluster(&h, 2);
+    h.nevents[0] = 0;
+    /* b (the kx server) restarts; a keeps its session with the old b until
+     * the notice arrives. */
+    restart_in_place(&h, 1);
+    cr_assert_eq(tether_engine_join(h.e[1], "a@test"), 0);
+    h_run(&h, 300);
+    cr_assert_eq(tether_engine_stats(h.e[0])->restarts_seen, 1);
+    cr_assert(h_has_event(&h, 0, "tether_member down b@test"));
+    cr_assert(h_has_event(&h, 0, "tether_member up b@test"));
+    cr_assert_str_eq(h_members(&h, 0, buf, sizeof buf), "a@test b@test");
+    cr_assert_str_eq(h_members(&h, 1, buf, sizeof buf), "a@test b@test");
+    /* a (the kx client) restarts: the same from b's side. */
+    restart_in_place(&h, 0);
+    h_run(&h, 300);
+    cr_assert_eq(tether_engine_stats(h.e[1])->restarts_seen, 1);
+    cr_assert(tether_engine_session_up(h.e[1], "a@test"));
+    cr_assert(tether_engine_session_up(h.e[0], "b@test"));
+    h_free(&h);
+}
+
+/* Keeps a copy of the first restart notice each engine sends. */
+typedef struct notices {
+    uint8_t *bytes[H_MAX];
+    size_t len[H_MAX];
+} notices_t;
+
+static void tap_notice(void *ctx, int i, const tether_action_t *a)
+{
+    notices_t *n = ctx;
+    const tether_bytes_t *b = &a->u.send.bytes;
+
+    if (n->bytes[i] != NULL || b->ptr[1] != TETHER_ENV_TYPE_RESTART)
+        return;
+    n->bytes[i] = malloc(b->len);
+    cr_assert_not_null(n->bytes[i]);
+    memcpy(n->bytes[i], b->ptr, b->len);
+    n->len[i] = b->len;
+}
+
+Test(engine, forged_and_replayed_restart_notices_change_nothing)
+{
+    harness_t h;
+    notices_t n = {0};
+    uint8_t *old, *mine;
+    size_t olen, mlen;
+    uint64_t rejected, restarts;
+
+    h_init(&h, 3);
+    h.tap = tap_notice;
+    h.tap_ctx = &n;
+    h_start_all(&h);
+    h_join_all(&h);
+    h.tap = NULL;
+    old = n.bytes[1], olen = n.len[1];
+    mine = n.bytes[2], mlen = n.len[2];
+    cr_assert_not_null(old);
+    cr_assert_not_null(mine);
+    /* b's notice of its current life, replayed: nothing older is held. */
+    restarts = tether_engine_stats(h.e[0])->restarts_seen;
+    cr_assert_eq(tether_engine_recv(h.e[0], "b@test", old, olen), 0);
+    h_pump(&h);
+    cr_assert_eq(tether_engine_stats(h.e[0])->restarts_seen, restarts);
+    cr_assert(tether_engine_session_up(h.e[0], "b@test"));
+    /* c's own notice, claimed to come from b: refused. */
+    rejected = tether_engine_stats(h.e[0])->recv_rejected;
+    cr_assert_lt(tether_engine_recv(h.e[0], "b@test", mine, mlen), 0);
+    cr_assert_eq(tether_engine_stats(h.e[0])->recv_rejected, rejected + 1);
+    /* A flipped byte: refused. */
+    old[olen / 2] ^= 1;
+    cr_assert_lt(tether_engine_recv(h.e[0], "b@test", old, olen), 0);
+    cr_assert_eq(tether_engine_stats(h.e[0])->recv_rejected, rejected + 2);
+    cr_assert_eq(tether_engine_stats(h.e[0])->restarts_seen, restarts);
+    cr_assert(tether_engine_session_up(h.e[0], "b@test"));
+    cr_assert(tether_engine_is_member(h.e[0], "b@test"));
+    for (int i = 0; i < H_MAX; i++)
+        free(n.bytes[i]);
+    h_free(&h);
+}
+
+Test(engine, seeds_are_joined_in_turn_until_one_answers)
+{
+    harness_t h;
+    tether_engine_config_t cfg;
+    const char *seeds[] = {"c@test", "zz@nowhere", "a@test"};
+    char buf[128];
+    uint64_t joins;
+
+    h_init(&h, 3);
+    h_start(&h, 0);
+    /* b starts with three seeds: itself is skipped, one never answers. */
+    tether_engine_config_default(&cfg);
+    cfg.name = h.names[1];
+    cfg.heartbeat_ms = 100;
+    cfg.ttl_ms = 400;
+    cfg.cluster_secret = h.secret;
+    cfg.seeds = seeds;
+    cfg.nseeds = 3;
+    cr_assert_eq(tether_engine_new(&cfg, &h.e[1]), 0);
+    cr_assert_eq(tether_engine_tick(h.e[1], h.now), 0);
+    h_run(&h, 2000);
+    cr_assert_str_eq(h_members(&h, 1, buf, sizeof buf), "a@test b@test");
+    joins = tether_engine_stats(h.e[1])->seed_joins;
+    cr_assert_geq(joins, 2, "c (not started) and the unknown node first");
+    h_run(&h, 2000);
+    cr_assert_eq(tether_engine_stats(h.e[1])->seed_joins, joins,
+                 "no more joins once it has company");
+    /* Bad seed lists are refused. */
+    tether_engine_t *e = NULL;
+    const char *bad[] = {""};
+    cfg.seeds = bad;
+    cfg.nseeds = 1;
+    cr_assert_eq(tether_engine_new(&cfg, &e), TETHER_EINVAL);
+    cfg.seeds = NULL;
+    cr_assert_eq(tether_engine_new(&cfg, &e), TETHER_EINVAL);
+    cfg.nseeds = TETHER_ENGINE_SEEDS_MAX + 1;
+    cr_assert_eq(tether_engine_new(&cfg, &e), TETHER_EINVAL);
     h_free(&h);
 }
 

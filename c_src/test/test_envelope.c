@@ -894,3 +894,118 @@ Test(envelope, kind_classifies_without_trusting)
     char from[256];
     cr_assert_eq(tether__hello_peek_names(b, 4, from, NULL), TETHER_EPROTO);
 }
+
+/* ---- restart notices ------------------------------------------------------
+ */
+
+TestSuite(restart, .init = setup_established, .fini = teardown);
+
+/* a's restart notice to b (incarnation inc) into buf; returns its size. */
+static size_t notice_a(uint8_t *buf, size_t cap, uint64_t inc)
+{
+    size_t n = 0;
+
+    cr_assert_eq(tether__session_restart_notice(&P.sa, inc, buf, cap, &n), 0);
+    cr_assert_eq(n, tether__session_hello_size(&P.sa));
+    return n;
+}
+
+Test(restart, notice_verifies_and_leaves_the_session_alone)
+{
+    uint8_t n[TETHER_HELLO_MAX_BYTES], env[64], sid[32], sid2[32];
+    size_t len = notice_a(n, sizeof n, 7), elen;
+    uint64_t inc = 0;
+
+    cr_assert_eq(n[0], TETHER_ENVELOPE_VERSION);
+    cr_assert_eq(n[1], TETHER_ENV_TYPE_RESTART);
+    cr_assert_eq(tether__envelope_kind(n, len), TETHER_ENV_TYPE_RESTART);
+    cr_assert_eq(tether__session_id(&P.sb, sid), 0);
+    cr_assert_eq(tether__session_check_restart(&P.sb, n, len, &inc), 0);
+    cr_assert_eq(inc, 7);
+    cr_assert_eq(P.nb.restart_ok, 1);
+    /* Checking it changes nothing: the session still works. */
+    cr_assert(tether__session_established(&P.sb));
+    cr_assert_eq(tether__session_id(&P.sb, sid2), 0);
+    cr_assert_eq(memcmp(sid, sid2, sizeof sid), 0);
+    elen = seal(&P.sa, env, sizeof env, 8, 1);
+    cr_assert_eq(open_env(&P.sb, env, elen), 0);
+    /* A notice is no hello, and a hello no notice. */
+    cr_assert_eq(tether__session_accept(&P.sb, n, len), TETHER_EPROTO);
+    hello_a(&P, 2);
+    cr_assert_eq(tether__session_check_restart(&P.sb, P.ha, P.ha_len, &inc),
+                 TETHER_EPROTO);
+    char from[256], to[256];
+    cr_assert_eq(tether__hello_peek_names(n, len, from, to), 0);
+    cr_assert_str_eq(from, "a@h");
+    cr_assert_str_eq(to, "b@h");
+}
+
+Test(restart, every_flipped_byte_and_truncation_is_rejected)
+{
+    uint8_t n[TETHER_HELLO_MAX_BYTES], bad[TETHER_HELLO_MAX_BYTES];
+    size_t len = notice_a(n, sizeof n, 3);
+    uint64_t inc = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        memcpy(bad, n, len);
+        bad[i] ^= 0x01;
+        uint64_t before = rejections(&P.nb);
+        cr_assert_neq(tether__session_check_restart(&P.sb, bad, len, &inc), 0,
+                      "byte %zu", i);
+        cr_assert_eq(rejections(&P.nb), before + 1, "byte %zu counted", i);
+    }
+    for (size_t l = 0; l < len; l++) {
+        uint8_t *h = malloc(l ? l : 1); /* exact size: ASan sees overreads */
+        memcpy(h, n, l);
+        cr_assert_neq(tether__session_check_restart(&P.sb, h, l, &inc), 0);
+        free(h);
+    }
+    cr_assert_eq(P.nb.restart_ok, 0);
+    cr_assert(tether__session_established(&P.sb));
+}
+
+Test(restart, misaddressed_or_unknown_signer_is_rejected)
+{
+    tether_identity_t ic;
+    tether_trust_t tc, empty;
+    tether_session_t c_to_b, a_to_c, b_untrusting;
+    uint8_t n[TETHER_HELLO_MAX_BYTES];
+    size_t len;
+    uint64_t inc;
+
+    /* c's genuine notice to b, arriving as if from a. */
+    cr_assert_eq(tether__keys_from_cookie(&ic, &tc, "c@h", COOKIE, COOKIE_LEN),
+                 0);
+    cr_assert_eq(tether__session_init(&c_to_b, &ic, &tc, "b@h", NULL), 0);
+    cr_assert_eq(tether__session_restart_notice(&c_to_b, 9, n, sizeof n, &len),
+                 0);
+    cr_assert_eq(tether__session_check_restart(&P.sb, n, len, &inc),
+                 TETHER_EPROTO);
+    cr_assert_eq(P.nb.misaddressed, 1);
+    /* a's notice meant for c. */
+    cr_assert_eq(tether__session_init(&a_to_c, &P.ia, &P.ta, "c@h", NULL), 0);
+    cr_assert_eq(tether__session_restart_notice(&a_to_c, 9, n, sizeof n, &len),
+                 0);
+    cr_assert_eq(tether__session_check_restart(&P.sb, n, len, &inc),
+                 TETHER_EPROTO);
+    cr_assert_eq(P.nb.misaddressed, 2);
+    /* A node that trusts nobody. */
+    cr_assert_eq(tether__trust_init(&empty), 0);
+    cr_assert_eq(
+        tether__session_init(&b_untrusting, &P.ib, &empty, "a@h", NULL), 0);
+    len = notice_a(n, sizeof n, 9);
+    cr_assert_eq(tether__session_check_restart(&b_untrusting, n, len, &inc),
+                 TETHER_ENOTFOUND);
+    cr_assert_eq(tether__session_check_restart(&P.sb, n, len, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether__session_restart_notice(&P.sa, 1, n, 10, &len),
+                 TETHER_ETOOBIG);
+    cr_assert_eq(tether__session_restart_notice(NULL, 1, n, sizeof n, &len),
+                 TETHER_EINVAL);
+    tether__session_fini(&b_untrusting);
+    tether__session_fini(&a_to_c);
+    tether__session_fini(&c_to_b);
+    tether__trust_fini(&empty);
+    tether__trust_fini(&tc);
+    tether__identity_fini(&ic);
+}

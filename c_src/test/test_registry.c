@@ -31,7 +31,6 @@ static void start(reg_h_t *x, int n)
     h_init(&x->h, n);
     h_start_all(&x->h);
     tether_registry_config_default(&cfg);
-    cfg.conflict_sub = 9;
     cfg.digest_ms = 100;
     for (int i = 0; i < n; i++)
         cr_assert_eq(tether_registry_new(&cfg, x->h.e[i], &x->r[i]), 0);
@@ -40,9 +39,7 @@ static void start(reg_h_t *x, int n)
 
 static void stop(reg_h_t *x)
 {
-    h_free(&x->h);
-    for (int i = 0; i < x->h.n; i++)
-        tether_registry_free(x->r[i]);
+    h_free(&x->h); /* the registries go with their engines */
 }
 
 /* A name or pid as ETF: {Tag, K}. */
@@ -479,7 +476,7 @@ Test(registry, the_direct_path_hands_the_broadcast_to_the_caller)
 {
     reg_h_t x;
     sealed_log_t l = {0};
-    tether_engine_action_t a;
+    tether_action_t a;
     uint8_t nb[64], pb[64];
     size_t nl = term(nb, "name", 9), pl = term(pb, "pid", 90);
 
@@ -566,23 +563,39 @@ Test(registry, bad_messages_are_counted_and_change_nothing)
     bad0 = tether_registry_stats(x.r[1])->bad_msgs;
     d0 = tether_registry_digest(x.r[1]);
 
-    h_etf_begin(&m, 5, "reg_add"); /* bad method */
+    h_etf_begin(&m, 6, "reg_add"); /* bad method */
     ei_x_encode_ulonglong(&m, 5);
     ei_x_encode_long(&m, 7);
     ei_x_encode_binary(&m, "n", 1);
     ei_x_encode_binary(&m, "p", 1);
+    ei_x_encode_binary(&m, "", 0);
     send_raw(&x, &m);
-    h_etf_begin(&m, 5, "reg_add"); /* oversized name */
+    h_etf_begin(&m, 6, "reg_add"); /* oversized name */
     ei_x_encode_ulonglong(&m, 5);
     ei_x_encode_long(&m, 0);
     ei_x_encode_binary(&m, big, sizeof big);
     ei_x_encode_binary(&m, "p", 1);
+    ei_x_encode_binary(&m, "", 0);
     send_raw(&x, &m);
-    h_etf_begin(&m, 5, "reg_add"); /* empty pid */
+    h_etf_begin(&m, 6, "reg_add"); /* empty pid */
     ei_x_encode_ulonglong(&m, 5);
     ei_x_encode_long(&m, 0);
     ei_x_encode_binary(&m, "n", 1);
     ei_x_encode_binary(&m, "", 0);
+    ei_x_encode_binary(&m, "", 0);
+    send_raw(&x, &m);
+    h_etf_begin(&m, 6, "reg_add"); /* a meta: registrations have none */
+    ei_x_encode_ulonglong(&m, 5);
+    ei_x_encode_long(&m, 0);
+    ei_x_encode_binary(&m, "n", 1);
+    ei_x_encode_binary(&m, "p", 1);
+    ei_x_encode_binary(&m, "m", 1);
+    send_raw(&x, &m);
+    h_etf_begin(&m, 5, "reg_add"); /* the old shape, one field short */
+    ei_x_encode_ulonglong(&m, 5);
+    ei_x_encode_long(&m, 0);
+    ei_x_encode_binary(&m, "n", 1);
+    ei_x_encode_binary(&m, "p", 1);
     send_raw(&x, &m);
     h_etf_begin(&m, 2, "reg_sync"); /* not a list */
     ei_x_encode_atom(&m, "nope");
@@ -612,7 +625,7 @@ Test(registry, bad_messages_are_counted_and_change_nothing)
     ei_x_encode_atom(&m, "reg_add");
     send_raw(&x, &m);
 
-    cr_assert_eq(tether_registry_stats(x.r[1])->bad_msgs, bad0 + 10);
+    cr_assert_eq(tether_registry_stats(x.r[1])->bad_msgs, bad0 + 12);
     cr_assert_eq(tether_registry_digest(x.r[1]), d0);
     cr_assert_eq(where(&x, 1, 1), 10);
     stop(&x);
@@ -631,11 +644,12 @@ Test(registry, a_valid_sync_replaces_what_a_peer_holds_of_the_sender)
     /* a (claimed by the test) says its whole set is just name 5. */
     h_etf_begin(&m, 2, "reg_sync");
     ei_x_encode_list_header(&m, 1);
-    ei_x_encode_tuple_header(&m, 4);
+    ei_x_encode_tuple_header(&m, 5);
     ei_x_encode_ulonglong(&m, tether_hlc_pack(900, 0));
     ei_x_encode_long(&m, 0);
     ei_x_encode_binary(&m, nb, (long)nl);
     ei_x_encode_binary(&m, pb, (long)pl);
+    ei_x_encode_binary(&m, "", 0);
     ei_x_encode_empty_list(&m);
     send_raw(&x, &m);
     cr_assert_eq(where(&x, 1, 5), 50);
