@@ -175,32 +175,21 @@ int tether_function_register(tether_node_t *node, const char *module,
     return 0;
 }
 
-/* ---- from-handles ----------------------------------------------------- */
+/* ---- gen_server From --------------------------------------------------- */
 
-/*
- * Makes a from-handle for the gen_server From = {Pid, Tag} at b[idx]
- * (Tag = Ref, [alias | Ref] or [[alias | Ref] | _]). NULL if malformed.
- */
-static tether_from_t *from_new(tether_node_t *node, const erlang_pid *self,
-                               const char *b, int idx)
+int tether__gen_from_parse(const char *b, int idx, tether__gen_from_t *from)
 {
     int arity, type, size;
-    erlang_pid pid;
+    memset(from, 0, sizeof *from);
     if (ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 2 ||
-        ei_decode_pid(b, &idx, &pid) < 0)
-        return NULL;
-    int t0 = idx;
+        ei_decode_pid(b, &idx, &from->pid) < 0)
+        return TETHER_EINVAL;
+    from->tag0 = idx;
     if (ei_skip_term(b, &idx) < 0)
-        return NULL;
-    tether_from_t *f = calloc(1, sizeof *f + (size_t)(idx - t0));
-    if (f == NULL)
-        return NULL;
-    f->node = node;
-    f->self = *self;
-    f->to = pid;
-    f->tag_len = (size_t)(idx - t0);
-    memcpy(f->tag, b + t0, f->tag_len);
-    int t = t0, n;
+        return TETHER_EINVAL;
+    from->tag1 = idx;
+    /* Tag = [alias | Ref] or [[alias | Ref] | _]: reply to the alias. */
+    int t = from->tag0, n;
     if (ei_get_type(b, &t, &type, &size) == 0 && type == ERL_LIST_EXT &&
         ei_decode_list_header(b, &t, &n) == 0 && n == 1) {
         int inner = t, it, isz, m;
@@ -209,9 +198,55 @@ static tether_from_t *from_new(tether_node_t *node, const erlang_pid *self,
             t = inner;
         char a[MAXATOMLEN_UTF8];
         if (ei_decode_atom(b, &t, a) == 0 && strcmp(a, "alias") == 0 &&
-            ei_decode_ref(b, &t, &f->alias_ref) == 0)
-            f->alias = true;
+            ei_decode_ref(b, &t, &from->alias_ref) == 0)
+            from->alias = true;
     }
+    return 0;
+}
+
+int tether__gen_reply(tether_proc_t *self, const char *buf, int from_index,
+                      const char *reply, size_t reply_len)
+{
+    tether__gen_from_t f;
+    if (tether__gen_from_parse(buf, from_index, &f) < 0 || reply_len < 2)
+        return TETHER_EINVAL;
+    ei_x_buff x;
+    if (ei_x_new_with_version(&x) < 0)
+        return TETHER_ENOMEM;
+    int rc = TETHER_ENOMEM;
+    if (ei_x_encode_tuple_header(&x, 2) == 0 &&
+        ei_x_append_buf(&x, buf + f.tag0, f.tag1 - f.tag0) == 0 &&
+        ei_x_append_buf(&x, reply + 1, (int)reply_len - 1) == 0) {
+        if (f.alias)
+            rc = tether_proc_send_alias(self, &f.alias_ref, x.buff,
+                                        (size_t)x.index);
+        else
+            rc = tether_proc_send(self, &f.pid, x.buff, (size_t)x.index);
+    }
+    ei_x_free(&x);
+    return rc;
+}
+
+/* ---- from-handles ----------------------------------------------------- */
+
+/* Makes a from-handle for the gen_server From at b[idx]; NULL if malformed. */
+static tether_from_t *from_new(tether_node_t *node, const erlang_pid *self,
+                               const char *b, int idx)
+{
+    tether__gen_from_t gf;
+    if (tether__gen_from_parse(b, idx, &gf) < 0)
+        return NULL;
+    size_t tag_len = (size_t)(gf.tag1 - gf.tag0);
+    tether_from_t *f = calloc(1, sizeof *f + tag_len);
+    if (f == NULL)
+        return NULL;
+    f->node = node;
+    f->self = *self;
+    f->to = gf.pid;
+    f->alias = gf.alias;
+    f->alias_ref = gf.alias_ref;
+    f->tag_len = tag_len;
+    memcpy(f->tag, b + gf.tag0, tag_len);
     return f;
 }
 

@@ -9,6 +9,7 @@
 #ifndef TETHER_CNODE_API_H
 #define TETHER_CNODE_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <ei.h>
@@ -93,5 +94,29 @@ TETHER_MUST_CHECK int tether__erpc_encode_stack(ei_x_buff *x,
 TETHER_MUST_CHECK int tether__erpc_decode_reason(const char *reason, size_t len,
                                                  const char *res,
                                                  size_t res_len, ei_x_buff *x);
+
+/* A gen_server From = {Pid, Tag}, as read from a message. */
+typedef struct tether__gen_from {
+    erlang_pid pid;
+    int tag0, tag1;       /* the Tag term: buf[tag0, tag1) */
+    bool alias;           /* Tag is [alias | Ref] or [[alias | Ref] | _] */
+    erlang_ref alias_ref; /* then the reply goes to this alias */
+} tether__gen_from_t;
+
+/*
+ * Reads the From term at buf[idx] (buf checked with tether_term_valid).
+ * Returns 0 or TETHER_EINVAL.
+ */
+TETHER_MUST_CHECK int tether__gen_from_parse(const char *buf, int idx,
+                                             tether__gen_from_t *from);
+
+/*
+ * Replies to a gen_server call from the process self: From is the
+ * 131-less slice of the {Pid, Tag} term at buf[from_index]. Sends
+ * {Tag, Reply} to the alias when Tag is [alias | Ref] (or
+ * [[alias | Ref] | _]), else to Pid.
+ */
+int tether__gen_reply(tether_proc_t *self, const char *buf, int from_index,
+                      const char *reply, size_t reply_len);
 
 #endif /* TETHER_CNODE_API_H */
