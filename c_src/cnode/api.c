@@ -1,6 +1,7 @@
 /*
  * cnode/api.c: functions, rex, services, sending, outgoing erpc calls and
- * the node's worker pool (tether/service.h; internal side in cnode/api.h).
+ * the node's worker pool (tether/service.h; internal side in cnode/api.h
+ * and cnode/internal.h).
  *
  * A call from another node arrives in one of three ways:
  *   erpc   SPAWN_REQUEST of erpc:execute_call/4 (or execute_cast/3): the
@@ -22,20 +23,21 @@
  * the call to be freed when it completes.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "cnode/api.h"
-#include "cnode/builtins.h"
+#include "cnode/internal.h"
+#include "tether/service.h"
 #include "tether/term.h"
 
-#define FN_BUCKETS  256
-#define ARITY_MAX   255
 #define WORKERS_MAX 64
 
-typedef struct fn_entry {
-    struct fn_entry *next;
+#define ARITY_MAX 255
+
+typedef struct tether__fn_entry {
+    struct tether__fn_entry *next;
     char module[TETHER_NAME_MAX];
     char function[TETHER_NAME_MAX];
     int arity;
@@ -43,85 +45,7 @@ typedef struct fn_entry {
     void *ctx;
 } fn_entry_t;
 
-typedef struct pending_svc {
-    struct pending_svc *next;
-    tether_service_t *svc;
-} pending_svc_t;
-
-typedef struct out_call out_call_t;
-
-typedef struct api {
-    tether_node_t *node;
-    fn_entry_t *fns[FN_BUCKETS];
-    pending_svc_t *pending;
-    bool started;
-    tether_proc_t *rex;
-    erlang_pid rex_pid;
-    tether_pool_t *pool;
-    out_call_t *outs;
-} api_t;
-
-/* What an erpc process points at; freed with the process. */
-typedef struct cell {
-    tether_call_t *call;
-    bool started;
-} cell_t;
-
-struct tether_from {
-    tether_node_t *node;
-    erlang_pid self; /* the replying process */
-    erlang_pid to;
-    bool alias;
-    erlang_ref alias_ref;
-    bool plain_rex; /* {rex, Reply} to a plain {From, {call, ...}} */
-    size_t tag_len;
-    char tag[]; /* the Tag term, without 131 */
-};
-
-struct tether_call {
-    tether_node_t *node;
-    tether_reply_mode_t mode;
-    erlang_pid pid;      /* the erpc process */
-    cell_t *cell;        /* ERPC and CAST */
-    tether_from_t *from; /* REX */
-    char module[TETHER_NAME_MAX];
-    char function[TETHER_NAME_MAX];
-    int arity;
-    char *buf; /* owned copy of the request (131-prefixed) */
-    size_t len;
-    int args_index;     /* first argument */
-    int alist0, alist1; /* the argument list term */
-    int ref0, ref1;     /* erpc's Ref */
-    ei_x_buff out;      /* the encoded outcome */
-    tether__call_done_fn done; /* INNER */
-    void *done_ctx;
-};
-
-struct tether_service {
-    tether_node_t *node;
-    char name[TETHER_NAME_MAX];
-    tether_service_ops_t ops;
-    void *ctx;
-    tether_proc_t *proc;
-    erlang_pid pid;
-};
-
-#define LOG(node, lvl, ...) tether__node_log((node), (lvl), __VA_ARGS__)
-
-/* ---- the API state ---------------------------------------------------- */
-
-static api_t *api_get(tether_node_t *node)
-{
-    api_t *api = tether__node_api(node);
-    if (api)
-        return api;
-    api = calloc(1, sizeof *api);
-    if (api == NULL)
-        return NULL;
-    api->node = node;
-    tether__node_set_api(node, api);
-    return api;
-}
+/* ---- the table ----------------------------------------------------- */
 
 static unsigned fn_hash(const char *m, const char *f, int arity)
 {
@@ -132,19 +56,20 @@ static unsigned fn_hash(const char *m, const char *f, int arity)
     for (const char *p = f; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
     h = (h ^ (unsigned)arity) * 16777619u;
-    return h % FN_BUCKETS;
+    return h % TETHER__FN_BUCKETS;
 }
 
-static fn_entry_t *fn_find(api_t *api, const char *m, const char *f, int arity)
+static fn_entry_t *fn_find(tether_node_t *node, const char *m, const char *f,
+                           int arity)
 {
-    for (fn_entry_t *e = api->fns[fn_hash(m, f, arity)]; e; e = e->next)
+    for (fn_entry_t *e = node->fns[fn_hash(m, f, arity)]; e; e = e->next)
         if (e->arity == arity && strcmp(e->module, m) == 0 &&
             strcmp(e->function, f) == 0)
             return e;
     return NULL;
 }
 
-static bool name_ok(const char *s)
+bool tether__name_ok(const char *s)
 {
     return s && s[0] && strnlen(s, TETHER_NAME_MAX) < TETHER_NAME_MAX;
 }
@@ -153,13 +78,11 @@ int tether_function_register(tether_node_t *node, const char *module,
                              const char *function, int arity,
                              tether_function_fn fn, void *ctx)
 {
-    if (node == NULL || !name_ok(module) || !name_ok(function) || arity < 0 ||
-        arity > ARITY_MAX || fn == NULL)
+    if (node == NULL || !tether__name_ok(module) ||
+        !tether__name_ok(function) || arity < 0 || arity > ARITY_MAX ||
+        fn == NULL)
         return TETHER_EINVAL;
-    api_t *api = api_get(node);
-    if (api == NULL)
-        return TETHER_ENOMEM;
-    if (fn_find(api, module, function, arity))
+    if (fn_find(node, module, function, arity))
         return TETHER_EEXIST;
     fn_entry_t *e = calloc(1, sizeof *e);
     if (e == NULL)
@@ -170,144 +93,14 @@ int tether_function_register(tether_node_t *node, const char *module,
     e->fn = fn;
     e->ctx = ctx;
     unsigned h = fn_hash(module, function, arity);
-    e->next = api->fns[h];
-    api->fns[h] = e;
+    e->next = node->fns[h];
+    node->fns[h] = e;
     return 0;
 }
 
-/* ---- gen_server From --------------------------------------------------- */
+/* ---- calls --------------------------------------------------------- */
 
-int tether__gen_from_parse(const char *b, int idx, tether__gen_from_t *from)
-{
-    int arity, type, size;
-    memset(from, 0, sizeof *from);
-    if (ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 2 ||
-        ei_decode_pid(b, &idx, &from->pid) < 0)
-        return TETHER_EINVAL;
-    from->tag0 = idx;
-    if (ei_skip_term(b, &idx) < 0)
-        return TETHER_EINVAL;
-    from->tag1 = idx;
-    /* Tag = [alias | Ref] or [[alias | Ref] | _]: reply to the alias. */
-    int t = from->tag0, n;
-    if (ei_get_type(b, &t, &type, &size) == 0 && type == ERL_LIST_EXT &&
-        ei_decode_list_header(b, &t, &n) == 0 && n == 1) {
-        int inner = t, it, isz, m;
-        if (ei_get_type(b, &inner, &it, &isz) == 0 && it == ERL_LIST_EXT &&
-            ei_decode_list_header(b, &inner, &m) == 0 && m == 1)
-            t = inner;
-        char a[MAXATOMLEN_UTF8];
-        if (ei_decode_atom(b, &t, a) == 0 && strcmp(a, "alias") == 0 &&
-            ei_decode_ref(b, &t, &from->alias_ref) == 0)
-            from->alias = true;
-    }
-    return 0;
-}
-
-int tether__gen_reply(tether_proc_t *self, const char *buf, int from_index,
-                      const char *reply, size_t reply_len)
-{
-    tether__gen_from_t f;
-    if (tether__gen_from_parse(buf, from_index, &f) < 0 || reply_len < 2)
-        return TETHER_EINVAL;
-    ei_x_buff x;
-    if (ei_x_new_with_version(&x) < 0)
-        return TETHER_ENOMEM;
-    int rc = TETHER_ENOMEM;
-    if (ei_x_encode_tuple_header(&x, 2) == 0 &&
-        ei_x_append_buf(&x, buf + f.tag0, f.tag1 - f.tag0) == 0 &&
-        ei_x_append_buf(&x, reply + 1, (int)reply_len - 1) == 0) {
-        if (f.alias)
-            rc = tether_proc_send_alias(self, &f.alias_ref, x.buff,
-                                        (size_t)x.index);
-        else
-            rc = tether_proc_send(self, &f.pid, x.buff, (size_t)x.index);
-    }
-    ei_x_free(&x);
-    return rc;
-}
-
-/* ---- from-handles ----------------------------------------------------- */
-
-/* Makes a from-handle for the gen_server From at b[idx]; NULL if malformed. */
-static tether_from_t *from_new(tether_node_t *node, const erlang_pid *self,
-                               const char *b, int idx)
-{
-    tether__gen_from_t gf;
-    if (tether__gen_from_parse(b, idx, &gf) < 0)
-        return NULL;
-    size_t tag_len = (size_t)(gf.tag1 - gf.tag0);
-    tether_from_t *f = calloc(1, sizeof *f + tag_len);
-    if (f == NULL)
-        return NULL;
-    f->node = node;
-    f->self = *self;
-    f->to = gf.pid;
-    f->alias = gf.alias;
-    f->alias_ref = gf.alias_ref;
-    f->tag_len = tag_len;
-    memcpy(f->tag, b + gf.tag0, tag_len);
-    return f;
-}
-
-void tether_from_free(tether_from_t *from)
-{
-    free(from);
-}
-
-/* Sends msg now (loop thread) or through a post (any other thread). */
-static int send_any(tether_node_t *node, const erlang_pid *self,
-                    const erlang_pid *to, const erlang_ref *alias,
-                    const char *msg, size_t len)
-{
-    if (tether_node_on_loop(node))
-        return tether__node_send_now(node, self, to, alias, msg, len);
-    if (alias)
-        return tether_node_post_send_alias(node, self, alias, msg, len);
-    return tether_node_post_send(node, self, to, msg, len);
-}
-
-int tether_reply(tether_from_t *from, const char *term, size_t len)
-{
-    if (from == NULL)
-        return TETHER_EINVAL;
-    int rc = TETHER_EINVAL;
-    ei_x_buff x;
-    if (!tether_term_valid(term, len))
-        goto done;
-    rc = TETHER_ENOMEM;
-    if (ei_x_new_with_version(&x) < 0)
-        goto done;
-    int e = ei_x_encode_tuple_header(&x, 2);
-    if (from->plain_rex)
-        e |= ei_x_encode_atom(&x, "rex");
-    else
-        e |= ei_x_append_buf(&x, from->tag, (int)from->tag_len);
-    e |= ei_x_append_buf(&x, term + 1, (int)len - 1);
-    if (e == 0)
-        rc = send_any(from->node, &from->self, &from->to,
-                      from->alias ? &from->alias_ref : NULL, x.buff,
-                      (size_t)x.index);
-    ei_x_free(&x);
-done:
-    free(from);
-    return rc;
-}
-
-int tether_reply_atom(tether_from_t *from, const char *atom)
-{
-    char t[TETHER_ATOM_TERM_MAX];
-    size_t n = tether_term_atom(t, sizeof t, atom ? atom : "");
-    if (n == 0) {
-        free(from);
-        return TETHER_EINVAL;
-    }
-    return tether_reply(from, t, n);
-}
-
-/* ---- calls ------------------------------------------------------------- */
-
-static void call_free(tether_call_t *call)
+void tether__call_free(tether_call_t *call)
 {
     if (call == NULL)
         return;
@@ -317,8 +110,8 @@ static void call_free(tether_call_t *call)
     free(call);
 }
 
-static tether_call_t *call_new(tether_node_t *node, tether_reply_mode_t mode,
-                               const char *buf, size_t len)
+tether_call_t *tether__call_new(tether_node_t *node, tether_reply_mode_t mode,
+                                const char *buf, size_t len)
 {
     tether_call_t *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -407,7 +200,7 @@ static int call_fix_string_args(tether_call_t *c, int idx)
     return call_parse_mfa(c, save);
 }
 
-static int call_parse(tether_call_t *c, int idx)
+int tether__call_parse(tether_call_t *c, int idx)
 {
     int rc = call_parse_mfa(c, idx);
     if (rc == -2)
@@ -438,32 +231,11 @@ int tether_call_arity(const tether_call_t *call)
 /* Hands the encoded outcome to the caller (loop thread) and frees call. */
 static void call_deliver(tether_node_t *node, void *arg)
 {
+    (void)node;
     tether_call_t *c = arg;
-    switch (c->mode) {
-    case TETHER_MODE_ERPC:
-    case TETHER_MODE_CAST: {
-        tether_proc_t *p = tether_procs_find(tether_node_procs(node), &c->pid);
-        cell_t *cell = p ? tether_proc_arg(p) : NULL;
-        if (p && tether_proc_alive(p) && cell && cell->call == c) {
-            cell->call = NULL;
-            if (c->mode == TETHER_MODE_ERPC)
-                tether_proc_exit(p, c->out.buff, (size_t)c->out.index);
-            else
-                tether_proc_exit(p, NULL, 0);
-        }
-        break;
-    }
-    case TETHER_MODE_REX: {
-        tether_from_t *f = c->from;
-        c->from = NULL;
-        (void)tether_reply(f, c->out.buff, (size_t)c->out.index);
-        break;
-    }
-    case TETHER_MODE_INNER:
-        c->done(node, c->done_ctx, c->out.buff, (size_t)c->out.index);
-        break;
-    }
-    call_free(c);
+    if (c->deliver)
+        c->deliver(c);
+    tether__call_free(c);
 }
 
 /* Delivers at once on the loop thread, else through a post. */
@@ -475,13 +247,14 @@ static int call_finish(tether_call_t *c)
     }
     int rc = tether_node_post(c->node, call_deliver, c);
     if (rc < 0)
-        call_free(c);
+        tether__call_free(c);
     return rc;
 }
 
 /* Encodes the outcome; on failure the caller gets error:system_limit. */
-static int complete(tether_call_t *c, tether_class_t cls, const char *value,
-                    size_t vlen, const char *stack, size_t slen)
+int tether__call_complete(tether_call_t *c, tether_class_t cls,
+                          const char *value, size_t vlen, const char *stack,
+                          size_t slen)
 {
     if (c == NULL)
         return TETHER_EINVAL;
@@ -539,7 +312,7 @@ int tether_call_return(tether_call_t *call, const char *term, size_t len)
         (void)tether_call_raise_atom(call, TETHER_ERROR, "badarg");
         return TETHER_EINVAL;
     }
-    return complete(call, TETHER_RETURN, term, len, NULL, 0);
+    return tether__call_complete(call, TETHER_RETURN, term, len, NULL, 0);
 }
 
 int tether_call_return_atom(tether_call_t *call, const char *atom)
@@ -550,7 +323,7 @@ int tether_call_return_atom(tether_call_t *call, const char *atom)
         (void)tether_call_raise_atom(call, TETHER_ERROR, "badarg");
         return TETHER_EINVAL;
     }
-    return complete(call, TETHER_RETURN, t, n, NULL, 0);
+    return tether__call_complete(call, TETHER_RETURN, t, n, NULL, 0);
 }
 
 int tether_call_raise(tether_call_t *call, tether_class_t cls,
@@ -563,10 +336,10 @@ int tether_call_raise(tether_call_t *call, tether_class_t cls,
         (stack && !tether_term_valid(stack, stack_len))) {
         char t[TETHER_ATOM_TERM_MAX];
         size_t n = tether_term_atom(t, sizeof t, "badarg");
-        (void)complete(call, TETHER_ERROR, t, n, NULL, 0);
+        (void)tether__call_complete(call, TETHER_ERROR, t, n, NULL, 0);
         return TETHER_EINVAL;
     }
-    return complete(call, cls, reason, len, stack, stack_len);
+    return tether__call_complete(call, cls, reason, len, stack, stack_len);
 }
 
 int tether_call_raise_atom(tether_call_t *call, tether_class_t cls,
@@ -576,13 +349,12 @@ int tether_call_raise_atom(tether_call_t *call, tether_class_t cls,
     size_t n = tether_term_atom(t, sizeof t, atom ? atom : "");
     if (n == 0)
         n = tether_term_atom(t, sizeof t, "badarg");
-    return complete(call, cls, t, n, NULL, 0);
+    return tether__call_complete(call, cls, t, n, NULL, 0);
 }
 
-/* Runs the function of c, or raises undef as the BEAM would. Loop. */
-static void call_run(api_t *api, tether_call_t *c)
+void tether__call_run(tether_call_t *c)
 {
-    fn_entry_t *e = fn_find(api, c->module, c->function, c->arity);
+    fn_entry_t *e = fn_find(c->node, c->module, c->function, c->arity);
     if (e == NULL) {
         ei_x_buff st;
         char undef[TETHER_ATOM_TERM_MAX];
@@ -591,10 +363,10 @@ static void call_run(api_t *api, tether_call_t *c)
             tether__erpc_encode_stack(&st, c->module, c->function, c->arity,
                                       c->buf + c->alist0,
                                       (size_t)(c->alist1 - c->alist0)) == 0) {
-            (void)complete(c, TETHER_ERROR, undef, n, st.buff,
-                           (size_t)st.index);
+            (void)tether__call_complete(c, TETHER_ERROR, undef, n, st.buff,
+                                        (size_t)st.index);
         } else {
-            (void)complete(c, TETHER_ERROR, undef, n, NULL, 0);
+            (void)tether__call_complete(c, TETHER_ERROR, undef, n, NULL, 0);
         }
         ei_x_free(&st);
         return;
@@ -603,7 +375,79 @@ static void call_run(api_t *api, tether_call_t *c)
     e->fn(c, c->buf, c->args_index, c->arity, e->ctx);
 }
 
-/* ---- erpc processes --------------------------------------------------- */
+/* ---- calls made by the node itself --------------------------------- */
+
+static void invoke_deliver(tether_call_t *c)
+{
+    c->done(c->node, c->done_ctx, c->out.buff, (size_t)c->out.index);
+}
+
+int tether__call_invoke(tether_node_t *node, const char *module,
+                        const char *function, const char *args, size_t args_len,
+                        tether__call_done_fn done, void *ctx)
+{
+    if (node == NULL || done == NULL || !tether__name_ok(module) ||
+        !tether__name_ok(function) || !tether_term_valid(args, args_len))
+        return TETHER_EINVAL;
+    ei_x_buff x;
+    if (ei_x_new_with_version(&x) < 0)
+        return TETHER_ENOMEM;
+    int rc = ei_x_encode_atom(&x, module);
+    rc |= ei_x_encode_atom(&x, function);
+    rc |= ei_x_append_buf(&x, args + 1, (int)(args_len - 1));
+    if (rc != 0) {
+        ei_x_free(&x);
+        return TETHER_ENOMEM;
+    }
+    tether_call_t *c =
+        tether__call_new(node, TETHER_MODE_INNER, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+    if (c == NULL)
+        return TETHER_ENOMEM;
+    c->deliver = invoke_deliver;
+    c->done = done;
+    c->done_ctx = ctx;
+    if (tether__call_parse(c, 1) < 0) {
+        tether__call_free(c);
+        return TETHER_EINVAL;
+    }
+    tether__call_run(c);
+    return 0;
+}
+
+void tether__functions_fini(tether_node_t *node)
+{
+    for (int i = 0; i < TETHER__FN_BUCKETS; i++) {
+        while (node->fns[i]) {
+            fn_entry_t *e = node->fns[i];
+            node->fns[i] = e->next;
+            free(e);
+        }
+    }
+}
+
+/* ---- erpc processes ------------------------------------------------ */
+
+/* What an erpc process points at; freed with the process. */
+typedef struct cell {
+    tether_call_t *call;
+    bool started;
+} cell_t;
+
+/* Ends the erpc process with the outcome as its exit reason (ERPC) or
+ * normally (CAST), unless the process is gone (erpc abandoned the call). */
+static void erpc_deliver(tether_call_t *c)
+{
+    tether_proc_t *p = tether_procs_find(c->node->procs, &c->pid);
+    cell_t *cell = p ? tether_proc_arg(p) : NULL;
+    if (p && tether_proc_alive(p) && cell && cell->call == c) {
+        cell->call = NULL;
+        if (c->mode == TETHER_MODE_ERPC)
+            tether_proc_exit(p, c->out.buff, (size_t)c->out.index);
+        else
+            tether_proc_exit(p, NULL, 0);
+    }
+}
 
 static void erpc_exit(tether_proc_t *self, const char *reason, size_t len,
                       void *arg)
@@ -612,10 +456,9 @@ static void erpc_exit(tether_proc_t *self, const char *reason, size_t len,
     (void)reason;
     (void)len;
     cell_t *cell = arg;
+    /* A call in flight is freed when it completes. */
     if (cell->call && !cell->started)
-        call_free(cell->call);
-    else if (cell->call)
-        cell->call->cell = NULL; /* in flight: freed when it completes */
+        tether__call_free(cell->call);
     free(cell);
 }
 
@@ -628,8 +471,7 @@ static void erpc_handler(tether_proc_t *self, const tether_msg_t *msg,
     if (cell->started || cell->call == NULL)
         return; /* only the start message matters */
     cell->started = true;
-    api_t *api = tether__node_api(cell->call->node);
-    call_run(api, cell->call);
+    tether__call_run(cell->call);
 }
 
 /*
@@ -637,9 +479,8 @@ static void erpc_handler(tether_proc_t *self, const tether_msg_t *msg,
  * erpc:execute_cast(M, F, A) start a C process; anything else is notsup.
  */
 static int spawn_hook(tether_node_t *node, const tether_spawn_req_t *req,
-                      erlang_pid *pid, const char **error_atom, void *ctx)
+                      erlang_pid *pid, const char **error_atom)
 {
-    (void)ctx;
     tether_reply_mode_t mode;
     if (strcmp(req->module, "erpc") == 0 &&
         strcmp(req->function, "execute_call") == 0 && req->arity == 4)
@@ -656,7 +497,7 @@ static int spawn_hook(tether_node_t *node, const tether_spawn_req_t *req,
     *error_atom = "badarg";
     if (!tether_term_valid(req->args, req->args_len))
         return TETHER_EINVAL;
-    tether_call_t *c = call_new(node, mode, req->args, req->args_len);
+    tether_call_t *c = tether__call_new(node, mode, req->args, req->args_len);
     if (c == NULL) {
         *error_atom = "system_limit";
         return TETHER_ENOMEM;
@@ -671,16 +512,16 @@ static int spawn_hook(tether_node_t *node, const tether_spawn_req_t *req,
         c->ref1 = idx;
     }
     /* call_parse may rebuild the buffer; Ref, before M, keeps its place. */
-    if (call_parse(c, idx) < 0)
+    if (tether__call_parse(c, idx) < 0)
         goto bad;
     cell_t *cell = calloc(1, sizeof *cell);
     if (cell == NULL)
         goto nomem;
     cell->call = c;
-    c->cell = cell;
+    c->deliver = erpc_deliver;
     tether_proc_spec_t spec = {erpc_handler, erpc_exit, cell};
     tether_proc_t *p;
-    if (tether_proc_spawn(tether_node_procs(node), &spec, &p) < 0) {
+    if (tether_proc_spawn(node->procs, &spec, &p) < 0) {
         free(cell);
         goto nomem;
     }
@@ -693,20 +534,37 @@ static int spawn_hook(tether_node_t *node, const tether_spawn_req_t *req,
     (void)tether_proc_send(p, &c->pid, go, gl);
     return 0;
 bad:
-    call_free(c);
+    tether__call_free(c);
     *error_atom = "badarg";
     return TETHER_EINVAL;
 nomem:
-    call_free(c);
+    tether__call_free(c);
     *error_atom = "system_limit";
     return TETHER_ENOMEM;
 }
 
-/* ---- rex ---------------------------------------------------------------- */
+void tether__erpc_start(tether_node_t *node)
+{
+    tether_node_set_spawn_handler(node, spawn_hook);
+}
+
+void tether__erpc_stop(tether_node_t *node)
+{
+    tether_node_set_spawn_handler(node, NULL);
+}
+
+/* Hands the outcome, as rpc's reply, to the caller. */
+static void rex_deliver(tether_call_t *c)
+{
+    tether_from_t *f = c->from;
+    c->from = NULL;
+    (void)tether_reply(f, c->out.buff, (size_t)c->out.index);
+}
 
 /* {call | block_call, M, F, A, Gl} at b[idx] from a gen_server From. */
-static void rex_call(api_t *api, tether_proc_t *self, const tether_msg_t *msg,
-                     int from_idx, int req_idx, bool plain)
+static void rex_call(tether_node_t *node, tether_proc_t *self,
+                     const tether_msg_t *msg, int from_idx, int req_idx,
+                     bool plain)
 {
     const char *b = msg->data;
     int idx = req_idx, arity;
@@ -722,34 +580,31 @@ static void rex_call(api_t *api, tether_proc_t *self, const tether_msg_t *msg,
         int t = from_idx;
         if (ei_decode_pid(b, &t, &pid) < 0)
             return;
-        from = calloc(1, sizeof *from);
+        from = tether__from_rex(node, tether_proc_pid(self), &pid);
         if (from == NULL)
             return;
-        from->node = api->node;
-        from->self = *tether_proc_pid(self);
-        from->to = pid;
-        from->plain_rex = true;
     } else {
-        from = from_new(api->node, tether_proc_pid(self), b, from_idx);
+        from = tether__from_new(node, tether_proc_pid(self), b, from_idx);
         if (from == NULL)
             return;
     }
-    tether_call_t *c = call_new(api->node, TETHER_MODE_REX, b, msg->len);
+    tether_call_t *c = tether__call_new(node, TETHER_MODE_REX, b, msg->len);
     if (c == NULL) {
         tether_from_free(from);
         return;
     }
     c->from = from;
-    if (call_parse(c, idx) < 0) {
+    c->deliver = rex_deliver;
+    if (tether__call_parse(c, idx) < 0) {
         char badarg[TETHER_ATOM_TERM_MAX];
         size_t n = tether_term_atom(badarg, sizeof badarg, "badarg");
-        (void)complete(c, TETHER_EXIT, badarg, n, NULL, 0);
+        (void)tether__call_complete(c, TETHER_EXIT, badarg, n, NULL, 0);
         return;
     }
-    call_run(api, c);
+    tether__call_run(c);
 }
 
-static void rex_cast(api_t *api, const tether_msg_t *msg, int req_idx)
+static void rex_cast(tether_node_t *node, const tether_msg_t *msg, int req_idx)
 {
     const char *b = msg->data;
     int idx = req_idx, arity;
@@ -757,16 +612,15 @@ static void rex_cast(api_t *api, const tether_msg_t *msg, int req_idx)
     if (ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 5 ||
         ei_decode_atom(b, &idx, tag) < 0 || strcmp(tag, "cast") != 0)
         return;
-    tether_call_t *c = call_new(api->node, TETHER_MODE_REX, b, msg->len);
+    tether_call_t *c = tether__call_new(node, TETHER_MODE_CAST, b, msg->len);
     if (c == NULL)
         return;
-    c->mode = TETHER_MODE_CAST;
-    if (call_parse(c, idx) < 0) {
-        call_free(c);
+    if (tether__call_parse(c, idx) < 0) {
+        tether__call_free(c);
         return;
     }
-    /* No process to end: the outcome is dropped at delivery. */
-    call_run(api, c);
+    /* No process to end and no deliver hook: the outcome is dropped. */
+    tether__call_run(c);
 }
 
 static void rex_features(tether_proc_t *self, const erlang_pid *to)
@@ -809,7 +663,7 @@ static void rex_io(tether_proc_t *self, const char *b, int idx)
 
 static void rex_handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
 {
-    api_t *api = arg;
+    tether_node_t *node = arg;
     const char *b = msg->data;
     int idx = 1, arity, type, size;
     char a[MAXATOMLEN_UTF8];
@@ -827,9 +681,9 @@ static void rex_handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
             int from_idx = idx;
             if (ei_skip_term(b, &idx) < 0)
                 return;
-            rex_call(api, self, msg, from_idx, idx, false);
+            rex_call(node, self, msg, from_idx, idx, false);
         } else if (strcmp(a, "$gen_cast") == 0 && arity == 2) {
-            rex_cast(api, msg, idx);
+            rex_cast(node, msg, idx);
         } else if (strcmp(a, "io_request") == 0 && arity == 4) {
             rex_io(self, b, idx);
         }
@@ -846,11 +700,180 @@ static void rex_handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
                 rex_features(self, &from);
             return;
         }
-        rex_call(api, self, msg, first, req, true);
+        rex_call(node, self, msg, first, req, true);
     }
 }
 
-/* ---- services ------------------------------------------------------------ */
+int tether__rex_start(tether_node_t *node)
+{
+    tether_proc_spec_t rex = {rex_handler, NULL, node};
+    int rc = tether_proc_spawn(node->procs, &rex, &node->rex);
+    if (rc < 0)
+        return rc;
+    rc = tether_proc_register(node->rex, "rex");
+    if (rc < 0)
+        return rc;
+    node->rex_pid = *tether_proc_pid(node->rex);
+    return 0;
+}
+
+struct tether_from {
+    tether_node_t *node;
+    erlang_pid self; /* the replying process */
+    erlang_pid to;
+    bool alias;
+    erlang_ref alias_ref;
+    bool plain_rex; /* {rex, Reply} to a plain {From, {call, ...}} */
+    size_t tag_len;
+    char tag[]; /* the Tag term, without 131 */
+};
+
+struct tether_service {
+    tether_node_t *node;
+    char name[TETHER_NAME_MAX];
+    tether_service_ops_t ops;
+    void *ctx;
+    tether_proc_t *proc;
+    erlang_pid pid;
+};
+
+/* A service registered before the node started. */
+typedef struct tether__pending_svc {
+    struct tether__pending_svc *next;
+    tether_service_t *svc;
+} pending_svc_t;
+
+/* ---- From ---------------------------------------------------------- */
+
+int tether__gen_from_parse(const char *b, int idx, tether__gen_from_t *from)
+{
+    int arity, type, size;
+    memset(from, 0, sizeof *from);
+    if (ei_decode_tuple_header(b, &idx, &arity) < 0 || arity != 2 ||
+        ei_decode_pid(b, &idx, &from->pid) < 0)
+        return TETHER_EINVAL;
+    from->tag0 = idx;
+    if (ei_skip_term(b, &idx) < 0)
+        return TETHER_EINVAL;
+    from->tag1 = idx;
+    /* Tag = [alias | Ref] or [[alias | Ref] | _]: reply to the alias. */
+    int t = from->tag0, n;
+    if (ei_get_type(b, &t, &type, &size) == 0 && type == ERL_LIST_EXT &&
+        ei_decode_list_header(b, &t, &n) == 0 && n == 1) {
+        int inner = t, it, isz, m;
+        if (ei_get_type(b, &inner, &it, &isz) == 0 && it == ERL_LIST_EXT &&
+            ei_decode_list_header(b, &inner, &m) == 0 && m == 1)
+            t = inner;
+        char a[MAXATOMLEN_UTF8];
+        if (ei_decode_atom(b, &t, a) == 0 && strcmp(a, "alias") == 0 &&
+            ei_decode_ref(b, &t, &from->alias_ref) == 0)
+            from->alias = true;
+    }
+    return 0;
+}
+
+int tether__gen_reply(tether_proc_t *self, const char *buf, int from_index,
+                      const char *reply, size_t reply_len)
+{
+    tether__gen_from_t f;
+    if (tether__gen_from_parse(buf, from_index, &f) < 0 || reply_len < 2)
+        return TETHER_EINVAL;
+    ei_x_buff x;
+    if (ei_x_new_with_version(&x) < 0)
+        return TETHER_ENOMEM;
+    int rc = TETHER_ENOMEM;
+    if (ei_x_encode_tuple_header(&x, 2) == 0 &&
+        ei_x_append_buf(&x, buf + f.tag0, f.tag1 - f.tag0) == 0 &&
+        ei_x_append_buf(&x, reply + 1, (int)reply_len - 1) == 0) {
+        if (f.alias)
+            rc = tether_proc_send_alias(self, &f.alias_ref, x.buff,
+                                        (size_t)x.index);
+        else
+            rc = tether_proc_send(self, &f.pid, x.buff, (size_t)x.index);
+    }
+    ei_x_free(&x);
+    return rc;
+}
+
+/* ---- from-handles -------------------------------------------------- */
+
+tether_from_t *tether__from_new(tether_node_t *node, const erlang_pid *self,
+                                const char *b, int idx)
+{
+    tether__gen_from_t gf;
+    if (tether__gen_from_parse(b, idx, &gf) < 0)
+        return NULL;
+    size_t tag_len = (size_t)(gf.tag1 - gf.tag0);
+    tether_from_t *f = calloc(1, sizeof *f + tag_len);
+    if (f == NULL)
+        return NULL;
+    f->node = node;
+    f->self = *self;
+    f->to = gf.pid;
+    f->alias = gf.alias;
+    f->alias_ref = gf.alias_ref;
+    f->tag_len = tag_len;
+    memcpy(f->tag, b + gf.tag0, tag_len);
+    return f;
+}
+
+tether_from_t *tether__from_rex(tether_node_t *node, const erlang_pid *self,
+                                const erlang_pid *to)
+{
+    tether_from_t *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return NULL;
+    f->node = node;
+    f->self = *self;
+    f->to = *to;
+    f->plain_rex = true;
+    return f;
+}
+
+void tether_from_free(tether_from_t *from)
+{
+    free(from);
+}
+
+int tether_reply(tether_from_t *from, const char *term, size_t len)
+{
+    if (from == NULL)
+        return TETHER_EINVAL;
+    int rc = TETHER_EINVAL;
+    ei_x_buff x;
+    if (!tether_term_valid(term, len))
+        goto done;
+    rc = TETHER_ENOMEM;
+    if (ei_x_new_with_version(&x) < 0)
+        goto done;
+    int e = ei_x_encode_tuple_header(&x, 2);
+    if (from->plain_rex)
+        e |= ei_x_encode_atom(&x, "rex");
+    else
+        e |= ei_x_append_buf(&x, from->tag, (int)from->tag_len);
+    e |= ei_x_append_buf(&x, term + 1, (int)len - 1);
+    if (e == 0)
+        rc = tether__send_any(from->node, &from->self, &from->to,
+                              from->alias ? &from->alias_ref : NULL, x.buff,
+                              (size_t)x.index);
+    ei_x_free(&x);
+done:
+    free(from);
+    return rc;
+}
+
+int tether_reply_atom(tether_from_t *from, const char *atom)
+{
+    char t[TETHER_ATOM_TERM_MAX];
+    size_t n = tether_term_atom(t, sizeof t, atom ? atom : "");
+    if (n == 0) {
+        free(from);
+        return TETHER_EINVAL;
+    }
+    return tether_reply(from, t, n);
+}
+
+/* ---- services ------------------------------------------------------ */
 
 static void svc_handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
 {
@@ -868,7 +891,7 @@ static void svc_handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
             if (ei_skip_term(b, &idx) < 0)
                 return;
             tether_from_t *from =
-                from_new(svc->node, tether_proc_pid(self), b, from_idx);
+                tether__from_new(svc->node, tether_proc_pid(self), b, from_idx);
             if (from == NULL)
                 return;
             if (svc->ops.call)
@@ -899,7 +922,7 @@ static void svc_exit(tether_proc_t *self, const char *reason, size_t len,
 
 static int svc_start(tether_node_t *node, tether_service_t *svc)
 {
-    tether_procs_t *procs = tether_node_procs(node);
+    tether_procs_t *procs = node->procs;
     if (tether_procs_whereis(procs, svc->name))
         return TETHER_EEXIST;
     tether_proc_spec_t spec = {svc_handler, svc_exit, svc};
@@ -922,12 +945,9 @@ int tether_service_register(tether_node_t *node, const char *name,
                             const tether_service_ops_t *ops, void *ctx,
                             tether_service_t **svcp)
 {
-    if (node == NULL || !name_ok(name) || ops == NULL)
+    if (node == NULL || !tether__name_ok(name) || ops == NULL)
         return TETHER_EINVAL;
-    api_t *api = api_get(node);
-    if (api == NULL)
-        return TETHER_ENOMEM;
-    for (pending_svc_t *p = api->pending; p; p = p->next)
+    for (pending_svc_t *p = node->pending_svcs; p; p = p->next)
         if (strcmp(p->svc->name, name) == 0)
             return TETHER_EEXIST;
     tether_service_t *svc = calloc(1, sizeof *svc);
@@ -937,7 +957,7 @@ int tether_service_register(tether_node_t *node, const char *name,
     snprintf(svc->name, sizeof svc->name, "%s", name);
     svc->ops = *ops;
     svc->ctx = ctx;
-    if (api->started) {
+    if (node->services_started) {
         int rc = svc_start(node, svc);
         if (rc < 0) {
             if (svc->proc == NULL)
@@ -951,8 +971,8 @@ int tether_service_register(tether_node_t *node, const char *name,
             return TETHER_ENOMEM;
         }
         p->svc = svc;
-        p->next = api->pending;
-        api->pending = p;
+        p->next = node->pending_svcs;
+        node->pending_svcs = p;
     }
     if (svcp)
         *svcp = svc;
@@ -978,7 +998,46 @@ const erlang_pid *tether_service_pid(const tether_service_t *svc)
     return &svc->pid;
 }
 
-/* ---- sending ------------------------------------------------------------- */
+int tether__services_start(tether_node_t *node)
+{
+    node->services_started = true;
+    while (node->pending_svcs) {
+        pending_svc_t *p = node->pending_svcs;
+        node->pending_svcs = p->next;
+        tether_service_t *svc = p->svc;
+        free(p);
+        int rc = svc_start(node, svc);
+        if (rc < 0) {
+            LOG(node, TETHER_LOG_ERROR, "cannot start service '%s': %s",
+                svc->name, tether_strerror(rc));
+            if (svc->proc == NULL)
+                free(svc);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void tether__services_fini(tether_node_t *node)
+{
+    while (node->pending_svcs) {
+        pending_svc_t *p = node->pending_svcs;
+        node->pending_svcs = p->next;
+        free(p->svc);
+        free(p);
+    }
+}
+
+int tether__send_any(tether_node_t *node, const erlang_pid *self,
+                     const erlang_pid *to, const erlang_ref *alias,
+                     const char *msg, size_t len)
+{
+    if (tether_node_on_loop(node))
+        return tether__node_send_now(node, self, to, alias, msg, len);
+    if (alias)
+        return tether_node_post_send_alias(node, self, alias, msg, len);
+    return tether_node_post_send(node, self, to, msg, len);
+}
 
 typedef struct name_send {
     char name[TETHER_NAME_MAX];
@@ -991,13 +1050,11 @@ typedef struct name_send {
 static void do_name_send(tether_node_t *node, void *arg)
 {
     name_send_t *ns = arg;
-    api_t *api = tether__node_api(node);
-    if (ns->remote && api && api->rex)
-        (void)tether_proc_send_name(api->rex, ns->name, ns->peer, ns->msg,
+    if (ns->remote && node->rex)
+        (void)tether_proc_send_name(node->rex, ns->name, ns->peer, ns->msg,
                                     ns->len);
     else if (!ns->remote)
-        tether_procs_reg_send_in(tether_node_procs(node), NULL, ns->name,
-                                 ns->msg, ns->len);
+        tether_procs_reg_send_in(node->procs, NULL, ns->name, ns->msg, ns->len);
     free(ns);
 }
 
@@ -1006,13 +1063,14 @@ int tether_send(tether_node_t *node, const erlang_pid *to, const char *term,
 {
     if (node == NULL || to == NULL || !tether_term_valid(term, len))
         return TETHER_EINVAL;
-    return send_any(node, NULL, to, NULL, term, len);
+    return tether__send_any(node, NULL, to, NULL, term, len);
 }
 
 int tether_send_name(tether_node_t *node, const char *name, const char *peer,
                      const char *term, size_t len)
 {
-    if (node == NULL || !name_ok(name) || !tether_term_valid(term, len) ||
+    if (node == NULL || !tether__name_ok(name) ||
+        !tether_term_valid(term, len) ||
         (peer && !tether_node_name_valid(peer)))
         return TETHER_EINVAL;
     name_send_t *ns = calloc(1, sizeof *ns + len);
@@ -1034,9 +1092,10 @@ int tether_send_name(tether_node_t *node, const char *name, const char *peer,
     return rc;
 }
 
-/* ---- calling Erlang ----------------------------------------------------- */
+typedef struct tether__out_call out_call_t;
 
-struct out_call {
+/* One call waiting for its outcome (node->outs). */
+struct tether__out_call {
     out_call_t *next;
     char peer[TETHER_NAME_MAX];
     char module[TETHER_NAME_MAX];
@@ -1052,9 +1111,9 @@ struct out_call {
     char args[];
 };
 
-static void out_unlink(api_t *api, out_call_t *oc)
+static void out_unlink(tether_node_t *node, out_call_t *oc)
 {
-    for (out_call_t **pp = &api->outs; *pp; pp = &(*pp)->next)
+    for (out_call_t **pp = &node->outs; *pp; pp = &(*pp)->next)
         if (*pp == oc) {
             *pp = oc->next;
             return;
@@ -1068,37 +1127,37 @@ static void out_free(out_call_t *oc)
 }
 
 /* Ends oc with status and term (131-prefixed), then frees it. */
-static void out_finish(api_t *api, out_call_t *oc, int status, const char *term,
-                       size_t len)
+static void out_finish(tether_node_t *node, out_call_t *oc, int status,
+                       const char *term, size_t len)
 {
-    out_unlink(api, oc);
+    out_unlink(node, oc);
     if (oc->has_timer)
-        (void)tether_node_timer_cancel(api->node, oc->timer);
-    oc->done(api->node, status, term, len, oc->ctx);
+        (void)tether_node_timer_cancel(node, oc->timer);
+    oc->done(node, status, term, len, oc->ctx);
     out_free(oc);
 }
 
 /* ERROR {erpc, Atom}: what erpc:call raises for its own failures. */
-static void out_fail(api_t *api, out_call_t *oc, const char *atom)
+static void out_fail(tether_node_t *node, out_call_t *oc, const char *atom)
 {
     ei_x_buff x;
     if (ei_x_new_with_version(&x) < 0) {
-        out_finish(api, oc, TETHER_ENOMEM, NULL, 0);
+        out_finish(node, oc, TETHER_ENOMEM, NULL, 0);
         return;
     }
     int rc = ei_x_encode_tuple_header(&x, 2);
     rc |= ei_x_encode_atom(&x, "erpc");
     rc |= ei_x_encode_atom(&x, atom);
     if (rc == 0)
-        out_finish(api, oc, TETHER_ERROR, x.buff, (size_t)x.index);
+        out_finish(node, oc, TETHER_ERROR, x.buff, (size_t)x.index);
     else
-        out_finish(api, oc, TETHER_ENOMEM, NULL, 0);
+        out_finish(node, oc, TETHER_ENOMEM, NULL, 0);
     ei_x_free(&x);
 }
 
-static out_call_t *out_find(api_t *api, const erlang_ref *ref)
+static out_call_t *out_find(tether_node_t *node, const erlang_ref *ref)
 {
-    for (out_call_t *oc = api->outs; oc; oc = oc->next)
+    for (out_call_t *oc = node->outs; oc; oc = oc->next)
         if (tether_ref_eq(&oc->req_id, ref))
             return oc;
     return NULL;
@@ -1106,61 +1165,53 @@ static out_call_t *out_find(api_t *api, const erlang_ref *ref)
 
 static void out_timeout(tether_node_t *node, void *arg)
 {
-    api_t *api = tether__node_api(node);
     out_call_t *oc = arg;
     oc->has_timer = false;
-    out_fail(api, oc, "timeout");
+    out_fail(node, oc, "timeout");
 }
 
 static void out_reply(tether_node_t *node, const erlang_ref *req_id,
-                      const erlang_pid *pid, const char *err, size_t err_len,
-                      void *ctx)
+                      const erlang_pid *pid, const char *err, size_t err_len)
 {
-    (void)node;
-    api_t *api = ctx;
-    out_call_t *oc = out_find(api, req_id);
+    out_call_t *oc = out_find(node, req_id);
     if (oc == NULL || pid != NULL)
         return; /* success: the answer comes as the DOWN */
     char a[MAXATOMLEN_UTF8];
     int idx = 1;
     if (err && err_len > 1 && ei_decode_atom(err, &idx, a) == 0)
-        out_fail(api, oc, a);
+        out_fail(node, oc, a);
     else
-        out_fail(api, oc, "badarg");
+        out_fail(node, oc, "badarg");
 }
 
 static bool out_down(tether_node_t *node, const erlang_ref *ref,
-                     const char *reason, size_t len, void *ctx)
+                     const char *reason, size_t len)
 {
-    (void)node;
-    api_t *api = ctx;
-    out_call_t *oc = out_find(api, ref);
+    out_call_t *oc = out_find(node, ref);
     if (oc == NULL)
         return false;
     ei_x_buff x;
     if (ei_x_new_with_version(&x) < 0) {
-        out_finish(api, oc, TETHER_ENOMEM, NULL, 0);
+        out_finish(node, oc, TETHER_ENOMEM, NULL, 0);
         return true;
     }
     int st = tether__erpc_decode_reason(reason, len, oc->res.buff,
                                         (size_t)oc->res.index, &x);
     if (st < 0)
-        out_finish(api, oc, st, reason, len);
+        out_finish(node, oc, st, reason, len);
     else
-        out_finish(api, oc, st, x.buff, (size_t)x.index);
+        out_finish(node, oc, st, x.buff, (size_t)x.index);
     ei_x_free(&x);
     return true;
 }
 
-static void out_nodedown(tether_node_t *node, const char *peer, void *ctx)
+static void out_nodedown(tether_node_t *node, const char *peer)
 {
-    (void)node;
-    api_t *api = ctx;
-    out_call_t *oc = api->outs;
+    out_call_t *oc = node->outs;
     while (oc) {
         out_call_t *next = oc->next;
         if (strcmp(oc->peer, peer) == 0)
-            out_fail(api, oc, "noconnection");
+            out_fail(node, oc, "noconnection");
         oc = next;
     }
 }
@@ -1169,13 +1220,12 @@ static void out_nodedown(tether_node_t *node, const char *peer, void *ctx)
 static void out_start(tether_node_t *node, void *arg)
 {
     out_call_t *oc = arg;
-    api_t *api = tether__node_api(node);
-    if (api == NULL || api->rex == NULL) {
+    if (node->rex == NULL) {
         oc->done(node, TETHER_ECLOSED, NULL, 0, oc->ctx);
         out_free(oc);
         return;
     }
-    tether_procs_t *procs = tether_node_procs(node);
+    tether_procs_t *procs = node->procs;
     erlang_ref res;
     tether_procs_make_ref(procs, &res);
     tether_procs_make_ref(procs, &oc->req_id);
@@ -1190,19 +1240,19 @@ static void out_start(tether_node_t *node, void *arg)
         rc |= ei_x_append_buf(&args, oc->args + 1, (int)oc->args_len - 1);
         rc |= ei_x_encode_empty_list(&args);
     }
-    oc->next = api->outs;
-    api->outs = oc;
+    oc->next = node->outs;
+    node->outs = oc;
     if (rc != 0) {
         ei_x_free(&args);
-        out_finish(api, oc, TETHER_ENOMEM, NULL, 0);
+        out_finish(node, oc, TETHER_ENOMEM, NULL, 0);
         return;
     }
-    rc = tether__node_spawn_request(node, oc->peer, &oc->req_id, &api->rex_pid,
-                                    &api->rex_pid, "erpc", "execute_call",
+    rc = tether__node_spawn_request(node, oc->peer, &oc->req_id, &node->rex_pid,
+                                    &node->rex_pid, "erpc", "execute_call",
                                     args.buff, (size_t)args.index);
     ei_x_free(&args);
     if (rc < 0) {
-        out_fail(api, oc, rc == TETHER_EINVAL ? "badarg" : "noconnection");
+        out_fail(node, oc, rc == TETHER_EINVAL ? "badarg" : "noconnection");
         return;
     }
     if (oc->timeout_ms &&
@@ -1218,8 +1268,8 @@ int tether_erlang_call(tether_node_t *node, const char *peer,
 {
     int idx = 1, type, size;
     if (node == NULL || peer == NULL || !tether_node_name_valid(peer) ||
-        !name_ok(module) || !name_ok(function) || done == NULL ||
-        !tether_term_valid(args, args_len) ||
+        !tether__name_ok(module) || !tether__name_ok(function) ||
+        done == NULL || !tether_term_valid(args, args_len) ||
         ei_get_type(args, &idx, &type, &size) < 0 ||
         (type != ERL_LIST_EXT && type != ERL_NIL_EXT && type != ERL_STRING_EXT))
         return TETHER_EINVAL;
@@ -1298,7 +1348,23 @@ int tether_erlang_call_sync(tether_node_t *node, const char *peer,
     return rc;
 }
 
-/* ---- the worker pool --------------------------------------------------- */
+void tether__erlang_call_start(tether_node_t *node)
+{
+    tether_spawn_out_ops_t ops = {out_reply, out_down, out_nodedown};
+    tether__node_set_spawn_out(node, &ops);
+}
+
+void tether__erlang_call_fini(tether_node_t *node)
+{
+    tether__node_set_spawn_out(node, NULL);
+    while (node->outs) {
+        out_call_t *oc = node->outs;
+        node->outs = oc->next;
+        out_free(oc);
+    }
+}
+
+/* ---- the node's pool ----------------------------------------------- */
 
 typedef struct node_job {
     tether_node_t *node;
@@ -1342,8 +1408,7 @@ static void wrap_work(void *arg)
 int tether_node_submit(tether_node_t *node, tether_work_fn work,
                        tether_done_fn done, void *arg)
 {
-    api_t *api = node ? tether__node_api(node) : NULL;
-    if (api == NULL || api->pool == NULL)
+    if (node == NULL || node->pool == NULL)
         return TETHER_ECLOSED;
     work_wrap_t *w = calloc(1, sizeof *w);
     if (w == NULL)
@@ -1354,17 +1419,15 @@ int tether_node_submit(tether_node_t *node, tether_work_fn work,
     w->work = work;
     w->arg = arg;
     /* node_job_done frees w (job is its first member). */
-    int rc = tether_pool_submit(api->pool, wrap_work, pool_done_unused, w);
+    int rc = tether_pool_submit(node->pool, wrap_work, pool_done_unused, w);
     if (rc < 0)
         free(w);
     return rc;
 }
 
-/* ---- start and free ------------------------------------------------------ */
-
 static unsigned default_workers(const tether_node_t *node)
 {
-    unsigned n = tether__node_config(node)->workers;
+    unsigned n = node->cfg.workers;
     if (n == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus > 2 ? (unsigned)cpus : 2;
@@ -1372,39 +1435,10 @@ static unsigned default_workers(const tether_node_t *node)
     return n > WORKERS_MAX ? WORKERS_MAX : n;
 }
 
-int tether__api_start(tether_node_t *node)
+int tether__workers_start(tether_node_t *node)
 {
-    api_t *api = api_get(node);
-    if (api == NULL)
-        return TETHER_ENOMEM;
-    tether_procs_t *procs = tether_node_procs(node);
-    tether_proc_spec_t rex = {rex_handler, NULL, api};
-    int rc = tether_proc_spawn(procs, &rex, &api->rex);
-    if (rc < 0)
-        return rc;
-    rc = tether_proc_register(api->rex, "rex");
-    if (rc < 0)
-        return rc;
-    api->rex_pid = *tether_proc_pid(api->rex);
-    tether_node_set_spawn_handler(node, spawn_hook, api);
-    tether_spawn_out_ops_t ops = {out_reply, out_down, out_nodedown};
-    tether__node_set_spawn_out(node, &ops, api);
-    api->started = true;
-    while (api->pending) {
-        pending_svc_t *p = api->pending;
-        api->pending = p->next;
-        tether_service_t *svc = p->svc;
-        free(p);
-        rc = svc_start(node, svc);
-        if (rc < 0) {
-            LOG(node, TETHER_LOG_ERROR, "cannot start service '%s': %s",
-                svc->name, tether_strerror(rc));
-            if (svc->proc == NULL)
-                free(svc);
-            return rc;
-        }
-    }
-    rc = tether_pool_new(default_workers(node), pool_post, node, &api->pool);
+    int rc =
+        tether_pool_new(default_workers(node), pool_post, node, &node->pool);
     if (rc < 0) {
         LOG(node, TETHER_LOG_ERROR, "cannot start the worker pool: %s",
             tether_strerror(rc));
@@ -1413,70 +1447,8 @@ int tether__api_start(tether_node_t *node)
     return 0;
 }
 
-void tether__api_free(tether_node_t *node)
+void tether__workers_fini(tether_node_t *node)
 {
-    api_t *api = tether__node_api(node);
-    if (api == NULL)
-        return;
-    tether_pool_free(api->pool);
-    api->pool = NULL;
-    tether__node_set_spawn_out(node, NULL, NULL);
-    tether_node_set_spawn_handler(node, NULL, NULL);
-    for (int i = 0; i < FN_BUCKETS; i++) {
-        while (api->fns[i]) {
-            fn_entry_t *e = api->fns[i];
-            api->fns[i] = e->next;
-            free(e);
-        }
-    }
-    while (api->pending) {
-        pending_svc_t *p = api->pending;
-        api->pending = p->next;
-        free(p->svc);
-        free(p);
-    }
-    while (api->outs) {
-        out_call_t *oc = api->outs;
-        api->outs = oc->next;
-        out_free(oc);
-    }
-    tether__node_set_api(node, NULL);
-    free(api);
-}
-
-/* ---- calls made by the node itself ------------------------------------ */
-
-int tether__call_invoke(tether_node_t *node, const char *module,
-                        const char *function, const char *args,
-                        size_t args_len, tether__call_done_fn done, void *ctx)
-{
-    if (node == NULL || done == NULL || !name_ok(module) ||
-        !name_ok(function) || !tether_term_valid(args, args_len))
-        return TETHER_EINVAL;
-    api_t *api = api_get(node);
-    if (api == NULL)
-        return TETHER_ENOMEM;
-    ei_x_buff x;
-    if (ei_x_new_with_version(&x) < 0)
-        return TETHER_ENOMEM;
-    int rc = ei_x_encode_atom(&x, module);
-    rc |= ei_x_encode_atom(&x, function);
-    rc |= ei_x_append_buf(&x, args + 1, (int)(args_len - 1));
-    if (rc != 0) {
-        ei_x_free(&x);
-        return TETHER_ENOMEM;
-    }
-    tether_call_t *c = call_new(node, TETHER_MODE_INNER, x.buff,
-                                (size_t)x.index);
-    ei_x_free(&x);
-    if (c == NULL)
-        return TETHER_ENOMEM;
-    c->done = done;
-    c->done_ctx = ctx;
-    if (call_parse(c, 1) < 0) {
-        call_free(c);
-        return TETHER_EINVAL;
-    }
-    call_run(api, c);
-    return 0;
+    tether_pool_free(node->pool);
+    node->pool = NULL;
 }

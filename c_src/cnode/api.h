@@ -1,10 +1,10 @@
 /*
- * cnode/api.h: the layer behind the public service API (tether/service.h):
- * the module/function/arity table, the erpc and rex protocols, services,
- * outgoing erpc calls and the node's worker pool.
- *
- * The pure parts (how an outcome is encoded for each protocol, how an
- * erpc exit reason is read back) are declared here for the tests.
+ * cnode/api.h: the service API layer (tether/function.h, gen_service.h,
+ * send.h, erlang_call.h, workers.h) as the rest of the C-node and the
+ * tests see it: calls the node makes into its own function table, and
+ * the pure parts of the protocols: how an outcome is encoded for each
+ * protocol and how an erpc exit reason is read back (erpc.c), how a
+ * gen_server From is read and answered (gen_service.c).
  */
 #ifndef TETHER_CNODE_API_H
 #define TETHER_CNODE_API_H
@@ -15,13 +15,7 @@
 #include <ei.h>
 
 #include "cnode/node.h"
-#include "tether/service.h"
-
-/* Starts rex, the spawn hooks, queued services and the pool (loop). */
-TETHER_MUST_CHECK int tether__api_start(tether_node_t *node);
-
-/* Stops the pool and frees the API state (node free). */
-void tether__api_free(tether_node_t *node);
+#include "tether/function.h"
 
 /* How a call's outcome goes back to its caller. */
 typedef enum tether_reply_mode {
@@ -49,8 +43,7 @@ TETHER_MUST_CHECK int tether__call_invoke(tether_node_t *node,
                                           const char *module,
                                           const char *function,
                                           const char *args, size_t args_len,
-                                          tether__call_done_fn done,
-                                          void *ctx);
+                                          tether__call_done_fn done, void *ctx);
 
 /*
  * Appends to x (set up by the caller, version byte included) the term a
