@@ -1,26 +1,21 @@
 /*
- * cnode/api.h: the layer behind the public service API (tether/service.h):
- * the module/function/arity table, the erpc and rex protocols, services,
- * outgoing erpc calls and the node's worker pool.
- *
- * The pure parts (how an outcome is encoded for each protocol, how an
- * erpc exit reason is read back) are declared here for the tests.
+ * cnode/api.h: the service API layer (tether/function.h, gen_service.h,
+ * send.h, erlang_call.h, workers.h) as the rest of the C-node and the
+ * tests see it: calls the node makes into its own function table, and
+ * the pure parts of the protocols: how an outcome is encoded for each
+ * protocol and how an erpc exit reason is read back (erpc.c), how a
+ * gen_server From is read and answered (gen_service.c).
  */
 #ifndef TETHER_CNODE_API_H
 #define TETHER_CNODE_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <ei.h>
 
 #include "cnode/node.h"
-#include "tether/service.h"
-
-/* Starts rex, the spawn hooks, queued services and the pool (loop). */
-TETHER_MUST_CHECK int tether__api_start(tether_node_t *node);
-
-/* Stops the pool and frees the API state (node free). */
-void tether__api_free(tether_node_t *node);
+#include "tether/function.h"
 
 /* How a call's outcome goes back to its caller. */
 typedef enum tether_reply_mode {
@@ -48,8 +43,7 @@ TETHER_MUST_CHECK int tether__call_invoke(tether_node_t *node,
                                           const char *module,
                                           const char *function,
                                           const char *args, size_t args_len,
-                                          tether__call_done_fn done,
-                                          void *ctx);
+                                          tether__call_done_fn done, void *ctx);
 
 /*
  * Appends to x (set up by the caller, version byte included) the term a
@@ -93,5 +87,29 @@ TETHER_MUST_CHECK int tether__erpc_encode_stack(ei_x_buff *x,
 TETHER_MUST_CHECK int tether__erpc_decode_reason(const char *reason, size_t len,
                                                  const char *res,
                                                  size_t res_len, ei_x_buff *x);
+
+/* A gen_server From = {Pid, Tag}, as read from a message. */
+typedef struct tether__gen_from {
+    erlang_pid pid;
+    int tag0, tag1;       /* the Tag term: buf[tag0, tag1) */
+    bool alias;           /* Tag is [alias | Ref] or [[alias | Ref] | _] */
+    erlang_ref alias_ref; /* then the reply goes to this alias */
+} tether__gen_from_t;
+
+/*
+ * Reads the From term at buf[idx] (buf checked with tether_term_valid).
+ * Returns 0 or TETHER_EINVAL.
+ */
+TETHER_MUST_CHECK int tether__gen_from_parse(const char *buf, int idx,
+                                             tether__gen_from_t *from);
+
+/*
+ * Replies to a gen_server call from the process self: From is the
+ * 131-less slice of the {Pid, Tag} term at buf[from_index]. Sends
+ * {Tag, Reply} to the alias when Tag is [alias | Ref] (or
+ * [[alias | Ref] | _]), else to Pid.
+ */
+int tether__gen_reply(tether_proc_t *self, const char *buf, int from_index,
+                      const char *reply, size_t reply_len);
 
 #endif /* TETHER_CNODE_API_H */

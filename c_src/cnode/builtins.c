@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnode/api.h"
 #include "cnode/builtins.h"
 #include "tether/term.h"
 
@@ -44,55 +45,6 @@ static int send_slice(tether_proc_t *self, const erlang_pid *to,
     int rc = TETHER_ENOMEM;
     if (ei_x_append_buf(&x, buf + start, end - start) == 0)
         rc = tether_proc_send(self, to, x.buff, (size_t)x.index);
-    ei_x_free(&x);
-    return rc;
-}
-
-int tether__gen_reply(tether_proc_t *self, const char *buf, int from_index,
-                      const char *reply, size_t reply_len)
-{
-    int idx = from_index, arity, type, size;
-    erlang_pid pid;
-    if (ei_decode_tuple_header(buf, &idx, &arity) < 0 || arity != 2 ||
-        ei_decode_pid(buf, &idx, &pid) < 0)
-        return TETHER_EINVAL;
-    int tag_start = idx;
-    int tag_end = skip(buf, idx);
-    if (tag_end < 0 || reply_len < 2)
-        return TETHER_EINVAL;
-
-    /* Tag = [alias | Ref] or [[alias | Ref] | _]: reply to the alias. */
-    bool use_alias = false;
-    erlang_ref alias;
-    int t = tag_start;
-    if (ei_get_type(buf, &t, &type, &size) == 0 && type == ERL_LIST_EXT) {
-        int n;
-        if (ei_decode_list_header(buf, &t, &n) == 0 && n == 1) {
-            int inner = t;
-            int it, isz, m;
-            if (ei_get_type(buf, &inner, &it, &isz) == 0 &&
-                it == ERL_LIST_EXT &&
-                ei_decode_list_header(buf, &inner, &m) == 0 && m == 1)
-                t = inner;
-            char a[MAXATOMLEN_UTF8];
-            if (ei_decode_atom(buf, &t, a) == 0 && strcmp(a, "alias") == 0 &&
-                ei_decode_ref(buf, &t, &alias) == 0)
-                use_alias = true;
-        }
-    }
-
-    ei_x_buff x;
-    if (ei_x_new_with_version(&x) < 0)
-        return TETHER_ENOMEM;
-    int rc = TETHER_ENOMEM;
-    if (ei_x_encode_tuple_header(&x, 2) == 0 &&
-        ei_x_append_buf(&x, buf + tag_start, tag_end - tag_start) == 0 &&
-        ei_x_append_buf(&x, reply + 1, (int)reply_len - 1) == 0) {
-        if (use_alias)
-            rc = tether_proc_send_alias(self, &alias, x.buff, (size_t)x.index);
-        else
-            rc = tether_proc_send(self, &pid, x.buff, (size_t)x.index);
-    }
     ei_x_free(&x);
     return rc;
 }

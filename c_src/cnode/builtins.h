@@ -40,12 +40,4 @@ TETHER_MUST_CHECK int tether__echo_spawn(tether_procs_t *procs,
                                          const char *name,
                                          tether_proc_t **proc);
 
-/*
- * Replies to a gen_server call: From is the 131-less slice of the
- * {Pid, Tag} term inside msg. Sends {Tag, Reply} to the alias when Tag is
- * [alias | Ref] (or [[alias | Ref] | _]), else to Pid.
- */
-int tether__gen_reply(tether_proc_t *self, const char *buf, int from_index,
-                      const char *reply, size_t reply_len);
-
 #endif /* TETHER_CNODE_BUILTINS_H */

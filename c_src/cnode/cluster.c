@@ -37,6 +37,7 @@
 #include "cnode/cluster.h"
 #include "cnode/api.h"
 #include "cnode/builtins.h"
+#include "cnode/internal.h"
 #include "cnode/node.h"
 #include "core/codec.h"
 #include "core/engine.h"
@@ -85,7 +86,7 @@ typedef struct pending_req {
     char etf[];
 } pending_req_t;
 
-typedef struct cluster {
+typedef struct tether_cluster {
     tether_node_t *node;
     tether_proc_t *proc;
     erlang_pid pid;
@@ -471,7 +472,7 @@ static void outer_refused(tether_call_t *outer, const char *reason)
 static void rpc_answer(tether_node_t *node, rpc_job_t *job, const char *outcome,
                        size_t olen)
 {
-    cluster_t *cl = tether__node_cluster(node);
+    cluster_t *cl = node->cluster;
     ei_x_buff x;
     int rc = TETHER_ENOMEM;
     uint8_t *sealed = NULL;
@@ -699,7 +700,7 @@ static void rpc_execute(tether_call_t *call, const char *args, int index,
                         int argc, void *ctx)
 {
     tether_node_t *node = tether_call_node(call);
-    cluster_t *cl = tether__node_cluster(node);
+    cluster_t *cl = node->cluster;
     name_t from;
     const uint8_t *payload = NULL;
     size_t plen = 0;
@@ -1374,8 +1375,8 @@ static void on_exit_fn(tether_proc_t *self, const char *reason,
     if (cl->timer_on)
         (void)tether_node_timer_cancel(cl->node, cl->timer);
     tether__node_set_conn_hook(cl->node, NULL, NULL);
-    if (tether__node_cluster(cl->node) == cl)
-        tether__node_set_cluster(cl->node, NULL);
+    if (cl->node->cluster == cl)
+        cl->node->cluster = NULL;
     cluster_free(cl);
 }
 
@@ -1447,7 +1448,7 @@ int tether_cluster_start(tether_node_t *node,
     if (node == NULL || cfg == NULL)
         return TETHER_EINVAL;
     procs = tether_node_procs(node);
-    if (tether__node_cluster(node) != NULL ||
+    if (node->cluster != NULL ||
         tether_procs_whereis(procs, TETHER_CLUSTER_PROCESS) != NULL)
         return TETHER_EEXIST;
     if (tether__crypto_init() < 0)
@@ -1471,7 +1472,7 @@ int tether_cluster_start(tether_node_t *node,
     /* From here the process owns cl: on_exit frees it. */
     cl->pid = *tether_proc_pid(cl->proc);
     (void)tether_proc_trap_exit(cl->proc, true);
-    tether__node_set_cluster(node, cl);
+    node->cluster = cl;
     tether__node_set_conn_hook(node, on_conn, cl);
     rc = tether_proc_register(cl->proc, TETHER_CLUSTER_PROCESS);
     if (rc == 0)
@@ -1494,7 +1495,7 @@ int tether_cluster_start(tether_node_t *node,
 
 int tether_cluster_members(tether_node_t *node, const char **out, size_t cap)
 {
-    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    cluster_t *cl = node ? node->cluster : NULL;
     if (cl == NULL || cl->eng == NULL)
         return TETHER_ENOTFOUND;
     return (int)tether_engine_members(cl->eng, out, out ? cap : 0);
@@ -1502,7 +1503,7 @@ int tether_cluster_members(tether_node_t *node, const char **out, size_t cap)
 
 int tether_cluster_is_member(tether_node_t *node, const char *name)
 {
-    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    cluster_t *cl = node ? node->cluster : NULL;
     if (cl == NULL || cl->eng == NULL)
         return TETHER_ENOTFOUND;
     return name != NULL && tether_engine_is_member(cl->eng, name) ? 1 : 0;
@@ -1510,14 +1511,14 @@ int tether_cluster_is_member(tether_node_t *node, const char *name)
 
 uint64_t tether__cluster_bad_input(const tether_node_t *node)
 {
-    const cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    const cluster_t *cl = node ? node->cluster : NULL;
     return cl ? cl->bad_input : 0;
 }
 
 const tether_engine_stats_t *
 tether__cluster_engine_stats(const tether_node_t *node)
 {
-    const cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    const cluster_t *cl = node ? node->cluster : NULL;
     return cl && cl->eng ? tether_engine_stats(cl->eng) : NULL;
 }
 
@@ -1526,7 +1527,7 @@ int tether_cluster_service_register(tether_node_t *node, const char *name,
 {
     /* #{}: the version byte and a map of no pairs. */
     static const char empty_map[] = {(char)131, (char)ERL_MAP_EXT, 0, 0, 0, 0};
-    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    cluster_t *cl = node ? node->cluster : NULL;
     size_t i;
     int rc;
 
@@ -1567,7 +1568,7 @@ int tether_cluster_service_register(tether_node_t *node, const char *name,
 
 int tether_cluster_service_unregister(tether_node_t *node, const char *name)
 {
-    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    cluster_t *cl = node ? node->cluster : NULL;
     ei_x_buff n;
     size_t i;
 
@@ -1597,7 +1598,7 @@ int tether_cluster_service_unregister(tether_node_t *node, const char *name)
 
 int tether_cluster_register_name(tether_node_t *node, const char *name)
 {
-    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    cluster_t *cl = node ? node->cluster : NULL;
     tether_proc_t *p;
     reg_name_t n;
     int rc;
@@ -1632,6 +1633,6 @@ int tether_cluster_register_name(tether_node_t *node, const char *name)
 
 tether_engine_t *tether__cluster_engine(const tether_node_t *node)
 {
-    cluster_t *cl = node ? tether__node_cluster(node) : NULL;
+    cluster_t *cl = node ? node->cluster : NULL;
     return cl ? cl->eng : NULL;
 }

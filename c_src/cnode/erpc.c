@@ -1,11 +1,24 @@
 /*
- * cnode/erpc.c: the pure half of the erpc and rex protocols (see
- * cnode/api.h): outcome encoders and the reader of erpc exit reasons.
- * No node, no threads: bytes in, bytes out.
+ * cnode/erpc.c: erpc on a C-node.
+ *
+ * The pure half of the erpc and rex protocols (see cnode/api.h): outcome
+ * encoders and the reader of erpc exit reasons; no node, no threads:
+ * bytes in, bytes out.
+ *
+ * Incoming erpc: a SPAWN_REQUEST of erpc:execute_call/4 (or
+ * execute_cast/3) reaches the spawn hook, which starts one C process per
+ * call; the process sends itself a start message and its handler runs
+ * the function (after the runtime set up the requester's monitor and
+ * link); the outcome ends the process with erpc's exit reason, which the
+ * caller's monitor reports (rpc:call, erpc:call, multicall,
+ * send_request). The process only points at the call through a small
+ * cell, so a process killed meanwhile (erpc abandons a call that timed
+ * out) leaves the call to be freed when it completes.
  */
+#include <stdlib.h>
 #include <string.h>
 
-#include "cnode/api.h"
+#include "cnode/internal.h"
 #include "tether/term.h"
 
 /* Appends a 131-prefixed term without its version byte. */
@@ -183,4 +196,131 @@ int tether__erpc_decode_reason(const char *reason, size_t len, const char *res,
         return TETHER_ENOMEM;
     }
     return status;
+}
+
+/* ---- erpc processes ------------------------------------------------ */
+
+/* What an erpc process points at; freed with the process. */
+typedef struct cell {
+    tether_call_t *call;
+    bool started;
+} cell_t;
+
+/* Ends the erpc process with the outcome as its exit reason (ERPC) or
+ * normally (CAST), unless the process is gone (erpc abandoned the call). */
+static void erpc_deliver(tether_call_t *c)
+{
+    tether_proc_t *p = tether_procs_find(c->node->procs, &c->pid);
+    cell_t *cell = p ? tether_proc_arg(p) : NULL;
+    if (p && tether_proc_alive(p) && cell && cell->call == c) {
+        cell->call = NULL;
+        if (c->mode == TETHER_MODE_ERPC)
+            tether_proc_exit(p, c->out.buff, (size_t)c->out.index);
+        else
+            tether_proc_exit(p, NULL, 0);
+    }
+}
+
+static void erpc_exit(tether_proc_t *self, const char *reason, size_t len,
+                      void *arg)
+{
+    (void)self;
+    (void)reason;
+    (void)len;
+    cell_t *cell = arg;
+    /* A call in flight is freed when it completes. */
+    if (cell->call && !cell->started)
+        tether__call_free(cell->call);
+    free(cell);
+}
+
+static void erpc_handler(tether_proc_t *self, const tether_msg_t *msg,
+                         void *arg)
+{
+    (void)self;
+    (void)msg;
+    cell_t *cell = arg;
+    if (cell->started || cell->call == NULL)
+        return; /* only the start message matters */
+    cell->started = true;
+    tether__call_run(cell->call);
+}
+
+/*
+ * The spawn hook: erpc:execute_call(Ref, M, F, A) and
+ * erpc:execute_cast(M, F, A) start a C process; anything else is notsup.
+ */
+static int spawn_hook(tether_node_t *node, const tether_spawn_req_t *req,
+                      erlang_pid *pid, const char **error_atom)
+{
+    tether_reply_mode_t mode;
+    if (strcmp(req->module, "erpc") == 0 &&
+        strcmp(req->function, "execute_call") == 0 && req->arity == 4)
+        mode = TETHER_MODE_ERPC;
+    else if (strcmp(req->module, "erpc") == 0 &&
+             strcmp(req->function, "execute_cast") == 0 && req->arity == 3)
+        mode = TETHER_MODE_CAST;
+    else {
+        *error_atom = "notsup";
+        LOG(node, TETHER_LOG_DEBUG, "spawn of %s:%s/%ld from '%s': notsup",
+            req->module, req->function, req->arity, req->peer);
+        return TETHER_EUNSUPP;
+    }
+    *error_atom = "badarg";
+    if (!tether_term_valid(req->args, req->args_len))
+        return TETHER_EINVAL;
+    tether_call_t *c = tether__call_new(node, mode, req->args, req->args_len);
+    if (c == NULL) {
+        *error_atom = "system_limit";
+        return TETHER_ENOMEM;
+    }
+    int idx = 1, n;
+    if (ei_decode_list_header(c->buf, &idx, &n) < 0 || n != req->arity)
+        goto bad;
+    if (mode == TETHER_MODE_ERPC) {
+        c->ref0 = idx;
+        if (ei_skip_term(c->buf, &idx) < 0)
+            goto bad;
+        c->ref1 = idx;
+    }
+    /* call_parse may rebuild the buffer; Ref, before M, keeps its place. */
+    if (tether__call_parse(c, idx) < 0)
+        goto bad;
+    cell_t *cell = calloc(1, sizeof *cell);
+    if (cell == NULL)
+        goto nomem;
+    cell->call = c;
+    c->deliver = erpc_deliver;
+    tether_proc_spec_t spec = {erpc_handler, erpc_exit, cell};
+    tether_proc_t *p;
+    if (tether_proc_spawn(node->procs, &spec, &p) < 0) {
+        free(cell);
+        goto nomem;
+    }
+    c->pid = *tether_proc_pid(p);
+    *pid = c->pid;
+    /* The start message: the function runs from the process's handler,
+     * after the runtime set up the requester's monitor and link. */
+    char go[TETHER_ATOM_TERM_MAX];
+    size_t gl = tether_term_atom(go, sizeof go, "go");
+    (void)tether_proc_send(p, &c->pid, go, gl);
+    return 0;
+bad:
+    tether__call_free(c);
+    *error_atom = "badarg";
+    return TETHER_EINVAL;
+nomem:
+    tether__call_free(c);
+    *error_atom = "system_limit";
+    return TETHER_ENOMEM;
+}
+
+void tether__erpc_start(tether_node_t *node)
+{
+    tether_node_set_spawn_handler(node, spawn_hook);
+}
+
+void tether__erpc_stop(tether_node_t *node)
+{
+    tether_node_set_spawn_handler(node, NULL);
 }

@@ -1,7 +1,9 @@
 /*
- * cnode/node.h: the C-node runtime: one epoll event loop that owns every
- * socket (listen, epmd registration, peer connections), the timers, and
- * the process table of cnode/proc.h.
+ * cnode/node.h: the C-node runtime as the layers above it (builtins, the
+ * service API, the cluster process) and the tests see it: one epoll event
+ * loop that owns every socket (listen, epmd registration, peer
+ * connections), the timers, and the process table of cnode/proc.h. The
+ * node's structure itself is in cnode/internal.h.
  *
  * Threading: everything runs on the thread that calls tether_node_run(),
  * except tether_node_stop(), tether_node_post() and
@@ -10,10 +12,11 @@
  * block; a handler with slow work hands it to a worker and replies later
  * with tether_node_post_send() (or tether_node_post() for anything else).
  *
- * Lifecycle: tether_node_new() (checks the config) -> tether_node_start()
- * (listens, registers with epmd, starts the built-in processes) ->
- * tether_node_run() (until tether_node_stop() or a handled signal) ->
- * tether_node_free() (closes every socket: peers see nodedown at once).
+ * Lifecycle (cnode/core.c): tether_node_new() (checks the config) ->
+ * tether_node_start() (listens, registers with epmd, starts the built-in
+ * processes) -> tether_node_run() (until tether_node_stop() or a handled
+ * signal) -> tether_node_free() (closes every socket: peers see nodedown
+ * at once).
  */
 #ifndef TETHER_CNODE_NODE_H
 #define TETHER_CNODE_NODE_H
@@ -79,15 +82,15 @@ typedef struct tether_spawn_req {
  * for. The process must not exit inside the hook (post itself a message
  * and exit from its handler), or the requester sees noproc. On a
  * negative return, *error_atom (a static string, default "notsup") is
- * the error in the SPAWN_REPLY.
+ * the error in the SPAWN_REPLY. Hooks take no context: the layer that
+ * sets one finds its state in the node (cnode/internal.h).
  */
 typedef int (*tether_spawn_fn)(tether_node_t *node,
                                const tether_spawn_req_t *req, erlang_pid *pid,
-                               const char **error_atom, void *ctx);
+                               const char **error_atom);
 
 /* Sets the spawn hook (NULL: every SPAWN_REQUEST is answered notsup). */
-void tether_node_set_spawn_handler(tether_node_t *node, tether_spawn_fn fn,
-                                   void *ctx);
+void tether_node_set_spawn_handler(tether_node_t *node, tether_spawn_fn fn);
 
 /* The process table (loop thread only). */
 tether_procs_t *tether_node_procs(tether_node_t *node);
@@ -114,16 +117,15 @@ void tether__node_log(const tether_node_t *node, int level, const char *fmt,
  */
 typedef struct tether_spawn_out_ops {
     void (*reply)(tether_node_t *node, const erlang_ref *req_id,
-                  const erlang_pid *pid, const char *err, size_t err_len,
-                  void *ctx);
+                  const erlang_pid *pid, const char *err, size_t err_len);
     bool (*down)(tether_node_t *node, const erlang_ref *ref, const char *reason,
-                 size_t reason_len, void *ctx);
-    void (*nodedown)(tether_node_t *node, const char *peer, void *ctx);
+                 size_t reason_len);
+    void (*nodedown)(tether_node_t *node, const char *peer);
 } tether_spawn_out_ops_t;
 
 /* Sets the hooks above (ops is copied; NULL clears). Loop thread. */
 void tether__node_set_spawn_out(tether_node_t *node,
-                                const tether_spawn_out_ops_t *ops, void *ctx);
+                                const tether_spawn_out_ops_t *ops);
 
 /*
  * Sends SPAWN_REQUEST {M, F, length(args)} with options [monitor] to
@@ -144,10 +146,6 @@ TETHER_MUST_CHECK int tether__node_spawn_request(
 int tether__node_send_now(tether_node_t *node, const erlang_pid *from,
                           const erlang_pid *to, const erlang_ref *alias,
                           const char *msg, size_t len);
-
-/* The API layer's state (cnode/api.c), kept by the node. */
-void *tether__node_api(const tether_node_t *node);
-void tether__node_set_api(tether_node_t *node, void *api);
 
 /* ---- connection events and sends without auto-connect (cluster) ---- */
 
@@ -191,10 +189,6 @@ int tether__node_connect(tether_node_t *node, const char *peer);
 int tether__node_reg_send_noconnect(tether_node_t *node, const erlang_pid *from,
                                     const char *peer, const char *name,
                                     const char *msg, size_t len);
-
-/* The cluster layer's state (cnode/cluster.c), kept by the node. */
-void *tether__node_cluster(const tether_node_t *node);
-void tether__node_set_cluster(tether_node_t *node, void *cluster);
 
 /* The configuration as checked (defaults filled in). */
 const tether_node_config_t *tether__node_config(const tether_node_t *node);

@@ -6,7 +6,7 @@
  * name, mailbox, links, the monitors it holds and the monitors others hold
  * on it. The table is sans-IO: it never touches a socket. Whatever must
  * reach another node is handed to an output callback as a tether_out_t
- * (the runtime in node.c turns it into a distribution frame); whatever
+ * (the runtime in conn.c turns it into a distribution frame); whatever
  * arrives from another node is fed in with the tether_procs_*_in calls.
  *
  * Terms (messages, exit reasons) are external term format slices that

@@ -1,5 +1,6 @@
 /*
- * Criterion suite for cnode/api.c without a network: registration rules
+ * Criterion suite for the service API (cnode/functions.c, gen_service.c,
+ * send.c, erlang_call.c, workers.c) without a network: registration rules
  * for functions and services, argument checks of the sending and calling
  * functions, the worker pool's absence before start, and the log hook.
  */

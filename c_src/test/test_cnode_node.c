@@ -1,8 +1,9 @@
 /*
- * Criterion suite for cnode/node.c (the C-node runtime; core/engine.c has
- * test_node.c) without a network: configuration checks, log levels, and
- * the loop's posts, timers and cross-thread sends (tether_node_new()
- * opens no socket; tether_node_run() only needs epoll and the eventfd).
+ * Criterion suite for the C-node runtime (cnode/core.c, loop.c, conn.c;
+ * core/engine.c has test_engine.c) without a network: configuration
+ * checks, log levels, and the loop's posts, timers and cross-thread sends
+ * (tether_node_new() opens no socket; tether_node_run() only needs epoll
+ * and the eventfd).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>

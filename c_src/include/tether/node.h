@@ -6,11 +6,12 @@
  * the C processes (services, functions in progress). Everything runs on
  * the thread that calls tether_node_run() (the loop thread), except the
  * functions marked "any thread". Handlers run on the loop thread and must
- * not block: slow work goes to the worker pool (tether/service.h) and the
+ * not block: slow work goes to the worker pool (tether/workers.h) and the
  * result is delivered later.
  *
  * Lifecycle: tether_node_new() (checks the config, no network) ->
- * register functions and services (tether/service.h) -> tether_node_start()
+ * register functions and services (tether/function.h,
+ * tether/gen_service.h) -> tether_node_start()
  * (listens, registers with epmd, starts the built-in processes: net_kernel,
  * rex, echo, and the worker pool) -> tether_node_run() (until
  * tether_node_stop() or a handled signal) -> tether_node_free().
