@@ -64,7 +64,7 @@ end_per_testcase(_Case, Config) ->
 cnode_name_in_registry(Config) ->
     [B1 | _] = Bs = start_nodes(3),
     ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
-    Plugin = tether_rpc_lib:rpctest_plugin(),
+    Plugin = tether_cnode_rpc_lib:rpctest_plugin(),
     C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
                     ["--load", Plugin, "--register", "rpctest",
                      "--register", "echo"]),

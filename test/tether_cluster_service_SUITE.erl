@@ -1,5 +1,6 @@
-%% Services (issue 7, items 2 to 4) across three BEAM peers running the
-%% tether application and a C-node member: registration, lookups and
+%% Cluster services (tether:register_service/3 and the calls around it,
+%% issue 7, items 2 to 4) across three BEAM peers running the tether
+%% application and a C-node member: registration, lookups and
 %% their order, waiting, instances that die or lose their node, stubs,
 %% and callers busy on tether:call_service/4 while an instance's node is
 %% killed.
@@ -20,8 +21,8 @@
 %%
 %% Run: see scripts/test.sh (a private epmd on loopback, then
 %% rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct
-%% --suite test/tether_services_SUITE).
--module(tether_services_SUITE).
+%% --suite test/tether_cluster_service_SUITE).
+-module(tether_cluster_service_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -83,7 +84,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_group(cnode, Config) ->
-    Plugin = tether_rpc_lib:rpctest_plugin(),
+    Plugin = tether_cnode_rpc_lib:rpctest_plugin(),
     case tether_test_lib:require_plugin(Plugin) of
         ok -> [{cnode_args, ["--load", Plugin, "--service", "rpctest"]}
                | Config];

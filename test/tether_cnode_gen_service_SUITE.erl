@@ -8,7 +8,7 @@
 %% keys) and gen_server:cast/2 ({put, K, V}). Each case runs against the
 %% C-node with priv/plugins/kv.so (or the standalone priv/examples/kv_node)
 %% and against a BEAM peer running test/kv.erl, with
-%% tether_rpc_lib:both/2: the answers must be the same.
+%% tether_cnode_rpc_lib:both/2: the answers must be the same.
 %%
 %% The kv service's {crash, R} and the test plugin's service rpctest
 %% (replies at once or later from a worker thread, crashes on request)
@@ -18,7 +18,7 @@
 %%
 %% TETHER_RPC_TARGET=beam runs the suite BEAM against BEAM (the plugin
 %% error cases are then skipped).
--module(tether_service_SUITE).
+-module(tether_cnode_gen_service_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -39,7 +39,7 @@
          missing_plugin/1, plugin_not_a_library/1, name_taken_by_beam/1,
          name_taken_by_cnode/1]).
 
--define(RPC, tether_rpc_lib).
+-define(RPC, tether_cnode_rpc_lib).
 -define(LIB, tether_test_lib).
 %% Generous: a shared 2-vCPU VM.
 -define(T, 60000).

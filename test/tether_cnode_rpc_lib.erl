@@ -1,7 +1,8 @@
-%% @doc Helpers for the issue 4 suites (tether_rpc_SUITE,
-%% tether_service_SUITE): a C-node with plugins next to a BEAM peer that
-%% runs the Erlang twins (rpctest, kv), and both/2, which makes the same
-%% call on each and insists on the same answer.
+%% @doc Helpers for the suites that call a C-node from stock OTP (issue
+%% 4: tether_cnode_rpc_SUITE, tether_cnode_gen_service_SUITE): a C-node
+%% with plugins next to a BEAM peer that runs the Erlang twins (rpctest,
+%% kv), and both/2, which makes the same call on each and insists on the
+%% same answer.
 %%
 %% The node under test (the `target') is a C-node started with
 %% `--load priv/plugins/kv.so --load c_src/build/plugins/rpctest.so', or
@@ -17,7 +18,7 @@
 %% frame must still be those of the BEAM). Terms are equal when they are
 %% =:= and their external formats are equal too (so 0.0 and -0.0, equal
 %% in OTP 25, still differ here).
--module(tether_rpc_lib).
+-module(tether_cnode_rpc_lib).
 
 -include_lib("common_test/include/ct.hrl").
 
