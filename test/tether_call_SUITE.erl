@@ -68,8 +68,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_group(cnode, Config) ->
-    Plugin = tether_cnode_rpc_lib:rpctest_plugin(),
-    case tether_test_lib:require_plugin(Plugin) of
+    case tether_test_lib:require_plugin(tether_test_lib:rpctest_plugin()) of
         ok -> Config;
         Fail -> Fail
     end;
@@ -189,7 +188,7 @@ multicall_in_node_order(_Config) ->
 %% and the dead node as a bad node.
 multicall_one_node_down(_Config) ->
     [N1, N2, N3] = cluster(),
-    ok = peer:stop(tether_test_lib:case_peer(N2)),
+    ok = tether_test_lib:stop_case_peer(N2),
     wait_members([N1, N3], lists:sort([N1, N3])),
     ?assertEqual({[N3, N1], [N2]},
                  call(N1, tether, multicall, [[N3, N2, N1], rpctest, node, [],
@@ -393,11 +392,9 @@ cluster() ->
 %% cluster/0 and a C-node with the rpctest plug-in joined to it.
 cluster_with_cnode(Config) ->
     [First | _] = Bs = cluster(),
-    Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
-            "--ttl-ms", integer_to_list(?TTL_MS),
-            "--join", atom_to_list(First),
-            "--load", tether_cnode_rpc_lib:rpctest_plugin()],
-    Opts = #{name => tether_test_lib:unique_name(tprpc), extra_args => Args,
+    Opts = #{name => tether_test_lib:unique_name(tprpc),
+             heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS, join => [First],
+             extra_args => ["--load", tether_test_lib:rpctest_plugin()],
              log_dir => ?config(priv_dir, Config)},
     C = tether_test_lib:start_case_cnode(Opts, 1),
     CN = tether_test_lib:cnode_node(C),

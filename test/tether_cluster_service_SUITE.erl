@@ -84,7 +84,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_group(cnode, Config) ->
-    Plugin = tether_cnode_rpc_lib:rpctest_plugin(),
+    Plugin = tether_test_lib:rpctest_plugin(),
     case tether_test_lib:require_plugin(Plugin) of
         ok -> [{cnode_args, ["--load", Plugin, "--service", "rpctest"]}
                | Config];
@@ -579,11 +579,7 @@ wait_leases_pass(Node) ->
 
 %% Kills a peer's OS process with SIGKILL and waits until it is gone.
 kill_peer(Node) ->
-    OsPid = call(Node, os, getpid, []),
-    _ = os:cmd("kill -KILL " ++ OsPid),
-    wait_until(fun() -> tether_test_lib:os_pid_alive(list_to_integer(OsPid))
-               end, fun(Alive) -> not Alive end),
-    ok.
+    tether_test_lib:kill_node(Node, ?WAIT_MS).
 
 is_process_alive_on(Node, Pid) ->
     call(Node, erlang, is_process_alive, [Pid]).
@@ -622,11 +618,9 @@ cluster(Config) ->
     {Bs, CN}.
 
 start_cnode(Config, Seed) ->
-    Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
-            "--ttl-ms", integer_to_list(?TTL_MS),
-            "--join", atom_to_list(Seed)]
-        ++ proplists:get_value(cnode_args, Config, []),
-    Opts = #{name => tether_test_lib:unique_name(tsvc), extra_args => Args,
+    Opts = #{name => tether_test_lib:unique_name(tsvc),
+             heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS, join => [Seed],
+             extra_args => proplists:get_value(cnode_args, Config, []),
              log_dir => ?config(priv_dir, Config)},
     tether_test_lib:start_case_cnode(Opts, 1).
 

@@ -64,7 +64,7 @@ end_per_testcase(_Case, Config) ->
 cnode_name_in_registry(Config) ->
     [B1 | _] = Bs = start_nodes(3),
     ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
-    Plugin = tether_cnode_rpc_lib:rpctest_plugin(),
+    Plugin = tether_test_lib:rpctest_plugin(),
     C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
                     ["--load", Plugin, "--register", "rpctest",
                      "--register", "echo"]),
@@ -307,11 +307,8 @@ start_cnode(Config, Seeds, Name) ->
     start_cnode(Config, Seeds, Name, []).
 
 start_cnode(Config, Seeds, Name, Extra) ->
-    Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
-            "--ttl-ms", integer_to_list(?TTL_MS)]
-        ++ lists:append([["--join", atom_to_list(S)] || S <- Seeds])
-        ++ Extra,
-    Opts = #{name => Name, extra_args => Args,
+    Opts = #{name => Name, heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
+             join => Seeds, extra_args => Extra,
              log_dir => ?config(priv_dir, Config)},
     tether_test_lib:start_case_cnode(Opts, 20).
 

@@ -70,7 +70,7 @@ groups() ->
                           name_taken_by_cnode]}].
 
 init_per_suite(Config) ->
-    ?RPC:check_env(Config, [?LIB:cnode_exe(), ?RPC:kv_plugin(), ?RPC:rpctest_plugin()]).
+    ?RPC:check_env(Config, [?LIB:cnode_exe(), ?LIB:kv_plugin(), ?LIB:rpctest_plugin()]).
 
 end_per_suite(_Config) ->
     ok.
@@ -81,7 +81,7 @@ init_per_group(readme, Config) ->
         false -> {fail, "no " ++ readme()}
     end;
 init_per_group(kv_node, Config) ->
-    ?RPC:check_env(Config, [?RPC:kv_node_exe()]);
+    ?RPC:check_env(Config, [?LIB:kv_node_exe()]);
 init_per_group(plugin_errors, Config) ->
     case ?RPC:mode() of
         beam -> {skip, "plugin errors need the C-node (TETHER_RPC_TARGET=beam)"};
@@ -668,7 +668,7 @@ name_taken_by_cnode(Config) ->
     ?assertEqual(ok, ?LIB:echo(?LIB:cnode_node(C), still_here)).
 
 plugin_args() ->
-    ["--load", ?RPC:kv_plugin(), "--load", ?RPC:rpctest_plugin()].
+    ["--load", ?LIB:kv_plugin(), "--load", ?LIB:rpctest_plugin()].
 
 %% Starting a C-node with Opts fails: a non-zero exit status and exactly
 %% one line of output (stdout and stderr together) naming Mention.

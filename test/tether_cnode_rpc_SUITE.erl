@@ -70,7 +70,7 @@ groups() ->
                        caller_node_goes_away, calls_from_many_peers]}].
 
 init_per_suite(Config) ->
-    ?RPC:check_env(Config, [?LIB:cnode_exe(), ?RPC:kv_plugin(), ?RPC:rpctest_plugin()]).
+    ?RPC:check_env(Config, [?LIB:cnode_exe(), ?LIB:kv_plugin(), ?LIB:rpctest_plugin()]).
 
 end_per_suite(_Config) ->
     ok.
@@ -571,13 +571,10 @@ send_name_to_peer(Config) ->
 other_peer(Config) ->
     ?LIB:peer_node(other_peer_handle(Config)).
 
-%% A third node: a BEAM peer neither node has talked to.
+%% A third node: a BEAM peer neither node has talked to (rpctest is on
+%% its code path, as this directory is on every peer's).
 other_peer_handle(Config) ->
-    ?LIB:keep(?config(keeper, Config),
-              {peer, ?LIB:start_peer(?LIB:unique_name(other), #{args => ["-pa", test_dir()]})}).
-
-test_dir() ->
-    filename:dirname(code:which(rpctest)).
+    ?LIB:keep(?config(keeper, Config), {peer, ?LIB:start_peer(?LIB:unique_name(other))}).
 
 %%--------------------------------------------------------------------
 %% robustness

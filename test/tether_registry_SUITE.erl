@@ -103,7 +103,7 @@ dies_with_node(_Config) ->
     P = call(N3, ?MODULE, spawn_idle, []),
     ?assertEqual(yes, call(N3, tether, register_name, [on_n3, P])),
     wait_where(Nodes, on_n3, P),
-    ok = peer:stop(tether_test_lib:case_peer(N3)),
+    ok = tether_test_lib:stop_case_peer(N3),
     wait_where([N1, N2], on_n3, undefined),
     [?assertEqual([], call(N, ?MODULE, entries, [])) || N <- [N1, N2]].
 
