@@ -383,23 +383,18 @@ next_msg(Relay) ->
 %% Three clustered peers running tether (not linked: a case stops one; a
 %% killed peer must not make global cut the others off).
 cluster() ->
-    Nodes = tether_test_lib:start_tether_nodes(
-              3, #{prefix => tether_prpc, overlapping_partitions => false,
-                   env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}),
-    ok = tether_test_lib:join_all(Nodes, ?WAIT_MS),
-    Nodes.
+    tether_test_lib:start_cluster(
+      3, #{prefix => tether_prpc, overlapping_partitions => false,
+           env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}, ?WAIT_MS).
 
 %% cluster/0 and a C-node with the rpctest plug-in joined to it.
 cluster_with_cnode(Config) ->
-    [First | _] = Bs = cluster(),
+    Bs = cluster(),
     Opts = #{name => tether_test_lib:unique_name(tprpc),
-             heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS, join => [First],
+             heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
              extra_args => ["--load", tether_test_lib:rpctest_plugin()],
              log_dir => ?config(priv_dir, Config)},
-    C = tether_test_lib:start_case_cnode(Opts, 1),
-    CN = tether_test_lib:cnode_node(C),
-    wait_members(Bs, lists:sort([CN | Bs])),
-    {Bs, CN}.
+    {Bs, tether_test_lib:join_cnode(Bs, Opts, ?WAIT_MS)}.
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?LONG_MS + ?WAIT_MS).

@@ -241,11 +241,7 @@ configured_seeds_and_secret(_Config) ->
     [N3] = start_nodes(1, [{cluster_secret, Other}, {join, [N1]}]),
     %% No session forms: whichever side sends the hello, the other
     %% rejects its signature (N3 derives other keys for every name).
-    wait_until(fun() -> [call(N, tether_server, info, []) || N <- [N1, N3]] end,
-               fun(Infos) ->
-                       lists:sum([R || #{stats := #{recv_rejected := R}}
-                                           <- Infos]) > 0
-               end),
+    ok = tether_test_lib:wait_rejected([N1, N3], ?WAIT_MS),
     ?assertEqual([N3], call(N3, tether, members, [])),
     ?assertEqual(lists:sort([N1, N2]), call(N1, tether, members, [])).
 
@@ -281,16 +277,8 @@ restarted_server_rejoins(_Config) ->
 configured_identity_keys(Config) ->
     Dir = ?config(priv_dir, Config),
     [N1, N2, N3] = start_peers(3),
-    Keys = [begin
-                Seed = crypto:strong_rand_bytes(32),
-                {Pub, _} = crypto:generate_key(eddsa, ed25519, Seed),
-                SeedFile = filename:join(Dir, atom_to_list(N) ++ ".seed"),
-                PubFile = filename:join(Dir, atom_to_list(N) ++ ".pub"),
-                ok = file:write_file(SeedFile, Seed),
-                ok = file:change_mode(SeedFile, 8#600),
-                ok = file:write_file(PubFile, Pub),
-                {N, {SeedFile, Pub, PubFile}}
-            end || N <- [N1, N2, N3]],
+    Keys = [{N, tether_test_lib:write_identity(Dir, atom_to_list(N))}
+            || N <- [N1, N2, N3]],
     {F1, P1, P1File} = proplists:get_value(N1, Keys),
     {F2, P2, _} = proplists:get_value(N2, Keys),
     {F3, _, _} = proplists:get_value(N3, Keys),
@@ -310,11 +298,7 @@ configured_identity_keys(Config) ->
     ok = file:change_mode(F3, 8#600),
     start_tether(N3, [{identity_file, F3}, {trusted_keys, [{N1, P1}]},
                       {join, [N1]}]),
-    wait_until(fun() -> [call(N, tether_server, info, []) || N <- [N1, N3]] end,
-               fun(Infos) ->
-                       lists:sum([R || #{stats := #{recv_rejected := R}}
-                                           <- Infos]) > 0
-               end),
+    ok = tether_test_lib:wait_rejected([N1, N3], ?WAIT_MS),
     ?assertEqual([N3], call(N3, tether, members, [])),
     ?assertEqual(lists:sort([N1, N2]), call(N1, tether, members, [])).
 
@@ -324,11 +308,11 @@ start_nodes(N) ->
     start_nodes(N, []).
 
 %% Starts N peers with tether running (heartbeat HB_MS, lease TTL_MS plus
-%% Env), kept for end_per_testcase.
+%% Env), linked to the case and kept for end_per_testcase.
 start_nodes(N, Env) ->
-    Nodes = start_peers(N),
-    [start_tether(Node, Env) || Node <- Nodes],
-    Nodes.
+    tether_test_lib:start_tether_nodes(
+      N, #{prefix => tether_cluster, link => true,
+           env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]}).
 
 %% Starts N peers (tether not started), linked to the case.
 start_peers(N) ->

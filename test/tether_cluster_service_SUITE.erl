@@ -605,30 +605,18 @@ wait_nodes(Nodes, Service, Expected) ->
 %% joined to the first (with the group's extra C-node arguments). Returns
 %% {Peers, CNode}.
 cluster(Config) ->
-    [First | _] = Bs = tether_test_lib:start_tether_nodes(
-                         3, #{prefix => tether_svc,
-                              overlapping_partitions => false,
-                              env => [{heartbeat_ms, ?HB_MS},
-                                      {ttl_ms, ?TTL_MS},
-                                      {service_recheck_ms, ?RECHECK_MS}]}),
-    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
-    C = start_cnode(Config, First),
-    CN = tether_test_lib:cnode_node(C),
-    wait_members(Bs, lists:sort([CN | Bs])),
-    {Bs, CN}.
-
-start_cnode(Config, Seed) ->
+    Bs = tether_test_lib:start_cluster(
+           3, #{prefix => tether_svc, overlapping_partitions => false,
+                env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS},
+                        {service_recheck_ms, ?RECHECK_MS}]}, ?WAIT_MS),
     Opts = #{name => tether_test_lib:unique_name(tsvc),
-             heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS, join => [Seed],
+             heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
              extra_args => proplists:get_value(cnode_args, Config, []),
              log_dir => ?config(priv_dir, Config)},
-    tether_test_lib:start_case_cnode(Opts, 1).
+    {Bs, tether_test_lib:join_cnode(Bs, Opts, ?WAIT_MS)}.
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?CALL_MS + ?WAIT_MS).
-
-wait_members(Nodes, Expected) ->
-    tether_test_lib:wait_members(Nodes, Expected, ?WAIT_MS).
 
 %% Polls Get until Check holds, failing after WAIT_MS with the last value.
 wait_until(Get, Check) ->

@@ -375,11 +375,9 @@ elixir_ebin() ->
 %% Starts N peers (linked to the case) with tether (short heartbeat) and
 %% clusters them.
 cluster(N) ->
-    Nodes = tether_test_lib:start_tether_nodes(
-              N, #{prefix => tether_reg, link => true,
-                   env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}),
-    ok = tether_test_lib:join_all(Nodes, ?WAIT_MS),
-    Nodes.
+    tether_test_lib:start_cluster(
+      N, #{prefix => tether_reg, link => true,
+           env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}, ?WAIT_MS).
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, 10000).

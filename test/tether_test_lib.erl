@@ -41,16 +41,19 @@
          collected/1, wait_collected/3, idle_watch/2, epmd_names/0,
          wait_until/2, flush/0]).
 %% Polling conditions on tether clusters.
--export([poll/3, wait_members/3, members_of/1, wait_leases_pass/4,
-         relay_start/2, relay_next/2, relay_flush/2]).
+-export([poll/3, wait_members/3, members_of/1, info_of/1, wait_rejected/2,
+         wait_leases_pass/4, relay_start/2, relay_next/2, relay_flush/2]).
 %% Calls held across a defer partition.
 -export([held_call_start/6, held_call_not_returned/1, held_call_answer/2]).
 %% Group prerequisites.
 -export([require_plugin/1]).
 %% Tether clusters a test case starts, stopped by its end_per_testcase.
 -export([start_case_peer/2, start_case_nodes/2, start_tether/2,
-         start_tether_nodes/2, join_all/2, stop_case_peer/1, kill_node/2,
-         start_case_cnode/2, case_cnodes/0, forget_cnodes/0, stop_case/0]).
+         start_tether_nodes/2, join_all/2, start_cluster/3, stop_case_peer/1,
+         kill_node/2, start_case_cnode/2, join_cnode/3, case_cnodes/0,
+         forget_cnodes/0, stop_case/0]).
+%% Key files for the cluster's secrets and identities.
+-export([write_key_file/3, write_identity/2]).
 
 -define(HOST, "127.0.0.1").
 -define(LOOPBACK, {127, 0, 0, 1}).
@@ -809,10 +812,34 @@ wait_members(Nodes, Expected, Timeout) ->
 %% (start_case_cnode/2).
 -spec members_of(node()) -> [node()].
 members_of(Node) ->
+    ask(Node, members, {tether, members, []}).
+
+%% @doc The engine's info map of Node: tether_server:info() on a BEAM
+%% node, or the answer of a C-node's `tether' process to `info' when Node
+%% is a C-node this test case started (start_case_cnode/2).
+-spec info_of(node()) -> map().
+info_of(Node) ->
+    ask(Node, info, {tether_server, info, []}).
+
+%% Request to the `tether' process of a C-node the case started, or the
+%% call {M, F, A} on a BEAM node.
+ask(Node, Request, {M, F, A}) ->
     case lists:member(Node, [cnode_node(C) || C <- case_cnodes()]) of
-        true -> gen_server:call({tether, Node}, members, ?REPLY_TIMEOUT);
-        false -> erpc:call(Node, tether, members, [], ?REPLY_TIMEOUT)
+        true -> gen_server:call({tether, Node}, Request, ?REPLY_TIMEOUT);
+        false -> erpc:call(Node, M, F, A, ?REPLY_TIMEOUT)
     end.
+
+%% @doc Waits until the engines of Nodes (see info_of/1) have rejected
+%% at least one message between them (recv_rejected: a signature that
+%% did not verify, so no session forms); fails the test case after
+%% Timeout milliseconds.
+-spec wait_rejected([node()], non_neg_integer()) -> ok.
+wait_rejected(Nodes, Timeout) ->
+    _ = poll(fun() -> [info_of(N) || N <- Nodes] end,
+             fun(Infos) ->
+                     lists:sum([R || #{stats := #{recv_rejected := R}} <- Infos]) > 0
+             end, Timeout),
+    ok.
 
 %% @doc Waits until more than two leases' worth of heartbeat rounds
 %% (heartbeat HbMs, lease TtlMs) have passed on Node, a BEAM node across
@@ -980,6 +1007,14 @@ join_all([First | Rest] = Nodes, Timeout) ->
     _ = [ok = erpc:call(N, tether, join, [First], ?CALL_TIMEOUT) || N <- Rest],
     wait_members(Nodes, lists:sort(Nodes), Timeout).
 
+%% @doc start_tether_nodes/2, then join_all/2: N clustered peers running
+%% tether; returns their nodes.
+-spec start_cluster(pos_integer(), map(), non_neg_integer()) -> [node()].
+start_cluster(N, Opts, Timeout) ->
+    Nodes = start_tether_nodes(N, Opts),
+    ok = join_all(Nodes, Timeout),
+    Nodes.
+
 %% @doc Stops the peer behind a node the test case started
 %% (start_case_peer/2).
 -spec stop_case_peer(node()) -> ok.
@@ -1015,6 +1050,17 @@ start_case_cnode(Opts, Tries) ->
             ct:fail({cnode_start_failed, Why})
     end.
 
+%% @doc Starts a C-node for the test case (start_case_cnode/2, one try)
+%% that joins the first node of Nodes (BEAM nodes running tether), and
+%% waits until every node of Nodes lists Nodes and the C-node; returns
+%% the C-node's node. Fails the test case after Timeout milliseconds.
+-spec join_cnode([node(), ...], map(), non_neg_integer()) -> node().
+join_cnode([First | _] = Nodes, Opts, Timeout) ->
+    C = start_case_cnode(Opts#{join => [First]}, 1),
+    CN = cnode_node(C),
+    ok = wait_members(Nodes, lists:sort([CN | Nodes]), Timeout),
+    CN.
+
 %% @doc The C-nodes the test case started and has not forgotten.
 -spec case_cnodes() -> [cnode()].
 case_cnodes() ->
@@ -1040,6 +1086,26 @@ case_list(Key) ->
         undefined -> [];
         L -> L
     end.
+
+%% @doc Writes Bytes to the file Name in Dir with mode 0600 (a key file
+%% tether accepts); returns its path.
+-spec write_key_file(file:filename(), string(), binary()) -> file:filename().
+write_key_file(Dir, Name, Bytes) ->
+    F = filename:join(Dir, Name),
+    ok = file:write_file(F, Bytes),
+    ok = file:change_mode(F, 8#600),
+    F.
+
+%% @doc A new Ed25519 identity in Dir: its seed in Prefix.seed (tether's
+%% identity file) and its public key in Prefix.pub. Returns {SeedFile,
+%% PublicKey, PublicKeyFile}.
+-spec write_identity(file:filename(), string()) ->
+          {file:filename(), binary(), file:filename()}.
+write_identity(Dir, Prefix) ->
+    Seed = crypto:strong_rand_bytes(32),
+    {Pub, _} = crypto:generate_key(eddsa, ed25519, Seed),
+    {write_key_file(Dir, Prefix ++ ".seed", Seed), Pub,
+     write_key_file(Dir, Prefix ++ ".pub", Pub)}.
 
 %% @doc Empties the caller's mailbox, returning what was there.
 -spec flush() -> [term()].
