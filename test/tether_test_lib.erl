@@ -409,13 +409,13 @@ owner_loop(#{port := Port} = S) ->
             owner_loop(maybe_ready(Line, S1));
         {Port, {exit_status, Status}} ->
             S1 = S#{exit := Status},
-            case maps:get(ready, S1) of
-                {Parent, Ref} ->
-                    Parent ! {Ref, exited, Status, lists:reverse(maps:get(lines, S1))};
-                done ->
-                    ok
-            end,
-            [W ! {WRef, exited, Status} || {W, WRef} <- maps:get(waiters, S1)],
+            _ = case maps:get(ready, S1) of
+                    {Parent, Ref} ->
+                        Parent ! {Ref, exited, Status, lists:reverse(maps:get(lines, S1))};
+                    done ->
+                        ok
+                end,
+            _ = [W ! {WRef, exited, Status} || {W, WRef} <- maps:get(waiters, S1)],
             owner_loop(S1#{ready := done, waiters := []});
         {lines, From, Ref} ->
             From ! {Ref, lists:reverse(maps:get(lines, S))},
