@@ -33,14 +33,17 @@ nif_loads_from_beside_the_beam(Config) ->
                         filename:join(Ebin, "tether_nif.beam")),
     {ok, _} = file:copy(filename:join(code:priv_dir(tether), "tether_nif.so"),
                         filename:join(Priv, "tether_nif.so")),
-    {ok, Peer, _Node} = peer:start_link(#{connection => standard_io,
-                                          args => ["-pa", Ebin]}),
+    %% Not distributed, and only the copy on its code path.
+    Peer = tether_test_lib:start_peer(undefined, #{connection => standard_io,
+                                                   link => true,
+                                                   code_path => [Ebin]}),
     try
-        ?assertEqual({error, bad_name}, peer:call(Peer, code, priv_dir, [tether])),
+        ?assertEqual({error, bad_name},
+                     tether_test_lib:peer_call(Peer, code, priv_dir, [tether])),
         ?assertEqual(list_to_binary(tether:version()),
-                     peer:call(Peer, tether_nif, version, []))
+                     tether_test_lib:peer_call(Peer, tether_nif, version, []))
     after
-        peer:stop(Peer)
+        tether_test_lib:stop_peer(Peer)
     end.
 
 cnode_help(_Config) ->
@@ -70,18 +73,7 @@ load_app() ->
         {error, {already_loaded, tether}} -> ok
     end.
 
-%% Runs priv/tether_cnode with Args; returns its exit status and its
+%% Runs the C-node program with Args; returns its exit status and its
 %% stdout and stderr together.
 run_cnode(Args) ->
-    Exe = filename:join(code:priv_dir(tether), "tether_cnode"),
-    Port = open_port({spawn_executable, Exe},
-                     [{args, Args}, exit_status, stderr_to_stdout, binary]),
-    collect(Port, []).
-
-collect(Port, Acc) ->
-    receive
-        {Port, {data, Data}} -> collect(Port, [Acc, Data]);
-        {Port, {exit_status, Status}} -> {Status, unicode:characters_to_list(Acc)}
-    after 10000 ->
-        error(cnode_timeout)
-    end.
+    tether_test_lib:run_cnode(Args).

@@ -1,9 +1,9 @@
 %% The tether application across real BEAM nodes (OTP peer).
 %%
-%% Each case starts its own peers (127.0.0.1, long names, the CT node's
-%% cookie, tether's ebin and this suite's directory on the path), starts
-%% the tether application on each with a short heartbeat, and stops them
-%% at the end. Nothing waits a fixed time as an assertion: conditions are
+%% Each case starts its own peers through tether_test_lib (127.0.0.1,
+%% long names, the CT node's cookie, tether's ebin and this suite's
+%% directory on the path), starts the tether application on each with a
+%% short heartbeat, and stops them at the end. Nothing waits a fixed time as an assertion: conditions are
 %% polled up to a generous deadline, and "time has passed" is measured in
 %% engine events (heartbeats skipped), not in sleeps.
 %%
@@ -40,12 +40,7 @@ init_per_testcase(_Case, Config) ->
 %% Peers are linked to the test case process, so they also stop if the
 %% case crashes; here they are stopped in order.
 end_per_testcase(_Case, Config) ->
-    Peers = case get(tether_peers) of
-                undefined -> [];
-                L -> L
-            end,
-    [catch peer:stop(P) || P <- Peers],
-    erase(tether_peers),
+    ok = tether_test_lib:stop_case(),
     Config.
 
 %%% Cases
@@ -218,22 +213,21 @@ partition_api_errors(_Config) ->
 %% not_distributed; once distribution starts it clusters.
 starts_without_distribution(_Config) ->
     [N1] = start_nodes(1),
-    {ok, Peer, nonode@nohost} = peer:start_link(#{connection => standard_io,
-                              args => ["-pa", ebin(), "-setcookie",
-                                       atom_to_list(erlang:get_cookie())]}),
-    put(tether_peers, [Peer | get_list(tether_peers)]),
-    {ok, _} = peer:call(Peer, application, ensure_all_started, [tether]),
-    ok = peer:call(Peer, tether, subscribe, []),
-    ?assertEqual({error, not_distributed},
-                 peer:call(Peer, tether, members, [])),
-    ?assertEqual({error, not_distributed}, peer:call(Peer, tether, join, [N1])),
-    ?assertEqual({error, not_distributed},
-                 peer:call(Peer, tether, partitions, [])),
+    Peer = tether_test_lib:start_case_peer(undefined,
+                                           #{connection => standard_io,
+                                             link => true}),
+    ?assertEqual(nonode@nohost, tether_test_lib:peer_node(Peer)),
+    PCall = fun(M, F, A) -> tether_test_lib:peer_call(Peer, M, F, A) end,
+    {ok, _} = PCall(application, ensure_all_started, [tether]),
+    ok = PCall(tether, subscribe, []),
+    ?assertEqual({error, not_distributed}, PCall(tether, members, [])),
+    ?assertEqual({error, not_distributed}, PCall(tether, join, [N1])),
+    ?assertEqual({error, not_distributed}, PCall(tether, partitions, [])),
     Name = list_to_atom(peer:random_name(late) ++ "@127.0.0.1"),
-    {ok, _} = peer:call(Peer, net_kernel, start, [[Name, longnames]]),
-    wait_until(fun() -> peer:call(Peer, tether, members, []) end,
+    {ok, _} = PCall(net_kernel, start, [[Name, longnames]]),
+    wait_until(fun() -> PCall(tether, members, []) end,
                fun(M) -> M =:= [Name] end),
-    ok = peer:call(Peer, tether, join, [N1]),
+    ok = PCall(tether, join, [N1]),
     wait_members([N1, Name], lists:sort([N1, Name])).
 
 %% Seeds from the application env are joined at start; nodes sharing an
@@ -247,11 +241,7 @@ configured_seeds_and_secret(_Config) ->
     [N3] = start_nodes(1, [{cluster_secret, Other}, {join, [N1]}]),
     %% No session forms: whichever side sends the hello, the other
     %% rejects its signature (N3 derives other keys for every name).
-    wait_until(fun() -> [call(N, tether_server, info, []) || N <- [N1, N3]] end,
-               fun(Infos) ->
-                       lists:sum([R || #{stats := #{recv_rejected := R}}
-                                           <- Infos]) > 0
-               end),
+    ok = tether_test_lib:wait_rejected([N1, N3], ?WAIT_MS),
     ?assertEqual([N3], call(N3, tether, members, [])),
     ?assertEqual(lists:sort([N1, N2]), call(N1, tether, members, [])).
 
@@ -262,7 +252,7 @@ lost_node_is_down_at_once(_Config) ->
     [N1, N2, N3] = Nodes = start_nodes(3, [{ttl_ms, 4 * ?WAIT_MS}]),
     cluster(Nodes),
     Sub = relay(N1, fun() -> ok = tether:subscribe() end),
-    ok = peer:stop(peer_of(N3)),
+    ok = tether_test_lib:stop_case_peer(N3),
     ?assertEqual({tether_member, down, N3}, next_event(Sub)),
     wait_members([N1, N2], lists:sort([N1, N2])).
 
@@ -287,16 +277,8 @@ restarted_server_rejoins(_Config) ->
 configured_identity_keys(Config) ->
     Dir = ?config(priv_dir, Config),
     [N1, N2, N3] = start_peers(3),
-    Keys = [begin
-                Seed = crypto:strong_rand_bytes(32),
-                {Pub, _} = crypto:generate_key(eddsa, ed25519, Seed),
-                SeedFile = filename:join(Dir, atom_to_list(N) ++ ".seed"),
-                PubFile = filename:join(Dir, atom_to_list(N) ++ ".pub"),
-                ok = file:write_file(SeedFile, Seed),
-                ok = file:change_mode(SeedFile, 8#600),
-                ok = file:write_file(PubFile, Pub),
-                {N, {SeedFile, Pub, PubFile}}
-            end || N <- [N1, N2, N3]],
+    Keys = [{N, tether_test_lib:write_identity(Dir, atom_to_list(N))}
+            || N <- [N1, N2, N3]],
     {F1, P1, P1File} = proplists:get_value(N1, Keys),
     {F2, P2, _} = proplists:get_value(N2, Keys),
     {F3, _, _} = proplists:get_value(N3, Keys),
@@ -316,71 +298,40 @@ configured_identity_keys(Config) ->
     ok = file:change_mode(F3, 8#600),
     start_tether(N3, [{identity_file, F3}, {trusted_keys, [{N1, P1}]},
                       {join, [N1]}]),
-    wait_until(fun() -> [call(N, tether_server, info, []) || N <- [N1, N3]] end,
-               fun(Infos) ->
-                       lists:sum([R || #{stats := #{recv_rejected := R}}
-                                           <- Infos]) > 0
-               end),
+    ok = tether_test_lib:wait_rejected([N1, N3], ?WAIT_MS),
     ?assertEqual([N3], call(N3, tether, members, [])),
     ?assertEqual(lists:sort([N1, N2]), call(N1, tether, members, [])).
 
 %%% Helpers
 
-peer_of(Node) ->
-    {Node, Peer} = lists:keyfind(Node, 1, get(tether_nodes)),
-    Peer.
-
-ebin() ->
-    filename:dirname(code:which(tether_nif)).
-
 start_nodes(N) ->
     start_nodes(N, []).
 
 %% Starts N peers with tether running (heartbeat HB_MS, lease TTL_MS plus
-%% Env), and remembers them for end_per_testcase.
+%% Env), linked to the case and kept for end_per_testcase.
 start_nodes(N, Env) ->
-    Nodes = start_peers(N),
-    [start_tether(Node, Env) || Node <- Nodes],
-    Nodes.
+    tether_test_lib:start_tether_nodes(
+      N, #{prefix => tether_cluster, link => true,
+           env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]}).
 
-%% Starts N peers (tether loaded, not started), linked to the case.
+%% Starts N peers (tether not started), linked to the case.
 start_peers(N) ->
-    Suite = filename:dirname(code:which(?MODULE)),
-    [begin
-         {ok, Peer, Node} =
-             peer:start_link(#{name => peer:random_name(tether_cluster),
-                               host => "127.0.0.1",
-                               longnames => true,
-                               args => ["-pa", ebin(), "-pa", Suite,
-                                        "-setcookie",
-                                        atom_to_list(erlang:get_cookie())]}),
-         put(tether_peers, [Peer | get_list(tether_peers)]),
-         put(tether_nodes, [{Node, Peer} | get_list(tether_nodes)]),
-         ok = call(Node, application, load, [tether]),
-         Node
-     end || _ <- lists:seq(1, N)].
-
-get_list(Key) ->
-    case get(Key) of
-        undefined -> [];
-        L -> L
-    end.
+    tether_test_lib:start_case_nodes(N, #{prefix => tether_cluster,
+                                          link => true}).
 
 start_tether(Node, Env) ->
     {ok, _} = start_tether_result(Node, Env).
 
 start_tether_result(Node, Env) ->
-    [ok = call(Node, application, set_env, [tether, K, V])
-     || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]],
-    call(Node, application, ensure_all_started, [tether]).
+    tether_test_lib:start_tether(Node, [{heartbeat_ms, ?HB_MS},
+                                        {ttl_ms, ?TTL_MS} | Env]).
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, 10000).
 
 %% Joins every node to the first and waits until all agree.
-cluster([First | Rest] = Nodes) ->
-    [ok = call(N, tether, join, [First]) || N <- Rest],
-    wait_members(Nodes, lists:sort(Nodes)).
+cluster(Nodes) ->
+    tether_test_lib:join_all(Nodes, ?WAIT_MS).
 
 wait_members(Nodes, Expected) ->
     tether_test_lib:wait_members(Nodes, Expected, ?WAIT_MS).
@@ -395,22 +346,8 @@ relay(Node, Setup) ->
     call(Node, tether_test_lib, relay_start, [self(), Setup]).
 
 next_event(Relay) ->
-    receive
-        {relay, Relay, Msg} -> Msg
-    after ?WAIT_MS ->
-            ct:fail({no_event_from, Relay})
-    end.
+    tether_test_lib:relay_next(Relay, ?WAIT_MS).
 
 %% Everything the relay had forwarded before a round trip through it.
 relay_flush(Relay) ->
-    Ref = make_ref(),
-    Relay ! {'$relay_flush', self(), Ref},
-    receive {Ref, done} -> ok after ?WAIT_MS -> ct:fail(relay_flush) end,
-    collect(Relay).
-
-collect(Relay) ->
-    receive
-        {relay, Relay, Msg} -> [Msg | collect(Relay)]
-    after 0 ->
-            []
-    end.
+    tether_test_lib:relay_flush(Relay, ?WAIT_MS).

@@ -62,31 +62,14 @@ init_per_testcase(Case, Config) ->
     Keeper = ?LIB:start_keeper(),
     Opts0 = #{name => ?LIB:unique_name(Case), log_dir => ?config(priv_dir, Config)},
     Opts = maps:merge(Opts0, cnode_opts(Case, Config)),
-    case ?LIB:start_cnode(Opts) of
-        {ok, C} ->
-            ?LIB:keep(Keeper, {cnode, C}),
-            [{keeper, Keeper}, {cnode, C}, {cnode_node, ?LIB:cnode_node(C)} | Config];
-        {error, Why} ->
-            ?LIB:release_all(Keeper),
-            ct:fail({cnode_start_failed, Why})
-    end.
+    C = ?LIB:start_kept_cnode(Keeper, Opts),
+    [{keeper, Keeper}, {cnode, C}, {cnode_node, ?LIB:cnode_node(C)} | Config].
 
 %% Stops everything; fails the case if its C-node died during it (a crash
 %% provoked by the test) unless the case kills or stops it on purpose.
 end_per_testcase(Case, Config) ->
-    C = ?config(cnode, Config),
-    ct:log("C-node stdout:~n~s~nC-node stderr:~n~s",
-           [[[L, $\n] || L <- ?LIB:cnode_stdout(C)],
-            [[L, $\n] || L <- ?LIB:cnode_stderr(C)]]),
-    Results = ?LIB:release_all(?config(keeper, Config)),
-    _ = ?LIB:flush(),
     ExpectDead = lists:member(Case, [monitor_kill9_noconnection, sigterm_graceful]),
-    case [R || {_Node, false, _} = R <- Results] of
-        [_ | _] = Dead when not ExpectDead ->
-            {fail, {cnode_died_during_test, Dead}};
-        _ ->
-            ok
-    end.
+    ?LIB:release_case(?config(keeper, Config), [?config(cnode, Config)], ExpectDead).
 
 cnode_opts(visible_in_nodes, _Config) ->
     #{visible => true};

@@ -82,26 +82,13 @@ end_per_suite(_Config) ->
 init_per_testcase(Case, Config) ->
     Keeper = ?LIB:start_keeper(),
     Opts = #{name => ?LIB:unique_name(Case), log_dir => ?config(priv_dir, Config)},
-    case ?LIB:start_cnode(Opts) of
-        {ok, C} ->
-            ?LIB:keep(Keeper, {cnode, C}),
-            Name = maps:get(name, C),
-            {port, Port, _Version} = erl_epmd:port_please(Name, ?HOST),
-            [{keeper, Keeper}, {cnode, C}, {cnode_node, ?LIB:cnode_node(C)},
-             {port, Port} | Config];
-        {error, Why} ->
-            ?LIB:release_all(Keeper),
-            ct:fail({cnode_start_failed, Why})
-    end.
+    C = ?LIB:start_kept_cnode(Keeper, Opts),
+    {port, Port, _Version} = erl_epmd:port_please(maps:get(name, C), ?HOST),
+    [{keeper, Keeper}, {cnode, C}, {cnode_node, ?LIB:cnode_node(C)},
+     {port, Port} | Config].
 
 end_per_testcase(_Case, Config) ->
-    C = ?config(cnode, Config),
-    ct:log("C-node stderr:~n~s", [[[L, $\n] || L <- ?LIB:cnode_stderr(C)]]),
-    Results = ?LIB:release_all(?config(keeper, Config)),
-    case [R || {_Node, false, _} = R <- Results] of
-        [] -> ok;
-        Dead -> {fail, {cnode_died_during_test, Dead}}
-    end.
+    ?LIB:release_case(?config(keeper, Config), [?config(cnode, Config)], false).
 
 %%--------------------------------------------------------------------
 %% The fixture itself

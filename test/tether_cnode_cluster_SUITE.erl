@@ -62,9 +62,8 @@ end_per_testcase(_Case, Config) ->
 %% every member's table; when the C-node is killed with SIGKILL its other
 %% name (the built-in echo, --register echo) goes too.
 cnode_name_in_registry(Config) ->
-    [B1 | _] = Bs = start_nodes(3),
-    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
-    Plugin = tether_rpc_lib:rpctest_plugin(),
+    [B1 | _] = Bs = cluster(3, []),
+    Plugin = tether_test_lib:rpctest_plugin(),
     C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
                     ["--load", Plugin, "--register", "rpctest",
                      "--register", "echo"]),
@@ -95,8 +94,7 @@ cnode_name_in_registry(Config) ->
 %% The C-node started with --join B1 joins the cluster of three BEAM
 %% nodes; all four agree on the sorted member list.
 cnode_joins_with_flag(Config) ->
-    [B1 | _] = Bs = start_nodes(3),
-    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
+    [B1 | _] = Bs = cluster(3, []),
     C = start_cnode(Config, [B1]),
     CN = tether_test_lib:cnode_node(C),
     All = lists:sort([CN | Bs]),
@@ -230,10 +228,11 @@ leave_and_join_again(Config) ->
 %% cluster does not list it.
 shared_cluster_secret(Config) ->
     Dir = ?config(priv_dir, Config),
-    F = key_file(Dir, "shared.secret", crypto:strong_rand_bytes(32)),
-    Other = key_file(Dir, "other.secret", crypto:strong_rand_bytes(32)),
-    [B1 | _] = Bs = start_nodes(2, [{cluster_secret_file, F}]),
-    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
+    F = tether_test_lib:write_key_file(Dir, "shared.secret",
+                                       crypto:strong_rand_bytes(32)),
+    Other = tether_test_lib:write_key_file(Dir, "other.secret",
+                                           crypto:strong_rand_bytes(32)),
+    [B1 | _] = Bs = cluster(2, [{cluster_secret_file, F}]),
     C = start_cnode(Config, [B1], tether_test_lib:unique_name(tcc),
                     ["--cluster-secret-file", F]),
     CN = tether_test_lib:cnode_node(C),
@@ -242,13 +241,7 @@ shared_cluster_secret(Config) ->
                      ["--cluster-secret-file", Other]),
     CN2 = tether_test_lib:cnode_node(C2),
     %% Whichever side sends the hello, the other rejects its signature.
-    wait_until(fun() -> [cinfo(CN2) | [call(B, tether_server, info, [])
-                                        || B <- Bs]]
-               end,
-               fun(Infos) ->
-                       lists:sum([R || #{stats := #{recv_rejected := R}}
-                                           <- Infos]) > 0
-               end),
+    ok = tether_test_lib:wait_rejected([CN2 | Bs], ?WAIT_MS),
     ?assertEqual([CN2], cmembers(CN2)),
     [?assertEqual(lists:sort([CN | Bs]), call(B, tether, members, []))
      || B <- Bs],
@@ -262,8 +255,8 @@ identity_and_trusted_keys(Config) ->
     Dir = ?config(priv_dir, Config),
     Name = tether_test_lib:unique_name(tcc),
     CN = list_to_atom(Name ++ "@127.0.0.1"),
-    {CSeedF, CPubF} = identity(Dir, "cnode"),
-    {BSeedF, BPubF} = identity(Dir, "beam"),
+    {CSeedF, _, CPubF} = tether_test_lib:write_identity(Dir, "cnode"),
+    {BSeedF, _, BPubF} = tether_test_lib:write_identity(Dir, "beam"),
     [B1] = start_nodes(1, [{identity_file, BSeedF},
                            {trusted_keys, [{CN, CPubF}]}]),
     C = start_cnode(Config, [B1], Name,
@@ -274,24 +267,9 @@ identity_and_trusted_keys(Config) ->
 
 %%% Helpers
 
-%% Writes a 0600 key file; returns its path.
-key_file(Dir, Name, Bytes) ->
-    F = filename:join(Dir, Name),
-    ok = file:write_file(F, Bytes),
-    ok = file:change_mode(F, 8#600),
-    F.
-
-%% A new Ed25519 identity: {SeedFile, PublicKeyFile}.
-identity(Dir, Prefix) ->
-    Seed = crypto:strong_rand_bytes(32),
-    {Pub, _} = crypto:generate_key(eddsa, ed25519, Seed),
-    {key_file(Dir, Prefix ++ ".seed", Seed),
-     key_file(Dir, Prefix ++ ".pub", Pub)}.
-
 %% Three clustered BEAM nodes and a C-node joined by --join.
 four(Config) ->
-    [B1 | _] = Bs = start_nodes(3),
-    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
+    [B1 | _] = Bs = cluster(3, []),
     C = start_cnode(Config, [B1]),
     CN = tether_test_lib:cnode_node(C),
     wait_all_members([CN | Bs], lists:sort([CN | Bs])),
@@ -307,11 +285,8 @@ start_cnode(Config, Seeds, Name) ->
     start_cnode(Config, Seeds, Name, []).
 
 start_cnode(Config, Seeds, Name, Extra) ->
-    Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
-            "--ttl-ms", integer_to_list(?TTL_MS)]
-        ++ lists:append([["--join", atom_to_list(S)] || S <- Seeds])
-        ++ Extra,
-    Opts = #{name => Name, extra_args => Args,
+    Opts = #{name => Name, heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
+             join => Seeds, extra_args => Extra,
              log_dir => ?config(priv_dir, Config)},
     tether_test_lib:start_case_cnode(Opts, 20).
 
@@ -321,9 +296,15 @@ start_nodes(N) ->
 %% Starts N peers (linked to the case) with tether running (heartbeat
 %% HB_MS, lease TTL_MS, plus the application env Env).
 start_nodes(N, Env) ->
-    tether_test_lib:start_tether_nodes(
-      N, #{prefix => tether_ccl, link => true,
-           env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]}).
+    tether_test_lib:start_tether_nodes(N, node_opts(Env)).
+
+%% start_nodes/2, the nodes joined together.
+cluster(N, Env) ->
+    tether_test_lib:start_cluster(N, node_opts(Env), ?WAIT_MS).
+
+node_opts(Env) ->
+    #{prefix => tether_ccl, link => true,
+      env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]}.
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?CALL_MS).

@@ -29,20 +29,18 @@ all() ->
      the_node_survives].
 
 init_per_suite(Config) ->
-    Ebin = filename:dirname(code:which(tether_nif)),
     %% Not linked: init_per_suite's process ends before the cases run.
-    {ok, Peer, Node} = peer:start(#{name => peer:random_name(?MODULE),
-                                    host => "127.0.0.1",
-                                    longnames => true,
-                                    args => ["-pa", Ebin, "-setcookie",
-                                             atom_to_list(erlang:get_cookie())]}),
+    %% Its control channel is its distribution connection to this node.
+    Peer = tether_test_lib:start_peer(peer:random_name(?MODULE),
+                                      #{connection => dist}),
+    Node = tether_test_lib:peer_node(Peer),
     {module, tether_nif} = erpc:call(Node, code, ensure_loaded, [tether_nif]),
     {?MODULE, Bin, File} = code:get_object_code(?MODULE),
     {module, ?MODULE} = erpc:call(Node, code, load_binary, [?MODULE, File, Bin]),
     [{peer, Peer}, {node, Node} | Config].
 
 end_per_suite(Config) ->
-    peer:stop(?config(peer, Config)),
+    ok = tether_test_lib:stop_peer(?config(peer, Config)),
     Config.
 
 every_nif_survives_random_terms(Config) ->

@@ -103,7 +103,7 @@ dies_with_node(_Config) ->
     P = call(N3, ?MODULE, spawn_idle, []),
     ?assertEqual(yes, call(N3, tether, register_name, [on_n3, P])),
     wait_where(Nodes, on_n3, P),
-    ok = peer:stop(tether_test_lib:case_peer(N3)),
+    ok = tether_test_lib:stop_case_peer(N3),
     wait_where([N1, N2], on_n3, undefined),
     [?assertEqual([], call(N, ?MODULE, entries, [])) || N <- [N1, N2]].
 
@@ -375,11 +375,9 @@ elixir_ebin() ->
 %% Starts N peers (linked to the case) with tether (short heartbeat) and
 %% clusters them.
 cluster(N) ->
-    Nodes = tether_test_lib:start_tether_nodes(
-              N, #{prefix => tether_reg, link => true,
-                   env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}),
-    ok = tether_test_lib:join_all(Nodes, ?WAIT_MS),
-    Nodes.
+    tether_test_lib:start_cluster(
+      N, #{prefix => tether_reg, link => true,
+           env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}, ?WAIT_MS).
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, 10000).

@@ -1,6 +1,10 @@
 %% @doc Helpers shared by the common_test suites: start and stop real
-%% C-nodes (priv/tether_cnode) and BEAM peers, and talk to the C-node's
-%% built-in `echo' process with stock OTP primitives only.
+%% C-nodes (priv/tether_cnode, or another program built on libtether's
+%% command line, such as priv/examples/kv_node) and BEAM peers, and talk
+%% to the C-node's built-in `echo' process with stock OTP primitives only.
+%% Every suite starts its nodes through this module: it holds the one
+%% copy of peer start-up, C-node start-up and stopping an OS process by
+%% its pid.
 %%
 %% A C-node is run through open_port/2 under `/bin/sh -c exec', so the
 %% OS pid the port reports is the C-node's own pid (signals go straight to
@@ -8,40 +12,48 @@
 %% owner process holds the port, collects stdout lines and learns the exit
 %% status. Every start has a matching stop that never waits forever.
 %%
-%% Peers are started with OTP's `peer' module on 127.0.0.1 with long
-%% names. By default their control channel is peer's alternative TCP
-%% connection (on loopback), so a peer is not connected to the common_test
-%% node over distribution: it can have another cookie or another
-%% net_ticktime, and it only meets the C-node when a test makes it.
-%% Functions in this module also run on the peers (their code path
-%% includes this module's directory).
+%% Peers are started with OTP's `peer' module, by default on 127.0.0.1
+%% with long names (NAME@127.0.0.1, the only host C-nodes take today);
+%% with the option `host => short' a peer is named as users name nodes,
+%% with -sname (NAME@shorthost). By default their control channel is
+%% peer's alternative TCP connection (on loopback), so a peer is not
+%% connected to the common_test node over distribution: it can have
+%% another cookie or another net_ticktime, and it only meets the C-node
+%% when a test makes it. Functions in this module also run on the peers
+%% (their code path includes this module's directory and tether's ebin).
 -module(tether_test_lib).
 
 %% C-node lifecycle.
--export([require_env/1, require_env/2, priv_dir/0, cnode_exe/0, epmd_port/0,
-         cookie/0, unique_name/1,
-         start_cnode/1, stop_cnode/1, kill_cnode/1, term_cnode/1,
-         wait_cnode_exit/2, cnode_node/1, cnode_os_pid/1, cnode_stdout/1,
-         cnode_stderr/1, os_pid_alive/1]).
+-export([require_env/1, require_env/2, priv_dir/0, cnode_exe/0, kv_plugin/0,
+         rpctest_plugin/0, kv_node_exe/0, epmd_port/0, cookie/0,
+         unique_name/1,
+         start_cnode/1, start_kept_cnode/2, stop_cnode/1, kill_cnode/1,
+         term_cnode/1, wait_cnode_exit/2, cnode_node/1, cnode_os_pid/1,
+         cnode_stdout/1, cnode_stderr/1, log_cnode/1, run_cnode/1,
+         os_pid_alive/1, kill_os_pid/1]).
 %% BEAM peers.
 -export([start_peer/1, start_peer/2, stop_peer/1, peer_node/1, peer_call/4,
          peer_call/5, start_peers/2, stop_peers/1]).
 %% Cleanup of everything a test case started.
--export([start_keeper/0, keep/2, release_all/1]).
+-export([start_keeper/0, keep/2, release_all/1, release_case/3]).
 %% Talking to the C-node's echo processes (also run on peers).
 -export([echo/2, echo/3, ping_and_echo/2, cnode_spawn/2, start_collector/0,
          collected/1, wait_collected/3, idle_watch/2, epmd_names/0,
          wait_until/2, flush/0]).
 %% Polling conditions on tether clusters.
--export([poll/3, wait_members/3, members_of/1, wait_leases_pass/4,
-         relay_start/2, relay_next/2]).
+-export([poll/3, wait_members/3, members_of/1, info_of/1, wait_rejected/2,
+         wait_leases_pass/4, relay_start/2, relay_next/2, relay_flush/2]).
 %% Calls held across a defer partition.
 -export([held_call_start/6, held_call_not_returned/1, held_call_answer/2]).
 %% Group prerequisites.
 -export([require_plugin/1]).
 %% Tether clusters a test case starts, stopped by its end_per_testcase.
--export([start_tether_nodes/2, join_all/2, case_peer/1, start_case_cnode/2,
-         case_cnodes/0, forget_cnodes/0, stop_case/0]).
+-export([start_case_peer/2, start_case_nodes/2, start_tether/2,
+         start_tether_nodes/2, join_all/2, start_cluster/3, stop_case_peer/1,
+         kill_node/2, start_case_cnode/2, join_cnode/3, case_cnodes/0,
+         forget_cnodes/0, stop_case/0]).
+%% Key files for the cluster's secrets and identities.
+-export([write_key_file/3, write_identity/2]).
 
 -define(HOST, "127.0.0.1").
 -define(LOOPBACK, {127, 0, 0, 1}).
@@ -56,7 +68,8 @@
 
 -type cnode() :: #{node := node(), name := string(), os_pid := integer(),
                    owner := pid(), stderr := file:filename()}.
--type peer() :: #{pid := pid(), node := node(), connection := tcp | dist}.
+-type peer() :: #{pid := pid(), node := node(),
+                  connection := tcp | dist | standard_io}.
 -export_type([cnode/0, peer/0]).
 
 %%--------------------------------------------------------------------
@@ -126,6 +139,22 @@ cnode_exe() ->
         Exe -> Exe
     end.
 
+%% @doc The kv example plug-in (examples/kv/kv.c).
+-spec kv_plugin() -> file:filename().
+kv_plugin() ->
+    filename:join([priv_dir(), "plugins", "kv.so"]).
+
+%% @doc The test plug-in rpctest (the C twin of test/rpctest.erl).
+-spec rpctest_plugin() -> file:filename().
+rpctest_plugin() ->
+    filename:join([priv_dir(), "..", "c_src", "build", "plugins", "rpctest.so"]).
+
+%% @doc The standalone kv program (examples/kv/kv_node.c): the flags of
+%% tether_cnode, with kv started; its ready line is `kv_node: NAME ready'.
+-spec kv_node_exe() -> file:filename().
+kv_node_exe() ->
+    filename:join([priv_dir(), "examples", "kv_node"]).
+
 %% @doc The private epmd port the runner started (ERL_EPMD_PORT).
 -spec epmd_port() -> pos_integer().
 epmd_port() ->
@@ -149,8 +178,11 @@ unique_name(Prefix) ->
 %% @doc Starts a C-node and waits for its `tether_cnode: NAME ready' line.
 %% Options: name (string, default unique), cookie (string, default this
 %% node's), visible (boolean), ticktime (seconds), cookie_file, log_dir
-%% (where NAME.stderr goes), log_level, extra_args, listen (a
-%% "127.0.0.1:PORT" string, default "127.0.0.1:0"; `none' to omit).
+%% (where NAME.stderr goes), log_level, heartbeat_ms and ttl_ms (the
+%% cluster engine's), join (nodes to join at start), extra_args, listen
+%% (a "127.0.0.1:PORT" string, default "127.0.0.1:0"; `none' to omit),
+%% exe (the program, default cnode_exe/0) and prog (the name its ready
+%% line starts with, default "tether_cnode"; "kv_node" for kv_node_exe/0).
 %% Returns {ok, CNode} or {error, {Why, StdoutLines, StderrLines}}.
 -spec start_cnode(map()) -> {ok, cnode()} | {error, term()}.
 start_cnode(Opts) ->
@@ -159,9 +191,11 @@ start_cnode(Opts) ->
     LogDir = maps:get(log_dir, Opts, os:getenv("TMPDIR", "/tmp")),
     Stderr = filename:join(LogDir, Name ++ ".stderr"),
     Args = cnode_args(Name, Opts),
+    Exe = maps:get(exe, Opts, cnode_exe()),
+    Ready = "^" ++ maps:get(prog, Opts, "tether_cnode") ++ ": \\S+ ready\\s*$",
     Parent = self(),
     Ref = make_ref(),
-    Owner = spawn(fun() -> owner_init(Parent, Ref, Args, Stderr) end),
+    Owner = spawn(fun() -> owner_init(Parent, Ref, {Exe, Args, Ready}, Stderr) end),
     MRef = erlang:monitor(process, Owner),
     receive
         {Ref, ready, OsPid} ->
@@ -201,9 +235,47 @@ cnode_args(Name, Opts) ->
                 {ok, Lv} -> ["--log-level", atom_to_list(Lv)];
                 error -> []
             end,
+    Cluster = [[Flag, integer_to_list(V)]
+               || {Key, Flag} <- [{heartbeat_ms, "--heartbeat-ms"},
+                                  {ttl_ms, "--ttl-ms"}],
+                  {ok, V} <- [maps:find(Key, Opts)]]
+        ++ [["--join", atom_to_list(Seed)] || Seed <- maps:get(join, Opts, [])],
     ["--name", Name ++ "@" ++ ?HOST | Cookie]
         ++ ["--epmd-port", integer_to_list(epmd_port())]
-        ++ Visible ++ Tick ++ Listen ++ Level ++ maps:get(extra_args, Opts, []).
+        ++ Visible ++ Tick ++ Listen ++ Level ++ lists:append(Cluster)
+        ++ maps:get(extra_args, Opts, []).
+
+%% @doc For init_per_testcase: starts a C-node (start_cnode/1 options)
+%% and keeps it in Keeper. When it does not start, stops what Keeper
+%% holds and fails the test case with {cnode_start_failed, Why}.
+-spec start_kept_cnode(pid(), map()) -> cnode().
+start_kept_cnode(Keeper, Opts) ->
+    case start_cnode(Opts) of
+        {ok, C} ->
+            keep(Keeper, {cnode, C});
+        {error, Why} ->
+            _ = release_all(Keeper),
+            ct:fail({cnode_start_failed, Why})
+    end.
+
+%% @doc Runs the C-node program once with Args (a command that exits by
+%% itself: --help, --version, a bad flag); returns its exit status and
+%% its stdout and stderr together.
+-spec run_cnode([string()]) -> {integer(), string()}.
+run_cnode(Args) ->
+    Port = open_port({spawn_executable, cnode_exe()},
+                     [{args, Args}, exit_status, stderr_to_stdout, binary]),
+    run_collect(Port, []).
+
+run_collect(Port, Acc) ->
+    receive
+        {Port, {data, Data}} ->
+            run_collect(Port, [Acc, Data]);
+        {Port, {exit_status, Status}} ->
+            {Status, unicode:characters_to_list(Acc)}
+    after ?REPLY_TIMEOUT ->
+            error(cnode_timeout)
+    end.
 
 %% @doc Stops a C-node with SIGTERM; if it has not exited after a generous
 %% delay, with SIGKILL. Returns {term, Status} when it exited by itself
@@ -273,6 +345,13 @@ cnode_stdout(#{owner := Owner}) ->
 cnode_stderr(#{stderr := File}) ->
     read_lines(File).
 
+%% @doc Writes the C-node's stdout and stderr so far to the case log.
+-spec log_cnode(cnode()) -> ok.
+log_cnode(C) ->
+    ct:log("C-node ~s stdout:~n~s~nC-node stderr:~n~s",
+           [maps:get(name, C), [[L, $\n] || L <- cnode_stdout(C)],
+            [[L, $\n] || L <- cnode_stderr(C)]]).
+
 %% @doc True if an OS process with that pid exists (kill -0).
 -spec os_pid_alive(integer()) -> boolean().
 os_pid_alive(OsPid) ->
@@ -290,6 +369,12 @@ is_zombie(OsPid) ->
             true
     end.
 
+%% @doc Sends SIGKILL to an OS process; returns at once.
+-spec kill_os_pid(integer()) -> ok.
+kill_os_pid(OsPid) ->
+    _ = signal(kill, OsPid),
+    ok.
+
 signal(Sig, OsPid) ->
     Flag = case Sig of term -> "-TERM"; kill -> "-KILL" end,
     os:cmd("kill " ++ Flag ++ " " ++ integer_to_list(OsPid) ++ " 2>/dev/null").
@@ -302,9 +387,8 @@ read_lines(File) ->
 
 %% The owner process: holds the port, keeps stdout lines, reports the
 %% ready line to the starter and the exit status to whoever waits.
-owner_init(Parent, Ref, Args, Stderr) ->
+owner_init(Parent, Ref, {Exe, Args, Ready}, Stderr) ->
     ok = filelib:ensure_dir(Stderr),
-    Exe = cnode_exe(),
     Port = open_port({spawn_executable, "/bin/sh"},
                      [{args, ["-c", "exec \"$0\" \"$@\" 2>>\"$TETHER_CNODE_STDERR\"",
                               Exe | Args]},
@@ -312,7 +396,8 @@ owner_init(Parent, Ref, Args, Stderr) ->
                       {line, ?LINE_MAX}, binary, exit_status, use_stdio, hide]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     owner_loop(#{port => Port, os_pid => OsPid, lines => [], partial => <<>>,
-                 ready => {Parent, Ref}, exit => undefined, waiters => []}).
+                 ready => {Parent, Ref}, ready_re => Ready, exit => undefined,
+                 waiters => []}).
 
 owner_loop(#{port := Port} = S) ->
     receive
@@ -324,13 +409,13 @@ owner_loop(#{port := Port} = S) ->
             owner_loop(maybe_ready(Line, S1));
         {Port, {exit_status, Status}} ->
             S1 = S#{exit := Status},
-            case maps:get(ready, S1) of
-                {Parent, Ref} ->
-                    Parent ! {Ref, exited, Status, lists:reverse(maps:get(lines, S1))};
-                done ->
-                    ok
-            end,
-            [W ! {WRef, exited, Status} || {W, WRef} <- maps:get(waiters, S1)],
+            _ = case maps:get(ready, S1) of
+                    {Parent, Ref} ->
+                        Parent ! {Ref, exited, Status, lists:reverse(maps:get(lines, S1))};
+                    done ->
+                        ok
+                end,
+            _ = [W ! {WRef, exited, Status} || {W, WRef} <- maps:get(waiters, S1)],
             owner_loop(S1#{ready := done, waiters := []});
         {lines, From, Ref} ->
             From ! {Ref, lists:reverse(maps:get(lines, S))},
@@ -352,8 +437,8 @@ owner_loop(#{port := Port} = S) ->
             ok
     end.
 
-maybe_ready(Line, #{ready := {Parent, Ref}, os_pid := OsPid} = S) ->
-    case re:run(Line, <<"^tether_cnode: \\S+ ready\\s*$">>) of
+maybe_ready(Line, #{ready := {Parent, Ref}, ready_re := Re, os_pid := OsPid} = S) ->
+    case re:run(Line, Re) of
         {match, _} ->
             Parent ! {Ref, ready, OsPid},
             S#{ready := done};
@@ -392,28 +477,76 @@ owner_quit(Owner) ->
 start_peer(Name) ->
     start_peer(Name, #{}).
 
-%% @doc Starts a BEAM peer Name@127.0.0.1 (long names, loopback only,
-%% this module on its code path). Options: cookie (string), args (extra
-%% command-line arguments), connection (tcp, the default: peer's
-%% alternative control channel; or dist: the control channel is a
-%% distribution connection to this node, which then needs the same cookie
-%% and a compatible net_ticktime).
--spec start_peer(string(), map()) -> peer().
+%% @doc Starts a BEAM peer. Name is the part of its node name before
+%% the `@' (a string), or `undefined' for a node that is not distributed
+%% (with `connection => standard_io'). Options:
+%%   host: long (the default: Name@127.0.0.1, -name, listening on
+%%     loopback only) or short (-sname Name: Name@shorthost, the node
+%%     name users give; it listens on the address its host name resolves
+%%     to, so that other short-named peers reach it; over distribution
+%%     it can only meet other short-named nodes, so from a long-named
+%%     node its connection must not be dist);
+%%   cookie (string, default this node's);
+%%   connection: tcp (the default: peer's alternative control channel,
+%%     on loopback), dist (the control channel is a distribution
+%%     connection to this node, which then needs the same cookie and a
+%%     compatible net_ticktime) or standard_io (the peer's stdio);
+%%   link: true starts it with peer:start_link/1 (it goes down with the
+%%     caller); default false;
+%%   code_path: directories put on its code path (default tether's ebin
+%%     and this module's directory);
+%%   overlapping_partitions: false turns global's
+%%     prevent_overlapping_partitions off (a killed peer does not make
+%%     global cut the others off); default OTP's;
+%%   args: more command-line arguments.
+-spec start_peer(string() | undefined, map()) -> peer().
 start_peer(Name, Opts) ->
-    Cookie = maps:get(cookie, Opts, cookie()),
     Conn = maps:get(connection, Opts, tcp),
-    Args = ["-setcookie", Cookie,
-            "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
-            "-pa", filename:dirname(code:which(?MODULE))]
+    Host = maps:get(host, Opts, long),
+    %% A short-named node cannot connect to a long-named one.
+    ok = case {Conn, Host, net_kernel:longnames()} of
+             {dist, short, true} -> error({short_name_over_dist, Name});
+             _ -> ok
+         end,
+    Paths = maps:get(code_path, Opts, [tether_ebin(), test_dir()]),
+    {NameOpts, Interface} = peer_name_opts(Name, Host),
+    Args = ["-setcookie", maps:get(cookie, Opts, cookie()),
+            "-kernel", "inet_dist_use_interface", Interface]
+        ++ lists:append([["-pa", D] || D <- Paths])
+        ++ case maps:get(overlapping_partitions, Opts, true) of
+               true -> [];
+               false -> ["-kernel", "prevent_overlapping_partitions", "false"]
+           end
         ++ maps:get(args, Opts, []),
-    Base = #{name => Name, host => ?HOST, longnames => true, args => Args,
-             wait_boot => ?PEER_BOOT_TIMEOUT},
+    Base = NameOpts#{args => Args, wait_boot => ?PEER_BOOT_TIMEOUT},
     PeerOpts = case Conn of
                    tcp -> Base#{connection => {?LOOPBACK, 0}};
-                   dist -> Base
+                   dist -> Base;
+                   standard_io -> Base#{connection => standard_io}
                end,
-    {ok, Pid, Node} = peer:start(PeerOpts),
+    {ok, Pid, Node} = case maps:get(link, Opts, false) of
+                          true -> peer:start_link(PeerOpts);
+                          false -> peer:start(PeerOpts)
+                      end,
     #{pid => Pid, node => Node, connection => Conn}.
+
+%% peer's name options, and the address the node listens on (as an
+%% inet_dist_use_interface argument).
+peer_name_opts(undefined, _Host) ->
+    {#{}, "{127,0,0,1}"};
+peer_name_opts(Name, long) ->
+    {#{name => Name, host => ?HOST, longnames => true}, "{127,0,0,1}"};
+peer_name_opts(Name, short) ->
+    {ok, Host} = inet:gethostname(),
+    {ok, Addr} = inet:getaddr(hd(string:split(Host, ".")), inet),
+    {#{name => Name, longnames => false},
+     lists:flatten(io_lib:format("~w", [Addr]))}.
+
+tether_ebin() ->
+    filename:dirname(code:which(tether_nif)).
+
+test_dir() ->
+    filename:dirname(code:which(?MODULE)).
 
 %% @doc Starts N peers in parallel (each named Prefix_I_...).
 -spec start_peers(string(), pos_integer()) -> [peer()].
@@ -464,10 +597,10 @@ peer_call(Peer, M, F, A) ->
 
 %% @doc Calls M:F(A) on the peer over its control channel.
 -spec peer_call(peer(), module(), atom(), [term()], timeout()) -> term().
-peer_call(#{pid := Pid, connection := tcp}, M, F, A, Timeout) ->
-    peer:call(Pid, M, F, A, Timeout);
 peer_call(#{node := Node, connection := dist}, M, F, A, Timeout) ->
-    erpc:call(Node, M, F, A, Timeout).
+    erpc:call(Node, M, F, A, Timeout);
+peer_call(#{pid := Pid}, M, F, A, Timeout) ->
+    peer:call(Pid, M, F, A, Timeout).
 
 %%--------------------------------------------------------------------
 %% Keeper: remembers what a test case started so end_per_testcase can
@@ -487,17 +620,39 @@ keep(Keeper, {_Kind, Thing} = Item) ->
 
 %% @doc Stops everything kept (peers first, then C-nodes); returns, for
 %% each C-node, whether it was still running before the stop and how
-%% the stop went: [{Node, WasAlive, StopResult}].
+%% the stop went: [{Node, WasAlive, StopResult}]. The keeper ends: a
+%% second release_all/1 returns [] at once.
 -spec release_all(pid()) -> [{node(), boolean(), term()}].
 release_all(Keeper) ->
     Ref = make_ref(),
+    MRef = erlang:monitor(process, Keeper),
     Keeper ! {release, self(), Ref},
-    Items = receive {Ref, Is} -> Is after ?REPLY_TIMEOUT -> [] end,
+    Items = receive
+                {Ref, Is} -> erlang:demonitor(MRef, [flush]), Is;
+                {'DOWN', MRef, process, Keeper, _} -> []
+            after ?REPLY_TIMEOUT ->
+                    erlang:demonitor(MRef, [flush]), []
+            end,
     stop_peers([P || {peer, P} <- Items]),
     [begin
          Alive = os_pid_alive(OsPid) andalso is_process_alive(Owner),
          {Node, Alive, stop_cnode(C)}
      end || {cnode, #{node := Node, os_pid := OsPid, owner := Owner} = C} <- Items].
+
+%% @doc For end_per_testcase: logs the stdout and stderr of the C-nodes
+%% CNodes, stops everything Keeper holds and empties the mailbox. ok, or
+%% {fail, {cnode_died_during_test, Dead}} when a kept C-node was not
+%% running any more and AllowDead is false (the case did not kill it on
+%% purpose).
+-spec release_case(pid(), [cnode()], boolean()) -> ok | {fail, term()}.
+release_case(Keeper, CNodes, AllowDead) ->
+    _ = [log_cnode(C) || C <- CNodes],
+    Results = release_all(Keeper),
+    _ = flush(),
+    case [R || {_Node, false, _} = R <- Results] of
+        [_ | _] = Dead when not AllowDead -> {fail, {cnode_died_during_test, Dead}};
+        _ -> ok
+    end.
 
 keeper(Items) ->
     receive
@@ -657,10 +812,34 @@ wait_members(Nodes, Expected, Timeout) ->
 %% (start_case_cnode/2).
 -spec members_of(node()) -> [node()].
 members_of(Node) ->
+    ask(Node, members, {tether, members, []}).
+
+%% @doc The engine's info map of Node: tether_server:info() on a BEAM
+%% node, or the answer of a C-node's `tether' process to `info' when Node
+%% is a C-node this test case started (start_case_cnode/2).
+-spec info_of(node()) -> map().
+info_of(Node) ->
+    ask(Node, info, {tether_server, info, []}).
+
+%% Request to the `tether' process of a C-node the case started, or the
+%% call {M, F, A} on a BEAM node.
+ask(Node, Request, {M, F, A}) ->
     case lists:member(Node, [cnode_node(C) || C <- case_cnodes()]) of
-        true -> gen_server:call({tether, Node}, members, ?REPLY_TIMEOUT);
-        false -> erpc:call(Node, tether, members, [], ?REPLY_TIMEOUT)
+        true -> gen_server:call({tether, Node}, Request, ?REPLY_TIMEOUT);
+        false -> erpc:call(Node, M, F, A, ?REPLY_TIMEOUT)
     end.
+
+%% @doc Waits until the engines of Nodes (see info_of/1) have rejected
+%% at least one message between them (recv_rejected: a signature that
+%% did not verify, so no session forms); fails the test case after
+%% Timeout milliseconds.
+-spec wait_rejected([node()], non_neg_integer()) -> ok.
+wait_rejected(Nodes, Timeout) ->
+    _ = poll(fun() -> [info_of(N) || N <- Nodes] end,
+             fun(Infos) ->
+                     lists:sum([R || #{stats := #{recv_rejected := R}} <- Infos]) > 0
+             end, Timeout),
+    ok.
 
 %% @doc Waits until more than two leases' worth of heartbeat rounds
 %% (heartbeat HbMs, lease TtlMs) have passed on Node, a BEAM node across
@@ -698,6 +877,23 @@ relay_next(Relay, Timeout) ->
         {relay, Relay, Msg} -> Msg
     after Timeout ->
             ct:fail({no_message_to, Relay})
+    end.
+
+%% @doc Everything a relay (relay_start/2) had forwarded to the caller
+%% before a round trip through it; fails the test case when the round
+%% trip takes over Timeout milliseconds.
+-spec relay_flush(pid(), non_neg_integer()) -> [term()].
+relay_flush(Relay, Timeout) ->
+    Ref = make_ref(),
+    Relay ! {'$relay_flush', self(), Ref},
+    receive {Ref, done} -> ok after Timeout -> ct:fail(relay_flush) end,
+    relay_collect(Relay).
+
+relay_collect(Relay) ->
+    receive
+        {relay, Relay, Msg} -> [Msg | relay_collect(Relay)]
+    after 0 ->
+            []
     end.
 
 relay_loop(Tester) ->
@@ -754,50 +950,53 @@ require_plugin(Plugin) ->
 
 %%--------------------------------------------------------------------
 %% Tether clusters of a test case. What a case starts is kept in its
-%% process dictionary (tether_peers, tether_nodes, tether_cnodes), so
+%% process dictionary (tether_peers, tether_cnodes), so
 %% stop_case/0 in end_per_testcase (the same process) stops it even when
 %% the case crashed half-way.
 %%--------------------------------------------------------------------
 
-%% @doc Starts N peers on 127.0.0.1 (long names, this node's cookie,
-%% tether's ebin and this directory on the code path) and starts the
-%% tether application on each; returns their nodes. Options: prefix (atom
-%% for peer:random_name/1), env ([{Key, Value}] for tether's application
-%% environment), link (true: peer:start_link/1, the peers go down with the
-%% case; default false, a case may kill one), overlapping_partitions
-%% (false: global's prevent_overlapping_partitions is off, so a killed
-%% peer does not make global cut the others off; default OTP's).
+%% @doc Starts a peer (start_peer/2: Name and options) and keeps it
+%% for stop_case/0; returns it.
+-spec start_case_peer(string() | undefined, map()) -> peer().
+start_case_peer(Name, Opts) ->
+    P = start_peer(Name, Opts),
+    put(tether_peers, [P | case_list(tether_peers)]),
+    P.
+
+%% @doc Starts N peers for the test case (start_case_peer/2, named
+%% peer:random_name(Prefix)) and returns their nodes, which the case
+%% reaches with erpc (so they have long names, like this node). Options:
+%% prefix (an atom, default tether_peer), connection (default dist: the
+%% peers share this node's cookie and are connected to it), and
+%% start_peer/2's (link: true, the peers go down with the case; default
+%% false, a case may kill one).
+-spec start_case_nodes(pos_integer(), map()) -> [node()].
+start_case_nodes(N, Opts) ->
+    Prefix = maps:get(prefix, Opts, tether_peer),
+    PeerOpts = maps:merge(#{connection => dist}, maps:remove(prefix, Opts)),
+    [peer_node(start_case_peer(peer:random_name(Prefix), PeerOpts))
+     || _ <- lists:seq(1, N)].
+
+%% @doc Starts the tether application on Node with the application
+%% environment Env ([{Key, Value}]); ensure_all_started's answer.
+-spec start_tether(node(), [{atom(), term()}]) ->
+          {ok, [atom()]} | {error, term()}.
+start_tether(Node, Env) ->
+    Call = fun(F, A) -> erpc:call(Node, application, F, A, ?CALL_TIMEOUT) end,
+    ok = case Call(load, [tether]) of
+             {error, {already_loaded, tether}} -> ok;
+             Loaded -> Loaded
+         end,
+    _ = [ok = Call(set_env, [tether, K, V]) || {K, V} <- Env],
+    Call(ensure_all_started, [tether]).
+
+%% @doc Starts N peers (start_case_nodes/2 and its options) and starts
+%% the tether application on each, with the application environment in
+%% the option env ([{Key, Value}]); returns their nodes.
 -spec start_tether_nodes(pos_integer(), map()) -> [node()].
 start_tether_nodes(N, Opts) ->
-    Start = case maps:get(link, Opts, false) of
-                true -> start_link;
-                false -> start
-            end,
-    Args = ["-pa", filename:dirname(code:which(tether_nif)),
-            "-pa", filename:dirname(code:which(?MODULE)),
-            "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
-            "-setcookie", cookie()]
-        ++ case maps:get(overlapping_partitions, Opts, true) of
-               true -> [];
-               false -> ["-kernel", "prevent_overlapping_partitions", "false"]
-           end,
-    PeerOpts = #{host => ?HOST, longnames => true, args => Args},
-    Prefix = maps:get(prefix, Opts, tether_peer),
-    Nodes = [begin
-                 {ok, Peer, Node} =
-                     peer:Start(PeerOpts#{name => peer:random_name(Prefix)}),
-                 put(tether_peers, [Peer | case_list(tether_peers)]),
-                 put(tether_nodes, [{Node, Peer} | case_list(tether_nodes)]),
-                 Node
-             end || _ <- lists:seq(1, N)],
-    Call = fun(Node, F, A) -> erpc:call(Node, application, F, A, ?CALL_TIMEOUT)
-           end,
-    _ = [begin
-             ok = Call(Node, load, [tether]),
-             _ = [ok = Call(Node, set_env, [tether, K, V])
-                  || {K, V} <- maps:get(env, Opts, [])],
-             {ok, _} = Call(Node, ensure_all_started, [tether])
-         end || Node <- Nodes],
+    Nodes = start_case_nodes(N, maps:remove(env, Opts)),
+    _ = [{ok, _} = start_tether(Node, maps:get(env, Opts, [])) || Node <- Nodes],
     Nodes.
 
 %% @doc Joins every other node of Nodes (BEAM nodes running tether) to
@@ -808,11 +1007,30 @@ join_all([First | Rest] = Nodes, Timeout) ->
     _ = [ok = erpc:call(N, tether, join, [First], ?CALL_TIMEOUT) || N <- Rest],
     wait_members(Nodes, lists:sort(Nodes), Timeout).
 
-%% @doc The peer behind a node start_tether_nodes/2 started.
--spec case_peer(node()) -> pid().
-case_peer(Node) ->
-    {Node, Peer} = lists:keyfind(Node, 1, case_list(tether_nodes)),
-    Peer.
+%% @doc start_tether_nodes/2, then join_all/2: N clustered peers running
+%% tether; returns their nodes.
+-spec start_cluster(pos_integer(), map(), non_neg_integer()) -> [node()].
+start_cluster(N, Opts, Timeout) ->
+    Nodes = start_tether_nodes(N, Opts),
+    ok = join_all(Nodes, Timeout),
+    Nodes.
+
+%% @doc Stops the peer behind a node the test case started
+%% (start_case_peer/2).
+-spec stop_case_peer(node()) -> ok.
+stop_case_peer(Node) ->
+    [P] = [P || #{node := N} = P <- case_list(tether_peers), N =:= Node],
+    peer:stop(maps:get(pid, P)).
+
+%% @doc Kills the OS process of a BEAM node with SIGKILL and waits until
+%% it is gone; fails the test case after Timeout milliseconds.
+-spec kill_node(node(), non_neg_integer()) -> ok.
+kill_node(Node, Timeout) ->
+    OsPid = list_to_integer(erpc:call(Node, os, getpid, [], ?CALL_TIMEOUT)),
+    ok = kill_os_pid(OsPid),
+    _ = poll(fun() -> os_pid_alive(OsPid) end, fun(Alive) -> not Alive end,
+             Timeout),
+    ok.
 
 %% @doc Starts a C-node (start_cnode/1 options) and keeps it for
 %% stop_case/0, trying up to Tries times (250 ms apart: a name just
@@ -832,6 +1050,17 @@ start_case_cnode(Opts, Tries) ->
             ct:fail({cnode_start_failed, Why})
     end.
 
+%% @doc Starts a C-node for the test case (start_case_cnode/2, one try)
+%% that joins the first node of Nodes (BEAM nodes running tether), and
+%% waits until every node of Nodes lists Nodes and the C-node; returns
+%% the C-node's node. Fails the test case after Timeout milliseconds.
+-spec join_cnode([node(), ...], map(), non_neg_integer()) -> node().
+join_cnode([First | _] = Nodes, Opts, Timeout) ->
+    C = start_case_cnode(Opts#{join => [First]}, 1),
+    CN = cnode_node(C),
+    ok = wait_members(Nodes, lists:sort([CN | Nodes]), Timeout),
+    CN.
+
 %% @doc The C-nodes the test case started and has not forgotten.
 -spec case_cnodes() -> [cnode()].
 case_cnodes() ->
@@ -848,8 +1077,8 @@ forget_cnodes() ->
 -spec stop_case() -> ok.
 stop_case() ->
     _ = [catch stop_cnode(C) || C <- case_cnodes()],
-    _ = [catch peer:stop(P) || P <- case_list(tether_peers)],
-    _ = [erase(K) || K <- [tether_cnodes, tether_peers, tether_nodes]],
+    ok = stop_peers(case_list(tether_peers)),
+    _ = [erase(K) || K <- [tether_cnodes, tether_peers]],
     ok.
 
 case_list(Key) ->
@@ -857,6 +1086,26 @@ case_list(Key) ->
         undefined -> [];
         L -> L
     end.
+
+%% @doc Writes Bytes to the file Name in Dir with mode 0600 (a key file
+%% tether accepts); returns its path.
+-spec write_key_file(file:filename(), string(), binary()) -> file:filename().
+write_key_file(Dir, Name, Bytes) ->
+    F = filename:join(Dir, Name),
+    ok = file:write_file(F, Bytes),
+    ok = file:change_mode(F, 8#600),
+    F.
+
+%% @doc A new Ed25519 identity in Dir: its seed in Prefix.seed (tether's
+%% identity file) and its public key in Prefix.pub. Returns {SeedFile,
+%% PublicKey, PublicKeyFile}.
+-spec write_identity(file:filename(), string()) ->
+          {file:filename(), binary(), file:filename()}.
+write_identity(Dir, Prefix) ->
+    Seed = crypto:strong_rand_bytes(32),
+    {Pub, _} = crypto:generate_key(eddsa, ed25519, Seed),
+    {write_key_file(Dir, Prefix ++ ".seed", Seed), Pub,
+     write_key_file(Dir, Prefix ++ ".pub", Pub)}.
 
 %% @doc Empties the caller's mailbox, returning what was there.
 -spec flush() -> [term()].

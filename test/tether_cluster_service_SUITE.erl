@@ -1,5 +1,6 @@
-%% Services (issue 7, items 2 to 4) across three BEAM peers running the
-%% tether application and a C-node member: registration, lookups and
+%% Cluster services (tether:register_service/3 and the calls around it,
+%% issue 7, items 2 to 4) across three BEAM peers running the tether
+%% application and a C-node member: registration, lookups and
 %% their order, waiting, instances that die or lose their node, stubs,
 %% and callers busy on tether:call_service/4 while an instance's node is
 %% killed.
@@ -20,8 +21,8 @@
 %%
 %% Run: see scripts/test.sh (a private epmd on loopback, then
 %% rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct
-%% --suite test/tether_services_SUITE).
--module(tether_services_SUITE).
+%% --suite test/tether_cluster_service_SUITE).
+-module(tether_cluster_service_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -83,7 +84,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_group(cnode, Config) ->
-    Plugin = tether_rpc_lib:rpctest_plugin(),
+    Plugin = tether_test_lib:rpctest_plugin(),
     case tether_test_lib:require_plugin(Plugin) of
         ok -> [{cnode_args, ["--load", Plugin, "--service", "rpctest"]}
                | Config];
@@ -578,11 +579,7 @@ wait_leases_pass(Node) ->
 
 %% Kills a peer's OS process with SIGKILL and waits until it is gone.
 kill_peer(Node) ->
-    OsPid = call(Node, os, getpid, []),
-    _ = os:cmd("kill -KILL " ++ OsPid),
-    wait_until(fun() -> tether_test_lib:os_pid_alive(list_to_integer(OsPid))
-               end, fun(Alive) -> not Alive end),
-    ok.
+    tether_test_lib:kill_node(Node, ?WAIT_MS).
 
 is_process_alive_on(Node, Pid) ->
     call(Node, erlang, is_process_alive, [Pid]).
@@ -608,32 +605,18 @@ wait_nodes(Nodes, Service, Expected) ->
 %% joined to the first (with the group's extra C-node arguments). Returns
 %% {Peers, CNode}.
 cluster(Config) ->
-    [First | _] = Bs = tether_test_lib:start_tether_nodes(
-                         3, #{prefix => tether_svc,
-                              overlapping_partitions => false,
-                              env => [{heartbeat_ms, ?HB_MS},
-                                      {ttl_ms, ?TTL_MS},
-                                      {service_recheck_ms, ?RECHECK_MS}]}),
-    ok = tether_test_lib:join_all(Bs, ?WAIT_MS),
-    C = start_cnode(Config, First),
-    CN = tether_test_lib:cnode_node(C),
-    wait_members(Bs, lists:sort([CN | Bs])),
-    {Bs, CN}.
-
-start_cnode(Config, Seed) ->
-    Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
-            "--ttl-ms", integer_to_list(?TTL_MS),
-            "--join", atom_to_list(Seed)]
-        ++ proplists:get_value(cnode_args, Config, []),
-    Opts = #{name => tether_test_lib:unique_name(tsvc), extra_args => Args,
+    Bs = tether_test_lib:start_cluster(
+           3, #{prefix => tether_svc, overlapping_partitions => false,
+                env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS},
+                        {service_recheck_ms, ?RECHECK_MS}]}, ?WAIT_MS),
+    Opts = #{name => tether_test_lib:unique_name(tsvc),
+             heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
+             extra_args => proplists:get_value(cnode_args, Config, []),
              log_dir => ?config(priv_dir, Config)},
-    tether_test_lib:start_case_cnode(Opts, 1).
+    {Bs, tether_test_lib:join_cnode(Bs, Opts, ?WAIT_MS)}.
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?CALL_MS + ?WAIT_MS).
-
-wait_members(Nodes, Expected) ->
-    tether_test_lib:wait_members(Nodes, Expected, ?WAIT_MS).
 
 %% Polls Get until Check holds, failing after WAIT_MS with the last value.
 wait_until(Get, Check) ->

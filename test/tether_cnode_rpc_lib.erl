@@ -1,7 +1,8 @@
-%% @doc Helpers for the issue 4 suites (tether_rpc_SUITE,
-%% tether_service_SUITE): a C-node with plugins next to a BEAM peer that
-%% runs the Erlang twins (rpctest, kv), and both/2, which makes the same
-%% call on each and insists on the same answer.
+%% @doc Helpers for the suites that call a C-node from stock OTP (issue
+%% 4: tether_cnode_rpc_SUITE, tether_cnode_gen_service_SUITE): a C-node
+%% with plugins next to a BEAM peer that runs the Erlang twins (rpctest,
+%% kv), and both/2, which makes the same call on each and insists on the
+%% same answer.
 %%
 %% The node under test (the `target') is a C-node started with
 %% `--load priv/plugins/kv.so --load c_src/build/plugins/rpctest.so', or
@@ -17,28 +18,21 @@
 %% frame must still be those of the BEAM). Terms are equal when they are
 %% =:= and their external formats are equal too (so 0.0 and -0.0, equal
 %% in OTP 25, still differ here).
--module(tether_rpc_lib).
+-module(tether_cnode_rpc_lib).
 
 -include_lib("common_test/include/ct.hrl").
 
 %% Targets and twins.
--export([mode/0, kv_plugin/0, rpctest_plugin/0, kv_node_exe/0, check_env/2,
-         init_targets/3, end_targets/1, start_twin_peer/1]).
-%% Standalone programs (kv_node).
--export([start_program/3, stop_program/1, program_lines/1]).
+-export([mode/0, check_env/2, init_targets/3, end_targets/1,
+         start_twin_peer/1]).
 %% Comparing answers.
 -export([both/2, both/3, compare/3, outcome/2, shape/1, replace_node/2,
          exact/2, brief/1, echo_terms/0]).
 %% Small helpers.
--export([start_registered_collector/1, wait_for/3, log_target/1, pending_call/2]).
+-export([start_registered_collector/1, wait_for/3, pending_call/2]).
 
 -define(LIB, tether_test_lib).
--define(HOST, "127.0.0.1").
 -define(READY_TIMEOUT, 30000).
--define(STOP_TIMEOUT, 15000).
--define(KILL_TIMEOUT, 15000).
--define(REPLY_TIMEOUT, 10000).
--define(LINE_MAX, 4096).
 -define(MIB, (1024 * 1024)).
 
 %%--------------------------------------------------------------------
@@ -53,18 +47,6 @@ mode() ->
         "beam" -> beam;
         _ -> cnode
     end.
-
--spec kv_plugin() -> file:filename().
-kv_plugin() ->
-    filename:join([?LIB:priv_dir(), "plugins", "kv.so"]).
-
--spec rpctest_plugin() -> file:filename().
-rpctest_plugin() ->
-    filename:join([?LIB:priv_dir(), "..", "c_src", "build", "plugins", "rpctest.so"]).
-
--spec kv_node_exe() -> file:filename().
-kv_node_exe() ->
-    filename:join([?LIB:priv_dir(), "examples", "kv_node"]).
 
 %% @doc For init_per_suite: Config when the suite can run (a distributed
 %% node, the runner's private epmd, and in cnode mode the files it
@@ -87,12 +69,11 @@ check_env(Config, Files) ->
 
 %% @doc Starts the target (Kind: cnode, a C-node with both plugins, or
 %% kv_node, the standalone program; a BEAM peer in beam mode) and a BEAM
-%% twin peer, both connected to this node. Returns Config with keeper,
-%% target, twin (node names) and target_handle.
+%% twin peer, both connected to this node and kept in a keeper. Returns
+%% Config with keeper, target, twin (node names) and target_handle.
 -spec init_targets(atom(), cnode | kv_node, list()) -> list().
 init_targets(Case, Kind, Config) ->
     Keeper = ?LIB:start_keeper(),
-    Config1 = [{keeper, Keeper} | Config],
     Target = try start_target(mode(), Kind, Case, Keeper, Config)
              catch
                  Class:Reason:Stack ->
@@ -100,96 +81,55 @@ init_targets(Case, Kind, Config) ->
                      erlang:raise(Class, Reason, Stack)
              end,
     try
-        Node = target_node(Target),
         Twin = ?LIB:keep(Keeper, {peer, start_twin_peer(?LIB:unique_name(twin))}),
-        [{target, Node}, {target_handle, Target}, {twin, ?LIB:peer_node(Twin)} | Config1]
+        [{keeper, Keeper}, {target, target_node(Target)}, {target_handle, Target},
+         {twin, ?LIB:peer_node(Twin)} | Config]
     catch
         Class2:Reason2:Stack2 ->
-            case Target of
-                {program, P} -> log_target(Target), _ = stop_program(P);
-                _ -> ok
-            end,
-            _ = ?LIB:release_all(Keeper),
+            _ = ?LIB:release_case(Keeper, target_cnodes(Target), true),
             erlang:raise(Class2, Reason2, Stack2)
     end.
 
 %% @doc Logs the target's output and stops everything init_targets/3
-%% started. Returns ok, or {fail, Why} when the target program died
-%% during the case (a crash the case did not ask for).
+%% (or the case, in the keeper) started. Returns ok, or {fail, Why} when
+%% a C-node died during the case (a crash the case did not ask for).
 -spec end_targets(list()) -> ok | {fail, term()}.
 end_targets(Config) ->
-    Handle = ?config(target_handle, Config),
-    log_target(Handle),
-    ProgramResult = case Handle of
-                        {program, P} -> {program_alive(P), stop_program(P)};
-                        _ -> {true, ok}
-                    end,
-    Results = case ?config(keeper, Config) of
-                  undefined -> [];
-                  Keeper -> ?LIB:release_all(Keeper)
-              end,
-    _ = ?LIB:flush(),
-    case {ProgramResult, [R || {_Node, false, _} = R <- Results]} of
-        {{true, _}, []} -> ok;
-        {{false, Stop}, Dead} -> {fail, {target_died_during_test, Stop, Dead}};
-        {_, Dead} -> {fail, {cnode_died_during_test, Dead}}
+    case ?config(keeper, Config) of
+        undefined ->
+            ok;
+        Keeper ->
+            ?LIB:release_case(Keeper, target_cnodes(?config(target_handle, Config)),
+                              false)
     end.
 
-%% @doc Writes the target's stdout and stderr to the case log.
--spec log_target(term()) -> ok.
-log_target({cnode, C}) ->
-    ct:log("C-node stdout:~n~s~nC-node stderr:~n~s",
-           [[[L, $\n] || L <- ?LIB:cnode_stdout(C)],
-            [[L, $\n] || L <- ?LIB:cnode_stderr(C)]]);
-log_target({program, P}) ->
-    {Out, Err} = program_lines(P),
-    ct:log("program stdout:~n~s~nprogram stderr:~n~s",
-           [[[L, $\n] || L <- Out], [[L, $\n] || L <- Err]]);
-log_target(_) ->
-    ok.
+target_cnodes({cnode, C}) -> [C];
+target_cnodes(_) -> [].
 
 start_target(beam, _Kind, _Case, Keeper, _Config) ->
     {peer, ?LIB:keep(Keeper, {peer, start_twin_peer(?LIB:unique_name(target))})};
-start_target(cnode, cnode, Case, Keeper, Config) ->
-    Opts = #{name => ?LIB:unique_name(Case), log_dir => ?config(priv_dir, Config),
-             extra_args => ["--load", kv_plugin(), "--load", rpctest_plugin()]},
-    case ?LIB:start_cnode(Opts) of
-        {ok, C} ->
-            ?LIB:keep(Keeper, {cnode, C}),
-            pong = net_adm:ping(?LIB:cnode_node(C)),
-            {cnode, C};
-        {error, Why} ->
-            error({cnode_start_failed, Why})
-    end;
-start_target(cnode, kv_node, Case, _Keeper, Config) ->
-    Name = ?LIB:unique_name(Case),
-    Args = ["--name", Name ++ "@" ++ ?HOST, "--cookie", ?LIB:cookie(),
-            "--epmd-port", integer_to_list(?LIB:epmd_port()),
-            "--listen", "127.0.0.1:0"],
-    Stderr = filename:join(?config(priv_dir, Config), Name ++ ".stderr"),
-    case start_program(kv_node_exe(), Args, Stderr) of
-        {ok, P0} ->
-            P = P0#{node => list_to_atom(Name ++ "@" ++ ?HOST)},
-            {program, P};
-        {error, Why} ->
-            error({kv_node_start_failed, Why})
-    end.
+start_target(cnode, Kind, Case, Keeper, Config) ->
+    Opts = #{name => ?LIB:unique_name(Case), log_dir => ?config(priv_dir, Config)},
+    KindOpts = case Kind of
+                   cnode ->
+                       #{extra_args => ["--load", ?LIB:kv_plugin(),
+                                        "--load", ?LIB:rpctest_plugin()]};
+                   kv_node ->
+                       #{exe => ?LIB:kv_node_exe(), prog => "kv_node"}
+               end,
+    C = ?LIB:start_kept_cnode(Keeper, maps:merge(Opts, KindOpts)),
+    pong = net_adm:ping(?LIB:cnode_node(C)),
+    {cnode, C}.
 
 target_node({peer, P}) -> ?LIB:peer_node(P);
-target_node({cnode, C}) -> ?LIB:cnode_node(C);
-target_node({program, #{node := Node}}) ->
-    case net_adm:ping(Node) of
-        pong -> Node;
-        pang -> error({no_pong_from, Node})
-    end.
+target_node({cnode, C}) -> ?LIB:cnode_node(C).
 
 %% @doc Starts a BEAM peer with the twins (rpctest, kv) on its code path
 %% and their services (kv, rpctest) running, and connects this node to
 %% it.
 -spec start_twin_peer(string()) -> ?LIB:peer().
 start_twin_peer(Name) ->
-    Dir = filename:dirname(code:which(rpctest)),
-    P = ?LIB:start_peer(Name, #{args => ["-pa", Dir]}),
+    P = ?LIB:start_peer(Name),
     try
         {ok, _} = ?LIB:peer_call(P, kv, start, []),
         {ok, _} = ?LIB:peer_call(P, rpctest, start_service, []),
@@ -199,148 +139,6 @@ start_twin_peer(Name) ->
         Class:Reason:Stack ->
             ?LIB:stop_peer(P),
             erlang:raise(Class, Reason, Stack)
-    end.
-
-%%--------------------------------------------------------------------
-%% Standalone programs: like tether_test_lib's C-node owner, but any
-%% stdout line ending in " ready" counts (kv_node prints its own name).
-%%--------------------------------------------------------------------
-
-%% @doc Starts Exe with Args (stderr appended to StderrFile) and waits for
-%% a stdout line ending in " ready". {ok, Program} or
-%% {error, {Why, StdoutLines, StderrLines}}.
--spec start_program(file:filename(), [string()], file:filename()) ->
-          {ok, map()} | {error, term()}.
-start_program(Exe, Args, StderrFile) ->
-    Parent = self(),
-    Ref = make_ref(),
-    Owner = spawn(fun() -> prog_init(Parent, Ref, Exe, Args, StderrFile) end),
-    MRef = erlang:monitor(process, Owner),
-    receive
-        {Ref, ready, OsPid} ->
-            erlang:demonitor(MRef, [flush]),
-            {ok, #{owner => Owner, os_pid => OsPid, stderr => StderrFile}};
-        {Ref, exited, Status, Lines} ->
-            erlang:demonitor(MRef, [flush]),
-            Owner ! quit,
-            {error, {{exited, Status}, Lines, read_lines(StderrFile)}};
-        {'DOWN', MRef, process, Owner, Reason} ->
-            {error, {{owner_died, Reason}, [], read_lines(StderrFile)}}
-    after ?READY_TIMEOUT ->
-            erlang:demonitor(MRef, [flush]),
-            P = #{owner => Owner, stderr => StderrFile},
-            {Out, Err} = program_lines(P),
-            _ = stop_program(P),
-            {error, {not_ready, Out, Err}}
-    end.
-
-%% @doc SIGTERM, then SIGKILL if it has not exited after a generous
-%% delay. {term | killed, Status} or already_stopped.
--spec stop_program(map()) -> {term | killed, integer() | timeout} | already_stopped.
-stop_program(#{owner := Owner}) ->
-    case is_process_alive(Owner) of
-        false ->
-            already_stopped;
-        true ->
-            Res = case prog_request(Owner, {signal, "-TERM"}, ?STOP_TIMEOUT) of
-                      {exited, Status} ->
-                          {term, Status};
-                      timeout ->
-                          case prog_request(Owner, {signal, "-KILL"}, ?KILL_TIMEOUT) of
-                              {exited, Status} -> {killed, Status};
-                              timeout -> {killed, timeout}
-                          end
-                  end,
-            Owner ! quit,
-            Res
-    end.
-
-program_alive(#{owner := Owner}) ->
-    Ref = make_ref(),
-    Owner ! {status, self(), Ref},
-    receive {Ref, Status} -> Status =:= running
-    after ?REPLY_TIMEOUT -> false
-    end.
-
-%% @doc {StdoutLines, StderrLines} so far.
--spec program_lines(map()) -> {[binary()], [binary()]}.
-program_lines(#{owner := Owner, stderr := File}) ->
-    Ref = make_ref(),
-    Owner ! {lines, self(), Ref},
-    Out = receive {Ref, Lines} -> Lines after ?REPLY_TIMEOUT -> [] end,
-    {Out, read_lines(File)}.
-
-prog_request(Owner, {signal, Sig}, Timeout) ->
-    Ref = make_ref(),
-    Owner ! {signal, Sig, self(), Ref},
-    receive {Ref, exited, Status} -> {exited, Status}
-    after Timeout -> timeout
-    end.
-
-prog_init(Parent, Ref, Exe, Args, StderrFile) ->
-    ok = filelib:ensure_dir(StderrFile),
-    Port = open_port({spawn_executable, "/bin/sh"},
-                     [{args, ["-c", "exec \"$0\" \"$@\" 2>>\"$TETHER_PROGRAM_STDERR\"",
-                              Exe | Args]},
-                      {env, [{"TETHER_PROGRAM_STDERR", StderrFile}]},
-                      {line, ?LINE_MAX}, binary, exit_status, use_stdio, hide]),
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    prog_loop(#{port => Port, os_pid => OsPid, lines => [], partial => <<>>,
-                ready => {Parent, Ref}, exit => undefined, waiters => []}).
-
-prog_loop(#{port := Port, lines := Lines, partial := Partial} = S) ->
-    receive
-        {Port, {data, {noeol, Part}}} ->
-            prog_loop(S#{partial := <<Partial/binary, Part/binary>>});
-        {Port, {data, {eol, Part}}} ->
-            Line = <<Partial/binary, Part/binary>>,
-            prog_loop(prog_ready(Line, S#{partial := <<>>, lines := [Line | Lines]}));
-        {Port, {exit_status, Status}} ->
-            case maps:get(ready, S) of
-                {Parent, Ref} -> Parent ! {Ref, exited, Status, lists:reverse(Lines)};
-                done -> ok
-            end,
-            [W ! {WRef, exited, Status} || {W, WRef} <- maps:get(waiters, S)],
-            prog_loop(S#{ready := done, exit := Status, waiters := []});
-        {lines, From, Ref} ->
-            From ! {Ref, lists:reverse(Lines)},
-            prog_loop(S);
-        {status, From, Ref} ->
-            From ! {Ref, case maps:get(exit, S) of
-                             undefined -> running;
-                             Status -> {exited, Status}
-                         end},
-            prog_loop(S);
-        {signal, Sig, From, Ref} ->
-            case maps:get(exit, S) of
-                undefined ->
-                    _ = os:cmd("kill " ++ Sig ++ " " ++
-                                   integer_to_list(maps:get(os_pid, S)) ++ " 2>/dev/null"),
-                    prog_loop(S#{waiters := [{From, Ref} | maps:get(waiters, S)]});
-                Status ->
-                    From ! {Ref, exited, Status},
-                    prog_loop(S)
-            end;
-        quit ->
-            catch port_close(Port),
-            ok
-    end.
-
-prog_ready(Line, #{ready := {Parent, Ref}, os_pid := OsPid} = S) ->
-    case re:run(Line, <<"\\S ready\\s*$">>) of
-        {match, _} ->
-            Parent ! {Ref, ready, OsPid},
-            S#{ready := done};
-        nomatch ->
-            S
-    end;
-prog_ready(_Line, S) ->
-    S.
-
-read_lines(File) ->
-    case file:read_file(File) of
-        {ok, Bin} -> [L || L <- binary:split(Bin, <<"\n">>, [global]), L =/= <<>>];
-        {error, _} -> []
     end.
 
 %%--------------------------------------------------------------------

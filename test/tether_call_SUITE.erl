@@ -1,26 +1,26 @@
-%% Partition-aware RPC (issue 7, item 1): tether:call/4,5,
-%% multicall/3,4,5, cast/4 and abcast/2,3 across BEAM members and a
+%% tether:call/4,5, multicall/3,4,5, cast/4 and abcast/2,3, the
+%% partition-aware RPC (issue 7, item 1), across BEAM members and a
 %% C-node member, inside envelopes.
 %%
 %% Across a drop partition a call returns {badrpc, nodedown} at once;
 %% across a defer partition it completes after heal, or returns {badrpc,
 %% timeout} when its timeout passes first. Results and exceptions have
 %% the shapes rpc:call/4,5 gives for the same function (stack traces are
-%% compared by their first frame, as tether_rpc_lib:shape/1 does).
+%% compared by their first frame, as tether_cnode_rpc_lib:shape/1 does).
 %%
 %% Every case starts three peers (127.0.0.1, long names, this suite's
 %% directory on the path, so test/rpctest.erl is the function called)
 %% with tether running and joined. The group `cnode' adds a C-node that
 %% loads the test plug-in rpctest (the C twin of test/rpctest.erl, see
-%% tether_rpc_SUITE) and joins the cluster; it is listed in all/0 once
-%% C-nodes run calls that arrive in envelopes. Nothing waits a fixed
+%% tether_cnode_rpc_SUITE) and joins the cluster; it is listed in all/0
+%% once C-nodes run calls that arrive in envelopes. Nothing waits a fixed
 %% time as an assertion: "a while has passed" is counted in heartbeats
 %% the engine skipped.
 %%
 %% Run: see scripts/test.sh (a private epmd on loopback, then
 %% rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct
-%% --suite test/tether_prpc_SUITE).
--module(tether_prpc_SUITE).
+%% --suite test/tether_call_SUITE).
+-module(tether_call_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -68,7 +68,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_group(cnode, Config) ->
-    case tether_test_lib:require_plugin(tether_rpc_lib:rpctest_plugin()) of
+    case tether_test_lib:require_plugin(tether_test_lib:rpctest_plugin()) of
         ok -> Config;
         Fail -> Fail
     end;
@@ -188,7 +188,7 @@ multicall_in_node_order(_Config) ->
 %% and the dead node as a bad node.
 multicall_one_node_down(_Config) ->
     [N1, N2, N3] = cluster(),
-    ok = peer:stop(tether_test_lib:case_peer(N2)),
+    ok = tether_test_lib:stop_case_peer(N2),
     wait_members([N1, N3], lists:sort([N1, N3])),
     ?assertEqual({[N3, N1], [N2]},
                  call(N1, tether, multicall, [[N3, N2, N1], rpctest, node, [],
@@ -321,14 +321,14 @@ call_then_flush(Via, Node, {M, F, A}) ->
 %%% Helpers
 
 %% From Caller, rpctest:echo/1 on Target returns every kind of term
-%% exactly (tether_rpc_lib:echo_terms/0); all mismatches are reported
+%% exactly (tether_cnode_rpc_lib:echo_terms/0); all mismatches are reported
 %% together.
 echo_all(Caller, Target) ->
     Bad = [{Label, Got}
-           || {Label, T} <- tether_rpc_lib:echo_terms(),
+           || {Label, T} <- tether_cnode_rpc_lib:echo_terms(),
               Got <- [call(Caller, tether, call,
                            [Target, rpctest, echo, [T], ?CALL_MS])],
-              not tether_rpc_lib:exact(Got, T)],
+              not tether_cnode_rpc_lib:exact(Got, T)],
     ?assertEqual([], Bad).
 
 %% The exception cases compared with rpc:call.
@@ -355,7 +355,7 @@ compare_with_rpc(Caller, Target, MFAs) ->
     ?assertEqual([], Bad).
 
 shape(Answer, Node) ->
-    tether_rpc_lib:shape(tether_rpc_lib:replace_node(Answer, Node)).
+    tether_cnode_rpc_lib:shape(tether_cnode_rpc_lib:replace_node(Answer, Node)).
 
 %% Waits until every node lists one active partition.
 wait_partition_known(Nodes) ->
@@ -383,25 +383,18 @@ next_msg(Relay) ->
 %% Three clustered peers running tether (not linked: a case stops one; a
 %% killed peer must not make global cut the others off).
 cluster() ->
-    Nodes = tether_test_lib:start_tether_nodes(
-              3, #{prefix => tether_prpc, overlapping_partitions => false,
-                   env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}),
-    ok = tether_test_lib:join_all(Nodes, ?WAIT_MS),
-    Nodes.
+    tether_test_lib:start_cluster(
+      3, #{prefix => tether_prpc, overlapping_partitions => false,
+           env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}, ?WAIT_MS).
 
 %% cluster/0 and a C-node with the rpctest plug-in joined to it.
 cluster_with_cnode(Config) ->
-    [First | _] = Bs = cluster(),
-    Args = ["--heartbeat-ms", integer_to_list(?HB_MS),
-            "--ttl-ms", integer_to_list(?TTL_MS),
-            "--join", atom_to_list(First),
-            "--load", tether_rpc_lib:rpctest_plugin()],
-    Opts = #{name => tether_test_lib:unique_name(tprpc), extra_args => Args,
+    Bs = cluster(),
+    Opts = #{name => tether_test_lib:unique_name(tprpc),
+             heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
+             extra_args => ["--load", tether_test_lib:rpctest_plugin()],
              log_dir => ?config(priv_dir, Config)},
-    C = tether_test_lib:start_case_cnode(Opts, 1),
-    CN = tether_test_lib:cnode_node(C),
-    wait_members(Bs, lists:sort([CN | Bs])),
-    {Bs, CN}.
+    {Bs, tether_test_lib:join_cnode(Bs, Opts, ?WAIT_MS)}.
 
 call(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?LONG_MS + ?WAIT_MS).

@@ -3,7 +3,7 @@
 %%
 %% Every case starts a C-node with the test plugin rpctest.so (and
 %% kv.so) and a BEAM peer running the Erlang twin test/rpctest.erl, makes
-%% the same rpc, erpc or rex call on each with tether_rpc_lib:both/2 and
+%% the same rpc, erpc or rex call on each with tether_cnode_rpc_lib:both/2 and
 %% asserts the two answers are the same and are what OTP documents.
 %% Stack traces are compared by class, reason and first frame.
 %%
@@ -14,7 +14,7 @@
 %%
 %% TETHER_RPC_TARGET=beam runs the suite BEAM against BEAM (a second peer
 %% stands in for the C-node), which checks the suite itself.
--module(tether_rpc_SUITE).
+-module(tether_cnode_rpc_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -38,7 +38,7 @@
 
 -compile({no_auto_import, [throw/1, error/1, exit/1]}).
 
--define(RPC, tether_rpc_lib).
+-define(RPC, tether_cnode_rpc_lib).
 -define(LIB, tether_test_lib).
 %% Generous: a shared 2-vCPU VM.
 -define(T, 30000).
@@ -70,7 +70,7 @@ groups() ->
                        caller_node_goes_away, calls_from_many_peers]}].
 
 init_per_suite(Config) ->
-    ?RPC:check_env(Config, [?LIB:cnode_exe(), ?RPC:kv_plugin(), ?RPC:rpctest_plugin()]).
+    ?RPC:check_env(Config, [?LIB:cnode_exe(), ?LIB:kv_plugin(), ?LIB:rpctest_plugin()]).
 
 end_per_suite(_Config) ->
     ok.
@@ -571,13 +571,10 @@ send_name_to_peer(Config) ->
 other_peer(Config) ->
     ?LIB:peer_node(other_peer_handle(Config)).
 
-%% A third node: a BEAM peer neither node has talked to.
+%% A third node: a BEAM peer neither node has talked to (rpctest is on
+%% its code path, as this directory is on every peer's).
 other_peer_handle(Config) ->
-    ?LIB:keep(?config(keeper, Config),
-              {peer, ?LIB:start_peer(?LIB:unique_name(other), #{args => ["-pa", test_dir()]})}).
-
-test_dir() ->
-    filename:dirname(code:which(rpctest)).
+    ?LIB:keep(?config(keeper, Config), {peer, ?LIB:start_peer(?LIB:unique_name(other))}).
 
 %%--------------------------------------------------------------------
 %% robustness

@@ -8,7 +8,7 @@
 %% keys) and gen_server:cast/2 ({put, K, V}). Each case runs against the
 %% C-node with priv/plugins/kv.so (or the standalone priv/examples/kv_node)
 %% and against a BEAM peer running test/kv.erl, with
-%% tether_rpc_lib:both/2: the answers must be the same.
+%% tether_cnode_rpc_lib:both/2: the answers must be the same.
 %%
 %% The kv service's {crash, R} and the test plugin's service rpctest
 %% (replies at once or later from a worker thread, crashes on request)
@@ -18,7 +18,7 @@
 %%
 %% TETHER_RPC_TARGET=beam runs the suite BEAM against BEAM (the plugin
 %% error cases are then skipped).
--module(tether_service_SUITE).
+-module(tether_cnode_gen_service_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -39,7 +39,7 @@
          missing_plugin/1, plugin_not_a_library/1, name_taken_by_beam/1,
          name_taken_by_cnode/1]).
 
--define(RPC, tether_rpc_lib).
+-define(RPC, tether_cnode_rpc_lib).
 -define(LIB, tether_test_lib).
 %% Generous: a shared 2-vCPU VM.
 -define(T, 60000).
@@ -70,7 +70,7 @@ groups() ->
                           name_taken_by_cnode]}].
 
 init_per_suite(Config) ->
-    ?RPC:check_env(Config, [?LIB:cnode_exe(), ?RPC:kv_plugin(), ?RPC:rpctest_plugin()]).
+    ?RPC:check_env(Config, [?LIB:cnode_exe(), ?LIB:kv_plugin(), ?LIB:rpctest_plugin()]).
 
 end_per_suite(_Config) ->
     ok.
@@ -81,7 +81,7 @@ init_per_group(readme, Config) ->
         false -> {fail, "no " ++ readme()}
     end;
 init_per_group(kv_node, Config) ->
-    ?RPC:check_env(Config, [?RPC:kv_node_exe()]);
+    ?RPC:check_env(Config, [?LIB:kv_node_exe()]);
 init_per_group(plugin_errors, Config) ->
     case ?RPC:mode() of
         beam -> {skip, "plugin errors need the C-node (TETHER_RPC_TARGET=beam)"};
@@ -668,7 +668,7 @@ name_taken_by_cnode(Config) ->
     ?assertEqual(ok, ?LIB:echo(?LIB:cnode_node(C), still_here)).
 
 plugin_args() ->
-    ["--load", ?RPC:kv_plugin(), "--load", ?RPC:rpctest_plugin()].
+    ["--load", ?LIB:kv_plugin(), "--load", ?LIB:rpctest_plugin()].
 
 %% Starting a C-node with Opts fails: a non-zero exit status and exactly
 %% one line of output (stdout and stderr together) naming Mention.
