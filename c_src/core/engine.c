@@ -108,7 +108,7 @@ static int valid_name(const char *name)
     return tether__node_name_len(name) != 0;
 }
 
-void tether_engine_random(tether_engine_t *eng, uint8_t *buf, size_t len)
+void tether__engine_random(tether_engine_t *eng, uint8_t *buf, size_t len)
 {
     while (len > 0) {
         uint8_t ctr[8], block[crypto_generichash_BYTES_MAX];
@@ -130,7 +130,7 @@ static uint64_t random_u64(tether_engine_t *eng)
     uint8_t b[8];
     uint64_t v = 0;
 
-    tether_engine_random(eng, b, sizeof b);
+    tether__engine_random(eng, b, sizeof b);
     for (int i = 0; i < 8; i++)
         v = (v << 8) | b[i];
     return v;
@@ -327,8 +327,8 @@ static peer_t *get_peer(tether_engine_t *eng, const char *name)
         return NULL;
     }
     p->is_client = strcmp(eng->name, name) < 0;
-    tether_defer_init(&p->outq, eng->defer_max);
-    tether_defer_init(&p->inq, eng->defer_max);
+    tether__defer_init(&p->outq, eng->defer_max);
+    tether__defer_init(&p->inq, eng->defer_max);
     eng->peers[eng->npeers++] = p;
     return p;
 }
@@ -336,8 +336,8 @@ static peer_t *get_peer(tether_engine_t *eng, const char *name)
 static void free_peer(peer_t *p)
 {
     tether__session_fini(&p->sess);
-    tether_defer_fini(&p->outq);
-    tether_defer_fini(&p->inq);
+    tether__defer_fini(&p->outq);
+    tether__defer_fini(&p->inq);
     free(p);
 }
 
@@ -351,7 +351,7 @@ static void drop_last_peer(tether_engine_t *eng)
 
 static int part_mode(const tether_engine_t *eng, const char *peer)
 {
-    return tether_partition_between(&eng->parts, eng->name, peer);
+    return tether__partition_between(&eng->parts, eng->name, peer);
 }
 
 /* Control-plane messages cross partitions. */
@@ -432,7 +432,7 @@ static int send_msg(tether_engine_t *eng, const char *to, uint8_t type,
             return TETHER_ENOMEM;
         if (p->outq.n == 0)
             p->outq_inc = tether__session_peer_incarnation(&p->sess);
-        if (tether_defer_push(&p->outq, type, payload, len) < 0) {
+        if (tether__defer_push(&p->outq, type, payload, len) < 0) {
             eng->stats.defer_overflow++;
             return TETHER_ETOOBIG;
         }
@@ -463,7 +463,7 @@ static int send_heartbeat(tether_engine_t *eng, const char *to)
 
     if (rc == 0 &&
         (ei_x_encode_ulonglong(&x, eng->incarnation) < 0 ||
-         ei_x_encode_ulonglong(&x, tether_membership_digest(&eng->ms)) < 0))
+         ei_x_encode_ulonglong(&x, tether__membership_digest(&eng->ms)) < 0))
         rc = TETHER_ENOMEM;
     return send_x(eng, to, TETHER_MSG_HEARTBEAT, &x, rc);
 }
@@ -485,7 +485,7 @@ static int send_members(tether_engine_t *eng, const char *to)
     int rc = tether__etf_begin(&x, 2, "members");
 
     if (rc == 0)
-        rc = tether_membership_encode(&eng->ms, &x);
+        rc = tether__membership_encode(&eng->ms, &x);
     return send_x(eng, to, TETHER_MSG_MEMBERS, &x, rc);
 }
 
@@ -495,7 +495,7 @@ static int send_partitions(tether_engine_t *eng, const char *to)
     int rc = tether__etf_begin(&x, 2, "partitions");
 
     if (rc == 0)
-        rc = tether_partition_encode(&eng->parts, &x);
+        rc = tether__partition_encode(&eng->parts, &x);
     return send_x(eng, to, TETHER_MSG_PARTITIONS, &x, rc);
 }
 
@@ -505,7 +505,7 @@ static int send_pdigest(tether_engine_t *eng, const char *to)
     int rc = tether__etf_begin(&x, 2, "pdigest");
 
     if (rc == 0 &&
-        ei_x_encode_ulonglong(&x, tether_partition_digest(&eng->parts)) < 0)
+        ei_x_encode_ulonglong(&x, tether__partition_digest(&eng->parts)) < 0)
         rc = TETHER_ENOMEM;
     return send_x(eng, to, TETHER_MSG_PDIGEST, &x, rc);
 }
@@ -534,8 +534,8 @@ static int send_hello(tether_engine_t *eng, peer_t *p)
 
     if (out == NULL)
         return TETHER_ENOMEM;
-    tether_engine_random(eng, nonce, sizeof nonce);
-    tether_engine_random(eng, kx, sizeof kx);
+    tether__engine_random(eng, nonce, sizeof nonce);
+    tether__engine_random(eng, kx, sizeof kx);
     rc = tether__session_hello(&p->sess, eng->incarnation, nonce, kx, out,
                                TETHER_HELLO_MAX_BYTES, &len);
     sodium_memzero(kx, sizeof kx);
@@ -658,7 +658,7 @@ static void refresh_liveness(tether_engine_t *eng)
             else if (mode == TETHER_PARTITION_DEFER &&
                      m->lease_until > eng->now)
                 m->lease_until = eng->now + eng->ttl_ms;
-            live = !eng->left && tether_membership_lease_ok(m, eng->now);
+            live = !eng->left && tether__membership_lease_ok(m, eng->now);
         }
         if (live == m->live)
             continue;
@@ -687,7 +687,7 @@ static void flush_peer(tether_engine_t *eng, peer_t *p)
     if (part_mode(eng, p->name) != TETHER_PARTITION_NONE)
         return;
     if (p->inq.n > 0) {
-        while (tether_defer_pop(&p->inq, &it)) {
+        while (tether__defer_pop(&p->inq, &it)) {
             eng->stats.defer_flushed++;
             dispatch(eng, p, it.type, (const char *)it.data, it.len, 1);
             free(it.data);
@@ -697,10 +697,10 @@ static void flush_peer(tether_engine_t *eng, peer_t *p)
         uint64_t inc = tether__session_peer_incarnation(&p->sess);
         if (p->outq_inc != 0 && inc != p->outq_inc) {
             /* The peer restarted: the held calls were for its old life. */
-            eng->stats.defer_discarded += tether_defer_clear(&p->outq);
+            eng->stats.defer_discarded += tether__defer_clear(&p->outq);
             return;
         }
-        while (tether_defer_pop(&p->outq, &it)) {
+        while (tether__defer_pop(&p->outq, &it)) {
             eng->stats.defer_flushed++;
             (void)seal_send(eng, p, it.type, it.data, it.len, NULL);
             free(it.data);
@@ -730,7 +730,7 @@ static void session_up(tether_engine_t *eng, peer_t *p)
         (void)send_partitions(eng, p->name);
     if (eng->join_pending && strcmp(eng->join_contact, p->name) == 0)
         (void)send_inc_msg(eng, p->name, TETHER_MSG_JOIN, "join");
-    m = tether_membership_find(&eng->ms, p->name);
+    m = tether__membership_find(&eng->ms, p->name);
     if (m != NULL && m->status == TETHER_MEMBER_ALIVE)
         (void)send_heartbeat(eng, p->name);
     flush_peer(eng, p);
@@ -768,8 +768,8 @@ static void discard_queues_of(tether_engine_t *eng, const char *name)
 
     if (p == NULL)
         return;
-    eng->stats.defer_discarded += tether_defer_clear(&p->outq);
-    eng->stats.defer_discarded += tether_defer_clear(&p->inq);
+    eng->stats.defer_discarded += tether__defer_clear(&p->outq);
+    eng->stats.defer_discarded += tether__defer_clear(&p->inq);
 }
 
 /* --------------------------------------------------------- receiving */
@@ -784,12 +784,12 @@ static void handle_heartbeat(tether_engine_t *eng, peer_t *p, const char *buf,
         eng->stats.recv_bad_term++;
         return;
     }
-    if (tether_membership_heartbeat(&eng->ms, p->name, inc, eng->now,
+    if (tether__membership_heartbeat(&eng->ms, p->name, inc, eng->now,
                                     eng->ttl_ms) < 0) {
         eng->stats.recv_stale++;
         return;
     }
-    if (digest != tether_membership_digest(&eng->ms))
+    if (digest != tether__membership_digest(&eng->ms))
         (void)send_members(eng, p->name);
 }
 
@@ -802,7 +802,7 @@ static void handle_join(tether_engine_t *eng, peer_t *p, const char *buf,
         eng->stats.recv_bad_term++;
         return;
     }
-    if (tether_membership_heartbeat(&eng->ms, p->name, inc, eng->now,
+    if (tether__membership_heartbeat(&eng->ms, p->name, inc, eng->now,
                                     eng->ttl_ms) < 0) {
         eng->stats.recv_stale++;
         return;
@@ -819,7 +819,7 @@ static void handle_join(tether_engine_t *eng, peer_t *p, const char *buf,
  */
 static void join_answered(tether_engine_t *eng, const char *contact)
 {
-    const tether_member_t *c = tether_membership_find(&eng->ms, contact);
+    const tether_member_t *c = tether__membership_find(&eng->ms, contact);
     const tether_member_t *next = NULL;
 
     if (c != NULL && c->status == TETHER_MEMBER_ALIVE) {
@@ -847,7 +847,7 @@ static void handle_members(tether_engine_t *eng, peer_t *p, const char *buf,
 {
     int changed = 0, behind = 0;
 
-    if (tether_membership_decode_merge(&eng->ms, buf, &idx, &changed, &behind) <
+    if (tether__membership_decode_merge(&eng->ms, buf, &idx, &changed, &behind) <
         0) {
         eng->stats.recv_bad_term++;
         return;
@@ -873,7 +873,7 @@ static void handle_leave(tether_engine_t *eng, peer_t *p, const char *buf,
         eng->stats.recv_bad_term++;
         return;
     }
-    if (tether_membership_merge(&eng->ms, p->name, inc, TETHER_MEMBER_LEFT) <
+    if (tether__membership_merge(&eng->ms, p->name, inc, TETHER_MEMBER_LEFT) <
         0) {
         eng->stats.recv_bad_term++;
         return;
@@ -896,7 +896,7 @@ static void handle_partitions(tether_engine_t *eng, peer_t *p, const char *buf,
 {
     int changed = 0, behind = 0;
 
-    if (tether_partition_decode_merge(&eng->parts, buf, &idx, &changed,
+    if (tether__partition_decode_merge(&eng->parts, buf, &idx, &changed,
                                       &behind) < 0) {
         eng->stats.recv_bad_term++;
         return;
@@ -916,7 +916,7 @@ static void handle_pdigest(tether_engine_t *eng, peer_t *p, const char *buf,
         eng->stats.recv_bad_term++;
         return;
     }
-    if (digest != tether_partition_digest(&eng->parts))
+    if (digest != tether__partition_digest(&eng->parts))
         (void)send_partitions(eng, p->name);
 }
 
@@ -983,7 +983,7 @@ static void dispatch(tether_engine_t *eng, peer_t *p, uint8_t type,
         if (mode == TETHER_PARTITION_DEFER) {
             if (is_state(type)) {
                 eng->stats.part_skipped++;
-            } else if (tether_defer_push(&p->inq, type, (const uint8_t *)buf,
+            } else if (tether__defer_push(&p->inq, type, (const uint8_t *)buf,
                                          len) < 0) {
                 eng->stats.defer_overflow++;
             } else {
@@ -1209,7 +1209,7 @@ int tether_engine_open(tether_engine_t *eng, const char *from,
     }
     if (mode == TETHER_PARTITION_DEFER) {
         /* Held like a received message: the module hook gets it on heal. */
-        if (tether_defer_push(&p->inq, *type, *payload, *plen) < 0) {
+        if (tether__defer_push(&p->inq, *type, *payload, *plen) < 0) {
             eng->stats.defer_overflow++;
             rc = TETHER_ETOOBIG;
         } else {
@@ -1282,7 +1282,7 @@ static void session_lost(tether_engine_t *eng, peer_t *p)
 
     p->usable = 0;
     tether__session_reset(&p->sess);
-    tether_membership_expire(&eng->ms, p->name);
+    tether__membership_expire(&eng->ms, p->name);
     if (was_usable)
         modules_session_down(eng, p->name);
 }
@@ -1338,10 +1338,10 @@ static int recv_restart(tether_engine_t *eng, const char *from,
             (void)send_hello(eng, p);
         return 0;
     }
-    m = tether_membership_find(&eng->ms, from);
+    m = tether__membership_find(&eng->ms, from);
     if (m != NULL && m->live && m->incarnation < inc) {
         eng->stats.restarts_seen++;
-        tether_membership_expire(&eng->ms, from);
+        tether__membership_expire(&eng->ms, from);
     }
     return 0;
 }
@@ -1504,7 +1504,7 @@ int tether_engine_leave(tether_engine_t *eng)
 {
     if (eng->left)
         return TETHER_ECLOSED;
-    tether_membership_leave_self(&eng->ms);
+    tether__membership_leave_self(&eng->ms);
     eng->join_pending = 0;
     for (size_t i = 0; i < eng->npeers; i++)
         if (eng->peers[i]->usable)
@@ -1532,7 +1532,7 @@ size_t tether_engine_members(tether_engine_t *eng, const char **out, size_t cap)
 
 int tether_engine_is_member(tether_engine_t *eng, const char *name)
 {
-    const tether_member_t *m = tether_membership_find(&eng->ms, name);
+    const tether_member_t *m = tether__membership_find(&eng->ms, name);
 
     return m != NULL && m->live;
 }
@@ -1553,8 +1553,8 @@ int tether_engine_partition(tether_engine_t *eng, const char *const *a,
 
     do
         r = random_u64(eng);
-    while (r == 0 || tether_partition_find(&eng->parts, r) != NULL);
-    rc = tether_partition_add(&eng->parts, r, mode, 0, a, na, b, nb);
+    while (r == 0 || tether__partition_find(&eng->parts, r) != NULL);
+    rc = tether__partition_add(&eng->parts, r, mode, 0, a, na, b, nb);
     if (rc < 0)
         return rc;
     if (ref != NULL)
@@ -1566,7 +1566,7 @@ int tether_engine_partition(tether_engine_t *eng, const char *const *a,
 
 int tether_engine_heal(tether_engine_t *eng, uint64_t ref)
 {
-    int rc = tether_partition_heal(&eng->parts, ref);
+    int rc = tether__partition_heal(&eng->parts, ref);
 
     if (rc < 0)
         return rc;
@@ -1579,7 +1579,7 @@ int tether_engine_heal(tether_engine_t *eng, uint64_t ref)
 
 void tether_engine_heal_all(tether_engine_t *eng)
 {
-    if (tether_partition_heal_all(&eng->parts) > 0) {
+    if (tether__partition_heal_all(&eng->parts) > 0) {
         broadcast_partitions(eng);
         partitions_changed(eng);
     }
@@ -1604,7 +1604,7 @@ const uint8_t *tether_engine_public_key(const tether_engine_t *eng)
     return eng->id.pk;
 }
 
-int tether_engine_register_module(tether_engine_t *eng,
+int tether__engine_register_module(tether_engine_t *eng,
                                   const tether_engine_module_t *m, void *ctx)
 {
     if (m == NULL || m->type < TETHER_MSG_MODULE_MIN ||
@@ -1639,7 +1639,7 @@ uint64_t tether__engine_wall(const tether_engine_t *eng)
 
 int tether__engine_stamp(tether_engine_t *eng, uint64_t *stamp)
 {
-    return tether_hlc_now(&eng->hlc, tether__engine_wall(eng), stamp);
+    return tether__hlc_now(&eng->hlc, tether__engine_wall(eng), stamp);
 }
 
 void tether__engine_stamp_merge(tether_engine_t *eng, uint64_t stamp)
@@ -1647,7 +1647,7 @@ void tether__engine_stamp_merge(tether_engine_t *eng, uint64_t stamp)
     uint64_t ignored;
 
     /* A stamp too far ahead of our wall clock is not merged (hlc.h). */
-    if (tether_hlc_update(&eng->hlc, tether__engine_wall(eng), stamp,
+    if (tether__hlc_update(&eng->hlc, tether__engine_wall(eng), stamp,
                           &ignored) < 0)
         return;
 }
@@ -1781,8 +1781,8 @@ int tether_engine_new(const tether_engine_config_t *cfg, tether_engine_t **out)
     eng->defer_max = cfg->defer_max ? cfg->defer_max : 1;
     memcpy(eng->seed, cfg->seed, sizeof eng->seed);
     memset(eng->module_of, -1, sizeof eng->module_of);
-    tether_partition_table_init(&eng->parts);
-    tether_hlc_init(&eng->hlc, 0);
+    tether__partition_table_init(&eng->parts);
+    tether__hlc_init(&eng->hlc, 0);
     eng->seed_retry_ms =
         cfg->seed_retry_ms ? cfg->seed_retry_ms : 3u * cfg->heartbeat_ms;
     if (cfg->nseeds > 0) {
@@ -1798,7 +1798,7 @@ int tether_engine_new(const tether_engine_config_t *cfg, tether_engine_t **out)
     rc = setup_keys(eng, cfg);
     if (rc < 0)
         goto fail;
-    rc = tether_membership_init(&eng->ms, eng->name, eng->incarnation);
+    rc = tether__membership_init(&eng->ms, eng->name, eng->incarnation);
     if (rc < 0)
         goto fail;
     *out = eng;
@@ -1826,8 +1826,8 @@ void tether_engine_free(tether_engine_t *eng)
     for (size_t i = 0; i < eng->npeers; i++)
         free_peer(eng->peers[i]);
     free(eng->peers);
-    tether_membership_fini(&eng->ms);
-    tether_partition_table_fini(&eng->parts);
+    tether__membership_fini(&eng->ms);
+    tether__partition_table_fini(&eng->parts);
     tether__identity_fini(&eng->id);
     tether__trust_fini(&eng->trust);
     sodium_memzero(eng->seed, sizeof eng->seed);

@@ -27,12 +27,12 @@ typedef struct tether_hlc {
 } tether_hlc_t;
 
 /* Initializes a clock at zero with the given drift bound (0: default). */
-void tether_hlc_init(tether_hlc_t *hlc, uint64_t max_drift_ms);
+void tether__hlc_init(tether_hlc_t *hlc, uint64_t max_drift_ms);
 
 /* Packs and unpacks a timestamp. */
-uint64_t tether_hlc_pack(uint64_t wall_ms, uint32_t logical);
-uint64_t tether_hlc_wall(uint64_t ts);
-uint32_t tether_hlc_logical(uint64_t ts);
+uint64_t tether__hlc_pack(uint64_t wall_ms, uint32_t logical);
+uint64_t tether__hlc_wall(uint64_t ts);
+uint32_t tether__hlc_logical(uint64_t ts);
 
 /*
  * Issues a timestamp for a local event at physical time now_ms. The result
@@ -40,7 +40,7 @@ uint32_t tether_hlc_logical(uint64_t ts);
  * Returns 0 and writes *out, or TETHER_EINVAL if now_ms does not fit in 48
  * bits, or TETHER_ETOOBIG if the logical counter would overflow.
  */
-TETHER_MUST_CHECK int tether_hlc_now(tether_hlc_t *hlc, uint64_t now_ms,
+TETHER_MUST_CHECK int tether__hlc_now(tether_hlc_t *hlc, uint64_t now_ms,
                                      uint64_t *out);
 
 /*
@@ -51,7 +51,7 @@ TETHER_MUST_CHECK int tether_hlc_now(tether_hlc_t *hlc, uint64_t now_ms,
  * is then ignored and the clock unchanged), or TETHER_ETOOBIG on logical
  * overflow.
  */
-TETHER_MUST_CHECK int tether_hlc_update(tether_hlc_t *hlc, uint64_t now_ms,
+TETHER_MUST_CHECK int tether__hlc_update(tether_hlc_t *hlc, uint64_t now_ms,
                                         uint64_t remote, uint64_t *out);
 
 #endif /* TETHER_CORE_HLC_H */

@@ -64,7 +64,7 @@ static tether_member_t *insert_at(tether_membership_t *ms, size_t i,
     return m;
 }
 
-int tether_membership_init(tether_membership_t *ms, const char *self,
+int tether__membership_init(tether_membership_t *ms, const char *self,
                            uint64_t incarnation)
 {
     tether_member_t *m;
@@ -83,7 +83,7 @@ int tether_membership_init(tether_membership_t *ms, const char *self,
     return 0;
 }
 
-void tether_membership_fini(tether_membership_t *ms)
+void tether__membership_fini(tether_membership_t *ms)
 {
     if (ms == NULL)
         return;
@@ -91,7 +91,7 @@ void tether_membership_fini(tether_membership_t *ms)
     memset(ms, 0, sizeof *ms);
 }
 
-tether_member_t *tether_membership_find(const tether_membership_t *ms,
+tether_member_t *tether__membership_find(const tether_membership_t *ms,
                                         const char *name)
 {
     int found;
@@ -103,12 +103,12 @@ tether_member_t *tether_membership_find(const tether_membership_t *ms,
     return found ? &ms->v[i] : NULL;
 }
 
-tether_member_t *tether_membership_self(const tether_membership_t *ms)
+tether_member_t *tether__membership_self(const tether_membership_t *ms)
 {
-    return tether_membership_find(ms, ms->self);
+    return tether__membership_find(ms, ms->self);
 }
 
-int tether_membership_merge(tether_membership_t *ms, const char *name,
+int tether__membership_merge(tether_membership_t *ms, const char *name,
                             uint64_t incarnation, int status)
 {
     tether_member_t *m;
@@ -147,16 +147,16 @@ int tether_membership_merge(tether_membership_t *ms, const char *name,
     return 0;
 }
 
-int tether_membership_heartbeat(tether_membership_t *ms, const char *name,
+int tether__membership_heartbeat(tether_membership_t *ms, const char *name,
                                 uint64_t inc, uint64_t now_ms, uint64_t ttl_ms)
 {
     tether_member_t *m;
     int rc;
 
-    rc = tether_membership_merge(ms, name, inc, TETHER_MEMBER_ALIVE);
+    rc = tether__membership_merge(ms, name, inc, TETHER_MEMBER_ALIVE);
     if (rc < 0)
         return rc;
-    m = tether_membership_find(ms, name);
+    m = tether__membership_find(ms, name);
     if (m == NULL || m->is_self || m->incarnation != inc ||
         m->status != TETHER_MEMBER_ALIVE)
         return TETHER_EREPLAY;
@@ -164,22 +164,22 @@ int tether_membership_heartbeat(tether_membership_t *ms, const char *name,
     return 0;
 }
 
-void tether_membership_expire(tether_membership_t *ms, const char *name)
+void tether__membership_expire(tether_membership_t *ms, const char *name)
 {
-    tether_member_t *m = tether_membership_find(ms, name);
+    tether_member_t *m = tether__membership_find(ms, name);
 
     if (m != NULL && !m->is_self)
         m->lease_until = 0;
 }
 
-void tether_membership_leave_self(tether_membership_t *ms)
+void tether__membership_leave_self(tether_membership_t *ms)
 {
-    tether_member_t *m = tether_membership_self(ms);
+    tether_member_t *m = tether__membership_self(ms);
 
     m->status = TETHER_MEMBER_LEFT;
 }
 
-int tether_membership_lease_ok(const tether_member_t *m, uint64_t now_ms)
+int tether__membership_lease_ok(const tether_member_t *m, uint64_t now_ms)
 {
     if (m->status != TETHER_MEMBER_ALIVE)
         return 0;
@@ -198,7 +198,7 @@ static uint64_t digest_entry(uint64_t h, const char *name, uint64_t inc,
     return tether__fnv1a(h, b, sizeof b);
 }
 
-uint64_t tether_membership_digest(const tether_membership_t *ms)
+uint64_t tether__membership_digest(const tether_membership_t *ms)
 {
     uint64_t h = TETHER_FNV_OFFSET;
 
@@ -208,7 +208,7 @@ uint64_t tether_membership_digest(const tether_membership_t *ms)
     return h;
 }
 
-int tether_membership_encode(const tether_membership_t *ms, ei_x_buff *x)
+int tether__membership_encode(const tether_membership_t *ms, ei_x_buff *x)
 {
     if (ei_x_encode_list_header(x, (long)ms->n) < 0)
         return TETHER_ENOMEM;
@@ -243,7 +243,7 @@ static int decode_status(const char *buf, int *index, int *status)
     return 0;
 }
 
-int tether_membership_decode_merge(tether_membership_t *ms, const char *buf,
+int tether__membership_decode_merge(tether_membership_t *ms, const char *buf,
                                    int *index, int *changed, int *behind)
 {
     char name[TETHER_NODE_NAME_MAX + 1];
@@ -262,7 +262,7 @@ int tether_membership_decode_merge(tether_membership_t *ms, const char *buf,
             tether__etf_decode_u64(buf, index, &inc) < 0 ||
             decode_status(buf, index, &status) < 0)
             return TETHER_EPROTO;
-        rc = tether_membership_merge(ms, name, inc, status);
+        rc = tether__membership_merge(ms, name, inc, status);
         if (rc < 0)
             return rc;
         if (rc > 0)
@@ -271,6 +271,6 @@ int tether_membership_decode_merge(tether_membership_t *ms, const char *buf,
     }
     if (tether__etf_list_end(buf, index, count) < 0)
         return TETHER_EPROTO;
-    *behind = h != tether_membership_digest(ms);
+    *behind = h != tether__membership_digest(ms);
     return 0;
 }

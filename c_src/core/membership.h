@@ -54,19 +54,19 @@ typedef struct tether_membership {
  * Sets up a table holding only ourselves (alive at `incarnation`).
  * Returns 0, TETHER_EINVAL (bad name) or TETHER_ENOMEM.
  */
-TETHER_MUST_CHECK int tether_membership_init(tether_membership_t *ms,
+TETHER_MUST_CHECK int tether__membership_init(tether_membership_t *ms,
                                              const char *self,
                                              uint64_t incarnation);
 
 /* Frees the table. NULL is a no-op. */
-void tether_membership_fini(tether_membership_t *ms);
+void tether__membership_fini(tether_membership_t *ms);
 
 /* Finds the entry for `name`, or NULL. */
-tether_member_t *tether_membership_find(const tether_membership_t *ms,
+tether_member_t *tether__membership_find(const tether_membership_t *ms,
                                         const char *name);
 
 /* Our own entry (never NULL after init). */
-tether_member_t *tether_membership_self(const tether_membership_t *ms);
+tether_member_t *tether__membership_self(const tether_membership_t *ms);
 
 /*
  * Merges one gossiped fact (name, incarnation, status) by the rule above.
@@ -74,7 +74,7 @@ tether_member_t *tether_membership_self(const tether_membership_t *ms);
  * the table changed, 0 if not, TETHER_EINVAL, TETHER_ETOOBIG (table full)
  * or TETHER_ENOMEM.
  */
-TETHER_MUST_CHECK int tether_membership_merge(tether_membership_t *ms,
+TETHER_MUST_CHECK int tether__membership_merge(tether_membership_t *ms,
                                               const char *name,
                                               uint64_t incarnation, int status);
 
@@ -85,25 +85,25 @@ TETHER_MUST_CHECK int tether_membership_merge(tether_membership_t *ms,
  * incarnation, or the node left at this one or later; nothing changes),
  * or a merge error.
  */
-TETHER_MUST_CHECK int tether_membership_heartbeat(tether_membership_t *ms,
+TETHER_MUST_CHECK int tether__membership_heartbeat(tether_membership_t *ms,
                                                   const char *name,
                                                   uint64_t inc, uint64_t now_ms,
                                                   uint64_t ttl_ms);
 
 /* Clears the lease of `name` (its connection went down). */
-void tether_membership_expire(tether_membership_t *ms, const char *name);
+void tether__membership_expire(tether_membership_t *ms, const char *name);
 
 /* Marks ourselves left (our incarnation unchanged). */
-void tether_membership_leave_self(tether_membership_t *ms);
+void tether__membership_leave_self(tether_membership_t *ms);
 
 /* 1 if the entry is alive and its lease runs past now_ms (self: alive). */
-int tether_membership_lease_ok(const tether_member_t *m, uint64_t now_ms);
+int tether__membership_lease_ok(const tether_member_t *m, uint64_t now_ms);
 
 /* A digest of every (name, incarnation, status), leases excluded. */
-uint64_t tether_membership_digest(const tether_membership_t *ms);
+uint64_t tether__membership_digest(const tether_membership_t *ms);
 
 /* Encodes the table as the wire list above. Returns 0 or TETHER_ENOMEM. */
-TETHER_MUST_CHECK int tether_membership_encode(const tether_membership_t *ms,
+TETHER_MUST_CHECK int tether__membership_encode(const tether_membership_t *ms,
                                                ei_x_buff *x);
 
 /*
@@ -114,7 +114,7 @@ TETHER_MUST_CHECK int tether_membership_encode(const tether_membership_t *ms,
  * TETHER_EPROTO (malformed; entries before the fault stay merged) or a
  * merge error.
  */
-TETHER_MUST_CHECK int tether_membership_decode_merge(tether_membership_t *ms,
+TETHER_MUST_CHECK int tether__membership_decode_merge(tether_membership_t *ms,
                                                      const char *buf,
                                                      int *index, int *changed,
                                                      int *behind);

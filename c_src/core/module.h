@@ -60,7 +60,7 @@ typedef struct tether_engine_module {
  * Returns 0, TETHER_EINVAL, TETHER_EEXIST (type taken) or TETHER_ETOOBIG.
  */
 TETHER_MUST_CHECK int
-tether_engine_register_module(tether_engine_t *eng,
+tether__engine_register_module(tether_engine_t *eng,
                               const tether_engine_module_t *m, void *ctx);
 
 /*
@@ -114,6 +114,6 @@ void tether__engine_stamp_merge(tether_engine_t *eng, uint64_t stamp);
 uint64_t tether__engine_wall(const tether_engine_t *eng);
 
 /* Fills buf with deterministic random bytes from the engine's seed. */
-void tether_engine_random(tether_engine_t *eng, uint8_t *buf, size_t len);
+void tether__engine_random(tether_engine_t *eng, uint8_t *buf, size_t len);
 
 #endif /* TETHER_CORE_MODULE_H */

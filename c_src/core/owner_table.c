@@ -950,7 +950,7 @@ int tether__otab_new(const tether_otab_config_t *cfg, tether_engine_t *eng,
     t->self = (uint32_t)o;
     m.name = cfg->name ? cfg->name : cfg->prefix;
     m.type = cfg->type;
-    rc = tether_engine_register_module(eng, &m, t);
+    rc = tether__engine_register_module(eng, &m, t);
     if (rc < 0)
         goto fail;
     *out = t;

@@ -10,7 +10,7 @@
 
 #define DEFER_INITIAL_CAP 8
 
-void tether_partition_table_init(tether_partition_table_t *t)
+void tether__partition_table_init(tether_partition_table_t *t)
 {
     memset(t, 0, sizeof *t);
 }
@@ -31,7 +31,7 @@ static void free_entry(tether_partition_t *p)
     memset(p, 0, sizeof *p);
 }
 
-void tether_partition_table_fini(tether_partition_table_t *t)
+void tether__partition_table_fini(tether_partition_table_t *t)
 {
     if (t == NULL)
         return;
@@ -112,7 +112,7 @@ static tether_partition_t *find_mut(tether_partition_table_t *t, uint64_t ref)
     return NULL;
 }
 
-int tether_partition_add(tether_partition_table_t *t, uint64_t ref, int mode,
+int tether__partition_add(tether_partition_table_t *t, uint64_t ref, int mode,
                          int healed, const char *const *a, size_t na,
                          const char *const *b, size_t nb)
 {
@@ -164,7 +164,7 @@ fail:
     return TETHER_ENOMEM;
 }
 
-int tether_partition_heal(tether_partition_table_t *t, uint64_t ref)
+int tether__partition_heal(tether_partition_table_t *t, uint64_t ref)
 {
     tether_partition_t *p = find_mut(t, ref);
 
@@ -177,7 +177,7 @@ int tether_partition_heal(tether_partition_table_t *t, uint64_t ref)
     return 1;
 }
 
-size_t tether_partition_heal_all(tether_partition_table_t *t)
+size_t tether__partition_heal_all(tether_partition_table_t *t)
 {
     size_t changed = 0;
 
@@ -192,7 +192,7 @@ size_t tether_partition_heal_all(tether_partition_table_t *t)
 }
 
 const tether_partition_t *
-tether_partition_find(const tether_partition_table_t *t, uint64_t ref)
+tether__partition_find(const tether_partition_table_t *t, uint64_t ref)
 {
     for (size_t i = 0; i < t->n; i++)
         if (t->v[i].ref == ref)
@@ -200,7 +200,7 @@ tether_partition_find(const tether_partition_table_t *t, uint64_t ref)
     return NULL;
 }
 
-int tether_partition_between(const tether_partition_table_t *t, const char *x,
+int tether__partition_between(const tether_partition_table_t *t, const char *x,
                              const char *y)
 {
     int mode = TETHER_PARTITION_NONE;
@@ -221,7 +221,7 @@ int tether_partition_between(const tether_partition_table_t *t, const char *x,
     return mode;
 }
 
-uint64_t tether_partition_digest(const tether_partition_table_t *t)
+uint64_t tether__partition_digest(const tether_partition_table_t *t)
 {
     uint64_t h = TETHER_FNV_OFFSET;
 
@@ -249,7 +249,7 @@ static int encode_group(ei_x_buff *x, char *const *g, size_t n)
     return 0;
 }
 
-int tether_partition_encode(const tether_partition_table_t *t, ei_x_buff *x)
+int tether__partition_encode(const tether_partition_table_t *t, ei_x_buff *x)
 {
     if (ei_x_encode_list_header(x, (long)t->n) < 0)
         return TETHER_ENOMEM;
@@ -314,7 +314,7 @@ static int decode_group(const char *buf, int *index, char ***g, size_t *n)
     return tether__etf_list_end(buf, index, count);
 }
 
-int tether_partition_decode_merge(tether_partition_table_t *t, const char *buf,
+int tether__partition_decode_merge(tether_partition_table_t *t, const char *buf,
                                   int *index, int *changed, int *behind)
 {
     uint64_t h = TETHER_FNV_OFFSET, ref;
@@ -338,7 +338,7 @@ int tether_partition_decode_merge(tether_partition_table_t *t, const char *buf,
         if ((rc = decode_group(buf, index, &a, &na)) < 0 ||
             (rc = decode_group(buf, index, &b, &nb)) < 0)
             goto fail;
-        rc = tether_partition_add(
+        rc = tether__partition_add(
             t, ref, drop ? TETHER_PARTITION_DROP : TETHER_PARTITION_DEFER,
             healed, (const char *const *)a, na, (const char *const *)b, nb);
         free_group(a, na);
@@ -356,7 +356,7 @@ int tether_partition_decode_merge(tether_partition_table_t *t, const char *buf,
     }
     if (tether__etf_list_end(buf, index, count) < 0)
         return TETHER_EPROTO;
-    *behind = h != tether_partition_digest(t);
+    *behind = h != tether__partition_digest(t);
     return 0;
 fail:
     free_group(a, na);
@@ -364,17 +364,17 @@ fail:
     return rc < 0 ? rc : TETHER_EPROTO;
 }
 
-void tether_defer_init(tether_defer_queue_t *q, size_t max)
+void tether__defer_init(tether_defer_queue_t *q, size_t max)
 {
     memset(q, 0, sizeof *q);
     q->max = max ? max : 1;
 }
 
-void tether_defer_fini(tether_defer_queue_t *q)
+void tether__defer_fini(tether_defer_queue_t *q)
 {
     if (q == NULL)
         return;
-    tether_defer_clear(q);
+    tether__defer_clear(q);
     free(q->v);
     memset(q, 0, sizeof *q);
 }
@@ -396,7 +396,7 @@ static int grow(tether_defer_queue_t *q)
     return 0;
 }
 
-int tether_defer_push(tether_defer_queue_t *q, uint8_t type,
+int tether__defer_push(tether_defer_queue_t *q, uint8_t type,
                       const uint8_t *data, size_t len)
 {
     tether_defer_item_t *it;
@@ -420,7 +420,7 @@ int tether_defer_push(tether_defer_queue_t *q, uint8_t type,
     return 0;
 }
 
-int tether_defer_pop(tether_defer_queue_t *q, tether_defer_item_t *out)
+int tether__defer_pop(tether_defer_queue_t *q, tether_defer_item_t *out)
 {
     if (q->n == 0)
         return 0;
@@ -430,12 +430,12 @@ int tether_defer_pop(tether_defer_queue_t *q, tether_defer_item_t *out)
     return 1;
 }
 
-size_t tether_defer_clear(tether_defer_queue_t *q)
+size_t tether__defer_clear(tether_defer_queue_t *q)
 {
     size_t n = q->n;
     tether_defer_item_t it;
 
-    while (tether_defer_pop(q, &it))
+    while (tether__defer_pop(q, &it))
         free(it.data);
     return n;
 }

@@ -53,10 +53,10 @@ typedef struct tether_partition_table {
 } tether_partition_table_t;
 
 /* Sets up an empty table. */
-void tether_partition_table_init(tether_partition_table_t *t);
+void tether__partition_table_init(tether_partition_table_t *t);
 
 /* Frees every entry. NULL is a no-op. */
-void tether_partition_table_fini(tether_partition_table_t *t);
+void tether__partition_table_fini(tether_partition_table_t *t);
 
 /*
  * Adds (or merges) a partition. Names are copied. A group may not be empty
@@ -65,44 +65,44 @@ void tether_partition_table_fini(tether_partition_table_t *t);
  * TETHER_EINVAL, TETHER_ETOOBIG (group too big, or the table is full of
  * active entries) or TETHER_ENOMEM.
  */
-TETHER_MUST_CHECK int tether_partition_add(tether_partition_table_t *t,
+TETHER_MUST_CHECK int tether__partition_add(tether_partition_table_t *t,
                                            uint64_t ref, int mode, int healed,
                                            const char *const *a, size_t na,
                                            const char *const *b, size_t nb);
 
 /* Marks ref healed. Returns 1 if it changed, 0 if already healed,
  * TETHER_ENOTFOUND. */
-TETHER_MUST_CHECK int tether_partition_heal(tether_partition_table_t *t,
+TETHER_MUST_CHECK int tether__partition_heal(tether_partition_table_t *t,
                                             uint64_t ref);
 
 /* Heals every entry; returns how many changed. */
-size_t tether_partition_heal_all(tether_partition_table_t *t);
+size_t tether__partition_heal_all(tether_partition_table_t *t);
 
 /* Finds an entry by ref, or NULL. */
 const tether_partition_t *
-tether_partition_find(const tether_partition_table_t *t, uint64_t ref);
+tether__partition_find(const tether_partition_table_t *t, uint64_t ref);
 
 /*
  * The mode separating nodes x and y (either direction): DROP if any active
  * drop partition separates them, else DEFER if an active defer one does,
  * else NONE.
  */
-int tether_partition_between(const tether_partition_table_t *t, const char *x,
+int tether__partition_between(const tether_partition_table_t *t, const char *x,
                              const char *y);
 
 /* A digest of every (ref, healed) pair. */
-uint64_t tether_partition_digest(const tether_partition_table_t *t);
+uint64_t tether__partition_digest(const tether_partition_table_t *t);
 
 /* Encodes the table (wire form above). Returns 0 or TETHER_ENOMEM. */
-TETHER_MUST_CHECK int tether_partition_encode(const tether_partition_table_t *t,
+TETHER_MUST_CHECK int tether__partition_encode(const tether_partition_table_t *t,
                                               ei_x_buff *x);
 
 /*
  * Decodes a wire list at *index (buffer validated) and merges each entry.
- * *changed and *behind as for tether_membership_decode_merge(). Returns 0,
+ * *changed and *behind as for tether__membership_decode_merge(). Returns 0,
  * TETHER_EPROTO or an add error.
  */
-TETHER_MUST_CHECK int tether_partition_decode_merge(tether_partition_table_t *t,
+TETHER_MUST_CHECK int tether__partition_decode_merge(tether_partition_table_t *t,
                                                     const char *buf, int *index,
                                                     int *changed, int *behind);
 
@@ -126,21 +126,21 @@ typedef struct tether_defer_queue {
 } tether_defer_queue_t;
 
 /* Sets up an empty queue holding at most max items (max >= 1). */
-void tether_defer_init(tether_defer_queue_t *q, size_t max);
+void tether__defer_init(tether_defer_queue_t *q, size_t max);
 
 /* Frees the queue and its items. NULL is a no-op. */
-void tether_defer_fini(tether_defer_queue_t *q);
+void tether__defer_fini(tether_defer_queue_t *q);
 
 /* Appends a copy of (type, data, len). Returns 0, TETHER_ETOOBIG (full;
  * counted in overflow) or TETHER_ENOMEM. */
-TETHER_MUST_CHECK int tether_defer_push(tether_defer_queue_t *q, uint8_t type,
+TETHER_MUST_CHECK int tether__defer_push(tether_defer_queue_t *q, uint8_t type,
                                         const uint8_t *data, size_t len);
 
 /* Takes the oldest item into *out (the caller frees out->data). Returns 1
  * if an item was taken, 0 if the queue is empty. */
-int tether_defer_pop(tether_defer_queue_t *q, tether_defer_item_t *out);
+int tether__defer_pop(tether_defer_queue_t *q, tether_defer_item_t *out);
 
 /* Discards every item; returns how many were dropped. */
-size_t tether_defer_clear(tether_defer_queue_t *q);
+size_t tether__defer_clear(tether_defer_queue_t *q);
 
 #endif /* TETHER_CORE_PARTITION_H */

@@ -424,7 +424,7 @@ static int check_hold(sim_t *s, int j, int i, const tether_member_t *m)
     if (!m->live && s->hold_inc[j][i] == 0)
         return 0;
     pt = tether_engine_partitions(s->nodes[j].eng);
-    mode = tether_partition_between(pt, s->nodes[j].name, s->nodes[i].name);
+    mode = tether__partition_between(pt, s->nodes[j].name, s->nodes[i].name);
     if (mode == TETHER_PARTITION_DROP && m->live) {
         fail(s, "%s still lists %s across a drop partition", s->nodes[j].name,
              s->nodes[i].name);
@@ -472,7 +472,7 @@ static void check_node(sim_t *s, int j)
         }
     ms = tether_engine_membership(e);
     for (int i = 0; i < s->n; i++) {
-        const tether_member_t *m = tether_membership_find(ms, s->nodes[i].name);
+        const tether_member_t *m = tether__membership_find(ms, s->nodes[i].name);
         if (m == NULL || m->is_self)
             continue;
         if (m->status == TETHER_MEMBER_LEFT &&

@@ -33,12 +33,12 @@ typedef struct rec {
     char from[REC_MAX][32];
 } rec_t;
 
-static void rec_msg(tether_engine_t *node, void *ctx, const char *from,
+static void rec_msg(tether_engine_t *eng, void *ctx, const char *from,
                     const char *etf, size_t len)
 {
     rec_t *r = ctx;
 
-    (void)node;
+    (void)eng;
     cr_assert_lt(r->n, REC_MAX);
     r->data[r->n] = malloc(len ? len : 1);
     cr_assert_not_null(r->data[r->n]);
@@ -64,7 +64,7 @@ static const tether_engine_module_t opaque_module = {
 static void rec_pair(harness_t *h, rec_t *r)
 {
     h_cluster(h, 2);
-    cr_assert_eq(tether_engine_register_module(h->e[1], &rec_module, r), 0);
+    cr_assert_eq(tether__engine_register_module(h->e[1], &rec_module, r), 0);
 }
 
 /* The term {direct, Id} in external format into x (fresh). */
@@ -573,8 +573,8 @@ Test(direct, only_an_opaque_module_gets_a_deep_term)
     cr_assert_lt(tether__etf_validate((const char *)deep, dlen), 0,
                  "that the engine's validator refuses");
     h_cluster(&h, 2);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &plain), 0);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &opaque_module, &opaque),
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_module, &plain), 0);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &opaque_module, &opaque),
                  0);
     bad = tether_engine_stats(h.e[1])->recv_bad_term;
     cr_assert_eq(tether_engine_send(h.e[0], "b@test", REC_TYPE, deep, dlen, 0),
@@ -611,7 +611,7 @@ Test(direct, an_opaque_module_gets_its_deep_term_held_by_defer_on_heal)
     size_t dlen = deep_term(deep, sizeof deep), slen = 0, plen = 0;
 
     h_cluster(&h, 2);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &opaque_module, &opaque),
+    cr_assert_eq(tether__engine_register_module(h.e[1], &opaque_module, &opaque),
                  0);
     cr_assert_eq(tether_engine_seal(h.e[0], "b@test", OPAQUE_TYPE, deep, dlen,
                                     &sealed, &slen),
@@ -645,7 +645,7 @@ Test(direct, full_defer_queues_refuse_seal_and_open_with_toobig)
     tether_engine_join(h.e[1], "a@test");
     h_run(&h, 1000);
     cr_assert(tether_engine_session_up(h.e[0], "b@test"));
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_module, &r), 0);
     for (int k = 0; k < 3; k++)
         cr_assert_eq(seal_id(&h, 0, 1, 10 + k, &sealed[k], &slen[k]), 0);
     cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,

@@ -77,7 +77,7 @@ Test(engine, leave_is_announced_and_final)
     h_run(&h, 3000);
     cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
     cr_assert_eq(
-        tether_membership_find(tether_engine_membership(h.e[1]), "c@test")
+        tether__membership_find(tether_engine_membership(h.e[1]), "c@test")
             ->status,
         TETHER_MEMBER_LEFT);
     h_free(&h);
@@ -105,7 +105,7 @@ Test(engine, stale_gossip_never_re_adds_a_node_that_left)
     cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test c@test");
     cr_assert_str_eq(h_members(&h, 2, mb, sizeof mb), "a@test c@test");
     cr_assert_eq(
-        tether_membership_find(tether_engine_membership(h.e[2]), "b@test")
+        tether__membership_find(tether_engine_membership(h.e[2]), "b@test")
             ->status,
         TETHER_MEMBER_LEFT);
     h_free(&h);
@@ -161,7 +161,7 @@ Test(engine, restart_with_higher_incarnation_rejoins)
         cr_assert_str_eq(h_members(&h, i, mb, sizeof mb),
                          "a@test b@test c@test", "node %d: %s", i, mb);
     cr_assert_eq(
-        tether_membership_find(tether_engine_membership(h.e[0]), "c@test")
+        tether__membership_find(tether_engine_membership(h.e[0]), "c@test")
             ->incarnation,
         2);
     h_free(&h);
@@ -190,14 +190,14 @@ typedef struct rec {
     int n;
 } rec_t;
 
-static void rec_msg(tether_engine_t *node, void *ctx, const char *from,
+static void rec_msg(tether_engine_t *eng, void *ctx, const char *from,
                     const char *etf, size_t len)
 {
     rec_t *r = ctx;
     int idx = 0, v;
     long id;
 
-    (void)node;
+    (void)eng;
     (void)from;
     (void)len;
     cr_assert_eq(ei_decode_version(etf, &idx, &v), 0);
@@ -233,10 +233,10 @@ Test(engine, modules_register_once_above_the_core_types)
     h_init(&h, 1);
     h_start_all(&h);
     low.type = TETHER_MSG_MEMBERS;
-    cr_assert_eq(tether_engine_register_module(h.e[0], &low, NULL),
+    cr_assert_eq(tether__engine_register_module(h.e[0], &low, NULL),
                  TETHER_EINVAL);
-    cr_assert_eq(tether_engine_register_module(h.e[0], &rec_module, NULL), 0);
-    cr_assert_eq(tether_engine_register_module(h.e[0], &rec_module, NULL),
+    cr_assert_eq(tether__engine_register_module(h.e[0], &rec_module, NULL), 0);
+    cr_assert_eq(tether__engine_register_module(h.e[0], &rec_module, NULL),
                  TETHER_EEXIST);
     cr_assert_eq(
         tether_engine_send(h.e[0], "b@test", 0x05, (const uint8_t *)"x", 1, 0),
@@ -251,7 +251,7 @@ Test(engine, drop_partition_downs_the_other_side_at_once)
     uint64_t ref;
 
     h_cluster(&h, 2);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_module, &r), 0);
     cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
                                          TETHER_PARTITION_DROP, &ref),
                  0);
@@ -284,7 +284,7 @@ Test(engine, defer_partition_holds_members_and_delivers_in_order_on_heal)
     uint64_t ref;
 
     h_cluster(&h, 2);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_module, &r), 0);
     cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
                                          TETHER_PARTITION_DEFER, &ref),
                  0);
@@ -317,7 +317,7 @@ Test(engine, defer_overflow_is_counted_never_silent)
     h_start_all(&h);
     tether_engine_join(h.e[1], "a@test");
     h_run(&h, 500);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_module, &r), 0);
     cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
                                          TETHER_PARTITION_DEFER, NULL),
                  0);
@@ -340,7 +340,7 @@ Test(engine, receiver_defers_what_an_uninformed_sender_sent)
     rec_t r = {0};
 
     h_cluster(&h, 2);
-    cr_assert_eq(tether_engine_register_module(h.e[1], &rec_module, &r), 0);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_module, &r), 0);
     /* b learns of the partition; a's message is already on the wire. */
     cr_assert_eq(send_id(&h, 0, 1, 1), 0);
     cr_assert_eq(tether_engine_partition(h.e[1], GA, 1, GB, 1,
@@ -373,7 +373,7 @@ Test(engine, leave_held_by_defer_takes_effect_when_heal_returns)
                      "the leave is held, b's lease too");
     tether_engine_heal_all(h.e[0]);
     cr_assert_eq(
-        tether_membership_find(tether_engine_membership(h.e[0]), "b@test")
+        tether__membership_find(tether_engine_membership(h.e[0]), "b@test")
             ->status,
         TETHER_MEMBER_LEFT);
     cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test");
@@ -510,10 +510,10 @@ Test(engine, random_is_deterministic_per_seed)
     h_init(&h2, 1);
     h_start_all(&h1);
     h_start_all(&h2);
-    tether_engine_random(h1.e[0], a, sizeof a);
-    tether_engine_random(h2.e[0], b, sizeof b);
+    tether__engine_random(h1.e[0], a, sizeof a);
+    tether__engine_random(h2.e[0], b, sizeof b);
     cr_assert_eq(memcmp(a, b, sizeof a), 0);
-    tether_engine_random(h1.e[0], a, sizeof a);
+    tether__engine_random(h1.e[0], a, sizeof a);
     cr_assert_neq(memcmp(a, b, sizeof a), 0, "the counter moves on");
     h_free(&h1);
     h_free(&h2);
@@ -542,7 +542,7 @@ Test(engine, broadcast_reaches_every_live_member_but_us)
 
     h_cluster(&h, 3);
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(tether_engine_register_module(h.e[i], &rec_module, &r[i]),
+        cr_assert_eq(tether__engine_register_module(h.e[i], &rec_module, &r[i]),
                      0);
     cr_assert_eq(broadcast_id(&h, 0, 7), 0);
     h_pump(&h);
@@ -815,7 +815,7 @@ Test(engine, module_hooks_follow_sessions_and_members)
 
     h_init(&h, 2);
     h_start_all(&h);
-    cr_assert_eq(tether_engine_register_module(h.e[0], &m, &k), 0);
+    cr_assert_eq(tether__engine_register_module(h.e[0], &m, &k), 0);
     tether_engine_join(h.e[1], "a@test");
     h_run(&h, 500);
     cr_assert_eq(k.up, 1);

@@ -11,25 +11,25 @@ static tether_membership_t ms;
 
 static void setup(void)
 {
-    cr_assert_eq(tether_membership_init(&ms, "me@h", 3), 0);
+    cr_assert_eq(tether__membership_init(&ms, "me@h", 3), 0);
 }
 
 static void teardown(void)
 {
-    tether_membership_fini(&ms);
+    tether__membership_fini(&ms);
 }
 
 TestSuite(membership, .init = setup, .fini = teardown);
 
 Test(membership, starts_with_self_alive)
 {
-    const tether_member_t *m = tether_membership_self(&ms);
+    const tether_member_t *m = tether__membership_self(&ms);
 
     cr_assert_not_null(m);
     cr_assert(m->is_self);
     cr_assert_eq(m->incarnation, 3);
-    cr_assert(tether_membership_lease_ok(m, 999999));
-    cr_assert_eq(tether_membership_init(&(tether_membership_t){0}, "", 1),
+    cr_assert(tether__membership_lease_ok(m, 999999));
+    cr_assert_eq(tether__membership_init(&(tether_membership_t){0}, "", 1),
                  TETHER_EINVAL);
 }
 
@@ -39,7 +39,7 @@ Test(membership, entries_stay_sorted)
 
     for (size_t i = 0; i < 6; i++)
         cr_assert_eq(
-            tether_membership_merge(&ms, names[i], 1, TETHER_MEMBER_ALIVE), 1);
+            tether__membership_merge(&ms, names[i], 1, TETHER_MEMBER_ALIVE), 1);
     for (size_t i = 1; i < ms.n; i++)
         cr_assert_lt(strcmp(ms.v[i - 1].name, ms.v[i].name), 0);
     cr_assert_eq(ms.n, 7);
@@ -47,48 +47,48 @@ Test(membership, entries_stay_sorted)
 
 Test(membership, higher_incarnation_wins)
 {
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 2, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 2, TETHER_MEMBER_ALIVE),
                  1);
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 1, TETHER_MEMBER_LEFT), 0,
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 1, TETHER_MEMBER_LEFT), 0,
                  "an older leave changes nothing");
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 2, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 2, TETHER_MEMBER_ALIVE),
                  0);
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 5, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 5, TETHER_MEMBER_ALIVE),
                  1);
-    cr_assert_eq(tether_membership_find(&ms, "x@h")->incarnation, 5);
+    cr_assert_eq(tether__membership_find(&ms, "x@h")->incarnation, 5);
 }
 
 Test(membership, leave_tombstone_is_never_undone_by_stale_gossip)
 {
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 4, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 4, TETHER_MEMBER_ALIVE),
                  1);
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 4, TETHER_MEMBER_LEFT), 1);
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 4, TETHER_MEMBER_LEFT), 1);
     for (uint64_t inc = 0; inc <= 4; inc++)
         cr_assert_eq(
-            tether_membership_merge(&ms, "x@h", inc, TETHER_MEMBER_ALIVE), 0);
-    cr_assert_eq(tether_membership_find(&ms, "x@h")->status,
+            tether__membership_merge(&ms, "x@h", inc, TETHER_MEMBER_ALIVE), 0);
+    cr_assert_eq(tether__membership_find(&ms, "x@h")->status,
                  TETHER_MEMBER_LEFT);
-    cr_assert_eq(tether_membership_heartbeat(&ms, "x@h", 4, 10, 100),
+    cr_assert_eq(tether__membership_heartbeat(&ms, "x@h", 4, 10, 100),
                  TETHER_EREPLAY, "a heartbeat of the left life is stale");
     cr_assert_eq(
-        tether_membership_lease_ok(tether_membership_find(&ms, "x@h"), 10), 0);
+        tether__membership_lease_ok(tether__membership_find(&ms, "x@h"), 10), 0);
     /* Only a new life (restart with a higher incarnation) returns. */
-    cr_assert_eq(tether_membership_heartbeat(&ms, "x@h", 5, 10, 100), 0);
+    cr_assert_eq(tether__membership_heartbeat(&ms, "x@h", 5, 10, 100), 0);
     cr_assert(
-        tether_membership_lease_ok(tether_membership_find(&ms, "x@h"), 10));
+        tether__membership_lease_ok(tether__membership_find(&ms, "x@h"), 10));
 }
 
 Test(membership, facts_about_ourselves_are_ignored)
 {
-    cr_assert_eq(tether_membership_merge(&ms, "me@h", 3, TETHER_MEMBER_LEFT),
+    cr_assert_eq(tether__membership_merge(&ms, "me@h", 3, TETHER_MEMBER_LEFT),
                  0);
-    cr_assert_eq(tether_membership_merge(&ms, "me@h", 9, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "me@h", 9, TETHER_MEMBER_ALIVE),
                  0);
-    cr_assert_eq(tether_membership_self(&ms)->incarnation, 3);
-    cr_assert_eq(tether_membership_self(&ms)->status, TETHER_MEMBER_ALIVE);
-    tether_membership_leave_self(&ms);
-    cr_assert_eq(tether_membership_self(&ms)->status, TETHER_MEMBER_LEFT);
-    cr_assert_eq(tether_membership_heartbeat(&ms, "me@h", 3, 0, 10),
+    cr_assert_eq(tether__membership_self(&ms)->incarnation, 3);
+    cr_assert_eq(tether__membership_self(&ms)->status, TETHER_MEMBER_ALIVE);
+    tether__membership_leave_self(&ms);
+    cr_assert_eq(tether__membership_self(&ms)->status, TETHER_MEMBER_LEFT);
+    cr_assert_eq(tether__membership_heartbeat(&ms, "me@h", 3, 0, 10),
                  TETHER_EREPLAY);
 }
 
@@ -96,29 +96,29 @@ Test(membership, lease_expires_after_ttl)
 {
     const tether_member_t *m;
 
-    cr_assert_eq(tether_membership_heartbeat(&ms, "x@h", 1, 1000, 500), 0);
-    m = tether_membership_find(&ms, "x@h");
-    cr_assert(tether_membership_lease_ok(m, 1000));
-    cr_assert(tether_membership_lease_ok(m, 1499));
-    cr_assert_not(tether_membership_lease_ok(m, 1500));
-    cr_assert_eq(tether_membership_heartbeat(&ms, "x@h", 1, 1400, 500), 0);
-    cr_assert(tether_membership_lease_ok(m, 1800));
-    tether_membership_expire(&ms, "x@h");
-    cr_assert_not(tether_membership_lease_ok(m, 1401));
+    cr_assert_eq(tether__membership_heartbeat(&ms, "x@h", 1, 1000, 500), 0);
+    m = tether__membership_find(&ms, "x@h");
+    cr_assert(tether__membership_lease_ok(m, 1000));
+    cr_assert(tether__membership_lease_ok(m, 1499));
+    cr_assert_not(tether__membership_lease_ok(m, 1500));
+    cr_assert_eq(tether__membership_heartbeat(&ms, "x@h", 1, 1400, 500), 0);
+    cr_assert(tether__membership_lease_ok(m, 1800));
+    tether__membership_expire(&ms, "x@h");
+    cr_assert_not(tether__membership_lease_ok(m, 1401));
     /* Gossip alone never grants a lease. */
-    cr_assert_eq(tether_membership_merge(&ms, "y@h", 1, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "y@h", 1, TETHER_MEMBER_ALIVE),
                  1);
     cr_assert_not(
-        tether_membership_lease_ok(tether_membership_find(&ms, "y@h"), 0));
+        tether__membership_lease_ok(tether__membership_find(&ms, "y@h"), 0));
 }
 
 Test(membership, new_incarnation_drops_the_old_lease)
 {
-    cr_assert_eq(tether_membership_heartbeat(&ms, "x@h", 1, 0, 500), 0);
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 2, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_heartbeat(&ms, "x@h", 1, 0, 500), 0);
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 2, TETHER_MEMBER_ALIVE),
                  1);
     cr_assert_not(
-        tether_membership_lease_ok(tether_membership_find(&ms, "x@h"), 10));
+        tether__membership_lease_ok(tether__membership_find(&ms, "x@h"), 10));
 }
 
 Test(membership, rejects_bad_names_and_status)
@@ -127,14 +127,14 @@ Test(membership, rejects_bad_names_and_status)
 
     memset(longname, 'a', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    cr_assert_eq(tether_membership_merge(&ms, "", 1, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "", 1, TETHER_MEMBER_ALIVE),
                  TETHER_EINVAL);
-    cr_assert_eq(tether_membership_merge(&ms, NULL, 1, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, NULL, 1, TETHER_MEMBER_ALIVE),
                  TETHER_EINVAL);
-    cr_assert_eq(tether_membership_merge(&ms, longname, 1, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, longname, 1, TETHER_MEMBER_ALIVE),
                  TETHER_EINVAL);
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 1, 7), TETHER_EINVAL);
-    cr_assert_null(tether_membership_find(&ms, longname));
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 1, 7), TETHER_EINVAL);
+    cr_assert_null(tether__membership_find(&ms, longname));
 }
 
 Test(membership, table_is_bounded)
@@ -144,7 +144,7 @@ Test(membership, table_is_bounded)
 
     for (int i = 0; i < TETHER_MEMBERS_MAX + 5 && rc >= 0; i++) {
         snprintf(name, sizeof name, "n%d@h", i);
-        rc = tether_membership_merge(&ms, name, 1, TETHER_MEMBER_ALIVE);
+        rc = tether__membership_merge(&ms, name, 1, TETHER_MEMBER_ALIVE);
     }
     cr_assert_eq(rc, TETHER_ETOOBIG);
     cr_assert_eq(ms.n, TETHER_MEMBERS_MAX);
@@ -156,7 +156,7 @@ static ei_x_buff encode(const tether_membership_t *t)
     ei_x_buff x;
 
     ei_x_new_with_version(&x);
-    cr_assert_eq(tether_membership_encode(t, &x), 0);
+    cr_assert_eq(tether__membership_encode(t, &x), 0);
     cr_assert_eq(tether__etf_validate(x.buff, (size_t)x.index), 0);
     return x;
 }
@@ -167,14 +167,14 @@ Test(membership, wire_round_trip_converges_and_reports_behind)
     ei_x_buff x;
     int idx = 1, changed, behind;
 
-    cr_assert_eq(tether_membership_merge(&ms, "x@h", 2, TETHER_MEMBER_LEFT), 1);
-    cr_assert_eq(tether_membership_init(&other, "you@h", 1), 0);
-    cr_assert_eq(tether_membership_merge(&other, "y@h", 7, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 2, TETHER_MEMBER_LEFT), 1);
+    cr_assert_eq(tether__membership_init(&other, "you@h", 1), 0);
+    cr_assert_eq(tether__membership_merge(&other, "y@h", 7, TETHER_MEMBER_ALIVE),
                  1);
 
     x = encode(&ms);
     cr_assert_eq(
-        tether_membership_decode_merge(&other, x.buff, &idx, &changed, &behind),
+        tether__membership_decode_merge(&other, x.buff, &idx, &changed, &behind),
         0);
     cr_assert_eq(idx, x.index);
     cr_assert(changed);
@@ -184,14 +184,14 @@ Test(membership, wire_round_trip_converges_and_reports_behind)
     x = encode(&other);
     idx = 1;
     cr_assert_eq(
-        tether_membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
+        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
         0);
     cr_assert(changed);
     cr_assert_not(behind, "now both hold the same facts");
-    cr_assert_eq(tether_membership_digest(&ms),
-                 tether_membership_digest(&other));
+    cr_assert_eq(tether__membership_digest(&ms),
+                 tether__membership_digest(&other));
     ei_x_free(&x);
-    tether_membership_fini(&other);
+    tether__membership_fini(&other);
 }
 
 Test(membership, malformed_wire_lists_are_refused)
@@ -208,7 +208,7 @@ Test(membership, malformed_wire_lists_are_refused)
     ei_x_encode_empty_list(&x);
     idx = 1;
     cr_assert_eq(
-        tether_membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
+        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
         TETHER_EPROTO);
     ei_x_free(&x);
 
@@ -221,7 +221,7 @@ Test(membership, malformed_wire_lists_are_refused)
     ei_x_encode_empty_list(&x);
     idx = 1;
     cr_assert_eq(
-        tether_membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
+        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
         TETHER_EPROTO);
     ei_x_free(&x);
 
@@ -229,7 +229,7 @@ Test(membership, malformed_wire_lists_are_refused)
     ei_x_encode_long(&x, 42);
     idx = 1;
     cr_assert_eq(
-        tether_membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
+        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
         TETHER_EPROTO);
     ei_x_free(&x);
 
@@ -242,7 +242,7 @@ Test(membership, malformed_wire_lists_are_refused)
     ei_x_encode_empty_list(&x);
     idx = 1;
     cr_assert_eq(
-        tether_membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
+        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
         TETHER_EPROTO);
     ei_x_free(&x);
     cr_assert_eq(ms.n, 1, "nothing malformed was merged");

@@ -645,7 +645,7 @@ Test(registry, a_valid_sync_replaces_what_a_peer_holds_of_the_sender)
     h_etf_begin(&m, 2, "reg_sync");
     ei_x_encode_list_header(&m, 1);
     ei_x_encode_tuple_header(&m, 5);
-    ei_x_encode_ulonglong(&m, tether_hlc_pack(900, 0));
+    ei_x_encode_ulonglong(&m, tether__hlc_pack(900, 0));
     ei_x_encode_long(&m, 0);
     ei_x_encode_binary(&m, nb, (long)nl);
     ei_x_encode_binary(&m, pb, (long)pl);

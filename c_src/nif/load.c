@@ -1,0 +1,331 @@
+/*
+ * nif/load.c: loading tether_nif.so: the resource type, the atoms, the
+ * function table, and the helpers every NIF file shares (nif/nif.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <ei.h>
+#include <sodium.h>
+
+#include "core/codec.h"
+#include "nif/nif.h"
+#include "tether/error.h"
+#include "tether/version.h"
+
+ErlNifResourceType *tether__nif_engine_rt;
+tether_nif_atoms_t tether__nif_atoms;
+
+/* {error, Reason} for a negative TETHER_E* code. */
+ERL_NIF_TERM tether__nif_error(ErlNifEnv *env, int rc)
+{
+    const char *r;
+
+    switch (rc) {
+    case TETHER_EINVAL:
+        r = "invalid";
+        break;
+    case TETHER_ENOMEM:
+        r = "enomem";
+        break;
+    case TETHER_EAGAIN:
+        r = "again";
+        break;
+    case TETHER_EPROTO:
+        r = "protocol";
+        break;
+    case TETHER_ETOOBIG:
+        r = "too_big";
+        break;
+    case TETHER_EAUTH:
+        r = "auth";
+        break;
+    case TETHER_ENOTFOUND:
+        r = "not_found";
+        break;
+    case TETHER_EEXIST:
+        r = "exists";
+        break;
+    case TETHER_EIO:
+        r = "io";
+        break;
+    case TETHER_ECLOSED:
+        r = "closed";
+        break;
+    case TETHER_ETIMEDOUT:
+        r = "timeout";
+        break;
+    case TETHER_EREPLAY:
+        r = "replay";
+        break;
+    case TETHER_EUNSUPP:
+        r = "unsupported";
+        break;
+    default:
+        r = "unknown";
+        break;
+    }
+    return enif_make_tuple2(env, ATOM(error), enif_make_atom(env, r));
+}
+
+/* ok, or {error, Reason} for a negative code. */
+ERL_NIF_TERM tether__nif_ok(ErlNifEnv *env, int rc)
+{
+    return rc < 0 ? tether__nif_error(env, rc) : ATOM(ok);
+}
+
+/* Copies a node name (a binary of 1..TETHER_NODE_NAME_MAX bytes, no NUL,
+ * or an ASCII atom) into out, NUL-terminated. Returns 1, or 0 if the term
+ * is not one. */
+int tether__nif_get_name(ErlNifEnv *env, ERL_NIF_TERM t,
+                         char out[TETHER_NODE_NAME_MAX + 1])
+{
+    ErlNifBinary b;
+    int n;
+
+    /* An ASCII atom (a node() as it usually is) saves the caller an
+     * atom_to_binary; other atoms are refused (OTP 25's enif atom text is
+     * Latin-1), and the caller passes the UTF-8 binary instead. */
+    if (enif_is_atom(env, t)) {
+        n = enif_get_atom(env, t, out, TETHER_NODE_NAME_MAX + 1,
+                          ERL_NIF_LATIN1);
+        if (n <= 1)
+            return 0;
+        for (int i = 0; i < n - 1; i++)
+            if ((unsigned char)out[i] >= 0x80)
+                return 0;
+        return 1;
+    }
+    if (!enif_inspect_binary(env, t, &b) || b.size == 0 ||
+        b.size > TETHER_NODE_NAME_MAX || memchr(b.data, 0, b.size) != NULL)
+        return 0;
+    memcpy(out, b.data, b.size);
+    out[b.size] = '\0';
+    return 1;
+}
+
+/* A binary term holding a copy of the C string s. */
+ERL_NIF_TERM tether__nif_make_name(ErlNifEnv *env, const char *s)
+{
+    ERL_NIF_TERM t;
+    size_t n = strlen(s);
+    unsigned char *p = enif_make_new_binary(env, n, &t);
+
+    if (p == NULL) /* the emulator aborts first; never reached in practice */
+        return ATOM(error);
+    if (n > 0)
+        memcpy(p, s, n);
+    return t;
+}
+
+/* A binary term holding a copy of len bytes. */
+ERL_NIF_TERM tether__nif_make_bytes(ErlNifEnv *env, const uint8_t *data,
+                                    size_t len)
+{
+    ERL_NIF_TERM t;
+    unsigned char *p = enif_make_new_binary(env, len, &t);
+
+    if (p == NULL) /* as in tether__nif_make_name() */
+        return ATOM(error);
+    if (len > 0)
+        memcpy(p, data, len);
+    return t;
+}
+
+/* Finds the engine resource in t. Returns 1, or 0 if t is none. */
+int tether__nif_get_res(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **out)
+{
+    void *obj;
+
+    if (!enif_get_resource(env, t, tether__nif_engine_rt, &obj))
+        return 0;
+    *out = obj;
+    return (*out)->eng != NULL;
+}
+
+/*
+ * Reads a proper list of at most TETHER_PARTITION_GROUP_MAX names into a
+ * heap array of heap strings (*out, *n); the caller frees it with
+ * tether__nif_free_names(). Returns 1, or 0 for a bad list (nothing left
+ * allocated).
+ */
+void tether__nif_free_names(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int tether__nif_get_names(ErlNifEnv *env, ERL_NIF_TERM list, char ***out,
+                          size_t *n)
+{
+    unsigned len;
+    ERL_NIF_TERM head, tail = list;
+    char **v;
+    size_t i = 0;
+
+    if (!enif_get_list_length(env, list, &len) || len == 0 ||
+        len > TETHER_PARTITION_GROUP_MAX)
+        return 0;
+    v = calloc(len, sizeof *v);
+    if (v == NULL)
+        return 0;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        char name[TETHER_NODE_NAME_MAX + 1];
+        if (!tether__nif_get_name(env, head, name) ||
+            (v[i] = malloc(strlen(name) + 1)) == NULL)
+            goto fail;
+        memcpy(v[i], name, strlen(name) + 1);
+        i++;
+    }
+    *out = v;
+    *n = i;
+    return 1;
+fail:
+    tether__nif_free_names(v, i);
+    return 0;
+}
+
+/* Erlang's system time in ms (the wall clock of the engine's HLC). */
+uint64_t tether__nif_system_ms(void)
+{
+    return (uint64_t)(enif_monotonic_time(ERL_NIF_MSEC) +
+                      enif_time_offset(ERL_NIF_MSEC));
+}
+
+ERL_NIF_TERM tether__nif_counters(ErlNifEnv *env, const char *const *k,
+                                  const uint64_t *v, size_t n)
+{
+    ERL_NIF_TERM map = enif_make_new_map(env);
+
+    for (size_t i = 0; i < n; i++)
+        if (!enif_make_map_put(env, map, enif_make_atom(env, k[i]),
+                               enif_make_uint64(env, v[i]), &map))
+            return tether__nif_error(env, TETHER_ENOMEM);
+    return map;
+}
+
+/* Write-lock hooks of the registry (core/registry.h). */
+void tether__nif_wlock(void *ctx)
+{
+    enif_rwlock_rwlock(ctx);
+}
+
+void tether__nif_wunlock(void *ctx)
+{
+    enif_rwlock_rwunlock(ctx);
+}
+
+/* version() -> binary(): the C library's version string. */
+ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argv;
+    if (argc != 0)
+        return enif_make_badarg(env);
+    return tether__nif_make_name(env, tether_version());
+}
+
+static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
+{
+    (void)priv_data;
+    (void)load_info;
+    if (tether__crypto_init() < 0)
+        return -1;
+    tether__nif_engine_rt = enif_open_resource_type(
+        env, NULL, "tether_engine", tether__nif_engine_dtor,
+        ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    if (tether__nif_engine_rt == NULL)
+        return -1;
+    tether__nif_atoms.am_ok = enif_make_atom(env, "ok");
+    tether__nif_atoms.am_error = enif_make_atom(env, "error");
+    tether__nif_atoms.am_true = enif_make_atom(env, "true");
+    tether__nif_atoms.am_false = enif_make_atom(env, "false");
+    tether__nif_atoms.am_undefined = enif_make_atom(env, "undefined");
+    tether__nif_atoms.am_yes = enif_make_atom(env, "yes");
+    tether__nif_atoms.am_no = enif_make_atom(env, "no");
+    tether__nif_atoms.am_deferred = enif_make_atom(env, "deferred");
+    tether__nif_atoms.am_up = enif_make_atom(env, "up");
+    tether__nif_atoms.am_down = enif_make_atom(env, "down");
+    tether__nif_atoms.am_drop = enif_make_atom(env, "drop");
+    tether__nif_atoms.am_defer = enif_make_atom(env, "defer");
+    tether__nif_atoms.am_send = enif_make_atom(env, "send");
+    tether__nif_atoms.am_connect = enif_make_atom(env, "connect");
+    tether__nif_atoms.am_member = enif_make_atom(env, "member");
+    tether__nif_atoms.am_message = enif_make_atom(env, "message");
+    tether__nif_atoms.am_reg_lost = enif_make_atom(env, "reg_lost");
+    tether__nif_atoms.am_reg_resolve = enif_make_atom(env, "reg_resolve");
+    tether__nif_atoms.am_service = enif_make_atom(env, "service");
+    tether__nif_atoms.am_name = enif_make_atom(env, "name");
+    tether__nif_atoms.am_incarnation = enif_make_atom(env, "incarnation");
+    tether__nif_atoms.am_seed = enif_make_atom(env, "seed");
+    tether__nif_atoms.am_heartbeat_ms = enif_make_atom(env, "heartbeat_ms");
+    tether__nif_atoms.am_ttl_ms = enif_make_atom(env, "ttl_ms");
+    tether__nif_atoms.am_hello_retry_ms = enif_make_atom(env, "hello_retry_ms");
+    tether__nif_atoms.am_defer_max = enif_make_atom(env, "defer_max");
+    tether__nif_atoms.am_cluster_secret = enif_make_atom(env, "cluster_secret");
+    tether__nif_atoms.am_cookie = enif_make_atom(env, "cookie");
+    tether__nif_atoms.am_identity_seed = enif_make_atom(env, "identity_seed");
+    tether__nif_atoms.am_seeds = enif_make_atom(env, "seeds");
+    tether__nif_atoms.am_seed_retry_ms = enif_make_atom(env, "seed_retry_ms");
+    tether__nif_atoms.am_public_key = enif_make_atom(env, "public_key");
+    tether__nif_atoms.am_left = enif_make_atom(env, "left");
+    tether__nif_atoms.am_join_pending = enif_make_atom(env, "join_pending");
+    tether__nif_atoms.am_join_contact = enif_make_atom(env, "join_contact");
+    tether__nif_atoms.am_now = enif_make_atom(env, "now");
+    tether__nif_atoms.am_stats = enif_make_atom(env, "stats");
+    tether__nif_engine_atoms(env);
+    return 0;
+}
+
+static int upgrade(ErlNifEnv *env, void **priv_data, void **old_priv_data,
+                   ERL_NIF_TERM load_info)
+{
+    (void)old_priv_data;
+    return load(env, priv_data, load_info);
+}
+
+static ErlNifFunc nif_funcs[] = {
+    {"version", 0, version_nif, 0},
+    {"engine_new", 1, engine_new_nif, 0},
+    {"engine_recv", 3, engine_recv_nif, 0},
+    {"engine_peer_up", 2, engine_peer_up_nif, 0},
+    {"engine_peer_down", 2, engine_peer_down_nif, 0},
+    {"engine_tick", 2, engine_tick_nif, 0},
+    {"engine_next_deadline", 1, engine_next_deadline_nif, 0},
+    {"engine_drain", 1, engine_drain_nif, 0},
+    {"engine_join", 2, engine_join_nif, 0},
+    {"engine_leave", 1, engine_leave_nif, 0},
+    {"engine_members", 1, engine_members_nif, 0},
+    {"engine_partition", 4, engine_partition_nif, 0},
+    {"engine_heal", 2, engine_heal_nif, 0},
+    {"engine_heal_all", 1, engine_heal_all_nif, 0},
+    {"engine_partitions", 1, engine_partitions_nif, 0},
+    {"engine_send", 3, engine_send_nif, 0},
+    /* The same two on a dirty CPU scheduler, for payloads whose MAC and
+     * copy take longer than a NIF may block a normal scheduler (up to
+     * TETHER_ENV_MAX_PAYLOAD); the Erlang side picks one by size. */
+    {"engine_recv_dirty", 3, engine_recv_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"engine_send_dirty", 3, engine_send_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"engine_seal", 3, engine_seal_nif, 0},
+    {"engine_open", 3, engine_open_nif, 0},
+    {"engine_seal_dirty", 3, engine_seal_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"engine_open_dirty", 3, engine_open_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"engine_info", 1, engine_info_nif, 0},
+    {"engine_trust_add", 3, engine_trust_add_nif, 0},
+    {"reg_register", 5, reg_register_nif, 0},
+    {"reg_register_sealed", 5, reg_register_sealed_nif, 0},
+    {"reg_unregister", 2, reg_unregister_nif, 0},
+    {"reg_resolve", 3, reg_resolve_nif, 0},
+    {"reg_whereis", 2, reg_whereis_nif, 0},
+    {"reg_names", 1, reg_names_nif, 0},
+    {"reg_entries", 1, reg_entries_nif, 0},
+    {"reg_info", 1, reg_info_nif, 0},
+    {"svc_register", 4, svc_register_nif, 0},
+    {"svc_unregister", 2, svc_unregister_nif, 0},
+    {"svc_lookup", 2, svc_lookup_nif, 0},
+    {"svc_local", 2, svc_local_nif, 0},
+    {"svc_names", 1, svc_names_nif, 0},
+    {"svc_info", 1, svc_info_nif, 0},
+};
+
+ERL_NIF_INIT(tether_nif, nif_funcs, load, NULL, upgrade, NULL)

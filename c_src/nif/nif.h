@@ -1,0 +1,226 @@
+/*
+ * nif/nif.h: what the files of tether_nif.so share. The library is split
+ * by feature, each file a group of NIFs over one part of the core:
+ *
+ *   load.c      loading, the atoms, the function table, shared helpers
+ *   engine.c    the engine resource: create, feed, drain typed actions,
+ *               membership, partitions, the direct path (seal/open), info
+ *   registry.c  the name registry (core/registry.h) of an engine
+ *   services.c  the cluster service table (core/service_table.h)
+ *
+ * A new engine module adds one file here: its NIFs (declared below and
+ * listed in load.c's table), an attach function engine_new_nif calls, and
+ * a clause in engine.c's action_term() for each action kind it adds.
+ *
+ * Rules every file follows: every engine call is made under the
+ * resource's mutex and nothing under it calls back into Erlang; readers of
+ * the registry and service tables take only the read-write lock; every
+ * argument is checked (badarg or {error, Reason}); no pointer into a term
+ * outlives the call. Node names cross as UTF-8 binaries (or ASCII atoms).
+ * Atoms are made once, in load(), and read with ATOM(name).
+ */
+#ifndef TETHER_NIF_NIF_H
+#define TETHER_NIF_NIF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <erl_nif.h>
+
+#include "core/engine.h"
+#include "core/registry.h"
+#include "core/service_table.h"
+
+/* Actions handed out by one engine_drain call. */
+#define DRAIN_MAX 256
+/* Name keys up to this size are built on the stack. */
+#define NIF_KEY_STACK 512
+/* Longest cookie accepted (core/keys.h). */
+#define NIF_COOKIE_MAX TETHER_COOKIE_MAX
+
+/*
+ * One engine, the lock that serializes calls into it, and its registry.
+ * The registry changes only under `lock` (it runs inside the engine) and,
+ * around each change of its table, under `rw` as a writer; registry
+ * readers (whereis, names) take only `rw` as readers, so they never wait
+ * for the engine nor for each other.
+ */
+typedef struct tether_nif_res {
+    ErlNifMutex *lock;
+    ErlNifRWLock *rw;
+    tether_engine_t *eng;   /* owned; freed by the destructor */
+    tether_registry_t *reg; /* a module of eng: freed with it */
+    tether_svctab_t *svc;   /* a module of eng: freed with it; same rw */
+} tether_nif_res_t;
+
+/* The resource type of engines (opened in load()). */
+extern ErlNifResourceType *tether__nif_engine_rt;
+
+/* Every atom of the library, made once in load(). */
+typedef struct tether_nif_atoms {
+    ERL_NIF_TERM am_ok;
+    ERL_NIF_TERM am_error;
+    ERL_NIF_TERM am_true;
+    ERL_NIF_TERM am_false;
+    ERL_NIF_TERM am_undefined;
+    ERL_NIF_TERM am_yes;
+    ERL_NIF_TERM am_no;
+    ERL_NIF_TERM am_deferred;
+    ERL_NIF_TERM am_up;
+    ERL_NIF_TERM am_down;
+    ERL_NIF_TERM am_drop;
+    ERL_NIF_TERM am_defer;
+    ERL_NIF_TERM am_send;
+    ERL_NIF_TERM am_connect;
+    ERL_NIF_TERM am_member;
+    ERL_NIF_TERM am_message;
+    ERL_NIF_TERM am_reg_lost;
+    ERL_NIF_TERM am_reg_resolve;
+    ERL_NIF_TERM am_service;
+    ERL_NIF_TERM am_name;
+    ERL_NIF_TERM am_incarnation;
+    ERL_NIF_TERM am_seed;
+    ERL_NIF_TERM am_heartbeat_ms;
+    ERL_NIF_TERM am_ttl_ms;
+    ERL_NIF_TERM am_hello_retry_ms;
+    ERL_NIF_TERM am_defer_max;
+    ERL_NIF_TERM am_cluster_secret;
+    ERL_NIF_TERM am_cookie;
+    ERL_NIF_TERM am_identity_seed;
+    ERL_NIF_TERM am_seeds;
+    ERL_NIF_TERM am_seed_retry_ms;
+    ERL_NIF_TERM am_public_key;
+    ERL_NIF_TERM am_left;
+    ERL_NIF_TERM am_join_pending;
+    ERL_NIF_TERM am_join_contact;
+    ERL_NIF_TERM am_now;
+    ERL_NIF_TERM am_stats;
+} tether_nif_atoms_t;
+extern tether_nif_atoms_t tether__nif_atoms;
+#define ATOM(name) (tether__nif_atoms.am_##name)
+
+/* ---- shared helpers (load.c) ---- */
+
+/* {error, Reason} for a negative TETHER_E* code. */
+ERL_NIF_TERM tether__nif_error(ErlNifEnv *env, int rc);
+/* ok, or {error, Reason} for a negative code. */
+ERL_NIF_TERM tether__nif_ok(ErlNifEnv *env, int rc);
+/* Copies a node name (a binary of 1..TETHER_NODE_NAME_MAX bytes, no NUL,
+ * or an ASCII atom) into out, NUL-terminated. Returns 1, or 0. */
+int tether__nif_get_name(ErlNifEnv *env, ERL_NIF_TERM t,
+                         char out[TETHER_NODE_NAME_MAX + 1]);
+/* A binary term holding a copy of the C string s / of len bytes. */
+ERL_NIF_TERM tether__nif_make_name(ErlNifEnv *env, const char *s);
+ERL_NIF_TERM tether__nif_make_bytes(ErlNifEnv *env, const uint8_t *data,
+                                    size_t len);
+/* Finds the engine resource in t. Returns 1, or 0 if t is none. */
+int tether__nif_get_res(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **out);
+/* A proper list of 1..TETHER_PARTITION_GROUP_MAX names as a heap array of
+ * heap strings (freed with tether__nif_free_names()). Returns 1 or 0. */
+int tether__nif_get_names(ErlNifEnv *env, ERL_NIF_TERM list, char ***out,
+                          size_t *n);
+void tether__nif_free_names(char **v, size_t n);
+/* #{K => V} from parallel arrays of n names and counters. */
+ERL_NIF_TERM tether__nif_counters(ErlNifEnv *env, const char *const *k,
+                                  const uint64_t *v, size_t n);
+/* Erlang's system time in ms (the wall clock of the engine's HLC). */
+uint64_t tether__nif_system_ms(void);
+/* Write-lock hooks over a resource's rw lock (registry and services). */
+void tether__nif_wlock(void *ctx);
+void tether__nif_wunlock(void *ctx);
+
+/* ---- engine.c ---- */
+/* The resource destructor and the engine file's own atoms (load()). */
+void tether__nif_engine_dtor(ErlNifEnv *env, void *obj);
+void tether__nif_engine_atoms(ErlNifEnv *env);
+ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_recv_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_peer_up_nif(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_peer_down_nif(ErlNifEnv *env, int argc,
+                                  const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_join_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_next_deadline_nif(ErlNifEnv *env, int argc,
+                                      const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_drain_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_leave_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_members_nif(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_partition_nif(ErlNifEnv *env, int argc,
+                                  const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_heal_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_heal_all_nif(ErlNifEnv *env, int argc,
+                                 const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_partitions_nif(ErlNifEnv *env, int argc,
+                                   const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_seal_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_open_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_trust_add_nif(ErlNifEnv *env, int argc,
+                                  const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+
+/* ---- registry.c ---- */
+/* Creates res's registry as a module of its engine (digests every
+ * digest_ms). Returns 0 or a TETHER_E* code. */
+int tether__nif_registry_attach(tether_nif_res_t *res, uint32_t digest_ms);
+/*
+ * A name key: the name's external term format, as a C-node writes the
+ * same name, on the stack or in `bin` (services use it for their names).
+ */
+typedef struct tether_nif_key {
+    uint8_t stack[NIF_KEY_STACK];
+    ErlNifBinary bin;
+    int heap;
+    const uint8_t *data;
+    size_t len;
+} tether_nif_key_t;
+/* Fills k for term t: the bytes key_encode() writes for common shapes (a
+ * C-node writes the same), term_to_binary otherwise. Returns 1, or 0 (no
+ * memory, more than TETHER_REG_NAME_MAX bytes). */
+int tether__nif_key_make(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_key_t *k);
+void tether__nif_key_free(tether_nif_key_t *k);
+ERL_NIF_TERM reg_register_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reg_unregister_nif(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reg_resolve_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reg_whereis_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reg_names_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reg_entries_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reg_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* ---- services.c ---- */
+/* Creates res's service table as a module of its engine. */
+int tether__nif_services_attach(tether_nif_res_t *res, uint32_t digest_ms);
+ERL_NIF_TERM svc_register_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM svc_unregister_nif(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM svc_lookup_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM svc_local_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM svc_names_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM svc_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* ---- load.c ---- */
+ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+#endif /* TETHER_NIF_NIF_H */
