@@ -5,7 +5,7 @@
 #   make demo       install what is missing, build, show what works
 #   make test       install what is missing, run every test suite
 #   make deps       install missing Debian packages
-#   make check      rebar3 xref and dialyzer
+#   make check      layering of c_src, rebar3 xref and dialyzer
 #   make fmt        clang-format every C file
 #   make bench      benchmarks, printed as ratios against stock OTP
 #   make sim        the cluster simulator over SEEDS seeds (default 1000)
@@ -32,6 +32,7 @@ test: deps
 	@scripts/test.sh
 
 check: all
+	$(MAKE) -C c_src check-layers
 	rebar3 xref
 	rebar3 dialyzer
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every tether test suite and ends with one line "N passed, N failed"
 # summing them all: the Criterion suites (ASan+UBSan), rebar3 xref and
-# dialyzer (one check each), EUnit, common_test and the Mix dependency check. Exits non-zero when anything failed, when a
+# dialyzer and the layering check (one check each), EUnit, common_test and the Mix dependency check. Exits non-zero when anything failed, when a
 # suite could not be built or run, or when no test ran at all.
 #
 # common_test runs distributed on loopback against an epmd this script
@@ -102,6 +102,14 @@ if [ "${CI:-}" = true ] || [ "${TETHER_VALGRIND:-}" = 1 ]; then
     else
         broken "valgrind (not installed, or vg-tests did not build)"
     fi
+fi
+
+# -- layering: core/ and dist/ include only themselves ----------------------
+if make -C c_src check-layers >"$log/layers" 2>&1; then
+    count 1 0 "check-layers"
+else
+    cat "$log/layers"
+    count 0 1 "check-layers"
 fi
 
 # -- static checks: xref and dialyzer stay clean ---------------------------

@@ -26,6 +26,7 @@
 #include <sodium.h>
 
 #include "cnode/node.h"
+#include "cnode/keyfile.h"
 #include "core/keys.h"
 #include "tether/cluster.h"
 #include "tether/tether.h"

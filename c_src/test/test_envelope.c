@@ -10,6 +10,7 @@
 
 #include "core/envelope.h"
 #include "core/keys.h"
+#include "test/util.h"
 
 static const uint8_t COOKIE[] = "ENVELOPETESTCOOKIE";
 #define COOKIE_LEN (sizeof COOKIE - 1)
@@ -166,14 +167,6 @@ static uint64_t rejections(const tether_envelope_stats_t *s)
            s->bad_signature + s->misaddressed + s->no_session;
 }
 
-static int all_zero(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        if (b[i] != 0)
-            return 0;
-    return 1;
-}
 
 /* ---- hellos --------------------------------------------------------------
  */
