@@ -114,7 +114,8 @@ typedef struct tether_cluster {
     size_t nev, capev;
     bool wake_pending;
     uint64_t bad_input;
-    /* Services (core/service.h) and the tether_rpc requests. */
+    /* The cluster service table (core/service_table.h), the registry and
+     * the tether_rpc requests. */
     tether_svctab_t *svc;   /* the service table of eng */
     tether_registry_t *reg; /* the name registry of eng */
     reg_name_t names[NAMES_MAX];

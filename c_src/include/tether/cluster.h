@@ -7,11 +7,10 @@
  * application's tether_server, so BEAM nodes running the `tether`
  * application and C-nodes form one cluster:
  *
- *   {'$tether', FromNode, Bytes}   engine bytes, to `tether` on the peer,
- *                                  sent only over an existing connection
- *   {'$tether_restart', FromNode}  sent to every connected node when the
- *                                  engine (re)starts; the receiver drops
- *                                  its session with FromNode
+ *   {'$tether', FromNode, Bytes}   engine bytes (hellos, signed restart
+ *                                  notices, sealed envelopes), to
+ *                                  `tether` on the peer, sent only over
+ *                                  an existing connection
  *
  * Keys: with neither a cluster secret nor an identity, the cluster secret
  * derives from the node's cookie exactly as on the BEAM side, so nodes
