@@ -28,8 +28,13 @@
          reg_resolve/3, reg_whereis/2, reg_names/1, reg_entries/1, reg_info/1]).
 -export([svc_register/4, svc_unregister/2, svc_lookup/2, svc_local/2,
          svc_names/1, svc_info/1]).
+-export([ring_hash/1, ring_shard/2, ring_new/2, ring_add/2, ring_remove/2,
+         ring_nodes/1, ring_info/1, ring_place/2, ring_owners/3,
+         ring_shard_of/2, ring_shard_owners/3]).
+-export([engine_place/2, engine_owners/3, engine_shard/2,
+         engine_shard_owners/3, engine_is_owner/2, engine_ring/1]).
 
--export_type([engine/0, action/0, engine_opts/0, error_reason/0]).
+-export_type([engine/0, ring/0, action/0, engine_opts/0, error_reason/0]).
 
 -on_load(init/0).
 
@@ -37,6 +42,10 @@
 
 %% An engine resource; freed (keys wiped) when no term refers to it.
 -opaque engine() :: reference().
+
+%% A standalone ring (`c_src/core/ring.h'): a value, never changed; an
+%% update makes a new one.
+-opaque ring() :: reference().
 
 -type name() :: binary().
 
@@ -59,7 +68,8 @@
                          cookie => binary(),
                          identity_seed => <<_:256>>,
                          seeds => [name()],
-                         seed_retry_ms => pos_integer()}.
+                         seed_retry_ms => pos_integer(),
+                         ring_size => pos_integer()}.
 
 %% What the engine asks of its shell or tells it (`c_src/core/engine.h',
 %% tether_action_t), one term per kind:
@@ -78,6 +88,11 @@
 %%     resolver and answer with reg_resolve/3.</li>
 %% <li>`{service, up | down, NameEtf, Node}': Node's instance of a service
 %%     came or changed (up), or went (down).</li>
+%% <li>`{join, Contact, ok | {refused, Param, Ours, Theirs} | timeout}': a
+%%     join through Contact ended.</li>
+%% <li>`{shard, Generation, acquired | released, Shard}': this node became
+%%     or stopped being the primary of a shard of the cluster ring.</li>
+%% <li>`{log, error | warning | info, Text}': a line to log.</li>
 %% </ul>
 -type action() :: {send, name(), binary()}
                 | {connect, name()}
@@ -85,7 +100,13 @@
                 | {message, name(), binary()}
                 | {reg_lost, binary(), binary(), binary(), 0..2}
                 | {reg_resolve, binary(), binary(), binary()}
-                | {service, up | down, binary(), name()}.
+                | {service, up | down, binary(), name()}
+                | {join, name(), ok | timeout
+                                 | {refused, atom(), non_neg_integer(),
+                                    non_neg_integer()}}
+                | {shard, non_neg_integer(), acquired | released,
+                   non_neg_integer()}
+                | {log, error | warning | info, binary()}.
 
 %% @private Loads the shared library; called by the code server.
 -spec init() -> ok | {error, term()}.
@@ -356,3 +377,103 @@ priv_dir() ->
         Dir ->
             Dir
     end.
+
+%%% The consistent-hash ring (c_src/core/ring.h)
+
+%% @doc The 64-bit ring hash of Term (its canonical encoding under
+%% SipHash-2-4): the same on every member, BEAM or C, and every OTP
+%% release. `badarg' for a term with no canonical form (a closure).
+-spec ring_hash(term()) -> non_neg_integer().
+ring_hash(_Term) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The shard of Term in a ring of Shards (a power of two).
+-spec ring_shard(term(), pos_integer()) -> non_neg_integer().
+ring_shard(_Term, _Shards) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc A standalone ring of Nodes (names as binaries or ASCII atoms) and
+%% Shards shards. `{error, invalid}' for a repeated name; `badarg' for a
+%% bad list or a Shards that is not a power of two up to 65536.
+-spec ring_new([name() | atom()], pos_integer()) ->
+          {ok, ring()} | {error, error_reason()}.
+ring_new(_Nodes, _Shards) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc A new ring with Node added (`{error, exists}' when it is a member).
+-spec ring_add(ring(), name() | atom()) -> {ok, ring()} | {error, error_reason()}.
+ring_add(_Ring, _Node) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc A new ring without Node (`{error, not_found}' when it is none).
+-spec ring_remove(ring(), name() | atom()) ->
+          {ok, ring()} | {error, error_reason()}.
+ring_remove(_Ring, _Node) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The members of a ring, sorted (atoms; binaries for names outside
+%% ASCII).
+-spec ring_nodes(ring()) -> [atom() | binary()].
+ring_nodes(_Ring) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc `{Shards, Members}' of a ring.
+-spec ring_info(ring()) -> {pos_integer(), non_neg_integer()}.
+ring_info(_Ring) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The primary of Key's shard, or `undefined' in an empty ring.
+-spec ring_place(ring(), term()) -> atom() | binary() | undefined.
+ring_place(_Ring, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Up to N distinct owners of Key's shard, best first.
+-spec ring_owners(ring(), term(), pos_integer()) -> [atom() | binary()].
+ring_owners(_Ring, _Key, _N) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Key's shard in a ring.
+-spec ring_shard_of(ring(), term()) -> non_neg_integer().
+ring_shard_of(_Ring, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Up to N distinct owners of Shard, best first (`badarg' for a shard
+%% out of range).
+-spec ring_shard_owners(ring(), non_neg_integer(), pos_integer()) ->
+          [atom() | binary()].
+ring_shard_owners(_Ring, _Shard, _N) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The primary of Key in the engine's cluster ring (read under the
+%% read lock, no message), or `undefined' with no members.
+-spec engine_place(engine(), term()) -> atom() | binary() | undefined.
+engine_place(_Engine, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Up to N distinct owners of Key in the cluster ring, best first.
+-spec engine_owners(engine(), term(), pos_integer()) -> [atom() | binary()].
+engine_owners(_Engine, _Key, _N) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Key's shard in the cluster ring.
+-spec engine_shard(engine(), term()) -> non_neg_integer().
+engine_shard(_Engine, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Up to N distinct owners of Shard in the cluster ring.
+-spec engine_shard_owners(engine(), non_neg_integer(), pos_integer()) ->
+          [atom() | binary()].
+engine_shard_owners(_Engine, _Shard, _N) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Whether this node is the primary of Key's shard.
+-spec engine_is_owner(engine(), term()) -> boolean().
+engine_is_owner(_Engine, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc `{RingSize, Generation, OwnShards}': the cluster ring's size and a
+%% snapshot of the shards this node owns at that generation.
+-spec engine_ring(engine()) ->
+          {pos_integer(), non_neg_integer(), [non_neg_integer()]}.
+engine_ring(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).

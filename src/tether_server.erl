@@ -599,6 +599,13 @@ act({reg_lost, NameB, LoserB, WinnerB, M}, S) ->
     reg_lost(NameB, LoserB, WinnerB, M, S);
 act({reg_resolve, NameB, WinnerB, LoserB}, S) ->
     reg_resolve(NameB, WinnerB, LoserB, S);
+act({join, _Contact, _Outcome}, S) ->
+    S;
+act({shard, _Generation, _Change, _Shard}, S) ->
+    S;
+act({log, Level, Text}, S) ->
+    logger:log(Level, "tether: ~ts", [Text]),
+    S;
 act({service, Up, NameB, Node}, S) ->
     tether_service_server:event(Up, NameB, binary_to_atom(Node, utf8)),
     S;

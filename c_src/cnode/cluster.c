@@ -342,6 +342,27 @@ static void rpc_start_pending(cluster_t *cl);
 static void rpc_hold(cluster_t *cl, const char *from, const tether_bytes_t *b);
 static void name_lost(cluster_t *cl, const tether_bytes_t *name);
 
+/* A join through a->peer ended: a refusal or silence is logged. */
+static void join_result(cluster_t *cl, const tether_action_t *a)
+{
+    if (a->u.join.status == TETHER_JOIN_OK)
+        LOG(cl->node, TETHER_LOG_INFO, "cluster: joined through '%s'", a->peer);
+    else if (a->u.join.status == TETHER_JOIN_REFUSED)
+        LOG(cl->node, TETHER_LOG_ERROR,
+            "cluster: '%s' refused our join: its %s is %llu, ours %llu",
+            a->peer, a->u.join.param, (unsigned long long)a->u.join.theirs,
+            (unsigned long long)a->u.join.ours);
+}
+
+/* This node gained or lost a shard of the ring. */
+static void shard_event(cluster_t *cl, const tether_action_t *a)
+{
+    LOG(cl->node, TETHER_LOG_DEBUG, "cluster: shard %u %s (generation %llu)",
+        (unsigned)a->u.shard.shard,
+        a->u.shard.acquired ? "acquired" : "released",
+        (unsigned long long)a->u.shard.generation);
+}
+
 /* Carries out one action of the engine: the C-node's one place that
  * turns engine output into I/O, logs and state. */
 static void act(cluster_t *cl, const tether_action_t *a)
@@ -370,6 +391,20 @@ static void act(cluster_t *cl, const tether_action_t *a)
     case TETHER_ACT_SERVICE:
         LOG(cl->node, TETHER_LOG_DEBUG, "cluster: an instance on '%s' %s",
             a->peer, a->u.service.up ? "came or changed" : "went");
+        break;
+    case TETHER_ACT_JOIN:
+        join_result(cl, a);
+        break;
+    case TETHER_ACT_SHARD:
+        shard_event(cl, a);
+        break;
+    case TETHER_ACT_LOG:
+        LOG(cl->node,
+            a->u.log.level == TETHER_ACT_LOG_ERROR     ? TETHER_LOG_ERROR
+            : a->u.log.level == TETHER_ACT_LOG_WARNING ? TETHER_LOG_WARNING
+                                                       : TETHER_LOG_INFO,
+            "cluster: %.*s", (int)a->u.log.text.len,
+            (const char *)a->u.log.text.ptr);
         break;
     }
 }

@@ -20,6 +20,8 @@
  *   an unsolicited server hello at the client: -> HANDSHAKING (fresh hello)
  */
 #include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,7 +70,15 @@ struct tether_engine {
 
     int join_pending;
     char join_contact[TETHER_NODE_NAME_MAX + 1];
-    uint64_t join_at;
+    char join_first[TETHER_NODE_NAME_MAX + 1]; /* the contact asked */
+    uint64_t join_at, join_started, join_timeout_ms;
+
+    /* Parameters members must agree on (tether__engine_set_param). */
+    struct {
+        char name[TETHER_ENGINE_PARAM_NAME_MAX];
+        uint64_t value;
+    } params[TETHER_ENGINE_PARAMS_MAX];
+    size_t nparams;
 
     tether_membership_t ms;
     tether_partition_table_t parts;
@@ -190,8 +200,13 @@ static size_t byte_fields(tether_action_t *a, tether_bytes_t **f)
     case TETHER_ACT_SERVICE:
         f[0] = &a->u.service.name;
         return 1;
+    case TETHER_ACT_LOG:
+        f[0] = &a->u.log.text;
+        return 1;
     case TETHER_ACT_CONNECT:
     case TETHER_ACT_MEMBER:
+    case TETHER_ACT_JOIN:
+    case TETHER_ACT_SHARD:
         return 0;
     }
     return 0;
@@ -479,6 +494,26 @@ static int send_inc_msg(tether_engine_t *eng, const char *to, uint8_t type,
     return send_x(eng, to, type, &x, rc);
 }
 
+/* {join, Inc, [{Param, Value}]} to the contact. */
+static int send_join(tether_engine_t *eng, const char *to)
+{
+    ei_x_buff x;
+    int rc = tether__etf_begin(&x, 3, "join");
+
+    if (rc == 0 && (ei_x_encode_ulonglong(&x, eng->incarnation) < 0 ||
+                    (eng->nparams > 0 &&
+                     ei_x_encode_list_header(&x, (long)eng->nparams) < 0)))
+        rc = TETHER_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < eng->nparams; i++)
+        if (ei_x_encode_tuple_header(&x, 2) < 0 ||
+            ei_x_encode_atom(&x, eng->params[i].name) < 0 ||
+            ei_x_encode_ulonglong(&x, eng->params[i].value) < 0)
+            rc = TETHER_ENOMEM;
+    if (rc == 0 && ei_x_encode_empty_list(&x) < 0)
+        rc = TETHER_ENOMEM;
+    return send_x(eng, to, TETHER_MSG_JOIN, &x, rc);
+}
+
 static int send_members(tether_engine_t *eng, const char *to)
 {
     ei_x_buff x;
@@ -644,6 +679,8 @@ static void act_member(tether_engine_t *eng, const char *name, int up)
  */
 static void refresh_liveness(tether_engine_t *eng)
 {
+    int changed = 0;
+
     for (size_t i = 0; i < eng->ms.n; i++) {
         tether_member_t *m = &eng->ms.v[i];
         char name[TETHER_NODE_NAME_MAX + 1];
@@ -663,6 +700,7 @@ static void refresh_liveness(tether_engine_t *eng)
         if (live == m->live)
             continue;
         m->live = live;
+        changed = 1;
         eng->stats.member_events++;
         memcpy(name, m->name, sizeof name);
         act_member(eng, name, live);
@@ -671,6 +709,10 @@ static void refresh_liveness(tether_engine_t *eng)
                 eng->modules[k].m.on_member(eng, eng->modules[k].ctx, name,
                                             live);
     }
+    if (changed)
+        for (size_t k = 0; k < eng->nmodules; k++)
+            if (eng->modules[k].m.on_members_changed)
+                eng->modules[k].m.on_members_changed(eng, eng->modules[k].ctx);
 }
 
 /* ------------------------------------------------- sessions and flows */
@@ -729,7 +771,7 @@ static void session_up(tether_engine_t *eng, peer_t *p)
     if (eng->parts.n > 0)
         (void)send_partitions(eng, p->name);
     if (eng->join_pending && strcmp(eng->join_contact, p->name) == 0)
-        (void)send_inc_msg(eng, p->name, TETHER_MSG_JOIN, "join");
+        (void)send_join(eng, p->name);
     m = tether__membership_find(&eng->ms, p->name);
     if (m != NULL && m->status == TETHER_MEMBER_ALIVE)
         (void)send_heartbeat(eng, p->name);
@@ -785,7 +827,7 @@ static void handle_heartbeat(tether_engine_t *eng, peer_t *p, const char *buf,
         return;
     }
     if (tether__membership_heartbeat(&eng->ms, p->name, inc, eng->now,
-                                    eng->ttl_ms) < 0) {
+                                     eng->ttl_ms) < 0) {
         eng->stats.recv_stale++;
         return;
     }
@@ -793,17 +835,129 @@ static void handle_heartbeat(tether_engine_t *eng, peer_t *p, const char *buf,
         (void)send_members(eng, p->name);
 }
 
+/* A line for the shell's log (TETHER_ACT_LOG). */
+static void act_log(tether_engine_t *eng, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void act_log(tether_engine_t *eng, int level, const char *fmt, ...)
+{
+    tether_action_t a = {.kind = TETHER_ACT_LOG};
+    char text[512];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    a.u.log.level = level;
+    a.u.log.text.ptr = (const uint8_t *)text;
+    a.u.log.text.len = (size_t)n < sizeof text ? (size_t)n : sizeof text - 1;
+    (void)tether__engine_push(eng, &a);
+}
+
+/* Ends the pending join with a TETHER_ACT_JOIN action. */
+static void join_done(tether_engine_t *eng, int status, const char *param,
+                      uint64_t ours, uint64_t theirs)
+{
+    tether_action_t a = {.kind = TETHER_ACT_JOIN};
+
+    if (!eng->join_pending)
+        return;
+    eng->join_pending = 0;
+    memcpy(a.peer, eng->join_first, sizeof a.peer);
+    a.u.join.status = status;
+    if (param != NULL)
+        snprintf(a.u.join.param, sizeof a.u.join.param, "%s", param);
+    a.u.join.ours = ours;
+    a.u.join.theirs = theirs;
+    (void)tether__engine_push(eng, &a);
+}
+
+/* Our value of parameter name, or -1 when we set none. */
+static int param_find(const tether_engine_t *eng, const char *name)
+{
+    for (size_t i = 0; i < eng->nparams; i++)
+        if (strcmp(eng->params[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/*
+ * Reads the joiner's [{Param, Value}] and compares it with ours. Returns
+ * 1 and fills name/ours/theirs for the first parameter both set and
+ * differ, 0 when they agree, TETHER_EPROTO for a bad list.
+ */
+static int params_differ(tether_engine_t *eng, const char *buf, int *idx,
+                         char name[TETHER_ENGINE_PARAM_NAME_MAX],
+                         uint64_t *ours, uint64_t *theirs)
+{
+    int count, found = 0;
+
+    if (tether__etf_list(buf, idx, &count) < 0 ||
+        count > TETHER_ENGINE_PARAMS_MAX)
+        return TETHER_EPROTO;
+    for (int k = 0; k < count; k++) {
+        char n[MAXATOMLEN_UTF8];
+        uint64_t v;
+        int i;
+        if (tether__etf_expect_tuple(buf, idx, 2) < 0 ||
+            ei_decode_atom_as(buf, idx, n, sizeof n, ERLANG_UTF8, NULL, NULL) <
+                0 ||
+            tether__etf_decode_u64(buf, idx, &v) < 0)
+            return TETHER_EPROTO;
+        i = param_find(eng, n);
+        if (!found && i >= 0 && eng->params[i].value != v) {
+            found = 1;
+            snprintf(name, TETHER_ENGINE_PARAM_NAME_MAX, "%s",
+                     eng->params[i].name);
+            *ours = eng->params[i].value;
+            *theirs = v;
+        }
+    }
+    if (tether__etf_list_end(buf, idx, count) < 0)
+        return TETHER_EPROTO;
+    return found;
+}
+
+/* {join_refused, Param, Ours, Theirs} to a joiner. */
+static void send_join_refused(tether_engine_t *eng, const char *to,
+                              const char *param, uint64_t ours, uint64_t theirs)
+{
+    ei_x_buff x;
+    int rc = tether__etf_begin(&x, 4, "join_refused");
+
+    if (rc == 0 && (ei_x_encode_atom(&x, param) < 0 ||
+                    ei_x_encode_ulonglong(&x, ours) < 0 ||
+                    ei_x_encode_ulonglong(&x, theirs) < 0))
+        rc = TETHER_ENOMEM;
+    (void)send_x(eng, to, TETHER_MSG_JOIN_REFUSED, &x, rc);
+}
+
 static void handle_join(tether_engine_t *eng, peer_t *p, const char *buf,
                         int idx)
 {
-    uint64_t inc;
+    char param[TETHER_ENGINE_PARAM_NAME_MAX];
+    uint64_t inc, ours = 0, theirs = 0;
+    int rc;
 
-    if (tether__etf_decode_u64(buf, &idx, &inc) < 0) {
+    if (tether__etf_decode_u64(buf, &idx, &inc) < 0 ||
+        (rc = params_differ(eng, buf, &idx, param, &ours, &theirs)) < 0) {
         eng->stats.recv_bad_term++;
         return;
     }
+    if (rc == 1) {
+        /* Never a member: it would not agree with us on `param`. */
+        eng->stats.joins_refused++;
+        act_log(eng, TETHER_ACT_LOG_WARNING,
+                "refused the join of '%s': its %s is %llu, ours %llu", p->name,
+                param, (unsigned long long)theirs, (unsigned long long)ours);
+        send_join_refused(eng, p->name, param, ours, theirs);
+        return;
+    }
     if (tether__membership_heartbeat(&eng->ms, p->name, inc, eng->now,
-                                    eng->ttl_ms) < 0) {
+                                     eng->ttl_ms) < 0) {
         eng->stats.recv_stale++;
         return;
     }
@@ -823,7 +977,7 @@ static void join_answered(tether_engine_t *eng, const char *contact)
     const tether_member_t *next = NULL;
 
     if (c != NULL && c->status == TETHER_MEMBER_ALIVE) {
-        eng->join_pending = 0;
+        join_done(eng, TETHER_JOIN_OK, NULL, 0, 0);
         return;
     }
     for (size_t i = 0; i < eng->ms.n; i++) {
@@ -847,8 +1001,8 @@ static void handle_members(tether_engine_t *eng, peer_t *p, const char *buf,
 {
     int changed = 0, behind = 0;
 
-    if (tether__membership_decode_merge(&eng->ms, buf, &idx, &changed, &behind) <
-        0) {
+    if (tether__membership_decode_merge(&eng->ms, buf, &idx, &changed,
+                                        &behind) < 0) {
         eng->stats.recv_bad_term++;
         return;
     }
@@ -897,7 +1051,7 @@ static void handle_partitions(tether_engine_t *eng, peer_t *p, const char *buf,
     int changed = 0, behind = 0;
 
     if (tether__partition_decode_merge(&eng->parts, buf, &idx, &changed,
-                                      &behind) < 0) {
+                                       &behind) < 0) {
         eng->stats.recv_bad_term++;
         return;
     }
@@ -918,6 +1072,30 @@ static void handle_pdigest(tether_engine_t *eng, peer_t *p, const char *buf,
     }
     if (digest != tether__partition_digest(&eng->parts))
         (void)send_partitions(eng, p->name);
+}
+
+/* {join_refused, Param, Ours, Theirs} from the contact of our join: it
+ * would not take us (its Ours is our Theirs). */
+static void handle_join_refused(tether_engine_t *eng, peer_t *p,
+                                const char *buf, int idx)
+{
+    char param[MAXATOMLEN_UTF8];
+    uint64_t theirs, ours;
+
+    if (ei_decode_atom_as(buf, &idx, param, sizeof param, ERLANG_UTF8, NULL,
+                          NULL) < 0 ||
+        tether__etf_decode_u64(buf, &idx, &theirs) < 0 ||
+        tether__etf_decode_u64(buf, &idx, &ours) < 0) {
+        eng->stats.recv_bad_term++;
+        return;
+    }
+    if (!eng->join_pending || strcmp(eng->join_contact, p->name) != 0 ||
+        param_find(eng, param) < 0) {
+        eng->stats.recv_stale++;
+        return;
+    }
+    eng->stats.joins_refused++;
+    join_done(eng, TETHER_JOIN_REFUSED, param, ours, theirs);
 }
 
 /* Checks {Tag, ...} of the given arity; leaves idx after the tag. */
@@ -942,7 +1120,8 @@ typedef struct core_msg {
 
 static const core_msg_t core_msgs[] = {
     {TETHER_MSG_HEARTBEAT, 3, "hb", handle_heartbeat},
-    {TETHER_MSG_JOIN, 2, "join", handle_join},
+    {TETHER_MSG_JOIN, 3, "join", handle_join},
+    {TETHER_MSG_JOIN_REFUSED, 4, "join_refused", handle_join_refused},
     {TETHER_MSG_MEMBERS, 2, "members", handle_members},
     {TETHER_MSG_LEAVE, 2, "leave", handle_leave},
     {TETHER_MSG_PARTITIONS, 2, "partitions", handle_partitions},
@@ -984,7 +1163,7 @@ static void dispatch(tether_engine_t *eng, peer_t *p, uint8_t type,
             if (is_state(type)) {
                 eng->stats.part_skipped++;
             } else if (tether__defer_push(&p->inq, type, (const uint8_t *)buf,
-                                         len) < 0) {
+                                          len) < 0) {
                 eng->stats.defer_overflow++;
             } else {
                 eng->stats.part_deferred++;
@@ -1375,11 +1554,18 @@ static void round_tick(tether_engine_t *eng)
         for (size_t i = 0; i < eng->npeers; i++)
             if (eng->peers[i]->usable)
                 (void)send_pdigest(eng, eng->peers[i]->name);
+    if (eng->join_pending &&
+        eng->now >= eng->join_started + eng->join_timeout_ms) {
+        act_log(eng, TETHER_ACT_LOG_WARNING,
+                "the join through '%s' had no answer in %llu ms",
+                eng->join_first, (unsigned long long)eng->join_timeout_ms);
+        join_done(eng, TETHER_JOIN_TIMEOUT, NULL, 0, 0);
+    }
     if (eng->join_pending && eng->now >= eng->join_at + eng->retry_ms) {
         peer_t *c = find_peer(eng, eng->join_contact);
         eng->join_at = eng->now;
         if (c != NULL && c->usable)
-            (void)send_inc_msg(eng, c->name, TETHER_MSG_JOIN, "join");
+            (void)send_join(eng, c->name);
         else if (c == NULL || !c->connected)
             (void)act_connect(eng, eng->join_contact);
     }
@@ -1485,13 +1671,12 @@ int tether_engine_join(tether_engine_t *eng, const char *contact)
     if (c == NULL)
         return TETHER_ENOMEM;
     memcpy(eng->join_contact, contact, strlen(contact) + 1);
+    memcpy(eng->join_first, contact, strlen(contact) + 1);
     eng->join_pending = 1;
     eng->join_at = eng->now;
+    eng->join_started = eng->now;
     if (c->usable)
-        return send_inc_msg(eng, contact, TETHER_MSG_JOIN, "join") ==
-                       TETHER_ENOMEM
-                   ? TETHER_ENOMEM
-                   : 0;
+        return send_join(eng, contact) == TETHER_ENOMEM ? TETHER_ENOMEM : 0;
     if (!c->connected) {
         c->connect_asked = 1;
         c->connect_at = eng->now;
@@ -1605,19 +1790,47 @@ const uint8_t *tether_engine_public_key(const tether_engine_t *eng)
 }
 
 int tether__engine_register_module(tether_engine_t *eng,
-                                  const tether_engine_module_t *m, void *ctx)
+                                   const tether_engine_module_t *m, void *ctx)
 {
-    if (m == NULL || m->type < TETHER_MSG_MODULE_MIN ||
-        m->type == TETHER_MSG_SHELL)
+    if (m == NULL || (m->type != 0 && (m->type < TETHER_MSG_MODULE_MIN ||
+                                       m->type == TETHER_MSG_SHELL)))
         return TETHER_EINVAL;
-    if (eng->module_of[m->type] >= 0)
+    if (m->type != 0 && eng->module_of[m->type] >= 0)
         return TETHER_EEXIST;
+    for (size_t k = 0; m->type == 0 && m->name != NULL && k < eng->nmodules;
+         k++)
+        if (eng->modules[k].m.name != NULL &&
+            strcmp(eng->modules[k].m.name, m->name) == 0)
+            return TETHER_EEXIST; /* a module without a type, by name */
     if (eng->nmodules == TETHER_ENGINE_MODULES_MAX)
         return TETHER_ETOOBIG;
     eng->modules[eng->nmodules].m = *m;
     eng->modules[eng->nmodules].ctx = ctx;
-    eng->module_of[m->type] = (int8_t)eng->nmodules;
+    if (m->type != 0)
+        eng->module_of[m->type] = (int8_t)eng->nmodules;
     eng->nmodules++;
+    return 0;
+}
+
+int tether__engine_set_param(tether_engine_t *eng, const char *name,
+                             uint64_t value)
+{
+    size_t n = name ? strlen(name) : 0;
+    int i;
+
+    if (n == 0 || n >= TETHER_ENGINE_PARAM_NAME_MAX)
+        return TETHER_EINVAL;
+    for (size_t k = 0; k < n; k++)
+        if (!((name[k] >= 'a' && name[k] <= 'z') ||
+              (name[k] >= '0' && name[k] <= '9') || name[k] == '_'))
+            return TETHER_EINVAL;
+    i = param_find(eng, name);
+    if (i >= 0)
+        return eng->params[i].value == value ? 0 : TETHER_EEXIST;
+    if (eng->nparams == TETHER_ENGINE_PARAMS_MAX)
+        return TETHER_ETOOBIG;
+    memcpy(eng->params[eng->nparams].name, name, n + 1);
+    eng->params[eng->nparams++].value = value;
     return 0;
 }
 
@@ -1648,7 +1861,7 @@ void tether__engine_stamp_merge(tether_engine_t *eng, uint64_t stamp)
 
     /* A stamp too far ahead of our wall clock is not merged (hlc.h). */
     if (tether__hlc_update(&eng->hlc, tether__engine_wall(eng), stamp,
-                          &ignored) < 0)
+                           &ignored) < 0)
         return;
 }
 
@@ -1785,6 +1998,9 @@ int tether_engine_new(const tether_engine_config_t *cfg, tether_engine_t **out)
     tether__hlc_init(&eng->hlc, 0);
     eng->seed_retry_ms =
         cfg->seed_retry_ms ? cfg->seed_retry_ms : 3u * cfg->heartbeat_ms;
+    eng->join_timeout_ms = cfg->join_timeout_ms
+                               ? cfg->join_timeout_ms
+                               : TETHER_ENGINE_DEFAULT_JOIN_TIMEOUT_MS;
     if (cfg->nseeds > 0) {
         eng->seeds = calloc(cfg->nseeds, sizeof *eng->seeds);
         if (eng->seeds == NULL) {

@@ -38,7 +38,10 @@
  *                    never keeps sending to our old session
  *   0x10 ACK         ok                     session confirmation (server)
  *   0x11 HEARTBEAT   {hb, Inc, MembersDigest}
- *   0x12 JOIN        {join, Inc}
+ *   0x12 JOIN        {join, Inc, [{Param, Value}]}   Params are what members
+ *                    must agree on (module-declared, e.g. ring_size)
+ *   0x17 JOIN_REFUSED {join_refused, Param, Ours, Theirs}  the contact's
+ *                    answer to a join whose parameters differ from its own
  *   0x13 MEMBERS     {members, [{Node, Inc, alive|left}]}
  *   0x14 LEAVE       {leave, Inc}
  *   0x15 PARTITIONS  {partitions, [{Ref, drop|defer, active|healed,
@@ -50,6 +53,7 @@
  *                    (or to the caller of tether_engine_open())
  *   0x21 REGISTRY    the name registry (core/registry.h)
  *   0x22 SERVICE     the cluster service table (core/service_table.h)
+ *   (the ring, core/ring.h, has no messages: it follows membership)
  *   0x23..0xff       free for new modules (core/module.h); list each here
  *
  * Partitions and liveness (the decision): hellos, restart notices, ACK,
@@ -91,26 +95,30 @@
 #include "tether/error.h"
 
 /* Sealed message types (envelope type byte): the table above. */
-#define TETHER_MSG_ACK        0x10
-#define TETHER_MSG_HEARTBEAT  0x11
-#define TETHER_MSG_JOIN       0x12
-#define TETHER_MSG_MEMBERS    0x13
-#define TETHER_MSG_LEAVE      0x14
-#define TETHER_MSG_PARTITIONS 0x15
-#define TETHER_MSG_PDIGEST    0x16
-#define TETHER_MSG_MODULE_MIN 0x20 /* first type beyond the engine's own */
-#define TETHER_MSG_SHELL      0x20
-#define TETHER_MSG_REGISTRY   0x21
-#define TETHER_MSG_SERVICE    0x22
+#define TETHER_MSG_ACK          0x10
+#define TETHER_MSG_HEARTBEAT    0x11
+#define TETHER_MSG_JOIN         0x12
+#define TETHER_MSG_MEMBERS      0x13
+#define TETHER_MSG_LEAVE        0x14
+#define TETHER_MSG_PARTITIONS   0x15
+#define TETHER_MSG_PDIGEST      0x16
+#define TETHER_MSG_JOIN_REFUSED 0x17
+#define TETHER_MSG_MODULE_MIN   0x20 /* first type beyond the engine's own */
+#define TETHER_MSG_SHELL        0x20
+#define TETHER_MSG_REGISTRY     0x21
+#define TETHER_MSG_SERVICE      0x22
 
-#define TETHER_ENGINE_SEED_BYTES     32
-#define TETHER_ENGINE_DEFAULT_HB_MS  1000
-#define TETHER_ENGINE_DEFAULT_TTL_MS 5000
-#define TETHER_ENGINE_DEFAULT_DEFER  1024 /* queued messages per peer */
-#define TETHER_ENGINE_LEAVE_ROUNDS   3    /* heartbeats a leave is repeated */
-#define TETHER_ENGINE_PEERS_MAX      1024
-#define TETHER_ENGINE_SEEDS_MAX      64
-#define TETHER_ENGINE_MODULES_MAX    32
+#define TETHER_ENGINE_SEED_BYTES              32
+#define TETHER_ENGINE_DEFAULT_HB_MS           1000
+#define TETHER_ENGINE_DEFAULT_TTL_MS          5000
+#define TETHER_ENGINE_DEFAULT_DEFER           1024 /* queued messages per peer */
+#define TETHER_ENGINE_LEAVE_ROUNDS            3 /* heartbeats a leave is repeated */
+#define TETHER_ENGINE_PEERS_MAX               1024
+#define TETHER_ENGINE_SEEDS_MAX               64
+#define TETHER_ENGINE_MODULES_MAX             32
+#define TETHER_ENGINE_PARAMS_MAX              8
+#define TETHER_ENGINE_PARAM_NAME_MAX          16 /* bytes, NUL included */
+#define TETHER_ENGINE_DEFAULT_JOIN_TIMEOUT_MS 5000
 
 typedef struct tether_engine tether_engine_t;
 
@@ -136,6 +144,8 @@ typedef struct tether_engine_config {
     const char *const *seeds;     /* nodes to join at start (copied) */
     size_t nseeds;                /* 0..TETHER_ENGINE_SEEDS_MAX */
     uint32_t seed_retry_ms;       /* 0: 3 * heartbeat_ms */
+    uint32_t join_timeout_ms;     /* 0: the default; a join not answered
+                                     by then ends (TETHER_ACT_JOIN) */
 } tether_engine_config_t;
 
 /* A byte string inside an action (valid until the action is released). */
@@ -167,7 +177,25 @@ typedef enum tether_action_kind {
     /* `peer`'s instance of a service came or changed (u.service.up = 1)
      * or went (core/service_table.h). */
     TETHER_ACT_SERVICE,
+    /* A join through contact `peer` ended: u.join.status (joined, refused
+     * for a parameter both sides set differently, or no answer in time). */
+    TETHER_ACT_JOIN,
+    /* This node became or stopped being the primary of a shard of the
+     * cluster ring (core/ring.h), at ring generation u.shard.generation. */
+    TETHER_ACT_SHARD,
+    /* A line the shell should log (u.log: level and text). */
+    TETHER_ACT_LOG,
 } tether_action_kind_t;
+
+/* u.join.status */
+#define TETHER_JOIN_OK      0
+#define TETHER_JOIN_REFUSED 1 /* u.join.param differs: ours, theirs */
+#define TETHER_JOIN_TIMEOUT 2 /* no answer within join_timeout_ms */
+
+/* u.log.level */
+#define TETHER_ACT_LOG_ERROR   0
+#define TETHER_ACT_LOG_WARNING 1
+#define TETHER_ACT_LOG_INFO    2
 
 /*
  * One action. After tether_engine_next_action() the caller owns it and
@@ -202,6 +230,20 @@ typedef struct tether_action {
             int up;
             tether_bytes_t name; /* the service name's term (ETF) */
         } service;
+        struct {
+            int status;                               /* TETHER_JOIN_* */
+            char param[TETHER_ENGINE_PARAM_NAME_MAX]; /* REFUSED */
+            uint64_t ours, theirs;                    /* REFUSED */
+        } join;
+        struct {
+            uint64_t generation;
+            uint32_t shard;
+            int acquired; /* 1: acquired, 0: released */
+        } shard;
+        struct {
+            int level;           /* TETHER_ACT_LOG_* */
+            tether_bytes_t text; /* UTF-8, no NUL */
+        } log;
     } u;
     void *block; /* private: holds the byte strings above */
 } tether_action_t;
@@ -228,6 +270,7 @@ typedef struct tether_engine_stats {
     uint64_t ticks;
     uint64_t restarts_seen; /* restart notices of a newer incarnation */
     uint64_t seed_joins;    /* joins started from the configured seeds */
+    uint64_t joins_refused; /* joins refused for a parameter (both sides) */
 } tether_engine_stats_t;
 
 /* Envelope-accepted hook: called once per envelope opened (for checks). */
@@ -284,8 +327,10 @@ void tether_engine_action_release(tether_action_t *a);
 uint8_t *tether_engine_action_take(tether_action_t *a);
 
 /* Local API. */
-/* Joins the cluster `contact` belongs to. Returns 0, TETHER_EINVAL,
- * TETHER_ECLOSED (we left), TETHER_ENOMEM. */
+/* Joins the cluster `contact` belongs to; the outcome comes as a
+ * TETHER_ACT_JOIN action (joined, refused, or no answer within
+ * join_timeout_ms). Returns 0, TETHER_EINVAL, TETHER_ECLOSED (we left),
+ * TETHER_ENOMEM. */
 int tether_engine_join(tether_engine_t *eng, const char *contact);
 /* Leaves the cluster (announced with our incarnation). Terminal: a node
  * that left comes back only as a new incarnation. Returns 0 or

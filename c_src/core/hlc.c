@@ -56,7 +56,7 @@ int tether__hlc_now(tether_hlc_t *hlc, uint64_t now_ms, uint64_t *out)
 }
 
 int tether__hlc_update(tether_hlc_t *hlc, uint64_t now_ms, uint64_t remote,
-                      uint64_t *out)
+                       uint64_t *out)
 {
     uint64_t top, next;
     int rc;

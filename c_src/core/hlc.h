@@ -41,7 +41,7 @@ uint32_t tether__hlc_logical(uint64_t ts);
  * bits, or TETHER_ETOOBIG if the logical counter would overflow.
  */
 TETHER_MUST_CHECK int tether__hlc_now(tether_hlc_t *hlc, uint64_t now_ms,
-                                     uint64_t *out);
+                                      uint64_t *out);
 
 /*
  * Merges a timestamp received from another node and issues the receive
@@ -52,6 +52,6 @@ TETHER_MUST_CHECK int tether__hlc_now(tether_hlc_t *hlc, uint64_t now_ms,
  * overflow.
  */
 TETHER_MUST_CHECK int tether__hlc_update(tether_hlc_t *hlc, uint64_t now_ms,
-                                        uint64_t remote, uint64_t *out);
+                                         uint64_t remote, uint64_t *out);
 
 #endif /* TETHER_CORE_HLC_H */

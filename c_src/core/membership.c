@@ -65,7 +65,7 @@ static tether_member_t *insert_at(tether_membership_t *ms, size_t i,
 }
 
 int tether__membership_init(tether_membership_t *ms, const char *self,
-                           uint64_t incarnation)
+                            uint64_t incarnation)
 {
     tether_member_t *m;
 
@@ -92,7 +92,7 @@ void tether__membership_fini(tether_membership_t *ms)
 }
 
 tether_member_t *tether__membership_find(const tether_membership_t *ms,
-                                        const char *name)
+                                         const char *name)
 {
     int found;
     size_t i;
@@ -109,7 +109,7 @@ tether_member_t *tether__membership_self(const tether_membership_t *ms)
 }
 
 int tether__membership_merge(tether_membership_t *ms, const char *name,
-                            uint64_t incarnation, int status)
+                             uint64_t incarnation, int status)
 {
     tether_member_t *m;
     int found;
@@ -148,7 +148,7 @@ int tether__membership_merge(tether_membership_t *ms, const char *name,
 }
 
 int tether__membership_heartbeat(tether_membership_t *ms, const char *name,
-                                uint64_t inc, uint64_t now_ms, uint64_t ttl_ms)
+                                 uint64_t inc, uint64_t now_ms, uint64_t ttl_ms)
 {
     tether_member_t *m;
     int rc;
@@ -244,7 +244,7 @@ static int decode_status(const char *buf, int *index, int *status)
 }
 
 int tether__membership_decode_merge(tether_membership_t *ms, const char *buf,
-                                   int *index, int *changed, int *behind)
+                                    int *index, int *changed, int *behind)
 {
     char name[TETHER_NODE_NAME_MAX + 1];
     uint64_t inc, h = TETHER_FNV_OFFSET;

@@ -55,15 +55,15 @@ typedef struct tether_membership {
  * Returns 0, TETHER_EINVAL (bad name) or TETHER_ENOMEM.
  */
 TETHER_MUST_CHECK int tether__membership_init(tether_membership_t *ms,
-                                             const char *self,
-                                             uint64_t incarnation);
+                                              const char *self,
+                                              uint64_t incarnation);
 
 /* Frees the table. NULL is a no-op. */
 void tether__membership_fini(tether_membership_t *ms);
 
 /* Finds the entry for `name`, or NULL. */
 tether_member_t *tether__membership_find(const tether_membership_t *ms,
-                                        const char *name);
+                                         const char *name);
 
 /* Our own entry (never NULL after init). */
 tether_member_t *tether__membership_self(const tether_membership_t *ms);
@@ -75,8 +75,9 @@ tether_member_t *tether__membership_self(const tether_membership_t *ms);
  * or TETHER_ENOMEM.
  */
 TETHER_MUST_CHECK int tether__membership_merge(tether_membership_t *ms,
-                                              const char *name,
-                                              uint64_t incarnation, int status);
+                                               const char *name,
+                                               uint64_t incarnation,
+                                               int status);
 
 /*
  * Records a heartbeat received directly from `name` at incarnation `inc`:
@@ -85,10 +86,9 @@ TETHER_MUST_CHECK int tether__membership_merge(tether_membership_t *ms,
  * incarnation, or the node left at this one or later; nothing changes),
  * or a merge error.
  */
-TETHER_MUST_CHECK int tether__membership_heartbeat(tether_membership_t *ms,
-                                                  const char *name,
-                                                  uint64_t inc, uint64_t now_ms,
-                                                  uint64_t ttl_ms);
+TETHER_MUST_CHECK int
+tether__membership_heartbeat(tether_membership_t *ms, const char *name,
+                             uint64_t inc, uint64_t now_ms, uint64_t ttl_ms);
 
 /* Clears the lease of `name` (its connection went down). */
 void tether__membership_expire(tether_membership_t *ms, const char *name);
@@ -104,7 +104,7 @@ uint64_t tether__membership_digest(const tether_membership_t *ms);
 
 /* Encodes the table as the wire list above. Returns 0 or TETHER_ENOMEM. */
 TETHER_MUST_CHECK int tether__membership_encode(const tether_membership_t *ms,
-                                               ei_x_buff *x);
+                                                ei_x_buff *x);
 
 /*
  * Decodes a wire list at *index (buffer already validated) and merges
@@ -115,8 +115,8 @@ TETHER_MUST_CHECK int tether__membership_encode(const tether_membership_t *ms,
  * merge error.
  */
 TETHER_MUST_CHECK int tether__membership_decode_merge(tether_membership_t *ms,
-                                                     const char *buf,
-                                                     int *index, int *changed,
-                                                     int *behind);
+                                                      const char *buf,
+                                                      int *index, int *changed,
+                                                      int *behind);
 
 #endif /* TETHER_CORE_MEMBERSHIP_H */

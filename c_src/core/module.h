@@ -50,18 +50,32 @@ typedef struct tether_engine_module {
                       int up);
     void (*on_tick)(tether_engine_t *eng, void *ctx, uint64_t now_ms);
     uint64_t (*next_deadline)(tether_engine_t *eng, void *ctx);
+    /* The live member set changed (once per input, after the on_member
+     * calls of that input). */
+    void (*on_members_changed)(tether_engine_t *eng, void *ctx);
     /* Frees the module (called once, by tether_engine_free()). */
     void (*free)(void *ctx);
 } tether_engine_module_t;
 
 /*
  * Registers a module for its type (>= TETHER_MSG_MODULE_MIN, not
- * TETHER_MSG_SHELL). The engine owns ctx from now on (see `free`).
+ * TETHER_MSG_SHELL; 0 for a module with no messages of its own). The
+ * engine owns ctx from now on (see `free`).
  * Returns 0, TETHER_EINVAL, TETHER_EEXIST (type taken) or TETHER_ETOOBIG.
  */
 TETHER_MUST_CHECK int
 tether__engine_register_module(tether_engine_t *eng,
-                              const tether_engine_module_t *m, void *ctx);
+                               const tether_engine_module_t *m, void *ctx);
+
+/*
+ * Declares a parameter every member must set alike (name: 1..15 bytes of
+ * [a-z0-9_]): a join between nodes that both set it and differ is refused
+ * on both sides. Returns 0, TETHER_EINVAL, TETHER_EEXIST (set already,
+ * to another value) or TETHER_ETOOBIG.
+ */
+TETHER_MUST_CHECK int tether__engine_set_param(tether_engine_t *eng,
+                                               const char *name,
+                                               uint64_t value);
 
 /*
  * Sends a module message to every live member but us, as

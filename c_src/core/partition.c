@@ -113,8 +113,8 @@ static tether_partition_t *find_mut(tether_partition_table_t *t, uint64_t ref)
 }
 
 int tether__partition_add(tether_partition_table_t *t, uint64_t ref, int mode,
-                         int healed, const char *const *a, size_t na,
-                         const char *const *b, size_t nb)
+                          int healed, const char *const *a, size_t na,
+                          const char *const *b, size_t nb)
 {
     tether_partition_t *p, e;
     size_t i;
@@ -201,7 +201,7 @@ tether__partition_find(const tether_partition_table_t *t, uint64_t ref)
 }
 
 int tether__partition_between(const tether_partition_table_t *t, const char *x,
-                             const char *y)
+                              const char *y)
 {
     int mode = TETHER_PARTITION_NONE;
 
@@ -315,7 +315,7 @@ static int decode_group(const char *buf, int *index, char ***g, size_t *n)
 }
 
 int tether__partition_decode_merge(tether_partition_table_t *t, const char *buf,
-                                  int *index, int *changed, int *behind)
+                                   int *index, int *changed, int *behind)
 {
     uint64_t h = TETHER_FNV_OFFSET, ref;
     char **a = NULL, **b = NULL;
@@ -397,7 +397,7 @@ static int grow(tether_defer_queue_t *q)
 }
 
 int tether__defer_push(tether_defer_queue_t *q, uint8_t type,
-                      const uint8_t *data, size_t len)
+                       const uint8_t *data, size_t len)
 {
     tether_defer_item_t *it;
 

@@ -66,14 +66,14 @@ void tether__partition_table_fini(tether_partition_table_t *t);
  * active entries) or TETHER_ENOMEM.
  */
 TETHER_MUST_CHECK int tether__partition_add(tether_partition_table_t *t,
-                                           uint64_t ref, int mode, int healed,
-                                           const char *const *a, size_t na,
-                                           const char *const *b, size_t nb);
+                                            uint64_t ref, int mode, int healed,
+                                            const char *const *a, size_t na,
+                                            const char *const *b, size_t nb);
 
 /* Marks ref healed. Returns 1 if it changed, 0 if already healed,
  * TETHER_ENOTFOUND. */
 TETHER_MUST_CHECK int tether__partition_heal(tether_partition_table_t *t,
-                                            uint64_t ref);
+                                             uint64_t ref);
 
 /* Heals every entry; returns how many changed. */
 size_t tether__partition_heal_all(tether_partition_table_t *t);
@@ -88,23 +88,23 @@ tether__partition_find(const tether_partition_table_t *t, uint64_t ref);
  * else NONE.
  */
 int tether__partition_between(const tether_partition_table_t *t, const char *x,
-                             const char *y);
+                              const char *y);
 
 /* A digest of every (ref, healed) pair. */
 uint64_t tether__partition_digest(const tether_partition_table_t *t);
 
 /* Encodes the table (wire form above). Returns 0 or TETHER_ENOMEM. */
-TETHER_MUST_CHECK int tether__partition_encode(const tether_partition_table_t *t,
-                                              ei_x_buff *x);
+TETHER_MUST_CHECK int
+tether__partition_encode(const tether_partition_table_t *t, ei_x_buff *x);
 
 /*
  * Decodes a wire list at *index (buffer validated) and merges each entry.
  * *changed and *behind as for tether__membership_decode_merge(). Returns 0,
  * TETHER_EPROTO or an add error.
  */
-TETHER_MUST_CHECK int tether__partition_decode_merge(tether_partition_table_t *t,
-                                                    const char *buf, int *index,
-                                                    int *changed, int *behind);
+TETHER_MUST_CHECK int
+tether__partition_decode_merge(tether_partition_table_t *t, const char *buf,
+                               int *index, int *changed, int *behind);
 
 /*
  * A bounded FIFO of engine messages held for one peer (defer mode). Each
@@ -134,7 +134,7 @@ void tether__defer_fini(tether_defer_queue_t *q);
 /* Appends a copy of (type, data, len). Returns 0, TETHER_ETOOBIG (full;
  * counted in overflow) or TETHER_ENOMEM. */
 TETHER_MUST_CHECK int tether__defer_push(tether_defer_queue_t *q, uint8_t type,
-                                        const uint8_t *data, size_t len);
+                                         const uint8_t *data, size_t len);
 
 /* Takes the oldest item into *out (the caller frees out->data). Returns 1
  * if an item was taken, 0 if the queue is empty. */

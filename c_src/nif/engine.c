@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "core/codec.h"
+#include "core/ring.h"
 #include "nif/nif.h"
 #include "tether/error.h"
 
@@ -60,7 +61,7 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
  *              hello_retry_ms => N, defer_max => N,
  *              cluster_secret => <<_:256>> | cookie => binary(),
  *              identity_seed => <<_:256>>, seeds => [binary()],
- *              seed_retry_ms => N})
+ *              seed_retry_ms => N, ring_size => power of two})
  *   -> {ok, Engine} | {error, Reason}
  * Key material: the cluster secret (or else the cookie) makes our identity
  * and trusts every name; identity_seed overrides our identity (peers then
@@ -82,7 +83,8 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     ERL_NIF_TERM t, res_term, ret;
     ErlNifUInt64 inc = 0, hb = TETHER_ENGINE_DEFAULT_HB_MS,
                  ttl = TETHER_ENGINE_DEFAULT_TTL_MS, retry = 0,
-                 defer = TETHER_ENGINE_DEFAULT_DEFER, seed_retry = 0;
+                 defer = TETHER_ENGINE_DEFAULT_DEFER, seed_retry = 0,
+                 ring_size = TETHER_RING_DEFAULT_SHARDS;
     tether_nif_res_t *res = NULL;
     int rc;
 
@@ -105,7 +107,10 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         !opt_uint(env, argv[0], ATOM(ttl_ms), UINT32_MAX, &ttl) ||
         !opt_uint(env, argv[0], ATOM(hello_retry_ms), UINT32_MAX, &retry) ||
         !opt_uint(env, argv[0], ATOM(defer_max), 1u << 20, &defer) ||
-        !opt_uint(env, argv[0], ATOM(seed_retry_ms), UINT32_MAX, &seed_retry))
+        !opt_uint(env, argv[0], ATOM(seed_retry_ms), UINT32_MAX, &seed_retry) ||
+        !opt_uint(env, argv[0], ATOM(ring_size), TETHER_RING_SHARDS_MAX,
+                  &ring_size) ||
+        (ring_size & (ring_size - 1)) != 0)
         goto bad_arg;
     if (enif_get_map_value(env, argv[0], ATOM(seeds), &t) &&
         !enif_is_empty_list(env, t) &&
@@ -152,6 +157,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     res->eng = NULL;
     res->reg = NULL;
     res->svc = NULL;
+    res->ring = NULL;
     res->rw = enif_rwlock_create("tether_registry");
     res->lock = enif_mutex_create("tether_engine");
     if (res->lock == NULL || res->rw == NULL) {
@@ -164,6 +170,8 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     rc = tether__nif_registry_attach(res, (uint32_t)hb);
     if (rc == 0)
         rc = tether__nif_services_attach(res, (uint32_t)hb);
+    if (rc == 0)
+        rc = tether__nif_ring_attach(res, (uint32_t)ring_size);
     if (rc < 0)
         goto fail;
     tether_engine_set_wall(res->eng, tether__nif_system_ms());
@@ -194,10 +202,11 @@ void tether__nif_engine_dtor(ErlNifEnv *env, void *obj)
     tether_nif_res_t *res = obj;
 
     (void)env;
-    tether_engine_free(res->eng); /* the registry and services with it */
+    tether_engine_free(res->eng); /* its registry, services and ring too */
     res->eng = NULL;
     res->reg = NULL;
     res->svc = NULL;
+    res->ring = NULL;
     if (res->lock != NULL)
         enif_mutex_destroy(res->lock);
     res->lock = NULL;
@@ -315,6 +324,22 @@ static ERL_NIF_TERM make_slice(ErlNifEnv *env, const tether_bytes_t *b)
     return tether__nif_make_bytes(env, b->ptr, b->len);
 }
 
+/* A join's outcome: ok | {refused, Param, Ours, Theirs} | timeout. */
+static ERL_NIF_TERM join_status(ErlNifEnv *env, const tether_action_t *a)
+{
+    switch (a->u.join.status) {
+    case TETHER_JOIN_OK:
+        return ATOM(ok);
+    case TETHER_JOIN_REFUSED:
+        return enif_make_tuple4(env, ATOM(refused),
+                                enif_make_atom(env, a->u.join.param),
+                                enif_make_uint64(env, a->u.join.ours),
+                                enif_make_uint64(env, a->u.join.theirs));
+    default:
+        return ATOM(timeout);
+    }
+}
+
 /*
  * One drained action as a term: the NIF's one place that turns engine
  * output into Erlang terms (the server's act/2 is the other half).
@@ -323,6 +348,9 @@ static ERL_NIF_TERM make_slice(ErlNifEnv *env, const tether_bytes_t *b)
  *   {reg_lost, NameEtf, LoserEtf, WinnerEtf | <<>>, Method}
  *   {reg_resolve, NameEtf, WinnerEtf, LoserEtf}
  *   {service, up | down, NameEtf, Node}
+ *   {join, Contact, ok | {refused, Param, Ours, Theirs} | timeout}
+ *   {shard, Generation, acquired | released, Shard}
+ *   {log, error | warning | info, Text}
  * Node names are binaries; the Etf fields are binaries the server decodes.
  */
 static ERL_NIF_TERM action_term(ErlNifEnv *env, const tether_action_t *a)
@@ -352,6 +380,20 @@ static ERL_NIF_TERM action_term(ErlNifEnv *env, const tether_action_t *a)
                                 make_slice(env, &a->u.reg_resolve.name),
                                 make_slice(env, &a->u.reg_resolve.winner),
                                 make_slice(env, &a->u.reg_resolve.loser));
+    case TETHER_ACT_JOIN:
+        return enif_make_tuple3(env, ATOM(join), peer, join_status(env, a));
+    case TETHER_ACT_SHARD:
+        return enif_make_tuple4(
+            env, ATOM(shard), enif_make_uint64(env, a->u.shard.generation),
+            a->u.shard.acquired ? ATOM(acquired) : ATOM(released),
+            enif_make_uint(env, a->u.shard.shard));
+    case TETHER_ACT_LOG:
+        return enif_make_tuple3(
+            env, ATOM(log),
+            a->u.log.level == TETHER_ACT_LOG_ERROR     ? ATOM(error)
+            : a->u.log.level == TETHER_ACT_LOG_WARNING ? ATOM(warning)
+                                                       : ATOM(info),
+            make_slice(env, &a->u.log.text));
     case TETHER_ACT_SERVICE:
         return enif_make_tuple4(env, ATOM(service),
                                 a->u.service.up ? ATOM(up) : ATOM(down),

@@ -273,8 +273,18 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_atoms.am_join_contact = enif_make_atom(env, "join_contact");
     tether__nif_atoms.am_now = enif_make_atom(env, "now");
     tether__nif_atoms.am_stats = enif_make_atom(env, "stats");
+    tether__nif_atoms.am_join = enif_make_atom(env, "join");
+    tether__nif_atoms.am_refused = enif_make_atom(env, "refused");
+    tether__nif_atoms.am_timeout = enif_make_atom(env, "timeout");
+    tether__nif_atoms.am_shard = enif_make_atom(env, "shard");
+    tether__nif_atoms.am_acquired = enif_make_atom(env, "acquired");
+    tether__nif_atoms.am_released = enif_make_atom(env, "released");
+    tether__nif_atoms.am_log = enif_make_atom(env, "log");
+    tether__nif_atoms.am_warning = enif_make_atom(env, "warning");
+    tether__nif_atoms.am_info = enif_make_atom(env, "info");
+    tether__nif_atoms.am_ring_size = enif_make_atom(env, "ring_size");
     tether__nif_engine_atoms(env);
-    return 0;
+    return tether__nif_ring_load(env);
 }
 
 static int upgrade(ErlNifEnv *env, void **priv_data, void **old_priv_data,
@@ -326,6 +336,23 @@ static ErlNifFunc nif_funcs[] = {
     {"svc_local", 2, svc_local_nif, 0},
     {"svc_names", 1, svc_names_nif, 0},
     {"svc_info", 1, svc_info_nif, 0},
+    {"ring_hash", 1, ring_hash_nif, 0},
+    {"ring_shard", 2, ring_shard_nif, 0},
+    {"ring_new", 2, ring_new_nif, 0},
+    {"ring_add", 2, ring_add_nif, 0},
+    {"ring_remove", 2, ring_remove_nif, 0},
+    {"ring_nodes", 1, ring_nodes_nif, 0},
+    {"ring_info", 1, ring_info_nif, 0},
+    {"ring_place", 2, ring_place_nif, 0},
+    {"ring_owners", 3, ring_owners_nif, 0},
+    {"ring_shard_of", 2, ring_shard_of_nif, 0},
+    {"ring_shard_owners", 3, ring_shard_owners_nif, 0},
+    {"engine_place", 2, engine_place_nif, 0},
+    {"engine_owners", 3, engine_owners_nif, 0},
+    {"engine_shard", 2, engine_shard_nif, 0},
+    {"engine_shard_owners", 3, engine_shard_owners_nif, 0},
+    {"engine_is_owner", 2, engine_is_owner_nif, 0},
+    {"engine_ring", 1, engine_ring_nif, 0},
 };
 
 ERL_NIF_INIT(tether_nif, nif_funcs, load, NULL, upgrade, NULL)

@@ -7,6 +7,8 @@
  *               membership, partitions, the direct path (seal/open), info
  *   registry.c  the name registry (core/registry.h) of an engine
  *   services.c  the cluster service table (core/service_table.h)
+ *   ring.c      the consistent-hash ring (core/ring.h): key hashing,
+ *               standalone rings, the cluster ring of an engine
  *
  * A new engine module adds one file here: its NIFs (declared below and
  * listed in load.c's table), an attach function engine_new_nif calls, and
@@ -51,6 +53,7 @@ typedef struct tether_nif_res {
     tether_engine_t *eng;   /* owned; freed by the destructor */
     tether_registry_t *reg; /* a module of eng: freed with it */
     tether_svctab_t *svc;   /* a module of eng: freed with it; same rw */
+    struct tether_ring_module *ring; /* a module of eng: freed with it */
 } tether_nif_res_t;
 
 /* The resource type of engines (opened in load()). */
@@ -95,6 +98,16 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_join_contact;
     ERL_NIF_TERM am_now;
     ERL_NIF_TERM am_stats;
+    ERL_NIF_TERM am_join;
+    ERL_NIF_TERM am_refused;
+    ERL_NIF_TERM am_timeout;
+    ERL_NIF_TERM am_shard;
+    ERL_NIF_TERM am_acquired;
+    ERL_NIF_TERM am_released;
+    ERL_NIF_TERM am_log;
+    ERL_NIF_TERM am_warning;
+    ERL_NIF_TERM am_info;
+    ERL_NIF_TERM am_ring_size;
 } tether_nif_atoms_t;
 extern tether_nif_atoms_t tether__nif_atoms;
 #define ATOM(name) (tether__nif_atoms.am_##name)
@@ -219,6 +232,42 @@ ERL_NIF_TERM svc_lookup_nif(ErlNifEnv *env, int argc,
 ERL_NIF_TERM svc_local_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM svc_names_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM svc_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* ---- ring.c ---- */
+/* Opens the resource type of standalone rings. Returns 0 or -1. */
+int tether__nif_ring_load(ErlNifEnv *env);
+/* Creates res's cluster ring of `shards` as a module of its engine. */
+int tether__nif_ring_attach(tether_nif_res_t *res, uint32_t shards);
+ERL_NIF_TERM ring_hash_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_shard_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_add_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_remove_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_nodes_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_place_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_owners_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_shard_of_nif(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM ring_shard_owners_nif(ErlNifEnv *env, int argc,
+                                   const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_place_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_owners_nif(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_shard_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_shard_owners_nif(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_is_owner_nif(ErlNifEnv *env, int argc,
+                                 const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_ring_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]);
 
 /* ---- load.c ---- */
 ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);

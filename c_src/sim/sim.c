@@ -16,6 +16,7 @@
 #include "core/codec.h"
 #include "core/engine.h"
 #include "core/registry.h"
+#include "core/ring.h"
 #include "sim/rng.h"
 #include "sim/sim.h"
 #include "tether/error.h"
@@ -25,6 +26,7 @@
 #define SIM_QUIET_MARGIN  1000 /* ms of checked run after the bound */
 #define SIM_DEFAULT_STEPS 3000
 #define SIM_REG_NAMES     8 /* the pool of registry names */
+#define SIM_RING_SHARDS   64
 
 static uint64_t steps_total;
 
@@ -35,10 +37,11 @@ uint64_t tether_sim_steps_total(void)
 
 typedef struct simnode {
     char name[SIM_NAME_MAX];
-    tether_engine_t *eng;   /* NULL while crashed */
-    tether_registry_t *reg; /* with eng */
-    uint64_t inc;           /* current (or last) incarnation */
-    int left;               /* this incarnation left */
+    tether_engine_t *eng;       /* NULL while crashed */
+    tether_registry_t *reg;     /* with eng */
+    tether_ring_module_t *ring; /* with eng */
+    uint64_t inc;               /* current (or last) incarnation */
+    int left;                   /* this incarnation left */
     uint64_t last_tick;
     int ticked;
 } simnode_t;
@@ -301,6 +304,9 @@ static void drain(sim_t *s)
                     break;
                 case TETHER_ACT_MEMBER:
                 case TETHER_ACT_SERVICE:
+                case TETHER_ACT_JOIN:
+                case TETHER_ACT_SHARD:
+                case TETHER_ACT_LOG:
                     break;
                 }
                 tether_engine_action_release(&a);
@@ -472,7 +478,8 @@ static void check_node(sim_t *s, int j)
         }
     ms = tether_engine_membership(e);
     for (int i = 0; i < s->n; i++) {
-        const tether_member_t *m = tether__membership_find(ms, s->nodes[i].name);
+        const tether_member_t *m =
+            tether__membership_find(ms, s->nodes[i].name);
         if (m == NULL || m->is_self)
             continue;
         if (m->status == TETHER_MEMBER_LEFT &&
@@ -570,6 +577,11 @@ static int start_node(sim_t *s, int i)
     rcfg.digest_ms = 2 * s->cfg.heartbeat_ms;
     if ((rc = tether_registry_new(&rcfg, sn->eng, &sn->reg)) < 0)
         return rc;
+    {
+        tether_ring_config_t ring_cfg = {.shards = SIM_RING_SHARDS};
+        if ((rc = tether_ring_module_new(&ring_cfg, sn->eng, &sn->ring)) < 0)
+            return rc;
+    }
     sn->left = 0;
     sn->ticked = 0;
     /* A new life has seen no tombstones yet and holds no leases. */
@@ -592,6 +604,7 @@ static void crash_node(sim_t *s, int i)
     tether_engine_free(s->nodes[i].eng); /* its registry with it */
     s->nodes[i].eng = NULL;
     s->nodes[i].reg = NULL;
+    s->nodes[i].ring = NULL;
     s->res->crashes++;
 }
 
@@ -946,6 +959,63 @@ static void check_registries(sim_t *s)
     }
 }
 
+/*
+ * The ring invariant, at the end of the quiet phase: every running member
+ * holds the same ring (every shard's first three owners alike), built
+ * from exactly the live members, and what it says it owns is what the
+ * table says.
+ */
+static void check_rings(sim_t *s)
+{
+    int first = -1;
+
+    for (int j = 0; j < s->n && !s->res->failed; j++) {
+        const tether_ring_t *rj;
+        const char *mem[TETHER_SIM_NODES_MAX + 8];
+        size_t n, rn;
+        if (s->nodes[j].eng == NULL || s->nodes[j].left)
+            continue;
+        rj = tether_ring_module_table(s->nodes[j].ring);
+        n = tether_engine_members(s->nodes[j].eng, mem,
+                                  TETHER_SIM_NODES_MAX + 8);
+        rn = tether_ring_members(rj, NULL, 0);
+        if (rn != n) {
+            fail(s, "%s: a ring of %zu members for %zu live ones",
+                 s->nodes[j].name, rn, n);
+            return;
+        }
+        for (uint32_t sh = 0; sh < SIM_RING_SHARDS; sh++) {
+            const char *p = tether_ring_primary(rj, sh);
+            if (tether_ring_module_owns(s->nodes[j].ring, sh) !=
+                (p != NULL && strcmp(p, s->nodes[j].name) == 0)) {
+                fail(s, "%s: shard %u owned against its own table",
+                     s->nodes[j].name, sh);
+                return;
+            }
+        }
+        if (first < 0) {
+            first = j;
+            continue;
+        }
+        for (uint32_t sh = 0; sh < SIM_RING_SHARDS; sh++) {
+            const char *a[3], *b[3];
+            uint32_t other =
+                s->cfg.break_ring_check ? (sh + 1) % SIM_RING_SHARDS : sh;
+            size_t ka = tether_ring_owners(
+                tether_ring_module_table(s->nodes[first].ring), other, 3, a);
+            size_t kb = tether_ring_owners(rj, sh, 3, b);
+            int same = ka == kb;
+            for (size_t k = 0; same && k < ka; k++)
+                same = strcmp(a[k], b[k]) == 0;
+            if (!same) {
+                fail(s, "rings differ: %s and %s on shard %u",
+                     s->nodes[first].name, s->nodes[j].name, sh);
+                return;
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------- steps */
 
 /* When node i next needs a tick. */
@@ -1263,6 +1333,8 @@ int tether_sim_run(const tether_sim_config_t *cfg, tether_sim_result_t *res)
         check_node(s, i);
     if (!res->failed)
         check_registries(s);
+    if (!res->failed)
+        check_rings(s);
 done:
     if (res->failed && cfg->verbose)
         dump(s);

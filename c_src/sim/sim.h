@@ -75,6 +75,7 @@ typedef struct tether_sim_config {
     int break_members_check; /* expect a member that does not exist */
     int break_dup_check;     /* record the first accepted envelope twice */
     int break_reg_check;     /* expect an extra registry entry */
+    int break_ring_check;    /* compare each shard with the next one */
     int check_all;           /* 1 (default): check every node after every chaos
                                 operation and event; 0: only the node an event
                                 touched */

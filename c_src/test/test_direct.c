@@ -573,9 +573,10 @@ Test(direct, only_an_opaque_module_gets_a_deep_term)
     cr_assert_lt(tether__etf_validate((const char *)deep, dlen), 0,
                  "that the engine's validator refuses");
     h_cluster(&h, 2);
-    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_module, &plain), 0);
-    cr_assert_eq(tether__engine_register_module(h.e[1], &opaque_module, &opaque),
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_module, &plain),
                  0);
+    cr_assert_eq(
+        tether__engine_register_module(h.e[1], &opaque_module, &opaque), 0);
     bad = tether_engine_stats(h.e[1])->recv_bad_term;
     cr_assert_eq(tether_engine_send(h.e[0], "b@test", REC_TYPE, deep, dlen, 0),
                  0);
@@ -611,8 +612,8 @@ Test(direct, an_opaque_module_gets_its_deep_term_held_by_defer_on_heal)
     size_t dlen = deep_term(deep, sizeof deep), slen = 0, plen = 0;
 
     h_cluster(&h, 2);
-    cr_assert_eq(tether__engine_register_module(h.e[1], &opaque_module, &opaque),
-                 0);
+    cr_assert_eq(
+        tether__engine_register_module(h.e[1], &opaque_module, &opaque), 0);
     cr_assert_eq(tether_engine_seal(h.e[0], "b@test", OPAQUE_TYPE, deep, dlen,
                                     &sealed, &slen),
                  0);

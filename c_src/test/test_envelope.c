@@ -167,7 +167,6 @@ static uint64_t rejections(const tether_envelope_stats_t *s)
            s->bad_signature + s->misaddressed + s->no_session;
 }
 
-
 /* ---- hellos --------------------------------------------------------------
  */
 

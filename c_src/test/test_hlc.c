@@ -64,7 +64,8 @@ Test(hlc, remote_stamp_too_far_ahead_is_refused)
     cr_assert_eq(tether__hlc_update(&c, 100, tether__hlc_pack(5000, 0), &ts),
                  TETHER_EINVAL);
     cr_assert_eq(c.last, before, "the clock is unchanged");
-    cr_assert_eq(tether__hlc_update(&c, 100, tether__hlc_pack(1100, 0), &ts), 0);
+    cr_assert_eq(tether__hlc_update(&c, 100, tether__hlc_pack(1100, 0), &ts),
+                 0);
 }
 
 Test(hlc, logical_overflow_and_huge_time_are_errors)

@@ -19,7 +19,6 @@
 static const uint8_t COOKIE[] = "SECRETCOOKIEFORTEST";
 #define COOKIE_LEN (sizeof COOKIE - 1)
 
-
 Test(keys, crypto_init_is_idempotent)
 {
     cr_assert_eq(tether__crypto_init(), 0);

@@ -62,7 +62,8 @@ Test(membership, leave_tombstone_is_never_undone_by_stale_gossip)
 {
     cr_assert_eq(tether__membership_merge(&ms, "x@h", 4, TETHER_MEMBER_ALIVE),
                  1);
-    cr_assert_eq(tether__membership_merge(&ms, "x@h", 4, TETHER_MEMBER_LEFT), 1);
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 4, TETHER_MEMBER_LEFT),
+                 1);
     for (uint64_t inc = 0; inc <= 4; inc++)
         cr_assert_eq(
             tether__membership_merge(&ms, "x@h", inc, TETHER_MEMBER_ALIVE), 0);
@@ -71,7 +72,8 @@ Test(membership, leave_tombstone_is_never_undone_by_stale_gossip)
     cr_assert_eq(tether__membership_heartbeat(&ms, "x@h", 4, 10, 100),
                  TETHER_EREPLAY, "a heartbeat of the left life is stale");
     cr_assert_eq(
-        tether__membership_lease_ok(tether__membership_find(&ms, "x@h"), 10), 0);
+        tether__membership_lease_ok(tether__membership_find(&ms, "x@h"), 10),
+        0);
     /* Only a new life (restart with a higher incarnation) returns. */
     cr_assert_eq(tether__membership_heartbeat(&ms, "x@h", 5, 10, 100), 0);
     cr_assert(
@@ -131,8 +133,9 @@ Test(membership, rejects_bad_names_and_status)
                  TETHER_EINVAL);
     cr_assert_eq(tether__membership_merge(&ms, NULL, 1, TETHER_MEMBER_ALIVE),
                  TETHER_EINVAL);
-    cr_assert_eq(tether__membership_merge(&ms, longname, 1, TETHER_MEMBER_ALIVE),
-                 TETHER_EINVAL);
+    cr_assert_eq(
+        tether__membership_merge(&ms, longname, 1, TETHER_MEMBER_ALIVE),
+        TETHER_EINVAL);
     cr_assert_eq(tether__membership_merge(&ms, "x@h", 1, 7), TETHER_EINVAL);
     cr_assert_null(tether__membership_find(&ms, longname));
 }
@@ -167,15 +170,16 @@ Test(membership, wire_round_trip_converges_and_reports_behind)
     ei_x_buff x;
     int idx = 1, changed, behind;
 
-    cr_assert_eq(tether__membership_merge(&ms, "x@h", 2, TETHER_MEMBER_LEFT), 1);
-    cr_assert_eq(tether__membership_init(&other, "you@h", 1), 0);
-    cr_assert_eq(tether__membership_merge(&other, "y@h", 7, TETHER_MEMBER_ALIVE),
+    cr_assert_eq(tether__membership_merge(&ms, "x@h", 2, TETHER_MEMBER_LEFT),
                  1);
+    cr_assert_eq(tether__membership_init(&other, "you@h", 1), 0);
+    cr_assert_eq(
+        tether__membership_merge(&other, "y@h", 7, TETHER_MEMBER_ALIVE), 1);
 
     x = encode(&ms);
-    cr_assert_eq(
-        tether__membership_decode_merge(&other, x.buff, &idx, &changed, &behind),
-        0);
+    cr_assert_eq(tether__membership_decode_merge(&other, x.buff, &idx, &changed,
+                                                 &behind),
+                 0);
     cr_assert_eq(idx, x.index);
     cr_assert(changed);
     cr_assert(behind, "the sender lacks you@h and y@h");

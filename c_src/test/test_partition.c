@@ -87,14 +87,14 @@ Test(partition, rejects_bad_groups)
     const char *const overlap[] = {"c@h", "a@h"};
     const char *const empty_name[] = {""};
 
-    cr_assert_eq(
-        tether__partition_add(&t, 1, TETHER_PARTITION_DROP, 0, A, 2, overlap, 2),
-        TETHER_EINVAL);
+    cr_assert_eq(tether__partition_add(&t, 1, TETHER_PARTITION_DROP, 0, A, 2,
+                                       overlap, 2),
+                 TETHER_EINVAL);
     cr_assert_eq(
         tether__partition_add(&t, 1, TETHER_PARTITION_DROP, 0, A, 0, B, 1),
         TETHER_EINVAL);
     cr_assert_eq(tether__partition_add(&t, 1, TETHER_PARTITION_DROP, 0, A, 2,
-                                      empty_name, 1),
+                                       empty_name, 1),
                  TETHER_EINVAL);
     cr_assert_eq(tether__partition_add(&t, 1, 0, 0, A, 2, B, 1), TETHER_EINVAL);
     cr_assert_eq(t.n, 0);
@@ -104,7 +104,7 @@ Test(partition, full_table_evicts_oldest_tombstone_never_an_active_entry)
 {
     for (uint64_t r = 1; r <= TETHER_PARTITIONS_MAX; r++)
         cr_assert_eq(tether__partition_add(&t, r * 10, TETHER_PARTITION_DROP, 0,
-                                          A, 2, B, 1),
+                                           A, 2, B, 1),
                      1);
     cr_assert_eq(
         tether__partition_add(&t, 5, TETHER_PARTITION_DROP, 0, A, 2, B, 1),
@@ -127,7 +127,8 @@ Test(partition, wire_round_trip)
 
     tether__partition_table_init(&u);
     cr_assert_eq(
-        tether__partition_add(&t, 77, TETHER_PARTITION_DEFER, 0, A, 2, B, 1), 1);
+        tether__partition_add(&t, 77, TETHER_PARTITION_DEFER, 0, A, 2, B, 1),
+        1);
     cr_assert_eq(
         tether__partition_add(&t, 78, TETHER_PARTITION_DROP, 1, A, 1, C, 1), 1);
     ei_x_new_with_version(&x);
@@ -209,7 +210,7 @@ Test(partition, defer_queue_keeps_order_and_counts_overflow)
     for (int i = 0; i < 25; i++) {
         snprintf(msg, sizeof msg, "m%d", i);
         int rc = tether__defer_push(&q, (uint8_t)(0x20 + i),
-                                   (const uint8_t *)msg, strlen(msg) + 1);
+                                    (const uint8_t *)msg, strlen(msg) + 1);
         cr_assert_eq(rc, i < 20 ? 0 : TETHER_ETOOBIG);
     }
     cr_assert_eq(q.overflow, 5);
