@@ -86,7 +86,8 @@ static const char usage_text[] =
     "      --ttl-ms N           lease length, > heartbeat (default\n"
     "                           max(5000, 5 x heartbeat)); a member silent\n"
     "                           that long is dropped\n"
-    "      --service NAME       announce this node as an instance of the\n"
+    "      --ring-size N        shards of the consistent-hash ring, a power of\n"
+    "                           two (default 64); every member must agree\n"    "      --service NAME       announce this node as an instance of the\n"
     "                           service NAME (repeatable): tether:call_service\n"
     "                           (NAME, Fun, Args, Opts) from any member runs\n"
     "                           the C function NAME:Fun/length(Args) here\n"
@@ -354,6 +355,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_TRUST,
         OPT_HB,
         OPT_TTL,
+        OPT_RING_SIZE,
         OPT_NO_CLUSTER,
         OPT_BUSY_POLL,
         OPT_SERVICE,
@@ -377,6 +379,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"trust", required_argument, NULL, OPT_TRUST},
         {"heartbeat-ms", required_argument, NULL, OPT_HB},
         {"ttl-ms", required_argument, NULL, OPT_TTL},
+        {"ring-size", required_argument, NULL, OPT_RING_SIZE},
         {"no-cluster", no_argument, NULL, OPT_NO_CLUSTER},
         {"service", required_argument, NULL, OPT_SERVICE},
         {"register", required_argument, NULL, OPT_REGISTER},
@@ -539,6 +542,13 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                 return usage_error("bad --ttl-ms '%s' (2..%lu)", optarg,
                                    MS_FLAG_MAX);
             ccfg.ttl_ms = (uint32_t)v;
+            break;
+        case OPT_RING_SIZE:
+            if (parse_uint(optarg, 1, 65536, &v) < 0 || (v & (v - 1)) != 0)
+                return usage_error("bad --ring-size '%s' (a power of two, "
+                                   "1..65536)",
+                                   optarg);
+            ccfg.ring_size = (uint32_t)v;
             break;
         case OPT_NO_CLUSTER:
             cluster = false;

@@ -42,6 +42,7 @@
 #include "core/codec.h"
 #include "core/engine.h"
 #include "core/registry.h"
+#include "core/ring.h"
 #include "core/service_table.h"
 #include "tether/service.h"
 #include "tether/term.h"
@@ -97,7 +98,7 @@ typedef struct tether_cluster {
     tether_timer_id_t timer;
     uint64_t timer_at;
     /* Configuration (copied). */
-    uint32_t hb_ms, ttl_ms;
+    uint32_t hb_ms, ttl_ms, ring_size;
     bool has_secret, has_identity;
     uint8_t secret[TETHER_CLUSTER_KEY_BYTES];
     uint8_t identity[TETHER_CLUSTER_KEY_BYTES];
@@ -118,6 +119,11 @@ typedef struct tether_cluster {
      * the tether_rpc requests. */
     tether_svctab_t *svc;   /* the service table of eng */
     tether_registry_t *reg; /* the name registry of eng */
+    tether_ring_module_t *ring; /* the cluster ring of eng */
+    struct {
+        tether_cluster_shard_fn fn;
+        void *ctx;
+    } shard_subs[TETHER_CLUSTER_SHARD_SUBS_MAX];
     reg_name_t names[NAMES_MAX];
     size_t nnames;
     announced_t services[SERVICES_MAX];
@@ -354,13 +360,18 @@ static void join_result(cluster_t *cl, const tether_action_t *a)
             (unsigned long long)a->u.join.ours);
 }
 
-/* This node gained or lost a shard of the ring. */
+/* This node gained or lost a shard of the ring: its subscribers hear. */
 static void shard_event(cluster_t *cl, const tether_action_t *a)
 {
     LOG(cl->node, TETHER_LOG_DEBUG, "cluster: shard %u %s (generation %llu)",
         (unsigned)a->u.shard.shard,
         a->u.shard.acquired ? "acquired" : "released",
         (unsigned long long)a->u.shard.generation);
+    for (size_t i = 0; i < TETHER_CLUSTER_SHARD_SUBS_MAX; i++)
+        if (cl->shard_subs[i].fn != NULL)
+            cl->shard_subs[i].fn(cl->node, a->u.shard.generation,
+                                 a->u.shard.shard, a->u.shard.acquired,
+                                 cl->shard_subs[i].ctx);
 }
 
 /* Carries out one action of the engine: the C-node's one place that
@@ -1039,6 +1050,10 @@ static int engine_start(cluster_t *cl)
     tether_registry_config_default(&rcfg);
     if (rc == 0)
         rc = tether_registry_new(&rcfg, eng, &reg);
+    tether_ring_module_t *ring = NULL;
+    tether_ring_config_t ring_cfg = {.shards = cl->ring_size};
+    if (rc == 0)
+        rc = tether_ring_module_new(&ring_cfg, eng, &ring);
     if (rc < 0) {
         tether_engine_free(eng);
         return rc;
@@ -1058,6 +1073,7 @@ static int engine_start(cluster_t *cl)
     cl->eng = eng;
     cl->svc = svc;
     cl->reg = reg;
+    cl->ring = ring;
     cl->last_inc = inc;
     cl->nup = 0;
     cl->nev = 0;
@@ -1287,6 +1303,85 @@ static int call_heal(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
 }
 
 /* Answers one '$gen_call' request (at buf[idx]) into x. */
+/* The ring hash of the term at buf[*idx] (advanced past it). */
+static int key_at(const char *buf, int *idx, uint64_t *h)
+{
+    int start = *idx, rc;
+    char *etf;
+
+    if (ei_skip_term(buf, idx) < 0)
+        return TETHER_EINVAL;
+    etf = malloc((size_t)(*idx - start) + 1);
+    if (etf == NULL)
+        return TETHER_ENOMEM;
+    etf[0] = (char)TETHER_ETF_VERSION;
+    memcpy(etf + 1, buf + start, (size_t)(*idx - start));
+    rc = tether_ring_hash_term((const uint8_t *)etf, (size_t)(*idx - start) + 1,
+                               h);
+    free(etf);
+    return rc;
+}
+
+/* A list of up to n owners of shard, as atoms. */
+static int encode_owners(cluster_t *cl, uint32_t shard, unsigned long n,
+                         ei_x_buff *x)
+{
+    const tether_ring_t *r = tether_ring_module_table(cl->ring);
+    size_t members = tether_ring_members(r, NULL, 0), got;
+    const char **v;
+    int rc;
+
+    if (n > members)
+        n = members;
+    v = malloc((n ? n : 1) * sizeof *v);
+    if (v == NULL)
+        return encode_error(x, TETHER_ENOMEM);
+    got = tether_ring_owners(r, shard, n, v);
+    rc = encode_names(x, (char *const *)v, got);
+    free(v);
+    return rc;
+}
+
+/*
+ * The ring queries, answered as the BEAM facade answers them: {place,
+ * Key} -> Node | undefined, {owners, Key, N} -> [Node], {shard, Key} ->
+ * Shard, {is_owner, Key} -> boolean(), {shard_owners, Shard, N} ->
+ * [Node]; badarg (as {error, badarg}) for a bad key, N or shard.
+ */
+static int call_ring(cluster_t *cl, const char *tag, const char *buf, int idx,
+                     ei_x_buff *x)
+{
+    const tether_ring_t *r = tether_ring_module_table(cl->ring);
+    uint32_t shards = tether_ring_shards(r);
+    unsigned long n = 1, s = 0;
+    uint64_t h = 0;
+    uint32_t shard;
+
+    if (strcmp(tag, "shard_owners") == 0) {
+        if (ei_decode_ulong(buf, &idx, &s) < 0 || s >= shards ||
+            ei_decode_ulong(buf, &idx, &n) < 0 || n == 0)
+            return encode_error(x, TETHER_EINVAL);
+        return encode_owners(cl, (uint32_t)s, n, x);
+    }
+    if (key_at(buf, &idx, &h) < 0 ||
+        (strcmp(tag, "owners") == 0 &&
+         (ei_decode_ulong(buf, &idx, &n) < 0 || n == 0)))
+        return encode_error(x, TETHER_EINVAL);
+    shard = tether_ring_shard_of_hash(h, shards);
+    if (strcmp(tag, "shard") == 0)
+        return ei_x_encode_ulong(x, shard);
+    if (strcmp(tag, "is_owner") == 0)
+        return ei_x_encode_boolean(x,
+                                   tether_ring_module_owns(cl->ring, shard));
+    if (strcmp(tag, "owners") == 0)
+        return encode_owners(cl, shard, n, x);
+    {
+        const char *p = tether_ring_primary(r, shard);
+        return p == NULL ? ei_x_encode_atom(x, "undefined")
+                         : tether__etf_encode_name(x, p);
+    }
+}
+
 static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
 {
     char tag[MAXATOMLEN_UTF8];
@@ -1315,6 +1410,12 @@ static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
         }
         if (strcmp(tag, "partition") == 0 && arity == 4)
             return call_partition(cl, buf, idx, x);
+        if ((strcmp(tag, "place") == 0 && arity == 2) ||
+            (strcmp(tag, "owners") == 0 && arity == 3) ||
+            (strcmp(tag, "shard") == 0 && arity == 2) ||
+            (strcmp(tag, "is_owner") == 0 && arity == 2) ||
+            (strcmp(tag, "shard_owners") == 0 && arity == 3))
+            return call_ring(cl, tag, buf, idx, x);
         if (strcmp(tag, "heal") == 0 && arity == 2)
             return call_heal(cl, buf, idx, x);
         return encode_error(x, TETHER_EINVAL);
@@ -1337,6 +1438,8 @@ static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
         return encode_partitions(cl, x);
     if (strcmp(tag, "info") == 0)
         return encode_info(cl, x);
+    if (strcmp(tag, "ring_size") == 0)
+        return ei_x_encode_ulong(x, cl->ring_size);
     return encode_error(x, TETHER_EINVAL);
 }
 
@@ -1433,6 +1536,10 @@ static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
         return TETHER_EINVAL;
     cl->hb_ms = hb;
     cl->ttl_ms = ttl;
+    cl->ring_size = cfg->ring_size ? cfg->ring_size : TETHER_RING_DEFAULT_SHARDS;
+    if (cl->ring_size > TETHER_RING_SHARDS_MAX ||
+        (cl->ring_size & (cl->ring_size - 1)) != 0)
+        return TETHER_EINVAL;
     if (cfg->cluster_secret) {
         memcpy(cl->secret, cfg->cluster_secret, sizeof cl->secret);
         cl->has_secret = true;
@@ -1671,4 +1778,127 @@ tether_engine_t *tether__cluster_engine(const tether_node_t *node)
 {
     cluster_t *cl = node ? node->cluster : NULL;
     return cl ? cl->eng : NULL;
+}
+
+/* ---- the ring (tether/cluster.h) -------------------------------------- */
+
+/* The cluster of node with its ring, or NULL. */
+static cluster_t *with_ring(const tether_node_t *node)
+{
+    cluster_t *cl = node->cluster;
+    return cl != NULL && cl->ring != NULL ? cl : NULL;
+}
+
+int tether_cluster_shard(tether_node_t *node, const char *key, size_t len,
+                         uint32_t *shard)
+{
+    cluster_t *cl = with_ring(node);
+    uint64_t h;
+    int rc;
+
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    if (key == NULL || shard == NULL)
+        return TETHER_EINVAL;
+    rc = tether_ring_hash_term((const uint8_t *)key, len, &h);
+    if (rc < 0)
+        return TETHER_EINVAL;
+    *shard = tether_ring_shard_of_hash(
+        h, tether_ring_shards(tether_ring_module_table(cl->ring)));
+    return 0;
+}
+
+int tether_cluster_owners(tether_node_t *node, const char *key, size_t len,
+                          const char **out, size_t n)
+{
+    uint32_t shard;
+    int rc = tether_cluster_shard(node, key, len, &shard);
+
+    if (rc < 0)
+        return rc;
+    if (out == NULL || n == 0)
+        return TETHER_EINVAL;
+    return (int)tether_ring_owners(tether_ring_module_table(
+                                       with_ring(node)->ring),
+                                   shard, n, out);
+}
+
+int tether_cluster_place(tether_node_t *node, const char *key, size_t len,
+                         const char **owner)
+{
+    int rc = tether_cluster_owners(node, key, len, owner, 1);
+
+    return rc == 0 ? TETHER_ENOTFOUND : rc < 0 ? rc : 0;
+}
+
+int tether_cluster_is_owner(tether_node_t *node, const char *key, size_t len)
+{
+    uint32_t shard;
+    int rc = tether_cluster_shard(node, key, len, &shard);
+
+    if (rc < 0)
+        return rc;
+    return tether_ring_module_owns(with_ring(node)->ring, shard);
+}
+
+uint32_t tether_cluster_ring_size(const tether_node_t *node)
+{
+    cluster_t *cl = with_ring(node);
+
+    return cl == NULL ? 0
+                      : tether_ring_shards(tether_ring_module_table(cl->ring));
+}
+
+int tether_cluster_subscribe_shards(tether_node_t *node,
+                                    tether_cluster_shard_fn fn, void *ctx,
+                                    uint64_t *generation, uint32_t *owned,
+                                    size_t cap, size_t *nowned)
+{
+    cluster_t *cl = with_ring(node);
+    size_t free_slot = TETHER_CLUSTER_SHARD_SUBS_MAX, n = 0;
+    uint32_t shards;
+
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    if (fn == NULL || generation == NULL || nowned == NULL ||
+        (cap > 0 && owned == NULL))
+        return TETHER_EINVAL;
+    for (size_t i = 0; i < TETHER_CLUSTER_SHARD_SUBS_MAX; i++) {
+        if (cl->shard_subs[i].fn == fn && cl->shard_subs[i].ctx == ctx)
+            return TETHER_EEXIST;
+        if (cl->shard_subs[i].fn == NULL && free_slot == TETHER_CLUSTER_SHARD_SUBS_MAX)
+            free_slot = i;
+    }
+    if (free_slot == TETHER_CLUSTER_SHARD_SUBS_MAX)
+        return TETHER_ETOOBIG;
+    /* Events not carried out yet belong to generations after the
+     * snapshot: run them first, so the snapshot and the events add up. */
+    run(cl);
+    shards = tether_ring_shards(tether_ring_module_table(cl->ring));
+    for (uint32_t s = 0; s < shards; s++)
+        if (tether_ring_module_owns(cl->ring, s)) {
+            if (n < cap)
+                owned[n] = s;
+            n++;
+        }
+    *nowned = n;
+    *generation = tether_ring_module_generation(cl->ring);
+    cl->shard_subs[free_slot].fn = fn;
+    cl->shard_subs[free_slot].ctx = ctx;
+    return 0;
+}
+
+int tether_cluster_unsubscribe_shards(tether_node_t *node,
+                                      tether_cluster_shard_fn fn, void *ctx)
+{
+    cluster_t *cl = node->cluster;
+
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    for (size_t i = 0; i < TETHER_CLUSTER_SHARD_SUBS_MAX; i++)
+        if (cl->shard_subs[i].fn == fn && cl->shard_subs[i].ctx == ctx) {
+            cl->shard_subs[i].fn = NULL;
+            return 0;
+        }
+    return TETHER_ENOTFOUND;
 }

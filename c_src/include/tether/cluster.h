@@ -31,6 +31,12 @@
  *   partitions                   [#{ref, mode, healed, a, b}]
  *   info                         #{name, incarnation, left, join_pending,
  *                                  bad_input, stats => #{...}}
+ *   {place, Key}                 Node | undefined      (the ring, as
+ *   {owners, Key, N}             [Node]                 tether:place/1,
+ *   {shard, Key}                 Shard                  owners/2, shard/1,
+ *   {is_owner, Key}              boolean()              is_owner/1,
+ *   {shard_owners, Shard, N}     [Node]                 shard_owners/2
+ *   ring_size                    pos_integer()          and ring_size/0)
  * Anything else sent to it (malformed tuples, non-binaries, garbage
  * bytes) is counted in `bad_input` and ignored.
  *
@@ -56,6 +62,7 @@ extern "C" {
 #define TETHER_CLUSTER_SEEDS_MAX      64   /* --join nodes */
 #define TETHER_CLUSTER_TRUST_MAX      256  /* explicitly trusted keys */
 #define TETHER_CLUSTER_PROCESS        "tether" /* the registered name */
+#define TETHER_CLUSTER_SHARD_SUBS_MAX 16       /* shard subscribers */
 
 /* A node whose Ed25519 public key is trusted. */
 typedef struct tether_cluster_trust {
@@ -73,6 +80,8 @@ typedef struct tether_cluster_config {
     const uint8_t *identity_seed;  /* TETHER_CLUSTER_KEY_BYTES or NULL */
     const tether_cluster_trust_t *trust;
     size_t ntrust;
+    uint32_t ring_size; /* shards of the ring (a power of two); 0: 64.
+                           Every member must use the same. */
 } tether_cluster_config_t;
 
 /*
@@ -134,6 +143,55 @@ int tether_cluster_service_unregister(tether_node_t *node, const char *name);
  */
 TETHER_MUST_CHECK int tether_cluster_register_name(tether_node_t *node,
                                                    const char *name);
+
+/*
+ * The consistent-hash ring: every member computes the same placement for
+ * a key (see the Erlang facade's tether:place/1). A key is one term in
+ * external format, 131-prefixed (ei_x_new_with_version and an encoder).
+ * All loop thread.
+ *
+ * tether_cluster_shard: the key's shard (0..ring size - 1). 0,
+ *   TETHER_EINVAL (not one term, or a closure), TETHER_ENOTFOUND.
+ * tether_cluster_owners: up to n distinct owners of the key's shard, best
+ *   first, into out (names valid until the loop next runs the cluster);
+ *   returns how many (all members when fewer), or an error as above.
+ * tether_cluster_place: the key's primary into *owner; 0, or
+ *   TETHER_ENOTFOUND with no members (or no cluster).
+ * tether_cluster_is_owner: 1 if this node is the key's primary, 0 if not.
+ * tether_cluster_ring_size: the ring's shards (0 without a cluster).
+ */
+TETHER_MUST_CHECK int tether_cluster_shard(tether_node_t *node,
+                                           const char *key, size_t len,
+                                           uint32_t *shard);
+int tether_cluster_owners(tether_node_t *node, const char *key, size_t len,
+                          const char **out, size_t n);
+int tether_cluster_place(tether_node_t *node, const char *key, size_t len,
+                         const char **owner);
+int tether_cluster_is_owner(tether_node_t *node, const char *key, size_t len);
+uint32_t tether_cluster_ring_size(const tether_node_t *node);
+
+/* Called on the loop thread when this node becomes (acquired = 1) or stops
+ * being the primary of a shard, at ring generation `generation`. */
+typedef void (*tether_cluster_shard_fn)(tether_node_t *node,
+                                        uint64_t generation, uint32_t shard,
+                                        int acquired, void *ctx);
+
+/*
+ * Subscribes fn(ctx) to this node's shard changes and returns a snapshot:
+ * the generation and the shards this node owns now (up to cap into owned;
+ * their number in *nowned). Events come with later generations only, so
+ * the snapshot plus the events always give what tether_cluster_is_owner
+ * answers. Returns 0, TETHER_EEXIST (fn and ctx subscribed already),
+ * TETHER_ETOOBIG (TETHER_CLUSTER_SHARD_SUBS_MAX subscribers),
+ * TETHER_EINVAL, TETHER_ENOTFOUND (no cluster). Unsubscribing returns 0 or
+ * TETHER_ENOTFOUND.
+ */
+TETHER_MUST_CHECK int
+tether_cluster_subscribe_shards(tether_node_t *node, tether_cluster_shard_fn fn,
+                                void *ctx, uint64_t *generation,
+                                uint32_t *owned, size_t cap, size_t *nowned);
+int tether_cluster_unsubscribe_shards(tether_node_t *node,
+                                      tether_cluster_shard_fn fn, void *ctx);
 
 #ifdef __cplusplus
 }
