@@ -72,24 +72,10 @@
 %% registered for Tag, under the partition rules (dropped across drop
 %% partitions, held in order across defer ones).
 %%
-%% == Configuration (application env of `tether') ==
-%% <ul>
-%% <li>`{cluster_secret_file, Path}': a file of exactly 32 bytes, mode
-%%     0600 or stricter; or `{cluster_secret, <<_:256>>}'. Every node
-%%     holding the secret derives every member's identity key from it.</li>
-%% <li>`{identity_file, Path}': this node's own Ed25519 seed (32 bytes,
-%%     0600, as `tether_cnode keygen' writes it), and
-%%     `{trusted_keys, [{Node, PublicKey | Path}]}': the public keys of
-%%     the nodes to trust. With an identity and no secret, only the
-%%     listed nodes are trusted; with both, a peer may be either.</li>
-%% <li>With no key configuration at all the secret derives from the
-%%     Erlang cookie, so nodes sharing a cookie cluster with no
-%%     configuration.</li>
-%% <li>`{join, [Node]}': seeds joined at start, tried in turn by the engine
-%%     until one answers.</li>
-%% <li>`{heartbeat_ms, N}' (default 1000) and `{ttl_ms, N}' (default 5000,
-%%     greater than the heartbeat).</li>
-%% </ul>
+%% == Configuration ==
+%%
+%% Read at start by {@link tether_config}; a bad value fails the start
+%% with `{bad_config, Detail}'.
 -module(tether_server).
 -behaviour(gen_server).
 
@@ -98,14 +84,9 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
--include_lib("kernel/include/file.hrl").
-
 -define(SERVER, tether).
 -define(ENGINE_KEY, {?MODULE, engine}).
 -define(DIST_CHECK_MS, 1000).
--define(DEFAULT_HB_MS, 1000).
--define(DEFAULT_TTL_MS, 5000).
--define(KEY_BYTES, 32).
 %% Messages from this size on are MAC'd and copied on a dirty scheduler.
 -define(DIRTY_BYTES, 256 * 1024).
 %% How long tether:sync/0 waits for the members' answers.
@@ -121,10 +102,7 @@
     connecting = #{} :: #{node() => true},   % connect helpers running
     subs = #{} :: #{pid() => reference()},   % member event subscribers
     handlers = #{} :: #{term() => {pid(), reference()}},
-    keys = #{} :: #{atom() => binary()},      % cluster_secret, identity_seed
-    trust = [] :: [{node(), binary()}],       % explicitly trusted keys
-    hb_ms = ?DEFAULT_HB_MS :: pos_integer(),
-    ttl_ms = ?DEFAULT_TTL_MS :: pos_integer(),
+    config :: tether_config:config(),
     seeds = [] :: [node()],                  % joined by a fresh engine
     %% Local registrants: one name per pid, monitored.
     reg_pids = #{} :: #{pid() => {term(), reference()}},
@@ -140,7 +118,8 @@
 %%% API
 
 %% @doc Starts the server, registered as `tether'. Fails with
-%% `{bad_config, Detail}' for an invalid application environment.
+%% `{bad_config, Detail}' for an invalid application environment (see
+%% {@link tether_config:read/0}).
 -spec start_link() -> {ok, pid()} | ignore | {error, term()}.
 start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
@@ -198,10 +177,10 @@ engine_key() ->
 %% @private
 -spec init([]) -> {ok, state()} | {stop, term()}.
 init([]) ->
-    case read_config() of
-        {ok, S} ->
+    case tether_config:read() of
+        {ok, Config = #{join := Seeds}} ->
             erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
-            {ok, maybe_start(S)};
+            {ok, maybe_start(#st{config = Config, seeds = Seeds})};
         {error, Reason} ->
             {stop, {bad_config, Reason}}
     end.
@@ -366,98 +345,6 @@ call(_Req, S) ->
 
 %%% Engine life cycle
 
-%% Reads and checks the application env, key files included, so a bad
-%% configuration fails the start at once. Only the cookie waits for the
-%% engine's start (it exists once the node is distributed).
--spec read_config() -> {ok, state()} | {error, term()}.
-read_config() ->
-    Env = application:get_all_env(tether),
-    Get = fun(K, Default) -> proplists:get_value(K, Env, Default) end,
-    try
-        Hb = check(heartbeat_ms, Get(heartbeat_ms, ?DEFAULT_HB_MS),
-                   fun(V) -> is_integer(V) andalso V > 0
-                                 andalso V < 1 bsl 32 end),
-        Ttl = check(ttl_ms, Get(ttl_ms, max(?DEFAULT_TTL_MS, 5 * Hb)),
-                    fun(V) -> is_integer(V) andalso V > Hb
-                                  andalso V < 1 bsl 32 end),
-        Seeds = check(join, Get(join, []), fun is_atom_list/1),
-        Secret = case {Get(cluster_secret_file, undefined),
-                       Get(cluster_secret, undefined)} of
-                     {undefined, undefined} ->
-                         #{};
-                     {undefined, B} ->
-                         #{cluster_secret => check(cluster_secret, B,
-                                                   fun is_key/1)};
-                     {Path, _} ->
-                         #{cluster_secret => read_key_file(Path, secret)}
-                 end,
-        Keys = case Get(identity_file, undefined) of
-                   undefined -> Secret;
-                   IdPath -> Secret#{identity_seed =>
-                                         read_key_file(IdPath, secret)}
-               end,
-        Trusted = check(trusted_keys, Get(trusted_keys, []),
-                        fun is_list/1),
-        Trust = [trusted_entry(X) || X <- Trusted],
-        {ok, #st{keys = Keys, trust = Trust, hb_ms = Hb, ttl_ms = Ttl,
-                 seeds = Seeds}}
-    catch
-        throw:Reason -> {error, Reason}
-    end.
-
--spec check(atom(), term(), fun((term()) -> boolean())) -> term().
-check(Key, Value, Pred) ->
-    case Pred(Value) of
-        true -> Value;
-        false -> throw({Key, Value})
-    end.
-
--spec is_atom_list(term()) -> boolean().
-is_atom_list(L) ->
-    is_list(L) andalso lists:all(fun is_atom/1, L).
-
--spec is_key(term()) -> boolean().
-is_key(B) ->
-    is_binary(B) andalso byte_size(B) =:= ?KEY_BYTES.
-
--spec trusted_entry(term()) -> {node(), binary()}.
-trusted_entry({Node, Key}) when is_atom(Node) ->
-    {Node, trusted_key(Key)};
-trusted_entry(Other) ->
-    throw({trusted_keys, Other}).
-
-%% A trusted public key: 32 bytes, or the path of a 32-byte file.
--spec trusted_key(term()) -> binary().
-trusted_key(<<_:?KEY_BYTES/binary>> = Key) ->
-    Key;
-trusted_key(Path) when is_list(Path); is_binary(Path) ->
-    read_key_file(Path, public);
-trusted_key(Other) ->
-    throw({trusted_keys, Other}).
-
-%% Reads a key file of exactly 32 raw bytes (the format `tether_cnode
-%% keygen' writes). A secret must be a regular file that neither group
-%% nor others may access, as core/keys.h requires of the C-node.
--spec read_key_file(term(), secret | public) -> binary().
-read_key_file(Path, Kind) when is_list(Path); is_binary(Path) ->
-    case file:read_file_info(Path) of
-        {ok, #file_info{type = regular, mode = Mode}}
-          when Kind =:= secret, Mode band 8#077 =/= 0 ->
-            throw({key_file_mode, Path});
-        {ok, #file_info{type = regular}} ->
-            case file:read_file(Path) of
-                {ok, <<_:?KEY_BYTES/binary>> = Key} -> Key;
-                {ok, _} -> throw({key_file_size, Path});
-                {error, R} -> throw({R, Path})
-            end;
-        {ok, #file_info{type = Type}} ->
-            throw({key_file_type, Type, Path});
-        {error, R} ->
-            throw({R, Path})
-    end;
-read_key_file(Path, _Kind) ->
-    throw({key_file, Path}).
-
 %% Starts the engine if the node is distributed and has none yet.
 -spec maybe_start(state()) -> state().
 maybe_start(S = #st{engine = undefined}) ->
@@ -478,18 +365,20 @@ start_engine(S0) ->
                 _ = net_kernel:monitor_nodes(true, [{node_type, all}]),
                 S0#st{net_kernel = Nk}
         end,
-    Opts = (key_opts(S#st.keys))#{
+    #{keys := Keys, trust := Trust, heartbeat_ms := Hb, ttl_ms := Ttl} =
+        S#st.config,
+    Opts = (key_opts(Keys))#{
              name => bin(node()),
              incarnation => erlang:system_time(microsecond),
              seed => crypto:strong_rand_bytes(32),
-             heartbeat_ms => S#st.hb_ms,
-             ttl_ms => S#st.ttl_ms,
+             heartbeat_ms => Hb,
+             ttl_ms => Ttl,
              seeds => bins(S#st.seeds)},
     case safe(fun() -> tether_nif:engine_new(Opts) end) of
         {ok, E} ->
             S0a = reg_reset(S),
             persistent_term:put(?ENGINE_KEY, E),
-            ok = trust_all(E, S#st.trust),
+            ok = trust_all(E, Trust),
             S1 = S0a#st{engine = E, name = node(), up = #{},
                         start = erlang:monotonic_time(millisecond)},
             run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected)));
