@@ -230,7 +230,7 @@ register_name(Name, Pid, Method)
 %% monitors Pid and keeps its method.
 -spec register_local(term(), pid(), conflict_method()) -> yes | no.
 register_local(Name, Pid, Method) ->
-    E = persistent_term:get(tether_server:engine_key(), undefined),
+    E = tether_server:engine(),
     case E =/= undefined andalso is_process_alive(Pid) of
         false ->
             no;
@@ -243,9 +243,7 @@ register_local(Name, Pid, Method) ->
             Wall = erlang:system_time(millisecond),
             try tether_nif:reg_register_sealed(E, Name, Pid, M, Wall) of
                 {yes, Envelopes} ->
-                    Self = node(),
-                    _ = [erlang:send({?SERVER, binary_to_atom(Peer, utf8)},
-                                     {'$tether', Self, Bytes}, [noconnect])
+                    _ = [tether_server:send_wire(Peer, Bytes)
                          || {Peer, Bytes} <- Envelopes],
                     track(Name, Pid, Method);
                 _ ->
@@ -285,7 +283,7 @@ unregister_name(Name) ->
 %% engine.
 -spec whereis_name(term()) -> pid() | undefined.
 whereis_name(Name) ->
-    case persistent_term:get(tether_server:engine_key(), undefined) of
+    case tether_server:engine() of
         undefined -> undefined;
         E -> tether_nif:reg_whereis(E, Name)
     end.
@@ -306,7 +304,7 @@ send(Name, Msg) ->
 %% @doc Every name registered in the cluster, as this node knows it.
 -spec registered_names() -> [term()].
 registered_names() ->
-    case persistent_term:get(tether_server:engine_key(), undefined) of
+    case tether_server:engine() of
         undefined -> [];
         E -> tether_nif:reg_names(E)
     end.

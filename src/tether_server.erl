@@ -58,7 +58,7 @@
 %% registration goes unless kept, and the other one's owner (a BEAM node
 %% or a C-node) is told to yield, again until it has; it tells its
 %% registrant as a lost conflict. The current engine is kept
-%% in `persistent_term' under {@link engine_key/0}, so
+%% in `persistent_term' and read with {@link engine/0}, so
 %% `tether:whereis_name/1' reads the registry in the NIF, under a read
 %% lock, without a message to this server. A fresh engine (after a leave
 %% and join, or a restart of distribution) starts with an empty registry.
@@ -80,7 +80,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, send/3, register_handler/2, unregister_handler/1,
-         engine_call/1, info/0, engine_key/0]).
+         engine_call/1, info/0, engine/0, send_wire/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
@@ -166,11 +166,23 @@ engine_call(Fun) when is_function(Fun, 1) ->
 info() ->
     gen_server:call(?SERVER, info).
 
-%% @doc The persistent_term key under which the current engine is kept
-%% for readers that must not call the server (tether:whereis_name/1).
--spec engine_key() -> {tether_server, engine}.
-engine_key() ->
-    ?ENGINE_KEY.
+%% @doc The current engine, or `undefined' while there is none, read
+%% without a message to this server. For the NIF calls that only read
+%% (under the NIF's read lock) and for the direct paths (see
+%% `src/README.md'); a call that changes the engine's state goes through
+%% engine_call/1 instead.
+-spec engine() -> tether_nif:engine() | undefined.
+engine() ->
+    persistent_term:get(?ENGINE_KEY, undefined).
+
+%% @doc Sends engine bytes to the tether server of peer To (its name as
+%% the engine gives it, UTF-8) as `{'$tether', node(), Bytes}', over an
+%% existing connection only (see the module doc).
+-spec send_wire(binary(), binary()) -> ok.
+send_wire(To, Bytes) ->
+    _ = erlang:send({?SERVER, binary_to_atom(To, utf8)},
+                    {'$tether', node(), Bytes}, [noconnect]),
+    ok.
 
 %%% gen_server
 
@@ -474,8 +486,7 @@ run(S = #st{engine = E}) ->
 
 -spec act(tether_nif:action(), state()) -> state().
 act({send, To, Bytes}, S) ->
-    Node = binary_to_atom(To, utf8),
-    _ = erlang:send({?SERVER, Node}, {'$tether', node(), Bytes}, [noconnect]),
+    ok = send_wire(To, Bytes),
     S;
 act({member, Up, Node}, S = #st{subs = Subs}) ->
     Event = {tether_member, Up, binary_to_atom(Node, utf8)},

@@ -131,7 +131,7 @@ init([]) ->
     %% Member events tell us early that a fresh engine met its peers.
     ok = tether:subscribe(self()),
     S = #st{recheck_ms = tether_config:service_recheck_ms(),
-            engine = current_engine()},
+            engine = tether_server:engine()},
     {ok, arm(S)}.
 
 %% @private
@@ -239,16 +239,12 @@ new_salt() ->
 arm(S = #st{recheck_ms = Ms}) ->
     S#st{timer = erlang:start_timer(Ms, self(), recheck)}.
 
--spec current_engine() -> tether_nif:engine() | undefined.
-current_engine() ->
-    persistent_term:get(tether_server:engine_key(), undefined).
-
 %% Registers the live local instances again when the current engine is
 %% not the one they were registered in. An instance the new engine
 %% refuses is kept and tried again at the next change or recheck.
 -spec follow_engine(state()) -> state().
 follow_engine(S = #st{engine = Old, instances = Insts}) ->
-    case current_engine() of
+    case tether_server:engine() of
         Old ->
             S;
         undefined ->
