@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every tether test suite and ends with one line "N passed, N failed"
-# summing them all: the Criterion suites (ASan+UBSan), rebar3 xref and
-# dialyzer (one check each), EUnit, common_test and the Mix dependency check. Exits non-zero when anything failed, when a
-# suite could not be built or run, or when no test ran at all.
+# summing them all: the Criterion suites (ASan+UBSan), rebar3 xref,
+# dialyzer and edoc (one check each), EUnit, common_test and the Mix
+# dependency check. Exits non-zero when anything failed, when a suite
+# could not be built or run, or when no test ran at all.
 #
 # common_test runs distributed on loopback against an epmd this script
 # starts on a private port (TETHER_TEST_EPMD_PORT, default 14369) and
@@ -104,8 +105,8 @@ if [ "${CI:-}" = true ] || [ "${TETHER_VALGRIND:-}" = 1 ]; then
     fi
 fi
 
-# -- static checks: xref and dialyzer stay clean ---------------------------
-for tool in xref dialyzer; do
+# -- static checks: xref and dialyzer stay clean, edoc reads every doc ------
+for tool in xref dialyzer edoc; do
     if rebar3 "$tool" >"$log/$tool" 2>&1; then
         count 1 0 "$tool"
     else
