@@ -5,7 +5,7 @@
 #   make demo       install what is missing, build, show what works
 #   make test       install what is missing, run every test suite
 #   make deps       install missing Debian packages
-#   make check      layering of c_src, rebar3 xref and dialyzer
+#   make check      layering of c_src, rebar3 xref, dialyzer and edoc
 #   make fmt        clang-format every C file
 #   make bench      benchmarks, printed as ratios against stock OTP
 #   make sim        the cluster simulator over SEEDS seeds (default 1000)
@@ -35,6 +35,7 @@ check: all
 	$(MAKE) -C c_src check-layers
 	rebar3 xref
 	rebar3 dialyzer
+	rebar3 edoc
 
 fmt:
 	clang-format -i $$(find c_src fuzz examples bench -name '*.[ch]' -not -path '*/build/*')

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every tether test suite and ends with one line "N passed, N failed"
-# summing them all: the Criterion suites (ASan+UBSan), rebar3 xref and
-# dialyzer and the layering check (one check each), EUnit, common_test and the Mix dependency check. Exits non-zero when anything failed, when a
-# suite could not be built or run, or when no test ran at all.
+# summing them all: the Criterion suites (ASan+UBSan), rebar3 xref,
+# dialyzer, edoc and the layering check of c_src (one check each), EUnit,
+# common_test and the Mix dependency check. Exits non-zero when anything
+# failed, when a suite could not be built or run, or when no test ran at
+# all.
 #
 # common_test runs distributed on loopback against an epmd this script
 # starts on a private port (TETHER_TEST_EPMD_PORT, default 14369) and
@@ -112,8 +114,8 @@ else
     count 0 1 "check-layers"
 fi
 
-# -- static checks: xref and dialyzer stay clean ---------------------------
-for tool in xref dialyzer; do
+# -- static checks: xref and dialyzer stay clean, edoc reads every doc ------
+for tool in xref dialyzer edoc; do
     if rebar3 "$tool" >"$log/$tool" 2>&1; then
         count 1 0 "$tool"
     else

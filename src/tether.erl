@@ -1,8 +1,12 @@
 %% @doc The tether API facade.
 %%
 %% Membership and injected partitions of a tether cluster, run by the
-%% `tether' application (see {@link tether_server} for what runs behind
-%% these calls, the wire format and the configuration).
+%% `tether' application. Every function here is one call into the module
+%% that implements it: {@link tether_server} (membership, partitions; it
+%% owns the engine and tells the wire format), {@link tether_registry},
+%% {@link tether_rpc} and {@link tether_service}; {@link tether_config}
+%% tells the configuration, and `src/README.md' which calls reach the
+%% engine how.
 %%
 %% Members are nodes whose tether engines hold an authenticated session
 %% with each other and renew leases by heartbeats. `members()' lists the
@@ -59,8 +63,6 @@
 
 -export_type([partition_ref/0, partition_info/0, conflict_method/0]).
 
--define(SERVER, tether).
-
 %% An opaque handle of an injected partition.
 -opaque partition_ref() :: {tether_partition, non_neg_integer()}.
 
@@ -101,53 +103,42 @@ version() ->
 %% or subscribe). A node that left joins again as a new incarnation.
 -spec join(node()) ->
           ok | {error, noconnection | not_distributed | term()}.
-join(Node) when is_atom(Node) ->
-    case node() of
-        nonode@nohost ->
-            {error, not_distributed};
-        Node ->
-            gen_server:call(?SERVER, {join, Node});
-        _ ->
-            case net_kernel:connect_node(Node) of
-                true -> gen_server:call(?SERVER, {join, Node});
-                false -> {error, noconnection};
-                ignored -> {error, not_distributed}
-            end
-    end.
+join(Node) ->
+    tether_server:join(Node).
 
 %% @doc Leaves the cluster: the others drop this node from their members
 %% at once, and this node's members/0 becomes `[]'. Leaving twice is `ok'.
 -spec leave() -> ok | {error, not_distributed}.
 leave() ->
-    gen_server:call(?SERVER, leave).
+    tether_server:leave().
 
 %% @doc The live members, this node included (unless it left), sorted.
 -spec members() -> [node()] | {error, not_distributed}.
 members() ->
-    gen_server:call(?SERVER, members).
+    tether_server:members().
 
 %% @doc subscribe(self()).
 -spec subscribe() -> ok.
 subscribe() ->
-    subscribe(self()).
+    tether_server:subscribe(self()).
 
 %% @doc Sends `{tether_member, up | down, Node}' to Pid on every change
 %% of the member set seen by this node, until Pid exits or unsubscribes.
 %% Subscribing twice is `ok' (one message per event). Current members are
 %% not replayed: call members/0 after subscribing.
 -spec subscribe(pid()) -> ok.
-subscribe(Pid) when is_pid(Pid) ->
-    gen_server:call(?SERVER, {subscribe, Pid}).
+subscribe(Pid) ->
+    tether_server:subscribe(Pid).
 
 %% @doc unsubscribe(self()).
 -spec unsubscribe() -> ok.
 unsubscribe() ->
-    unsubscribe(self()).
+    tether_server:unsubscribe(self()).
 
 %% @doc Stops member events to Pid. Unknown Pids are `ok'.
 -spec unsubscribe(pid()) -> ok.
-unsubscribe(Pid) when is_pid(Pid) ->
-    gen_server:call(?SERVER, {unsubscribe, Pid}).
+unsubscribe(Pid) ->
+    tether_server:unsubscribe(Pid).
 
 %% @doc Injects a partition between two non-empty, disjoint groups of
 %% nodes, cluster-wide. `drop': engine messages between the groups vanish
@@ -158,43 +149,32 @@ unsubscribe(Pid) when is_pid(Pid) ->
 -spec partition([node()], [node()], drop | defer) ->
           {ok, partition_ref()} | {error, invalid | too_big | not_distributed
                                    | term()}.
-partition(GroupA, GroupB, Mode)
-  when is_list(GroupA), is_list(GroupB),
-       (Mode =:= drop orelse Mode =:= defer) ->
-    lists:all(fun is_atom/1, GroupA ++ GroupB) orelse error(badarg),
-    case valid_group(GroupA) andalso valid_group(GroupB) of
-        true -> gen_server:call(?SERVER, {partition, GroupA, GroupB, Mode});
-        false -> {error, invalid}
-    end.
-
-%% A group holds 1..256 nodes (the engine's TETHER_PARTITION_GROUP_MAX).
--spec valid_group([node()]) -> boolean().
-valid_group(Group) ->
-    Group =/= [] andalso length(Group) =< 256.
+partition(GroupA, GroupB, Mode) ->
+    tether_server:partition(GroupA, GroupB, Mode).
 
 %% @doc Heals one partition, cluster-wide. Healing a healed partition is
 %% `ok'; a Ref this node never heard of is `{error, not_found}'.
 -spec heal(partition_ref()) -> ok | {error, not_found | not_distributed}.
 heal(Ref) ->
-    gen_server:call(?SERVER, {heal, Ref}).
+    tether_server:heal(Ref).
 
 %% @doc Heals every partition this node knows of, cluster-wide.
 -spec heal() -> ok | {error, not_distributed}.
 heal() ->
-    gen_server:call(?SERVER, heal_all).
+    tether_server:heal().
 
 %% @doc Every partition this node knows of, active and healed (healed
 %% ones are kept as tombstones, oldest evicted first), sorted by ref.
 -spec partitions() -> [partition_info()] | {error, not_distributed}.
 partitions() ->
-    gen_server:call(?SERVER, partitions).
+    tether_server:partitions().
 
 %%% Registry
 
 %% @doc register_name(Name, Pid, notify).
 -spec register_name(term(), pid()) -> yes | no.
 register_name(Name, Pid) ->
-    register_name(Name, Pid, notify).
+    tether_registry:register_name(Name, Pid).
 
 %% @doc Registers Pid as Name cluster-wide. `yes', or `no' if the name
 %% is held (anywhere this node knows of), Pid is not alive, Pid already
@@ -204,112 +184,33 @@ register_name(Name, Pid) ->
 %% `global'-style resolver `fun/3' is taken as `{resolve, Fun}').
 -spec register_name(term(), pid(), conflict_method()
                     | fun((term(), pid(), pid()) -> term())) -> yes | no.
-register_name(Name, Pid, Fun) when is_function(Fun, 3) ->
-    register_name(Name, Pid, {resolve, Fun});
-register_name(Name, Pid, Method)
-  when is_pid(Pid), (Method =:= notify orelse Method =:= exit orelse
-                     (is_tuple(Method) andalso tuple_size(Method) =:= 2 andalso
-                      element(1, Method) =:= resolve andalso
-                      is_function(element(2, Method), 3))) ->
-    case node(Pid) =:= node() of
-        true ->
-            register_local(Name, Pid, Method);
-        false ->
-            try gen_server:call({?SERVER, node(Pid)},
-                                {reg_register, Name, Pid, Method}) of
-                yes -> yes;
-                _ -> no
-            catch
-                exit:_ -> no
-            end
-    end.
-
-%% The direct path for a pid of this node: the NIF inserts the entry and
-%% seals its broadcast, which the caller sends itself (no hand-over to
-%% the tether server before the peers can see it); the server then
-%% monitors Pid and keeps its method.
--spec register_local(term(), pid(), conflict_method()) -> yes | no.
-register_local(Name, Pid, Method) ->
-    E = persistent_term:get(tether_server:engine_key(), undefined),
-    case E =/= undefined andalso is_process_alive(Pid) of
-        false ->
-            no;
-        true ->
-            M = case Method of
-                    notify -> 0;
-                    exit -> 1;
-                    {resolve, _} -> 2
-                end,
-            Wall = erlang:system_time(millisecond),
-            try tether_nif:reg_register_sealed(E, Name, Pid, M, Wall) of
-                {yes, Envelopes} ->
-                    Self = node(),
-                    _ = [erlang:send({?SERVER, binary_to_atom(Peer, utf8)},
-                                     {'$tether', Self, Bytes}, [noconnect])
-                         || {Peer, Bytes} <- Envelopes],
-                    track(Name, Pid, Method);
-                _ ->
-                    no
-            catch
-                error:badarg -> no
-            end
-    end.
-
--spec track(term(), pid(), conflict_method()) -> yes | no.
-track(Name, Pid, Method) ->
-    try gen_server:call(?SERVER, {reg_track, Name, Pid, Method}) of
-        yes -> yes;
-        _ -> no
-    catch
-        exit:_ -> no
-    end.
+register_name(Name, Pid, Method) ->
+    tether_registry:register_name(Name, Pid, Method).
 
 %% @doc Removes Name wherever it is registered (the owner node removes it
 %% and tells every member). `ok', also when Name is not registered.
 -spec unregister_name(term()) -> ok.
 unregister_name(Name) ->
-    case whereis_name(Name) of
-        undefined ->
-            ok;
-        Pid ->
-            try gen_server:call({?SERVER, node(Pid)}, {reg_unregister, Name})
-            of
-                _ -> ok
-            catch
-                exit:_ -> ok
-            end
-    end.
+    tether_registry:unregister_name(Name).
 
 %% @doc The pid registered as Name, or `undefined'. Answered from this
 %% node's table by the NIF: no message to any process, no wait on the
 %% engine.
 -spec whereis_name(term()) -> pid() | undefined.
 whereis_name(Name) ->
-    case persistent_term:get(tether_server:engine_key(), undefined) of
-        undefined -> undefined;
-        E -> tether_nif:reg_whereis(E, Name)
-    end.
+    tether_registry:whereis_name(Name).
 
 %% @doc Sends Msg to the pid registered as Name and returns that pid;
 %% exits with `{badarg, {Name, Msg}}' when Name is not registered, as
 %% `global:send/2' does.
 -spec send(term(), term()) -> pid().
 send(Name, Msg) ->
-    case whereis_name(Name) of
-        undefined ->
-            exit({badarg, {Name, Msg}});
-        Pid ->
-            Pid ! Msg,
-            Pid
-    end.
+    tether_registry:send(Name, Msg).
 
 %% @doc Every name registered in the cluster, as this node knows it.
 -spec registered_names() -> [term()].
 registered_names() ->
-    case persistent_term:get(tether_server:engine_key(), undefined) of
-        undefined -> [];
-        E -> tether_nif:reg_names(E)
-    end.
+    tether_registry:registered_names().
 
 %% @doc Asks every member and waits for their answers, so that once it
 %% returns, every registration and removal made on any member before the
@@ -317,8 +218,7 @@ registered_names() ->
 %% not answer within 5 seconds are skipped. Always `ok'.
 -spec sync() -> ok.
 sync() ->
-    _ = catch gen_server:call(?SERVER, reg_sync, 10000),
-    ok.
+    tether_registry:sync().
 
 %%% RPC (implemented by tether_rpc, whose module doc tells how requests
 %%% travel inside envelopes and how partitions apply to them)

@@ -1,7 +1,7 @@
 %% @doc The tether application: starts {@link tether_sup}.
 %%
 %% It starts on any node, distributed or not (Mix starts dependency
-%% applications in `mix test'); see {@link tether_server} for the
+%% applications in `mix test'); see {@link tether_config} for the
 %% configuration it reads from the application environment.
 -module(tether_app).
 -behaviour(application).

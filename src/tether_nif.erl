@@ -279,7 +279,6 @@ engine_info(_Engine) ->
 reg_register(_Engine, _Name, _Pid, _Method, _WallMs) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
-%% @doc Removes this node's own entry for `Name' and broadcasts that.
 %% @doc reg_register/5 on the direct path: the broadcast comes back as
 %% envelopes, `{yes, [{Peer, Envelope}]}', for the caller to send to
 %% `tether' on each Peer as `{'$tether', node(), Envelope}'.
@@ -288,6 +287,7 @@ reg_register(_Engine, _Name, _Pid, _Method, _WallMs) ->
 reg_register_sealed(_Engine, _Name, _Pid, _Method, _WallMs) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
+%% @doc Removes this node's own entry for `Name' and broadcasts that.
 -spec reg_unregister(engine(), term()) -> ok | {error, error_reason()}.
 reg_unregister(_Engine, _Name) ->
     erlang:nif_error({not_loaded, ?MODULE}).

@@ -276,7 +276,7 @@ service_result(Outcome) -> rpcify(Outcome).
           {sealed, binary()} | deferred | {refused, term()}
           | {no_answer, term()}.
 execute(From, Bytes) when is_atom(From), is_binary(Bytes) ->
-    case engine() of
+    case tether_server:engine() of
         undefined ->
             {refused, not_distributed};
         E ->
@@ -390,7 +390,7 @@ service_outcome(Service, F, A) ->
 
 -spec local_instance(term()) -> {ok, module()} | error.
 local_instance(Service) ->
-    case engine() of
+    case tether_server:engine() of
         undefined ->
             error;
         E ->
@@ -412,7 +412,7 @@ send(Node, _Make, Local) when Node =:= node() ->
     Ref = erpc:send_request(node(), erlang, apply, [Local, []]),
     #req{node = Node, how = local, id = Ref};
 send(Node, Make, _Local) when is_atom(Node) ->
-    case engine() of
+    case tether_server:engine() of
         undefined ->
             #req{node = Node, how = {failed, not_sent}};
         E ->
@@ -436,7 +436,7 @@ send(Node, _Make, _Local) ->
 %% Sends a request that has no answer (cast, abcast).
 -spec push(node(), term()) -> ok.
 push(Node, Req) ->
-    case engine() of
+    case tether_server:engine() of
         undefined ->
             ok;
         E ->
@@ -563,10 +563,6 @@ members() ->
         Nodes when is_list(Nodes) -> Nodes;
         _ -> [node()]
     end.
-
--spec engine() -> tether_nif:engine() | undefined.
-engine() ->
-    persistent_term:get(tether_server:engine_key(), undefined).
 
 %% The NIFs take a node as an ASCII atom (no atom_to_binary on the hot
 %% path) or as its UTF-8 binary, which other node names need.

@@ -43,25 +43,22 @@
 %% node is distributed, and stops if distribution stops. Meanwhile the
 %% cluster calls answer `{error, not_distributed}'.
 %%
+%% == The engine handle ==
+%%
+%% The current engine is kept in `persistent_term' and read with
+%% {@link engine/0}, so that readers (registry and service lookups, the
+%% direct paths of {@link tether_registry} and {@link tether_rpc}) use
+%% it without a message to this server. Every call that changes the
+%% engine's state runs in this server, the engine's single writer (see
+%% `src/README.md'). A fresh engine (after a leave and join, or a
+%% restart of distribution) starts with empty registry and service
+%% tables.
+%%
 %% == Registry ==
 %%
-%% The name registry is an engine module (`c_src/core/registry.h', engine
-%% message type 0x21): the engine broadcasts registrations, exchanges full
-%% sets when a member comes up, repairs by digests and resolves conflicts.
-%% This server registers names of local processes in it (one name per
-%% pid, as `global'), monitors them and unregisters a name when its
-%% process dies, and tells the registrant of a lost conflict (a
-%% `reg_lost' action) as it chose at registration. When the engine asks this
-%% node to resolve a conflict (our registrant gave a resolver), the
-%% resolver runs in a fresh process and its verdict goes to the engine
-%% (`tether_registry_resolve()' in `core/registry.h'): our own
-%% registration goes unless kept, and the other one's owner (a BEAM node
-%% or a C-node) is told to yield, again until it has; it tells its
-%% registrant as a lost conflict. The current engine is kept
-%% in `persistent_term' under {@link engine_key/0}, so
-%% `tether:whereis_name/1' reads the registry in the NIF, under a read
-%% lock, without a message to this server. A fresh engine (after a leave
-%% and join, or a restart of distribution) starts with an empty registry.
+%% This server holds the registry's bookkeeping ({@link
+%% tether_registry:state()}) and hands the registry's calls, messages
+%% and engine actions to {@link tether_registry}.
 %%
 %% == Plug-ins ==
 %%
@@ -72,44 +69,28 @@
 %% registered for Tag, under the partition rules (dropped across drop
 %% partitions, held in order across defer ones).
 %%
-%% == Configuration (application env of `tether') ==
-%% <ul>
-%% <li>`{cluster_secret_file, Path}': a file of exactly 32 bytes, mode
-%%     0600 or stricter; or `{cluster_secret, <<_:256>>}'. Every node
-%%     holding the secret derives every member's identity key from it.</li>
-%% <li>`{identity_file, Path}': this node's own Ed25519 seed (32 bytes,
-%%     0600, as `tether_cnode keygen' writes it), and
-%%     `{trusted_keys, [{Node, PublicKey | Path}]}': the public keys of
-%%     the nodes to trust. With an identity and no secret, only the
-%%     listed nodes are trusted; with both, a peer may be either.</li>
-%% <li>With no key configuration at all the secret derives from the
-%%     Erlang cookie, so nodes sharing a cookie cluster with no
-%%     configuration.</li>
-%% <li>`{join, [Node]}': seeds joined at start, tried in turn by the engine
-%%     until one answers.</li>
-%% <li>`{heartbeat_ms, N}' (default 1000) and `{ttl_ms, N}' (default 5000,
-%%     greater than the heartbeat).</li>
-%% </ul>
+%% == Configuration ==
+%%
+%% Read at start by {@link tether_config}; a bad value fails the start
+%% with `{bad_config, Detail}'.
 -module(tether_server).
 -behaviour(gen_server).
 
--export([start_link/0, send/3, register_handler/2, unregister_handler/1,
-         engine_call/1, info/0, engine_key/0]).
+-export([start_link/0, join/1, leave/0, members/0, subscribe/1,
+         unsubscribe/1, partition/3, heal/1, heal/0, partitions/0]).
+-export([send/3, register_handler/2, unregister_handler/1, engine_call/1,
+         info/0, engine/0, send_wire/2, safe/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
-
--include_lib("kernel/include/file.hrl").
 
 -define(SERVER, tether).
 -define(ENGINE_KEY, {?MODULE, engine}).
 -define(DIST_CHECK_MS, 1000).
--define(DEFAULT_HB_MS, 1000).
--define(DEFAULT_TTL_MS, 5000).
--define(KEY_BYTES, 32).
 %% Messages from this size on are MAC'd and copied on a dirty scheduler.
 -define(DIRTY_BYTES, 256 * 1024).
-%% How long tether:sync/0 waits for the members' answers.
--define(REG_SYNC_MS, 5000).
+%% The most nodes in a partition group (the engine's
+%% TETHER_PARTITION_GROUP_MAX).
+-define(GROUP_MAX, 256).
 
 -record(st, {
     engine :: tether_nif:engine() | undefined,
@@ -121,29 +102,95 @@
     connecting = #{} :: #{node() => true},   % connect helpers running
     subs = #{} :: #{pid() => reference()},   % member event subscribers
     handlers = #{} :: #{term() => {pid(), reference()}},
-    keys = #{} :: #{atom() => binary()},      % cluster_secret, identity_seed
-    trust = [] :: [{node(), binary()}],       % explicitly trusted keys
-    hb_ms = ?DEFAULT_HB_MS :: pos_integer(),
-    ttl_ms = ?DEFAULT_TTL_MS :: pos_integer(),
+    config :: tether_config:config(),
     seeds = [] :: [node()],                  % joined by a fresh engine
-    %% Local registrants: one name per pid, monitored.
-    reg_pids = #{} :: #{pid() => {term(), reference()}},
-    %% How each local registrant hears of a lost conflict (resolver funs
-    %% do not cross the engine, so they stay here).
-    reg_methods = #{} :: #{term() => tether:conflict_method()},
-    %% tether:sync/0 calls waiting for members' answers.
-    reg_syncs = #{} :: #{reference() => {gen_server:from(), [node()]}}
+    reg :: tether_registry:state()
 }).
 
 -type state() :: #st{}.
 
-%%% API
+%%% API: membership and partitions (tether's, see there)
 
 %% @doc Starts the server, registered as `tether'. Fails with
-%% `{bad_config, Detail}' for an invalid application environment.
+%% `{bad_config, Detail}' for an invalid application environment (see
+%% {@link tether_config:read/0}).
 -spec start_link() -> {ok, pid()} | ignore | {error, term()}.
 start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
+
+%% @doc See {@link tether:join/1}. The distribution connection to Node
+%% is made here, in the caller.
+-spec join(node()) ->
+          ok | {error, noconnection | not_distributed | term()}.
+join(Node) when is_atom(Node) ->
+    case node() of
+        nonode@nohost ->
+            {error, not_distributed};
+        Node ->
+            gen_server:call(?SERVER, {join, Node});
+        _ ->
+            case net_kernel:connect_node(Node) of
+                true -> gen_server:call(?SERVER, {join, Node});
+                false -> {error, noconnection};
+                ignored -> {error, not_distributed}
+            end
+    end.
+
+%% @doc See {@link tether:leave/0}.
+-spec leave() -> ok | {error, not_distributed}.
+leave() ->
+    gen_server:call(?SERVER, leave).
+
+%% @doc See {@link tether:members/0}.
+-spec members() -> [node()] | {error, not_distributed}.
+members() ->
+    gen_server:call(?SERVER, members).
+
+%% @doc See {@link tether:subscribe/1}.
+-spec subscribe(pid()) -> ok.
+subscribe(Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {subscribe, Pid}).
+
+%% @doc See {@link tether:unsubscribe/1}.
+-spec unsubscribe(pid()) -> ok.
+unsubscribe(Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {unsubscribe, Pid}).
+
+%% @doc See {@link tether:partition/3}. The groups are checked here, in
+%% the caller: a node that is not an atom raises `badarg'.
+-spec partition([node()], [node()], drop | defer) ->
+          {ok, tether:partition_ref()}
+          | {error, invalid | too_big | not_distributed | term()}.
+partition(GroupA, GroupB, Mode)
+  when is_list(GroupA), is_list(GroupB),
+       (Mode =:= drop orelse Mode =:= defer) ->
+    lists:all(fun is_atom/1, GroupA ++ GroupB) orelse error(badarg),
+    case valid_group(GroupA) andalso valid_group(GroupB) of
+        true -> gen_server:call(?SERVER, {partition, GroupA, GroupB, Mode});
+        false -> {error, invalid}
+    end.
+
+-spec valid_group([node()]) -> boolean().
+valid_group(Group) ->
+    Group =/= [] andalso length(Group) =< ?GROUP_MAX.
+
+%% @doc See {@link tether:heal/1}.
+-spec heal(tether:partition_ref()) ->
+          ok | {error, not_found | not_distributed}.
+heal(Ref) ->
+    gen_server:call(?SERVER, {heal, Ref}).
+
+%% @doc See {@link tether:heal/0}.
+-spec heal() -> ok | {error, not_distributed}.
+heal() ->
+    gen_server:call(?SERVER, heal_all).
+
+%% @doc See {@link tether:partitions/0}.
+-spec partitions() -> [tether:partition_info()] | {error, not_distributed}.
+partitions() ->
+    gen_server:call(?SERVER, partitions).
+
+%%% API: for the other tether modules
 
 %% @doc Sends `{Tag, Term}' to the handler of Tag on Node, through the
 %% engine (see the module doc). `{error, nodedown}' when no session with
@@ -167,10 +214,10 @@ unregister_handler(Tag) ->
 
 %% @doc Runs `Fun(Engine)' inside the server and returns its result,
 %% then carries out the actions it queued (sends, deliveries). This is
-%% how other tether modules make engine calls that send (a service
-%% registration, say) without a clause of their own here. Fun must be
-%% short and must not call this server. `{error, not_distributed}' when
-%% there is no engine.
+%% how other tether modules make engine calls that change the engine's
+%% state (a service registration, say) without a clause of their own
+%% here. Fun must be short and must not call this server. `{error,
+%% not_distributed}' when there is no engine.
 -spec engine_call(fun((tether_nif:engine()) -> Result)) ->
           Result | {error, not_distributed}.
 engine_call(Fun) when is_function(Fun, 1) ->
@@ -187,28 +234,54 @@ engine_call(Fun) when is_function(Fun, 1) ->
 info() ->
     gen_server:call(?SERVER, info).
 
-%% @doc The persistent_term key under which the current engine is kept
-%% for readers that must not call the server (tether:whereis_name/1).
--spec engine_key() -> {tether_server, engine}.
-engine_key() ->
-    ?ENGINE_KEY.
+%% @doc The current engine, or `undefined' while there is none, read
+%% without a message to this server. For the NIF calls that only read
+%% (under the NIF's read lock) and for the direct paths (see
+%% `src/README.md'); a call that changes the engine's state goes through
+%% engine_call/1 instead.
+-spec engine() -> tether_nif:engine() | undefined.
+engine() ->
+    persistent_term:get(?ENGINE_KEY, undefined).
+
+%% @doc Sends engine bytes to the tether server of peer To (its name as
+%% the engine gives it, UTF-8) as `{'$tether', node(), Bytes}', over an
+%% existing connection only (see the module doc).
+-spec send_wire(binary(), binary()) -> ok.
+send_wire(To, Bytes) ->
+    _ = erlang:send({?SERVER, binary_to_atom(To, utf8)},
+                    {'$tether', node(), Bytes}, [noconnect]),
+    ok.
+
+%% @doc Runs a NIF call whose arguments come from outside (node names
+%% of any length, peers' claims, registered names): a value the engine
+%% cannot take (a name longer than 255 bytes, or with a NUL) raises
+%% badarg, which becomes `{error, invalid}' rather than a crash of the
+%% server.
+-spec safe(fun(() -> Result)) -> Result | {error, invalid}.
+safe(Fun) ->
+    try
+        Fun()
+    catch
+        error:badarg -> {error, invalid}
+    end.
 
 %%% gen_server
 
 %% @private
 -spec init([]) -> {ok, state()} | {stop, term()}.
 init([]) ->
-    case read_config() of
-        {ok, S} ->
+    case tether_config:read() of
+        {ok, Config = #{join := Seeds}} ->
             erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
-            {ok, maybe_start(S)};
+            {ok, maybe_start(#st{config = Config, seeds = Seeds,
+                                 reg = tether_registry:init()})};
         {error, Reason} ->
             {stop, {bad_config, Reason}}
     end.
 
 %% @private
 -spec handle_call(term(), gen_server:from(), state()) ->
-          {reply, term(), state()}.
+          {reply, term(), state()} | {noreply, state()}.
 handle_call({subscribe, Pid}, _From, S) ->
     {reply, ok, add_sub(Pid, S)};
 handle_call({unsubscribe, Pid}, _From, S = #st{subs = Subs}) ->
@@ -230,8 +303,9 @@ handle_call({reg_register, _, _, _}, _From, S = #st{engine = undefined}) ->
     {reply, no, S};
 handle_call(_Req, _From, S = #st{engine = undefined}) ->
     {reply, {error, not_distributed}, S};
-handle_call(reg_sync, From, S) ->
-    {noreply, reg_sync(From, run(tick(S)))};
+handle_call(reg_sync, From, S0) ->
+    S = run(tick(S0)),
+    {noreply, S#st{reg = tether_registry:sync(From, S#st.engine, S#st.reg)}};
 handle_call(Req, _From, S0) ->
     S = tick(S0),
     {Reply, S1} = call(Req, S),
@@ -276,20 +350,24 @@ handle_info({timeout, TRef, tick}, S = #st{timer = {TRef, _}}) ->
 handle_info(dist_check, S) ->
     erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
     {noreply, dist_check(S)};
-handle_info({reg_verdict, Verdict}, S = #st{engine = E})
-  when E =/= undefined ->
-    {noreply, run(reg_verdict(Verdict, tick(S)))};
-handle_info({'$tether_reg_ping', Ref, From}, S) when is_atom(From) ->
-    %% Sent after every engine message we sent before it (see reg_sync).
-    _ = erlang:send({?SERVER, From}, {'$tether_reg_pong', Ref, node()},
-                    [noconnect]),
-    {noreply, S};
-handle_info({'$tether_reg_pong', Ref, From}, S) ->
-    {noreply, reg_sync_answer(Ref, From, S)};
-handle_info({reg_sync_timeout, Ref}, S) ->
-    {noreply, reg_sync_done(Ref, S)};
+handle_info({reg_verdict, Verdict}, S) when S#st.engine =/= undefined ->
+    {noreply, registry(fun(E, R) -> tether_registry:verdict(Verdict, E, R)
+                       end, S)};
+handle_info({'$tether_reg_ping', _Ref, From} = Msg, S) when is_atom(From) ->
+    {noreply, S#st{reg = tether_registry:handle_info(Msg, S#st.reg)}};
+handle_info({'$tether_reg_pong', _Ref, _From} = Msg, S) ->
+    {noreply, S#st{reg = tether_registry:handle_info(Msg, S#st.reg)}};
+handle_info({reg_sync_timeout, _Ref} = Msg, S) ->
+    {noreply, S#st{reg = tether_registry:handle_info(Msg, S#st.reg)}};
 handle_info({'DOWN', MRef, process, Pid, _}, S) ->
-    {noreply, drop_monitored(Pid, MRef, S)};
+    case tether_registry:is_registrant(Pid, MRef, S#st.reg) of
+        true ->
+            %% A registrant died: its name goes, here and on every member.
+            {noreply, registry(fun(E, R) -> tether_registry:down(Pid, E, R)
+                               end, S)};
+        false ->
+            {noreply, drop_monitored(Pid, MRef, S)}
+    end;
 handle_info(_Msg, S) ->
     {noreply, S}.
 
@@ -346,12 +424,12 @@ call({send, Node, Etf}, S) ->
         {error, too_big} -> {{error, queue_full}, S};
         {error, _} = Error -> {Error, S}
     end;
-call({reg_register, Name, Pid, Method}, S) ->
-    reg_register(Name, Pid, Method, S);
-call({reg_unregister, Name}, S) ->
-    {ok, reg_unregister(Name, S)};
-call({reg_track, Name, Pid, Method}, S) ->
-    {yes, reg_track(Name, Pid, Method, S)};
+call({reg_register, _, _, _} = Req, S) ->
+    registry_call(Req, S);
+call({reg_track, _, _, _} = Req, S) ->
+    registry_call(Req, S);
+call({reg_unregister, _} = Req, S) ->
+    registry_call(Req, S);
 call(info, S) ->
     {tether_nif:engine_info(S#st.engine), S};
 call({engine_call, Fun}, S) when is_function(Fun, 1) ->
@@ -365,98 +443,6 @@ call(_Req, S) ->
     {{error, badarg}, S}.
 
 %%% Engine life cycle
-
-%% Reads and checks the application env, key files included, so a bad
-%% configuration fails the start at once. Only the cookie waits for the
-%% engine's start (it exists once the node is distributed).
--spec read_config() -> {ok, state()} | {error, term()}.
-read_config() ->
-    Env = application:get_all_env(tether),
-    Get = fun(K, Default) -> proplists:get_value(K, Env, Default) end,
-    try
-        Hb = check(heartbeat_ms, Get(heartbeat_ms, ?DEFAULT_HB_MS),
-                   fun(V) -> is_integer(V) andalso V > 0
-                                 andalso V < 1 bsl 32 end),
-        Ttl = check(ttl_ms, Get(ttl_ms, max(?DEFAULT_TTL_MS, 5 * Hb)),
-                    fun(V) -> is_integer(V) andalso V > Hb
-                                  andalso V < 1 bsl 32 end),
-        Seeds = check(join, Get(join, []), fun is_atom_list/1),
-        Secret = case {Get(cluster_secret_file, undefined),
-                       Get(cluster_secret, undefined)} of
-                     {undefined, undefined} ->
-                         #{};
-                     {undefined, B} ->
-                         #{cluster_secret => check(cluster_secret, B,
-                                                   fun is_key/1)};
-                     {Path, _} ->
-                         #{cluster_secret => read_key_file(Path, secret)}
-                 end,
-        Keys = case Get(identity_file, undefined) of
-                   undefined -> Secret;
-                   IdPath -> Secret#{identity_seed =>
-                                         read_key_file(IdPath, secret)}
-               end,
-        Trusted = check(trusted_keys, Get(trusted_keys, []),
-                        fun is_list/1),
-        Trust = [trusted_entry(X) || X <- Trusted],
-        {ok, #st{keys = Keys, trust = Trust, hb_ms = Hb, ttl_ms = Ttl,
-                 seeds = Seeds}}
-    catch
-        throw:Reason -> {error, Reason}
-    end.
-
--spec check(atom(), term(), fun((term()) -> boolean())) -> term().
-check(Key, Value, Pred) ->
-    case Pred(Value) of
-        true -> Value;
-        false -> throw({Key, Value})
-    end.
-
--spec is_atom_list(term()) -> boolean().
-is_atom_list(L) ->
-    is_list(L) andalso lists:all(fun is_atom/1, L).
-
--spec is_key(term()) -> boolean().
-is_key(B) ->
-    is_binary(B) andalso byte_size(B) =:= ?KEY_BYTES.
-
--spec trusted_entry(term()) -> {node(), binary()}.
-trusted_entry({Node, Key}) when is_atom(Node) ->
-    {Node, trusted_key(Key)};
-trusted_entry(Other) ->
-    throw({trusted_keys, Other}).
-
-%% A trusted public key: 32 bytes, or the path of a 32-byte file.
--spec trusted_key(term()) -> binary().
-trusted_key(<<_:?KEY_BYTES/binary>> = Key) ->
-    Key;
-trusted_key(Path) when is_list(Path); is_binary(Path) ->
-    read_key_file(Path, public);
-trusted_key(Other) ->
-    throw({trusted_keys, Other}).
-
-%% Reads a key file of exactly 32 raw bytes (the format `tether_cnode
-%% keygen' writes). A secret must be a regular file that neither group
-%% nor others may access, as core/keys.h requires of the C-node.
--spec read_key_file(term(), secret | public) -> binary().
-read_key_file(Path, Kind) when is_list(Path); is_binary(Path) ->
-    case file:read_file_info(Path) of
-        {ok, #file_info{type = regular, mode = Mode}}
-          when Kind =:= secret, Mode band 8#077 =/= 0 ->
-            throw({key_file_mode, Path});
-        {ok, #file_info{type = regular}} ->
-            case file:read_file(Path) of
-                {ok, <<_:?KEY_BYTES/binary>> = Key} -> Key;
-                {ok, _} -> throw({key_file_size, Path});
-                {error, R} -> throw({R, Path})
-            end;
-        {ok, #file_info{type = Type}} ->
-            throw({key_file_type, Type, Path});
-        {error, R} ->
-            throw({R, Path})
-    end;
-read_key_file(Path, _Kind) ->
-    throw({key_file, Path}).
 
 %% Starts the engine if the node is distributed and has none yet.
 -spec maybe_start(state()) -> state().
@@ -478,20 +464,22 @@ start_engine(S0) ->
                 _ = net_kernel:monitor_nodes(true, [{node_type, all}]),
                 S0#st{net_kernel = Nk}
         end,
-    Opts = (key_opts(S#st.keys))#{
+    #{keys := Keys, trust := Trust, heartbeat_ms := Hb, ttl_ms := Ttl} =
+        S#st.config,
+    Opts = (key_opts(Keys))#{
              name => bin(node()),
              incarnation => erlang:system_time(microsecond),
              seed => crypto:strong_rand_bytes(32),
-             heartbeat_ms => S#st.hb_ms,
-             ttl_ms => S#st.ttl_ms,
+             heartbeat_ms => Hb,
+             ttl_ms => Ttl,
              seeds => bins(S#st.seeds)},
     case safe(fun() -> tether_nif:engine_new(Opts) end) of
         {ok, E} ->
-            S0a = reg_reset(S),
             persistent_term:put(?ENGINE_KEY, E),
-            ok = trust_all(E, S#st.trust),
-            S1 = S0a#st{engine = E, name = node(), up = #{},
-                        start = erlang:monotonic_time(millisecond)},
+            ok = trust_all(E, Trust),
+            S1 = S#st{engine = E, name = node(), up = #{},
+                      start = erlang:monotonic_time(millisecond),
+                      reg = tether_registry:reset(S#st.reg)},
             run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected)));
         {error, Reason} ->
             logger:error("tether: engine not started: ~p", [Reason]),
@@ -531,8 +519,9 @@ dist_check(S = #st{name = Name, net_kernel = Nk}) ->
         true -> S;
         false ->
             _ = persistent_term:erase(?ENGINE_KEY),
-            maybe_start(cancel_timer(reg_reset(S#st{engine = undefined,
-                                                    up = #{}})))
+            maybe_start(cancel_timer(S#st{engine = undefined, up = #{},
+                                          reg = tether_registry:reset(
+                                                  S#st.reg)}))
     end.
 
 %%% Connection events
@@ -585,8 +574,7 @@ run(S = #st{engine = E}) ->
 
 -spec act(tether_nif:action(), state()) -> state().
 act({send, To, Bytes}, S) ->
-    Node = binary_to_atom(To, utf8),
-    _ = erlang:send({?SERVER, Node}, {'$tether', node(), Bytes}, [noconnect]),
+    ok = send_wire(To, Bytes),
     S;
 act({member, Up, Node}, S = #st{subs = Subs}) ->
     Event = {tether_member, Up, binary_to_atom(Node, utf8)},
@@ -595,10 +583,9 @@ act({member, Up, Node}, S = #st{subs = Subs}) ->
 act({message, From, Etf}, S) ->
     module_msg(binary_to_atom(From, utf8), Etf, S),
     S;
-act({reg_lost, NameB, LoserB, WinnerB, M}, S) ->
-    reg_lost(NameB, LoserB, WinnerB, M, S);
-act({reg_resolve, NameB, WinnerB, LoserB}, S) ->
-    reg_resolve(NameB, WinnerB, LoserB, S);
+act(Action, S) when element(1, Action) =:= reg_lost;
+                    element(1, Action) =:= reg_resolve ->
+    S#st{reg = tether_registry:handle_action(Action, S#st.reg)};
 act({join, _Contact, _Outcome}, S) ->
     S;
 act({shard, _Generation, _Change, _Shard}, S) ->
@@ -682,18 +669,6 @@ drop_handler(Tag, S = #st{handlers = H}) ->
     end.
 
 -spec drop_monitored(pid(), reference(), state()) -> state().
-drop_monitored(Pid, MRef, S = #st{reg_pids = Regs})
-  when is_map_key(Pid, Regs), element(2, map_get(Pid, Regs)) =:= MRef ->
-    %% A registrant died: its name goes, here and on every member.
-    {Name, _} = maps:get(Pid, Regs),
-    S1 = reg_forget(Pid, S),
-    case S1#st.engine of
-        undefined -> S1;
-        E ->
-            _ = tick(S1),
-            _ = safe(fun() -> tether_nif:reg_unregister(E, Name) end),
-            run(S1)
-    end;
 drop_monitored(Pid, MRef, S = #st{subs = Subs, handlers = H}) ->
     Subs1 = case Subs of
                 #{Pid := MRef} -> maps:remove(Pid, Subs);
@@ -704,218 +679,23 @@ drop_monitored(Pid, MRef, S = #st{subs = Subs, handlers = H}) ->
 
 %%% Registry
 
-%% Registers a local pid (one name per pid, as global). Method is kept
-%% here as well (a resolver fun does not cross the engine).
--spec reg_register(term(), pid(), tether:conflict_method(), state()) ->
-          {yes | no, state()}.
-reg_register(Name, Pid, Method, S = #st{engine = E, reg_pids = Regs}) ->
-    Live = node(Pid) =:= node() andalso is_process_alive(Pid),
-    case Live andalso not maps:is_key(Pid, Regs) of
-        false ->
-            {no, S};
-        true ->
-            M = case Method of
-                    notify -> 0;
-                    exit -> 1;
-                    {resolve, _} -> 2
-                end,
-            Wall = erlang:system_time(millisecond),
-            case safe(fun() -> tether_nif:reg_register(E, Name, Pid, M, Wall)
-                      end) of
-                yes ->
-                    MRef = erlang:monitor(process, Pid),
-                    {yes, S#st{reg_pids = Regs#{Pid => {Name, MRef}},
-                               reg_methods = maps:put(Name, Method,
-                                                      S#st.reg_methods)}};
-                _ ->
-                    {no, S}
-            end
-    end.
+%% A registry call (tether_registry:call()) with the engine.
+-spec registry_call(tether_registry:call(), state()) -> {term(), state()}.
+registry_call(Req, S = #st{engine = E, reg = R}) ->
+    {Reply, R1} = tether_registry:handle_call(Req, E, R),
+    {Reply, S#st{reg = R1}}.
 
-%% Keeps the bookkeeping of a registration the caller made on the direct
-%% path (tether:register_name/3): monitor, name and method.
--spec reg_track(term(), pid(), tether:conflict_method(), state()) -> state().
-reg_track(Name, Pid, Method, S = #st{reg_pids = Regs}) ->
-    S1 = reg_forget(Pid, S),
-    MRef = erlang:monitor(process, Pid),
-    S1#st{reg_pids = Regs#{Pid => {Name, MRef}},
-          reg_methods = maps:put(Name, Method, S1#st.reg_methods)}.
-
--spec reg_unregister(term(), state()) -> state().
-reg_unregister(Name, S = #st{engine = E, reg_pids = Regs}) ->
-    _ = safe(fun() -> tether_nif:reg_unregister(E, Name) end),
-    case [P || {P, {N, _}} <- maps:to_list(Regs), N =:= Name] of
-        [Pid | _] -> reg_forget(Pid, S);
-        [] -> S
-    end.
-
-%% Drops the bookkeeping of a local registrant (not the engine entry).
--spec reg_forget(pid(), state()) -> state().
-reg_forget(Pid, S = #st{reg_pids = Regs, reg_methods = Ms}) ->
-    case maps:take(Pid, Regs) of
-        {{Name, MRef}, Rest} ->
-            erlang:demonitor(MRef, [flush]),
-            S#st{reg_pids = Rest, reg_methods = maps:remove(Name, Ms)};
-        error ->
-            S
-    end.
-
-%% A fresh engine has an empty registry: local registrations are gone.
--spec reg_reset(state()) -> state().
-reg_reset(S = #st{reg_pids = Regs}) ->
-    _ = [erlang:demonitor(MRef, [flush]) || {_, MRef} <- maps:values(Regs)],
-    S#st{reg_pids = #{}, reg_methods = #{}}.
-
-%% Our registration of a name lost a conflict; the engine already removed
-%% it everywhere. Tell the registrant as it asked. An empty WinnerB means a
-%% resolver elsewhere kept neither registration.
--spec reg_lost(binary(), binary(), binary(), term(), state()) -> state().
-reg_lost(NameB, LoserB, WinnerB, _M, S) ->
-    try {binary_to_term(NameB), binary_to_term(LoserB), winner(WinnerB)} of
-        {Name, Loser, Winner} when is_pid(Loser) ->
-            Method = maps:get(Name, S#st.reg_methods, notify),
-            tell_loser(Loser, Name, Winner, Method),
-            reg_forget(Loser, S);
-        _ ->
-            S
-    catch
-        error:badarg -> S
-    end.
-
--spec winner(binary()) -> pid() | none.
-winner(<<>>) ->
-    none;
-winner(WinnerB) ->
-    case binary_to_term(WinnerB) of
-        Pid when is_pid(Pid) -> Pid;
-        _ -> error(badarg)
-    end.
-
-%% exit: killed, as global's default resolver does; notify, and a
-%% resolver that was not the one to decide: a message.
--spec tell_loser(pid(), term(), pid() | none, tether:conflict_method()) -> ok.
-tell_loser(Loser, _Name, _Winner, exit) ->
-    exit(Loser, kill),
-    ok;
-tell_loser(Loser, Name, Winner, _Method) ->
-    Loser ! {global_name_conflict, Name, Winner},
-    ok.
-
-%% The engine asks this node, and only this one, to resolve a conflict on
-%% a name our registrant gave a resolver for (core/registry.h): the
-%% resolver runs in a fresh process as Fun(Name, Earlier, Later), and
-%% what it returns comes back as {reg_verdict, ...}. A pid of the two
-%% keeps the name; anything else (none, a crash) keeps neither, as in
-%% global.
--spec reg_resolve(binary(), binary(), binary(), state()) -> state().
-reg_resolve(NameB, WinnerB, LoserB, S) ->
-    try {binary_to_term(NameB), binary_to_term(WinnerB),
-         binary_to_term(LoserB)} of
-        {Name, W, L} when is_pid(W), is_pid(L) ->
-            case maps:get(Name, S#st.reg_methods, undefined) of
-                {resolve, Fun} ->
-                    Server = self(),
-                    _ = spawn(fun() ->
-                                      Keep = run_resolver(Fun, Name, W, L),
-                                      KeepB = if Keep =:= W -> WinnerB;
-                                                 Keep =:= L -> LoserB;
-                                                 true -> <<>>
-                                              end,
-                                      Server ! {reg_verdict,
-                                                {Name, NameB, W, L, Keep,
-                                                 KeepB}}
-                              end),
-                    S;
-                _ ->
-                    S
-            end;
-        _ ->
-            S
-    catch
-        error:badarg -> S
-    end.
-
--spec run_resolver(fun((term(), pid(), pid()) -> term()), term(), pid(),
-                   pid()) -> pid() | none.
-run_resolver(Fun, Name, W, L) ->
-    try Fun(Name, W, L) of
-        Keep when Keep =:= W; Keep =:= L -> Keep;
-        _ -> none
-    catch
-        _:_ -> none
-    end.
-
-%% Carries out our resolver's verdict through the engine: our own
-%% registration goes unless kept (the engine broadcasts the removal), and
-%% the other registration's owner is told to yield unless kept. When our
-%% registrant is gone meanwhile, its entry went with it and the other one
-%% simply stays.
--spec reg_verdict({term(), binary(), pid(), pid(), pid() | none, binary()},
-                  state()) -> state().
-reg_verdict({Name, NameB, W, L, Keep, KeepB},
-            S = #st{engine = E, reg_pids = Regs}) ->
-    Own = case node(W) =:= node() of
-              true -> W;
-              false -> L
-          end,
-    case Regs of
-        #{Own := {Name, _}} ->
-            _ = safe(fun() -> tether_nif:reg_resolve(E, NameB, KeepB) end),
-            case Keep of
-                Own -> S;
-                _ -> reg_forget(Own, S)
-            end;
-        _ ->
-            S
-    end.
-
-%% tether:sync/0. Every member's server sends its engine messages to
-%% ours in order, so once a member answers a ping (sent back after every
-%% registration it had broadcast before it), and ours has taken in what
-%% arrived before that answer, its registrations are in our table. The
-%% caller is answered when every member has answered, or after
-%% REG_SYNC_MS (members that do not answer are skipped). C-nodes answer
-%% the same ping (their names are in the registry too).
--spec reg_sync(gen_server:from(), state()) -> state().
-reg_sync(From, S = #st{engine = E}) ->
-    Self = node(),
-    Members = case tether_nif:engine_members(E) of
-                  L when is_list(L) -> [M || M <- atoms(L), M =/= Self];
-                  _ -> []
-              end,
-    case Members of
-        [] ->
-            gen_server:reply(From, ok),
-            S;
-        _ ->
-            Ref = make_ref(),
-            [erlang:send({?SERVER, M}, {'$tether_reg_ping', Ref, Self},
-                         [noconnect]) || M <- Members],
-            erlang:send_after(?REG_SYNC_MS, self(), {reg_sync_timeout, Ref}),
-            S#st{reg_syncs = maps:put(Ref, {From, Members}, S#st.reg_syncs)}
-    end.
-
--spec reg_sync_answer(reference(), node(), state()) -> state().
-reg_sync_answer(Ref, Node, S = #st{reg_syncs = Syncs}) ->
-    case Syncs of
-        #{Ref := {From, Waiting}} ->
-            case lists:delete(Node, Waiting) of
-                [] -> reg_sync_done(Ref, S);
-                Rest -> S#st{reg_syncs = Syncs#{Ref := {From, Rest}}}
-            end;
-        _ ->
-            S
-    end.
-
--spec reg_sync_done(reference(), state()) -> state().
-reg_sync_done(Ref, S = #st{reg_syncs = Syncs}) ->
-    case maps:take(Ref, Syncs) of
-        {{From, _}, Rest} ->
-            gen_server:reply(From, ok),
-            S#st{reg_syncs = Rest};
-        error ->
-            S
-    end.
+%% Runs a registry callback that may change the engine: after a tick,
+%% then carries out what it queued. Without an engine the callback gets
+%% `undefined'.
+-spec registry(fun((tether_nif:engine() | undefined,
+                    tether_registry:state()) -> tether_registry:state()),
+               state()) -> state().
+registry(Fun, S = #st{engine = undefined, reg = R}) ->
+    S#st{reg = Fun(undefined, R)};
+registry(Fun, S0) ->
+    S = tick(S0),
+    run(S#st{reg = Fun(S#st.engine, S#st.reg)}).
 
 %%% Size-dependent NIF calls
 
@@ -934,18 +714,6 @@ engine_send(E, To, Etf) ->
     tether_nif:engine_send(E, To, Etf).
 
 %%% Names
-
-%% Runs a NIF call whose arguments come from outside (node names of any
-%% length, peers' claims): a name the engine cannot take (longer than 255
-%% bytes, or with a NUL) raises badarg, which becomes {error, invalid}
-%% rather than a crash of the server.
--spec safe(fun(() -> Result)) -> Result | {error, invalid}.
-safe(Fun) ->
-    try
-        Fun()
-    catch
-        error:badarg -> {error, invalid}
-    end.
 
 -spec bin(node()) -> binary().
 bin(Node) ->

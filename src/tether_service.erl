@@ -135,7 +135,7 @@ get_instances(Name) ->
 %% get_nodes/1 order.
 -spec get_services() -> #{name() => [{node(), pid(), meta()}]}.
 get_services() ->
-    case engine() of
+    case tether_server:engine() of
         undefined ->
             #{};
         E ->
@@ -281,14 +281,10 @@ stub_file(Module) ->
 
 %%% Internals
 
--spec engine() -> tether_nif:engine() | undefined.
-engine() ->
-    persistent_term:get(tether_server:engine_key(), undefined).
-
 %% The instances of Name as {Node, Pid, Meta}, local first, then by rank.
 -spec instances(name()) -> [{node(), pid(), meta()}].
 instances(Name) ->
-    case engine() of
+    case tether_server:engine() of
         undefined -> [];
         E -> instances(E, Name)
     end.

@@ -42,7 +42,6 @@
 
 -define(SERVER, ?MODULE).
 -define(RANKS, tether_service_ranks).
--define(DEFAULT_RECHECK_MS, 5000).
 
 %% One local instance: its pid, its meta and the monitor on the pid.
 -type instance() :: {pid(), map(), reference()}.
@@ -51,7 +50,7 @@
     instances = #{} :: #{term() => instance()},
     %% The engine the instances are registered in (undefined: none yet).
     engine :: tether_nif:engine() | undefined,
-    recheck_ms = ?DEFAULT_RECHECK_MS :: pos_integer(),
+    recheck_ms :: pos_integer(),
     timer :: reference() | undefined,
     %% Subscribers of change events, monitored.
     subs = #{} :: #{pid() => reference()}
@@ -131,11 +130,8 @@ init([]) ->
     new_salt(),
     %% Member events tell us early that a fresh engine met its peers.
     ok = tether:subscribe(self()),
-    Ms = case application:get_env(tether, service_recheck_ms) of
-             {ok, N} when is_integer(N), N > 0 -> N;
-             _ -> ?DEFAULT_RECHECK_MS
-         end,
-    S = #st{recheck_ms = Ms, engine = current_engine()},
+    S = #st{recheck_ms = tether_config:service_recheck_ms(),
+            engine = tether_server:engine()},
     {ok, arm(S)}.
 
 %% @private
@@ -243,16 +239,12 @@ new_salt() ->
 arm(S = #st{recheck_ms = Ms}) ->
     S#st{timer = erlang:start_timer(Ms, self(), recheck)}.
 
--spec current_engine() -> tether_nif:engine() | undefined.
-current_engine() ->
-    persistent_term:get(tether_server:engine_key(), undefined).
-
 %% Registers the live local instances again when the current engine is
 %% not the one they were registered in. An instance the new engine
 %% refuses is kept and tried again at the next change or recheck.
 -spec follow_engine(state()) -> state().
 follow_engine(S = #st{engine = Old, instances = Insts}) ->
-    case current_engine() of
+    case tether_server:engine() of
         Old ->
             S;
         undefined ->

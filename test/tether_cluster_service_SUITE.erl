@@ -439,7 +439,7 @@ cnode_killed_under_load_mixed(Config) ->
 
 %% The service table's counters, for failure reports.
 svc_info() ->
-    tether_nif:svc_info(persistent_term:get(tether_server:engine_key())).
+    tether_nif:svc_info(tether_server:engine()).
 
 %% A process that waits for `stop'.
 spawn_idle() ->

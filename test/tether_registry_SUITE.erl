@@ -300,7 +300,7 @@ handle_event({call, From}, bump, ready, N) ->
 %%% Helpers run on the peers
 
 entries() ->
-    case persistent_term:get(tether_server:engine_key(), undefined) of
+    case tether_server:engine() of
         undefined -> [];
         E -> [{Nm, P, binary_to_atom(O, utf8), S, M}
               || {Nm, P, O, S, M} <- tether_nif:reg_entries(E)]
