@@ -1175,28 +1175,10 @@ static int encode_partitions(cluster_t *cl, ei_x_buff *x)
 
 static int encode_info(cluster_t *cl, ei_x_buff *x)
 {
-    const tether_engine_stats_t *st = tether_engine_stats(cl->eng);
-    const struct {
-        const char *k;
-        uint64_t v;
-    } stats[] = {
-        {"recv", st->recv},
-        {"recv_garbage", st->recv_garbage},
-        {"recv_rejected", st->recv_rejected},
-        {"recv_bad_term", st->recv_bad_term},
-        {"recv_unknown", st->recv_unknown},
-        {"recv_stale", st->recv_stale},
-        {"sent", st->sent},
-        {"send_no_session", st->send_no_session},
-        {"part_dropped", st->part_dropped},
-        {"part_skipped", st->part_skipped},
-        {"part_deferred", st->part_deferred},
-        {"hellos_sent", st->hellos_sent},
-        {"sessions_up", st->sessions_up},
-        {"member_events", st->member_events},
-        {"ticks", st->ticks},
-    };
-    size_t ns = sizeof stats / sizeof stats[0];
+    tether_engine_stat_t stats[TETHER_ENGINE_STATS_N];
+    size_t ns = TETHER_ENGINE_STATS_N;
+
+    tether_engine_stats_list(tether_engine_stats(cl->eng), stats);
     if (ei_x_encode_map_header(x, 6) < 0 || ei_x_encode_atom(x, "name") < 0 ||
         tether__etf_encode_name(x, tether_node_name(cl->node)) < 0 ||
         ei_x_encode_atom(x, "incarnation") < 0 ||
@@ -1211,8 +1193,8 @@ static int encode_info(cluster_t *cl, ei_x_buff *x)
         ei_x_encode_map_header(x, (long)ns) < 0)
         return -1;
     for (size_t i = 0; i < ns; i++)
-        if (ei_x_encode_atom(x, stats[i].k) < 0 ||
-            ei_x_encode_ulonglong(x, stats[i].v) < 0)
+        if (ei_x_encode_atom(x, stats[i].name) < 0 ||
+            ei_x_encode_ulonglong(x, stats[i].value) < 0)
             return -1;
     return 0;
 }
@@ -1346,7 +1328,8 @@ static int encode_owners(cluster_t *cl, uint32_t shard, unsigned long n,
  * The ring queries, answered as the BEAM facade answers them: {place,
  * Key} -> Node | undefined, {owners, Key, N} -> [Node], {shard, Key} ->
  * Shard, {is_owner, Key} -> boolean(), {shard_owners, Shard, N} ->
- * [Node]; badarg (as {error, badarg}) for a bad key, N or shard.
+ * [Node]; {error, invalid} for a bad key, N or shard, as for every bad
+ * request.
  */
 static int call_ring(cluster_t *cl, const char *tag, const char *buf, int idx,
                      ei_x_buff *x)

@@ -21,6 +21,7 @@
  */
 #include <sodium.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1095,6 +1096,9 @@ static void handle_join_refused(tether_engine_t *eng, peer_t *p,
         return;
     }
     eng->stats.joins_refused++;
+    act_log(eng, TETHER_ACT_LOG_WARNING,
+            "'%s' refused our join: its %s is %llu, ours %llu", p->name, param,
+            (unsigned long long)theirs, (unsigned long long)ours);
     join_done(eng, TETHER_JOIN_REFUSED, param, ours, theirs);
 }
 
@@ -1586,8 +1590,9 @@ static void seed_pass(tether_engine_t *eng)
         eng->nseeds = 0; /* done */
         return;
     }
-    if (eng->seed_started && eng->now < eng->seed_at + eng->seed_retry_ms)
-        return;
+    if (eng->join_pending ||
+        (eng->seed_started && eng->now < eng->seed_at + eng->seed_retry_ms))
+        return; /* a join runs until answered or timed out, never replaced */
     eng->seed_started = 1;
     eng->seed_at = eng->now;
     for (size_t tries = 0; tries < eng->nseeds; tries++) {
@@ -1629,7 +1634,7 @@ uint64_t tether_engine_next_deadline(const tether_engine_t *eng)
 {
     uint64_t d = eng->next_round ? eng->next_round : eng->now;
 
-    if (eng->nseeds > 0 && eng->seed_started &&
+    if (eng->nseeds > 0 && eng->seed_started && !eng->join_pending &&
         eng->seed_at + eng->seed_retry_ms < d)
         d = eng->seed_at + eng->seed_retry_ms;
 
@@ -1907,6 +1912,36 @@ int tether_engine_session_up(const tether_engine_t *eng, const char *peer)
 const tether_engine_stats_t *tether_engine_stats(const tether_engine_t *eng)
 {
     return &eng->stats;
+}
+
+void tether_engine_stats_list(const tether_engine_stats_t *st,
+                              tether_engine_stat_t out[TETHER_ENGINE_STATS_N])
+{
+#define STAT(f) {#f, offsetof(tether_engine_stats_t, f)}
+    static const struct {
+        const char *name;
+        size_t off;
+    } fields[] = {
+        STAT(recv),          STAT(recv_garbage),    STAT(recv_rejected),
+        STAT(recv_bad_term), STAT(recv_unknown),    STAT(recv_stale),
+        STAT(sent),          STAT(send_no_session), STAT(part_dropped),
+        STAT(part_skipped),  STAT(part_deferred),   STAT(defer_overflow),
+        STAT(defer_flushed), STAT(defer_discarded), STAT(hellos_sent),
+        STAT(sessions_up),   STAT(member_events),   STAT(ticks),
+        STAT(restarts_seen), STAT(seed_joins),      STAT(joins_refused),
+    };
+#undef STAT
+    _Static_assert(sizeof fields / sizeof fields[0] == TETHER_ENGINE_STATS_N,
+                   "every counter is listed");
+    _Static_assert(sizeof(tether_engine_stats_t) ==
+                       TETHER_ENGINE_STATS_N * sizeof(uint64_t),
+                   "every counter is a uint64_t and listed");
+
+    for (size_t i = 0; i < TETHER_ENGINE_STATS_N; i++) {
+        out[i].name = fields[i].name;
+        memcpy(&out[i].value, (const char *)st + fields[i].off,
+               sizeof out[i].value);
+    }
 }
 
 const tether_envelope_stats_t *

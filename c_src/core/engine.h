@@ -80,7 +80,9 @@
  *
  * Seeds: an engine configured with seeds joins them itself, in turn,
  * every seed_retry_ms from its first tick, until a join has been answered
- * and it has company, or it left.
+ * and it has company, or it left. A pending join (a seed's or the user's)
+ * is never replaced by the next seed: it runs until it is answered or
+ * times out (join_timeout_ms).
  */
 #ifndef TETHER_CORE_ENGINE_H
 #define TETHER_CORE_ENGINE_H
@@ -417,6 +419,19 @@ const char *tether_engine_join_contact(const tether_engine_t *eng);
 /* 1 if a session with peer is usable for engine messages. */
 int tether_engine_session_up(const tether_engine_t *eng, const char *peer);
 const tether_engine_stats_t *tether_engine_stats(const tether_engine_t *eng);
+
+/* One counter of tether_engine_stats_t, named as the field. */
+typedef struct tether_engine_stat {
+    const char *name;
+    uint64_t value;
+} tether_engine_stat_t;
+
+#define TETHER_ENGINE_STATS_N 21 /* the counters of tether_engine_stats_t */
+
+/* Every counter of st with its name, in declaration order: the one list
+ * the shells' info maps are made from. */
+void tether_engine_stats_list(const tether_engine_stats_t *st,
+                              tether_engine_stat_t out[TETHER_ENGINE_STATS_N]);
 const tether_envelope_stats_t *
 tether_engine_envelope_stats(const tether_engine_t *eng);
 const tether_membership_t *tether_engine_membership(const tether_engine_t *eng);

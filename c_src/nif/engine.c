@@ -23,22 +23,19 @@
 #include "nif/nif.h"
 #include "tether/error.h"
 
-/* Stats keys, in the order of engine_info's values. */
-static const char *const stat_names[] = {
-    "recv",          "recv_garbage",    "recv_rejected", "recv_bad_term",
-    "recv_unknown",  "recv_stale",      "sent",          "send_no_session",
-    "part_dropped",  "part_skipped",    "part_deferred", "defer_overflow",
-    "defer_flushed", "defer_discarded", "hellos_sent",   "sessions_up",
-    "member_events", "ticks",           "restarts_seen", "seed_joins",
-};
-#define STATS_N (sizeof stat_names / sizeof stat_names[0])
-static ERL_NIF_TERM stat_atoms[STATS_N];
+/* The counters' names as atoms, in tether_engine_stats_list's order. */
+static ERL_NIF_TERM stat_atoms[TETHER_ENGINE_STATS_N];
 
 void tether__nif_engine_atoms(ErlNifEnv *env)
 {
-    for (size_t i = 0; i < STATS_N; i++)
-        stat_atoms[i] = enif_make_atom(env, stat_names[i]);
+    tether_engine_stats_t zero = {0};
+    tether_engine_stat_t v[TETHER_ENGINE_STATS_N];
+
+    tether_engine_stats_list(&zero, v);
+    for (size_t i = 0; i < TETHER_ENGINE_STATS_N; i++)
+        stat_atoms[i] = enif_make_atom(env, v[i].name);
 }
+
 /* Reads an optional positive integer option (0 < v <= max) from a map.
  * Returns 1 if absent (v untouched) or valid, 0 if present and bad. */
 static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
@@ -61,7 +58,8 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
  *              hello_retry_ms => N, defer_max => N,
  *              cluster_secret => <<_:256>> | cookie => binary(),
  *              identity_seed => <<_:256>>, seeds => [binary()],
- *              seed_retry_ms => N, ring_size => power of two})
+ *              seed_retry_ms => N, join_timeout_ms => N,
+ *              ring_size => power of two})
  *   -> {ok, Engine} | {error, Reason}
  * Key material: the cluster secret (or else the cookie) makes our identity
  * and trusts every name; identity_seed overrides our identity (peers then
@@ -84,6 +82,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     ErlNifUInt64 inc = 0, hb = TETHER_ENGINE_DEFAULT_HB_MS,
                  ttl = TETHER_ENGINE_DEFAULT_TTL_MS, retry = 0,
                  defer = TETHER_ENGINE_DEFAULT_DEFER, seed_retry = 0,
+                 join_timeout = 0,
                  ring_size = TETHER_RING_DEFAULT_SHARDS;
     tether_nif_res_t *res = NULL;
     int rc;
@@ -108,6 +107,8 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         !opt_uint(env, argv[0], ATOM(hello_retry_ms), UINT32_MAX, &retry) ||
         !opt_uint(env, argv[0], ATOM(defer_max), 1u << 20, &defer) ||
         !opt_uint(env, argv[0], ATOM(seed_retry_ms), UINT32_MAX, &seed_retry) ||
+        !opt_uint(env, argv[0], ATOM(join_timeout_ms), UINT32_MAX,
+                  &join_timeout) ||
         !opt_uint(env, argv[0], ATOM(ring_size), TETHER_RING_SHARDS_MAX,
                   &ring_size) ||
         (ring_size & (ring_size - 1)) != 0)
@@ -120,6 +121,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.seeds = (const char *const *)seeds;
     cfg.nseeds = nseeds;
     cfg.seed_retry_ms = (uint32_t)seed_retry;
+    cfg.join_timeout_ms = (uint32_t)join_timeout;
     cfg.heartbeat_ms = (uint32_t)hb;
     cfg.ttl_ms = (uint32_t)ttl;
     cfg.hello_retry_ms = (uint32_t)retry;
@@ -154,10 +156,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         rc = TETHER_ENOMEM;
         goto fail;
     }
-    res->eng = NULL;
-    res->reg = NULL;
-    res->svc = NULL;
-    res->ring = NULL;
+    memset(res, 0, sizeof *res);
     res->rw = enif_rwlock_create("tether_registry");
     res->lock = enif_mutex_create("tether_engine");
     if (res->lock == NULL || res->rw == NULL) {
@@ -203,6 +202,7 @@ void tether__nif_engine_dtor(ErlNifEnv *env, void *obj)
 
     (void)env;
     tether_engine_free(res->eng); /* its registry, services and ring too */
+    tether__nif_ring_detach(res);
     res->eng = NULL;
     res->reg = NULL;
     res->svc = NULL;
@@ -732,7 +732,9 @@ ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
     uint8_t pk[TETHER_KEY_PUBLIC_BYTES];
     uint64_t inc, now;
     int left, pending;
-    ERL_NIF_TERM keys[8], vals[8], skeys[STATS_N], svals[STATS_N], map, smap;
+    ERL_NIF_TERM keys[8], vals[8], skeys[TETHER_ENGINE_STATS_N],
+        svals[TETHER_ENGINE_STATS_N], map, smap;
+    tether_engine_stat_t sv[TETHER_ENGINE_STATS_N];
 
     if (argc != 1 || !tether__nif_get_res(env, argv[0], &res))
         return enif_make_badarg(env);
@@ -748,20 +750,13 @@ ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
     memcpy(pk, tether_engine_public_key(res->eng), sizeof pk);
     enif_mutex_unlock(res->lock);
 
-    const uint64_t sv[STATS_N] = {
-        st.recv,          st.recv_garbage,    st.recv_rejected,
-        st.recv_bad_term, st.recv_unknown,    st.recv_stale,
-        st.sent,          st.send_no_session, st.part_dropped,
-        st.part_skipped,  st.part_deferred,   st.defer_overflow,
-        st.defer_flushed, st.defer_discarded, st.hellos_sent,
-        st.sessions_up,   st.member_events,   st.ticks,
-        st.restarts_seen, st.seed_joins,
-    };
-    for (size_t i = 0; i < STATS_N; i++) {
+    tether_engine_stats_list(&st, sv);
+    for (size_t i = 0; i < TETHER_ENGINE_STATS_N; i++) {
         skeys[i] = stat_atoms[i];
-        svals[i] = enif_make_uint64(env, sv[i]);
+        svals[i] = enif_make_uint64(env, sv[i].value);
     }
-    if (!enif_make_map_from_arrays(env, skeys, svals, STATS_N, &smap))
+    if (!enif_make_map_from_arrays(env, skeys, svals, TETHER_ENGINE_STATS_N,
+                                   &smap))
         return tether__nif_error(env, TETHER_ENOMEM);
     keys[0] = ATOM(name), vals[0] = tether__nif_make_name(env, name);
     keys[1] = ATOM(incarnation), vals[1] = enif_make_uint64(env, inc);

@@ -267,6 +267,8 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_atoms.am_identity_seed = enif_make_atom(env, "identity_seed");
     tether__nif_atoms.am_seeds = enif_make_atom(env, "seeds");
     tether__nif_atoms.am_seed_retry_ms = enif_make_atom(env, "seed_retry_ms");
+    tether__nif_atoms.am_join_timeout_ms =
+        enif_make_atom(env, "join_timeout_ms");
     tether__nif_atoms.am_public_key = enif_make_atom(env, "public_key");
     tether__nif_atoms.am_left = enif_make_atom(env, "left");
     tether__nif_atoms.am_join_pending = enif_make_atom(env, "join_pending");

@@ -54,6 +54,11 @@ typedef struct tether_nif_res {
     tether_registry_t *reg; /* a module of eng: freed with it */
     tether_svctab_t *svc;   /* a module of eng: freed with it; same rw */
     struct tether_ring_module *ring; /* a module of eng: freed with it */
+    /* The cluster ring's members as atoms, by index in its table (0 for a
+     * name outside ASCII), remade under rw's write lock with every table
+     * (ring.c); freed by tether__nif_ring_detach(). */
+    ERL_NIF_TERM *ring_atoms;
+    size_t ring_natoms;
 } tether_nif_res_t;
 
 /* The resource type of engines (opened in load()). */
@@ -92,6 +97,7 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_identity_seed;
     ERL_NIF_TERM am_seeds;
     ERL_NIF_TERM am_seed_retry_ms;
+    ERL_NIF_TERM am_join_timeout_ms;
     ERL_NIF_TERM am_public_key;
     ERL_NIF_TERM am_left;
     ERL_NIF_TERM am_join_pending;
@@ -238,6 +244,8 @@ ERL_NIF_TERM svc_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 int tether__nif_ring_load(ErlNifEnv *env);
 /* Creates res's cluster ring of `shards` as a module of its engine. */
 int tether__nif_ring_attach(tether_nif_res_t *res, uint32_t shards);
+/* Frees what attach made beside the module (the destructor calls it). */
+void tether__nif_ring_detach(tether_nif_res_t *res);
 ERL_NIF_TERM ring_hash_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM ring_shard_nif(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]);

@@ -744,6 +744,7 @@ Test(engine, seeds_are_joined_in_turn_until_one_answers)
     cfg.cluster_secret = h.secret;
     cfg.seeds = seeds;
     cfg.nseeds = 3;
+    cfg.join_timeout_ms = 300; /* each dead seed holds the turn this long */
     cr_assert_eq(tether_engine_new(&cfg, &h.e[1]), 0);
     cr_assert_eq(tether_engine_tick(h.e[1], h.now), 0);
     h_run(&h, 2000);
