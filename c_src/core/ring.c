@@ -57,6 +57,7 @@ typedef struct wbuf {
     uint8_t *p;
     size_t len, cap, max;
     int heap;
+    int err; /* why the first write failed: TETHER_ETOOBIG or _ENOMEM */
 } wbuf_t;
 
 static void wb_init(wbuf_t *w, uint8_t *stack, size_t cap, size_t max)
@@ -66,6 +67,7 @@ static void wb_init(wbuf_t *w, uint8_t *stack, size_t cap, size_t max)
     w->cap = cap;
     w->max = max;
     w->heap = 0;
+    w->err = 0;
 }
 
 static void wb_fini(wbuf_t *w)
@@ -82,7 +84,7 @@ static int wb_room(wbuf_t *w, size_t n)
     uint8_t *v;
 
     if (n > w->max - w->len)
-        return TETHER_ETOOBIG;
+        return w->err = w->err ? w->err : TETHER_ETOOBIG;
     if (w->len + n <= w->cap)
         return 0;
     cap = w->cap ? w->cap : 64;
@@ -92,7 +94,7 @@ static int wb_room(wbuf_t *w, size_t n)
         cap = w->max;
     v = w->heap ? realloc(w->p, cap) : malloc(cap);
     if (v == NULL)
-        return TETHER_ENOMEM;
+        return w->err = w->err ? w->err : TETHER_ENOMEM;
     if (!w->heap && w->len)
         memcpy(v, w->p, w->len);
     w->p = v;
@@ -154,11 +156,15 @@ static uint64_t rd_be(rd_t *r, int bytes)
 static int put_atom(wbuf_t *w, const uint8_t *name, size_t n, int latin1)
 {
     uint8_t utf8[1024];
-    size_t m = 0;
+    size_t m = 0, chars = 0;
     int rc;
 
     if (n > 1020)
         return TETHER_EPROTO;
+    for (size_t i = 0; i < n; i++)
+        chars += latin1 || (name[i] & 0xC0) != 0x80;
+    if (chars > 255)
+        return TETHER_EPROTO; /* no atom is that long */
     for (size_t i = 0; i < n; i++) {
         if (latin1 && name[i] >= 0x80) {
             utf8[m++] = (uint8_t)(0xC0 | (name[i] >> 6));
@@ -310,6 +316,8 @@ static int canon_map(rd_t *r, wbuf_t *w, uint64_t n, int depth)
             rc = canon(r, &tmp, depth);
         pairs[i].vlen = tmp.len - pairs[i].k - pairs[i].klen;
     }
+    if (rc == TETHER_ENOMEM && tmp.err)
+        rc = tmp.err; /* the pairs outgrew the key, most likely */
     if (rc == 0) {
         qsort_r(pairs, (size_t)n, sizeof *pairs, pair_cmp, tmp.p);
         rc = wb_byte(w, T_MAP) || wb_be(w, n, 4) ? TETHER_ENOMEM : 0;
@@ -566,7 +574,9 @@ static int canon_term(const uint8_t *etf, size_t len, wbuf_t *w)
     rc = canon(&r, w, 0);
     if (rc == 0 && r.at != len)
         rc = TETHER_EPROTO; /* trailing bytes */
-    return rc;
+    /* A failed write reports itself as ENOMEM through the encoders: say
+     * why it failed. */
+    return rc == TETHER_ENOMEM && w->err ? w->err : rc;
 }
 
 int tether_ring_canon(const uint8_t *etf, size_t len, uint8_t *out, size_t cap,
@@ -665,6 +675,97 @@ uint64_t tether_ring_hash_int(int64_t v)
 uint32_t tether_ring_shard_of_hash(uint64_t hash, uint32_t shards)
 {
     return (uint32_t)(hash & (uint64_t)(shards - 1));
+}
+
+/* ------------------------------------------------ keys piece by piece */
+
+/* A writer over k's buffer, bounded by it, from k->len on. */
+static void key_wb(tether_ring_key_t *k, wbuf_t *w)
+{
+    wb_init(w, k->b, sizeof k->b, sizeof k->b);
+    w->len = k->len;
+}
+
+/* Keeps what w wrote, or k->len stays. In a bounded buffer every failure
+ * but a bad atom means the key outgrew it. */
+static int key_done(tether_ring_key_t *k, const wbuf_t *w, int rc)
+{
+    if (rc == 0) {
+        k->len = w->len;
+        return 0;
+    }
+    return rc == TETHER_EPROTO ? TETHER_EPROTO : TETHER_ETOOBIG;
+}
+
+void tether_ring_key_init(tether_ring_key_t *k)
+{
+    k->b[0] = TETHER_ETF_VERSION;
+    k->len = 1;
+}
+
+int tether_ring_key_atom(tether_ring_key_t *k, const char *name, size_t len,
+                         int latin1)
+{
+    wbuf_t w;
+
+    key_wb(k, &w);
+    return key_done(k, &w, put_atom(&w, (const uint8_t *)name, len, latin1));
+}
+
+int tether_ring_key_int(tether_ring_key_t *k, int64_t v)
+{
+    wbuf_t w;
+
+    key_wb(k, &w);
+    return key_done(k, &w, put_int64(&w, v));
+}
+
+int tether_ring_key_binary(tether_ring_key_t *k, const uint8_t *bytes,
+                           size_t len)
+{
+    wbuf_t w;
+
+    if (len > sizeof k->b)
+        return TETHER_ETOOBIG;
+    key_wb(k, &w);
+    return key_done(k, &w,
+                    wb_byte(&w, T_BINARY) || wb_be(&w, len, 4) ||
+                        wb_put(&w, bytes, len));
+}
+
+int tether_ring_key_tuple(tether_ring_key_t *k, size_t arity)
+{
+    wbuf_t w;
+
+    key_wb(k, &w);
+    if (arity <= 255)
+        return key_done(k, &w,
+                        wb_byte(&w, T_SMALL_TUPLE) ||
+                            wb_byte(&w, (uint8_t)arity));
+    return key_done(k, &w, wb_byte(&w, T_LARGE_TUPLE) || wb_be(&w, arity, 4));
+}
+
+int tether_ring_key_list(tether_ring_key_t *k, size_t n)
+{
+    wbuf_t w;
+
+    if (n == 0)
+        return 0; /* [] is the nil alone */
+    key_wb(k, &w);
+    return key_done(k, &w, wb_byte(&w, T_LIST) || wb_be(&w, n, 4));
+}
+
+int tether_ring_key_nil(tether_ring_key_t *k)
+{
+    wbuf_t w;
+
+    key_wb(k, &w);
+    return key_done(k, &w, wb_byte(&w, T_NIL));
+}
+
+uint64_t tether_ring_key_hash(const tether_ring_key_t *k)
+{
+    return siphash(k->b, k->len);
 }
 
 /* ---------------------------------------------------------------- table */
@@ -929,6 +1030,11 @@ size_t tether_ring_members(const tether_ring_t *r, const char **out, size_t cap)
     return r->n;
 }
 
+const char *tether_ring_member(const tether_ring_t *r, size_t i)
+{
+    return i < r->n ? r->names[i] : NULL;
+}
+
 const char *tether_ring_primary(const tether_ring_t *r, uint32_t shard)
 {
     if (r->n == 0 || shard >= r->shards)
@@ -958,8 +1064,8 @@ static int ranked_cmp(const void *a, const void *b)
     return before(y->w, y->i, x->w, x->i);
 }
 
-size_t tether_ring_owners(const tether_ring_t *r, uint32_t shard, size_t n,
-                          const char **out)
+size_t tether_ring_owner_indexes(const tether_ring_t *r, uint32_t shard,
+                                 size_t n, size_t *out)
 {
     ranked_t *all;
 
@@ -969,13 +1075,13 @@ size_t tether_ring_owners(const tether_ring_t *r, uint32_t shard, size_t n,
         n = r->n;
     if (n <= r->k) {
         for (size_t i = 0; i < n; i++)
-            out[i] = r->names[r->top[(size_t)shard * r->k + i]];
+            out[i] = r->top[(size_t)shard * r->k + i];
         return n;
     }
     all = malloc(r->n * sizeof *all);
     if (all == NULL) { /* the precomputed ones, rather than none */
         for (size_t i = 0; i < r->k; i++)
-            out[i] = r->names[r->top[(size_t)shard * r->k + i]];
+            out[i] = r->top[(size_t)shard * r->k + i];
         return r->k;
     }
     for (size_t i = 0; i < r->n; i++) {
@@ -984,9 +1090,26 @@ size_t tether_ring_owners(const tether_ring_t *r, uint32_t shard, size_t n,
     }
     qsort(all, r->n, sizeof *all, ranked_cmp);
     for (size_t i = 0; i < n; i++)
-        out[i] = r->names[all[i].i];
+        out[i] = all[i].i;
     free(all);
     return n;
+}
+
+size_t tether_ring_owners(const tether_ring_t *r, uint32_t shard, size_t n,
+                          const char **out)
+{
+    size_t stack[TETHER_RING_TOP], *v = stack, got;
+
+    if (n > r->n)
+        n = r->n;
+    if (n > TETHER_RING_TOP && (v = malloc(n * sizeof *v)) == NULL)
+        n = TETHER_RING_TOP, v = stack; /* the precomputed ones */
+    got = tether_ring_owner_indexes(r, shard, n, v);
+    for (size_t i = 0; i < got; i++)
+        out[i] = r->names[v[i]];
+    if (v != stack)
+        free(v);
+    return got;
 }
 
 /* ---------------------------------------------- the cluster ring module */
@@ -1046,6 +1169,8 @@ static void members_changed(tether_engine_t *eng, void *ctx)
     m->table = fresh;
     m->mine = mine;
     m->gen++;
+    if (m->cfg.swapped)
+        m->cfg.swapped(m->cfg.lock_ctx, fresh);
     wunlock(m);
     for (uint32_t s = 0; s < m->cfg.shards; s++) {
         if (bit(mine, s) != bit(old_mine, s)) {
@@ -1107,6 +1232,8 @@ int tether_ring_module_new(const tether_ring_config_t *cfg,
     if (rc == 0) {
         /* Alone, we own every shard (generation 0). */
         memset(m->mine, 0xFF, (m->cfg.shards + 7) / 8);
+        if (m->cfg.swapped)
+            m->cfg.swapped(m->cfg.lock_ctx, m->table);
         rc = tether__engine_set_param(eng, "ring_size", m->cfg.shards);
     }
     if (rc == 0)

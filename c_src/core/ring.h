@@ -87,6 +87,36 @@ uint64_t tether_ring_hash_int(int64_t v);
 /* The shard of a hash in a ring of `shards` (a power of two). */
 uint32_t tether_ring_shard_of_hash(uint64_t hash, uint32_t shards);
 
+/*
+ * The canonical encoding written piece by piece, by a shell that walks its
+ * own terms instead of encoding them first (the NIF does, for tuples and
+ * lists, to skip term_to_binary): the same bytes tether_ring_canon()
+ * makes of the same term, so the same hash. Start with
+ * tether_ring_key_init(); a tuple is its header then its elements; a
+ * proper list of n elements is tether_ring_key_list(n), the elements,
+ * then tether_ring_key_nil() (as [] alone). Each put returns 0 or
+ * TETHER_ETOOBIG once the key outgrows the buffer (or TETHER_EPROTO for
+ * an atom over 255 characters): the shell then takes the general path.
+ */
+#define TETHER_RING_KEY_FAST 512
+typedef struct tether_ring_key {
+    uint8_t b[TETHER_RING_KEY_FAST];
+    size_t len;
+} tether_ring_key_t;
+
+void tether_ring_key_init(tether_ring_key_t *k);
+TETHER_MUST_CHECK int tether_ring_key_atom(tether_ring_key_t *k,
+                                           const char *name, size_t len,
+                                           int latin1);
+TETHER_MUST_CHECK int tether_ring_key_int(tether_ring_key_t *k, int64_t v);
+TETHER_MUST_CHECK int tether_ring_key_binary(tether_ring_key_t *k,
+                                             const uint8_t *bytes, size_t len);
+TETHER_MUST_CHECK int tether_ring_key_tuple(tether_ring_key_t *k,
+                                            size_t arity);
+TETHER_MUST_CHECK int tether_ring_key_list(tether_ring_key_t *k, size_t n);
+TETHER_MUST_CHECK int tether_ring_key_nil(tether_ring_key_t *k);
+uint64_t tether_ring_key_hash(const tether_ring_key_t *k);
+
 /* ------------------------------------------------------- a ring table */
 
 /* A ring of `shards` (a power of two, 1..TETHER_RING_SHARDS_MAX) with no
@@ -114,11 +144,16 @@ uint32_t tether_ring_shards(const tether_ring_t *r);
  * changes) and returns the count. */
 size_t tether_ring_members(const tether_ring_t *r, const char **out,
                            size_t cap);
+/* Member i of the sorted members (NULL past the last). */
+const char *tether_ring_member(const tether_ring_t *r, size_t i);
 /* The primary of shard (NULL when the ring has no members or shard is out
  * of range). */
 const char *tether_ring_primary(const tether_ring_t *r, uint32_t shard);
 /* The index (into tether_ring_members()) of shard's primary, or -1. */
 long tether_ring_primary_index(const tether_ring_t *r, uint32_t shard);
+/* As tether_ring_owners(), as indexes into tether_ring_members(). */
+size_t tether_ring_owner_indexes(const tether_ring_t *r, uint32_t shard,
+                                 size_t n, size_t *out);
 /* Up to n distinct owners of shard, best first, into out (valid until the
  * ring changes); returns how many (all members when fewer than n; 0 for a
  * shard out of range). */
@@ -132,6 +167,9 @@ typedef struct tether_ring_config {
     /* Optional write-lock hooks (both or neither), see Threads above. */
     void (*wlock)(void *lock_ctx);
     void (*wunlock)(void *lock_ctx);
+    /* Optional: called under the write lock once a new table is in, for a
+     * shell's caches of it (the NIF keeps each member's atom). */
+    void (*swapped)(void *lock_ctx, const tether_ring_t *table);
     void *lock_ctx;
 } tether_ring_config_t;
 

@@ -133,6 +133,79 @@ Test(ring_key, fast_paths_equal_the_general_path)
     cr_assert_eq(tether_ring_shard_of_hash(UINT64_C(0x1234567), 64), 0x27);
 }
 
+/* The key written piece by piece hashes as its external format does:
+ * {user, -7, <<"s">>}, ['été', [], "ab", {}], a tuple of 300 elements,
+ * INT64 extremes; and a key too big for the buffer says so. */
+Test(ring_key, piecewise_keys_equal_the_general_path)
+{
+    tether_ring_key_t k;
+    ei_x_buff x;
+    uint64_t h;
+    const char ete[] = "\xe9t\xe9"; /* Latin-1 */
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "user");
+    ei_x_encode_long(&x, -7);
+    ei_x_encode_binary(&x, "s", 1);
+    cr_assert_eq(tether_ring_hash_term((uint8_t *)x.buff, (size_t)x.index, &h),
+                 0);
+    ei_x_free(&x);
+    tether_ring_key_init(&k);
+    cr_assert_eq(tether_ring_key_tuple(&k, 3), 0);
+    cr_assert_eq(tether_ring_key_atom(&k, "user", 4, 1), 0);
+    cr_assert_eq(tether_ring_key_int(&k, -7), 0);
+    cr_assert_eq(tether_ring_key_binary(&k, (const uint8_t *)"s", 1), 0);
+    cr_assert_eq(tether_ring_key_hash(&k), h);
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_list_header(&x, 4);
+    ei_x_encode_atom_len_as(&x, ete, 3, ERLANG_LATIN1, ERLANG_UTF8);
+    ei_x_encode_empty_list(&x);
+    ei_x_encode_string(&x, "ab"); /* STRING_EXT */
+    ei_x_encode_tuple_header(&x, 0);
+    ei_x_encode_empty_list(&x);
+    cr_assert_eq(tether_ring_hash_term((uint8_t *)x.buff, (size_t)x.index, &h),
+                 0);
+    ei_x_free(&x);
+    tether_ring_key_init(&k);
+    cr_assert_eq(tether_ring_key_list(&k, 4), 0);
+    cr_assert_eq(tether_ring_key_atom(&k, ete, 3, 1), 0);
+    cr_assert_eq(tether_ring_key_list(&k, 0), 0);
+    cr_assert_eq(tether_ring_key_nil(&k), 0);
+    cr_assert_eq(tether_ring_key_list(&k, 2), 0);
+    cr_assert_eq(tether_ring_key_int(&k, 'a'), 0);
+    cr_assert_eq(tether_ring_key_int(&k, 'b'), 0);
+    cr_assert_eq(tether_ring_key_nil(&k), 0);
+    cr_assert_eq(tether_ring_key_tuple(&k, 0), 0);
+    cr_assert_eq(tether_ring_key_nil(&k), 0);
+    cr_assert_eq(tether_ring_key_hash(&k), h);
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 300);
+    tether_ring_key_init(&k);
+    cr_assert_eq(tether_ring_key_tuple(&k, 300), 0);
+    for (int i = 0; i < 300; i++) {
+        int64_t v = i % 3 == 0 ? INT64_MIN : i % 3 == 1 ? INT64_MAX : i;
+        ei_x_encode_longlong(&x, v);
+        if (i < 40)
+            cr_assert_eq(tether_ring_key_int(&k, v), 0);
+        else if (tether_ring_key_int(&k, v) != 0)
+            break;
+    }
+    cr_assert_eq(tether_ring_key_int(&k, INT64_MIN), TETHER_ETOOBIG,
+                 "the buffer is full by now");
+    ei_x_free(&x);
+    {
+        uint8_t big[TETHER_RING_KEY_FAST + 1] = {0};
+        tether_ring_key_init(&k);
+        cr_assert_eq(tether_ring_key_binary(&k, big, sizeof big),
+                     TETHER_ETOOBIG);
+        cr_assert_eq(tether_ring_key_atom(&k, (const char *)big, 300, 1),
+                     TETHER_EPROTO, "an atom over 255 characters");
+    }
+}
+
 Test(ring_key, bad_terms_are_refused_and_nothing_overreads)
 {
     /* a closure, trailing bytes, no version byte, an atom cache ref */
@@ -423,6 +496,63 @@ Test(ring_module, follows_membership_and_tells_each_node_its_shards)
     h_run(&x.h, 1500); /* c comes back */
     assert_agree(&x, 3);
     h_free(&x.h);
+}
+
+/* The cluster ring, through engine membership: when the (N+1)th member
+ * joins (its own names each set), every member's table moves about
+ * S/(N+1) primaries, all to the joiner (N up to the harness's 7; the
+ * table code is the standalone ring's, checked up to N = 50 above). */
+Test(ring_module, a_join_moves_about_its_share_in_the_cluster)
+{
+    const int ns[] = {2, 5, 7};
+    static ring_h_t x;
+    tether_ring_config_t cfg = {.shards = 1024};
+
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        int n = ns[t];
+        double total = 0;
+        for (int set = 0; set < 8; set++) {
+            static char before[1024][TETHER_NODE_NAME_MAX + 1];
+            const tether_ring_t *r;
+            size_t moved = 0;
+            memset(&x, 0, sizeof x);
+            h_init(&x.h, n + 1);
+            for (int i = 0; i <= n; i++)
+                snprintf(x.h.names[i], sizeof x.h.names[i], "s%d_%d@test",
+                         set, i);
+            h_start_all(&x.h);
+            for (int i = 0; i <= n; i++)
+                cr_assert_eq(tether_ring_module_new(&cfg, x.h.e[i], &x.m[i]),
+                             0);
+            for (int i = 1; i < n; i++)
+                cr_assert_eq(tether_engine_join(x.h.e[i], x.h.names[0]), 0);
+            h_run(&x.h, 1000);
+            r = tether_ring_module_table(x.m[0]);
+            cr_assert_eq(tether_ring_members(r, NULL, 0), (size_t)n);
+            for (uint32_t s = 0; s < 1024; s++)
+                snprintf(before[s], sizeof before[s], "%s",
+                         tether_ring_primary(r, s));
+            cr_assert_eq(tether_engine_join(x.h.e[n], x.h.names[0]), 0);
+            h_run(&x.h, 1000);
+            for (int i = 0; i <= n; i++) {
+                r = tether_ring_module_table(x.m[i]);
+                cr_assert_eq(tether_ring_members(r, NULL, 0), (size_t)n + 1);
+                for (uint32_t s = 0; s < 1024; s++) {
+                    const char *p = tether_ring_primary(r, s);
+                    if (strcmp(p, before[s]) == 0)
+                        continue;
+                    cr_assert_str_eq(p, x.h.names[n], "moved between stayers");
+                    if (i == 0)
+                        moved++;
+                }
+            }
+            total += (double)moved;
+            h_free(&x.h);
+        }
+        total /= 8;
+        cr_assert_leq(total, 1.2 * 1024.0 / (n + 1), "N=%d moved %.1f", n,
+                      total);
+    }
 }
 
 Test(ring_module, members_of_different_ring_sizes_never_join)
