@@ -8,6 +8,12 @@
  *   ed25519_sign_verify_us  Ed25519 sign + verify of the same payload, the
  *                           per-message cost envelopes avoid, microseconds
  *   envelope_vs_ed25519     the first divided by the second
+ *   ring_rebuild_us         a ring table of 1,000 members and 1,024 shards
+ *                           built from scratch (what every membership
+ *                           change costs), microseconds
+ *   ring_join_moved_ratio   shard primaries moved when a 51st member joins
+ *                           a ring of 50, over the ideal S/(N+1), averaged
+ *                           over 8 random member sets at S = 1,024
  *
  * Each figure is the median of several timed rounds. Usage:
  *   bench_core [--rounds N] [--iterations N] [--help]
@@ -21,6 +27,7 @@
 
 #include "core/envelope.h"
 #include "core/keys.h"
+#include "core/ring.h"
 
 #define PAYLOAD_BYTES 256
 
@@ -128,6 +135,69 @@ static double sign_verify_round(int iterations)
     return (now_us() - t0) / iterations;
 }
 
+/* n random member names into names (each TETHER_NODE_NAME_MAX + 1). */
+static void random_names(char (*names)[TETHER_NODE_NAME_MAX + 1],
+                         const char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "n%08x_%zu@bench.host",
+                 randombytes_random(), i);
+        v[i] = names[i];
+    }
+}
+
+/* Microseconds to set 1,000 members on a ring of 1,024 shards. */
+static double ring_rebuild_round(void)
+{
+    enum { N = 1000 };
+    static char names[N][TETHER_NODE_NAME_MAX + 1];
+    static const char *v[N];
+    tether_ring_t *r;
+    int rc;
+
+    random_names(names, v, N);
+    if ((rc = tether_ring_new(1024, &r)))
+        die("ring", rc);
+    double t0 = now_us();
+    if ((rc = tether_ring_set_members(r, v, N)))
+        die("ring members", rc);
+    double t = now_us() - t0;
+    tether_ring_free(r);
+    return t;
+}
+
+/* Shards whose primary moved when one member joined N random ones, over
+ * S/(N+1), averaged over `sets` member sets. */
+static double ring_join_moved(size_t n, uint32_t shards, int sets)
+{
+    char(*names)[TETHER_NODE_NAME_MAX + 1] = malloc((n + 1) * sizeof *names);
+    const char **v = malloc((n + 1) * sizeof *v);
+    double sum = 0;
+    int rc;
+
+    if (names == NULL || v == NULL)
+        die("ring", TETHER_ENOMEM);
+    for (int set = 0; set < sets; set++) {
+        tether_ring_t *a, *b;
+        size_t moved = 0;
+        random_names(names, v, n + 1);
+        if ((rc = tether_ring_new(shards, &a)) ||
+            (rc = tether_ring_set_members(a, v, n)) ||
+            (rc = tether_ring_copy(a, &b)) ||
+            (rc = tether_ring_add(b, v[n])))
+            die("ring", rc);
+        for (uint32_t s = 0; s < shards; s++)
+            if (strcmp(tether_ring_primary(a, s), tether_ring_primary(b, s)))
+                moved++;
+        sum += (double)moved / ((double)shards / (double)(n + 1));
+        tether_ring_free(a);
+        tether_ring_free(b);
+    }
+    free(names);
+    free(v);
+    return sum / sets;
+}
+
 static int positive_arg(const char *flag, const char *value)
 {
     char *end;
@@ -146,8 +216,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             puts("Usage: bench_core [--rounds N] [--iterations N]\n"
-                 "Prints envelope_seal_open_us, ed25519_sign_verify_us and "
-                 "their ratio.");
+                 "Prints envelope_seal_open_us, ed25519_sign_verify_us, "
+                 "their ratio,\nring_rebuild_us and ring_join_moved_ratio.");
             return 0;
         } else if (!strcmp(argv[i], "--rounds") ||
                    !strcmp(argv[i], "--iterations")) {
@@ -180,6 +250,12 @@ int main(int argc, char **argv)
     printf("envelope_seal_open_us: %.2f\n", s);
     printf("ed25519_sign_verify_us: %.2f\n", e);
     printf("envelope_vs_ed25519: %.3f\n", s / e);
+
+    double rebuild[99];
+    for (int r = 0; r < rounds; r++)
+        rebuild[r] = ring_rebuild_round();
+    printf("ring_rebuild_us: %.0f\n", median(rebuild, rounds));
+    printf("ring_join_moved_ratio: %.3f\n", ring_join_moved(50, 1024, 8));
 
     tether__session_fini(&p.a);
     tether__session_fini(&p.b);

@@ -39,6 +39,15 @@
 %% node, and the registration it keeps (or neither) is what every node
 %% ends up with.
 %%
+%% == Ring ==
+%%
+%% A consistent-hash ring over the live members ({@link tether_ring}):
+%% `place/1', `owners/2', `shard/1', `shard_owners/2', `is_owner/1' and
+%% `ring_size/0' answer in the NIF from a table rebuilt at every
+%% membership change, with no message to any process, and the same on a
+%% C-node. `subscribe_shard/0,1' gives the shards this node owns and then
+%% every change of them.
+%%
 %% Every cluster call answers `{error, not_distributed}' while the node
 %% is not alive; the application starts anyway and clusters once
 %% distribution starts.
@@ -60,6 +69,10 @@
          get_nodes/1, get_instances/1, get_services/0,
          wait_for_services/2, call_service/4, call_service_all/4,
          stub/2]).
+
+-export([place/1, owners/2, shard/1, shard_owners/2, is_owner/1,
+         ring_size/0, subscribe_shard/0, subscribe_shard/1,
+         unsubscribe_shard/1]).
 
 -export_type([partition_ref/0, partition_info/0, conflict_method/0]).
 
@@ -97,12 +110,25 @@
 version() ->
     binary_to_list(tether_nif:version()).
 
-%% @doc Joins the cluster `Node' belongs to. The distribution connection
-%% to Node is made first, in the caller: `{error, noconnection}' if it
-%% cannot be. The join itself completes asynchronously (watch members/0
-%% or subscribe). A node that left joins again as a new incarnation.
+%% @doc Joins the cluster `Node' belongs to, and returns once Node's
+%% tether has taken us in (the other members follow within a heartbeat
+%% or two: watch members/0 or subscribe). The distribution connection to
+%% Node is made first, in the caller.
+%%
+%% Errors: `{error, nodedown}' when Node cannot be reached;
+%% `{error, not_a_tether_node}' when Node is connected but its tether
+%% did not answer within `join_timeout_ms' (default 5000; Node runs no
+%% tether, or one that does not trust us); `{error, {ring_size_mismatch,
+%% Ours, Theirs}}' when Node's cluster has another `ring_size' (both
+%% nodes log it and neither becomes the other's member);
+%% `{error, superseded}' when a join through another node was asked
+%% before this one ended. Nothing retries a failed join in the
+%% background. A node that left joins again as a new incarnation.
 -spec join(node()) ->
-          ok | {error, noconnection | not_distributed | term()}.
+          ok | {error, nodedown | not_a_tether_node | not_distributed
+                | superseded
+                | {ring_size_mismatch, pos_integer(), pos_integer()}
+                | term()}.
 join(Node) ->
     tether_server:join(Node).
 
@@ -351,3 +377,73 @@ call_service_all(Service, Fun, Args, Opts) ->
 -spec stub(module(), [{atom(), arity()}]) -> ok | {error, term()}.
 stub(Module, Funs) ->
     tether_service:stub(Module, Funs).
+
+%%% Ring
+
+%% @doc The member that owns Key: the primary of Key's shard in the
+%% cluster ring, `undefined' only when there are no members (the node
+%% left, or is not distributed). Computed in the NIF from a table rebuilt
+%% at each membership change: a hash and an index, whatever the size of
+%% the cluster. Any term but a fun can be a key.
+-spec place(term()) -> node() | undefined.
+place(Key) ->
+    tether_ring:place(Key).
+
+%% @doc The first N distinct owners of Key's shard, primary first (all
+%% members when there are fewer than N). `badarg' when N is not a
+%% positive integer.
+-spec owners(term(), pos_integer()) -> [node()].
+owners(Key, N) ->
+    tether_ring:owners(Key, N).
+
+%% @doc Key's shard: `0..ring_size() - 1', the same on every member, BEAM
+%% or C, on every OTP release and architecture (a fixed hash of one
+%% canonical encoding of the term).
+-spec shard(term()) -> tether_ring:shard().
+shard(Key) ->
+    tether_ring:shard(Key).
+
+%% @doc The first N distinct owners of Shard, primary first. `badarg'
+%% when Shard is not in `0..ring_size() - 1' or N is not a positive
+%% integer.
+-spec shard_owners(tether_ring:shard(), pos_integer()) -> [node()].
+shard_owners(Shard, N) ->
+    tether_ring:shard_owners(Shard, N).
+
+%% @doc Whether this node is the primary owner of Key's shard.
+-spec is_owner(term()) -> boolean().
+is_owner(Key) ->
+    tether_ring:is_owner(Key).
+
+%% @doc The number of shards of the cluster ring: the application env
+%% `ring_size' (a power of two, default 64), the same on every member.
+-spec ring_size() -> pos_integer().
+ring_size() ->
+    tether_ring:ring_size().
+
+%% @doc subscribe_shard(self()).
+-spec subscribe_shard() ->
+          {ok, tether_ring:generation(), [tether_ring:shard()]}
+          | {error, not_distributed}.
+subscribe_shard() ->
+    tether_ring:subscribe_shard(self()).
+
+%% @doc Returns `{ok, Generation, Shards}', the shards this node owns
+%% now, then sends Pid `{tether_shard, Gen, {acquired, Shard}}' and
+%% `{tether_shard, Gen, {released, Shard}}' for every later change of
+%% them, until Pid exits or unsubscribes. Gen counts the ring's changes:
+%% every event has a greater generation than the snapshot, and the
+%% snapshot plus the events always equals is_owner/1. Subscribing again
+%% gives a fresh snapshot (one message per event). Across a leave and
+%% join or a restart of distribution the shards are released, then
+%% acquired again, with generations still increasing.
+-spec subscribe_shard(pid()) ->
+          {ok, tether_ring:generation(), [tether_ring:shard()]}
+          | {error, not_distributed}.
+subscribe_shard(Pid) ->
+    tether_ring:subscribe_shard(Pid).
+
+%% @doc Stops shard events to Pid. Unknown Pids are `ok'.
+-spec unsubscribe_shard(pid()) -> ok.
+unsubscribe_shard(Pid) ->
+    tether_ring:unsubscribe_shard(Pid).

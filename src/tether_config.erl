@@ -22,13 +22,19 @@
 %%     until one answers.</li>
 %% <li>`{heartbeat_ms, N}' (default 1000) and `{ttl_ms, N}' (default 5000,
 %%     greater than the heartbeat).</li>
+%% <li>`{join_timeout_ms, N}' (default 5000): how long a join waits for
+%%     its contact's answer before `tether:join/1' gives up.</li>
+%% <li>`{ring_size, N}' (default 64): the number of shards of the cluster
+%%     ring (see {@link tether_ring}), a power of two up to 65536. Every
+%%     member must have the same; a join between nodes that differ is
+%%     refused.</li>
 %% <li>`{service_recheck_ms, N}' (default 5000): the health recheck of
 %%     {@link tether_service_server}. A value that is not a positive
 %%     integer means the default.</li>
 %% </ul>
 -module(tether_config).
 
--export([read/0, service_recheck_ms/0]).
+-export([read/0, service_recheck_ms/0, ring_size/0]).
 
 -export_type([config/0]).
 
@@ -38,6 +44,9 @@
 -define(DEFAULT_HB_MS, 1000).
 -define(DEFAULT_TTL_MS, 5000).
 -define(DEFAULT_RECHECK_MS, 5000).
+-define(DEFAULT_JOIN_TIMEOUT_MS, 5000).
+-define(DEFAULT_RING_SIZE, 64).
+-define(RING_SIZE_MAX, 65536).
 -define(KEY_BYTES, 32).
 
 %% The checked configuration of the tether server. `keys' holds
@@ -49,6 +58,8 @@
                     trust := [{node(), binary()}],
                     heartbeat_ms := pos_integer(),
                     ttl_ms := pos_integer(),
+                    join_timeout_ms := pos_integer(),
+                    ring_size := pos_integer(),
                     join := [node()]}.
 
 %% @doc Reads and checks the application env, key files included, so
@@ -68,6 +79,12 @@ read() ->
         Ttl = check(ttl_ms, Get(ttl_ms, max(?DEFAULT_TTL_MS, 5 * Hb)),
                     fun(V) -> is_integer(V) andalso V > Hb
                                   andalso V < 1 bsl 32 end),
+        JoinTimeout = check(join_timeout_ms,
+                            Get(join_timeout_ms, ?DEFAULT_JOIN_TIMEOUT_MS),
+                            fun(V) -> is_integer(V) andalso V > 0
+                                          andalso V < 1 bsl 32 end),
+        RingSize = check(ring_size, Get(ring_size, ?DEFAULT_RING_SIZE),
+                         fun is_ring_size/1),
         Seeds = check(join, Get(join, []), fun is_atom_list/1),
         Secret = case {Get(cluster_secret_file, undefined),
                        Get(cluster_secret, undefined)} of
@@ -90,6 +107,8 @@ read() ->
                trust => [trusted_entry(X) || X <- Trusted],
                heartbeat_ms => Hb,
                ttl_ms => Ttl,
+               join_timeout_ms => JoinTimeout,
+               ring_size => RingSize,
                join => Seeds}}
     catch
         throw:Reason -> {error, Reason}
@@ -102,6 +121,24 @@ service_recheck_ms() ->
         {ok, N} when is_integer(N), N > 0 -> N;
         _ -> ?DEFAULT_RECHECK_MS
     end.
+
+%% @doc The number of shards of the cluster ring: the application env
+%% `ring_size' (see the module doc), or the default, 64, when it is unset
+%% or invalid (an invalid value fails the start of the application).
+-spec ring_size() -> pos_integer().
+ring_size() ->
+    case application:get_env(?APP, ring_size) of
+        {ok, N} -> case is_ring_size(N) of
+                       true -> N;
+                       false -> ?DEFAULT_RING_SIZE
+                   end;
+        undefined -> ?DEFAULT_RING_SIZE
+    end.
+
+-spec is_ring_size(term()) -> boolean().
+is_ring_size(N) ->
+    is_integer(N) andalso N > 0 andalso N =< ?RING_SIZE_MAX
+        andalso N band (N - 1) =:= 0.
 
 -spec check(atom(), term(), fun((term()) -> boolean())) -> term().
 check(Key, Value, Pred) ->

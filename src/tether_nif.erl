@@ -69,6 +69,7 @@
                          identity_seed => <<_:256>>,
                          seeds => [name()],
                          seed_retry_ms => pos_integer(),
+                         join_timeout_ms => pos_integer(),
                          ring_size => pos_integer()}.
 
 %% What the engine asks of its shell or tells it (`c_src/core/engine.h',

@@ -80,11 +80,14 @@
          unsubscribe/1, partition/3, heal/1, heal/0, partitions/0]).
 -export([send/3, register_handler/2, unregister_handler/1, engine_call/1,
          info/0, engine/0, send_wire/2, safe/1]).
+-export([subscribe_shard/1, unsubscribe_shard/1, ring_size/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
 -define(SERVER, tether).
 -define(ENGINE_KEY, {?MODULE, engine}).
+%% What callers need of the configuration: #{ring_size, join_call_ms}.
+-define(SETTINGS_KEY, {?MODULE, settings}).
 -define(DIST_CHECK_MS, 1000).
 %% Messages from this size on are MAC'd and copied on a dirty scheduler.
 -define(DIRTY_BYTES, 256 * 1024).
@@ -104,7 +107,9 @@
     handlers = #{} :: #{term() => {pid(), reference()}},
     config :: tether_config:config(),
     seeds = [] :: [node()],                  % joined by a fresh engine
-    reg :: tether_registry:state()
+    joins = #{} :: #{node() => [gen_server:from()]}, % join/1 callers
+    reg :: tether_registry:state(),
+    ring :: tether_ring:state()              % shard subscriptions
 }).
 
 -type state() :: #st{}.
@@ -119,9 +124,12 @@ start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
 
 %% @doc See {@link tether:join/1}. The distribution connection to Node
-%% is made here, in the caller.
+%% is made here, in the caller; the server answers when Node's engine
+%% has answered, refused, or not answered within `join_timeout_ms'.
 -spec join(node()) ->
-          ok | {error, noconnection | not_distributed | term()}.
+          ok | {error, nodedown | not_a_tether_node | not_distributed
+                | {ring_size_mismatch, pos_integer(), pos_integer()}
+                | term()}.
 join(Node) when is_atom(Node) ->
     case node() of
         nonode@nohost ->
@@ -130,8 +138,10 @@ join(Node) when is_atom(Node) ->
             gen_server:call(?SERVER, {join, Node});
         _ ->
             case net_kernel:connect_node(Node) of
-                true -> gen_server:call(?SERVER, {join, Node});
-                false -> {error, noconnection};
+                true ->
+                    #{join_call_ms := Ms} = settings(),
+                    gen_server:call(?SERVER, {join, Node}, Ms);
+                false -> {error, nodedown};
                 ignored -> {error, not_distributed}
             end
     end.
@@ -155,6 +165,33 @@ subscribe(Pid) when is_pid(Pid) ->
 -spec unsubscribe(pid()) -> ok.
 unsubscribe(Pid) when is_pid(Pid) ->
     gen_server:call(?SERVER, {unsubscribe, Pid}).
+
+%% @doc See {@link tether:subscribe_shard/1}.
+-spec subscribe_shard(pid()) ->
+          {ok, tether_ring:generation(), [tether_ring:shard()]}
+          | {error, not_distributed}.
+subscribe_shard(Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {subscribe_shard, Pid}).
+
+%% @doc See {@link tether:unsubscribe_shard/1}.
+-spec unsubscribe_shard(pid()) -> ok.
+unsubscribe_shard(Pid) when is_pid(Pid) ->
+    gen_server:call(?SERVER, {unsubscribe_shard, Pid}).
+
+%% @doc The number of shards of the cluster ring, as configured when the
+%% server started (see {@link tether_config}), read without a message.
+-spec ring_size() -> pos_integer().
+ring_size() ->
+    #{ring_size := N} = settings(),
+    N.
+
+%% The settings callers read (the defaults before the server started).
+-spec settings() -> #{ring_size := pos_integer(),
+                      join_call_ms := pos_integer()}.
+settings() ->
+    persistent_term:get(?SETTINGS_KEY,
+                        #{ring_size => tether_config:ring_size(),
+                          join_call_ms => 60000}).
 
 %% @doc See {@link tether:partition/3}. The groups are checked here, in
 %% the caller: a node that is not an atom raises `badarg'.
@@ -272,9 +309,16 @@ safe(Fun) ->
 init([]) ->
     case tether_config:read() of
         {ok, Config = #{join := Seeds}} ->
+            #{ring_size := RingSize, join_timeout_ms := JoinMs,
+              heartbeat_ms := Hb} = Config,
+            %% The server answers a join by its timeout and a round.
+            persistent_term:put(?SETTINGS_KEY,
+                                #{ring_size => RingSize,
+                                  join_call_ms => JoinMs + 2 * Hb + 5000}),
             erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
             {ok, maybe_start(#st{config = Config, seeds = Seeds,
-                                 reg = tether_registry:init()})};
+                                 reg = tether_registry:init(),
+                                 ring = tether_ring:init()})};
         {error, Reason} ->
             {stop, {bad_config, Reason}}
     end.
@@ -299,6 +343,8 @@ handle_call({register_handler, Tag, Pid}, _From, S) ->
                                           S1#st.handlers)}};
 handle_call({unregister_handler, Tag}, _From, S) ->
     {reply, ok, drop_handler(Tag, S)};
+handle_call({unsubscribe_shard, Pid}, _From, S) ->
+    {reply, ok, S#st{ring = tether_ring:unsubscribe(Pid, S#st.ring)}};
 handle_call({reg_register, _, _, _}, _From, S = #st{engine = undefined}) ->
     {reply, no, S};
 handle_call(_Req, _From, S = #st{engine = undefined}) ->
@@ -306,6 +352,14 @@ handle_call(_Req, _From, S = #st{engine = undefined}) ->
 handle_call(reg_sync, From, S0) ->
     S = run(tick(S0)),
     {noreply, S#st{reg = tether_registry:sync(From, S#st.engine, S#st.reg)}};
+handle_call({subscribe_shard, Pid}, _From, S0) ->
+    %% Every action carried out first: the snapshot is the engine's now.
+    S = run(tick(S0)),
+    {Reply, Ring} = tether_ring:subscribe(Pid, S#st.engine, S#st.ring),
+    {reply, Reply, S#st{ring = Ring}};
+handle_call({join, Node}, From, S0) when Node =/= node() ->
+    S = tick(S0),
+    {noreply, run(start_join(Node, From, S))};
 handle_call(Req, _From, S0) ->
     S = tick(S0),
     {Reply, S1} = call(Req, S),
@@ -366,7 +420,11 @@ handle_info({'DOWN', MRef, process, Pid, _}, S) ->
             {noreply, registry(fun(E, R) -> tether_registry:down(Pid, E, R)
                                end, S)};
         false ->
-            {noreply, drop_monitored(Pid, MRef, S)}
+            Ring = case tether_ring:is_subscriber(Pid, MRef, S#st.ring) of
+                       true -> tether_ring:unsubscribe(Pid, S#st.ring);
+                       false -> S#st.ring
+                   end,
+            {noreply, drop_monitored(Pid, MRef, S#st{ring = Ring})}
     end;
 handle_info(_Msg, S) ->
     {noreply, S}.
@@ -379,17 +437,11 @@ terminate(_Reason, _S) ->
 %%% Calls with an engine
 
 -spec call(term(), state()) -> {term(), state()}.
-call({join, Node}, S) when Node =:= node() ->
+call({join, _Self}, S) ->
     {ok, S};
-call({join, Node}, S0) ->
-    S = case tether_nif:engine_info(S0#st.engine) of
-            #{left := true} -> restart_engine(S0);
-            _ -> S0
-        end,
-    {safe(fun() -> tether_nif:engine_join(S#st.engine, bin(Node)) end), S};
 call(leave, S) ->
     _ = tether_nif:engine_leave(S#st.engine),
-    {ok, S#st{seeds = []}};
+    {ok, reply_joins({error, left}, S#st{seeds = []})};
 call(members, S) ->
     case tether_nif:engine_members(S#st.engine) of
         Names when is_list(Names) ->
@@ -442,6 +494,68 @@ call({engine_call, Fun}, S) when is_function(Fun, 1) ->
 call(_Req, S) ->
     {{error, badarg}, S}.
 
+%%% Joins
+
+%% Starts a join through Node for From, who is answered when it ends (a
+%% fresh engine first if ours left). A join through another contact
+%% replaces the pending one, whose callers get `{error, superseded}'.
+-spec start_join(node(), gen_server:from(), state()) -> state().
+start_join(Node, From, S0) ->
+    S = case tether_nif:engine_info(S0#st.engine) of
+            #{left := true} -> restart_engine(S0);
+            _ -> S0
+        end,
+    case S#st.engine of
+        undefined ->
+            gen_server:reply(From, {error, not_distributed}),
+            S;
+        E ->
+            case safe(fun() -> tether_nif:engine_join(E, bin(Node)) end) of
+                ok ->
+                    Others = maps:without([Node], S#st.joins),
+                    _ = [gen_server:reply(F, {error, superseded})
+                         || Fs <- maps:values(Others), F <- Fs],
+                    Waiting = maps:get(Node, S#st.joins, []),
+                    S#st{joins = #{Node => [From | Waiting]}};
+                Error ->
+                    gen_server:reply(From, Error),
+                    S
+            end
+    end.
+
+%% What join/1 answers for an engine's outcome of a join through Node.
+-spec join_reply(node(), ok | timeout
+                 | {refused, atom(), non_neg_integer(), non_neg_integer()})
+                -> term().
+join_reply(_Node, ok) ->
+    ok;
+join_reply(_Node, {refused, ring_size, Ours, Theirs}) ->
+    {error, {ring_size_mismatch, Ours, Theirs}};
+join_reply(_Node, {refused, Param, Ours, Theirs}) ->
+    {error, {param_mismatch, Param, Ours, Theirs}};
+join_reply(Node, timeout) ->
+    %% Connected but silent: no tether there (or one that does not trust
+    %% us, which the engine counts and logs).
+    case lists:member(Node, nodes(connected)) of
+        true -> {error, not_a_tether_node};
+        false -> {error, nodedown}
+    end.
+
+-spec join_answered(node(), term(), state()) -> state().
+join_answered(Node, Reply, S = #st{joins = Joins}) ->
+    case maps:take(Node, Joins) of
+        {Froms, Rest} ->
+            _ = [gen_server:reply(F, Reply) || F <- Froms],
+            S#st{joins = Rest};
+        error ->
+            S
+    end.
+
+-spec reply_joins(term(), state()) -> state().
+reply_joins(Reply, S = #st{joins = Joins}) ->
+    _ = [gen_server:reply(F, Reply) || Fs <- maps:values(Joins), F <- Fs],
+    S#st{joins = #{}}.
+
 %%% Engine life cycle
 
 %% Starts the engine if the node is distributed and has none yet.
@@ -464,14 +578,16 @@ start_engine(S0) ->
                 _ = net_kernel:monitor_nodes(true, [{node_type, all}]),
                 S0#st{net_kernel = Nk}
         end,
-    #{keys := Keys, trust := Trust, heartbeat_ms := Hb, ttl_ms := Ttl} =
-        S#st.config,
+    #{keys := Keys, trust := Trust, heartbeat_ms := Hb, ttl_ms := Ttl,
+      join_timeout_ms := JoinMs, ring_size := RingSize} = S#st.config,
     Opts = (key_opts(Keys))#{
              name => bin(node()),
              incarnation => erlang:system_time(microsecond),
              seed => crypto:strong_rand_bytes(32),
              heartbeat_ms => Hb,
              ttl_ms => Ttl,
+             join_timeout_ms => JoinMs,
+             ring_size => RingSize,
              seeds => bins(S#st.seeds)},
     case safe(fun() -> tether_nif:engine_new(Opts) end) of
         {ok, E} ->
@@ -479,7 +595,8 @@ start_engine(S0) ->
             ok = trust_all(E, Trust),
             S1 = S#st{engine = E, name = node(), up = #{},
                       start = erlang:monotonic_time(millisecond),
-                      reg = tether_registry:reset(S#st.reg)},
+                      reg = tether_registry:reset(S#st.reg),
+                      ring = tether_ring:engine_started(E, S#st.ring)},
             run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected)));
         {error, Reason} ->
             logger:error("tether: engine not started: ~p", [Reason]),
@@ -501,7 +618,16 @@ trust_all(E, Trust) ->
 %% A fresh engine (new incarnation) in place of one that left.
 -spec restart_engine(state()) -> state().
 restart_engine(S) ->
-    start_engine(cancel_timer(S#st{engine = undefined})).
+    start_engine(stop_engine(S)).
+
+%% Drops the engine: its shards are released to the subscribers and
+%% join/1 callers learn that it is gone.
+-spec stop_engine(state()) -> state().
+stop_engine(S = #st{engine = E}) ->
+    _ = persistent_term:erase(?ENGINE_KEY),
+    S1 = reply_joins({error, not_distributed}, S),
+    cancel_timer(S1#st{engine = undefined, up = #{},
+                       ring = tether_ring:engine_stopped(E, S#st.ring)}).
 
 %% The engine's key options: what the env configured, else the cookie.
 -spec key_opts(#{atom() => binary()}) -> #{atom() => binary()}.
@@ -518,10 +644,8 @@ dist_check(S = #st{name = Name, net_kernel = Nk}) ->
     case node() =:= Name andalso whereis(net_kernel) =:= Nk of
         true -> S;
         false ->
-            _ = persistent_term:erase(?ENGINE_KEY),
-            maybe_start(cancel_timer(S#st{engine = undefined, up = #{},
-                                          reg = tether_registry:reset(
-                                                  S#st.reg)}))
+            S1 = stop_engine(S),
+            maybe_start(S1#st{reg = tether_registry:reset(S1#st.reg)})
     end.
 
 %%% Connection events
@@ -586,10 +710,11 @@ act({message, From, Etf}, S) ->
 act(Action, S) when element(1, Action) =:= reg_lost;
                     element(1, Action) =:= reg_resolve ->
     S#st{reg = tether_registry:handle_action(Action, S#st.reg)};
-act({join, _Contact, _Outcome}, S) ->
-    S;
-act({shard, _Generation, _Change, _Shard}, S) ->
-    S;
+act({join, Contact, Outcome}, S) ->
+    Node = binary_to_atom(Contact, utf8),
+    join_answered(Node, join_reply(Node, Outcome), S);
+act({shard, _Generation, _Change, _Shard} = Action, S) ->
+    S#st{ring = tether_ring:handle_action(Action, S#st.ring)};
 act({log, Level, Text}, S) ->
     logger:log(Level, "tether: ~ts", [Text]),
     S;

@@ -205,7 +205,7 @@ partition_api_errors(_Config) ->
     ok = call(N1, tether, heal, []),
     ?assertMatch([#{ref := Ref, healed := true}],
                  call(N1, tether, partitions, [])),
-    ?assertEqual({error, noconnection},
+    ?assertEqual({error, nodedown},
                  call(N1, tether, join, ['nobody@127.0.0.1'])),
     ?assertEqual([N1], call(N1, tether, members, [])).
 
