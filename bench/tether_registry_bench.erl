@@ -23,63 +23,25 @@
 -define(ROUNDS, 25).
 -define(WHEREIS_N, 200000).
 -define(VIS_ROUNDS, 40).
--define(WAIT_MS, 30000).
 -define(HB_MS, 200).
+-define(WAIT_MS, 30000).
 
 %% @doc Entry point: main([]). Prints the results and stops the node
 %% (status 0 on success, 1 on failure).
 -spec main([string()]) -> no_return().
 main(_Args) ->
-    Status = try run() of
-                 ok -> 0
-             catch
-                 Class:Reason:Stack ->
-                     io:format(standard_error,
-                               "tether_registry_bench: ~p:~p~n~p~n",
-                               [Class, Reason, Stack]),
-                     1
-             end,
-    init:stop(Status),
-    receive after infinity -> ok end.
+    tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
     %% Stopping the peers at the end makes global log a disconnect notice.
     ok = logger:set_primary_config(level, error),
-    ok = start_tether(node()),
-    Ebin = filename:dirname(code:which(tether)),
-    Here = filename:dirname(code:which(?MODULE)),
-    Peers = [start_peer(I, Ebin, Here) || I <- [1, 2]],
-    [P1, P2] = [N || {_, N} <- Peers],
-    try
-        [ok = erpc:call(N, tether, join, [node()]) || N <- [P1, P2]],
-        All = lists:sort([node(), P1, P2]),
-        wait(fun() -> [tether:members() | [erpc:call(N, tether, members, [])
-                                          || N <- [P1, P2]]] end,
-             fun(Ms) -> lists:all(fun(M) -> M =:= All end, Ms) end),
-        ok = global:sync(),
-        whereis_bench(P1),
-        visibility_bench(P2)
-    after
-        [catch peer:stop(Pid) || {Pid, _} <- Peers]
-    end.
-
-start_tether(Node) ->
-    ok = erpc:call(Node, application, load, [tether]),
-    [ok = erpc:call(Node, application, set_env, [tether, K, V])
-     || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, 10 * ?HB_MS}]],
-    {ok, _} = erpc:call(Node, application, ensure_all_started, [tether]),
-    ok.
-
-start_peer(I, Ebin, Here) ->
-    Name = list_to_atom(lists:concat(["tether_bench_reg", I, "_",
-                                      os:getpid()])),
-    {ok, Pid, Node} =
-        peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
-                     args => ["-setcookie", atom_to_list(erlang:get_cookie()),
-                              "-kernel", "inet_dist_use_interface",
-                              "{127,0,0,1}", "-pa", Ebin, "-pa", Here]}),
-    ok = start_tether(Node),
-    {Pid, Node}.
+    tether_bench_lib:with_cluster(
+      "tether_bench_reg", [{heartbeat_ms, ?HB_MS}, {ttl_ms, 10 * ?HB_MS}],
+      fun([P1, P2]) ->
+              ok = global:sync(),
+              whereis_bench(P1),
+              visibility_bench(P2)
+      end).
 
 %%% whereis
 
@@ -91,7 +53,7 @@ whereis_bench(Peer) ->
     Owner2 = erpc:call(Peer, erlang, spawn,
                        [fun() -> receive stop -> ok end end]),
     yes = erpc:call(Peer, tether, register_name, [{where, tether}, Owner2]),
-    wait(fun() -> {global:whereis_name({where, global}),
+    tether_bench_lib:wait(fun() -> {global:whereis_name({where, global}),
                    tether:whereis_name({where, tether})} end,
          fun(V) -> V =:= {Owner, Owner2} end),
     G = fun() -> loop(fun global:whereis_name/1, {where, global},
@@ -100,8 +62,8 @@ whereis_bench(Peer) ->
                       ?WHEREIS_N) end,
     _ = [{G(), T()} || _ <- lists:seq(1, 3)], % warm up
     {Gs, Ts} = lists:unzip([{G(), T()} || _ <- lists:seq(1, ?ROUNDS)]),
-    GRate = ?WHEREIS_N * 1000000 / max(1, median(Gs)),
-    TRate = ?WHEREIS_N * 1000000 / max(1, median(Ts)),
+    GRate = ?WHEREIS_N * 1000000 / max(1, tether_bench_lib:median(Gs)),
+    TRate = ?WHEREIS_N * 1000000 / max(1, tether_bench_lib:median(Ts)),
     io:format("whereis_ratio: ~.2f~n", [TRate / GRate]),
     io:format("whereis_global_per_s: ~b~n", [round(GRate)]),
     io:format("whereis_tether_per_s: ~b~n", [round(TRate)]),
@@ -129,14 +91,16 @@ visibility_bench(Peer) ->
     _ = [{Round(global, -K), Round(tether, -K)} || K <- lists:seq(1, 3)],
     {Gs, Ts} = lists:unzip([{Round(global, K), Round(tether, K)}
                             || K <- lists:seq(1, ?VIS_ROUNDS)]),
-    G = median([V || {V, _} <- Gs]),
-    T = median([V || {V, _} <- Ts]),
+    G = tether_bench_lib:median([V || {V, _} <- Gs]),
+    T = tether_bench_lib:median([V || {V, _} <- Ts]),
     io:format("register_visible_ratio: ~.2f~n", [G / max(1, T)]),
     io:format("register_visible_global_us: ~p~n", [G]),
     io:format("register_visible_tether_us: ~p~n", [T]),
-    io:format("register_call_global_us: ~p~n", [median([C || {_, C} <- Gs])]),
-    io:format("register_call_tether_us: ~p~n", [median([C || {_, C} <- Ts])]),
-    Hop = median([hop(Poller) || _ <- lists:seq(1, ?VIS_ROUNDS)]),
+    io:format("register_call_global_us: ~p~n",
+              [tether_bench_lib:median([C || {_, C} <- Gs])]),
+    io:format("register_call_tether_us: ~p~n",
+              [tether_bench_lib:median([C || {_, C} <- Ts])]),
+    Hop = tether_bench_lib:median([hop(Poller) || _ <- lists:seq(1, ?VIS_ROUNDS)]),
     io:format("peer_one_way_us: ~p~n", [Hop]),
     Poller ! stop,
     ok.
@@ -201,23 +165,4 @@ spin(Mod, Name) ->
             spin(Mod, Name);
         Pid ->
             Pid
-    end.
-
-%%% helpers
-
-median(L) ->
-    lists:nth((length(L) + 1) div 2, lists:sort(L)).
-
-wait(Get, Check) ->
-    wait(Get, Check, erlang:monotonic_time(millisecond) + ?WAIT_MS).
-
-wait(Get, Check, Deadline) ->
-    V = Get(),
-    case Check(V) of
-        true -> V;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> error({timeout_waiting, V});
-                false -> timer:sleep(20), wait(Get, Check, Deadline)
-            end
     end.

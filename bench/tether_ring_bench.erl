@@ -34,60 +34,21 @@
 -define(CALLS, 200000).
 -define(KEYS, 1000).
 -define(SHARDS, 64).
--define(WAIT_MS, 30000).
 -define(HB_MS, 200).
 
 %% @doc Entry point: main([]). Prints the results and stops the node
 %% (status 0 on success, 1 on failure).
 -spec main([string()]) -> no_return().
 main(_Args) ->
-    Status = try run() of
-                 ok -> 0
-             catch
-                 Class:Reason:Stack ->
-                     io:format(standard_error, "tether_ring_bench: ~p:~p~n~p~n",
-                               [Class, Reason, Stack]),
-                     1
-             end,
-    init:stop(Status),
-    receive after infinity -> ok end.
+    tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
     ok = logger:set_primary_config(level, error),
-    ok = start_tether(node()),
-    Ebin = filename:dirname(code:which(tether)),
-    Peers = [start_peer(I, Ebin) || I <- [1, 2]],
-    Nodes = [N || {_, N} <- Peers],
-    try
-        [ok = erpc:call(N, tether, join, [node()]) || N <- Nodes],
-        All = lists:sort([node() | Nodes]),
-        wait(fun() -> [tether:members() | [erpc:call(N, tether, members, [])
-                                          || N <- Nodes]] end,
-             fun(Ms) -> lists:all(fun(M) -> M =:= All end, Ms) end),
-        place_bench(All)
-    after
-        [catch peer:stop(Pid) || {Pid, _} <- Peers]
-    end,
+    tether_bench_lib:with_cluster(
+      "tether_bench_ring",
+      [{heartbeat_ms, ?HB_MS}, {ttl_ms, 10 * ?HB_MS}, {ring_size, ?SHARDS}],
+      fun(Peers) -> place_bench(lists:sort([node() | Peers])) end),
     flat_bench().
-
-start_tether(Node) ->
-    ok = erpc:call(Node, application, load, [tether]),
-    [ok = erpc:call(Node, application, set_env, [tether, K, V])
-     || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, 10 * ?HB_MS},
-                   {ring_size, ?SHARDS}]],
-    {ok, _} = erpc:call(Node, application, ensure_all_started, [tether]),
-    ok.
-
-start_peer(I, Ebin) ->
-    Name = list_to_atom(lists:concat(["tether_bench_ring", I, "_",
-                                      os:getpid()])),
-    {ok, Pid, Node} =
-        peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
-                     args => ["-setcookie", atom_to_list(erlang:get_cookie()),
-                              "-kernel", "inet_dist_use_interface",
-                              "{127,0,0,1}", "-pa", Ebin]}),
-    ok = start_tether(Node),
-    {Pid, Node}.
 
 %%% place/1 against phash2 and element/2
 
@@ -202,25 +163,8 @@ ring_loop([K | Ks], Ring, Acc) ->
 
 %%% Helpers
 
-%% Medians of ROUNDS alternating rounds of A and B (one warm-up each).
 alternate(A, B) ->
-    _ = {A(), B()},
-    {As, Bs} = lists:unzip([{A(), B()} || _ <- lists:seq(1, ?ROUNDS)]),
-    {median(As), median(Bs)}.
+    tether_bench_lib:alternate(?ROUNDS, A, B).
 
 median(L) ->
-    lists:nth(length(L) div 2 + 1, lists:sort(L)).
-
-wait(Get, Check) ->
-    wait(Get, Check, erlang:monotonic_time(millisecond) + ?WAIT_MS).
-
-wait(Get, Check, Deadline) ->
-    V = Get(),
-    case Check(V) of
-        true -> ok;
-        false ->
-            erlang:monotonic_time(millisecond) < Deadline
-                orelse error({timeout, V}),
-            timer:sleep(50),
-            wait(Get, Check, Deadline)
-    end.
+    tether_bench_lib:median(L).

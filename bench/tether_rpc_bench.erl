@@ -16,23 +16,13 @@
 -define(ROUNDS, 21).
 -define(CALLS, 2000).
 -define(WARMUP, 500).
--define(WAIT_MS, 30000).
 -define(HB_MS, 200).
 
 %% @doc Entry point: main([]). Prints the results and stops the node
 %% (status 0 on success, 1 on failure).
 -spec main([string()]) -> no_return().
 main(_Args) ->
-    Status = try run() of
-                 ok -> 0
-             catch
-                 Class:Reason:Stack ->
-                     io:format(standard_error, "tether_rpc_bench: ~p:~p~n~p~n",
-                               [Class, Reason, Stack]),
-                     1
-             end,
-    init:stop(Status),
-    receive after infinity -> ok end.
+    tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
     ok = logger:set_primary_config(level, error),
@@ -50,7 +40,8 @@ run() ->
                        [tether, heartbeat_ms, ?HB_MS]),
         {ok, _} = peer:call(Peer, application, ensure_all_started, [tether]),
         ok = tether:join(P),
-        wait(fun() -> lists:member(P, tether:members()) end),
+        tether_bench_lib:wait(fun() -> lists:member(P, tether:members())
+                              end),
         P = tether:call(P, erlang, node, []),
         P = rpc:call(P, erlang, node, []),
         _ = [tether:call(P, erlang, node, []) || _ <- lists:seq(1, ?WARMUP)],
@@ -58,8 +49,8 @@ run() ->
         Rounds = [{rtt(fun() -> tether:call(P, erlang, node, []) end),
                    rtt(fun() -> rpc:call(P, erlang, node, []) end)}
                   || _ <- lists:seq(1, ?ROUNDS)],
-        T = median([X || {X, _} <- Rounds]),
-        R = median([Y || {_, Y} <- Rounds]),
+        T = tether_bench_lib:median([X || {X, _} <- Rounds]),
+        R = tether_bench_lib:median([Y || {_, Y} <- Rounds]),
         io:format("tether_call_ratio: ~.2f~n", [T / R]),
         io:format("tether_call_rtt_us: ~.1f~n", [T]),
         io:format("rpc_call_rtt_us: ~.1f~n", [R]),
@@ -84,21 +75,3 @@ loop(_Call, 0) ->
 loop(Call, N) ->
     _ = Call(),
     loop(Call, N - 1).
-
-median(L) ->
-    lists:nth((length(L) + 1) div 2, lists:sort(L)).
-
-wait(Pred) ->
-    Deadline = erlang:monotonic_time(millisecond) + ?WAIT_MS,
-    wait(Pred, Deadline).
-
-wait(Pred, Deadline) ->
-    case Pred() of
-        true ->
-            ok;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> error(cluster_not_formed);
-                false -> timer:sleep(50), wait(Pred, Deadline)
-            end
-    end.

@@ -264,14 +264,6 @@ ERL_NIF_TERM ring_shard_of_nif(ErlNifEnv *env, int argc,
                                const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM ring_shard_owners_nif(ErlNifEnv *env, int argc,
                                    const ERL_NIF_TERM argv[]);
-ERL_NIF_TERM engine_place_nif(ErlNifEnv *env, int argc,
-                              const ERL_NIF_TERM argv[]);
-ERL_NIF_TERM engine_owners_nif(ErlNifEnv *env, int argc,
-                               const ERL_NIF_TERM argv[]);
-ERL_NIF_TERM engine_shard_nif(ErlNifEnv *env, int argc,
-                              const ERL_NIF_TERM argv[]);
-ERL_NIF_TERM engine_shard_owners_nif(ErlNifEnv *env, int argc,
-                                     const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM engine_is_owner_nif(ErlNifEnv *env, int argc,
                                  const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM engine_ring_nif(ErlNifEnv *env, int argc,

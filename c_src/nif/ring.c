@@ -456,56 +456,25 @@ static ERL_NIF_TERM lookup(ErlNifEnv *env, const tether_ring_t *r,
     }
 }
 
-/* The standalone lookups: ring_lookup(Ring, Query, Arg, N). */
-static ERL_NIF_TERM ring_query(ErlNifEnv *env, int argc,
-                               const ERL_NIF_TERM argv[], int q)
+/*
+ * One lookup on a standalone ring or on an engine's cluster ring (under
+ * its read lock): argv is Ring | Engine, Key | Shard, and N for the
+ * owner lists. The load table gives both names of each lookup
+ * (ring_place and engine_place, ...) the same function.
+ */
+static ERL_NIF_TERM query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                          int q)
 {
     const ring_res_t *r;
-    size_t n = 1;
-
-    if (argc < 2 || !get_ring(env, argv[0], &r) ||
-        (argc == 3 && !get_count(env, argv[2], &n)))
-        return enif_make_badarg(env);
-    return lookup(env, r->ring, &r->atoms, q, argv[1], n);
-}
-
-ERL_NIF_TERM ring_place_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    return argc == 2 ? ring_query(env, argc, argv, Q_PLACE)
-                     : enif_make_badarg(env);
-}
-
-ERL_NIF_TERM ring_owners_nif(ErlNifEnv *env, int argc,
-                             const ERL_NIF_TERM argv[])
-{
-    return argc == 3 ? ring_query(env, argc, argv, Q_OWNERS)
-                     : enif_make_badarg(env);
-}
-
-ERL_NIF_TERM ring_shard_of_nif(ErlNifEnv *env, int argc,
-                               const ERL_NIF_TERM argv[])
-{
-    return argc == 2 ? ring_query(env, argc, argv, Q_SHARD)
-                     : enif_make_badarg(env);
-}
-
-ERL_NIF_TERM ring_shard_owners_nif(ErlNifEnv *env, int argc,
-                                   const ERL_NIF_TERM argv[])
-{
-    return argc == 3 ? ring_query(env, argc, argv, Q_SHARD_OWNERS)
-                     : enif_make_badarg(env);
-}
-
-/* The cluster ring of an engine: the same queries under the read lock. */
-static ERL_NIF_TERM engine_query(ErlNifEnv *env, int argc,
-                                 const ERL_NIF_TERM argv[], int q)
-{
     tether_nif_res_t *res;
     size_t n = 1;
     ERL_NIF_TERM t;
 
-    if (argc < 2 || !tether__nif_get_res(env, argv[0], &res) ||
-        res->ring == NULL || (argc == 3 && !get_count(env, argv[2], &n)))
+    if (argc == 3 && !get_count(env, argv[2], &n))
+        return enif_make_badarg(env);
+    if (get_ring(env, argv[0], &r))
+        return lookup(env, r->ring, &r->atoms, q, argv[1], n);
+    if (!tether__nif_get_res(env, argv[0], &res) || res->ring == NULL)
         return enif_make_badarg(env);
     enif_rwlock_rlock(res->rw);
     {
@@ -517,32 +486,27 @@ static ERL_NIF_TERM engine_query(ErlNifEnv *env, int argc,
     return t;
 }
 
-ERL_NIF_TERM engine_place_nif(ErlNifEnv *env, int argc,
-                              const ERL_NIF_TERM argv[])
+ERL_NIF_TERM ring_place_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    return argc == 2 ? engine_query(env, argc, argv, Q_PLACE)
-                     : enif_make_badarg(env);
+    return query(env, argc, argv, Q_PLACE);
 }
 
-ERL_NIF_TERM engine_owners_nif(ErlNifEnv *env, int argc,
+ERL_NIF_TERM ring_owners_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[])
+{
+    return query(env, argc, argv, Q_OWNERS);
+}
+
+ERL_NIF_TERM ring_shard_of_nif(ErlNifEnv *env, int argc,
                                const ERL_NIF_TERM argv[])
 {
-    return argc == 3 ? engine_query(env, argc, argv, Q_OWNERS)
-                     : enif_make_badarg(env);
+    return query(env, argc, argv, Q_SHARD);
 }
 
-ERL_NIF_TERM engine_shard_nif(ErlNifEnv *env, int argc,
-                              const ERL_NIF_TERM argv[])
+ERL_NIF_TERM ring_shard_owners_nif(ErlNifEnv *env, int argc,
+                                   const ERL_NIF_TERM argv[])
 {
-    return argc == 2 ? engine_query(env, argc, argv, Q_SHARD)
-                     : enif_make_badarg(env);
-}
-
-ERL_NIF_TERM engine_shard_owners_nif(ErlNifEnv *env, int argc,
-                                     const ERL_NIF_TERM argv[])
-{
-    return argc == 3 ? engine_query(env, argc, argv, Q_SHARD_OWNERS)
-                     : enif_make_badarg(env);
+    return query(env, argc, argv, Q_SHARD_OWNERS);
 }
 
 /* engine_is_owner(Engine, Key) -> boolean(): we are the key's primary. */
