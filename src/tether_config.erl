@@ -24,6 +24,12 @@
 %%     greater than the heartbeat).</li>
 %% <li>`{join_timeout_ms, N}' (default 5000): how long a join waits for
 %%     its contact's answer before `tether:join/1' gives up.</li>
+%% <li>`{reconnect_attempts, N}' (default 6) and `{reconnect_max_ms, N}'
+%%     (default 10000): a member this node has no connection to is
+%%     redialled at most N times, the waits doubling from `heartbeat_ms'
+%%     up to `reconnect_max_ms' with 25% jitter; then no more until a
+%%     connection comes up by other means (the member dials in, traffic,
+%%     a join).</li>
 %% <li>`{ring_size, N}' (default 64): the number of shards of the cluster
 %%     ring (see {@link tether_ring}), a power of two up to 65536. Every
 %%     member must have the same; a join between nodes that differ is
@@ -45,6 +51,8 @@
 -define(DEFAULT_TTL_MS, 5000).
 -define(DEFAULT_RECHECK_MS, 5000).
 -define(DEFAULT_JOIN_TIMEOUT_MS, 5000).
+-define(DEFAULT_RECONNECT_MAX_MS, 10000).
+-define(DEFAULT_RECONNECTS, 6).
 -define(DEFAULT_RING_SIZE, 64).
 -define(RING_SIZE_MAX, 65536).
 -define(KEY_BYTES, 32).
@@ -59,6 +67,8 @@
                     heartbeat_ms := pos_integer(),
                     ttl_ms := pos_integer(),
                     join_timeout_ms := pos_integer(),
+                    reconnect_max_ms := pos_integer(),
+                    reconnect_attempts := pos_integer(),
                     ring_size := pos_integer(),
                     join := [node()]}.
 
@@ -85,6 +95,14 @@ read() ->
                                           andalso V < 1 bsl 32 end),
         RingSize = check(ring_size, Get(ring_size, ?DEFAULT_RING_SIZE),
                          fun is_ring_size/1),
+        ReconnectMax = check(reconnect_max_ms,
+                             Get(reconnect_max_ms, ?DEFAULT_RECONNECT_MAX_MS),
+                             fun(V) -> is_integer(V) andalso V > 0
+                                           andalso V < 1 bsl 32 end),
+        Reconnects = check(reconnect_attempts,
+                           Get(reconnect_attempts, ?DEFAULT_RECONNECTS),
+                           fun(V) -> is_integer(V) andalso V > 0
+                                         andalso V =< 1000 end),
         Seeds = check(join, Get(join, []), fun is_atom_list/1),
         Secret = case {Get(cluster_secret_file, undefined),
                        Get(cluster_secret, undefined)} of
@@ -108,6 +126,8 @@ read() ->
                heartbeat_ms => Hb,
                ttl_ms => Ttl,
                join_timeout_ms => JoinTimeout,
+               reconnect_max_ms => ReconnectMax,
+               reconnect_attempts => Reconnects,
                ring_size => RingSize,
                join => Seeds}}
     catch

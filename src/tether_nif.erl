@@ -70,6 +70,8 @@
                          seeds => [name()],
                          seed_retry_ms => pos_integer(),
                          join_timeout_ms => pos_integer(),
+                         reconnect_max_ms => pos_integer(),
+                         reconnect_attempts => pos_integer(),
                          ring_size => pos_integer()}.
 
 %% What the engine asks of its shell or tells it (`c_src/core/engine.h',
@@ -298,8 +300,10 @@ reg_unregister(_Engine, _Name) ->
 %% LoserEtf}' action): `KeepEtf' is one of the two pid binaries as
 %% given, or `<<>>' for none. Our own entry goes unless
 %% kept; the other's owner is told to yield, again until it has.
+%% `kept_own' when the pid kept lost its entry while the resolver ran:
+%% ours stays then, and the others yield to it.
 -spec reg_resolve(engine(), binary(), binary()) ->
-          ok | {error, error_reason()}.
+          ok | kept_own | {error, error_reason()}.
 reg_resolve(_Engine, _NameEtf, _KeepEtf) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 

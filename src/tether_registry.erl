@@ -447,7 +447,8 @@ run_resolver(Fun, Name, W, L) ->
 %% message) through the engine: our own registration goes unless kept
 %% (the engine broadcasts the removal), and the other registration's
 %% owner is told to yield unless kept. When our registrant is gone
-%% meanwhile, its entry went with it and the other one simply stays.
+%% meanwhile, its entry went with it and the other one simply stays; when
+%% the registration kept is gone meanwhile, ours stays.
 -spec verdict(verdict(), tether_nif:engine(), state()) -> state().
 verdict({Name, NameB, W, L, Keep, KeepB}, E, R = #reg{pids = Regs}) ->
     Own = case node(W) =:= node() of
@@ -456,10 +457,10 @@ verdict({Name, NameB, W, L, Keep, KeepB}, E, R = #reg{pids = Regs}) ->
           end,
     case Regs of
         #{Own := {Name, _}} ->
-            _ = tether_server:safe(
-                  fun() -> tether_nif:reg_resolve(E, NameB, KeepB) end),
-            case Keep of
-                Own -> R;
+            case tether_server:safe(
+                   fun() -> tether_nif:reg_resolve(E, NameB, KeepB) end) of
+                kept_own -> R; % the pid kept went meanwhile: ours stays
+                _ when Keep =:= Own -> R;
                 _ -> forget(Own, R)
             end;
         _ ->

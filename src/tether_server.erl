@@ -579,7 +579,9 @@ start_engine(S0) ->
                 S0#st{net_kernel = Nk}
         end,
     #{keys := Keys, trust := Trust, heartbeat_ms := Hb, ttl_ms := Ttl,
-      join_timeout_ms := JoinMs, ring_size := RingSize} = S#st.config,
+      join_timeout_ms := JoinMs, ring_size := RingSize,
+      reconnect_max_ms := ReconnectMax, reconnect_attempts := Reconnects} =
+        S#st.config,
     Opts = (key_opts(Keys))#{
              name => bin(node()),
              incarnation => erlang:system_time(microsecond),
@@ -587,6 +589,8 @@ start_engine(S0) ->
              heartbeat_ms => Hb,
              ttl_ms => Ttl,
              join_timeout_ms => JoinMs,
+             reconnect_max_ms => ReconnectMax,
+             reconnect_attempts => Reconnects,
              ring_size => RingSize,
              seeds => bins(S#st.seeds)},
     case safe(fun() -> tether_nif:engine_new(Opts) end) of

@@ -20,8 +20,10 @@
          leave_and_join_again/1, drop_partition/1, defer_partition/1,
          partition_api_errors/1, starts_without_distribution/1,
          configured_seeds_and_secret/1, lost_node_is_down_at_once/1,
-         restarted_server_rejoins/1, configured_identity_keys/1]).
+         restarted_server_rejoins/1, configured_identity_keys/1,
+         dead_nodes_are_redialled_a_bounded_number_of_times/1]).
 %% Run on the peers.
+-export([connect_counter_start/0, connect_count/0]).
 
 -define(HB_MS, 200).
 -define(TTL_MS, 2000).
@@ -32,7 +34,8 @@ all() ->
      leave_and_join_again, drop_partition, defer_partition,
      partition_api_errors, starts_without_distribution,
      configured_seeds_and_secret, lost_node_is_down_at_once,
-     restarted_server_rejoins, configured_identity_keys].
+     restarted_server_rejoins, configured_identity_keys,
+     dead_nodes_are_redialled_a_bounded_number_of_times].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -256,6 +259,33 @@ lost_node_is_down_at_once(_Config) ->
     ?assertEqual({tether_member, down, N3}, next_event(Sub)),
     wait_members([N1, N2], lists:sort([N1, N2])).
 
+%% Two of four members are killed (SIGKILL). For a minute after, each
+%% survivor's calls of net_kernel:connect_node/1 (counted by a call
+%% trace) stay within reconnect_attempts per dead node, the engine says
+%% it gave both up, and the survivors agree on the two of them.
+dead_nodes_are_redialled_a_bounded_number_of_times(_Config) ->
+    Attempts = 4,
+    [N1, N2, N3, N4] = Nodes =
+        tether_test_lib:start_tether_nodes(
+          4, #{prefix => tether_cluster, link => false,
+               env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS},
+                       {reconnect_attempts, Attempts},
+                       {reconnect_max_ms, 2000}]}),
+    cluster(Nodes),
+    [ok = call(N, ?MODULE, connect_counter_start, []) || N <- [N1, N2]],
+    ok = tether_test_lib:kill_node(N3, ?WAIT_MS),
+    ok = tether_test_lib:kill_node(N4, ?WAIT_MS),
+    wait_members([N1, N2], lists:sort([N1, N2])),
+    timer:sleep(60000),
+    Counts = [{N, call(N, ?MODULE, connect_count, [])} || N <- [N1, N2]],
+    ct:pal("connect_node calls per survivor in the minute after two nodes "
+           "died: ~p (bound ~b)", [Counts, 2 * Attempts]),
+    [?assert(C =< 2 * Attempts) || {_, C} <- Counts],
+    ?assert(lists:sum([C || {_, C} <- Counts]) > 0),
+    [?assertMatch(#{stats := #{dials_given_up := 2}},
+                  call(N, tether_server, info, [])) || N <- [N1, N2]],
+    ?assertEqual(lists:sort([N1, N2]), call(N1, tether, members, [])).
+
 %% A tether server that crashes is restarted by its supervisor with a new
 %% engine (a new incarnation); its peers drop the old session and it is
 %% a member again, without any call.
@@ -313,6 +343,36 @@ start_nodes(N, Env) ->
     tether_test_lib:start_tether_nodes(
       N, #{prefix => tether_cluster, link => true,
            env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS} | Env]}).
+
+%% Run on a peer: counts its calls of net_kernel:connect_node/1 from now
+%% on (a call trace on every process, new ones included).
+connect_counter_start() ->
+    Parent = self(),
+    Pid = spawn(fun() ->
+                        erlang:trace(all, true, [call, {tracer, self()}]),
+                        1 = erlang:trace_pattern(
+                              {net_kernel, connect_node, 1}, true, [global]),
+                        Parent ! ready,
+                        connect_counter(0)
+                end),
+    true = register(tether_connect_counter, Pid),
+    receive ready -> ok after 5000 -> error(counter) end.
+
+connect_counter(N) ->
+    receive
+        {trace, _, call, {net_kernel, connect_node, [_]}} ->
+            connect_counter(N + 1);
+        {count, From} ->
+            From ! {connect_count, N},
+            connect_counter(N);
+        _ ->
+            connect_counter(N)
+    end.
+
+%% Run on a peer: the count so far.
+connect_count() ->
+    tether_connect_counter ! {count, self()},
+    receive {connect_count, N} -> N after 5000 -> error(counter) end.
 
 %% Starts N peers (tether not started), linked to the case.
 start_peers(N) ->

@@ -39,9 +39,9 @@ typedef struct peer {
     int connected;
     int usable;
     int is_client;
-    uint64_t hello_at;   /* when our last hello went out (client) */
-    uint64_t connect_at; /* when we last asked the shell to connect */
-    int connect_asked;
+    uint64_t hello_at; /* when our last hello went out (client) */
+    uint64_t dial_at;  /* no CONNECT action for it before then */
+    unsigned dials;    /* CONNECT actions since its last usable session */
     tether_defer_queue_t outq; /* held sends (defer partitions) */
     tether_defer_queue_t inq;  /* held receives (defer partitions) */
     uint64_t outq_inc;         /* peer incarnation when outq began */
@@ -56,6 +56,8 @@ struct tether_engine {
     char name[TETHER_NODE_NAME_MAX + 1];
     uint64_t incarnation;
     uint64_t hb_ms, ttl_ms, retry_ms;
+    uint64_t redial_max_ms;
+    unsigned redials;
     size_t defer_max;
 
     tether_identity_t id;
@@ -763,6 +765,7 @@ static void session_up(tether_engine_t *eng, peer_t *p)
     tether_member_t *m;
 
     p->usable = 1;
+    p->dials = 0; /* a member again: redial it if it goes */
     eng->stats.sessions_up++;
     if (eng->left) {
         if (eng->leave_rounds > 0)
@@ -782,8 +785,23 @@ static void session_up(tether_engine_t *eng, peer_t *p)
             eng->modules[k].m.on_session_up(eng, eng->modules[k].ctx, p->name);
 }
 
+/* The wait before redial number n (1, 2, ...): heartbeat_ms doubling up
+ * to redial_max_ms, then +-25% of jitter so members do not dial in step. */
+static uint64_t redial_wait(tether_engine_t *eng, unsigned n)
+{
+    uint64_t w = eng->hb_ms;
+    uint32_t r;
+
+    while (n-- > 1 && w < eng->redial_max_ms)
+        w *= 2;
+    if (w > eng->redial_max_ms)
+        w = eng->redial_max_ms;
+    tether__engine_random(eng, (uint8_t *)&r, sizeof r);
+    return w - w / 4 + (uint64_t)r % (w / 2 + 1);
+}
+
 /* Asks the shell to connect to every alive member we have no connection
- * to, at most once per retry interval each. */
+ * to, on the redial schedule (see Reconnection in engine.h). */
 static void connect_pass(tether_engine_t *eng)
 {
     if (eng->left)
@@ -794,12 +812,14 @@ static void connect_pass(tether_engine_t *eng)
         if (m->is_self || m->status != TETHER_MEMBER_ALIVE)
             continue;
         p = get_peer(eng, m->name);
-        if (p == NULL || p->connected)
+        if (p == NULL || p->connected || p->dials >= eng->redials ||
+            eng->now < p->dial_at)
             continue;
-        if (p->connect_asked && eng->now < p->connect_at + eng->retry_ms)
-            continue;
-        p->connect_asked = 1;
-        p->connect_at = eng->now;
+        p->dials++;
+        p->dial_at = eng->now + redial_wait(eng, p->dials);
+        eng->stats.dials++;
+        if (p->dials == eng->redials)
+            eng->stats.dials_given_up++;
         (void)act_connect(eng, p->name);
     }
 }
@@ -1450,7 +1470,6 @@ int tether_engine_peer_up(tether_engine_t *eng, const char *name)
     tether__session_reset(&p->sess);
     p->connected = 1;
     p->usable = 0;
-    p->connect_asked = 0;
     send_restart_notice(eng, p);
     if (p->is_client)
         return send_hello(eng, p);
@@ -1480,8 +1499,7 @@ int tether_engine_peer_down(tether_engine_t *eng, const char *name)
     if (p == NULL)
         return TETHER_ENOTFOUND;
     p->connected = 0;
-    p->connect_asked = 1; /* wait a retry interval before redialling */
-    p->connect_at = eng->now;
+    p->dial_at = eng->now + redial_wait(eng, p->dials + 1);
     session_lost(eng, p);
     refresh_liveness(eng);
     return 0;
@@ -1682,11 +1700,8 @@ int tether_engine_join(tether_engine_t *eng, const char *contact)
     eng->join_started = eng->now;
     if (c->usable)
         return send_join(eng, contact) == TETHER_ENOMEM ? TETHER_ENOMEM : 0;
-    if (!c->connected) {
-        c->connect_asked = 1;
-        c->connect_at = eng->now;
+    if (!c->connected)
         return act_connect(eng, contact);
-    }
     return 0;
 }
 
@@ -1929,6 +1944,7 @@ void tether_engine_stats_list(const tether_engine_stats_t *st,
         STAT(defer_flushed), STAT(defer_discarded), STAT(hellos_sent),
         STAT(sessions_up),   STAT(member_events),   STAT(ticks),
         STAT(restarts_seen), STAT(seed_joins),      STAT(joins_refused),
+        STAT(dials),         STAT(dials_given_up),
     };
 #undef STAT
     _Static_assert(sizeof fields / sizeof fields[0] == TETHER_ENGINE_STATS_N,
@@ -2026,6 +2042,13 @@ int tether_engine_new(const tether_engine_config_t *cfg, tether_engine_t **out)
     eng->ttl_ms = cfg->ttl_ms;
     eng->retry_ms =
         cfg->hello_retry_ms ? cfg->hello_retry_ms : 2u * cfg->heartbeat_ms;
+    eng->redial_max_ms = cfg->reconnect_max_ms
+                             ? cfg->reconnect_max_ms
+                             : TETHER_ENGINE_DEFAULT_RECONNECT_MAX_MS;
+    if (eng->redial_max_ms < eng->hb_ms)
+        eng->redial_max_ms = eng->hb_ms;
+    eng->redials = cfg->reconnect_attempts ? cfg->reconnect_attempts
+                                           : TETHER_ENGINE_DEFAULT_RECONNECTS;
     eng->defer_max = cfg->defer_max ? cfg->defer_max : 1;
     memcpy(eng->seed, cfg->seed, sizeof eng->seed);
     memset(eng->module_of, -1, sizeof eng->module_of);

@@ -78,6 +78,14 @@
  * not happened within hello_retry_ms. So lost, duplicated or stale hellos
  * cost a retry, never a stuck session.
  *
+ * Reconnection: a member we have no connection to (lost, or learnt of
+ * from another member) is redialled by CONNECT actions with exponential
+ * backoff and jitter, a bounded number of times; then the engine stops
+ * asking until a connection comes up by other means (the member dials
+ * us, the shell connects for its own traffic, or a join). A usable
+ * session resets the count. So a dead or departed node costs each member
+ * a few dials, never a dial every few seconds forever.
+ *
  * Seeds: an engine configured with seeds joins them itself, in turn,
  * every seed_retry_ms from its first tick, until a join has been answered
  * and it has company, or it left. A pending join (a seed's or the user's)
@@ -121,6 +129,8 @@
 #define TETHER_ENGINE_PARAMS_MAX              8
 #define TETHER_ENGINE_PARAM_NAME_MAX          16 /* bytes, NUL included */
 #define TETHER_ENGINE_DEFAULT_JOIN_TIMEOUT_MS 5000
+#define TETHER_ENGINE_DEFAULT_RECONNECT_MAX_MS 10000
+#define TETHER_ENGINE_DEFAULT_RECONNECTS      6
 
 typedef struct tether_engine tether_engine_t;
 
@@ -148,6 +158,12 @@ typedef struct tether_engine_config {
     uint32_t seed_retry_ms;       /* 0: 3 * heartbeat_ms */
     uint32_t join_timeout_ms;     /* 0: the default; a join not answered
                                      by then ends (TETHER_ACT_JOIN) */
+    /* Redials of a member we have no connection to (see Reconnection):
+     * at most `reconnect_attempts` CONNECT actions (0: the default, 6)
+     * spaced by heartbeat_ms doubling up to reconnect_max_ms (0: 10 s),
+     * each +-25%. */
+    uint32_t reconnect_max_ms;
+    uint32_t reconnect_attempts;
 } tether_engine_config_t;
 
 /* A byte string inside an action (valid until the action is released). */
@@ -273,6 +289,8 @@ typedef struct tether_engine_stats {
     uint64_t restarts_seen; /* restart notices of a newer incarnation */
     uint64_t seed_joins;    /* joins started from the configured seeds */
     uint64_t joins_refused; /* joins refused for a parameter (both sides) */
+    uint64_t dials;         /* CONNECT actions to members */
+    uint64_t dials_given_up; /* members no longer redialled */
 } tether_engine_stats_t;
 
 /* Envelope-accepted hook: called once per envelope opened (for checks). */
@@ -426,7 +444,7 @@ typedef struct tether_engine_stat {
     uint64_t value;
 } tether_engine_stat_t;
 
-#define TETHER_ENGINE_STATS_N 21 /* the counters of tether_engine_stats_t */
+#define TETHER_ENGINE_STATS_N 23 /* the counters of tether_engine_stats_t */
 
 /* Every counter of st with its name, in declaration order: the one list
  * the shells' info maps are made from. */

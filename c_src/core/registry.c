@@ -502,6 +502,7 @@ int tether_registry_resolve(tether_registry_t *r, const uint8_t *name,
                             size_t nlen, const uint8_t *keep, size_t klen)
 {
     entry_t *s, *kept = NULL;
+    int moot = 0;
 
     if (r == NULL || name == NULL || nlen == 0 || nlen > TETHER_REG_NAME_MAX ||
         (keep == NULL) != (klen == 0))
@@ -513,15 +514,21 @@ int tether_registry_resolve(tether_registry_t *r, const uint8_t *name,
          e = tether__otab_next(r->t, e))
         if (e->vlen == klen && memcmp(e->val, keep, klen) == 0)
             kept = e;
-    if (keep != NULL && kept == NULL)
-        return TETHER_ENOTFOUND; /* the kept pid holds no entry here */
+    if (keep != NULL && kept == NULL) {
+        /* The pid the resolver kept lost its entry meanwhile (unregistered,
+         * dead, its node gone): nothing can keep the name but ours. */
+        kept = s;
+        keep = s->val;
+        klen = s->vlen;
+        moot = 1;
+    }
     for (entry_t *e = tether__otab_first(r->t, name, nlen); e != NULL;
          e = tether__otab_next(r->t, e))
         if (e != s && e != kept)
             add_yield(r, e, kept == s ? s->stamp : 0, keep, klen);
     if (kept != s)
         tether__otab_del(r->t, s);
-    return 0;
+    return moot;
 }
 
 int tether_registry_whereis(const tether_registry_t *r, const uint8_t *name,

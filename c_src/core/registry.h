@@ -161,8 +161,11 @@ TETHER_MUST_CHECK int tether_registry_unregister(tether_registry_t *r,
  * registrant's resolver on name. keep is the pid (ETF, klen bytes) that
  * keeps the name, or NULL (klen 0) for none. Our own entry goes unless
  * kept; every other entry of name but the kept one is told to yield (see
- * the conflict rule above). Returns 0, TETHER_ENOTFOUND (we hold no entry
- * of name any more, or keep holds none) or TETHER_EINVAL.
+ * the conflict rule above). A verdict comes from a resolver that ran
+ * while the table moved on: when keep holds no entry of name any more,
+ * ours is kept instead (the others yield to it) and the call returns 1.
+ * Returns 0 (done as asked), 1 (ours kept), TETHER_ENOTFOUND (we hold
+ * no entry of name any more) or TETHER_EINVAL.
  */
 TETHER_MUST_CHECK int tether_registry_resolve(tether_registry_t *r,
                                               const uint8_t *name, size_t nlen,

@@ -59,6 +59,7 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
  *              cluster_secret => <<_:256>> | cookie => binary(),
  *              identity_seed => <<_:256>>, seeds => [binary()],
  *              seed_retry_ms => N, join_timeout_ms => N,
+ *              reconnect_max_ms => N, reconnect_attempts => N,
  *              ring_size => power of two})
  *   -> {ok, Engine} | {error, Reason}
  * Key material: the cluster secret (or else the cookie) makes our identity
@@ -82,7 +83,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     ErlNifUInt64 inc = 0, hb = TETHER_ENGINE_DEFAULT_HB_MS,
                  ttl = TETHER_ENGINE_DEFAULT_TTL_MS, retry = 0,
                  defer = TETHER_ENGINE_DEFAULT_DEFER, seed_retry = 0,
-                 join_timeout = 0,
+                 join_timeout = 0, reconnect_max = 0, reconnects = 0,
                  ring_size = TETHER_RING_DEFAULT_SHARDS;
     tether_nif_res_t *res = NULL;
     int rc;
@@ -109,6 +110,9 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         !opt_uint(env, argv[0], ATOM(seed_retry_ms), UINT32_MAX, &seed_retry) ||
         !opt_uint(env, argv[0], ATOM(join_timeout_ms), UINT32_MAX,
                   &join_timeout) ||
+        !opt_uint(env, argv[0], ATOM(reconnect_max_ms), UINT32_MAX,
+                  &reconnect_max) ||
+        !opt_uint(env, argv[0], ATOM(reconnect_attempts), 1000, &reconnects) ||
         !opt_uint(env, argv[0], ATOM(ring_size), TETHER_RING_SHARDS_MAX,
                   &ring_size) ||
         (ring_size & (ring_size - 1)) != 0)
@@ -122,6 +126,8 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.nseeds = nseeds;
     cfg.seed_retry_ms = (uint32_t)seed_retry;
     cfg.join_timeout_ms = (uint32_t)join_timeout;
+    cfg.reconnect_max_ms = (uint32_t)reconnect_max;
+    cfg.reconnect_attempts = (uint32_t)reconnects;
     cfg.heartbeat_ms = (uint32_t)hb;
     cfg.ttl_ms = (uint32_t)ttl;
     cfg.hello_retry_ms = (uint32_t)retry;

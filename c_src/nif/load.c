@@ -241,6 +241,7 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_atoms.am_true = enif_make_atom(env, "true");
     tether__nif_atoms.am_false = enif_make_atom(env, "false");
     tether__nif_atoms.am_undefined = enif_make_atom(env, "undefined");
+    tether__nif_atoms.am_kept_own = enif_make_atom(env, "kept_own");
     tether__nif_atoms.am_yes = enif_make_atom(env, "yes");
     tether__nif_atoms.am_no = enif_make_atom(env, "no");
     tether__nif_atoms.am_deferred = enif_make_atom(env, "deferred");
@@ -269,6 +270,10 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_atoms.am_seed_retry_ms = enif_make_atom(env, "seed_retry_ms");
     tether__nif_atoms.am_join_timeout_ms =
         enif_make_atom(env, "join_timeout_ms");
+    tether__nif_atoms.am_reconnect_max_ms =
+        enif_make_atom(env, "reconnect_max_ms");
+    tether__nif_atoms.am_reconnect_attempts =
+        enif_make_atom(env, "reconnect_attempts");
     tether__nif_atoms.am_public_key = enif_make_atom(env, "public_key");
     tether__nif_atoms.am_left = enif_make_atom(env, "left");
     tether__nif_atoms.am_join_pending = enif_make_atom(env, "join_pending");

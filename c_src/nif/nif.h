@@ -71,6 +71,7 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_true;
     ERL_NIF_TERM am_false;
     ERL_NIF_TERM am_undefined;
+    ERL_NIF_TERM am_kept_own;
     ERL_NIF_TERM am_yes;
     ERL_NIF_TERM am_no;
     ERL_NIF_TERM am_deferred;
@@ -98,6 +99,8 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_seeds;
     ERL_NIF_TERM am_seed_retry_ms;
     ERL_NIF_TERM am_join_timeout_ms;
+    ERL_NIF_TERM am_reconnect_max_ms;
+    ERL_NIF_TERM am_reconnect_attempts;
     ERL_NIF_TERM am_public_key;
     ERL_NIF_TERM am_left;
     ERL_NIF_TERM am_join_pending;

@@ -308,11 +308,13 @@ ERL_NIF_TERM reg_unregister_nif(ErlNifEnv *env, int argc,
 
 /*
  * reg_resolve(Engine, NameEtf :: binary(), KeepEtf :: binary()) -> ok |
- *   {error, not_found | invalid}: the verdict of our registrant's resolver
+ *   kept_own | {error, not_found | invalid}: the verdict of our registrant's
+ * resolver
  * on a conflict the engine asked us to resolve ({tether_reg_resolve,
  * NameEtf, WinnerEtf, LoserEtf}); KeepEtf is one of those two pid
  * binaries, or <<>> for none (core/registry.h, tether_registry_resolve).
  * The bytes are the ones the engine handed out, so they match its keys.
+ * kept_own: the pid kept lost its entry meanwhile, so ours stays.
  */
 ERL_NIF_TERM reg_resolve_nif(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[])
@@ -329,7 +331,7 @@ ERL_NIF_TERM reg_resolve_nif(ErlNifEnv *env, int argc,
     rc = tether_registry_resolve(res->reg, name.data, name.size,
                                  keep.size ? keep.data : NULL, keep.size);
     enif_mutex_unlock(res->lock);
-    return tether__nif_ok(env, rc);
+    return rc == 1 ? ATOM(kept_own) : tether__nif_ok(env, rc);
 }
 
 /*

@@ -767,6 +767,53 @@ Test(engine, seeds_are_joined_in_turn_until_one_answers)
     h_free(&h);
 }
 
+/* A member that died is redialled a bounded number of times, with waits
+ * that grow, then never again; one that comes back is taken in at once. */
+Test(engine, a_dead_member_is_redialled_a_bounded_number_of_times)
+{
+    harness_t h;
+    const tether_engine_stats_t *st;
+    uint64_t dials0, at_1s;
+    char buf[64];
+
+    h_cluster(&h, 3);
+    st = tether_engine_stats(h.e[0]);
+    dials0 = st->dials;
+    /* c dies: its connections drop, nothing answers a dial any more. */
+    h_cut(&h, 2, 0);
+    h_cut(&h, 2, 1);
+    tether_engine_free(h.e[2]);
+    h.e[2] = NULL;
+    h_run(&h, 1000);
+    at_1s = st->dials - dials0;
+    cr_assert_geq(at_1s, 1, "redialled soon after the loss");
+    cr_assert_leq(at_1s, 4, "but not every tick: %llu",
+                  (unsigned long long)at_1s);
+    h_run(&h, 120000);
+    cr_assert_eq(st->dials - dials0, TETHER_ENGINE_DEFAULT_RECONNECTS,
+                 "%llu dials", (unsigned long long)(st->dials - dials0));
+    cr_assert_eq(st->dials_given_up, 1);
+    h_run(&h, 60000);
+    cr_assert_eq(st->dials - dials0, TETHER_ENGINE_DEFAULT_RECONNECTS,
+                 "none after giving up");
+    cr_assert_str_eq(h_members(&h, 0, buf, sizeof buf), "a@test b@test");
+    /* c restarts and joins: a member again, and redialled if lost. */
+    h.inc[2]++;
+    h_start(&h, 2);
+    cr_assert_eq(tether_engine_join(h.e[2], "a@test"), 0);
+    h_run(&h, 2000);
+    cr_assert_str_eq(h_members(&h, 0, buf, sizeof buf),
+                     "a@test b@test c@test");
+    dials0 = st->dials + tether_engine_stats(h.e[2])->dials;
+    h_cut(&h, 2, 0);
+    h_run(&h, 2000);
+    cr_assert_gt(st->dials + tether_engine_stats(h.e[2])->dials, dials0,
+                 "a member lost again is redialled (by either side)");
+    cr_assert_str_eq(h_members(&h, 0, buf, sizeof buf),
+                     "a@test b@test c@test");
+    h_free(&h);
+}
+
 /* A module that counts its hooks. */
 typedef struct hooks {
     int up, down, member_up, member_down, ticks;

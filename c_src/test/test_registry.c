@@ -374,6 +374,22 @@ Test(registry, the_loser_s_resolver_decides_when_only_it_has_one)
     stop(&x);
 }
 
+/* The resolver keeps b's registration, but b unregisters while it runs:
+ * the verdict is moot, a keeps the name and every node agrees. */
+Test(registry, a_verdict_for_a_registration_gone_meanwhile_keeps_ours)
+{
+    reg_h_t x;
+
+    start(&x, 3);
+    split_methods_heal(&x, TETHER_REG_RESOLVE, TETHER_REG_NOTIFY);
+    cr_assert_eq(unreg(&x, 1, 1), 0);
+    h_run(&x.h, 300);
+    cr_assert_eq(verdict(&x, 0, 20), 1);
+    h_run(&x.h, 500);
+    assert_everywhere(&x, 10, 1);
+    stop(&x);
+}
+
 Test(registry, a_lost_verdict_is_repeated_until_the_rival_yields)
 {
     reg_h_t x;
@@ -403,8 +419,8 @@ Test(registry, resolve_arguments_are_checked)
     cr_assert_eq(tether_registry_resolve(x.r[0], nb, nl, pb, 0), TETHER_EINVAL);
     cr_assert_eq(tether_registry_resolve(x.r[0], nb, 0, NULL, 0),
                  TETHER_EINVAL);
-    cr_assert_eq(verdict(&x, 0, 99), TETHER_ENOTFOUND, "99 holds no entry");
-    cr_assert_eq(where(&x, 0, 1), 10, "a refused verdict changes nothing");
+    cr_assert_eq(verdict(&x, 0, 99), 1, "99 holds no entry: ours kept");
+    cr_assert_eq(where(&x, 0, 1), 10, "a moot verdict changes nothing");
     cr_assert_eq(tether_registry_resolve(x.r[0], nb, nl, pb, pl), 0,
                  "keeping our own without a rival is a no-op");
     cr_assert_eq(where(&x, 0, 1), 10);
