@@ -25,6 +25,7 @@
 -export([engine_seal/3, engine_open/3, engine_seal_dirty/3,
          engine_open_dirty/3]).
 -export([reg_register/5, reg_register_sealed/5, reg_unregister/2,
+         reg_unregister/3, reg_holds/3,
          reg_resolve/3, reg_whereis/2, reg_names/1, reg_entries/1, reg_info/1]).
 -export([svc_register/4, svc_unregister/2, svc_lookup/2, svc_local/2,
          svc_names/1, svc_info/1]).
@@ -293,6 +294,19 @@ reg_register_sealed(_Engine, _Name, _Pid, _Method, _WallMs) ->
 %% @doc Removes this node's own entry for `Name' and broadcasts that.
 -spec reg_unregister(engine(), term()) -> ok | {error, error_reason()}.
 reg_unregister(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc reg_unregister/2, only if this node's entry for `Name' holds
+%% `Pid': a registrant that lost its name never removes its successor's.
+-spec reg_unregister(engine(), term(), pid()) ->
+          ok | {error, error_reason()}.
+reg_unregister(_Engine, _Name, _Pid) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Whether this node's own entry for `Name' holds `Pid' (a read
+%% under the registry's read lock).
+-spec reg_holds(engine(), term(), pid()) -> boolean().
+reg_holds(_Engine, _Name, _Pid) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 %% @doc The verdict of our registrant's resolver on a conflict the engine

@@ -36,7 +36,15 @@
 %% or a C-node) is told to yield, again until it has; it tells its
 %% registrant as a lost conflict. A fresh engine (after a leave and join,
 %% or a restart of distribution) starts with an empty registry, and
-%% {@link reset/1} forgets the local registrants.
+%% {@link engine_started/2} registers the live local registrants again in
+%% it (new registrations: a conflict with a name registered elsewhere
+%% meanwhile is decided as after a heal, and a loser is told).
+%%
+%% Every registration is tracked by pid and removed by (name, pid): a pid
+%% whose registration lost a conflict before the server tracked it is not
+%% tracked (it was told as a loser), and a registrant that exits removes
+%% its own registration only, never the one of whoever holds the name
+%% now.
 %%
 %% == Messages ==
 %% ```
@@ -55,7 +63,7 @@
 -export([register_name/2, register_name/3, unregister_name/1,
          whereis_name/1, send/2, registered_names/0, sync/0]).
 %% Callbacks of tether_server.
--export([init/0, reset/1, handle_call/3, sync/3, handle_info/2,
+-export([init/0, engine_started/2, handle_call/3, sync/3, handle_info/2,
          verdict/3, is_registrant/3, down/3, handle_action/2]).
 
 -export_type([state/0, call/0, info/0, action/0]).
@@ -66,11 +74,11 @@
 -define(SYNC_CALL_MS, 10000).
 
 -record(reg, {
-    %% Local registrants: one name per pid, monitored.
-    pids = #{} :: #{pid() => {term(), reference()}},
-    %% How each local registrant hears of a lost conflict (resolver funs
-    %% do not cross the engine, so they stay here).
-    methods = #{} :: #{term() => tether:conflict_method()},
+    %% Local registrants: one name per pid, monitored, and how each hears
+    %% of a lost conflict (resolver funs do not cross the engine, so they
+    %% stay here). Keyed by pid: a name can pass from a pid that lost it
+    %% to another, and each is removed and told as itself.
+    pids = #{} :: #{pid() => {term(), reference(), tether:conflict_method()}},
     %% sync/0 calls waiting for members' answers.
     syncs = #{} :: #{reference() => {gen_server:from(), [node()]}}
 }).
@@ -220,12 +228,24 @@ method({resolve, _}) -> 2.
 init() ->
     #reg{}.
 
-%% @doc Forgets every local registrant: a fresh engine has an empty
-%% registry. Waiting sync/0 calls stay.
--spec reset(state()) -> state().
-reset(R = #reg{pids = Regs}) ->
-    _ = [erlang:demonitor(MRef, [flush]) || {_, MRef} <- maps:values(Regs)],
-    R#reg{pids = #{}, methods = #{}}.
+%% @doc A fresh engine runs (after a leave and join, or a restart of
+%% distribution) with an empty table: every live local registrant is
+%% registered again in it, stamped now, and forgotten if that fails.
+%% Waiting sync/0 calls stay.
+-spec engine_started(tether_nif:engine(), state()) -> state().
+engine_started(E, R = #reg{pids = Regs}) ->
+    maps:fold(
+      fun(Pid, {Name, _, Method}, Acc) ->
+              Wall = erlang:system_time(millisecond),
+              case is_process_alive(Pid) andalso
+                  tether_server:safe(
+                    fun() -> tether_nif:reg_register(E, Name, Pid,
+                                                     method(Method), Wall)
+                    end) =:= yes of
+                  true -> Acc;
+                  false -> forget(Pid, Acc)
+              end
+      end, R, Regs).
 
 %% @doc A registry call to the server, with the engine: answers `yes' or
 %% `no' to `reg_register' and `reg_track', `ok' to `reg_unregister'.
@@ -233,13 +253,22 @@ reset(R = #reg{pids = Regs}) ->
           {yes | no | ok, state()}.
 handle_call({reg_register, Name, Pid, Method}, E, R) ->
     register(Name, Pid, Method, E, R);
-handle_call({reg_track, Name, Pid, Method}, _E, R) ->
-    {yes, track(Name, Pid, Method, R)};
-handle_call({reg_unregister, Name}, E, R = #reg{pids = Regs}) ->
-    _ = tether_server:safe(fun() -> tether_nif:reg_unregister(E, Name) end),
-    case [P || {P, {N, _}} <- maps:to_list(Regs), N =:= Name] of
-        [Pid | _] -> {ok, forget(Pid, R)};
-        [] -> {ok, R}
+handle_call({reg_track, Name, Pid, Method}, E, R) ->
+    %% The entry went in before this call: if it lost a conflict
+    %% meanwhile, the registrant was told then, and is not tracked.
+    case tether_server:safe(fun() -> tether_nif:reg_holds(E, Name, Pid) end)
+    of
+        true -> {yes, track(Name, Pid, Method, R)};
+        _ -> {yes, R}
+    end;
+handle_call({reg_unregister, Name}, E, R) ->
+    case tether_server:safe(fun() -> tether_nif:reg_whereis(E, Name) end) of
+        Pid when is_pid(Pid), node(Pid) =:= node() ->
+            _ = tether_server:safe(
+                  fun() -> tether_nif:reg_unregister(E, Name, Pid) end),
+            {ok, forget(Pid, R)};
+        _ ->
+            {ok, R}
     end.
 
 %% Registers a local pid (one name per pid, as global). Method is kept
@@ -267,37 +296,46 @@ register(Name, Pid, Method, E, R = #reg{pids = Regs}) ->
 track(Name, Pid, Method, R0) ->
     R = forget(Pid, R0),
     MRef = erlang:monitor(process, Pid),
-    R#reg{pids = maps:put(Pid, {Name, MRef}, R#reg.pids),
-          methods = maps:put(Name, Method, R#reg.methods)}.
+    R#reg{pids = maps:put(Pid, {Name, MRef, Method}, R#reg.pids)}.
 
 %% Drops the bookkeeping of a local registrant (not the engine entry).
 -spec forget(pid(), state()) -> state().
-forget(Pid, R = #reg{pids = Regs, methods = Ms}) ->
+forget(Pid, R = #reg{pids = Regs}) ->
     case maps:take(Pid, Regs) of
-        {{Name, MRef}, Rest} ->
+        {{_, MRef, _}, Rest} ->
             erlang:demonitor(MRef, [flush]),
-            R#reg{pids = Rest, methods = maps:remove(Name, Ms)};
+            R#reg{pids = Rest};
         error ->
             R
+    end.
+
+%% The conflict method of local registrant Pid, or Default.
+-spec method_of(pid(), Default, state()) -> tether:conflict_method() | Default
+              when Default :: tether:conflict_method() | undefined.
+method_of(Pid, Default, #reg{pids = Regs}) ->
+    case Regs of
+        #{Pid := {_, _, Method}} -> Method;
+        _ -> Default
     end.
 
 %% @doc Whether a `DOWN' message is the monitor of a local registrant.
 -spec is_registrant(pid(), reference(), state()) -> boolean().
 is_registrant(Pid, MRef, #reg{pids = Regs}) ->
     case Regs of
-        #{Pid := {_, MRef}} -> true;
+        #{Pid := {_, MRef, _}} -> true;
         _ -> false
     end.
 
-%% @doc A registrant died (see is_registrant/3): its name goes, here
-%% and, through the engine, on every member.
+%% @doc A registrant died (see is_registrant/3): its registration goes,
+%% here and, through the engine, on every member (only its own: if the
+%% name passed to another pid meanwhile, that one keeps it).
 -spec down(pid(), tether_nif:engine() | undefined, state()) -> state().
 down(Pid, E, R = #reg{pids = Regs}) ->
-    {Name, _} = maps:get(Pid, Regs),
+    {Name, _, _} = maps:get(Pid, Regs),
     _ = case E of
             undefined -> ok;
             _ -> tether_server:safe(
-                   fun() -> tether_nif:reg_unregister(E, Name) end)
+                   fun() -> tether_nif:reg_unregister(E, Name, Pid) end)
         end,
     forget(Pid, R).
 
@@ -378,11 +416,16 @@ sync_done(Ref, R = #reg{syncs = Syncs}) ->
 %% verdict/3. A pid of the two keeps the name; anything else (none, a
 %% crash) keeps neither, as in global.
 -spec handle_action(action(), state()) -> state().
-handle_action({reg_lost, NameB, LoserB, WinnerB, _M}, R) ->
+handle_action({reg_lost, NameB, LoserB, WinnerB, M}, R) ->
     try {binary_to_term(NameB), binary_to_term(LoserB), winner(WinnerB)} of
         {Name, Loser, Winner} when is_pid(Loser) ->
-            tell_loser(Loser, Name, Winner,
-                       maps:get(Name, R#reg.methods, notify)),
+            %% A direct-path registrant may lose before it is tracked: the
+            %% engine's copy of its method tells how to tell it then.
+            Default = case M of
+                          1 -> exit;
+                          _ -> notify
+                      end,
+            tell_loser(Loser, Name, Winner, method_of(Loser, Default, R)),
             forget(Loser, R);
         _ ->
             R
@@ -393,7 +436,11 @@ handle_action({reg_resolve, NameB, WinnerB, LoserB}, R) ->
     try {binary_to_term(NameB), binary_to_term(WinnerB),
          binary_to_term(LoserB)} of
         {Name, W, L} when is_pid(W), is_pid(L) ->
-            case maps:get(Name, R#reg.methods, undefined) of
+            Own = case node(W) =:= node() of
+                      true -> W;
+                      false -> L
+                  end,
+            case method_of(Own, undefined, R) of
                 {resolve, Fun} ->
                     Server = self(),
                     _ = spawn(fun() ->
@@ -456,7 +503,7 @@ verdict({Name, NameB, W, L, Keep, KeepB}, E, R = #reg{pids = Regs}) ->
               false -> L
           end,
     case Regs of
-        #{Own := {Name, _}} ->
+        #{Own := {Name, _, _}} ->
             case tether_server:safe(
                    fun() -> tether_nif:reg_resolve(E, NameB, KeepB) end) of
                 kept_own -> R; % the pid kept went meanwhile: ours stays

@@ -52,7 +52,8 @@
 %% engine's state runs in this server, the engine's single writer (see
 %% `src/README.md'). A fresh engine (after a leave and join, or a
 %% restart of distribution) starts with empty registry and service
-%% tables.
+%% tables; the live local registrants (here) and service instances
+%% ({@link tether_service_server}) are registered in it again.
 %%
 %% == Registry ==
 %%
@@ -599,7 +600,7 @@ start_engine(S0) ->
             ok = trust_all(E, Trust),
             S1 = S#st{engine = E, name = node(), up = #{},
                       start = erlang:monotonic_time(millisecond),
-                      reg = tether_registry:reset(S#st.reg),
+                      reg = tether_registry:engine_started(E, S#st.reg),
                       ring = tether_ring:engine_started(E, S#st.ring)},
             run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected)));
         {error, Reason} ->
@@ -649,7 +650,7 @@ dist_check(S = #st{name = Name, net_kernel = Nk}) ->
         true -> S;
         false ->
             S1 = stop_engine(S),
-            maybe_start(S1#st{reg = tether_registry:reset(S1#st.reg)})
+            maybe_start(S1)
     end.
 
 %%% Connection events

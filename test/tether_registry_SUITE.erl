@@ -17,10 +17,12 @@
 -export([register_visible_everywhere/1, dies_with_process/1,
          dies_with_node/1, via_gen_server/1, via_gen_statem/1,
          via_elixir_genserver/1, conflict_after_heal/1,
-         resolver_decides_after_heal/1, sync_waits_for_every_member/1]).
+         resolver_decides_after_heal/1, sync_waits_for_every_member/1,
+         stale_registrant_never_removes_successor/1,
+         rejoin_keeps_live_registrations/1, churn_ends_consistent/1]).
 %% Run on the peers.
 -export([entries/0, spawn_idle/0, spawn_many/1, register_then_look/2,
-         all_visible/1]).
+         all_visible/1, churn_start/3, churn_result/1, reg_digest/0]).
 %% gen_server and gen_statem callbacks of the via cases.
 -export([init/1, handle_call/3, handle_cast/2, callback_mode/0,
          handle_event/4]).
@@ -33,7 +35,8 @@ all() ->
     [register_visible_everywhere, dies_with_process, dies_with_node,
      via_gen_server, via_gen_statem, via_elixir_genserver,
      conflict_after_heal, resolver_decides_after_heal,
-     sync_waits_for_every_member].
+     sync_waits_for_every_member, stale_registrant_never_removes_successor,
+     rejoin_keeps_live_registrations, churn_ends_consistent].
 
 init_per_suite(Config) ->
     case node() of
@@ -297,7 +300,226 @@ callback_mode() -> handle_event_function.
 handle_event({call, From}, bump, ready, N) ->
     {keep_state, N + 1, [{reply, From, N + 1}]}.
 
+%% The race of issue 12, step by step: A's tether server is suspended
+%% while B registers `n' and X on A registers `n' on the direct path (the
+%% entry goes in at once; the server has not tracked X nor seen B's
+%% broadcast). On resume B's earlier registration wins: X is told and not
+%% tracked. B's holder stops; Z on A takes `n'; X stops: Z keeps `n'.
+stale_registrant_never_removes_successor(_Config) ->
+    [A, B, C] = Nodes = cluster(3),
+    Holder = relay(B),
+    X = relay(A),
+    Z = relay(A),
+    ok = call(A, sys, suspend, [tether]),
+    ?assertEqual(yes, call(B, tether, register_name, [n, Holder])),
+    Self = self(),
+    _ = spawn_link(fun() ->
+                           Self ! {x_registered,
+                                   call(A, tether, register_name, [n, X])}
+                   end),
+    %% X's entry is in A's engine (read straight from the NIF) ...
+    wait_until(fun() -> [P || {n, P, _, _, _} <- call(A, ?MODULE, entries,
+                                                        [])] end,
+               fun(Ps) -> lists:member(X, Ps) end),
+    ok = call(A, sys, resume, [tether]),
+    receive {x_registered, R} -> ?assertEqual(yes, R)
+    after ?WAIT_MS -> ct:fail(register_stuck)
+    end,
+    %% ... and lost to B's earlier one, which X is told.
+    ?assertEqual({global_name_conflict, n, Holder}, next_msg(X)),
+    wait_where(Nodes, n, Holder),
+    exit(Holder, kill),
+    wait_where(Nodes, n, undefined),
+    ?assertEqual(yes, call(A, tether, register_name, [n, Z])),
+    wait_where(Nodes, n, Z),
+    exit(X, kill),
+    ok = call(C, tether, sync, []),
+    wait_where(Nodes, n, Z),
+    timer:sleep(3 * ?HB_MS),
+    [?assertEqual(Z, call(N, tether, whereis_name, [n])) || N <- Nodes].
+
+%% A node that leaves and joins again keeps the names of its live
+%% processes (registered again in its fresh engine); one that died
+%% meanwhile is not registered again.
+rejoin_keeps_live_registrations(_Config) ->
+    [N1, N2, N3] = Nodes = cluster(3),
+    P = relay(N1),
+    Q = relay(N1),
+    ?assertEqual(yes, call(N1, tether, register_name, [kept, P])),
+    ?assertEqual(yes, call(N1, tether, register_name, [gone, Q])),
+    wait_where(Nodes, kept, P),
+    ok = call(N1, tether, leave, []),
+    wait_where([N2, N3], kept, undefined),
+    exit(Q, kill),
+    ok = call(N1, tether, join, [N2]),
+    wait_members(Nodes, lists:sort(Nodes)),
+    wait_where(Nodes, kept, P),
+    wait_where(Nodes, gone, undefined),
+    %% Still tracked: its death removes the name everywhere.
+    exit(P, kill),
+    wait_where(Nodes, kept, undefined).
+
+%% Churn (issue 12): 100 processes on each of three BEAM nodes register,
+%% unregister and die for 8 s, one drop partition is healed half-way and
+%% a C-node member is killed. Then every member agrees (same registry
+%% digest, the C-node's included until it dies), every registered pid is
+%% alive and holds one name, and every live process that lost its name
+%% was told (a process believes it holds a name only while it does).
+churn_ends_consistent(Config) ->
+    [B1, B2, B3] = Bs = cluster(3),
+    CNode = tether_test_lib:start_case_cnode(
+              #{name => tether_test_lib:unique_name(trc),
+                heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS, join => [B1],
+                extra_args => ["--register", "echo"],
+                log_dir => ?config(priv_dir, Config)}, 20),
+    CN = tether_test_lib:cnode_node(CNode),
+    wait_members(Bs, lists:sort([CN | Bs])),
+    Names = [{churn, I} || I <- lists:seq(1, 60)],
+    Coords = [{B, call(B, ?MODULE, churn_start, [100, 8000, Names])}
+              || B <- Bs],
+    timer:sleep(2500),
+    {ok, Ref} = call(B3, tether, partition, [[B1], [B2, B3, CN], drop]),
+    timer:sleep(1500),
+    ok = call(B2, tether, heal, [Ref]),
+    timer:sleep(1500),
+    {ok, _} = tether_test_lib:kill_cnode(CNode),
+    ok = tether_test_lib:forget_cnodes(),
+    Results = [{B, call(B, ?MODULE, churn_result, [Coord])}
+               || {B, Coord} <- Coords],
+    wait_members(Bs, lists:sort(Bs)),
+    [ok = call(B, tether, sync, []) || B <- Bs],
+    %% The same table everywhere.
+    wait_until(fun() -> [call(B, ?MODULE, reg_digest, []) || B <- Bs] end,
+               fun([D | Ds]) -> lists:all(fun(X) -> X =:= D end, Ds) end),
+    Entries = call(B1, ?MODULE, entries, []),
+    Pids = [P || {_, P, _, _, _} <- Entries],
+    ?assertEqual(length(Pids), length(lists:usort(Pids))),
+    [?assert(call(node(P), erlang, is_process_alive, [P])) || P <- Pids],
+    Held = maps:from_list([{Nm, P} || {Nm, P, _, _, _} <- Entries]),
+    Stats = [begin
+                 #{beliefs := Beliefs} = Res,
+                 [?assertEqual({Nm, P}, {Nm, maps:get(Nm, Held, undefined)})
+                  || {P, Nm} <- Beliefs],
+                 maps:without([beliefs], Res)
+             end || {_, Res} <- Results],
+    Sum = fun(K) -> lists:sum([maps:get(K, St) || St <- Stats]) end,
+    ct:pal("churn: ~b registrations, ~b refused, ~b unregistered, ~b died "
+           "holding, ~b told of a lost conflict, ~b names held at the end "
+           "by ~b live processes; ~b conflicts seen by the engines",
+           [Sum(registered), Sum(refused), Sum(unregistered), Sum(died),
+            Sum(told), map_size(Held), length(Pids),
+            lists:sum([maps:get(conflicts, call(B, tether_nif, reg_info,
+                                                [call(B, tether_server,
+                                                      engine, [])]))
+                       || B <- Bs])]),
+    ?assert(Sum(registered) > 500).
+
 %%% Helpers run on the peers
+
+%% Starts Count churning processes for Ms milliseconds over Names;
+%% returns the coordinator, for churn_result/1.
+churn_start(Count, Ms, Names) ->
+    Deadline = erlang:monotonic_time(millisecond) + Ms,
+    Coord = spawn(fun() -> churn_coord(Count, #{}) end),
+    _ = [spawn(fun() ->
+                       rand:seed(exsss, {I, erlang:unique_integer(), 7}),
+                       %% Half the churners may die; the rest live on,
+                       %% so the end state has live holders to check.
+                       put(mortal, I rem 2 =:= 0),
+                       churn_loop(Names, Deadline, Coord, none, #{})
+               end) || I <- lists:seq(1, Count)],
+    Coord.
+
+%% Waits for every churner's report: its counters, and the name it
+%% believes it holds (the churners that end alive stay alive).
+churn_result(Coord) ->
+    Coord ! {result, self()},
+    receive {churn_result, R} -> R after 60000 -> error(churn_stuck) end.
+
+churn_coord(0, Acc) ->
+    receive
+        {result, From} -> From ! {churn_result, Acc}
+    end;
+churn_coord(N, Acc) ->
+    receive
+        {churned, Pid, Counts, Belief} ->
+            Acc1 = maps:fold(fun(K, V, A) -> maps:update_with(
+                                                K, fun(X) -> X + V end, V, A)
+                             end, Acc, Counts),
+            Beliefs = case Belief of
+                          none -> maps:get(beliefs, Acc1, []);
+                          Nm -> [{Pid, Nm} | maps:get(beliefs, Acc1, [])]
+                      end,
+            churn_coord(N - 1, Acc1#{beliefs => Beliefs})
+    end.
+
+churn_loop(Names, Deadline, Coord, Holding0, C0) ->
+    {Holding, C} = churn_told(Holding0, C0),
+    Now = erlang:monotonic_time(millisecond),
+    Zero = #{registered => 0, refused => 0, unregistered => 0, died => 0,
+             told => 0},
+    Counts = maps:merge(Zero, C),
+    case Now >= Deadline of
+        true ->
+            %% Settle: a conflict decided late is still told.
+            timer:sleep(3000),
+            {Final, C2} = churn_told(Holding, Counts),
+            Coord ! {churned, self(), C2, Final},
+            receive stop -> ok end;
+        false ->
+            case {Holding, rand:uniform(10)} of
+                {none, _} ->
+                    Nm = lists:nth(rand:uniform(length(Names)), Names),
+                    case tether:register_name(Nm, self()) of
+                        yes -> churn_loop(Names, Deadline, Coord, Nm,
+                                          bump(registered, Counts));
+                        no -> churn_pause(Names, Deadline, Coord, none,
+                                          bump(refused, Counts))
+                    end;
+                {_, 1} ->
+                    case get(mortal) of
+                        true ->
+                            Coord ! {churned, self(), bump(died, Counts),
+                                     none},
+                            exit(churned);
+                        false ->
+                            churn_pause(Names, Deadline, Coord, Holding,
+                                        Counts)
+                    end;
+                {Nm, R} when R =< 4 ->
+                    case tether:whereis_name(Nm) =:= self() of
+                        true -> ok = tether:unregister_name(Nm);
+                        false -> ok
+                    end,
+                    churn_loop(Names, Deadline, Coord, none,
+                               bump(unregistered, Counts));
+                {Nm, _} ->
+                    churn_pause(Names, Deadline, Coord, Nm, Counts)
+            end
+    end.
+
+churn_pause(Names, Deadline, Coord, Holding, C) ->
+    timer:sleep(rand:uniform(40)),
+    churn_loop(Names, Deadline, Coord, Holding, C).
+
+%% Takes the conflict messages: a process told it lost holds nothing.
+churn_told(Holding, C) ->
+    receive
+        {global_name_conflict, Nm, _} when Nm =:= Holding ->
+            churn_told(none, bump(told, C));
+        {global_name_conflict, _, _} ->
+            churn_told(Holding, bump(told, C))
+    after 0 ->
+            {Holding, C}
+    end.
+
+bump(K, C) ->
+    maps:update_with(K, fun(V) -> V + 1 end, 1, C).
+
+%% {Count, Digest} of this node's registry.
+reg_digest() ->
+    #{count := N, digest := D} = tether_nif:reg_info(tether_server:engine()),
+    {N, D}.
 
 entries() ->
     case tether_server:engine() of

@@ -1179,7 +1179,16 @@ static int encode_info(cluster_t *cl, ei_x_buff *x)
     size_t ns = TETHER_ENGINE_STATS_N;
 
     tether_engine_stats_list(tether_engine_stats(cl->eng), stats);
-    if (ei_x_encode_map_header(x, 6) < 0 || ei_x_encode_atom(x, "name") < 0 ||
+    if (ei_x_encode_map_header(x, 7) < 0 ||
+        ei_x_encode_atom(x, "registry") < 0 ||
+        ei_x_encode_map_header(x, 2) < 0 ||
+        ei_x_encode_atom(x, "count") < 0 ||
+        ei_x_encode_ulonglong(x, cl->reg ? tether_registry_count(cl->reg)
+                                         : 0) < 0 ||
+        ei_x_encode_atom(x, "digest") < 0 ||
+        ei_x_encode_ulonglong(x, cl->reg ? tether_registry_digest(cl->reg)
+                                         : 0) < 0 ||
+        ei_x_encode_atom(x, "name") < 0 ||
         tether__etf_encode_name(x, tether_node_name(cl->node)) < 0 ||
         ei_x_encode_atom(x, "incarnation") < 0 ||
         ei_x_encode_ulonglong(x, tether_engine_incarnation(cl->eng)) < 0 ||

@@ -498,6 +498,27 @@ int tether_registry_unregister(tether_registry_t *r, const uint8_t *name,
     return 0;
 }
 
+int tether_registry_holds(const tether_registry_t *r, const uint8_t *name,
+                          size_t nlen, const uint8_t *pid, size_t plen)
+{
+    const entry_t *e;
+
+    if (r == NULL || name == NULL || pid == NULL || nlen == 0 ||
+        nlen > TETHER_REG_NAME_MAX)
+        return 0;
+    e = find_own(r, name, nlen);
+    return e != NULL && e->vlen == plen && memcmp(e->val, pid, plen) == 0;
+}
+
+int tether_registry_unregister_pid(tether_registry_t *r, const uint8_t *name,
+                                   size_t nlen, const uint8_t *pid,
+                                   size_t plen)
+{
+    if (!tether_registry_holds(r, name, nlen, pid, plen))
+        return TETHER_ENOTFOUND;
+    return tether_registry_unregister(r, name, nlen);
+}
+
 int tether_registry_resolve(tether_registry_t *r, const uint8_t *name,
                             size_t nlen, const uint8_t *keep, size_t klen)
 {

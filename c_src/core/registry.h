@@ -156,6 +156,17 @@ tether_registry_register_sealed(tether_registry_t *r, const uint8_t *name,
 TETHER_MUST_CHECK int tether_registry_unregister(tether_registry_t *r,
                                                  const uint8_t *name,
                                                  size_t nlen);
+/* tether_registry_unregister() only if our entry of name holds pid
+ * (plen bytes): a registrant that lost its name never removes the one
+ * that holds it now. Returns 0 or TETHER_ENOTFOUND. */
+TETHER_MUST_CHECK int tether_registry_unregister_pid(tether_registry_t *r,
+                                                     const uint8_t *name,
+                                                     size_t nlen,
+                                                     const uint8_t *pid,
+                                                     size_t plen);
+/* 1 if our own entry of name holds pid (plen bytes), else 0. */
+int tether_registry_holds(const tether_registry_t *r, const uint8_t *name,
+                          size_t nlen, const uint8_t *pid, size_t plen);
 /*
  * The shell's answer to TETHER_ACT_REG_RESOLVE: the verdict of our
  * registrant's resolver on name. keep is the pid (ETF, klen bytes) that

@@ -332,6 +332,8 @@ static ErlNifFunc nif_funcs[] = {
     {"reg_register", 5, reg_register_nif, 0},
     {"reg_register_sealed", 5, reg_register_sealed_nif, 0},
     {"reg_unregister", 2, reg_unregister_nif, 0},
+    {"reg_unregister", 3, reg_unregister_nif, 0},
+    {"reg_holds", 3, reg_holds_nif, 0},
     {"reg_resolve", 3, reg_resolve_nif, 0},
     {"reg_whereis", 2, reg_whereis_nif, 0},
     {"reg_names", 1, reg_names_nif, 0},

@@ -220,6 +220,7 @@ ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
                                      const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM reg_unregister_nif(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reg_holds_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM reg_resolve_nif(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM reg_whereis_nif(ErlNifEnv *env, int argc,

@@ -286,31 +286,71 @@ ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
     return reg_register(env, argc, argv, &acc);
 }
 
-/* reg_unregister(Engine, Name) -> ok | {error, not_found}: removes this
- * node's own entry for Name and broadcasts the removal. */
+/*
+ * reg_unregister(Engine, Name) -> ok | {error, not_found}: removes this
+ * node's own entry for Name and broadcasts the removal.
+ * reg_unregister(Engine, Name, Pid): only if that entry holds Pid (a
+ * registrant that lost its name never removes its successor's).
+ */
 ERL_NIF_TERM reg_unregister_nif(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[])
 {
     tether_nif_res_t *res;
     tether_nif_key_t k;
+    ErlNifBinary pid;
     int rc;
 
-    if (argc != 2 || !get_reg(env, argv[0], &res))
+    if ((argc != 2 && argc != 3) || !get_reg(env, argv[0], &res) ||
+        (argc == 3 && !enif_is_pid(env, argv[2])))
         return enif_make_badarg(env);
     if (!tether__nif_key_make(env, argv[1], &k))
         return tether__nif_error(env, TETHER_ENOTFOUND);
+    if (argc == 3 && !enif_term_to_binary(env, argv[2], &pid)) {
+        tether__nif_key_free(&k);
+        return tether__nif_error(env, TETHER_ENOMEM);
+    }
     enif_mutex_lock(res->lock);
-    rc = tether_registry_unregister(res->reg, k.data, k.len);
+    rc = argc == 2 ? tether_registry_unregister(res->reg, k.data, k.len)
+                   : tether_registry_unregister_pid(res->reg, k.data, k.len,
+                                                    pid.data, pid.size);
     enif_mutex_unlock(res->lock);
+    if (argc == 3)
+        enif_release_binary(&pid);
     tether__nif_key_free(&k);
     return tether__nif_ok(env, rc);
 }
 
+/* reg_holds(Engine, Name, Pid) -> boolean(): this node's own entry for
+ * Name holds Pid (read under the registry's read lock). */
+ERL_NIF_TERM reg_holds_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tether_nif_res_t *res;
+    tether_nif_key_t k;
+    ErlNifBinary pid;
+    int holds;
+
+    if (argc != 3 || !get_reg(env, argv[0], &res) ||
+        !enif_is_pid(env, argv[2]))
+        return enif_make_badarg(env);
+    if (!tether__nif_key_make(env, argv[1], &k))
+        return ATOM(false);
+    if (!enif_term_to_binary(env, argv[2], &pid)) {
+        tether__nif_key_free(&k);
+        return tether__nif_error(env, TETHER_ENOMEM);
+    }
+    enif_rwlock_rlock(res->rw);
+    holds = tether_registry_holds(res->reg, k.data, k.len, pid.data, pid.size);
+    enif_rwlock_runlock(res->rw);
+    enif_release_binary(&pid);
+    tether__nif_key_free(&k);
+    return holds ? ATOM(true) : ATOM(false);
+}
+
 /*
  * reg_resolve(Engine, NameEtf :: binary(), KeepEtf :: binary()) -> ok |
- *   kept_own | {error, not_found | invalid}: the verdict of our registrant's
- * resolver
- * on a conflict the engine asked us to resolve ({tether_reg_resolve,
+ *   kept_own | {error, not_found | invalid}: the verdict of our
+ * registrant's resolver on a conflict the engine asked us to resolve
+ * ({tether_reg_resolve,
  * NameEtf, WinnerEtf, LoserEtf}); KeepEtf is one of those two pid
  * binaries, or <<>> for none (core/registry.h, tether_registry_resolve).
  * The bytes are the ones the engine handed out, so they match its keys.

@@ -852,11 +852,33 @@ static void reg_op(sim_t *s)
                  s->nodes[i].name, rc);
         }
         ei_x_free(&p);
-    } else {
+    } else if (tether_sim_rng_chance(&s->rng, 500)) {
         rc = tether_registry_unregister(
             s->nodes[i].reg, (const uint8_t *)n.buff, (size_t)n.index);
         note(s, "unregister {reg,%llu} at %s: %d", (unsigned long long)k,
              s->nodes[i].name, rc);
+    } else if (reg_pid(&p, i, s->nodes[i].inc,
+                       tether_sim_rng_below(&s->rng, s->reg_pid_next + 1)) ==
+               0) {
+        /* Some process of this node that once registered exits: it takes
+         * its own registration with it, and never anyone else's. */
+        tether_registry_t *r = s->nodes[i].reg;
+        int held = tether_registry_holds(r, (const uint8_t *)n.buff,
+                                         (size_t)n.index,
+                                         (const uint8_t *)p.buff,
+                                         (size_t)p.index);
+        size_t before = tether_registry_count(r);
+        rc = tether_registry_unregister_pid(r, (const uint8_t *)n.buff,
+                                            (size_t)n.index,
+                                            (const uint8_t *)p.buff,
+                                            (size_t)p.index);
+        note(s, "exit of a registrant of {reg,%llu} at %s: %d",
+             (unsigned long long)k, s->nodes[i].name, rc);
+        if ((rc == 0) != held ||
+            (rc != 0 && tether_registry_count(r) != before))
+            fail(s, "%s: a stale owner of {reg,%llu} removed a registration",
+                 s->nodes[i].name, (unsigned long long)k);
+        ei_x_free(&p);
     }
     s->res->reg_ops++;
     ei_x_free(&n);

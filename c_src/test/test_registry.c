@@ -390,6 +390,34 @@ Test(registry, a_verdict_for_a_registration_gone_meanwhile_keeps_ours)
     stop(&x);
 }
 
+/* A registrant that lost its name exits after the name passed to another
+ * of our pids: removal by (name, pid) takes nothing from the new holder. */
+Test(registry, a_stale_registrant_never_removes_its_successor)
+{
+    reg_h_t x;
+    uint8_t nb[64], old[64], cur[64];
+    size_t nl = term(nb, "name", 1), ol = term(old, "pid", 10),
+           cl = term(cur, "pid", 30);
+
+    start(&x, 3);
+    split_methods_heal(&x, TETHER_REG_NOTIFY, TETHER_REG_NOTIFY);
+    assert_everywhere(&x, 10, 1); /* a's pid 10 was the earlier */
+    cr_assert_eq(unreg(&x, 0, 1), 0);
+    h_run(&x.h, 300);
+    cr_assert_eq(reg(&x, 0, 1, 30, TETHER_REG_NOTIFY, 3000), 0);
+    h_run(&x.h, 300);
+    cr_assert(tether_registry_holds(x.r[0], nb, nl, cur, cl));
+    cr_assert_not(tether_registry_holds(x.r[0], nb, nl, old, ol));
+    cr_assert_eq(tether_registry_unregister_pid(x.r[0], nb, nl, old, ol),
+                 TETHER_ENOTFOUND, "pid 10 holds nothing now");
+    h_run(&x.h, 300);
+    assert_everywhere(&x, 30, 1);
+    cr_assert_eq(tether_registry_unregister_pid(x.r[0], nb, nl, cur, cl), 0);
+    h_run(&x.h, 300);
+    assert_everywhere(&x, -1, 0);
+    stop(&x);
+}
+
 Test(registry, a_lost_verdict_is_repeated_until_the_rival_yields)
 {
     reg_h_t x;
