@@ -312,6 +312,10 @@ stale_registrant_never_removes_successor(_Config) ->
     Z = relay(A),
     ok = call(A, sys, suspend, [tether]),
     ?assertEqual(yes, call(B, tether, register_name, [n, Holder])),
+    %% X's registration must be later by the clock too (A's clock has not
+    %% seen B's stamp while its server is suspended).
+    [SB] = [S || {n, _, _, S, _} <- call(B, ?MODULE, entries, [])],
+    wait_clock_past(SB),
     Self = self(),
     _ = spawn_link(fun() ->
                            Self ! {x_registered,

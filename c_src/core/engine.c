@@ -55,10 +55,11 @@ typedef struct module_slot {
 struct tether_engine {
     char name[TETHER_NODE_NAME_MAX + 1];
     uint64_t incarnation;
+    uint64_t hellos; /* hellos sent this incarnation (their counter) */
     uint64_t hb_ms, ttl_ms, retry_ms;
     uint64_t redial_max_ms;
     unsigned redials;
-    size_t defer_max;
+    size_t defer_max, defer_max_bytes;
 
     tether_identity_t id;
     tether_trust_t trust;
@@ -345,8 +346,8 @@ static peer_t *get_peer(tether_engine_t *eng, const char *name)
         return NULL;
     }
     p->is_client = strcmp(eng->name, name) < 0;
-    tether__defer_init(&p->outq, eng->defer_max);
-    tether__defer_init(&p->inq, eng->defer_max);
+    tether__defer_init(&p->outq, eng->defer_max, eng->defer_max_bytes);
+    tether__defer_init(&p->inq, eng->defer_max, eng->defer_max_bytes);
     eng->peers[eng->npeers++] = p;
     return p;
 }
@@ -573,6 +574,12 @@ static int send_hello(tether_engine_t *eng, peer_t *p)
     if (out == NULL)
         return TETHER_ENOMEM;
     tether__engine_random(eng, nonce, sizeof nonce);
+    /* The counter the peer checks freshness by (envelope.h): one per
+     * engine, so it never repeats within our incarnation whatever
+     * becomes of the peer's entry. */
+    eng->hellos++;
+    for (int i = 0; i < 8; i++)
+        nonce[i] = (uint8_t)(eng->hellos >> (56 - 8 * i));
     tether__engine_random(eng, kx, sizeof kx);
     rc = tether__session_hello(&p->sess, eng->incarnation, nonce, kx, out,
                                TETHER_HELLO_MAX_BYTES, &len);
@@ -1987,6 +1994,7 @@ void tether_engine_config_default(tether_engine_config_t *cfg)
     cfg->heartbeat_ms = TETHER_ENGINE_DEFAULT_HB_MS;
     cfg->ttl_ms = TETHER_ENGINE_DEFAULT_TTL_MS;
     cfg->defer_max = TETHER_ENGINE_DEFAULT_DEFER;
+    cfg->defer_max_bytes = TETHER_ENGINE_DEFAULT_DEFER_BYTES;
 }
 
 /* Sets up identity and trust from the configured key material. */
@@ -2050,6 +2058,9 @@ int tether_engine_new(const tether_engine_config_t *cfg, tether_engine_t **out)
     eng->redials = cfg->reconnect_attempts ? cfg->reconnect_attempts
                                            : TETHER_ENGINE_DEFAULT_RECONNECTS;
     eng->defer_max = cfg->defer_max ? cfg->defer_max : 1;
+    eng->defer_max_bytes = cfg->defer_max_bytes
+                               ? cfg->defer_max_bytes
+                               : TETHER_ENGINE_DEFAULT_DEFER_BYTES;
     memcpy(eng->seed, cfg->seed, sizeof eng->seed);
     memset(eng->module_of, -1, sizeof eng->module_of);
     tether__partition_table_init(&eng->parts);

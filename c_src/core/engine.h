@@ -122,6 +122,7 @@
 #define TETHER_ENGINE_DEFAULT_HB_MS           1000
 #define TETHER_ENGINE_DEFAULT_TTL_MS          5000
 #define TETHER_ENGINE_DEFAULT_DEFER           1024 /* queued messages per peer */
+#define TETHER_ENGINE_DEFAULT_DEFER_BYTES     (64u << 20) /* their bytes */
 #define TETHER_ENGINE_LEAVE_ROUNDS            3 /* heartbeats a leave is repeated */
 #define TETHER_ENGINE_PEERS_MAX               1024
 #define TETHER_ENGINE_SEEDS_MAX               64
@@ -148,6 +149,8 @@ typedef struct tether_engine_config {
     uint32_t ttl_ms;                        /* lease length; > heartbeat_ms */
     uint32_t hello_retry_ms;                /* 0: 2 * heartbeat_ms */
     size_t defer_max;                       /* per-peer defer queue bound */
+    size_t defer_max_bytes; /* its bound in payload bytes (each direction);
+                               0: TETHER_ENGINE_DEFAULT_DEFER_BYTES */
     uint8_t seed[TETHER_ENGINE_SEED_BYTES]; /* randomness for this engine */
     const uint8_t *cluster_secret; /* TETHER_CLUSTER_SECRET_BYTES or NULL */
     const uint8_t *cookie;

@@ -531,6 +531,12 @@ static int verify_signed(tether_session_t *s, const uint8_t *in, size_t len,
     return 0;
 }
 
+/* The sender's hello counter: the nonce's first 8 bytes, big-endian. */
+static uint64_t hello_counter(const uint8_t nonce[TETHER_ENV_NONCE_BYTES])
+{
+    return get_u64(nonce);
+}
+
 int tether__session_accept(tether_session_t *s, const uint8_t *in, size_t len)
 {
     hello_view_t v;
@@ -553,6 +559,13 @@ int tether__session_accept(tether_session_t *s, const uint8_t *in, size_t len)
             sodium_memcmp(v.nonce, s->peer_nonce, TETHER_ENV_NONCE_BYTES) ==
                 0) {
             COUNT(s, replayed);
+            return TETHER_EREPLAY;
+        }
+        /* An earlier hello of this incarnation, captured and sent again:
+         * it must not tear down the session the later one set up. */
+        if (v.incarnation == s->peer_incarnation &&
+            hello_counter(v.nonce) <= hello_counter(s->peer_nonce)) {
+            COUNT(s, too_old);
             return TETHER_EREPLAY;
         }
     }

@@ -17,7 +17,9 @@
  *     4       from_len bytes           sender's node name (no NUL)
  *     ..      to_len bytes             addressee's node name (no NUL)
  *     ..      u64  incarnation         sender's incarnation
- *     ..      32   nonce               fresh random bytes from the caller
+ *     ..      32   nonce               from the caller: a u64 hello counter
+ *                                      (increasing within the sender's
+ *                                      incarnation) then 24 random bytes
  *     ..      32   kx_pk               sender's ephemeral X25519 public key
  *     ..      64   sig                 Ed25519 by the sender's identity key
  *                                      over TETHER_ENV_LABEL_HELLO || 0x00
@@ -57,9 +59,10 @@
  * be opened by it. The identity signature only proves who made the hello,
  * not that it is fresh. Replays of the current peer hello and hellos of an
  * older peer incarnation are also rejected outright (replayed / too_old),
- * so they cannot even reset an established session; an older hello of the
- * *same* incarnation can still force a re-handshake (a denial of service
- * that anyone on the path can cause anyway by cutting the connection).
+ * so they cannot even reset an established session. Within one incarnation
+ * a hello must also carry a higher counter (the nonce's first 8 bytes)
+ * than the last one accepted, so no hello captured earlier can force a
+ * re-handshake either (too_old): only the peer can make a fresher one.
  *
  * Session state machine (one tether_session_t per peer):
  *
@@ -258,7 +261,8 @@ size_t tether__session_hello_size(const tether_session_t *s);
  * TETHER_ENOTFOUND), the signature (bad_signature -> TETHER_EAUTH), the
  * sender is our peer and the addressee is us (misaddressed ->
  * TETHER_EPROTO), and that it is neither the hello already accepted
- * (replayed -> TETHER_EREPLAY) nor from an older peer incarnation (too_old
+ * (replayed -> TETHER_EREPLAY) nor from an older peer incarnation or, in
+ * the same incarnation, with a hello counter not above the last (too_old
  * -> TETHER_EREPLAY), and that its kx key is not a low-order point
  * (malformed -> TETHER_EPROTO). A rejected hello changes nothing but
  * counters.

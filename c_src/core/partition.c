@@ -2,6 +2,7 @@
  * core/partition.c: the gossiped partition table and the defer queues
  * (see partition.h).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -364,10 +365,12 @@ fail:
     return rc < 0 ? rc : TETHER_EPROTO;
 }
 
-void tether__defer_init(tether_defer_queue_t *q, size_t max)
+void tether__defer_init(tether_defer_queue_t *q, size_t max,
+                        size_t max_bytes)
 {
     memset(q, 0, sizeof *q);
     q->max = max ? max : 1;
+    q->max_bytes = max_bytes ? max_bytes : SIZE_MAX;
 }
 
 void tether__defer_fini(tether_defer_queue_t *q)
@@ -401,7 +404,7 @@ int tether__defer_push(tether_defer_queue_t *q, uint8_t type,
 {
     tether_defer_item_t *it;
 
-    if (q->n >= q->max) {
+    if (q->n >= q->max || len > q->max_bytes - q->bytes) {
         q->overflow++;
         return TETHER_ETOOBIG;
     }
@@ -416,6 +419,7 @@ int tether__defer_push(tether_defer_queue_t *q, uint8_t type,
     if (len)
         memcpy(it->data, data, len);
     q->n++;
+    q->bytes += len;
     q->pushed++;
     return 0;
 }
@@ -427,6 +431,7 @@ int tether__defer_pop(tether_defer_queue_t *q, tether_defer_item_t *out)
     *out = q->v[q->head];
     q->head = (q->head + 1) % q->cap;
     q->n--;
+    q->bytes -= out->len;
     return 1;
 }
 

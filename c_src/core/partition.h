@@ -108,8 +108,9 @@ tether__partition_decode_merge(tether_partition_table_t *t, const char *buf,
 
 /*
  * A bounded FIFO of engine messages held for one peer (defer mode). Each
- * item is a message type byte and its payload (copied). Pushing onto a full
- * queue refuses the item and counts it in `overflow`.
+ * item is a message type byte and its payload (copied). The queue is
+ * bounded in items and in payload bytes: pushing an item that would pass
+ * either bound refuses it and counts it in `overflow`.
  */
 typedef struct tether_defer_item {
     uint8_t type;
@@ -121,12 +122,16 @@ typedef struct tether_defer_queue {
     tether_defer_item_t *v; /* ring buffer, heap, owned */
     size_t cap, head, n;
     size_t max;        /* bound on n */
+    size_t bytes;      /* payload bytes held */
+    size_t max_bytes;  /* bound on bytes */
     uint64_t overflow; /* items refused because the queue was full */
     uint64_t pushed;   /* items accepted */
 } tether_defer_queue_t;
 
-/* Sets up an empty queue holding at most max items (max >= 1). */
-void tether__defer_init(tether_defer_queue_t *q, size_t max);
+/* Sets up an empty queue holding at most max items (0 counts as 1) and
+ * max_bytes payload bytes (0: no byte bound). */
+void tether__defer_init(tether_defer_queue_t *q, size_t max,
+                        size_t max_bytes);
 
 /* Frees the queue and its items. NULL is a no-op. */
 void tether__defer_fini(tether_defer_queue_t *q);

@@ -433,6 +433,22 @@ Test(hello, replayed_hello_is_rejected_and_harmless)
     cr_assert_eq(tether__session_state(&P.sb), TETHER_SESSION_IDLE);
 }
 
+Test(hello, an_earlier_hello_of_the_same_incarnation_resets_nothing)
+{
+    uint8_t old[600], buf[600];
+    size_t old_len;
+
+    handshake(&P, 1, 1);
+    memcpy(old, P.ha, P.ha_len);
+    old_len = P.ha_len;
+    handshake(&P, 1, 1); /* a later session, same incarnations */
+    cr_assert_eq(tether__session_accept(&P.sb, old, old_len), TETHER_EREPLAY);
+    cr_assert_eq(P.nb.too_old, 1);
+    cr_assert(tether__session_established(&P.sb));
+    size_t n = seal(&P.sa, buf, sizeof buf, 20, 1);
+    cr_assert_eq(open_env(&P.sb, buf, n), 0, "the later session survived");
+}
+
 Test(hello, older_incarnation_is_too_old)
 {
     handshake(&P, 5, 5);

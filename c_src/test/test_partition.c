@@ -206,7 +206,7 @@ Test(partition, defer_queue_keeps_order_and_counts_overflow)
     tether_defer_item_t it;
     char msg[16];
 
-    tether__defer_init(&q, 20);
+    tether__defer_init(&q, 20, 0);
     for (int i = 0; i < 25; i++) {
         snprintf(msg, sizeof msg, "m%d", i);
         int rc = tether__defer_push(&q, (uint8_t)(0x20 + i),
