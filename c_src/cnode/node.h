@@ -38,6 +38,7 @@ typedef struct tether_node_stats {
     uint64_t malformed_frames;
     uint64_t unknown_control;
     uint64_t bad_handshakes;
+    uint64_t tls_failures; /* refused TLS handshakes, bad TLS records */
     uint64_t dropped_connections;
     uint64_t accepted;
     uint64_t connected; /* outgoing connections that completed */
