@@ -176,8 +176,10 @@ void tether__node_foreach_peer(tether_node_t *node,
 
 /*
  * Starts a connection to peer unless one exists or is under way. Loop
- * thread. Returns 0, TETHER_EINVAL (bad name, or ourselves) or
- * TETHER_ECLOSED (cannot dial at all: host not an IPv4 literal).
+ * thread. Returns 0 (a host name is then resolved off the loop; if it
+ * does not resolve, the connection hook hears `down'), TETHER_EINVAL
+ * (bad name, or ourselves) or TETHER_ECLOSED (cannot dial at all: no
+ * host part, no memory).
  */
 int tether__node_connect(tether_node_t *node, const char *peer);
 
