@@ -52,6 +52,36 @@ cnode_pid=
 echo "C-node log (wrong cookie line, shutdown summary):"
 sed 's/^/  /' "$cnode_log"
 
+section "Short names: a C-node started with --sname, a BEAM node with -sname"
+# The host part is this machine's short host name, as erl -sname takes it
+# (NAME@localhost where that name does not resolve to loopback: the demo
+# stays on loopback).
+short=$(hostname -s 2>/dev/null || hostname)
+case "$(getent ahostsv4 "$short" 2>/dev/null | head -n 1)" in
+127.*) sname=demo_s; host=$short ;;
+*) sname=demo_s@localhost; host=localhost ;;
+esac
+echo "\$ priv/tether_cnode --sname $sname --cookie tether_demo --load priv/plugins/kv.so"
+priv/tether_cnode --sname "$sname" --cookie tether_demo \
+    --load priv/plugins/kv.so >"$cnode_log" 2>&1 &
+cnode_pid=$!
+for _ in $(seq 50); do
+    grep -q 'ready' "$cnode_log" && break
+    sleep 0.1
+done
+cat "$cnode_log"
+echo "\$ erl -sname demo_a@$host ... (net_adm:ping, rpc:call, gen_server:call)"
+erl -noshell -sname "demo_a@$host" -setcookie tether_demo -eval "
+    C = list_to_atom(\"demo_s@$host\"),
+    io:format(\"  net_adm:ping(~p) -> ~p~n\", [C, net_adm:ping(C)]),
+    io:format(\"  rpc:call(C, kv, put, [lang, c]) -> ~p~n\", [rpc:call(C, kv, put, [lang, c])]),
+    io:format(\"  gen_server:call({kv, C}, {get, lang}) -> ~p~n\",
+              [gen_server:call({kv, C}, {get, lang})]),
+    halt()."
+kill -TERM "$cnode_pid"
+wait "$cnode_pid" 2>/dev/null || true
+cnode_pid=
+
 section "Three BEAM nodes and a C-node form a tether cluster (signed envelopes, cookie-derived keys)"
 scripts/demo_cluster.escript _build/default/lib/tether/ebin priv/tether_cnode
 

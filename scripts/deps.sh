@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(gcc make pkg-config erlang-dev erlang-nox erlang-common-test
           erlang-dialyzer erlang-proper erlang-proper-dev rebar3 elixir
-          libsodium-dev libcriterion-dev libssl-dev clang-format valgrind)
+          libsodium-dev libcriterion-dev libssl-dev openssl clang-format valgrind)
 
 case "${1:-}" in
     "") ;;
