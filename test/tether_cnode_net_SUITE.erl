@@ -45,15 +45,7 @@ groups() ->
      {ipv6, [], [ipv6_ping_and_rpc_both_ways, ipv6_wildcard_listen]}].
 
 init_per_suite(Config) ->
-    case ?LIB:require_env(Config) of
-        {fail, _} = Fail ->
-            Fail;
-        Config1 ->
-            case ?LIB:require_plugin(?LIB:rpctest_plugin()) of
-                ok -> Config1;
-                Fail -> Fail
-            end
-    end.
+    ?LIB:require_env_plugin(Config, ?LIB:rpctest_plugin()).
 
 end_per_suite(_Config) ->
     ok.
@@ -106,7 +98,7 @@ sname_ping_and_rpc_both_ways(Config) ->
                                             [CN, rpctest, call_erlang,
                                              [N2, net_adm, ping, [CN]]])),
     ?assert(lists:member(CN, ?LIB:peer_call(P2, erlang, nodes, [hidden]))),
-    logged(C, "connection to '" ++ atom_to_list(N2) ++ "' up").
+    ?LIB:cnode_logged(C, "connection to '" ++ atom_to_list(N2) ++ "' up").
 
 %% A C-node with --sname joins a tether cluster of one -sname BEAM node
 %% by its short name (--join NAME@shorthost); its C service kv,
@@ -147,11 +139,11 @@ localhost_ping_and_rpc_both_ways(Config) ->
     ?assertEqual([1, 2], ?LIB:peer_call(X, rpc, call, [CN, rpctest, echo, [[1, 2]]])),
     %% X drops its connection: the C-node must dial X itself now.
     true = ?LIB:peer_call(X, erlang, disconnect_node, [CN]),
-    logged(C, "connection to '" ++ atom_to_list(XN) ++ "' closed"),
+    ?LIB:cnode_logged(C, "connection to '" ++ atom_to_list(XN) ++ "' closed"),
     ?assertEqual({ok, XN}, rpc:call(CN, rpctest, call_erlang, [XN, erlang, node, []])),
     ?assertEqual({ok, pong}, rpc:call(CN, rpctest, call_erlang,
                                       [XN, net_adm, ping, [CN]])),
-    logged(C, "connection to '" ++ atom_to_list(XN) ++ "' up").
+    ?LIB:cnode_logged(C, "connection to '" ++ atom_to_list(XN) ++ "' up").
 
 %% A node whose host does not resolve: the caller waiting on the C-node
 %% gets noconnection (nodedown) well within the set-up time, the C-node
@@ -167,13 +159,13 @@ unresolvable_host_is_nodedown(Config) ->
                        end),
     ?assertEqual({error, {erpc, noconnection}}, R),
     ?assert(Us < 7000000),
-    logged_once(C, "cannot resolve host 'no-such-host.invalid'"),
+    ?LIB:cnode_logged_once(C, "cannot resolve host 'no-such-host.invalid'"),
     ?assertEqual(hello, rpc:call(CN, rpctest, echo, [hello])),
     %% A message to a process there: no hang, nothing delivered, and the
     %% C-node still answers.
     C2 = cnode(Config, #{join => [Nowhere]}),
     CN2 = ?LIB:cnode_node(C2),
-    logged(C2, "cannot resolve host 'no-such-host.invalid'"),
+    ?LIB:cnode_logged(C2, "cannot resolve host 'no-such-host.invalid'"),
     ?assertEqual(pong, net_adm:ping(CN2)).
 
 %% --name NAME without a host takes this machine's fully qualified name
@@ -249,7 +241,7 @@ ipv6_both_ways(Config, Listen) ->
     ?assertEqual({ok, pong}, ?LIB:peer_call(B1, rpc, call,
                                             [CN, rpctest, call_erlang,
                                              [N2, net_adm, ping, [CN]]])),
-    logged(C, "connection to '" ++ atom_to_list(N2) ++ "' up").
+    ?LIB:cnode_logged(C, "connection to '" ++ atom_to_list(N2) ++ "' up").
 
 %%--------------------------------------------------------------------
 %% Helpers
@@ -271,19 +263,3 @@ cnode(Config, Opts) ->
 host_of(Node) ->
     [_, Host] = string:split(atom_to_list(Node), "@"),
     Host.
-
-%% Some stderr line of the C-node contains Text (waits for it).
-logged(C, Text) ->
-    Has = fun() -> matching(C, Text) =/= [] end,
-    case ?LIB:wait_until(Has, ?WAIT) of
-        ok -> ok;
-        timeout -> ?LIB:log_cnode(C), ct:fail({not_logged, Text})
-    end.
-
-%% Exactly one stderr line contains Text.
-logged_once(C, Text) ->
-    logged(C, Text),
-    ?assertEqual(1, length(matching(C, Text))).
-
-matching(C, Text) ->
-    [L || L <- ?LIB:cnode_stderr(C), string:find(L, Text) =/= nomatch].

@@ -56,18 +56,13 @@ groups() ->
      {cli, [], [bad_optfile_refused]}].
 
 init_per_suite(Config) ->
-    case ?LIB:require_env(Config) of
+    case ?LIB:require_env_plugin(Config, ?LIB:rpctest_plugin()) of
         {fail, _} = Fail ->
             Fail;
         Config1 ->
-            case ?LIB:require_plugin(?LIB:rpctest_plugin()) of
-                ok ->
-                    {ok, _} = application:ensure_all_started(ssl),
-                    Dir = filename:join(?config(priv_dir, Config1), "tls"),
-                    [{tls, ?LIB:tls_files(Dir)} | Config1];
-                Fail ->
-                    Fail
-            end
+            {ok, _} = application:ensure_all_started(ssl),
+            Dir = filename:join(?config(priv_dir, Config1), "tls"),
+            [{tls, ?LIB:tls_files(Dir)} | Config1]
     end.
 
 end_per_suite(_Config) ->
@@ -106,7 +101,7 @@ beam_to_cnode(Config) ->
     ?assertEqual(pong, ?LIB:peer_call(B, net_adm, ping, [CN])),
     ?assertEqual(<<"tls">>, ?LIB:peer_call(B, rpc, call, [CN, rpctest, echo, [<<"tls">>]])),
     ?assertEqual(pong, ?LIB:peer_call(B, gen_server, call, [{echo, CN}, ping])),
-    logged(C, "connection from '" ++ atom_to_list(?LIB:peer_node(B)) ++ "' up (TLS)").
+    ?LIB:cnode_logged(C, "connection from '" ++ atom_to_list(?LIB:peer_node(B)) ++ "' up (TLS)").
 
 %% The C-node dials a stock TLS node (client side: its certificate is
 %% checked against the node's host part, 127.0.0.1, as OTP's client
@@ -121,7 +116,7 @@ cnode_to_beam(Config) ->
     ?assertEqual({ok, pong}, ?LIB:peer_call(B1, rpc, call,
                                             [CN, rpctest, call_erlang,
                                              [N2, net_adm, ping, [CN]]])),
-    logged(C, "connection to '" ++ atom_to_list(N2) ++ "' up (TLS)").
+    ?LIB:cnode_logged(C, "connection to '" ++ atom_to_list(N2) ++ "' up (TLS)").
 
 %% A server whose certificate chains to the CA but names another host
 %% (other.invalid, not 127.0.0.1): the C-node refuses it as a stock
@@ -137,7 +132,7 @@ cnode_checks_the_server_host(Config) ->
     ?assertEqual({error, {erpc, noconnection}},
                  ?LIB:peer_call(B1, rpc, call, [CN, rpctest, call_erlang,
                                                 [N2, erlang, node, []]])),
-    logged_once(C, "TLS handshake with '" ++ atom_to_list(N2)
+    ?LIB:cnode_logged_once(C, "TLS handshake with '" ++ atom_to_list(N2)
                 ++ "' failed: certificate refused: hostname mismatch"),
     ?assertEqual(pong, ?LIB:peer_call(B1, net_adm, ping, [CN])).
 
@@ -166,7 +161,7 @@ inet6_tls(Config, Port) ->
     ?assertEqual({ok, pong}, ?LIB:peer_call(B1, rpc, call,
                                             [CN, rpctest, call_erlang,
                                              [N2, net_adm, ping, [CN]]])),
-    logged(C, "connection to '" ++ atom_to_list(N2) ++ "' up (TLS)").
+    ?LIB:cnode_logged(C, "connection to '" ++ atom_to_list(N2) ++ "' up (TLS)").
 
 %%--------------------------------------------------------------------
 %% bad_input
@@ -214,7 +209,7 @@ stalled_tls_handshakes(Config) ->
     ct:log("closed after ~p ms", [Ms]),
     ?assert(Ms >= ?SETUP_MS - 500),
     ?assert(Ms =< ?SETUP_MS + 3000),
-    logged(C, "failed: timed out (set-up time)"),
+    ?LIB:cnode_logged(C, "failed: timed out (set-up time)"),
     tls_refused(Config, C, 2, 0).
 
 %% A verified TLS session, then bytes that are not TLS records written
@@ -224,7 +219,7 @@ garbage_records_after_tls_handshake(Config) ->
     {ok, Tcp, Tls} = tls_connect(Config, C, dist),
     ok = gen_tcp:send(Tcp, [<<23, 3, 3, 0, 40>>, binary:copy(<<16#ab>>, 40)]),
     ?assertMatch({error, _}, ssl:recv(Tls, 0, ?WAIT)),
-    logged(C, "TLS error"),
+    ?LIB:cnode_logged(C, "TLS error"),
     tls_refused(Config, C, 1, 0).
 
 %% A verified TLS session, then garbage where the distribution handshake
@@ -234,7 +229,7 @@ garbage_after_tls_handshake(Config) ->
     {ok, _Tcp, Tls} = tls_connect(Config, C, dist),
     ok = ssl:send(Tls, <<0, 0, 0, 5, "junk!">>),
     ?assertMatch({error, _}, ssl:recv(Tls, 0, ?WAIT)),
-    logged(C, "handshake with"),
+    ?LIB:cnode_logged(C, "handshake with"),
     tls_refused(Config, C, 0, 1).
 
 %%--------------------------------------------------------------------
@@ -392,17 +387,3 @@ tls_refused(Config, C, Tls, Bad) ->
     Failed = [L || L <- Lines, re:run(L, "TLS handshake .* failed|TLS error") =/= nomatch],
     HsFailed = [L || L <- Lines, re:run(L, "^[^:]*: handshake with .* failed") =/= nomatch],
     ?assertEqual({Tls, Bad}, {length(Failed), length(HsFailed)}).
-
-logged(C, Text) ->
-    Has = fun() -> matching(C, Text) =/= [] end,
-    case ?LIB:wait_until(Has, ?WAIT) of
-        ok -> ok;
-        timeout -> ?LIB:log_cnode(C), ct:fail({not_logged, Text})
-    end.
-
-logged_once(C, Text) ->
-    logged(C, Text),
-    ?assertEqual(1, length(matching(C, Text))).
-
-matching(C, Text) ->
-    [L || L <- ?LIB:cnode_stderr(C), string:find(L, Text) =/= nomatch].

@@ -46,7 +46,9 @@
 %% Calls held across a defer partition.
 -export([held_call_start/6, held_call_not_returned/1, held_call_answer/2]).
 %% Group prerequisites.
--export([require_plugin/1]).
+-export([require_plugin/1, require_env_plugin/2]).
+%% What a C-node logged.
+-export([cnode_logged/2, cnode_logged_once/2, cnode_log_lines/2]).
 %% Tether clusters a test case starts, stopped by its end_per_testcase.
 -export([start_case_peer/2, start_case_nodes/2, start_tether/2,
          start_tether_peer/2,
@@ -976,6 +978,44 @@ held_call_answer(Caller, Timeout) ->
     after Timeout ->
             ct:fail(no_answer_after_heal)
     end.
+
+%% @doc For init_per_suite/1: require_env/1, and also the C-node test
+%% plug-in Plugin (require_plugin/1); Config or {fail, Why}.
+-spec require_env_plugin(list(), file:filename()) -> list() | {fail, string()}.
+require_env_plugin(Config, Plugin) ->
+    case require_env(Config) of
+        {fail, _} = Fail ->
+            Fail;
+        Config1 ->
+            case require_plugin(Plugin) of
+                ok -> Config1;
+                Fail -> Fail
+            end
+    end.
+
+%% @doc Waits until a stderr line of the C-node contains Text; fails the
+%% test case (with the C-node's output in its log) if none does within
+%% ?READY_TIMEOUT.
+-spec cnode_logged(cnode(), string()) -> ok.
+cnode_logged(C, Text) ->
+    case wait_until(fun() -> cnode_log_lines(C, Text) =/= [] end, ?READY_TIMEOUT) of
+        ok -> ok;
+        timeout -> log_cnode(C), ct:fail({not_logged, Text})
+    end.
+
+%% @doc cnode_logged/2, and exactly one line contains Text.
+-spec cnode_logged_once(cnode(), string()) -> ok.
+cnode_logged_once(C, Text) ->
+    ok = cnode_logged(C, Text),
+    case cnode_log_lines(C, Text) of
+        [_] -> ok;
+        Lines -> ct:fail({logged_more_than_once, Text, Lines})
+    end.
+
+%% @doc The C-node's stderr lines that contain Text.
+-spec cnode_log_lines(cnode(), string()) -> [binary()].
+cnode_log_lines(C, Text) ->
+    [L || L <- cnode_stderr(C), string:find(L, Text) =/= nomatch].
 
 %% @doc For init_per_group/2: ok if the C-node test plug-in Plugin has
 %% been built, else {fail, Reason} naming it and how to build it.

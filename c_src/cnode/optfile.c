@@ -125,6 +125,13 @@ static char *arena_at(parser_t *ps)
     return ps->arena + ps->alen;
 }
 
+/* A new node of kind k whose text starts in the arena at *s. */
+static uint32_t text_node(parser_t *ps, kind_t k, char **s)
+{
+    *s = arena_at(ps);
+    return node_new(ps, k);
+}
+
 static void arena_put(parser_t *ps, char c)
 {
     /* The arena holds at least the input's length plus one NUL per node:
@@ -247,47 +254,38 @@ static uint32_t term(parser_t *ps, int depth);
 /* A bare atom (the name is at ps->p). */
 static uint32_t bare_atom(parser_t *ps)
 {
-    uint32_t id = node_new(ps, T_ATOM);
+    char *s;
+    uint32_t id = text_node(ps, T_ATOM, &s);
     if (id == NONE)
         return NONE;
-    char *s = arena_at(ps);
     while (ps->p < ps->end && is_name_char(*ps->p))
         arena_put(ps, *ps->p++);
     arena_end(ps, &ps->nodes[id], s);
     return id;
 }
 
-static uint32_t quoted_atom(parser_t *ps)
+/*
+ * A quoted atom ('...'), or one or more adjacent strings ("...", joined as
+ * the Erlang parser joins them); the opening quote is at ps->p.
+ */
+static uint32_t quoted_text(parser_t *ps, kind_t k, char q)
 {
-    uint32_t id = node_new(ps, T_ATOM);
+    char *s;
+    uint32_t id = text_node(ps, k, &s);
     if (id == NONE)
         return NONE;
-    char *s = arena_at(ps);
-    ps->p++;
-    if (quoted(ps, '\'') < 0)
-        return NONE;
+    do {
+        ps->p++;
+        if (quoted(ps, q) < 0)
+            return NONE;
+        if (k == T_STRING)
+            skip_blank(ps);
+    } while (k == T_STRING && ps->p < ps->end && *ps->p == q);
     arena_end(ps, &ps->nodes[id], s);
-    if (ps->nodes[id].slen > 255) {
+    if (k == T_ATOM && ps->nodes[id].slen > 255) {
         fail(ps, ps->nodes[id].line, "atom longer than 255 characters");
         return NONE;
     }
-    return id;
-}
-
-/* One or more adjacent "..." strings, joined (as the Erlang parser does). */
-static uint32_t string(parser_t *ps)
-{
-    uint32_t id = node_new(ps, T_STRING);
-    if (id == NONE)
-        return NONE;
-    char *s = arena_at(ps);
-    do {
-        ps->p++;
-        if (quoted(ps, '"') < 0)
-            return NONE;
-        skip_blank(ps);
-    } while (ps->p < ps->end && *ps->p == '"');
-    arena_end(ps, &ps->nodes[id], s);
     return id;
 }
 
@@ -299,7 +297,7 @@ static uint32_t binary(parser_t *ps)
     skip_blank(ps);
     uint32_t id;
     if (ps->p < ps->end && *ps->p == '"') {
-        id = string(ps);
+        id = quoted_text(ps, T_STRING, '"');
         if (id == NONE)
             return NONE;
     } else {
@@ -375,10 +373,10 @@ static uint32_t integer(parser_t *ps, bool neg)
 static uint32_t fun(parser_t *ps)
 {
     int line = ps->line;
-    uint32_t id = node_new(ps, T_FUN);
+    char *s;
+    uint32_t id = text_node(ps, T_FUN, &s);
     if (id == NONE)
         return NONE;
-    char *s = arena_at(ps);
     for (int part = 0; part < 2; part++) {
         skip_blank(ps);
         if (ps->p >= ps->end || !is_lower(*ps->p)) {
@@ -474,9 +472,9 @@ static uint32_t term(parser_t *ps, int depth)
     if (c == '{')
         return sequence(ps, T_TUPLE, '}', depth);
     if (c == '"')
-        return string(ps);
+        return quoted_text(ps, T_STRING, '"');
     if (c == '\'')
-        return quoted_atom(ps);
+        return quoted_text(ps, T_ATOM, '\'');
     if (c == '<' && ps->p + 1 < ps->end && ps->p[1] == '<')
         return binary(ps);
     if (is_digit(c))
