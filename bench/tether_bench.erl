@@ -16,6 +16,9 @@
 %%   gen_server calls    ?CALLERS calls to {kv, Node} in flight, sent as
 %%                       gen_server:call sends them on a raw connection;
 %%                       and ?CALLERS gen_server:call processes on A.
+%% main_tls/1 measures the echo round trip and the small one-way messages
+%% again with every node on TLS distribution (the C-node on OpenSSL, the
+%% BEAM node on OTP's ssl, the driver's raw connection an ssl socket).
 %% Each figure is the median of its rounds. When bench/run passes the OS
 %% pids of the two targets, the CPU time each target used per operation
 %% is reported too (from /proc/PID/stat): it shows the receiver's cost
@@ -23,7 +26,7 @@
 %% Output: `name: value' lines.
 -module(tether_bench).
 
--export([main/1, beam_echo_node/0]).
+-export([main/1, main_tls/1, beam_echo_node/0]).
 
 -define(ROUNDS, 25).
 -define(ROUND_MS, 200).
@@ -43,9 +46,27 @@ main([CNodeS, BNodeS, CPid, BPid, Hz]) ->
     put(clk_tck, list_to_integer(Hz)),
     main1(CNodeS, BNodeS, {list_to_integer(CPid), list_to_integer(BPid)}).
 
+%% @doc Entry point of node A on TLS distribution:
+%% main_tls([CNode, BeamNode, COsPid, BeamOsPid, ClockTicksPerSecond,
+%% OptFile]); OptFile is the ssl_dist_optfile all three nodes use (its
+%% client options open the raw connections).
+-spec main_tls([string()]) -> ok.
+main_tls([CNodeS, BNodeS, CPid, BPid, Hz, OptFile]) ->
+    %% TLS distribution starts ssl's distribution part only; the raw
+    %% connections are ssl sockets of the application.
+    {ok, _} = application:ensure_all_started(ssl),
+    put(clk_tck, list_to_integer(Hz)),
+    {ok, [Opts]} = file:consult(OptFile),
+    put(raw_tls, proplists:get_value(client, Opts, [])),
+    main1(CNodeS, BNodeS, {list_to_integer(CPid), list_to_integer(BPid)},
+          fun run_tls/2).
+
 main1(CNodeS, BNodeS, OsPids) ->
+    main1(CNodeS, BNodeS, OsPids, fun run/2).
+
+main1(CNodeS, BNodeS, OsPids, Run) ->
     put(os_pids, OsPids),
-    Status = try run(list_to_atom(CNodeS), list_to_atom(BNodeS)) of
+    Status = try Run(list_to_atom(CNodeS), list_to_atom(BNodeS)) of
                  ok -> 0
              catch
                  Class:Reason:Stack ->
@@ -118,6 +139,24 @@ run(CNode, BNode) ->
     _ = [gen_server_timed(N, ?CALLERS, 100) || {_, N} <- Targets],
     GsRes = measure(Targets, fun(N) -> gen_server_timed(N, ?CALLERS, ?ROUND_MS) end),
     report(gen_server_call_tput_beam_callers, GsRes, Rate, "calls_per_s"),
+    ok.
+
+%% The TLS figures: echo round trip and what each receiver absorbs of
+%% small messages, as run/2 measures them, over TLS.
+run_tls(CNode, BNode) ->
+    ok = connect(CNode),
+    ok = connect(BNode),
+    Targets = [{cnode, CNode}, {beam, BNode}],
+    _ = [rtt_round(Node, 200) || {_, Node} <- Targets],
+    Rtt = measure(Targets, fun(N) -> rtt_round_timed(N, ?ROUND_MS) end),
+    report(echo_rtt_tls, Rtt, fun(Ops, Us) -> Us / Ops end, "us"),
+    Rate = fun(Ops, Us) -> Ops * 1000000 / max(1, Us) end,
+    Small = fun(I) -> {msg, I} end,
+    _ = [raw_warm(Node, Small) || {_, Node} <- Targets],
+    SmallRN = raw_calibrate(BNode, Small),
+    report(oneway_small_tls,
+           raw_measure(Targets, fun(S, _) -> raw_round(S, SmallRN, Small) end),
+           Rate, "msgs_per_s"),
     ok.
 
 %% rpc:call(Node, kv, get, [bench_key]) for about Ms milliseconds;
@@ -344,8 +383,9 @@ send_n(Dest, I, MkMsg) ->
 
 %% ---- the raw sender ------------------------------------------------
 %%
-%% A distribution connection opened by hand (gen_tcp, handshake version
-%% 6 as dist_util does it, hidden, no atom cache, no fragments), so that
+%% A distribution connection opened by hand (gen_tcp, or an ssl socket
+%% under main_tls/1, handshake version 6 as dist_util does it, hidden, no
+%% atom cache, no fragments), so that
 %% messages are encoded once and written in bulk: the receiver, not the
 %% sender, sets the rate. Both targets get the same bytes: pass-through
 %% frames <<112, Ctl, Msg>> with Ctl = {6, FakePid, '', echo} (REG_SEND).
@@ -361,7 +401,12 @@ send_n(Dest, I, MkMsg) ->
                     bor ?DFLAG_SMALL_ATOM_TAGS bor ?DFLAG_UTF8_ATOMS)).
 -define(RAW_CREATION, 16#5eed).
 
--record(raw, {sock, name :: binary(), pid :: pid(), node :: atom()}).
+-record(raw, {sock, mod = gen_tcp :: gen_tcp | ssl, name :: binary(),
+              pid :: pid(), node :: atom()}).
+
+raw_send(#raw{mod = M, sock = S}, Data) -> M:send(S, Data).
+raw_recv(#raw{mod = M, sock = S}, Timeout) -> M:recv(S, 0, Timeout).
+raw_close(#raw{mod = M, sock = S}) -> M:close(S).
 
 %% Like measure/2, with one raw connection per target for the whole
 %% measure: Fun(Raw, Node) -> {Ops, ElapsedUs}.
@@ -370,43 +415,58 @@ raw_measure(Targets, Fun) ->
     try
         measure([{Tag, R} || {Tag, R} <- Raws], fun(R) -> Fun(R, R#raw.node) end)
     after
-        _ = [gen_tcp:close(R#raw.sock) || {_, R} <- Raws],
+        _ = [raw_close(R) || {_, R} <- Raws],
         raw_forget()
     end.
 
 %% One round on a fresh raw connection (connection, code, allocators).
 raw_warm(Node, MkMsg) ->
     R = raw_connect(Node),
-    try raw_round(R, 20000, MkMsg) after gen_tcp:close(R#raw.sock), raw_forget() end.
+    try raw_round(R, 20000, MkMsg) after raw_close(R), raw_forget() end.
 
 raw_forget() ->
     _ = [erase(K) || {{raw_blob, _, _, _} = K, _} <- get()],
     ok.
 
+%% Over TLS (main_tls/1 put the client options in raw_tls) the socket is
+%% an ssl one and handshake messages have 4-byte lengths, as
+%% inet_tls_dist sends them.
 raw_connect(Node) ->
     [Name, Host] = string:split(atom_to_list(Node), "@"),
     {port, Port, _} = erl_epmd:port_please(Name, Host),
-    {ok, Sock} = gen_tcp:connect({127, 0, 0, 1}, Port,
-                                 [binary, {packet, 2}, {active, false}, {nodelay, true}],
-                                 ?CONNECT_TIMEOUT),
+    Base = [binary, {active, false}, {nodelay, true}],
+    {ok, Sock} = case get(raw_tls) of
+                     undefined ->
+                         gen_tcp:connect({127, 0, 0, 1}, Port, [{packet, 2} | Base],
+                                         ?CONNECT_TIMEOUT);
+                     TlsOpts ->
+                         ssl:connect({127, 0, 0, 1}, Port,
+                                     [{packet, 4} | Base] ++ TlsOpts,
+                                     ?CONNECT_TIMEOUT)
+                 end,
+    R = #raw{sock = Sock, mod = case get(raw_tls) of undefined -> gen_tcp; _ -> ssl end,
+             node = Node},
     Me = iolist_to_binary(io_lib:format("tether_bench_raw~w_~s@127.0.0.1",
                                         [erlang:unique_integer([positive]), os:getpid()])),
-    ok = gen_tcp:send(Sock, <<$N, ?RAW_FLAGS:64, ?RAW_CREATION:32,
-                              (byte_size(Me)):16, Me/binary>>),
-    {ok, <<$s, "ok", _/binary>>} = gen_tcp:recv(Sock, 0, ?CONNECT_TIMEOUT),
+    ok = raw_send(R, <<$N, ?RAW_FLAGS:64, ?RAW_CREATION:32,
+                       (byte_size(Me)):16, Me/binary>>),
+    {ok, <<$s, "ok", _/binary>>} = raw_recv(R, ?CONNECT_TIMEOUT),
     {ok, <<$N, _Flags:64, Challenge:32, _Creation:32, _/binary>>} =
-        gen_tcp:recv(Sock, 0, ?CONNECT_TIMEOUT),
+        raw_recv(R, ?CONNECT_TIMEOUT),
     Cookie = atom_to_list(erlang:get_cookie()),
     Mine = rand:uniform(16#ffffffff),
-    ok = gen_tcp:send(Sock, [$r, <<Mine:32>>,
-                             erlang:md5([Cookie | integer_to_list(Challenge)])]),
+    ok = raw_send(R, [$r, <<Mine:32>>,
+                      erlang:md5([Cookie | integer_to_list(Challenge)])]),
     Ack = erlang:md5([Cookie | integer_to_list(Mine)]),
-    {ok, <<$a, Ack/binary>>} = gen_tcp:recv(Sock, 0, ?CONNECT_TIMEOUT),
-    ok = inet:setopts(Sock, [{packet, raw}]),
+    {ok, <<$a, Ack/binary>>} = raw_recv(R, ?CONNECT_TIMEOUT),
+    ok = case R#raw.mod of
+             gen_tcp -> inet:setopts(Sock, [{packet, raw}]);
+             ssl -> ssl:setopts(Sock, [{packet, raw}])
+         end,
     %% NEW_PID_EXT: a process of ours, the sender of every message.
     Pid = binary_to_term(<<131, 88, 119, (byte_size(Me)), Me/binary,
                            1:32, 0:32, ?RAW_CREATION:32>>),
-    #raw{sock = Sock, name = Me, pid = Pid, node = Node}.
+    R#raw{name = Me, pid = Pid}.
 
 raw_frame(Ctl, Msg) ->
     C = term_to_binary(Ctl),
@@ -415,14 +475,14 @@ raw_frame(Ctl, Msg) ->
 
 %% Writes N messages and a barrier {echo, FakePid, {done, Ref}} on the
 %% raw connection and waits for the barrier's answer; {N, ElapsedUs}.
-raw_round(#raw{sock = S, pid = Pid}, N, MkMsg) ->
+raw_round(#raw{pid = Pid} = R, N, MkMsg) ->
     Blob = raw_blob(Pid, N, MkMsg),
     Ref = make_ref(),
     Barrier = iolist_to_binary(raw_frame({6, Pid, '', echo}, {echo, Pid, {done, Ref}})),
     T0 = erlang:monotonic_time(),
-    ok = gen_tcp:send(S, Blob),
-    ok = gen_tcp:send(S, Barrier),
-    ok = raw_await(S, {done, Ref}, <<>>),
+    ok = raw_send(R, Blob),
+    ok = raw_send(R, Barrier),
+    ok = raw_await(R, {done, Ref}, <<>>),
     {N, erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond)}.
 
 %% The N frames, built once per N and message kind (kept in the process
@@ -441,16 +501,16 @@ raw_blob(Pid, N, MkMsg) ->
 
 %% Reads frames until a pass-through frame carries the message Want
 %% (ticks and anything else are skipped).
-raw_await(S, Want, Buf) ->
+raw_await(R, Want, Buf) ->
     case Buf of
         <<Len:32, Frame:Len/binary, Rest/binary>> ->
             case raw_message(Frame) of
                 Want -> ok;
-                _ -> raw_await(S, Want, Rest)
+                _ -> raw_await(R, Want, Rest)
             end;
         _ ->
-            case gen_tcp:recv(S, 0, ?REPLY_TIMEOUT) of
-                {ok, More} -> raw_await(S, Want, <<Buf/binary, More/binary>>);
+            case raw_recv(R, ?REPLY_TIMEOUT) of
+                {ok, More} -> raw_await(R, Want, <<Buf/binary, More/binary>>);
                 {error, Why} -> error({no_barrier_reply, Why})
             end
     end.
@@ -474,22 +534,22 @@ raw_message(_) ->
 %% reply {Ref, Reply} is in. Replies come in call order (one server
 %% process), so reading K replies sends K demonitors and the next K
 %% calls. Frames are encoded before the clock starts. {Total, ElapsedUs}.
-raw_calls(#raw{sock = S, pid = Pid}, Total, Window) ->
+raw_calls(#raw{pid = Pid} = S, Total, Window) ->
     {Calls, Demons, LastRef} = raw_call_frames(Pid, Total),
     First = min(Window, Total),
     T0 = erlang:monotonic_time(),
-    ok = gen_tcp:send(S, [element(K, Calls) || K <- lists:seq(1, First)]),
+    ok = raw_send(S, [element(K, Calls) || K <- lists:seq(1, First)]),
     {Last, _} = raw_calls_loop(S, Calls, Demons, Total, First, 0, <<>>),
     Us = erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond),
     {LastRef, {ok, _}} = raw_message(Last),
     {Total, Us}.
 
 raw_calls_loop(S, Calls, Demons, Total, Sent, Got, Buf0) ->
-    {ok, More} = gen_tcp:recv(S, 0, ?REPLY_TIMEOUT),
+    {ok, More} = raw_recv(S, ?REPLY_TIMEOUT),
     {Frames, Last, Buf} = raw_split(<<Buf0/binary, More/binary>>, 0, none),
     Got1 = Got + Frames,
     Sent1 = min(Total, Sent + Frames),
-    ok = gen_tcp:send(S, [[element(K, Demons) || K <- lists:seq(Got + 1, Got1)],
+    ok = raw_send(S, [[element(K, Demons) || K <- lists:seq(Got + 1, Got1)],
                           [element(K, Calls) || K <- lists:seq(Sent + 1, Sent1)]]),
     case Got1 >= Total of
         true -> {Last, Got1};
@@ -532,7 +592,7 @@ raw_frame_ctl(Ctl) ->
 
 raw_warm_calls(Node) ->
     R = raw_connect(Node),
-    try raw_calls(R, 2000, ?CALLERS) after gen_tcp:close(R#raw.sock), raw_forget() end.
+    try raw_calls(R, 2000, ?CALLERS) after raw_close(R), raw_forget() end.
 
 %% Number of calls the BEAM service answers in about ?ROUND_MS.
 raw_calibrate_calls(Node) ->
@@ -543,7 +603,7 @@ raw_calibrate_calls(Node) ->
         {_, Us} = raw_calls(R, Pilot, ?CALLERS),
         max(Pilot, round(Pilot * ?ROUND_MS * 1000 / max(1, Us)))
     after
-        gen_tcp:close(R#raw.sock),
+        raw_close(R),
         raw_forget()
     end.
 
@@ -556,7 +616,7 @@ raw_calibrate(Node, MkMsg) ->
         {_, Us} = raw_round(R, Pilot, MkMsg),
         max(Pilot, round(Pilot * ?ROUND_MS * 1000 / max(1, Us)))
     after
-        gen_tcp:close(R#raw.sock),
+        raw_close(R),
         raw_forget()
     end.
 

@@ -32,25 +32,55 @@ cleanup() {
     rm -f "$cnode_log"
 }
 trap cleanup EXIT
+# cnode ARG...: starts the C-node (cookie tether_demo, the kv plugin) in
+# the background, waits for its ready line and shows its output so far.
+cnode() {
+    priv/tether_cnode "$@" --cookie tether_demo --load priv/plugins/kv.so \
+        >"$cnode_log" 2>&1 &
+    cnode_pid=$!
+    for _ in $(seq 50); do
+        grep -q 'ready' "$cnode_log" && break
+        sleep 0.1
+    done
+    cat "$cnode_log"
+}
+# cnode_stop: SIGTERM, and waits for it.
+cnode_stop() {
+    kill -TERM "$cnode_pid"
+    wait "$cnode_pid" 2>/dev/null || true
+    cnode_pid=
+}
 start_epmd 14469
-priv/tether_cnode --name demo_c@127.0.0.1 --cookie tether_demo \
-    --load priv/plugins/kv.so >"$cnode_log" 2>&1 &
-cnode_pid=$!
-for _ in $(seq 50); do
-    grep -q 'ready' "$cnode_log" && break
-    sleep 0.1
-done
-cat "$cnode_log"
+cnode --name demo_c@127.0.0.1
 scripts/demo_cnode.escript demo_c@127.0.0.1
 
 echo "\$ erl -setcookie wrong ... net_adm:ping(demo_c@127.0.0.1)"
 erl -noshell -name wrong_cookie@127.0.0.1 -setcookie wrong -eval '
     io:format("  ~p~n", [net_adm:ping(list_to_atom("demo_c@127.0.0.1"))]), halt().'
-kill -TERM "$cnode_pid"
-wait "$cnode_pid" 2>/dev/null || true
-cnode_pid=
+cnode_stop
 echo "C-node log (wrong cookie line, shutdown summary):"
 sed 's/^/  /' "$cnode_log"
+
+section "Short names: a C-node started with --sname, a BEAM node with -sname"
+# The host part is this machine's short host name, as erl -sname takes it
+# (NAME@localhost where that name does not resolve to loopback: the demo
+# stays on loopback).
+short=$(hostname -s 2>/dev/null || hostname)
+case "$(getent ahostsv4 "$short" 2>/dev/null | head -n 1)" in
+127.*) sname=demo_s; host=$short ;;
+*) sname=demo_s@localhost; host=localhost ;;
+esac
+echo "\$ priv/tether_cnode --sname $sname --cookie tether_demo --load priv/plugins/kv.so"
+cnode --sname "$sname"
+echo "\$ erl -sname demo_a@$host ... (net_adm:ping, rpc:call, gen_server:call)"
+erl -noshell -sname "demo_a@$host" -setcookie tether_demo -eval "
+    C = list_to_atom(\"demo_s@$host\"),
+    io:format(\"  net_adm:ping(~p) -> ~p~n\", [C, net_adm:ping(C)]),
+    io:format(\"  rpc:call(C, kv, put, [lang, c]) -> ~p~n\", [rpc:call(C, kv, put, [lang, c])]),
+    io:format(\"  gen_server:call({kv, C}, {get, lang}) -> ~p~n\",
+              [gen_server:call({kv, C}, {get, lang})]),
+    halt()."
+cnode_stop
 
 section "Three BEAM nodes and a C-node form a tether cluster (signed envelopes, cookie-derived keys)"
 scripts/demo_cluster.escript _build/default/lib/tether/ebin priv/tether_cnode

@@ -8,7 +8,8 @@ set -euo pipefail
 
 packages=(gcc make pkg-config erlang-dev erlang-nox erlang-common-test
           erlang-dialyzer erlang-edoc erlang-proper erlang-proper-dev rebar3
-          elixir libsodium-dev libcriterion-dev libssl-dev clang-format valgrind)
+          elixir libsodium-dev libcriterion-dev libssl-dev openssl clang-format
+          valgrind)
 
 case "${1:-}" in
     "") ;;

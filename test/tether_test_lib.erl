@@ -13,9 +13,9 @@
 %% status. Every start has a matching stop that never waits forever.
 %%
 %% Peers are started with OTP's `peer' module, by default on 127.0.0.1
-%% with long names (NAME@127.0.0.1, the only host C-nodes take today);
-%% with the option `host => short' a peer is named as users name nodes,
-%% with -sname (NAME@shorthost). By default their control channel is
+%% with long names (NAME@127.0.0.1); with the option `host => short' a
+%% peer is named as users name nodes, with -sname (NAME@shorthost), and
+%% with `host => {long, Host}' as NAME@Host (localhost, ::1). By default their control channel is
 %% peer's alternative TCP connection (on loopback), so a peer is not
 %% connected to the common_test node over distribution: it can have
 %% another cookie or another net_ticktime, and it only meets the C-node
@@ -46,14 +46,20 @@
 %% Calls held across a defer partition.
 -export([held_call_start/6, held_call_not_returned/1, held_call_answer/2]).
 %% Group prerequisites.
--export([require_plugin/1]).
+-export([require_plugin/1, require_env_plugin/2]).
+%% What a C-node logged.
+-export([cnode_logged/2, cnode_logged_once/2, cnode_log_lines/2]).
 %% Tether clusters a test case starts, stopped by its end_per_testcase.
 -export([start_case_peer/2, start_case_nodes/2, start_tether/2,
+         start_tether_peer/2,
          start_tether_nodes/2, join_all/2, start_cluster/3, stop_case_peer/1,
          kill_node/2, start_case_cnode/2, join_cnode/3, case_cnodes/0,
          forget_cnodes/0, stop_case/0]).
 %% Key files for the cluster's secrets and identities.
 -export([write_key_file/3, write_identity/2]).
+%% Naming, addressing and TLS (tether_cnode_net_SUITE, tether_cnode_tls_SUITE).
+-export([sname_host/0, tls_files/1, tls_args/1, start_private_epmd/1,
+         stop_private_epmd/1, ipv6_loopback/0]).
 
 -define(HOST, "127.0.0.1").
 -define(LOOPBACK, {127, 0, 0, 1}).
@@ -182,12 +188,16 @@ unique_name(Prefix) ->
 %% cluster engine's), join (nodes to join at start), extra_args, listen
 %% (a "127.0.0.1:PORT" string, default "127.0.0.1:0"; `none' to omit),
 %% exe (the program, default cnode_exe/0) and prog (the name its ready
-%% line starts with, default "tether_cnode"; "kv_node" for kv_node_exe/0).
-%% Returns {ok, CNode} or {error, {Why, StdoutLines, StderrLines}}.
+%% line starts with, default "tether_cnode"; "kv_node" for kv_node_exe/0),
+%% host (the host part given to --name: default "127.0.0.1"; `none' for
+%% --name NAME alone, which takes this machine's fully qualified name),
+%% sname (true: --sname NAME@sname_host() instead of --name) and
+%% epmd_port (default epmd_port/0). The node is the name the C-node's
+%% ready line gives. Returns {ok, CNode} or {error, {Why, StdoutLines,
+%% StderrLines}}.
 -spec start_cnode(map()) -> {ok, cnode()} | {error, term()}.
 start_cnode(Opts) ->
     Name = maps:get(name, Opts, unique_name(tcn)),
-    Node = list_to_atom(Name ++ "@" ++ ?HOST),
     LogDir = maps:get(log_dir, Opts, os:getenv("TMPDIR", "/tmp")),
     Stderr = filename:join(LogDir, Name ++ ".stderr"),
     Args = cnode_args(Name, Opts),
@@ -198,9 +208,11 @@ start_cnode(Opts) ->
     Owner = spawn(fun() -> owner_init(Parent, Ref, {Exe, Args, Ready}, Stderr) end),
     MRef = erlang:monitor(process, Owner),
     receive
-        {Ref, ready, OsPid} ->
+        {Ref, ready, OsPid, Line} ->
             erlang:demonitor(MRef, [flush]),
-            {ok, #{node => Node, name => Name, os_pid => OsPid,
+            {match, [Node]} = re:run(Line, "^\\S+: (\\S+) ready",
+                                     [{capture, all_but_first, list}]),
+            {ok, #{node => list_to_atom(Node), name => Name, os_pid => OsPid,
                    owner => Owner, stderr => Stderr}};
         {Ref, exited, Status, Lines} ->
             erlang:demonitor(MRef, [flush]),
@@ -240,8 +252,13 @@ cnode_args(Name, Opts) ->
                                   {ttl_ms, "--ttl-ms"}],
                   {ok, V} <- [maps:find(Key, Opts)]]
         ++ [["--join", atom_to_list(Seed)] || Seed <- maps:get(join, Opts, [])],
-    ["--name", Name ++ "@" ++ ?HOST | Cookie]
-        ++ ["--epmd-port", integer_to_list(epmd_port())]
+    NameArgs = case {maps:get(sname, Opts, false), maps:get(host, Opts, ?HOST)} of
+                   {true, _} -> ["--sname", Name ++ "@" ++ sname_host()];
+                   {false, none} -> ["--name", Name];
+                   {false, Host} -> ["--name", Name ++ "@" ++ Host]
+               end,
+    NameArgs ++ Cookie
+        ++ ["--epmd-port", integer_to_list(maps:get(epmd_port, Opts, epmd_port()))]
         ++ Visible ++ Tick ++ Listen ++ Level ++ lists:append(Cluster)
         ++ maps:get(extra_args, Opts, []).
 
@@ -440,7 +457,7 @@ owner_loop(#{port := Port} = S) ->
 maybe_ready(Line, #{ready := {Parent, Ref}, ready_re := Re, os_pid := OsPid} = S) ->
     case re:run(Line, Re) of
         {match, _} ->
-            Parent ! {Ref, ready, OsPid},
+            Parent ! {Ref, ready, OsPid, binary_to_list(Line)},
             S#{ready := done};
         nomatch ->
             S
@@ -481,11 +498,12 @@ start_peer(Name) ->
 %% the `@' (a string), or `undefined' for a node that is not distributed
 %% (with `connection => standard_io'). Options:
 %%   host: long (the default: Name@127.0.0.1, -name, listening on
-%%     loopback only) or short (-sname Name: Name@shorthost, the node
-%%     name users give; it listens on the address its host name resolves
-%%     to, so that other short-named peers reach it; over distribution
-%%     it can only meet other short-named nodes, so from a long-named
-%%     node its connection must not be dist);
+%%     loopback only), short (-sname Name@sname_host(): the node name
+%%     users give, listening on loopback; over distribution it can only
+%%     meet other short-named nodes, so from a long-named node its
+%%     connection must not be dist) or {long, Host} (-name Name@Host,
+%%     e.g. "localhost" or "::1", listening on the loopback address of
+%%     Host's family; give -proto_dist inet6_tcp in args for ::1);
 %%   cookie (string, default this node's);
 %%   connection: tcp (the default: peer's alternative control channel,
 %%     on loopback), dist (the control channel is a distribution
@@ -498,7 +516,8 @@ start_peer(Name) ->
 %%   overlapping_partitions: false turns global's
 %%     prevent_overlapping_partitions off (a killed peer does not make
 %%     global cut the others off); default OTP's;
-%%   args: more command-line arguments.
+%%   args: more command-line arguments;
+%%   env: [{Var, Value}] for its OS environment (ERL_EPMD_PORT, say).
 -spec start_peer(string() | undefined, map()) -> peer().
 start_peer(Name, Opts) ->
     Conn = maps:get(connection, Opts, tcp),
@@ -518,7 +537,11 @@ start_peer(Name, Opts) ->
                false -> ["-kernel", "prevent_overlapping_partitions", "false"]
            end
         ++ maps:get(args, Opts, []),
-    Base = NameOpts#{args => Args, wait_boot => ?PEER_BOOT_TIMEOUT},
+    Base0 = NameOpts#{args => Args, wait_boot => ?PEER_BOOT_TIMEOUT},
+    Base = case maps:find(env, Opts) of
+               {ok, Env} -> Base0#{env => Env};
+               error -> Base0
+           end,
     PeerOpts = case Conn of
                    tcp -> Base#{connection => {?LOOPBACK, 0}};
                    dist -> Base;
@@ -537,10 +560,27 @@ peer_name_opts(undefined, _Host) ->
 peer_name_opts(Name, long) ->
     {#{name => Name, host => ?HOST, longnames => true}, "{127,0,0,1}"};
 peer_name_opts(Name, short) ->
+    {#{name => Name, host => sname_host(), longnames => false}, "{127,0,0,1}"};
+peer_name_opts(Name, {long, Host}) ->
+    Interface = case inet:parse_ipv6strict_address(Host) of
+                    {ok, _} -> "{0,0,0,0,0,0,0,1}";
+                    {error, _} -> "{127,0,0,1}"
+                end,
+    {#{name => Name, host => Host, longnames => true}, Interface}.
+
+%% @doc The host part of short names in tests: this machine's short host
+%% name when it resolves to a loopback address (as /etc/hosts makes it
+%% on most machines), else "localhost" (a CI container whose host name
+%% resolves to its network address: tests stay on loopback, and
+%% -sname NAME@localhost is still a short name).
+-spec sname_host() -> string().
+sname_host() ->
     {ok, Host} = inet:gethostname(),
-    {ok, Addr} = inet:getaddr(hd(string:split(Host, ".")), inet),
-    {#{name => Name, longnames => false},
-     lists:flatten(io_lib:format("~w", [Addr]))}.
+    Short = hd(string:split(Host, ".")),
+    case inet:getaddr(Short, inet) of
+        {ok, {127, _, _, _}} -> Short;
+        _ -> "localhost"
+    end.
 
 tether_ebin() ->
     filename:dirname(code:which(tether_nif)).
@@ -939,6 +979,44 @@ held_call_answer(Caller, Timeout) ->
             ct:fail(no_answer_after_heal)
     end.
 
+%% @doc For init_per_suite/1: require_env/1, and also the C-node test
+%% plug-in Plugin (require_plugin/1); Config or {fail, Why}.
+-spec require_env_plugin(list(), file:filename()) -> list() | {fail, string()}.
+require_env_plugin(Config, Plugin) ->
+    case require_env(Config) of
+        {fail, _} = Fail ->
+            Fail;
+        Config1 ->
+            case require_plugin(Plugin) of
+                ok -> Config1;
+                Fail -> Fail
+            end
+    end.
+
+%% @doc Waits until a stderr line of the C-node contains Text; fails the
+%% test case (with the C-node's output in its log) if none does within
+%% ?READY_TIMEOUT.
+-spec cnode_logged(cnode(), string()) -> ok.
+cnode_logged(C, Text) ->
+    case wait_until(fun() -> cnode_log_lines(C, Text) =/= [] end, ?READY_TIMEOUT) of
+        ok -> ok;
+        timeout -> log_cnode(C), ct:fail({not_logged, Text})
+    end.
+
+%% @doc cnode_logged/2, and exactly one line contains Text.
+-spec cnode_logged_once(cnode(), string()) -> ok.
+cnode_logged_once(C, Text) ->
+    ok = cnode_logged(C, Text),
+    case cnode_log_lines(C, Text) of
+        [_] -> ok;
+        Lines -> ct:fail({logged_more_than_once, Text, Lines})
+    end.
+
+%% @doc The C-node's stderr lines that contain Text.
+-spec cnode_log_lines(cnode(), string()) -> [binary()].
+cnode_log_lines(C, Text) ->
+    [L || L <- cnode_stderr(C), string:find(L, Text) =/= nomatch].
+
 %% @doc For init_per_group/2: ok if the C-node test plug-in Plugin has
 %% been built, else {fail, Reason} naming it and how to build it.
 -spec require_plugin(file:filename()) -> ok | {fail, string()}.
@@ -982,7 +1060,17 @@ start_case_nodes(N, Opts) ->
 -spec start_tether(node(), [{atom(), term()}]) ->
           {ok, [atom()]} | {error, term()}.
 start_tether(Node, Env) ->
-    Call = fun(F, A) -> erpc:call(Node, application, F, A, ?CALL_TIMEOUT) end,
+    start_tether_with(
+      fun(F, A) -> erpc:call(Node, application, F, A, ?CALL_TIMEOUT) end, Env).
+
+%% @doc start_tether/2 on a peer reached over its control channel (one
+%% this node cannot reach over distribution: a short name, TLS, IPv6).
+-spec start_tether_peer(peer(), [{atom(), term()}]) ->
+          {ok, [atom()]} | {error, term()}.
+start_tether_peer(Peer, Env) ->
+    start_tether_with(fun(F, A) -> peer_call(Peer, application, F, A) end, Env).
+
+start_tether_with(Call, Env) ->
     ok = case Call(load, [tether]) of
              {error, {already_loaded, tether}} -> ok;
              Loaded -> Loaded
@@ -1111,3 +1199,67 @@ write_identity(Dir, Prefix) ->
 -spec flush() -> [term()].
 flush() ->
     receive M -> [M | flush()] after 0 -> [] end.
+
+%%--------------------------------------------------------------------
+%% TLS distribution and private epmds
+%%--------------------------------------------------------------------
+
+%% @doc Throw-away certificates and ssl_dist_optfiles in Dir, made by
+%% scripts/tls_certs.sh (openssl CLI): a map of their paths (keys dist,
+%% other, rogue: optfiles; ca, cert, key, rogue_cert, rogue_key).
+-spec tls_files(file:filename()) -> #{atom() => file:filename()}.
+tls_files(Dir) ->
+    Script = filename:join([priv_dir(), "..", "scripts", "tls_certs.sh"]),
+    Out = os:cmd(Script ++ " '" ++ Dir ++ "' 2>&1; echo \"status=$?\""),
+    case string:find(Out, "status=0") of
+        nomatch -> error({tls_certs_failed, Out});
+        _ -> ok
+    end,
+    F = fun(File) -> filename:join(Dir, File) end,
+    #{dist => F("dist.conf"), other => F("other.conf"), rogue => F("rogue.conf"),
+      ca => F("ca.pem"), cert => F("node.pem"), key => F("node.key"),
+      rogue_cert => F("rogue.pem"), rogue_key => F("rogue.key")}.
+
+%% @doc erl's arguments for TLS distribution with the optfile OptFile
+%% (`-proto_dist inet_tls'); C-nodes take --proto-dist / --ssl-dist-optfile.
+-spec tls_args(file:filename()) -> [string()].
+tls_args(OptFile) ->
+    ["-proto_dist", "inet_tls", "-ssl_dist_optfile", OptFile].
+
+%% @doc Starts an epmd listening on Address only ("::1", say) on a free
+%% port; returns {OsPid, Port}. Stop it with stop_private_epmd/1.
+-spec start_private_epmd(string()) -> {integer(), inet:port_number()}.
+start_private_epmd(Address) ->
+    {ok, Ip} = inet:parse_address(Address),
+    Family = case tuple_size(Ip) of 4 -> inet; 8 -> inet6 end,
+    {ok, L} = gen_tcp:listen(0, [Family, {ip, Ip}]),
+    {ok, Port} = inet:port(L),
+    ok = gen_tcp:close(L),
+    %% exec: the port's OS pid is epmd's; its stderr (a line per probe
+    %% below) goes nowhere.
+    P = open_port({spawn_executable, "/bin/sh"},
+                  [{args, ["-c", "exec epmd -address \"$0\" -port \"$1\" 2>/dev/null",
+                           Address, integer_to_list(Port)]},
+                   exit_status]),
+    {os_pid, OsPid} = erlang:port_info(P, os_pid),
+    ok = wait_until(fun() ->
+                            case gen_tcp:connect(Ip, Port, [Family], 1000) of
+                                {ok, S} -> gen_tcp:close(S), true;
+                                {error, _} -> false
+                            end
+                    end, ?READY_TIMEOUT),
+    {OsPid, Port}.
+
+%% @doc Stops an epmd start_private_epmd/1 started.
+-spec stop_private_epmd({integer(), inet:port_number()}) -> ok.
+stop_private_epmd({OsPid, _Port}) ->
+    _ = signal(term, OsPid),
+    ok.
+
+%% @doc True when this machine can listen and connect on ::1.
+-spec ipv6_loopback() -> boolean().
+ipv6_loopback() ->
+    case gen_tcp:listen(0, [inet6, {ip, {0, 0, 0, 0, 0, 0, 0, 1}}]) of
+        {ok, L} -> gen_tcp:close(L), true;
+        {error, _} -> false
+    end.

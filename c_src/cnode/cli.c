@@ -27,30 +27,51 @@
 
 #include "cnode/node.h"
 #include "cnode/keyfile.h"
+#include "cnode/resolve.h"
 #include "core/keys.h"
 #include "tether/cluster.h"
 #include "tether/tether.h"
 
-#define NAME_BUF_MAX   (TETHER_ATOM_MAX + 32)
-#define COOKIE_BUF_MAX (TETHER_NODE_COOKIE_MAX + 2)
-#define PATH_BUF_MAX   4096
-#define TICKTIME_MAX   86400u
-#define PLUGINS_MAX    64
-#define SERVICES_FLAG_MAX 64 /* --service */
-#define MS_FLAG_MAX    86400000ul /* --heartbeat-ms, --ttl-ms: one day */
+#define NAME_BUF_MAX      (TETHER_ATOM_MAX + 32)
+#define COOKIE_BUF_MAX    (TETHER_NODE_COOKIE_MAX + 2)
+#define PATH_BUF_MAX      4096
+#define TICKTIME_MAX      86400u
+#define PLUGINS_MAX       64
+#define SERVICES_FLAG_MAX 64         /* --service */
+#define MS_FLAG_MAX       86400000ul /* --heartbeat-ms, --ttl-ms: one day */
+#define SETUPTIME_MAX     3600u
 
 static const char usage_text[] =
-    "Usage: %1$s --name NAME [OPTION]...\n"
+    "Usage: %1$s --name NAME[@HOST] | --sname NAME[@HOST] [OPTION]...\n"
     "       %1$s keygen --secret-out FILE --public-out FILE\n"
     "Run a tether C-node: a peer that speaks the Erlang distribution\n"
     "protocol and hosts C services.\n"
     "\n"
-    "  -n, --name NAME          node name, name@host (no host: @127.0.0.1)\n"
+    "  -n, --name NAME[@HOST]   a long node name, as erl -name: HOST is a\n"
+    "                           host name or an IPv4/IPv6 address; without\n"
+    "                           it this machine's fully qualified name (no\n"
+    "                           domain: exits with status 1, as erl does)\n"
+    "  -s, --sname NAME[@HOST]  a short node name, as erl -sname: HOST\n"
+    "                           (no dots) defaults to this machine's short\n"
+    "                           host name\n"
     "  -c, --cookie COOKIE      the distribution cookie\n"
     "  -C, --cookie-file FILE   read the cookie from FILE\n"
     "                           (default: ~/.erlang.cookie)\n"
-    "  -l, --listen ADDR:PORT   listen address (default 127.0.0.1:0,\n"
-    "                           port 0 = any free port)\n"
+    "  -l, --listen ADDR:PORT   listen address; [ADDR]:PORT for IPv6\n"
+    "                           (default 127.0.0.1:0, or [::1]:0 under\n"
+    "                           inet6_*; port 0 = any free port)\n"
+    "      --proto-dist PROTO   inet_tcp (default), inet6_tcp, inet_tls or\n"
+    "                           inet6_tls, as erl -proto_dist: IPv4 or IPv6\n"
+    "                           (host names resolve to that family, epmd\n"
+    "                           is reached on 127.0.0.1 or ::1), TCP or TLS\n"
+    "      --ssl-dist-optfile FILE\n"
+    "                           TLS options in OTP's own ssl_dist_optfile\n"
+    "                           format ([{server, [...]}, {client, [...]}].),\n"
+    "                           the file BEAM nodes get with\n"
+    "                           -ssl_dist_optfile (required under *_tls)\n"
+    "      --setuptime SECONDS  net_setuptime: a connection (name look-up,\n"
+    "                           TLS and distribution handshakes) must be up\n"
+    "                           within it (default 7)\n"
     "  -e, --epmd-port N        epmd port (default: $ERL_EPMD_PORT or 4369)\n"
     "      --visible            publish as a normal (visible) node;\n"
     "                           hidden by default\n"
@@ -73,7 +94,7 @@ static const char usage_text[] =
     "cluster; with no key option the cluster secret derives from the cookie):\n"
     "      --join NODE          join the cluster NODE belongs to (repeatable;\n"
     "                           seeds are tried in turn until one answers;\n"
-    "                           no host: @127.0.0.1)\n"
+    "                           no host: this node's host)\n"
     "      --cluster-secret-file FILE\n"
     "                           a 32-byte cluster secret, mode 0600 or\n"
     "                           stricter (the application env\n"
@@ -87,8 +108,10 @@ static const char usage_text[] =
     "                           max(5000, 5 x heartbeat)); a member silent\n"
     "                           that long is dropped\n"
     "      --ring-size N        shards of the consistent-hash ring, a power of\n"
-    "                           two (default 64); every member must agree\n"    "      --service NAME       announce this node as an instance of the\n"
-    "                           service NAME (repeatable): tether:call_service\n"
+    "                           two (default 64); every member must agree\n"
+    "      --service NAME       announce this node as an instance of the\n"
+    "                           service NAME (repeatable): "
+    "tether:call_service\n"
     "                           (NAME, Fun, Args, Opts) from any member runs\n"
     "                           the C function NAME:Fun/length(Args) here\n"
     "      --register NAME      put the local registered process NAME (a C\n"
@@ -199,16 +222,63 @@ static int read_cookie(const char *path, char *cookie, size_t cap)
 }
 
 /* Writes a node name into out (NAME_BUF_MAX): name@host as given, or
- * name@127.0.0.1 without a host. Returns 0 or -1 for a bad name. */
-static int full_name(const char *arg, char *out)
+ * name@HOST (this node's host) without one. 0 or -1 for a bad name. */
+static int full_name(const char *arg, const char *host, char *out)
 {
-    if (strlen(arg) >= TETHER_ATOM_MAX - 16)
+    size_t al = strlen(arg), hl = strlen(host);
+    if (al + 1 + hl >= TETHER_ATOM_MAX || al + 1 + hl >= NAME_BUF_MAX)
         return -1;
-    if (strchr(arg, '@'))
-        snprintf(out, NAME_BUF_MAX, "%s", arg);
-    else
-        snprintf(out, NAME_BUF_MAX, "%s@127.0.0.1", arg);
+    memmove(out, arg, al + 1); /* arg may be out itself */
+    if (strchr(out, '@') == NULL) {
+        out[al] = '@';
+        memcpy(out + al + 1, host, hl + 1);
+    }
     return tether_node_name_valid(out) ? 0 : -1;
+}
+
+/*
+ * This node's name from --name or --sname, as erl names a node: the host
+ * given, or this machine's short (sname) or fully qualified (name) host
+ * name. Prints one line on failure and returns the exit status (2: bad
+ * flag, 1: the machine has no such name); 0 on success.
+ */
+static int node_name(const char *arg, bool shortname, char *out)
+{
+    const char *flag = shortname ? "--sname" : "--name";
+    const char *at = strchr(arg, '@');
+    char host[TETHER_HOST_MAX];
+    if (at == arg || strlen(arg) >= TETHER_ATOM_MAX - 1)
+        return usage_error("bad %s '%s'", flag, arg);
+    if (at && shortname && strchr(at + 1, '.'))
+        return usage_error("bad --sname '%s': the host of a short name has "
+                           "no dots (use --name)",
+                           arg);
+    if (at) {
+        snprintf(out, NAME_BUF_MAX, "%s", arg);
+        return tether_node_name_valid(out)
+                   ? 0
+                   : usage_error("bad %s '%s' (want name@host)", flag, arg);
+    }
+    int rc = shortname ? tether__host_short(host, sizeof host)
+                       : tether__host_fqdn(getenv("ERL_INET_ETC_DIR"), host,
+                                           sizeof host);
+    if (rc < 0) {
+        char h[TETHER_HOST_MAX] = "?";
+        if (gethostname(h, sizeof h) == 0)
+            h[sizeof h - 1] = '\0';
+        fprintf(stderr,
+                "%s: cannot take %s node name '%s': %s '%s' has no %s; give "
+                "%s %s@HOST%s\n",
+                prog, shortname ? "a short" : "a long", arg,
+                "this machine's host name", h,
+                shortname ? "usable short form"
+                          : "domain (erl -name refuses it too)",
+                flag, arg, shortname ? "" : " or use --sname");
+        return 1;
+    }
+    if (full_name(arg, host, out) < 0)
+        return usage_error("bad %s '%s'", flag, arg);
+    return 0;
 }
 
 /* Reads a 32-byte key file (a secret must be 0600 or stricter); prints
@@ -360,9 +430,16 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_BUSY_POLL,
         OPT_SERVICE,
         OPT_REGISTER,
+        OPT_PROTO_DIST,
+        OPT_OPTFILE,
+        OPT_SETUPTIME,
     };
     static const struct option options[] = {
         {"name", required_argument, NULL, 'n'},
+        {"sname", required_argument, NULL, 's'},
+        {"proto-dist", required_argument, NULL, OPT_PROTO_DIST},
+        {"ssl-dist-optfile", required_argument, NULL, OPT_OPTFILE},
+        {"setuptime", required_argument, NULL, OPT_SETUPTIME},
         {"cookie", required_argument, NULL, 'c'},
         {"cookie-file", required_argument, NULL, 'C'},
         {"listen", required_argument, NULL, 'l'},
@@ -389,10 +466,12 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     };
     static char name[NAME_BUF_MAX];
     static char cookie[COOKIE_BUF_MAX];
-    static char listen_addr[64] = TETHER_NODE_LISTEN_ADDR_DEFAULT;
+    static char listen_addr[64];
     static plugin_t plugins[PLUGINS_MAX];
     size_t nplugins = 0;
     const char *name_arg = NULL, *cookie_arg = NULL, *cookie_file = NULL;
+    const char *sname_arg = NULL;
+    static const char *join_args[TETHER_CLUSTER_SEEDS_MAX];
     tether_node_config_t cfg = {.log_level = TETHER_LOG_INFO};
     unsigned long v;
     static char seeds[TETHER_CLUSTER_SEEDS_MAX][NAME_BUF_MAX];
@@ -425,12 +504,33 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
 
     opterr = 0; /* we print our own message, naming the flag */
     for (;;) {
-        int c = getopt_long(argc, argv, ":n:c:C:l:e:t:w:L:hV", options, NULL);
+        int c = getopt_long(argc, argv, ":n:s:c:C:l:e:t:w:L:hV", options, NULL);
         if (c == -1)
             break;
         switch (c) {
         case 'n':
             name_arg = optarg;
+            break;
+        case 's':
+            sname_arg = optarg;
+            break;
+        case OPT_PROTO_DIST: {
+            int pd = tether_proto_dist_parse(optarg);
+            if (pd < 0)
+                return usage_error("bad --proto-dist '%s' (inet_tcp, "
+                                   "inet6_tcp, inet_tls or inet6_tls)",
+                                   optarg);
+            cfg.proto_dist = pd;
+            break;
+        }
+        case OPT_OPTFILE:
+            cfg.ssl_dist_optfile = optarg;
+            break;
+        case OPT_SETUPTIME:
+            if (parse_uint(optarg, 1, SETUPTIME_MAX, &v) < 0)
+                return usage_error("bad --setuptime '%s' (seconds, 1..%u)",
+                                   optarg, SETUPTIME_MAX);
+            cfg.hs_timeout_ms = (unsigned)v * 1000u;
             break;
         case 'c':
             cookie_arg = optarg;
@@ -438,18 +538,14 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         case 'C':
             cookie_file = optarg;
             break;
-        case 'l': {
-            const char *colon = strrchr(optarg, ':');
-            size_t alen = colon ? (size_t)(colon - optarg) : 0;
-            if (colon == NULL || alen == 0 || alen >= sizeof listen_addr ||
-                parse_uint(colon + 1, 0, 65535, &v) < 0)
-                return usage_error("bad --listen '%s' (want ADDR:PORT)",
+        case 'l':
+            if (tether__hostport_parse(optarg, listen_addr, sizeof listen_addr,
+                                       &cfg.listen_port) < 0)
+                return usage_error("bad --listen '%s' (want ADDR:PORT or "
+                                   "[ADDR6]:PORT)",
                                    optarg);
-            memcpy(listen_addr, optarg, alen);
-            listen_addr[alen] = '\0';
-            cfg.listen_port = (uint16_t)v;
+            cfg.listen_addr = listen_addr;
             break;
-        }
         case 'e':
             if (parse_uint(optarg, 1, 65535, &v) < 0)
                 return usage_error("bad --epmd-port '%s'", optarg);
@@ -494,10 +590,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             if (ccfg.njoin == TETHER_CLUSTER_SEEDS_MAX)
                 return usage_error("too many --join (at most %d)",
                                    TETHER_CLUSTER_SEEDS_MAX);
-            if (full_name(optarg, seeds[ccfg.njoin]) < 0)
-                return usage_error("bad --join '%s' (want name@host)", optarg);
-            seed_ptrs[ccfg.njoin] = seeds[ccfg.njoin];
-            ccfg.njoin++;
+            join_args[ccfg.njoin++] = optarg; /* completed below */
             break;
         case OPT_SECRET_FILE:
             if (read_key(optarg, secret, true, "--cluster-secret-file") < 0)
@@ -512,18 +605,14 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         case OPT_TRUST: {
             const char *eq = strchr(optarg, '=');
             size_t nl = eq ? (size_t)(eq - optarg) : 0;
-            char tname[NAME_BUF_MAX];
             if (ccfg.ntrust == TETHER_CLUSTER_TRUST_MAX)
                 return usage_error("too many --trust (at most %d)",
                                    TETHER_CLUSTER_TRUST_MAX);
-            if (eq == NULL || nl == 0 || nl >= sizeof tname || eq[1] == '\0')
+            if (eq == NULL || nl == 0 || nl >= NAME_BUF_MAX || eq[1] == '\0')
                 return usage_error("bad --trust '%s' (want NODE=PUBFILE)",
                                    optarg);
-            memcpy(tname, optarg, nl);
-            tname[nl] = '\0';
-            if (full_name(tname, trust_names[ccfg.ntrust]) < 0)
-                return usage_error("bad --trust node '%s' (want name@host)",
-                                   tname);
+            memcpy(trust_names[ccfg.ntrust], optarg, nl); /* completed below */
+            trust_names[ccfg.ntrust][nl] = '\0';
             if (read_key(eq + 1, trust[ccfg.ntrust].public_key, false,
                          "--trust") < 0)
                 return 2;
@@ -592,8 +681,16 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     if ((nservices > 0 || nnames > 0) && !cluster)
         return usage_error("%s", "--service and --register need the cluster "
                                  "(drop --no-cluster)");
-    if (name_arg == NULL)
-        return usage_error("%s", "--name is required");
+    if (name_arg == NULL && sname_arg == NULL)
+        return usage_error("%s", "--name or --sname is required");
+    if (name_arg && sname_arg)
+        return usage_error("%s", "give --name or --sname, not both");
+    if (cfg.ssl_dist_optfile && cfg.proto_dist < TETHER_PROTO_INET_TLS)
+        return usage_error("%s", "--ssl-dist-optfile needs --proto-dist "
+                                 "inet_tls or inet6_tls");
+    if (!cfg.ssl_dist_optfile && cfg.proto_dist >= TETHER_PROTO_INET_TLS)
+        return usage_error("%s", "TLS distribution needs "
+                                 "--ssl-dist-optfile FILE");
     if (cookie_arg && cookie_file)
         return usage_error("%s", "give --cookie or --cookie-file, not both");
     {
@@ -605,12 +702,22 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                                (unsigned)ccfg.ttl_ms, (unsigned)hb);
     }
 
-    if (strlen(name_arg) >= TETHER_ATOM_MAX - 16)
-        return usage_error("node name '%s' is too long", name_arg);
-    if (strchr(name_arg, '@'))
-        snprintf(name, sizeof name, "%s", name_arg);
-    else
-        snprintf(name, sizeof name, "%s@127.0.0.1", name_arg);
+    int st = node_name(name_arg ? name_arg : sname_arg, name_arg == NULL, name);
+    if (st != 0)
+        return st;
+    /* --join and --trust names without a host are on ours. */
+    const char *our_host = strchr(name, '@') + 1;
+    for (size_t i = 0; i < ccfg.njoin; i++) {
+        if (full_name(join_args[i], our_host, seeds[i]) < 0)
+            return usage_error("bad --join '%s' (want name@host)",
+                               join_args[i]);
+        seed_ptrs[i] = seeds[i];
+    }
+    for (size_t i = 0; i < ccfg.ntrust; i++) {
+        if (full_name(trust_names[i], our_host, trust_names[i]) < 0)
+            return usage_error("bad --trust node '%s' (want name@host)",
+                               trust_names[i]);
+    }
 
     if (cookie_arg) {
         if (strlen(cookie_arg) > TETHER_NODE_COOKIE_MAX || !*cookie_arg)
@@ -639,7 +746,6 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
 
     cfg.name = name;
     cfg.cookie = cookie;
-    cfg.listen_addr = listen_addr;
     tether_node_t *node = NULL;
     const char *why = NULL;
     int rc = tether_node_new(&cfg, &node, &why);

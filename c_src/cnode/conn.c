@@ -5,12 +5,17 @@
  *
  * A connection moves through these states:
  *
- *   EPMD_CONNECTING  outgoing: non-blocking connect to the peer's epmd
+ *   RESOLVING        outgoing: the host part of the name is being looked
+ *        |           up on the resolver threads (numeric hosts skip it)
+ *   EPMD_CONNECTING  non-blocking connect to the peer's epmd
  *        | writable, SO_ERROR 0: PORT_PLEASE2 sent
  *   EPMD_WAIT        reading PORT2_RESP; found: connect to the port
  *   CONNECTING       non-blocking connect to the peer node
  *        | writable: handshake as initiator
- *   HANDSHAKE        (accepted sockets start here, as acceptor)
+ *   TLS_HANDSHAKE    under TLS only: the TLS handshake (client, or server
+ *        |           for accepted sockets), then everything below runs
+ *        |           over its plaintext
+ *   HANDSHAKE        (accepted plain sockets start here, as acceptor)
  *        | tether__hs_done()
  *   UP               frames in (reader) and out (control encoders)
  *
@@ -22,7 +27,14 @@
  * process table is never re-entered from its own output callback.
  *
  * Operations for a peer that is not UP yet are kept as pending copies and
- * encoded once the handshake tells which flags the peer has.
+ * encoded once the handshake tells which flags the peer has. The whole
+ * set-up, from the look-up to the distribution handshake, must finish
+ * within the set-up time (hs_timeout_ms, net_setuptime).
+ *
+ * Under TLS, c->out still collects plaintext (handshake messages and
+ * frames); conn_flush() encrypts it into the TLS output a chunk at a time
+ * and sends that, and input is decrypted into c->in, where the same state
+ * machine reads it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +50,8 @@
 #include <unistd.h>
 
 #include "cnode/internal.h"
+#include "cnode/resolve.h"
+#include "cnode/tls.h"
 #include "dist/control.h"
 #include "dist/epmd.h"
 #include "dist/frame.h"
@@ -49,13 +63,16 @@
 #define HK_MAX_MS         1000
 #define PENDING_MAX       ((size_t)16 << 20)
 #define TICK_ANSWER_MS    250
+#define TLS_SEAL_CHUNK    ((size_t)256 << 10)
 
 typedef struct tether__conn conn_t;
 
 typedef enum {
-    C_EPMD_CONNECTING = 1,
+    C_RESOLVING = 1,
+    C_EPMD_CONNECTING,
     C_EPMD_WAIT,
     C_CONNECTING,
+    C_TLS_HANDSHAKE,
     C_HANDSHAKE,
     C_UP,
     C_WAIT_PEER, /* our dial lost a simultaneous connect: no socket, the
@@ -89,8 +106,10 @@ struct tether__conn {
     bool want_out;
     bool dirty;
     char peer[TETHER_ATOM_MAX];
-    struct sockaddr_in addr;
-    char where[32]; /* "ADDR:PORT" of an accepted peer, for logs */
+    tether_addr_t addr;
+    char where[TETHER_ADDR_STR_MAX]; /* "ADDR:PORT" of an accepted peer */
+    uint64_t resolve_id;             /* RESOLVING: the look-up's id */
+    tether__tls_t *tls;              /* NULL: plain TCP (or not yet) */
     uint16_t epmd_highest;
     tether_hs_t *hs;
     tether_dist_reader_t *reader;
@@ -110,14 +129,6 @@ static const char *host_part(const char *name)
 {
     const char *at = strchr(name, '@');
     return at ? at + 1 : NULL;
-}
-
-/* Resolves a node's host: IPv4 literals and "localhost" only. */
-static int resolve_host(const char *host, struct in_addr *addr)
-{
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    return inet_pton(AF_INET, host, addr) == 1 ? 0 : TETHER_ENOTFOUND;
 }
 
 /* ---- connections --------------------------------------------------- */
@@ -213,6 +224,7 @@ static void conn_destroy(conn_t *c)
         free(c->hs);
     }
     tether__reader_free(c->reader);
+    tether__tls_free(c->tls);
     pending_free_all(c);
     ei_x_free(&c->out);
     free(c->in);
@@ -243,10 +255,22 @@ size_t tether__conn_reap(tether_node_t *node)
     return n;
 }
 
+/* Bytes waiting to be sent: plaintext not yet written or sealed, and
+ * TLS records not yet written. */
+static size_t unsent(const conn_t *c)
+{
+    size_t n = (size_t)c->out.index - c->out_off, t = 0;
+    if (c->tls)
+        (void)tether__tls_output(c->tls, &t);
+    return n + t;
+}
+
 static void conn_update_events(conn_t *c)
 {
-    bool want = c->out.index > (int)c->out_off ||
-                c->state == C_EPMD_CONNECTING || c->state == C_CONNECTING;
+    if (c->fd < 0)
+        return;
+    bool want = unsent(c) > 0 || c->state == C_EPMD_CONNECTING ||
+                c->state == C_CONNECTING;
     if (want == c->want_out)
         return;
     c->want_out = want;
@@ -256,18 +280,62 @@ static void conn_update_events(conn_t *c)
     tether__loop_rewatch(c->node, c->fd, ev, &c->w);
 }
 
+static void tls_failed(conn_t *c, bool handshake);
+
+/*
+ * The bytes to write next: plaintext, or under TLS the sealed records,
+ * sealing the next chunk of plaintext when none are left (so that at most
+ * TLS_SEAL_CHUNK of ciphertext waits besides the plaintext). *n is 0 when
+ * nothing is left or sealing failed (c is then closing).
+ */
+static const uint8_t *next_out(conn_t *c, size_t *n)
+{
+    size_t left = (size_t)c->out.index - c->out_off;
+    if (c->tls == NULL) {
+        *n = left;
+        return (const uint8_t *)c->out.buff + c->out_off;
+    }
+    const uint8_t *p = tether__tls_output(c->tls, n);
+    if (*n == 0 && left > 0 && c->state != C_TLS_HANDSHAKE) {
+        size_t k = left < TLS_SEAL_CHUNK ? left : TLS_SEAL_CHUNK;
+        int rc = tether__tls_write(
+            c->tls, (const uint8_t *)c->out.buff + c->out_off, k);
+        if (rc < 0) {
+            tls_failed(c, false);
+            *n = 0;
+            return NULL;
+        }
+        c->out_off += k;
+        p = tether__tls_output(c->tls, n);
+    }
+    return p;
+}
+
+/* The socket took n bytes of what next_out() gave. */
+static void out_sent(conn_t *c, size_t n)
+{
+    if (c->tls)
+        tether__tls_consume_output(c->tls, n);
+    else
+        c->out_off += n;
+}
+
 /* Writes as much of c's output as the socket takes. */
 static void conn_flush(conn_t *c)
 {
     c->dirty = false;
-    if (c->closing || c->fd < 0 || c->state == C_EPMD_CONNECTING ||
-        c->state == C_CONNECTING || c->state == C_WAIT_PEER)
+    if (c->closing || c->fd < 0 || c->state == C_RESOLVING ||
+        c->state == C_EPMD_CONNECTING || c->state == C_CONNECTING ||
+        c->state == C_WAIT_PEER)
         return;
-    while (c->out.index > (int)c->out_off) {
-        size_t left = (size_t)c->out.index - c->out_off;
-        ssize_t n = send(c->fd, c->out.buff + c->out_off, left, MSG_NOSIGNAL);
+    for (;;) {
+        size_t left;
+        const uint8_t *p = next_out(c, &left);
+        if (left == 0 || c->closing)
+            break;
+        ssize_t n = send(c->fd, p, left, MSG_NOSIGNAL);
         if (n > 0) {
-            c->out_off += (size_t)n;
+            out_sent(c, (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -279,6 +347,8 @@ static void conn_flush(conn_t *c)
                    n < 0 ? strerror(errno) : "write returned 0");
         return;
     }
+    if (c->closing)
+        return;
     if (c->out_off == (size_t)c->out.index) {
         c->out_off = 0;
         c->out.index = 0;
@@ -309,14 +379,14 @@ static int conn_append(conn_t *c, const void *buf, size_t len)
 /* Drops c if it holds more unsent bytes than allowed. */
 static void check_outbuf(conn_t *c)
 {
-    size_t unsent = (size_t)c->out.index - c->out_off;
-    if (unsent <= c->node->cfg.outbuf_max)
+    size_t left = unsent(c);
+    if (left <= c->node->cfg.outbuf_max)
         return;
     c->node->stats.dropped_connections++;
     conn_close(c, TETHER_LOG_WARNING,
                "dropping connection to '%s': it does not read "
                "(%zu bytes unsent)",
-               conn_label(c), unsent);
+               conn_label(c), left);
 }
 
 /* ---- encoding operations ------------------------------------------- */
@@ -496,15 +566,15 @@ static conn_t *find_conn(tether_node_t *node, const char *peer)
 
 /* ---- outgoing connections ------------------------------------------ */
 
-static int connect_to(tether_node_t *node, const struct sockaddr_in *sa,
-                      int *fdp)
+static int connect_to(tether_node_t *node, const tether_addr_t *a, int *fdp)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd =
+        socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return TETHER_EIO;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0 &&
+    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 &&
         errno != EINPROGRESS) {
         int e = errno;
         close(fd);
@@ -515,35 +585,72 @@ static int connect_to(tether_node_t *node, const struct sockaddr_in *sa,
     return 0;
 }
 
-/* Starts a connection to `peer`: epmd lookup first. */
+/* c's host is known (c->addr): connects to the peer's epmd. */
+static void dial_epmd(conn_t *c)
+{
+    tether_node_t *node = c->node;
+    int fd;
+    tether__addr_set_port(&c->addr, node->cfg.epmd_port);
+    if (connect_to(node, &c->addr, &fd) < 0) {
+        conn_close(c, TETHER_LOG_WARNING,
+                   "cannot connect to '%s': epmd unreachable", c->peer);
+        return;
+    }
+    c->fd = fd;
+    c->state = C_EPMD_CONNECTING;
+    c->want_out = true;
+    if (tether__loop_watch(node, fd, EPOLLOUT, &c->w) < 0)
+        conn_close(c, TETHER_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
+}
+
+/* The look-up of a dialing connection's host is answered (loop thread). */
+static void on_resolved(tether_node_t *node, uint64_t id, int rc,
+                        const tether_addr_t *addr, const char *why)
+{
+    conn_t *c = node->conns;
+    while (c && !(c->state == C_RESOLVING && c->resolve_id == id))
+        c = c->next;
+    if (c == NULL || c->closing)
+        return; /* given up on meanwhile (set-up time, node down) */
+    if (rc < 0) {
+        conn_close(c, TETHER_LOG_WARNING,
+                   "cannot connect to '%s': cannot resolve host '%s': %s",
+                   c->peer, host_part(c->peer), why);
+        return;
+    }
+    c->addr = *addr;
+    dial_epmd(c);
+}
+
+/*
+ * Starts a connection to `peer`: its host is resolved as inet does
+ * (numeric at once, names off the loop), then epmd is asked for its port.
+ * NULL only for a name without a host part or without memory.
+ */
 static conn_t *conn_dial(tether_node_t *node, const char *peer)
 {
     const char *host = host_part(peer);
-    struct in_addr ia;
-    if (host == NULL || resolve_host(host, &ia) < 0) {
-        LOG(node, TETHER_LOG_WARNING,
-            "cannot connect to '%s': host is not an IPv4 address", peer);
+    if (host == NULL || *host == '\0') {
+        LOG(node, TETHER_LOG_WARNING, "cannot connect to '%s': no host part",
+            peer);
         return NULL;
     }
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(node->cfg.epmd_port),
-                             .sin_addr = ia};
-    conn_t *c = conn_new(node, -1, C_EPMD_CONNECTING);
+    conn_t *c = conn_new(node, -1, C_RESOLVING);
     if (c == NULL)
         return NULL;
     c->initiator = true;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
-    c->addr = sa;
-    int fd;
-    if (connect_to(node, &sa, &fd) < 0) {
-        conn_close(c, TETHER_LOG_WARNING,
-                   "cannot connect to '%s': epmd unreachable", peer);
+    if (tether__addr_literal(host, node->family, 0, &c->addr) == 0) {
+        dial_epmd(c);
         return c;
     }
-    c->fd = fd;
-    c->want_out = true;
-    if (tether__loop_watch(node, fd, EPOLLOUT, &c->w) < 0)
-        conn_close(c, TETHER_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
+    c->resolve_id = ++node->resolve_seq;
+    int rc = tether__resolve_start(node, host, node->family, c->resolve_id,
+                                   on_resolved);
+    if (rc < 0)
+        conn_close(c, TETHER_LOG_WARNING,
+                   "cannot connect to '%s': cannot resolve host '%s': %s", peer,
+                   host, tether_strerror(rc));
     return c;
 }
 
@@ -614,6 +721,8 @@ static int start_handshake(conn_t *c, tether_hs_role_t role)
                              node->our_flags, node->creation, random_u32());
     if (rc < 0)
         return rc;
+    if (c->tls && tether__hs_set_len4(c->hs) < 0)
+        return TETHER_EINVAL;
     if (role == TETHER_HS_ACCEPTOR)
         tether__hs_set_status_fn(c->hs, hs_status, c);
     else if (c->epmd_highest != 0 && c->epmd_highest < 6)
@@ -632,6 +741,8 @@ static void hs_pump_output(conn_t *c)
             tether__hs_consume_output(c->hs, n);
     }
 }
+
+static void start_tls(conn_t *c, bool server);
 
 static void on_connected(conn_t *c)
 {
@@ -661,6 +772,10 @@ static void on_connected(conn_t *c)
         return;
     }
     /* C_CONNECTING */
+    if (node->tls) {
+        start_tls(c, false);
+        return;
+    }
     if (start_handshake(c, TETHER_HS_INITIATOR) < 0) {
         conn_close(c, TETHER_LOG_ERROR, "handshake with '%s' failed: %s",
                    c->peer, "could not start");
@@ -730,8 +845,8 @@ static void hs_done(conn_t *c)
         node->stats.connected++;
     else
         node->stats.accepted++;
-    LOG(node, TETHER_LOG_INFO, "connection %s '%s' up",
-        c->initiator ? "to" : "from", c->peer);
+    LOG(node, TETHER_LOG_INFO, "connection %s '%s' up%s",
+        c->initiator ? "to" : "from", c->peer, c->tls ? " (TLS)" : "");
     flush_pending(c);
     if (node->conn_fn)
         node->conn_fn(node, c->peer, true, node->conn_ctx);
@@ -770,6 +885,8 @@ static void wait_for_peer(conn_t *c)
     tether__hs_fini(c->hs);
     free(c->hs);
     c->hs = NULL;
+    tether__tls_free(c->tls);
+    c->tls = NULL;
     c->deadline_ms = tether_node_now_ms() + node->cfg.hs_timeout_ms;
 }
 
@@ -808,10 +925,9 @@ static size_t consume_input(conn_t *c)
             c->out.index = 0;
             c->out_off = 0;
             c->epmd_highest = pr.highest_version;
-            struct sockaddr_in sa = c->addr;
-            sa.sin_port = htons(pr.port);
+            tether__addr_set_port(&c->addr, pr.port);
             int fd;
-            if (connect_to(node, &sa, &fd) < 0) {
+            if (connect_to(node, &c->addr, &fd) < 0) {
                 conn_close(c, TETHER_LOG_WARNING, "cannot connect to '%s'",
                            c->peer);
                 return 0;
@@ -902,63 +1018,191 @@ static size_t in_limit(const conn_t *c)
     return TETHER_HS_MSG_MAX + READ_CHUNK;
 }
 
+/*
+ * Makes room for input in c->in (growing it up to in_limit). Returns 0,
+ * or -1 when c had to close (input too large, no memory).
+ */
+static int in_reserve(conn_t *c)
+{
+    if (c->in_cap - c->in_len >= READ_CHUNK / 4)
+        return 0;
+    size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
+    if (cap > in_limit(c))
+        cap = in_limit(c);
+    if (cap <= c->in_cap) {
+        c->node->stats.malformed_frames++;
+        c->node->stats.dropped_connections++;
+        conn_close(c, TETHER_LOG_WARNING,
+                   "dropping connection to '%s': input too large",
+                   conn_label(c));
+        return -1;
+    }
+    uint8_t *p = realloc(c->in, cap);
+    if (p == NULL) {
+        conn_close(c, TETHER_LOG_ERROR, "out of memory");
+        return -1;
+    }
+    c->in = p;
+    c->in_cap = cap;
+    return 0;
+}
+
+/* Feeds what c->in holds to the state machine and keeps the rest. */
+static void feed_input(conn_t *c)
+{
+    size_t used = consume_input(c);
+    if (c->fd < 0 || c->state == C_CONNECTING)
+        return; /* the buffer was reset */
+    if (used > 0) {
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+    }
+}
+
+/* The peer closed the socket (err: errno, or 0 for an orderly EOF). */
+static void conn_eof(conn_t *c, int err)
+{
+    const char *sep = err ? ": " : "", *why = err ? strerror(err) : "";
+    switch (c->state) {
+    case C_TLS_HANDSHAKE:
+        c->node->stats.tls_failures++;
+        conn_close(c, TETHER_LOG_WARNING,
+                   "TLS handshake with '%s' failed: connection closed%s%s",
+                   conn_label(c), sep, why);
+        break;
+    case C_HANDSHAKE:
+        c->node->stats.bad_handshakes++;
+        conn_close(c, TETHER_LOG_WARNING,
+                   "handshake with '%s' failed: connection closed%s%s",
+                   conn_label(c), sep, why);
+        break;
+    default:
+        conn_close(c, c->state == C_UP ? TETHER_LOG_INFO : TETHER_LOG_DEBUG,
+                   "connection to '%s' closed%s%s", conn_label(c), sep, why);
+    }
+}
+
+/* One line and a count for a refused TLS handshake or a TLS error. */
+static void tls_failed(conn_t *c, bool handshake)
+{
+    c->node->stats.tls_failures++;
+    if (handshake) {
+        conn_flush(c); /* the alert, best effort */
+        conn_close(c, TETHER_LOG_WARNING, "TLS handshake with '%s' failed: %s",
+                   conn_label(c), tether__tls_reason(c->tls));
+    } else {
+        c->node->stats.dropped_connections++;
+        conn_close(c, TETHER_LOG_WARNING,
+                   "dropping connection to '%s': TLS error: %s", conn_label(c),
+                   tether__tls_reason(c->tls));
+    }
+}
+
+/*
+ * Ciphertext arrived: the TLS handshake while it lasts (then the
+ * distribution handshake starts over it), then every record decrypted
+ * into c->in for the state machine.
+ */
+static void tls_input(conn_t *c)
+{
+    if (c->state == C_TLS_HANDSHAKE) {
+        int rc = tether__tls_handshake(c->tls);
+        mark_dirty(c);
+        if (rc == TETHER_EAGAIN)
+            return;
+        if (rc < 0) {
+            tls_failed(c, true);
+            return;
+        }
+        if (start_handshake(c, c->initiator ? TETHER_HS_INITIATOR
+                                            : TETHER_HS_ACCEPTOR) < 0) {
+            conn_close(c, TETHER_LOG_ERROR, "handshake with '%s' failed: %s",
+                       conn_label(c), "could not start");
+            return;
+        }
+        hs_pump_output(c);
+    }
+    while (!c->closing && c->tls) {
+        if (in_reserve(c) < 0)
+            return;
+        long n =
+            tether__tls_read(c->tls, c->in + c->in_len, c->in_cap - c->in_len);
+        if (n == TETHER_EAGAIN)
+            break;
+        if (n == TETHER_ECLOSED) {
+            conn_eof(c, 0);
+            break;
+        }
+        if (n < 0) {
+            tls_failed(c, false);
+            break;
+        }
+        c->in_len += (size_t)n;
+        feed_input(c);
+        if (c->fd < 0)
+            return;
+    }
+    if (c->tls)
+        mark_dirty(c); /* records OpenSSL answers with (key updates) */
+}
+
+/* TLS starts on c's socket: as the server (accepted) or the client. */
+static void start_tls(conn_t *c, bool server)
+{
+    tether_node_t *node = c->node;
+    int rc = tether__tls_new(node->tls, server,
+                             server ? NULL : host_part(c->peer), &c->tls);
+    if (rc < 0) {
+        conn_close(c, TETHER_LOG_ERROR, "TLS with '%s' could not start: %s",
+                   conn_label(c), tether_strerror(rc));
+        return;
+    }
+    c->state = C_TLS_HANDSHAKE;
+    c->want_out = true; /* force an epoll update */
+    tether__loop_rewatch(node, c->fd, EPOLLIN | EPOLLRDHUP | EPOLLOUT, &c->w);
+    tls_input(c); /* the client's hello */
+    conn_flush(c);
+}
+
 static void conn_read(conn_t *c)
 {
     size_t total = 0;
     while (!c->closing && total < READ_MAX_PER_WAKE) {
-        if (c->in_cap - c->in_len < READ_CHUNK / 4) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
-            if (cap > in_limit(c))
-                cap = in_limit(c);
-            if (cap <= c->in_cap) {
-                c->node->stats.malformed_frames++;
-                c->node->stats.dropped_connections++;
-                conn_close(c, TETHER_LOG_WARNING,
-                           "dropping connection to '%s': input too large",
-                           conn_label(c));
-                return;
-            }
-            uint8_t *p = realloc(c->in, cap);
-            if (p == NULL) {
+        uint8_t *dst;
+        size_t cap;
+        if (c->tls) {
+            dst = tether__tls_in_space(c->tls, READ_CHUNK, &cap);
+            if (dst == NULL) {
                 conn_close(c, TETHER_LOG_ERROR, "out of memory");
                 return;
             }
-            c->in = p;
-            c->in_cap = cap;
+        } else {
+            if (in_reserve(c) < 0)
+                return;
+            dst = c->in + c->in_len;
+            cap = c->in_cap - c->in_len;
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        ssize_t n = recv(c->fd, dst, cap, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (n <= 0) {
-            bool up = c->state == C_UP;
-            if (c->state == C_HANDSHAKE)
-                c->node->stats.bad_handshakes++;
-            conn_close(c,
-                       up ? TETHER_LOG_INFO
-                          : (c->state == C_HANDSHAKE ? TETHER_LOG_WARNING
-                                                     : TETHER_LOG_DEBUG),
-                       up ? "connection to '%s' closed%s%s"
-                          : (c->state == C_HANDSHAKE
-                                 ? "handshake with '%s' failed: connection "
-                                   "closed%s%s"
-                                 : "connection to '%s' closed%s%s"),
-                       conn_label(c), n < 0 ? ": " : "",
-                       n < 0 ? strerror(errno) : "");
+            conn_eof(c, n < 0 ? errno : 0);
             break;
         }
-        bool drained = (size_t)n < c->in_cap - c->in_len;
+        bool drained = (size_t)n < cap;
         total += (size_t)n;
-        c->in_len += (size_t)n;
         c->last_rx_ms = tether_node_now_ms();
-        size_t used = consume_input(c);
+        if (c->tls) {
+            tether__tls_in_commit(c->tls, (size_t)n);
+            tls_input(c);
+        } else {
+            c->in_len += (size_t)n;
+            feed_input(c);
+        }
         if (c->fd < 0 || c->state == C_CONNECTING)
             return;
-        if (used > 0) {
-            memmove(c->in, c->in + used, c->in_len - used);
-            c->in_len -= used;
-        }
         /* A short read emptied the socket: epoll (level-triggered) says
          * when more comes, so no recv is spent just to hear EAGAIN. */
         if (drained)
@@ -973,6 +1217,8 @@ static void on_conn_event(tether_node_t *node, tether__watcher_t *w,
     conn_t *c = tether__container_of(w, conn_t, w);
     if (c->closing)
         return;
+    if (c->state == C_RESOLVING)
+        return; /* no socket yet */
     if (c->state == C_EPMD_CONNECTING || c->state == C_CONNECTING) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             on_connected(c);
@@ -996,11 +1242,20 @@ static void housekeeping(tether_node_t *node, uint64_t now)
             if (now >= c->deadline_ms) {
                 if (c->state == C_HANDSHAKE)
                     node->stats.bad_handshakes++;
-                conn_close(c, TETHER_LOG_WARNING,
-                           c->state == C_HANDSHAKE
-                               ? "handshake with '%s' failed: timed out"
-                               : "cannot connect to '%s': timed out",
-                           conn_label(c));
+                if (c->state == C_TLS_HANDSHAKE)
+                    node->stats.tls_failures++;
+                conn_close(
+                    c, TETHER_LOG_WARNING,
+                    c->state == C_TLS_HANDSHAKE
+                        ? "TLS handshake with '%s' failed: timed out (set-up "
+                          "time)"
+                    : c->state == C_HANDSHAKE
+                        ? "handshake with '%s' failed: timed out"
+                    : c->state == C_RESOLVING
+                        ? "cannot connect to '%s': resolving its host timed "
+                          "out"
+                        : "cannot connect to '%s': timed out",
+                    conn_label(c));
             }
             continue;
         }
@@ -1188,8 +1443,11 @@ void tether__conn_accepted(tether_node_t *node, int fd, const char *where)
         return;
     }
     snprintf(c->where, sizeof c->where, "%s", where);
-    if (start_handshake(c, TETHER_HS_ACCEPTOR) < 0 ||
-        tether__loop_watch(node, fd, EPOLLIN | EPOLLRDHUP, &c->w) < 0)
+    if (tether__loop_watch(node, fd, EPOLLIN | EPOLLRDHUP, &c->w) < 0)
+        conn_close(c, TETHER_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
+    else if (node->tls)
+        start_tls(c, true);
+    else if (start_handshake(c, TETHER_HS_ACCEPTOR) < 0)
         conn_close(c, TETHER_LOG_ERROR, "could not start a handshake");
 }
 

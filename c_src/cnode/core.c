@@ -26,6 +26,9 @@
 
 #include "cnode/builtins.h"
 #include "cnode/internal.h"
+#include "cnode/optfile.h"
+#include "cnode/resolve.h"
+#include "cnode/tls.h"
 #include "dist/epmd.h"
 #include "dist/flags.h"
 
@@ -91,6 +94,43 @@ void tether_node_set_log_level(tether_node_t *node, int level)
 
 /* ---- lifecycle ----------------------------------------------------- */
 
+int tether_proto_dist_parse(const char *text)
+{
+    static const char *const names[] = {"inet_tcp", "inet6_tcp", "inet_tls",
+                                        "inet6_tls"};
+    for (int i = 0; i < 4; i++)
+        if (text && strcmp(text, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/*
+ * Reads the ssl_dist_optfile and builds the TLS contexts. On failure
+ * *why is a thread-local sentence naming the file and the problem.
+ */
+static int tls_setup(tether_node_t *node, const char *path, const char **why)
+{
+    static __thread char msg[TETHER_OPTFILE_ERR_MAX + 64];
+    char err[TETHER_OPTFILE_ERR_MAX];
+    tether__tls_opts_t opts;
+    if (path == NULL || *path == '\0') {
+        *why = "TLS distribution needs an ssl_dist_optfile";
+        return TETHER_EINVAL;
+    }
+    int rc = tether__optfile_read(path, &opts, err, sizeof err);
+    if (rc == 0) {
+        rc = tether__tls_ctx_new(&opts, &node->tls, err, sizeof err);
+        tether__tls_opts_free(&opts);
+        if (rc < 0)
+            snprintf(msg, sizeof msg, "ssl_dist_optfile '%s': %s", path, err);
+    } else {
+        snprintf(msg, sizeof msg, "ssl_dist_optfile %s", err);
+    }
+    if (rc < 0)
+        *why = msg;
+    return rc;
+}
+
 int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
                     const char **why)
 {
@@ -113,11 +153,20 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
         *why = "the cookie is empty or too long";
         return TETHER_EINVAL;
     }
-    struct in_addr ia;
-    const char *la =
-        cfg->listen_addr ? cfg->listen_addr : TETHER_NODE_LISTEN_ADDR_DEFAULT;
-    if (inet_pton(AF_INET, la, &ia) != 1) {
-        *why = "listen address must be an IPv4 address";
+    if (cfg->proto_dist < TETHER_PROTO_INET_TCP ||
+        cfg->proto_dist > TETHER_PROTO_INET6_TLS) {
+        *why = "bad proto_dist";
+        return TETHER_EINVAL;
+    }
+    bool v6 = cfg->proto_dist == TETHER_PROTO_INET6_TCP ||
+              cfg->proto_dist == TETHER_PROTO_INET6_TLS;
+    struct in6_addr ia;
+    const char *la = cfg->listen_addr ? cfg->listen_addr
+                     : v6             ? TETHER_NODE_LISTEN_ADDR6_DEFAULT
+                                      : TETHER_NODE_LISTEN_ADDR_DEFAULT;
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, la, &ia) != 1) {
+        *why = v6 ? "listen address must be an IPv6 address under inet6_*"
+                  : "listen address must be an IPv4 address under inet_*";
         return TETHER_EINVAL;
     }
     if (cfg->log_level < TETHER_LOG_ERROR ||
@@ -129,6 +178,7 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
     if (node == NULL)
         return TETHER_ENOMEM;
     node->cfg = *cfg;
+    node->family = v6 ? AF_INET6 : AF_INET;
     snprintf(node->name, sizeof node->name, "%s", cfg->name);
     snprintf(node->cookie, sizeof node->cookie, "%s", cfg->cookie);
     snprintf(node->listen_addr, sizeof node->listen_addr, "%s", la);
@@ -138,6 +188,7 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
     node->cfg.cookie = node->cookie;
     node->cfg.listen_addr = node->listen_addr;
     node->cfg.log_prefix = node->prefix;
+    node->cfg.ssl_dist_optfile = NULL; /* read below, not kept */
     if (node->cfg.epmd_port == 0)
         node->cfg.epmd_port = TETHER_EPMD_PORT;
     if (node->cfg.ticktime_s == 0)
@@ -161,6 +212,11 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
     if (rc < 0) {
         *why = "cannot create epoll or eventfd";
         goto fail;
+    }
+    if (cfg->proto_dist >= TETHER_PROTO_INET_TLS) {
+        rc = tls_setup(node, cfg->ssl_dist_optfile, why);
+        if (rc < 0)
+            goto fail;
     }
     rc = tether_procs_new(node->name, 0, tether__conn_out, node, &node->procs);
     if (rc < 0)
@@ -200,8 +256,10 @@ int tether_node_start(tether_node_t *node)
         return rc;
     }
     node->next_hk_ms = tether_node_now_ms();
-    LOG(node, TETHER_LOG_DEBUG, "listening on %s:%u, creation %u",
-        node->listen_addr, node->port, node->creation);
+    LOG(node, TETHER_LOG_DEBUG, "listening on %s%s%s:%u%s, creation %u",
+        node->family == AF_INET6 ? "[" : "", node->listen_addr,
+        node->family == AF_INET6 ? "]" : "", node->port,
+        node->tls ? " (TLS)" : "", node->creation);
     return 0;
 }
 
@@ -243,9 +301,10 @@ int tether_node_run(tether_node_t *node)
     LOG(node, TETHER_LOG_INFO,
         "stopping: %" PRIu64 " malformed frames, %" PRIu64
         " unknown control messages, %" PRIu64 " bad handshakes, %" PRIu64
-        " dropped connections",
+        " TLS failures, %" PRIu64 " dropped connections",
         node->stats.malformed_frames, node->stats.unknown_control,
-        node->stats.bad_handshakes, node->stats.dropped_connections);
+        node->stats.bad_handshakes, node->stats.tls_failures,
+        node->stats.dropped_connections);
     atomic_store(&node->running, false);
     return 0;
 }
@@ -260,8 +319,9 @@ void tether_node_free(tether_node_t *node)
 {
     if (node == NULL)
         return;
-    /* Workers first: they may still post to this node. */
+    /* Workers and resolvers first: they may still post to this node. */
     tether__workers_fini(node);
+    tether__resolve_fini(node);
     tether__erlang_call_fini(node);
     tether__erpc_stop(node);
     tether__functions_fini(node);
@@ -274,6 +334,7 @@ void tether_node_free(tether_node_t *node)
     tether_procs_free(node->procs);
     tether__loop_fini(node);
     tether__dispatch_fini(node);
+    tether__tls_ctx_free(node->tls);
     explicit_bzero(node->cookie, sizeof node->cookie);
     free(node);
 }

@@ -11,6 +11,8 @@
  *   loop.c         epoll, watchers (each carries its callback), timers,
  *                  posts from other threads (eventfd), signals (signalfd)
  *   listen.c       the listen socket and the epmd registration socket
+ *   resolve.c      host name look-ups on the resolver threads
+ *   tls.c          TLS contexts (the connection's TLS lives in conn.c)
  *   conn.c         peer connections: buffers, the queue of operations
  *                  waiting for a handshake, epmd lookups, the handshake
  *                  pump, reading frames, ticks and deadlines
@@ -80,13 +82,17 @@ struct tether__fn_entry;    /* functions.c */
 struct tether__pending_svc; /* gen_service.c */
 struct tether__out_call;    /* erlang_call.c */
 struct tether_cluster;      /* cluster.c */
+struct tether__resolve_job; /* resolve.c */
+struct tether__tls_ctx;     /* tls.c */
 
 struct tether_node {
     /* core.c: who we are, the configuration as checked, logging. */
     tether_node_config_t cfg;
     char name[TETHER_ATOM_MAX];
     char cookie[TETHER_NODE_COOKIE_MAX + 1];
-    char listen_addr[INET_ADDRSTRLEN];
+    char listen_addr[INET6_ADDRSTRLEN];
+    int family;                  /* AF_INET or AF_INET6 (proto_dist) */
+    struct tether__tls_ctx *tls; /* NULL: plain TCP */
     char prefix[64];
     uint64_t our_flags; /* distribution flags we advertise */
     uint32_t creation;  /* from epmd (listen.c) */
@@ -113,8 +119,13 @@ struct tether_node {
     uint16_t port;
     tether__watcher_t w_listen, w_epmd;
 
+    /* resolve.c: look-ups under way (loop thread), their threads. */
+    tether_pool_t *resolver;
+    struct tether__resolve_job *resolving;
+
     /* conn.c */
     struct tether__conn *conns;
+    uint64_t resolve_seq;         /* ids of the look-ups conn.c waits for */
     struct tether__conn *closing; /* reaped at the end of an iteration */
     uint64_t tick_ms;             /* net_ticktime / 4 */
     uint64_t next_hk_ms;          /* next housekeeping */

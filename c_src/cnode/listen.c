@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cnode/internal.h"
+#include "cnode/resolve.h"
 #include "dist/epmd.h"
 
 #define EPMD_TIMEOUT_MS 5000
@@ -36,7 +37,7 @@ static void on_accept(tether_node_t *node, tether__watcher_t *w,
     (void)w;
     (void)events;
     for (;;) {
-        struct sockaddr_in sa;
+        struct sockaddr_storage sa;
         socklen_t sl = sizeof sa;
         int fd = accept4(node->listen_fd, (struct sockaddr *)&sa, &sl,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -49,11 +50,8 @@ static void on_accept(tether_node_t *node, tether__watcher_t *w,
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        char ip[INET_ADDRSTRLEN] = "?";
-        char where[32];
-        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
-        snprintf(where, sizeof where, "%s:%u", ip,
-                 (unsigned)ntohs(sa.sin_port));
+        char where[TETHER_ADDR_STR_MAX];
+        tether__addr_format((struct sockaddr *)&sa, where, sizeof where);
         tether__conn_accepted(node, fd, where);
     }
 }
@@ -82,43 +80,56 @@ void tether__listen_init(tether_node_t *node)
 
 int tether__listen_start(tether_node_t *node)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    tether_addr_t a;
+    if (tether__addr_literal(node->listen_addr, node->family,
+                             node->cfg.listen_port, &a) < 0)
+        return TETHER_EINVAL; /* checked by tether_node_new */
+    int fd =
+        socket(node->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return TETHER_EIO;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(node->cfg.listen_port)};
-    inet_pton(AF_INET, node->listen_addr, &sa.sin_addr);
-    socklen_t sl = sizeof sa;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+    socklen_t sl = sizeof a.ss;
+    char where[TETHER_ADDR_STR_MAX];
+    tether__addr_format((struct sockaddr *)&a.ss, where, sizeof where);
+    if (bind(fd, (struct sockaddr *)&a.ss, a.len) < 0 ||
         listen(fd, LISTEN_BACKLOG) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
-        LOG(node, TETHER_LOG_ERROR, "cannot listen on %s:%u: %s",
-            node->listen_addr, node->cfg.listen_port, strerror(errno));
+        getsockname(fd, (struct sockaddr *)&a.ss, &sl) < 0) {
+        LOG(node, TETHER_LOG_ERROR, "cannot listen on %s: %s", where,
+            strerror(errno));
         close(fd);
         return TETHER_EIO;
     }
     node->listen_fd = fd;
-    node->port = ntohs(sa.sin_port);
+    node->port = node->family == AF_INET6
+                     ? ntohs(((struct sockaddr_in6 *)&a.ss)->sin6_port)
+                     : ntohs(((struct sockaddr_in *)&a.ss)->sin_port);
     if (tether__loop_watch(node, fd, EPOLLIN, &node->w_listen) < 0)
         return TETHER_EIO;
     return 0;
 }
 
-/* Blocking (bounded) read of exactly what the decoder needs. */
+/*
+ * Blocking (bounded) read of exactly what the decoder needs. epmd is
+ * reached on the loopback address of the node's family, as erl_epmd
+ * does (127.0.0.1, or ::1 under inet6_*).
+ */
 int tether__epmd_register(tether_node_t *node)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    tether_addr_t a;
+    if (tether__addr_literal(node->family == AF_INET6 ? "::1" : "127.0.0.1",
+                             node->family, node->cfg.epmd_port, &a) < 0)
+        return TETHER_EIO;
+    int fd = socket(node->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return TETHER_EIO;
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(node->cfg.epmd_port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (connect(fd, (struct sockaddr *)&a.ss, a.len) < 0) {
+        char where[TETHER_ADDR_STR_MAX];
+        tether__addr_format((struct sockaddr *)&a.ss, where, sizeof where);
         LOG(node, TETHER_LOG_ERROR,
-            "cannot reach epmd on 127.0.0.1:%u: %s (is epmd running?)",
-            node->cfg.epmd_port, strerror(errno));
+            "cannot reach epmd on %s: %s (is epmd running?)", where,
+            strerror(errno));
         close(fd);
         return TETHER_EIO;
     }

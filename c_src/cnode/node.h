@@ -38,6 +38,7 @@ typedef struct tether_node_stats {
     uint64_t malformed_frames;
     uint64_t unknown_control;
     uint64_t bad_handshakes;
+    uint64_t tls_failures; /* refused TLS handshakes, bad TLS records */
     uint64_t dropped_connections;
     uint64_t accepted;
     uint64_t connected; /* outgoing connections that completed */
@@ -175,8 +176,10 @@ void tether__node_foreach_peer(tether_node_t *node,
 
 /*
  * Starts a connection to peer unless one exists or is under way. Loop
- * thread. Returns 0, TETHER_EINVAL (bad name, or ourselves) or
- * TETHER_ECLOSED (cannot dial at all: host not an IPv4 literal).
+ * thread. Returns 0 (a host name is then resolved off the loop; if it
+ * does not resolve, the connection hook hears `down'), TETHER_EINVAL
+ * (bad name, or ourselves) or TETHER_ECLOSED (cannot dial at all: no
+ * host part, no memory).
  */
 int tether__node_connect(tether_node_t *node, const char *peer);
 

@@ -92,23 +92,33 @@ static int fail(tether_hs_t *hs, int code, const char *fmt, ...)
     return code;
 }
 
+/* Bytes of a message's length: 2, or 4 under TLS. */
+static size_t len_bytes(const tether_hs_t *hs)
+{
+    return hs->len4 ? TETHER_HS_LEN4_BYTES : TETHER_HS_LEN_BYTES;
+}
+
 /*
  * Reserves room for one message of body length n in the output buffer,
- * writes its 2-byte length and returns a pointer to the body, or NULL when
- * the buffer is full (the caller did not drain it).
+ * writes its length and returns a pointer to the body, or NULL when the
+ * buffer is full (the caller did not drain it).
  */
 static uint8_t *out_msg(tether_hs_t *hs, size_t n)
 {
     uint8_t *p;
+    size_t lb = len_bytes(hs);
 
     if (hs->out_sent == hs->out_len)
         hs->out_sent = hs->out_len = 0;
-    if (n > UINT16_MAX || TETHER_HS_OUT_MAX - hs->out_len < 2 + n)
+    if (n > UINT16_MAX || TETHER_HS_OUT_MAX - hs->out_len < lb + n)
         return NULL;
     p = hs->out + hs->out_len;
-    put16(p, (uint16_t)n);
-    hs->out_len += 2 + n;
-    return p + 2;
+    if (hs->len4)
+        put32(p, (uint32_t)n);
+    else
+        put16(p, (uint16_t)n);
+    hs->out_len += lb + n;
+    return p + lb;
 }
 
 static int out_status(tether_hs_t *hs, const char *text)
@@ -231,6 +241,28 @@ int tether__hs_set_v5_opener(tether_hs_t *hs)
     hs->opener_version = 5;
     hs->out_len = 0;
     return write_name(hs);
+}
+
+int tether__hs_set_len4(tether_hs_t *hs)
+{
+    uint8_t old[TETHER_HS_OUT_MAX];
+    size_t n, off = 0;
+
+    if (!hs || hs->len4 || hs->out_sent != 0)
+        return TETHER_EINVAL;
+    n = hs->out_len;
+    memcpy(old, hs->out, n);
+    hs->out_len = 0;
+    hs->len4 = 1;
+    while (off + TETHER_HS_LEN_BYTES <= n) {
+        size_t m = get16(old + off);
+        uint8_t *p = out_msg(hs, m);
+        if (!p)
+            return TETHER_EINVAL;
+        memcpy(p, old + off + TETHER_HS_LEN_BYTES, m);
+        off += TETHER_HS_LEN_BYTES + m;
+    }
+    return 0;
 }
 
 void tether__hs_set_status_fn(tether_hs_t *hs, tether_hs_status_fn fn,
@@ -545,18 +577,18 @@ int tether__hs_input(tether_hs_t *hs, const uint8_t *buf, size_t len,
     if (!hs || !consumed || (!buf && len))
         return TETHER_EINVAL;
     while (hs->state != ST_DONE && hs->state != ST_FAILED) {
-        size_t n;
-        if (len - off < TETHER_HS_LEN_BYTES)
+        size_t n, lb = len_bytes(hs);
+        if (len - off < lb)
             break;
-        n = get16(buf + off);
+        n = hs->len4 ? get32(buf + off) : get16(buf + off);
         if (n == 0)
             return fail(hs, TETHER_EPROTO, "empty handshake message");
         if (n > TETHER_HS_MSG_MAX)
             return fail(hs, TETHER_ETOOBIG, "handshake message too long");
-        if (len - off - TETHER_HS_LEN_BYTES < n)
+        if (len - off - lb < n)
             break;
-        rc = dispatch(hs, buf + off + TETHER_HS_LEN_BYTES, n);
-        off += TETHER_HS_LEN_BYTES + n;
+        rc = dispatch(hs, buf + off + lb, n);
+        off += lb + n;
         *consumed = off;
         if (rc)
             return rc;

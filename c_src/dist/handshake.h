@@ -69,6 +69,7 @@
 #define TETHER_HS_OUT_MAX    4096 /* output buffer capacity */
 #define TETHER_HS_DIGEST_LEN 16
 #define TETHER_HS_LEN_BYTES  2 /* handshake messages: 2-byte length */
+#define TETHER_HS_LEN4_BYTES 4 /* ... 4-byte under TLS (inet_tls_dist) */
 #define TETHER_HS_REASON_MAX 128
 
 typedef enum {
@@ -106,6 +107,7 @@ typedef struct tether_hs {
     int error;
     int opener_version; /* version of the name message (5 or 6) */
     int v5_opener;      /* initiator: open with the old 'n' message */
+    int len4;           /* 4-byte message lengths (tether__hs_set_len4) */
     uint64_t our_flags;
     uint32_t our_creation;
     uint32_t our_challenge;
@@ -149,6 +151,15 @@ int tether__hs_init(tether_hs_t *hs, tether_hs_role_t role,
  * Returns 0 or TETHER_EINVAL.
  */
 int tether__hs_set_v5_opener(tether_hs_t *hs);
+
+/*
+ * Before any input and before any output was consumed: frames handshake
+ * messages with a 4-byte length instead of 2, both ways, as OTP's TLS
+ * distribution does (inet_tls_dist runs dist_util's handshake on a
+ * {packet, 4} socket); what was already written is re-framed. Returns 0
+ * or TETHER_EINVAL.
+ */
+int tether__hs_set_len4(tether_hs_t *hs);
 
 /*
  * Acceptor only: sets the status decision callback (NULL restores the

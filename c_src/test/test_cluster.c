@@ -405,8 +405,8 @@ Test(cluster, configuration_checks)
     cr_assert_eq(tether_cluster_start(node, &bad_trust), TETHER_EINVAL);
     cr_assert_eq(tether_cluster_start(node, NULL), TETHER_EINVAL);
     /* Nothing was left behind: a good start still works, with seeds (the
-     * join asks to connect; a host that is no IPv4 literal is not dialled,
-     * so no socket is opened). */
+     * join asks to connect; this host is looked up off the loop and never
+     * resolves, so no socket is opened). */
     const char *good[] = {"b1@unresolvable.invalid", SELF};
     tether_cluster_config_t ok = {.join = good, .njoin = 2};
     cr_assert_eq(tether_cluster_start(node, &ok), 0);

@@ -233,6 +233,40 @@ Test(handshake, v5_opener_handshake_merges_complement)
     cr_assert_eq(tether__hs_peer_creation(&a), 0x11223344);
 }
 
+/* Under TLS (inet_tls_dist's {packet, 4}) every message has a 4-byte
+ * length: the opener is re-framed, and a whole handshake succeeds. */
+Test(handshake, four_byte_lengths_under_tls)
+{
+    tether_hs_t i, a;
+    uint8_t two[TETHER_HS_OUT_MAX], four[TETHER_HS_OUT_MAX];
+
+    init_pair(&i, &a, "secret", "secret");
+    size_t n2;
+    const uint8_t *opener = tether__hs_output(&i, &n2);
+    memcpy(two, opener, n2);
+    cr_assert_eq(tether__hs_set_len4(&i), 0);
+    cr_assert_eq(tether__hs_set_len4(&i), TETHER_EINVAL, "only once");
+    size_t n4 = take(&i, four, sizeof four);
+    cr_assert_eq(n4, n2 + 2);
+    cr_assert_eq(four[0], 0);
+    cr_assert_eq(four[1], 0);
+    cr_assert_eq(((size_t)four[2] << 8) | four[3], n2 - 2);
+    cr_assert_eq(memcmp(four + 4, two + 2, n2 - 2), 0);
+
+    init_pair(&i, &a, "secret", "secret");
+    cr_assert_eq(tether__hs_set_len4(&i), 0);
+    cr_assert_eq(tether__hs_set_len4(&a), 0);
+    run(&i, &a, 3);
+    cr_assert(tether__hs_done(&i), "initiator: %s", tether__hs_reason(&i));
+    cr_assert(tether__hs_done(&a), "acceptor: %s", tether__hs_reason(&a));
+
+    /* A 2-byte framed opener read as 4-byte lengths is refused. */
+    init_pair(&i, &a, "secret", "secret");
+    cr_assert_eq(tether__hs_set_len4(&a), 0);
+    run(&i, &a, 64);
+    cr_assert_neq(tether__hs_failed(&a), 0);
+}
+
 Test(handshake, stops_before_frames_that_follow)
 {
     tether_hs_t i, a;

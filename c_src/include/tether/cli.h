@@ -3,7 +3,8 @@
  * embed a node (examples/kv/kv_node.c).
  *
  * tether_cli_main() parses the same flags as tether_cnode (--name,
- * --cookie, --cookie-file, --listen, --epmd-port, --visible, --ticktime,
+ * --sname, --cookie, --cookie-file, --listen, --epmd-port, --proto-dist,
+ * --ssl-dist-optfile, --setuptime, --visible, --ticktime,
  * --log-level, --load, the cluster flags --join, --cluster-secret-file,
  * --identity, --trust, --heartbeat-ms, --ttl-ms, --no-cluster, --help,
  * --version, and the `keygen` subcommand), starts the node and its

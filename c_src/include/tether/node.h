@@ -29,12 +29,29 @@
 extern "C" {
 #endif
 
-#define TETHER_NODE_TICKTIME_DEFAULT    60    /* seconds */
-#define TETHER_NODE_HS_TIMEOUT_DEFAULT  10000 /* milliseconds */
-#define TETHER_NODE_OUTBUF_MAX_DEFAULT  ((size_t)64 << 20)
-#define TETHER_NODE_FRAME_MAX_DEFAULT   (UINT32_C(128) << 20)
-#define TETHER_NODE_LISTEN_ADDR_DEFAULT "127.0.0.1"
-#define TETHER_NODE_COOKIE_MAX          1020
+#define TETHER_NODE_TICKTIME_DEFAULT     60   /* seconds */
+#define TETHER_NODE_HS_TIMEOUT_DEFAULT   7000 /* ms: OTP's net_setuptime */
+#define TETHER_NODE_OUTBUF_MAX_DEFAULT   ((size_t)64 << 20)
+#define TETHER_NODE_FRAME_MAX_DEFAULT    (UINT32_C(128) << 20)
+#define TETHER_NODE_LISTEN_ADDR_DEFAULT  "127.0.0.1"
+#define TETHER_NODE_LISTEN_ADDR6_DEFAULT "::1"
+#define TETHER_NODE_COOKIE_MAX           1020
+
+/*
+ * How the node speaks distribution, as `erl -proto_dist`: IPv4 or IPv6
+ * (node names' hosts resolve to that family, epmd is reached on
+ * 127.0.0.1 or ::1), plain TCP or TLS (OTP's inet_tls_dist, configured
+ * by an ssl_dist_optfile).
+ */
+typedef enum tether_proto_dist {
+    TETHER_PROTO_INET_TCP = 0, /* the default */
+    TETHER_PROTO_INET6_TCP,
+    TETHER_PROTO_INET_TLS,
+    TETHER_PROTO_INET6_TLS,
+} tether_proto_dist_t;
+
+/* "inet_tcp" ... "inet6_tls" to a tether_proto_dist_t, or -1. */
+int tether_proto_dist_parse(const char *text);
 
 typedef enum tether_log_level {
     TETHER_LOG_ERROR = 0,
@@ -45,22 +62,29 @@ typedef enum tether_log_level {
 
 /* Everything a node needs to start; zero fields take the defaults. */
 typedef struct tether_node_config {
-    const char *name;        /* full node name "alive@host" (required) */
-    const char *cookie;      /* the distribution cookie (required) */
-    const char *listen_addr; /* IPv4 literal; default 127.0.0.1 */
-    uint16_t listen_port;    /* 0: any free port */
-    uint16_t epmd_port;      /* 0: 4369 */
-    bool visible;            /* PUBLISHED + node type 77; else hidden */
-    unsigned ticktime_s;     /* net_ticktime; 0: 60 */
-    int log_level;           /* tether_log_level_t */
-    unsigned hs_timeout_ms;  /* handshake deadline; 0: 10 s */
-    size_t outbuf_max;       /* unsent bytes per connection before drop */
-    uint32_t frame_max;      /* largest frame accepted; 0: 128 MiB */
-    const char *log_prefix;  /* default "tether_cnode" */
-    unsigned workers;        /* worker threads; 0: max(2, CPUs) */
-    unsigned busy_poll_us;   /* spin this long after activity before the
-                                loop sleeps; 0: the default (200);
-                                TETHER_BUSY_POLL_OFF: never spin */
+    const char *name;             /* full node name "alive@host" (required) */
+    const char *cookie;           /* the distribution cookie (required) */
+    const char *listen_addr;      /* an address literal of the protocol's
+                                     family; default 127.0.0.1 (inet_*) or
+                                     ::1 (inet6_*) */
+    uint16_t listen_port;         /* 0: any free port */
+    uint16_t epmd_port;           /* 0: 4369 */
+    bool visible;                 /* PUBLISHED + node type 77; else hidden */
+    unsigned ticktime_s;          /* net_ticktime; 0: 60 */
+    int log_level;                /* tether_log_level_t */
+    unsigned hs_timeout_ms;       /* connection set-up deadline (name look-up,
+                                     TLS and distribution handshakes), as
+                                     net_setuptime; 0: 7 s */
+    size_t outbuf_max;            /* unsent bytes per connection before drop */
+    uint32_t frame_max;           /* largest frame accepted; 0: 128 MiB */
+    const char *log_prefix;       /* default "tether_cnode" */
+    unsigned workers;             /* worker threads; 0: max(2, CPUs) */
+    unsigned busy_poll_us;        /* spin this long after activity before the
+                                     loop sleeps; 0: the default (200);
+                                     TETHER_BUSY_POLL_OFF: never spin */
+    int proto_dist;               /* tether_proto_dist_t */
+    const char *ssl_dist_optfile; /* *_tls: OTP's ssl_dist_optfile (required
+                                     then; read by tether_node_new) */
 } tether_node_config_t;
 
 /*
@@ -79,8 +103,10 @@ typedef void (*tether_node_post_fn)(tether_node_t *node, void *arg);
 
 /*
  * Checks cfg (a copy is kept) and creates the node without touching the
- * network. Returns 0, TETHER_EINVAL (with a reason written to *why when
- * why is not NULL: a static string) or TETHER_ENOMEM.
+ * network (under TLS it reads the ssl_dist_optfile and the certificates
+ * it names). Returns 0, TETHER_EINVAL (with a reason written to *why when
+ * why is not NULL: a static string, or for the TLS set-up a thread-local
+ * one valid until the thread's next call) or TETHER_ENOMEM.
  */
 TETHER_MUST_CHECK int tether_node_new(const tether_node_config_t *cfg,
                                       tether_node_t **node, const char **why);
