@@ -54,6 +54,13 @@
 %% restart of distribution) starts with empty registry and service
 %% tables.
 %%
+%% == Election ==
+%%
+%% This server holds the local candidates ({@link
+%% tether_election:state()}): `lead' and `resign' calls run here, the
+%% engine's `leader' actions become the candidates' messages, and a
+%% candidate that dies resigns.
+%%
 %% == Registry ==
 %%
 %% This server holds the registry's bookkeeping ({@link
@@ -109,7 +116,8 @@
     seeds = [] :: [node()],                  % joined by a fresh engine
     joins = #{} :: #{node() => [gen_server:from()]}, % join/1 callers
     reg :: tether_registry:state(),
-    ring :: tether_ring:state()              % shard subscriptions
+    ring :: tether_ring:state(),             % shard subscriptions
+    el :: tether_election:state()            % local candidates
 }).
 
 -type state() :: #st{}.
@@ -318,7 +326,8 @@ init([]) ->
             erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
             {ok, maybe_start(#st{config = Config, seeds = Seeds,
                                  reg = tether_registry:init(),
-                                 ring = tether_ring:init()})};
+                                 ring = tether_ring:init(),
+                                 el = tether_election:init()})};
         {error, Reason} ->
             {stop, {bad_config, Reason}}
     end.
@@ -420,11 +429,18 @@ handle_info({'DOWN', MRef, process, Pid, _}, S) ->
             {noreply, registry(fun(E, R) -> tether_registry:down(Pid, E, R)
                                end, S)};
         false ->
-            Ring = case tether_ring:is_subscriber(Pid, MRef, S#st.ring) of
-                       true -> tether_ring:unsubscribe(Pid, S#st.ring);
-                       false -> S#st.ring
-                   end,
-            {noreply, drop_monitored(Pid, MRef, S#st{ring = Ring})}
+            case tether_election:is_candidate(Pid, MRef, S#st.el) of
+                true ->
+                    %% A candidate died: it stops being one at once.
+                    {noreply, election_down(Pid, S)};
+                false ->
+                    Ring = case tether_ring:is_subscriber(Pid, MRef,
+                                                          S#st.ring) of
+                               true -> tether_ring:unsubscribe(Pid, S#st.ring);
+                               false -> S#st.ring
+                           end,
+                    {noreply, drop_monitored(Pid, MRef, S#st{ring = Ring})}
+            end
     end;
 handle_info(_Msg, S) ->
     {noreply, S}.
@@ -482,6 +498,11 @@ call({reg_track, _, _, _} = Req, S) ->
     registry_call(Req, S);
 call({reg_unregister, _} = Req, S) ->
     registry_call(Req, S);
+call(Req, S = #st{engine = E, el = El})
+  when element(1, Req) =:= election_lead;
+       element(1, Req) =:= election_resign ->
+    {Reply, El1} = tether_election:handle_call(Req, E, El),
+    {Reply, S#st{el = El1}};
 call(info, S) ->
     {tether_nif:engine_info(S#st.engine), S};
 call({engine_call, Fun}, S) when is_function(Fun, 1) ->
@@ -579,7 +600,8 @@ start_engine(S0) ->
                 S0#st{net_kernel = Nk}
         end,
     #{keys := Keys, trust := Trust, heartbeat_ms := Hb, ttl_ms := Ttl,
-      join_timeout_ms := JoinMs, ring_size := RingSize} = S#st.config,
+      join_timeout_ms := JoinMs, ring_size := RingSize,
+      election_lease_ms := LeaseMs} = S#st.config,
     Opts = (key_opts(Keys))#{
              name => bin(node()),
              incarnation => erlang:system_time(microsecond),
@@ -588,6 +610,7 @@ start_engine(S0) ->
              ttl_ms => Ttl,
              join_timeout_ms => JoinMs,
              ring_size => RingSize,
+             election_lease_ms => LeaseMs,
              seeds => bins(S#st.seeds)},
     case safe(fun() -> tether_nif:engine_new(Opts) end) of
         {ok, E} ->
@@ -597,7 +620,8 @@ start_engine(S0) ->
                       start = erlang:monotonic_time(millisecond),
                       reg = tether_registry:reset(S#st.reg),
                       ring = tether_ring:engine_started(E, S#st.ring)},
-            run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected)));
+            S2 = run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected))),
+            run(S2#st{el = tether_election:engine_started(E, S2#st.el)});
         {error, Reason} ->
             logger:error("tether: engine not started: ~p", [Reason]),
             S
@@ -627,7 +651,8 @@ stop_engine(S = #st{engine = E}) ->
     _ = persistent_term:erase(?ENGINE_KEY),
     S1 = reply_joins({error, not_distributed}, S),
     cancel_timer(S1#st{engine = undefined, up = #{},
-                       ring = tether_ring:engine_stopped(E, S#st.ring)}).
+                       ring = tether_ring:engine_stopped(E, S#st.ring),
+                       el = tether_election:engine_stopped(E, S#st.el)}).
 
 %% The engine's key options: what the env configured, else the cookie.
 -spec key_opts(#{atom() => binary()}) -> #{atom() => binary()}.
@@ -715,6 +740,8 @@ act({join, Contact, Outcome}, S) ->
     join_answered(Node, join_reply(Node, Outcome), S);
 act({shard, _Generation, _Change, _Shard} = Action, S) ->
     S#st{ring = tether_ring:handle_action(Action, S#st.ring)};
+act({leader, _NameEtf, _Change, _Fence} = Action, S) ->
+    S#st{el = tether_election:handle_action(Action, S#st.el)};
 act({log, Level, Text}, S) ->
     logger:log(Level, "tether: ~ts", [Text]),
     S;
@@ -821,6 +848,17 @@ registry(Fun, S = #st{engine = undefined, reg = R}) ->
 registry(Fun, S0) ->
     S = tick(S0),
     run(S#st{reg = Fun(S#st.engine, S#st.reg)}).
+
+%%% Election
+
+%% A candidate died: its candidacies end in the engine (when there is
+%% one), and what that queued is carried out.
+-spec election_down(pid(), state()) -> state().
+election_down(Pid, S = #st{engine = undefined}) ->
+    S#st{el = tether_election:down(Pid, undefined, S#st.el)};
+election_down(Pid, S0) ->
+    S = tick(S0),
+    run(S#st{el = tether_election:down(Pid, S#st.engine, S#st.el)}).
 
 %%% Size-dependent NIF calls
 
