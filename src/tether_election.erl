@@ -75,8 +75,10 @@
 -type opts() :: #{priority => integer(), quorum => boolean(),
                   voters => [node()]}.
 
-%% A candidacy as the server keeps it.
--record(cand, {pid :: pid(), mref :: reference(), priority :: integer(),
+%% A candidacy as the server keeps it (no monitor yet while the engine
+%% is asked to take it).
+-record(cand, {pid :: pid(), mref :: reference() | undefined,
+               priority :: integer(),
                quorum :: boolean(), voters :: [node()]}).
 
 %% The local candidates, by name.

@@ -1868,6 +1868,24 @@ static void on_exit_fn(tether_proc_t *self, const char *reason,
     cluster_free(cl);
 }
 
+/* Copies n node names (each checked) into a fresh array *out, which
+ * the caller frees (also after an error). 0, TETHER_EINVAL or
+ * TETHER_ENOMEM. */
+static int copy_node_names(const char *const *in, size_t n, name_t **out)
+{
+    *out = calloc(n, sizeof **out);
+    if (*out == NULL)
+        return TETHER_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = in[i];
+        if (s == NULL || strlen(s) > TETHER_NODE_NAME_MAX ||
+            !tether_node_name_valid(s))
+            return TETHER_EINVAL;
+        snprintf((*out)[i], sizeof(name_t), "%s", s);
+    }
+    return 0;
+}
+
 /* Copies and checks the configuration. */
 static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
 {
@@ -1900,16 +1918,9 @@ static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
         cl->has_identity = true;
     }
     if (cfg->njoin > 0) {
-        cl->seeds = calloc(cfg->njoin, sizeof *cl->seeds);
-        if (cl->seeds == NULL)
-            return TETHER_ENOMEM;
-        for (size_t i = 0; i < cfg->njoin; i++) {
-            const char *s = cfg->join[i];
-            if (s == NULL || strlen(s) > TETHER_NODE_NAME_MAX ||
-                !tether_node_name_valid(s))
-                return TETHER_EINVAL;
-            snprintf(cl->seeds[i], sizeof(name_t), "%s", s);
-        }
+        int rc = copy_node_names(cfg->join, cfg->njoin, &cl->seeds);
+        if (rc < 0)
+            return rc;
         cl->nseeds = cfg->njoin;
     }
     if (cfg->ntrust > 0) {
@@ -2259,6 +2270,8 @@ int tether_cluster_unsubscribe_shards(tether_node_t *node,
 /* Checks a candidacy's options and copies them into c. */
 static int cand_options(cand_t *c, const tether_cluster_lead_opts_t *o)
 {
+    int rc;
+
     if (o == NULL)
         return 0;
     if (o->quorum &&
@@ -2271,18 +2284,10 @@ static int cand_options(cand_t *c, const tether_cluster_lead_opts_t *o)
     c->quorum = o->quorum != 0;
     if (o->nvoters == 0)
         return 0;
-    c->voters = calloc(o->nvoters, sizeof *c->voters);
-    if (c->voters == NULL)
-        return TETHER_ENOMEM;
-    for (size_t i = 0; i < o->nvoters; i++) {
-        const char *v = o->voters[i];
-        if (v == NULL || strlen(v) > TETHER_NODE_NAME_MAX ||
-            !tether_node_name_valid(v))
-            return TETHER_EINVAL;
-        snprintf(c->voters[i], sizeof(name_t), "%s", v);
-    }
-    c->nvoters = o->nvoters;
-    return 0;
+    rc = copy_node_names(o->voters, o->nvoters, &c->voters);
+    if (rc == 0)
+        c->nvoters = o->nvoters;
+    return rc;
 }
 
 /*
