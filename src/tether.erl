@@ -48,6 +48,19 @@
 %% C-node. `subscribe_shard/0,1' gives the shards this node owns and then
 %% every change of them.
 %%
+%% == Election ==
+%%
+%% Leader election with fencing tokens ({@link tether_election}):
+%% `lead/1,2', `resign/1', `leader/1', `is_leader/1', `fence/1' and
+%% `candidates/1'. In the default mode the winner is the live candidate
+%% with the highest priority, then the lowest node name (each side of a
+%% drop partition elects its own); in quorum mode a leader holds a lease
+%% granted by a majority of the configured voters, so at most one leader
+%% exists cluster-wide. Fences grow with every leadership term and are
+%% minted afresh after every heal. `fence/1' and `is_leader/1' are
+%% answered by the NIF with no message to any process; C-nodes campaign
+%% and answer the same calls.
+%%
 %% Every cluster call answers `{error, not_distributed}' while the node
 %% is not alive; the application starts anyway and clusters once
 %% distribution starts.
@@ -73,6 +86,9 @@
 -export([place/1, owners/2, shard/1, shard_owners/2, is_owner/1,
          ring_size/0, subscribe_shard/0, subscribe_shard/1,
          unsubscribe_shard/1]).
+
+-export([lead/1, lead/2, resign/1, leader/1, is_leader/1, fence/1,
+         candidates/1]).
 
 -export_type([partition_ref/0, partition_info/0, conflict_method/0]).
 
@@ -447,3 +463,81 @@ subscribe_shard(Pid) ->
 -spec unsubscribe_shard(pid()) -> ok.
 unsubscribe_shard(Pid) ->
     tether_ring:unsubscribe_shard(Pid).
+
+%%% Election (implemented by tether_election)
+
+%% @doc lead(Name, #{}): a default-mode candidacy of priority 0.
+-spec lead(term()) -> {ok, {leader, tether_election:fence()}}
+                      | {ok, follower}
+                      | {error, already_candidate | no_quorum
+                         | voters_mismatch | not_distributed | term()}.
+lead(Name) ->
+    tether_election:lead(Name).
+
+%% @doc Makes the caller this node's candidate for Name (any term but a
+%% fun; one candidate per node and name) and monitors it: if it dies it
+%% stops being a candidate. Answers its role now, `{ok, {leader, Fence}}'
+%% or `{ok, follower}'; every later transition comes to it as
+%% `{tether_leader, Name, {elected, Fence}}' (again, with a fresh fence,
+%% after a heal) or `{tether_leader, Name, revoked}'.
+%%
+%% Options: `priority' (an integer, default 0: the highest wins, ties go
+%% to the lowest node name), `quorum' (default `false'; `true': lead only
+%% while a majority of the voters grant a lease, see {@link
+%% tether_election}) and `voters' (with `quorum', the voter nodes;
+%% default the application env `election_voters').
+%%
+%% Errors: `{error, already_candidate}' (this node has one for Name),
+%% `{error, no_quorum}' (quorum mode: fewer than a majority of the voters
+%% are members here; not a candidate then), `{error, voters_mismatch}' (a
+%% candidate of Name has another mode or voter set), `{error,
+%% {bad_options, Opts}}', `{error, {unknown_option, Key}}', `{error,
+%% {bad_priority, P}}' (not a 64-bit integer), `{error, {bad_quorum,
+%% Q}}', `{error, {bad_voters, V}}' (not a list of atoms), `{error,
+%% no_voters}', `{error, voters_without_quorum}', `{error, bad_name}' (a
+%% fun), `{error, not_distributed}'.
+%%
+%% Fence is a positive integer that grows with every leadership term:
+%% stamp it on writes to a shared resource that refuses any write whose
+%% fence is not greater than the last it accepted.
+-spec lead(term(), tether_election:opts()) ->
+          {ok, {leader, tether_election:fence()}} | {ok, follower}
+          | {error, already_candidate | no_quorum | voters_mismatch
+             | not_distributed | term()}.
+lead(Name, Opts) ->
+    tether_election:lead(Name, Opts).
+
+%% @doc Ends this node's candidacy for Name, yielding the leadership if
+%% it held it; no `revoked' is sent (the caller asked). `{error,
+%% not_candidate}' when this node has no candidate for Name.
+-spec resign(term()) -> ok | {error, not_candidate | not_distributed}.
+resign(Name) ->
+    tether_election:resign(Name).
+
+%% @doc The leader of Name as this node knows it: `{ok, Node, Pid}' (Pid
+%% the leading candidate), or `{error, no_leader}'. Read in the NIF, no
+%% message to any process.
+-spec leader(term()) -> {ok, node(), pid()} | {error, no_leader}.
+leader(Name) ->
+    tether_election:leader(Name).
+
+%% @doc Whether this node's candidate for Name leads now (in quorum mode:
+%% and its lease holds). Read in the NIF, no message to any process.
+-spec is_leader(term()) -> boolean().
+is_leader(Name) ->
+    tether_election:is_leader(Name).
+
+%% @doc This node's fence for Name while its candidate leads: `{ok,
+%% Fence}'; `{error, no_quorum}' when its quorum candidate does not lead
+%% and fewer than a majority of the voters are members here; `{error,
+%% not_leader}' otherwise. Read in the NIF, no message to any process.
+-spec fence(term()) -> {ok, tether_election:fence()}
+                       | {error, not_leader | no_quorum}.
+fence(Name) ->
+    tether_election:fence(Name).
+
+%% @doc The live candidates of Name as this node knows them, best first:
+%% `[{Node, Priority}]'.
+-spec candidates(term()) -> [{node(), integer()}].
+candidates(Name) ->
+    tether_election:candidates(Name).

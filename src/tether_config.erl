@@ -34,6 +34,11 @@
 %%     ring (see {@link tether_ring}), a power of two up to 65536. Every
 %%     member must have the same; a join between nodes that differ is
 %%     refused.</li>
+%% <li>`{election_lease_ms, N}' (default 2000): the lease a quorum-mode
+%%     leader holds from a majority of its voters (see {@link
+%%     tether_election}); `{election_voters, [Node]}', the default voter
+%%     set of quorum candidacies, is read when `tether:lead/2' is
+%%     called.</li>
 %% <li>`{service_recheck_ms, N}' (default 5000): the health recheck of
 %%     {@link tether_service_server}. A value that is not a positive
 %%     integer means the default.</li>
@@ -54,6 +59,7 @@
 -define(DEFAULT_RECONNECT_MAX_MS, 10000).
 -define(DEFAULT_RECONNECTS, 6).
 -define(DEFAULT_RING_SIZE, 64).
+-define(DEFAULT_LEASE_MS, 2000).
 -define(RING_SIZE_MAX, 65536).
 -define(KEY_BYTES, 32).
 
@@ -70,6 +76,7 @@
                     reconnect_max_ms := pos_integer(),
                     reconnect_attempts := pos_integer(),
                     ring_size := pos_integer(),
+                    election_lease_ms := pos_integer(),
                     join := [node()]}.
 
 %% @doc Reads and checks the application env, key files included, so
@@ -103,6 +110,10 @@ read() ->
                            Get(reconnect_attempts, ?DEFAULT_RECONNECTS),
                            fun(V) -> is_integer(V) andalso V > 0
                                          andalso V =< 1000 end),
+        LeaseMs = check(election_lease_ms,
+                        Get(election_lease_ms, ?DEFAULT_LEASE_MS),
+                        fun(V) -> is_integer(V) andalso V > 0
+                                      andalso V < 1 bsl 32 end),
         Seeds = check(join, Get(join, []), fun is_atom_list/1),
         Secret = case {Get(cluster_secret_file, undefined),
                        Get(cluster_secret, undefined)} of
@@ -129,6 +140,7 @@ read() ->
                reconnect_max_ms => ReconnectMax,
                reconnect_attempts => Reconnects,
                ring_size => RingSize,
+               election_lease_ms => LeaseMs,
                join => Seeds}}
     catch
         throw:Reason -> {error, Reason}

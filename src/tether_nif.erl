@@ -34,6 +34,9 @@
          ring_shard_of/2, ring_shard_owners/3]).
 -export([engine_place/2, engine_owners/3, engine_shard/2,
          engine_shard_owners/3, engine_is_owner/2, engine_ring/1]).
+-export([election_lead/6, election_resign/2, election_fence/2,
+         election_is_leader/2, election_leader/2, election_candidates/2,
+         election_info/1]).
 
 -export_type([engine/0, ring/0, action/0, engine_opts/0, error_reason/0]).
 
@@ -73,7 +76,8 @@
                          join_timeout_ms => pos_integer(),
                          reconnect_max_ms => pos_integer(),
                          reconnect_attempts => pos_integer(),
-                         ring_size => pos_integer()}.
+                         ring_size => pos_integer(),
+                         election_lease_ms => pos_integer()}.
 
 %% What the engine asks of its shell or tells it (`c_src/core/engine.h',
 %% tether_action_t), one term per kind:
@@ -97,6 +101,9 @@
 %% <li>`{shard, Generation, acquired | released, Shard}': this node became
 %%     or stopped being the primary of a shard of the cluster ring.</li>
 %% <li>`{log, error | warning | info, Text}': a line to log.</li>
+%% <li>`{leader, NameEtf, elected | revoked, Fence}': our candidate for
+%%     the name (its canonical term, to decode with `binary_to_term/1')
+%%     was elected with Fence, or lost the leadership (Fence 0).</li>
 %% </ul>
 -type action() :: {send, name(), binary()}
                 | {connect, name()}
@@ -110,7 +117,8 @@
                                     non_neg_integer()}}
                 | {shard, non_neg_integer(), acquired | released,
                    non_neg_integer()}
-                | {log, error | warning | info, binary()}.
+                | {log, error | warning | info, binary()}
+                | {leader, binary(), elected | revoked, non_neg_integer()}.
 
 %% @private Loads the shared library; called by the code server.
 -spec init() -> ok | {error, term()}.
@@ -495,4 +503,53 @@ engine_is_owner(_Engine, _Key) ->
 -spec engine_ring(engine()) ->
           {pos_integer(), non_neg_integer(), [non_neg_integer()]}.
 engine_ring(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%%% Leader election (c_src/core/election.h)
+
+%% @doc Makes Pid this node's candidate for Name (through the engine: the
+%% tether server calls it). `badarg' for a Pid, Priority (64-bit
+%% integer), Quorum (boolean) or Voters (a list of names) of the wrong
+%% type.
+-spec election_lead(engine(), term(), pid(), integer(), boolean(),
+                    [name() | atom()]) ->
+          {ok, {leader, pos_integer()}} | {ok, follower}
+          | {error, already_candidate | no_quorum | voters_mismatch
+             | bad_name | left | too_many_names | error_reason()}.
+election_lead(_Engine, _Name, _Pid, _Priority, _Quorum, _Voters) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Ends this node's candidacy for Name (no `revoked').
+-spec election_resign(engine(), term()) -> ok | {error, not_candidate}.
+election_resign(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc This node's fence for Name while it leads (a read under the read
+%% lock, no message); `badarg' for a name that is a closure.
+-spec election_fence(engine(), term()) ->
+          {ok, pos_integer()} | {error, not_leader | no_quorum}.
+election_fence(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Whether this node leads Name now (a read, no message).
+-spec election_is_leader(engine(), term()) -> boolean().
+election_is_leader(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The leader of Name as this node knows it (a read, no message).
+-spec election_leader(engine(), term()) ->
+          {ok, atom() | binary(), pid()} | {error, no_leader}.
+election_leader(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The live candidates of Name, best first (a read, no message).
+-spec election_candidates(engine(), term()) ->
+          [{atom() | binary(), integer()}].
+election_candidates(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The election module's counters.
+-spec election_info(engine()) -> #{atom() => non_neg_integer()}
+                                 | {error, enomem}.
+election_info(_Engine) ->
     erlang:nif_error({not_loaded, ?MODULE}).

@@ -55,6 +55,13 @@
 %% tables; the live local registrants (here) and service instances
 %% ({@link tether_service_server}) are registered in it again.
 %%
+%% == Election ==
+%%
+%% This server holds the local candidates ({@link
+%% tether_election:state()}): `lead' and `resign' calls run here, the
+%% engine's `leader' actions become the candidates' messages, and a
+%% candidate that dies resigns.
+%%
 %% == Registry ==
 %%
 %% This server holds the registry's bookkeeping ({@link
@@ -110,7 +117,8 @@
     seeds = [] :: [node()],                  % joined by a fresh engine
     joins = #{} :: #{node() => [gen_server:from()]}, % join/1 callers
     reg :: tether_registry:state(),
-    ring :: tether_ring:state()              % shard subscriptions
+    ring :: tether_ring:state(),             % shard subscriptions
+    el :: tether_election:state()            % local candidates
 }).
 
 -type state() :: #st{}.
@@ -319,7 +327,8 @@ init([]) ->
             erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
             {ok, maybe_start(#st{config = Config, seeds = Seeds,
                                  reg = tether_registry:init(),
-                                 ring = tether_ring:init()})};
+                                 ring = tether_ring:init(),
+                                 el = tether_election:init()})};
         {error, Reason} ->
             {stop, {bad_config, Reason}}
     end.
@@ -421,11 +430,18 @@ handle_info({'DOWN', MRef, process, Pid, _}, S) ->
             {noreply, registry(fun(E, R) -> tether_registry:down(Pid, E, R)
                                end, S)};
         false ->
-            Ring = case tether_ring:is_subscriber(Pid, MRef, S#st.ring) of
-                       true -> tether_ring:unsubscribe(Pid, S#st.ring);
-                       false -> S#st.ring
-                   end,
-            {noreply, drop_monitored(Pid, MRef, S#st{ring = Ring})}
+            case tether_election:is_candidate(Pid, MRef, S#st.el) of
+                true ->
+                    %% A candidate died: it stops being one at once.
+                    {noreply, election_down(Pid, S)};
+                false ->
+                    Ring = case tether_ring:is_subscriber(Pid, MRef,
+                                                          S#st.ring) of
+                               true -> tether_ring:unsubscribe(Pid, S#st.ring);
+                               false -> S#st.ring
+                           end,
+                    {noreply, drop_monitored(Pid, MRef, S#st{ring = Ring})}
+            end
     end;
 handle_info(_Msg, S) ->
     {noreply, S}.
@@ -483,6 +499,11 @@ call({reg_track, _, _, _} = Req, S) ->
     registry_call(Req, S);
 call({reg_unregister, _} = Req, S) ->
     registry_call(Req, S);
+call(Req, S = #st{engine = E, el = El})
+  when element(1, Req) =:= election_lead;
+       element(1, Req) =:= election_resign ->
+    {Reply, El1} = tether_election:handle_call(Req, E, El),
+    {Reply, S#st{el = El1}};
 call(info, S) ->
     {tether_nif:engine_info(S#st.engine), S};
 call({engine_call, Fun}, S) when is_function(Fun, 1) ->
@@ -581,8 +602,8 @@ start_engine(S0) ->
         end,
     #{keys := Keys, trust := Trust, heartbeat_ms := Hb, ttl_ms := Ttl,
       join_timeout_ms := JoinMs, ring_size := RingSize,
-      reconnect_max_ms := ReconnectMax, reconnect_attempts := Reconnects} =
-        S#st.config,
+      reconnect_max_ms := ReconnectMax, reconnect_attempts := Reconnects,
+      election_lease_ms := LeaseMs} = S#st.config,
     Opts = (key_opts(Keys))#{
              name => bin(node()),
              incarnation => erlang:system_time(microsecond),
@@ -593,6 +614,7 @@ start_engine(S0) ->
              reconnect_max_ms => ReconnectMax,
              reconnect_attempts => Reconnects,
              ring_size => RingSize,
+             election_lease_ms => LeaseMs,
              seeds => bins(S#st.seeds)},
     case safe(fun() -> tether_nif:engine_new(Opts) end) of
         {ok, E} ->
@@ -602,7 +624,8 @@ start_engine(S0) ->
                       start = erlang:monotonic_time(millisecond),
                       reg = tether_registry:engine_started(E, S#st.reg),
                       ring = tether_ring:engine_started(E, S#st.ring)},
-            run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected)));
+            S2 = run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected))),
+            run(S2#st{el = tether_election:engine_started(E, S2#st.el)});
         {error, Reason} ->
             logger:error("tether: engine not started: ~p", [Reason]),
             S
@@ -632,7 +655,8 @@ stop_engine(S = #st{engine = E}) ->
     _ = persistent_term:erase(?ENGINE_KEY),
     S1 = reply_joins({error, not_distributed}, S),
     cancel_timer(S1#st{engine = undefined, up = #{},
-                       ring = tether_ring:engine_stopped(E, S#st.ring)}).
+                       ring = tether_ring:engine_stopped(E, S#st.ring),
+                       el = tether_election:engine_stopped(E, S#st.el)}).
 
 %% The engine's key options: what the env configured, else the cookie.
 -spec key_opts(#{atom() => binary()}) -> #{atom() => binary()}.
@@ -720,6 +744,8 @@ act({join, Contact, Outcome}, S) ->
     join_answered(Node, join_reply(Node, Outcome), S);
 act({shard, _Generation, _Change, _Shard} = Action, S) ->
     S#st{ring = tether_ring:handle_action(Action, S#st.ring)};
+act({leader, _NameEtf, _Change, _Fence} = Action, S) ->
+    S#st{el = tether_election:handle_action(Action, S#st.el)};
 act({log, Level, Text}, S) ->
     logger:log(Level, "tether: ~ts", [Text]),
     S;
@@ -826,6 +852,17 @@ registry(Fun, S = #st{engine = undefined, reg = R}) ->
 registry(Fun, S0) ->
     S = tick(S0),
     run(S#st{reg = Fun(S#st.engine, S#st.reg)}).
+
+%%% Election
+
+%% A candidate died: its candidacies end in the engine (when there is
+%% one), and what that queued is carried out.
+-spec election_down(pid(), state()) -> state().
+election_down(Pid, S = #st{engine = undefined}) ->
+    S#st{el = tether_election:down(Pid, undefined, S#st.el)};
+election_down(Pid, S0) ->
+    S = tick(S0),
+    run(S#st{el = tether_election:down(Pid, S#st.engine, S#st.el)}).
 
 %%% Size-dependent NIF calls
 

@@ -28,6 +28,7 @@
 #include "cnode/node.h"
 #include "cnode/keyfile.h"
 #include "cnode/resolve.h"
+#include "cnode/cluster.h"
 #include "core/keys.h"
 #include "tether/cluster.h"
 #include "tether/tether.h"
@@ -107,8 +108,25 @@ static const char usage_text[] =
     "      --ttl-ms N           lease length, > heartbeat (default\n"
     "                           max(5000, 5 x heartbeat)); a member silent\n"
     "                           that long is dropped\n"
-    "      --ring-size N        shards of the consistent-hash ring, a power of\n"
+    "      --ring-size N        shards of the consistent-hash ring, a power "
+    "of\n"
     "                           two (default 64); every member must agree\n"
+    "      --lead NAME          campaign at start for the leadership of the\n"
+    "                           atom NAME (repeatable), for a C service that\n"
+    "                           should run as a singleton; transitions are\n"
+    "                           logged, {leader, NAME} on `tether' says who\n"
+    "                           leads\n"
+    "      --lead-priority P    the priority of every --lead, a 64-bit\n"
+    "                           integer (default 0; higher wins, ties go to\n"
+    "                           the lowest node name)\n"
+    "      --election-voter NODE\n"
+    "                           a voter of quorum mode (repeatable, at most\n"
+    "                           64): with any, every --lead leads only while\n"
+    "                           a majority of these nodes grant it a lease;\n"
+    "                           all candidates of a name need the same set\n"
+    "      --election-lease-ms N\n"
+    "                           quorum-mode lease (default 2000; the\n"
+    "                           application env election_lease_ms)\n"
     "      --service NAME       announce this node as an instance of the\n"
     "                           service NAME (repeatable): "
     "tether:call_service\n"
@@ -151,7 +169,10 @@ static const char usage_text[] =
     "  tether      the cluster member (unless --no-cluster); answers\n"
     "              gen_server:call({tether, NODE}, Req) for Req = members,\n"
     "              {join, Node}, leave, {partition, A, B, drop|defer},\n"
-    "              {heal, Ref}, heal_all, partitions, info\n"
+    "              {heal, Ref}, heal_all, partitions, info, the ring's\n"
+    "              {place, Key} and friends, and the election's\n"
+    "              {leader, Name}, {is_leader, Name}, {fence, Name},\n"
+    "              {candidates, Name}\n"
     "\n"
     "Prints '%1$s: NAME ready' on stdout once registered.\n";
 
@@ -184,6 +205,20 @@ static int parse_uint(const char *s, unsigned long lo, unsigned long hi,
     if (errno || *end != '\0' || v < lo || v > hi)
         return -1;
     *out = v;
+    return 0;
+}
+
+/* Parses a signed decimal that fits 64 bits; returns 0 or -1. */
+static int parse_int64(const char *s, int64_t *out)
+{
+    char *end;
+    if (s == NULL || *s == '\0')
+        return -1;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end != '\0')
+        return -1;
+    *out = (int64_t)v;
     return 0;
 }
 
@@ -433,6 +468,10 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_PROTO_DIST,
         OPT_OPTFILE,
         OPT_SETUPTIME,
+        OPT_LEAD,
+        OPT_LEAD_PRIORITY,
+        OPT_VOTER,
+        OPT_LEASE,
     };
     static const struct option options[] = {
         {"name", required_argument, NULL, 'n'},
@@ -460,6 +499,10 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"no-cluster", no_argument, NULL, OPT_NO_CLUSTER},
         {"service", required_argument, NULL, OPT_SERVICE},
         {"register", required_argument, NULL, OPT_REGISTER},
+        {"lead", required_argument, NULL, OPT_LEAD},
+        {"lead-priority", required_argument, NULL, OPT_LEAD_PRIORITY},
+        {"election-voter", required_argument, NULL, OPT_VOTER},
+        {"election-lease-ms", required_argument, NULL, OPT_LEASE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -486,6 +529,11 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     size_t nservices = 0;
     static const char *names[SERVICES_FLAG_MAX];
     size_t nnames = 0;
+    static const char *leads[SERVICES_FLAG_MAX];
+    size_t nleads = 0;
+    static char voters[TETHER_CLUSTER_VOTERS_MAX][NAME_BUF_MAX];
+    static const char *voter_ptrs[TETHER_CLUSTER_VOTERS_MAX];
+    tether_cluster_lead_opts_t lead_opts = {.voters = voter_ptrs};
 
     if (cli && cli->prog)
         prog = cli->prog;
@@ -660,6 +708,41 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                                    optarg);
             names[nnames++] = optarg;
             break;
+        case OPT_LEAD:
+            if (nleads == SERVICES_FLAG_MAX)
+                return usage_error("too many --lead (at most %d)",
+                                   SERVICES_FLAG_MAX);
+            if (*optarg == '\0' || strlen(optarg) >= TETHER_NAME_MAX)
+                return usage_error("bad --lead '%s' (want an atom name)",
+                                   optarg);
+            leads[nleads++] = optarg;
+            break;
+        case OPT_LEAD_PRIORITY:
+            if (parse_int64(optarg, &lead_opts.priority) < 0)
+                return usage_error("bad --lead-priority '%s' (a 64-bit "
+                                   "integer)",
+                                   optarg);
+            break;
+        case OPT_VOTER:
+            if (lead_opts.nvoters == TETHER_CLUSTER_VOTERS_MAX)
+                return usage_error("too many --election-voter (at most %d)",
+                                   TETHER_CLUSTER_VOTERS_MAX);
+            if (strlen(optarg) >= NAME_BUF_MAX)
+                return usage_error("bad --election-voter '%s' (want "
+                                   "name@host)",
+                                   optarg);
+            /* Completed with our host below, once it is known. */
+            memcpy(voters[lead_opts.nvoters], optarg, strlen(optarg) + 1);
+            voter_ptrs[lead_opts.nvoters] = voters[lead_opts.nvoters];
+            lead_opts.nvoters++;
+            lead_opts.quorum = 1;
+            break;
+        case OPT_LEASE:
+            if (parse_uint(optarg, 1, MS_FLAG_MAX, &v) < 0)
+                return usage_error("bad --election-lease-ms '%s' (1..%lu)",
+                                   optarg, MS_FLAG_MAX);
+            ccfg.election_lease_ms = (uint32_t)v;
+            break;
         case 'h':
             printf(usage_text, prog);
             if (cli && cli->about)
@@ -678,9 +761,9 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
-    if ((nservices > 0 || nnames > 0) && !cluster)
-        return usage_error("%s", "--service and --register need the cluster "
-                                 "(drop --no-cluster)");
+    if ((nservices > 0 || nnames > 0 || nleads > 0) && !cluster)
+        return usage_error("%s", "--service, --register and --lead need the "
+                                 "cluster (drop --no-cluster)");
     if (name_arg == NULL && sname_arg == NULL)
         return usage_error("%s", "--name or --sname is required");
     if (name_arg && sname_arg)
@@ -712,6 +795,11 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             return usage_error("bad --join '%s' (want name@host)",
                                join_args[i]);
         seed_ptrs[i] = seeds[i];
+    }
+    for (size_t i = 0; i < lead_opts.nvoters; i++) {
+        if (full_name(voters[i], our_host, voters[i]) < 0)
+            return usage_error("bad --election-voter '%s' (want name@host)",
+                               voters[i]);
     }
     for (size_t i = 0; i < ccfg.ntrust; i++) {
         if (full_name(trust_names[i], our_host, trust_names[i]) < 0)
@@ -802,6 +890,22 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         if (rc < 0) {
             fprintf(stderr, "%s: cannot register '%s' in the cluster: %s\n",
                     prog, names[i], tether_strerror(rc));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nleads; i++) {
+        char atom[TETHER_ATOM_TERM_MAX];
+        size_t alen = tether_term_atom(atom, sizeof atom, leads[i]);
+        int outcome = 0;
+        uint64_t fence = 0;
+        rc = alen == 0 ? TETHER_EINVAL
+                       : tether__cluster_lead_at_start(
+                             node, atom, alen, &lead_opts, &outcome, &fence);
+        if (rc == 0 && outcome == TETHER_CLUSTER_VOTERS_MISMATCH)
+            rc = TETHER_EINVAL;
+        if (rc < 0) {
+            fprintf(stderr, "%s: cannot campaign for '%s': %s\n", prog,
+                    leads[i], tether_strerror(rc));
             goto done;
         }
     }

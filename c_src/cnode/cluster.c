@@ -40,6 +40,7 @@
 #include "cnode/internal.h"
 #include "cnode/node.h"
 #include "core/codec.h"
+#include "core/election.h"
 #include "core/engine.h"
 #include "core/registry.h"
 #include "core/ring.h"
@@ -55,6 +56,7 @@
 #define MSG_ERLANG   TETHER_MSG_SHELL
 #define SERVICES_MAX 256 /* services one C-node announces */
 #define NAMES_MAX    256 /* names one C-node registers cluster-wide */
+#define CANDS_MAX    256 /* names one C-node campaigns for */
 
 typedef char name_t[TETHER_NODE_NAME_MAX + 1];
 
@@ -78,6 +80,25 @@ typedef struct reg_name {
     erlang_ref mon;
 } reg_name_t;
 
+/* A candidacy of this node (tether_cluster_lead): a local C process, or
+ * the `tether` process itself (--lead), which then has no monitor. Kept
+ * across engine restarts. A quorum candidacy refused for want of a
+ * quorum is kept when it was made at start (`retry`): it campaigns again
+ * whenever a member comes up, until the engine takes it. */
+typedef struct cand {
+    uint8_t *name; /* canonical ETF (core/ring.h) */
+    size_t nlen;
+    erlang_pid pid;
+    erlang_ref mon;
+    bool monitored;
+    bool active; /* the engine holds it (else it waits to retry) */
+    bool retry;
+    int64_t priority;
+    bool quorum;
+    name_t *voters;
+    size_t nvoters;
+} cand_t;
+
 /* A tether_rpc request held by a defer partition and delivered by the
  * engine on heal, waiting for run() (outside the engine) to start it. */
 typedef struct pending_req {
@@ -98,7 +119,7 @@ typedef struct tether_cluster {
     tether_timer_id_t timer;
     uint64_t timer_at;
     /* Configuration (copied). */
-    uint32_t hb_ms, ttl_ms, ring_size;
+    uint32_t hb_ms, ttl_ms, ring_size, lease_ms;
     bool has_secret, has_identity;
     uint8_t secret[TETHER_CLUSTER_KEY_BYTES];
     uint8_t identity[TETHER_CLUSTER_KEY_BYTES];
@@ -120,6 +141,10 @@ typedef struct tether_cluster {
     tether_svctab_t *svc;   /* the service table of eng */
     tether_registry_t *reg; /* the name registry of eng */
     tether_ring_module_t *ring; /* the cluster ring of eng */
+    tether_election_t *el;      /* the election of eng */
+    cand_t *cands;              /* CANDS_MAX, allocated at the first */
+    size_t ncands;
+    bool cands_retry; /* a member came up: retry waiting ones */
     struct {
         tether_cluster_shard_fn fn;
         void *ctx;
@@ -347,6 +372,10 @@ static void send_bytes(cluster_t *cl, const char *peer, const uint8_t *data,
 static void rpc_start_pending(cluster_t *cl);
 static void rpc_hold(cluster_t *cl, const char *from, const tether_bytes_t *b);
 static void name_lost(cluster_t *cl, const tether_bytes_t *name);
+static void leader_event(cluster_t *cl, const tether_action_t *a);
+static bool cands_retry(cluster_t *cl);
+static void cands_stopped(cluster_t *cl);
+static void cands_restart(cluster_t *cl);
 
 /* A join through a->peer ended: a refusal or silence is logged. */
 static void join_result(cluster_t *cl, const tether_action_t *a)
@@ -389,6 +418,7 @@ static void act(cluster_t *cl, const tether_action_t *a)
     case TETHER_ACT_MEMBER:
         LOG(cl->node, TETHER_LOG_INFO, "cluster: member '%s' %s", a->peer,
             a->u.member.up ? "up" : "down");
+        cl->cands_retry = cl->cands_retry || a->u.member.up;
         break;
     case TETHER_ACT_MESSAGE:
         rpc_hold(cl, a->peer, &a->u.message.etf);
@@ -409,6 +439,9 @@ static void act(cluster_t *cl, const tether_action_t *a)
     case TETHER_ACT_SHARD:
         shard_event(cl, a);
         break;
+    case TETHER_ACT_LEADER:
+        leader_event(cl, a);
+        break;
     case TETHER_ACT_LOG:
         LOG(cl->node,
             a->u.log.level == TETHER_ACT_LOG_ERROR     ? TETHER_LOG_ERROR
@@ -422,14 +455,19 @@ static void act(cluster_t *cl, const tether_action_t *a)
 
 /* Carries out every pending action, starting held requests in order as
  * they come, then arms the timer. An answer given at once calls run()
- * again: rpc_start_pending() keeps that from recursing further. */
+ * again: rpc_start_pending() keeps that from recursing further. Waiting
+ * candidacies campaign again once the actions that brought a member up
+ * are drained (their own actions are drained in turn). */
 static void run(cluster_t *cl)
 {
     tether_action_t a;
     for (;;) {
         rpc_start_pending(cl);
-        if (!tether_engine_next_action(cl->eng, &a))
+        if (!tether_engine_next_action(cl->eng, &a)) {
+            if (cands_retry(cl))
+                continue;
             break;
+        }
         act(cl, &a);
         tether_engine_action_release(&a);
     }
@@ -1054,6 +1092,13 @@ static int engine_start(cluster_t *cl)
     tether_ring_config_t ring_cfg = {.shards = cl->ring_size};
     if (rc == 0)
         rc = tether_ring_module_new(&ring_cfg, eng, &ring);
+    /* One thread runs the engine and reads the election: no lock hooks.
+     * Its round is the heartbeat, as on the BEAM. */
+    tether_election_t *el = NULL;
+    tether_election_config_t el_cfg = {.lease_ms = cl->lease_ms,
+                                       .round_ms = cl->hb_ms};
+    if (rc == 0)
+        rc = tether_election_new(&el_cfg, eng, &el);
     if (rc < 0) {
         tether_engine_free(eng);
         return rc;
@@ -1068,12 +1113,14 @@ static int engine_start(cluster_t *cl)
             return rc;
         }
     }
+    cands_stopped(cl);
     tether_engine_free(cl->eng);
     pending_clear(cl);
     cl->eng = eng;
     cl->svc = svc;
     cl->reg = reg;
     cl->ring = ring;
+    cl->el = el;
     cl->last_inc = inc;
     cl->nup = 0;
     cl->nev = 0;
@@ -1088,6 +1135,7 @@ static int engine_start(cluster_t *cl)
         if ((rc = service_put(cl, &cl->services[i])) < 0)
             LOG(cl->node, TETHER_LOG_ERROR, "cluster: service '%s': %s",
                 cl->services[i].name, tether_strerror(rc));
+    cands_restart(cl);
     run(cl);
     return 0;
 }
@@ -1374,6 +1422,314 @@ static int call_ring(cluster_t *cl, const char *tag, const char *buf, int idx,
     }
 }
 
+/* ---- election (core/election.h) -------------------------------------- */
+
+/* Why the outcomes of tether/cluster.h can be the engine's as they are. */
+_Static_assert(TETHER_CLUSTER_LEADER == TETHER_ELECTION_LEADER &&
+                   TETHER_CLUSTER_FOLLOWER == TETHER_ELECTION_FOLLOWER &&
+                   TETHER_CLUSTER_NO_QUORUM == TETHER_ELECTION_NO_QUORUM &&
+                   TETHER_CLUSTER_VOTERS_MISMATCH ==
+                       TETHER_ELECTION_VOTERS_MISMATCH &&
+                   TETHER_CLUSTER_VOTERS_MAX == TETHER_ELECTION_VOTERS_MAX,
+               "tether/cluster.h and core/election.h disagree");
+
+/* The engine's time now (what the election's readers check leases
+ * against). */
+static uint64_t engine_now(const cluster_t *cl)
+{
+    uint64_t now = tether_node_now_ms();
+    return now > cl->start_ms ? now - cl->start_ms : 0;
+}
+
+/* The canonical encoding of the 131-prefixed term etf[0..len) into out
+ * (TETHER_ELECTION_NAME_MAX bytes): the name both shells use. 0 or
+ * TETHER_EINVAL (not one term, a closure, too large). */
+static int name_canon(const char *etf, size_t len, uint8_t *out, size_t *olen)
+{
+    if (etf == NULL || len > INT32_MAX || !tether_term_valid(etf, len) ||
+        tether_ring_canon((const uint8_t *)etf, len, out,
+                          TETHER_ELECTION_NAME_MAX, olen) < 0)
+        return TETHER_EINVAL;
+    return 0;
+}
+
+/* The name at buf[*idx] of a call (advanced past it), canonical. */
+static int name_at(const char *buf, int *idx, uint8_t *out, size_t *olen)
+{
+    int start = *idx, rc;
+    size_t len;
+    char *etf;
+
+    if (ei_skip_term(buf, idx) < 0)
+        return TETHER_EINVAL;
+    etf = with_version(buf, start, *idx, &len);
+    if (etf == NULL)
+        return TETHER_ENOMEM;
+    rc = name_canon(etf, len, out, olen);
+    free(etf);
+    return rc;
+}
+
+static ssize_t cand_find(const cluster_t *cl, const uint8_t *name, size_t n)
+{
+    for (size_t i = 0; i < cl->ncands; i++)
+        if (cl->cands[i].nlen == n && memcmp(cl->cands[i].name, name, n) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static void cand_remove(cluster_t *cl, size_t i)
+{
+    free(cl->cands[i].name);
+    free(cl->cands[i].voters);
+    cl->cands[i] = cl->cands[--cl->ncands];
+}
+
+/* Drops candidacy i and our monitor of its process. */
+static void cand_forget(cluster_t *cl, size_t i)
+{
+    if (cl->cands[i].monitored &&
+        tether_proc_demonitor(cl->proc, &cl->cands[i].mon) < 0)
+        LOG(cl->node, TETHER_LOG_DEBUG, "cluster: no monitor of a candidate");
+    cand_remove(cl, i);
+}
+
+/* Campaigns with candidacy c on the current engine: 0 with *outcome
+ * (and *fence when leading), or a TETHER_E* code. */
+static int cand_campaign(cluster_t *cl, cand_t *c, int *outcome,
+                         uint64_t *fence)
+{
+    const char *voters[TETHER_ELECTION_VOTERS_MAX];
+    tether_election_opts_t o = {.priority = c->priority,
+                                .quorum = c->quorum,
+                                .voters = voters,
+                                .nvoters = c->nvoters};
+    ei_x_buff pid;
+    int rc = TETHER_ENOMEM;
+
+    if (cl->el == NULL)
+        return TETHER_ENOTFOUND;
+    for (size_t i = 0; i < c->nvoters; i++)
+        voters[i] = c->voters[i];
+    if (ei_x_new_with_version(&pid) < 0)
+        return TETHER_ENOMEM;
+    if (ei_x_encode_pid(&pid, &c->pid) == 0)
+        rc = tether_election_lead(cl->el, c->name, c->nlen,
+                                  (const uint8_t *)pid.buff, (size_t)pid.index,
+                                  &o, outcome, fence);
+    ei_x_free(&pid);
+    if (rc == 0)
+        c->active = *outcome == TETHER_ELECTION_LEADER ||
+                    *outcome == TETHER_ELECTION_FOLLOWER;
+    return rc;
+}
+
+/* Tells candidate c of a transition: {tether_leader, Name, {elected,
+ * Fence} | revoked} to its process, or a log line for the `tether`
+ * process itself (a --lead candidacy). */
+static void cand_tell(cluster_t *cl, const cand_t *c, bool elected,
+                      uint64_t fence)
+{
+    ei_x_buff x;
+
+    if (ei_cmp_pids((erlang_pid *)&c->pid, &cl->pid) == 0) {
+        char *text = NULL;
+        int idx = 1; /* past the version byte */
+        if (ei_s_print_term(&text, (const char *)c->name, &idx) < 0) {
+            free(text);
+            text = NULL;
+        }
+        if (elected)
+            LOG(cl->node, TETHER_LOG_INFO,
+                "cluster: leading %.200s with fence %llu", text ? text : "?",
+                (unsigned long long)fence);
+        else
+            LOG(cl->node, TETHER_LOG_INFO, "cluster: no longer leading %.200s",
+                text ? text : "?");
+        free(text);
+        return;
+    }
+    if (ei_x_new_with_version(&x) < 0)
+        return;
+    if (ei_x_encode_tuple_header(&x, 3) == 0 &&
+        ei_x_encode_atom(&x, "tether_leader") == 0 &&
+        ei_x_append_buf(&x, (const char *)c->name + 1, (int)c->nlen - 1) == 0 &&
+        (elected ? ei_x_encode_tuple_header(&x, 2) == 0 &&
+                       ei_x_encode_atom(&x, "elected") == 0 &&
+                       ei_x_encode_ulonglong(&x, fence) == 0
+                 : ei_x_encode_atom(&x, "revoked") == 0))
+        (void)tether_procs_send(tether_node_procs(cl->node), &cl->pid, &c->pid,
+                                x.buff, (size_t)x.index);
+    ei_x_free(&x);
+}
+
+/* A LEADER action: our candidate of the name hears. */
+static void leader_event(cluster_t *cl, const tether_action_t *a)
+{
+    ssize_t i = cand_find(cl, a->u.leader.name.ptr, a->u.leader.name.len);
+    if (i >= 0)
+        cand_tell(cl, &cl->cands[i], a->u.leader.elected != 0,
+                  a->u.leader.fence);
+}
+
+/* Waiting candidacies campaign again (see cand_t); true if one did and
+ * its actions may need draining. */
+static bool cands_retry(cluster_t *cl)
+{
+    bool any = false;
+    if (!cl->cands_retry)
+        return false;
+    cl->cands_retry = false;
+    for (size_t i = 0; i < cl->ncands; i++) {
+        cand_t *c = &cl->cands[i];
+        int outcome = 0;
+        uint64_t fence = 0;
+        if (c->active || !c->retry ||
+            cand_campaign(cl, c, &outcome, &fence) < 0 || !c->active)
+            continue;
+        any = true;
+        if (outcome == TETHER_ELECTION_LEADER)
+            cand_tell(cl, c, true, fence);
+    }
+    return any;
+}
+
+/* The engine goes: a candidate that leads on it is told `revoked`. */
+static void cands_stopped(cluster_t *cl)
+{
+    uint64_t now = engine_now(cl);
+    for (size_t i = 0; i < cl->ncands; i++)
+        if (cl->el != NULL && cl->cands[i].active &&
+            tether_election_fence(cl->el, cl->cands[i].name, cl->cands[i].nlen,
+                                  now, NULL) == TETHER_ELECTION_LEADER)
+            cand_tell(cl, &cl->cands[i], false, 0);
+}
+
+/* A fresh engine runs: every candidacy campaigns on it again; one it
+ * refuses is told `revoked` and forgotten (unless it waits to retry). */
+static void cands_restart(cluster_t *cl)
+{
+    for (size_t i = 0; i < cl->ncands;) {
+        cand_t *c = &cl->cands[i];
+        int outcome = 0, rc;
+        uint64_t fence = 0;
+        c->active = false;
+        rc = cand_campaign(cl, c, &outcome, &fence);
+        if (rc == 0 && outcome == TETHER_ELECTION_LEADER)
+            cand_tell(cl, c, true, fence);
+        if (c->active || (rc == 0 && c->retry)) {
+            i++;
+            continue;
+        }
+        cand_tell(cl, c, false, 0);
+        cand_forget(cl, i);
+    }
+}
+
+/* A monitored candidate exited: it resigns. Other DOWNs are ignored. */
+static void cands_down(cluster_t *cl, const erlang_ref *ref)
+{
+    for (size_t i = 0; i < cl->ncands; i++) {
+        cand_t *c = &cl->cands[i];
+        if (!c->monitored || ei_cmp_refs(&c->mon, (erlang_ref *)ref) != 0)
+            continue;
+        if (c->active && cl->el != NULL)
+            (void)tether_election_resign(cl->el, c->name, c->nlen);
+        cand_remove(cl, i);
+        run(cl);
+        return;
+    }
+}
+
+/* {candidates, Name} -> [{Node, Priority}], best first. */
+static int encode_candidates(cluster_t *cl, const uint8_t *name, size_t n,
+                             ei_x_buff *x)
+{
+    size_t count = tether_election_candidates(cl->el, name, n, NULL, 0);
+    tether_election_candidate_t *v =
+        count > 0 ? malloc(count * sizeof *v) : NULL;
+    int rc = 0;
+
+    if (count > 0 && v == NULL)
+        return encode_error(x, TETHER_ENOMEM);
+    if (count > 0)
+        count = tether_election_candidates(cl->el, name, n, v, count);
+    if (count > 0 && ei_x_encode_list_header(x, (long)count) < 0)
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i < count; i++)
+        if (ei_x_encode_tuple_header(x, 2) < 0 ||
+            tether__etf_encode_name(x, v[i].node) < 0 ||
+            ei_x_encode_longlong(x, v[i].priority) < 0)
+            rc = -1;
+    free(v);
+    return rc == 0 ? ei_x_encode_empty_list(x) : -1;
+}
+
+/* {leader, Name} -> {ok, Node, Pid} | {error, no_leader}. */
+static int encode_leader(cluster_t *cl, const uint8_t *name, size_t n,
+                         ei_x_buff *x)
+{
+    char node[TETHER_NODE_NAME_MAX + 1];
+    uint8_t pid[TETHER_ELECTION_PID_MAX];
+    size_t plen = 0;
+
+    if (tether_election_leader(cl->el, name, n, engine_now(cl), node, pid,
+                               sizeof pid, &plen, NULL) < 0 ||
+        plen < 2 || pid[0] != TETHER_ETF_VERSION ||
+        !tether_term_valid((const char *)pid, plen))
+        return ei_x_encode_tuple_header(x, 2) < 0 ||
+                       ei_x_encode_atom(x, "error") < 0 ||
+                       ei_x_encode_atom(x, "no_leader") < 0
+                   ? -1
+                   : 0;
+    return ei_x_encode_tuple_header(x, 3) < 0 ||
+                   ei_x_encode_atom(x, "ok") < 0 ||
+                   tether__etf_encode_name(x, node) < 0 ||
+                   ei_x_append_buf(x, (const char *)pid + 1, (int)plen - 1) < 0
+               ? -1
+               : 0;
+}
+
+/*
+ * The election's queries, answered as the BEAM facade answers them:
+ * {leader, Name}, {is_leader, Name}, {fence, Name}, {candidates, Name};
+ * {error, invalid} for a name that cannot be one (as for every bad
+ * request).
+ */
+static int call_election(cluster_t *cl, const char *tag, const char *buf,
+                         int idx, ei_x_buff *x)
+{
+    uint8_t name[TETHER_ELECTION_NAME_MAX];
+    size_t n = 0;
+    uint64_t fence = 0;
+    int st;
+
+    if (cl->el == NULL)
+        return encode_error(x, TETHER_ENOTFOUND);
+    if (name_at(buf, &idx, name, &n) < 0)
+        return encode_error(x, TETHER_EINVAL);
+    if (strcmp(tag, "candidates") == 0)
+        return encode_candidates(cl, name, n, x);
+    if (strcmp(tag, "leader") == 0)
+        return encode_leader(cl, name, n, x);
+    st = tether_election_fence(cl->el, name, n, engine_now(cl), &fence);
+    if (strcmp(tag, "is_leader") == 0)
+        return ei_x_encode_boolean(x, st == TETHER_ELECTION_LEADER);
+    if (st == TETHER_ELECTION_LEADER)
+        return ei_x_encode_tuple_header(x, 2) < 0 ||
+                       ei_x_encode_atom(x, "ok") < 0 ||
+                       ei_x_encode_ulonglong(x, fence) < 0
+                   ? -1
+                   : 0;
+    return ei_x_encode_tuple_header(x, 2) < 0 ||
+                   ei_x_encode_atom(x, "error") < 0 ||
+                   ei_x_encode_atom(x, st == TETHER_ELECTION_NO_QUORUM
+                                           ? "no_quorum"
+                                           : "not_leader") < 0
+               ? -1
+               : 0;
+}
+
 static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
 {
     char tag[MAXATOMLEN_UTF8];
@@ -1410,6 +1766,10 @@ static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
             return call_ring(cl, tag, buf, idx, x);
         if (strcmp(tag, "heal") == 0 && arity == 2)
             return call_heal(cl, buf, idx, x);
+        if (arity == 2 &&
+            (strcmp(tag, "leader") == 0 || strcmp(tag, "is_leader") == 0 ||
+             strcmp(tag, "fence") == 0 || strcmp(tag, "candidates") == 0))
+            return call_election(cl, tag, buf, idx, x);
         return encode_error(x, TETHER_EINVAL);
     }
     if (ei_decode_atom_as(buf, &idx, tag, sizeof tag, ERLANG_UTF8, NULL, NULL) <
@@ -1464,7 +1824,10 @@ static void handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
         break;
     }
     case TETHER_CLUSTER_MSG_DOWN:
+        /* A registrant's monitor or a candidate's: each ignores the
+         * other's. */
         names_down(cl, &m.ref);
+        cands_down(cl, &m.ref);
         break;
     case TETHER_CLUSTER_MSG_REG_PING:
         reg_ping(cl, msg->data, &m);
@@ -1482,8 +1845,11 @@ static void cluster_free(cluster_t *cl)
 {
     if (cl == NULL)
         return;
-    tether_engine_free(cl->eng); /* svc and reg with it */
+    tether_engine_free(cl->eng); /* svc, reg, ring and el with it */
     pending_clear(cl);
+    while (cl->ncands > 0)
+        cand_remove(cl, cl->ncands - 1);
+    free(cl->cands);
     for (size_t i = 0; i < cl->nservices; i++)
         free(cl->services[i].meta);
     sodium_memzero(cl->secret, sizeof cl->secret);
@@ -1511,6 +1877,24 @@ static void on_exit_fn(tether_proc_t *self, const char *reason,
     cluster_free(cl);
 }
 
+/* Copies n node names (each checked) into a fresh array *out, which
+ * the caller frees (also after an error). 0, TETHER_EINVAL or
+ * TETHER_ENOMEM. */
+static int copy_node_names(const char *const *in, size_t n, name_t **out)
+{
+    *out = calloc(n, sizeof **out);
+    if (*out == NULL)
+        return TETHER_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = in[i];
+        if (s == NULL || strlen(s) > TETHER_NODE_NAME_MAX ||
+            !tether_node_name_valid(s))
+            return TETHER_EINVAL;
+        snprintf((*out)[i], sizeof(name_t), "%s", s);
+    }
+    return 0;
+}
+
 /* Copies and checks the configuration. */
 static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
 {
@@ -1532,6 +1916,8 @@ static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
     if (cl->ring_size > TETHER_RING_SHARDS_MAX ||
         (cl->ring_size & (cl->ring_size - 1)) != 0)
         return TETHER_EINVAL;
+    cl->lease_ms = cfg->election_lease_ms ? cfg->election_lease_ms
+                                          : TETHER_ELECTION_DEFAULT_LEASE_MS;
     if (cfg->cluster_secret) {
         memcpy(cl->secret, cfg->cluster_secret, sizeof cl->secret);
         cl->has_secret = true;
@@ -1541,16 +1927,9 @@ static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
         cl->has_identity = true;
     }
     if (cfg->njoin > 0) {
-        cl->seeds = calloc(cfg->njoin, sizeof *cl->seeds);
-        if (cl->seeds == NULL)
-            return TETHER_ENOMEM;
-        for (size_t i = 0; i < cfg->njoin; i++) {
-            const char *s = cfg->join[i];
-            if (s == NULL || strlen(s) > TETHER_NODE_NAME_MAX ||
-                !tether_node_name_valid(s))
-                return TETHER_EINVAL;
-            snprintf(cl->seeds[i], sizeof(name_t), "%s", s);
-        }
+        int rc = copy_node_names(cfg->join, cfg->njoin, &cl->seeds);
+        if (rc < 0)
+            return rc;
         cl->nseeds = cfg->njoin;
     }
     if (cfg->ntrust > 0) {
@@ -1893,4 +2272,157 @@ int tether_cluster_unsubscribe_shards(tether_node_t *node,
             return 0;
         }
     return TETHER_ENOTFOUND;
+}
+
+/* ---- the election (tether/cluster.h) ---------------------------------- */
+
+/* Checks a candidacy's options and copies them into c. */
+static int cand_options(cand_t *c, const tether_cluster_lead_opts_t *o)
+{
+    int rc;
+
+    if (o == NULL)
+        return 0;
+    if (o->quorum &&
+        (o->nvoters == 0 || o->nvoters > TETHER_ELECTION_VOTERS_MAX ||
+         o->voters == NULL))
+        return TETHER_EINVAL;
+    if (!o->quorum && o->nvoters > 0)
+        return TETHER_EINVAL;
+    c->priority = o->priority;
+    c->quorum = o->quorum != 0;
+    if (o->nvoters == 0)
+        return 0;
+    rc = copy_node_names(o->voters, o->nvoters, &c->voters);
+    if (rc == 0)
+        c->nvoters = o->nvoters;
+    return rc;
+}
+
+/*
+ * The candidacy of proc (NULL: the `tether` process) for name. With
+ * retry (the --lead flags), a quorum candidacy without a quorum yet is
+ * kept and campaigns again as members come up: *outcome says
+ * NO_QUORUM, and 0 is returned with the candidacy held.
+ */
+static int lead(tether_node_t *node, const char *proc, const char *name,
+                size_t len, const tether_cluster_lead_opts_t *o, bool retry,
+                int *outcome, uint64_t *fence)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    uint8_t canon[TETHER_ELECTION_NAME_MAX];
+    cand_t c = {0};
+    tether_proc_t *p = NULL;
+    int rc;
+
+    if (outcome == NULL || fence == NULL ||
+        name_canon(name, len, canon, &c.nlen) < 0)
+        return TETHER_EINVAL;
+    if (cl == NULL || cl->el == NULL)
+        return TETHER_ENOTFOUND;
+    if (proc != NULL &&
+        (p = tether_procs_whereis(tether_node_procs(node), proc)) == NULL)
+        return TETHER_ENOTFOUND;
+    if (cand_find(cl, canon, c.nlen) >= 0)
+        return TETHER_EEXIST;
+    if (cl->ncands == CANDS_MAX)
+        return TETHER_ETOOBIG;
+    if (cl->cands == NULL &&
+        (cl->cands = calloc(CANDS_MAX, sizeof *cl->cands)) == NULL)
+        return TETHER_ENOMEM;
+    c.pid = p ? *tether_proc_pid(p) : cl->pid;
+    c.retry = retry;
+    rc = cand_options(&c, o);
+    if (rc == 0 && (c.name = malloc(c.nlen)) == NULL)
+        rc = TETHER_ENOMEM;
+    if (rc == 0) {
+        memcpy(c.name, canon, c.nlen);
+        rc = cand_campaign(cl, &c, outcome, fence);
+    }
+    if (rc < 0 || (!c.active && !(retry && c.quorum))) {
+        free(c.name);
+        free(c.voters);
+        return rc;
+    }
+    if (p != NULL) {
+        rc = tether_proc_monitor(cl->proc, &c.pid, &c.mon);
+        if (rc < 0)
+            LOG(node, TETHER_LOG_ERROR,
+                "cluster: cannot monitor candidate '%s': %s", proc,
+                tether_strerror(rc));
+        c.monitored = rc == 0;
+    }
+    cl->cands[cl->ncands++] = c;
+    run(cl);
+    return 0;
+}
+
+int tether_cluster_lead(tether_node_t *node, const char *proc, const char *name,
+                        size_t len, const tether_cluster_lead_opts_t *o,
+                        int *outcome, uint64_t *fence)
+{
+    return lead(node, proc, name, len, o, false, outcome, fence);
+}
+
+int tether__cluster_lead_at_start(tether_node_t *node, const char *name,
+                                  size_t len,
+                                  const tether_cluster_lead_opts_t *o,
+                                  int *outcome, uint64_t *fence)
+{
+    return lead(node, NULL, name, len, o, true, outcome, fence);
+}
+
+int tether_cluster_resign(tether_node_t *node, const char *name, size_t len)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    uint8_t canon[TETHER_ELECTION_NAME_MAX];
+    size_t n;
+    ssize_t i;
+
+    if (name_canon(name, len, canon, &n) < 0)
+        return TETHER_EINVAL;
+    if (cl == NULL || (i = cand_find(cl, canon, n)) < 0)
+        return TETHER_ENOTFOUND;
+    if (cl->cands[i].active && cl->el != NULL)
+        (void)tether_election_resign(cl->el, canon, n);
+    cand_forget(cl, (size_t)i);
+    run(cl);
+    return 0;
+}
+
+int tether_cluster_fence(tether_node_t *node, const char *name, size_t len,
+                         uint64_t *fence)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    uint8_t canon[TETHER_ELECTION_NAME_MAX];
+    size_t n;
+
+    if (name_canon(name, len, canon, &n) < 0)
+        return TETHER_EINVAL;
+    if (cl == NULL || cl->el == NULL)
+        return TETHER_ENOTFOUND;
+    return tether_election_fence(cl->el, canon, n, engine_now(cl), fence);
+}
+
+int tether_cluster_leader(tether_node_t *node, const char *name, size_t len,
+                          char *leader, size_t cap, uint64_t *fence)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    uint8_t canon[TETHER_ELECTION_NAME_MAX];
+    char who[TETHER_NODE_NAME_MAX + 1];
+    size_t n;
+    int rc;
+
+    if (leader == NULL || name_canon(name, len, canon, &n) < 0)
+        return TETHER_EINVAL;
+    if (cl == NULL || cl->el == NULL)
+        return TETHER_ENOTFOUND;
+    rc = tether_election_leader(cl->el, canon, n, engine_now(cl), who, NULL, 0,
+                                NULL, fence);
+    if (rc < 0)
+        return rc;
+    if (strlen(who) >= cap)
+        return TETHER_ETOOBIG;
+    memcpy(leader, who, strlen(who) + 1);
+    return 0;
 }

@@ -59,4 +59,13 @@ tether__cluster_engine_stats(const tether_node_t *node);
  * Loop thread. */
 tether_engine_t *tether__cluster_engine(const tether_node_t *node);
 
+/* tether_cluster_lead() for the `tether` process itself (--lead): a
+ * quorum candidacy refused for want of a quorum (the node has not joined
+ * yet) is kept and campaigns again as members come up (*outcome is then
+ * NO_QUORUM and 0 is returned). */
+TETHER_MUST_CHECK int
+tether__cluster_lead_at_start(tether_node_t *node, const char *name, size_t len,
+                              const tether_cluster_lead_opts_t *o, int *outcome,
+                              uint64_t *fence);
+
 #endif /* TETHER_CNODE_CLUSTER_H */

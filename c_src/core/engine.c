@@ -207,6 +207,10 @@ static size_t byte_fields(tether_action_t *a, tether_bytes_t **f)
     case TETHER_ACT_LOG:
         f[0] = &a->u.log.text;
         return 1;
+    case TETHER_ACT_LEADER:
+        f[0] = &a->u.leader.name;
+        f[1] = &a->u.leader.cand;
+        return 2;
     case TETHER_ACT_CONNECT:
     case TETHER_ACT_MEMBER:
     case TETHER_ACT_JOIN:

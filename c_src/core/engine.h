@@ -54,7 +54,8 @@
  *   0x21 REGISTRY    the name registry (core/registry.h)
  *   0x22 SERVICE     the cluster service table (core/service_table.h)
  *   (the ring, core/ring.h, has no messages: it follows membership)
- *   0x23..0xff       free for new modules (core/module.h); list each here
+ *   0x23 ELECTION    leader election with fences (core/election.h)
+ *   0x24..0xff       free for new modules (core/module.h); list each here
  *
  * Partitions and liveness (the decision): hellos, restart notices, ACK,
  * PARTITIONS and PDIGEST are the control plane and cross partitions
@@ -117,6 +118,7 @@
 #define TETHER_MSG_SHELL        0x20
 #define TETHER_MSG_REGISTRY     0x21
 #define TETHER_MSG_SERVICE      0x22
+#define TETHER_MSG_ELECTION     0x23
 
 #define TETHER_ENGINE_SEED_BYTES              32
 #define TETHER_ENGINE_DEFAULT_HB_MS           1000
@@ -206,6 +208,10 @@ typedef enum tether_action_kind {
     TETHER_ACT_SHARD,
     /* A line the shell should log (u.log: level and text). */
     TETHER_ACT_LOG,
+    /* Our candidate for u.leader.name (core/election.h) was elected with
+     * u.leader.fence (u.leader.elected = 1; again, with a fresh fence,
+     * after a heal) or lost the leadership (0). */
+    TETHER_ACT_LEADER,
 } tether_action_kind_t;
 
 /* u.join.status */
@@ -265,6 +271,12 @@ typedef struct tether_action {
             int level;           /* TETHER_ACT_LOG_* */
             tether_bytes_t text; /* UTF-8, no NUL */
         } log;
+        struct {
+            tether_bytes_t name; /* the name's canonical term (ETF) */
+            tether_bytes_t cand; /* our candidate's pid (ETF) */
+            int elected;         /* 1: elected, 0: revoked */
+            uint64_t fence;      /* elected: the fence */
+        } leader;
     } u;
     void *block; /* private: holds the byte strings above */
 } tether_action_t;

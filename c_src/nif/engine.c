@@ -60,7 +60,7 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
  *              identity_seed => <<_:256>>, seeds => [binary()],
  *              seed_retry_ms => N, join_timeout_ms => N,
  *              reconnect_max_ms => N, reconnect_attempts => N,
- *              ring_size => power of two})
+ *              ring_size => power of two, election_lease_ms => N})
  *   -> {ok, Engine} | {error, Reason}
  * Key material: the cluster secret (or else the cookie) makes our identity
  * and trusts every name; identity_seed overrides our identity (peers then
@@ -84,7 +84,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
                  ttl = TETHER_ENGINE_DEFAULT_TTL_MS, retry = 0,
                  defer = TETHER_ENGINE_DEFAULT_DEFER, seed_retry = 0,
                  join_timeout = 0, reconnect_max = 0, reconnects = 0,
-                 ring_size = TETHER_RING_DEFAULT_SHARDS;
+                 ring_size = TETHER_RING_DEFAULT_SHARDS, lease_ms = 0;
     tether_nif_res_t *res = NULL;
     int rc;
 
@@ -115,6 +115,8 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         !opt_uint(env, argv[0], ATOM(reconnect_attempts), 1000, &reconnects) ||
         !opt_uint(env, argv[0], ATOM(ring_size), TETHER_RING_SHARDS_MAX,
                   &ring_size) ||
+        !opt_uint(env, argv[0], ATOM(election_lease_ms), UINT32_MAX,
+                  &lease_ms) ||
         (ring_size & (ring_size - 1)) != 0)
         goto bad_arg;
     if (enif_get_map_value(env, argv[0], ATOM(seeds), &t) &&
@@ -177,6 +179,8 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         rc = tether__nif_services_attach(res, (uint32_t)hb);
     if (rc == 0)
         rc = tether__nif_ring_attach(res, (uint32_t)ring_size);
+    if (rc == 0)
+        rc = tether__nif_election_attach(res, (uint32_t)lease_ms, (uint32_t)hb);
     if (rc < 0)
         goto fail;
     tether_engine_set_wall(res->eng, tether__nif_system_ms());
@@ -213,6 +217,7 @@ void tether__nif_engine_dtor(ErlNifEnv *env, void *obj)
     res->reg = NULL;
     res->svc = NULL;
     res->ring = NULL;
+    res->election = NULL;
     if (res->lock != NULL)
         enif_mutex_destroy(res->lock);
     res->lock = NULL;
@@ -306,6 +311,11 @@ ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
     enif_mutex_lock(res->lock);
     rc = tether_engine_tick(res->eng, now);
     tether_engine_set_wall(res->eng, tether__nif_system_ms());
+    /* The same clock as the caller's (Erlang's monotonic ms). */
+    __atomic_store_n(&res->clock_offset_ms,
+                     enif_monotonic_time(ERL_NIF_MSEC) -
+                         (ErlNifSInt64)tether_engine_now(res->eng),
+                     __ATOMIC_RELAXED);
     enif_mutex_unlock(res->lock);
     return tether__nif_ok(env, rc);
 }
@@ -356,6 +366,7 @@ static ERL_NIF_TERM join_status(ErlNifEnv *env, const tether_action_t *a)
  *   {service, up | down, NameEtf, Node}
  *   {join, Contact, ok | {refused, Param, Ours, Theirs} | timeout}
  *   {shard, Generation, acquired | released, Shard}
+ *   {leader, NameEtf, elected | revoked, Fence}
  *   {log, error | warning | info, Text}
  * Node names are binaries; the Etf fields are binaries the server decodes.
  */
@@ -400,6 +411,11 @@ static ERL_NIF_TERM action_term(ErlNifEnv *env, const tether_action_t *a)
             : a->u.log.level == TETHER_ACT_LOG_WARNING ? ATOM(warning)
                                                        : ATOM(info),
             make_slice(env, &a->u.log.text));
+    case TETHER_ACT_LEADER:
+        return enif_make_tuple4(
+            env, ATOM(leader), make_slice(env, &a->u.leader.name),
+            a->u.leader.elected ? ATOM(elected) : ATOM(revoked),
+            enif_make_uint64(env, a->u.leader.fence));
     case TETHER_ACT_SERVICE:
         return enif_make_tuple4(env, ATOM(service),
                                 a->u.service.up ? ATOM(up) : ATOM(down),

@@ -290,7 +290,13 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_atoms.am_warning = enif_make_atom(env, "warning");
     tether__nif_atoms.am_info = enif_make_atom(env, "info");
     tether__nif_atoms.am_ring_size = enif_make_atom(env, "ring_size");
+    tether__nif_atoms.am_leader = enif_make_atom(env, "leader");
+    tether__nif_atoms.am_elected = enif_make_atom(env, "elected");
+    tether__nif_atoms.am_revoked = enif_make_atom(env, "revoked");
+    tether__nif_atoms.am_election_lease_ms =
+        enif_make_atom(env, "election_lease_ms");
     tether__nif_engine_atoms(env);
+    tether__nif_election_load(env);
     return tether__nif_ring_load(env);
 }
 
@@ -362,6 +368,13 @@ static ErlNifFunc nif_funcs[] = {
     {"engine_shard_owners", 3, ring_shard_owners_nif, 0},
     {"engine_is_owner", 2, engine_is_owner_nif, 0},
     {"engine_ring", 1, engine_ring_nif, 0},
+    {"election_lead", 6, election_lead_nif, 0},
+    {"election_resign", 2, election_resign_nif, 0},
+    {"election_fence", 2, election_fence_nif, 0},
+    {"election_is_leader", 2, election_is_leader_nif, 0},
+    {"election_leader", 2, election_leader_nif, 0},
+    {"election_candidates", 2, election_candidates_nif, 0},
+    {"election_info", 1, election_info_nif, 0},
 };
 
 ERL_NIF_INIT(tether_nif, nif_funcs, load, NULL, upgrade, NULL)

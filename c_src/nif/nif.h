@@ -9,6 +9,8 @@
  *   services.c  the cluster service table (core/service_table.h)
  *   ring.c      the consistent-hash ring (core/ring.h): key hashing,
  *               standalone rings, the cluster ring of an engine
+ *   election.c  leader election (core/election.h): lead and resign
+ *               through the engine, fence/leader/candidates as reads
  *
  * A new engine module adds one file here: its NIFs (declared below and
  * listed in load.c's table), an attach function engine_new_nif calls, and
@@ -31,6 +33,7 @@
 
 #include "core/engine.h"
 #include "core/registry.h"
+#include "core/ring.h"
 #include "core/service_table.h"
 
 /* Actions handed out by one engine_drain call. */
@@ -59,6 +62,10 @@ typedef struct tether_nif_res {
      * (ring.c); freed by tether__nif_ring_detach(). */
     ERL_NIF_TERM *ring_atoms;
     size_t ring_natoms;
+    struct tether_election *election; /* a module of eng: freed with it */
+    /* The caller's monotonic ms minus the engine's time, as of the last
+     * tick (atomic): readers of leases tell the engine's time now. */
+    int64_t clock_offset_ms;
 } tether_nif_res_t;
 
 /* The resource type of engines (opened in load()). */
@@ -117,6 +124,10 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_warning;
     ERL_NIF_TERM am_info;
     ERL_NIF_TERM am_ring_size;
+    ERL_NIF_TERM am_leader;
+    ERL_NIF_TERM am_elected;
+    ERL_NIF_TERM am_revoked;
+    ERL_NIF_TERM am_election_lease_ms;
 } tether_nif_atoms_t;
 extern tether_nif_atoms_t tether__nif_atoms;
 #define ATOM(name) (tether__nif_atoms.am_##name)
@@ -272,6 +283,45 @@ ERL_NIF_TERM engine_is_owner_nif(ErlNifEnv *env, int argc,
                                  const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM engine_ring_nif(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[]);
+
+/* The canonical encoding of a term (core/ring.h, tether_ring_canon()),
+ * as the C-node writes the same term: the walked fast path in key, or
+ * the general one in heap. */
+typedef struct tether_nif_canon {
+    tether_ring_key_t key;
+    uint8_t *heap;
+    const uint8_t *data;
+    size_t len;
+} tether_nif_canon_t;
+/* Fills c for t, at most max bytes. Returns 1, or 0 for a term with no
+ * canonical form (a closure), too large, or no memory. */
+int tether__nif_canon(ErlNifEnv *env, ERL_NIF_TERM t, size_t max,
+                      tether_nif_canon_t *c);
+void tether__nif_canon_free(tether_nif_canon_t *c);
+
+/* ---- election.c ---- */
+/* Makes the election's atoms (load()). */
+void tether__nif_election_load(ErlNifEnv *env);
+/* Creates res's election module (quorum leases of lease_ms, rounds of
+ * round_ms). Returns 0 or a TETHER_E* code. */
+int tether__nif_election_attach(tether_nif_res_t *res, uint32_t lease_ms,
+                                uint32_t round_ms);
+/* The engine's time now, for lease checks (from clock_offset_ms). */
+uint64_t tether__nif_engine_now(const tether_nif_res_t *res);
+ERL_NIF_TERM election_lead_nif(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM election_resign_nif(ErlNifEnv *env, int argc,
+                                 const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM election_fence_nif(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM election_is_leader_nif(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM election_leader_nif(ErlNifEnv *env, int argc,
+                                 const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM election_candidates_nif(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM election_info_nif(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]);
 
 /* ---- load.c ---- */
 ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);

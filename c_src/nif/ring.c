@@ -208,6 +208,41 @@ static int key_hash(ErlNifEnv *env, ERL_NIF_TERM t, uint64_t *h)
     return rc == 0;
 }
 
+int tether__nif_canon(ErlNifEnv *env, ERL_NIF_TERM t, size_t max,
+                      tether_nif_canon_t *c)
+{
+    ErlNifBinary b;
+    size_t len = 0;
+    int rc;
+
+    c->heap = NULL;
+    tether_ring_key_init(&c->key);
+    if (key_walk(env, t, &c->key, 0)) {
+        c->data = c->key.b;
+        c->len = c->key.len;
+        return c->len <= max;
+    }
+    if (!enif_term_to_binary(env, t, &b))
+        return 0;
+    c->heap = malloc(max ? max : 1);
+    rc = c->heap ? tether_ring_canon(b.data, b.size, c->heap, max, &len)
+                 : TETHER_ENOMEM;
+    enif_release_binary(&b);
+    if (rc < 0) {
+        tether__nif_canon_free(c);
+        return 0;
+    }
+    c->data = c->heap;
+    c->len = len;
+    return 1;
+}
+
+void tether__nif_canon_free(tether_nif_canon_t *c)
+{
+    free(c->heap);
+    c->heap = NULL;
+}
+
 /* Member i of ring r as a term: its atom from a, else made now (an atom
  * for ASCII, a binary for anything else). */
 static ERL_NIF_TERM make_member(ErlNifEnv *env, const tether_ring_t *r,

@@ -14,6 +14,7 @@
 #include <ei.h>
 
 #include "core/codec.h"
+#include "core/election.h"
 #include "core/engine.h"
 #include "core/registry.h"
 #include "core/ring.h"
@@ -27,6 +28,10 @@
 #define SIM_DEFAULT_STEPS 3000
 #define SIM_REG_NAMES     8 /* the pool of registry names */
 #define SIM_RING_SHARDS   64
+#define SIM_EL_NAMES      3 /* {el, 0}, {el, 1}: default mode; {el, 2}: */
+#define SIM_EL_QUORUM     2 /* quorum mode */
+#define SIM_EL_VOTERS     5 /* voters: the first 3 or 5 nodes */
+#define SIM_EL_SKEW       40 /* ms each wall clock may be off, either way */
 
 static uint64_t steps_total;
 
@@ -40,11 +45,25 @@ typedef struct simnode {
     tether_engine_t *eng;       /* NULL while crashed */
     tether_registry_t *reg;     /* with eng */
     tether_ring_module_t *ring; /* with eng */
+    tether_election_t *el;      /* with eng */
+    int el_cand[SIM_EL_NAMES];  /* a candidate of this incarnation */
+    int64_t el_prio[SIM_EL_NAMES];
+    int el_leading[SIM_EL_NAMES]; /* as its actions said */
+    uint64_t el_fence[SIM_EL_NAMES];
     uint64_t inc;               /* current (or last) incarnation */
     int left;                   /* this incarnation left */
     uint64_t last_tick;
     int ticked;
 } simnode_t;
+
+/* One election established (an ELECTED, or a lead that led at once):
+ * by whom, with what fence, and the incarnation of every node its view
+ * listed live then (0: not live), which acknowledged the fence. */
+typedef struct el_est {
+    int node;
+    uint64_t inc, fence;
+    uint64_t live_inc[TETHER_SIM_NODES_MAX];
+} el_est_t;
 
 typedef struct msg {
     uint64_t at, seq;
@@ -89,6 +108,14 @@ typedef struct sim {
     size_t nexpect;
     int touched;           /* node the current step touched, -1 none */
     uint64_t reg_pid_next; /* registry pids are never reused */
+
+    el_est_t *est[SIM_EL_NAMES]; /* default names: every establishment */
+    size_t nest[SIM_EL_NAMES], capest[SIM_EL_NAMES];
+    uint64_t q_fence_max; /* the quorum name's highest fence established */
+    struct {
+        int node;
+        uint64_t inc, since, until;
+    } qlast; /* the quorum name's last leadership seen, and its lease */
 } sim_t;
 
 /* --------------------------------------------------------- failures */
@@ -266,6 +293,7 @@ static void cut_pair(sim_t *s, int a, int b)
 
 static void reg_resolve(sim_t *s, int i, const tether_action_t *a);
 static void on_user(sim_t *s, int i, const tether_action_t *a);
+static void el_action(sim_t *s, int i, const tether_action_t *a);
 
 /* Carries out every pending action of every running engine: the
  * simulator's shell. */
@@ -301,6 +329,9 @@ static void drain(sim_t *s)
                 case TETHER_ACT_REG_RESOLVE:
                     s->res->reg_conflicts++;
                     reg_resolve(s, i, &a);
+                    break;
+                case TETHER_ACT_LEADER:
+                    el_action(s, i, &a);
                     break;
                 case TETHER_ACT_MEMBER:
                 case TETHER_ACT_SERVICE:
@@ -436,8 +467,11 @@ static int check_hold(sim_t *s, int j, int i, const tether_member_t *m)
              s->nodes[i].name);
         return -1;
     }
+    /* A hold ends when the member restarts: its signed restart notice
+     * ends the old incarnation's session (core/engine.h). */
     if (mode != TETHER_PARTITION_DEFER || !s->conn[j][i] ||
-        m->status != TETHER_MEMBER_ALIVE) {
+        m->status != TETHER_MEMBER_ALIVE ||
+        m->incarnation != s->nodes[i].inc) {
         s->hold_inc[j][i] = 0;
         return 0;
     }
@@ -582,6 +616,22 @@ static int start_node(sim_t *s, int i)
         if ((rc = tether_ring_module_new(&ring_cfg, sn->eng, &sn->ring)) < 0)
             return rc;
     }
+    {
+        tether_election_config_t el_cfg = {
+            .lease_ms = 3 * s->cfg.heartbeat_ms,
+            .round_ms = s->cfg.heartbeat_ms,
+        };
+        if ((rc = tether_election_new(&el_cfg, sn->eng, &sn->el)) < 0)
+            return rc;
+        memset(sn->el_cand, 0, sizeof sn->el_cand);
+        memset(sn->el_leading, 0, sizeof sn->el_leading);
+        /* Each incarnation's wall clock is off by up to SIM_EL_SKEW ms
+         * (hybrid-logical-clock stamps, and so fences, feel it). */
+        tether_engine_set_wall(
+            sn->eng, s->now + SIM_EL_SKEW +
+                         tether_sim_splitmix64(&st) % (2 * SIM_EL_SKEW + 1) -
+                         SIM_EL_SKEW);
+    }
     sn->left = 0;
     sn->ticked = 0;
     /* A new life has seen no tombstones yet and holds no leases. */
@@ -605,6 +655,7 @@ static void crash_node(sim_t *s, int i)
     s->nodes[i].eng = NULL;
     s->nodes[i].reg = NULL;
     s->nodes[i].ring = NULL;
+    s->nodes[i].el = NULL;
     s->res->crashes++;
 }
 
@@ -1038,6 +1089,305 @@ static void check_rings(sim_t *s)
     }
 }
 
+
+/* --------------------------------------------------------- election */
+
+/* Election name k ({el, K}) as external term bytes into x. 0 or -1. */
+static int el_name(ei_x_buff *x, int k)
+{
+    return (ei_x_new_with_version(x) < 0 ||
+            ei_x_encode_tuple_header(x, 2) < 0 ||
+            ei_x_encode_atom(x, "el") < 0 || ei_x_encode_long(x, k) < 0)
+               ? -1
+               : 0;
+}
+
+/* The voters of the quorum name: the first 3, or 5, nodes. */
+static size_t el_voters(const sim_t *s, const char **v)
+{
+    size_t nv = s->n >= SIM_EL_VOTERS ? SIM_EL_VOTERS : 3;
+
+    for (size_t i = 0; i < nv; i++)
+        v[i] = s->nodes[i].name;
+    return nv;
+}
+
+/*
+ * Node i was elected for name k with fence f. Default mode: f must
+ * exceed every fence established before by i itself (this incarnation)
+ * or by a leader whose view listed i (this incarnation) live then.
+ * Quorum mode: f must exceed every fence established before.
+ */
+static void el_elected(sim_t *s, int i, int k, uint64_t f)
+{
+    simnode_t *sn = &s->nodes[i];
+    const char *mem[TETHER_SIM_NODES_MAX + 8];
+    el_est_t *e;
+    size_t n;
+
+    sn->el_leading[k] = 1;
+    sn->el_fence[k] = f;
+    s->res->el_elected++;
+    note(s, "%s elected for {el,%d} with %llu", sn->name, k,
+         (unsigned long long)f);
+    if (k == SIM_EL_QUORUM) {
+        if (f <= s->q_fence_max)
+            fail(s, "%s leads {el,%d} with fence %llu, not above %llu",
+                 sn->name, k, (unsigned long long)f,
+                 (unsigned long long)s->q_fence_max);
+        s->q_fence_max = f;
+        return;
+    }
+    for (size_t x = 0; x < s->nest[k]; x++) {
+        const el_est_t *p = &s->est[k][x];
+        int knew = (p->node == i && p->inc == sn->inc) ||
+                   p->live_inc[i] == sn->inc || s->cfg.break_el_check;
+        if (knew && f <= p->fence) {
+            fail(s,
+                 "%s leads {el,%d} with fence %llu, not above %llu that "
+                 "%s established while it knew",
+                 sn->name, k, (unsigned long long)f,
+                 (unsigned long long)p->fence, s->nodes[p->node].name);
+            return;
+        }
+    }
+    if (s->nest[k] == s->capest[k]) {
+        size_t cap = s->capest[k] ? s->capest[k] * 2 : 64;
+        el_est_t *v = realloc(s->est[k], cap * sizeof *v);
+        if (v == NULL)
+            return;
+        s->est[k] = v;
+        s->capest[k] = cap;
+    }
+    e = &s->est[k][s->nest[k]++];
+    memset(e, 0, sizeof *e);
+    e->node = i;
+    e->inc = sn->inc;
+    e->fence = s->cfg.break_el_check ? UINT64_MAX : f;
+    n = tether_engine_members(sn->eng, mem, TETHER_SIM_NODES_MAX + 8);
+    for (size_t x = 0; x < n && x < TETHER_SIM_NODES_MAX + 8; x++) {
+        int j = find_node(s, mem[x]);
+        if (j >= 0 && j != i)
+            e->live_inc[j] = s->nodes[j].inc;
+    }
+}
+
+/* A LEADER action of node i's engine. */
+static void el_action(sim_t *s, int i, const tether_action_t *a)
+{
+    const char *b = (const char *)a->u.leader.name.ptr;
+    int idx = 0, v, arity;
+    char tag[MAXATOMLEN_UTF8];
+    long k = -1;
+
+    if (ei_decode_version(b, &idx, &v) < 0 ||
+        ei_decode_tuple_header(b, &idx, &arity) < 0 ||
+        ei_decode_atom(b, &idx, tag) < 0 || ei_decode_long(b, &idx, &k) < 0 ||
+        k < 0 || k >= SIM_EL_NAMES || !s->nodes[i].el_cand[k]) {
+        fail(s, "%s: a leader action for a name it has no candidate for",
+             s->nodes[i].name);
+        return;
+    }
+    if (a->u.leader.elected) {
+        el_elected(s, i, (int)k, a->u.leader.fence);
+        return;
+    }
+    s->nodes[i].el_leading[k] = 0;
+    s->res->el_revoked++;
+    note(s, "%s revoked for {el,%ld}", s->nodes[i].name, k);
+}
+
+/* One election operation on a random member: lead a name (with a random
+ * priority), or resign it. */
+static void el_op(sim_t *s)
+{
+    int i = pick_member(s, -1), k, outcome = 0, rc;
+    const char *voters[SIM_EL_VOTERS];
+    tether_election_opts_t o = {0};
+    uint64_t fence = 0;
+    ei_x_buff n, p;
+
+    if (i < 0)
+        return;
+    k = (int)tether_sim_rng_below(&s->rng, SIM_EL_NAMES);
+    if (el_name(&n, k) < 0)
+        goto out;
+    s->res->el_ops++;
+    if (s->nodes[i].el_cand[k]) {
+        if (tether_sim_rng_chance(&s->rng, 500)) {
+            rc = tether_election_resign(s->nodes[i].el,
+                                        (const uint8_t *)n.buff,
+                                        (size_t)n.index);
+            note(s, "%s resigns {el,%d}: %d", s->nodes[i].name, k, rc);
+            s->nodes[i].el_cand[k] = 0;
+            s->nodes[i].el_leading[k] = 0;
+        }
+        goto out;
+    }
+    o.priority = (int64_t)tether_sim_rng_below(&s->rng, 3);
+    o.quorum = k == SIM_EL_QUORUM;
+    o.voters = voters;
+    o.nvoters = o.quorum ? el_voters(s, voters) : 0;
+    if (reg_pid(&p, i, s->nodes[i].inc, s->reg_pid_next++) < 0)
+        goto out;
+    rc = tether_election_lead(s->nodes[i].el, (const uint8_t *)n.buff,
+                              (size_t)n.index, (const uint8_t *)p.buff,
+                              (size_t)p.index, &o, &outcome, &fence);
+    ei_x_free(&p);
+    note(s, "%s leads {el,%d} priority %lld: %d outcome %d", s->nodes[i].name,
+         k, (long long)o.priority, rc, outcome);
+    if (rc < 0 || (outcome != TETHER_ELECTION_FOLLOWER &&
+                   outcome != TETHER_ELECTION_LEADER))
+        goto out;
+    s->nodes[i].el_cand[k] = 1;
+    s->nodes[i].el_prio[k] = o.priority;
+    if (outcome == TETHER_ELECTION_LEADER)
+        el_elected(s, i, k, fence);
+out:
+    ei_x_free(&n);
+}
+
+/*
+ * After every step: a node leads a default name exactly when its
+ * actions say so; the quorum name has at most one leader, and a new
+ * leadership starts only once the lease of the one before has ended.
+ */
+static void check_elections(sim_t *s)
+{
+    int leader = -1;
+    uint64_t since = 0, until = 0;
+    ei_x_buff n;
+
+    for (int k = 0; k < SIM_EL_NAMES && !s->res->failed; k++) {
+        if (el_name(&n, k) < 0)
+            return;
+        for (int i = 0; i < s->n && !s->res->failed; i++) {
+            simnode_t *sn = &s->nodes[i];
+            uint64_t f = 0, sc = 0, lu;
+            int st;
+            if (sn->eng == NULL)
+                continue;
+            st = tether_election_fence(sn->el, (const uint8_t *)n.buff,
+                                       (size_t)n.index, s->now, &f);
+            if (k != SIM_EL_QUORUM) {
+                if ((st == TETHER_ELECTION_LEADER) != sn->el_leading[k] ||
+                    (st == TETHER_ELECTION_LEADER && f != sn->el_fence[k]))
+                    fail(s, "%s: leads {el,%d} is %d, its actions said %d",
+                         sn->name, k, st == TETHER_ELECTION_LEADER,
+                         sn->el_leading[k]);
+                continue;
+            }
+            if (st != TETHER_ELECTION_LEADER)
+                continue;
+            if (leader >= 0) {
+                fail(s, "%s and %s both lead {el,%d}", s->nodes[leader].name,
+                     sn->name, k);
+                break;
+            }
+            lu = tether_election_lease_until(sn->el, (const uint8_t *)n.buff,
+                                             (size_t)n.index, &sc);
+            leader = i;
+            since = sc;
+            until = lu;
+        }
+        ei_x_free(&n);
+    }
+    if (s->res->failed)
+        return;
+    if (leader >= 0 && s->qlast.node == leader &&
+        s->qlast.inc == s->nodes[leader].inc && s->qlast.since == since) {
+        if (until > s->qlast.until)
+            s->qlast.until = until;
+        return;
+    }
+    /* The last leadership seen is over (its node stepped down, crashed,
+     * or its lease ran out): it lasted until now at the latest. */
+    if (s->qlast.until > s->now)
+        s->qlast.until = s->now;
+    if (leader < 0)
+        return;
+    if (s->qlast.until > since)
+        fail(s, "%s leads {el,%d} from t=%llu, within the lease of %s "
+                "(until t=%llu)",
+             s->nodes[leader].name, SIM_EL_QUORUM, (unsigned long long)since,
+             s->nodes[s->qlast.node].name, (unsigned long long)s->qlast.until);
+    s->qlast.node = leader;
+    s->qlast.inc = s->nodes[leader].inc;
+    s->qlast.since = since;
+    s->qlast.until = until;
+}
+
+/*
+ * The end of the quiet phase, name k: exactly the best candidate of the
+ * running members (priority, then name) leads, every running member
+ * names it, and in the default mode its fence exceeds every fence a
+ * running member established (this incarnation), its own before.
+ */
+static void check_election_end(sim_t *s, int k)
+{
+    const char *voters[SIM_EL_VOTERS];
+    int best = -1;
+    size_t nv, up = 0;
+    ei_x_buff n;
+
+    for (int i = 0; i < s->n; i++) {
+        const simnode_t *sn = &s->nodes[i];
+        if (sn->eng == NULL || sn->left || !sn->el_cand[k])
+            continue;
+        if (best < 0 || sn->el_prio[k] > s->nodes[best].el_prio[k] ||
+            (sn->el_prio[k] == s->nodes[best].el_prio[k] &&
+             strcmp(sn->name, s->nodes[best].name) < 0))
+            best = i;
+    }
+    nv = el_voters(s, voters);
+    for (size_t v = 0; v < nv; v++)
+        up += s->nodes[v].eng != NULL && !s->nodes[v].left;
+    if (k == SIM_EL_QUORUM && up < nv / 2 + 1)
+        return; /* no majority of the voters runs: nobody can lead */
+    if (el_name(&n, k) < 0)
+        return;
+    for (int i = 0; i < s->n && !s->res->failed; i++) {
+        const simnode_t *sn = &s->nodes[i];
+        char who[TETHER_NODE_NAME_MAX + 1];
+        uint64_t f = 0;
+        int st, rc;
+        if (sn->eng == NULL || sn->left)
+            continue;
+        st = tether_election_fence(sn->el, (const uint8_t *)n.buff,
+                                   (size_t)n.index, s->now, &f);
+        if ((st == TETHER_ELECTION_LEADER) != (i == best)) {
+            fail(s, "after the quiet phase %s %s {el,%d}, best is %s",
+                 sn->name, st == TETHER_ELECTION_LEADER ? "leads" : "follows",
+                 k, best >= 0 ? s->nodes[best].name : "none");
+            break;
+        }
+        rc = tether_election_leader(sn->el, (const uint8_t *)n.buff,
+                                    (size_t)n.index, s->now, who, NULL, 0,
+                                    NULL, NULL);
+        if ((best < 0) != (rc == TETHER_ENOTFOUND) ||
+            (best >= 0 && (rc < 0 || strcmp(who, s->nodes[best].name) != 0))) {
+            fail(s, "after the quiet phase %s names %s the leader of {el,%d}",
+                 sn->name, rc < 0 ? "nobody" : who, k);
+            break;
+        }
+        if (i != best || k == SIM_EL_QUORUM)
+            continue;
+        for (size_t x = 0; x < s->nest[k]; x++) {
+            const el_est_t *p = &s->est[k][x];
+            const simnode_t *pn = &s->nodes[p->node];
+            if (pn->eng != NULL && !pn->left && pn->inc == p->inc &&
+                p->fence >= f &&
+                !(p->node == i && p->fence == f)) {
+                fail(s, "%s leads {el,%d} with %llu, not above %llu of %s",
+                     sn->name, k, (unsigned long long)f,
+                     (unsigned long long)p->fence, pn->name);
+                break;
+            }
+        }
+    }
+    ei_x_free(&n);
+}
+
 /* ------------------------------------------------------------- steps */
 
 /* When node i next needs a tick. */
@@ -1058,6 +1408,8 @@ static void check_all_nodes(sim_t *s)
 {
     for (int i = 0; i < s->n && !s->res->failed; i++)
         check_node(s, i);
+    if (!s->res->failed)
+        check_elections(s);
 }
 
 /* Processes one event. */
@@ -1083,6 +1435,13 @@ static int step(sim_t *s)
             s->now = m.at;
         if (s->nodes[m.dst].eng != NULL && s->conn[m.src][m.dst] &&
             s->epoch[m.src][m.dst] == m.epoch) {
+            /* As the shells do: the time first, then the input (a
+             * module reads the engine's time when handling it); what
+             * the tick asked for is carried out before the input. */
+            (void)tether_engine_tick(s->nodes[m.dst].eng, s->now);
+            s->nodes[m.dst].ticked = 1;
+            s->nodes[m.dst].last_tick = s->now;
+            drain(s);
             rc = tether_engine_recv(s->nodes[m.dst].eng, s->nodes[m.src].name,
                                     m.data, m.len);
             if (s->cfg.verbose > 1)
@@ -1112,10 +1471,12 @@ static int step(sim_t *s)
     s->res->steps++;
     steps_total++;
     drain(s);
-    if (s->cfg.check_all)
+    if (s->cfg.check_all) {
         check_all_nodes(s);
-    else if (s->touched >= 0)
+    } else if (s->touched >= 0) {
         check_node(s, s->touched);
+        check_elections(s);
+    }
     return 0;
 }
 
@@ -1139,6 +1500,12 @@ static int chaos_step(sim_t *s)
     }
     if (tether_sim_rng_chance(&s->rng, s->cfg.reg_pm)) {
         reg_op(s);
+        drain(s);
+        if (s->cfg.check_all)
+            check_all_nodes(s);
+    }
+    if (tether_sim_rng_chance(&s->rng, s->cfg.el_pm)) {
+        el_op(s);
         drain(s);
         if (s->cfg.check_all)
             check_all_nodes(s);
@@ -1202,6 +1569,16 @@ static void dump(sim_t *s)
                 tether_engine_join_pending(sn->eng),
                 tether_engine_partitions(sn->eng)->active,
                 tether_engine_partitions(sn->eng)->n);
+        for (int k = 0; k < SIM_EL_NAMES; k++) {
+            char line[4096];
+            ei_x_buff x;
+            if (el_name(&x, k) < 0)
+                continue;
+            tether__election_describe(sn->el, (const uint8_t *)x.buff,
+                                      (size_t)x.index, line, sizeof line);
+            fprintf(stderr, "    {el,%d}: %s\n", k, line);
+            ei_x_free(&x);
+        }
         fprintf(stderr, "    registry (%zu held):\n",
                 tether_registry_count(sn->reg));
         tether_registry_foreach_held(sn->reg, dump_entry, NULL);
@@ -1239,6 +1616,7 @@ void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
     cfg->op_pm = 15;
     cfg->user_pm = 60;
     cfg->reg_pm = 30;
+    cfg->el_pm = 30;
     cfg->max_total_steps = 50000000;
     cfg->check_all = 1;
 }
@@ -1273,6 +1651,8 @@ static void sim_free(sim_t *s)
     free(s->heap);
     free(s->seen);
     free(s->user_seen);
+    for (int k = 0; k < SIM_EL_NAMES; k++)
+        free(s->est[k]);
     free(s);
 }
 
@@ -1357,6 +1737,8 @@ int tether_sim_run(const tether_sim_config_t *cfg, tether_sim_result_t *res)
         check_registries(s);
     if (!res->failed)
         check_rings(s);
+    for (int k = 0; k < SIM_EL_NAMES && !res->failed; k++)
+        check_election_end(s, k);
 done:
     if (res->failed && cfg->verbose)
         dump(s);

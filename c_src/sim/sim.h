@@ -45,6 +45,20 @@
  *     with a verdict drawn from the seed (earlier, later or neither). Half
  *     of the registrations take the direct path (the shell sends the
  *     sealed broadcast itself, tether_registry_register_sealed).
+ *   - election (core/election.h; chaos makes nodes lead and resign three
+ *     names with random priorities: two in the default mode, one in
+ *     quorum mode over the first three or five nodes; every node's wall
+ *     clock is off by up to SIM_EL_SKEW ms): in the default mode, every
+ *     new leader's fence exceeds every fence established before by
+ *     itself or by a leader whose view listed it live then (it
+ *     acknowledged that fence), and a node leads exactly when its
+ *     actions say so; in quorum mode, never two leaders at one instant
+ *     and never two leaderships whose leases overlap in virtual time,
+ *     and every new leader's fence exceeds every earlier one cluster-
+ *     wide. At the end of the quiet phase, per name, exactly the best
+ *     candidate (priority, then name) of the running members leads, all
+ *     of them name it, and in the default mode its fence exceeds every
+ *     fence any running member established.
  * Everything derives from the seed, so a failing seed replays exactly.
  */
 #ifndef TETHER_SIM_SIM_H
@@ -69,6 +83,7 @@ typedef struct tether_sim_config {
     uint32_t op_pm;           /* per-mille chance of a chaos op a step */
     uint32_t user_pm;         /* per-mille chance of a module message */
     uint32_t reg_pm;          /* per-mille chance of a registry operation */
+    uint32_t el_pm;           /* per-mille chance of an election operation */
     uint64_t agree_bound_ms;  /* 0: derived from heartbeat and TTL */
     uint64_t max_total_steps; /* safety cap on all steps */
     /* Test hooks that break a checker on purpose (must make a run fail). */
@@ -76,6 +91,8 @@ typedef struct tether_sim_config {
     int break_dup_check;     /* record the first accepted envelope twice */
     int break_reg_check;     /* expect an extra registry entry */
     int break_ring_check;    /* compare each shard with the next one */
+    int break_el_check;      /* count every node as one that acknowledged an
+                                impossibly high fence */
     int check_all;           /* 1 (default): check every node after every chaos
                                 operation and event; 0: only the node an event
                                 touched */
@@ -94,6 +111,7 @@ typedef struct tether_sim_result {
     uint64_t user_sent, user_delivered;
     uint64_t reg_ops, reg_conflicts, reg_names; /* names left at the end */
     uint64_t reg_resolves; /* resolver verdicts given by the shells */
+    uint64_t el_ops, el_elected, el_revoked; /* election */
 } tether_sim_result_t;
 
 /* Fills a config with the defaults for one seed (node count from seed). */

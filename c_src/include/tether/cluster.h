@@ -37,6 +37,12 @@
  *   {is_owner, Key}              boolean()              is_owner/1,
  *   {shard_owners, Shard, N}     [Node]                 shard_owners/2
  *   ring_size                    pos_integer()          and ring_size/0)
+ *   {leader, Name}               {ok, Node, Pid} |      (the election, as
+ *                                {error, no_leader}     tether:leader/1,
+ *   {is_leader, Name}            boolean()              is_leader/1,
+ *   {fence, Name}                {ok, Fence} | {error,  fence/1 and
+ *                                not_leader | no_quorum} candidates/1)
+ *   {candidates, Name}           [{Node, Priority}]
  * Anything else sent to it (malformed tuples, non-binaries, garbage
  * bytes) is counted in `bad_input` and ignored.
  *
@@ -82,6 +88,7 @@ typedef struct tether_cluster_config {
     size_t ntrust;
     uint32_t ring_size; /* shards of the ring (a power of two); 0: 64.
                            Every member must use the same. */
+    uint32_t election_lease_ms; /* quorum-mode leases; 0: 2000 */
 } tether_cluster_config_t;
 
 /*
@@ -192,6 +199,63 @@ tether_cluster_subscribe_shards(tether_node_t *node, tether_cluster_shard_fn fn,
                                 uint32_t *owned, size_t cap, size_t *nowned);
 int tether_cluster_unsubscribe_shards(tether_node_t *node,
                                       tether_cluster_shard_fn fn, void *ctx);
+
+/*
+ * Leader election with fencing tokens (the Erlang facade's tether:lead/2
+ * and friends; the same engine module on every member). A name is one
+ * term in external format, 131-prefixed; BEAM and C members that give
+ * the same term campaign for the same name. All loop thread.
+ *
+ * tether_cluster_lead makes the local registered process `proc` (NULL:
+ * the `tether` process itself, which then only logs its transitions) this
+ * node's candidate for name. The process is monitored: when it exits it
+ * resigns. Its later transitions arrive in its mailbox as the BEAM's
+ * candidates get them:
+ *   {tether_leader, Name, {elected, Fence}}   (again, with a fresh
+ *                                              fence, after a heal)
+ *   {tether_leader, Name, revoked}
+ * Returns 0 with *outcome (TETHER_CLUSTER_LEADER with *fence: leading
+ * now, no message follows for it; TETHER_CLUSTER_FOLLOWER: a candidate;
+ * TETHER_CLUSTER_NO_QUORUM or TETHER_CLUSTER_VOTERS_MISMATCH: refused,
+ * not a candidate), or TETHER_EINVAL (bad name, process name or
+ * options), TETHER_ENOTFOUND (no such process, or no cluster),
+ * TETHER_EEXIST (this node has a candidate for name), TETHER_ETOOBIG,
+ * TETHER_ENOMEM. A candidacy outlives a leave and join (it campaigns
+ * again on the fresh engine).
+ * tether_cluster_resign ends it (no `revoked` is sent: it asked): 0 or
+ *   TETHER_ENOTFOUND (no candidate here).
+ * tether_cluster_fence: TETHER_CLUSTER_LEADER with *fence while this
+ *   node's candidate leads name, TETHER_CLUSTER_NO_QUORUM (a quorum
+ *   candidate without a majority of its voters), TETHER_CLUSTER_FOLLOWER
+ *   otherwise; or TETHER_EINVAL / TETHER_ENOTFOUND (no cluster).
+ * tether_cluster_leader: the leader's node name (as this node knows it)
+ *   into leader (cap bytes) and its fence into *fence (may be NULL); 0,
+ *   TETHER_ENOTFOUND (no leader, or no cluster), TETHER_ETOOBIG (cap),
+ *   TETHER_EINVAL.
+ */
+#define TETHER_CLUSTER_FOLLOWER        0
+#define TETHER_CLUSTER_LEADER          1
+#define TETHER_CLUSTER_NO_QUORUM       2
+#define TETHER_CLUSTER_VOTERS_MISMATCH 3
+#define TETHER_CLUSTER_VOTERS_MAX      64
+
+/* A candidacy's options; zero for the default mode at priority 0. */
+typedef struct tether_cluster_lead_opts {
+    int64_t priority;          /* higher wins; ties: the lowest node name */
+    int quorum;                /* 1: lead only with a majority of voters */
+    const char *const *voters; /* quorum: 1..VOTERS_MAX node names */
+    size_t nvoters;
+} tether_cluster_lead_opts_t;
+
+TETHER_MUST_CHECK int tether_cluster_lead(tether_node_t *node, const char *proc,
+                                          const char *name, size_t len,
+                                          const tether_cluster_lead_opts_t *o,
+                                          int *outcome, uint64_t *fence);
+int tether_cluster_resign(tether_node_t *node, const char *name, size_t len);
+int tether_cluster_fence(tether_node_t *node, const char *name, size_t len,
+                         uint64_t *fence);
+int tether_cluster_leader(tether_node_t *node, const char *name, size_t len,
+                          char *leader, size_t cap, uint64_t *fence);
 
 #ifdef __cplusplus
 }
