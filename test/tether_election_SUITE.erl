@@ -31,7 +31,7 @@
 -export([candidates_on_all_four/1, kill_leader_nodes/1,
          resign_hands_over/1, priority_takes_over/1,
          drop_partition_fenced_checker/1, quorum_partitions/1,
-         bad_input/1]).
+         bad_input/1, fence_follows_a_fresh_engine/1]).
 %% Run on the peers.
 -export([start_candidate/3, candidate_init/4]).
 
@@ -45,7 +45,7 @@
 all() ->
     [candidates_on_all_four, kill_leader_nodes, resign_hands_over,
      priority_takes_over, drop_partition_fenced_checker, quorum_partitions,
-     bad_input].
+     bad_input, fence_follows_a_fresh_engine].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -347,6 +347,22 @@ candidate_loop(Name, Collector) ->
         {cmd, _From, _Ref, exit} ->
             exit(normal)
     end.
+
+%% fence/1 and is_leader/1 of an atom are served from a per-thread
+%% memory of (engine, atom) -> name: after tether restarts on the node (a
+%% fresh engine) they answer for the fresh engine, never the old one.
+fence_follows_a_fresh_engine(_Config) ->
+    [B] = tether_test_lib:start_cluster(1, node_opts([]), ?WAIT_MS),
+    Col = tether_test_lib:start_collector(),
+    {_, {ok, {leader, F}}} = start(B, fresh, #{}, Col),
+    ?assertEqual({ok, F}, call(B, tether, fence, [fresh])),
+    ?assert(call(B, tether, is_leader, [fresh])),
+    ok = call(B, application, stop, [tether]),
+    ok = call(B, application, start, [tether]),
+    ?assertEqual({error, not_leader}, call(B, tether, fence, [fresh])),
+    ?assertNot(call(B, tether, is_leader, [fresh])),
+    {_, {ok, {leader, F2}}} = start(B, fresh, #{}, Col),
+    ?assertEqual({ok, F2}, call(B, tether, fence, [fresh])).
 
 %%% Helpers
 

@@ -79,6 +79,16 @@ typedef struct vcand {
     int64_t prio;
 } vcand_t;
 
+/* A name's status as tether_election_name_fence() reads it without a
+ * lock: a sequence lock (odd while the one writer, under the engine's
+ * serialization, stores a new status) over the fields view_t also
+ * holds. Every field is accessed with __atomic builtins. */
+typedef struct pub {
+    uint64_t seq;
+    uint64_t fence, lease_until;
+    uint32_t leading, no_quorum;
+} pub_t;
+
 /* What readers see of a name (swapped in under the write lock). */
 typedef struct view {
     int leading;
@@ -126,6 +136,7 @@ typedef struct ename {
     /* Bookkeeping of finish(). */
     int listed, eval, own_dirty;
     view_t view;
+    pub_t pub; /* the view's status, readable without a lock */
 } ename_t;
 
 /* A growable array of names. */
@@ -266,8 +277,7 @@ static ename_t *name_find(const tether_election_t *m, const uint8_t *key,
 
 /* The name of key, made if new (inserted under the write lock). NULL
  * when the table is full or memory is short (counted). */
-static ename_t *name_get(tether_election_t *m, const uint8_t *key,
-                         size_t klen)
+static ename_t *name_get(tether_election_t *m, const uint8_t *key, size_t klen)
 {
     ename_t *n = name_find(m, key, klen);
     size_t b;
@@ -275,8 +285,7 @@ static ename_t *name_get(tether_election_t *m, const uint8_t *key,
     if (n != NULL)
         return n;
     if (m->stats.names >= TETHER_ELECTION_NAMES_MAX ||
-        (n = calloc(1, sizeof *n)) == NULL ||
-        (n->key = malloc(klen)) == NULL) {
+        (n = calloc(1, sizeof *n)) == NULL || (n->key = malloc(klen)) == NULL) {
         free(n);
         m->stats.dropped++;
         return NULL;
@@ -483,8 +492,7 @@ static void pull(tether_election_t *m, uint32_t o)
 
 /* -------------------------------------------------------- transitions */
 
-static void act(tether_election_t *m, ename_t *n, int elected,
-                uint64_t fence)
+static void act(tether_election_t *m, ename_t *n, int elected, uint64_t fence)
 {
     tether_action_t a = {.kind = TETHER_ACT_LEADER};
 
@@ -583,8 +591,8 @@ static long best(const tether_election_t *m, const ename_t *n, int *conflict)
             continue;
         }
         if (w < 0 || r->prio > wp ||
-            (r->prio == wp && strcmp(m->owners[r->owner].name,
-                                     m->owners[w].name) < 0)) {
+            (r->prio == wp &&
+             strcmp(m->owners[r->owner].name, m->owners[w].name) < 0)) {
             w = (long)r->owner;
             wp = r->prio;
         }
@@ -664,8 +672,7 @@ static uint64_t renew_ms(const tether_election_t *m)
     return m->cfg.lease_ms / 4 ? m->cfg.lease_ms / 4 : 1;
 }
 
-static void vote_ask(tether_election_t *m, ename_t *n, size_t i,
-                     uint64_t now);
+static void vote_ask(tether_election_t *m, ename_t *n, size_t i, uint64_t now);
 
 /* One step of the quorum mode (election.h); returns 1 to step again. */
 static int step_quorum(tether_election_t *m, ename_t *n)
@@ -760,6 +767,20 @@ static int vcand_rank(const void *a, const void *b)
     return strcmp(x->node, y->node);
 }
 
+/* Stores v's status in p for lock-free readers (see pub_t). */
+static void publish(pub_t *p, const view_t *v)
+{
+    uint64_t s = __atomic_load_n(&p->seq, __ATOMIC_RELAXED);
+
+    __atomic_store_n(&p->seq, s + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(&p->fence, v->fence, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->lease_until, v->lease_until, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->leading, (uint32_t)v->leading, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->no_quorum, (uint32_t)v->no_quorum, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->seq, s + 2, __ATOMIC_RELEASE);
+}
+
 /* Rebuilds n's view aside, then swaps it in under the write lock. */
 static void view_build(tether_election_t *m, ename_t *n)
 {
@@ -782,8 +803,8 @@ static void view_build(tether_election_t *m, ename_t *n)
             continue;
         if (r->lead != 0 &&
             (lr == NULL || r->lead > lr->lead ||
-             (r->lead == lr->lead && strcmp(m->owners[r->owner].name,
-                                            m->owners[lr->owner].name) < 0)))
+             (r->lead == lr->lead &&
+              strcmp(m->owners[r->owner].name, m->owners[lr->owner].name) < 0)))
             lr = r;
         k += (r->flags & F_CAND) != 0;
     }
@@ -815,6 +836,7 @@ static void view_build(tether_election_t *m, ename_t *n)
     wlock(m);
     old = n->view;
     n->view = v;
+    publish(&n->pub, &v);
     wunlock(m);
     free(old.lpid);
     free(old.opid);
@@ -915,14 +937,13 @@ static void vote_ask(tether_election_t *m, ename_t *n, size_t i, uint64_t now)
         return;
     }
     rc = tether__etf_begin(&x, 8, "el_ask");
-    if (rc == 0 &&
-        (ei_x_encode_binary(&x, n->key, (long)n->klen) < 0 ||
-         ei_x_encode_ulonglong(&x, n->term) < 0 ||
-         ei_x_encode_ulonglong(&x, n->claim) < 0 ||
-         ei_x_encode_ulonglong(&x, n->cfg) < 0 ||
-         ei_x_encode_ulonglong(&x, m->cfg.lease_ms) < 0 ||
-         ei_x_encode_ulonglong(&x, now) < 0 ||
-         ei_x_encode_list_header(&x, (long)n->nvoters) < 0))
+    if (rc == 0 && (ei_x_encode_binary(&x, n->key, (long)n->klen) < 0 ||
+                    ei_x_encode_ulonglong(&x, n->term) < 0 ||
+                    ei_x_encode_ulonglong(&x, n->claim) < 0 ||
+                    ei_x_encode_ulonglong(&x, n->cfg) < 0 ||
+                    ei_x_encode_ulonglong(&x, m->cfg.lease_ms) < 0 ||
+                    ei_x_encode_ulonglong(&x, now) < 0 ||
+                    ei_x_encode_list_header(&x, (long)n->nvoters) < 0))
         rc = TETHER_ENOMEM;
     for (size_t k = 0; rc == 0 && k < n->nvoters; k++)
         if (tether__etf_encode_name(&x, n->voters[k]) < 0)
@@ -1200,15 +1221,13 @@ done:
 
 /* ---------------------------------------------------- engine events */
 
-static void on_member(tether_engine_t *eng, void *ctx, const char *name,
-                      int up)
+static void on_member(tether_engine_t *eng, void *ctx, const char *name, int up)
 {
     tether_election_t *m = ctx;
     int o;
 
     (void)eng;
-    if (strcmp(name, m->owners[SELF].name) == 0 ||
-        (o = owner_get(m, name)) < 0)
+    if (strcmp(name, m->owners[SELF].name) == 0 || (o = owner_get(m, name)) < 0)
         return;
     m->owners[o].live = up;
     m->owners[o].synced = 0;
@@ -1367,8 +1386,8 @@ static int cand_config(tether_election_t *m, ename_t *n,
     return 0;
 }
 
-int tether_election_lead(tether_election_t *m, const uint8_t *name,
-                         size_t nlen, const uint8_t *cand, size_t clen,
+int tether_election_lead(tether_election_t *m, const uint8_t *name, size_t nlen,
+                         const uint8_t *cand, size_t clen,
                          const tether_election_opts_t *opts, int *outcome,
                          uint64_t *fence)
 {
@@ -1449,20 +1468,51 @@ static int leads_now(const view_t *v, uint64_t now_ms)
     return v->leading && (v->lease_until == 0 || now_ms < v->lease_until);
 }
 
+const tether_election_name_t *tether_election_find(const tether_election_t *m,
+                                                   const uint8_t *name,
+                                                   size_t nlen)
+{
+    return name_find(m, name, nlen);
+}
+
+int tether_election_name_fence(const tether_election_name_t *n,
+                               uint64_t (*clock)(const void *),
+                               const void *clock_ctx, uint64_t *fence)
+{
+    const pub_t *p = &n->pub;
+    uint64_t s, f, until;
+    uint32_t leading, noq;
+
+    do {
+        s = __atomic_load_n(&p->seq, __ATOMIC_ACQUIRE);
+        f = __atomic_load_n(&p->fence, __ATOMIC_RELAXED);
+        until = __atomic_load_n(&p->lease_until, __ATOMIC_RELAXED);
+        leading = __atomic_load_n(&p->leading, __ATOMIC_RELAXED);
+        noq = __atomic_load_n(&p->no_quorum, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    } while ((s & 1) != 0 || __atomic_load_n(&p->seq, __ATOMIC_RELAXED) != s);
+    if (leading && (until == 0 || clock(clock_ctx) < until)) {
+        if (fence != NULL)
+            *fence = f;
+        return TETHER_ELECTION_LEADER;
+    }
+    return noq ? TETHER_ELECTION_NO_QUORUM : TETHER_ELECTION_FOLLOWER;
+}
+
+/* A clock that tells *ctx. */
+static uint64_t fixed_clock(const void *ctx)
+{
+    return *(const uint64_t *)ctx;
+}
+
 int tether_election_fence(const tether_election_t *m, const uint8_t *name,
                           size_t nlen, uint64_t now_ms, uint64_t *fence)
 {
     const ename_t *n = name_find(m, name, nlen);
 
-    if (n == NULL)
-        return TETHER_ELECTION_FOLLOWER;
-    if (leads_now(&n->view, now_ms)) {
-        if (fence != NULL)
-            *fence = n->view.fence;
-        return TETHER_ELECTION_LEADER;
-    }
-    return n->view.no_quorum ? TETHER_ELECTION_NO_QUORUM
-                             : TETHER_ELECTION_FOLLOWER;
+    return n == NULL
+               ? TETHER_ELECTION_FOLLOWER
+               : tether_election_name_fence(n, fixed_clock, &now_ms, fence);
 }
 
 int tether_election_leader(const tether_election_t *m, const uint8_t *name,
@@ -1506,8 +1556,7 @@ int tether_election_leader(const tether_election_t *m, const uint8_t *name,
 
 size_t tether_election_candidates(const tether_election_t *m,
                                   const uint8_t *name, size_t nlen,
-                                  tether_election_candidate_t *out,
-                                  size_t cap)
+                                  tether_election_candidate_t *out, size_t cap)
 {
     const ename_t *n = name_find(m, name, nlen);
     size_t k;
@@ -1534,9 +1583,8 @@ uint64_t tether_election_lease_until(const tether_election_t *m,
     return n->lease_until;
 }
 
-void tether__election_describe(const tether_election_t *m,
-                               const uint8_t *name, size_t nlen, char *buf,
-                               size_t cap)
+void tether__election_describe(const tether_election_t *m, const uint8_t *name,
+                               size_t nlen, char *buf, size_t cap)
 {
     const ename_t *n = name_find(m, name, nlen);
     size_t off = 0;
@@ -1578,8 +1626,7 @@ void tether__election_describe(const tether_election_t *m,
 #undef PUT
 }
 
-const tether_election_stats_t *
-tether_election_stats(const tether_election_t *m)
+const tether_election_stats_t *tether_election_stats(const tether_election_t *m)
 {
     return &m->stats;
 }
@@ -1588,15 +1635,18 @@ void tether_election_stats_list(
     const tether_election_stats_t *st,
     tether_election_stat_t out[TETHER_ELECTION_STATS_N])
 {
-#define STAT(f) {#f, offsetof(tether_election_stats_t, f)}
+#define STAT(f)                                                                \
+    {                                                                          \
+#f, offsetof(tether_election_stats_t, f)                               \
+    }
     static const struct {
         const char *name;
         size_t off;
     } fields[] = {
-        STAT(names),     STAT(claims),     STAT(elected),    STAT(revoked),
-        STAT(remints),   STAT(lease_lost), STAT(syncs_sent), STAT(syncs_recv),
-        STAT(pulls_sent), STAT(asks_sent), STAT(grants),     STAT(refusals),
-        STAT(bad_msgs),  STAT(stale_msgs), STAT(dropped),
+        STAT(names),      STAT(claims),     STAT(elected),    STAT(revoked),
+        STAT(remints),    STAT(lease_lost), STAT(syncs_sent), STAT(syncs_recv),
+        STAT(pulls_sent), STAT(asks_sent),  STAT(grants),     STAT(refusals),
+        STAT(bad_msgs),   STAT(stale_msgs), STAT(dropped),
     };
 #undef STAT
     _Static_assert(sizeof fields / sizeof fields[0] == TETHER_ELECTION_STATS_N,
@@ -1669,7 +1719,8 @@ int tether_election_new(const tether_election_config_t *cfg,
     if (m->cfg.round_ms == 0)
         m->cfg.round_ms = TETHER_ELECTION_DEFAULT_ROUND_MS;
     m->eng = eng;
-    memcpy(m->self, tether_engine_name(eng), strlen(tether_engine_name(eng)) + 1);
+    memcpy(m->self, tether_engine_name(eng),
+           strlen(tether_engine_name(eng)) + 1);
     if (owner_get(m, m->self) != (int)SELF) {
         module_free(m);
         return TETHER_ENOMEM;

@@ -101,10 +101,10 @@
 
 /* What tether_election_lead() did, and what the readers answer. */
 enum tether_election_outcome {
-    TETHER_ELECTION_FOLLOWER = 0,  /* a candidate; not leading now */
-    TETHER_ELECTION_LEADER = 1,    /* leading now, with *fence */
-    TETHER_ELECTION_NO_QUORUM = 2, /* fewer than a majority of the voters
-                                      are live members here */
+    TETHER_ELECTION_FOLLOWER = 0,        /* a candidate; not leading now */
+    TETHER_ELECTION_LEADER = 1,          /* leading now, with *fence */
+    TETHER_ELECTION_NO_QUORUM = 2,       /* fewer than a majority of the voters
+                                            are live members here */
     TETHER_ELECTION_VOTERS_MISMATCH = 3, /* a live candidate of the name
                                             has another mode or voter set */
 };
@@ -129,12 +129,12 @@ typedef struct tether_election_opts {
 } tether_election_opts_t;
 
 typedef struct tether_election_stats {
-    uint64_t names;         /* names known */
-    uint64_t claims;        /* fences minted and claimed */
-    uint64_t elected;       /* ELECTED actions (and leads at once) */
-    uint64_t revoked;       /* REVOKED actions */
-    uint64_t remints;       /* fresh fences claimed while leading */
-    uint64_t lease_lost;    /* quorum leaderships ended by expiry */
+    uint64_t names;      /* names known */
+    uint64_t claims;     /* fences minted and claimed */
+    uint64_t elected;    /* ELECTED actions (and leads at once) */
+    uint64_t revoked;    /* REVOKED actions */
+    uint64_t remints;    /* fresh fences claimed while leading */
+    uint64_t lease_lost; /* quorum leaderships ended by expiry */
     uint64_t syncs_sent, syncs_recv, pulls_sent;
     uint64_t asks_sent, grants, refusals; /* quorum: as candidate, voter */
     uint64_t bad_msgs;   /* undecodable or out-of-bounds messages */
@@ -160,9 +160,9 @@ typedef struct tether_election_candidate {
  * Creates the election module of eng (which owns it from then on).
  * Returns 0, TETHER_EINVAL, TETHER_ENOMEM or TETHER_EEXIST (type taken).
  */
-TETHER_MUST_CHECK int
-tether_election_new(const tether_election_config_t *cfg, tether_engine_t *eng,
-                    tether_election_t **out);
+TETHER_MUST_CHECK int tether_election_new(const tether_election_config_t *cfg,
+                                          tether_engine_t *eng,
+                                          tether_election_t **out);
 
 /*
  * Makes cand (a pid's bytes, clen <= TETHER_ELECTION_PID_MAX) this node's
@@ -197,6 +197,27 @@ int tether_election_resign(tether_election_t *m, const uint8_t *name,
  */
 int tether_election_fence(const tether_election_t *m, const uint8_t *name,
                           size_t nlen, uint64_t now_ms, uint64_t *fence);
+
+/*
+ * The fast path of tether_election_fence, for a shell that reads one
+ * name often (tether:fence/1, is_leader/1):
+ *
+ * tether_election_find: the name (NULL when nobody campaigned for it
+ *   here yet), as a reader under the shell's read lock. The pointer stays
+ *   valid until m is freed: names are never freed before their module.
+ * tether_election_name_fence: what tether_election_fence answers for it,
+ *   read without any lock (a sequence lock over the name's status, which
+ *   the engine stores whenever the name's view changes). clock(clock_ctx)
+ *   tells the engine's time now; it is called only when a quorum lease
+ *   has to be checked.
+ */
+typedef struct ename tether_election_name_t;
+const tether_election_name_t *tether_election_find(const tether_election_t *m,
+                                                   const uint8_t *name,
+                                                   size_t nlen);
+int tether_election_name_fence(const tether_election_name_t *n,
+                               uint64_t (*clock)(const void *),
+                               const void *clock_ctx, uint64_t *fence);
 /*
  * The leader of name as this node knows it (us while we lead, else the
  * live member whose record says it leads, the highest fence first): its
@@ -212,8 +233,7 @@ int tether_election_leader(const tether_election_t *m, const uint8_t *name,
  * to cap into out; returns how many there are. */
 size_t tether_election_candidates(const tether_election_t *m,
                                   const uint8_t *name, size_t nlen,
-                                  tether_election_candidate_t *out,
-                                  size_t cap);
+                                  tether_election_candidate_t *out, size_t cap);
 /* Quorum leadership of name: until when it holds (0: none), and since
  * when (for the simulator's overlap check). Engine thread. */
 uint64_t tether_election_lease_until(const tether_election_t *m,
@@ -222,9 +242,8 @@ uint64_t tether_election_lease_until(const tether_election_t *m,
 
 /* A line describing our state of name and the records we hold, for
  * tests and the simulator's failure reports. Engine thread. */
-void tether__election_describe(const tether_election_t *m,
-                               const uint8_t *name, size_t nlen, char *buf,
-                               size_t cap);
+void tether__election_describe(const tether_election_t *m, const uint8_t *name,
+                               size_t nlen, char *buf, size_t cap);
 
 const tether_election_stats_t *
 tether_election_stats(const tether_election_t *m);

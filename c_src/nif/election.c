@@ -6,7 +6,9 @@
  * election_fence, election_is_leader, election_leader and
  * election_candidates read the per-name views of the module under the
  * resource's read lock only, in the calling process, with no message to
- * any process (so tether:fence/1 costs about as much as an ETS lookup).
+ * any process; election_fence and election_is_leader of an atom name
+ * skip even the lock (see name_cache below), so tether:fence/1 costs
+ * less than an ETS lookup.
  * A quorum lease is checked against the engine's time now, told by the
  * caller's monotonic clock (the offset of the last tick), so a lease
  * that ran out reads as such even before the server's next tick.
@@ -121,8 +123,8 @@ ERL_NIF_TERM election_lead_nif(ErlNifEnv *env, int argc,
     int outcome = 0, rc;
     ERL_NIF_TERM ret;
 
-    if (argc != 6 || !get_el(env, argv[0], &res) || !enif_is_pid(env, argv[2]) ||
-        !enif_get_int64(env, argv[3], &prio) ||
+    if (argc != 6 || !get_el(env, argv[0], &res) ||
+        !enif_is_pid(env, argv[2]) || !enif_get_int64(env, argv[3], &prio) ||
         (!enif_is_identical(argv[4], ATOM(true)) &&
          !enif_is_identical(argv[4], ATOM(false))) ||
         !get_voters(env, argv[5], &voters, &nvoters))
@@ -189,24 +191,61 @@ ERL_NIF_TERM election_resign_nif(ErlNifEnv *env, int argc,
                   : ATOM(ok);
 }
 
-/* The status of Name here (a read under the read lock), or -1 for a
- * bad argument. */
-static int fence_of(ErlNifEnv *env, const ERL_NIF_TERM argv[],
-                    uint64_t *fence)
+/* A scheduler thread's memory of atom names: (engine, atom) -> the
+ * election's name, so that fence/1 and is_leader/1 of an atom skip the
+ * canonical encoding, the hash and the read lock (tether:fence/1 then
+ * costs about as much as ets:lookup/2). Sound because an atom is never
+ * freed, a name lives as long as its engine, and engines are told apart
+ * by serial numbers that are never reused. Direct-mapped; a miss takes
+ * the general path and fills the slot. */
+#define NAME_CACHE 64
+
+typedef struct name_slot {
+    uint64_t serial; /* 0: empty */
+    ERL_NIF_TERM atom;
+    const tether_election_name_t *name;
+} name_slot_t;
+
+static __thread name_slot_t name_cache[NAME_CACHE];
+
+static name_slot_t *name_slot(const tether_nif_res_t *res, ERL_NIF_TERM t)
+{
+    return &name_cache[((t >> 6) ^ res->serial) & (NAME_CACHE - 1)];
+}
+
+/* The clock of tether_election_name_fence: the engine's time now. */
+static uint64_t engine_clock(const void *res)
+{
+    return tether__nif_engine_now(res);
+}
+
+/* The status of Name here, or -1 for a bad argument. */
+static int fence_of(ErlNifEnv *env, const ERL_NIF_TERM argv[], uint64_t *fence)
 {
     tether_nif_res_t *res;
     tether_nif_canon_t name;
-    int st;
+    const tether_election_name_t *n;
+    name_slot_t *slot;
 
-    if (!get_el(env, argv[0], &res) ||
-        !tether__nif_canon(env, argv[1], TETHER_ELECTION_NAME_MAX, &name))
+    if (!get_el(env, argv[0], &res))
+        return -1;
+    slot = name_slot(res, argv[1]);
+    if (slot->serial == res->serial && slot->atom == argv[1])
+        return tether_election_name_fence(slot->name, engine_clock, res, fence);
+    if (!tether__nif_canon(env, argv[1], TETHER_ELECTION_NAME_MAX, &name))
         return -1;
     enif_rwlock_rlock(res->rw);
-    st = tether_election_fence(res->election, name.data, name.len,
-                               tether__nif_engine_now(res), fence);
+    n = tether_election_find(res->election, name.data, name.len);
     enif_rwlock_runlock(res->rw);
     tether__nif_canon_free(&name);
-    return st;
+    if (n == NULL)
+        return TETHER_ELECTION_FOLLOWER;
+    if (enif_is_atom(env, argv[1])) {
+        slot->serial = res->serial;
+        slot->atom = argv[1];
+        slot->name = n;
+    }
+    return tether_election_name_fence(n, engine_clock, res, fence);
 }
 
 /* election_fence(Engine, Name) -> {ok, Fence} | {error, not_leader |
@@ -283,8 +322,7 @@ ERL_NIF_TERM election_candidates_nif(ErlNifEnv *env, int argc,
         !tether__nif_canon(env, argv[1], TETHER_ELECTION_NAME_MAX, &name))
         return enif_make_badarg(env);
     enif_rwlock_rlock(res->rw);
-    n = tether_election_candidates(res->election, name.data, name.len, NULL,
-                                   0);
+    n = tether_election_candidates(res->election, name.data, name.len, NULL, 0);
     if (n > 0 && (v = malloc(n * sizeof *v)) != NULL)
         n = tether_election_candidates(res->election, name.data, name.len, v,
                                        n);

@@ -69,6 +69,9 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
  * until one answers (core/engine.h). Bad options are badarg; an engine
  * refusal is {error, Reason}.
  */
+/* The last engine's serial number (tether_nif_res_t.serial). */
+static uint64_t serials;
+
 ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tether_engine_config_t cfg;
@@ -165,6 +168,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         goto fail;
     }
     memset(res, 0, sizeof *res);
+    res->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
     res->rw = enif_rwlock_create("tether_registry");
     res->lock = enif_mutex_create("tether_engine");
     if (res->lock == NULL || res->rw == NULL) {

@@ -66,6 +66,9 @@ typedef struct tether_nif_res {
     /* The caller's monotonic ms minus the engine's time, as of the last
      * tick (atomic): readers of leases tell the engine's time now. */
     int64_t clock_offset_ms;
+    /* This engine's number, never reused in the VM's life (a cache key
+     * that outlives no engine by mistake, unlike its address). */
+    uint64_t serial;
 } tether_nif_res_t;
 
 /* The resource type of engines (opened in load()). */

@@ -274,6 +274,45 @@ Test(election, quorum_leases_never_overlap)
     h_free(&x.h);
 }
 
+/* The clock of tether_election_name_fence in these tests. */
+static uint64_t harness_clock(const void *ctx)
+{
+    return ((const el_h_t *)ctx)->h.now;
+}
+
+Test(election, a_found_name_reads_as_the_locked_path_without_a_lock)
+{
+    el_h_t x;
+    el_name_t n = name_of("svc");
+    const tether_election_name_t *h0, *h1;
+    uint64_t f = 0, g = 0;
+
+    start(&x, 2);
+    cr_assert_null(tether_election_find(x.m[0], n.b, n.len));
+    lead(&x, 0, &n, NULL);
+    lead(&x, 1, &n, NULL);
+    h0 = tether_election_find(x.m[0], n.b, n.len);
+    h1 = tether_election_find(x.m[1], n.b, n.len);
+    cr_assert_not_null(h0);
+    cr_assert_not_null(h1);
+    h_run(&x.h, 500);
+    cr_assert_eq(tether_election_name_fence(h0, harness_clock, &x, &f),
+                 TETHER_ELECTION_LEADER);
+    cr_assert_eq(f, fence_of(&x, 0, &n));
+    cr_assert_eq(tether_election_name_fence(h1, harness_clock, &x, NULL),
+                 TETHER_ELECTION_FOLLOWER);
+    /* The same names, found before, follow the handover. */
+    cr_assert_eq(tether_election_resign(x.m[0], n.b, n.len), 0);
+    h_run(&x.h, 500);
+    cr_assert_eq(tether_election_find(x.m[0], n.b, n.len), h0);
+    cr_assert_eq(tether_election_name_fence(h0, harness_clock, &x, NULL),
+                 TETHER_ELECTION_FOLLOWER);
+    cr_assert_eq(tether_election_name_fence(h1, harness_clock, &x, &g),
+                 TETHER_ELECTION_LEADER);
+    cr_assert_gt(g, f);
+    h_free(&x.h);
+}
+
 Test(election, bad_input_is_refused)
 {
     el_h_t x;
