@@ -9,11 +9,13 @@
 -export([all/0]).
 -export([nif_version_matches_app/1, nif_loads_from_beside_the_beam/1,
          cnode_help/1, cnode_version/1, cnode_rejects_unknown_flag/1,
-         cnode_rejects_stray_argument/1]).
+         cnode_rejects_stray_argument/1, cnode_flags_refused/1,
+         cnode_every_flag_documented/1]).
 
 all() ->
     [nif_version_matches_app, nif_loads_from_beside_the_beam, cnode_help,
-     cnode_version, cnode_rejects_unknown_flag, cnode_rejects_stray_argument].
+     cnode_version, cnode_rejects_unknown_flag, cnode_rejects_stray_argument,
+     cnode_flags_refused, cnode_every_flag_documented].
 
 nif_version_matches_app(_Config) ->
     ok = load_app(),
@@ -65,7 +67,80 @@ cnode_rejects_stray_argument(_Config) ->
     ?assertNotEqual(0, Status),
     ?assertMatch({match, _}, re:run(Out, "stray")).
 
+%% Bad command lines: each exits with status 2 and one line on stderr
+%% that says what is wrong and ends with the pointer to --help. Node
+%% names are checked as erl checks them (net_kernel: the part before '@'
+%% of letters, digits, '_' and '-'; a host without blanks, and without
+%% dots for a short name).
+cnode_flags_refused(_Config) ->
+    N = ["--name", "a@127.0.0.1", "--cookie", "c"],
+    Table =
+        [{["--name"], "'--name' needs a value"},
+         {["--name", "bad name@127.0.0.1", "--cookie", "c"], "bad --name"},
+         {["--name", "a.b@127.0.0.1", "--cookie", "c"], "bad --name"},
+         {["--name", "a@bad host", "--cookie", "c"], "bad --name"},
+         {["--name", "@127.0.0.1", "--cookie", "c"], "bad --name"},
+         {["--sname", "a@b.c", "--cookie", "c"], "no dots"},
+         {["--sname", "a!b@h", "--cookie", "c"], "bad --sname"},
+         {N ++ ["--join", "b c@127.0.0.1"], "bad --join"},
+         {N ++ ["--join", "b@127.0.0.1", "--no-cluster"],
+          "--join contradicts --no-cluster"},
+         {N ++ ["--no-cluster", "--ring-size", "8"],
+          "--ring-size contradicts --no-cluster"},
+         {N ++ ["--no-cluster", "--service", "s"],
+          "--service contradicts --no-cluster"},
+         {N ++ ["--no-cluster", "--heartbeat-ms", "100"],
+          "--heartbeat-ms contradicts --no-cluster"},
+         {N ++ ["--lead-priority", "3"], "no --lead"},
+         {N ++ ["--election-voter", "v@127.0.0.1"], "no --lead"},
+         {N ++ ["--trust", "x y=/nonexistent"], "bad --trust"},
+         {N ++ ["--election-voter", "v w", "--lead", "l"],
+          "bad --election-voter"},
+         {N ++ ["--dial-log-ms", "0"], "bad --dial-log-ms"},
+         {N ++ ["--workers", "0"], "bad --workers"},
+         {N ++ ["--sname", "b"], "not both"},
+         {["--cookie", "c"], "--name or --sname is required"},
+         {N ++ ["--cookie-file", "/x"], "not both"},
+         {N ++ ["--proto-dist", "inet_tls"], "--ssl-dist-optfile"},
+         {N ++ ["--ttl-ms", "500", "--heartbeat-ms", "1000"], "--ttl-ms"},
+         {N ++ ["--identity", "/nonexistent"], "bad --identity"},
+         {["keygen", "--secret-out"], "needs a value"},
+         {["keygen", "--bogus"], "unknown keygen option"}],
+    Bad = [{Args, Status, Out}
+           || {Args, Want} <- Table,
+              {Status, Out} <- [run_cnode(Args)],
+              Status =/= 2
+                  orelse string:find(Out, Want) =:= nomatch
+                  orelse re:run(Out, "\\(try 'tether_cnode --help'\\)\n$")
+                         =:= nomatch
+                  orelse length(string:split(string:trim(Out), "\n",
+                                             all)) =/= 1],
+    ?assertEqual([], Bad).
+
+%% Every long flag the parser knows (the option tables of
+%% c_src/cnode/cli.c) is in --help and in tether/cli.h's list.
+cnode_every_flag_documented(_Config) ->
+    Src = source("c_src/cnode/cli.c"),
+    Header = source("c_src/include/tether/cli.h"),
+    {match, Found} = re:run(Src, "\\{\"([a-z0-9-]+)\", (?:required|no)_argument",
+                            [global, {capture, all_but_first, list}]),
+    Flags = lists:usort([F || [F] <- Found]),
+    ?assert(length(Flags) > 30),
+    {0, Help} = run_cnode(["--help"]),
+    Missing = [{F, Where}
+               || F <- Flags,
+                  {Where, Text} <- [{help, Help}, {cli_h, Header}],
+                  string:find(Text, "--" ++ F) =:= nomatch],
+    ?assertEqual([], Missing).
+
 %% Helpers
+
+%% The text of a file of the source tree (beside the priv directory, as
+%% the test library finds c_src/build).
+source(Rel) ->
+    Root = filename:join(tether_test_lib:priv_dir(), ".."),
+    {ok, Bin} = file:read_file(filename:join(Root, Rel)),
+    binary_to_list(Bin).
 
 load_app() ->
     case application:load(tether) of
