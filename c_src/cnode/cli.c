@@ -213,6 +213,19 @@ static int parse_uint(const char *s, unsigned long lo, unsigned long hi,
     return 0;
 }
 
+/* A milliseconds flag (lo..MS_FLAG_MAX) into *out: 0, or the usage
+ * error's status 2 after its line. */
+static int ms_flag(const char *flag, const char *arg, unsigned long lo,
+                   uint32_t *out)
+{
+    unsigned long v;
+    if (parse_uint(arg, lo, MS_FLAG_MAX, &v) < 0)
+        return usage_error("bad %s '%s' (%lu..%lu)", flag, arg, lo,
+                           MS_FLAG_MAX);
+    *out = (uint32_t)v;
+    return 0;
+}
+
 /* Parses a signed decimal that fits 64 bits; returns 0 or -1. */
 static int parse_int64(const char *s, int64_t *out)
 {
@@ -673,12 +686,13 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                 return usage_error("%s", "empty --load path");
             plugins[nplugins++].path = optarg;
             break;
-        case OPT_DIAL_LOG:
-            if (parse_uint(optarg, 1, MS_FLAG_MAX, &v) < 0)
-                return usage_error("bad --dial-log-ms '%s' (1..%lu)", optarg,
-                                   MS_FLAG_MAX);
-            cfg.dial_log_ms = (unsigned)v;
+        case OPT_DIAL_LOG: {
+            uint32_t ms = 0;
+            if (ms_flag("--dial-log-ms", optarg, 1, &ms) != 0)
+                return 2;
+            cfg.dial_log_ms = ms;
             break;
+        }
         case 'L': {
             int lvl = tether_log_level_parse(optarg);
             if (lvl < 0)
@@ -722,16 +736,12 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             break;
         }
         case OPT_HB:
-            if (parse_uint(optarg, 1, MS_FLAG_MAX, &v) < 0)
-                return usage_error("bad --heartbeat-ms '%s' (1..%lu)", optarg,
-                                   MS_FLAG_MAX);
-            ccfg.heartbeat_ms = (uint32_t)v;
+            if (ms_flag("--heartbeat-ms", optarg, 1, &ccfg.heartbeat_ms) != 0)
+                return 2;
             break;
         case OPT_TTL:
-            if (parse_uint(optarg, 2, MS_FLAG_MAX, &v) < 0)
-                return usage_error("bad --ttl-ms '%s' (2..%lu)", optarg,
-                                   MS_FLAG_MAX);
-            ccfg.ttl_ms = (uint32_t)v;
+            if (ms_flag("--ttl-ms", optarg, 2, &ccfg.ttl_ms) != 0)
+                return 2;
             break;
         case OPT_RING_SIZE:
             if (parse_uint(optarg, 1, 65536, &v) < 0 || (v & (v - 1)) != 0)
@@ -791,10 +801,9 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             lead_opts.quorum = 1;
             break;
         case OPT_LEASE:
-            if (parse_uint(optarg, 1, MS_FLAG_MAX, &v) < 0)
-                return usage_error("bad --election-lease-ms '%s' (1..%lu)",
-                                   optarg, MS_FLAG_MAX);
-            ccfg.election_lease_ms = (uint32_t)v;
+            if (ms_flag("--election-lease-ms", optarg, 1,
+                        &ccfg.election_lease_ms) != 0)
+                return 2;
             break;
         case 'h':
             printf(usage_text, prog);
