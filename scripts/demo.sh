@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# `make demo`: builds tether and shows, honestly, what works so far. Each
-# capability adds its section as it lands; the demo always runs to the end.
+# `make demo`: builds tether and shows what it does, each part with stock
+# OTP calls on loopback (a private epmd on port 14469, or
+# $TETHER_DEMO_EPMD_PORT, stopped at the end).
+# Every section says what it is about to show; the demo runs to the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export REBAR_COLOR=none
 
 section() { printf '\n== %s\n' "$*"; }
 
-section "Building (rebar3 compile runs make -C c_src)"
+section "Building (rebar3 compile builds the C code first, through scripts/build_c.sh)"
 rebar3 compile
-ls -l priv/libtether.a priv/tether_nif.so priv/tether_cnode
+echo "The C build's outputs: the library, the NIF, the C-node program and"
+echo "the pkg-config file for your own C programs:"
+ls -l priv/libtether.a priv/tether_nif.so priv/tether_cnode priv/tether.pc
 
-section "The NIF, loaded by a stock Erlang VM"
+section "The NIF (the C engine inside the Erlang VM), loaded by a stock VM"
 erl -noshell -pa _build/default/lib/tether/ebin -eval '
     io:format("tether:version() -> ~p~n", [tether:version()]),
     halt().'
 
-section "The C-node program"
+section "The C-node program: a C program that joins Erlang's distribution as a node"
 priv/tether_cnode --version
 priv/tether_cnode --help
+echo
+echo "A bad command line is refused with one line and status 2:"
 echo "\$ priv/tether_cnode --no-such-flag"
 priv/tether_cnode --no-such-flag || echo "(exit status $?)"
+echo "\$ priv/tether_cnode --name 'bad name@127.0.0.1'"
+priv/tether_cnode --name 'bad name@127.0.0.1' || echo "(exit status $?)"
 
 section "A stock Erlang node talks to the C-node (private epmd on loopback)"
 . scripts/lib.sh
@@ -50,15 +58,20 @@ cnode_stop() {
     wait "$cnode_pid" 2>/dev/null || true
     cnode_pid=
 }
-start_epmd 14469
-cnode --name demo_c@127.0.0.1
-scripts/demo_cnode.escript demo_c@127.0.0.1
+start_epmd "${TETHER_DEMO_EPMD_PORT:-14469}"
+echo "Starting the C-node demo_cnode@127.0.0.1 with the kv plugin (a key-value"
+echo "service written in C); then an escript node, tether_demo@127.0.0.1, with"
+echo "no tether code, talks to it:"
+cnode --name demo_cnode@127.0.0.1
+scripts/demo_cnode.escript demo_cnode@127.0.0.1
 
-echo "\$ erl -setcookie wrong ... net_adm:ping(demo_c@127.0.0.1)"
+echo
+echo "A node with another cookie is refused:"
+echo "\$ erl -setcookie wrong ... net_adm:ping(demo_cnode@127.0.0.1)"
 erl -noshell -name wrong_cookie@127.0.0.1 -setcookie wrong -eval '
-    io:format("  ~p~n", [net_adm:ping(list_to_atom("demo_c@127.0.0.1"))]), halt().'
+    io:format("  ~p~n", [net_adm:ping(list_to_atom("demo_cnode@127.0.0.1"))]), halt().'
 cnode_stop
-echo "C-node log (wrong cookie line, shutdown summary):"
+echo "The C-node's log (its ready line, the wrong-cookie line, its shutdown):"
 sed 's/^/  /' "$cnode_log"
 
 section "Short names: a C-node started with --sname, a BEAM node with -sname"
@@ -83,7 +96,10 @@ erl -noshell -sname "demo_a@$host" -setcookie tether_demo -eval "
 cnode_stop
 
 section "Three BEAM nodes and a C-node form a tether cluster (signed envelopes, cookie-derived keys)"
+echo "The BEAM nodes alice, bob and carol run the tether application; the"
+echo "C-node kv_cnode joins them later, serving kv as a cluster service:"
 scripts/demo_cluster.escript _build/default/lib/tether/ebin priv/tether_cnode
 
 section "Done"
-echo "See README.md for what each later release adds."
+echo "README.md documents all of it and the rest of the API (registry, services,"
+echo "ring, leader election, the C API); 'make test' runs every test suite."

@@ -343,9 +343,11 @@ unregister_service(Name) ->
 whereis_service(Name) ->
     tether_service:whereis_service(Name).
 
-%% @doc As whereis_service/1; `#{node => Node}' asks for Node's instance.
+%% @doc As whereis_service/1; `#{node => Node}' asks for Node's instance
+%% (any other key: `{error, {bad_option, {Key, Value}}}').
 -spec whereis_service(term(), map()) ->
-          {ok, pid()} | {ok, node(), pid()} | {error, not_found}.
+          {ok, pid()} | {ok, node(), pid()}
+          | {error, not_found | {bad_option, term()}}.
 whereis_service(Name, Opts) ->
     tether_service:whereis_service(Name, Opts).
 
@@ -366,8 +368,10 @@ get_services() ->
     tether_service:get_services().
 
 %% @doc Waits until every service of Names has an instance: `ok' or
-%% `timeout'. See {@link tether_service:wait_for_services/2}.
--spec wait_for_services([term()], list() | map()) -> ok | timeout.
+%% `timeout' (`{error, {bad_option, Opt}}' for a bad option). See
+%% {@link tether_service:wait_for_services/2}.
+-spec wait_for_services([term()], list() | map()) ->
+          ok | timeout | {error, {bad_option, term()}}.
 wait_for_services(Names, Opts) ->
     tether_service:wait_for_services(Names, Opts).
 
@@ -375,7 +379,8 @@ wait_for_services(Names, Opts) ->
 %% {@link tether_rpc:call_service/4}.
 -spec call_service(term(), atom(), [term()],
                    [tether_rpc:call_service_opt()]) ->
-          term() | {badrpc, term()} | {error, service_not_available}.
+          term() | {badrpc, term()}
+          | {error, service_not_available | {bad_option, term()}}.
 call_service(Service, Fun, Args, Opts) ->
     tether_rpc:call_service(Service, Fun, Args, Opts).
 
@@ -383,7 +388,7 @@ call_service(Service, Fun, Args, Opts) ->
 %% {@link tether_rpc:call_service_all/4}.
 -spec call_service_all(term(), atom(), [term()],
                        [tether_rpc:call_service_opt()]) ->
-          [{node(), term()}].
+          [{node(), term()}] | {error, {bad_option, term()}}.
 call_service_all(Service, Fun, Args, Opts) ->
     tether_rpc:call_service_all(Service, Fun, Args, Opts).
 
@@ -491,7 +496,8 @@ lead(Name) ->
 %% `{error, no_quorum}' (quorum mode: fewer than a majority of the voters
 %% are members here; not a candidate then), `{error, voters_mismatch}' (a
 %% candidate of Name has another mode or voter set), `{error,
-%% {bad_options, Opts}}', `{error, {unknown_option, Key}}', `{error,
+%% {bad_options, Opts}}' (not a map), `{error, {bad_option, {Key,
+%% Value}}}' (an unknown key), `{error,
 %% {bad_priority, P}}' (not a 64-bit integer), `{error, {bad_quorum,
 %% Q}}', `{error, {bad_voters, V}}' (not a list of atoms), `{error,
 %% no_voters}', `{error, voters_without_quorum}', `{error, bad_name}' (a

@@ -157,7 +157,7 @@ options(Opts) when is_map(Opts) ->
     Known = [priority, quorum, voters],
     case [K || K <- maps:keys(Opts), not lists:member(K, Known)] of
         [Unknown | _] ->
-            {error, {unknown_option, Unknown}};
+            {error, {bad_option, {Unknown, maps:get(Unknown, Opts)}}};
         [] ->
             Priority = maps:get(priority, Opts, 0),
             Quorum = maps:get(quorum, Opts, false),

@@ -1,10 +1,17 @@
 %% @doc Partition-aware RPC between tether members, inside envelopes.
 %%
 %% `call/4,5', `multicall/3,4,5', `cast/4' and `abcast/2,3' have the
-%% shapes of their `rpc' namesakes (see Lockstep.RPC); `call_service/4'
-%% and `call_service_all/4' call a service's instances with failover (see
-%% Malla.Node and {@link tether_service}). The `tether' module exports all
-%% of them; this module implements them.
+%% shapes of their `rpc' namesakes, as in Lockstep.RPC (an Elixir
+%% library mirroring Erlang's `rpc' with partition modes, whose semantics
+%% tether follows); `call_service/4' and `call_service_all/4' call a
+%% service's instances with failover, as Malla.Node (an Elixir library
+%% for services spread over a cluster) does; see {@link tether_service}.
+%% The `tether' module exports all of them; this module implements them.
+%%
+%% Arguments of the wrong type raise `badarg' (as `rpc' does: a Timeout
+%% that is neither `infinity' nor a non-negative integer, Nodes that is
+%% not a list); an option list with an unknown or ill-typed option
+%% answers `{error, {bad_option, Opt}}'.
 %%
 %% == How a call travels ==
 %%
@@ -190,16 +197,25 @@ abcast(_Nodes, _Name, _Msg) ->
 %% `idempotent'. Returns the value, `{badrpc, Reason}' as call/5, or
 %% `{error, service_not_available}' when no instance could take it.
 %% Options: `{timeout, Ms}' per attempt (default 5000), `idempotent',
-%% `{nodes, [Node]}'.
+%% `{nodes, [Node]}'. An unknown option or a bad value answers `{error,
+%% {bad_option, Opt}}' before anything is sent; a Fun, Args or Opts of
+%% the wrong type raises `badarg'.
 -spec call_service(term(), atom(), [term()], [call_service_opt()]) ->
-          term() | {badrpc, term()} | {error, service_not_available}.
+          term() | {badrpc, term()}
+          | {error, service_not_available | {bad_option, term()}}.
 call_service(Service, Fun, Args, Opts)
   when is_atom(Fun), is_list(Args), is_list(Opts) ->
-    Timeout = proplists:get_value(timeout, Opts, ?DEFAULT_SERVICE_TIMEOUT),
-    Idem = proplists:get_bool(idempotent, Opts),
-    Nodes = service_nodes(Service, Opts),
-    try_instances(Nodes, Service, Fun, Args, Timeout, Idem,
-                  {error, service_not_available});
+    case check_service_opts(Opts) of
+        ok ->
+            Timeout = proplists:get_value(timeout, Opts,
+                                          ?DEFAULT_SERVICE_TIMEOUT),
+            Idem = proplists:get_bool(idempotent, Opts),
+            Nodes = service_nodes(Service, Opts),
+            try_instances(Nodes, Service, Fun, Args, Timeout, Idem,
+                          {error, service_not_available});
+        {error, _} = Error ->
+            Error
+    end;
 call_service(_Service, _Fun, _Args, _Opts) ->
     error(badarg).
 
@@ -207,18 +223,47 @@ call_service(_Service, _Fun, _Args, _Opts) ->
 %% returns `[{Node, Result}]' in the order of `tether_service:get_nodes/1'
 %% (or of the `{nodes, Nodes}' option), each Result as call_service/4
 %% would return it from that instance alone. Options as call_service/4
-%% (`idempotent' has no effect: nothing is retried).
+%% (`idempotent' has no effect: nothing is retried), and so is
+%% `{error, {bad_option, Opt}}'.
 -spec call_service_all(term(), atom(), [term()], [call_service_opt()]) ->
-          [{node(), term()}].
+          [{node(), term()}] | {error, {bad_option, term()}}.
 call_service_all(Service, Fun, Args, Opts)
   when is_atom(Fun), is_list(Args), is_list(Opts) ->
-    Timeout = proplists:get_value(timeout, Opts, ?DEFAULT_SERVICE_TIMEOUT),
-    Deadline = deadline(Timeout),
-    Reqs = [service_send(N, Service, Fun, Args)
-            || N <- service_nodes(Service, Opts)],
-    [{R#req.node, service_result(await(R, Deadline))} || R <- Reqs];
+    case check_service_opts(Opts) of
+        ok ->
+            Timeout = proplists:get_value(timeout, Opts,
+                                          ?DEFAULT_SERVICE_TIMEOUT),
+            Deadline = deadline(Timeout),
+            Reqs = [service_send(N, Service, Fun, Args)
+                    || N <- service_nodes(Service, Opts)],
+            [{R#req.node, service_result(await(R, Deadline))} || R <- Reqs];
+        {error, _} = Error ->
+            Error
+    end;
 call_service_all(_Service, _Fun, _Args, _Opts) ->
     error(badarg).
+
+%% The options of call_service/4 and call_service_all/4: `ok', or the
+%% first unknown or ill-typed one as `{error, {bad_option, Opt}}'.
+-spec check_service_opts(list()) -> ok | {error, {bad_option, term()}}.
+check_service_opts([]) ->
+    ok;
+check_service_opts([Opt | Rest]) ->
+    case service_opt_ok(Opt) of
+        true -> check_service_opts(Rest);
+        false -> {error, {bad_option, Opt}}
+    end;
+check_service_opts(Tail) ->
+    {error, {bad_option, Tail}}.
+
+-spec service_opt_ok(term()) -> boolean().
+service_opt_ok({timeout, infinity}) -> true;
+service_opt_ok({timeout, T}) -> is_integer(T) andalso T >= 0;
+service_opt_ok(idempotent) -> true;
+service_opt_ok({idempotent, B}) -> is_boolean(B);
+service_opt_ok({nodes, Nodes}) ->
+    is_list(Nodes) andalso lists:all(fun is_atom/1, Nodes);
+service_opt_ok(_) -> false.
 
 -spec service_nodes(term(), [call_service_opt()]) -> [node()].
 service_nodes(Service, Opts) ->

@@ -1,6 +1,7 @@
 %% @doc Services: named functionality offered by instances on many nodes,
-%% with the semantics of Malla.Node (service discovery, instance order,
-%% virtual modules), delegated from the {@link tether} facade.
+%% with the semantics of Malla.Node, an Elixir library for services
+%% spread over a cluster (service discovery, instance order, virtual
+%% modules), delegated from the {@link tether} facade.
 %%
 %% A service is any term naming what an instance offers; an instance is
 %% a process on some node, with a meta map. Each node holds at most one
@@ -108,16 +109,37 @@ whereis_service(Name) ->
     end.
 
 %% @doc whereis_service/1, or with `#{node => Node}' the instance of that
-%% node (`{ok, Pid}' for this node, `{ok, Node, Pid}' for another).
+%% node (`{ok, Pid}' for this node, `{ok, Node, Pid}' for another). Any
+%% other key, or a Node that is not an atom, answers `{error,
+%% {bad_option, {Key, Value}}}'.
 -spec whereis_service(name(), #{node => node()}) ->
-          {ok, pid()} | {ok, node(), pid()} | {error, not_found}.
-whereis_service(Name, #{node := Node}) when is_atom(Node) ->
-    case lists:keyfind(Node, 1, instances(Name)) of
-        {Node, Pid, _} -> found(Node, Pid);
-        false -> {error, not_found}
-    end;
+          {ok, pid()} | {ok, node(), pid()}
+          | {error, not_found | {bad_option, term()}}.
 whereis_service(Name, Opts) when is_map(Opts) ->
-    whereis_service(Name).
+    case bad_option(Opts, fun(node, N) -> is_atom(N);
+                             (_, _) -> false
+                          end) of
+        {error, _} = Error ->
+            Error;
+        ok when is_map_key(node, Opts) ->
+            Node = maps:get(node, Opts),
+            case lists:keyfind(Node, 1, instances(Name)) of
+                {Node, Pid, _} -> found(Node, Pid);
+                false -> {error, not_found}
+            end;
+        ok ->
+            whereis_service(Name)
+    end.
+
+%% The first pair of Opts that Ok refuses, as `{error, {bad_option, {Key,
+%% Value}}}' (keys in term order, so the answer is stable), else `ok'.
+-spec bad_option(map(), fun((term(), term()) -> boolean())) ->
+          ok | {error, {bad_option, {term(), term()}}}.
+bad_option(Opts, Ok) ->
+    case [KV || {K, V} = KV <- lists:sort(maps:to_list(Opts)), not Ok(K, V)] of
+        [] -> ok;
+        [Bad | _] -> {error, {bad_option, Bad}}
+    end.
 
 %% @doc The nodes running an instance of Name: this node first if it
 %% runs one, the others in an order redrawn at every health recheck.
@@ -150,16 +172,26 @@ get_services() ->
 %% subscribes to the events meanwhile), until all are up (returning `ok'
 %% at once then) or until `retries' times `interval_ms' milliseconds
 %% have passed (`timeout').
-%% Opts is a proplist or a map; the defaults, 10 and 1000, are Malla's.
--spec wait_for_services([name()], wait_opts()) -> ok | timeout.
+%% Opts is a proplist or a map; the defaults, 10 and 1000, are Malla's. An
+%% unknown option or a value that is not a non-negative integer answers
+%% `{error, {bad_option, {Key, Value}}}'.
+-spec wait_for_services([name()], wait_opts()) ->
+          ok | timeout | {error, {bad_option, term()}}.
 wait_for_services(Names, Opts) when is_list(Names), is_list(Opts) ->
     wait_for_services(Names, maps:from_list(proplists:unfold(Opts)));
 wait_for_services(Names, Opts) when is_list(Names), is_map(Opts) ->
+    case bad_option(Opts, fun(K, V) ->
+                                  (K =:= retries orelse K =:= interval_ms)
+                                      andalso is_integer(V) andalso V >= 0
+                          end) of
+        ok -> wait_for_services_checked(Names, Opts);
+        {error, _} = Error -> Error
+    end.
+
+-spec wait_for_services_checked([name()], map()) -> ok | timeout.
+wait_for_services_checked(Names, Opts) ->
     Retries = maps:get(retries, Opts, ?DEFAULT_RETRIES),
     Interval = maps:get(interval_ms, Opts, ?DEFAULT_INTERVAL_MS),
-    true = is_integer(Retries) andalso Retries >= 0
-        andalso is_integer(Interval) andalso Interval >= 0
-        orelse error(badarg),
     Deadline = erlang:monotonic_time(millisecond) + Retries * Interval,
     Self = self(),
     Subscribed = catch tether_service_server:subscribe(Self),

@@ -28,7 +28,7 @@
          monitor_kill9_noconnection/1, demonitor_no_down/1,
          link_beam_to_c/1, link_c_to_beam/1, link_c_to_beam_normal/1,
          link_c_to_beam_trapped/1, c_unlinks_beam/1, gen_server_call/1,
-         wrong_cookie/1, twenty_peers/1,
+         wrong_cookie/1, wrong_cookie_outbound/1, twenty_peers/1,
          short_ticktime_idle/1, peer_restart/1, connects_out/1,
          sigterm_graceful/1]).
 
@@ -49,7 +49,7 @@ groups() ->
                      monitor_kill9_noconnection, demonitor_no_down]},
      {links, [], [link_beam_to_c, link_c_to_beam, link_c_to_beam_normal,
                   link_c_to_beam_trapped, c_unlinks_beam]},
-     {connections, [], [wrong_cookie, twenty_peers, short_ticktime_idle,
+     {connections, [], [wrong_cookie, wrong_cookie_outbound, twenty_peers, short_ticktime_idle,
                         peer_restart, connects_out]}].
 
 init_per_suite(Config) ->
@@ -78,6 +78,11 @@ cnode_opts(cookie_file, Config) ->
     ok = file:write_file(File, ?LIB:cookie()),
     ok = file:change_mode(File, 8#600),
     #{cookie_file => File};
+cnode_opts(wrong_cookie_outbound, _Config) ->
+    %% Debug level: the failures not printed at info level show as
+    %% "suppressed: " lines, so the case can count them.
+    #{cookie => "not_the_cookie", join => [node()], heartbeat_ms => 100,
+      log_level => debug};
 cnode_opts(short_ticktime_idle, _Config) ->
     #{ticktime => 4};
 cnode_opts(_Case, _Config) ->
@@ -403,6 +408,34 @@ wrong_cookie(Config) ->
     ?assertEqual(ok, ?LIB:echo(CNode, after_bad_cookie)),
     Good = ?LIB:keep(K, {peer, ?LIB:start_peer(?LIB:unique_name(goodcookie))}),
     ?assertEqual({pong, ok}, ?LIB:peer_call(Good, ?LIB, ping_and_echo, [CNode, good])).
+
+%% A C-node with another cookie than its --join seed (this node) dials it
+%% again and again: the first failure prints one line naming the seed and
+%% saying the cookie is the likely cause; the later ones within
+%% --dial-log-ms (default 60 s) print nothing at info level (debug shows
+%% them as "suppressed: ").
+wrong_cookie_outbound(Config) ->
+    C = ?config(cnode, Config),
+    Seed = atom_to_binary(node()),
+    About = fun() ->
+                    [L || L <- ?LIB:cnode_stderr(C),
+                          binary:match(L, Seed) =/= nomatch,
+                          binary:match(L, <<"handshake">>) =/= nomatch]
+            end,
+    Suppressed = fun(Ls) ->
+                         [L || L <- Ls,
+                               binary:match(L, <<"suppressed: ">>) =/= nomatch]
+                 end,
+    _ = ?LIB:wait_until(fun() -> length(Suppressed(About())) >= 4 end, 30000),
+    Lines = About(),
+    Printed = Lines -- Suppressed(Lines),
+    ct:log("~b failed handshakes with ~s, ~b printed at info level:~n~s",
+           [length(Lines), Seed, length(Printed), [[L, $\n] || L <- Lines]]),
+    ?assert(length(Lines) >= 3),
+    ?assertMatch([_], Printed),
+    [Line] = Printed,
+    ?assertNotEqual(nomatch, re:run(Line, "cookie", [caseless])),
+    ?assertEqual(nomatch, re:run(Line, "connection closed$")).
 
 %% 20 BEAM peers connected at the same time, each pings and echoes.
 twenty_peers(Config) ->

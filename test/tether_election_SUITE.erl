@@ -274,7 +274,7 @@ bad_input(Config) ->
     [?assertEqual(Expect, call(B, tether, F, A))
      || {Expect, F, A} <-
             [{{error, {bad_options, x}}, lead, [n, x]},
-             {{error, {unknown_option, prio}}, lead, [n, #{prio => 1}]},
+             {{error, {bad_option, {prio, 1}}}, lead, [n, #{prio => 1}]},
              {{error, {bad_priority, high}}, lead, [n, #{priority => high}]},
              {{error, {bad_priority, 1 bsl 64}},
               lead, [n, #{priority => 1 bsl 64}]},

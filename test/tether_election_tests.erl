@@ -15,7 +15,7 @@ bad_options_test_() ->
     [?_assertEqual({error, {bad_options, x}}, tether:lead(n, x)),
      ?_assertEqual({error, {bad_options, [{priority, 1}]}},
                    tether:lead(n, [{priority, 1}])),
-     ?_assertEqual({error, {unknown_option, prio}},
+     ?_assertEqual({error, {bad_option, {prio, 1}}},
                    tether:lead(n, #{prio => 1})),
      ?_assertEqual({error, {bad_priority, 1.5}},
                    tether:lead(n, #{priority => 1.5})),

@@ -14,6 +14,7 @@
  * socket are closed, so peers see nodedown at once.
  */
 #include <dlfcn.h>
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -86,6 +87,10 @@ static const char usage_text[] =
     "                           object defining int tether_plugin_init(\n"
     "                           tether_node_t *); see tether/service.h\n"
     "  -L, --log-level LEVEL    error, warning, info (default) or debug\n"
+    "      --dial-log-ms N      failed connections to one node: the first\n"
+    "                           is logged, then one line with a count at\n"
+    "                           most every N ms until one succeeds (default\n"
+    "                           60000; the others at debug level)\n"
 
     "  -h, --help               print this help and exit\n"
     "  -V, --version            print the version and exit\n"
@@ -208,6 +213,19 @@ static int parse_uint(const char *s, unsigned long lo, unsigned long hi,
     return 0;
 }
 
+/* A milliseconds flag (lo..MS_FLAG_MAX) into *out: 0, or the usage
+ * error's status 2 after its line. */
+static int ms_flag(const char *flag, const char *arg, unsigned long lo,
+                   uint32_t *out)
+{
+    unsigned long v;
+    if (parse_uint(arg, lo, MS_FLAG_MAX, &v) < 0)
+        return usage_error("bad %s '%s' (%lu..%lu)", flag, arg, lo,
+                           MS_FLAG_MAX);
+    *out = (uint32_t)v;
+    return 0;
+}
+
 /* Parses a signed decimal that fits 64 bits; returns 0 or -1. */
 static int parse_int64(const char *s, int64_t *out)
 {
@@ -256,8 +274,29 @@ static int read_cookie(const char *path, char *cookie, size_t cap)
     return 0;
 }
 
+/*
+ * Whether node is a name erl accepts (net_kernel's checks): the part
+ * before '@' is letters, digits, '_' and '-'; the host after it is
+ * non-empty and has no spaces or control characters (bytes 0x21..0xFF);
+ * under short names (shortname) the host has no dots.
+ */
+static bool erl_name_valid(const char *node, bool shortname)
+{
+    const char *at = strchr(node, '@');
+    if (at == NULL || at == node || at[1] == '\0')
+        return false;
+    for (const char *p = node; p < at; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '-'))
+            return false;
+    for (const unsigned char *h = (const unsigned char *)at + 1; *h; h++)
+        if (*h < 0x21 || *h == 0x7f || (shortname && *h == '.'))
+            return false;
+    return tether_node_name_valid(node);
+}
+
 /* Writes a node name into out (NAME_BUF_MAX): name@host as given, or
- * name@HOST (this node's host) without one. 0 or -1 for a bad name. */
+ * name@HOST (this node's host) without one. 0 or -1 for a name erl
+ * would refuse. */
 static int full_name(const char *arg, const char *host, char *out)
 {
     size_t al = strlen(arg), hl = strlen(host);
@@ -268,7 +307,7 @@ static int full_name(const char *arg, const char *host, char *out)
         out[al] = '@';
         memcpy(out + al + 1, host, hl + 1);
     }
-    return tether_node_name_valid(out) ? 0 : -1;
+    return erl_name_valid(out, false) ? 0 : -1;
 }
 
 /*
@@ -290,9 +329,11 @@ static int node_name(const char *arg, bool shortname, char *out)
                            arg);
     if (at) {
         snprintf(out, NAME_BUF_MAX, "%s", arg);
-        return tether_node_name_valid(out)
+        return erl_name_valid(out, shortname)
                    ? 0
-                   : usage_error("bad %s '%s' (want name@host)", flag, arg);
+                   : usage_error("bad %s '%s' (want name@host: the name of "
+                                 "letters, digits, '_' and '-', as erl)",
+                                 flag, arg);
     }
     int rc = shortname ? tether__host_short(host, sizeof host)
                        : tether__host_fqdn(getenv("ERL_INET_ETC_DIR"), host,
@@ -312,7 +353,9 @@ static int node_name(const char *arg, bool shortname, char *out)
         return 1;
     }
     if (full_name(arg, host, out) < 0)
-        return usage_error("bad %s '%s'", flag, arg);
+        return usage_error("bad %s '%s' (the name of letters, digits, '_' "
+                           "and '-', as erl)",
+                           flag, arg);
     return 0;
 }
 
@@ -340,7 +383,7 @@ static int read_key(const char *path, uint8_t *out, bool secret,
         why = strerror(errno);
         break;
     }
-    fprintf(stderr, "%s: bad %s '%s': %s\n", prog, flag, path, why);
+    usage_error("bad %s '%s': %s", flag, path, why);
     return -1;
 }
 
@@ -372,9 +415,7 @@ static int keygen_main(int argc, char **argv)
                    prog);
             return 0;
         case ':':
-            fprintf(stderr, "%s: option '%s' needs a value\n", prog,
-                    argv[optind - 1]);
-            return 2;
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
         default:
             return usage_error("unknown keygen option '%s'", argv[optind - 1]);
         }
@@ -449,11 +490,25 @@ static void plugins_close(plugin_t *pl, size_t n)
             dlclose(pl[i].handle);
 }
 
+/* Whether the option (getopt_long's value) configures the cluster
+ * process, so that it contradicts --no-cluster. */
+static bool needs_cluster(int c, int first_cluster_opt, int last_cluster_opt)
+{
+    return c >= first_cluster_opt && c <= last_cluster_opt;
+}
+
 int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
 {
     enum {
         OPT_VISIBLE = 256,
         OPT_LOAD,
+        OPT_NO_CLUSTER,
+        OPT_BUSY_POLL,
+        OPT_PROTO_DIST,
+        OPT_OPTFILE,
+        OPT_SETUPTIME,
+        OPT_DIAL_LOG,
+        /* The flags of the cluster process, from here to OPT_LEASE. */
         OPT_JOIN,
         OPT_SECRET_FILE,
         OPT_IDENTITY,
@@ -461,13 +516,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_HB,
         OPT_TTL,
         OPT_RING_SIZE,
-        OPT_NO_CLUSTER,
-        OPT_BUSY_POLL,
         OPT_SERVICE,
         OPT_REGISTER,
-        OPT_PROTO_DIST,
-        OPT_OPTFILE,
-        OPT_SETUPTIME,
         OPT_LEAD,
         OPT_LEAD_PRIORITY,
         OPT_VOTER,
@@ -489,6 +539,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"busy-poll-us", required_argument, NULL, OPT_BUSY_POLL},
         {"load", required_argument, NULL, OPT_LOAD},
         {"log-level", required_argument, NULL, 'L'},
+        {"dial-log-ms", required_argument, NULL, OPT_DIAL_LOG},
         {"join", required_argument, NULL, OPT_JOIN},
         {"cluster-secret-file", required_argument, NULL, OPT_SECRET_FILE},
         {"identity", required_argument, NULL, OPT_IDENTITY},
@@ -544,17 +595,26 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     const char *env_port = getenv("ERL_EPMD_PORT");
     if (env_port && *env_port) {
         if (parse_uint(env_port, 1, 65535, &v) < 0) {
-            fprintf(stderr, "%s: bad ERL_EPMD_PORT '%s'\n", prog, env_port);
-            return 2;
+            return usage_error("bad ERL_EPMD_PORT '%s' (1..65535)", env_port);
         }
         cfg.epmd_port = (uint16_t)v;
     }
 
+    const char *cluster_flag = NULL; /* the first flag needing it */
+    const char *lead_flag = NULL;    /* the first flag needing --lead */
     opterr = 0; /* we print our own message, naming the flag */
     for (;;) {
-        int c = getopt_long(argc, argv, ":n:s:c:C:l:e:t:w:L:hV", options, NULL);
+        int longidx = -1;
+        int c =
+            getopt_long(argc, argv, ":n:s:c:C:l:e:t:w:L:hV", options, &longidx);
         if (c == -1)
             break;
+        if (longidx >= 0 && cluster_flag == NULL &&
+            needs_cluster(c, OPT_JOIN, OPT_LEASE))
+            cluster_flag = options[longidx].name;
+        if (longidx >= 0 && lead_flag == NULL &&
+            (c == OPT_LEAD_PRIORITY || c == OPT_VOTER))
+            lead_flag = options[longidx].name;
         switch (c) {
         case 'n':
             name_arg = optarg;
@@ -626,6 +686,13 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                 return usage_error("%s", "empty --load path");
             plugins[nplugins++].path = optarg;
             break;
+        case OPT_DIAL_LOG: {
+            uint32_t ms = 0;
+            if (ms_flag("--dial-log-ms", optarg, 1, &ms) != 0)
+                return 2;
+            cfg.dial_log_ms = ms;
+            break;
+        }
         case 'L': {
             int lvl = tether_log_level_parse(optarg);
             if (lvl < 0)
@@ -669,16 +736,12 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             break;
         }
         case OPT_HB:
-            if (parse_uint(optarg, 1, MS_FLAG_MAX, &v) < 0)
-                return usage_error("bad --heartbeat-ms '%s' (1..%lu)", optarg,
-                                   MS_FLAG_MAX);
-            ccfg.heartbeat_ms = (uint32_t)v;
+            if (ms_flag("--heartbeat-ms", optarg, 1, &ccfg.heartbeat_ms) != 0)
+                return 2;
             break;
         case OPT_TTL:
-            if (parse_uint(optarg, 2, MS_FLAG_MAX, &v) < 0)
-                return usage_error("bad --ttl-ms '%s' (2..%lu)", optarg,
-                                   MS_FLAG_MAX);
-            ccfg.ttl_ms = (uint32_t)v;
+            if (ms_flag("--ttl-ms", optarg, 2, &ccfg.ttl_ms) != 0)
+                return 2;
             break;
         case OPT_RING_SIZE:
             if (parse_uint(optarg, 1, 65536, &v) < 0 || (v & (v - 1)) != 0)
@@ -738,10 +801,9 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             lead_opts.quorum = 1;
             break;
         case OPT_LEASE:
-            if (parse_uint(optarg, 1, MS_FLAG_MAX, &v) < 0)
-                return usage_error("bad --election-lease-ms '%s' (1..%lu)",
-                                   optarg, MS_FLAG_MAX);
-            ccfg.election_lease_ms = (uint32_t)v;
+            if (ms_flag("--election-lease-ms", optarg, 1,
+                        &ccfg.election_lease_ms) != 0)
+                return 2;
             break;
         case 'h':
             printf(usage_text, prog);
@@ -752,18 +814,21 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             printf("%s %s\n", prog, tether_version());
             return 0;
         case ':':
-            fprintf(stderr, "%s: option '%s' needs a value\n", prog,
-                    argv[optind - 1]);
-            return 2;
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
         default:
             return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
-    if ((nservices > 0 || nnames > 0 || nleads > 0) && !cluster)
-        return usage_error("%s", "--service, --register and --lead need the "
-                                 "cluster (drop --no-cluster)");
+    if (cluster_flag && !cluster)
+        return usage_error("--%s contradicts --no-cluster: it configures the "
+                           "cluster process (drop one of them)",
+                           cluster_flag);
+    if (lead_flag && nleads == 0)
+        return usage_error("--%s applies to --lead candidacies, and there is "
+                           "no --lead",
+                           lead_flag);
     if (name_arg == NULL && sname_arg == NULL)
         return usage_error("%s", "--name or --sname is required");
     if (name_arg && sname_arg)

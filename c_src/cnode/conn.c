@@ -175,6 +175,69 @@ static const char *conn_label(const conn_t *c)
 static void conn_close(conn_t *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The dial log entry of peer, or NULL; with make, a new one (taking the
+ * slot logged longest ago when all are used). */
+static struct tether__dial_log *dial_log_find(tether_node_t *node,
+                                              const char *peer, bool make)
+{
+    struct tether__dial_log *victim = NULL;
+    for (size_t i = 0; i < TETHER__DIAL_LOGS; i++) {
+        struct tether__dial_log *e = &node->dial_logs[i];
+        if (e->peer[0] && strcmp(e->peer, peer) == 0)
+            return e;
+        if (victim != NULL && !victim->peer[0])
+            continue; /* a free slot beats any used one */
+        if (victim == NULL || !e->peer[0] || e->logged_ms < victim->logged_ms)
+            victim = e;
+    }
+    if (!make)
+        return NULL;
+    snprintf(victim->peer, sizeof victim->peer, "%s", peer);
+    victim->suppressed = 0;
+    victim->logged_ms = 0;
+    return victim;
+}
+
+/*
+ * Logs why a dial to peer failed, rate-limited per peer: the first
+ * failure is printed, later ones are counted (and logged at debug level,
+ * prefixed "suppressed: ") until dial_log_ms has passed since the last
+ * printed line; the next is printed with the count. A connection that
+ * comes up forgets the peer (dial_log_forget).
+ */
+static void dial_log(tether_node_t *node, const char *peer, int level,
+                     const char *why)
+{
+    uint64_t now = tether_node_now_ms();
+    struct tether__dial_log *e = dial_log_find(node, peer, false);
+    if (e == NULL) {
+        e = dial_log_find(node, peer, true);
+        e->logged_ms = now;
+        LOG(node, level, "%s", why);
+        return;
+    }
+    if (now - e->logged_ms < node->cfg.dial_log_ms) {
+        e->suppressed++;
+        LOG(node, TETHER_LOG_DEBUG, "suppressed: %s", why);
+        return;
+    }
+    if (e->suppressed > 0)
+        LOG(node, level, "%s (and %u earlier failures in the last %u s)", why,
+            (unsigned)e->suppressed,
+            (unsigned)((now - e->logged_ms + 999) / 1000));
+    else
+        LOG(node, level, "%s", why);
+    e->logged_ms = now;
+    e->suppressed = 0;
+}
+
+static void dial_log_forget(tether_node_t *node, const char *peer)
+{
+    struct tether__dial_log *e = dial_log_find(node, peer, false);
+    if (e)
+        e->peer[0] = '\0';
+}
+
 static void conn_close(conn_t *c, int level, const char *fmt, ...)
 {
     tether_node_t *node = c->node;
@@ -189,7 +252,12 @@ static void conn_close(conn_t *c, int level, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(why, sizeof why, fmt, ap);
         va_end(ap);
-        LOG(node, level, "%s", why);
+        /* A dial of ours that never came up: rate-limited per peer. */
+        if (c->initiator && !c->was_up && c->peer[0] &&
+            (level == TETHER_LOG_WARNING || level == TETHER_LOG_INFO))
+            dial_log(node, c->peer, level, why);
+        else
+            LOG(node, level, "%s", why);
     }
 }
 
@@ -840,6 +908,7 @@ static void hs_done(conn_t *c)
     }
     c->state = C_UP;
     c->was_up = true;
+    dial_log_forget(node, c->peer);
     c->last_rx_ms = c->last_tx_ms = tether_node_now_ms();
     if (c->initiator)
         node->stats.connected++;
@@ -1072,9 +1141,16 @@ static void conn_eof(conn_t *c, int err)
         break;
     case C_HANDSHAKE:
         c->node->stats.bad_handshakes++;
-        conn_close(c, TETHER_LOG_WARNING,
-                   "handshake with '%s' failed: connection closed%s%s",
-                   conn_label(c), sep, why);
+        if (c->initiator && tether__hs_awaiting_ack(c->hs))
+            conn_close(c, TETHER_LOG_WARNING,
+                       "handshake with '%s' failed: it closed the connection "
+                       "on our challenge reply: its cookie is likely not "
+                       "ours (check --cookie)",
+                       conn_label(c));
+        else
+            conn_close(c, TETHER_LOG_WARNING,
+                       "handshake with '%s' failed: connection closed%s%s",
+                       conn_label(c), sep, why);
         break;
     default:
         conn_close(c, c->state == C_UP ? TETHER_LOG_INFO : TETHER_LOG_DEBUG,

@@ -54,6 +54,11 @@
 
 #define LOG(node, lvl, ...) tether__node_log((node), (lvl), __VA_ARGS__)
 
+/* Peers whose failed dials are remembered for rate-limited logging; past
+ * that many at once the oldest is forgotten (its next failure is logged
+ * as a first one). */
+#define TETHER__DIAL_LOGS 64
+
 /* Buckets of the function table (functions.c). */
 #define TETHER__FN_BUCKETS 256
 
@@ -131,6 +136,12 @@ struct tether_node {
     uint64_t next_hk_ms;          /* next housekeeping */
     tether_node_conn_fn conn_fn;
     void *conn_ctx; /* the cluster's, for conn_fn */
+    /* Failed dials per peer, for rate-limited logging (conn.c). */
+    struct tether__dial_log {
+        char peer[TETHER_ATOM_MAX]; /* "" for a free slot */
+        uint64_t logged_ms;         /* when a line was last printed */
+        uint32_t suppressed;        /* failures since, not printed */
+    } dial_logs[TETHER__DIAL_LOGS];
 
     /* dispatch.c */
     uint8_t *scratch; /* a term given a version byte */

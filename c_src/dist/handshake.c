@@ -619,6 +619,11 @@ void tether__hs_consume_output(tether_hs_t *hs, size_t n)
         hs->out_sent = hs->out_len = 0;
 }
 
+int tether__hs_awaiting_ack(const tether_hs_t *hs)
+{
+    return hs->state == ST_I_WAIT_ACK;
+}
+
 int tether__hs_done(const tether_hs_t *hs)
 {
     return hs && hs->state == ST_DONE;

@@ -224,6 +224,14 @@ uint32_t tether__hs_peer_creation(const tether_hs_t *hs);
 /* Returns the version of the name message (6, or 5 for the 'n' opener). */
 int tether__hs_opener_version(const tether_hs_t *hs);
 
+/*
+ * 1 when the initiator has sent its challenge reply and waits for the
+ * peer's acknowledgement: a peer that closes the connection now (as OTP
+ * does) found our digest wrong, which almost always means the cookies
+ * differ. 0 otherwise.
+ */
+int tether__hs_awaiting_ack(const tether_hs_t *hs);
+
 /* Wipes the cookie and all state. hs may be reused with init. */
 void tether__hs_fini(tether_hs_t *hs);
 

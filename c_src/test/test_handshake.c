@@ -187,6 +187,26 @@ Test(handshake, initiator_with_wrong_cookie_is_refused)
     cr_assert(strstr(tether__hs_reason(&a), "wrong cookie"));
     cr_assert(strstr(tether__hs_reason(&a), A_NODE));
     cr_assert(!tether__hs_done(&i));
+    /* The initiator sent its reply and waits: a peer that closes now
+     * found the digest wrong (the C-node blames the cookie). */
+    cr_assert_eq(tether__hs_awaiting_ack(&i), 1);
+}
+
+Test(handshake, awaiting_ack_only_between_reply_and_ack)
+{
+    tether_hs_t i, a;
+
+    init_pair(&i, &a, "secret", "secret");
+    cr_assert_eq(tether__hs_awaiting_ack(&i), 0);
+    pump(&i, &a, 4096); /* name */
+    pump(&a, &i, 4096); /* status, challenge */
+    cr_assert_eq(tether__hs_awaiting_ack(&i), 1);
+    cr_assert_eq(tether__hs_awaiting_ack(&a), 0);
+    run(&i, &a, 4096);
+    cr_assert(tether__hs_done(&i));
+    cr_assert_eq(tether__hs_awaiting_ack(&i), 0);
+    tether__hs_fini(&i);
+    tether__hs_fini(&a);
 }
 
 Test(handshake, acceptor_with_wrong_cookie_refuses)

@@ -85,7 +85,14 @@ typedef struct tether_node_config {
     int proto_dist;               /* tether_proto_dist_t */
     const char *ssl_dist_optfile; /* *_tls: OTP's ssl_dist_optfile (required
                                      then; read by tether_node_new) */
+    unsigned dial_log_ms;         /* failed connections to one node: the
+                                     first is logged, then one summary at
+                                     most this often until one succeeds
+                                     (the others at debug level, prefixed
+                                     "suppressed: "); 0: 60 s */
 } tether_node_config_t;
+
+#define TETHER_NODE_DIAL_LOG_MS_DEFAULT 60000u
 
 /*
  * The loop keeps polling without sleeping for busy_poll_us after the last
