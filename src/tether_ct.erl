@@ -88,7 +88,8 @@
 -export([start_cluster/2, stop_cluster/1, nodes/1, beam_nodes/1, cnodes/1,
          os_pids/1, call/5]).
 %% Faults.
--export([partition/4, heal/1, kill/2, restart/2, isolate/2, nemesis/2]).
+-export([partition/4, heal/1, kill/2, stop/2, restart/2, isolate/2,
+         nemesis/2]).
 %% Waiting and assertions.
 -export([wait_until/2, assert_members_agree/1, assert_registry_agrees/1,
          assert_single_leader/2, assert_single_leader/3]).
@@ -236,6 +237,13 @@ heal(Cluster) ->
 -spec kill(cluster(), node()) -> ok.
 kill(Cluster, Node) ->
     ctl_ok(Cluster, {kill, Node}).
+
+%% @doc Stops a member the orderly way (`peer:stop/1' for a BEAM peer,
+%% SIGTERM for a C-node) and waits until it is gone; restart/2 starts it
+%% again.
+-spec stop(cluster(), node()) -> ok.
+stop(Cluster, Node) ->
+    ctl_ok(Cluster, {stop, Node}).
 
 %% @doc Starts a member again under the same name (killing it first if
 %% it is up) and joins it to a member that is up; returns once it is up
@@ -449,6 +457,7 @@ ctl_ok(Cluster, Req) ->
         {error, Why} -> bad_use(Cluster, Why)
     end.
 
+-spec bad_use(cluster(), term()) -> no_return().
 bad_use(Cluster, Why) ->
     ok = stop_cluster(Cluster),
     error({tether_ct, Why}).
@@ -710,6 +719,9 @@ op(heal, S) ->
 op({kill, Node}, S) ->
     M = known(Node, S),
     {ok, replace(kill_member(M), S)};
+op({stop, Node}, S) ->
+    M = known(Node, S),
+    {ok, replace(stop_gracefully(M), S)};
 op({restart, Node}, S) ->
     M = known(Node, S),
     M1 = case M of
@@ -769,6 +781,17 @@ check_groups(A, B, Mode, S) ->
         [] -> ok;
         Both -> throw({error, {overlapping_groups, lists:usort(Both)}})
     end.
+
+stop_gracefully(#{up := false} = M) ->
+    M;
+stop_gracefully(#{kind := beam, peer := Pid, os_pid := OsPid} = M) ->
+    unlink(Pid),
+    _ = (catch peer:stop(Pid)),
+    _ = wait_until(fun() -> not os_pid_alive(OsPid) end, ?KILL_TIMEOUT),
+    M#{up := false};
+stop_gracefully(#{kind := cnode, cnode := C} = M) ->
+    _ = stop_cnode(C),
+    M#{up := false}.
 
 kill_member(#{up := false} = M) ->
     M;
