@@ -64,8 +64,6 @@
 -define(HOST, "127.0.0.1").
 %% Generous limits: the machine is a shared 2-vCPU VM.
 -define(READY_TIMEOUT, 30000).
--define(STOP_TIMEOUT, 15000).
--define(KILL_TIMEOUT, 15000).
 -define(PEER_BOOT_TIMEOUT, 60000).
 -define(CALL_TIMEOUT, 30000).
 -define(REPLY_TIMEOUT, 10000).
@@ -805,20 +803,39 @@ join_all([First | Rest] = Nodes, Timeout) ->
     _ = [ok = erpc:call(N, tether, join, [First], ?CALL_TIMEOUT) || N <- Rest],
     wait_members(Nodes, lists:sort(Nodes), Timeout).
 
-%% @doc start_tether_nodes/2, then join_all/2: N clustered peers running
-%% tether; returns their nodes.
+%% @doc N clustered peers running tether, started by
+%% tether_ct:start_cluster/2 and kept for stop_case/0; returns their
+%% nodes (reached with erpc: they have long names and this node's
+%% cookie). Options: prefix, env ([{Key, Value}] for tether),
+%% overlapping_partitions (false: global's prevent_overlapping_partitions
+%% off, so a killed peer does not make global cut the others off).
+%% Timeout is how long the members may take to agree.
 -spec start_cluster(pos_integer(), map(), non_neg_integer()) -> [node()].
 start_cluster(N, Opts, Timeout) ->
-    Nodes = start_tether_nodes(N, Opts),
-    ok = join_all(Nodes, Timeout),
-    Nodes.
+    Args = case maps:get(overlapping_partitions, Opts, true) of
+               true -> [];
+               false -> ["-kernel", "prevent_overlapping_partitions", "false"]
+           end,
+    C = tether_ct:start_cluster(
+          [], #{beam => N, prefix => maps:get(prefix, Opts, tether_peer),
+                env => [{tether, K, V} || {K, V} <- maps:get(env, Opts, [])],
+                code_path => [tether_ebin(), test_dir()], args => Args,
+                wait_ms => Timeout}),
+    put(tether_clusters, [C | case_list(tether_clusters)]),
+    tether_ct:beam_nodes(C).
 
 %% @doc Stops the peer behind a node the test case started
-%% (start_case_peer/2).
+%% (start_case_peer/2 or start_cluster/3).
 -spec stop_case_peer(node()) -> ok.
 stop_case_peer(Node) ->
-    [P] = [P || #{node := N} = P <- case_list(tether_peers), N =:= Node],
-    peer:stop(maps:get(pid, P)).
+    case [P || #{node := N} = P <- case_list(tether_peers), N =:= Node] of
+        [P] ->
+            peer:stop(maps:get(pid, P));
+        [] ->
+            [C] = [C || C <- case_list(tether_clusters),
+                        lists:member(Node, tether_ct:nodes(C))],
+            tether_ct:stop(C, Node)
+    end.
 
 %% @doc Kills the OS process of a BEAM node with SIGKILL and waits until
 %% it is gone; fails the test case after Timeout milliseconds.
@@ -876,7 +893,8 @@ forget_cnodes() ->
 stop_case() ->
     _ = [catch stop_cnode(C) || C <- case_cnodes()],
     ok = stop_peers(case_list(tether_peers)),
-    _ = [erase(K) || K <- [tether_cnodes, tether_peers]],
+    _ = [tether_ct:stop_cluster(C) || C <- case_list(tether_clusters)],
+    _ = [erase(K) || K <- [tether_cnodes, tether_peers, tether_clusters]],
     ok.
 
 case_list(Key) ->
