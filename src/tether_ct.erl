@@ -337,8 +337,8 @@ wait_until1(Fun, Deadline) ->
 
 %% @doc Waits (up to the cluster's `wait_ms') until every member that is
 %% up lists exactly the members that are up; `ok', or raises
-%% `{tether_ct, {members_disagree, [{Node, Members}]}}' with what each
-%% saw last.
+%% `{tether_ct, {members_disagree, Expected, [{Node, Members}]}}' with
+%% what each saw last.
 -spec assert_members_agree(cluster()) -> ok.
 assert_members_agree(Cluster) ->
     ctl_ok(Cluster, members_agree).
@@ -483,6 +483,10 @@ check_spec(Config, Spec) ->
         ipv6 -> ok;
         {long, H} when is_list(H) -> ok;
         _ -> error({tether_ct, {bad_option, {naming, Naming}}})
+    end,
+    case Get(owner, self()) of
+        Pid when is_pid(Pid) -> ok;
+        Owner -> error({tether_ct, {bad_option, {owner, Owner}}})
     end,
     Exe = Get(cnode_exe, cnode_exe()),
     _ = CNodes > 0 andalso not filelib:is_regular(Exe)
@@ -748,7 +752,10 @@ op(registry_agrees, S) ->
                                                       <- Seen])) =:= 1
                         andalso lists:all(fun({_, V}) -> is_map(V) end, Seen)
             end,
-    settle(Look, Agree, registry_disagrees, S);
+    case settle(Look, Agree, S) of
+        ok -> ok;
+        {fail, Seen} -> {fail, {registry_disagrees, Seen}}
+    end;
 op({single_leader, Name, Window}, S) ->
     Deadline = erlang:monotonic_time(millisecond) + Window,
     single_leader(Name, Deadline, S).
@@ -812,25 +819,28 @@ up(#{members := Ms}) ->
 wait_members_agree(S) ->
     Look = fun() -> [{N, members_of(M, S)} || #{node := N} = M <- up(S)] end,
     Expected = lists:sort([N || #{node := N} <- up(S)]),
-    settle(Look, fun(Seen) -> lists:all(fun({_, Ms}) -> Ms =:= Expected end,
-                                        Seen)
-                 end, {members_disagree, {expected, Expected}}, S).
+    case settle(Look, fun(Seen) -> lists:all(fun({_, Ms}) -> Ms =:= Expected end,
+                                             Seen)
+                      end, S) of
+        ok -> ok;
+        {fail, Seen} -> {fail, {members_disagree, Expected, Seen}}
+    end.
 
 %% Polls Look until Check holds of what it saw or wait_ms passed:
-%% ok, or {fail, {What, LastSeen}}.
-settle(Look, Check, What, #{wait_ms := Wait}) ->
+%% ok, or {fail, LastSeen}.
+settle(Look, Check, #{wait_ms := Wait}) ->
     Deadline = erlang:monotonic_time(millisecond) + Wait,
-    settle1(Look, Check, What, Deadline).
+    settle1(Look, Check, Deadline).
 
-settle1(Look, Check, What, Deadline) ->
+settle1(Look, Check, Deadline) ->
     Seen = Look(),
     case Check(Seen) of
         true ->
             ok;
         false ->
             case erlang:monotonic_time(millisecond) >= Deadline of
-                true -> {fail, {What, Seen}};
-                false -> timer:sleep(100), settle1(Look, Check, What, Deadline)
+                true -> {fail, Seen};
+                false -> timer:sleep(100), settle1(Look, Check, Deadline)
             end
     end.
 

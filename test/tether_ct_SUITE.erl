@@ -98,11 +98,7 @@ ipv6(Config) ->
 %% everyone agrees again.
 partitions_and_heal(Config) ->
     C = start(Config, #{beam => 2, cnodes => 1}),
-    [B1, B2] = tether_ct:beam_nodes(C),
-    [CN] = tether_ct:cnodes(C),
-    ok = tether_ct:partition(C, [B1], [B2, CN], drop),
-    ok = tether_ct:wait_until(
-           fun() -> tether_ct:call(C, B1, tether, members, []) =:= [B1] end, 10000),
+    {B1, B2, CN} = cut_off_first(C),
     ok = tether_ct:wait_until(
            fun() -> tether_ct:call(C, B2, tether, members, []) =:= lists:sort([B2, CN])
            end, 10000),
@@ -154,11 +150,7 @@ isolate_and_nemesis(Config) ->
 %% heal every member holds one and the same registration.
 registry_after_partition(Config) ->
     C = start(Config, #{beam => 2, cnodes => 1}),
-    [B1, B2] = tether_ct:beam_nodes(C),
-    [CN] = tether_ct:cnodes(C),
-    ok = tether_ct:partition(C, [B1], [B2, CN], drop),
-    ok = tether_ct:wait_until(
-           fun() -> tether_ct:call(C, B1, tether, members, []) =:= [B1] end, 10000),
+    {B1, B2, _CN} = cut_off_first(C),
     P1 = tether_ct:call(C, B1, erlang, spawn, [timer, sleep, [infinity]]),
     P2 = tether_ct:call(C, B2, erlang, spawn, [timer, sleep, [infinity]]),
     yes = tether_ct:call(C, B1, tether, register_name, [dup, P1]),
@@ -193,7 +185,7 @@ failures_say_what_each_saw(Config) ->
     C = start(Config, #{beam => 2, wait_ms => 1000}),
     [B1, B2] = tether_ct:beam_nodes(C),
     ok = tether_ct:partition(C, [B1], [B2], drop),
-    {'EXIT', {{tether_ct, {{members_disagree, _}, Seen}}, _}} =
+    {'EXIT', {{tether_ct, {members_disagree, [B1, B2], Seen}}, _}} =
         (catch tether_ct:assert_members_agree(C)),
     ?assertEqual([{B1, [B1]}, {B2, [B2]}], Seen),
     {'EXIT', {{tether_ct, {no_leader, nobody, Sample}}, _}} =
@@ -255,6 +247,16 @@ killed_runner_leaves_nothing(_Config) ->
     ?assertEqual([], processes_named(Prefix)).
 
 %%% Helpers
+
+%% A drop partition between the first BEAM member and the rest; returns
+%% {B1, B2, CN} once B1 lists itself alone.
+cut_off_first(C) ->
+    [B1, B2] = tether_ct:beam_nodes(C),
+    [CN] = tether_ct:cnodes(C),
+    ok = tether_ct:partition(C, [B1], [B2, CN], drop),
+    ok = tether_ct:wait_until(
+           fun() -> tether_ct:call(C, B1, tether, members, []) =:= [B1] end, 10000),
+    {B1, B2, CN}.
 
 start(Config, Spec) ->
     C = tether_ct:start_cluster(Config, maps:merge(?TIMING, Spec)),
