@@ -23,7 +23,7 @@
 
 -export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
          end_per_testcase/2]).
--export([minimal_spec/1, short_names/1, ipv6/1, partitions_and_heal/1,
+-export([minimal_spec/1, options_reach_nodes/1, short_names/1, ipv6/1, partitions_and_heal/1,
          kill_and_restart/1, isolate_and_nemesis/1, registry_after_partition/1,
          single_leader_across_kill/1, failures_say_what_each_saw/1,
          bad_use_stops_cluster/1, killed_runner_leaves_nothing/1]).
@@ -31,7 +31,7 @@
 -define(TIMING, #{heartbeat_ms => 200, ttl_ms => 1000}).
 
 all() ->
-    [minimal_spec, short_names, ipv6, partitions_and_heal, kill_and_restart,
+    [minimal_spec, options_reach_nodes, short_names, ipv6, partitions_and_heal, kill_and_restart,
      isolate_and_nemesis, registry_after_partition, single_leader_across_kill,
      failures_say_what_each_saw, bad_use_stops_cluster,
      killed_runner_leaves_nothing].
@@ -71,6 +71,33 @@ minimal_spec(Config) ->
     ok = tether_ct:stop_cluster(C),
     ok = tether_ct:wait_until(fun() -> not lists:any(fun tether_ct:os_pid_alive/1,
                                                      Pids) end, 10000).
+
+%% The cookie, application env for all and for one node, code paths,
+%% and a C-node plug-in whose process is registered (--register) reach
+%% the nodes.
+options_reach_nodes(Config) ->
+    Kv = tether_test_lib:kv_plugin(),
+    Extra = filename:join(?config(priv_dir, Config), "extra_ebin"),
+    ok = filelib:ensure_dir(filename:join(Extra, "x")),
+    C = start(Config, #{beam => 2, cnodes => 1, cookie => "kit_cookie",
+                        env => [{kit_app, shared, 1}],
+                        node_env => #{2 => [{kit_app, own, 2}]},
+                        code_path => [filename:dirname(code:which(tether_ct)),
+                                      Extra],
+                        plugins => [Kv], register => [kv]}),
+    [B1, B2] = tether_ct:beam_nodes(C),
+    [CN] = tether_ct:cnodes(C),
+    ?assertEqual(kit_cookie, tether_ct:call(C, B1, erlang, get_cookie, [])),
+    ?assertEqual({ok, 1}, tether_ct:call(C, B1, application, get_env, [kit_app, shared])),
+    ?assertEqual(undefined, tether_ct:call(C, B1, application, get_env, [kit_app, own])),
+    ?assertEqual({ok, 2}, tether_ct:call(C, B2, application, get_env, [kit_app, own])),
+    ?assert(lists:member(Extra, tether_ct:call(C, B2, code, get_path, []))),
+    ok = tether_ct:wait_until(
+           fun() ->
+                   Pid = tether_ct:call(C, B1, tether, whereis_name, [kv]),
+                   is_pid(Pid) andalso node(Pid) =:= CN
+           end, 10000),
+    ok = tether_ct:assert_registry_agrees(C).
 
 %% -sname peers and a --sname C-node.
 short_names(Config) ->
