@@ -40,7 +40,8 @@
 %% <ul>
 %% <li>`beam' (default 0), `cnodes' (default 0): how many of each.</li>
 %% <li>`naming': `long' (the default: `NAME@127.0.0.1', `-name'),
-%%   `{long, Host}' (`NAME@Host'), `short' (`-sname NAME@'{@link
+%%   `{long, Host}' (`NAME@Host'; Host dotted or an address: OTP refuses
+%%   `NAME@localhost' as a long name), `short' (`-sname NAME@'{@link
 %%   sname_host/0}) or `ipv6' (`NAME@::1', `-proto_dist inet6_tcp', and
 %%   an epmd of the cluster's own that listens on ::1 only; the C-node
 %%   takes `--proto-dist inet6_tcp').</li>
@@ -481,7 +482,15 @@ check_spec(Config, Spec) ->
         long -> ok;
         short -> ok;
         ipv6 -> ok;
-        {long, H} when is_list(H) -> ok;
+        {long, H} when is_list(H) ->
+            %% OTP refuses a long name whose host has no dot
+            %% (NAME@localhost) between BEAM nodes.
+            _ = string:find(H, ".") =:= nomatch
+                andalso string:find(H, ":") =:= nomatch
+                andalso error({tether_ct, {bad_option, {naming, Naming},
+                                           "a long name needs a dotted host "
+                                           "or an IP address"}}),
+            ok;
         _ -> error({tether_ct, {bad_option, {naming, Naming}}})
     end,
     case Get(owner, self()) of

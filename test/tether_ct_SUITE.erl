@@ -238,6 +238,9 @@ bad_use_stops_cluster(Config) ->
     ?assertError({tether_ct, {no_cnode_program, "/nonexistent/tether_cnode"}},
                  tether_ct:start_cluster(Config, #{cnodes => 1,
                                                    cnode_exe => "/nonexistent/tether_cnode"})),
+    ?assertError({tether_ct, {bad_option, {naming, {long, "localhost"}}, _}},
+                 tether_ct:start_cluster(Config, #{beam => 1,
+                                                   naming => {long, "localhost"}})),
     ?assertError({tether_ct, {bad_option, {bogus, 1}}},
                  tether_ct:start_cluster(Config, #{beam => 1, bogus => 1})),
     %% A C-node flag it refuses, after a BEAM peer started: named, and
