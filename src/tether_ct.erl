@@ -16,9 +16,15 @@
 %%     C = ?config(cluster, Config),
 %%     [A, B | _] = tether_ct:beam_nodes(C),
 %%     ok = tether_ct:partition(C, [A], tether_ct:nodes(C) -- [A], drop),
-%%     yes = tether_ct:call(C, A, tether, register_name, [x, ...]),
+%%     [PidA, PidB] = [tether_ct:call(C, N, erlang, spawn,
+%%                                    [timer, sleep, [infinity]]) || N <- [A, B]],
+%%     yes = tether_ct:call(C, A, tether, register_name, [x, PidA]),
+%%     yes = tether_ct:call(C, B, tether, register_name, [x, PidB]),
 %%     ok = tether_ct:heal(C),
-%%     ok = tether_ct:assert_registry_agrees(C).
+%%     ok = tether_ct:assert_registry_agrees(C),
+%%     ok = tether_ct:nemesis(C, [{kill, B}, {wait, 500}, {restart, B},
+%%                                {random, 42, 5}]),
+%%     ok = tether_ct:assert_members_agree(C).
 %% '''
 %%
 %% In Elixir: `cluster = :tether_ct.start_cluster([], %{beam: 2})'.
