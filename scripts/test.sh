@@ -39,6 +39,24 @@ broken() {
     count 0 1 "$1"
 }
 
+# ct_count RC LOG LABEL: counts a common_test run from its output.
+ct_count() {
+    local rc=$1 p f a
+    p=$(plain "$2" | grep -aoE 'All [0-9]+ tests passed|Passed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
+    f=$(plain "$2" | grep -aoE 'Failed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
+    # "Skipped N (U, A) tests": A were skipped automatically because a
+    # setup failed, which is a failure.
+    a=$(plain "$2" | grep -aoE 'Skipped [0-9]+ \([0-9]+, [0-9]+\) tests' \
+        | sed -E 's/.*, ([0-9]+)\).*/\1/' | tail -n 1)
+    if [ -z "$p$f" ]; then
+        broken "$3"
+    else
+        f=$((${f:-0} + ${a:-0}))
+        [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        count "${p:-0}" "$f" "$3"
+    fi
+}
+
 # -- build ---------------------------------------------------------------
 if ! rebar3 compile; then
     broken "build (rebar3 compile)"
@@ -145,22 +163,16 @@ start_epmd "${TETHER_TEST_EPMD_PORT:-14369}"
 ERL_FLAGS="${ERL_FLAGS:-} -kernel inet_dist_use_interface {127,0,0,1}" \
     rebar3 ct --name tether_ct@127.0.0.1 --setcookie tether_ct 2>&1 | tee "$log/ct"
 rc=${PIPESTATUS[0]}
-p=$(plain "$log/ct" | grep -aoE 'All [0-9]+ tests passed|Passed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
-f=$(plain "$log/ct" | grep -aoE 'Failed [0-9]+ tests' | grep -oE '[0-9]+' | tail -n 1)
-# "Skipped N (U, A) tests": A were skipped automatically because a setup
-# failed, which is a failure.
-a=$(plain "$log/ct" | grep -aoE 'Skipped [0-9]+ \([0-9]+, [0-9]+\) tests' \
-    | sed -E 's/.*, ([0-9]+)\).*/\1/' | tail -n 1)
-if [ -z "$p$f" ]; then
-    broken "common_test"
-else
-    f=$((${f:-0} + ${a:-0}))
-    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    count "${p:-0}" "$f" "common_test"
-fi
-stop_epmd
+ct_count "$rc" "$log/ct" "common_test"
+
+# -- examples/ct: a project that depends on tether, its suite written
+# against tether_ct, run as its user would: its own rebar3 ct, not
+# distributed (tether_ct starts the nodes, on the epmd above).
+(cd examples/ct && rebar3 ct) 2>&1 | tee "$log/example_ct"
+ct_count "${PIPESTATUS[0]}" "$log/example_ct" "examples/ct (rebar3 ct)"
 
 # -- Mix: an Elixir project that depends on tether by path ------------------
+# (its tether_ct test starts nodes on the epmd above, stopped after it)
 (cd test/mix_project && MIX_REBAR3=$(command -v rebar3) mix test) 2>&1 | tee "$log/mix"
 rc=${PIPESTATUS[0]}
 line=$(plain "$log/mix" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
@@ -172,6 +184,7 @@ if [ -n "$line" ]; then
 else
     broken "mix (elixir)"
 fi
+stop_epmd
 
 echo
 echo "== summary"

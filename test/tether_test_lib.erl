@@ -2,13 +2,13 @@
 %% C-nodes (priv/tether_cnode, or another program built on libtether's
 %% command line, such as priv/examples/kv_node) and BEAM peers, and talk
 %% to the C-node's built-in `echo' process with stock OTP primitives only.
-%% Every suite starts its nodes through this module: it holds the one
-%% copy of peer start-up, C-node start-up and stopping an OS process by
-%% its pid.
+%% Every suite starts its nodes through this module, which delegates
+%% peer start-up, C-node start-up and signalling OS processes to the
+%% shipped kit tether_ct (the one copy of that code).
 %%
-%% A C-node is run through open_port/2 under `/bin/sh -c exec', so the
-%% OS pid the port reports is the C-node's own pid (signals go straight to
-%% it) and its stderr lands in a file the suites can read and keep. An
+%% A C-node runs under tether_ct's watchdog (it dies with the test VM);
+%% signals go straight to the C-node's own pid and its stderr lands in a
+%% file the suites can read and keep. An
 %% owner process holds the port, collects stdout lines and learns the exit
 %% status. Every start has a matching stop that never waits forever.
 %%
@@ -62,15 +62,11 @@
          stop_private_epmd/1, ipv6_loopback/0]).
 
 -define(HOST, "127.0.0.1").
--define(LOOPBACK, {127, 0, 0, 1}).
 %% Generous limits: the machine is a shared 2-vCPU VM.
 -define(READY_TIMEOUT, 30000).
--define(STOP_TIMEOUT, 15000).
--define(KILL_TIMEOUT, 15000).
 -define(PEER_BOOT_TIMEOUT, 60000).
 -define(CALL_TIMEOUT, 30000).
 -define(REPLY_TIMEOUT, 10000).
--define(LINE_MAX, 4096).
 
 -type cnode() :: #{node := node(), name := string(), os_pid := integer(),
                    owner := pid(), stderr := file:filename()}.
@@ -181,86 +177,11 @@ unique_name(Prefix) ->
 %% C-node lifecycle
 %%--------------------------------------------------------------------
 
-%% @doc Starts a C-node and waits for its `tether_cnode: NAME ready' line.
-%% Options: name (string, default unique), cookie (string, default this
-%% node's), visible (boolean), ticktime (seconds), cookie_file, log_dir
-%% (where NAME.stderr goes), log_level, heartbeat_ms and ttl_ms (the
-%% cluster engine's), join (nodes to join at start), extra_args, listen
-%% (a "127.0.0.1:PORT" string, default "127.0.0.1:0"; `none' to omit),
-%% exe (the program, default cnode_exe/0) and prog (the name its ready
-%% line starts with, default "tether_cnode"; "kv_node" for kv_node_exe/0),
-%% host (the host part given to --name: default "127.0.0.1"; `none' for
-%% --name NAME alone, which takes this machine's fully qualified name),
-%% sname (true: --sname NAME@sname_host() instead of --name) and
-%% epmd_port (default epmd_port/0). The node is the name the C-node's
-%% ready line gives. Returns {ok, CNode} or {error, {Why, StdoutLines,
-%% StderrLines}}.
+%% @doc Starts a C-node: tether_ct:start_cnode/1 (its options; the
+%% program defaults to cnode_exe/0).
 -spec start_cnode(map()) -> {ok, cnode()} | {error, term()}.
 start_cnode(Opts) ->
-    Name = maps:get(name, Opts, unique_name(tcn)),
-    LogDir = maps:get(log_dir, Opts, os:getenv("TMPDIR", "/tmp")),
-    Stderr = filename:join(LogDir, Name ++ ".stderr"),
-    Args = cnode_args(Name, Opts),
-    Exe = maps:get(exe, Opts, cnode_exe()),
-    Ready = "^" ++ maps:get(prog, Opts, "tether_cnode") ++ ": \\S+ ready\\s*$",
-    Parent = self(),
-    Ref = make_ref(),
-    Owner = spawn(fun() -> owner_init(Parent, Ref, {Exe, Args, Ready}, Stderr) end),
-    MRef = erlang:monitor(process, Owner),
-    receive
-        {Ref, ready, OsPid, Line} ->
-            erlang:demonitor(MRef, [flush]),
-            {match, [Node]} = re:run(Line, "^\\S+: (\\S+) ready",
-                                     [{capture, all_but_first, list}]),
-            {ok, #{node => list_to_atom(Node), name => Name, os_pid => OsPid,
-                   owner => Owner, stderr => Stderr}};
-        {Ref, exited, Status, Lines} ->
-            erlang:demonitor(MRef, [flush]),
-            {error, {{exited, Status}, Lines, read_lines(Stderr)}};
-        {'DOWN', MRef, process, Owner, Reason} ->
-            {error, {{owner_died, Reason}, [], read_lines(Stderr)}}
-    after ?READY_TIMEOUT ->
-            erlang:demonitor(MRef, [flush]),
-            Lines = owner_lines(Owner),
-            _ = owner_kill(Owner),
-            {error, {not_ready, Lines, read_lines(Stderr)}}
-    end.
-
-cnode_args(Name, Opts) ->
-    Cookie = case maps:find(cookie_file, Opts) of
-                 {ok, F} -> ["--cookie-file", F];
-                 error -> ["--cookie", maps:get(cookie, Opts, cookie())]
-             end,
-    Visible = case maps:get(visible, Opts, false) of
-                  true -> ["--visible"];
-                  false -> []
-              end,
-    Tick = case maps:find(ticktime, Opts) of
-               {ok, T} -> ["--ticktime", integer_to_list(T)];
-               error -> []
-           end,
-    Listen = case maps:get(listen, Opts, "127.0.0.1:0") of
-                 none -> [];
-                 L -> ["--listen", L]
-             end,
-    Level = case maps:find(log_level, Opts) of
-                {ok, Lv} -> ["--log-level", atom_to_list(Lv)];
-                error -> []
-            end,
-    Cluster = [[Flag, integer_to_list(V)]
-               || {Key, Flag} <- [{heartbeat_ms, "--heartbeat-ms"},
-                                  {ttl_ms, "--ttl-ms"}],
-                  {ok, V} <- [maps:find(Key, Opts)]]
-        ++ [["--join", atom_to_list(Seed)] || Seed <- maps:get(join, Opts, [])],
-    NameArgs = case {maps:get(sname, Opts, false), maps:get(host, Opts, ?HOST)} of
-                   {true, _} -> ["--sname", Name ++ "@" ++ sname_host()];
-                   {false, none} -> ["--name", Name];
-                   {false, Host} -> ["--name", Name ++ "@" ++ Host]
-               end,
-    NameArgs ++ Cookie
-        ++ ["--epmd-port", integer_to_list(maps:get(epmd_port, Opts, epmd_port()))]
-        ++ Visible ++ Tick ++ Listen ++ Level ++ lists:append(Cluster)
-        ++ maps:get(extra_args, Opts, []).
+    tether_ct:start_cnode(maps:merge(#{exe => cnode_exe()}, Opts)).
 
 %% @doc For init_per_testcase: starts a C-node (start_cnode/1 options)
 %% and keeps it in Keeper. When it does not start, stops what Keeper
@@ -294,57 +215,26 @@ run_collect(Port, Acc) ->
             error(cnode_timeout)
     end.
 
-%% @doc Stops a C-node with SIGTERM; if it has not exited after a generous
-%% delay, with SIGKILL. Returns {term, Status} when it exited by itself
-%% after SIGTERM, {killed, Status} when SIGKILL was needed.
+%% @doc Stops a C-node: tether_ct:stop_cnode/1.
 -spec stop_cnode(cnode()) -> {term | killed, integer() | timeout} | already_stopped.
-stop_cnode(#{owner := Owner} = C) ->
-    case is_process_alive(Owner) of
-        true -> stop_cnode1(C);
-        false -> already_stopped
-    end.
+stop_cnode(C) ->
+    tether_ct:stop_cnode(C).
 
-stop_cnode1(#{os_pid := OsPid, owner := Owner}) ->
-    _ = signal(term, OsPid),
-    case owner_wait_exit(Owner, ?STOP_TIMEOUT) of
-        {ok, Status} ->
-            owner_quit(Owner),
-            {term, Status};
-        timeout ->
-            _ = signal(kill, OsPid),
-            Res = owner_wait_exit(Owner, ?KILL_TIMEOUT),
-            owner_quit(Owner),
-            case Res of
-                {ok, Status} -> {killed, Status};
-                timeout -> {killed, timeout}
-            end
-    end.
-
-%% @doc Kills a C-node with SIGKILL and waits for it to be gone.
--spec kill_cnode(cnode()) -> {ok, integer()} | timeout.
-kill_cnode(#{os_pid := OsPid, owner := Owner}) ->
-    true = is_process_alive(Owner),
-    _ = signal(kill, OsPid),
-    Res = owner_wait_exit(Owner, ?KILL_TIMEOUT),
-    owner_quit(Owner),
-    Res.
+%% @doc Kills a C-node with SIGKILL and waits for it to be gone
+%% (tether_ct:kill_cnode/1).
+-spec kill_cnode(cnode()) -> {ok, integer()} | timeout | already_stopped.
+kill_cnode(C) ->
+    tether_ct:kill_cnode(C).
 
 %% @doc Sends SIGTERM and returns at once (see stop_cnode/1 to wait).
 -spec term_cnode(cnode()) -> ok.
-term_cnode(#{os_pid := OsPid, owner := Owner}) ->
-    true = is_process_alive(Owner),
-    _ = signal(term, OsPid),
-    ok.
+term_cnode(C) ->
+    tether_ct:term_cnode(C).
 
 %% @doc Waits for a C-node's exit status (after term_cnode/1).
 -spec wait_cnode_exit(cnode(), timeout()) -> {ok, integer()} | timeout.
-wait_cnode_exit(#{owner := Owner}, Timeout) ->
-    Res = owner_wait_exit(Owner, Timeout),
-    case Res of
-        {ok, _} -> owner_quit(Owner);
-        timeout -> ok
-    end,
-    Res.
+wait_cnode_exit(C, Timeout) ->
+    tether_ct:wait_cnode_exit(C, Timeout).
 
 -spec cnode_node(cnode()) -> node().
 cnode_node(#{node := Node}) -> Node.
@@ -354,13 +244,13 @@ cnode_os_pid(#{os_pid := P}) -> P.
 
 %% @doc The stdout lines the C-node printed so far.
 -spec cnode_stdout(cnode()) -> [binary()].
-cnode_stdout(#{owner := Owner}) ->
-    owner_lines(Owner).
+cnode_stdout(C) ->
+    tether_ct:cnode_stdout(C).
 
 %% @doc The stderr lines the C-node wrote so far.
 -spec cnode_stderr(cnode()) -> [binary()].
-cnode_stderr(#{stderr := File}) ->
-    read_lines(File).
+cnode_stderr(C) ->
+    tether_ct:cnode_stderr(C).
 
 %% @doc Writes the C-node's stdout and stderr so far to the case log.
 -spec log_cnode(cnode()) -> ok.
@@ -369,122 +259,16 @@ log_cnode(C) ->
            [maps:get(name, C), [[L, $\n] || L <- cnode_stdout(C)],
             [[L, $\n] || L <- cnode_stderr(C)]]).
 
-%% @doc True if an OS process with that pid exists (kill -0).
+%% @doc True if an OS process with that pid exists (not a zombie).
 -spec os_pid_alive(integer()) -> boolean().
 os_pid_alive(OsPid) ->
-    filelib:is_dir("/proc/" ++ integer_to_list(OsPid)) andalso
-        not is_zombie(OsPid).
-
-is_zombie(OsPid) ->
-    case file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/stat") of
-        {ok, Stat} ->
-            %% The state letter follows the ")" that closes the command.
-            [_, After] = string:split(Stat, ")", trailing),
-            string:trim(After, leading) =/= <<>> andalso
-                binary:at(string:trim(After, leading), 0) =:= $Z;
-        {error, _} ->
-            true
-    end.
+    tether_ct:os_pid_alive(OsPid).
 
 %% @doc Sends SIGKILL to an OS process; returns at once.
 -spec kill_os_pid(integer()) -> ok.
 kill_os_pid(OsPid) ->
-    _ = signal(kill, OsPid),
-    ok.
+    tether_ct:signal_os_pid(kill, OsPid).
 
-signal(Sig, OsPid) ->
-    Flag = case Sig of term -> "-TERM"; kill -> "-KILL" end,
-    os:cmd("kill " ++ Flag ++ " " ++ integer_to_list(OsPid) ++ " 2>/dev/null").
-
-read_lines(File) ->
-    case file:read_file(File) of
-        {ok, Bin} -> [L || L <- binary:split(Bin, <<"\n">>, [global]), L =/= <<>>];
-        {error, _} -> []
-    end.
-
-%% The owner process: holds the port, keeps stdout lines, reports the
-%% ready line to the starter and the exit status to whoever waits.
-owner_init(Parent, Ref, {Exe, Args, Ready}, Stderr) ->
-    ok = filelib:ensure_dir(Stderr),
-    Port = open_port({spawn_executable, "/bin/sh"},
-                     [{args, ["-c", "exec \"$0\" \"$@\" 2>>\"$TETHER_CNODE_STDERR\"",
-                              Exe | Args]},
-                      {env, [{"TETHER_CNODE_STDERR", Stderr}]},
-                      {line, ?LINE_MAX}, binary, exit_status, use_stdio, hide]),
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    owner_loop(#{port => Port, os_pid => OsPid, lines => [], partial => <<>>,
-                 ready => {Parent, Ref}, ready_re => Ready, exit => undefined,
-                 waiters => []}).
-
-owner_loop(#{port := Port} = S) ->
-    receive
-        {Port, {data, {noeol, Part}}} ->
-            owner_loop(S#{partial := <<(maps:get(partial, S))/binary, Part/binary>>});
-        {Port, {data, {eol, Part}}} ->
-            Line = <<(maps:get(partial, S))/binary, Part/binary>>,
-            S1 = S#{partial := <<>>, lines := [Line | maps:get(lines, S)]},
-            owner_loop(maybe_ready(Line, S1));
-        {Port, {exit_status, Status}} ->
-            S1 = S#{exit := Status},
-            _ = case maps:get(ready, S1) of
-                    {Parent, Ref} ->
-                        Parent ! {Ref, exited, Status, lists:reverse(maps:get(lines, S1))};
-                    done ->
-                        ok
-                end,
-            _ = [W ! {WRef, exited, Status} || {W, WRef} <- maps:get(waiters, S1)],
-            owner_loop(S1#{ready := done, waiters := []});
-        {lines, From, Ref} ->
-            From ! {Ref, lists:reverse(maps:get(lines, S))},
-            owner_loop(S);
-        {wait_exit, From, Ref} ->
-            case maps:get(exit, S) of
-                undefined ->
-                    owner_loop(S#{waiters := [{From, Ref} | maps:get(waiters, S)]});
-                Status ->
-                    From ! {Ref, exited, Status},
-                    owner_loop(S)
-            end;
-        {kill, From, Ref} ->
-            _ = signal(kill, maps:get(os_pid, S)),
-            From ! {Ref, ok},
-            owner_loop(S#{ready := done});
-        quit ->
-            catch port_close(Port),
-            ok
-    end.
-
-maybe_ready(Line, #{ready := {Parent, Ref}, ready_re := Re, os_pid := OsPid} = S) ->
-    case re:run(Line, Re) of
-        {match, _} ->
-            Parent ! {Ref, ready, OsPid, binary_to_list(Line)},
-            S#{ready := done};
-        nomatch ->
-            S
-    end;
-maybe_ready(_Line, S) ->
-    S.
-
-owner_lines(Owner) ->
-    Ref = make_ref(),
-    Owner ! {lines, self(), Ref},
-    receive {Ref, Lines} -> Lines after ?REPLY_TIMEOUT -> [] end.
-
-owner_wait_exit(Owner, Timeout) ->
-    Ref = make_ref(),
-    Owner ! {wait_exit, self(), Ref},
-    receive {Ref, exited, Status} -> {ok, Status} after Timeout -> timeout end.
-
-owner_kill(Owner) ->
-    Ref = make_ref(),
-    Owner ! {kill, self(), Ref},
-    receive {Ref, ok} -> ok after ?REPLY_TIMEOUT -> ok end,
-    _ = owner_wait_exit(Owner, ?KILL_TIMEOUT),
-    owner_quit(Owner).
-
-owner_quit(Owner) ->
-    Owner ! quit,
-    ok.
 
 %%--------------------------------------------------------------------
 %% BEAM peers
@@ -494,93 +278,17 @@ owner_quit(Owner) ->
 start_peer(Name) ->
     start_peer(Name, #{}).
 
-%% @doc Starts a BEAM peer. Name is the part of its node name before
-%% the `@' (a string), or `undefined' for a node that is not distributed
-%% (with `connection => standard_io'). Options:
-%%   host: long (the default: Name@127.0.0.1, -name, listening on
-%%     loopback only), short (-sname Name@sname_host(): the node name
-%%     users give, listening on loopback; over distribution it can only
-%%     meet other short-named nodes, so from a long-named node its
-%%     connection must not be dist) or {long, Host} (-name Name@Host,
-%%     e.g. "localhost" or "::1", listening on the loopback address of
-%%     Host's family; give -proto_dist inet6_tcp in args for ::1);
-%%   cookie (string, default this node's);
-%%   connection: tcp (the default: peer's alternative control channel,
-%%     on loopback), dist (the control channel is a distribution
-%%     connection to this node, which then needs the same cookie and a
-%%     compatible net_ticktime) or standard_io (the peer's stdio);
-%%   link: true starts it with peer:start_link/1 (it goes down with the
-%%     caller); default false;
-%%   code_path: directories put on its code path (default tether's ebin
-%%     and this module's directory);
-%%   overlapping_partitions: false turns global's
-%%     prevent_overlapping_partitions off (a killed peer does not make
-%%     global cut the others off); default OTP's;
-%%   args: more command-line arguments;
-%%   env: [{Var, Value}] for its OS environment (ERL_EPMD_PORT, say).
+%% @doc Starts a BEAM peer: tether_ct:start_peer/2 (its options), with
+%% tether's ebin and this module's directory as the default code path.
 -spec start_peer(string() | undefined, map()) -> peer().
 start_peer(Name, Opts) ->
-    Conn = maps:get(connection, Opts, tcp),
-    Host = maps:get(host, Opts, long),
-    %% A short-named node cannot connect to a long-named one.
-    ok = case {Conn, Host, net_kernel:longnames()} of
-             {dist, short, true} -> error({short_name_over_dist, Name});
-             _ -> ok
-         end,
-    Paths = maps:get(code_path, Opts, [tether_ebin(), test_dir()]),
-    {NameOpts, Interface} = peer_name_opts(Name, Host),
-    Args = ["-setcookie", maps:get(cookie, Opts, cookie()),
-            "-kernel", "inet_dist_use_interface", Interface]
-        ++ lists:append([["-pa", D] || D <- Paths])
-        ++ case maps:get(overlapping_partitions, Opts, true) of
-               true -> [];
-               false -> ["-kernel", "prevent_overlapping_partitions", "false"]
-           end
-        ++ maps:get(args, Opts, []),
-    Base0 = NameOpts#{args => Args, wait_boot => ?PEER_BOOT_TIMEOUT},
-    Base = case maps:find(env, Opts) of
-               {ok, Env} -> Base0#{env => Env};
-               error -> Base0
-           end,
-    PeerOpts = case Conn of
-                   tcp -> Base#{connection => {?LOOPBACK, 0}};
-                   dist -> Base;
-                   standard_io -> Base#{connection => standard_io}
-               end,
-    {ok, Pid, Node} = case maps:get(link, Opts, false) of
-                          true -> peer:start_link(PeerOpts);
-                          false -> peer:start(PeerOpts)
-                      end,
-    #{pid => Pid, node => Node, connection => Conn}.
+    tether_ct:start_peer(Name, maps:merge(#{code_path => [tether_ebin(), test_dir()]},
+                                          Opts)).
 
-%% peer's name options, and the address the node listens on (as an
-%% inet_dist_use_interface argument).
-peer_name_opts(undefined, _Host) ->
-    {#{}, "{127,0,0,1}"};
-peer_name_opts(Name, long) ->
-    {#{name => Name, host => ?HOST, longnames => true}, "{127,0,0,1}"};
-peer_name_opts(Name, short) ->
-    {#{name => Name, host => sname_host(), longnames => false}, "{127,0,0,1}"};
-peer_name_opts(Name, {long, Host}) ->
-    Interface = case inet:parse_ipv6strict_address(Host) of
-                    {ok, _} -> "{0,0,0,0,0,0,0,1}";
-                    {error, _} -> "{127,0,0,1}"
-                end,
-    {#{name => Name, host => Host, longnames => true}, Interface}.
-
-%% @doc The host part of short names in tests: this machine's short host
-%% name when it resolves to a loopback address (as /etc/hosts makes it
-%% on most machines), else "localhost" (a CI container whose host name
-%% resolves to its network address: tests stay on loopback, and
-%% -sname NAME@localhost is still a short name).
+%% @doc The host part of short names (tether_ct:sname_host/0).
 -spec sname_host() -> string().
 sname_host() ->
-    {ok, Host} = inet:gethostname(),
-    Short = hd(string:split(Host, ".")),
-    case inet:getaddr(Short, inet) of
-        {ok, {127, _, _, _}} -> Short;
-        _ -> "localhost"
-    end.
+    tether_ct:sname_host().
 
 tether_ebin() ->
     filename:dirname(code:which(tether_nif)).
@@ -1095,20 +803,39 @@ join_all([First | Rest] = Nodes, Timeout) ->
     _ = [ok = erpc:call(N, tether, join, [First], ?CALL_TIMEOUT) || N <- Rest],
     wait_members(Nodes, lists:sort(Nodes), Timeout).
 
-%% @doc start_tether_nodes/2, then join_all/2: N clustered peers running
-%% tether; returns their nodes.
+%% @doc N clustered peers running tether, started by
+%% tether_ct:start_cluster/2 and kept for stop_case/0; returns their
+%% nodes (reached with erpc: they have long names and this node's
+%% cookie). Options: prefix, env ([{Key, Value}] for tether),
+%% overlapping_partitions (false: global's prevent_overlapping_partitions
+%% off, so a killed peer does not make global cut the others off).
+%% Timeout is how long the members may take to agree.
 -spec start_cluster(pos_integer(), map(), non_neg_integer()) -> [node()].
 start_cluster(N, Opts, Timeout) ->
-    Nodes = start_tether_nodes(N, Opts),
-    ok = join_all(Nodes, Timeout),
-    Nodes.
+    Args = case maps:get(overlapping_partitions, Opts, true) of
+               true -> [];
+               false -> ["-kernel", "prevent_overlapping_partitions", "false"]
+           end,
+    C = tether_ct:start_cluster(
+          [], #{beam => N, prefix => maps:get(prefix, Opts, tether_peer),
+                env => [{tether, K, V} || {K, V} <- maps:get(env, Opts, [])],
+                code_path => [tether_ebin(), test_dir()], args => Args,
+                wait_ms => Timeout}),
+    put(tether_clusters, [C | case_list(tether_clusters)]),
+    tether_ct:beam_nodes(C).
 
 %% @doc Stops the peer behind a node the test case started
-%% (start_case_peer/2).
+%% (start_case_peer/2 or start_cluster/3).
 -spec stop_case_peer(node()) -> ok.
 stop_case_peer(Node) ->
-    [P] = [P || #{node := N} = P <- case_list(tether_peers), N =:= Node],
-    peer:stop(maps:get(pid, P)).
+    case [P || #{node := N} = P <- case_list(tether_peers), N =:= Node] of
+        [P] ->
+            peer:stop(maps:get(pid, P));
+        [] ->
+            [C] = [C || C <- case_list(tether_clusters),
+                        lists:member(Node, tether_ct:nodes(C))],
+            tether_ct:stop(C, Node)
+    end.
 
 %% @doc Kills the OS process of a BEAM node with SIGKILL and waits until
 %% it is gone; fails the test case after Timeout milliseconds.
@@ -1166,7 +893,8 @@ forget_cnodes() ->
 stop_case() ->
     _ = [catch stop_cnode(C) || C <- case_cnodes()],
     ok = stop_peers(case_list(tether_peers)),
-    _ = [erase(K) || K <- [tether_cnodes, tether_peers]],
+    _ = [tether_ct:stop_cluster(C) || C <- case_list(tether_clusters)],
+    _ = [erase(K) || K <- [tether_cnodes, tether_peers, tether_clusters]],
     ok.
 
 case_list(Key) ->
@@ -1227,34 +955,16 @@ tls_args(OptFile) ->
     ["-proto_dist", "inet_tls", "-ssl_dist_optfile", OptFile].
 
 %% @doc Starts an epmd listening on Address only ("::1", say) on a free
-%% port; returns {OsPid, Port}. Stop it with stop_private_epmd/1.
--spec start_private_epmd(string()) -> {integer(), inet:port_number()}.
+%% port (tether_ct:start_private_epmd/1); returns {Owner, Port}. Stop it
+%% with stop_private_epmd/1.
+-spec start_private_epmd(string()) -> {pid(), inet:port_number()}.
 start_private_epmd(Address) ->
-    {ok, Ip} = inet:parse_address(Address),
-    Family = case tuple_size(Ip) of 4 -> inet; 8 -> inet6 end,
-    {ok, L} = gen_tcp:listen(0, [Family, {ip, Ip}]),
-    {ok, Port} = inet:port(L),
-    ok = gen_tcp:close(L),
-    %% exec: the port's OS pid is epmd's; its stderr (a line per probe
-    %% below) goes nowhere.
-    P = open_port({spawn_executable, "/bin/sh"},
-                  [{args, ["-c", "exec epmd -address \"$0\" -port \"$1\" 2>/dev/null",
-                           Address, integer_to_list(Port)]},
-                   exit_status]),
-    {os_pid, OsPid} = erlang:port_info(P, os_pid),
-    ok = wait_until(fun() ->
-                            case gen_tcp:connect(Ip, Port, [Family], 1000) of
-                                {ok, S} -> gen_tcp:close(S), true;
-                                {error, _} -> false
-                            end
-                    end, ?READY_TIMEOUT),
-    {OsPid, Port}.
+    tether_ct:start_private_epmd(Address).
 
 %% @doc Stops an epmd start_private_epmd/1 started.
--spec stop_private_epmd({integer(), inet:port_number()}) -> ok.
-stop_private_epmd({OsPid, _Port}) ->
-    _ = signal(term, OsPid),
-    ok.
+-spec stop_private_epmd({pid(), inet:port_number()}) -> ok.
+stop_private_epmd(Epmd) ->
+    tether_ct:stop_private_epmd(Epmd).
 
 %% @doc True when this machine can listen and connect on ::1.
 -spec ipv6_loopback() -> boolean().
