@@ -45,6 +45,10 @@
 %% passes between its parts (the price: one lane's throughput is bound
 %% by its window per round trip).
 %%
+%% A message sent with `causal_label' is stamped by {@link tether_causal}
+%% and, on the receiving member, held there until its causes under the
+%% same label were delivered.
+%%
 %% == Exactly once ==
 %%
 %% A message acknowledged reaches its process once. A receiving member
@@ -75,8 +79,7 @@
 %% The checked options of one send.
 -type send_opts() :: #{ack := boolean(), ack_timeout_ms := pos_integer(),
                        channel := term(), partition_key := term(),
-                       causal_label := term(), transitive := boolean(),
-                       cast := boolean()}.
+                       causal_label := term(), cast := boolean()}.
 
 -record(st, {mons = #{} :: #{reference() => lane_key()}}).
 
@@ -202,8 +205,15 @@ lanes() ->
 
 %%% Internals
 
-enqueue(Node, Ref, Msg, Payload, Opts = #{channel := Chan, ack := Ack}) ->
+enqueue(Node, Ref, Msg, Payload0, Opts = #{channel := Chan, ack := Ack}) ->
     {ok, N} = parallelism(Chan),
+    Payload = case maps:get(causal_label, Opts) of
+                  undefined ->
+                      Payload0;
+                  Label ->
+                      {T, V} = tether_causal:stamp(Label, Node),
+                      {'$tether_causal', Label, T, V, Payload0}
+              end,
     Index = erlang:phash2(maps:get(partition_key, Opts), N),
     case lane(Node, Chan, Index) of
         {ok, Lane} ->
@@ -215,8 +225,7 @@ enqueue(Node, Ref, Msg, Payload, Opts = #{channel := Chan, ack := Ack}) ->
                          false ->
                              undefined
                      end,
-            tether_channel_lane:push(Lane, Ref, Payload, Report,
-                                     maps:get(transitive, Opts)),
+            tether_channel_lane:push(Lane, Ref, Payload, Report),
             ok;
         {error, _} ->
             {error, not_distributed}

@@ -21,7 +21,7 @@
 -module(tether_channel_lane).
 -behaviour(gen_server).
 
--export([start_link/1, push/5, info/1]).
+-export([start_link/1, push/4, info/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
@@ -71,8 +71,8 @@ start_link(Key) ->
 %% the lane). Report is `{Pid, ServerRef, Msg, Deadline}' for a message
 %% with ack, else `undefined'.
 -spec push(pid(), tether_channel:server_ref(), term(),
-           undefined | {pid(), term(), term(), integer()}, boolean()) -> ok.
-push(Lane, Ref, Payload, Report, _Transitive) ->
+           undefined | {pid(), term(), term(), integer()}) -> ok.
+push(Lane, Ref, Payload, Report) ->
     Ack = Report =/= undefined,
     Part = env(channel_part_bytes, 8192),
     Frames = case erlang:external_size(Payload) > Part of
@@ -398,7 +398,7 @@ frame(_Seq, _, S) ->
     S#st{rx_parts = []}.
 
 message(Seq, Ref, Payload, Ack, S = #st{rx_failed = Failed}) ->
-    case tether_channel:deliver(Ref, Payload) of
+    case hand(Ref, Payload, S) of
         ok ->
             S;
         {error, noproc} ->
@@ -408,6 +408,16 @@ message(Seq, Ref, Payload, Ack, S = #st{rx_failed = Failed}) ->
                 _ -> S
             end
     end.
+
+%% A causal message goes to tether_causal, which holds it until its
+%% causes were delivered; the others straight to their process.
+hand(Ref, {'$tether_causal', Label, T, V, Payload}, #st{peer = Peer}) ->
+    case tether_channel:resolve(Ref) of
+        undefined -> {error, noproc};
+        _ -> tether_causal:received(Label, Peer, T, V, Ref, Payload)
+    end;
+hand(Ref, Payload, _S) ->
+    tether_channel:deliver(Ref, Payload).
 
 %%% Helpers
 

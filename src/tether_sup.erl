@@ -4,7 +4,8 @@
 %% node's service instances in that engine, then {@link
 %% tether_rpc_server}, which runs the calls a defer partition held, then
 %% the messaging of {@link tether_peer_service}: `tether_channel_sup'
-%% (the lanes), {@link tether_channel} (their dispatcher) and {@link
+%% (the lanes), {@link tether_channel} (their dispatcher), {@link
+%% tether_causal} (causal labels) and {@link
 %% tether_peer_service} (callbacks, specs, injected partitions). The
 %% strategy is rest_for_one: a restart of the server (a fresh engine)
 %% restarts the children after it too.
@@ -52,10 +53,16 @@ init([]) ->
                 shutdown => 5000,
                 type => worker,
                 modules => [tether_channel]},
+    Causal = #{id => tether_causal,
+               start => {tether_causal, start_link, []},
+               restart => permanent,
+               shutdown => 5000,
+               type => worker,
+               modules => [tether_causal]},
     Peer = #{id => tether_peer_service,
              start => {tether_peer_service, start_link, []},
              restart => permanent,
              shutdown => 5000,
              type => worker,
              modules => [tether_peer_service]},
-    {ok, {Flags, [Server, Services, Rpc, Lanes, Channel, Peer]}}.
+    {ok, {Flags, [Server, Services, Rpc, Lanes, Channel, Causal, Peer]}}.

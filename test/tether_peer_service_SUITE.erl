@@ -30,9 +30,10 @@
          fifo_per_partition_key/1, small_passes_large_on_other_channel/1,
          on_up_on_down_arities/1, channel_scoped_callbacks/1,
          membership_calls/1, inject_partition_ttl/1, connect_prune/1,
-         barrel_p2p_calls/1, bad_input/1]).
+         causal_reply_never_overtakes/1, barrel_p2p_calls/1, bad_input/1]).
 %% Run on the peers.
--export([rx_start/1, rx_loop/1, send_many/5, send_await/5, hold_name/2]).
+-export([rx_start/1, rx_loop/1, send_many/5, send_await/5, hold_name/2,
+         relay_loop/3]).
 
 -define(HB_MS, 200).
 -define(TTL_MS, 1500).
@@ -49,7 +50,8 @@ all() ->
      ack_gives_up, ack_noproc, fifo_per_partition_key,
      small_passes_large_on_other_channel, on_up_on_down_arities,
      channel_scoped_callbacks, membership_calls, inject_partition_ttl,
-     connect_prune, barrel_p2p_calls, bad_input].
+     connect_prune, causal_reply_never_overtakes, barrel_p2p_calls,
+     bad_input].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -282,7 +284,8 @@ membership_calls(_Config) ->
     {error, no_available_slots} = call(A, ?PS, reserve, [tag17]),
     true = call(A, ?PS, supports_capability, [ack]),
     false = call(A, ?PS, supports_capability, [monotonic_channels]),
-    true = call(A, ?PS, supports_capability, [?PS, transitive]),
+    true = call(A, ?PS, supports_capability, [?PS, causal_label]),
+    false = call(A, ?PS, supports_capability, [transitive]),
     false = call(A, ?PS, supports_capability, [lists, ack]),
     #{members := _, partitions := [], reservations := Rs, stats := _}
         = call(A, ?PS, get_local_state, []),
@@ -321,6 +324,35 @@ connect_prune(_Config) ->
     {ok, []} = call(A, ?PS, connect, [New, [{prune, true}]]),
     ok = call(A, ?PS, connect, [New]),
     {error, nodedown} = call(A, ?PS, connect, ['gone@127.0.0.1']).
+
+%% A sends m1 to C, then m2 to B, whose relay answers it with m3 to C.
+%% A defer partition holds m1 (A|C only). Without a label C gets m3
+%% first; under a causal label C holds m3 until m1 arrives on heal.
+causal_reply_never_overtakes(_Config) ->
+    [A, B, C] = cluster(3),
+    _ = rx(C, rxc),
+    Opts = [{label, undefined}, {label, chat}],
+    Orders = [begin
+                  Relay = spawn(B, ?MODULE, relay_loop, [C, rxc, L]),
+                  {ok, Ref} = call(A, tether, partition, [[A], [C], defer]),
+                  O = case L of
+                          undefined -> #{};
+                          _ -> #{causal_label => L}
+                      end,
+                  ok = call(A, ?PS, forward_message, [C, rxc, {m1, L}, O]),
+                  ok = call(A, ?PS, forward_message, [Relay, {m2, L}, O]),
+                  timer:sleep(1000),
+                  Early = got(C, rxc),
+                  ok = call(A, tether, heal, [Ref]),
+                  wait_rx(C, rxc, fun(G) -> length(G) >= 2 end),
+                  Relay ! stop,
+                  Got = got(C, rxc),
+                  _ = call(C, erlang, send, [rxc, clear]),
+                  {L, Early, Got}
+              end || {label, L} <- Opts],
+    [{undefined, [{m3, undefined}], [{m3, undefined}, {m1, undefined}]},
+     {chat, [], [{m1, chat}, {m3, chat}]}] = Orders,
+    0 = call(C, tether_causal, held, []).
 
 %% barrel_p2p's remaining calls in tether: lookups, service events,
 %% views, global_register/get_proxy, service holders, migrate_peer.
@@ -374,6 +406,8 @@ bad_input(_Config) ->
     {error, {bad_option, {ack_timeout_ms, 0}}} =
         E([{rx9, B}, m, #{ack => true, ack_timeout_ms => 0}]),
     {error, {bad_option, {1, 2, 3}}} = E([{rx9, B}, m, [{1, 2, 3}]]),
+    {error, {not_supported, transitive}} = E([{rx9, B}, m, #{transitive => true}]),
+    {error, {bad_option, {transitive, 1}}} = E([{rx9, B}, m, #{transitive => 1}]),
     {error, {bad_server_ref, "str"}} = E(["str", m, #{}]),
     {error, {bad_server_ref, {1, 2}}} = call(A, ?PS, forward_message, [B, {1, 2}, m, #{}]),
     {error, {bad_node, "n"}} = call(A, ?PS, cast_message, ["n", rx9, m, #{}]),
@@ -412,6 +446,7 @@ rx_start(Name) ->
 rx_loop(Acc) ->
     receive
         {'$rx_get', From} -> From ! {'$rx', lists:reverse(Acc)}, rx_loop(Acc);
+        clear -> rx_loop([]);
         Msg -> rx_loop([Msg | Acc])
     end.
 
@@ -445,6 +480,20 @@ send_many(Node, Name, N, Opts0, Pause) ->
 hold_name(Name, Parent) ->
     Parent ! {held, self(), tether:global_register(Name)},
     receive stop -> ok end.
+
+%% On {m2, L}: sends {m3, L} to Name on Node under the same label.
+relay_loop(Node, Name, L) ->
+    receive
+        {m2, L} ->
+            O = case L of
+                    undefined -> #{};
+                    _ -> #{causal_label => L}
+                end,
+            ok = tether_peer_service:forward_message(Node, Name, {m3, L}, O),
+            relay_loop(Node, Name, L);
+        stop ->
+            ok
+    end.
 
 %% Sends one message and waits for an undelivered report.
 send_await(Node, Name, Msg, Opts, Timeout) ->
