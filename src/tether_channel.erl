@@ -39,11 +39,12 @@
 %% never delivered out of order.
 %%
 %% Messages larger than `channel_part_bytes' (default 8192) travel in
-%% parts; a lane has at most `channel_window_bytes' (default 16384) in
-%% flight unacknowledged, so a large message on one channel does not
-%% hold the connection for long and a small message on another channel
-%% passes between its parts (the price: one lane's throughput is bound
-%% by its window per round trip).
+%% parts; a lane has at most `channel_window_bytes' (default 8192: one
+%% part) in flight unacknowledged, so a large message on one channel
+%% does not hold the connection for long and a small message on another
+%% channel passes between its parts (the price: one lane's throughput is
+%% bound by its window per round trip). A lane busy with parts runs at
+%% low process priority.
 %%
 %% A message sent with `causal_label' is stamped by {@link tether_causal}
 %% and, on the receiving member, held there until its causes under the

@@ -56,7 +56,8 @@
              rx_next = 1 :: pos_integer(),
              rx_buf = #{} :: #{pos_integer() => term()},
              rx_parts = [] :: [binary()],
-             rx_failed = [] :: [pos_integer()]}).
+             rx_failed = [] :: [pos_integer()],
+             busy = false :: boolean()}).
 
 %%% API
 
@@ -98,7 +99,7 @@ init({Peer, Chan, Index}) ->
     RtoMin = env(channel_rto_ms, 200),
     {ok, #st{peer = Peer, chan = Chan, index = Index,
              epoch = erlang:system_time(microsecond),
-             window = env(channel_window_bytes, 16384),
+             window = env(channel_window_bytes, 8192),
              rto = RtoMin, rto_min = RtoMin,
              rto_max = max(RtoMin, env(channel_rto_max_ms, 5000)),
              hold_ms = env(channel_hold_ms, 1000)}}.
@@ -120,10 +121,35 @@ handle_cast(_Msg, S) ->
 
 %% @private
 -spec handle_info(term(), #st{}) -> {noreply, #st{}}.
-handle_info({push, Frames, Report}, S) ->
+handle_info(Msg, S) ->
+    {noreply, S1} = info(Msg, S),
+    {noreply, priority(S1)}.
+
+%% A lane busy with a large message (parts in flight, or being received)
+%% runs at low priority, so the small messages of the other lanes and
+%% their replies pass first on a loaded machine.
+priority(S = #st{busy = Busy}) ->
+    Now = S#st.rx_parts =/= [] orelse has_parts(S#st.inflight)
+        orelse has_parts(S#st.pending),
+    case Now =:= Busy of
+        true ->
+            S;
+        false ->
+            _ = process_flag(priority, case Now of true -> low; false -> normal end),
+            S#st{busy = Now}
+    end.
+
+has_parts(Q) ->
+    case queue:peek_r(Q) of
+        {value, #f{frame = {p, _}}} -> true;
+        {value, #f{frame = {l, _}}} -> true;
+        _ -> false
+    end.
+
+info({push, Frames, Report}, S) ->
     S1 = drain(queue(Frames, Report, S), ?DRAIN_MAX),
     {noreply, pump(S1)};
-handle_info({env, From, Bytes}, S = #st{peer = From}) ->
+info({env, From, Bytes}, S = #st{peer = From}) ->
     case engine() of
         undefined ->
             {noreply, S};
@@ -141,14 +167,14 @@ handle_info({env, From, Bytes}, S = #st{peer = From}) ->
                     {noreply, S}
             end
     end;
-handle_info({opened, From, Inner}, S = #st{peer = From}) ->
+info({opened, From, Inner}, S = #st{peer = From}) ->
     {noreply, inner(Inner, S)};
-handle_info(peer_up, S) ->
+info(peer_up, S) ->
     {noreply, retransmit(S#st{rto = S#st.rto_min})};
-handle_info({timeout, TRef, rto}, S = #st{timer = TRef}) ->
+info({timeout, TRef, rto}, S = #st{timer = TRef}) ->
     S1 = retransmit(S#st{timer = undefined}),
     {noreply, S1#st{rto = min(2 * S#st.rto, S#st.rto_max)}};
-handle_info(_Msg, S) ->
+info(_Msg, S) ->
     {noreply, S}.
 
 %% @private
