@@ -30,7 +30,8 @@
          fifo_per_partition_key/1, small_passes_large_on_other_channel/1,
          on_up_on_down_arities/1, channel_scoped_callbacks/1,
          membership_calls/1, inject_partition_ttl/1, connect_prune/1,
-         causal_reply_never_overtakes/1, barrel_p2p_calls/1, bad_input/1]).
+         causal_reply_never_overtakes/1, barrel_p2p_calls/1, peer_messages/1,
+         bad_input/1]).
 %% Run on the peers.
 -export([rx_start/1, rx_loop/1, send_many/5, send_await/5, hold_name/2,
          relay_loop/3]).
@@ -51,7 +52,7 @@ all() ->
      small_passes_large_on_other_channel, on_up_on_down_arities,
      channel_scoped_callbacks, membership_calls, inject_partition_ttl,
      connect_prune, causal_reply_never_overtakes, barrel_p2p_calls,
-     bad_input].
+     peer_messages, bad_input].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -392,6 +393,26 @@ barrel_p2p_calls(_Config) ->
     not_found = call(B, tether, get_proxy, [nobody_here]),
     {error, not_supported} = call(A, tether, migrate_peer, [B]),
     {error, not_supported} = call(A, tether, migrate_peer, [B, #{timeout => 1}]).
+
+%% send_message/2 reaches the peer service on the other node, whose
+%% receive_message/3 delivers {forward_message, Ref, Msg} with
+%% process_forward/2; decode/1 is the identity; leave/0 leaves.
+peer_messages(_Config) ->
+    [A, B] = cluster(2),
+    _ = rx(B, rxp),
+    ok = call(A, ?PS, send_message, [B, {forward_message, rxp, via_peer}]),
+    ok = call(A, ?PS, send_message, [B, something_else]),
+    ok = call(B, ?PS, process_forward, [rxp, local]),
+    ok = call(B, ?PS, process_forward, [nobody_here, lost]),
+    ok = call(B, ?PS, receive_message, [A, default, {forward_message, rxp, direct}]),
+    wait_rx(B, rxp, fun(G) -> lists:sort(G) =:= [direct, local, via_peer] end),
+    tether_test_lib:poll(fun() -> call(B, tether_channel, stats, []) end,
+                         fun(S) -> maps:get(peer_messages_ignored, S, 0) >= 1 end,
+                         ?WAIT_MS),
+    {x, [1]} = call(A, ?PS, decode, [{x, [1]}]),
+    true = is_pid(call(A, erlang, whereis, [?PS])),
+    ok = call(B, ?PS, leave, []),
+    tether_test_lib:wait_members([A], [A], ?WAIT_MS).
 
 %% Documented errors, no crash.
 bad_input(_Config) ->
