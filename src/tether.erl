@@ -578,15 +578,21 @@ subscribe_services() ->
 
 %% @doc Sends Pid `{tether_service, up | down, Name, Node}' when an
 %% instance of a service comes (or changes) and goes, until Pid exits or
-%% unsubscribes (barrel_p2p's events on instance up/down). `ok'.
--spec subscribe_services(pid()) -> ok.
-subscribe_services(Pid) ->
-    tether_service_server:subscribe(Pid).
+%% unsubscribes (barrel_p2p's events on instance up/down). `ok', or
+%% `{error, {bad_pid, Pid}}' for a term that is not a pid.
+-spec subscribe_services(pid()) -> ok | {error, {bad_pid, term()}}.
+subscribe_services(Pid) when is_pid(Pid) ->
+    tether_service_server:subscribe(Pid);
+subscribe_services(Other) ->
+    {error, {bad_pid, Other}}.
 
-%% @doc Stops the service events to Pid. Unknown Pids are `ok'.
--spec unsubscribe_services(pid()) -> ok.
-unsubscribe_services(Pid) ->
-    tether_service_server:unsubscribe(Pid).
+%% @doc Stops the service events to Pid. Unknown Pids are `ok'; a term
+%% that is not a pid `{error, {bad_pid, Term}}'.
+-spec unsubscribe_services(pid()) -> ok | {error, {bad_pid, term()}}.
+unsubscribe_services(Pid) when is_pid(Pid) ->
+    tether_service_server:unsubscribe(Pid);
+unsubscribe_services(Other) ->
+    {error, {bad_pid, Other}}.
 
 %% @doc The active view: in tether's full mesh, every other live member.
 -spec active_view() -> [node()].
@@ -621,7 +627,7 @@ start_service_holder(Name) ->
     tether_p2p:start_service_holder(Name).
 
 %% @doc Stops a service holder, which removes its instance: `ok' (also
-%% for a holder already gone).
+%% for a holder already gone; any other process is left alone).
 -spec stop_service_holder(pid()) -> ok.
 stop_service_holder(Pid) ->
     tether_p2p:stop_service_holder(Pid).

@@ -82,25 +82,42 @@ start_service_holder(Name) ->
             {error, Reason}
     end.
 
-%% @doc See {@link tether:stop_service_holder/1}.
+%% @doc See {@link tether:stop_service_holder/1}. A pid that is not a
+%% service holder is left alone.
 -spec stop_service_holder(pid()) -> ok.
 stop_service_holder(Pid) when is_pid(Pid) ->
-    MRef = erlang:monitor(process, Pid),
-    Pid ! {'$tether_holder_stop', self()},
-    receive
-        {'DOWN', MRef, process, Pid, _} -> ok
-    after ?STOP_MS ->
-            erlang:demonitor(MRef, [flush]),
-            exit(Pid, kill),
+    case is_holder(Pid) of
+        true ->
+            MRef = erlang:monitor(process, Pid),
+            Pid ! {'$tether_holder_stop', self()},
+            receive
+                {'DOWN', MRef, process, Pid, _} -> ok
+            after ?STOP_MS ->
+                    erlang:demonitor(MRef, [flush]),
+                    ok
+            end;
+        false ->
             ok
     end;
 stop_service_holder(_) ->
     ok.
 
+%% Only holders are stopped: a holder marks itself in its dictionary.
+is_holder(Pid) ->
+    Info = try erpc:call(node(Pid), erlang, process_info, [Pid, dictionary],
+                         ?STOP_MS)
+           catch _:_ -> undefined
+           end,
+    case Info of
+        {dictionary, D} -> lists:keymember('$tether_service_holder', 1, D);
+        _ -> false
+    end.
+
 %% @private The holder: registers itself as this node's instance of Name,
 %% then waits to be stopped (its exit removes the instance).
 -spec holder_init(pid(), {reference(), term()}) -> ok.
 holder_init(Parent, {Ref, Name}) ->
+    put('$tether_service_holder', Name),
     case tether_service:register_service(Name, self(), #{holder => true}) of
         ok ->
             Parent ! {Ref, ok},
