@@ -298,16 +298,19 @@ expire(F = #f{frame = skip}, _Now) ->
     F;
 expire(F = #f{expire = At, report = Report}, Now)
   when is_integer(At), At =< Now ->
-    case Report of
-        {Pid, Ref, Msg, _} ->
-            tether_channel:count(undelivered),
-            Pid ! {tether_undelivered, Ref, Msg, timeout};
-        undefined ->
-            tether_channel:count(dropped)
-    end,
+    ok = case Report of
+             undefined -> tether_channel:count(dropped);
+             _ -> undelivered(Report, timeout)
+         end,
     F#f{frame = skip, report = undefined};
 expire(F, _Now) ->
     F.
+
+%% Tells the sender of a message with ack that it was given up.
+undelivered({Pid, Ref, Msg, _}, Reason) ->
+    tether_channel:count(undelivered),
+    Pid ! {tether_undelivered, Ref, Msg, Reason},
+    ok.
 
 arm(S = #st{timer = undefined, inflight = I, rto = Rto}) ->
     case queue:is_empty(I) of
@@ -326,13 +329,11 @@ rearm(S = #st{timer = T}) ->
 acked(UpTo, Failed, S = #st{inflight = I, inflight_bytes = B}) ->
     case queue:peek(I) of
         {value, F = #f{seq = Seq}} when Seq =< UpTo ->
-            case {F#f.report, lists:member(Seq, Failed)} of
-                {{Pid, Ref, Msg, _}, true} ->
-                    tether_channel:count(undelivered),
-                    Pid ! {tether_undelivered, Ref, Msg, noproc};
-                _ ->
-                    ok
-            end,
+            ok = case {F#f.report, lists:member(Seq, Failed)} of
+                     {undefined, _} -> ok;
+                     {Report, true} -> undelivered(Report, noproc);
+                     _ -> ok
+                 end,
             acked(UpTo, Failed, S#st{inflight = queue:drop(I),
                                      inflight_bytes = B - F#f.bytes});
         _ ->
