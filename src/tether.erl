@@ -90,6 +90,12 @@
 -export([lead/1, lead/2, resign/1, leader/1, is_leader/1, fence/1,
          candidates/1]).
 
+-export([lookup/1, lookup_local/1, list_services/0, subscribe_services/0,
+         subscribe_services/1, unsubscribe_services/1, active_view/0,
+         passive_view/0, global_register/1, get_proxy/1,
+         start_service_holder/1, stop_service_holder/1, migrate_peer/1,
+         migrate_peer/2]).
+
 -export_type([partition_ref/0, partition_info/0, conflict_method/0]).
 
 %% An opaque handle of an injected partition.
@@ -547,3 +553,99 @@ fence(Name) ->
 -spec candidates(term()) -> [{node(), integer()}].
 candidates(Name) ->
     tether_election:candidates(Name).
+
+%%% Peer service and the rest of barrel_p2p
+%%%
+%%% partisan's peer-service API is the module tether_peer_service (same
+%%% names, arities and shapes as partisan_peer_service_manager). Below:
+%%% barrel_p2p's remaining calls, in barrel_p2p's return shapes.
+
+%% @doc The instances of service Name, `{ok, [{Node, Pid, Meta}]}', or
+%% `{error, not_found}' when it has none (barrel_p2p's `lookup/1').
+-spec lookup(term()) -> {ok, [{node(), pid(), term()}]} | {error, not_found}.
+lookup(Name) ->
+    tether_p2p:lookup(Name).
+
+%% @doc This node's instance of service Name: `{ok, Pid}' or `{error,
+%% not_found}'.
+-spec lookup_local(term()) -> {ok, pid()} | {error, not_found}.
+lookup_local(Name) ->
+    tether_p2p:lookup_local(Name).
+
+%% @doc The names of the services with at least one instance, sorted.
+-spec list_services() -> [term()].
+list_services() ->
+    tether_p2p:list_services().
+
+%% @doc subscribe_services(self()).
+-spec subscribe_services() -> ok.
+subscribe_services() ->
+    tether_service_server:subscribe(self()).
+
+%% @doc Sends Pid `{tether_service, up | down, Name, Node}' when an
+%% instance of a service comes (or changes) and goes, until Pid exits or
+%% unsubscribes (barrel_p2p's events on instance up/down). `ok', or
+%% `{error, {bad_pid, Pid}}' for a term that is not a pid.
+-spec subscribe_services(pid()) -> ok | {error, {bad_pid, term()}}.
+subscribe_services(Pid) when is_pid(Pid) ->
+    tether_service_server:subscribe(Pid);
+subscribe_services(Other) ->
+    {error, {bad_pid, Other}}.
+
+%% @doc Stops the service events to Pid. Unknown Pids are `ok'; a term
+%% that is not a pid `{error, {bad_pid, Term}}'.
+-spec unsubscribe_services(pid()) -> ok | {error, {bad_pid, term()}}.
+unsubscribe_services(Pid) when is_pid(Pid) ->
+    tether_service_server:unsubscribe(Pid);
+unsubscribe_services(Other) ->
+    {error, {bad_pid, Other}}.
+
+%% @doc The active view: in tether's full mesh, every other live member.
+-spec active_view() -> [node()].
+active_view() ->
+    tether_p2p:active_view().
+
+%% @doc The passive view: `[]' in tether's full mesh (no HyParView).
+-spec passive_view() -> [].
+passive_view() ->
+    tether_p2p:passive_view().
+
+%% @doc Registers the caller as Name cluster-wide (register_name/2 with
+%% the caller): `{ok, self()}' (also when it holds Name already), or
+%% `{error, {already_registered, Pid}}'.
+-spec global_register(term()) ->
+          {ok, pid()} | {error, {already_registered, pid() | undefined}}.
+global_register(Name) ->
+    tether_p2p:global_register(Name).
+
+%% @doc The process registered as Name cluster-wide: `{ok, Pid}' or
+%% `not_found' (barrel_p2p's shape; no proxy process is needed over
+%% Erlang distribution, the pid is the registrant's).
+-spec get_proxy(term()) -> {ok, pid()} | not_found.
+get_proxy(Name) ->
+    tether_p2p:get_proxy(Name).
+
+%% @doc Starts a process that holds this node's instance of service Name
+%% until stop_service_holder/1 (or its exit): `{ok, Pid}', or
+%% register_service/3's `{error, Reason}'.
+-spec start_service_holder(term()) -> {ok, pid()} | {error, term()}.
+start_service_holder(Name) ->
+    tether_p2p:start_service_holder(Name).
+
+%% @doc Stops a service holder, which removes its instance: `ok' (also
+%% for a holder already gone; any other process is left alone).
+-spec stop_service_holder(pid()) -> ok.
+stop_service_holder(Pid) ->
+    tether_p2p:stop_service_holder(Pid).
+
+%% @doc `{error, not_supported}': barrel_p2p migrates the QUIC path of the
+%% connection to Node; tether rides Erlang distribution (TCP or TLS),
+%% which has no path migration.
+-spec migrate_peer(node()) -> {error, not_supported}.
+migrate_peer(_Node) ->
+    {error, not_supported}.
+
+%% @doc As migrate_peer/1: `{error, not_supported}'.
+-spec migrate_peer(node(), map()) -> {error, not_supported}.
+migrate_peer(_Node, _Opts) ->
+    {error, not_supported}.

@@ -61,6 +61,7 @@
 -export([call/4, call/5, multicall/3, multicall/4, multicall/5, cast/4,
          abcast/2, abcast/3, call_service/4, call_service_all/4]).
 -export([execute/2, serve/3]).
+-export([seal/3, open/3]).
 
 -export_type([call_service_opt/0]).
 
@@ -609,6 +610,11 @@ members() ->
         _ -> [node()]
     end.
 
+%% @doc Seals Term for Node with the engine E (the direct path, in the
+%% calling process; on a dirty scheduler from 256 KiB): `{ok, Envelope}',
+%% `deferred' (a defer partition: the engine holds it and sends it on
+%% heal, through the servers, to the handler of the term's tag) or
+%% `{error, Reason}' (`closed': no session or a drop partition).
 %% The NIFs take a node as an ASCII atom (no atom_to_binary on the hot
 %% path) or as its UTF-8 binary, which other node names need.
 -spec seal(tether_nif:engine(), node(), term()) ->
@@ -621,6 +627,9 @@ seal(E, Node, Term) ->
            end,
     by_name(fun(To) -> Seal(E, To, Etf) end, Node).
 
+%% @doc Opens an Envelope Node sealed with seal/3: `{ok, Term}',
+%% `deferred' or `{error, Reason}' (forged, tampered, replayed, a drop
+%% partition, no session).
 -spec open(tether_nif:engine(), node(), binary()) ->
           {ok, term()} | deferred | {error, term()}.
 open(E, Node, Bytes) ->
