@@ -329,9 +329,12 @@ static peer_t *get_peer(tether_engine_t *eng, const char *name)
 
     if (p != NULL)
         return p;
-    if (!valid_name(name) || strcmp(name, eng->name) == 0 ||
-        eng->npeers >= TETHER_ENGINE_PEERS_MAX)
+    if (!valid_name(name) || strcmp(name, eng->name) == 0)
         return NULL;
+    if (eng->npeers >= TETHER_ENGINE_PEERS_MAX) {
+        eng->stats.peers_refused++;
+        return NULL;
+    }
     if (eng->npeers == eng->peers_cap) {
         size_t cap = eng->peers_cap ? eng->peers_cap * 2 : 8;
         peer_t **v = realloc(eng->peers, cap * sizeof *v);
@@ -368,6 +371,36 @@ static void free_peer(peer_t *p)
 static void drop_last_peer(tether_engine_t *eng)
 {
     free_peer(eng->peers[--eng->npeers]);
+}
+
+/*
+ * 1 if the entry of p holds nothing worth keeping: no connection, not in
+ * the member table, not the contact of a pending join, nothing queued.
+ * Such entries are what visitors (hidden nodes, remote shells, tools that
+ * connect and go) leave behind.
+ */
+static int peer_forgettable(const tether_engine_t *eng, const peer_t *p)
+{
+    return !p->connected && !p->usable &&
+           tether__membership_find(&eng->ms, p->name) == NULL &&
+           !(eng->join_pending && strcmp(eng->join_contact, p->name) == 0) &&
+           p->outq.n == 0 && p->inq.n == 0;
+}
+
+/* Frees the entry at index i (the last one takes its place). */
+static void forget_peer(tether_engine_t *eng, size_t i)
+{
+    free_peer(eng->peers[i]);
+    eng->peers[i] = eng->peers[--eng->npeers];
+    eng->stats.peers_freed++;
+}
+
+/* Frees every forgettable entry (see peer_forgettable). */
+static void sweep_peers(tether_engine_t *eng)
+{
+    for (size_t i = eng->npeers; i-- > 0;)
+        if (peer_forgettable(eng, eng->peers[i]))
+            forget_peer(eng, i);
 }
 
 /* ------------------------------------------------------------ sending */
@@ -1513,6 +1546,12 @@ int tether_engine_peer_down(tether_engine_t *eng, const char *name)
     p->dial_at = eng->now + redial_wait(eng, p->dials + 1);
     session_lost(eng, p);
     refresh_liveness(eng);
+    if (peer_forgettable(eng, p)) /* a visitor, gone: nothing to keep */
+        for (size_t i = 0; i < eng->npeers; i++)
+            if (eng->peers[i] == p) {
+                forget_peer(eng, i);
+                break;
+            }
     return 0;
 }
 
@@ -1594,6 +1633,7 @@ static void round_tick(tether_engine_t *eng)
                 eng->join_first, (unsigned long long)eng->join_timeout_ms);
         join_done(eng, TETHER_JOIN_TIMEOUT, NULL, 0, 0);
     }
+    sweep_peers(eng); /* members removed since, joins given up */
     if (eng->join_pending && eng->now >= eng->join_at + eng->retry_ms) {
         peer_t *c = find_peer(eng, eng->join_contact);
         eng->join_at = eng->now;
@@ -1955,7 +1995,8 @@ void tether_engine_stats_list(const tether_engine_stats_t *st,
         STAT(defer_flushed), STAT(defer_discarded), STAT(hellos_sent),
         STAT(sessions_up),   STAT(member_events),   STAT(ticks),
         STAT(restarts_seen), STAT(seed_joins),      STAT(joins_refused),
-        STAT(dials),         STAT(dials_given_up),
+        STAT(dials),         STAT(dials_given_up),  STAT(peers_freed),
+        STAT(peers_refused),
     };
 #undef STAT
     _Static_assert(sizeof fields / sizeof fields[0] == TETHER_ENGINE_STATS_N,

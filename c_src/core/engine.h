@@ -306,6 +306,8 @@ typedef struct tether_engine_stats {
     uint64_t joins_refused; /* joins refused for a parameter (both sides) */
     uint64_t dials;         /* CONNECT actions to members */
     uint64_t dials_given_up; /* members no longer redialled */
+    uint64_t peers_freed;    /* entries of gone non-members forgotten */
+    uint64_t peers_refused;  /* peers refused: the table was full */
 } tether_engine_stats_t;
 
 /* Envelope-accepted hook: called once per envelope opened (for checks). */
@@ -459,7 +461,7 @@ typedef struct tether_engine_stat {
     uint64_t value;
 } tether_engine_stat_t;
 
-#define TETHER_ENGINE_STATS_N 23 /* the counters of tether_engine_stats_t */
+#define TETHER_ENGINE_STATS_N 25 /* the counters of tether_engine_stats_t */
 
 /* Every counter of st with its name, in declaration order: the one list
  * the shells' info maps are made from. */

@@ -874,3 +874,56 @@ Test(engine, module_hooks_follow_sessions_and_members)
     cr_assert_eq(k.member_down, 1);
     h_free(&h);
 }
+
+/* Connects `n` visitors (names v<first..>@test) to engine i of h: each
+ * comes up (the engine says hello) and, unless `stay`, goes again. */
+static void visit(harness_t *h, int i, int first, int n, int stay)
+{
+    char name[32];
+
+    for (int k = first; k < first + n; k++) {
+        snprintf(name, sizeof name, "v%d@test", k);
+        cr_assert_eq(tether_engine_peer_up(h->e[i], name), 0, "%s", name);
+        h_pump(h);
+        if (!stay)
+            cr_assert_eq(tether_engine_peer_down(h->e[i], name), 0);
+    }
+}
+
+Test(engine, gone_visitors_free_their_peer_entries)
+{
+    harness_t h;
+
+    h_init(&h, 2);
+    h_start_all(&h);
+    visit(&h, 0, 0, 5000, 0); /* five times the table's size */
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_freed, 5000);
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_refused, 0);
+    h_join_all(&h); /* a new node still joins */
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    /* A member that goes keeps its entry (leases, redials, defer). */
+    h.link[0][1] = h.link[1][0] = 0;
+    h_cut(&h, 0, 1);
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_freed, 5000);
+    h_free(&h);
+}
+
+Test(engine, a_full_peer_table_refuses_and_counts)
+{
+    harness_t h;
+    char name[32];
+
+    h_init(&h, 2);
+    h_start_all(&h);
+    visit(&h, 0, 0, TETHER_ENGINE_PEERS_MAX, 1); /* all stay connected */
+    cr_assert_eq(tether_engine_peer_up(h.e[0], "late@test"), TETHER_ENOMEM);
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_refused, 1);
+    for (int k = 0; k < TETHER_ENGINE_PEERS_MAX; k++) {
+        snprintf(name, sizeof name, "v%d@test", k);
+        cr_assert_eq(tether_engine_peer_down(h.e[0], name), 0);
+    }
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_freed,
+                 TETHER_ENGINE_PEERS_MAX);
+    h_join_all(&h); /* room again once they went */
+    h_free(&h);
+}
