@@ -6,6 +6,13 @@
 %% challenge, challenge_ack; then close) to a BEAM member and to a C-node
 %% leave no entry in their engines' peer tables (the stats count
 %% peers_freed, none refused), and a new node then joins each.
+%%
+%% heal_of_large_casts: 128 casts of 4 MiB across a defer partition: the
+%% engine holds what fits in defer_max_bytes (64 MiB) and counts the rest
+%% as overflow; heal/1 answers at once (under 100 ms) while the held
+%% casts go out in slices, other calls of the server are answered
+%% meanwhile, every cast that fit arrives in order, and the holding
+%% node's memory grows by about what fit.
 -module(tether_hostile_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -13,7 +20,8 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
--export([visitors_leave_no_peer_entries/1]).
+-export([visitors_leave_no_peer_entries/1, heal_of_large_casts/1]).
+-export([start_sink/0, sink_seen/0, cast_large/3, rss_kib/0, probe/1]).
 
 -define(LIB, tether_test_lib).
 -define(HB_MS, 200).
@@ -23,6 +31,9 @@
 -define(HOST, "127.0.0.1").
 -define(VISITORS, 5000).
 -define(VISITOR_WORKERS, 8).
+-define(MIB, (1024 * 1024)).
+-define(CASTS, 128).
+-define(DEFER_MAX_BYTES, (64 * ?MIB)).
 
 %% Distribution flags of a hidden OTP 25 node without atom cache or
 %% fragments (kernel/include/dist.hrl): extended references, monitors, fun
@@ -38,7 +49,7 @@ suite() ->
     [{timetrap, {minutes, 5}}].
 
 all() ->
-    [visitors_leave_no_peer_entries].
+    [visitors_leave_no_peer_entries, heal_of_large_casts].
 
 init_per_suite(Config) ->
     ?LIB:require_env(Config).
@@ -81,6 +92,126 @@ visitors_leave_no_peer_entries(Config) ->
     ?LIB:wait_members([B, NewB], lists:sort([B, NewB]), ?WAIT_MS),
     ?LIB:wait_members([CN, NewC], lists:sort([CN, NewC]), ?WAIT_MS).
 
+%% 128 x 4 MiB casts from A to B across a defer partition, then heal.
+heal_of_large_casts(_Config) ->
+    [A, B] = ?LIB:start_cluster(2, node_opts(), ?WAIT_MS),
+    ok = call(B, ?MODULE, start_sink, []),
+    {ok, Ref} = call(A, tether, partition, [[A], [B], defer]),
+    #{stats := St0} = call(A, tether_server, info, []),
+    Rss0 = call(A, ?MODULE, rss_kib, []),
+    ok = call(A, ?MODULE, cast_large, [B, ?CASTS, 4 * ?MIB]),
+    #{stats := St1} = call(A, tether_server, info, []),
+    Rss1 = call(A, ?MODULE, rss_kib, []),
+    Held = maps:get(part_deferred, St1) - maps:get(part_deferred, St0),
+    Overflow = maps:get(defer_overflow, St1) - maps:get(defer_overflow, St0),
+    ct:pal("held ~b casts, overflow ~b; A's RSS ~b -> ~b MiB (+~b MiB, ~b MiB held)",
+           [Held, Overflow, Rss0 div 1024, Rss1 div 1024, (Rss1 - Rss0) div 1024,
+            Held * 4]),
+    ?assertEqual(?CASTS, Held + Overflow),
+    ?assert(Held >= 1 andalso Held * 4 * ?MIB =< ?DEFER_MAX_BYTES),
+    %% The holder's memory: what it holds plus the casts' transient
+    %% encodings, not the 512 MiB sent.
+    ?assert(Rss1 - Rss0 < 3 * ?DEFER_MAX_BYTES div 1024),
+    Prober = spawn_link(A, ?MODULE, probe, [self()]),
+    {HealUs, ok} = call(A, timer, tc, [tether, heal, [Ref]]),
+    Seen = poll(fun() -> call(B, ?MODULE, sink_seen, []) end,
+                fun(L) -> length(L) >= Held end),
+    Prober ! stop,
+    Probed = receive {probed, P, Map} when P =:= Prober -> Map
+             after ?WAIT_MS -> error(no_probe) end,
+    ct:pal("heal/1 answered in ~b us; meanwhile ~p", [HealUs, Probed]),
+    %% The server hands a busy peer's messages to a sender process: it is
+    %% never suspended on the distribution port itself.
+    ?assertMatch(#{server_suspended := 0}, Probed),
+    ?assertEqual(lists:seq(1, Held), Seen),
+    ?assert(HealUs < 100000).
+
+%%% On the peers
+
+%% A process registered as hostile_sink that keeps the ids of
+%% {large, Id, Bin} messages (not the binaries).
+start_sink() ->
+    Parent = self(),
+    Pid = spawn(fun() ->
+                        true = register(hostile_sink, self()),
+                        Parent ! {sink, self()},
+                        sink([])
+                end),
+    receive {sink, Pid} -> ok end.
+
+sink(Ids) ->
+    receive
+        {large, Id, _Bin} -> sink([Id | Ids]);
+        {seen, From} -> From ! {seen, lists:reverse(Ids)}, sink(Ids)
+    end.
+
+sink_seen() ->
+    hostile_sink ! {seen, self()},
+    receive {seen, Ids} -> Ids end.
+
+%% N casts of a Size-byte binary to B's hostile_sink, from a process that
+%% ends afterwards (its garbage with it).
+cast_large(B, N, Size) ->
+    {Pid, MRef} =
+        spawn_monitor(fun() ->
+                              Bin = binary:copy(<<7>>, Size),
+                              _ = [true = tether:cast(B, erlang, send,
+                                                      [hostile_sink, {large, I, Bin}])
+                                   || I <- lists:seq(1, N)]
+                      end),
+    receive {'DOWN', MRef, process, Pid, normal} -> ok end,
+    _ = [erlang:garbage_collect(P) || P <- processes()],
+    ok.
+
+%% This OS process's resident memory in KiB.
+rss_kib() ->
+    {ok, Status} = file:read_file("/proc/" ++ os:getpid() ++ "/status"),
+    {match, [Kib]} = re:run(Status, "VmRSS:\\s+(\\d+)", [{capture, all_but_first, list}]),
+    list_to_integer(Kib).
+
+%% Calls the tether server (members/0) in a loop until told to stop;
+%% reports the longest call in microseconds.
+probe(Parent) ->
+    Server = whereis(tether),
+    Me = self(),
+    Mon = spawn_link(fun() ->
+                             _ = erlang:system_monitor(self(), [busy_dist_port,
+                                                                {long_schedule, 50}]),
+                             monitor_loop(Me, Server, 0, 0)
+                     end),
+    Us = probe_loop([]),
+    Mon ! stop,
+    {Busy, LongMs} = receive {monitored, B, L} -> {B, L} end,
+    Sorted = lists:sort(Us),
+    Parent ! {probed, self(), #{calls => length(Sorted),
+                                median_us => lists:nth((length(Sorted) + 1) div 2, Sorted),
+                                max_us => lists:last(Sorted),
+                                server_suspended => Busy,
+                                server_longest_schedule_ms => LongMs}}.
+
+probe_loop(Us) ->
+    receive
+        stop -> Us
+    after 5 ->
+            {T, _} = timer:tc(tether, members, []),
+            probe_loop([T | Us])
+    end.
+
+%% Counts the tether server's suspensions on a busy distribution port and
+%% its longest time scheduled in without a yield (a NIF, say).
+monitor_loop(Probe, Server, Busy, LongMs) ->
+    receive
+        {monitor, Server, busy_dist_port, _} ->
+            monitor_loop(Probe, Server, Busy + 1, LongMs);
+        {monitor, Server, long_schedule, Info} ->
+            monitor_loop(Probe, Server, Busy,
+                         max(LongMs, proplists:get_value(timeout, Info, 0)));
+        {monitor, _, _, _} ->
+            monitor_loop(Probe, Server, Busy, LongMs);
+        stop ->
+            Probe ! {monitored, Busy, LongMs}
+    end.
+
 %%% Visitors
 
 %% N raw hidden connections to Node, made by VISITOR_WORKERS processes,
@@ -120,8 +251,11 @@ digest(Cookie, Challenge) ->
 %%% Helpers
 
 start_nodes(N) ->
-    ?LIB:start_tether_nodes(N, #{prefix => tether_hos, link => true,
-                                 env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}).
+    ?LIB:start_tether_nodes(N, node_opts()).
+
+node_opts() ->
+    #{prefix => tether_hos, link => true,
+      env => [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]}.
 
 start_cnode(Config) ->
     start_cnode(Config, []).

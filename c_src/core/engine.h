@@ -135,6 +135,12 @@
 #define TETHER_ENGINE_DEFAULT_RECONNECT_MAX_MS 10000
 #define TETHER_ENGINE_DEFAULT_RECONNECTS      6
 
+/* Defer queues: the largest defer_max_bytes, and the flush after a heal
+ * (at most SLICE_BYTES of held sends per tick, a slice every SLICE_MS). */
+#define TETHER_ENGINE_DEFER_BYTES_MAX   ((uint64_t)1 << 40)
+#define TETHER_ENGINE_DEFER_SLICE_BYTES (4u << 20)
+#define TETHER_ENGINE_DEFER_SLICE_MS    10
+
 typedef struct tether_engine tether_engine_t;
 
 /*
