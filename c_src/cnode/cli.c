@@ -127,6 +127,10 @@ static const char usage_text[] =
     "      --election-lease-ms N\n"
     "                           quorum-mode lease (default 2000; the\n"
     "                           application env election_lease_ms)\n"
+    "      --defer-max-bytes N  bytes a defer partition holds per peer and\n"
+    "                           direction (default 67108864, 64 MiB; at most\n"
+    "                           2^40; the application env defer_max_bytes);\n"
+    "                           more is refused and counted (defer_overflow)\n"
     "      --service NAME       announce this node as an instance of the\n"
     "                           service NAME (repeatable): "
     "tether:call_service\n"
@@ -472,6 +476,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_LEAD_PRIORITY,
         OPT_VOTER,
         OPT_LEASE,
+        OPT_DEFER_BYTES,
     };
     static const struct option options[] = {
         {"name", required_argument, NULL, 'n'},
@@ -503,6 +508,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"lead-priority", required_argument, NULL, OPT_LEAD_PRIORITY},
         {"election-voter", required_argument, NULL, OPT_VOTER},
         {"election-lease-ms", required_argument, NULL, OPT_LEASE},
+        {"defer-max-bytes", required_argument, NULL, OPT_DEFER_BYTES},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -742,6 +748,12 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                 return usage_error("bad --election-lease-ms '%s' (1..%lu)",
                                    optarg, MS_FLAG_MAX);
             ccfg.election_lease_ms = (uint32_t)v;
+            break;
+        case OPT_DEFER_BYTES:
+            if (parse_uint(optarg, 1, 1ul << 40, &v) < 0)
+                return usage_error("bad --defer-max-bytes '%s' (1..%lu)",
+                                   optarg, 1ul << 40);
+            ccfg.defer_max_bytes = v;
             break;
         case 'h':
             printf(usage_text, prog);
