@@ -13,6 +13,12 @@
 %% casts go out in slices, other calls of the server are answered
 %% meanwhile, every cast that fit arrives in order, and the holding
 %% node's memory grows by about what fit.
+%%
+%% large_terms_through_a_cnode: rpc:call(C, kv, put | get, ...) of a
+%% 64 MiB and a 256 MiB value on a C-node running the kv plug-in: both
+%% directions go through (the C-node reads messages up to 1 GiB, whole or
+%% in fragments, and writes one large reply as the caller reads it),
+%% with the C-node's peak memory stated as a multiple of the term.
 -module(tether_hostile_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -20,7 +26,8 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
--export([visitors_leave_no_peer_entries/1, heal_of_large_casts/1]).
+-export([visitors_leave_no_peer_entries/1, heal_of_large_casts/1,
+         large_terms_through_a_cnode/1]).
 -export([start_sink/0, sink_seen/0, cast_large/3, rss_kib/0, probe/1]).
 
 -define(LIB, tether_test_lib).
@@ -49,7 +56,8 @@ suite() ->
     [{timetrap, {minutes, 5}}].
 
 all() ->
-    [visitors_leave_no_peer_entries, heal_of_large_casts].
+    [visitors_leave_no_peer_entries, heal_of_large_casts,
+     large_terms_through_a_cnode].
 
 init_per_suite(Config) ->
     ?LIB:require_env(Config).
@@ -125,6 +133,43 @@ heal_of_large_casts(_Config) ->
     ?assertMatch(#{server_suspended := 0}, Probed),
     ?assertEqual(lists:seq(1, Held), Seen),
     ?assert(HealUs < 100000).
+
+%% kv:put then kv:get of 64 MiB and 256 MiB values on a C-node.
+large_terms_through_a_cnode(Config) ->
+    C = start_cnode(Config, ["--load", ?LIB:kv_plugin()]),
+    CN = ?LIB:cnode_node(C),
+    OsPid = ?LIB:cnode_os_pid(C),
+    lists:foreach(
+      fun(Mib) ->
+              Key = {large, Mib},
+              Value = binary:copy(<<"0123456789abcdef">>, Mib * ?MIB div 16),
+              {Rss0, _} = cnode_mem_kib(OsPid),
+              {PutUs, ok} = timer:tc(fun() -> rpc:call(CN, kv, put, [Key, Value], 60000) end),
+              {GetUs, Got} = timer:tc(fun() -> rpc:call(CN, kv, get, [Key], 60000) end),
+              ?assertEqual({ok, byte_size(Value)},
+                           case Got of {ok, V} -> {ok, byte_size(V)}; _ -> Got end),
+              ?assert(Got =:= {ok, Value}),
+              {Rss1, Hwm} = cnode_mem_kib(OsPid),
+              ok = rpc:call(CN, kv, delete, [Key], 60000),
+              ct:pal("~b MiB: put ~b ms, get ~b ms; C-node RSS ~b -> ~b MiB "
+                     "(+~.1f x the term), peak ~b MiB (~.1f x)",
+                     [Mib, PutUs div 1000, GetUs div 1000, Rss0 div 1024,
+                      Rss1 div 1024, (Rss1 - Rss0) / (Mib * 1024),
+                      Hwm div 1024, Hwm / (Mib * 1024)])
+      end, [64, 256]),
+    %% Still serving small calls on the same connection.
+    ?assertEqual(ok, rpc:call(CN, kv, put, [small, 1])),
+    ?assertEqual({ok, 1}, rpc:call(CN, kv, get, [small])).
+
+%% An OS process's resident and peak resident memory in KiB.
+cnode_mem_kib(OsPid) ->
+    {ok, Status} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/status"),
+    [Rss, Hwm] = [begin
+                      {match, [K]} = re:run(Status, Field ++ ":\\s+(\\d+)",
+                                            [{capture, all_but_first, list}]),
+                      list_to_integer(K)
+                  end || Field <- ["VmRSS", "VmHWM"]],
+    {Rss, Hwm}.
 
 %%% On the peers
 
