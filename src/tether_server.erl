@@ -15,7 +15,10 @@
 %% {'$tether', FromNode :: node(), Bytes :: binary()}
 %% '''
 %% sent to the registered name `tether' on the peer node with
-%% `erlang:send({tether, Node}, Msg, [noconnect])'. FromNode is only a
+%% `erlang:send({tether, Node}, Msg, [noconnect, nosuspend])'; when the
+%% peer's distribution buffer is busy, that message and every later one
+%% to the peer go, in order, through a short-lived sender process, so this
+%% server never waits on a slow peer. FromNode is only a
 %% claim made by the sender; it is never trusted. The engine looks up the
 %% session it has with FromNode and checks the envelope's MAC under that
 %% session's keys (set up by hellos signed with FromNode's identity key),
