@@ -39,6 +39,14 @@
 %%     tether_election}); `{election_voters, [Node]}', the default voter
 %%     set of quorum candidacies, is read when `tether:lead/2' is
 %%     called.</li>
+%% <li>`{defer_max_bytes, N}' (default 67108864, 64 MiB; at most 2^40):
+%%     the bytes of messages a `defer' partition holds per peer and
+%%     direction (besides at most 1024 messages). A message that would
+%%     pass the bound is refused and counted (`defer_overflow' in the
+%%     `stats' of {@link tether_server:info/0}); a cast is dropped, a
+%%     call answers `{badrpc, nodedown}'. On heal the held messages go
+%%     out in order, 4 MiB per tick of the server, so the server answers
+%%     other calls meanwhile.</li>
 %% <li>`{service_recheck_ms, N}' (default 5000): the health recheck of
 %%     {@link tether_service_server}. A value that is not a positive
 %%     integer means the default.</li>
@@ -60,6 +68,8 @@
 -define(DEFAULT_RECONNECTS, 6).
 -define(DEFAULT_RING_SIZE, 64).
 -define(DEFAULT_LEASE_MS, 2000).
+-define(DEFAULT_DEFER_MAX_BYTES, 64 * 1024 * 1024).
+-define(DEFER_MAX_BYTES_MAX, 1 bsl 40).
 -define(RING_SIZE_MAX, 65536).
 -define(KEY_BYTES, 32).
 
@@ -77,6 +87,7 @@
                     reconnect_attempts := pos_integer(),
                     ring_size := pos_integer(),
                     election_lease_ms := pos_integer(),
+                    defer_max_bytes := pos_integer(),
                     join := [node()]}.
 
 %% @doc Reads and checks the application env, key files included, so
@@ -114,6 +125,10 @@ read() ->
                         Get(election_lease_ms, ?DEFAULT_LEASE_MS),
                         fun(V) -> is_integer(V) andalso V > 0
                                       andalso V < 1 bsl 32 end),
+        DeferBytes = check(defer_max_bytes,
+                           Get(defer_max_bytes, ?DEFAULT_DEFER_MAX_BYTES),
+                           fun(V) -> is_integer(V) andalso V > 0
+                                         andalso V =< ?DEFER_MAX_BYTES_MAX end),
         Seeds = check(join, Get(join, []), fun is_atom_list/1),
         Secret = case {Get(cluster_secret_file, undefined),
                        Get(cluster_secret, undefined)} of
@@ -141,6 +156,7 @@ read() ->
                reconnect_attempts => Reconnects,
                ring_size => RingSize,
                election_lease_ms => LeaseMs,
+               defer_max_bytes => DeferBytes,
                join => Seeds}}
     catch
         throw:Reason -> {error, Reason}

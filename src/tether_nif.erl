@@ -68,6 +68,7 @@
                          ttl_ms => pos_integer(),
                          hello_retry_ms => pos_integer(),
                          defer_max => pos_integer(),
+                         defer_max_bytes => pos_integer(),
                          cluster_secret => <<_:256>>,
                          cookie => binary(),
                          identity_seed => <<_:256>>,

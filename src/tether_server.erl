@@ -15,7 +15,10 @@
 %% {'$tether', FromNode :: node(), Bytes :: binary()}
 %% '''
 %% sent to the registered name `tether' on the peer node with
-%% `erlang:send({tether, Node}, Msg, [noconnect])'. FromNode is only a
+%% `erlang:send({tether, Node}, Msg, [noconnect, nosuspend])'; when the
+%% peer's distribution buffer is busy, that message and every later one
+%% to the peer go, in order, through a short-lived sender process, so this
+%% server never waits on a slow peer. FromNode is only a
 %% claim made by the sender; it is never trusted. The engine looks up the
 %% session it has with FromNode and checks the envelope's MAC under that
 %% session's keys (set up by hellos signed with FromNode's identity key),
@@ -118,7 +121,10 @@
     joins = #{} :: #{node() => [gen_server:from()]}, % join/1 callers
     reg :: tether_registry:state(),
     ring :: tether_ring:state(),             % shard subscriptions
-    el :: tether_election:state()            % local candidates
+    el :: tether_election:state(),           % local candidates
+    %% Senders of peers whose distribution buffer was busy (see wire/3):
+    %% the sender and the number of messages handed to it.
+    senders = #{} :: #{node() => {pid(), non_neg_integer()}}
 }).
 
 -type state() :: #st{}.
@@ -370,6 +376,14 @@ handle_call({subscribe_shard, Pid}, _From, S0) ->
 handle_call({join, Node}, From, S0) when Node =/= node() ->
     S = tick(S0),
     {noreply, run(start_join(Node, From, S))};
+handle_call(Req, From, S0) when element(1, Req) =:= heal; Req =:= heal_all ->
+    %% Answered before the actions run: the flush of what the partition
+    %% held goes out in slices, tick after tick (see the engine's
+    %% flush_all), while this server serves other calls.
+    S = tick(S0),
+    {Reply, S1} = call(Req, S),
+    gen_server:reply(From, Reply),
+    {noreply, run(S1)};
 handle_call(Req, _From, S0) ->
     S = tick(S0),
     {Reply, S1} = call(Req, S),
@@ -400,6 +414,14 @@ handle_info({nodedown, Node, _Info}, S = #st{engine = E, up = Up})
             {noreply, run(S1#st{up = maps:remove(Node, Up)})};
         false ->
             {noreply, run(S1)}
+    end;
+handle_info({sender_idle, Node, Pid, Sent}, S = #st{senders = Ss}) ->
+    case Ss of
+        #{Node := {Pid, Sent}} ->
+            Pid ! stop,
+            {noreply, S#st{senders = maps:remove(Node, Ss)}};
+        _ ->
+            {noreply, S} % more was handed to it meanwhile
     end;
 handle_info({connect_result, Node, Result}, S) ->
     S1 = S#st{connecting = maps:remove(Node, S#st.connecting)},
@@ -603,7 +625,7 @@ start_engine(S0) ->
     #{keys := Keys, trust := Trust, heartbeat_ms := Hb, ttl_ms := Ttl,
       join_timeout_ms := JoinMs, ring_size := RingSize,
       reconnect_max_ms := ReconnectMax, reconnect_attempts := Reconnects,
-      election_lease_ms := LeaseMs} = S#st.config,
+      election_lease_ms := LeaseMs, defer_max_bytes := DeferBytes} = S#st.config,
     Opts = (key_opts(Keys))#{
              name => bin(node()),
              incarnation => erlang:system_time(microsecond),
@@ -615,6 +637,7 @@ start_engine(S0) ->
              reconnect_attempts => Reconnects,
              ring_size => RingSize,
              election_lease_ms => LeaseMs,
+             defer_max_bytes => DeferBytes,
              seeds => bins(S#st.seeds)},
     case safe(fun() -> tether_nif:engine_new(Opts) end) of
         {ok, E} ->
@@ -727,8 +750,7 @@ run(S = #st{engine = E}) ->
 
 -spec act(tether_nif:action(), state()) -> state().
 act({send, To, Bytes}, S) ->
-    ok = send_wire(To, Bytes),
-    S;
+    wire(binary_to_atom(To, utf8), {'$tether', node(), Bytes}, S);
 act({member, Up, Node}, S = #st{subs = Subs}) ->
     Event = {tether_member, Up, binary_to_atom(Node, utf8)},
     _ = [Pid ! Event || Pid <- maps:keys(Subs)],
@@ -764,6 +786,53 @@ act({connect, To}, S = #st{connecting = C}) ->
                               Server ! {connect_result, Node, R}
                       end),
             S#st{connecting = C#{Node => true}}
+    end.
+
+%% Sends Msg to the tether server of Node without ever suspending this
+%% server: when Node's distribution buffer is busy (a large backlog going
+%% out after a heal, a peer that reads slowly), Msg and every later
+%% message to Node, in order, go through a sender process, which waits
+%% for the buffer in our stead and ends once it has sent everything
+%% handed to it (sender_idle).
+-spec wire(node(), term(), state()) -> state().
+wire(Node, Msg, S = #st{senders = Ss}) ->
+    case Ss of
+        #{Node := {Pid, N}} ->
+            Pid ! {send, Msg},
+            S#st{senders = Ss#{Node := {Pid, N + 1}}};
+        _ ->
+            case erlang:send({?SERVER, Node}, Msg, [noconnect, nosuspend]) of
+                nosuspend ->
+                    Server = self(),
+                    Pid = spawn(fun() -> sender(Server, Node, 0) end),
+                    Pid ! {send, Msg},
+                    S#st{senders = Ss#{Node => {Pid, 1}}};
+                _ ->
+                    S
+            end
+    end.
+
+%% A sender of wire/3: sends what it is handed, then tells the server it
+%% is idle and waits for more, or to stop (or for the server to go).
+-spec sender(pid(), node(), non_neg_integer()) -> ok.
+sender(Server, Node, Sent) ->
+    receive
+        {send, Msg} ->
+            _ = erlang:send({?SERVER, Node}, Msg, [noconnect]),
+            sender(Server, Node, Sent + 1)
+    after 0 ->
+            MRef = erlang:monitor(process, Server),
+            Server ! {sender_idle, Node, self(), Sent},
+            receive
+                {send, Msg} ->
+                    erlang:demonitor(MRef, [flush]),
+                    _ = erlang:send({?SERVER, Node}, Msg, [noconnect]),
+                    sender(Server, Node, Sent + 1);
+                stop ->
+                    ok;
+                {'DOWN', MRef, process, Server, _} ->
+                    ok
+            end
     end.
 
 %% Hands a module message {Tag, Term} from a peer to the handler of Tag.

@@ -132,6 +132,10 @@ static const char usage_text[] =
     "      --election-lease-ms N\n"
     "                           quorum-mode lease (default 2000; the\n"
     "                           application env election_lease_ms)\n"
+    "      --defer-max-bytes N  bytes a defer partition holds per peer and\n"
+    "                           direction (default 67108864, 64 MiB; at most\n"
+    "                           2^40; the application env defer_max_bytes);\n"
+    "                           more is refused and counted (defer_overflow)\n"
     "      --service NAME       announce this node as an instance of the\n"
     "                           service NAME (repeatable): "
     "tether:call_service\n"
@@ -522,6 +526,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_LEAD_PRIORITY,
         OPT_VOTER,
         OPT_LEASE,
+        OPT_DEFER_BYTES,
     };
     static const struct option options[] = {
         {"name", required_argument, NULL, 'n'},
@@ -554,6 +559,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"lead-priority", required_argument, NULL, OPT_LEAD_PRIORITY},
         {"election-voter", required_argument, NULL, OPT_VOTER},
         {"election-lease-ms", required_argument, NULL, OPT_LEASE},
+        {"defer-max-bytes", required_argument, NULL, OPT_DEFER_BYTES},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -804,6 +810,12 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             if (ms_flag("--election-lease-ms", optarg, 1,
                         &ccfg.election_lease_ms) != 0)
                 return 2;
+            break;
+        case OPT_DEFER_BYTES:
+            if (parse_uint(optarg, 1, 1ul << 40, &v) < 0)
+                return usage_error("bad --defer-max-bytes '%s' (1..%lu)",
+                                   optarg, 1ul << 40);
+            ccfg.defer_max_bytes = v;
             break;
         case 'h':
             printf(usage_text, prog);

@@ -120,6 +120,7 @@ typedef struct tether_cluster {
     uint64_t timer_at;
     /* Configuration (copied). */
     uint32_t hb_ms, ttl_ms, ring_size, lease_ms;
+    uint64_t defer_max_bytes;
     bool has_secret, has_identity;
     uint8_t secret[TETHER_CLUSTER_KEY_BYTES];
     uint8_t identity[TETHER_CLUSTER_KEY_BYTES];
@@ -1059,6 +1060,7 @@ static int engine_start(cluster_t *cl)
     cfg.incarnation = inc;
     cfg.heartbeat_ms = cl->hb_ms;
     cfg.ttl_ms = cl->ttl_ms;
+    cfg.defer_max_bytes = (size_t)cl->defer_max_bytes;
     for (size_t i = 0; i < cl->nseeds && i < TETHER_ENGINE_SEEDS_MAX; i++)
         seeds[i] = cl->seeds[i];
     cfg.seeds = seeds;
@@ -1918,6 +1920,9 @@ static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
         return TETHER_EINVAL;
     cl->lease_ms = cfg->election_lease_ms ? cfg->election_lease_ms
                                           : TETHER_ELECTION_DEFAULT_LEASE_MS;
+    if (cfg->defer_max_bytes > TETHER_ENGINE_DEFER_BYTES_MAX)
+        return TETHER_EINVAL;
+    cl->defer_max_bytes = cfg->defer_max_bytes; /* 0: the engine's default */
     if (cfg->cluster_secret) {
         memcpy(cl->secret, cfg->cluster_secret, sizeof cl->secret);
         cl->has_secret = true;

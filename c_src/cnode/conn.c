@@ -122,6 +122,8 @@ struct tether__conn {
     size_t pending_bytes;
     uint64_t deadline_ms;
     uint64_t last_rx_ms, last_tx_ms;
+    uint64_t over_ms; /* since when over outbuf_max with no byte written;
+                         0: not over */
 };
 
 /* Splits "alive@host"; returns a pointer to host or NULL. */
@@ -382,6 +384,8 @@ static const uint8_t *next_out(conn_t *c, size_t *n)
 /* The socket took n bytes of what next_out() gave. */
 static void out_sent(conn_t *c, size_t n)
 {
+    if (c->over_ms != 0 && n > 0) /* it reads: the stall clock restarts */
+        c->over_ms = tether_node_now_ms();
     if (c->tls)
         tether__tls_consume_output(c->tls, n);
     else
@@ -420,6 +424,7 @@ static void conn_flush(conn_t *c)
     if (c->out_off == (size_t)c->out.index) {
         c->out_off = 0;
         c->out.index = 0;
+        c->over_ms = 0;
     } else if (c->out_off > ((size_t)1 << 20) &&
                c->out_off > (size_t)c->out.index / 2) {
         memmove(c->out.buff, c->out.buff + c->out_off,
@@ -444,12 +449,22 @@ static int conn_append(conn_t *c, const void *buf, size_t len)
     return 0;
 }
 
-/* Drops c if it holds more unsent bytes than allowed. */
+/* Drops c if it holds more unsent bytes than allowed (see node.h's
+ * outbuf_max): over outbuf_max with nothing written for OUT_STALL_MS, or
+ * over outbuf_max + frame_max at all. */
 static void check_outbuf(conn_t *c)
 {
-    size_t left = unsent(c);
-    if (left <= c->node->cfg.outbuf_max)
+    size_t left = unsent(c), max = c->node->cfg.outbuf_max;
+    uint64_t now = tether_node_now_ms();
+    if (left <= max) {
+        c->over_ms = 0;
         return;
+    }
+    if (c->over_ms == 0)
+        c->over_ms = now;
+    if (left <= max + c->node->cfg.frame_max &&
+        now - c->over_ms < TETHER_NODE_OUT_STALL_MS)
+        return; /* a large term going out as the peer reads it */
     c->node->stats.dropped_connections++;
     conn_close(c, TETHER_LOG_WARNING,
                "dropping connection to '%s': it does not read "
@@ -901,7 +916,7 @@ static void hs_done(conn_t *c)
     tether__hs_fini(c->hs);
     free(c->hs);
     c->hs = NULL;
-    c->reader = tether__reader_new(node->cfg.frame_max, 0, 0);
+    c->reader = tether__reader_new(node->cfg.frame_max, node->cfg.frame_max, 0);
     if (c->reader == NULL) {
         conn_close(c, TETHER_LOG_ERROR, "out of memory");
         return;

@@ -203,8 +203,11 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
         node->cfg.busy_poll_us = 0;
     if (node->cfg.outbuf_max == 0)
         node->cfg.outbuf_max = TETHER_NODE_OUTBUF_MAX_DEFAULT;
-    if (node->cfg.frame_max == 0)
+    if (node->cfg.frame_max == 0 ||
+        node->cfg.frame_max > TETHER_NODE_FRAME_MAX_DEFAULT)
         node->cfg.frame_max = TETHER_NODE_FRAME_MAX_DEFAULT;
+    if (node->cfg.outbuf_max > TETHER_NODE_OUTBUF_MAX_LIMIT)
+        node->cfg.outbuf_max = TETHER_NODE_OUTBUF_MAX_LIMIT;
     node->our_flags = TETHER_DIST_FLAGS_ADVERTISED |
                       (cfg->visible ? TETHER_DFLAG_PUBLISHED : 0);
     atomic_init(&node->log_level, cfg->log_level);

@@ -69,6 +69,7 @@ struct tether_engine {
 
     uint64_t now;
     uint64_t next_round; /* 0 until the first tick */
+    uint64_t flush_at;   /* no slice of held sends before then */
     int left;
     int leave_rounds;
 
@@ -329,9 +330,12 @@ static peer_t *get_peer(tether_engine_t *eng, const char *name)
 
     if (p != NULL)
         return p;
-    if (!valid_name(name) || strcmp(name, eng->name) == 0 ||
-        eng->npeers >= TETHER_ENGINE_PEERS_MAX)
+    if (!valid_name(name) || strcmp(name, eng->name) == 0)
         return NULL;
+    if (eng->npeers >= TETHER_ENGINE_PEERS_MAX) {
+        eng->stats.peers_refused++;
+        return NULL;
+    }
     if (eng->npeers == eng->peers_cap) {
         size_t cap = eng->peers_cap ? eng->peers_cap * 2 : 8;
         peer_t **v = realloc(eng->peers, cap * sizeof *v);
@@ -368,6 +372,36 @@ static void free_peer(peer_t *p)
 static void drop_last_peer(tether_engine_t *eng)
 {
     free_peer(eng->peers[--eng->npeers]);
+}
+
+/*
+ * 1 if the entry of p holds nothing worth keeping: no connection, not in
+ * the member table, not the contact of a pending join, nothing queued.
+ * Such entries are what visitors (hidden nodes, remote shells, tools that
+ * connect and go) leave behind.
+ */
+static int peer_forgettable(const tether_engine_t *eng, const peer_t *p)
+{
+    return !p->connected && !p->usable &&
+           tether__membership_find(&eng->ms, p->name) == NULL &&
+           !(eng->join_pending && strcmp(eng->join_contact, p->name) == 0) &&
+           p->outq.n == 0 && p->inq.n == 0;
+}
+
+/* Frees the entry at index i (the last one takes its place). */
+static void forget_peer(tether_engine_t *eng, size_t i)
+{
+    free_peer(eng->peers[i]);
+    eng->peers[i] = eng->peers[--eng->npeers];
+    eng->stats.peers_freed++;
+}
+
+/* Frees every forgettable entry (see peer_forgettable). */
+static void sweep_peers(tether_engine_t *eng)
+{
+    for (size_t i = eng->npeers; i-- > 0;)
+        if (peer_forgettable(eng, eng->peers[i]))
+            forget_peer(eng, i);
 }
 
 /* ------------------------------------------------------------ sending */
@@ -444,6 +478,15 @@ static int send_msg(tether_engine_t *eng, const char *to, uint8_t type,
     if (mode == TETHER_PARTITION_DROP) {
         eng->stats.part_dropped++;
         return TETHER_ECLOSED;
+    }
+    if (mode == TETHER_PARTITION_NONE && p != NULL && p->usable &&
+        p->outq.n > 0 && !(flags & TETHER_SEND_STATE) && !is_state(type)) {
+        /* A healed backlog is still going out: behind it, in order. */
+        if (tether__defer_push(&p->outq, type, payload, len) < 0) {
+            eng->stats.defer_overflow++;
+            return TETHER_ETOOBIG;
+        }
+        return direct != NULL ? TETHER_EAGAIN : 0;
     }
     if (mode == TETHER_PARTITION_DEFER) {
         if ((flags & TETHER_SEND_STATE) || is_state(type)) {
@@ -736,41 +779,75 @@ static void dispatch(tether_engine_t *eng, peer_t *p, uint8_t type,
 
 /* Sends held messages to p, and handles held receives, once no partition
  * separates us and the session is usable. */
-static void flush_peer(tether_engine_t *eng, peer_t *p)
+/* What is left of a flush's byte budget after an item of len bytes. */
+static size_t spend(size_t budget, size_t len)
+{
+    return len >= budget ? 0 : budget - len;
+}
+
+/* 1 if p has held messages that may go now (no partition holds them). */
+static int flushable(const tether_engine_t *eng, const peer_t *p)
+{
+    return (p->inq.n > 0 || (p->outq.n > 0 && p->usable)) &&
+           part_mode(eng, p->name) == TETHER_PARTITION_NONE;
+}
+
+/* Hands out p's held messages, in order, until *budget bytes went: the
+ * received ones, and with `outgoing` the ones to send. */
+static void flush_peer(tether_engine_t *eng, peer_t *p, size_t *budget,
+                       int outgoing)
 {
     tether_defer_item_t it;
 
-    if (part_mode(eng, p->name) != TETHER_PARTITION_NONE)
+    if (!flushable(eng, p))
         return;
-    if (p->inq.n > 0) {
-        while (tether__defer_pop(&p->inq, &it)) {
-            eng->stats.defer_flushed++;
-            dispatch(eng, p, it.type, (const char *)it.data, it.len, 1);
-            free(it.data);
-        }
+    while (*budget > 0 && tether__defer_pop(&p->inq, &it)) {
+        eng->stats.defer_flushed++;
+        *budget = spend(*budget, it.len);
+        dispatch(eng, p, it.type, (const char *)it.data, it.len, 1);
+        free(it.data);
     }
-    if (p->outq.n > 0 && p->usable) {
+    if (outgoing && p->outq.n > 0 && p->usable) {
         uint64_t inc = tether__session_peer_incarnation(&p->sess);
         if (p->outq_inc != 0 && inc != p->outq_inc) {
             /* The peer restarted: the held calls were for its old life. */
             eng->stats.defer_discarded += tether__defer_clear(&p->outq);
             return;
         }
-        while (tether__defer_pop(&p->outq, &it)) {
+        while (*budget > 0 && tether__defer_pop(&p->outq, &it)) {
             eng->stats.defer_flushed++;
+            *budget = spend(*budget, it.len);
             (void)seal_send(eng, p, it.type, it.data, it.len, NULL);
             free(it.data);
         }
     }
 }
 
-static void flush_all(tether_engine_t *eng)
+/*
+ * Flushes held messages of every peer no partition separates from us, at
+ * most TETHER_ENGINE_DEFER_SLICE_BYTES per call (at least one message).
+ * Held receives go at once (a heal hands out their first slice before it
+ * returns); held sends, which must be sealed, go from ticks only, one
+ * slice every TETHER_ENGINE_DEFER_SLICE_MS at most, the first at the
+ * tick after the heal (next_deadline: at once): a heal of a large backlog is
+ * spread over ticks (next_deadline says when), so the shell stays responsive,
+ * even though it ticks the engine on every input, and holds at most a
+ * slice in flight. Messages to or from a
+ * peer with a backlog queue behind it (send_msg, dispatch): order holds.
+ */
+static void flush_all(tether_engine_t *eng, int outgoing)
 {
-    for (size_t i = 0; i < eng->npeers; i++)
-        flush_peer(eng, eng->peers[i]);
+    size_t budget = TETHER_ENGINE_DEFER_SLICE_BYTES;
+    uint64_t flushed = eng->stats.defer_flushed;
+
+    if (outgoing && eng->now < eng->flush_at)
+        outgoing = 0;
+    for (size_t i = 0; i < eng->npeers && budget > 0; i++)
+        flush_peer(eng, eng->peers[i], &budget, outgoing);
+    if (outgoing && eng->stats.defer_flushed != flushed)
+        eng->flush_at = eng->now + TETHER_ENGINE_DEFER_SLICE_MS;
 }
 
-/* The session with p just became usable. */
 static void session_up(tether_engine_t *eng, peer_t *p)
 {
     tether_member_t *m;
@@ -790,7 +867,10 @@ static void session_up(tether_engine_t *eng, peer_t *p)
     m = tether__membership_find(&eng->ms, p->name);
     if (m != NULL && m->status == TETHER_MEMBER_ALIVE)
         (void)send_heartbeat(eng, p->name);
-    flush_peer(eng, p);
+    {
+        size_t budget = TETHER_ENGINE_DEFER_SLICE_BYTES;
+        flush_peer(eng, p, &budget, 0); /* sends: from the next tick */
+    }
     for (size_t k = 0; k < eng->nmodules; k++)
         if (eng->modules[k].m.on_session_up)
             eng->modules[k].m.on_session_up(eng, eng->modules[k].ctx, p->name);
@@ -1070,7 +1150,7 @@ static void handle_leave(tether_engine_t *eng, peer_t *p, const char *buf,
 static void partitions_changed(tether_engine_t *eng)
 {
     refresh_liveness(eng);
-    flush_all(eng);
+    flush_all(eng, 0); /* held sends: from the next tick */
     /* Held receives handled by the flush (a leave, a join) change the
      * member table: report that before heal() returns, not at the next
      * input. */
@@ -1194,7 +1274,8 @@ static void dispatch(tether_engine_t *eng, peer_t *p, uint8_t type,
             eng->stats.part_dropped++;
             return;
         }
-        if (mode == TETHER_PARTITION_DEFER) {
+        if (mode == TETHER_PARTITION_DEFER ||
+            (p->inq.n > 0 && !is_state(type))) { /* behind a backlog */
             if (is_state(type)) {
                 eng->stats.part_skipped++;
             } else if (tether__defer_push(&p->inq, type, (const uint8_t *)buf,
@@ -1421,8 +1502,9 @@ int tether_engine_open(tether_engine_t *eng, const char *from,
         rc = TETHER_ECLOSED;
         goto refused;
     }
-    if (mode == TETHER_PARTITION_DEFER) {
-        /* Held like a received message: the module hook gets it on heal. */
+    if (mode == TETHER_PARTITION_DEFER || p->inq.n > 0) {
+        /* Held like a received message: the module hook gets it on heal
+         * (or, behind a healed backlog still being handled, after it). */
         if (tether__defer_push(&p->inq, *type, *payload, *plen) < 0) {
             eng->stats.defer_overflow++;
             rc = TETHER_ETOOBIG;
@@ -1513,6 +1595,12 @@ int tether_engine_peer_down(tether_engine_t *eng, const char *name)
     p->dial_at = eng->now + redial_wait(eng, p->dials + 1);
     session_lost(eng, p);
     refresh_liveness(eng);
+    if (peer_forgettable(eng, p)) /* a visitor, gone: nothing to keep */
+        for (size_t i = 0; i < eng->npeers; i++)
+            if (eng->peers[i] == p) {
+                forget_peer(eng, i);
+                break;
+            }
     return 0;
 }
 
@@ -1594,6 +1682,7 @@ static void round_tick(tether_engine_t *eng)
                 eng->join_first, (unsigned long long)eng->join_timeout_ms);
         join_done(eng, TETHER_JOIN_TIMEOUT, NULL, 0, 0);
     }
+    sweep_peers(eng); /* members removed since, joins given up */
     if (eng->join_pending && eng->now >= eng->join_at + eng->retry_ms) {
         peer_t *c = find_peer(eng, eng->join_contact);
         eng->join_at = eng->now;
@@ -1651,7 +1740,7 @@ int tether_engine_tick(tether_engine_t *eng, uint64_t now_ms)
             eng->now >= p->hello_at + eng->retry_ms)
             (void)send_hello(eng, p);
     }
-    flush_all(eng);
+    flush_all(eng, 1);
     for (size_t k = 0; k < eng->nmodules; k++)
         if (eng->modules[k].m.on_tick)
             eng->modules[k].m.on_tick(eng, eng->modules[k].ctx, eng->now);
@@ -1677,6 +1766,13 @@ uint64_t tether_engine_next_deadline(const tether_engine_t *eng)
         if (p->is_client && p->connected && !p->usable &&
             p->hello_at + eng->retry_ms < d)
             d = p->hello_at + eng->retry_ms;
+        if (flushable(eng, p)) { /* the rest of a healed backlog */
+            uint64_t at = p->inq.n > 0 || eng->flush_at < eng->now
+                              ? eng->now
+                              : eng->flush_at;
+            if (at < d)
+                d = at;
+        }
     }
     for (size_t k = 0; k < eng->nmodules; k++) {
         if (eng->modules[k].m.next_deadline) {
@@ -1943,7 +2039,10 @@ const tether_engine_stats_t *tether_engine_stats(const tether_engine_t *eng)
 void tether_engine_stats_list(const tether_engine_stats_t *st,
                               tether_engine_stat_t out[TETHER_ENGINE_STATS_N])
 {
-#define STAT(f) {#f, offsetof(tether_engine_stats_t, f)}
+#define STAT(f)                                                                \
+    {                                                                          \
+#f, offsetof(tether_engine_stats_t, f)                                 \
+    }
     static const struct {
         const char *name;
         size_t off;
@@ -1955,7 +2054,8 @@ void tether_engine_stats_list(const tether_engine_stats_t *st,
         STAT(defer_flushed), STAT(defer_discarded), STAT(hellos_sent),
         STAT(sessions_up),   STAT(member_events),   STAT(ticks),
         STAT(restarts_seen), STAT(seed_joins),      STAT(joins_refused),
-        STAT(dials),         STAT(dials_given_up),
+        STAT(dials),         STAT(dials_given_up),  STAT(peers_freed),
+        STAT(peers_refused),
     };
 #undef STAT
     _Static_assert(sizeof fields / sizeof fields[0] == TETHER_ENGINE_STATS_N,

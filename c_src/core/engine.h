@@ -135,6 +135,12 @@
 #define TETHER_ENGINE_DEFAULT_RECONNECT_MAX_MS 10000
 #define TETHER_ENGINE_DEFAULT_RECONNECTS      6
 
+/* Defer queues: the largest defer_max_bytes, and the flush after a heal
+ * (at most SLICE_BYTES of held sends per tick, a slice every SLICE_MS). */
+#define TETHER_ENGINE_DEFER_BYTES_MAX   ((uint64_t)1 << 40)
+#define TETHER_ENGINE_DEFER_SLICE_BYTES (4u << 20)
+#define TETHER_ENGINE_DEFER_SLICE_MS    10
+
 typedef struct tether_engine tether_engine_t;
 
 /*
@@ -306,6 +312,8 @@ typedef struct tether_engine_stats {
     uint64_t joins_refused; /* joins refused for a parameter (both sides) */
     uint64_t dials;         /* CONNECT actions to members */
     uint64_t dials_given_up; /* members no longer redialled */
+    uint64_t peers_freed;    /* entries of gone non-members forgotten */
+    uint64_t peers_refused;  /* peers refused: the table was full */
 } tether_engine_stats_t;
 
 /* Envelope-accepted hook: called once per envelope opened (for checks). */
@@ -459,7 +467,7 @@ typedef struct tether_engine_stat {
     uint64_t value;
 } tether_engine_stat_t;
 
-#define TETHER_ENGINE_STATS_N 23 /* the counters of tether_engine_stats_t */
+#define TETHER_ENGINE_STATS_N 25 /* the counters of tether_engine_stats_t */
 
 /* Every counter of st with its name, in declaration order: the one list
  * the shells' info maps are made from. */

@@ -55,7 +55,7 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
 /*
  * engine_new(#{name := binary(), incarnation := pos_integer(),
  *              seed := <<_:256>>, heartbeat_ms => N, ttl_ms => N,
- *              hello_retry_ms => N, defer_max => N,
+ *              hello_retry_ms => N, defer_max => N, defer_max_bytes => N,
  *              cluster_secret => <<_:256>> | cookie => binary(),
  *              identity_seed => <<_:256>>, seeds => [binary()],
  *              seed_retry_ms => N, join_timeout_ms => N,
@@ -85,9 +85,11 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     ERL_NIF_TERM t, res_term, ret;
     ErlNifUInt64 inc = 0, hb = TETHER_ENGINE_DEFAULT_HB_MS,
                  ttl = TETHER_ENGINE_DEFAULT_TTL_MS, retry = 0,
-                 defer = TETHER_ENGINE_DEFAULT_DEFER, seed_retry = 0,
-                 join_timeout = 0, reconnect_max = 0, reconnects = 0,
-                 ring_size = TETHER_RING_DEFAULT_SHARDS, lease_ms = 0;
+                 defer = TETHER_ENGINE_DEFAULT_DEFER,
+                 defer_bytes = TETHER_ENGINE_DEFAULT_DEFER_BYTES,
+                 seed_retry = 0, join_timeout = 0, reconnect_max = 0,
+                 reconnects = 0, ring_size = TETHER_RING_DEFAULT_SHARDS,
+                 lease_ms = 0;
     tether_nif_res_t *res = NULL;
     int rc;
 
@@ -110,6 +112,8 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         !opt_uint(env, argv[0], ATOM(ttl_ms), UINT32_MAX, &ttl) ||
         !opt_uint(env, argv[0], ATOM(hello_retry_ms), UINT32_MAX, &retry) ||
         !opt_uint(env, argv[0], ATOM(defer_max), 1u << 20, &defer) ||
+        !opt_uint(env, argv[0], ATOM(defer_max_bytes),
+                  TETHER_ENGINE_DEFER_BYTES_MAX, &defer_bytes) ||
         !opt_uint(env, argv[0], ATOM(seed_retry_ms), UINT32_MAX, &seed_retry) ||
         !opt_uint(env, argv[0], ATOM(join_timeout_ms), UINT32_MAX,
                   &join_timeout) ||
@@ -137,6 +141,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.ttl_ms = (uint32_t)ttl;
     cfg.hello_retry_ms = (uint32_t)retry;
     cfg.defer_max = (size_t)defer;
+    cfg.defer_max_bytes = (size_t)defer_bytes;
     if (enif_get_map_value(env, argv[0], ATOM(cluster_secret), &t)) {
         if (!enif_inspect_binary(env, t, &b) || b.size != sizeof secret)
             goto bad_arg;

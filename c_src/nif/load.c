@@ -263,6 +263,8 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_atoms.am_ttl_ms = enif_make_atom(env, "ttl_ms");
     tether__nif_atoms.am_hello_retry_ms = enif_make_atom(env, "hello_retry_ms");
     tether__nif_atoms.am_defer_max = enif_make_atom(env, "defer_max");
+    tether__nif_atoms.am_defer_max_bytes =
+        enif_make_atom(env, "defer_max_bytes");
     tether__nif_atoms.am_cluster_secret = enif_make_atom(env, "cluster_secret");
     tether__nif_atoms.am_cookie = enif_make_atom(env, "cookie");
     tether__nif_atoms.am_identity_seed = enif_make_atom(env, "identity_seed");

@@ -103,6 +103,7 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_ttl_ms;
     ERL_NIF_TERM am_hello_retry_ms;
     ERL_NIF_TERM am_defer_max;
+    ERL_NIF_TERM am_defer_max_bytes;
     ERL_NIF_TERM am_cluster_secret;
     ERL_NIF_TERM am_cookie;
     ERL_NIF_TERM am_identity_seed;

@@ -394,7 +394,10 @@ Test(direct, defer_partition_holds_a_seal_and_sends_it_on_heal)
     cr_assert_eq(slen, 0);
     cr_assert_eq(tether_engine_stats(h.e[0])->part_deferred, 1);
     cr_assert_eq(tether_engine_heal(h.e[0], ref), 0);
-    /* On heal the held message goes out as an ordinary SEND action. */
+    cr_assert_eq(tether_engine_next_deadline(h.e[0]), h.now);
+    tether_engine_tick(h.e[0], h.now);
+    /* At the tick after heal the held message goes out as an ordinary
+     * SEND action. */
     while (tether_engine_next_action(h.e[0], &a)) {
         if (a.kind == TETHER_ACT_SEND && strcmp(a.peer, "b@test") == 0 &&
             a.u.send.bytes.len > 2 && a.u.send.bytes.ptr[1] == REC_TYPE) {

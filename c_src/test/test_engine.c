@@ -802,15 +802,13 @@ Test(engine, a_dead_member_is_redialled_a_bounded_number_of_times)
     h_start(&h, 2);
     cr_assert_eq(tether_engine_join(h.e[2], "a@test"), 0);
     h_run(&h, 2000);
-    cr_assert_str_eq(h_members(&h, 0, buf, sizeof buf),
-                     "a@test b@test c@test");
+    cr_assert_str_eq(h_members(&h, 0, buf, sizeof buf), "a@test b@test c@test");
     dials0 = st->dials + tether_engine_stats(h.e[2])->dials;
     h_cut(&h, 2, 0);
     h_run(&h, 2000);
     cr_assert_gt(st->dials + tether_engine_stats(h.e[2])->dials, dials0,
                  "a member lost again is redialled (by either side)");
-    cr_assert_str_eq(h_members(&h, 0, buf, sizeof buf),
-                     "a@test b@test c@test");
+    cr_assert_str_eq(h_members(&h, 0, buf, sizeof buf), "a@test b@test c@test");
     h_free(&h);
 }
 
@@ -872,5 +870,117 @@ Test(engine, module_hooks_follow_sessions_and_members)
     h_cut(&h, 0, 1);
     cr_assert_eq(k.down, 1);
     cr_assert_eq(k.member_down, 1);
+    h_free(&h);
+}
+
+/* Connects `n` visitors (names v<first..>@test) to engine i of h: each
+ * comes up (the engine says hello) and, unless `stay`, goes again. */
+static void visit(harness_t *h, int i, int first, int n, int stay)
+{
+    char name[32];
+
+    for (int k = first; k < first + n; k++) {
+        snprintf(name, sizeof name, "v%d@test", k);
+        cr_assert_eq(tether_engine_peer_up(h->e[i], name), 0, "%s", name);
+        h_pump(h);
+        if (!stay)
+            cr_assert_eq(tether_engine_peer_down(h->e[i], name), 0);
+    }
+}
+
+Test(engine, gone_visitors_free_their_peer_entries)
+{
+    harness_t h;
+
+    h_init(&h, 2);
+    h_start_all(&h);
+    visit(&h, 0, 0, 5000, 0); /* five times the table's size */
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_freed, 5000);
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_refused, 0);
+    h_join_all(&h); /* a new node still joins */
+    cr_assert_str_eq(h_members(&h, 0, mb, sizeof mb), "a@test b@test");
+    /* A member that goes keeps its entry (leases, redials, defer). */
+    h.link[0][1] = h.link[1][0] = 0;
+    h_cut(&h, 0, 1);
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_freed, 5000);
+    h_free(&h);
+}
+
+Test(engine, a_full_peer_table_refuses_and_counts)
+{
+    harness_t h;
+    char name[32];
+
+    h_init(&h, 2);
+    h_start_all(&h);
+    visit(&h, 0, 0, TETHER_ENGINE_PEERS_MAX, 1); /* all stay connected */
+    cr_assert_eq(tether_engine_peer_up(h.e[0], "late@test"), TETHER_ENOMEM);
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_refused, 1);
+    for (int k = 0; k < TETHER_ENGINE_PEERS_MAX; k++) {
+        snprintf(name, sizeof name, "v%d@test", k);
+        cr_assert_eq(tether_engine_peer_down(h.e[0], name), 0);
+    }
+    cr_assert_eq(tether_engine_stats(h.e[0])->peers_freed,
+                 TETHER_ENGINE_PEERS_MAX);
+    h_join_all(&h); /* room again once they went */
+    h_free(&h);
+}
+
+/* rec_module for payloads with padding after the id (opaque: the engine
+ * does not validate them as one term). */
+static const tether_engine_module_t rec_big_module = {
+    .name = "recb", .type = 0x30, .opaque = 1, .on_message = rec_msg};
+
+/* send_id with `pad` bytes after the id. */
+static int send_big(harness_t *h, int from, int to, long id, size_t pad)
+{
+    ei_x_buff x;
+    int rc;
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_long(&x, id);
+    while ((size_t)x.index < pad) {
+        static const char zeros[4096];
+        ei_x_append_buf(&x, zeros, sizeof zeros);
+    }
+    rc = tether_engine_send(h->e[from], h->names[to], 0x30,
+                            (const uint8_t *)x.buff, (size_t)x.index, 0);
+    ei_x_free(&x);
+    return rc;
+}
+
+Test(engine, a_large_backlog_is_flushed_in_slices_in_order)
+{
+    harness_t h;
+    rec_t r = {0};
+    const size_t mib = 1u << 20;
+
+    h_cluster(&h, 2);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_big_module, &r),
+                 0);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DEFER, NULL),
+                 0);
+    h_pump(&h);
+    for (long id = 1; id <= 12; id++)
+        cr_assert_eq(send_big(&h, 0, 1, id, mib), 0);
+    cr_assert_eq(tether_engine_stats(h.e[0])->part_deferred, 12);
+    tether_engine_heal_all(h.e[0]);
+    tether_engine_tick(h.e[0], h.now); /* one slice per SLICE_MS */
+    h_pump(&h);
+    cr_assert_eq(r.n, (int)(TETHER_ENGINE_DEFER_SLICE_BYTES / mib),
+                 "one slice, got %d", r.n);
+    cr_assert_eq(tether_engine_next_deadline(h.e[0]),
+                 h.now + TETHER_ENGINE_DEFER_SLICE_MS,
+                 "the next slice after SLICE_MS");
+    /* A message sent now queues behind the backlog. */
+    cr_assert_eq(send_id(&h, 0, 1, 13), 0);
+    h_pump(&h);
+    cr_assert_eq(r.n, (int)(TETHER_ENGINE_DEFER_SLICE_BYTES / mib));
+    h_run(&h, 100);
+    cr_assert_eq(r.n, 13);
+    for (int k = 0; k < 13; k++)
+        cr_assert_eq(r.ids[k], k + 1, "in order");
+    cr_assert_eq(tether_engine_stats(h.e[0])->defer_overflow, 0);
     h_free(&h);
 }

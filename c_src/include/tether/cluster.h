@@ -89,6 +89,8 @@ typedef struct tether_cluster_config {
     uint32_t ring_size; /* shards of the ring (a power of two); 0: 64.
                            Every member must use the same. */
     uint32_t election_lease_ms; /* quorum-mode leases; 0: 2000 */
+    uint64_t defer_max_bytes;   /* bytes a defer partition holds per peer
+                                   and direction (1..2^40); 0: 64 MiB */
 } tether_cluster_config_t;
 
 /*

@@ -32,7 +32,9 @@ extern "C" {
 #define TETHER_NODE_TICKTIME_DEFAULT     60   /* seconds */
 #define TETHER_NODE_HS_TIMEOUT_DEFAULT   7000 /* ms: OTP's net_setuptime */
 #define TETHER_NODE_OUTBUF_MAX_DEFAULT   ((size_t)64 << 20)
-#define TETHER_NODE_FRAME_MAX_DEFAULT    (UINT32_C(128) << 20)
+#define TETHER_NODE_FRAME_MAX_DEFAULT    (UINT32_C(1) << 30) /* also the max */
+#define TETHER_NODE_OUTBUF_MAX_LIMIT     ((size_t)512 << 20)
+#define TETHER_NODE_OUT_STALL_MS         5000
 #define TETHER_NODE_LISTEN_ADDR_DEFAULT  "127.0.0.1"
 #define TETHER_NODE_LISTEN_ADDR6_DEFAULT "::1"
 #define TETHER_NODE_COOKIE_MAX           1020
@@ -75,8 +77,16 @@ typedef struct tether_node_config {
     unsigned hs_timeout_ms;       /* connection set-up deadline (name look-up,
                                      TLS and distribution handshakes), as
                                      net_setuptime; 0: 7 s */
-    size_t outbuf_max;            /* unsent bytes per connection before drop */
-    uint32_t frame_max;           /* largest frame accepted; 0: 128 MiB */
+    /* A connection is dropped when more than outbuf_max bytes (default
+     * 64 MiB, at most TETHER_NODE_OUTBUF_MAX_LIMIT) wait to be sent and
+     * none went for TETHER_NODE_OUT_STALL_MS (a peer that stopped
+     * reading), or at once when more than outbuf_max + frame_max wait.
+     * One large term (up to frame_max) is no reason: it is written as
+     * the peer reads it. */
+    size_t outbuf_max;
+    uint32_t frame_max; /* largest message accepted, whole frame or
+                           reassembled from fragments; 0: 1 GiB, which is
+                           also the most allowed */
     const char *log_prefix;       /* default "tether_cnode" */
     unsigned workers;             /* worker threads; 0: max(2, CPUs) */
     unsigned busy_poll_us;        /* spin this long after activity before the
