@@ -39,6 +39,11 @@
 %%     tether_election}); `{election_voters, [Node]}', the default voter
 %%     set of quorum candidacies, is read when `tether:lead/2' is
 %%     called.</li>
+%% <li>Reminders (see {@link tether_reminder}): `{reminder_replicas, N}'
+%%     (1..8, default 3), `{reminder_hold_ms, N}' (default 24 h),
+%%     `{data_dir, Dir}' (default none: nothing persisted) and
+%%     `{reminder_persist, Bool}' (default true: reminders are
+%%     persisted under `data_dir').</li>
 %% <li>`{service_recheck_ms, N}' (default 5000): the health recheck of
 %%     {@link tether_service_server}. A value that is not a positive
 %%     integer means the default.</li>
@@ -77,6 +82,7 @@
                     reconnect_attempts := pos_integer(),
                     ring_size := pos_integer(),
                     election_lease_ms := pos_integer(),
+                    reminders := tether_reminder:config(),
                     join := [node()]}.
 
 %% @doc Reads and checks the application env, key files included, so
@@ -115,6 +121,7 @@ read() ->
                         fun(V) -> is_integer(V) andalso V > 0
                                       andalso V < 1 bsl 32 end),
         Seeds = check(join, Get(join, []), fun is_atom_list/1),
+        Reminders = tether_reminder:read_config(Get),
         Secret = case {Get(cluster_secret_file, undefined),
                        Get(cluster_secret, undefined)} of
                      {undefined, undefined} ->
@@ -141,6 +148,7 @@ read() ->
                reconnect_attempts => Reconnects,
                ring_size => RingSize,
                election_lease_ms => LeaseMs,
+               reminders => Reminders,
                join => Seeds}}
     catch
         throw:Reason -> {error, Reason}

@@ -338,6 +338,9 @@ static void drain(sim_t *s)
                 case TETHER_ACT_JOIN:
                 case TETHER_ACT_SHARD:
                 case TETHER_ACT_LOG:
+                case TETHER_ACT_REMINDER: /* no reminders module here yet */
+                case TETHER_ACT_REMINDER_REPLY:
+                case TETHER_ACT_REMINDER_STORE:
                     break;
                 }
                 tether_engine_action_release(&a);
