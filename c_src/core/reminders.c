@@ -951,6 +951,14 @@ static void members_changed(tether_engine_t *eng, void *ctx)
     uint64_t now = tether_engine_now(eng);
     int was_alone = m->alone;
 
+    if (tether_engine_has_left(eng)) {
+        /* We left: nothing is ours to fire any more. */
+        m->armed_ok = 0;
+        m->settle_end = UINT64_MAX;
+        for (uint32_t s = 0; s < m->nshards; s++)
+            disarm_shard(m, s);
+        return;
+    }
     m->alone = tether_ring_members(t, NULL, 0) <= 1;
     for (uint32_t s = 0; s < m->nshards; s++) {
         shard_t *sh = &m->shards[s];
@@ -1029,6 +1037,8 @@ static void on_put(tether_reminders_t *m, int from, const char *b, int *i,
     for (int k = 0; k < n; k++) {
         if (d_rec(b, i, &w) < 0)
             goto bad;
+        /* A later write here (a cancel) gets a greater stamp. */
+        tether__engine_stamp_merge(m->eng, w.stamp);
         (void)apply(m, &w);
     }
     if (tether__etf_list_end(b, i, n) < 0)
