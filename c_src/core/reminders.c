@@ -633,7 +633,7 @@ int tether_reminders_set(tether_reminders_t *m, const uint8_t *key, size_t klen,
     if (klen > TETHER_REMINDER_KEY_MAX || plen > TETHER_REMINDER_PAYLOAD_MAX)
         return TETHER_ETOOBIG;
     if (tether__engine_stamp(m->eng, &w.stamp) < 0)
-        return TETHER_EINVAL;
+        return TETHER_EAGAIN; /* 65,536 writes in one ms of the clock */
     m->stats.sets++;
     return write_local(m, &w, ref);
 }
@@ -648,7 +648,7 @@ int tether_reminders_cancel(tether_reminders_t *m, const uint8_t *key,
     if (klen > TETHER_REMINDER_KEY_MAX)
         return TETHER_ETOOBIG;
     if (tether__engine_stamp(m->eng, &w.stamp) < 0)
-        return TETHER_EINVAL;
+        return TETHER_EAGAIN; /* 65,536 writes in one ms of the clock */
     m->stats.cancels++;
     return write_local(m, &w, ref);
 }
@@ -1087,6 +1087,16 @@ static void on_release(tether_reminders_t *m, int from, unsigned long s)
     }
 }
 
+/* 1 if we or node `other` is shard s's primary. */
+static int primary_pair(tether_reminders_t *m, uint32_t s, int other)
+{
+    const char *p =
+        tether_ring_primary(tether_ring_module_table(m->cfg.ring), s);
+
+    return p != NULL && (strcmp(p, m->names[m->self]) == 0 ||
+                         strcmp(p, m->names[other]) == 0);
+}
+
 static void on_digest(tether_reminders_t *m, int from, const char *b, int *i)
 {
     int n;
@@ -1100,9 +1110,15 @@ static void on_digest(tether_reminders_t *m, int from, const char *b, int *i)
             ei_decode_ulong(b, i, &s) < 0 ||
             tether__etf_decode_u64(b, i, &d) < 0 || s >= m->nshards)
             goto bad;
-        if (d != m->shards[s].digest && is_owner(m, (uint32_t)s)) {
+        /* Replicas converge through the primary: a pair exchanges a
+         * shard only when one of the two is its primary (so a new
+         * replica gets each shard once, not from every replica). */
+        if (d != m->shards[s].digest && is_owner(m, (uint32_t)s) &&
+            primary_pair(m, (uint32_t)s, from)) {
             m->stats.syncs++;
-            (void)send_shard(m, (uint32_t)s, from, 1, &m->stats.sync_records);
+            /* The sender gets ours; ours comes from it the same way,
+             * when our digest reaches it. */
+            (void)send_shard(m, (uint32_t)s, from, 0, &m->stats.sync_records);
         }
     }
     if (tether__etf_list_end(b, i, n) < 0)
