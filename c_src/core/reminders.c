@@ -36,7 +36,8 @@ enum { OP_WRITE = 1, OP_FIRE, OP_GET };
 
 typedef struct rec {
     struct rec *next; /* the shard's hash chain */
-    uint64_t stamp;   /* the fence */
+    uint64_t stamp;   /* the write's HLC stamp */
+    uint64_t origin;  /* the writer's node hash (ties of stamps) */
     int64_t fire_at;
     int64_t due;   /* the heap's key (wall ms) */
     uint32_t hidx; /* heap index + 1; 0: not in the heap */
@@ -67,6 +68,7 @@ typedef struct op {
     int targets[REPLICAS_MAX];
     int acked[REPLICAS_MAX];
     uint8_t *key, *payload; /* OP_FIRE: what to deliver */
+    uint64_t stamp, origin; /* OP_FIRE: the write fired */
     size_t klen, plen;
 } op_t;
 
@@ -87,7 +89,8 @@ struct tether_reminders {
     int self;
     size_t subscribers;
     int started, armed_ok;
-    int alone; /* the ring had only us at the last change */
+    int alone;       /* the ring had only us at the last change */
+    uint64_t origin; /* our node name's hash, in our writes */
     uint64_t settle_end, next_round;
     int loading;
     uint8_t *got_payload; /* tether_reminders_get's answer */
@@ -138,6 +141,7 @@ static uint64_t fingerprint(const rec_t *r)
     uint8_t t = r->flags & TETHER_REMINDER_TOMB;
 
     h = tether__fnv1a(h, &r->stamp, sizeof r->stamp);
+    h = tether__fnv1a(h, &r->origin, sizeof r->origin);
     h = tether__fnv1a(h, &t, 1);
     return h | 1; /* never 0 */
 }
@@ -325,11 +329,13 @@ static void forget(tether_reminders_t *m, shard_t *sh, rec_t **p)
 /* ------------------------------------------------------------ encoding */
 
 static int x_rec(ei_x_buff *x, const uint8_t *k, size_t kl, uint64_t stamp,
-                 int64_t fire_at, unsigned flags, const uint8_t *p, size_t pl)
+                 uint64_t origin, int64_t fire_at, unsigned flags,
+                 const uint8_t *p, size_t pl)
 {
-    return ei_x_encode_tuple_header(x, 5) < 0 ||
+    return ei_x_encode_tuple_header(x, 6) < 0 ||
                    ei_x_encode_binary(x, k, (long)kl) < 0 ||
                    ei_x_encode_ulonglong(x, stamp) < 0 ||
+                   ei_x_encode_ulonglong(x, origin) < 0 ||
                    ei_x_encode_longlong(x, fire_at) < 0 ||
                    ei_x_encode_ulong(x, flags) < 0 ||
                    ei_x_encode_binary(x, p ? p : (const uint8_t *)"",
@@ -340,8 +346,8 @@ static int x_rec(ei_x_buff *x, const uint8_t *k, size_t kl, uint64_t stamp,
 
 static int x_r(ei_x_buff *x, const rec_t *r)
 {
-    return x_rec(x, rkey(r), r->klen, r->stamp, r->fire_at, r->flags, rpay(r),
-                 r->plen);
+    return x_rec(x, rkey(r), r->klen, r->stamp, r->origin, r->fire_at, r->flags,
+                 rpay(r), r->plen);
 }
 
 static int send_x(tether_reminders_t *m, int to, ei_x_buff *x, int rc)
@@ -359,6 +365,7 @@ typedef struct wrec {
     uint64_t stamp;
     int64_t fire_at;
     unsigned flags;
+    uint64_t origin;
 } wrec_t;
 
 static int d_rec(const char *b, int *i, wrec_t *w)
@@ -366,9 +373,10 @@ static int d_rec(const char *b, int *i, wrec_t *w)
     long long fa;
     unsigned long fl;
 
-    if (tether__etf_expect_tuple(b, i, 5) < 0 ||
+    if (tether__etf_expect_tuple(b, i, 6) < 0 ||
         tether__etf_decode_bin_ref(b, i, &w->k, &w->kl) < 0 ||
         tether__etf_decode_u64(b, i, &w->stamp) < 0 ||
+        tether__etf_decode_u64(b, i, &w->origin) < 0 ||
         ei_decode_longlong(b, i, &fa) < 0 || ei_decode_ulong(b, i, &fl) < 0 ||
         tether__etf_decode_bin_ref(b, i, &w->p, &w->pl) < 0)
         return TETHER_EPROTO;
@@ -377,7 +385,7 @@ static int d_rec(const char *b, int *i, wrec_t *w)
     if (w->kl == 0 || w->kl > TETHER_REMINDER_KEY_MAX ||
         w->pl > TETHER_REMINDER_PAYLOAD_MAX || w->stamp == 0 ||
         (w->flags & ~(TETHER_REMINDER_SKIP | TETHER_REMINDER_TOMB |
-                      TETHER_REMINDER_FIRED)))
+                      TETHER_REMINDER_FIRED | TETHER_REMINDER_FIRING)))
         return TETHER_EPROTO;
     return 0;
 }
@@ -400,11 +408,22 @@ static int64_t tomb_due(const tether_reminders_t *m, uint64_t stamp,
     return (made_at > t ? made_at : t) + (int64_t)m->cfg.tomb_ms;
 }
 
+/* The order of one write's states: live, firing (the fire decided,
+ * delivery under way), tombstone. */
+static unsigned rank_of(unsigned flags)
+{
+    return (flags & TETHER_REMINDER_TOMB)     ? 2
+           : (flags & TETHER_REMINDER_FIRING) ? 1
+                                              : 0;
+}
+
 static void arm(tether_reminders_t *m, rec_t *r, int by_handoff)
 {
     if (r->flags & TETHER_REMINDER_TOMB)
         return;
-    if (by_handoff && r->fire_at < wall_of(m) - (int64_t)m->cfg.missed_ms)
+    /* A firing one was decided: it fires again, whatever its policy. */
+    if (by_handoff && !(r->flags & TETHER_REMINDER_FIRING) &&
+        r->fire_at < wall_of(m) - (int64_t)m->cfg.missed_ms)
         r->local |= L_MISSED;
     (void)heap_push(m, r, r->fire_at);
 }
@@ -417,7 +436,7 @@ static int apply(tether_reminders_t *m, const wrec_t *w)
     uint32_t s = shard_of(m, h);
     shard_t *sh = &m->shards[s];
     rec_t **p, *old, *r;
-    unsigned rank = w->flags & (TETHER_REMINDER_TOMB | TETHER_REMINDER_FIRED);
+    unsigned rank = rank_of(w->flags);
 
     if ((w->flags & TETHER_REMINDER_TOMB) &&
         tomb_due(m, w->stamp, w->fire_at) <= wall_of(m))
@@ -428,9 +447,11 @@ static int apply(tether_reminders_t *m, const wrec_t *w)
     p = slot(sh, h, w->k, w->kl);
     old = *p;
     if (old != NULL) {
-        unsigned orank =
-            old->flags & (TETHER_REMINDER_TOMB | TETHER_REMINDER_FIRED);
-        if (w->stamp < old->stamp || (w->stamp == old->stamp && rank <= orank))
+        unsigned orank = rank_of(old->flags);
+        if (w->stamp < old->stamp ||
+            (w->stamp == old->stamp &&
+             (w->origin < old->origin ||
+              (w->origin == old->origin && rank <= orank))))
             return 0;
     }
     r = malloc(sizeof *r + w->kl +
@@ -439,6 +460,7 @@ static int apply(tether_reminders_t *m, const wrec_t *w)
         return TETHER_ENOMEM;
     memset(r, 0, sizeof *r);
     r->stamp = w->stamp;
+    r->origin = w->origin;
     r->fire_at = w->fire_at;
     r->klen = (uint16_t)w->kl;
     r->flags = (uint8_t)w->flags;
@@ -465,8 +487,8 @@ static int apply(tether_reminders_t *m, const wrec_t *w)
     }
     if (r->flags & TETHER_REMINDER_TOMB)
         (void)heap_push(m, r, tomb_due(m, r->stamp, r->fire_at));
-    else if (can_arm(m, sh))
-        arm(m, r, m->loading);
+    else if (can_arm(m, sh) && !(r->flags & TETHER_REMINDER_FIRING))
+        arm(m, r, m->loading); /* a firing one: its primary delivers it */
     return 1;
 }
 
@@ -520,26 +542,41 @@ static void deliver(tether_reminders_t *m, const op_t *o)
 }
 
 /* Ends ops[i]: done (a majority) or not (its deadline). */
+static int replicate(tether_reminders_t *m, const wrec_t *w, op_t *o);
+
+/* Ends ops[i]: done (a majority) or not (its deadline). A fire is
+ * delivered either way, then its write becomes a tombstone everywhere. */
 static void op_end(tether_reminders_t *m, size_t i, int done)
 {
-    op_t *o = &m->ops[i];
+    op_t o = m->ops[i];
 
-    if (o->kind == OP_WRITE) {
+    memmove(&m->ops[i], &m->ops[i + 1], (m->nops - i - 1) * sizeof o);
+    m->nops--;
+    if (o.kind == OP_WRITE) {
         if (!done)
             m->stats.timeouts++;
-        reply(m, o->ref, done ? TETHER_REMINDER_OK : TETHER_REMINDER_TIMEOUT, 0,
+        reply(m, o.ref, done ? TETHER_REMINDER_OK : TETHER_REMINDER_TIMEOUT, 0,
               NULL, 0);
-    } else if (o->kind == OP_FIRE) {
+    } else if (o.kind == OP_FIRE) {
+        wrec_t w = {o.key,
+                    NULL,
+                    o.klen,
+                    0,
+                    o.stamp,
+                    wall_of(m),
+                    TETHER_REMINDER_TOMB | TETHER_REMINDER_FIRED,
+                    o.origin};
+        op_t *t;
         if (!done)
             m->stats.fired_unacked++;
-        deliver(m, o);
-    } else if (!done) {
-        reply(m, o->ref, TETHER_REMINDER_TIMEOUT, 0, NULL, 0);
+        deliver(m, &o);
+        if ((t = op_new(m, 0, 0)) != NULL)
+            (void)replicate(m, &w, t); /* nobody waits for it */
+    } else if (o.kind == OP_GET && !done) {
+        reply(m, o.ref, TETHER_REMINDER_TIMEOUT, 0, NULL, 0);
     }
-    free(o->key);
-    free(o->payload);
-    memmove(o, o + 1, (m->nops - i - 1) * sizeof *o);
-    m->nops--;
+    free(o.key);
+    free(o.payload);
 }
 
 static op_t *op_find(tether_reminders_t *m, uint64_t id, size_t *at)
@@ -580,8 +617,8 @@ static int replicate(tether_reminders_t *m, const wrec_t *w, op_t *o)
         (void)send_x(m, own[i], &x,
                      ei_x_encode_ulonglong(&x, o->id) < 0 ||
                              ei_x_encode_list_header(&x, 1) < 0 ||
-                             x_rec(&x, w->k, w->kl, w->stamp, w->fire_at,
-                                   w->flags, w->p, w->pl) < 0 ||
+                             x_rec(&x, w->k, w->kl, w->stamp, w->origin,
+                                   w->fire_at, w->flags, w->p, w->pl) < 0 ||
                              ei_x_encode_empty_list(&x) < 0
                          ? TETHER_ENOMEM
                          : 0);
@@ -625,7 +662,7 @@ int tether_reminders_set(tether_reminders_t *m, const uint8_t *key, size_t klen,
                          int64_t fire_at, const uint8_t *payload, size_t plen,
                          unsigned flags, uint64_t ref)
 {
-    wrec_t w = {key, payload, klen, plen, 0, fire_at, flags};
+    wrec_t w = {key, payload, klen, plen, 0, fire_at, flags, m->origin};
 
     if (m == NULL || key == NULL || klen == 0 || (plen && payload == NULL) ||
         (flags & ~TETHER_REMINDER_SKIP))
@@ -641,7 +678,8 @@ int tether_reminders_set(tether_reminders_t *m, const uint8_t *key, size_t klen,
 int tether_reminders_cancel(tether_reminders_t *m, const uint8_t *key,
                             size_t klen, uint64_t ref)
 {
-    wrec_t w = {key, NULL, klen, 0, 0, wall_of(m), TETHER_REMINDER_TOMB};
+    wrec_t w = {key,      NULL, klen, 0, 0, wall_of(m), TETHER_REMINDER_TOMB,
+                m->origin};
 
     if (m == NULL || key == NULL || klen == 0)
         return TETHER_EINVAL;
@@ -702,6 +740,18 @@ int tether_reminders_get(tether_reminders_t *m, const uint8_t *key, size_t klen,
 
 /* -------------------------------------------------------------- firing */
 
+/* A reminder's Fence: its write's stamp and writer mixed (two nodes may
+ * issue equal stamps; a reminder is one (stamp, writer) pair). */
+static uint64_t fence_of(uint64_t stamp, uint64_t origin)
+{
+    uint64_t z = stamp ^ (origin * UINT64_C(0x9e3779b97f4a7c15));
+
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    z ^= z >> 31;
+    return z ? z : 1;
+}
+
 /* Turns live record r into a tombstone on the replicas; with deliver,
  * the fire is delivered once a majority holds the tombstone. */
 static void tombstone(tether_reminders_t *m, rec_t *r, int fire)
@@ -712,7 +762,8 @@ static void tombstone(tether_reminders_t *m, rec_t *r, int fire)
                 0,
                 r->stamp,
                 wall_of(m),
-                TETHER_REMINDER_TOMB | (r->flags & TETHER_REMINDER_SKIP)};
+                TETHER_REMINDER_TOMB | (r->flags & TETHER_REMINDER_SKIP),
+                r->origin};
     op_t *o = op_new(m, fire ? OP_FIRE : OP_WRITE, 0);
     uint8_t *k = malloc(r->klen), *p = malloc(r->plen ? r->plen : 1);
     uint64_t id;
@@ -731,11 +782,17 @@ static void tombstone(tether_reminders_t *m, rec_t *r, int fire)
     o->klen = r->klen;
     o->payload = p;
     o->plen = r->plen;
-    o->fence = r->stamp;
-    if (fire)
-        w.flags |= TETHER_REMINDER_FIRED;
-    else
+    o->fence = fence_of(r->stamp, r->origin);
+    o->stamp = r->stamp;
+    o->origin = r->origin;
+    if (fire) { /* first "firing" on a majority, with what it delivers */
+        w.flags = (r->flags & TETHER_REMINDER_SKIP) | TETHER_REMINDER_FIRING;
+        w.fire_at = r->fire_at;
+        w.p = p;
+        w.pl = r->plen;
+    } else {
         o->kind = 0; /* a dropped or skipped one: nobody to answer */
+    }
     w.k = k;
     id = o->id;
     (void)replicate(m, &w, o); /* r is freed here (replaced) */
@@ -1374,6 +1431,8 @@ int tether_reminders_new(const tether_reminders_config_t *cfg,
     m->nshards = tether_ring_shards(tether_ring_module_table(cfg->ring));
     m->shards = calloc(m->nshards, sizeof *m->shards);
     m->self = node_idx(m, tether_engine_name(eng));
+    m->origin = tether__fnv1a(TETHER_FNV_OFFSET, tether_engine_name(eng),
+                              strlen(tether_engine_name(eng)));
     if (m->shards == NULL || m->self == NO_NODE) {
         module_free(m);
         return TETHER_ENOMEM;

@@ -5,26 +5,31 @@
  * A reminder is a key (the canonical encoding of a term, core/ring.h), a
  * fire time (ms on the shells' wall clock, any int64), a payload (bytes
  * of the shell's: one term in external format) and a policy for a missed
- * fire. Its fence is the HLC stamp of the write that set it (core/hlc.h):
- * setting the key again makes a new reminder with a greater fence, so the
- * same key and fence twice is one reminder delivered twice, never two.
+ * fire. The write that set it has an HLC stamp (core/hlc.h) and a writer
+ * (its node name's hash, which breaks ties of stamps); its fence is the
+ * pair mixed into 64 bits: setting the key again makes a new reminder with
+ * a new fence, so the same key and fence twice is one reminder delivered
+ * twice, never two.
  *
  * Storage. A record lives on the key's shard's first R owners of the
  * cluster ring (tether_ring_owners(), R = replicas, fewer when the
- * cluster is smaller), last writer wins by stamp (a tombstone beats a live
- * record of the same stamp). A set or cancel is sent to those owners and
- * answered (a REMINDER_REPLY action) once a majority of them acknowledged
- * it, or with a timeout after op_timeout_ms. A replica's STORE action (the
- * record to persist) is queued before its acknowledgement's SEND, so a
- * shell that writes STOREs as it drains them has the record on disk
- * before the writer hears of it.
+ * cluster is smaller), last writer wins by (stamp, writer) (a tombstone beats a
+ * live record of the same stamp and writer). A set or cancel is sent to those
+ * owners and answered (a REMINDER_REPLY action) once a majority of them
+ * acknowledged it, or with a timeout after op_timeout_ms. A replica's STORE
+ * action (the record to persist) is queued before its acknowledgement's SEND,
+ * so a shell that writes STOREs as it drains them has the record on disk before
+ * the writer hears of it.
  *
  * Firing. Only the shard's primary arms live records, on one binary heap
  * (O(log n) insert and cancel). At the fire time, with a subscriber on
- * this node (tether_reminders_subscribers()), the primary first turns the
- * record into a fired tombstone on every replica and delivers (a REMINDER
- * action) once a majority acknowledged the tombstone (or op_timeout_ms
- * passed: at least once). With no subscriber the reminder is held, up to
+ * this node (tether_reminders_subscribers()), the primary first marks the
+ * record FIRING on every replica, delivers (a REMINDER action) once a
+ * majority acknowledged that (or op_timeout_ms passed: at least once),
+ * then turns it into a fired tombstone everywhere. A primary that dies
+ * between the two leaves a FIRING record: the next primary fires it again
+ * (a duplicate with the same fence), so a crash at the fire instant loses
+ * nothing. With no subscriber the reminder is held, up to
  * hold_ms past its fire time, then dropped (a log line, counted).
  * Tombstones are kept tomb_ms, then forgotten.
  *
@@ -46,8 +51,8 @@
  * into a cluster whose primaries are alive); records persisted earlier are
  * fed back with tether_reminders_load() before that.
  *
- * Messages (type TETHER_MSG_REMINDERS; Rec = {Key, Stamp, FireAt, Flags,
- * Payload}):
+ * Messages (type TETHER_MSG_REMINDERS; Rec = {Key, Stamp, Writer, FireAt,
+ * Flags, Payload}, ordered by (Stamp, Writer)):
  *   {rm_put, Op, [Rec]}        store (Op > 0: acknowledge with rm_ack)
  *   {rm_ack, Op}
  *   {rm_release, Shard}        the sender stopped arming Shard
@@ -77,9 +82,10 @@
 #define TETHER_REMINDER_ROUND_MS    5000
 
 /* Record flags (the wire's Flags). */
-#define TETHER_REMINDER_SKIP  1u /* missed => skip (default: fire) */
-#define TETHER_REMINDER_TOMB  2u /* cancelled or fired */
-#define TETHER_REMINDER_FIRED 4u /* a tombstone left by a fire */
+#define TETHER_REMINDER_SKIP   1u /* missed => skip (default: fire) */
+#define TETHER_REMINDER_TOMB   2u /* cancelled or fired */
+#define TETHER_REMINDER_FIRED  4u /* a tombstone left by a fire */
+#define TETHER_REMINDER_FIRING 8u /* fire decided, delivery under way */
 
 /* REMINDER_REPLY statuses (u.reminder_reply.status). */
 #define TETHER_REMINDER_OK        0 /* a majority holds the write */
@@ -143,7 +149,8 @@ TETHER_MUST_CHECK int tether_reminders_new(const tether_reminders_config_t *cfg,
  * bytes; payload: up to TETHER_REMINDER_PAYLOAD_MAX bytes; flags: 0 or
  * TETHER_REMINDER_SKIP). The outcome comes as a REMINDER_REPLY action
  * with `ref`. Returns 0, TETHER_EINVAL, TETHER_ETOOBIG (key or payload
- * too large), TETHER_ECLOSED (we left), TETHER_ENOMEM.
+ * too large), TETHER_ECLOSED (we left), TETHER_EAGAIN (the HLC's logical
+ * counter is exhausted until the clock moves), TETHER_ENOMEM.
  */
 TETHER_MUST_CHECK int tether_reminders_set(tether_reminders_t *m,
                                            const uint8_t *key, size_t klen,
