@@ -61,6 +61,17 @@
 %% answered by the NIF with no message to any process; C-nodes campaign
 %% and answer the same calls.
 %%
+%% == Reminders ==
+%%
+%% One-shot timers owned by the key's ring owner ({@link
+%% tether_reminder}): `remind/3,4', `remind_after/3,4',
+%% `cancel_reminder/1', `reminder/1', `subscribe_reminders/0,1' and
+%% `unsubscribe_reminders/1'. Stored on the key's `reminder_replicas'
+%% owners (a majority before `remind' returns), fired once by the
+%% primary as `{tether_reminder, Key, Payload, Fence}' to the
+%% subscribers on its node, handed over when the ring changes,
+%% persisted under `data_dir'.
+%%
 %% Every cluster call answers `{error, not_distributed}' while the node
 %% is not alive; the application starts anyway and clusters once
 %% distribution starts.
@@ -95,6 +106,9 @@
          passive_view/0, global_register/1, get_proxy/1,
          start_service_holder/1, stop_service_holder/1, migrate_peer/1,
          migrate_peer/2]).
+-export([remind/3, remind/4, remind_after/3, remind_after/4,
+         cancel_reminder/1, reminder/1, subscribe_reminders/0,
+         subscribe_reminders/1, unsubscribe_reminders/1]).
 
 -export_type([partition_ref/0, partition_info/0, conflict_method/0]).
 
@@ -649,3 +663,72 @@ migrate_peer(_Node) ->
 -spec migrate_peer(node(), map()) -> {error, not_supported}.
 migrate_peer(_Node, _Opts) ->
     {error, not_supported}.
+
+%%% Reminders (implemented by tether_reminder)
+
+%% @doc remind(Key, FireAtMs, Payload, #{}).
+-spec remind(term(), integer(), term()) -> ok | {error, term()}.
+remind(Key, FireAtMs, Payload) ->
+    tether_reminder:remind(Key, FireAtMs, Payload).
+
+%% @doc Sets Key's reminder: at FireAtMs (an integer on the
+%% `erlang:system_time(millisecond)' scale, any 64-bit value; the past
+%% fires at once) every subscriber on the node that owns Key receives
+%% `{tether_reminder, Key, Payload, Fence}'. Setting Key again replaces
+%% its reminder (with a new Fence). Returns `ok' once a majority of Key's
+%% `reminder_replicas' owners hold it (on disk with persistence).
+%% Opts: `missed => fire | skip' (default `fire'): what to do when the
+%% fire time passed while no owner could fire it. Errors:
+%% `{error, {bad_time, T}}', `{error, {bad_option, Opt}}',
+%% `{error, bad_key}' (a closure, or over 4096 canonical bytes),
+%% `{error, payload_too_large}' (its external format over 65536 bytes),
+%% `{error, timeout}' (no majority within 5 s), `{error, not_distributed}'.
+-spec remind(term(), integer(), term(), tether_reminder:opts()) ->
+          ok | {error, term()}.
+remind(Key, FireAtMs, Payload, Opts) ->
+    tether_reminder:remind(Key, FireAtMs, Payload, Opts).
+
+%% @doc remind_after(Key, DelayMs, Payload, #{}).
+-spec remind_after(term(), non_neg_integer(), term()) -> ok | {error, term()}.
+remind_after(Key, DelayMs, Payload) ->
+    tether_reminder:remind_after(Key, DelayMs, Payload).
+
+%% @doc remind/4 at DelayMs (a non-negative integer, else
+%% `{error, {bad_delay, D}}') from now, made an absolute time at the call
+%% so that all nodes agree.
+-spec remind_after(term(), non_neg_integer(), term(),
+                   tether_reminder:opts()) -> ok | {error, term()}.
+remind_after(Key, DelayMs, Payload, Opts) ->
+    tether_reminder:remind_after(Key, DelayMs, Payload, Opts).
+
+%% @doc Cancels Key's reminder (`ok' also when there was none), once a
+%% majority of its owners hold the cancellation: it never fires after.
+-spec cancel_reminder(term()) -> ok | {error, term()}.
+cancel_reminder(Key) ->
+    tether_reminder:cancel_reminder(Key).
+
+%% @doc Key's pending reminder, `{ok, FireAtMs, Payload}', or `not_found'
+%% once it fired or was cancelled. Answered on any node (one that holds
+%% no copy asks the primary).
+-spec reminder(term()) -> {ok, integer(), term()} | not_found
+                          | {error, term()}.
+reminder(Key) ->
+    tether_reminder:reminder(Key).
+
+%% @doc subscribe_reminders(self()).
+-spec subscribe_reminders() -> ok.
+subscribe_reminders() ->
+    tether_reminder:subscribe_reminders().
+
+%% @doc Pid receives `{tether_reminder, Key, Payload, Fence}' for every
+%% reminder this node fires, until it exits or unsubscribes. A reminder
+%% whose time comes while its owning node has no subscriber is held and
+%% delivered when one subscribes there (at most `reminder_hold_ms').
+-spec subscribe_reminders(pid()) -> ok | {error, {bad_option, term()}}.
+subscribe_reminders(Pid) ->
+    tether_reminder:subscribe_reminders(Pid).
+
+%% @doc Pid stops receiving reminders.
+-spec unsubscribe_reminders(pid()) -> ok | {error, {bad_option, term()}}.
+unsubscribe_reminders(Pid) ->
+    tether_reminder:unsubscribe_reminders(Pid).

@@ -47,6 +47,11 @@
 %%     call answers `{badrpc, nodedown}'. On heal the held messages go
 %%     out in order, 4 MiB per tick of the server, so the server answers
 %%     other calls meanwhile.</li>
+%% <li>Reminders (see {@link tether_reminder}): `{reminder_replicas, N}'
+%%     (1..8, default 3), `{reminder_hold_ms, N}' (default 24 h),
+%%     `{data_dir, Dir}' (default none: nothing persisted) and
+%%     `{reminder_persist, Bool}' (default true: reminders are
+%%     persisted under `data_dir').</li>
 %% <li>`{service_recheck_ms, N}' (default 5000): the health recheck of
 %%     {@link tether_service_server}. A value that is not a positive
 %%     integer means the default.</li>
@@ -88,6 +93,7 @@
                     ring_size := pos_integer(),
                     election_lease_ms := pos_integer(),
                     defer_max_bytes := pos_integer(),
+                    reminders := tether_reminder:config(),
                     join := [node()]}.
 
 %% @doc Reads and checks the application env, key files included, so
@@ -130,6 +136,7 @@ read() ->
                            fun(V) -> is_integer(V) andalso V > 0
                                          andalso V =< ?DEFER_MAX_BYTES_MAX end),
         Seeds = check(join, Get(join, []), fun is_atom_list/1),
+        Reminders = tether_reminder:read_config(Get),
         Secret = case {Get(cluster_secret_file, undefined),
                        Get(cluster_secret, undefined)} of
                      {undefined, undefined} ->
@@ -157,6 +164,7 @@ read() ->
                ring_size => RingSize,
                election_lease_ms => LeaseMs,
                defer_max_bytes => DeferBytes,
+               reminders => Reminders,
                join => Seeds}}
     catch
         throw:Reason -> {error, Reason}

@@ -37,6 +37,9 @@
 -export([election_lead/6, election_resign/2, election_fence/2,
          election_is_leader/2, election_leader/2, election_candidates/2,
          election_info/1]).
+-export([reminders_set/6, reminders_cancel/3, reminders_get/3,
+         reminders_subscribers/2, reminders_load/2, reminders_dump/1,
+         reminders_info/1]).
 
 -export_type([engine/0, ring/0, action/0, engine_opts/0, error_reason/0]).
 
@@ -78,7 +81,15 @@
                          reconnect_max_ms => pos_integer(),
                          reconnect_attempts => pos_integer(),
                          ring_size => pos_integer(),
-                         election_lease_ms => pos_integer()}.
+                         election_lease_ms => pos_integer(),
+                         reminder_replicas => 1..8,
+                         reminder_hold_ms => non_neg_integer(),
+                         reminder_tomb_ms => non_neg_integer(),
+                         reminder_settle_ms => non_neg_integer(),
+                         reminder_missed_ms => non_neg_integer(),
+                         reminder_handoff_ms => non_neg_integer(),
+                         reminder_round_ms => non_neg_integer(),
+                         reminder_op_timeout_ms => non_neg_integer()}.
 
 %% What the engine asks of its shell or tells it (`c_src/core/engine.h',
 %% tether_action_t), one term per kind:
@@ -105,6 +116,12 @@
 %% <li>`{leader, NameEtf, elected | revoked, Fence}': our candidate for
 %%     the name (its canonical term, to decode with `binary_to_term/1')
 %%     was elected with Fence, or lost the leadership (Fence 0).</li>
+%% <li>`{reminder, KeyEtf, PayloadEtf, Fence}': a reminder fires here
+%%     (`c_src/core/reminders.h'): deliver it to the subscribers.</li>
+%% <li>`{reminder_reply, Ref, ok | timeout | {found, FireAt, PayloadEtf}
+%%     | not_found}': the answer to a reminders call made with Ref.</li>
+%% <li>`{reminder_store, Record}': persist Record (fed back with
+%%     reminders_load/2 at start).</li>
 %% </ul>
 -type action() :: {send, name(), binary()}
                 | {connect, name()}
@@ -119,7 +136,12 @@
                 | {shard, non_neg_integer(), acquired | released,
                    non_neg_integer()}
                 | {log, error | warning | info, binary()}
-                | {leader, binary(), elected | revoked, non_neg_integer()}.
+                | {leader, binary(), elected | revoked, non_neg_integer()}
+                | {reminder, binary(), binary(), pos_integer()}
+                | {reminder_reply, non_neg_integer(),
+                   ok | timeout | not_found
+                   | {found, integer(), binary()}}
+                | {reminder_store, binary()}.
 
 %% @private Loads the shared library; called by the code server.
 -spec init() -> ok | {error, term()}.
@@ -553,4 +575,55 @@ election_candidates(_Engine, _Name) ->
 -spec election_info(engine()) -> #{atom() => non_neg_integer()}
                                  | {error, enomem}.
 election_info(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%%% Reminders (c_src/core/reminders.h)
+
+%% @doc Sets Key's reminder at FireAt (ms, `erlang:system_time/1' scale,
+%% any 64-bit integer) with Payload (any term; its external format at
+%% most 65536 bytes); Skip: a missed fire is skipped. The outcome comes
+%% as the action `{reminder_reply, Ref, ok | timeout}'. `badarg' for
+%% arguments of the wrong type.
+-spec reminders_set(engine(), term(), integer(), term(), boolean(),
+                    non_neg_integer()) ->
+          ok | {error, bad_key | payload_too_large | left | error_reason()}.
+reminders_set(_Engine, _Key, _FireAt, _Payload, _Skip, _Ref) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Cancels Key's reminder, answered as reminders_set/6 is.
+-spec reminders_cancel(engine(), term(), non_neg_integer()) ->
+          ok | {error, bad_key | left | error_reason()}.
+reminders_cancel(_Engine, _Key, _Ref) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Key's reminder as this node holds it, or `pending' when this
+%% node holds no copy: the primary was asked and the answer comes as
+%% `{reminder_reply, Ref, {found, FireAt, PayloadEtf} | not_found |
+%% timeout}'.
+-spec reminders_get(engine(), term(), non_neg_integer()) ->
+          {ok, integer(), binary()} | not_found | pending
+          | {error, bad_key | error_reason()}.
+reminders_get(_Engine, _Key, _Ref) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Tells the engine how many reminder subscribers this node has.
+-spec reminders_subscribers(engine(), non_neg_integer()) -> ok.
+reminders_subscribers(_Engine, _N) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Feeds one persisted record back at start.
+-spec reminders_load(engine(), binary()) -> ok | {error, bad_record}.
+reminders_load(_Engine, _Record) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Every record held (live and tombstones), for a compacted log.
+-spec reminders_dump(engine()) -> [binary()].
+reminders_dump(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The reminders module's counters and `overhead_bytes' (memory
+%% beyond keys and payloads).
+-spec reminders_info(engine()) -> #{atom() => non_neg_integer()}
+                                  | {error, enomem}.
+reminders_info(_Engine) ->
     erlang:nif_error({not_loaded, ?MODULE}).

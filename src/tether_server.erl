@@ -65,6 +65,12 @@
 %% engine's `leader' actions become the candidates' messages, and a
 %% candidate that dies resigns.
 %%
+%% == Reminders ==
+%%
+%% This server holds the reminders' subscribers, the callers waiting for
+%% a majority and the log ({@link tether_reminder:state()}); the
+%% engine's `reminder*' actions go to {@link tether_reminder}.
+%%
 %% == Registry ==
 %%
 %% This server holds the registry's bookkeeping ({@link
@@ -124,7 +130,8 @@
     el :: tether_election:state(),           % local candidates
     %% Senders of peers whose distribution buffer was busy (see wire/3):
     %% the sender and the number of messages handed to it.
-    senders = #{} :: #{node() => {pid(), non_neg_integer()}}
+    senders = #{} :: #{node() => {pid(), non_neg_integer()}},
+    rm :: tether_reminder:state()            % reminder subscribers, log
 }).
 
 -type state() :: #st{}.
@@ -334,7 +341,8 @@ init([]) ->
             {ok, maybe_start(#st{config = Config, seeds = Seeds,
                                  reg = tether_registry:init(),
                                  ring = tether_ring:init(),
-                                 el = tether_election:init()})};
+                                 el = tether_election:init(),
+                                 rm = tether_reminder:init(Config)})};
         {error, Reason} ->
             {stop, {bad_config, Reason}}
     end.
@@ -361,6 +369,15 @@ handle_call({unregister_handler, Tag}, _From, S) ->
     {reply, ok, drop_handler(Tag, S)};
 handle_call({unsubscribe_shard, Pid}, _From, S) ->
     {reply, ok, S#st{ring = tether_ring:unsubscribe(Pid, S#st.ring)}};
+handle_call({reminder, Req}, From, S0) ->
+    S = case S0#st.engine of
+            undefined -> S0;
+            _ -> tick(S0)
+        end,
+    case tether_reminder:handle_call(Req, From, S#st.engine, S#st.rm) of
+        {reply, Reply, Rm} -> {reply, Reply, run(S#st{rm = Rm})};
+        {noreply, Rm} -> {noreply, run(S#st{rm = Rm})}
+    end;
 handle_call({reg_register, _, _, _}, _From, S = #st{engine = undefined}) ->
     {reply, no, S};
 handle_call(_Req, _From, S = #st{engine = undefined}) ->
@@ -446,6 +463,19 @@ handle_info({'$tether_reg_pong', _Ref, _From} = Msg, S) ->
 handle_info({reg_sync_timeout, _Ref} = Msg, S) ->
     {noreply, S#st{reg = tether_registry:handle_info(Msg, S#st.reg)}};
 handle_info({'DOWN', MRef, process, Pid, _}, S) ->
+    case tether_reminder:is_subscriber(Pid, MRef, S#st.rm) of
+        true ->
+            {noreply, run(S#st{rm = tether_reminder:down(Pid, S#st.engine,
+                                                         S#st.rm)})};
+        false ->
+            process_down(Pid, MRef, S)
+    end;
+handle_info(_Msg, S) ->
+    {noreply, S}.
+
+%% A monitored process other than a reminders subscriber died.
+-spec process_down(pid(), reference(), state()) -> {noreply, state()}.
+process_down(Pid, MRef, S) ->
     case tether_registry:is_registrant(Pid, MRef, S#st.reg) of
         true ->
             %% A registrant died: its name goes, here and on every member.
@@ -464,9 +494,7 @@ handle_info({'DOWN', MRef, process, Pid, _}, S) ->
                            end,
                     {noreply, drop_monitored(Pid, MRef, S#st{ring = Ring})}
             end
-    end;
-handle_info(_Msg, S) ->
-    {noreply, S}.
+    end.
 
 %% @private
 -spec terminate(term(), state()) -> ok.
@@ -639,14 +667,16 @@ start_engine(S0) ->
              election_lease_ms => LeaseMs,
              defer_max_bytes => DeferBytes,
              seeds => bins(S#st.seeds)},
-    case safe(fun() -> tether_nif:engine_new(Opts) end) of
+    Opts1 = maps:merge(Opts, tether_reminder:engine_opts(S#st.rm)),
+    case safe(fun() -> tether_nif:engine_new(Opts1) end) of
         {ok, E} ->
             persistent_term:put(?ENGINE_KEY, E),
             ok = trust_all(E, Trust),
             S1 = S#st{engine = E, name = node(), up = #{},
                       start = erlang:monotonic_time(millisecond),
                       reg = tether_registry:engine_started(E, S#st.reg),
-                      ring = tether_ring:engine_started(E, S#st.ring)},
+                      ring = tether_ring:engine_started(E, S#st.ring),
+                      rm = tether_reminder:engine_started(E, S#st.rm)},
             S2 = run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected))),
             run(S2#st{el = tether_election:engine_started(E, S2#st.el)});
         {error, Reason} ->
@@ -679,7 +709,8 @@ stop_engine(S = #st{engine = E}) ->
     S1 = reply_joins({error, not_distributed}, S),
     cancel_timer(S1#st{engine = undefined, up = #{},
                        ring = tether_ring:engine_stopped(E, S#st.ring),
-                       el = tether_election:engine_stopped(E, S#st.el)}).
+                       el = tether_election:engine_stopped(E, S#st.el),
+                       rm = tether_reminder:engine_stopped(E, S#st.rm)}).
 
 %% The engine's key options: what the env configured, else the cookie.
 -spec key_opts(#{atom() => binary()}) -> #{atom() => binary()}.
@@ -766,6 +797,10 @@ act({join, Contact, Outcome}, S) ->
     join_answered(Node, join_reply(Node, Outcome), S);
 act({shard, _Generation, _Change, _Shard} = Action, S) ->
     S#st{ring = tether_ring:handle_action(Action, S#st.ring)};
+act(Action, S) when element(1, Action) =:= reminder;
+                    element(1, Action) =:= reminder_reply;
+                    element(1, Action) =:= reminder_store ->
+    S#st{rm = tether_reminder:handle_action(Action, S#st.engine, S#st.rm)};
 act({leader, _NameEtf, _Change, _Fence} = Action, S) ->
     S#st{el = tether_election:handle_action(Action, S#st.el)};
 act({log, Level, Text}, S) ->

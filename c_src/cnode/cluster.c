@@ -404,6 +404,13 @@ static void shard_event(cluster_t *cl, const tether_action_t *a)
                                  cl->shard_subs[i].ctx);
 }
 
+/* Reminders: the C-node creates no reminders module yet, so none come. */
+static void reminder_event(cluster_t *cl, const tether_action_t *a)
+{
+    (void)cl;
+    (void)a;
+}
+
 /* Carries out one action of the engine: the C-node's one place that
  * turns engine output into I/O, logs and state. */
 static void act(cluster_t *cl, const tether_action_t *a)
@@ -442,6 +449,11 @@ static void act(cluster_t *cl, const tether_action_t *a)
         break;
     case TETHER_ACT_LEADER:
         leader_event(cl, a);
+        break;
+    case TETHER_ACT_REMINDER:
+    case TETHER_ACT_REMINDER_REPLY:
+    case TETHER_ACT_REMINDER_STORE:
+        reminder_event(cl, a);
         break;
     case TETHER_ACT_LOG:
         LOG(cl->node,

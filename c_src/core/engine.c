@@ -212,6 +212,16 @@ static size_t byte_fields(tether_action_t *a, tether_bytes_t **f)
         f[0] = &a->u.leader.name;
         f[1] = &a->u.leader.cand;
         return 2;
+    case TETHER_ACT_REMINDER:
+        f[0] = &a->u.reminder.key;
+        f[1] = &a->u.reminder.payload;
+        return 2;
+    case TETHER_ACT_REMINDER_REPLY:
+        f[0] = &a->u.reminder_reply.payload;
+        return 1;
+    case TETHER_ACT_REMINDER_STORE:
+        f[0] = &a->u.reminder_store.rec;
+        return 1;
     case TETHER_ACT_CONNECT:
     case TETHER_ACT_MEMBER:
     case TETHER_ACT_JOIN:

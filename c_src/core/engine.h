@@ -55,6 +55,7 @@
  *   0x22 SERVICE     the cluster service table (core/service_table.h)
  *   (the ring, core/ring.h, has no messages: it follows membership)
  *   0x23 ELECTION    leader election with fences (core/election.h)
+ *   0x25 REMINDERS   one-shot reminders on the ring (core/reminders.h)
  *   0x24..0xff       free for new modules (core/module.h); list each here
  *
  * Partitions and liveness (the decision): hellos, restart notices, ACK,
@@ -119,6 +120,7 @@
 #define TETHER_MSG_REGISTRY     0x21
 #define TETHER_MSG_SERVICE      0x22
 #define TETHER_MSG_ELECTION     0x23
+#define TETHER_MSG_REMINDERS    0x25
 
 #define TETHER_ENGINE_SEED_BYTES              32
 #define TETHER_ENGINE_DEFAULT_HB_MS           1000
@@ -218,6 +220,14 @@ typedef enum tether_action_kind {
      * u.leader.fence (u.leader.elected = 1; again, with a fresh fence,
      * after a heal) or lost the leadership (0). */
     TETHER_ACT_LEADER,
+    /* A reminder fires (core/reminders.h): deliver u.reminder to this
+     * node's subscribers. */
+    TETHER_ACT_REMINDER,
+    /* The answer to a reminders call made with u.reminder_reply.ref. */
+    TETHER_ACT_REMINDER_REPLY,
+    /* Persist u.reminder_store.rec (feed it back with
+     * tether_reminders_load() at start). */
+    TETHER_ACT_REMINDER_STORE,
 } tether_action_kind_t;
 
 /* u.join.status */
@@ -283,6 +293,20 @@ typedef struct tether_action {
             int elected;         /* 1: elected, 0: revoked */
             uint64_t fence;      /* elected: the fence */
         } leader;
+        struct {
+            tether_bytes_t key;     /* canonical ETF */
+            tether_bytes_t payload; /* ETF */
+            uint64_t fence;
+        } reminder;
+        struct {
+            uint64_t ref;
+            int status; /* TETHER_REMINDER_* */
+            int64_t fire_at;
+            tether_bytes_t payload; /* FOUND */
+        } reminder_reply;
+        struct {
+            tether_bytes_t rec;
+        } reminder_store;
     } u;
     void *block; /* private: holds the byte strings above */
 } tether_action_t;

@@ -610,6 +610,11 @@ static uint64_t siphash(const uint8_t *b, size_t len)
     return h;
 }
 
+uint64_t tether_ring_hash_canon(const uint8_t *canon, size_t len)
+{
+    return siphash(canon, len);
+}
+
 int tether_ring_hash_term(const uint8_t *etf, size_t len, uint64_t *hash)
 {
     uint8_t stack[STACK_BUF];

@@ -77,6 +77,8 @@ TETHER_MUST_CHECK int tether_ring_canon(const uint8_t *etf, size_t len,
  * encoding). Returns 0, TETHER_EPROTO or TETHER_ETOOBIG. */
 TETHER_MUST_CHECK int tether_ring_hash_term(const uint8_t *etf, size_t len,
                                             uint64_t *hash);
+/* The ring hash of canonical bytes (as tether_ring_canon() wrote them). */
+uint64_t tether_ring_hash_canon(const uint8_t *canon, size_t len);
 /* The fast paths: the same hash as tether_ring_hash_term() gives for the
  * binary of those bytes, the atom of that name (UTF-8, or Latin-1 when
  * latin1 is set; TETHER_EPROTO above 255 characters), and that integer. */

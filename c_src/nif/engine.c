@@ -60,7 +60,11 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
  *              identity_seed => <<_:256>>, seeds => [binary()],
  *              seed_retry_ms => N, join_timeout_ms => N,
  *              reconnect_max_ms => N, reconnect_attempts => N,
- *              ring_size => power of two, election_lease_ms => N})
+ *              ring_size => power of two, election_lease_ms => N,
+ *              reminder_replicas => 1..8, reminder_hold_ms => N,
+ *              reminder_tomb_ms => N, reminder_settle_ms => N,
+ *              reminder_missed_ms => N, reminder_handoff_ms => N,
+ *              reminder_round_ms => N, reminder_op_timeout_ms => N})
  *   -> {ok, Engine} | {error, Reason}
  * Key material: the cluster secret (or else the cookie) makes our identity
  * and trusts every name; identity_seed overrides our identity (peers then
@@ -190,6 +194,13 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         rc = tether__nif_ring_attach(res, (uint32_t)ring_size);
     if (rc == 0)
         rc = tether__nif_election_attach(res, (uint32_t)lease_ms, (uint32_t)hb);
+    if (rc == 0)
+        rc = tether__nif_reminders_attach(res, env, argv[0]);
+    if (rc == TETHER_EINVAL) { /* a bad reminder_* option */
+        enif_release_resource(res);
+        ret = enif_make_badarg(env);
+        goto done;
+    }
     if (rc < 0)
         goto fail;
     tether_engine_set_wall(res->eng, tether__nif_system_ms());
@@ -227,6 +238,7 @@ void tether__nif_engine_dtor(ErlNifEnv *env, void *obj)
     res->svc = NULL;
     res->ring = NULL;
     res->election = NULL;
+    res->reminders = NULL;
     if (res->lock != NULL)
         enif_mutex_destroy(res->lock);
     res->lock = NULL;
@@ -425,6 +437,10 @@ static ERL_NIF_TERM action_term(ErlNifEnv *env, const tether_action_t *a)
             env, ATOM(leader), make_slice(env, &a->u.leader.name),
             a->u.leader.elected ? ATOM(elected) : ATOM(revoked),
             enif_make_uint64(env, a->u.leader.fence));
+    case TETHER_ACT_REMINDER:
+    case TETHER_ACT_REMINDER_REPLY:
+    case TETHER_ACT_REMINDER_STORE:
+        return tether__nif_reminder_action(env, a);
     case TETHER_ACT_SERVICE:
         return enif_make_tuple4(env, ATOM(service),
                                 a->u.service.up ? ATOM(up) : ATOM(down),

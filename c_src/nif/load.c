@@ -299,6 +299,7 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
         enif_make_atom(env, "election_lease_ms");
     tether__nif_engine_atoms(env);
     tether__nif_election_load(env);
+    tether__nif_reminders_load(env);
     return tether__nif_ring_load(env);
 }
 
@@ -377,6 +378,13 @@ static ErlNifFunc nif_funcs[] = {
     {"election_leader", 2, election_leader_nif, 0},
     {"election_candidates", 2, election_candidates_nif, 0},
     {"election_info", 1, election_info_nif, 0},
+    {"reminders_set", 6, reminders_set_nif, 0},
+    {"reminders_cancel", 3, reminders_cancel_nif, 0},
+    {"reminders_get", 3, reminders_get_nif, 0},
+    {"reminders_subscribers", 2, reminders_subscribers_nif, 0},
+    {"reminders_load", 2, reminders_load_nif, 0},
+    {"reminders_dump", 1, reminders_dump_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"reminders_info", 1, reminders_info_nif, 0},
 };
 
 ERL_NIF_INIT(tether_nif, nif_funcs, load, NULL, upgrade, NULL)

@@ -11,6 +11,7 @@
  *               standalone rings, the cluster ring of an engine
  *   election.c  leader election (core/election.h): lead and resign
  *               through the engine, fence/leader/candidates as reads
+ *   reminders.c reminders (core/reminders.h): set, cancel, read, load
  *
  * A new engine module adds one file here: its NIFs (declared below and
  * listed in load.c's table), an attach function engine_new_nif calls, and
@@ -63,6 +64,7 @@ typedef struct tether_nif_res {
     ERL_NIF_TERM *ring_atoms;
     size_t ring_natoms;
     struct tether_election *election; /* a module of eng: freed with it */
+    struct tether_reminders *reminders; /* a module of eng: freed with it */
     /* The caller's monotonic ms minus the engine's time, as of the last
      * tick (atomic): readers of leases tell the engine's time now. */
     int64_t clock_offset_ms;
@@ -329,5 +331,31 @@ ERL_NIF_TERM election_info_nif(ErlNifEnv *env, int argc,
 
 /* ---- load.c ---- */
 ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* ---- reminders.c ---- */
+/* Makes the reminders' atoms (load()). */
+void tether__nif_reminders_load(ErlNifEnv *env);
+/* Creates res's reminders module (after its ring), with the reminder_*
+ * options of the engine_new map opts. Returns 0, TETHER_EINVAL (a bad
+ * option) or another TETHER_E* code. */
+int tether__nif_reminders_attach(tether_nif_res_t *res, ErlNifEnv *env,
+                                 ERL_NIF_TERM opts);
+/* The term of a REMINDER, REMINDER_REPLY or REMINDER_STORE action. */
+ERL_NIF_TERM tether__nif_reminder_action(ErlNifEnv *env,
+                                         const tether_action_t *a);
+ERL_NIF_TERM reminders_set_nif(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reminders_cancel_nif(ErlNifEnv *env, int argc,
+                                  const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reminders_get_nif(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reminders_subscribers_nif(ErlNifEnv *env, int argc,
+                                       const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reminders_load_nif(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reminders_dump_nif(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM reminders_info_nif(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]);
 
 #endif /* TETHER_NIF_NIF_H */

@@ -6,6 +6,9 @@
  *   --nodes N   cluster size (default: 3..10, chosen by the seed)
  *   --steps K   chaos-phase steps (default 3000)
  *   --op-pm P   per-mille chance of a chaos operation a step (default 15)
+ *   --rm-pm P   per-mille chance of a reminder write a step (default 0:
+ *               off; the reminders invariants still find lost reminders
+ *               under chaos, see core/reminders.h)
  *   --touched-only  check only the node each event touched (faster; the
  *               default checks every node after every operation and event)
  *   -v          print chaos operations of a single seed
@@ -30,6 +33,7 @@ static void usage(FILE *f)
             "  --nodes N   cluster size, 3..64 (default: 3..10 per seed)\n"
             "  --steps K   chaos-phase steps per seed (default 3000)\n"
             "  --op-pm P   per-mille chance of a chaos operation (default 15)\n"
+            "  --rm-pm P   per-mille chance of a reminder write (default 0)\n"
             "  --touched-only  check only the node an event touched (faster)\n"
             "  -v          trace chaos operations to stderr\n"
             "A failing seed prints one line that replays it.\n");
@@ -56,7 +60,7 @@ static double seconds(void)
 int main(int argc, char **argv)
 {
     unsigned long long seeds = 1, start = 1, nodes = 0, steps = 0, v;
-    unsigned long long op_pm = 0;
+    unsigned long long op_pm = 0, rm_pm = 0;
     int single = 0, verbose = 0, failed = 0, touched_only = 0;
     double t0, dt;
 
@@ -95,6 +99,8 @@ int main(int argc, char **argv)
             steps = v;
         else if (strcmp(a, "--op-pm") == 0)
             op_pm = v;
+        else if (strcmp(a, "--rm-pm") == 0)
+            rm_pm = v;
         else {
             usage(stderr);
             return 2;
@@ -119,6 +125,7 @@ int main(int argc, char **argv)
             cfg.steps = steps;
         if (op_pm)
             cfg.op_pm = (uint32_t)op_pm;
+        cfg.rm_pm = (uint32_t)rm_pm;
         if (touched_only)
             cfg.check_all = 0;
         cfg.verbose = (single || seeds == 1) ? verbose : 0;

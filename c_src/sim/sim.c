@@ -15,6 +15,8 @@
 
 #include "core/codec.h"
 #include "core/election.h"
+#include "core/module.h"
+#include "core/reminders.h"
 #include "core/engine.h"
 #include "core/registry.h"
 #include "core/ring.h"
@@ -28,10 +30,13 @@
 #define SIM_DEFAULT_STEPS 3000
 #define SIM_REG_NAMES     8 /* the pool of registry names */
 #define SIM_RING_SHARDS   64
-#define SIM_EL_NAMES      3 /* {el, 0}, {el, 1}: default mode; {el, 2}: */
-#define SIM_EL_QUORUM     2 /* quorum mode */
-#define SIM_EL_VOTERS     5 /* voters: the first 3 or 5 nodes */
-#define SIM_EL_SKEW       40 /* ms each wall clock may be off, either way */
+#define SIM_EL_NAMES      3   /* {el, 0}, {el, 1}: default mode; {el, 2}: */
+#define SIM_EL_QUORUM     2   /* quorum mode */
+#define SIM_EL_VOTERS     5   /* voters: the first 3 or 5 nodes */
+#define SIM_EL_SKEW       40  /* ms each wall clock may be off, either way */
+#define SIM_RM_KEYS       16  /* the pool of reminder keys */
+#define SIM_RM_MAX        512 /* reminder writes tracked per run */
+#define SIM_RM_REPLICAS   3
 
 static uint64_t steps_total;
 
@@ -46,12 +51,13 @@ typedef struct simnode {
     tether_registry_t *reg;     /* with eng */
     tether_ring_module_t *ring; /* with eng */
     tether_election_t *el;      /* with eng */
+    tether_reminders_t *rm;     /* with eng */
     int el_cand[SIM_EL_NAMES];  /* a candidate of this incarnation */
     int64_t el_prio[SIM_EL_NAMES];
     int el_leading[SIM_EL_NAMES]; /* as its actions said */
     uint64_t el_fence[SIM_EL_NAMES];
-    uint64_t inc;               /* current (or last) incarnation */
-    int left;                   /* this incarnation left */
+    uint64_t inc; /* current (or last) incarnation */
+    int left;     /* this incarnation left */
     uint64_t last_tick;
     int ticked;
 } simnode_t;
@@ -64,6 +70,17 @@ typedef struct el_est {
     uint64_t inc, fence;
     uint64_t live_inc[TETHER_SIM_NODES_MAX];
 } el_est_t;
+
+/* One reminder write of the run (a set, or a cancel when cancel is set):
+ * when issued and acknowledged (0: not), its fire time (sim time), the
+ * Fence its deliveries carried, how often and when first delivered, and
+ * the crashes and leaves of the run when it was acknowledged. */
+typedef struct rm_write {
+    int key, cancel;
+    uint64_t issued, acked, fire_at, fence, first;
+    int delivered;
+    uint64_t losses_at_ack;
+} rm_write_t;
 
 typedef struct msg {
     uint64_t at, seq;
@@ -112,6 +129,9 @@ typedef struct sim {
     el_est_t *est[SIM_EL_NAMES]; /* default names: every establishment */
     size_t nest[SIM_EL_NAMES], capest[SIM_EL_NAMES];
     uint64_t q_fence_max; /* the quorum name's highest fence established */
+    rm_write_t rm[SIM_RM_MAX];
+    int nrm;
+    uint64_t last_chaos; /* sim time of the last chaos operation */
     struct {
         int node;
         uint64_t inc, since, until;
@@ -292,6 +312,7 @@ static void cut_pair(sim_t *s, int a, int b)
 }
 
 static void reg_resolve(sim_t *s, int i, const tether_action_t *a);
+static void rm_action(sim_t *s, int i, const tether_action_t *a);
 static void on_user(sim_t *s, int i, const tether_action_t *a);
 static void el_action(sim_t *s, int i, const tether_action_t *a);
 
@@ -338,6 +359,11 @@ static void drain(sim_t *s)
                 case TETHER_ACT_JOIN:
                 case TETHER_ACT_SHARD:
                 case TETHER_ACT_LOG:
+                case TETHER_ACT_REMINDER_STORE:
+                    break;
+                case TETHER_ACT_REMINDER:
+                case TETHER_ACT_REMINDER_REPLY:
+                    rm_action(s, i, &a);
                     break;
                 }
                 tether_engine_action_release(&a);
@@ -470,8 +496,7 @@ static int check_hold(sim_t *s, int j, int i, const tether_member_t *m)
     /* A hold ends when the member restarts: its signed restart notice
      * ends the old incarnation's session (core/engine.h). */
     if (mode != TETHER_PARTITION_DEFER || !s->conn[j][i] ||
-        m->status != TETHER_MEMBER_ALIVE ||
-        m->incarnation != s->nodes[i].inc) {
+        m->status != TETHER_MEMBER_ALIVE || m->incarnation != s->nodes[i].inc) {
         s->hold_inc[j][i] = 0;
         return 0;
     }
@@ -623,14 +648,26 @@ static int start_node(sim_t *s, int i)
         };
         if ((rc = tether_election_new(&el_cfg, sn->eng, &sn->el)) < 0)
             return rc;
+    }
+    {
+        tether_reminders_config_t rm_cfg = {
+            .ring = sn->ring,
+            .replicas = SIM_RM_REPLICAS,
+            .round_ms = 2 * s->cfg.heartbeat_ms,
+            .handoff_ms = 2 * s->cfg.ttl_ms,
+            .op_timeout_ms = 2 * s->cfg.ttl_ms,
+        };
+        if ((rc = tether_reminders_new(&rm_cfg, sn->eng, &sn->rm)) < 0)
+            return rc;
+        tether_reminders_subscribers(sn->rm, 1);
         memset(sn->el_cand, 0, sizeof sn->el_cand);
         memset(sn->el_leading, 0, sizeof sn->el_leading);
         /* Each incarnation's wall clock is off by up to SIM_EL_SKEW ms
          * (hybrid-logical-clock stamps, and so fences, feel it). */
-        tether_engine_set_wall(
-            sn->eng, s->now + SIM_EL_SKEW +
-                         tether_sim_splitmix64(&st) % (2 * SIM_EL_SKEW + 1) -
-                         SIM_EL_SKEW);
+        tether_engine_set_wall(sn->eng, s->now + SIM_EL_SKEW +
+                                            tether_sim_splitmix64(&st) %
+                                                (2 * SIM_EL_SKEW + 1) -
+                                            SIM_EL_SKEW);
     }
     sn->left = 0;
     sn->ticked = 0;
@@ -656,6 +693,7 @@ static void crash_node(sim_t *s, int i)
     s->nodes[i].reg = NULL;
     s->nodes[i].ring = NULL;
     s->nodes[i].el = NULL;
+    s->nodes[i].rm = NULL;
     s->res->crashes++;
 }
 
@@ -770,6 +808,7 @@ static int chaos_op(sim_t *s)
     uint64_t r = tether_sim_rng_below(&s->rng, 100);
     int i;
 
+    s->last_chaos = s->now;
     if (r < 25) {
         chaos_partition(s);
     } else if (r < 45) {
@@ -914,15 +953,13 @@ static void reg_op(sim_t *s)
         /* Some process of this node that once registered exits: it takes
          * its own registration with it, and never anyone else's. */
         tether_registry_t *r = s->nodes[i].reg;
-        int held = tether_registry_holds(r, (const uint8_t *)n.buff,
-                                         (size_t)n.index,
-                                         (const uint8_t *)p.buff,
-                                         (size_t)p.index);
+        int held =
+            tether_registry_holds(r, (const uint8_t *)n.buff, (size_t)n.index,
+                                  (const uint8_t *)p.buff, (size_t)p.index);
         size_t before = tether_registry_count(r);
-        rc = tether_registry_unregister_pid(r, (const uint8_t *)n.buff,
-                                            (size_t)n.index,
-                                            (const uint8_t *)p.buff,
-                                            (size_t)p.index);
+        rc = tether_registry_unregister_pid(
+            r, (const uint8_t *)n.buff, (size_t)n.index,
+            (const uint8_t *)p.buff, (size_t)p.index);
         note(s, "exit of a registrant of {reg,%llu} at %s: %d",
              (unsigned long long)k, s->nodes[i].name, rc);
         if ((rc == 0) != held ||
@@ -1089,7 +1126,6 @@ static void check_rings(sim_t *s)
     }
 }
 
-
 /* --------------------------------------------------------- election */
 
 /* Election name k ({el, K}) as external term bytes into x. 0 or -1. */
@@ -1215,8 +1251,7 @@ static void el_op(sim_t *s)
     s->res->el_ops++;
     if (s->nodes[i].el_cand[k]) {
         if (tether_sim_rng_chance(&s->rng, 500)) {
-            rc = tether_election_resign(s->nodes[i].el,
-                                        (const uint8_t *)n.buff,
+            rc = tether_election_resign(s->nodes[i].el, (const uint8_t *)n.buff,
                                         (size_t)n.index);
             note(s, "%s resigns {el,%d}: %d", s->nodes[i].name, k, rc);
             s->nodes[i].el_cand[k] = 0;
@@ -1307,8 +1342,9 @@ static void check_elections(sim_t *s)
     if (leader < 0)
         return;
     if (s->qlast.until > since)
-        fail(s, "%s leads {el,%d} from t=%llu, within the lease of %s "
-                "(until t=%llu)",
+        fail(s,
+             "%s leads {el,%d} from t=%llu, within the lease of %s "
+             "(until t=%llu)",
              s->nodes[leader].name, SIM_EL_QUORUM, (unsigned long long)since,
              s->nodes[s->qlast.node].name, (unsigned long long)s->qlast.until);
     s->qlast.node = leader;
@@ -1356,14 +1392,14 @@ static void check_election_end(sim_t *s, int k)
         st = tether_election_fence(sn->el, (const uint8_t *)n.buff,
                                    (size_t)n.index, s->now, &f);
         if ((st == TETHER_ELECTION_LEADER) != (i == best)) {
-            fail(s, "after the quiet phase %s %s {el,%d}, best is %s",
-                 sn->name, st == TETHER_ELECTION_LEADER ? "leads" : "follows",
-                 k, best >= 0 ? s->nodes[best].name : "none");
+            fail(s, "after the quiet phase %s %s {el,%d}, best is %s", sn->name,
+                 st == TETHER_ELECTION_LEADER ? "leads" : "follows", k,
+                 best >= 0 ? s->nodes[best].name : "none");
             break;
         }
         rc = tether_election_leader(sn->el, (const uint8_t *)n.buff,
-                                    (size_t)n.index, s->now, who, NULL, 0,
-                                    NULL, NULL);
+                                    (size_t)n.index, s->now, who, NULL, 0, NULL,
+                                    NULL);
         if ((best < 0) != (rc == TETHER_ENOTFOUND) ||
             (best >= 0 && (rc < 0 || strcmp(who, s->nodes[best].name) != 0))) {
             fail(s, "after the quiet phase %s names %s the leader of {el,%d}",
@@ -1376,8 +1412,7 @@ static void check_election_end(sim_t *s, int k)
             const el_est_t *p = &s->est[k][x];
             const simnode_t *pn = &s->nodes[p->node];
             if (pn->eng != NULL && !pn->left && pn->inc == p->inc &&
-                p->fence >= f &&
-                !(p->node == i && p->fence == f)) {
+                p->fence >= f && !(p->node == i && p->fence == f)) {
                 fail(s, "%s leads {el,%d} with %llu, not above %llu of %s",
                      sn->name, k, (unsigned long long)f,
                      (unsigned long long)p->fence, pn->name);
@@ -1399,6 +1434,167 @@ static uint64_t node_due(const sim_t *s, int i)
     if (sn->ticked && d <= sn->last_tick)
         d = sn->last_tick + 1;
     return d;
+}
+
+/* -------------------------------------------------------- reminders */
+
+/* Whether a chaos operation happened at or after `since` (a crash, a
+ * restart, a leave, a partition, a heal or a cut: churn). */
+static int churn_since(const sim_t *s, uint64_t since)
+{
+    if (s->last_chaos != 0 && s->last_chaos >= since)
+        return 1;
+    /* A partition still active on some node is churn too (each side
+     * has its own primaries). */
+    for (int i = 0; i < s->n; i++)
+        if (s->nodes[i].eng != NULL &&
+            tether_engine_partitions(s->nodes[i].eng)->active > 0)
+            return 1;
+    return 0;
+}
+
+/* One reminder write on a random member: set a key of the pool (its
+ * payload the write's index) to fire within 2 s, or cancel one. */
+static void rm_op(sim_t *s)
+{
+    int i = pick_member(s, -1), cancel, rc;
+    rm_write_t *w;
+    ei_x_buff k;
+    uint8_t key[32], pay[16];
+    size_t klen, plen;
+
+    if (i < 0 || s->nodes[i].rm == NULL || s->nrm >= SIM_RM_MAX)
+        return;
+    w = &s->rm[s->nrm];
+    memset(w, 0, sizeof *w);
+    w->key = (int)tether_sim_rng_below(&s->rng, SIM_RM_KEYS);
+    cancel = tether_sim_rng_chance(&s->rng, 200);
+    w->cancel = cancel;
+    w->issued = s->now;
+    w->fire_at = s->now + tether_sim_rng_below(&s->rng, 2000);
+    if (ei_x_new_with_version(&k) < 0)
+        return;
+    if (ei_x_encode_long(&k, w->key) < 0 ||
+        tether_ring_canon((const uint8_t *)k.buff, (size_t)k.index, key,
+                          sizeof key, &klen) != 0) {
+        ei_x_free(&k);
+        return;
+    }
+    ei_x_free(&k);
+    pay[0] = 131;
+    pay[1] = 98; /* INTEGER_EXT: the write's index */
+    pay[2] = 0;
+    pay[3] = 0;
+    pay[4] = (uint8_t)(s->nrm >> 8);
+    pay[5] = (uint8_t)s->nrm;
+    plen = 6;
+    if (cancel)
+        rc = tether_reminders_cancel(s->nodes[i].rm, key, klen,
+                                     (uint64_t)s->nrm + 1);
+    else
+        rc =
+            tether_reminders_set(s->nodes[i].rm, key, klen,
+                                 (int64_t)tether__engine_wall(s->nodes[i].eng) +
+                                     (int64_t)(w->fire_at - s->now),
+                                 pay, plen, 0, (uint64_t)s->nrm + 1);
+    note(s, "reminder %s key %d on %s (write %d): %d",
+         cancel ? "cancel" : "set", w->key, s->nodes[i].name, s->nrm, rc);
+    if (rc == 0)
+        s->nrm++;
+}
+
+static void rm_action(sim_t *s, int i, const tether_action_t *a)
+{
+    if (a->kind == TETHER_ACT_REMINDER_REPLY) {
+        uint64_t ref = a->u.reminder_reply.ref;
+        if (ref >= 1 && ref <= (uint64_t)s->nrm &&
+            a->u.reminder_reply.status == TETHER_REMINDER_OK &&
+            s->rm[ref - 1].acked == 0) {
+            s->rm[ref - 1].acked = s->now;
+            s->rm[ref - 1].losses_at_ack = s->res->crashes + s->res->leaves;
+        }
+        return;
+    }
+    {
+        const uint8_t *p = a->u.reminder.payload.ptr;
+        uint64_t f = a->u.reminder.fence;
+        rm_write_t *w;
+        int idx;
+
+        if (a->u.reminder.payload.len != 6 || p[1] != 98) {
+            fail(s,
+                 "reminder delivered on %s with a payload never set "
+                 "(%zu bytes)",
+                 s->nodes[i].name, a->u.reminder.payload.len);
+            return;
+        }
+        idx = (p[4] << 8) | p[5];
+        if (idx >= s->nrm || s->rm[idx].cancel) {
+            fail(s, "reminder delivered for write %d, never a set", idx);
+            return;
+        }
+        w = &s->rm[idx];
+        if (w->fence != 0 && w->fence != f) {
+            fail(s, "write %d delivered with fences %llu and %llu", idx,
+                 (unsigned long long)w->fence, (unsigned long long)f);
+            return;
+        }
+        for (int k = 0; k < s->nrm; k++)
+            if (k != idx && s->rm[k].fence == f) {
+                fail(s, "writes %d and %d delivered with one fence", k, idx);
+                return;
+            }
+        /* A duplicate only with churn around its fire time. */
+        if (w->delivered > 0 &&
+            !churn_since(s, w->fire_at > 2 * (uint64_t)s->cfg.ttl_ms
+                                ? w->fire_at - 2 * (uint64_t)s->cfg.ttl_ms
+                                : 0)) {
+            fail(s,
+                 "write %d (key %d) delivered twice on a quiet cluster "
+                 "(first at %llu, fire at %llu)",
+                 idx, w->key, (unsigned long long)w->first,
+                 (unsigned long long)w->fire_at);
+            return;
+        }
+        /* Cancelled ones never fire: a cancel issued after this set was
+         * acknowledged, itself acknowledged, with no churn since. */
+        for (int k = idx + 1; k < s->nrm; k++) {
+            const rm_write_t *c = &s->rm[k];
+            if (c->cancel && c->key == w->key && w->acked != 0 &&
+                c->issued > w->acked && c->acked != 0 &&
+                !churn_since(s, c->issued > 2 * (uint64_t)s->cfg.ttl_ms
+                                    ? c->issued - 2 * (uint64_t)s->cfg.ttl_ms
+                                    : 0)) {
+                fail(s, "write %d (key %d) fired after cancel %d", idx, w->key,
+                     k);
+                return;
+            }
+        }
+        w->fence = f;
+        if (w->delivered++ == 0)
+            w->first = s->now;
+    }
+}
+
+/* At the end: every acknowledged set that stayed its key's last write,
+ * due well before the end, was delivered, unless R crashes or leaves
+ * happened since it was acknowledged (all its replicas may be gone). */
+static void check_reminders_end(sim_t *s, uint64_t due_by)
+{
+    for (int k = 0; k < s->nrm && !s->res->failed; k++) {
+        const rm_write_t *w = &s->rm[k];
+        int last = 1;
+        if (w->cancel || w->acked == 0 || w->fire_at >= due_by ||
+            s->res->crashes + s->res->leaves - w->losses_at_ack >=
+                SIM_RM_REPLICAS)
+            continue;
+        for (int j = k + 1; j < s->nrm; j++)
+            if (s->rm[j].key == w->key)
+                last = 0;
+        if (last && w->delivered == 0)
+            fail(s, "reminder write %d (key %d, fire at %llu) lost", k, w->key,
+                 (unsigned long long)w->fire_at);
+    }
 }
 
 /* Checks every running node (cfg.check_all): after each chaos operation
@@ -1503,6 +1699,10 @@ static int chaos_step(sim_t *s)
         drain(s);
         if (s->cfg.check_all)
             check_all_nodes(s);
+    }
+    if (tether_sim_rng_chance(&s->rng, s->cfg.rm_pm)) {
+        rm_op(s);
+        drain(s);
     }
     if (tether_sim_rng_chance(&s->rng, s->cfg.el_pm)) {
         el_op(s);
@@ -1617,6 +1817,7 @@ void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
     cfg->user_pm = 60;
     cfg->reg_pm = 30;
     cfg->el_pm = 30;
+    cfg->rm_pm = 0; /* reminders: opt-in (tether_sim --rm-pm 40) */
     cfg->max_total_steps = 50000000;
     cfg->check_all = 1;
 }
@@ -1739,6 +1940,8 @@ int tether_sim_run(const tether_sim_config_t *cfg, tether_sim_result_t *res)
         check_rings(s);
     for (int k = 0; k < SIM_EL_NAMES && !res->failed; k++)
         check_election_end(s, k);
+    if (!res->failed)
+        check_reminders_end(s, check_at);
 done:
     if (res->failed && cfg->verbose)
         dump(s);

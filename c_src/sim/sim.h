@@ -78,12 +78,16 @@ typedef struct tether_sim_config {
     uint32_t ttl_ms;       /* engine lease */
     uint32_t delay_min_ms; /* network delay range */
     uint32_t delay_max_ms;
-    uint32_t loss_pm;         /* per-mille message loss (chaos only) */
-    uint32_t dup_pm;          /* per-mille duplication (chaos only) */
-    uint32_t op_pm;           /* per-mille chance of a chaos op a step */
-    uint32_t user_pm;         /* per-mille chance of a module message */
-    uint32_t reg_pm;          /* per-mille chance of a registry operation */
-    uint32_t el_pm;           /* per-mille chance of an election operation */
+    uint32_t loss_pm; /* per-mille message loss (chaos only) */
+    uint32_t dup_pm;  /* per-mille duplication (chaos only) */
+    uint32_t op_pm;   /* per-mille chance of a chaos op a step */
+    uint32_t user_pm; /* per-mille chance of a module message */
+    uint32_t reg_pm;  /* per-mille chance of a registry operation */
+    uint32_t el_pm;   /* per-mille chance of an election operation */
+    uint32_t rm_pm;   /* per-mille chance of a reminder write (default 0: off;
+                         with it, the reminders invariants: one fence per
+                         write, no duplicate or fire after a cancel without
+                         churn, no loss with fewer than R crashes) */
     uint64_t agree_bound_ms;  /* 0: derived from heartbeat and TTL */
     uint64_t max_total_steps; /* safety cap on all steps */
     /* Test hooks that break a checker on purpose (must make a run fail). */
