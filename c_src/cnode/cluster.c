@@ -442,6 +442,9 @@ static void act(cluster_t *cl, const tether_action_t *a)
     case TETHER_ACT_LEADER:
         leader_event(cl, a);
         break;
+    case TETHER_ACT_MAP:
+        /* Map changes are read by the C API (tether_map_*); no event. */
+        break;
     case TETHER_ACT_LOG:
         LOG(cl->node,
             a->u.log.level == TETHER_ACT_LOG_ERROR     ? TETHER_LOG_ERROR

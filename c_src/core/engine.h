@@ -55,7 +55,8 @@
  *   0x22 SERVICE     the cluster service table (core/service_table.h)
  *   (the ring, core/ring.h, has no messages: it follows membership)
  *   0x23 ELECTION    leader election with fences (core/election.h)
- *   0x24..0xff       free for new modules (core/module.h); list each here
+ *   0x24 MAPS        replicated last-writer-wins maps (core/maps.h)
+ *   0x25..0xff       free for new modules (core/module.h); list each here
  *
  * Partitions and liveness (the decision): hellos, restart notices, ACK,
  * PARTITIONS and PDIGEST are the control plane and cross partitions
@@ -119,6 +120,7 @@
 #define TETHER_MSG_REGISTRY     0x21
 #define TETHER_MSG_SERVICE      0x22
 #define TETHER_MSG_ELECTION     0x23
+#define TETHER_MSG_MAPS         0x24
 
 #define TETHER_ENGINE_SEED_BYTES              32
 #define TETHER_ENGINE_DEFAULT_HB_MS           1000
@@ -212,6 +214,10 @@ typedef enum tether_action_kind {
      * u.leader.fence (u.leader.elected = 1; again, with a fresh fence,
      * after a heal) or lost the leadership (0). */
     TETHER_ACT_LEADER,
+    /* What a get answers for u.map.key in hosted map u.map.name changed
+     * (core/maps.h; only for a map with notify on): the new value, or
+     * removed. */
+    TETHER_ACT_MAP,
 } tether_action_kind_t;
 
 /* u.join.status */
@@ -277,6 +283,12 @@ typedef struct tether_action {
             int elected;         /* 1: elected, 0: revoked */
             uint64_t fence;      /* elected: the fence */
         } leader;
+        struct {
+            tether_bytes_t name;  /* the map's name (canonical ETF) */
+            tether_bytes_t key;   /* the key (canonical ETF) */
+            tether_bytes_t value; /* the new value (ETF); empty if removed */
+            int removed;
+        } map;
     } u;
     void *block; /* private: holds the byte strings above */
 } tether_action_t;

@@ -338,6 +338,7 @@ static void drain(sim_t *s)
                 case TETHER_ACT_JOIN:
                 case TETHER_ACT_SHARD:
                 case TETHER_ACT_LOG:
+                case TETHER_ACT_MAP:
                     break;
                 }
                 tether_engine_action_release(&a);
