@@ -37,6 +37,8 @@
 -export([election_lead/6, election_resign/2, election_fence/2,
          election_is_leader/2, election_leader/2, election_candidates/2,
          election_info/1]).
+-export([map_host/3, map_unhost/2, map_notify/3, map_put/4, map_put_dirty/4,
+         map_remove/3, map_get/3, map_list/3, map_size/2, map_info/2]).
 
 -export_type([engine/0, ring/0, action/0, engine_opts/0, error_reason/0]).
 
@@ -118,7 +120,8 @@
                 | {shard, non_neg_integer(), acquired | released,
                    non_neg_integer()}
                 | {log, error | warning | info, binary()}
-                | {leader, binary(), elected | revoked, non_neg_integer()}.
+                | {leader, binary(), elected | revoked, non_neg_integer()}
+                | {map, binary(), binary(), binary() | removed}.
 
 %% @private Loads the shared library; called by the code server.
 -spec init() -> ok | {error, term()}.
@@ -552,4 +555,68 @@ election_candidates(_Engine, _Name) ->
 -spec election_info(engine()) -> #{atom() => non_neg_integer()}
                                  | {error, enomem}.
 election_info(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%%% Replicated maps (c_src/core/maps.h, c_src/nif/maps.c)
+
+%% @doc This node hosts map Name (idempotent), tombstones kept TtlMs.
+-spec map_host(engine(), term(), non_neg_integer()) ->
+          ok | {error, error_reason()}.
+map_host(_Engine, _Name, _TtlMs) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Stops hosting map Name here.
+-spec map_unhost(engine(), term()) -> ok | {error, no_such_map}.
+map_unhost(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Turns `{map, ...}' actions (subscriber events) for Name on or off.
+-spec map_notify(engine(), term(), boolean()) -> ok | {error, no_such_map}.
+map_notify(_Engine, _Name, _On) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Writes Key => Value on the direct path: the caller sends each
+%% envelope to `tether' on Peer, and tells the server to drain when the
+%% third element is true (subscriber events wait).
+-spec map_put(engine(), term(), term(), term()) ->
+          {ok, [{binary(), binary()}], boolean()}
+        | {error, no_such_map | too_large | invalid_value | error_reason()}.
+map_put(_Engine, _Name, _Key, _Value) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc map_put/4 on a dirty CPU scheduler (large values).
+-spec map_put_dirty(engine(), term(), term(), term()) ->
+          {ok, [{binary(), binary()}], boolean()}
+        | {error, no_such_map | too_large | invalid_value | error_reason()}.
+map_put_dirty(_Engine, _Name, _Key, _Value) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Removes Key, as map_put/4 writes.
+-spec map_remove(engine(), term(), term()) ->
+          {ok, [{binary(), binary()}], boolean()}
+        | {error, no_such_map | too_large | error_reason()}.
+map_remove(_Engine, _Name, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Key's value in map Name, read under the read lock.
+-spec map_get(engine(), term(), term()) ->
+          {ok, term()} | not_found | {error, no_such_map}.
+map_get(_Engine, _Name, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The keys (`keys') or pairs (`pairs') of map Name.
+-spec map_list(engine(), term(), keys | pairs) ->
+          [term()] | [{term(), term()}] | {error, no_such_map}.
+map_list(_Engine, _Name, _What) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The number of keys of map Name.
+-spec map_size(engine(), term()) -> non_neg_integer() | {error, no_such_map}.
+map_size(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Counters of map Name and of the maps module.
+-spec map_info(engine(), term()) ->
+          #{atom() => non_neg_integer()} | {error, no_such_map}.
+map_info(_Engine, _Name) ->
     erlang:nif_error({not_loaded, ?MODULE}).

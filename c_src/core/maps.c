@@ -631,6 +631,11 @@ void tether_maps_set_notify(tether_map_t *map, int on)
         map->notify = on != 0;
 }
 
+int tether_maps_notify(const tether_map_t *map)
+{
+    return map ? map->notify : 0;
+}
+
 size_t tether_maps_count(const tether_maps_t *m)
 {
     return m ? m->nmaps : 0;

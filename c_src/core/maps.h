@@ -166,6 +166,7 @@ const uint8_t *tether_maps_name(const tether_map_t *map, size_t *len);
 void **tether_maps_shell(tether_map_t *map);
 /* Turns TETHER_ACT_MAP actions for map on or off (off at start). */
 void tether_maps_set_notify(tether_map_t *map, int on);
+int tether_maps_notify(const tether_map_t *map);
 /* The number of maps hosted and the i-th (for shells that list them). */
 size_t tether_maps_count(const tether_maps_t *m);
 tether_map_t *tether_maps_at(const tether_maps_t *m, size_t i);
