@@ -16,6 +16,7 @@
 #include "core/codec.h"
 #include "core/election.h"
 #include "core/engine.h"
+#include "core/maps.h"
 #include "core/registry.h"
 #include "core/ring.h"
 #include "sim/rng.h"
@@ -26,11 +27,12 @@
 #define SIM_REFS_MAX      48
 #define SIM_QUIET_MARGIN  1000 /* ms of checked run after the bound */
 #define SIM_DEFAULT_STEPS 3000
-#define SIM_REG_NAMES     8 /* the pool of registry names */
+#define SIM_REG_NAMES     8  /* the pool of registry names */
+#define SIM_MAP_KEYS      16 /* the pool of map keys */
 #define SIM_RING_SHARDS   64
-#define SIM_EL_NAMES      3 /* {el, 0}, {el, 1}: default mode; {el, 2}: */
-#define SIM_EL_QUORUM     2 /* quorum mode */
-#define SIM_EL_VOTERS     5 /* voters: the first 3 or 5 nodes */
+#define SIM_EL_NAMES      3  /* {el, 0}, {el, 1}: default mode; {el, 2}: */
+#define SIM_EL_QUORUM     2  /* quorum mode */
+#define SIM_EL_VOTERS     5  /* voters: the first 3 or 5 nodes */
 #define SIM_EL_SKEW       40 /* ms each wall clock may be off, either way */
 
 static uint64_t steps_total;
@@ -46,12 +48,14 @@ typedef struct simnode {
     tether_registry_t *reg;     /* with eng */
     tether_ring_module_t *ring; /* with eng */
     tether_election_t *el;      /* with eng */
+    tether_maps_t *maps;        /* with eng */
+    tether_map_t *map;          /* the map every node hosts */
     int el_cand[SIM_EL_NAMES];  /* a candidate of this incarnation */
     int64_t el_prio[SIM_EL_NAMES];
     int el_leading[SIM_EL_NAMES]; /* as its actions said */
     uint64_t el_fence[SIM_EL_NAMES];
-    uint64_t inc;               /* current (or last) incarnation */
-    int left;                   /* this incarnation left */
+    uint64_t inc; /* current (or last) incarnation */
+    int left;     /* this incarnation left */
     uint64_t last_tick;
     int ticked;
 } simnode_t;
@@ -108,6 +112,7 @@ typedef struct sim {
     size_t nexpect;
     int touched;           /* node the current step touched, -1 none */
     uint64_t reg_pid_next; /* registry pids are never reused */
+    uint64_t map_value;    /* the last value a map write made */
 
     el_est_t *est[SIM_EL_NAMES]; /* default names: every establishment */
     size_t nest[SIM_EL_NAMES], capest[SIM_EL_NAMES];
@@ -471,8 +476,7 @@ static int check_hold(sim_t *s, int j, int i, const tether_member_t *m)
     /* A hold ends when the member restarts: its signed restart notice
      * ends the old incarnation's session (core/engine.h). */
     if (mode != TETHER_PARTITION_DEFER || !s->conn[j][i] ||
-        m->status != TETHER_MEMBER_ALIVE ||
-        m->incarnation != s->nodes[i].inc) {
+        m->status != TETHER_MEMBER_ALIVE || m->incarnation != s->nodes[i].inc) {
         s->hold_inc[j][i] = 0;
         return 0;
     }
@@ -608,6 +612,21 @@ static int start_node(sim_t *s, int i)
     if (rc < 0)
         return rc;
     tether_engine_set_open_hook(sn->eng, on_open, s);
+    {
+        tether_maps_config_t mcfg = {.sync_ms = 5 * s->cfg.heartbeat_ms};
+        ei_x_buff x;
+        if ((rc = tether_maps_new(&mcfg, sn->eng, &sn->maps)) < 0)
+            return rc;
+        if (ei_x_new_with_version(&x) < 0)
+            return TETHER_ENOMEM;
+        rc = ei_x_encode_atom(&x, "map") < 0
+                 ? TETHER_ENOMEM
+                 : tether_maps_host(sn->maps, (const uint8_t *)x.buff,
+                                    (size_t)x.index, NULL, &sn->map);
+        ei_x_free(&x);
+        if (rc < 0)
+            return rc;
+    }
     tether_registry_config_default(&rcfg);
     rcfg.digest_ms = 2 * s->cfg.heartbeat_ms;
     if ((rc = tether_registry_new(&rcfg, sn->eng, &sn->reg)) < 0)
@@ -628,10 +647,10 @@ static int start_node(sim_t *s, int i)
         memset(sn->el_leading, 0, sizeof sn->el_leading);
         /* Each incarnation's wall clock is off by up to SIM_EL_SKEW ms
          * (hybrid-logical-clock stamps, and so fences, feel it). */
-        tether_engine_set_wall(
-            sn->eng, s->now + SIM_EL_SKEW +
-                         tether_sim_splitmix64(&st) % (2 * SIM_EL_SKEW + 1) -
-                         SIM_EL_SKEW);
+        tether_engine_set_wall(sn->eng, s->now + SIM_EL_SKEW +
+                                            tether_sim_splitmix64(&st) %
+                                                (2 * SIM_EL_SKEW + 1) -
+                                            SIM_EL_SKEW);
     }
     sn->left = 0;
     sn->ticked = 0;
@@ -875,6 +894,88 @@ static void on_sealed(void *ctx, const char *peer, const uint8_t *bytes,
     net_send(c->s, c->from, find_node(c->s, peer), copy, len);
 }
 
+/* One map write on a random member: a put of a fresh value (an integer
+ * never written before) or a remove of a pool key, half of them on the
+ * direct path. */
+static void map_op(sim_t *s)
+{
+    int i = pick_member(s, -1);
+    uint64_t k = tether_sim_rng_below(&s->rng, SIM_MAP_KEYS);
+    int put = tether_sim_rng_chance(&s->rng, 700);
+    sealed_ctx_t c = {s, i};
+    ei_x_buff key, val;
+    int rc = TETHER_ENOMEM;
+
+    if (i < 0 || ei_x_new_with_version(&key) < 0)
+        return;
+    if (ei_x_new_with_version(&val) < 0) {
+        ei_x_free(&key);
+        return;
+    }
+    if (ei_x_encode_ulonglong(&key, k) == 0 &&
+        ei_x_encode_ulonglong(&val, ++s->map_value) == 0)
+        rc = tether_maps_write(
+            s->nodes[i].maps, s->nodes[i].map, (const uint8_t *)key.buff,
+            (size_t)key.index, put ? (const uint8_t *)val.buff : NULL,
+            (size_t)val.index,
+            tether_sim_rng_chance(&s->rng, 500) ? on_sealed : NULL, &c);
+    s->res->map_ops++;
+    note(s, "map %s %llu at %s: %d", put ? "put" : "remove",
+         (unsigned long long)k, s->nodes[i].name, rc);
+    ei_x_free(&key);
+    ei_x_free(&val);
+}
+
+/* Checks one held map value: an integer some write made. */
+static void map_check_value(void *ctx, const uint8_t *key, size_t klen,
+                            const uint8_t *val, size_t vlen)
+{
+    sim_t *s = ctx;
+    unsigned long long v = 0;
+    int idx = 0, ver;
+
+    (void)key;
+    (void)klen;
+    (void)vlen;
+    if (ei_decode_version((const char *)val, &idx, &ver) < 0 ||
+        ei_decode_ulonglong((const char *)val, &idx, &v) < 0 || v == 0 ||
+        v > s->map_value)
+        fail(s, "map: a value no write made (%llu)", v);
+}
+
+/*
+ * The maps invariant, at the end of the quiet phase: every running
+ * member that has not left holds the same map (the same writes, by the
+ * digest over (key, stamp, writer, tombstone), and the same live keys),
+ * and every value held is one some write made.
+ */
+static void check_maps(sim_t *s)
+{
+    int first = -1;
+
+    for (int j = 0; j < s->n && !s->res->failed; j++) {
+        simnode_t *sn = &s->nodes[j];
+        if (sn->eng == NULL || sn->left)
+            continue;
+        tether_maps_visit(sn->map, map_check_value, s);
+        if (first < 0) {
+            first = j;
+            s->res->map_keys = tether_maps_size(sn->map);
+            continue;
+        }
+        if (tether__maps_digest(sn->map) !=
+                tether__maps_digest(s->nodes[first].map) ||
+            tether_maps_size(sn->map) != tether_maps_size(s->nodes[first].map))
+            fail(s,
+                 "map: %s (%zu keys, %zu entries) differs from %s (%zu "
+                 "keys, %zu entries)",
+                 sn->name, tether_maps_size(sn->map),
+                 tether__maps_entries(sn->map), s->nodes[first].name,
+                 tether_maps_size(s->nodes[first].map),
+                 tether__maps_entries(s->nodes[first].map));
+    }
+}
+
 /* One registry operation on a random member: register a pool name for a
  * fresh pid (half of the time on the direct path), or unregister it
  * (only the owner can; others get ENOTFOUND, which is fine). */
@@ -915,15 +1016,13 @@ static void reg_op(sim_t *s)
         /* Some process of this node that once registered exits: it takes
          * its own registration with it, and never anyone else's. */
         tether_registry_t *r = s->nodes[i].reg;
-        int held = tether_registry_holds(r, (const uint8_t *)n.buff,
-                                         (size_t)n.index,
-                                         (const uint8_t *)p.buff,
-                                         (size_t)p.index);
+        int held =
+            tether_registry_holds(r, (const uint8_t *)n.buff, (size_t)n.index,
+                                  (const uint8_t *)p.buff, (size_t)p.index);
         size_t before = tether_registry_count(r);
-        rc = tether_registry_unregister_pid(r, (const uint8_t *)n.buff,
-                                            (size_t)n.index,
-                                            (const uint8_t *)p.buff,
-                                            (size_t)p.index);
+        rc = tether_registry_unregister_pid(
+            r, (const uint8_t *)n.buff, (size_t)n.index,
+            (const uint8_t *)p.buff, (size_t)p.index);
         note(s, "exit of a registrant of {reg,%llu} at %s: %d",
              (unsigned long long)k, s->nodes[i].name, rc);
         if ((rc == 0) != held ||
@@ -1090,7 +1189,6 @@ static void check_rings(sim_t *s)
     }
 }
 
-
 /* --------------------------------------------------------- election */
 
 /* Election name k ({el, K}) as external term bytes into x. 0 or -1. */
@@ -1216,8 +1314,7 @@ static void el_op(sim_t *s)
     s->res->el_ops++;
     if (s->nodes[i].el_cand[k]) {
         if (tether_sim_rng_chance(&s->rng, 500)) {
-            rc = tether_election_resign(s->nodes[i].el,
-                                        (const uint8_t *)n.buff,
+            rc = tether_election_resign(s->nodes[i].el, (const uint8_t *)n.buff,
                                         (size_t)n.index);
             note(s, "%s resigns {el,%d}: %d", s->nodes[i].name, k, rc);
             s->nodes[i].el_cand[k] = 0;
@@ -1308,8 +1405,9 @@ static void check_elections(sim_t *s)
     if (leader < 0)
         return;
     if (s->qlast.until > since)
-        fail(s, "%s leads {el,%d} from t=%llu, within the lease of %s "
-                "(until t=%llu)",
+        fail(s,
+             "%s leads {el,%d} from t=%llu, within the lease of %s "
+             "(until t=%llu)",
              s->nodes[leader].name, SIM_EL_QUORUM, (unsigned long long)since,
              s->nodes[s->qlast.node].name, (unsigned long long)s->qlast.until);
     s->qlast.node = leader;
@@ -1357,14 +1455,14 @@ static void check_election_end(sim_t *s, int k)
         st = tether_election_fence(sn->el, (const uint8_t *)n.buff,
                                    (size_t)n.index, s->now, &f);
         if ((st == TETHER_ELECTION_LEADER) != (i == best)) {
-            fail(s, "after the quiet phase %s %s {el,%d}, best is %s",
-                 sn->name, st == TETHER_ELECTION_LEADER ? "leads" : "follows",
-                 k, best >= 0 ? s->nodes[best].name : "none");
+            fail(s, "after the quiet phase %s %s {el,%d}, best is %s", sn->name,
+                 st == TETHER_ELECTION_LEADER ? "leads" : "follows", k,
+                 best >= 0 ? s->nodes[best].name : "none");
             break;
         }
         rc = tether_election_leader(sn->el, (const uint8_t *)n.buff,
-                                    (size_t)n.index, s->now, who, NULL, 0,
-                                    NULL, NULL);
+                                    (size_t)n.index, s->now, who, NULL, 0, NULL,
+                                    NULL);
         if ((best < 0) != (rc == TETHER_ENOTFOUND) ||
             (best >= 0 && (rc < 0 || strcmp(who, s->nodes[best].name) != 0))) {
             fail(s, "after the quiet phase %s names %s the leader of {el,%d}",
@@ -1377,8 +1475,7 @@ static void check_election_end(sim_t *s, int k)
             const el_est_t *p = &s->est[k][x];
             const simnode_t *pn = &s->nodes[p->node];
             if (pn->eng != NULL && !pn->left && pn->inc == p->inc &&
-                p->fence >= f &&
-                !(p->node == i && p->fence == f)) {
+                p->fence >= f && !(p->node == i && p->fence == f)) {
                 fail(s, "%s leads {el,%d} with %llu, not above %llu of %s",
                      sn->name, k, (unsigned long long)f,
                      (unsigned long long)p->fence, pn->name);
@@ -1511,6 +1608,12 @@ static int chaos_step(sim_t *s)
         if (s->cfg.check_all)
             check_all_nodes(s);
     }
+    if (tether_sim_rng_chance(&s->rng, s->cfg.map_pm)) {
+        map_op(s);
+        drain(s);
+        if (s->cfg.check_all)
+            check_all_nodes(s);
+    }
     fix_joins(s);
     drain(s);
     return step(s);
@@ -1618,6 +1721,7 @@ void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
     cfg->user_pm = 60;
     cfg->reg_pm = 30;
     cfg->el_pm = 30;
+    cfg->map_pm = 30;
     cfg->max_total_steps = 50000000;
     cfg->check_all = 1;
 }
@@ -1738,6 +1842,8 @@ int tether_sim_run(const tether_sim_config_t *cfg, tether_sim_result_t *res)
         check_registries(s);
     if (!res->failed)
         check_rings(s);
+    if (!res->failed)
+        check_maps(s);
     for (int k = 0; k < SIM_EL_NAMES && !res->failed; k++)
         check_election_end(s, k);
 done:

@@ -84,6 +84,7 @@ typedef struct tether_sim_config {
     uint32_t user_pm;         /* per-mille chance of a module message */
     uint32_t reg_pm;          /* per-mille chance of a registry operation */
     uint32_t el_pm;           /* per-mille chance of an election operation */
+    uint32_t map_pm;          /* per-mille chance of a map write */
     uint64_t agree_bound_ms;  /* 0: derived from heartbeat and TTL */
     uint64_t max_total_steps; /* safety cap on all steps */
     /* Test hooks that break a checker on purpose (must make a run fail). */
@@ -112,6 +113,7 @@ typedef struct tether_sim_result {
     uint64_t reg_ops, reg_conflicts, reg_names; /* names left at the end */
     uint64_t reg_resolves; /* resolver verdicts given by the shells */
     uint64_t el_ops, el_elected, el_revoked; /* election */
+    uint64_t map_ops, map_keys; /* map writes; live keys at the end */
 } tether_sim_result_t;
 
 /* Fills a config with the defaults for one seed (node count from seed). */
