@@ -79,7 +79,8 @@
                          reconnect_max_ms => pos_integer(),
                          reconnect_attempts => pos_integer(),
                          ring_size => pos_integer(),
-                         election_lease_ms => pos_integer()}.
+                         election_lease_ms => pos_integer(),
+                         map_sync_ms => pos_integer()}.
 
 %% What the engine asks of its shell or tells it (`c_src/core/engine.h',
 %% tether_action_t), one term per kind:
@@ -106,6 +107,8 @@
 %% <li>`{leader, NameEtf, elected | revoked, Fence}': our candidate for
 %%     the name (its canonical term, to decode with `binary_to_term/1')
 %%     was elected with Fence, or lost the leadership (Fence 0).</li>
+%% <li>`{map, NameEtf, KeyEtf, ValueEtf | removed}': what map_get answers
+%%     for the key of a hosted map with subscribers changed.</li>
 %% </ul>
 -type action() :: {send, name(), binary()}
                 | {connect, name()}

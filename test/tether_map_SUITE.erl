@@ -13,7 +13,10 @@
 %% - 100,000 keys, 10 changed on the other side of a partition: the
 %%   anti-entropy bytes after the heal (printed);
 %% - bad input: unknown maps, validators (refusing, crashing, not a
-%%   fun), values too large, bad options.
+%%   fun), values too large, bad options;
+%% - a C-node hosting the map (tether_cnode --map m) sees the BEAM nodes'
+%%   puts and removes and answers {map_get, m, Key} and {map_to_list, m}
+%%   on its `tether' process as the facade does.
 %%
 %% Run alone: scripts/ct.sh --suite test/tether_map_SUITE
 -module(tether_map_SUITE).
@@ -25,7 +28,8 @@
          end_per_testcase/2]).
 -export([puts_and_removes_everywhere/1, concurrent_puts_converge/1,
          drop_partition/1, defer_partition/1, subscriptions/1,
-         one_key_rewritten/1, ten_changed_of_100000/1, bad_input/1]).
+         one_key_rewritten/1, ten_changed_of_100000/1, bad_input/1,
+         cnode_hosts_a_map/1]).
 %% Run on the peers.
 -export([rewrite/3, fill/3, relay/1]).
 
@@ -38,7 +42,7 @@
 all() ->
     [puts_and_removes_everywhere, concurrent_puts_converge, drop_partition,
      defer_partition, subscriptions, one_key_rewritten, ten_changed_of_100000,
-     bad_input].
+     bad_input, cnode_hosts_a_map].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -233,6 +237,34 @@ bad_input(_Config) ->
     ok = call(B1, tether, delete_map, [b]),
     ?assertEqual({error, no_such_map}, call(B1, tether, map_get, [b, k])),
     ok = call(B1, tether, delete_map, [b]).
+
+%% The C-node (--map m) joins three BEAM hosts: it gets what they wrote
+%% before (anti-entropy when the hosts meet) and after, and answers
+%% gen_server calls on `tether' as the facade does.
+cnode_hosts_a_map(Config) ->
+    [B1, B2, _] = Bs = cluster([{maps, [m]}, {map_sync_ms, 1000}]),
+    ok = call(B1, tether, map_put, [m, before, {1, <<"x">>}]),
+    C = tether_test_lib:start_case_cnode(
+          #{name => tether_test_lib:unique_name(tmap), heartbeat_ms => ?HB_MS,
+            ttl_ms => ?TTL_MS, join => [B1], extra_args => ["--map", "m"],
+            log_dir => ?config(priv_dir, Config)}, 20),
+    CN = tether_test_lib:cnode_node(C),
+    tether_test_lib:wait_members([CN | Bs], lists:sort([CN | Bs]), ?WAIT_MS),
+    CCall = fun(Req) -> gen_server:call({tether, CN}, Req, ?CALL_MS) end,
+    poll(fun() -> CCall({map_get, m, before}) end,
+         fun(V) -> V =:= {ok, {1, <<"x">>}} end),
+    ok = call(B2, tether, map_put, [m, {k, 2}, [a, "b", 3.5]]),
+    poll(fun() -> CCall({map_get, m, {k, 2}}) end,
+         fun(V) -> V =:= {ok, [a, "b", 3.5]} end),
+    ok = call(B1, tether, map_remove, [m, before]),
+    poll(fun() -> CCall({map_get, m, before}) end,
+         fun(V) -> V =:= not_found end),
+    ?assertEqual([{{k, 2}, [a, "b", 3.5]}], CCall({map_to_list, m})),
+    ?assertEqual({error, no_such_map}, CCall({map_get, nope, k})),
+    ?assertEqual({error, no_such_map}, CCall({map_to_list, nope})),
+    %% The C-node counts as a host: the BEAM nodes know three others.
+    poll(fun() -> maps:get(hosts, call(B1, tether_map, map_info, [m])) end,
+         fun(N) -> N =:= 3 end).
 
 %%% Run on the peers
 

@@ -322,24 +322,6 @@ ERL_NIF_TERM map_notify_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return map ? ATOM(ok) : enif_make_tuple2(env, ATOM(error), am_no_such_map);
 }
 
-typedef struct sealed_acc {
-    ErlNifEnv *env;
-    ERL_NIF_TERM list;
-} sealed_acc_t;
-
-static void sealed_cb(void *ctx, const char *peer, const uint8_t *bytes,
-                      size_t len)
-{
-    sealed_acc_t *a = ctx;
-    ERL_NIF_TERM p =
-        tether__nif_make_bytes(a->env, (const uint8_t *)peer, strlen(peer));
-
-    a->list = enif_make_list_cell(
-        a->env,
-        enif_make_tuple2(a->env, p, tether__nif_make_bytes(a->env, bytes, len)),
-        a->list);
-}
-
 /*
  * map_put(Engine, Name, Key, Value) and map_remove(Engine, Name, Key)
  *   -> {ok, [{Peer, Envelope}], Drain :: boolean()}
@@ -354,7 +336,7 @@ static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
     tether_nif_res_t *res;
     tether_nif_canon_t k;
     ErlNifBinary v = {0};
-    sealed_acc_t acc = {env, enif_make_list(env, 0)};
+    tether_nif_sealed_t acc = {env, enif_make_list(env, 0)};
     tether_map_t *map;
     int rc, drain = 0;
 
@@ -373,7 +355,8 @@ static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
     } else {
         tether_engine_set_wall(res->eng, tether__nif_system_ms());
         rc = tether_maps_write(res->maps, map, k.data, k.len,
-                               remove ? NULL : v.data, v.size, sealed_cb, &acc);
+                               remove ? NULL : v.data, v.size,
+                               tether__nif_sealed_cb, &acc);
         drain = tether_maps_notify(map);
     }
     enif_mutex_unlock(res->lock);

@@ -229,6 +229,14 @@ typedef struct tether_nif_key {
  * memory, more than TETHER_REG_NAME_MAX bytes). */
 int tether__nif_key_make(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_key_t *k);
 void tether__nif_key_free(tether_nif_key_t *k);
+/* Direct-path envelopes gathered as [{Peer :: binary(), Envelope}] (a
+ * tether_engine_sealed_t callback and its context; registry and maps). */
+typedef struct tether_nif_sealed {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+} tether_nif_sealed_t;
+void tether__nif_sealed_cb(void *ctx, const char *peer, const uint8_t *bytes,
+                           size_t len);
 ERL_NIF_TERM reg_register_nif(ErlNifEnv *env, int argc,
                               const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
