@@ -72,6 +72,16 @@
 %% subscribers on its node, handed over when the ring changes,
 %% persisted under `data_dir'.
 %%
+%% == Replicated maps ==
+%%
+%% Last-writer-wins maps ({@link tether_map}): `new_map/1,2',
+%% `delete_map/1', `map_put/3', `map_get/2', `map_remove/2',
+%% `map_keys/1', `map_to_list/1', `map_size/1', `subscribe_map/1,2' and
+%% `unsubscribe_map/1,2'. A map is replicated among the nodes that host
+%% it; a write is stamped once and sent with its stamp, so concurrent
+%% writes converge without an anti-entropy pass, and anti-entropy
+%% exchanges only the keys that differ. Reads are answered by the NIF.
+%%
 %% Every cluster call answers `{error, not_distributed}' while the node
 %% is not alive; the application starts anyway and clusters once
 %% distribution starts.
@@ -109,6 +119,11 @@
 -export([remind/3, remind/4, remind_after/3, remind_after/4,
          cancel_reminder/1, reminder/1, subscribe_reminders/0,
          subscribe_reminders/1, unsubscribe_reminders/1]).
+-export([new_map/1, new_map/2, delete_map/1, map_put/3, map_get/2,
+         map_remove/2, map_keys/1, map_to_list/1, map_size/1,
+         subscribe_map/1, subscribe_map/2, unsubscribe_map/1,
+         unsubscribe_map/2]).
+-compile({no_auto_import, [map_size/1]}).
 
 -export_type([partition_ref/0, partition_info/0, conflict_method/0]).
 
@@ -732,3 +747,90 @@ subscribe_reminders(Pid) ->
 -spec unsubscribe_reminders(pid()) -> ok | {error, {bad_option, term()}}.
 unsubscribe_reminders(Pid) ->
     tether_reminder:unsubscribe_reminders(Pid).
+
+%%% Replicated maps (implemented by tether_map)
+
+%% @doc This node hosts the replicated map Name, with no options.
+-spec new_map(term()) -> ok | {error, term()}.
+new_map(Name) ->
+    tether_map:new_map(Name).
+
+%% @doc This node hosts the replicated map Name (idempotent: the options
+%% of a map hosted already are kept). A map is replicated among the nodes
+%% that host it (also declared by the application env `maps', a list of
+%% names or `{Name, Opts}', and on a C-node by `--map NAME'); per key the
+%% last write by (hybrid logical clock, node name) wins. Opts:
+%% `validator' (a `fun((Key, Value) -> boolean())' run on the writing
+%% node: a put it refuses, or that makes it crash, returns `{error,
+%% invalid_value}'), `tombstone_ttl_ms' (how long a remove is kept,
+%% default 24 h), `persist' (only `false' so far). Unknown or bad options
+%% return `{error, {bad_option, Opt}}'.
+-spec new_map(term(), tether_map:opts()) -> ok | {error, term()}.
+new_map(Name, Opts) ->
+    tether_map:new_map(Name, Opts).
+
+%% @doc Stops hosting map Name on this node (its copy here goes; the
+%% other hosts keep theirs: not a cluster-wide erase).
+-spec delete_map(term()) -> ok.
+delete_map(Name) ->
+    tether_map:delete_map(Name).
+
+%% @doc Writes Key => Value in map Name: applied here, then sent to every
+%% host with the same stamp. Values up to 4 MiB in external format
+%% (`{error, too_large}' beyond), without funs.
+-spec map_put(term(), term(), term()) ->
+          ok | {error, invalid_value | too_large | no_such_map}.
+map_put(Name, Key, Value) ->
+    tether_map:map_put(Name, Key, Value).
+
+%% @doc Key's value in map Name on this node: read in the NIF under its
+%% read lock, no message to any process.
+-spec map_get(term(), term()) -> {ok, term()} | not_found
+                                 | {error, no_such_map}.
+map_get(Name, Key) ->
+    case tether_server:engine() of
+        undefined -> {error, no_such_map};
+        E -> tether_nif:map_get(E, Name, Key)
+    end.
+
+%% @doc Removes Key from map Name (a tombstone, ordered as writes are).
+-spec map_remove(term(), term()) -> ok | {error, no_such_map}.
+map_remove(Name, Key) ->
+    tether_map:map_remove(Name, Key).
+
+%% @doc The keys of map Name on this node, in no set order.
+-spec map_keys(term()) -> [term()] | {error, no_such_map}.
+map_keys(Name) ->
+    tether_map:map_keys(Name).
+
+%% @doc The `{Key, Value}' pairs of map Name on this node, in no set order.
+-spec map_to_list(term()) -> [{term(), term()}] | {error, no_such_map}.
+map_to_list(Name) ->
+    tether_map:map_to_list(Name).
+
+%% @doc The number of keys of map Name on this node.
+-spec map_size(term()) -> non_neg_integer() | {error, no_such_map}.
+map_size(Name) ->
+    tether_map:map_size(Name).
+
+%% @doc Subscribes the caller to map Name's changes; see subscribe_map/2.
+-spec subscribe_map(term()) -> ok | {error, no_such_map}.
+subscribe_map(Name) ->
+    tether_map:subscribe_map(Name).
+
+%% @doc Pid gets `{tether_map, Name, {put, Key, Value}}' and
+%% `{tether_map, Name, {remove, Key}}' for local and remote changes, once
+%% per change of what map_get/2 answers on this node.
+-spec subscribe_map(term(), pid()) -> ok | {error, no_such_map}.
+subscribe_map(Name, Pid) ->
+    tether_map:subscribe_map(Name, Pid).
+
+%% @doc Ends the caller's subscription to map Name.
+-spec unsubscribe_map(term()) -> ok | {error, no_such_map}.
+unsubscribe_map(Name) ->
+    tether_map:unsubscribe_map(Name).
+
+%% @doc Ends Pid's subscription to map Name.
+-spec unsubscribe_map(term(), pid()) -> ok | {error, no_such_map}.
+unsubscribe_map(Name, Pid) ->
+    tether_map:unsubscribe_map(Name, Pid).

@@ -40,6 +40,8 @@
 -export([reminders_set/6, reminders_cancel/3, reminders_get/3,
          reminders_subscribers/2, reminders_load/2, reminders_dump/1,
          reminders_info/1]).
+-export([map_host/3, map_unhost/2, map_notify/3, map_put/4, map_put_dirty/4,
+         map_remove/3, map_get/3, map_list/3, map_size/2, map_info/2]).
 
 -export_type([engine/0, ring/0, action/0, engine_opts/0, error_reason/0]).
 
@@ -89,7 +91,8 @@
                          reminder_missed_ms => non_neg_integer(),
                          reminder_handoff_ms => non_neg_integer(),
                          reminder_round_ms => non_neg_integer(),
-                         reminder_op_timeout_ms => non_neg_integer()}.
+                         reminder_op_timeout_ms => non_neg_integer(),
+                         map_sync_ms => pos_integer()}.
 
 %% What the engine asks of its shell or tells it (`c_src/core/engine.h',
 %% tether_action_t), one term per kind:
@@ -122,6 +125,8 @@
 %%     | not_found}': the answer to a reminders call made with Ref.</li>
 %% <li>`{reminder_store, Record}': persist Record (fed back with
 %%     reminders_load/2 at start).</li>
+%% <li>`{map, NameEtf, KeyEtf, ValueEtf | removed}': what map_get answers
+%%     for the key of a hosted map with subscribers changed.</li>
 %% </ul>
 -type action() :: {send, name(), binary()}
                 | {connect, name()}
@@ -141,7 +146,9 @@
                 | {reminder_reply, non_neg_integer(),
                    ok | timeout | not_found
                    | {found, integer(), binary()}}
-                | {reminder_store, binary()}.
+                | {reminder_store, binary()}
+
+                | {map, binary(), binary(), binary() | removed}.
 
 %% @private Loads the shared library; called by the code server.
 -spec init() -> ok | {error, term()}.
@@ -626,4 +633,68 @@ reminders_dump(_Engine) ->
 -spec reminders_info(engine()) -> #{atom() => non_neg_integer()}
                                   | {error, enomem}.
 reminders_info(_Engine) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%%% Replicated maps (c_src/core/maps.h, c_src/nif/maps.c)
+
+%% @doc This node hosts map Name (idempotent), tombstones kept TtlMs.
+-spec map_host(engine(), term(), non_neg_integer()) ->
+          ok | {error, error_reason()}.
+map_host(_Engine, _Name, _TtlMs) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Stops hosting map Name here.
+-spec map_unhost(engine(), term()) -> ok | {error, no_such_map}.
+map_unhost(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Turns `{map, ...}' actions (subscriber events) for Name on or off.
+-spec map_notify(engine(), term(), boolean()) -> ok | {error, no_such_map}.
+map_notify(_Engine, _Name, _On) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Writes Key => Value on the direct path: the caller sends each
+%% envelope to `tether' on Peer, and tells the server to drain when the
+%% third element is true (subscriber events wait).
+-spec map_put(engine(), term(), term(), term()) ->
+          {ok, [{binary(), binary()}], boolean()}
+        | {error, no_such_map | too_large | invalid_value | error_reason()}.
+map_put(_Engine, _Name, _Key, _Value) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc map_put/4 on a dirty CPU scheduler (large values).
+-spec map_put_dirty(engine(), term(), term(), term()) ->
+          {ok, [{binary(), binary()}], boolean()}
+        | {error, no_such_map | too_large | invalid_value | error_reason()}.
+map_put_dirty(_Engine, _Name, _Key, _Value) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Removes Key, as map_put/4 writes.
+-spec map_remove(engine(), term(), term()) ->
+          {ok, [{binary(), binary()}], boolean()}
+        | {error, no_such_map | too_large | error_reason()}.
+map_remove(_Engine, _Name, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Key's value in map Name, read under the read lock.
+-spec map_get(engine(), term(), term()) ->
+          {ok, term()} | not_found | {error, no_such_map}.
+map_get(_Engine, _Name, _Key) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The keys (`keys') or pairs (`pairs') of map Name.
+-spec map_list(engine(), term(), keys | pairs) ->
+          [term()] | [{term(), term()}] | {error, no_such_map}.
+map_list(_Engine, _Name, _What) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The number of keys of map Name.
+-spec map_size(engine(), term()) -> non_neg_integer() | {error, no_such_map}.
+map_size(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Counters of map Name and of the maps module.
+-spec map_info(engine(), term()) ->
+          #{atom() => non_neg_integer()} | {error, no_such_map}.
+map_info(_Engine, _Name) ->
     erlang:nif_error({not_loaded, ?MODULE}).

@@ -131,7 +131,8 @@
     %% Senders of peers whose distribution buffer was busy (see wire/3):
     %% the sender and the number of messages handed to it.
     senders = #{} :: #{node() => {pid(), non_neg_integer()}},
-    rm :: tether_reminder:state()            % reminder subscribers, log
+    rm :: tether_reminder:state(),           % reminder subscribers, log
+    maps :: tether_map:state()               % hosted maps, subscribers
 }).
 
 -type state() :: #st{}.
@@ -342,7 +343,8 @@ init([]) ->
                                  reg = tether_registry:init(),
                                  ring = tether_ring:init(),
                                  el = tether_election:init(),
-                                 rm = tether_reminder:init(Config)})};
+                                 rm = tether_reminder:init(Config),
+                                 maps = tether_map:init()})};
         {error, Reason} ->
             {stop, {bad_config, Reason}}
     end.
@@ -453,6 +455,9 @@ handle_info({timeout, TRef, tick}, S = #st{timer = {TRef, _}}) ->
 handle_info(dist_check, S) ->
     erlang:send_after(?DIST_CHECK_MS, self(), dist_check),
     {noreply, dist_check(S)};
+handle_info(map_drain, S) ->
+    %% A write of this node queued subscriber events.
+    {noreply, run(S)};
 handle_info({reg_verdict, Verdict}, S) when S#st.engine =/= undefined ->
     {noreply, registry(fun(E, R) -> tether_registry:verdict(Verdict, E, R)
                        end, S)};
@@ -487,13 +492,23 @@ process_down(Pid, MRef, S) ->
                     %% A candidate died: it stops being one at once.
                     {noreply, election_down(Pid, S)};
                 false ->
-                    Ring = case tether_ring:is_subscriber(Pid, MRef,
-                                                          S#st.ring) of
-                               true -> tether_ring:unsubscribe(Pid, S#st.ring);
-                               false -> S#st.ring
-                           end,
-                    {noreply, drop_monitored(Pid, MRef, S#st{ring = Ring})}
+                    map_or_other_down(Pid, MRef, S)
             end
+    end.
+
+%% A monitored process that is no registrant nor candidate died: a map
+%% subscriber, a shard subscriber, a member event subscriber or a handler.
+-spec map_or_other_down(pid(), reference(), state()) -> {noreply, state()}.
+map_or_other_down(Pid, MRef, S) ->
+    case tether_map:down(Pid, MRef, S#st.engine, S#st.maps) of
+        {true, Maps} ->
+            {noreply, S#st{maps = Maps}};
+        false ->
+            Ring = case tether_ring:is_subscriber(Pid, MRef, S#st.ring) of
+                       true -> tether_ring:unsubscribe(Pid, S#st.ring);
+                       false -> S#st.ring
+                   end,
+            {noreply, drop_monitored(Pid, MRef, S#st{ring = Ring})}
     end.
 
 %% @private
@@ -554,6 +569,12 @@ call(Req, S = #st{engine = E, el = El})
        element(1, Req) =:= election_resign ->
     {Reply, El1} = tether_election:handle_call(Req, E, El),
     {Reply, S#st{el = El1}};
+call(Req, S = #st{engine = E, maps = Maps})
+  when element(1, Req) =:= map_new; element(1, Req) =:= map_delete;
+       element(1, Req) =:= map_subscribe;
+       element(1, Req) =:= map_unsubscribe ->
+    {Reply, Maps1} = tether_map:handle_call(Req, E, Maps),
+    {Reply, S#st{maps = Maps1}};
 call(info, S) ->
     {tether_nif:engine_info(S#st.engine), S};
 call({engine_call, Fun}, S) when is_function(Fun, 1) ->
@@ -666,6 +687,7 @@ start_engine(S0) ->
              ring_size => RingSize,
              election_lease_ms => LeaseMs,
              defer_max_bytes => DeferBytes,
+             map_sync_ms => tether_map:sync_ms(),
              seeds => bins(S#st.seeds)},
     Opts1 = maps:merge(Opts, tether_reminder:engine_opts(S#st.rm)),
     case safe(fun() -> tether_nif:engine_new(Opts1) end) of
@@ -678,7 +700,8 @@ start_engine(S0) ->
                       ring = tether_ring:engine_started(E, S#st.ring),
                       rm = tether_reminder:engine_started(E, S#st.rm)},
             S2 = run(lists:foldl(fun peer_up/2, tick(S1), nodes(connected))),
-            run(S2#st{el = tether_election:engine_started(E, S2#st.el)});
+            run(S2#st{el = tether_election:engine_started(E, S2#st.el),
+                      maps = tether_map:engine_started(E, S2#st.maps)});
         {error, Reason} ->
             logger:error("tether: engine not started: ~p", [Reason]),
             S
@@ -803,6 +826,8 @@ act(Action, S) when element(1, Action) =:= reminder;
     S#st{rm = tether_reminder:handle_action(Action, S#st.engine, S#st.rm)};
 act({leader, _NameEtf, _Change, _Fence} = Action, S) ->
     S#st{el = tether_election:handle_action(Action, S#st.el)};
+act({map, _NameEtf, _KeyEtf, _Value} = Action, S) ->
+    S#st{maps = tether_map:handle_action(Action, S#st.maps)};
 act({log, Level, Text}, S) ->
     logger:log(Level, "tether: ~ts", [Text]),
     S;

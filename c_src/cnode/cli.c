@@ -116,6 +116,9 @@ static const char usage_text[] =
     "      --ring-size N        shards of the consistent-hash ring, a power "
     "of\n"
     "                           two (default 64); every member must agree\n"
+    "      --map NAME           host the replicated map named by the atom\n"
+    "                           NAME (repeatable); {map_get, NAME, Key} and\n"
+    "                           {map_to_list, NAME} on `tether' read it\n"
     "      --lead NAME          campaign at start for the leadership of the\n"
     "                           atom NAME (repeatable), for a C service that\n"
     "                           should run as a singleton; transitions are\n"
@@ -525,8 +528,9 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_LEAD,
         OPT_LEAD_PRIORITY,
         OPT_VOTER,
-        OPT_LEASE,
         OPT_DEFER_BYTES,
+        OPT_MAP,
+        OPT_LEASE,
     };
     static const struct option options[] = {
         {"name", required_argument, NULL, 'n'},
@@ -556,6 +560,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"service", required_argument, NULL, OPT_SERVICE},
         {"register", required_argument, NULL, OPT_REGISTER},
         {"lead", required_argument, NULL, OPT_LEAD},
+        {"map", required_argument, NULL, OPT_MAP},
         {"lead-priority", required_argument, NULL, OPT_LEAD_PRIORITY},
         {"election-voter", required_argument, NULL, OPT_VOTER},
         {"election-lease-ms", required_argument, NULL, OPT_LEASE},
@@ -588,6 +593,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     size_t nnames = 0;
     static const char *leads[SERVICES_FLAG_MAX];
     size_t nleads = 0;
+    static const char *maps[SERVICES_FLAG_MAX];
+    size_t nmaps = 0;
     static char voters[TETHER_CLUSTER_VOTERS_MAX][NAME_BUF_MAX];
     static const char *voter_ptrs[TETHER_CLUSTER_VOTERS_MAX];
     tether_cluster_lead_opts_t lead_opts = {.voters = voter_ptrs};
@@ -776,6 +783,15 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                 return usage_error("bad --register '%s' (want an atom name)",
                                    optarg);
             names[nnames++] = optarg;
+            break;
+        case OPT_MAP:
+            if (nmaps == SERVICES_FLAG_MAX)
+                return usage_error("too many --map (at most %d)",
+                                   SERVICES_FLAG_MAX);
+            if (*optarg == '\0' || strlen(optarg) >= TETHER_NAME_MAX)
+                return usage_error("bad --map '%s' (want an atom name)",
+                                   optarg);
+            maps[nmaps++] = optarg;
             break;
         case OPT_LEAD:
             if (nleads == SERVICES_FLAG_MAX)
@@ -967,6 +983,17 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         if (rc < 0) {
             fprintf(stderr, "%s: cannot register '%s' in the cluster: %s\n",
                     prog, names[i], tether_strerror(rc));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nmaps; i++) {
+        char atom[TETHER_ATOM_TERM_MAX];
+        size_t alen = tether_term_atom(atom, sizeof atom, maps[i]);
+        rc = alen == 0 ? TETHER_EINVAL
+                       : tether_cluster_map_host(node, atom, alen);
+        if (rc < 0) {
+            fprintf(stderr, "%s: cannot host the map '%s': %s\n", prog, maps[i],
+                    tether_strerror(rc));
             goto done;
         }
     }

@@ -42,6 +42,7 @@
 #include "core/codec.h"
 #include "core/election.h"
 #include "core/engine.h"
+#include "core/maps.h"
 #include "core/registry.h"
 #include "core/ring.h"
 #include "core/service_table.h"
@@ -139,8 +140,8 @@ typedef struct tether_cluster {
     uint64_t bad_input;
     /* The cluster service table (core/service_table.h), the registry and
      * the tether_rpc requests. */
-    tether_svctab_t *svc;   /* the service table of eng */
-    tether_registry_t *reg; /* the name registry of eng */
+    tether_svctab_t *svc;       /* the service table of eng */
+    tether_registry_t *reg;     /* the name registry of eng */
     tether_ring_module_t *ring; /* the cluster ring of eng */
     tether_election_t *el;      /* the election of eng */
     cand_t *cands;              /* CANDS_MAX, allocated at the first */
@@ -156,6 +157,14 @@ typedef struct tether_cluster {
     size_t nservices;
     pending_req_t *pending, **pending_tail;
     bool starting; /* rpc_start_pending is running (answers call run()) */
+    /* Replicated maps (core/maps.h): the module of eng, and the maps
+     * hosted here (canonical names), hosted again by a fresh engine. */
+    tether_maps_t *maps;
+    struct {
+        uint8_t name[TETHER_MAPS_NAME_MAX];
+        size_t nlen;
+    } hosted[TETHER_CLUSTER_MAPS_MAX];
+    size_t nhosted;
 } cluster_t;
 
 #define LOG(node, lvl, ...) tether__node_log((node), (lvl), __VA_ARGS__)
@@ -449,6 +458,9 @@ static void act(cluster_t *cl, const tether_action_t *a)
         break;
     case TETHER_ACT_LEADER:
         leader_event(cl, a);
+        break;
+    case TETHER_ACT_MAP:
+        /* Map changes are read by the C API (tether_map_*); no event. */
         break;
     case TETHER_ACT_REMINDER:
     case TETHER_ACT_REMINDER_REPLY:
@@ -1113,6 +1125,14 @@ static int engine_start(cluster_t *cl)
                                        .round_ms = cl->hb_ms};
     if (rc == 0)
         rc = tether_election_new(&el_cfg, eng, &el);
+    /* The maps: one thread reads and writes them, no lock hooks. */
+    tether_maps_t *maps = NULL;
+    tether_maps_config_t mcfg = {.sync_ms = 0};
+    if (rc == 0)
+        rc = tether_maps_new(&mcfg, eng, &maps);
+    for (size_t i = 0; rc == 0 && i < cl->nhosted; i++)
+        rc = tether_maps_host(maps, cl->hosted[i].name, cl->hosted[i].nlen,
+                              NULL, NULL);
     if (rc < 0) {
         tether_engine_free(eng);
         return rc;
@@ -1135,6 +1155,7 @@ static int engine_start(cluster_t *cl)
     cl->reg = reg;
     cl->ring = ring;
     cl->el = el;
+    cl->maps = maps;
     cl->last_inc = inc;
     cl->nup = 0;
     cl->nev = 0;
@@ -1243,10 +1264,9 @@ static int encode_info(cluster_t *cl, ei_x_buff *x)
     tether_engine_stats_list(tether_engine_stats(cl->eng), stats);
     if (ei_x_encode_map_header(x, 7) < 0 ||
         ei_x_encode_atom(x, "registry") < 0 ||
-        ei_x_encode_map_header(x, 2) < 0 ||
-        ei_x_encode_atom(x, "count") < 0 ||
-        ei_x_encode_ulonglong(x, cl->reg ? tether_registry_count(cl->reg)
-                                         : 0) < 0 ||
+        ei_x_encode_map_header(x, 2) < 0 || ei_x_encode_atom(x, "count") < 0 ||
+        ei_x_encode_ulonglong(x, cl->reg ? tether_registry_count(cl->reg) : 0) <
+            0 ||
         ei_x_encode_atom(x, "digest") < 0 ||
         ei_x_encode_ulonglong(x, cl->reg ? tether_registry_digest(cl->reg)
                                          : 0) < 0 ||
@@ -1425,8 +1445,7 @@ static int call_ring(cluster_t *cl, const char *tag, const char *buf, int idx,
     if (strcmp(tag, "shard") == 0)
         return ei_x_encode_ulong(x, shard);
     if (strcmp(tag, "is_owner") == 0)
-        return ei_x_encode_boolean(x,
-                                   tether_ring_module_owns(cl->ring, shard));
+        return ei_x_encode_boolean(x, tether_ring_module_owns(cl->ring, shard));
     if (strcmp(tag, "owners") == 0)
         return encode_owners(cl, shard, n, x);
     {
@@ -1744,6 +1763,104 @@ static int call_election(cluster_t *cl, const char *tag, const char *buf,
                : 0;
 }
 
+/* The canonical encoding of the term at buf[*idx] (advanced past it)
+ * into a malloc'd *out of at most max bytes. */
+static int term_canon_at(const char *buf, int *idx, size_t max, uint8_t **out,
+                         size_t *olen)
+{
+    int start = *idx, rc;
+    size_t len;
+    char *etf;
+
+    *out = NULL;
+    if (ei_skip_term(buf, idx) < 0)
+        return TETHER_EINVAL;
+    etf = with_version(buf, start, *idx, &len);
+    *out = malloc(max);
+    if (etf == NULL || *out == NULL) {
+        free(etf);
+        free(*out);
+        *out = NULL;
+        return TETHER_ENOMEM;
+    }
+    rc = len <= INT32_MAX && tether_term_valid(etf, len) &&
+                 tether_ring_canon((const uint8_t *)etf, len, *out, max,
+                                   olen) == 0
+             ? 0
+             : TETHER_EINVAL;
+    free(etf);
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* Appends one ETF value (131-prefixed) to x as a term. */
+static int append_term(ei_x_buff *x, const uint8_t *etf, size_t len)
+{
+    return ei_x_append_buf(x, (const char *)etf + 1, (int)len - 1);
+}
+
+typedef struct map_list {
+    ei_x_buff *x;
+    int rc;
+} map_list_t;
+
+static void map_pair(void *ctx, const uint8_t *key, size_t klen,
+                     const uint8_t *val, size_t vlen)
+{
+    map_list_t *l = ctx;
+
+    if (l->rc == 0 &&
+        (ei_x_encode_list_header(l->x, 1) < 0 ||
+         ei_x_encode_tuple_header(l->x, 2) < 0 ||
+         append_term(l->x, key, klen) < 0 || append_term(l->x, val, vlen) < 0))
+        l->rc = -1;
+}
+
+/*
+ * The maps' queries, answered as the BEAM facade answers them:
+ * {map_get, Name, Key} -> {ok, Value} | not_found | {error, no_such_map},
+ * {map_to_list, Name} -> [{Key, Value}] | {error, no_such_map}.
+ */
+static int call_map(cluster_t *cl, const char *tag, const char *buf, int idx,
+                    ei_x_buff *x)
+{
+    uint8_t name[TETHER_MAPS_NAME_MAX], *key = NULL;
+    size_t n = 0, klen = 0, vlen;
+    const uint8_t *val;
+    tether_map_t *map;
+    map_list_t l = {x, 0};
+    int rc;
+
+    if (name_at(buf, &idx, name, &n) < 0)
+        return encode_error(x, TETHER_EINVAL);
+    map = cl->maps ? tether_maps_find(cl->maps, name, n) : NULL;
+    if (map == NULL)
+        return ei_x_encode_tuple_header(x, 2) < 0 ||
+                       ei_x_encode_atom(x, "error") < 0 ||
+                       ei_x_encode_atom(x, "no_such_map") < 0
+                   ? -1
+                   : 0;
+    if (strcmp(tag, "map_to_list") == 0) {
+        tether_maps_visit(map, map_pair, &l);
+        return l.rc < 0 ? -1 : ei_x_encode_empty_list(x);
+    }
+    if (term_canon_at(buf, &idx, TETHER_MAPS_KEY_MAX, &key, &klen) < 0)
+        return ei_x_encode_atom(x, "not_found");
+    if (!tether_maps_get(map, key, klen, &val, &vlen))
+        rc = ei_x_encode_atom(x, "not_found");
+    else
+        rc = ei_x_encode_tuple_header(x, 2) < 0 ||
+                     ei_x_encode_atom(x, "ok") < 0 ||
+                     append_term(x, val, vlen) < 0
+                 ? -1
+                 : 0;
+    free(key);
+    return rc;
+}
+
 static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
 {
     char tag[MAXATOMLEN_UTF8];
@@ -1778,6 +1895,9 @@ static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
             (strcmp(tag, "is_owner") == 0 && arity == 2) ||
             (strcmp(tag, "shard_owners") == 0 && arity == 3))
             return call_ring(cl, tag, buf, idx, x);
+        if ((strcmp(tag, "map_get") == 0 && arity == 3) ||
+            (strcmp(tag, "map_to_list") == 0 && arity == 2))
+            return call_map(cl, tag, buf, idx, x);
         if (strcmp(tag, "heal") == 0 && arity == 2)
             return call_heal(cl, buf, idx, x);
         if (arity == 2 &&
@@ -1926,7 +2046,8 @@ static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
         return TETHER_EINVAL;
     cl->hb_ms = hb;
     cl->ttl_ms = ttl;
-    cl->ring_size = cfg->ring_size ? cfg->ring_size : TETHER_RING_DEFAULT_SHARDS;
+    cl->ring_size =
+        cfg->ring_size ? cfg->ring_size : TETHER_RING_DEFAULT_SHARDS;
     if (cl->ring_size > TETHER_RING_SHARDS_MAX ||
         (cl->ring_size & (cl->ring_size - 1)) != 0)
         return TETHER_EINVAL;
@@ -2206,9 +2327,8 @@ int tether_cluster_owners(tether_node_t *node, const char *key, size_t len,
         return rc;
     if (out == NULL || n == 0)
         return TETHER_EINVAL;
-    return (int)tether_ring_owners(tether_ring_module_table(
-                                       with_ring(node)->ring),
-                                   shard, n, out);
+    return (int)tether_ring_owners(
+        tether_ring_module_table(with_ring(node)->ring), shard, n, out);
 }
 
 int tether_cluster_place(tether_node_t *node, const char *key, size_t len,
@@ -2254,7 +2374,8 @@ int tether_cluster_subscribe_shards(tether_node_t *node,
     for (size_t i = 0; i < TETHER_CLUSTER_SHARD_SUBS_MAX; i++) {
         if (cl->shard_subs[i].fn == fn && cl->shard_subs[i].ctx == ctx)
             return TETHER_EEXIST;
-        if (cl->shard_subs[i].fn == NULL && free_slot == TETHER_CLUSTER_SHARD_SUBS_MAX)
+        if (cl->shard_subs[i].fn == NULL &&
+            free_slot == TETHER_CLUSTER_SHARD_SUBS_MAX)
             free_slot = i;
     }
     if (free_slot == TETHER_CLUSTER_SHARD_SUBS_MAX)
@@ -2442,4 +2563,121 @@ int tether_cluster_leader(tether_node_t *node, const char *name, size_t len,
         return TETHER_ETOOBIG;
     memcpy(leader, who, strlen(who) + 1);
     return 0;
+}
+
+/* ------------------------------------------------------------- maps API */
+
+int tether_cluster_map_host(tether_node_t *node, const char *name, size_t len)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    uint8_t canon[TETHER_MAPS_NAME_MAX];
+    size_t n;
+    int rc;
+
+    if (name_canon(name, len, canon, &n) < 0)
+        return TETHER_EINVAL;
+    if (cl == NULL || cl->maps == NULL)
+        return TETHER_ENOTFOUND;
+    if (tether_maps_find(cl->maps, canon, n) != NULL)
+        return 0;
+    if (cl->nhosted == TETHER_CLUSTER_MAPS_MAX)
+        return TETHER_ETOOBIG;
+    rc = tether_maps_host(cl->maps, canon, n, NULL, NULL);
+    if (rc == 0) {
+        memcpy(cl->hosted[cl->nhosted].name, canon, n);
+        cl->hosted[cl->nhosted++].nlen = n;
+    }
+    run(cl);
+    return rc;
+}
+
+/* The hosted map of the ETF name, or NULL. */
+static tether_map_t *map_of(cluster_t *cl, const char *name, size_t len)
+{
+    uint8_t canon[TETHER_MAPS_NAME_MAX];
+    size_t n;
+
+    if (cl == NULL || cl->maps == NULL || name_canon(name, len, canon, &n) < 0)
+        return NULL;
+    return tether_maps_find(cl->maps, canon, n);
+}
+
+/* The canonical bytes of an ETF key (malloc'd), or NULL. */
+static uint8_t *key_canon(const char *key, size_t len, size_t *klen)
+{
+    uint8_t *k;
+
+    if (key == NULL || len > INT32_MAX || !tether_term_valid(key, len))
+        return NULL;
+    k = malloc(TETHER_MAPS_KEY_MAX);
+    if (k != NULL && tether_ring_canon((const uint8_t *)key, len, k,
+                                       TETHER_MAPS_KEY_MAX, klen) != 0) {
+        free(k);
+        k = NULL;
+    }
+    return k;
+}
+
+static int map_write(tether_node_t *node, const char *name, size_t nlen,
+                     const char *key, size_t klen, const char *val, size_t vlen)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    tether_map_t *map = map_of(cl, name, nlen);
+    uint8_t *k;
+    size_t kl = 0;
+    int rc;
+
+    if (map == NULL)
+        return TETHER_ENOTFOUND;
+    k = key_canon(key, klen, &kl);
+    if (k == NULL)
+        return TETHER_EINVAL;
+    tick(cl);
+    rc = tether_maps_write(cl->maps, map, k, kl, (const uint8_t *)val, vlen,
+                           NULL, NULL);
+    free(k);
+    run(cl);
+    return rc;
+}
+
+int tether_cluster_map_put(tether_node_t *node, const char *name, size_t nlen,
+                           const char *key, size_t klen, const char *val,
+                           size_t vlen)
+{
+    if (val == NULL || vlen == 0)
+        return TETHER_EINVAL;
+    return map_write(node, name, nlen, key, klen, val, vlen);
+}
+
+int tether_cluster_map_remove(tether_node_t *node, const char *name,
+                              size_t nlen, const char *key, size_t klen)
+{
+    return map_write(node, name, nlen, key, klen, NULL, 0);
+}
+
+int tether_cluster_map_get(tether_node_t *node, const char *name, size_t nlen,
+                           const char *key, size_t klen, char *out, size_t cap,
+                           size_t *vlen)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    tether_map_t *map = map_of(cl, name, nlen);
+    const uint8_t *v;
+    size_t kl = 0, n;
+    uint8_t *k;
+    int found;
+
+    if (map == NULL)
+        return TETHER_ENOTFOUND;
+    k = key_canon(key, klen, &kl);
+    if (k == NULL)
+        return TETHER_EINVAL;
+    found = tether_maps_get(map, k, kl, &v, &n);
+    free(k);
+    if (!found)
+        return 0;
+    *vlen = n;
+    if (n > cap)
+        return TETHER_ETOOBIG;
+    memcpy(out, v, n);
+    return 1;
 }

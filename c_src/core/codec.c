@@ -77,7 +77,46 @@ static int push(walk_t *w, uint64_t n)
     return 0;
 }
 
-/* Skips an atom (used inside pids, ports, refs, exports). */
+/* 1 if p[0..n) is well-formed UTF-8 (no overlong forms, no surrogates,
+ * nothing above U+10FFFF): the VM refuses any other UTF-8 atom text. */
+static int utf8_valid(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        uint32_t c = p[i];
+        size_t len;
+        uint32_t min;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xE0) == 0xC0) {
+            len = 2, min = 0x80, c &= 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3, min = 0x800, c &= 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4, min = 0x10000, c &= 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i < len)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return 0;
+            c = c << 6 | (p[i + k] & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* Skips an atom (used inside pids, ports, refs, exports); the text of a
+ * UTF-8 atom must be well-formed UTF-8. */
 static int skip_atom(walk_t *w)
 {
     unsigned tag;
@@ -99,6 +138,9 @@ static int skip_atom(walk_t *w)
         return TETHER_EPROTO;
     }
     if (n > 255 * 4 || need(w, n) < 0)
+        return TETHER_EPROTO;
+    if ((tag == TAG_ATOM_UTF8 || tag == TAG_SMALL_ATOM_UTF8) &&
+        !utf8_valid(w->p + w->pos, n))
         return TETHER_EPROTO;
     w->pos += n;
     return 0;

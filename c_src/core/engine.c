@@ -222,6 +222,11 @@ static size_t byte_fields(tether_action_t *a, tether_bytes_t **f)
     case TETHER_ACT_REMINDER_STORE:
         f[0] = &a->u.reminder_store.rec;
         return 1;
+    case TETHER_ACT_MAP:
+        f[0] = &a->u.map.name;
+        f[1] = &a->u.map.key;
+        f[2] = &a->u.map.value;
+        return 3;
     case TETHER_ACT_CONNECT:
     case TETHER_ACT_MEMBER:
     case TETHER_ACT_JOIN:

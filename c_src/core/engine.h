@@ -55,8 +55,9 @@
  *   0x22 SERVICE     the cluster service table (core/service_table.h)
  *   (the ring, core/ring.h, has no messages: it follows membership)
  *   0x23 ELECTION    leader election with fences (core/election.h)
+ *   0x24 MAPS        replicated last-writer-wins maps (core/maps.h)
  *   0x25 REMINDERS   one-shot reminders on the ring (core/reminders.h)
- *   0x24..0xff       free for new modules (core/module.h); list each here
+ *   0x26..0xff       free for new modules (core/module.h); list each here
  *
  * Partitions and liveness (the decision): hellos, restart notices, ACK,
  * PARTITIONS and PDIGEST are the control plane and cross partitions
@@ -120,22 +121,23 @@
 #define TETHER_MSG_REGISTRY     0x21
 #define TETHER_MSG_SERVICE      0x22
 #define TETHER_MSG_ELECTION     0x23
+#define TETHER_MSG_MAPS         0x24
 #define TETHER_MSG_REMINDERS    0x25
 
-#define TETHER_ENGINE_SEED_BYTES              32
-#define TETHER_ENGINE_DEFAULT_HB_MS           1000
-#define TETHER_ENGINE_DEFAULT_TTL_MS          5000
-#define TETHER_ENGINE_DEFAULT_DEFER           1024 /* queued messages per peer */
-#define TETHER_ENGINE_DEFAULT_DEFER_BYTES     (64u << 20) /* their bytes */
-#define TETHER_ENGINE_LEAVE_ROUNDS            3 /* heartbeats a leave is repeated */
-#define TETHER_ENGINE_PEERS_MAX               1024
-#define TETHER_ENGINE_SEEDS_MAX               64
-#define TETHER_ENGINE_MODULES_MAX             32
-#define TETHER_ENGINE_PARAMS_MAX              8
-#define TETHER_ENGINE_PARAM_NAME_MAX          16 /* bytes, NUL included */
-#define TETHER_ENGINE_DEFAULT_JOIN_TIMEOUT_MS 5000
+#define TETHER_ENGINE_SEED_BYTES               32
+#define TETHER_ENGINE_DEFAULT_HB_MS            1000
+#define TETHER_ENGINE_DEFAULT_TTL_MS           5000
+#define TETHER_ENGINE_DEFAULT_DEFER            1024 /* queued messages per peer */
+#define TETHER_ENGINE_DEFAULT_DEFER_BYTES      (64u << 20) /* their bytes */
+#define TETHER_ENGINE_LEAVE_ROUNDS             3 /* heartbeats a leave is repeated */
+#define TETHER_ENGINE_PEERS_MAX                1024
+#define TETHER_ENGINE_SEEDS_MAX                64
+#define TETHER_ENGINE_MODULES_MAX              32
+#define TETHER_ENGINE_PARAMS_MAX               8
+#define TETHER_ENGINE_PARAM_NAME_MAX           16 /* bytes, NUL included */
+#define TETHER_ENGINE_DEFAULT_JOIN_TIMEOUT_MS  5000
 #define TETHER_ENGINE_DEFAULT_RECONNECT_MAX_MS 10000
-#define TETHER_ENGINE_DEFAULT_RECONNECTS      6
+#define TETHER_ENGINE_DEFAULT_RECONNECTS       6
 
 /* Defer queues: the largest defer_max_bytes, and the flush after a heal
  * (at most SLICE_BYTES of held sends per tick, a slice every SLICE_MS). */
@@ -156,11 +158,11 @@ typedef struct tether_engine_config {
     const char *name;     /* node name, 1..255 bytes */
     uint64_t incarnation; /* must grow across restarts of the same name */
     uint32_t heartbeat_ms;
-    uint32_t ttl_ms;                        /* lease length; > heartbeat_ms */
-    uint32_t hello_retry_ms;                /* 0: 2 * heartbeat_ms */
-    size_t defer_max;                       /* per-peer defer queue bound */
-    size_t defer_max_bytes; /* its bound in payload bytes (each direction);
-                               0: TETHER_ENGINE_DEFAULT_DEFER_BYTES */
+    uint32_t ttl_ms;         /* lease length; > heartbeat_ms */
+    uint32_t hello_retry_ms; /* 0: 2 * heartbeat_ms */
+    size_t defer_max;        /* per-peer defer queue bound */
+    size_t defer_max_bytes;  /* its bound in payload bytes (each direction);
+                                0: TETHER_ENGINE_DEFAULT_DEFER_BYTES */
     uint8_t seed[TETHER_ENGINE_SEED_BYTES]; /* randomness for this engine */
     const uint8_t *cluster_secret; /* TETHER_CLUSTER_SECRET_BYTES or NULL */
     const uint8_t *cookie;
@@ -228,6 +230,10 @@ typedef enum tether_action_kind {
     /* Persist u.reminder_store.rec (feed it back with
      * tether_reminders_load() at start). */
     TETHER_ACT_REMINDER_STORE,
+    /* What a get answers for u.map.key in hosted map u.map.name changed
+     * (core/maps.h; only for a map with notify on): the new value, or
+     * removed. */
+    TETHER_ACT_MAP,
 } tether_action_kind_t;
 
 /* u.join.status */
@@ -307,6 +313,12 @@ typedef struct tether_action {
         struct {
             tether_bytes_t rec;
         } reminder_store;
+        struct {
+            tether_bytes_t name;  /* the map's name (canonical ETF) */
+            tether_bytes_t key;   /* the key (canonical ETF) */
+            tether_bytes_t value; /* the new value (ETF); empty if removed */
+            int removed;
+        } map;
     } u;
     void *block; /* private: holds the byte strings above */
 } tether_action_t;
@@ -331,10 +343,10 @@ typedef struct tether_engine_stats {
     uint64_t sessions_up; /* sessions that became usable */
     uint64_t member_events;
     uint64_t ticks;
-    uint64_t restarts_seen; /* restart notices of a newer incarnation */
-    uint64_t seed_joins;    /* joins started from the configured seeds */
-    uint64_t joins_refused; /* joins refused for a parameter (both sides) */
-    uint64_t dials;         /* CONNECT actions to members */
+    uint64_t restarts_seen;  /* restart notices of a newer incarnation */
+    uint64_t seed_joins;     /* joins started from the configured seeds */
+    uint64_t joins_refused;  /* joins refused for a parameter (both sides) */
+    uint64_t dials;          /* CONNECT actions to members */
     uint64_t dials_given_up; /* members no longer redialled */
     uint64_t peers_freed;    /* entries of gone non-members forgotten */
     uint64_t peers_refused;  /* peers refused: the table was full */

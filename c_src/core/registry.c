@@ -145,7 +145,11 @@ static void add_yield(tether_registry_t *r, const entry_t *e,
 }
 
 /* Repeats every verdict whose rival entry is still held (and whose kept
- * entry of ours, if any, still stands); forgets the others. */
+ * entry of ours, if any, still stands); forgets the others. A forgotten
+ * verdict also clears our entry's record of having asked about that
+ * rival: a rival dropped with its node across a partition comes back
+ * with the same stamp at the heal, and must be resolved again (else the
+ * conflict would never be settled). */
 static void resend_yields(tether_registry_t *r)
 {
     size_t k = 0;
@@ -160,6 +164,8 @@ static void resend_yields(tether_registry_t *r)
             send_yield(r, y);
             r->yields[k++] = *y;
         } else {
+            if (own != NULL)
+                own->scratch = 0;
             free_yield(y);
         }
     }
@@ -511,8 +517,7 @@ int tether_registry_holds(const tether_registry_t *r, const uint8_t *name,
 }
 
 int tether_registry_unregister_pid(tether_registry_t *r, const uint8_t *name,
-                                   size_t nlen, const uint8_t *pid,
-                                   size_t plen)
+                                   size_t nlen, const uint8_t *pid, size_t plen)
 {
     if (!tether_registry_holds(r, name, nlen, pid, plen))
         return TETHER_ENOTFOUND;

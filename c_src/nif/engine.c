@@ -64,7 +64,8 @@ static int opt_uint(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
  *              reminder_replicas => 1..8, reminder_hold_ms => N,
  *              reminder_tomb_ms => N, reminder_settle_ms => N,
  *              reminder_missed_ms => N, reminder_handoff_ms => N,
- *              reminder_round_ms => N, reminder_op_timeout_ms => N})
+ *              reminder_round_ms => N, reminder_op_timeout_ms => N,
+ *              map_sync_ms => N})
  *   -> {ok, Engine} | {error, Reason}
  * Key material: the cluster secret (or else the cookie) makes our identity
  * and trusts every name; identity_seed overrides our identity (peers then
@@ -93,7 +94,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
                  defer_bytes = TETHER_ENGINE_DEFAULT_DEFER_BYTES,
                  seed_retry = 0, join_timeout = 0, reconnect_max = 0,
                  reconnects = 0, ring_size = TETHER_RING_DEFAULT_SHARDS,
-                 lease_ms = 0;
+                 lease_ms = 0, map_sync_ms = 0;
     tether_nif_res_t *res = NULL;
     int rc;
 
@@ -128,6 +129,7 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
                   &ring_size) ||
         !opt_uint(env, argv[0], ATOM(election_lease_ms), UINT32_MAX,
                   &lease_ms) ||
+        !opt_uint(env, argv[0], ATOM(map_sync_ms), UINT32_MAX, &map_sync_ms) ||
         (ring_size & (ring_size - 1)) != 0)
         goto bad_arg;
     if (enif_get_map_value(env, argv[0], ATOM(seeds), &t) &&
@@ -201,6 +203,8 @@ ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         ret = enif_make_badarg(env);
         goto done;
     }
+    if (rc == 0)
+        rc = tether__nif_maps_attach(res, (uint32_t)map_sync_ms);
     if (rc < 0)
         goto fail;
     tether_engine_set_wall(res->eng, tether__nif_system_ms());
@@ -231,6 +235,8 @@ void tether__nif_engine_dtor(ErlNifEnv *env, void *obj)
     tether_nif_res_t *res = obj;
 
     (void)env;
+    if (res->maps != NULL)
+        tether__nif_maps_detach(res);
     tether_engine_free(res->eng); /* its registry, services and ring too */
     tether__nif_ring_detach(res);
     res->eng = NULL;
@@ -239,6 +245,7 @@ void tether__nif_engine_dtor(ErlNifEnv *env, void *obj)
     res->ring = NULL;
     res->election = NULL;
     res->reminders = NULL;
+    res->maps = NULL;
     if (res->lock != NULL)
         enif_mutex_destroy(res->lock);
     res->lock = NULL;
@@ -388,6 +395,7 @@ static ERL_NIF_TERM join_status(ErlNifEnv *env, const tether_action_t *a)
  *   {join, Contact, ok | {refused, Param, Ours, Theirs} | timeout}
  *   {shard, Generation, acquired | released, Shard}
  *   {leader, NameEtf, elected | revoked, Fence}
+ *   {map, NameEtf, KeyEtf, ValueEtf | removed}
  *   {log, error | warning | info, Text}
  * Node names are binaries; the Etf fields are binaries the server decodes.
  */
@@ -437,6 +445,12 @@ static ERL_NIF_TERM action_term(ErlNifEnv *env, const tether_action_t *a)
             env, ATOM(leader), make_slice(env, &a->u.leader.name),
             a->u.leader.elected ? ATOM(elected) : ATOM(revoked),
             enif_make_uint64(env, a->u.leader.fence));
+    case TETHER_ACT_MAP:
+        return enif_make_tuple4(env, ATOM(map), make_slice(env, &a->u.map.name),
+                                make_slice(env, &a->u.map.key),
+                                a->u.map.removed
+                                    ? ATOM(removed)
+                                    : make_slice(env, &a->u.map.value));
     case TETHER_ACT_REMINDER:
     case TETHER_ACT_REMINDER_REPLY:
     case TETHER_ACT_REMINDER_STORE:

@@ -300,6 +300,10 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_engine_atoms(env);
     tether__nif_election_load(env);
     tether__nif_reminders_load(env);
+    tether__nif_atoms.am_map_sync_ms = enif_make_atom(env, "map_sync_ms");
+    tether__nif_atoms.am_map = enif_make_atom(env, "map");
+    tether__nif_atoms.am_removed = enif_make_atom(env, "removed");
+    tether__nif_maps_load(env);
     return tether__nif_ring_load(env);
 }
 
@@ -385,6 +389,16 @@ static ErlNifFunc nif_funcs[] = {
     {"reminders_load", 2, reminders_load_nif, 0},
     {"reminders_dump", 1, reminders_dump_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"reminders_info", 1, reminders_info_nif, 0},
+    {"map_host", 3, map_host_nif, 0},
+    {"map_unhost", 2, map_unhost_nif, 0},
+    {"map_notify", 3, map_notify_nif, 0},
+    {"map_put", 4, map_put_nif, 0},
+    {"map_put_dirty", 4, map_put_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"map_remove", 3, map_remove_nif, 0},
+    {"map_get", 3, map_get_nif, 0},
+    {"map_list", 3, map_list_nif, 0},
+    {"map_size", 2, map_size_nif, 0},
+    {"map_info", 2, map_info_nif, 0},
 };
 
 ERL_NIF_INIT(tether_nif, nif_funcs, load, NULL, upgrade, NULL)

@@ -63,8 +63,9 @@ typedef struct tether_nif_res {
      * (ring.c); freed by tether__nif_ring_detach(). */
     ERL_NIF_TERM *ring_atoms;
     size_t ring_natoms;
-    struct tether_election *election; /* a module of eng: freed with it */
+    struct tether_election *election;   /* a module of eng: freed with it */
     struct tether_reminders *reminders; /* a module of eng: freed with it */
+    struct tether_maps *maps; /* a module of eng: freed with it; same rw */
     /* The caller's monotonic ms minus the engine's time, as of the last
      * tick (atomic): readers of leases tell the engine's time now. */
     int64_t clock_offset_ms;
@@ -134,6 +135,9 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_elected;
     ERL_NIF_TERM am_revoked;
     ERL_NIF_TERM am_election_lease_ms;
+    ERL_NIF_TERM am_map_sync_ms;
+    ERL_NIF_TERM am_map;
+    ERL_NIF_TERM am_removed;
 } tether_nif_atoms_t;
 extern tether_nif_atoms_t tether__nif_atoms;
 #define ATOM(name) (tether__nif_atoms.am_##name)
@@ -231,6 +235,14 @@ typedef struct tether_nif_key {
  * memory, more than TETHER_REG_NAME_MAX bytes). */
 int tether__nif_key_make(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_key_t *k);
 void tether__nif_key_free(tether_nif_key_t *k);
+/* Direct-path envelopes gathered as [{Peer :: binary(), Envelope}] (a
+ * tether_engine_sealed_t callback and its context; registry and maps). */
+typedef struct tether_nif_sealed {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+} tether_nif_sealed_t;
+void tether__nif_sealed_cb(void *ctx, const char *peer, const uint8_t *bytes,
+                           size_t len);
 ERL_NIF_TERM reg_register_nif(ErlNifEnv *env, int argc,
                               const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM reg_register_sealed_nif(ErlNifEnv *env, int argc,
@@ -328,6 +340,26 @@ ERL_NIF_TERM election_candidates_nif(ErlNifEnv *env, int argc,
                                      const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM election_info_nif(ErlNifEnv *env, int argc,
                                const ERL_NIF_TERM argv[]);
+
+/* ---- maps.c ---- */
+/* Makes the maps' atoms (load()). */
+void tether__nif_maps_load(ErlNifEnv *env);
+/* Creates res's maps module (anti-entropy every sync_ms). */
+int tether__nif_maps_attach(tether_nif_res_t *res, uint32_t sync_ms);
+/* Frees the maps' term copies (the destructor calls it first). */
+void tether__nif_maps_detach(tether_nif_res_t *res);
+ERL_NIF_TERM map_host_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_unhost_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_notify_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_put_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_remove_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_get_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_list_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_size_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* ---- load.c ---- */
 ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);

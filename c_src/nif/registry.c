@@ -196,23 +196,7 @@ static int get_reg(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **out)
 }
 
 /* The envelopes of a direct registration, gathered as [{Peer, Bytes}]. */
-typedef struct sealed_acc {
-    ErlNifEnv *env;
-    ERL_NIF_TERM list;
-} sealed_acc_t;
-
-static void reg_sealed_cb(void *ctx, const char *peer, const uint8_t *bytes,
-                          size_t len)
-{
-    sealed_acc_t *a = ctx;
-    ERL_NIF_TERM p =
-        tether__nif_make_bytes(a->env, (const uint8_t *)peer, strlen(peer));
-
-    a->list = enif_make_list_cell(
-        a->env,
-        enif_make_tuple2(a->env, p, tether__nif_make_bytes(a->env, bytes, len)),
-        a->list);
-}
+typedef tether_nif_sealed_t sealed_acc_t;
 
 /* The body of reg_register/5 (acc NULL: the broadcast goes through the
  * engine's actions) and reg_register_sealed/5 (acc gathers the sealed
@@ -244,7 +228,7 @@ static ERL_NIF_TERM reg_register(ErlNifEnv *env, int argc,
     else
         rc = tether_registry_register_sealed(res->reg, k.data, k.len, pid.data,
                                              pid.size, method, wall,
-                                             reg_sealed_cb, acc);
+                                             tether__nif_sealed_cb, acc);
     enif_mutex_unlock(res->lock);
     enif_release_binary(&pid);
     tether__nif_key_free(&k);
@@ -491,4 +475,17 @@ ERL_NIF_TERM reg_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     v[6] = st.syncs_sent, v[7] = st.pulls_sent, v[8] = st.bad_msgs;
     v[9] = st.stale_msgs;
     return tether__nif_counters(env, k, v, 10);
+}
+
+void tether__nif_sealed_cb(void *ctx, const char *peer, const uint8_t *bytes,
+                           size_t len)
+{
+    tether_nif_sealed_t *a = ctx;
+    ERL_NIF_TERM p =
+        tether__nif_make_bytes(a->env, (const uint8_t *)peer, strlen(peer));
+
+    a->list = enif_make_list_cell(
+        a->env,
+        enif_make_tuple2(a->env, p, tether__nif_make_bytes(a->env, bytes, len)),
+        a->list);
 }

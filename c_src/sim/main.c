@@ -144,7 +144,8 @@ int main(int argc, char **argv)
                    "envelopes=%llu sent=%llu lost=%llu dup=%llu crashes=%llu "
                    "restarts=%llu leaves=%llu partitions=%llu heals=%llu "
                    "cuts=%llu user=%llu/%llu reg_ops=%llu "
-                   "reg_conflicts=%llu reg_resolves=%llu reg_names=%llu\n",
+                   "reg_conflicts=%llu reg_resolves=%llu reg_names=%llu "
+                   "map_ops=%llu map_keys=%llu\n",
                    start + k, cfg.nodes, (unsigned long long)res.steps,
                    (unsigned long long)res.virtual_ms,
                    (unsigned long long)res.envelopes_opened,
@@ -161,7 +162,9 @@ int main(int argc, char **argv)
                    (unsigned long long)res.reg_ops,
                    (unsigned long long)res.reg_conflicts,
                    (unsigned long long)res.reg_resolves,
-                   (unsigned long long)res.reg_names);
+                   (unsigned long long)res.reg_names,
+                   (unsigned long long)res.map_ops,
+                   (unsigned long long)res.map_keys);
         }
         fflush(stdout);
     }

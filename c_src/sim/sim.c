@@ -18,6 +18,7 @@
 #include "core/module.h"
 #include "core/reminders.h"
 #include "core/engine.h"
+#include "core/maps.h"
 #include "core/registry.h"
 #include "core/ring.h"
 #include "sim/rng.h"
@@ -28,7 +29,8 @@
 #define SIM_REFS_MAX      48
 #define SIM_QUIET_MARGIN  1000 /* ms of checked run after the bound */
 #define SIM_DEFAULT_STEPS 3000
-#define SIM_REG_NAMES     8 /* the pool of registry names */
+#define SIM_REG_NAMES     8  /* the pool of registry names */
+#define SIM_MAP_KEYS      16 /* the pool of map keys */
 #define SIM_RING_SHARDS   64
 #define SIM_EL_NAMES      3   /* {el, 0}, {el, 1}: default mode; {el, 2}: */
 #define SIM_EL_QUORUM     2   /* quorum mode */
@@ -52,6 +54,8 @@ typedef struct simnode {
     tether_ring_module_t *ring; /* with eng */
     tether_election_t *el;      /* with eng */
     tether_reminders_t *rm;     /* with eng */
+    tether_maps_t *maps;        /* with eng */
+    tether_map_t *map;          /* the map every node hosts */
     int el_cand[SIM_EL_NAMES];  /* a candidate of this incarnation */
     int64_t el_prio[SIM_EL_NAMES];
     int el_leading[SIM_EL_NAMES]; /* as its actions said */
@@ -125,6 +129,7 @@ typedef struct sim {
     size_t nexpect;
     int touched;           /* node the current step touched, -1 none */
     uint64_t reg_pid_next; /* registry pids are never reused */
+    uint64_t map_value;    /* the last value a map write made */
 
     el_est_t *est[SIM_EL_NAMES]; /* default names: every establishment */
     size_t nest[SIM_EL_NAMES], capest[SIM_EL_NAMES];
@@ -359,6 +364,7 @@ static void drain(sim_t *s)
                 case TETHER_ACT_JOIN:
                 case TETHER_ACT_SHARD:
                 case TETHER_ACT_LOG:
+                case TETHER_ACT_MAP:
                 case TETHER_ACT_REMINDER_STORE:
                     break;
                 case TETHER_ACT_REMINDER:
@@ -632,6 +638,21 @@ static int start_node(sim_t *s, int i)
     if (rc < 0)
         return rc;
     tether_engine_set_open_hook(sn->eng, on_open, s);
+    {
+        tether_maps_config_t mcfg = {.sync_ms = 5 * s->cfg.heartbeat_ms};
+        ei_x_buff x;
+        if ((rc = tether_maps_new(&mcfg, sn->eng, &sn->maps)) < 0)
+            return rc;
+        if (ei_x_new_with_version(&x) < 0)
+            return TETHER_ENOMEM;
+        rc = ei_x_encode_atom(&x, "map") < 0
+                 ? TETHER_ENOMEM
+                 : tether_maps_host(sn->maps, (const uint8_t *)x.buff,
+                                    (size_t)x.index, NULL, &sn->map);
+        ei_x_free(&x);
+        if (rc < 0)
+            return rc;
+    }
     tether_registry_config_default(&rcfg);
     rcfg.digest_ms = 2 * s->cfg.heartbeat_ms;
     if ((rc = tether_registry_new(&rcfg, sn->eng, &sn->reg)) < 0)
@@ -911,6 +932,88 @@ static void on_sealed(void *ctx, const char *peer, const uint8_t *bytes,
         return;
     memcpy(copy, bytes, len);
     net_send(c->s, c->from, find_node(c->s, peer), copy, len);
+}
+
+/* One map write on a random member: a put of a fresh value (an integer
+ * never written before) or a remove of a pool key, half of them on the
+ * direct path. */
+static void map_op(sim_t *s)
+{
+    int i = pick_member(s, -1);
+    uint64_t k = tether_sim_rng_below(&s->rng, SIM_MAP_KEYS);
+    int put = tether_sim_rng_chance(&s->rng, 700);
+    sealed_ctx_t c = {s, i};
+    ei_x_buff key, val;
+    int rc = TETHER_ENOMEM;
+
+    if (i < 0 || ei_x_new_with_version(&key) < 0)
+        return;
+    if (ei_x_new_with_version(&val) < 0) {
+        ei_x_free(&key);
+        return;
+    }
+    if (ei_x_encode_ulonglong(&key, k) == 0 &&
+        ei_x_encode_ulonglong(&val, ++s->map_value) == 0)
+        rc = tether_maps_write(
+            s->nodes[i].maps, s->nodes[i].map, (const uint8_t *)key.buff,
+            (size_t)key.index, put ? (const uint8_t *)val.buff : NULL,
+            (size_t)val.index,
+            tether_sim_rng_chance(&s->rng, 500) ? on_sealed : NULL, &c);
+    s->res->map_ops++;
+    note(s, "map %s %llu at %s: %d", put ? "put" : "remove",
+         (unsigned long long)k, s->nodes[i].name, rc);
+    ei_x_free(&key);
+    ei_x_free(&val);
+}
+
+/* Checks one held map value: an integer some write made. */
+static void map_check_value(void *ctx, const uint8_t *key, size_t klen,
+                            const uint8_t *val, size_t vlen)
+{
+    sim_t *s = ctx;
+    unsigned long long v = 0;
+    int idx = 0, ver;
+
+    (void)key;
+    (void)klen;
+    (void)vlen;
+    if (ei_decode_version((const char *)val, &idx, &ver) < 0 ||
+        ei_decode_ulonglong((const char *)val, &idx, &v) < 0 || v == 0 ||
+        v > s->map_value)
+        fail(s, "map: a value no write made (%llu)", v);
+}
+
+/*
+ * The maps invariant, at the end of the quiet phase: every running
+ * member that has not left holds the same map (the same writes, by the
+ * digest over (key, stamp, writer, tombstone), and the same live keys),
+ * and every value held is one some write made.
+ */
+static void check_maps(sim_t *s)
+{
+    int first = -1;
+
+    for (int j = 0; j < s->n && !s->res->failed; j++) {
+        simnode_t *sn = &s->nodes[j];
+        if (sn->eng == NULL || sn->left)
+            continue;
+        tether_maps_visit(sn->map, map_check_value, s);
+        if (first < 0) {
+            first = j;
+            s->res->map_keys = tether_maps_size(sn->map);
+            continue;
+        }
+        if (tether__maps_digest(sn->map) !=
+                tether__maps_digest(s->nodes[first].map) ||
+            tether_maps_size(sn->map) != tether_maps_size(s->nodes[first].map))
+            fail(s,
+                 "map: %s (%zu keys, %zu entries) differs from %s (%zu "
+                 "keys, %zu entries)",
+                 sn->name, tether_maps_size(sn->map),
+                 tether__maps_entries(sn->map), s->nodes[first].name,
+                 tether_maps_size(s->nodes[first].map),
+                 tether__maps_entries(s->nodes[first].map));
+    }
 }
 
 /* One registry operation on a random member: register a pool name for a
@@ -1710,6 +1813,12 @@ static int chaos_step(sim_t *s)
         if (s->cfg.check_all)
             check_all_nodes(s);
     }
+    if (tether_sim_rng_chance(&s->rng, s->cfg.map_pm)) {
+        map_op(s);
+        drain(s);
+        if (s->cfg.check_all)
+            check_all_nodes(s);
+    }
     fix_joins(s);
     drain(s);
     return step(s);
@@ -1818,6 +1927,7 @@ void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
     cfg->reg_pm = 30;
     cfg->el_pm = 30;
     cfg->rm_pm = 0; /* reminders: opt-in (tether_sim --rm-pm 40) */
+    cfg->map_pm = 30;
     cfg->max_total_steps = 50000000;
     cfg->check_all = 1;
 }
@@ -1938,6 +2048,8 @@ int tether_sim_run(const tether_sim_config_t *cfg, tether_sim_result_t *res)
         check_registries(s);
     if (!res->failed)
         check_rings(s);
+    if (!res->failed)
+        check_maps(s);
     for (int k = 0; k < SIM_EL_NAMES && !res->failed; k++)
         check_election_end(s, k);
     if (!res->failed)

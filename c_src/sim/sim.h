@@ -88,6 +88,7 @@ typedef struct tether_sim_config {
                          with it, the reminders invariants: one fence per
                          write, no duplicate or fire after a cancel without
                          churn, no loss with fewer than R crashes) */
+    uint32_t map_pm;  /* per-mille chance of a map write */
     uint64_t agree_bound_ms;  /* 0: derived from heartbeat and TTL */
     uint64_t max_total_steps; /* safety cap on all steps */
     /* Test hooks that break a checker on purpose (must make a run fail). */
@@ -116,6 +117,7 @@ typedef struct tether_sim_result {
     uint64_t reg_ops, reg_conflicts, reg_names; /* names left at the end */
     uint64_t reg_resolves; /* resolver verdicts given by the shells */
     uint64_t el_ops, el_elected, el_revoked; /* election */
+    uint64_t map_ops, map_keys; /* map writes; live keys at the end */
 } tether_sim_result_t;
 
 /* Fills a config with the defaults for one seed (node count from seed). */

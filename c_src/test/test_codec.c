@@ -239,3 +239,31 @@ Test(codec, bin_ref_reads_binaries_in_place_and_only_binaries)
                  TETHER_EPROTO);
     ei_x_free(&x);
 }
+
+Test(codec, names_must_be_utf8)
+{
+    /* 131, SMALL_ATOM_UTF8 (119), length, text. */
+    const char ok[] = {(char)131, 119, 4, 'n', (char)0xC3, (char)0xA9, 'e'};
+    const char bad_cont[] = {(char)131, 119, 2, (char)0xC3, 'x'};
+    const char overlong[] = {(char)131, 119, 2, (char)0xC0, (char)0xAF};
+    const char surrogate[] = {(char)131,  119,        3,
+                              (char)0xED, (char)0xA0, (char)0x80};
+    const char truncated[] = {(char)131, 119, 1, (char)0xE2};
+    const char latin1[] = {(char)131, 115, 1, (char)0xE9}; /* SMALL_ATOM */
+    /* ATOM_UTF8 (118) with a two-byte length, inside a tuple. */
+    const char in_tuple[] = {(char)131, 104, 1, 118, 0, 1, (char)0xFF};
+
+    cr_assert_eq(tether__etf_validate(ok, sizeof ok), 0);
+    cr_assert_eq(tether__etf_validate(latin1, sizeof latin1), 0,
+                 "Latin-1 atoms carry any byte");
+    cr_assert_eq(tether__etf_validate(bad_cont, sizeof bad_cont),
+                 TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(overlong, sizeof overlong),
+                 TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(surrogate, sizeof surrogate),
+                 TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(truncated, sizeof truncated),
+                 TETHER_EPROTO);
+    cr_assert_eq(tether__etf_validate(in_tuple, sizeof in_tuple),
+                 TETHER_EPROTO);
+}

@@ -258,6 +258,34 @@ int tether_cluster_fence(tether_node_t *node, const char *name, size_t len,
                          uint64_t *fence);
 int tether_cluster_leader(tether_node_t *node, const char *name, size_t len,
                           char *leader, size_t cap, uint64_t *fence);
+/*
+ * Replicated maps (core/maps.h; tether:new_map/2 and friends on the
+ * BEAM): last-writer-wins maps replicated among the nodes that host
+ * them. Names, keys and values are 131-prefixed external-format terms.
+ * tether_cluster_map_host: this node hosts the map (idempotent; also
+ * `tether_cnode --map NAME`; at most TETHER_CLUSTER_MAPS_MAX). put and
+ * remove write (stamped, applied here, sent to the hosts); get copies
+ * the value into out[0..cap) and sets *vlen: 1 found, 0 not found,
+ * TETHER_ETOOBIG (*vlen says the size). Errors: TETHER_EINVAL (a bad
+ * term), TETHER_ENOTFOUND (no such map), TETHER_ETOOBIG (a value over
+ * 4 MiB). The `tether' process answers {map_get, Name, Key} and
+ * {map_to_list, Name} as the facade does. Not yet: iteration and
+ * subscriptions from C, persistence.
+ */
+#define TETHER_CLUSTER_MAPS_MAX 32
+TETHER_MUST_CHECK int tether_cluster_map_host(tether_node_t *node,
+                                              const char *name, size_t len);
+TETHER_MUST_CHECK int tether_cluster_map_put(tether_node_t *node,
+                                             const char *name, size_t nlen,
+                                             const char *key, size_t klen,
+                                             const char *val, size_t vlen);
+TETHER_MUST_CHECK int tether_cluster_map_remove(tether_node_t *node,
+                                                const char *name, size_t nlen,
+                                                const char *key, size_t klen);
+int tether_cluster_map_get(tether_node_t *node, const char *name, size_t nlen,
+                           const char *key, size_t klen, char *out, size_t cap,
+                           size_t *vlen);
+
 
 #ifdef __cplusplus
 }

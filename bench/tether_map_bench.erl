@@ -1,0 +1,141 @@
+%% @doc Replicated maps, issue 17, on BEAM nodes running the tether
+%% application (this driver node and two peers on loopback). Run by
+%% bench/run.
+%%
+%%   map_get_ratio          calls per second of tether:map_get/2 / of
+%%                          ets:lookup/2 on a read_concurrency set table,
+%%                          same keys and values (1,000 keys, small tuple
+%%                          values), median of alternating rounds;
+%%                          map_get_ns, map_get_ets_ns per call.
+%%   map_put_visible_ratio  time from tether:map_put/3 on this node until
+%%                          a process on a peer spinning on map_get/2 sees
+%%                          the value / peer_one_way_us (a plain message
+%%                          from here to that process), medians;
+%%                          map_put_visible_us and peer_one_way_us;
+%%                          map_put_call_us until map_put/3 returned.
+%%
+%% Output: `name: value' lines.
+-module(tether_map_bench).
+
+-export([main/1]).
+%% Run on the peers.
+-export([poller/1]).
+
+-define(KEYS, 1000).
+-define(CALLS, 200000).
+-define(ROUNDS, 15).
+-define(VIS_ROUNDS, 41).
+-define(WAIT_MS, 30000).
+
+%% @doc Entry point: main([]). Prints the results and stops the node.
+-spec main([string()]) -> no_return().
+main(_Args) ->
+    tether_bench_lib:main(?MODULE, fun run/0).
+
+run() ->
+    ok = logger:set_primary_config(level, error),
+    tether_bench_lib:with_cluster(
+      "tether_bench_map_", [{heartbeat_ms, 200}, {ttl_ms, 2000},
+                            {maps, [bench]}],
+      fun([Peer | _]) ->
+              tether_bench_lib:wait(
+                fun() -> maps:get(hosts, tether_map:map_info(bench)) >= 2 end),
+              get_bench(),
+              visible_bench(Peer)
+      end).
+
+%%% map_get/2 against ets:lookup/2
+
+get_bench() ->
+    T = ets:new(bench, [set, public, {read_concurrency, true}]),
+    _ = [begin
+             V = {value, K, <<"payload">>},
+             ok = tether:map_put(bench, K, V),
+             true = ets:insert(T, {K, V})
+         end || K <- lists:seq(1, ?KEYS)],
+    {TM, TE} = tether_bench_lib:alternate(
+                 ?ROUNDS, fun() -> time_calls(fun map_loop/2, bench) end,
+                 fun() -> time_calls(fun ets_loop/2, T) end),
+    io:format("map_get_ratio: ~.2f~n", [TE / TM]),
+    io:format("map_get_ns: ~.1f~n", [TM]),
+    io:format("map_get_ets_ns: ~.1f~n", [TE]).
+
+map_loop(0, _) -> ok;
+map_loop(N, Name) ->
+    {ok, _} = tether:map_get(Name, N rem ?KEYS + 1),
+    map_loop(N - 1, Name).
+
+ets_loop(0, _) -> ok;
+ets_loop(N, T) ->
+    [_] = ets:lookup(T, N rem ?KEYS + 1),
+    ets_loop(N - 1, T).
+
+time_calls(Loop, X) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    ok = Loop(?CALLS, X),
+    (erlang:monotonic_time(nanosecond) - T0) / ?CALLS.
+
+%%% put visible on a peer
+
+visible_bench(Peer) ->
+    Poller = erpc:call(Peer, erlang, spawn, [?MODULE, poller, [self()]]),
+    {Vs, Cs} = lists:unzip([visible_round(Poller, K)
+                            || K <- lists:seq(1, ?VIS_ROUNDS)]),
+    Hops = [hop(Poller) || _ <- lists:seq(1, ?VIS_ROUNDS)],
+    V = tether_bench_lib:median(Vs),
+    H = tether_bench_lib:median(Hops),
+    io:format("map_put_visible_ratio: ~.2f~n", [V / max(1, H)]),
+    io:format("map_put_visible_us: ~p~n", [V]),
+    io:format("peer_one_way_us: ~p~n", [H]),
+    io:format("map_put_call_us: ~p~n", [tether_bench_lib:median(Cs)]),
+    Poller ! stop,
+    ok.
+
+hop(Poller) ->
+    Ref = make_ref(),
+    T0 = os:system_time(microsecond),
+    Poller ! {hop, self(), Ref},
+    receive {hop, Ref, T1} -> max(1, T1 - T0)
+    after ?WAIT_MS -> error(hop)
+    end.
+
+visible_round(Poller, K) ->
+    Key = {visible, K},
+    Ref = make_ref(),
+    Poller ! {watch, Key, self(), Ref},
+    receive {watching, Ref} -> ok after ?WAIT_MS -> error(poller) end,
+    T0 = os:system_time(microsecond),
+    ok = tether:map_put(bench, Key, K),
+    Tr = os:system_time(microsecond),
+    T1 = receive {seen, Ref, SeenAt} -> SeenAt
+         after ?WAIT_MS -> error(not_visible)
+         end,
+    {max(1, T1 - T0), Tr - T0}.
+
+%% @doc On the peer: spins on map_get/2 of the watched key until it
+%% answers, then tells the driver when.
+-spec poller(pid()) -> ok.
+poller(Driver) ->
+    _ = process_flag(priority, low),
+    poll(Driver).
+
+poll(Driver) ->
+    receive
+        {watch, Key, Driver, Ref} ->
+            not_found = tether:map_get(bench, Key),
+            Driver ! {watching, Ref},
+            spin(Key),
+            Driver ! {seen, Ref, os:system_time(microsecond)},
+            poll(Driver);
+        {hop, Driver, Ref} ->
+            Driver ! {hop, Ref, os:system_time(microsecond)},
+            poll(Driver);
+        stop ->
+            ok
+    end.
+
+spin(Key) ->
+    case tether:map_get(bench, Key) of
+        not_found -> erlang:yield(), spin(Key);
+        {ok, _} -> ok
+    end.
