@@ -75,6 +75,10 @@
 %%   cluster to converge (default 30000).</li>
 %% <li>`owner': a pid; the cluster is stopped when it exits (default: it
 %%   lives until stop_cluster/1 or until the calling VM exits).</li>
+%% <li>`record_reminders': `true' subscribes a recorder to the reminders
+%%   of every BEAM member as tether starts there (again after a
+%%   restart), for assert_fired_once/2 (default `false': a recorder is a
+%%   subscriber, so reminders are never held for want of one).</li>
 %% </ul>
 %%
 %% <h3>Errors</h3>
@@ -99,9 +103,11 @@
          nemesis/2]).
 %% Waiting and assertions.
 -export([wait_until/2, assert_members_agree/1, assert_registry_agrees/1,
-         assert_single_leader/2, assert_single_leader/3]).
+         assert_single_leader/2, assert_single_leader/3,
+         assert_map_converged/2, assert_fired_once/2]).
 %% Run on the members.
--export([registry_snapshot/0]).
+-export([registry_snapshot/0, start_reminder_recorder/0,
+         reminders_fired/1]).
 %% One node at a time.
 -export([start_peer/2, start_cnode/1, stop_cnode/1, kill_cnode/1,
          term_cnode/1, wait_cnode_exit/2, cnode_stdout/1, cnode_stderr/1,
@@ -138,11 +144,12 @@
 -define(LINE_MAX, 4096).
 -define(WAIT_MS, 30000).
 -define(LEADER_WINDOW_MS, 2000).
+-define(DUPLICATE_WINDOW_MS, 500).
 -define(START_TRIES, 8).
 -define(SPEC_KEYS, [beam, cnodes, naming, cookie, prefix, code_path, env,
                     node_env, heartbeat_ms, ttl_ms, args, plugins, services,
                     register, lead, cnode_args, cnode_opts, cnode_exe,
-                    log_dir, epmd_port, wait_ms, owner]).
+                    log_dir, epmd_port, wait_ms, owner, record_reminders]).
 -define(CNODE_KEYS, [plugins, services, register, lead, cnode_args]).
 %% The watchdog a C-node runs under: it prints the C-node's pid, kills
 %% the C-node when its own stdin closes (the BEAM that owns the port
@@ -373,6 +380,27 @@ assert_single_leader(Cluster, Name) ->
 assert_single_leader(Cluster, Name, WindowMs) ->
     ctl_ok(Cluster, {single_leader, Name, WindowMs}).
 
+%% @doc Waits (up to the cluster's `wait_ms') until every member that is
+%% up and hosts Map (see {@link tether:new_map/2}; `--map' on a C-node)
+%% answers the same `map_to_list(Map)', sorted; `ok', or raises
+%% `{tether_ct, {map_diverged, Map, [{Node, Seen}]}}' with what each
+%% member answered last (`{error, no_such_map}' where it is no host).
+%% At least one member must host Map.
+-spec assert_map_converged(cluster(), term()) -> ok.
+assert_map_converged(Cluster, Map) ->
+    ctl_ok(Cluster, {map_converged, Map}).
+
+%% @doc Waits (up to the cluster's `wait_ms') for a delivery of the
+%% reminder Key (see {@link tether:remind/4}) to the recorders of the
+%% BEAM members (start_cluster/2 with `record_reminders => true'), then
+%% half a second for any duplicate; `ok' if exactly one delivery was
+%% recorded, else raises `{tether_ct, {not_fired | fired_more_than_once,
+%% Key, [{Node, [{Payload, Fence}]}]}}', or `{tether_ct,
+%% {not_recording_reminders, [{Node, Answer}]}}' without recorders.
+-spec assert_fired_once(cluster(), term()) -> ok.
+assert_fired_once(Cluster, Key) ->
+    ctl_ok(Cluster, {fired_once, Key}).
+
 %%====================================================================
 %% The controller: a gen_server that owns the peers and C-nodes
 %%====================================================================
@@ -503,6 +531,10 @@ check_spec(Config, Spec) ->
         Pid when is_pid(Pid) -> ok;
         Owner -> error({tether_ct, {bad_option, {owner, Owner}}})
     end,
+    _ = is_boolean(Get(record_reminders, false))
+        orelse error({tether_ct, {bad_option,
+                                  {record_reminders,
+                                   Get(record_reminders, false)}}}),
     Exe = Get(cnode_exe, cnode_exe()),
     _ = CNodes > 0 andalso not filelib:is_regular(Exe)
         andalso error({tether_ct, {no_cnode_program, Exe}}),
@@ -658,6 +690,10 @@ start_tether(#{peer := Pid, index := I}, Seed, S) ->
     _ = [ok = Call(application, set_env, [App, K, V])
          || {App, K, V} <- Timing ++ maps:get(env, S, []) ++ NodeEnv],
     {ok, _} = Call(application, ensure_all_started, [tether]),
+    ok = case maps:get(record_reminders, S, false) of
+             true -> Call(?MODULE, start_reminder_recorder, []);
+             false -> ok
+         end,
     case Seed of
         none -> ok;
         _ -> ok = Call(tether, join, [Seed])
@@ -773,7 +809,45 @@ op(registry_agrees, S) ->
     end;
 op({single_leader, Name, Window}, S) ->
     Deadline = erlang:monotonic_time(millisecond) + Window,
-    single_leader(Name, Deadline, S).
+    single_leader(Name, Deadline, S);
+op({map_converged, Map}, S) ->
+    Look = fun() -> [{N, sorted(on(M, {map_to_list, Map}, S))}
+                     || #{node := N} = M <- up(S)] end,
+    Agree = fun(Seen) ->
+                    Lists = [L || {_, L} <- Seen, is_list(L)],
+                    Lists =/= [] andalso length(lists:usort(Lists)) =:= 1
+                        andalso lists:all(fun({_, L}) ->
+                                                  is_list(L) orelse
+                                                      L =:= {error, no_such_map}
+                                          end, Seen)
+            end,
+    case settle(Look, Agree, S) of
+        ok -> ok;
+        {fail, Seen} -> {fail, {map_diverged, Map, Seen}}
+    end;
+op({fired_once, Key}, S) ->
+    Look = fun() -> [{N, on(M, {fired, Key}, S)}
+                     || #{node := N, kind := beam} = M <- up(S)] end,
+    Recording = fun(Seen) -> lists:all(fun({_, L}) -> is_list(L) end, Seen)
+                end,
+    Count = fun(Seen) -> length(lists:append([L || {_, L} <- Seen,
+                                                   is_list(L)])) end,
+    case settle(Look, fun(Seen) -> not Recording(Seen) orelse Count(Seen) > 0
+                      end, S) of
+        {fail, Seen} ->
+            {fail, {not_fired, Key, Seen}};
+        ok ->
+            timer:sleep(?DUPLICATE_WINDOW_MS),
+            Seen = Look(),
+            case {Recording(Seen), Count(Seen)} of
+                {false, _} -> {fail, {not_recording_reminders, Seen}};
+                {true, 1} -> ok;
+                {true, _} -> {fail, {fired_more_than_once, Key, Seen}}
+            end
+    end.
+
+sorted(L) when is_list(L) -> lists:sort(L);
+sorted(Other) -> Other.
 
 restart_member(Spec, Seed, S, Tries) ->
     case start_member(Spec, Seed, S) of
@@ -920,6 +994,8 @@ beam_mfa(info) -> {tether_server, info, []};
 beam_mfa(registered) -> {?MODULE, registry_snapshot, []};
 beam_mfa(heal) -> {tether, heal, []};
 beam_mfa({is_leader, Name}) -> {tether, is_leader, [Name]};
+beam_mfa({map_to_list, Map}) -> {tether, map_to_list, [Map]};
+beam_mfa({fired, Key}) -> {?MODULE, reminders_fired, [Key]};
 beam_mfa({partition, A, B, Mode}) -> {tether, partition, [A, B, Mode]}.
 
 cnode_request(heal) -> heal_all;
@@ -1339,6 +1415,52 @@ start_private_epmd(Address) ->
 stop_private_epmd({Owner, _Port}) ->
     Owner ! quit,
     ok.
+
+%% @doc Runs on a BEAM member (start_cluster/2 calls it there with
+%% `record_reminders => true'): starts the process `tether_ct_reminders',
+%% subscribed to this node's reminders, which records every delivery.
+-spec start_reminder_recorder() -> ok.
+start_reminder_recorder() ->
+    Parent = self(),
+    Pid = spawn(fun() ->
+                        true = register(tether_ct_reminders, self()),
+                        ok = tether:subscribe_reminders(self()),
+                        Parent ! {tether_ct_recorder, self()},
+                        recorder_loop([])
+                end),
+    receive
+        {tether_ct_recorder, Pid} -> ok
+    after ?REPLY_TIMEOUT ->
+        exit(Pid, kill),
+        error({tether_ct, recorder_not_started})
+    end.
+
+recorder_loop(Fired) ->
+    receive
+        {tether_reminder, Key, Payload, Fence} ->
+            recorder_loop([{Key, Payload, Fence} | Fired]);
+        {fired, From, Ref, Key} ->
+            From ! {Ref, [{P, F} || {K, P, F} <- lists:reverse(Fired),
+                                    K =:= Key]},
+            recorder_loop(Fired)
+    end.
+
+%% @doc Runs on a BEAM member (assert_fired_once/2 calls it there): the
+%% deliveries of reminder Key the recorder saw, `[{Payload, Fence}]' in
+%% order; `{error, not_recording}' when no recorder runs.
+-spec reminders_fired(term()) -> [{term(), term()}] | {error, not_recording}.
+reminders_fired(Key) ->
+    case whereis(tether_ct_reminders) of
+        undefined ->
+            {error, not_recording};
+        Pid ->
+            Ref = make_ref(),
+            Pid ! {fired, self(), Ref, Key},
+            receive
+                {Ref, L} -> L
+            after ?REPLY_TIMEOUT -> {error, not_recording}
+            end
+    end.
 
 %% @doc Runs on a BEAM member (assert_registry_agrees/1 calls it there):
 %% every name tether registered, sorted, with its pid.

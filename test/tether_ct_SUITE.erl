@@ -26,7 +26,8 @@
 -export([minimal_spec/1, options_reach_nodes/1, short_names/1, ipv6/1, partitions_and_heal/1,
          kill_and_restart/1, isolate_and_nemesis/1, registry_after_partition/1,
          single_leader_across_kill/1, failures_say_what_each_saw/1,
-         bad_use_stops_cluster/1, killed_runner_leaves_nothing/1]).
+         bad_use_stops_cluster/1, killed_runner_leaves_nothing/1,
+         map_and_reminder_assertions/1]).
 
 -define(TIMING, #{heartbeat_ms => 200, ttl_ms => 1000}).
 
@@ -34,7 +35,7 @@ all() ->
     [minimal_spec, options_reach_nodes, short_names, ipv6, partitions_and_heal, kill_and_restart,
      isolate_and_nemesis, registry_after_partition, single_leader_across_kill,
      failures_say_what_each_saw, bad_use_stops_cluster,
-     killed_runner_leaves_nothing].
+     killed_runner_leaves_nothing, map_and_reminder_assertions].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -205,6 +206,39 @@ single_leader_across_kill(Config) ->
                    end
            end, 15000),
     ok = tether_ct:assert_single_leader(C, lead, 1000).
+
+%% assert_map_converged/2 over two BEAM hosts and a C-node host: fails
+%% naming what each answered while a drop partition keeps two writes
+%% apart, holds after the heal. assert_fired_once/2 with recorders on
+%% three BEAM members: one reminder fired once; a key never set is
+%% not_fired.
+map_and_reminder_assertions(Config) ->
+    C = start(Config, #{beam => 2, cnodes => 1, wait_ms => 3000,
+                        record_reminders => true,
+                        cnode_args => ["--map", "m"]}),
+    [B1, B2] = tether_ct:beam_nodes(C),
+    [CN] = tether_ct:cnodes(C),
+    [ok = tether_ct:call(C, B, tether, new_map, [m]) || B <- [B1, B2]],
+    ok = tether_ct:call(C, B1, tether, map_put, [m, k, 1]),
+    ok = tether_ct:assert_map_converged(C, m),
+    ?assertEqual({ok, 1}, tether_ct:call(C, B2, tether, map_get, [m, k])),
+    ok = tether_ct:partition(C, [B1], [B2, CN], drop),
+    ok = tether_ct:call(C, B1, tether, map_put, [m, k, 2]),
+    {'EXIT', {{tether_ct, {map_diverged, m, Seen}}, _}} =
+        (catch tether_ct:assert_map_converged(C, m)),
+    ?assertEqual([{B1, [{k, 2}]}, {B2, [{k, 1}]}, {CN, [{k, 1}]}],
+                 lists:sort(Seen)),
+    ok = tether_ct:heal(C),
+    ok = tether_ct:assert_map_converged(C, m),
+    %% Reminders run on BEAM members only (a C-node owns no reminder).
+    R = start(Config, #{beam => 3, wait_ms => 5000,
+                        record_reminders => true}),
+    [R1 | _] = tether_ct:beam_nodes(R),
+    ok = tether_ct:call(R, R1, tether, remind_after, [rk, 100, hello]),
+    ok = tether_ct:assert_fired_once(R, rk),
+    {'EXIT', {{tether_ct, {not_fired, never_set, _}}, _}} =
+        (catch tether_ct:assert_fired_once(R, never_set)),
+    ok.
 
 %% A failed assertion names each node and what it saw, and leaves the
 %% cluster running.
