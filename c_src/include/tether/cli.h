@@ -12,7 +12,8 @@
  *   the cluster  --join, --cluster-secret-file, --identity, --trust,
  *                --heartbeat-ms, --ttl-ms, --ring-size, --service,
  *                --register, --lead, --lead-priority, --election-voter,
- *                --election-lease-ms, --no-cluster
+ *                --election-lease-ms, --defer-max-bytes, --map,
+ *                --no-cluster
  *   keygen       the subcommand `keygen --secret-out FILE --public-out
  *                FILE`
  *
