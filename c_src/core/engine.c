@@ -45,6 +45,15 @@ typedef struct peer {
     tether_defer_queue_t outq; /* held sends (defer partitions) */
     tether_defer_queue_t inq;  /* held receives (defer partitions) */
     uint64_t outq_inc;         /* peer incarnation when outq began */
+    /* The held send being sealed, a slice at a time (seal_slice): taken
+     * from outq (data NULL: none); its envelope, when begun, is `out`,
+     * sealed by `sealer` on the session whose id is `sid`. */
+    struct {
+        tether_defer_item_t it;
+        uint8_t *out;
+        tether_sealer_t sealer;
+        uint8_t sid[TETHER_ENV_SID_BYTES];
+    } sealing;
 } peer_t;
 
 typedef struct module_slot {
@@ -375,9 +384,45 @@ static peer_t *get_peer(tether_engine_t *eng, const char *name)
     return p;
 }
 
+/* Held sends of p not yet handed out: queued, and the one being sealed. */
+static size_t held_sends(const peer_t *p)
+{
+    return p->outq.n + (p->sealing.it.data != NULL);
+}
+
+/* Abandons the envelope of p's send being sealed, if one was begun; the
+ * send stays, to be sealed again from its first byte. */
+static void unseal(peer_t *p)
+{
+    if (p->sealing.out == NULL)
+        return;
+    tether__sealer_abort(&p->sealing.sealer);
+    free(p->sealing.out);
+    p->sealing.out = NULL;
+}
+
+/* Drops p's send being sealed, with its envelope. Returns 1 if there
+ * was one, else 0. */
+static size_t drop_sealing(peer_t *p)
+{
+    unseal(p);
+    if (p->sealing.it.data == NULL)
+        return 0;
+    free(p->sealing.it.data);
+    p->sealing.it.data = NULL;
+    return 1;
+}
+
+/* Drops every held send of p. Returns how many went. */
+static size_t clear_sends(peer_t *p)
+{
+    return tether__defer_clear(&p->outq) + drop_sealing(p);
+}
+
 static void free_peer(peer_t *p)
 {
     tether__session_fini(&p->sess);
+    (void)clear_sends(p);
     tether__defer_fini(&p->outq);
     tether__defer_fini(&p->inq);
     free(p);
@@ -400,7 +445,7 @@ static int peer_forgettable(const tether_engine_t *eng, const peer_t *p)
     return !p->connected && !p->usable &&
            tether__membership_find(&eng->ms, p->name) == NULL &&
            !(eng->join_pending && strcmp(eng->join_contact, p->name) == 0) &&
-           p->outq.n == 0 && p->inq.n == 0;
+           held_sends(p) == 0 && p->inq.n == 0;
 }
 
 /* Frees the entry at index i (the last one takes its place). */
@@ -495,7 +540,7 @@ static int send_msg(tether_engine_t *eng, const char *to, uint8_t type,
         return TETHER_ECLOSED;
     }
     if (mode == TETHER_PARTITION_NONE && p != NULL && p->usable &&
-        p->outq.n > 0 && !(flags & TETHER_SEND_STATE) && !is_state(type)) {
+        held_sends(p) > 0 && !(flags & TETHER_SEND_STATE) && !is_state(type)) {
         /* A healed backlog is still going out: behind it, in order. */
         if (tether__defer_push(&p->outq, type, payload, len) < 0) {
             eng->stats.defer_overflow++;
@@ -511,7 +556,7 @@ static int send_msg(tether_engine_t *eng, const char *to, uint8_t type,
         p = get_peer(eng, to);
         if (p == NULL)
             return TETHER_ENOMEM;
-        if (p->outq.n == 0)
+        if (held_sends(p) == 0)
             p->outq_inc = tether__session_peer_incarnation(&p->sess);
         if (tether__defer_push(&p->outq, type, payload, len) < 0) {
             eng->stats.defer_overflow++;
@@ -792,9 +837,7 @@ static void refresh_liveness(tether_engine_t *eng)
 static void dispatch(tether_engine_t *eng, peer_t *p, uint8_t type,
                      const char *buf, size_t len, int from_queue);
 
-/* Sends held messages to p, and handles held receives, once no partition
- * separates us and the session is usable. */
-/* What is left of a flush's byte budget after an item of len bytes. */
+/* What is left of a flush's byte budget after len bytes of work. */
 static size_t spend(size_t budget, size_t len)
 {
     return len >= budget ? 0 : budget - len;
@@ -803,12 +846,62 @@ static size_t spend(size_t budget, size_t len)
 /* 1 if p has held messages that may go now (no partition holds them). */
 static int flushable(const tether_engine_t *eng, const peer_t *p)
 {
-    return (p->inq.n > 0 || (p->outq.n > 0 && p->usable)) &&
+    return (p->inq.n > 0 || (held_sends(p) > 0 && p->usable)) &&
            part_mode(eng, p->name) == TETHER_PARTITION_NONE;
 }
 
+/*
+ * Seals at most `budget` more payload bytes of p's send being sealed
+ * (p->sealing.it, which must be set; p usable), and queues its SEND once
+ * the last byte went in. A large held send is thus sealed over several
+ * ticks, a slice per tick, so that no call into the engine spends more
+ * than a slice's MAC and copy on it (an engine call runs on the shell's
+ * event loop or, in the BEAM, as a NIF on a normal scheduler: a 4 MiB
+ * send sealed at once held it for 15-40 ms). The envelope is begun on the
+ * current session; one begun on a session that has since ended is
+ * abandoned and begun again on this one. A send that cannot be sealed is
+ * lost and counted, as seal_send() does. Returns what is left of budget.
+ */
+static size_t seal_slice(tether_engine_t *eng, peer_t *p, size_t budget)
+{
+    tether_defer_item_t *it = &p->sealing.it;
+    size_t n;
+
+    if (p->sealing.out != NULL &&
+        memcmp(p->sealing.sid, p->sess.sid, sizeof p->sealing.sid) != 0)
+        unseal(p);
+    if (p->sealing.out == NULL) {
+        size_t cap = tether__envelope_sealed_size(it->len);
+        int rc = TETHER_ENOMEM;
+
+        p->sealing.out = malloc(cap);
+        if (p->sealing.out != NULL)
+            rc = tether__session_seal_begin(&p->sess, it->type, it->len,
+                                            p->sealing.out, cap,
+                                            &p->sealing.sealer);
+        if (rc < 0) {
+            if (rc != TETHER_ENOMEM)
+                eng->stats.send_no_session++;
+            (void)drop_sealing(p);
+            return spend(budget, 1);
+        }
+        memcpy(p->sealing.sid, p->sess.sid, sizeof p->sealing.sid);
+    }
+    n = tether__sealer_update(&p->sealing.sealer,
+                              it->data + p->sealing.sealer.done, budget);
+    if (p->sealing.sealer.done == it->len) {
+        size_t len = tether__sealer_end(&p->sealing.sealer);
+
+        (void)act_send(eng, p->name, p->sealing.out, len);
+        p->sealing.out = NULL;
+        (void)drop_sealing(p);
+    }
+    return spend(budget, n > 0 ? n : 1);
+}
+
 /* Hands out p's held messages, in order, until *budget bytes went: the
- * received ones, and with `outgoing` the ones to send. */
+ * received ones, and with `outgoing` the ones to send, once no partition
+ * separates us and the session is usable. */
 static void flush_peer(tether_engine_t *eng, peer_t *p, size_t *budget,
                        int outgoing)
 {
@@ -822,44 +915,46 @@ static void flush_peer(tether_engine_t *eng, peer_t *p, size_t *budget,
         dispatch(eng, p, it.type, (const char *)it.data, it.len, 1);
         free(it.data);
     }
-    if (outgoing && p->outq.n > 0 && p->usable) {
+    if (outgoing && held_sends(p) > 0 && p->usable) {
         uint64_t inc = tether__session_peer_incarnation(&p->sess);
         if (p->outq_inc != 0 && inc != p->outq_inc) {
             /* The peer restarted: the held calls were for its old life. */
-            eng->stats.defer_discarded += tether__defer_clear(&p->outq);
+            eng->stats.defer_discarded += clear_sends(p);
             return;
         }
-        while (*budget > 0 && tether__defer_pop(&p->outq, &it)) {
-            eng->stats.defer_flushed++;
-            *budget = spend(*budget, it.len);
-            (void)seal_send(eng, p, it.type, it.data, it.len, NULL);
-            free(it.data);
+        while (*budget > 0) {
+            if (p->sealing.it.data == NULL) {
+                if (!tether__defer_pop(&p->outq, &p->sealing.it))
+                    break;
+                eng->stats.defer_flushed++;
+            }
+            *budget = seal_slice(eng, p, *budget);
         }
     }
 }
 
 /*
  * Flushes held messages of every peer no partition separates from us, at
- * most TETHER_ENGINE_DEFER_SLICE_BYTES per call (at least one message).
- * Held receives go at once (a heal hands out their first slice before it
- * returns); held sends, which must be sealed, go from ticks only, one
- * slice every TETHER_ENGINE_DEFER_SLICE_MS at most, the first at the
- * tick after the heal (next_deadline: at once): a heal of a large backlog is
- * spread over ticks (next_deadline says when), so the shell stays responsive,
- * even though it ticks the engine on every input, and holds at most a
- * slice in flight. Messages to or from a
- * peer with a backlog queue behind it (send_msg, dispatch): order holds.
+ * most TETHER_ENGINE_DEFER_SLICE_BYTES of work per call. Held receives go
+ * at once, whole (a heal hands out their first slice before it returns);
+ * held sends, which must be sealed, go from ticks only, one slice every
+ * TETHER_ENGINE_DEFER_SLICE_MS at most, the first at the tick after the
+ * heal (next_deadline: at once), a send larger than a slice sealed over
+ * several (seal_slice). So a heal of a large backlog is spread over many
+ * short ticks (next_deadline says when): the shell, which ticks the engine
+ * on every input, serves its other work between them, and at most a
+ * slice a millisecond goes out. Messages to or from a peer with a backlog
+ * queue behind it (send_msg, dispatch): order holds.
  */
 static void flush_all(tether_engine_t *eng, int outgoing)
 {
     size_t budget = TETHER_ENGINE_DEFER_SLICE_BYTES;
-    uint64_t flushed = eng->stats.defer_flushed;
 
     if (outgoing && eng->now < eng->flush_at)
         outgoing = 0;
     for (size_t i = 0; i < eng->npeers && budget > 0; i++)
         flush_peer(eng, eng->peers[i], &budget, outgoing);
-    if (outgoing && eng->stats.defer_flushed != flushed)
+    if (outgoing && budget < TETHER_ENGINE_DEFER_SLICE_BYTES)
         eng->flush_at = eng->now + TETHER_ENGINE_DEFER_SLICE_MS;
 }
 
@@ -937,7 +1032,7 @@ static void discard_queues_of(tether_engine_t *eng, const char *name)
 
     if (p == NULL)
         return;
-    eng->stats.defer_discarded += tether__defer_clear(&p->outq);
+    eng->stats.defer_discarded += clear_sends(p);
     eng->stats.defer_discarded += tether__defer_clear(&p->inq);
 }
 

@@ -637,30 +637,95 @@ int tether__session_check_restart(tether_session_t *s, const uint8_t *in,
     return 0;
 }
 
-int tether__session_seal(tether_session_t *s, uint8_t type,
-                         const uint8_t *payload, size_t len, uint8_t *out,
-                         size_t out_cap, size_t *out_len)
+/* Whether a `len`-byte payload of `type` may be sealed now into out_cap
+ * bytes: 0, TETHER_ECLOSED, TETHER_ETOOBIG or TETHER_EINVAL. */
+static int seal_check(const tether_session_t *s, uint8_t type, size_t len,
+                      const uint8_t *out, size_t out_cap)
 {
-    if (s == NULL || out == NULL || out_len == NULL ||
-        (payload == NULL && len > 0) || type < TETHER_ENV_TYPE_USER_MIN)
+    if (s == NULL || out == NULL || type < TETHER_ENV_TYPE_USER_MIN)
         return TETHER_EINVAL;
     if (s->state != TETHER_SESSION_ESTABLISHED || s->tx_seq == UINT64_MAX)
         return TETHER_ECLOSED;
     if (len > s->max_payload || out_cap < TETHER_ENV_OVERHEAD ||
         out_cap - TETHER_ENV_OVERHEAD < len)
         return TETHER_ETOOBIG;
+    return 0;
+}
 
-    /* Move the payload first: it may overlap the header's bytes. */
-    if (len > 0 && payload != out + TETHER_ENV_HEADER_BYTES)
-        memmove(out + TETHER_ENV_HEADER_BYTES, payload, len);
+int tether__session_seal_begin(tether_session_t *s, uint8_t type, size_t len,
+                               uint8_t *out, size_t out_cap,
+                               tether_sealer_t *k)
+{
+    int rc = seal_check(s, type, len, out, out_cap);
+
+    if (rc < 0)
+        return rc;
+    if (k == NULL)
+        return TETHER_EINVAL;
     s->tx_seq++;
     out[ENV_OFF_VERSION] = TETHER_ENVELOPE_VERSION;
     out[ENV_OFF_TYPE] = type;
     put_u64(out + ENV_OFF_SEQ, s->tx_seq);
-    size_t covered = TETHER_ENV_HEADER_BYTES + len;
-    mac(&s->tx_mac, out, covered, out + covered);
-    *out_len = covered + TETHER_ENV_MAC_BYTES;
+    k->st = s->tx_mac;
+    crypto_auth_hmacsha512256_update(&k->st, out, TETHER_ENV_HEADER_BYTES);
+    k->out = out;
+    k->len = len;
+    k->done = 0;
     COUNT(s, sealed);
+    return 0;
+}
+
+size_t tether__sealer_update(tether_sealer_t *k, const uint8_t *chunk,
+                             size_t n)
+{
+    uint8_t *dst = k->out + TETHER_ENV_HEADER_BYTES + k->done;
+
+    if (n > k->len - k->done)
+        n = k->len - k->done;
+    if (n == 0)
+        return 0;
+    if (chunk != dst)
+        memmove(dst, chunk, n);
+    crypto_auth_hmacsha512256_update(&k->st, dst, n);
+    k->done += n;
+    return n;
+}
+
+size_t tether__sealer_end(tether_sealer_t *k)
+{
+    size_t covered = TETHER_ENV_HEADER_BYTES + k->done;
+
+    crypto_auth_hmacsha512256_final(&k->st, k->out + covered);
+    tether__sealer_abort(k);
+    return covered + TETHER_ENV_MAC_BYTES;
+}
+
+void tether__sealer_abort(tether_sealer_t *k)
+{
+    sodium_memzero(k, sizeof *k);
+}
+
+/* One envelope in one call: the sealer's steps back to back. */
+int tether__session_seal(tether_session_t *s, uint8_t type,
+                         const uint8_t *payload, size_t len, uint8_t *out,
+                         size_t out_cap, size_t *out_len)
+{
+    tether_sealer_t k;
+    uint8_t *dst;
+    int rc;
+
+    if (out_len == NULL || (payload == NULL && len > 0))
+        return TETHER_EINVAL;
+    if ((rc = seal_check(s, type, len, out, out_cap)) < 0)
+        return rc;
+    dst = out + TETHER_ENV_HEADER_BYTES;
+    /* Move the payload first: it may overlap the header's bytes. */
+    if (len > 0 && payload != dst)
+        memmove(dst, payload, len);
+    if ((rc = tether__session_seal_begin(s, type, len, out, out_cap, &k)) < 0)
+        return rc;
+    (void)tether__sealer_update(&k, dst, len);
+    *out_len = tether__sealer_end(&k);
     return 0;
 }
 

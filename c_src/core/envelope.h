@@ -311,6 +311,47 @@ TETHER_MUST_CHECK int tether__session_seal(tether_session_t *s, uint8_t type,
                                            size_t *out_len);
 
 /*
+ * An envelope sealed a part at a time, so that the cost of sealing a large
+ * payload (a MAC over every byte, and a copy) can be spread over several
+ * calls (the engine's flush of held sends does so; see engine.c). Begin
+ * takes the sequence number and writes the header; each update copies the
+ * next payload bytes after it and absorbs them into the MAC; end writes
+ * the MAC. The sealer is independent of the session once begun: if the
+ * session is reset meanwhile, the envelope is simply abandoned (its peer
+ * would refuse it).
+ */
+typedef struct tether_sealer {
+    crypto_auth_hmacsha512256_state st; /* the MAC so far */
+    uint8_t *out;                       /* the envelope; borrowed */
+    size_t len;                         /* payload bytes it will hold */
+    size_t done;                        /* payload bytes absorbed so far */
+} tether_sealer_t;
+
+/*
+ * Starts sealing a `len`-byte payload as message `type` into out
+ * (out_cap >= len + TETHER_ENV_OVERHEAD): takes the next sequence number
+ * and writes the header. Returns 0 or what tether__session_seal would
+ * (TETHER_ECLOSED, TETHER_ETOOBIG, TETHER_EINVAL), with k untouched then.
+ */
+TETHER_MUST_CHECK int tether__session_seal_begin(tether_session_t *s,
+                                                 uint8_t type, size_t len,
+                                                 uint8_t *out, size_t out_cap,
+                                                 tether_sealer_t *k);
+
+/* Copies the next n payload bytes (at most len - done; n is cut to that)
+ * after the header and absorbs them. `chunk` may already sit in place.
+ * Returns the bytes taken. */
+size_t tether__sealer_update(tether_sealer_t *k, const uint8_t *chunk,
+                             size_t n);
+
+/* Once every payload byte went in (done == len): writes the MAC and
+ * returns the envelope's size; the sealer is wiped. */
+size_t tether__sealer_end(tether_sealer_t *k);
+
+/* Wipes a sealer whose envelope is abandoned. */
+void tether__sealer_abort(tether_sealer_t *k);
+
+/*
  * Opens an envelope received from the peer (untrusted bytes). Checks, in
  * order: a session is ESTABLISHED (no_session -> TETHER_ECLOSED); the
  * length (truncated -> TETHER_EAGAIN, over the cap -> oversized,

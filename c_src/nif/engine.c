@@ -5,12 +5,14 @@
  * the one place engine output becomes Erlang terms), membership,
  * partitions, the direct path (seal/open) and info.
  *
- * Every engine call is small (bounded by the engine's own tables), so no
- * function here yields; engine_drain hands out at most DRAIN_MAX actions
- * per call and the caller loops. The calls whose cost grows with a
- * message's size (recv, send, seal, open: a MAC over it, and a copy) also
- * exist as dirty-scheduler variants, which the Erlang side uses for large
- * messages.
+ * Every engine call is small (bounded by the engine's own tables, and a
+ * tick by the engine's flush slice, TETHER_ENGINE_DEFER_SLICE_BYTES), so
+ * no function here yields; engine_drain hands out at most DRAIN_MAX
+ * actions per call and the caller loops, a large SEND's envelope as a
+ * binary that owns the engine's buffer (no copy). The calls whose cost
+ * grows with a message's size (recv, send, seal, open: a MAC over it, and
+ * a copy) also exist as dirty-scheduler variants, which the Erlang side
+ * uses for large messages.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +28,7 @@
 /* The counters' names as atoms, in tether_engine_stats_list's order. */
 static ERL_NIF_TERM stat_atoms[TETHER_ENGINE_STATS_N];
 
-void tether__nif_engine_atoms(ErlNifEnv *env)
+static void engine_atoms(ErlNifEnv *env)
 {
     tether_engine_stats_t zero = {0};
     tether_engine_stat_t v[TETHER_ENGINE_STATS_N];
@@ -323,6 +325,13 @@ ERL_NIF_TERM engine_join_nif(ErlNifEnv *env, int argc,
     return name_op(env, argc, argv, tether_engine_join);
 }
 
+/* The share of a scheduler's timeslice (1 ms, as erl_nif counts it) that
+ * `us` microseconds took, as enif_consume_timeslice wants it: 1..100. */
+static int timeslice_percent(ErlNifSInt64 us)
+{
+    return us >= 1000 ? 100 : us <= 10 ? 1 : (int)(us / 10);
+}
+
 /* engine_tick(Engine, NowMs :: non_neg_integer()) -> ok: the time (the
  * caller's monotonic clock), and the wall clock read here (Erlang's
  * system time, the one registrations are stamped with). */
@@ -331,13 +340,16 @@ ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
 {
     tether_nif_res_t *res;
     ErlNifUInt64 now;
+    ErlNifSInt64 t0, spent_us;
     int rc;
 
     if (argc != 2 || !tether__nif_get_res(env, argv[0], &res) ||
         !enif_get_uint64(env, argv[1], &now))
         return enif_make_badarg(env);
     enif_mutex_lock(res->lock);
+    t0 = enif_monotonic_time(ERL_NIF_USEC);
     rc = tether_engine_tick(res->eng, now);
+    spent_us = enif_monotonic_time(ERL_NIF_USEC) - t0;
     tether_engine_set_wall(res->eng, tether__nif_system_ms());
     /* The same clock as the caller's (Erlang's monotonic ms). */
     __atomic_store_n(&res->clock_offset_ms,
@@ -345,6 +357,10 @@ ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
                          (ErlNifSInt64)tether_engine_now(res->eng),
                      __ATOMIC_RELAXED);
     enif_mutex_unlock(res->lock);
+    /* A tick may seal a slice of a healed backlog (up to about half a
+     * millisecond): the scheduler is told, so that a server busy with
+     * a backlog yields to other processes as its reductions would. */
+    (void)enif_consume_timeslice(env, timeslice_percent(spent_us));
     return tether__nif_ok(env, rc);
 }
 
@@ -366,6 +382,58 @@ ERL_NIF_TERM engine_next_deadline_nif(ErlNifEnv *env, int argc,
 static ERL_NIF_TERM make_slice(ErlNifEnv *env, const tether_bytes_t *b)
 {
     return tether__nif_make_bytes(env, b->ptr, b->len);
+}
+
+/*
+ * A SEND's envelope from this size up becomes a binary without a copy: the
+ * engine's buffer is taken (tether_engine_action_take) and handed to the
+ * VM as a resource binary that frees it. A copy of a 4 MiB envelope cost
+ * the server 2-10 ms in engine_drain on a loaded VM; a resource costs more
+ * than a copy of a small one.
+ */
+#define SEND_OWNED_MIN (64u << 10)
+
+/* The resource behind such a binary: the buffer it frees. */
+typedef struct owned_bytes {
+    uint8_t *data;
+} owned_bytes_t;
+
+static ErlNifResourceType *owned_bytes_rt;
+
+static void owned_bytes_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    free(((owned_bytes_t *)obj)->data);
+}
+
+int tether__nif_engine_load(ErlNifEnv *env)
+{
+    engine_atoms(env);
+    owned_bytes_rt = enif_open_resource_type(
+        env, NULL, "tether_bytes", owned_bytes_dtor,
+        ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    return owned_bytes_rt == NULL ? -1 : 0;
+}
+
+/* A SEND's bytes as a binary: taken from the action when large (see
+ * SEND_OWNED_MIN), else copied. */
+static ERL_NIF_TERM send_bytes(ErlNifEnv *env, tether_action_t *a)
+{
+    size_t len = a->u.send.bytes.len;
+    owned_bytes_t *o;
+    ERL_NIF_TERM t;
+
+    if (len < SEND_OWNED_MIN ||
+        (o = enif_alloc_resource(owned_bytes_rt, sizeof *o)) == NULL)
+        return make_slice(env, &a->u.send.bytes);
+    o->data = tether_engine_action_take(a);
+    if (o->data == NULL) { /* not reached: a SEND always has its block */
+        enif_release_resource(o);
+        return make_slice(env, &a->u.send.bytes);
+    }
+    t = enif_make_resource_binary(env, o, o->data, len);
+    enif_release_resource(o);
+    return t;
 }
 
 /* A join's outcome: ok | {refused, Param, Ours, Theirs} | timeout. */
@@ -399,14 +467,13 @@ static ERL_NIF_TERM join_status(ErlNifEnv *env, const tether_action_t *a)
  *   {log, error | warning | info, Text}
  * Node names are binaries; the Etf fields are binaries the server decodes.
  */
-static ERL_NIF_TERM action_term(ErlNifEnv *env, const tether_action_t *a)
+static ERL_NIF_TERM action_term(ErlNifEnv *env, tether_action_t *a)
 {
     ERL_NIF_TERM peer = tether__nif_make_name(env, a->peer);
 
     switch (a->kind) {
     case TETHER_ACT_SEND:
-        return enif_make_tuple3(env, ATOM(send), peer,
-                                make_slice(env, &a->u.send.bytes));
+        return enif_make_tuple3(env, ATOM(send), peer, send_bytes(env, a));
     case TETHER_ACT_CONNECT:
         return enif_make_tuple2(env, ATOM(connect), peer);
     case TETHER_ACT_MEMBER:

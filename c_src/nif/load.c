@@ -297,7 +297,8 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_atoms.am_revoked = enif_make_atom(env, "revoked");
     tether__nif_atoms.am_election_lease_ms =
         enif_make_atom(env, "election_lease_ms");
-    tether__nif_engine_atoms(env);
+    if (tether__nif_engine_load(env) < 0)
+        return -1;
     tether__nif_election_load(env);
     tether__nif_reminders_load(env);
     tether__nif_atoms.am_map_sync_ms = enif_make_atom(env, "map_sync_ms");

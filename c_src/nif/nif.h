@@ -173,9 +173,11 @@ void tether__nif_wlock(void *ctx);
 void tether__nif_wunlock(void *ctx);
 
 /* ---- engine.c ---- */
-/* The resource destructor and the engine file's own atoms (load()). */
+/* The resource destructor (load()). */
 void tether__nif_engine_dtor(ErlNifEnv *env, void *obj);
-void tether__nif_engine_atoms(ErlNifEnv *env);
+/* The engine file's atoms and the resource type of the buffers it hands
+ * out without a copy (load()). Returns 0 or -1. */
+int tether__nif_engine_load(ErlNifEnv *env);
 ERL_NIF_TERM engine_new_nif(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM engine_recv_nif(ErlNifEnv *env, int argc,

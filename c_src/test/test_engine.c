@@ -949,11 +949,35 @@ static int send_big(harness_t *h, int from, int to, long id, size_t pad)
     return rc;
 }
 
+/* Ticks engine 0 every SLICE_MS, pumping between, until `want` messages
+ * reached r or `max_ticks` went, and checks at every tick that no tick
+ * sealed more than a slice: the first `big` messages hold more than `msg`
+ * bytes each, and `done` ticks went before. Returns the ticks taken. */
+static int tick_slices(harness_t *h, const rec_t *r, int want, int big,
+                       size_t msg, int done, int max_ticks)
+{
+    int k = 0;
+
+    while (r->n < want && k < max_ticks) {
+        h->now += TETHER_ENGINE_DEFER_SLICE_MS;
+        tether_engine_tick(h->e[0], h->now);
+        h_pump(h);
+        k++;
+        cr_assert_leq((size_t)(r->n < big ? r->n : big) * msg,
+                      (size_t)(done + k) * TETHER_ENGINE_DEFER_SLICE_BYTES,
+                      "at most a slice sealed per tick: %d messages of "
+                      "%zu bytes after %d ticks",
+                      r->n, msg, done + k);
+    }
+    return k;
+}
+
 Test(engine, a_large_backlog_is_flushed_in_slices_in_order)
 {
     harness_t h;
     rec_t r = {0};
     const size_t mib = 1u << 20;
+    int ticks;
 
     h_cluster(&h, 2);
     cr_assert_eq(tether__engine_register_module(h.e[1], &rec_big_module, &r),
@@ -966,21 +990,92 @@ Test(engine, a_large_backlog_is_flushed_in_slices_in_order)
         cr_assert_eq(send_big(&h, 0, 1, id, mib), 0);
     cr_assert_eq(tether_engine_stats(h.e[0])->part_deferred, 12);
     tether_engine_heal_all(h.e[0]);
+    h_pump(&h);
+    cr_assert_eq(r.n, 0, "held sends go from ticks only");
     tether_engine_tick(h.e[0], h.now); /* one slice per SLICE_MS */
     h_pump(&h);
-    cr_assert_eq(r.n, (int)(TETHER_ENGINE_DEFER_SLICE_BYTES / mib),
-                 "one slice, got %d", r.n);
+    cr_assert_eq(r.n, 0, "a slice is a part of the first message");
     cr_assert_eq(tether_engine_next_deadline(h.e[0]),
                  h.now + TETHER_ENGINE_DEFER_SLICE_MS,
                  "the next slice after SLICE_MS");
     /* A message sent now queues behind the backlog. */
     cr_assert_eq(send_id(&h, 0, 1, 13), 0);
     h_pump(&h);
-    cr_assert_eq(r.n, (int)(TETHER_ENGINE_DEFER_SLICE_BYTES / mib));
-    h_run(&h, 100);
-    cr_assert_eq(r.n, 13);
+    cr_assert_eq(r.n, 0);
+    ticks = tick_slices(&h, &r, 13, 12, mib, 1, 1000);
+    cr_assert_eq(r.n, 13, "all delivered, after %d ticks", ticks);
+    cr_assert_geq((size_t)ticks + 1,
+                  12 * mib / TETHER_ENGINE_DEFER_SLICE_BYTES,
+                  "12 MiB took %d ticks", ticks);
     for (int k = 0; k < 13; k++)
         cr_assert_eq(r.ids[k], k + 1, "in order");
     cr_assert_eq(tether_engine_stats(h.e[0])->defer_overflow, 0);
+    cr_assert_eq(tether_engine_stats(h.e[1])->recv_rejected, 0);
+    h_free(&h);
+}
+
+/* A held send whose sealing a new session cut off is sealed again from
+ * its first byte on the new session: it arrives once, whole, in order,
+ * and nothing sealed on the old session reaches the peer. */
+Test(engine, a_seal_cut_by_a_new_session_is_sealed_again)
+{
+    harness_t h;
+    rec_t r = {0};
+    const size_t mib = 1u << 20;
+
+    h_cluster(&h, 2);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_big_module, &r),
+                 0);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DEFER, NULL),
+                 0);
+    h_pump(&h);
+    for (long id = 1; id <= 2; id++)
+        cr_assert_eq(send_big(&h, 0, 1, id, mib), 0);
+    tether_engine_heal_all(h.e[0]);
+    h_pump(&h);
+    (void)tick_slices(&h, &r, 1, 1, mib, 0, 2); /* a part of the first */
+    cr_assert_eq(r.n, 0);
+    h_cut(&h, 0, 1);
+    h_pump(&h);
+    h_peer_up(&h, 0, 1);
+    h_run(&h, 500); /* a new session, and the flush from the start */
+    cr_assert_eq(r.n, 2);
+    cr_assert_eq(r.ids[0], 1);
+    cr_assert_eq(r.ids[1], 2);
+    cr_assert_eq(tether_engine_stats(h.e[0])->defer_discarded, 0);
+    cr_assert_eq(tether_engine_stats(h.e[1])->recv_rejected, 0);
+    h_free(&h);
+}
+
+/* A peer that restarts while a held send is being sealed for its old life
+ * gets none of them: the one being sealed is discarded with the rest. */
+Test(engine, a_restart_discards_the_send_being_sealed)
+{
+    harness_t h;
+    rec_t r = {0};
+    const size_t mib = 1u << 20;
+
+    h_cluster(&h, 2);
+    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DEFER, NULL),
+                 0);
+    h_pump(&h);
+    for (long id = 1; id <= 3; id++)
+        cr_assert_eq(send_big(&h, 0, 1, id, mib), 0);
+    tether_engine_heal_all(h.e[0]);
+    h_pump(&h);
+    (void)tick_slices(&h, &r, 1, 1, mib, 0, 2);
+    h_cut(&h, 0, 1);
+    tether_engine_free(h.e[1]);
+    h.e[1] = NULL;
+    h.inc[1]++;
+    h_start(&h, 1);
+    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_big_module, &r),
+                 0);
+    h_peer_up(&h, 0, 1);
+    h_run(&h, 500);
+    cr_assert_eq(r.n, 0, "nothing held for the old life arrives");
+    cr_assert_eq(tether_engine_stats(h.e[0])->defer_discarded, 3);
     h_free(&h);
 }

@@ -607,6 +607,64 @@ Test(envelope, seal_in_place_and_overlapping)
         cr_assert_eq(pl[i], (uint8_t)(255 - i));
 }
 
+/* An envelope sealed a part at a time (the engine's flush) opens as one
+ * sealed at once does, whatever the parts; its MAC is crypto_auth's. */
+Test(envelope, sealed_in_parts_opens_as_one)
+{
+    static const size_t parts[] = {1, 7, 64, 300, 500};
+    uint8_t payload[500], buf[600];
+    const uint8_t *pl;
+    size_t pl_len, n;
+
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 13);
+    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+        tether_sealer_t sealer;
+        size_t at = 0;
+
+        cr_assert_eq(tether__session_seal_begin(&P.sa, TYPE, sizeof payload,
+                                                buf, sizeof buf, &sealer),
+                     0);
+        while (at < sizeof payload)
+            at += tether__sealer_update(&sealer, payload + at, parts[k]);
+        cr_assert_eq(tether__sealer_update(&sealer, payload, 1), 0,
+                     "nothing past the announced length");
+        n = tether__sealer_end(&sealer);
+        cr_assert_eq(n, sizeof payload + TETHER_ENV_OVERHEAD);
+        cr_assert_eq(crypto_auth_verify(buf + n - 32, buf, n - 32,
+                                        P.sa.tx_key),
+                     0);
+        cr_assert_eq(tether__session_open(&P.sb, buf, n, NULL, &pl, &pl_len),
+                     0, "parts of %zu bytes", parts[k]);
+        cr_assert_eq(pl_len, sizeof payload);
+        cr_assert_eq(memcmp(pl, payload, sizeof payload), 0);
+    }
+}
+
+/* Begin refuses what tether__session_seal refuses, and takes no sequence
+ * number then. */
+Test(envelope, seal_begin_refuses_as_seal_does)
+{
+    uint8_t buf[64];
+    tether_sealer_t sealer;
+    uint64_t seq = P.sa.tx_seq;
+
+    cr_assert_eq(tether__session_seal_begin(&P.sa, TYPE, sizeof buf, buf,
+                                            sizeof buf, &sealer),
+                 TETHER_ETOOBIG, "no room for the MAC");
+    cr_assert_eq(tether__session_seal_begin(&P.sa, 0, 1, buf, sizeof buf,
+                                            &sealer),
+                 TETHER_EINVAL, "a type below the user range");
+    cr_assert_eq(tether__session_seal_begin(&P.sa, TYPE, 1, buf, sizeof buf,
+                                            NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(P.sa.tx_seq, seq);
+    tether__session_reset(&P.sa);
+    cr_assert_eq(tether__session_seal_begin(&P.sa, TYPE, 1, buf, sizeof buf,
+                                            &sealer),
+                 TETHER_ECLOSED);
+}
+
 Test(envelope, every_flipped_byte_is_rejected)
 {
     uint8_t orig[600], buf[600];
