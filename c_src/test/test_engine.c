@@ -949,6 +949,24 @@ static int send_big(harness_t *h, int from, int to, long id, size_t pad)
     return rc;
 }
 
+/* Two engines, r recording what the second receives; `n` messages of more
+ * than `size` bytes (ids 1..n) held from the first to the second across
+ * a defer partition, then healed: their flush is due at the next tick. */
+static void held_big(harness_t *h, rec_t *r, long n, size_t size)
+{
+    h_cluster(h, 2);
+    cr_assert_eq(tether__engine_register_module(h->e[1], &rec_big_module, r),
+                 0);
+    cr_assert_eq(tether_engine_partition(h->e[0], GA, 1, GB, 1,
+                                         TETHER_PARTITION_DEFER, NULL),
+                 0);
+    h_pump(h);
+    for (long id = 1; id <= n; id++)
+        cr_assert_eq(send_big(h, 0, 1, id, size), 0);
+    tether_engine_heal_all(h->e[0]);
+    h_pump(h);
+}
+
 /* Ticks engine 0 every SLICE_MS, pumping between, until `want` messages
  * reached r or `max_ticks` went, and checks at every tick that no tick
  * sealed more than a slice: the first `big` messages hold more than `msg`
@@ -972,6 +990,17 @@ static int tick_slices(harness_t *h, const rec_t *r, int want, int big,
     return k;
 }
 
+/* held_big(), then two slices of the first message sealed, and the
+ * connection cut: a send is being sealed on a session that ended. */
+static void cut_mid_seal(harness_t *h, rec_t *r, long n, size_t size)
+{
+    held_big(h, r, n, size);
+    (void)tick_slices(h, r, 1, 1, size, 0, 2);
+    cr_assert_eq(r->n, 0);
+    h_cut(h, 0, 1);
+    h_pump(h);
+}
+
 Test(engine, a_large_backlog_is_flushed_in_slices_in_order)
 {
     harness_t h;
@@ -979,18 +1008,8 @@ Test(engine, a_large_backlog_is_flushed_in_slices_in_order)
     const size_t mib = 1u << 20;
     int ticks;
 
-    h_cluster(&h, 2);
-    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_big_module, &r),
-                 0);
-    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
-                                         TETHER_PARTITION_DEFER, NULL),
-                 0);
-    h_pump(&h);
-    for (long id = 1; id <= 12; id++)
-        cr_assert_eq(send_big(&h, 0, 1, id, mib), 0);
+    held_big(&h, &r, 12, mib);
     cr_assert_eq(tether_engine_stats(h.e[0])->part_deferred, 12);
-    tether_engine_heal_all(h.e[0]);
-    h_pump(&h);
     cr_assert_eq(r.n, 0, "held sends go from ticks only");
     tether_engine_tick(h.e[0], h.now); /* one slice per SLICE_MS */
     h_pump(&h);
@@ -1023,21 +1042,7 @@ Test(engine, a_seal_cut_by_a_new_session_is_sealed_again)
     rec_t r = {0};
     const size_t mib = 1u << 20;
 
-    h_cluster(&h, 2);
-    cr_assert_eq(tether__engine_register_module(h.e[1], &rec_big_module, &r),
-                 0);
-    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
-                                         TETHER_PARTITION_DEFER, NULL),
-                 0);
-    h_pump(&h);
-    for (long id = 1; id <= 2; id++)
-        cr_assert_eq(send_big(&h, 0, 1, id, mib), 0);
-    tether_engine_heal_all(h.e[0]);
-    h_pump(&h);
-    (void)tick_slices(&h, &r, 1, 1, mib, 0, 2); /* a part of the first */
-    cr_assert_eq(r.n, 0);
-    h_cut(&h, 0, 1);
-    h_pump(&h);
+    cut_mid_seal(&h, &r, 2, mib);
     h_peer_up(&h, 0, 1);
     h_run(&h, 500); /* a new session, and the flush from the start */
     cr_assert_eq(r.n, 2);
@@ -1056,17 +1061,7 @@ Test(engine, a_restart_discards_the_send_being_sealed)
     rec_t r = {0};
     const size_t mib = 1u << 20;
 
-    h_cluster(&h, 2);
-    cr_assert_eq(tether_engine_partition(h.e[0], GA, 1, GB, 1,
-                                         TETHER_PARTITION_DEFER, NULL),
-                 0);
-    h_pump(&h);
-    for (long id = 1; id <= 3; id++)
-        cr_assert_eq(send_big(&h, 0, 1, id, mib), 0);
-    tether_engine_heal_all(h.e[0]);
-    h_pump(&h);
-    (void)tick_slices(&h, &r, 1, 1, mib, 0, 2);
-    h_cut(&h, 0, 1);
+    cut_mid_seal(&h, &r, 3, mib);
     tether_engine_free(h.e[1]);
     h.e[1] = NULL;
     h.inc[1]++;
