@@ -305,8 +305,10 @@ engine_trust_add(_Engine, _Node, _PublicKey) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 %% @doc Name, incarnation, engine time, `left', `join_pending',
-%% `join_contact', our identity `public_key' and the engine's counters
-%% under `stats'.
+%% `join_contact', our identity `public_key', the engine's counters
+%% under `stats', and `tick_max_cpu_us': the most CPU time one
+%% engine_tick/2 took (a tick seals at most a slice of a healed backlog,
+%% so this stays well under a millisecond).
 -spec engine_info(engine()) -> #{atom() => term()} | {error, enomem}.
 engine_info(_Engine) ->
     erlang:nif_error({not_loaded, ?MODULE}).

@@ -49,6 +49,10 @@
 %% what a flush that seals whole 4 MiB messages in the server made them
 %% wait (0.13 s unloaded, 0.56-2.6 s loaded).
 -define(PROBE_MAX_US, 250000).
+%% The most CPU time one engine tick may take: a slice of 128 KiB takes
+%% about 0.5 ms; sealing a whole 4 MiB cast took 16 ms and more. CPU time,
+%% unlike the probes' waits, does not grow with the machine's load.
+-define(TICK_MAX_CPU_US, 5000).
 
 %% Distribution flags of a hidden OTP 25 node without atom cache or
 %% fragments (kernel/include/dist.hrl): extended references, monitors, fun
@@ -139,13 +143,17 @@ heal_of_large_casts(_Config) ->
              after ?WAIT_MS -> error(no_probe) end,
     #{server_max_us := ServerMax, whereis_max_us := WhereisMax,
       rss_max_kib := RssMax} = Probed,
+    #{tick_max_cpu_us := TickMax} = call(A, tether_server, info, []),
     ct:pal("heal/1 answered in ~b us; the flush took ~b ms; meanwhile ~p;~n"
-           "A's RSS at most ~b MiB during the flush (+~b MiB over before the casts)",
-           [HealUs, FlushMs, Probed, RssMax div 1024, (RssMax - Rss0) div 1024]),
+           "A's RSS at most ~b MiB during the flush (+~b MiB over before the casts);~n"
+           "the longest engine tick took ~b us of CPU",
+           [HealUs, FlushMs, Probed, RssMax div 1024, (RssMax - Rss0) div 1024,
+            TickMax]),
     %% The server hands a busy peer's messages to a sender process: it is
     %% never suspended on the distribution port itself.
     ?assertMatch(#{server_suspended := 0}, Probed),
     ?assertEqual(lists:seq(1, Held), Seen),
+    ?assert(TickMax < ?TICK_MAX_CPU_US),
     ?assert(ServerMax < ?PROBE_MAX_US),
     ?assert(WhereisMax < ?PROBE_MAX_US),
     %% The flush adds at most a few envelopes in flight to what was held.

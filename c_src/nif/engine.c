@@ -16,6 +16,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <ei.h>
 #include <sodium.h>
@@ -27,9 +28,11 @@
 
 /* The counters' names as atoms, in tether_engine_stats_list's order. */
 static ERL_NIF_TERM stat_atoms[TETHER_ENGINE_STATS_N];
+static ERL_NIF_TERM am_tick_max_cpu_us;
 
 static void engine_atoms(ErlNifEnv *env)
 {
+    am_tick_max_cpu_us = enif_make_atom(env, "tick_max_cpu_us");
     tether_engine_stats_t zero = {0};
     tether_engine_stat_t v[TETHER_ENGINE_STATS_N];
 
@@ -332,6 +335,16 @@ static int timeslice_percent(ErlNifSInt64 us)
     return us >= 1000 ? 100 : us <= 10 ? 1 : (int)(us / 10);
 }
 
+/* The calling thread's CPU time in microseconds. */
+static uint64_t thread_cpu_us(void)
+{
+    struct timespec t;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0)
+        return 0;
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
 /* engine_tick(Engine, NowMs :: non_neg_integer()) -> ok: the time (the
  * caller's monotonic clock), and the wall clock read here (Erlang's
  * system time, the one registrations are stamped with). */
@@ -341,6 +354,7 @@ ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
     tether_nif_res_t *res;
     ErlNifUInt64 now;
     ErlNifSInt64 t0, spent_us;
+    uint64_t cpu0, cpu;
     int rc;
 
     if (argc != 2 || !tether__nif_get_res(env, argv[0], &res) ||
@@ -348,8 +362,12 @@ ERL_NIF_TERM engine_tick_nif(ErlNifEnv *env, int argc,
         return enif_make_badarg(env);
     enif_mutex_lock(res->lock);
     t0 = enif_monotonic_time(ERL_NIF_USEC);
+    cpu0 = thread_cpu_us();
     rc = tether_engine_tick(res->eng, now);
+    cpu = thread_cpu_us() - cpu0;
     spent_us = enif_monotonic_time(ERL_NIF_USEC) - t0;
+    if (cpu > res->tick_max_cpu_us && cpu0 != 0)
+        res->tick_max_cpu_us = cpu;
     tether_engine_set_wall(res->eng, tether__nif_system_ms());
     /* The same clock as the caller's (Erlang's monotonic ms). */
     __atomic_store_n(&res->clock_offset_ms,
@@ -860,7 +878,8 @@ ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
     uint8_t pk[TETHER_KEY_PUBLIC_BYTES];
     uint64_t inc, now;
     int left, pending;
-    ERL_NIF_TERM keys[8], vals[8], skeys[TETHER_ENGINE_STATS_N],
+    uint64_t tick_max;
+    ERL_NIF_TERM keys[9], vals[9], skeys[TETHER_ENGINE_STATS_N],
         svals[TETHER_ENGINE_STATS_N], map, smap;
     tether_engine_stat_t sv[TETHER_ENGINE_STATS_N];
 
@@ -876,6 +895,7 @@ ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
     left = tether_engine_has_left(res->eng);
     pending = tether_engine_join_pending(res->eng);
     memcpy(pk, tether_engine_public_key(res->eng), sizeof pk);
+    tick_max = res->tick_max_cpu_us;
     enif_mutex_unlock(res->lock);
 
     tether_engine_stats_list(&st, sv);
@@ -895,7 +915,8 @@ ERL_NIF_TERM engine_info_nif(ErlNifEnv *env, int argc,
     keys[6] = ATOM(stats), vals[6] = smap;
     keys[7] = ATOM(public_key),
     vals[7] = tether__nif_make_bytes(env, pk, sizeof pk);
-    if (!enif_make_map_from_arrays(env, keys, vals, 8, &map))
+    keys[8] = am_tick_max_cpu_us, vals[8] = enif_make_uint64(env, tick_max);
+    if (!enif_make_map_from_arrays(env, keys, vals, 9, &map))
         return tether__nif_error(env, TETHER_ENOMEM);
     return map;
 }

@@ -72,6 +72,10 @@ typedef struct tether_nif_res {
     /* This engine's number, never reused in the VM's life (a cache key
      * that outlives no engine by mistake, unlike its address). */
     uint64_t serial;
+    /* The most CPU time one engine_tick took, in microseconds (under
+     * `lock`): what a tick costs the scheduler it runs on, whatever the
+     * load of the machine. */
+    uint64_t tick_max_cpu_us;
 } tether_nif_res_t;
 
 /* The resource type of engines (opened in load()). */
