@@ -133,22 +133,27 @@ heal_of_large_casts(_Config) ->
     %% encodings, not the 512 MiB sent.
     ?assert(Rss1 - Rss0 < 3 * ?DEFER_MAX_BYTES div 1024),
     Prober = spawn_link(A, ?MODULE, probe, [self()]),
+    %% The receiving side, for the record (its server opens each 4 MiB
+    %% envelope on a dirty scheduler, whole).
+    ProberB = spawn_link(B, ?MODULE, probe, [self()]),
     T0 = erlang:monotonic_time(millisecond),
     {HealUs, ok} = call(A, timer, tc, [tether, heal, [Ref]]),
     Seen = poll(fun() -> call(B, ?MODULE, sink_seen, []) end,
                 fun(L) -> length(L) >= Held end),
     FlushMs = erlang:monotonic_time(millisecond) - T0,
-    Prober ! stop,
-    Probed = receive {probed, P, Map} when P =:= Prober -> Map
-             after ?WAIT_MS -> error(no_probe) end,
+    [Probed, ProbedB] = [begin
+                             Pid ! stop,
+                             receive {probed, Pid, Map} -> Map
+                             after ?WAIT_MS -> error(no_probe) end
+                         end || Pid <- [Prober, ProberB]],
     #{server_max_us := ServerMax, whereis_max_us := WhereisMax,
       rss_max_kib := RssMax} = Probed,
     #{tick_max_cpu_us := TickMax} = call(A, tether_server, info, []),
     ct:pal("heal/1 answered in ~b us; the flush took ~b ms; meanwhile ~p;~n"
            "A's RSS at most ~b MiB during the flush (+~b MiB over before the casts);~n"
-           "the longest engine tick took ~b us of CPU",
+           "the longest engine tick took ~b us of CPU; on the receiving node ~p",
            [HealUs, FlushMs, Probed, RssMax div 1024, (RssMax - Rss0) div 1024,
-            TickMax]),
+            TickMax, ProbedB]),
     %% The server hands a busy peer's messages to a sender process: it is
     %% never suspended on the distribution port itself.
     ?assertMatch(#{server_suspended := 0}, Probed),
