@@ -298,8 +298,10 @@ uint8_t *tether_engine_action_take(tether_action_t *a)
 {
     uint8_t *bytes;
 
-    /* A SEND's block starts with its bytes (act_send, push). */
-    if (a == NULL || a->kind != TETHER_ACT_SEND || a->block == NULL)
+    /* A SEND's or MESSAGE's block is its one byte string (act_send,
+     * push). */
+    if (a == NULL || a->block == NULL ||
+        (a->kind != TETHER_ACT_SEND && a->kind != TETHER_ACT_MESSAGE))
         return NULL;
     bytes = a->block;
     a->block = NULL;

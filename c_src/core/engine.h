@@ -405,9 +405,10 @@ uint64_t tether_engine_next_deadline(const tether_engine_t *eng);
 int tether_engine_next_action(tether_engine_t *eng, tether_action_t *out);
 /* Frees an action's byte strings. NULL: no-op. */
 void tether_engine_action_release(tether_action_t *a);
-/* For a SEND action: hands its bytes (u.send.bytes, malloc'd) over to the
- * caller, who frees them; release() then frees nothing. Saves a copy for
- * a shell that queues the bytes itself. NULL for any other kind. */
+/* For a SEND or MESSAGE action: hands its bytes (u.send.bytes or
+ * u.message.etf, malloc'd) over to the caller, who frees them; release()
+ * then frees nothing. Saves a copy for a shell that queues the bytes
+ * itself. NULL for any other kind. */
 uint8_t *tether_engine_action_take(tether_action_t *a);
 
 /* Local API. */

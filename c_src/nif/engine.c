@@ -403,13 +403,14 @@ static ERL_NIF_TERM make_slice(ErlNifEnv *env, const tether_bytes_t *b)
 }
 
 /*
- * A SEND's envelope from this size up becomes a binary without a copy: the
- * engine's buffer is taken (tether_engine_action_take) and handed to the
- * VM as a resource binary that frees it. A copy of a 4 MiB envelope cost
- * the server 2-10 ms in engine_drain on a loaded VM; a resource costs more
- * than a copy of a small one.
+ * A SEND's envelope or a MESSAGE's term from this size up becomes a binary
+ * without a copy: the engine's buffer is taken (tether_engine_action_take)
+ * and handed to the VM as a resource binary that frees it. A copy of a
+ * 4 MiB envelope cost the server 2-10 ms in engine_drain on a loaded VM
+ * (10-40 ms for a 4 MiB message received); a resource costs more than a
+ * copy of a small one.
  */
-#define SEND_OWNED_MIN (64u << 10)
+#define OWNED_MIN (64u << 10)
 
 /* The resource behind such a binary: the buffer it frees. */
 typedef struct owned_bytes {
@@ -433,21 +434,22 @@ int tether__nif_engine_load(ErlNifEnv *env)
     return owned_bytes_rt == NULL ? -1 : 0;
 }
 
-/* A SEND's bytes as a binary: taken from the action when large (see
- * SEND_OWNED_MIN), else copied. */
-static ERL_NIF_TERM send_bytes(ErlNifEnv *env, tether_action_t *a)
+/* The one byte string `b` of a SEND or MESSAGE action as a binary: taken
+ * from the action when large (see OWNED_MIN), else copied. */
+static ERL_NIF_TERM owned_slice(ErlNifEnv *env, tether_action_t *a,
+                                const tether_bytes_t *b)
 {
-    size_t len = a->u.send.bytes.len;
+    size_t len = b->len;
     owned_bytes_t *o;
     ERL_NIF_TERM t;
 
-    if (len < SEND_OWNED_MIN ||
+    if (len < OWNED_MIN ||
         (o = enif_alloc_resource(owned_bytes_rt, sizeof *o)) == NULL)
-        return make_slice(env, &a->u.send.bytes);
+        return make_slice(env, b);
     o->data = tether_engine_action_take(a);
-    if (o->data == NULL) { /* not reached: a SEND always has its block */
+    if (o->data == NULL) { /* not reached: both kinds have their block */
         enif_release_resource(o);
-        return make_slice(env, &a->u.send.bytes);
+        return make_slice(env, b);
     }
     t = enif_make_resource_binary(env, o, o->data, len);
     enif_release_resource(o);
@@ -491,7 +493,8 @@ static ERL_NIF_TERM action_term(ErlNifEnv *env, tether_action_t *a)
 
     switch (a->kind) {
     case TETHER_ACT_SEND:
-        return enif_make_tuple3(env, ATOM(send), peer, send_bytes(env, a));
+        return enif_make_tuple3(env, ATOM(send), peer,
+                                owned_slice(env, a, &a->u.send.bytes));
     case TETHER_ACT_CONNECT:
         return enif_make_tuple2(env, ATOM(connect), peer);
     case TETHER_ACT_MEMBER:
@@ -499,7 +502,7 @@ static ERL_NIF_TERM action_term(ErlNifEnv *env, tether_action_t *a)
                                 a->u.member.up ? ATOM(up) : ATOM(down), peer);
     case TETHER_ACT_MESSAGE:
         return enif_make_tuple3(env, ATOM(message), peer,
-                                make_slice(env, &a->u.message.etf));
+                                owned_slice(env, a, &a->u.message.etf));
     case TETHER_ACT_REG_LOST:
         return enif_make_tuple5(env, ATOM(reg_lost),
                                 make_slice(env, &a->u.reg_lost.name),

@@ -622,9 +622,35 @@ Test(engine, pushed_actions_own_their_bytes)
     cr_assert_eq(memcmp(got.u.reg_lost.loser.ptr, "loser", 5), 0);
     cr_assert_eq(got.u.reg_lost.winner.len, 0);
     cr_assert_eq(got.u.reg_lost.method, 1);
-    cr_assert_null(tether_engine_action_take(&got), "not a SEND");
+    cr_assert_null(tether_engine_action_take(&got),
+                   "not a SEND or a MESSAGE");
     tether_engine_action_release(&got);
     tether_engine_action_release(NULL);
+    h_free(&h);
+}
+
+/* A MESSAGE's bytes can be taken as a SEND's are (a shell hands a large
+ * received term on without a copy). */
+Test(engine, a_message_s_bytes_can_be_taken)
+{
+    harness_t h;
+    tether_action_t a = {.kind = TETHER_ACT_MESSAGE}, got;
+    uint8_t etf[3] = {131, 97, 7};
+    uint8_t *taken;
+
+    h_init(&h, 1);
+    h_start_all(&h);
+    h_pump(&h);
+    memcpy(a.peer, "x@test", 7);
+    a.u.message.etf = (tether_bytes_t){etf, sizeof etf};
+    cr_assert_eq(tether__engine_push(h.e[0], &a), 0);
+    cr_assert(tether_engine_next_action(h.e[0], &got));
+    taken = tether_engine_action_take(&got);
+    cr_assert_not_null(taken);
+    cr_assert_eq(taken, got.u.message.etf.ptr, "the bytes themselves");
+    cr_assert_eq(memcmp(taken, etf, sizeof etf), 0);
+    tether_engine_action_release(&got); /* frees nothing now */
+    free(taken);
     h_free(&h);
 }
 
