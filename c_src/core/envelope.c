@@ -653,8 +653,7 @@ static int seal_check(const tether_session_t *s, uint8_t type, size_t len,
 }
 
 int tether__session_seal_begin(tether_session_t *s, uint8_t type, size_t len,
-                               uint8_t *out, size_t out_cap,
-                               tether_sealer_t *k)
+                               uint8_t *out, size_t out_cap, tether_sealer_t *k)
 {
     int rc = seal_check(s, type, len, out, out_cap);
 
@@ -675,8 +674,7 @@ int tether__session_seal_begin(tether_session_t *s, uint8_t type, size_t len,
     return 0;
 }
 
-size_t tether__sealer_update(tether_sealer_t *k, const uint8_t *chunk,
-                             size_t n)
+size_t tether__sealer_update(tether_sealer_t *k, const uint8_t *chunk, size_t n)
 {
     uint8_t *dst = k->out + TETHER_ENV_HEADER_BYTES + k->done;
 

@@ -428,9 +428,9 @@ static void owned_bytes_dtor(ErlNifEnv *env, void *obj)
 int tether__nif_engine_load(ErlNifEnv *env)
 {
     engine_atoms(env);
-    owned_bytes_rt = enif_open_resource_type(
-        env, NULL, "tether_bytes", owned_bytes_dtor,
-        ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    owned_bytes_rt =
+        enif_open_resource_type(env, NULL, "tether_bytes", owned_bytes_dtor,
+                                ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     return owned_bytes_rt == NULL ? -1 : 0;
 }
 

@@ -622,8 +622,7 @@ Test(engine, pushed_actions_own_their_bytes)
     cr_assert_eq(memcmp(got.u.reg_lost.loser.ptr, "loser", 5), 0);
     cr_assert_eq(got.u.reg_lost.winner.len, 0);
     cr_assert_eq(got.u.reg_lost.method, 1);
-    cr_assert_null(tether_engine_action_take(&got),
-                   "not a SEND or a MESSAGE");
+    cr_assert_null(tether_engine_action_take(&got), "not a SEND or a MESSAGE");
     tether_engine_action_release(&got);
     tether_engine_action_release(NULL);
     h_free(&h);
@@ -1049,8 +1048,7 @@ Test(engine, a_large_backlog_is_flushed_in_slices_in_order)
     cr_assert_eq(r.n, 0);
     ticks = tick_slices(&h, &r, 13, 12, mib, 1, 1000);
     cr_assert_eq(r.n, 13, "all delivered, after %d ticks", ticks);
-    cr_assert_geq((size_t)ticks + 1,
-                  12 * mib / TETHER_ENGINE_DEFER_SLICE_BYTES,
+    cr_assert_geq((size_t)ticks + 1, 12 * mib / TETHER_ENGINE_DEFER_SLICE_BYTES,
                   "12 MiB took %d ticks", ticks);
     for (int k = 0; k < 13; k++)
         cr_assert_eq(r.ids[k], k + 1, "in order");

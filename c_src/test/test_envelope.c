@@ -631,11 +631,10 @@ Test(envelope, sealed_in_parts_opens_as_one)
                      "nothing past the announced length");
         n = tether__sealer_end(&sealer);
         cr_assert_eq(n, sizeof payload + TETHER_ENV_OVERHEAD);
-        cr_assert_eq(crypto_auth_verify(buf + n - 32, buf, n - 32,
-                                        P.sa.tx_key),
+        cr_assert_eq(crypto_auth_verify(buf + n - 32, buf, n - 32, P.sa.tx_key),
                      0);
-        cr_assert_eq(tether__session_open(&P.sb, buf, n, NULL, &pl, &pl_len),
-                     0, "parts of %zu bytes", parts[k]);
+        cr_assert_eq(tether__session_open(&P.sb, buf, n, NULL, &pl, &pl_len), 0,
+                     "parts of %zu bytes", parts[k]);
         cr_assert_eq(pl_len, sizeof payload);
         cr_assert_eq(memcmp(pl, payload, sizeof payload), 0);
     }
@@ -652,17 +651,17 @@ Test(envelope, seal_begin_refuses_as_seal_does)
     cr_assert_eq(tether__session_seal_begin(&P.sa, TYPE, sizeof buf, buf,
                                             sizeof buf, &sealer),
                  TETHER_ETOOBIG, "no room for the MAC");
-    cr_assert_eq(tether__session_seal_begin(&P.sa, 0, 1, buf, sizeof buf,
-                                            &sealer),
-                 TETHER_EINVAL, "a type below the user range");
-    cr_assert_eq(tether__session_seal_begin(&P.sa, TYPE, 1, buf, sizeof buf,
-                                            NULL),
-                 TETHER_EINVAL);
+    cr_assert_eq(
+        tether__session_seal_begin(&P.sa, 0, 1, buf, sizeof buf, &sealer),
+        TETHER_EINVAL, "a type below the user range");
+    cr_assert_eq(
+        tether__session_seal_begin(&P.sa, TYPE, 1, buf, sizeof buf, NULL),
+        TETHER_EINVAL);
     cr_assert_eq(P.sa.tx_seq, seq);
     tether__session_reset(&P.sa);
-    cr_assert_eq(tether__session_seal_begin(&P.sa, TYPE, 1, buf, sizeof buf,
-                                            &sealer),
-                 TETHER_ECLOSED);
+    cr_assert_eq(
+        tether__session_seal_begin(&P.sa, TYPE, 1, buf, sizeof buf, &sealer),
+        TETHER_ECLOSED);
 }
 
 Test(envelope, every_flipped_byte_is_rejected)
