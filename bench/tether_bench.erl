@@ -146,6 +146,7 @@ run(CNode, BNode) ->
 run_tls(CNode, BNode) ->
     ok = connect(CNode),
     ok = connect(BNode),
+    line(tls_loadavg, loadavg()),
     Targets = [{cnode, CNode}, {beam, BNode}],
     _ = [rtt_round(Node, 200) || {_, Node} <- Targets],
     Rtt = measure(Targets, fun(N) -> rtt_round_timed(N, ?ROUND_MS) end),
@@ -294,8 +295,12 @@ report(Name, Res, Value, Unit) ->
     %% Rounds alternate targets, so round I of each ran under about the
     %% same load: the ratio is the median of the per-round ratios.
     Pairs = lists:zip(maps:get(cnode, Res), maps:get(beam, Res)),
-    Ratio = median([Value(Oc, Uc) / Value(Ob, Ub) || {{Oc, Uc, _}, {Ob, Ub, _}} <- Pairs]),
-    line(lists:concat([Name, "_ratio"]), Ratio),
+    Ratios = [Value(Oc, Uc) / Value(Ob, Ub) || {{Oc, Uc, _}, {Ob, Ub, _}} <- Pairs],
+    line(lists:concat([Name, "_ratio"]), median(Ratios)),
+    %% The spread of the per-round ratios: narrow when the ratio is the
+    %% paths' own, wide when load from elsewhere hit some rounds.
+    line(lists:concat([Name, "_ratio_p10"]), percentile(10, Ratios)),
+    line(lists:concat([Name, "_ratio_p90"]), percentile(90, Ratios)),
     %% CPU samples are clock ticks (10 ms): sum them over all rounds.
     Cpu = fun(Tag) ->
                   Rs = maps:get(Tag, Res),
@@ -627,6 +632,11 @@ median(Vs) ->
         1 -> lists:nth(Len div 2 + 1, Sorted);
         0 -> (lists:nth(Len div 2, Sorted) + lists:nth(Len div 2 + 1, Sorted)) / 2
     end.
+
+%% The P-th percentile of Vs (nearest rank).
+percentile(P, Vs) ->
+    Sorted = lists:sort(Vs),
+    lists:nth(max(1, ceil(P * length(Sorted) / 100)), Sorted).
 
 fmt(V) when is_float(V) ->
     float_to_list(V, [{decimals, 3}, compact]);
