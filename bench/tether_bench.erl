@@ -34,6 +34,7 @@
 -define(CONNECT_TIMEOUT, 30000).
 -define(CALLERS, 100).
 -define(SENDERS, 4).
+-define(RTT_TURN, 32).
 
 %% @doc Entry point of node A: main([CNode, BeamNode]) or
 %% main([CNode, BeamNode, COsPid, BeamOsPid, ClockTicksPerSecond]).
@@ -97,7 +98,7 @@ run(CNode, BNode) ->
     %% Warm both paths up (connections, code, allocators).
     _ = [rtt_round(Node, 200) || {_, Node} <- Targets],
     _ = [oneway_round(Node, 20000, {msg, 0}) || {_, Node} <- Targets],
-    Rtt = measure(Targets, fun(N) -> rtt_round_timed(N, ?ROUND_MS) end),
+    Rtt = measure_rtt(Targets),
     report(echo_rtt, Rtt, fun(Ops, Us) -> Us / Ops end, "us"),
     Rate = fun(Ops, Us) -> Ops * 1000000 / max(1, Us) end,
     Small = fun(I) -> {msg, I} end,
@@ -146,9 +147,10 @@ run(CNode, BNode) ->
 run_tls(CNode, BNode) ->
     ok = connect(CNode),
     ok = connect(BNode),
+    line(tls_loadavg, loadavg()),
     Targets = [{cnode, CNode}, {beam, BNode}],
     _ = [rtt_round(Node, 200) || {_, Node} <- Targets],
-    Rtt = measure(Targets, fun(N) -> rtt_round_timed(N, ?ROUND_MS) end),
+    Rtt = measure_rtt(Targets),
     report(echo_rtt_tls, Rtt, fun(Ops, Us) -> Us / Ops end, "us"),
     Rate = fun(Ops, Us) -> Ops * 1000000 / max(1, Us) end,
     Small = fun(I) -> {msg, I} end,
@@ -294,8 +296,12 @@ report(Name, Res, Value, Unit) ->
     %% Rounds alternate targets, so round I of each ran under about the
     %% same load: the ratio is the median of the per-round ratios.
     Pairs = lists:zip(maps:get(cnode, Res), maps:get(beam, Res)),
-    Ratio = median([Value(Oc, Uc) / Value(Ob, Ub) || {{Oc, Uc, _}, {Ob, Ub, _}} <- Pairs]),
-    line(lists:concat([Name, "_ratio"]), Ratio),
+    Ratios = [Value(Oc, Uc) / Value(Ob, Ub) || {{Oc, Uc, _}, {Ob, Ub, _}} <- Pairs],
+    line(lists:concat([Name, "_ratio"]), median(Ratios)),
+    %% The spread of the per-round ratios: narrow when the ratio is the
+    %% paths' own, wide when load from elsewhere hit some rounds.
+    line(lists:concat([Name, "_ratio_p10"]), percentile(10, Ratios)),
+    line(lists:concat([Name, "_ratio_p90"]), percentile(90, Ratios)),
     %% CPU samples are clock ticks (10 ms): sum them over all rounds.
     Cpu = fun(Tag) ->
                   Rs = maps:get(Tag, Res),
@@ -314,18 +320,45 @@ report(Name, Res, Value, Unit) ->
             ok
     end.
 
-%% Echo round trips for about Ms milliseconds; {RoundTrips, ElapsedUs}.
-rtt_round_timed(Node, Ms) ->
-    T0 = erlang:monotonic_time(),
-    Deadline = T0 + erlang:convert_time_unit(Ms, millisecond, native),
-    Count = rtt_until(Node, Deadline, 0),
-    {Count, erlang:convert_time_unit(erlang:monotonic_time() - T0, native, microsecond)}.
+%% The echo round trip, ?ROUNDS rounds of about ?ROUND_MS. Within a
+%% round the targets take turns of ?RTT_TURN round trips (a few
+%% milliseconds each), so a burst of load from elsewhere hits both alike,
+%% and a round's time for a target is its median turn times its number of
+%% turns: a turn in which the VM took the core away for a time slice is
+%% not what the path costs. Returns what measure/2 does.
+measure_rtt(Targets) ->
+    Rounds = [rtt_interleaved(Targets, ?ROUND_MS) || _ <- lists:seq(1, ?ROUNDS)],
+    maps:from_list([{Tag, [maps:get(Tag, R) || R <- Rounds]} || {Tag, _} <- Targets]).
 
-rtt_until(Node, Deadline, Count) ->
-    ok = rtt_round(Node, 64),
+%% One round of measure_rtt/1: #{Tag => {RoundTrips, Us, CpuUs | undefined}}.
+%% The target's CPU time is sampled around the whole round (its idle time
+%% in the other's turns included).
+rtt_interleaved(Targets, Ms) ->
+    Cpu0 = maps:from_list([{Tag, cpu_us(Tag)} || {Tag, _} <- Targets]),
+    Deadline = erlang:monotonic_time() + erlang:convert_time_unit(Ms, millisecond, native),
+    Turns = rtt_turns(Targets, Deadline, maps:from_list([{Tag, []} || {Tag, _} <- Targets])),
+    maps:map(fun(Tag, Ts) ->
+                     Cpu = case {maps:get(Tag, Cpu0), cpu_us(Tag)} of
+                               {C0, C1} when is_integer(C0), is_integer(C1) -> C1 - C0;
+                               _ -> undefined
+                           end,
+                     Us = erlang:convert_time_unit(round(median(Ts) * length(Ts)),
+                                                   native, microsecond),
+                     {?RTT_TURN * length(Ts), Us, Cpu}
+             end, Turns).
+
+%% Turns until Deadline; #{Tag => [TurnTime]} in native units.
+rtt_turns(Targets, Deadline, Turns) ->
+    Turns1 = lists:foldl(
+               fun({Tag, Node}, Acc) ->
+                       T0 = erlang:monotonic_time(),
+                       ok = rtt_round(Node, ?RTT_TURN),
+                       T = erlang:monotonic_time() - T0,
+                       maps:update_with(Tag, fun(Ts) -> [T | Ts] end, Acc)
+               end, Turns, Targets),
     case erlang:monotonic_time() >= Deadline of
-        true -> Count + 64;
-        false -> rtt_until(Node, Deadline, Count + 64)
+        true -> Turns1;
+        false -> rtt_turns(Targets, Deadline, Turns1)
     end.
 
 rtt_round(_Node, 0) ->
@@ -627,6 +660,11 @@ median(Vs) ->
         1 -> lists:nth(Len div 2 + 1, Sorted);
         0 -> (lists:nth(Len div 2, Sorted) + lists:nth(Len div 2 + 1, Sorted)) / 2
     end.
+
+%% The P-th percentile of Vs (nearest rank).
+percentile(P, Vs) ->
+    Sorted = lists:sort(Vs),
+    lists:nth(max(1, ceil(P * length(Sorted) / 100)), Sorted).
 
 fmt(V) when is_float(V) ->
     float_to_list(V, [{decimals, 3}, compact]);

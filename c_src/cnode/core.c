@@ -197,10 +197,10 @@ int tether_node_new(const tether_node_config_t *cfg, tether_node_t **nodep,
         node->cfg.hs_timeout_ms = TETHER_NODE_HS_TIMEOUT_DEFAULT;
     if (node->cfg.busy_poll_us == 0)
         node->cfg.busy_poll_us = TETHER_BUSY_POLL_DEFAULT_US;
-    if (node->cfg.dial_log_ms == 0)
-        node->cfg.dial_log_ms = TETHER_NODE_DIAL_LOG_MS_DEFAULT;
     else if (node->cfg.busy_poll_us == TETHER_BUSY_POLL_OFF)
         node->cfg.busy_poll_us = 0;
+    if (node->cfg.dial_log_ms == 0)
+        node->cfg.dial_log_ms = TETHER_NODE_DIAL_LOG_MS_DEFAULT;
     if (node->cfg.outbuf_max == 0)
         node->cfg.outbuf_max = TETHER_NODE_OUTBUF_MAX_DEFAULT;
     if (node->cfg.frame_max == 0 ||

@@ -114,6 +114,8 @@ struct tether_node {
     atomic_bool running;
     pthread_t loop_thread;
     uint64_t active_us; /* when sockets last had events (busy poll) */
+    uint64_t spun_us;   /* when the last poll that spun began; 0: it slept
+                           or had events */
     pthread_mutex_t post_lock;
     struct tether__post *posts;
     struct tether__timer *timers;

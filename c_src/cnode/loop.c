@@ -22,6 +22,16 @@
 
 #define EPOLL_BATCH 64
 
+/*
+ * A turn of the busy-poll (an empty epoll_wait and a sched_yield) takes a
+ * few microseconds. One that took longer than this came back after
+ * another process had the core: the CPU is contended, spinning only takes
+ * time from the peers this node waits for, and a spinner that used its
+ * share waits longer for the core than a sleeper the kernel wakes. The
+ * loop then sleeps until its next event.
+ */
+#define SPIN_PREEMPTED_US 50
+
 struct tether__post {
     struct tether__post *next;
     tether_node_post_fn fn;
@@ -78,13 +88,25 @@ void tether__loop_unwatch(tether_node_t *node, int fd)
 int tether__loop_poll(tether_node_t *node, int timeout)
 {
     struct epoll_event evs[EPOLL_BATCH];
-    if (timeout != 0 && now_us() - node->active_us < node->cfg.busy_poll_us)
-        timeout = 0; /* busy-poll: see TETHER_BUSY_POLL_DEFAULT_US */
+    uint64_t spin = 0;
+    if (timeout != 0 && node->cfg.busy_poll_us > 0) {
+        /* busy-poll: see TETHER_BUSY_POLL_DEFAULT_US */
+        uint64_t t = now_us();
+        if (node->spun_us != 0 && t - node->spun_us > SPIN_PREEMPTED_US)
+            node->active_us = 0; /* preempted while spinning */
+        if (t - node->active_us < node->cfg.busy_poll_us) {
+            spin = t;
+            timeout = 0;
+        }
+    }
+    node->spun_us = spin;
     int n = epoll_wait(node->epfd, evs, EPOLL_BATCH, timeout);
-    if (n > 0)
+    if (n > 0) {
         node->active_us = now_us();
-    else if (n == 0 && timeout == 0)
+        node->spun_us = 0;
+    } else if (n == 0 && timeout == 0) {
         sched_yield(); /* spinning: let a runnable peer have the core */
+    }
     if (n < 0) {
         if (errno == EINTR)
             return TETHER_EAGAIN;

@@ -396,6 +396,18 @@ void tether__tls_in_commit(tether__tls_t *t, size_t n)
     t->in.len += n;
 }
 
+/*
+ * SSL_get_error() needs an empty error queue before the call it explains.
+ * Every failure path here empties it (failure(), ssl_error()), so it is
+ * only cleared when something else left an error: peeking costs less than
+ * clearing the whole queue for every record.
+ */
+static void errors_clear(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 /* Sets the reason of a failed call with SSL error `e'; returns the code. */
 static int failure(tether__tls_t *t, int e)
 {
@@ -416,7 +428,7 @@ static int failure(tether__tls_t *t, int e)
 
 int tether__tls_handshake(tether__tls_t *t)
 {
-    ERR_clear_error();
+    errors_clear();
     int r = SSL_do_handshake(t->ssl);
     if (r == 1)
         return 0;
@@ -429,7 +441,12 @@ int tether__tls_handshake(tether__tls_t *t)
 
 long tether__tls_read(tether__tls_t *t, uint8_t *buf, size_t cap)
 {
-    ERR_clear_error();
+    /* No ciphertext left in the input and none buffered in OpenSSL (a
+     * record read in part, or plaintext not yet returned): SSL_read could
+     * only answer WANT_READ, so it is not called. */
+    if (t->in.off == t->in.len && !SSL_has_pending(t->ssl))
+        return TETHER_EAGAIN;
+    errors_clear();
     int r = SSL_read(t->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
     if (r > 0)
         return r;
@@ -443,7 +460,7 @@ int tether__tls_write(tether__tls_t *t, const uint8_t *p, size_t n)
 {
     while (n > 0) {
         int chunk = n > INT_MAX ? INT_MAX : (int)n;
-        ERR_clear_error();
+        errors_clear();
         int r = SSL_write(t->ssl, p, chunk);
         if (r <= 0) {
             (void)failure(t, SSL_get_error(t->ssl, r));

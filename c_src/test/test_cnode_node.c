@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #include "cnode/node.h"
 
@@ -153,4 +154,53 @@ Test(cnode_node, post_send_from_another_thread_reaches_the_process)
     tether_procs_stats(tether_node_procs(node), &st);
     cr_assert_eq(st.delivered, 1);
     tether_node_free(node);
+}
+
+/* The loop thread's CPU time, read on the loop by cpu_mark(). */
+typedef struct {
+    tether_node_t *node;
+    double cpu_ms[2];
+    int marks;
+} cpu_marks_t;
+
+static void cpu_mark(tether_node_t *node, void *arg)
+{
+    cpu_marks_t *m = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    m->cpu_ms[m->marks++] = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    if (m->marks == 2)
+        tether_node_stop(node);
+}
+
+/* Posts a mark, lets the loop idle IDLE_MS, posts the second mark. */
+#define IDLE_MS 100
+static void *idle_between_marks(void *arg)
+{
+    cpu_marks_t *m = arg;
+    struct timespec idle = {.tv_nsec = IDLE_MS * 1000000L};
+    if (tether_node_post(m->node, cpu_mark, m) == 0) {
+        nanosleep(&idle, NULL);
+        if (tether_node_post(m->node, cpu_mark, m) == 0)
+            return NULL;
+    }
+    tether_node_stop(m->node); /* the marks are missing: the test fails */
+    return NULL;
+}
+
+Test(cnode_node, busy_poll_off_sleeps_when_idle)
+{
+    tether_node_config_t cfg = good_cfg();
+    cfg.busy_poll_us = TETHER_BUSY_POLL_OFF;
+    cpu_marks_t m = {.marks = 0};
+    cr_assert_eq(tether_node_new(&cfg, &m.node, NULL), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, idle_between_marks, &m), 0);
+    cr_assert_eq(tether_node_run(m.node), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(m.marks, 2);
+    /* A loop that spun would have used the core for most of IDLE_MS. */
+    cr_assert_lt(m.cpu_ms[1] - m.cpu_ms[0], IDLE_MS / 5.0, "%.1f ms of CPU",
+                 m.cpu_ms[1] - m.cpu_ms[0]);
+    tether_node_free(m.node);
 }

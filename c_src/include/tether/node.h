@@ -108,7 +108,10 @@ typedef struct tether_node_config {
  * The loop keeps polling without sleeping for busy_poll_us after the last
  * socket activity: a peer that just sent usually sends again within
  * microseconds, and a wake-up from epoll_wait costs tens of them on a
- * virtual machine (it halves a round trip here). An idle node sleeps.
+ * virtual machine (it halves a round trip here). An idle node sleeps,
+ * and so does a node whose spinning was preempted (another process had
+ * the core for more than a few tens of microseconds): on a busy machine
+ * spinning only takes time from the peer it waits for.
  */
 #define TETHER_BUSY_POLL_DEFAULT_US 200u
 #define TETHER_BUSY_POLL_OFF        0xffffffffu
