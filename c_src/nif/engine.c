@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "core/codec.h"
+#include "core/relay.h"
 #include "core/ring.h"
 #include "nif/nif.h"
 #include "tether/error.h"
@@ -673,6 +674,31 @@ ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
     rc = tether_engine_send(res->eng, to, TETHER_MSG_SHELL, copy, b.size, 0);
     enif_mutex_unlock(res->lock);
     free(copy);
+    return tether__nif_ok(env, rc);
+}
+
+/* engine_relay(Engine, To :: binary(), Etf :: binary()) -> ok |
+ * {error, closed | too_big | invalid}: a SHELL message for peer To
+ * signed by our identity key and sent through the other members, for a
+ * path to To that is cut (core/relay.h, tether_relay_send). `closed': no
+ * member took it. Queues SEND actions: called through the server. */
+ERL_NIF_TERM engine_relay_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[])
+{
+    tether_nif_res_t *res;
+    char to[TETHER_NODE_NAME_MAX + 1];
+    ErlNifBinary b;
+    int rc;
+
+    if (argc != 3 || !tether__nif_get_res(env, argv[0], &res) ||
+        !tether__nif_get_name(env, argv[1], to) ||
+        !enif_inspect_binary(env, argv[2], &b) || b.size == 0)
+        return enif_make_badarg(env);
+    if (b.data[0] != TETHER_ETF_VERSION)
+        return tether__nif_error(env, TETHER_EINVAL);
+    enif_mutex_lock(res->lock);
+    rc = tether_relay_send(res->eng, to, b.data, b.size, 0);
+    enif_mutex_unlock(res->lock);
     return tether__nif_ok(env, rc);
 }
 
