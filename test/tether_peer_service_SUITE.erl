@@ -34,7 +34,8 @@
          on_up_on_down_arities/1, channel_scoped_callbacks/1,
          membership_calls/1, inject_partition_ttl/1, connect_prune/1,
          causal_reply_never_overtakes/1, barrel_p2p_calls/1, peer_messages/1,
-         bad_input/1, transitive_around_drop_partition/1]).
+         bad_input/1, transitive_around_drop_partition/1,
+         transitive_through_cnode/1]).
 %% Run on the peers.
 -export([rx_start/1, rx_loop/1, send_many/5, send_await/5, hold_name/2,
          relay_loop/3]).
@@ -55,7 +56,8 @@ all() ->
      small_passes_large_on_other_channel, on_up_on_down_arities,
      channel_scoped_callbacks, membership_calls, inject_partition_ttl,
      connect_prune, causal_reply_never_overtakes, barrel_p2p_calls,
-     peer_messages, bad_input, transitive_around_drop_partition].
+     peer_messages, bad_input, transitive_around_drop_partition,
+     transitive_through_cnode].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -202,6 +204,24 @@ transitive_around_drop_partition(_Config) ->
     ok = call(A, ?PS, forward_message, [C, rx12, direct, #{transitive => true}]),
     wait_rx(C, rx12, fun(Got) -> lists:last(Got) =:= direct end),
     #{stats := #{relay_sent := Sent}} = call(A, tether_server, info, []).
+
+%% The same with a C-node as the only member that reaches both: its
+%% engine passes A's signed messages on to C.
+transitive_through_cnode(_Config) ->
+    [A, C] = tether_test_lib:start_cluster(2, (opts())#{cnodes => 1},
+                                           ?WAIT_MS),
+    [X] = call(A, tether, members, []) -- [A, C],
+    _ = rx(C, rx15),
+    {ok, _} = call(A, tether, partition, [[A], [C], drop]),
+    tether_test_lib:wait_members([A], lists:sort([A, X]), ?WAIT_MS),
+    {error, nodedown} = call(A, ?PS, forward_message, [C, rx15, direct, #{}]),
+    ok = call(A, ?MODULE, send_many, [C, rx15, 20, #{transitive => true,
+                                                     ack => true}, 0]),
+    wait_rx(C, rx15, fun(Got) -> length(Got) >= 20 end),
+    timer:sleep(500),
+    ?assertEqual(lists:seq(1, 20), got(C, rx15)),
+    #{stats := #{relay_delivered := Dlv}} = call(C, tether_server, info, []),
+    ?assert(Dlv > 0).
 
 %% Behind a drop partition for longer than ack_timeout_ms, the sender
 %% gets {tether_undelivered, ServerRef, Msg, timeout}.
