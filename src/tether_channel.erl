@@ -306,23 +306,11 @@ handle_info({tether_channel_env, From, Chan, Index, Bytes}, S)
     {noreply, route(From, Chan, Index, {env, From, Bytes}, S)};
 handle_info({tether_msg, From, ?MODULE, {relayed, Inner}}, S) ->
     %% Came round a cut path: the engine checked the origin's signature.
-    case Inner of
-        {_, Chan, Index, _, _, _} when is_integer(Index) ->
-            {noreply, route(From, Chan, Index, {relayed, From, Inner}, S)};
-        _ ->
-            count(malformed),
-            {noreply, S}
-    end;
+    {noreply, route_opened(From, Inner, relayed, S)};
 handle_info({tether_msg, From, ?MODULE, Term}, S) ->
     %% Held by a defer partition and delivered on heal by the server,
     %% already opened (authenticated) by the engine.
-    case Term of
-        {_, Chan, Index, _, _, _} when is_integer(Index) ->
-            {noreply, route(From, Chan, Index, {opened, From, Term}, S)};
-        _ ->
-            count(malformed),
-            {noreply, S}
-    end;
+    {noreply, route_opened(From, Term, opened, S)};
 handle_info({tether_member, up, Node}, S) ->
     true = ets:insert(?PEERS, {Node}),
     _ = [Pid ! peer_up || {{P, _, _}, Pid} <- ets:tab2list(?LANES), P =:= Node],
@@ -346,6 +334,15 @@ handle_info(_Msg, S) ->
 -spec terminate(term(), #st{}) -> ok.
 terminate(_Reason, _S) ->
     ok.
+
+%% Hands a batch or ack the engine opened to its lane as {How, From,
+%% Inner}.
+route_opened(From, {_, Chan, Index, _, _, _} = Inner, How, S)
+  when is_integer(Index) ->
+    route(From, Chan, Index, {How, From, Inner}, S);
+route_opened(_From, _Inner, _How, S) ->
+    count(malformed),
+    S.
 
 %% Hands an envelope to its lane. The header (channel, index) is not
 %% authenticated: a lane is started only for a configured channel and

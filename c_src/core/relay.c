@@ -21,7 +21,7 @@
 #define RELAY_TAG       "relay"
 #define RELAY_ARITY     8
 #define RELAY_SIG_LABEL "tether/v1/relay"
-/* Origins remembered; one more is refused (counted) until a slot frees. */
+/* Origins remembered; a message of one more is refused (counted). */
 #define RELAY_ORIGINS_MAX TETHER_ENGINE_PEERS_MAX
 
 /* The replay window of one origin. */
@@ -128,15 +128,22 @@ static int decode(const char *buf, size_t len, relay_msg_t *m)
     return 0;
 }
 
-/* The window of `name`, made (empty) if there is none and room for it;
- * NULL when the table is full or out of memory. */
-static origin_t *origin_get(relay_t *r, const char *name)
+/* The window of `name`, or NULL. */
+static origin_t *origin_find(relay_t *r, const char *name)
 {
-    origin_t *o;
-
     for (size_t i = 0; i < r->norigins; i++)
         if (strcmp(r->origins[i].name, name) == 0)
             return &r->origins[i];
+    return NULL;
+}
+
+/* A new, empty window for `name`; NULL when the table is full or out of
+ * memory. Made only for a message whose signature verified, so a member
+ * cannot fill the table with names nobody signs for. */
+static origin_t *origin_add(relay_t *r, const char *name)
+{
+    origin_t *o;
+
     if (r->norigins == RELAY_ORIGINS_MAX)
         return NULL;
     if (r->norigins == r->cap) {
@@ -311,12 +318,8 @@ static void on_message(tether_engine_t *eng, void *ctx, const char *from,
         st->relay_hop_limit++;
         return;
     }
-    o = origin_get(r, m.origin);
-    if (o == NULL) {
-        st->relay_refused++;
-        return;
-    }
-    verdict = window_check(o, m.inc, m.id);
+    o = origin_find(r, m.origin);
+    verdict = o != NULL ? window_check(o, m.inc, m.id) : FRESH;
     if (verdict != FRESH) {
         if (verdict == STALE)
             st->relay_stale++;
@@ -331,7 +334,7 @@ static void on_message(tether_engine_t *eng, void *ctx, const char *from,
         return;
     rc = tether__engine_verify(eng, m.origin, sb, sblen, m.sig);
     free(sb);
-    if (rc < 0) {
+    if (rc < 0 || (o == NULL && (o = origin_add(r, m.origin)) == NULL)) {
         st->relay_refused++;
         return;
     }

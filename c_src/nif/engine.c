@@ -648,24 +648,41 @@ ERL_NIF_TERM engine_partitions_nif(ErlNifEnv *env, int argc,
  * {error, closed | too_big | invalid}: an Erlang-side module message (one
  * term in external format) to the same module on peer To, subject to
  * partitions (drop: {error, closed}; defer: queued, in order). */
+/*
+ * Reads the arguments (Engine, To :: binary(), Etf :: binary()) of a
+ * SHELL message into *res, to and *b. Returns 0, or the term to answer:
+ * badarg, or {error, invalid} when Etf does not start as a term in
+ * external format. The receiving side decodes with binary_to_term
+ * (erlang_module is opaque), so any term an rpc carries may go; bytes
+ * that are no term at all are refused there.
+ */
+static ERL_NIF_TERM shell_args(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[],
+                               tether_nif_res_t **res,
+                               char to[TETHER_NODE_NAME_MAX + 1],
+                               ErlNifBinary *b)
+{
+    if (argc != 3 || !tether__nif_get_res(env, argv[0], res) ||
+        !tether__nif_get_name(env, argv[1], to) ||
+        !enif_inspect_binary(env, argv[2], b) || b->size == 0)
+        return enif_make_badarg(env);
+    if (b->data[0] != TETHER_ETF_VERSION)
+        return tether__nif_error(env, TETHER_EINVAL);
+    return 0;
+}
+
 ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[])
 {
     tether_nif_res_t *res;
     char to[TETHER_NODE_NAME_MAX + 1];
     ErlNifBinary b;
+    ERL_NIF_TERM bad = shell_args(env, argc, argv, &res, to, &b);
     uint8_t *copy;
     int rc;
 
-    if (argc != 3 || !tether__nif_get_res(env, argv[0], &res) ||
-        !tether__nif_get_name(env, argv[1], to) ||
-        !enif_inspect_binary(env, argv[2], &b) || b.size == 0)
-        return enif_make_badarg(env);
-    /* The receiving side decodes with binary_to_term (erlang_module is
-     * opaque), so any term an rpc carries may go; bytes that are no term
-     * at all are refused there. */
-    if (b.data[0] != TETHER_ETF_VERSION)
-        return tether__nif_error(env, TETHER_EINVAL);
+    if (bad != 0)
+        return bad;
     copy = malloc(b.size);
     if (copy == NULL)
         return tether__nif_error(env, TETHER_ENOMEM);
@@ -688,14 +705,11 @@ ERL_NIF_TERM engine_relay_nif(ErlNifEnv *env, int argc,
     tether_nif_res_t *res;
     char to[TETHER_NODE_NAME_MAX + 1];
     ErlNifBinary b;
+    ERL_NIF_TERM bad = shell_args(env, argc, argv, &res, to, &b);
     int rc;
 
-    if (argc != 3 || !tether__nif_get_res(env, argv[0], &res) ||
-        !tether__nif_get_name(env, argv[1], to) ||
-        !enif_inspect_binary(env, argv[2], &b) || b.size == 0)
-        return enif_make_badarg(env);
-    if (b.data[0] != TETHER_ETF_VERSION)
-        return tether__nif_error(env, TETHER_EINVAL);
+    if (bad != 0)
+        return bad;
     enif_mutex_lock(res->lock);
     rc = tether_relay_send(res->eng, to, b.data, b.size, 0);
     enif_mutex_unlock(res->lock);
