@@ -650,25 +650,29 @@ ERL_NIF_TERM engine_partitions_nif(ErlNifEnv *env, int argc,
  * partitions (drop: {error, closed}; defer: queued, in order). */
 /*
  * Reads the arguments (Engine, To :: binary(), Etf :: binary()) of a
- * SHELL message into *res, to and *b. Returns 0, or the term to answer:
- * badarg, or {error, invalid} when Etf does not start as a term in
- * external format. The receiving side decodes with binary_to_term
- * (erlang_module is opaque), so any term an rpc carries may go; bytes
- * that are no term at all are refused there.
+ * SHELL message into *res, to and *b. Returns 1, or 0 with *bad the term
+ * to answer: badarg, or {error, invalid} when Etf does not start as a
+ * term in external format. (enif_make_badarg's term may be 0: it is
+ * passed back, never tested.) The receiving side decodes with
+ * binary_to_term (erlang_module is opaque), so any term an rpc carries
+ * may go; bytes that are no term at all are refused there.
  */
-static ERL_NIF_TERM shell_args(ErlNifEnv *env, int argc,
-                               const ERL_NIF_TERM argv[],
-                               tether_nif_res_t **res,
-                               char to[TETHER_NODE_NAME_MAX + 1],
-                               ErlNifBinary *b)
+static int shell_args(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                      tether_nif_res_t **res,
+                      char to[TETHER_NODE_NAME_MAX + 1], ErlNifBinary *b,
+                      ERL_NIF_TERM *bad)
 {
     if (argc != 3 || !tether__nif_get_res(env, argv[0], res) ||
         !tether__nif_get_name(env, argv[1], to) ||
-        !enif_inspect_binary(env, argv[2], b) || b->size == 0)
-        return enif_make_badarg(env);
-    if (b->data[0] != TETHER_ETF_VERSION)
-        return tether__nif_error(env, TETHER_EINVAL);
-    return 0;
+        !enif_inspect_binary(env, argv[2], b) || b->size == 0) {
+        *bad = enif_make_badarg(env);
+        return 0;
+    }
+    if (b->data[0] != TETHER_ETF_VERSION) {
+        *bad = tether__nif_error(env, TETHER_EINVAL);
+        return 0;
+    }
+    return 1;
 }
 
 ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
@@ -677,11 +681,11 @@ ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
     tether_nif_res_t *res;
     char to[TETHER_NODE_NAME_MAX + 1];
     ErlNifBinary b;
-    ERL_NIF_TERM bad = shell_args(env, argc, argv, &res, to, &b);
+    ERL_NIF_TERM bad;
     uint8_t *copy;
     int rc;
 
-    if (bad != 0)
+    if (!shell_args(env, argc, argv, &res, to, &b, &bad))
         return bad;
     copy = malloc(b.size);
     if (copy == NULL)
@@ -705,10 +709,10 @@ ERL_NIF_TERM engine_relay_nif(ErlNifEnv *env, int argc,
     tether_nif_res_t *res;
     char to[TETHER_NODE_NAME_MAX + 1];
     ErlNifBinary b;
-    ERL_NIF_TERM bad = shell_args(env, argc, argv, &res, to, &b);
+    ERL_NIF_TERM bad;
     int rc;
 
-    if (bad != 0)
+    if (!shell_args(env, argc, argv, &res, to, &b, &bad))
         return bad;
     enif_mutex_lock(res->lock);
     rc = tether_relay_send(res->eng, to, b.data, b.size, 0);
