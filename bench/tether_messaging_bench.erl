@@ -15,8 +15,15 @@
 %%                              plain reply back) while channel `bulk'
 %%                              carries 8 MiB messages back to back /
 %%                              the same round trip with `bulk' idle
-%%                              (medians); forward_small_rtt_us and
+%%                              (medians; both paced alike, 5 ms between
+%%                              pings, so both wake the schedulers
+%%                              alike); forward_small_rtt_us and
 %%                              forward_small_rtt_loaded_us the times.
+%%   erlang_send_hol_ratio      the same ratio for a plain erlang:send/2
+%%                              round trip to the same echo process, in
+%%                              the same run: what the 8 MiB load costs
+%%                              any message on this machine (the floor
+%%                              of the ratio above).
 %%
 %% Output: `name: value' lines.
 -module(tether_messaging_bench).
@@ -85,21 +92,37 @@ hol_bench(Peer) ->
     Echo = spawn(Peer, ?MODULE, echo, []),
     Sink = spawn(Peer, ?MODULE, sink, []),
     _ = [ping(Peer, Echo) || _ <- lists:seq(1, 10)],
-    Idle = tether_bench_lib:median([ping(Peer, Echo) || _ <- lists:seq(1, ?PINGS)]),
+    Idle = paced(fun() -> ping(Peer, Echo) end),
+    IdlePlain = paced(fun() -> plain(Echo) end),
     Self = self(),
     Loader = spawn_link(fun() -> load(Peer, Sink, Self) end),
     %% Let the first large message get under way.
     receive loading -> ok end,
     timer:sleep(50),
-    Loaded = tether_bench_lib:median([begin timer:sleep(5), ping(Peer, Echo) end
-                                      || _ <- lists:seq(1, ?PINGS)]),
+    Loaded = paced(fun() -> ping(Peer, Echo) end),
+    LoadedPlain = paced(fun() -> plain(Echo) end),
     unlink(Loader),
     exit(Loader, kill),
     Echo ! stop,
     Sink ! stop,
     io:format("forward_small_rtt_us: ~w~n", [Idle]),
     io:format("forward_small_rtt_loaded_us: ~w~n", [Loaded]),
-    io:format("forward_channel_hol_ratio: ~.2f~n", [Loaded / max(1, Idle)]).
+    io:format("forward_channel_hol_ratio: ~.2f~n", [Loaded / max(1, Idle)]),
+    io:format("erlang_send_rtt_us: ~w~n", [IdlePlain]),
+    io:format("erlang_send_rtt_loaded_us: ~w~n", [LoadedPlain]),
+    io:format("erlang_send_hol_ratio: ~.2f~n", [LoadedPlain / max(1, IdlePlain)]).
+
+%% The median of ?PINGS round trips, each after a 5 ms pause.
+paced(Ping) ->
+    tether_bench_lib:median([begin timer:sleep(5), Ping() end
+                             || _ <- lists:seq(1, ?PINGS)]).
+
+%% A round trip of a plain erlang:send/2 to the echo process.
+plain(Echo) ->
+    T0 = erlang:monotonic_time(microsecond),
+    Echo ! {ping, self()},
+    receive pong -> ok after 30000 -> error(no_pong) end,
+    erlang:monotonic_time(microsecond) - T0.
 
 ping(Peer, Echo) ->
     T0 = erlang:monotonic_time(microsecond),

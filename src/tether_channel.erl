@@ -46,6 +46,32 @@
 %% bound by its window per round trip). A lane busy with parts runs at
 %% low process priority.
 %%
+%% == Around a cut path ==
+%%
+%% A message sent with `transitive => true' whose direct path is cut (a
+%% drop partition between the two members, or no session) goes through
+%% the other members: the lane hands the batch (and the receiving lane
+%% its ack) to the engine's relay (`c_src/core/relay.h'), which signs it
+%% with this node's Ed25519 identity key and sends it to every member it
+%% has a session with; a member that reaches the destination passes it
+%% on (at most two relays). The destination checks the signature against
+%% the key it trusts for the origin, drops copies and replays by
+%% (origin, incarnation, relay id), and hands the batch to the lane of
+%% the true origin, so a relay can neither forge, alter nor replay a
+%% message, and the lane's guarantees (order, de-duplication, `ack'
+%% exactly once) hold as on the direct path. A batch holding any
+%% message sent with `transitive' goes round whole (the lane stays in
+%% order); the receiving lane sends its acks round the same way while
+%% its data comes so. Without a route the message waits for the
+%% retransmission, as on the direct path.
+%%
+%% Wire terms (the payload of a SHELL message; {@link
+%% tether_channel_lane} lists Batch and Ack): `{tether_channel, Batch |
+%% Ack}' sealed under the session and carried to `tether_channel' on the
+%% peer as `{tether_channel_env, FromNode, Channel, Index, Envelope}';
+%% round a cut path `{tether_channel, {relayed, Batch | Ack}}', carried
+%% by the engine as a relayed message (engine message 0x26).
+%%
 %% A message sent with `causal_label' is stamped by {@link tether_causal}
 %% and, on the receiving member, held there until its causes under the
 %% same label were delivered.
@@ -80,7 +106,8 @@
 %% The checked options of one send.
 -type send_opts() :: #{ack := boolean(), ack_timeout_ms := pos_integer(),
                        channel := term(), partition_key := term(),
-                       causal_label := term(), cast := boolean()}.
+                       causal_label := term(), cast := boolean(),
+                       transitive := boolean()}.
 
 -record(st, {mons = #{} :: #{reference() => lane_key()}}).
 
@@ -91,7 +118,8 @@
 %% @doc Sends Msg to ServerRef on Node with the checked options Opts
 %% (see {@link tether_peer_service:forward_message/4}). `ok', or `{error,
 %% Reason}': `noproc' (a local ServerRef with no process), `nodedown'
-%% (Node is not a live member and `ack' is not set), `not_distributed'.
+%% (Node is not a live member, and neither `ack' nor `transitive' is
+%% set), `not_distributed'.
 -spec send(node(), server_ref(), term(), term(), send_opts()) ->
           ok | {error, noproc | nodedown | not_distributed}.
 send(Node, Ref, Msg, Payload, _Opts) when Node =:= node() ->
@@ -100,7 +128,7 @@ send(Node, Ref, Msg, Payload, _Opts) when Node =:= node() ->
         {error, noproc} -> count(local_noproc), _ = Msg, {error, noproc}
     end;
 send(Node, Ref, Msg, Payload, Opts = #{ack := Ack}) ->
-    case {ets:whereis(?PEERS), Ack} of
+    case {ets:whereis(?PEERS), Ack orelse maps:get(transitive, Opts, false)} of
         {undefined, _} ->
             {error, not_distributed};
         {_, false} ->
@@ -226,7 +254,8 @@ enqueue(Node, Ref, Msg, Payload0, Opts = #{channel := Chan, ack := Ack}) ->
                          false ->
                              undefined
                      end,
-            tether_channel_lane:push(Lane, Ref, Payload, Report),
+            tether_channel_lane:push(Lane, Ref, Payload, Report,
+                                     maps:get(transitive, Opts, false)),
             ok;
         {error, _} ->
             {error, not_distributed}
@@ -275,16 +304,13 @@ handle_cast(_Msg, S) ->
 handle_info({tether_channel_env, From, Chan, Index, Bytes}, S)
   when is_atom(From), is_integer(Index), is_binary(Bytes) ->
     {noreply, route(From, Chan, Index, {env, From, Bytes}, S)};
+handle_info({tether_msg, From, ?MODULE, {relayed, Inner}}, S) ->
+    %% Came round a cut path: the engine checked the origin's signature.
+    {noreply, route_opened(From, Inner, relayed, S)};
 handle_info({tether_msg, From, ?MODULE, Term}, S) ->
     %% Held by a defer partition and delivered on heal by the server,
     %% already opened (authenticated) by the engine.
-    case Term of
-        {_, Chan, Index, _, _, _} when is_integer(Index) ->
-            {noreply, route(From, Chan, Index, {opened, From, Term}, S)};
-        _ ->
-            count(malformed),
-            {noreply, S}
-    end;
+    {noreply, route_opened(From, Term, opened, S)};
 handle_info({tether_member, up, Node}, S) ->
     true = ets:insert(?PEERS, {Node}),
     _ = [Pid ! peer_up || {{P, _, _}, Pid} <- ets:tab2list(?LANES), P =:= Node],
@@ -308,6 +334,15 @@ handle_info(_Msg, S) ->
 -spec terminate(term(), #st{}) -> ok.
 terminate(_Reason, _S) ->
     ok.
+
+%% Hands a batch or ack the engine opened to its lane as {How, From,
+%% Inner}.
+route_opened(From, {_, Chan, Index, _, _, _} = Inner, How, S)
+  when is_integer(Index) ->
+    route(From, Chan, Index, {How, From, Inner}, S);
+route_opened(_From, _Inner, _How, S) ->
+    count(malformed),
+    S.
 
 %% Hands an envelope to its lane. The header (channel, index) is not
 %% authenticated: a lane is started only for a configured channel and

@@ -17,11 +17,14 @@
 %% Sealed batch: `{data, Channel, Index, Epoch, Base, [{Seq, Frame}]}'
 %% (Base: the lowest sequence number the sender still holds); ack:
 %% `{ack, Channel, Index, Epoch, UpTo, FailedSeqs}' (FailedSeqs: messages
-%% sent with `ack' whose process the receiver did not find).
+%% sent with `ack' whose process the receiver did not find). Both travel
+%% as `{tether_channel, Batch | Ack}' sealed under the session; round a
+%% cut path (`transitive') as `{tether_channel, {relayed, Batch | Ack}}'
+%% signed by the origin (see {@link tether_channel}).
 -module(tether_channel_lane).
 -behaviour(gen_server).
 
--export([start_link/1, push/4, info/1]).
+-export([start_link/1, push/5, info/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
@@ -31,12 +34,14 @@
 
 %% A frame held by the sender: sequence number, frame, size in bytes,
 %% who to tell if it is given up, and when (monotonic ms; `undefined'
-%% until the first transmission of a message without ack).
+%% until the first transmission of a message without ack), and whether
+%% it may go through other members when the direct path is cut.
 -record(f, {seq :: pos_integer(),
             frame :: term(),
             bytes :: non_neg_integer(),
             report :: undefined | {pid(), term(), term(), integer()},
-            expire :: integer() | undefined}).
+            expire :: integer() | undefined,
+            relay = false :: boolean()}).
 
 -record(st, {peer :: node(),
              chan :: term(),
@@ -57,6 +62,7 @@
              rx_buf = #{} :: #{pos_integer() => term()},
              rx_parts = [] :: [binary()],
              rx_failed = [] :: [pos_integer()],
+             rx_relayed = false :: boolean(),
              busy = false :: boolean()}).
 
 %%% API
@@ -70,10 +76,11 @@ start_link(Key) ->
 %% @doc Queues Payload for ServerRef on the lane (from the sending
 %% process: a large payload is encoded and cut into parts here, not in
 %% the lane). Report is `{Pid, ServerRef, Msg, Deadline}' for a message
-%% with ack, else `undefined'.
+%% with ack, else `undefined'; Relay says whether the message may go
+%% through other members while the direct path to the peer is cut.
 -spec push(pid(), tether_channel:server_ref(), term(),
-           undefined | {pid(), term(), term(), integer()}) -> ok.
-push(Lane, Ref, Payload, Report) ->
+           undefined | {pid(), term(), term(), integer()}, boolean()) -> ok.
+push(Lane, Ref, Payload, Report, Relay) ->
     Ack = Report =/= undefined,
     Part = env(channel_part_bytes, 8192),
     Frames = case erlang:external_size(Payload) > Part of
@@ -82,7 +89,7 @@ push(Lane, Ref, Payload, Report) ->
                  true ->
                      parts(term_to_binary({Ref, Payload, Ack}), Part)
              end,
-    Lane ! {push, Frames, Report},
+    Lane ! {push, Frames, Report, Relay},
     ok.
 
 %% @doc The lane's counts: frames pending, in flight, bytes in flight,
@@ -146,8 +153,8 @@ has_parts(Q) ->
         _ -> false
     end.
 
-info({push, Frames, Report}, S) ->
-    S1 = drain(queue(Frames, Report, S), ?DRAIN_MAX),
+info({push, Frames, Report, Relay}, S) ->
+    S1 = drain(queue(Frames, Report, Relay, S), ?DRAIN_MAX),
     {noreply, pump(S1)};
 info({env, From, Bytes}, S = #st{peer = From}) ->
     case engine() of
@@ -156,7 +163,7 @@ info({env, From, Bytes}, S = #st{peer = From}) ->
         E ->
             case tether_rpc:open(E, From, Bytes) of
                 {ok, {tether_channel, Inner}} ->
-                    {noreply, inner(Inner, S)};
+                    {noreply, inner(Inner, S#st{rx_relayed = false})};
                 {ok, _} ->
                     tether_channel:count(malformed),
                     {noreply, S};
@@ -169,6 +176,9 @@ info({env, From, Bytes}, S = #st{peer = From}) ->
     end;
 info({opened, From, Inner}, S = #st{peer = From}) ->
     {noreply, inner(Inner, S)};
+info({relayed, From, Inner}, S = #st{peer = From}) ->
+    %% Came round a cut path: the acks go back the same way.
+    {noreply, inner(Inner, S#st{rx_relayed = true})};
 info(peer_up, S) ->
     {noreply, retransmit(S#st{rto = S#st.rto_min})};
 info({timeout, TRef, rto}, S = #st{timer = TRef}) ->
@@ -196,21 +206,24 @@ drain(S, 0) ->
     S;
 drain(S, N) ->
     receive
-        {push, Frames, Report} -> drain(queue(Frames, Report, S), N - 1)
+        {push, Frames, Report, Relay} ->
+            drain(queue(Frames, Report, Relay, S), N - 1)
     after 0 ->
         S
     end.
 
-queue([], _Report, S) ->
+queue([], _Report, _Relay, S) ->
     S;
-queue([{Frame, Bytes}], Report, S = #st{next = Seq, pending = P}) ->
+queue([{Frame, Bytes}], Report, Relay, S = #st{next = Seq, pending = P}) ->
     F = #f{seq = Seq, frame = Frame, bytes = Bytes, report = Report,
-           expire = expire_of(Report)},
+           expire = expire_of(Report), relay = Relay},
     S#st{next = Seq + 1, pending = queue:in(F, P)};
-queue([{Frame, Bytes} | Rest], Report, S = #st{next = Seq, pending = P}) ->
+queue([{Frame, Bytes} | Rest], Report, Relay,
+      S = #st{next = Seq, pending = P}) ->
     F = #f{seq = Seq, frame = Frame, bytes = Bytes, report = undefined,
-           expire = expire_of(Report)},
-    queue(Rest, Report, S#st{next = Seq + 1, pending = queue:in(F, P)}).
+           expire = expire_of(Report), relay = Relay},
+    queue(Rest, Report, Relay,
+          S#st{next = Seq + 1, pending = queue:in(F, P)}).
 
 expire_of(undefined) -> undefined;
 expire_of({_, _, _, Deadline}) -> Deadline.
@@ -244,7 +257,9 @@ first_send(F, _S) ->
     F.
 
 %% Seals and sends frames; what cannot be sent now (no session, a drop
-%% partition) stays in flight for the retransmission.
+%% partition) stays in flight for the retransmission. A batch holding a
+%% frame sent with `transitive' goes through other members when the
+%% direct path is cut (the whole batch: the lane stays in order).
 transmit(Fs, S = #st{peer = Peer, chan = Chan, index = Index, epoch = Epoch,
                      inflight = I}) ->
     Base = case queue:peek(I) of
@@ -252,10 +267,11 @@ transmit(Fs, S = #st{peer = Peer, chan = Chan, index = Index, epoch = Epoch,
                empty -> S#st.next
            end,
     Batch = {data, Chan, Index, Epoch, Base, [{Seq, Fr} || #f{seq = Seq, frame = Fr} <- Fs]},
-    send_sealed(Peer, Chan, Index, Batch),
+    send_sealed(Peer, Chan, Index, Batch,
+                lists:any(fun(#f{relay = R}) -> R end, Fs)),
     S.
 
-send_sealed(Peer, Chan, Index, Inner) ->
+send_sealed(Peer, Chan, Index, Inner, Relay) ->
     case engine() of
         undefined ->
             ok;
@@ -268,6 +284,8 @@ send_sealed(Peer, Chan, Index, Inner) ->
                     ok;
                 deferred ->
                     ok;
+                {error, closed} when Relay ->
+                    relay(Peer, Inner);
                 {error, closed} ->
                     tether_channel:count(unsent),
                     ok;
@@ -275,6 +293,19 @@ send_sealed(Peer, Chan, Index, Inner) ->
                     tether_channel:count(refused(Reason)),
                     ok
             end
+    end.
+
+%% Sends Inner to Peer through the other members (the engine signs it
+%% with this node's identity key, see tether_nif:engine_relay/3), as
+%% `{tether_channel, {relayed, Inner}}'.
+relay(Peer, Inner) ->
+    Etf = term_to_binary({tether_channel, {relayed, Inner}}),
+    Relay = fun(E) -> tether_nif:engine_relay(E, atom_to_binary(Peer, utf8), Etf) end,
+    try tether_server:engine_call(Relay) of
+        ok -> tether_channel:count(relayed);
+        {error, _} -> tether_channel:count(unsent)
+    catch
+        exit:_ -> tether_channel:count(unsent)
     end.
 
 %% Gives up what expired, then sends everything in flight again.
@@ -354,7 +385,8 @@ inner({data, Chan, Index, Epoch, Base, Frames},
             S2 = deliver(buffer(Frames, S1)),
             Failed = [Q || Q <- S2#st.rx_failed, Q >= Base],
             send_sealed(S#st.peer, Chan, Index,
-                        {ack, Chan, Index, Epoch, S2#st.rx_next - 1, Failed}),
+                        {ack, Chan, Index, Epoch, S2#st.rx_next - 1, Failed},
+                        S#st.rx_relayed),
             S2#st{rx_failed = Failed}
     end;
 inner({ack, Chan, Index, Epoch, UpTo, Failed},

@@ -20,7 +20,7 @@
          engine_tick/2, engine_next_deadline/1, engine_drain/1,
          engine_join/2, engine_leave/1, engine_members/1,
          engine_partition/4, engine_heal/2, engine_heal_all/1,
-         engine_partitions/1, engine_send/3, engine_info/1,
+         engine_partitions/1, engine_send/3, engine_relay/3, engine_info/1,
          engine_recv_dirty/3, engine_send_dirty/3, engine_trust_add/3]).
 -export([engine_seal/3, engine_open/3, engine_seal_dirty/3,
          engine_open_dirty/3]).
@@ -248,6 +248,19 @@ engine_partitions(_Engine) ->
 %% defer one (`{error, too_big}' when that queue is full).
 -spec engine_send(engine(), name(), binary()) -> ok | {error, error_reason()}.
 engine_send(_Engine, _To, _Etf) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Sends one module message (a term in external format) to the
+%% Erlang side of peer `To' through the other members, for a path to To
+%% that is cut (a drop partition between the two, or no session): the
+%% engine signs it with this node's identity key, every member it has a
+%% session with passes it on (at most two relays), and To hands it to
+%% its module handler as if it had come straight from this node (see
+%% `c_src/core/relay.h'). `ok' once a member took it; `{error, closed}'
+%% when none could, `{error, too_big}' over 1 MiB. Queues sends: called
+%% through the server ({@link tether_server:engine_call/1}).
+-spec engine_relay(engine(), name(), binary()) -> ok | {error, error_reason()}.
+engine_relay(_Engine, _To, _Etf) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
 %% @doc engine_recv/3 on a dirty CPU scheduler, for large messages (the

@@ -18,10 +18,14 @@
 %%     `{error, {bad_option, Opt}}', `{error, {bad_options, Opts}}' (not a
 %%     map nor a proplist), `{error, {bad_server_ref, Ref}}',
 %%     `{error, {bad_node, Node}}', `{error, not_distributed}'.</li>
-%% <li>`transitive => true' is not implemented: `{error, {not_supported,
-%%     transitive}}' (a relay that stays authenticated end to end across
-%%     a drop partition needs signatures by the identity keys, which the
-%%     engine does not offer to the shells yet).</li>
+%% <li>`transitive => true' relays: while the direct path to the node
+%%     is cut (a drop partition between the two, or no connection), the
+%%     message goes through a member that reaches both, signed by this
+%%     node's identity key, so the relay can neither forge nor alter it
+%%     and the receiver knows its true origin; at most two relays; with
+%%     `ack', exactly once as on the direct path (see {@link
+%%     tether_channel}). partisan's full-mesh manager drops such
+%%     messages.</li>
 %% <li>`partition_key' may be any term (partisan: an integer); without
 %%     one, a lane is picked by the sending process, so one process's
 %%     messages on a channel stay in order.</li>
@@ -66,7 +70,8 @@
 -define(SYNC_JOIN_POLL_MS, 50).
 -define(CALL_MS, 5000).
 -define(CAPABILITIES, [ack, causal_label, channels, partition_key,
-                       inject_partition, on_up, on_down, prune]).
+                       inject_partition, on_up, on_down, prune,
+                       transitive]).
 
 -type node_spec() :: #{name := node(), listen_addrs => [map()],
                        channels => map()}.
@@ -101,10 +106,11 @@ forward_message(Ref, Msg) ->
 %% configured channel, default `default'), `partition_key' (any term:
 %% same key, same lane, same order), `causal_label' (messages under one
 %% label are delivered in causal order at every receiver, see {@link
-%% tether_causal}), `transitive' (only `false': relaying around a cut
-%% path is not implemented, `true' answers `{error, {not_supported,
-%% transitive}}'), `clock'
-%% (accepted and ignored, as partisan's full-mesh manager does).
+%% tether_causal}), `transitive' (boolean: while the direct path to the
+%% node is cut, the message goes through other members, authenticated
+%% end to end; also sent when the node is not a live member here, as
+%% with `ack'), `clock' (accepted and ignored, as partisan's full-mesh
+%% manager does).
 %% `ok' or `{error, Reason}' (see the module doc).
 -spec forward_message(tether_channel:server_ref(), term(), forward_opts()) ->
           ok | {error, term()}.
@@ -318,7 +324,8 @@ reserve(Tag) ->
     {error, {bad_tag, Tag}}.
 
 %% @doc Whether this peer service supports Capability: `ack',
-%% `causal_label', `channels', `partition_key', `inject_partition', `on_up', `on_down', `prune'.
+%% `causal_label', `channels', `partition_key', `inject_partition', `on_up',
+%% `on_down', `prune', `transitive'.
 -spec supports_capability(term()) -> boolean().
 supports_capability(Cap) ->
     lists:member(Cap, ?CAPABILITIES).
@@ -465,16 +472,14 @@ defaults() ->
     #{ack => false, ack_timeout_ms => env(ack_timeout_ms,
                                           ?DEFAULT_ACK_TIMEOUT_MS),
       channel => default, partition_key => self(), causal_label => undefined,
-      cast => false}.
+      cast => false, transitive => false}.
 
 check([], O) ->
     {ok, O};
 check([{ack, V} | Rest], O) when is_boolean(V) ->
     check(Rest, O#{ack => V});
-check([{transitive, false} | Rest], O) ->
-    check(Rest, O);
-check([{transitive, true} | _], _O) ->
-    {error, {not_supported, transitive}};
+check([{transitive, V} | Rest], O) when is_boolean(V) ->
+    check(Rest, O#{transitive => V});
 check([{ack_timeout_ms, V} | Rest], O) when is_integer(V), V > 0 ->
     check(Rest, O#{ack_timeout_ms => V});
 check([{channel, C} | Rest], O) ->

@@ -9,6 +9,9 @@
 %% - channels and partition keys: FIFO per key with parallel lanes, a
 %%   small message on one channel not held behind 8 MiB messages on
 %%   another;
+%% - `transitive': A partitioned (drop) from C only reaches C through B,
+%%   with and without ack, whole and in parts; forged and replayed
+%%   relays are refused (the engine's part is in test_relay.c);
 %% - on_up/on_down with funs of arity 0, 1, 2 and channel-scoped, once
 %%   per transition;
 %% - the membership calls, inject_partition with a TTL, connect with
@@ -31,7 +34,8 @@
          on_up_on_down_arities/1, channel_scoped_callbacks/1,
          membership_calls/1, inject_partition_ttl/1, connect_prune/1,
          causal_reply_never_overtakes/1, barrel_p2p_calls/1, peer_messages/1,
-         bad_input/1]).
+         bad_input/1, transitive_around_drop_partition/1,
+         transitive_through_cnode/1]).
 %% Run on the peers.
 -export([rx_start/1, rx_loop/1, send_many/5, send_await/5, hold_name/2,
          relay_loop/3]).
@@ -52,7 +56,8 @@ all() ->
      small_passes_large_on_other_channel, on_up_on_down_arities,
      channel_scoped_callbacks, membership_calls, inject_partition_ttl,
      connect_prune, causal_reply_never_overtakes, barrel_p2p_calls,
-     peer_messages, bad_input].
+     peer_messages, bad_input, transitive_around_drop_partition,
+     transitive_through_cnode].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -154,6 +159,69 @@ ack_across_drop_partition(_Config) ->
     wait_rx(B, rx5, fun(Got) -> length(Got) >= 20 end),
     timer:sleep(500),
     ?assertEqual(lists:seq(1, 20), got(B, rx5)).
+
+%% A drop partition between A and C only: A's messages with `transitive'
+%% reach C through B (signed by A, checked by C), in order and, with
+%% `ack', exactly once; large ones too (in parts). Without `transitive' C
+%% is not reachable from A.
+transitive_around_drop_partition(_Config) ->
+    [A, B, C] = cluster(3),
+    _ = rx(C, rx12),
+    _ = rx(C, rx13),
+    _ = rx(C, rx14),
+    {ok, Ref} = call(A, tether, partition, [[A], [C], drop]),
+    tether_test_lib:wait_members([A], lists:sort([A, B]), ?WAIT_MS),
+    tether_test_lib:wait_members([C], lists:sort([B, C]), ?WAIT_MS),
+    {error, nodedown} = call(A, ?PS, forward_message, [C, rx12, direct, #{}]),
+    ok = call(A, ?MODULE, send_many, [C, rx12, 30, #{transitive => true}, 0]),
+    wait_rx(C, rx12, fun(Got) -> length(Got) >= 30 end),
+    ok = call(A, ?MODULE, send_many, [C, rx13, 30, #{transitive => true,
+                                                     ack => true}, 0]),
+    wait_rx(C, rx13, fun(Got) -> length(Got) >= 30 end),
+    ok = call(A, ?MODULE, send_many, [C, rx14, 5, #{transitive => true,
+                                                    ack => true,
+                                                    big => 50000}, 0]),
+    wait_rx(C, rx14, fun(Got) -> length(Got) >= 5 end, fun summary/1),
+    %% Every ack came back (round B too): nothing is retransmitted for ever,
+    %% nothing is reported undelivered.
+    R = call(A, ?MODULE, send_await, [C, rx13, last, #{transitive => true,
+                                                       ack => true,
+                                                       ack_timeout_ms => 3000},
+                                      4000]),
+    ?assertEqual(no_report, R),
+    timer:sleep(500),
+    ?assertEqual(lists:seq(1, 30), got(C, rx12)),
+    ?assertEqual(lists:seq(1, 30) ++ [last], got(C, rx13)),
+    ?assertEqual(lists:seq(1, 5), [I || {I, _} <- got(C, rx14)]),
+    #{stats := #{relay_forwarded := Fwd}} = call(B, tether_server, info, []),
+    #{stats := #{relay_delivered := Dlv, relay_refused := 0}} =
+        call(C, tether_server, info, []),
+    #{stats := #{relay_sent := Sent}} = call(A, tether_server, info, []),
+    ?assert(Fwd > 0 andalso Dlv > 0 andalso Sent > 0),
+    %% Healed, the direct path is used again.
+    ok = call(A, tether, heal, [Ref]),
+    tether_test_lib:wait_members([A, C], lists:sort([A, B, C]), ?WAIT_MS),
+    ok = call(A, ?PS, forward_message, [C, rx12, direct, #{transitive => true}]),
+    wait_rx(C, rx12, fun(Got) -> lists:last(Got) =:= direct end),
+    #{stats := #{relay_sent := Sent}} = call(A, tether_server, info, []).
+
+%% The same with a C-node as the only member that reaches both: its
+%% engine passes A's signed messages on to C.
+transitive_through_cnode(_Config) ->
+    [A, C] = tether_test_lib:start_cluster(2, (opts())#{cnodes => 1},
+                                           ?WAIT_MS),
+    [X] = call(A, tether, members, []) -- [A, C],
+    _ = rx(C, rx15),
+    {ok, _} = call(A, tether, partition, [[A], [C], drop]),
+    tether_test_lib:wait_members([A], lists:sort([A, X]), ?WAIT_MS),
+    {error, nodedown} = call(A, ?PS, forward_message, [C, rx15, direct, #{}]),
+    ok = call(A, ?MODULE, send_many, [C, rx15, 20, #{transitive => true,
+                                                     ack => true}, 0]),
+    wait_rx(C, rx15, fun(Got) -> length(Got) >= 20 end),
+    timer:sleep(500),
+    ?assertEqual(lists:seq(1, 20), got(C, rx15)),
+    #{stats := #{relay_delivered := Dlv}} = call(C, tether_server, info, []),
+    ?assert(Dlv > 0).
 
 %% Behind a drop partition for longer than ack_timeout_ms, the sender
 %% gets {tether_undelivered, ServerRef, Msg, timeout}.
@@ -286,7 +354,7 @@ membership_calls(_Config) ->
     true = call(A, ?PS, supports_capability, [ack]),
     false = call(A, ?PS, supports_capability, [monotonic_channels]),
     true = call(A, ?PS, supports_capability, [?PS, causal_label]),
-    false = call(A, ?PS, supports_capability, [transitive]),
+    true = call(A, ?PS, supports_capability, [transitive]),
     false = call(A, ?PS, supports_capability, [lists, ack]),
     #{members := _, partitions := [], reservations := Rs, stats := _}
         = call(A, ?PS, get_local_state, []),
@@ -427,7 +495,6 @@ bad_input(_Config) ->
     {error, {bad_option, {ack_timeout_ms, 0}}} =
         E([{rx9, B}, m, #{ack => true, ack_timeout_ms => 0}]),
     {error, {bad_option, {1, 2, 3}}} = E([{rx9, B}, m, [{1, 2, 3}]]),
-    {error, {not_supported, transitive}} = E([{rx9, B}, m, #{transitive => true}]),
     {error, {bad_option, {transitive, 1}}} = E([{rx9, B}, m, #{transitive => 1}]),
     {error, {bad_server_ref, "str"}} = E(["str", m, #{}]),
     {error, {bad_server_ref, {1, 2}}} = call(A, ?PS, forward_message, [B, {1, 2}, m, #{}]),

@@ -808,8 +808,10 @@ join_all([First | Rest] = Nodes, Timeout) ->
 %% nodes (reached with erpc: they have long names and this node's
 %% cookie). Options: prefix, env ([{Key, Value}] for tether),
 %% overlapping_partitions (false: global's prevent_overlapping_partitions
-%% off, so a killed peer does not make global cut the others off).
-%% Timeout is how long the members may take to agree.
+%% off, so a killed peer does not make global cut the others off),
+%% cnodes (C-nodes to add to the cluster, default 0; not in the result:
+%% tether:members/0 lists them). Timeout is how long the members may take
+%% to agree.
 -spec start_cluster(pos_integer(), map(), non_neg_integer()) -> [node()].
 start_cluster(N, Opts, Timeout) ->
     Args = case maps:get(overlapping_partitions, Opts, true) of
@@ -817,7 +819,8 @@ start_cluster(N, Opts, Timeout) ->
                false -> ["-kernel", "prevent_overlapping_partitions", "false"]
            end,
     C = tether_ct:start_cluster(
-          [], #{beam => N, prefix => maps:get(prefix, Opts, tether_peer),
+          [], #{beam => N, cnodes => maps:get(cnodes, Opts, 0),
+                prefix => maps:get(prefix, Opts, tether_peer),
                 env => [{tether, K, V} || {K, V} <- maps:get(env, Opts, [])],
                 code_path => [tether_ebin(), test_dir()], args => Args,
                 wait_ms => Timeout}),

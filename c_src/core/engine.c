@@ -30,6 +30,7 @@
 #include "core/engine.h"
 #include "core/hlc.h"
 #include "core/module.h"
+#include "core/relay.h"
 
 #define ACTIONS_INITIAL_CAP 32
 
@@ -2028,6 +2029,24 @@ const uint8_t *tether_engine_public_key(const tether_engine_t *eng)
     return eng->id.pk;
 }
 
+int tether__engine_sign(tether_engine_t *eng, const uint8_t *msg, size_t len,
+                        uint8_t sig[TETHER_SIG_BYTES])
+{
+    return tether__identity_sign(&eng->id, msg, len, sig);
+}
+
+int tether__engine_verify(tether_engine_t *eng, const char *name,
+                          const uint8_t *msg, size_t len,
+                          const uint8_t sig[TETHER_SIG_BYTES])
+{
+    return tether__trust_verify_signed(&eng->trust, name, msg, len, sig);
+}
+
+tether_engine_stats_t *tether__engine_stats_rw(tether_engine_t *eng)
+{
+    return &eng->stats;
+}
+
 int tether__engine_register_module(tether_engine_t *eng,
                                    const tether_engine_module_t *m, void *ctx)
 {
@@ -2049,6 +2068,13 @@ int tether__engine_register_module(tether_engine_t *eng,
         eng->module_of[m->type] = (int8_t)eng->nmodules;
     eng->nmodules++;
     return 0;
+}
+
+void *tether__engine_module_ctx(tether_engine_t *eng, uint8_t type)
+{
+    if (eng == NULL || eng->module_of[type] < 0)
+        return NULL;
+    return eng->modules[eng->module_of[type]].ctx;
 }
 
 int tether__engine_set_param(tether_engine_t *eng, const char *name,
@@ -2167,7 +2193,9 @@ void tether_engine_stats_list(const tether_engine_stats_t *st,
         STAT(sessions_up),   STAT(member_events),   STAT(ticks),
         STAT(restarts_seen), STAT(seed_joins),      STAT(joins_refused),
         STAT(dials),         STAT(dials_given_up),  STAT(peers_freed),
-        STAT(peers_refused),
+        STAT(peers_refused), STAT(relay_sent),      STAT(relay_forwarded),
+        STAT(relay_delivered), STAT(relay_refused), STAT(relay_duplicates),
+        STAT(relay_stale),   STAT(relay_hop_limit), STAT(relay_no_route),
     };
 #undef STAT
     _Static_assert(sizeof fields / sizeof fields[0] == TETHER_ENGINE_STATS_N,
@@ -2300,6 +2328,9 @@ int tether_engine_new(const tether_engine_config_t *cfg, tether_engine_t **out)
     if (rc < 0)
         goto fail;
     rc = tether__membership_init(&eng->ms, eng->name, eng->incarnation);
+    if (rc < 0)
+        goto fail;
+    rc = tether__relay_attach(eng);
     if (rc < 0)
         goto fail;
     *out = eng;

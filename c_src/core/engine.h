@@ -57,7 +57,12 @@
  *   0x23 ELECTION    leader election with fences (core/election.h)
  *   0x24 MAPS        replicated last-writer-wins maps (core/maps.h)
  *   0x25 REMINDERS   one-shot reminders on the ring (core/reminders.h)
- *   0x26..0xff       free for new modules (core/module.h); list each here
+ *   0x26 RELAY       {relay, Origin, Inc, Dest, Id, Hops, Payload, Sig}:
+ *                    a SHELL payload signed by its origin's identity key,
+ *                    carried by other members around a cut path
+ *                    (core/relay.h); delivered as a MESSAGE action from
+ *                    the origin
+ *   0x27..0xff       free for new modules (core/module.h); list each here
  *
  * Partitions and liveness (the decision): hellos, restart notices, ACK,
  * PARTITIONS and PDIGEST are the control plane and cross partitions
@@ -123,6 +128,7 @@
 #define TETHER_MSG_ELECTION     0x23
 #define TETHER_MSG_MAPS         0x24
 #define TETHER_MSG_REMINDERS    0x25
+#define TETHER_MSG_RELAY        0x26
 
 #define TETHER_ENGINE_SEED_BYTES               32
 #define TETHER_ENGINE_DEFAULT_HB_MS            1000
@@ -355,6 +361,15 @@ typedef struct tether_engine_stats {
     uint64_t dials_given_up; /* members no longer redialled */
     uint64_t peers_freed;    /* entries of gone non-members forgotten */
     uint64_t peers_refused;  /* peers refused: the table was full */
+    /* Relayed messages (core/relay.h). */
+    uint64_t relay_sent;       /* ours, handed to at least one member */
+    uint64_t relay_forwarded;  /* others', passed on */
+    uint64_t relay_delivered;  /* for us, handed to the shell */
+    uint64_t relay_refused;    /* bad signature, untrusted, malformed */
+    uint64_t relay_duplicates; /* seen before (a replay or a second copy) */
+    uint64_t relay_stale;      /* from an older incarnation of the origin */
+    uint64_t relay_hop_limit;  /* no hops left, or more than allowed */
+    uint64_t relay_no_route;   /* no member to pass it on to */
 } tether_engine_stats_t;
 
 /* Envelope-accepted hook: called once per envelope opened (for checks). */
@@ -509,7 +524,7 @@ typedef struct tether_engine_stat {
     uint64_t value;
 } tether_engine_stat_t;
 
-#define TETHER_ENGINE_STATS_N 25 /* the counters of tether_engine_stats_t */
+#define TETHER_ENGINE_STATS_N 33 /* the counters of tether_engine_stats_t */
 
 /* Every counter of st with its name, in declaration order: the one list
  * the shells' info maps are made from. */

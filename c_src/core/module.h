@@ -67,6 +67,9 @@ TETHER_MUST_CHECK int
 tether__engine_register_module(tether_engine_t *eng,
                                const tether_engine_module_t *m, void *ctx);
 
+/* The ctx registered for message type `type`, or NULL. */
+void *tether__engine_module_ctx(tether_engine_t *eng, uint8_t type);
+
 /*
  * Declares a parameter every member must set alike (name: 1..15 bytes of
  * [a-z0-9_]): a join between nodes that both set it and differ is refused
@@ -126,6 +129,28 @@ void tether__engine_stamp_merge(tether_engine_t *eng, uint64_t stamp);
 /* The shell's wall clock now (ms), as tether_engine_set_wall() told it
  * and tick() advanced it; engine time when never told. */
 uint64_t tether__engine_wall(const tether_engine_t *eng);
+
+/*
+ * Signs msg with the engine's identity key (tether__identity_sign(): the
+ * attestation label comes first), for proofs a third party checks.
+ * Returns 0, TETHER_EINVAL or TETHER_ENOMEM.
+ */
+TETHER_MUST_CHECK int tether__engine_sign(tether_engine_t *eng,
+                                          const uint8_t *msg, size_t len,
+                                          uint8_t sig[TETHER_SIG_BYTES]);
+/*
+ * Verifies a signature tether__engine_sign() of node `name` made, under
+ * the key this engine trusts for name. Returns 0, TETHER_ENOTFOUND (name
+ * not trusted), TETHER_EAUTH (does not verify), TETHER_EINVAL or
+ * TETHER_ENOMEM.
+ */
+TETHER_MUST_CHECK int tether__engine_verify(tether_engine_t *eng,
+                                            const char *name,
+                                            const uint8_t *msg, size_t len,
+                                            const uint8_t sig[TETHER_SIG_BYTES]);
+/* The engine's counters, for the parts of the engine kept in their own
+ * file (core/relay.c). */
+tether_engine_stats_t *tether__engine_stats_rw(tether_engine_t *eng);
 
 /* Fills buf with deterministic random bytes from the engine's seed. */
 void tether__engine_random(tether_engine_t *eng, uint8_t *buf, size_t len);

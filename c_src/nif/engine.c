@@ -22,6 +22,7 @@
 #include <sodium.h>
 
 #include "core/codec.h"
+#include "core/relay.h"
 #include "core/ring.h"
 #include "nif/nif.h"
 #include "tether/error.h"
@@ -735,24 +736,45 @@ ERL_NIF_TERM engine_partitions_nif(ErlNifEnv *env, int argc,
  * {error, closed | too_big | invalid}: an Erlang-side module message (one
  * term in external format) to the same module on peer To, subject to
  * partitions (drop: {error, closed}; defer: queued, in order). */
+/*
+ * Reads the arguments (Engine, To :: binary(), Etf :: binary()) of a
+ * SHELL message into *res, to and *b. Returns 1, or 0 with *bad the term
+ * to answer: badarg, or {error, invalid} when Etf does not start as a
+ * term in external format. (enif_make_badarg's term may be 0: it is
+ * passed back, never tested.) The receiving side decodes with
+ * binary_to_term (erlang_module is opaque), so any term an rpc carries
+ * may go; bytes that are no term at all are refused there.
+ */
+static int shell_args(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                      tether_nif_res_t **res,
+                      char to[TETHER_NODE_NAME_MAX + 1], ErlNifBinary *b,
+                      ERL_NIF_TERM *bad)
+{
+    if (argc != 3 || !tether__nif_get_res(env, argv[0], res) ||
+        !tether__nif_get_name(env, argv[1], to) ||
+        !enif_inspect_binary(env, argv[2], b) || b->size == 0) {
+        *bad = enif_make_badarg(env);
+        return 0;
+    }
+    if (b->data[0] != TETHER_ETF_VERSION) {
+        *bad = tether__nif_error(env, TETHER_EINVAL);
+        return 0;
+    }
+    return 1;
+}
+
 ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[])
 {
     tether_nif_res_t *res;
     char to[TETHER_NODE_NAME_MAX + 1];
     ErlNifBinary b;
+    ERL_NIF_TERM bad;
     uint8_t *copy;
     int rc;
 
-    if (argc != 3 || !tether__nif_get_res(env, argv[0], &res) ||
-        !tether__nif_get_name(env, argv[1], to) ||
-        !enif_inspect_binary(env, argv[2], &b) || b.size == 0)
-        return enif_make_badarg(env);
-    /* The receiving side decodes with binary_to_term (erlang_module is
-     * opaque), so any term an rpc carries may go; bytes that are no term
-     * at all are refused there. */
-    if (b.data[0] != TETHER_ETF_VERSION)
-        return tether__nif_error(env, TETHER_EINVAL);
+    if (!shell_args(env, argc, argv, &res, to, &b, &bad))
+        return bad;
     copy = malloc(b.size);
     if (copy == NULL)
         return tether__nif_error(env, TETHER_ENOMEM);
@@ -761,6 +783,28 @@ ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
     rc = tether_engine_send(res->eng, to, TETHER_MSG_SHELL, copy, b.size, 0);
     enif_mutex_unlock(res->lock);
     free(copy);
+    return tether__nif_ok(env, rc);
+}
+
+/* engine_relay(Engine, To :: binary(), Etf :: binary()) -> ok |
+ * {error, closed | too_big | invalid}: a SHELL message for peer To
+ * signed by our identity key and sent through the other members, for a
+ * path to To that is cut (core/relay.h, tether_relay_send). `closed': no
+ * member took it. Queues SEND actions: called through the server. */
+ERL_NIF_TERM engine_relay_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[])
+{
+    tether_nif_res_t *res;
+    char to[TETHER_NODE_NAME_MAX + 1];
+    ErlNifBinary b;
+    ERL_NIF_TERM bad;
+    int rc;
+
+    if (!shell_args(env, argc, argv, &res, to, &b, &bad))
+        return bad;
+    enif_mutex_lock(res->lock);
+    rc = tether_relay_send(res->eng, to, b.data, b.size, 0);
+    enif_mutex_unlock(res->lock);
     return tether__nif_ok(env, rc);
 }
 

@@ -332,6 +332,7 @@ static ErlNifFunc nif_funcs[] = {
     {"engine_heal_all", 1, engine_heal_all_nif, 0},
     {"engine_partitions", 1, engine_partitions_nif, 0},
     {"engine_send", 3, engine_send_nif, 0},
+    {"engine_relay", 3, engine_relay_nif, 0},
     /* The same two on a dirty CPU scheduler, for payloads whose MAC and
      * copy take longer than a NIF may block a normal scheduler (up to
      * TETHER_ENV_MAX_PAYLOAD); the Erlang side picks one by size. */

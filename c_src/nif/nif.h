@@ -212,6 +212,8 @@ ERL_NIF_TERM engine_partitions_nif(ErlNifEnv *env, int argc,
                                    const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM engine_send_nif(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM engine_relay_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM engine_seal_nif(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM engine_open_nif(ErlNifEnv *env, int argc,

@@ -143,7 +143,7 @@ int main(int argc, char **argv)
             printf("ok seed=%llu nodes=%d steps=%llu virtual_ms=%llu "
                    "envelopes=%llu sent=%llu lost=%llu dup=%llu crashes=%llu "
                    "restarts=%llu leaves=%llu partitions=%llu heals=%llu "
-                   "cuts=%llu user=%llu/%llu reg_ops=%llu "
+                   "cuts=%llu user=%llu/%llu relayed=%llu/%llu reg_ops=%llu "
                    "reg_conflicts=%llu reg_resolves=%llu reg_names=%llu "
                    "map_ops=%llu map_keys=%llu\n",
                    start + k, cfg.nodes, (unsigned long long)res.steps,
@@ -159,6 +159,8 @@ int main(int argc, char **argv)
                    (unsigned long long)res.heals, (unsigned long long)res.cuts,
                    (unsigned long long)res.user_delivered,
                    (unsigned long long)res.user_sent,
+                   (unsigned long long)res.relay_delivered,
+                   (unsigned long long)res.relay_sent,
                    (unsigned long long)res.reg_ops,
                    (unsigned long long)res.reg_conflicts,
                    (unsigned long long)res.reg_resolves,

@@ -20,6 +20,7 @@
 #include "core/engine.h"
 #include "core/maps.h"
 #include "core/registry.h"
+#include "core/relay.h"
 #include "core/ring.h"
 #include "sim/rng.h"
 #include "sim/sim.h"
@@ -118,6 +119,7 @@ typedef struct sim {
     size_t seen_n, seen_cap;
 
     uint8_t *user_seen; /* bitmap of delivered module message ids */
+    uint8_t *user_from, *user_to; /* each id's sender and destination */
     uint64_t user_next, user_cap;
 
     uint64_t refs[SIM_REFS_MAX];
@@ -446,8 +448,13 @@ static void on_open(void *ctx, const char *self, const char *from,
              (unsigned long long)seq);
 }
 
-/* The sim's own messages (SHELL type, as MESSAGE actions): counted,
- * duplicates refused. */
+/*
+ * The sim's own messages (SHELL type, as MESSAGE actions; {sim, Id} sent
+ * straight, {simr, Id} relayed round a cut path). The invariant, for
+ * both: a message is delivered only at the node it was sent to, as from
+ * the node that sent it (for a relayed one: only if its origin sent it),
+ * and at most once.
+ */
 static void on_user(sim_t *s, int i, const tether_action_t *a)
 {
     const char *etf = (const char *)a->u.message.etf.ptr;
@@ -463,13 +470,22 @@ static void on_user(sim_t *s, int i, const tether_action_t *a)
         fail(s, "%s: undecodable module message", s->nodes[i].name);
         return;
     }
+    if (s->user_to[id] != i ||
+        strcmp(a->peer, s->nodes[s->user_from[id]].name) != 0) {
+        fail(s, "%s: module message %llu (%s) from %s, but %s sent it to %s",
+             s->nodes[i].name, id, tag, a->peer,
+             s->nodes[s->user_from[id]].name, s->nodes[s->user_to[id]].name);
+        return;
+    }
     if (s->user_seen[id / 8] & (1u << (id % 8))) {
-        fail(s, "%s: module message %llu delivered twice", s->nodes[i].name,
-             id);
+        fail(s, "%s: module message %llu (%s) delivered twice",
+             s->nodes[i].name, id, tag);
         return;
     }
     s->user_seen[id / 8] |= (uint8_t)(1u << (id % 8));
     s->res->user_delivered++;
+    if (strcmp(tag, "simr") == 0)
+        s->res->relay_delivered++;
 }
 
 /*
@@ -860,9 +876,25 @@ static int chaos_op(sim_t *s)
     return 0;
 }
 
+/* {Tag, Id} as external term bytes into x. Returns 0 or -1. */
+static int user_term(ei_x_buff *x, const char *tag, uint64_t id)
+{
+    if (ei_x_new_with_version(x) < 0)
+        return -1;
+    if (ei_x_encode_tuple_header(x, 2) < 0 || ei_x_encode_atom(x, tag) < 0 ||
+        ei_x_encode_ulonglong(x, id) < 0) {
+        ei_x_free(x);
+        return -1;
+    }
+    return 0;
+}
+
+/* One module message between two members; where the direct path is cut
+ * (a drop partition, no session), relayed round it through the others. */
 static void user_send(sim_t *s)
 {
-    int a = pick_member(s, -1), b;
+    int a = pick_member(s, -1), b, rc;
+    uint64_t id = s->user_next;
     ei_x_buff x;
 
     if (a < 0 || (b = pick_member(s, a)) < 0)
@@ -870,23 +902,33 @@ static void user_send(sim_t *s)
     if (s->user_next == s->user_cap) {
         uint64_t cap = s->user_cap ? s->user_cap * 2 : 4096;
         uint8_t *v = realloc(s->user_seen, cap / 8);
-        if (v == NULL)
-            return;
+        uint8_t *from = v ? realloc(s->user_from, cap) : NULL;
+        uint8_t *to = from ? realloc(s->user_to, cap) : NULL;
+        if (v != NULL)
+            s->user_seen = v;
+        if (from != NULL)
+            s->user_from = from;
+        if (to == NULL)
+            return; /* the old sizes stand; a later send tries again */
+        s->user_to = to;
         memset(v + s->user_cap / 8, 0, (cap - s->user_cap) / 8);
-        s->user_seen = v;
         s->user_cap = cap;
     }
-    if (ei_x_new_with_version(&x) < 0)
+    if (user_term(&x, "sim", id) < 0)
         return;
-    if (ei_x_encode_tuple_header(&x, 2) == 0 &&
-        ei_x_encode_atom(&x, "sim") == 0 &&
-        ei_x_encode_ulonglong(&x, s->user_next) == 0) {
-        s->user_next++;
-        s->res->user_sent++;
-        (void)tether_engine_send(s->nodes[a].eng, s->nodes[b].name,
-                                 TETHER_MSG_SHELL, (const uint8_t *)x.buff,
-                                 (size_t)x.index, 0);
-    }
+    s->user_from[id] = (uint8_t)a;
+    s->user_to[id] = (uint8_t)b;
+    s->user_next++;
+    s->res->user_sent++;
+    rc = tether_engine_send(s->nodes[a].eng, s->nodes[b].name,
+                            TETHER_MSG_SHELL, (const uint8_t *)x.buff,
+                            (size_t)x.index, 0);
+    ei_x_free(&x);
+    if (rc != TETHER_ECLOSED || user_term(&x, "simr", id) < 0)
+        return;
+    if (tether_relay_send(s->nodes[a].eng, s->nodes[b].name,
+                          (const uint8_t *)x.buff, (size_t)x.index, 0) == 0)
+        s->res->relay_sent++;
     ei_x_free(&x);
 }
 
@@ -1962,6 +2004,8 @@ static void sim_free(sim_t *s)
     free(s->heap);
     free(s->seen);
     free(s->user_seen);
+    free(s->user_from);
+    free(s->user_to);
     for (int k = 0; k < SIM_EL_NAMES; k++)
         free(s->est[k]);
     free(s);

@@ -114,6 +114,7 @@ typedef struct tether_sim_result {
     uint64_t messages_sent, messages_lost, messages_duplicated;
     uint64_t crashes, restarts, leaves, partitions, heals, cuts;
     uint64_t user_sent, user_delivered;
+    uint64_t relay_sent, relay_delivered; /* of user_*: round a cut path */
     uint64_t reg_ops, reg_conflicts, reg_names; /* names left at the end */
     uint64_t reg_resolves; /* resolver verdicts given by the shells */
     uint64_t el_ops, el_elected, el_revoked; /* election */
