@@ -87,6 +87,7 @@ struct tether__fn_entry;    /* functions.c */
 struct tether__pending_svc; /* gen_service.c */
 struct tether__out_call;    /* erlang_call.c */
 struct tether_cluster;      /* cluster.c */
+struct tether_channels;     /* channel.c */
 struct tether__resolve_job; /* resolve.c */
 struct tether__tls_ctx;     /* tls.c */
 
@@ -170,6 +171,9 @@ struct tether_node {
 
     /* cluster.c */
     struct tether_cluster *cluster;
+
+    /* channel.c */
+    struct tether_channels *channels;
 };
 
 /* ---- loop.c -------------------------------------------------------- */
