@@ -145,7 +145,7 @@ static int seq_frame_at(const char *b, int *idx, tether_lane_frame_t *f)
     int arity;
     memset(f, 0, sizeof *f);
     if (ei_decode_tuple_header(b, idx, &arity) < 0 || arity != 2 ||
-        decode_count(b, idx, &f->seq) < 0)
+        decode_count(b, idx, &f->seq) < 0 || f->seq == 0)
         return -1;
     return frame_at(b, idx, f);
 }
@@ -206,7 +206,10 @@ int tether__lane_decode(const char *buf, size_t len, tether_lane_inner_t *out)
         if (decode_failed(buf, &idx, out) < 0)
             return TETHER_EPROTO;
     } else if (strcmp(tag, "data") == 0) {
-        if (ei_decode_list_header(buf, &idx, &n) < 0 || n < 0 ||
+        /* Sequence numbers start at 1: so does Base, and an ack's UpTo
+         * (rx_next - 1) is never negative. */
+        if (out->base == 0 || ei_decode_list_header(buf, &idx, &n) < 0 ||
+            n < 0 ||
             n > TETHER_LANE_FRAMES_MAX)
             return TETHER_EPROTO;
         out->frames_at = idx;

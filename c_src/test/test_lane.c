@@ -361,6 +361,18 @@ Test(lane, ill_formed_terms_are_refused)
     ei_x_encode_empty_list(&x);
     expect_refused("negative base", &x);
 
+    header(&x, "data", 0);
+    ei_x_encode_empty_list(&x);
+    expect_refused("base 0 (sequence numbers start at 1)", &x);
+
+    header(&x, "data", 1);
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_long(&x, 0);
+    ei_x_encode_atom(&x, "skip");
+    ei_x_encode_empty_list(&x);
+    expect_refused("sequence number 0", &x);
+
     header(&x, "nope", 1);
     ei_x_encode_empty_list(&x);
     expect_refused("unknown kind", &x);
