@@ -133,6 +133,14 @@ static bool is_binary_at(const char *b, int idx, int *size)
            *size >= 0;
 }
 
+/* A node name atom (name@host) at b[*idx] into out. 0 or -1. */
+static int decode_node(const char *b, int *idx, char *out)
+{
+    if (tether__etf_decode_name(b, idx, out) < 0 || !tether_node_name_valid(out))
+        return -1;
+    return 0;
+}
+
 int tether__channels_parse(const char *buf, size_t len,
                            tether_channels_msg_t *out)
 {
@@ -148,7 +156,7 @@ int tether__channels_parse(const char *buf, size_t len,
                           NULL) < 0)
         return out->kind;
     if (strcmp(tag, ENV_TAG) == 0 && arity == 5) {
-        if (tether__etf_decode_name(buf, &idx, out->from) < 0 ||
+        if (decode_node(buf, &idx, out->from) < 0 ||
             ei_skip_term(buf, &idx) < 0 || ei_skip_term(buf, &idx) < 0 ||
             !is_binary_at(buf, idx, &size))
             return out->kind;
@@ -156,7 +164,7 @@ int tether__channels_parse(const char *buf, size_t len,
         out->len = (size_t)size;
         out->kind = TETHER_CHANNELS_MSG_ENV;
     } else if (strcmp(tag, HELD_TAG) == 0 && arity == 3) {
-        if (tether__etf_decode_name(buf, &idx, out->from) < 0 ||
+        if (decode_node(buf, &idx, out->from) < 0 ||
             !is_binary_at(buf, idx, &size))
             return out->kind;
         out->bytes = buf + idx + 5;
@@ -166,7 +174,7 @@ int tether__channels_parse(const char *buf, size_t len,
         if (ei_decode_atom_as(buf, &idx, tag, sizeof tag, ERLANG_UTF8, NULL,
                               NULL) < 0 ||
             (strcmp(tag, "up") != 0 && strcmp(tag, "down") != 0) ||
-            tether__etf_decode_name(buf, &idx, out->from) < 0)
+            decode_node(buf, &idx, out->from) < 0)
             return out->kind;
         out->up = tag[0] == 'u';
         out->kind = TETHER_CHANNELS_MSG_MEMBER;
