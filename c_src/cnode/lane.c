@@ -190,8 +190,18 @@ int tether__lane_decode(const char *buf, size_t len, tether_lane_inner_t *out)
         ei_decode_tuple_header(buf, &idx, &arity) < 0 || arity != 2 ||
         decode_atom(buf, &idx, tag, sizeof tag) < 0 ||
         strcmp(tag, TETHER_LANE_TAG) != 0 ||
-        ei_decode_tuple_header(buf, &idx, &arity) < 0 || arity != 6 ||
-        decode_atom(buf, &idx, tag, sizeof tag) < 0 ||
+        ei_decode_tuple_header(buf, &idx, &arity) < 0)
+        return TETHER_EPROTO;
+    if (arity == 2) {
+        /* {relayed, Batch | Ack}: came round a cut path (branch msg's
+         * transitive relays); decoded as the direct form. */
+        if (decode_atom(buf, &idx, tag, sizeof tag) < 0 ||
+            strcmp(tag, "relayed") != 0 ||
+            ei_decode_tuple_header(buf, &idx, &arity) < 0)
+            return TETHER_EPROTO;
+        out->relayed = true;
+    }
+    if (arity != 6 || decode_atom(buf, &idx, tag, sizeof tag) < 0 ||
         decode_atom(buf, &idx, out->chan, sizeof out->chan) < 0 ||
         decode_count(buf, &idx, &index) < 0 || index > UINT32_MAX ||
         ei_decode_longlong(buf, &idx, &epoch) < 0 ||

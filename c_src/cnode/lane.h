@@ -19,6 +19,11 @@
  *                                         Payload, Ack})
  *          skip                           a message given up
  *
+ * A BEAM member sending with `transitive` wraps Inner as {relayed, Inner}
+ * when it goes round a cut path through the engine's relay; such a batch
+ * is taken as the direct one (its ack goes back directly: the C-node
+ * does not relay yet).
+ *
  * Epoch: the sending lane's start (microseconds); Base: the lowest
  * sequence number the sender still holds; UpTo: every sequence number up
  * to it was received (cumulative); FailedSeqs: messages sent with ack
@@ -90,6 +95,7 @@ typedef struct tether_lane_frame {
 /* A decoded inner term; slices refer into the decoded buffer. */
 typedef struct tether_lane_inner {
     bool is_ack;
+    bool relayed; /* {relayed, Inner}: sent round a cut path */
     char chan[MAXATOMLEN_UTF8]; /* the channel, an atom */
     uint32_t index;
     int64_t epoch;

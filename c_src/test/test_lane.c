@@ -423,6 +423,38 @@ Test(lane, an_ack_with_failed_as_a_string_decodes)
     ei_x_free(&x);
 }
 
+Test(lane, a_relayed_batch_decodes_as_the_direct_one)
+{
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "tether_channel");
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "relayed");
+    ei_x_encode_tuple_header(&x, 6);
+    ei_x_encode_atom(&x, "data");
+    ei_x_encode_atom(&x, "default");
+    ei_x_encode_long(&x, 0);
+    ei_x_encode_longlong(&x, 1);
+    ei_x_encode_longlong(&x, 1);
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_long(&x, 1);
+    ei_x_encode_tuple_header(&x, 4);
+    ei_x_encode_atom(&x, "m");
+    ei_x_encode_atom(&x, "r");
+    ei_x_encode_long(&x, 42);
+    ei_x_encode_boolean(&x, 1);
+    ei_x_encode_empty_list(&x);
+    tether_lane_inner_t in;
+    cr_assert_eq(tether__lane_decode(x.buff, (size_t)x.index, &in), 0);
+    cr_assert(in.relayed);
+    tether__lane_recv(b.lane, 0, &in);
+    cr_assert_eq(b.ngot, 1);
+    cr_assert_eq(term_int(b.got[0]), 42);
+    ei_x_free(&x);
+}
+
 Test(lane, a_malformed_reassembled_message_is_counted)
 {
     ei_x_buff x;
