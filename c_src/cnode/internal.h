@@ -27,6 +27,7 @@
  *   erlang_call.c  calls from C into Erlang (outgoing erpc)
  *   workers.c      the worker pool
  *   cluster.c      the cluster process `tether`
+ *   channel.c      the messaging process `tether_channel` (lanes: lane.c)
  *
  * Layers talk downwards through these members and the functions below;
  * upwards only through the hooks a layer above sets (spawn, spawn_out,
