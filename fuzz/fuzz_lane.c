@@ -48,8 +48,8 @@ static int deliver(void *ctx, const char *ref, size_t ref_len,
 static void undelivered(void *ctx, void *report, tether_lane_reason_t why)
 {
     (void)ctx;
-    if (report == NULL || (why != TETHER_LANE_TIMEOUT &&
-                           why != TETHER_LANE_NOPROC))
+    if (report == NULL ||
+        (why != TETHER_LANE_TIMEOUT && why != TETHER_LANE_NOPROC))
         abort();
 }
 
@@ -65,8 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tether_channels_msg_t m;
 
     if (tether__channels_parse(buf, size, &m) != TETHER_CHANNELS_MSG_BAD &&
-        m.bytes != NULL &&
-        (m.bytes < buf || m.bytes + m.len > buf + size))
+        m.bytes != NULL && (m.bytes < buf || m.bytes + m.len > buf + size))
         abort();
     if (tether__lane_decode(buf, size, &in) != 0)
         return 0;
@@ -76,8 +75,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     for (int i = 0; i < 3; i++) {
         void *report = malloc(1);
-        if (tether__lane_push(busy, 0, ref, sizeof ref, payload,
-                              sizeof payload, report, 100) < 0)
+        if (tether__lane_push(busy, 0, ref, sizeof ref, payload, sizeof payload,
+                              report, 100) < 0)
             free(report);
     }
     tether__lane_recv(fresh, 0, &in);

@@ -33,7 +33,7 @@
 -define(WAIT_MS, 30000).
 -define(CALL_MS, 20000).
 -define(PS, tether_peer_service).
--define(PEERS, tether_peer_service_SUITE). % its receivers and senders
+-define(PEERS, tether_peer_service_SUITE). % receivers, senders, helpers
 -define(SINK, msgsink).
 
 all() ->
@@ -64,11 +64,11 @@ c_to_beam_ack_across_killed_connections(Config) ->
     {CN, [_A, B]} = setup(Config),
     _ = call(B, ?PEERS, rx_start, [rxc1]),
     N = 300,
-    Killer = spawn_link(fun() -> kill_connections(B, CN, 6, 150) end),
+    Killer = spawn_link(fun() -> ?PEERS:kill_connections(B, CN, 6, 150) end),
     [ok = forward(CN, B, rxc1, I, #{ack => true}) || I <- lists:seq(1, N)],
     wait_rx(B, rxc1, fun(Got) -> length(Got) >= N end),
     timer:sleep(1000),
-    ?assertEqual(lists:seq(1, N), got(B, rxc1)),
+    ?assertEqual(lists:seq(1, N), ?PEERS:got(B, rxc1)),
     unlink(Killer),
     %% The kills cost transmissions, which the C lanes made good.
     #{retransmissions := Re} = Stats = sink(CN, stats),
@@ -104,7 +104,7 @@ partition_keys_keep_order_both_ways(Config) ->
                   #{ack => true, channel => wide, partition_key => K})
      || I <- lists:seq(1, N), K <- [lists:nth(1 + I rem 4, Keys)]],
     wait_rx(B, rxc3, fun(Got) -> length(Got) >= N end),
-    assert_fifo_per_key(got(B, rxc3), N),
+    assert_fifo_per_key(?PEERS:got(B, rxc3), N),
     ok = call(A, ?PEERS, send_many,
               [CN, ?SINK, N, #{ack => true, channel => wide, keys => Keys}, 0]),
     wait_until(fun() -> received(CN) end, fun(L) -> length(L) >= N end),
@@ -129,7 +129,7 @@ c_sender_told_of_give_ups(Config) ->
         {tether_undelivered, rxc4, m2, timeout} -> ok
     after ?WAIT_MS -> ct:fail(no_timeout_report)
     end,
-    ?assertEqual([], got(B, rxc4)).
+    ?assertEqual([], ?PEERS:got(B, rxc4)).
 
 %% Callbacks registered on the C-node for any node, for B alone, and
 %% scoped to channel `wide': a drop partition cutting the C-node off and
@@ -207,15 +207,8 @@ forward(CN, Peer, To, Msg, Opts) ->
 received(CN) ->
     sink(CN, received).
 
-got(Node, Name) ->
-    {Name, Node} ! {'$rx_get', self()},
-    receive
-        {'$rx', L} -> L
-    after ?CALL_MS -> ct:fail({no_answer, Name})
-    end.
-
 wait_rx(Node, Name, Check) ->
-    wait_until(fun() -> got(Node, Name) end, Check).
+    wait_until(fun() -> ?PEERS:got(Node, Name) end, Check).
 
 wait_until(Get, Check) ->
     tether_test_lib:poll(Get, Check, ?WAIT_MS).
@@ -238,11 +231,3 @@ drain_events(Acc) ->
         {msgtest_event, Dir, Node, Chan} -> drain_events([{Dir, Node, Chan} | Acc])
     after 0 -> Acc
     end.
-
-%% Drops the distribution connection between A and B Times times, Every
-%% ms apart (tether redials).
-kill_connections(A, B, Times, Every) ->
-    lists:foreach(fun(_) ->
-                          timer:sleep(Every),
-                          _ = call(A, erlang, disconnect_node, [B])
-                  end, lists:seq(1, Times)).

@@ -33,12 +33,12 @@
 #include "core/engine.h"
 #include "tether/term.h"
 
-#define LANES_MAX     16384 /* lanes of one node, all peers */
-#define ENV_TAG       "tether_channel_env"
-#define HELD_TAG      "$tether_held"
-#define MEMBER_TAG    "tether_member"
-#define FNV_OFFSET    UINT64_C(14695981039346656037)
-#define FNV_PRIME     UINT64_C(1099511628211)
+#define LANES_MAX  16384 /* lanes of one node, all peers */
+#define ENV_TAG    "tether_channel_env"
+#define HELD_TAG   "$tether_held"
+#define MEMBER_TAG "tether_member"
+#define FNV_OFFSET UINT64_C(14695981039346656037)
+#define FNV_PRIME  UINT64_C(1099511628211)
 
 typedef char name_t[TETHER_NODE_NAME_MAX + 1];
 
@@ -136,7 +136,8 @@ static bool is_binary_at(const char *b, int idx, int *size)
 /* A node name atom (name@host) at b[*idx] into out. 0 or -1. */
 static int decode_node(const char *b, int *idx, char *out)
 {
-    if (tether__etf_decode_name(b, idx, out) < 0 || !tether_node_name_valid(out))
+    if (tether__etf_decode_name(b, idx, out) < 0 ||
+        !tether_node_name_valid(out))
         return -1;
     return 0;
 }
@@ -152,8 +153,8 @@ int tether__channels_parse(const char *buf, size_t len,
     if (buf == NULL || len > INT32_MAX || !tether_term_valid(buf, len) ||
         ei_decode_version(buf, &idx, &ver) < 0 ||
         ei_decode_tuple_header(buf, &idx, &arity) < 0 ||
-        ei_decode_atom_as(buf, &idx, tag, sizeof tag, ERLANG_UTF8, NULL,
-                          NULL) < 0)
+        ei_decode_atom_as(buf, &idx, tag, sizeof tag, ERLANG_UTF8, NULL, NULL) <
+            0)
         return out->kind;
     if (strcmp(tag, ENV_TAG) == 0 && arity == 5) {
         if (decode_node(buf, &idx, out->from) < 0 ||
@@ -222,9 +223,9 @@ static void lane_emit(void *ctx, const char *etf, size_t len)
             ei_x_encode_atom(&x, ch->chans[s->chan].name) == 0 &&
             ei_x_encode_ulong(&x, s->index) == 0 &&
             ei_x_encode_binary(&x, sealed, (long)slen) == 0)
-            (void)tether__node_reg_send_noconnect(
-                ch->node, &ch->pid, s->peer, TETHER_MESSAGING_PROCESS, x.buff,
-                (size_t)x.index);
+            (void)tether__node_reg_send_noconnect(ch->node, &ch->pid, s->peer,
+                                                  TETHER_MESSAGING_PROCESS,
+                                                  x.buff, (size_t)x.index);
         ei_x_free(&x);
     }
     free(sealed);
@@ -288,8 +289,7 @@ static int lane_deliver(void *ctx, const char *ref, size_t ref_len,
     return deliver_to(s->ch, ref, ref_len, payload, plen);
 }
 
-static void lane_undelivered(void *ctx, void *report,
-                             tether_lane_reason_t why)
+static void lane_undelivered(void *ctx, void *report, tether_lane_reason_t why)
 {
     lane_slot_t *s = ctx;
     report_t *r = report;
@@ -395,8 +395,7 @@ static void on_timer(tether_node_t *node, void *arg)
 /* ---- input ---------------------------------------------------------- */
 
 /* An opened {tether_channel, Inner} from peer (untrusted contents). */
-static void inner(channels_t *ch, const char *peer, const char *etf,
-                  size_t len)
+static void inner(channels_t *ch, const char *peer, const char *etf, size_t len)
 {
     tether_lane_inner_t in;
     int c;
@@ -631,9 +630,9 @@ static int key_lane(const char *key, size_t len, uint32_t n, uint32_t *out)
     return 0;
 }
 
-static report_t *report_new(const tether_messaging_opts_t *o,
-                            const char *peer, const char *to, size_t to_len,
-                            const char *msg, size_t len)
+static report_t *report_new(const tether_messaging_opts_t *o, const char *peer,
+                            const char *to, size_t to_len, const char *msg,
+                            size_t len)
 {
     report_t *r = malloc(sizeof *r + to_len + len);
     if (r == NULL)
@@ -699,8 +698,7 @@ int tether_messaging_forward(tether_node_t *node, const char *peer,
 }
 
 int tether_messaging_forward_name(tether_node_t *node, const char *peer,
-                                  const char *name, const char *msg,
-                                  size_t len,
+                                  const char *name, const char *msg, size_t len,
                                   const tether_messaging_opts_t *opts)
 {
     char atom[TETHER_ATOM_TERM_MAX];

@@ -844,8 +844,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                 return usage_error("too many --channel (at most %d)",
                                    TETHER_MESSAGING_CHANNELS_MAX);
             if (nlen == 0 || nlen >= TETHER_NAME_MAX ||
-                parse_uint(colon + 1, 1, TETHER_MESSAGING_PARALLELISM_MAX,
-                           &v) < 0)
+                parse_uint(colon + 1, 1, TETHER_MESSAGING_PARALLELISM_MAX, &v) <
+                    0)
                 return usage_error("bad --channel '%s' (want NAME:PARALLELISM,"
                                    " an atom name and 1..%d)",
                                    optarg, TETHER_MESSAGING_PARALLELISM_MAX);

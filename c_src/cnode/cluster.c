@@ -157,7 +157,7 @@ typedef struct tether_cluster {
     announced_t services[SERVICES_MAX];
     size_t nservices;
     pending_req_t *pending, **pending_tail;
-    bool starting; /* rpc_start_pending is running (answers call run()) */
+    bool starting;    /* rpc_start_pending is running (answers call run()) */
     unsigned running; /* run() is on the stack (tether__cluster_kick) */
     /* Replicated maps (core/maps.h): the module of eng, and the maps
      * hosted here (canonical names), hosted again by a fresh engine. */

@@ -8,8 +8,8 @@
 #include "cnode/lane.h"
 #include "tether/term.h"
 
-#define ETF_VERSION     131
-#define BINARY_HDR_LEN  5 /* BINARY_EXT: tag, 4-byte length */
+#define ETF_VERSION    131
+#define BINARY_HDR_LEN 5 /* BINARY_EXT: tag, 4-byte length */
 
 /* A frame the sender holds, pending or in flight. */
 typedef struct out_frame {
@@ -128,8 +128,8 @@ static int frame_at(const char *b, int *idx, tether_lane_frame_t *f)
             f->bin_len = (size_t)sz;
             if (ei_skip_term(b, idx) < 0)
                 return -1;
-            f->kind = tag[0] == 'p' ? TETHER_LANE_FRAME_PART
-                                    : TETHER_LANE_FRAME_LAST;
+            f->kind =
+                tag[0] == 'p' ? TETHER_LANE_FRAME_PART : TETHER_LANE_FRAME_LAST;
         } else {
             return -1;
         }
@@ -219,8 +219,7 @@ int tether__lane_decode(const char *buf, size_t len, tether_lane_inner_t *out)
         /* Sequence numbers start at 1: so does Base, and an ack's UpTo
          * (rx_next - 1) is never negative. */
         if (out->base == 0 || ei_decode_list_header(buf, &idx, &n) < 0 ||
-            n < 0 ||
-            n > TETHER_LANE_FRAMES_MAX)
+            n < 0 || n > TETHER_LANE_FRAMES_MAX)
             return TETHER_EPROTO;
         out->frames_at = idx;
         for (int i = 0; i < n; i++) {
@@ -228,8 +227,8 @@ int tether__lane_decode(const char *buf, size_t len, tether_lane_inner_t *out)
             if (seq_frame_at(buf, &idx, &f) < 0)
                 return TETHER_EPROTO;
         }
-        if (n > 0 && (ei_decode_list_header(buf, &idx, &arity) < 0 ||
-                      arity != 0))
+        if (n > 0 &&
+            (ei_decode_list_header(buf, &idx, &arity) < 0 || arity != 0))
             return TETHER_EPROTO;
         out->nframes = (size_t)n;
     } else {
@@ -253,8 +252,8 @@ static uint32_t or_default(uint32_t v, uint32_t d)
     return v ? v : d;
 }
 
-tether_lane_t *tether__lane_new(const char *chan, uint32_t index,
-                                int64_t epoch, const tether_lane_config_t *cfg,
+tether_lane_t *tether__lane_new(const char *chan, uint32_t index, int64_t epoch,
+                                const tether_lane_config_t *cfg,
                                 const tether_lane_cb_t *cb,
                                 tether_lane_stats_t *stats)
 {
@@ -407,8 +406,7 @@ static int build_frames(tether_lane_t *l, frame_queue_t *q, const char *ref,
             ei_x_append_buf(&x, ref, (int)ref_len) == 0 &&
             ei_x_append_buf(&x, payload, (int)plen) == 0 &&
             ei_x_encode_boolean(&x, ack) == 0)
-            rc = queue_frame(q, l->next, x.buff, (size_t)x.index, plen,
-                             expire);
+            rc = queue_frame(q, l->next, x.buff, (size_t)x.index, plen, expire);
     } else {
         if (ei_x_encode_tuple_header(&x, 3) == 0 &&
             ei_x_append_buf(&x, ref, (int)ref_len) == 0 &&
@@ -418,6 +416,23 @@ static int build_frames(tether_lane_t *l, frame_queue_t *q, const char *ref,
     }
     ei_x_free(&x);
     return rc;
+}
+
+/* Starts x (fresh, 131) as {tether_channel, {Kind, Chan, Index, Epoch,
+ * N, ...: the head the batch and the ack share. 0 or -1. */
+static int encode_head(ei_x_buff *x, const tether_lane_t *l, const char *kind,
+                       int64_t epoch, uint64_t n)
+{
+    return ei_x_encode_tuple_header(x, 2) == 0 &&
+                   ei_x_encode_atom(x, TETHER_LANE_TAG) == 0 &&
+                   ei_x_encode_tuple_header(x, 6) == 0 &&
+                   ei_x_encode_atom(x, kind) == 0 &&
+                   ei_x_encode_atom(x, l->chan) == 0 &&
+                   ei_x_encode_ulong(x, l->index) == 0 &&
+                   ei_x_encode_longlong(x, epoch) == 0 &&
+                   ei_x_encode_ulonglong(x, n) == 0
+               ? 0
+               : -1;
 }
 
 /* Encodes and emits {tether_channel, {data, ...}} with the frames from
@@ -433,14 +448,7 @@ static void transmit(tether_lane_t *l, const out_frame_t *from)
         n++;
     if (n == 0 || ei_x_new_with_version(&x) < 0)
         return;
-    ok = ei_x_encode_tuple_header(&x, 2) == 0 &&
-         ei_x_encode_atom(&x, TETHER_LANE_TAG) == 0 &&
-         ei_x_encode_tuple_header(&x, 6) == 0 &&
-         ei_x_encode_atom(&x, "data") == 0 &&
-         ei_x_encode_atom(&x, l->chan) == 0 &&
-         ei_x_encode_ulong(&x, l->index) == 0 &&
-         ei_x_encode_longlong(&x, l->epoch) == 0 &&
-         ei_x_encode_ulonglong(&x, base) == 0 &&
+    ok = encode_head(&x, l, "data", l->epoch, base) == 0 &&
          ei_x_encode_list_header(&x, (long)n) == 0;
     for (const out_frame_t *f = from; ok && f; f = f->next)
         ok = ei_x_encode_tuple_header(&x, 2) == 0 &&
@@ -480,8 +488,7 @@ static void pump(tether_lane_t *l, uint64_t now)
     }
 }
 
-static void give_up(tether_lane_t *l, out_frame_t *f,
-                    tether_lane_reason_t why)
+static void give_up(tether_lane_t *l, out_frame_t *f, tether_lane_reason_t why)
 {
     l->stats->undelivered++;
     l->cb.undelivered(l->cb.ctx, f->report, why);
@@ -549,7 +556,8 @@ static bool failed_has(const tether_lane_inner_t *in, uint64_t seq)
     return false;
 }
 
-static void on_ack(tether_lane_t *l, uint64_t now, const tether_lane_inner_t *in)
+static void on_ack(tether_lane_t *l, uint64_t now,
+                   const tether_lane_inner_t *in)
 {
     bool progress = false;
     if (in->epoch != l->epoch)
@@ -797,16 +805,9 @@ static void send_ack(tether_lane_t *l, const tether_lane_inner_t *in)
     l->nfailed = keep;
     if (ei_x_new_with_version(&x) < 0)
         return;
-    ok = ei_x_encode_tuple_header(&x, 2) == 0 &&
-         ei_x_encode_atom(&x, TETHER_LANE_TAG) == 0 &&
-         ei_x_encode_tuple_header(&x, 6) == 0 &&
-         ei_x_encode_atom(&x, "ack") == 0 &&
-         ei_x_encode_atom(&x, l->chan) == 0 &&
-         ei_x_encode_ulong(&x, l->index) == 0 &&
-         ei_x_encode_longlong(&x, in->epoch) == 0 &&
-         ei_x_encode_ulonglong(&x, l->rx_next - 1) == 0 &&
-         (l->nfailed == 0 ||
-          ei_x_encode_list_header(&x, (long)l->nfailed) == 0);
+    ok =
+        encode_head(&x, l, "ack", in->epoch, l->rx_next - 1) == 0 &&
+        (l->nfailed == 0 || ei_x_encode_list_header(&x, (long)l->nfailed) == 0);
     for (size_t i = 0; ok && i < l->nfailed; i++)
         ok = ei_x_encode_ulonglong(&x, l->failed[i]) == 0;
     if (ok && ei_x_encode_empty_list(&x) == 0)

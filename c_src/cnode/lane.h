@@ -53,15 +53,15 @@
 #include "tether/messaging.h"
 
 #define TETHER_LANE_TAG          "tether_channel"
-#define TETHER_LANE_FRAMES_MAX   4096     /* frames one batch may carry */
-#define TETHER_LANE_RX_AHEAD_MAX 4096     /* frames buffered out of order */
-#define TETHER_LANE_FAILED_MAX   256      /* FailedSeqs one ack carries */
+#define TETHER_LANE_FRAMES_MAX   4096        /* frames one batch may carry */
+#define TETHER_LANE_RX_AHEAD_MAX 4096        /* frames buffered out of order */
+#define TETHER_LANE_FAILED_MAX   256         /* FailedSeqs one ack carries */
 #define TETHER_LANE_MSG_MAX      (64u << 20) /* a reassembled message */
-#define TETHER_LANE_PART_BYTES   8192     /* channel_part_bytes */
-#define TETHER_LANE_WINDOW_BYTES 8192     /* channel_window_bytes */
-#define TETHER_LANE_RTO_MS       200      /* channel_rto_ms */
-#define TETHER_LANE_RTO_MAX_MS   5000     /* channel_rto_max_ms */
-#define TETHER_LANE_HOLD_MS      1000     /* channel_hold_ms */
+#define TETHER_LANE_PART_BYTES   8192        /* channel_part_bytes */
+#define TETHER_LANE_WINDOW_BYTES 8192        /* channel_window_bytes */
+#define TETHER_LANE_RTO_MS       200         /* channel_rto_ms */
+#define TETHER_LANE_RTO_MAX_MS   5000        /* channel_rto_max_ms */
+#define TETHER_LANE_HOLD_MS      1000        /* channel_hold_ms */
 
 /* Why a message with ack was given up. */
 typedef enum tether_lane_reason {
@@ -80,22 +80,22 @@ typedef enum tether_lane_frame_kind {
 /* A decoded frame: slices of the decoded buffer (terms without 131). */
 typedef struct tether_lane_frame {
     uint64_t seq;
-    int kind;              /* tether_lane_frame_kind_t */
-    const char *term;      /* the whole frame term */
+    int kind;         /* tether_lane_frame_kind_t */
+    const char *term; /* the whole frame term */
     size_t term_len;
-    const char *ref;       /* MSG: ServerRef */
+    const char *ref; /* MSG: ServerRef */
     size_t ref_len;
-    const char *payload;   /* MSG: Payload */
+    const char *payload; /* MSG: Payload */
     size_t payload_len;
-    bool ack;              /* MSG */
-    const char *bin;       /* PART, LAST: the binary's bytes */
+    bool ack;        /* MSG */
+    const char *bin; /* PART, LAST: the binary's bytes */
     size_t bin_len;
 } tether_lane_frame_t;
 
 /* A decoded inner term; slices refer into the decoded buffer. */
 typedef struct tether_lane_inner {
     bool is_ack;
-    bool relayed; /* {relayed, Inner}: sent round a cut path */
+    bool relayed;               /* {relayed, Inner}: sent round a cut path */
     char chan[MAXATOMLEN_UTF8]; /* the channel, an atom */
     uint32_t index;
     int64_t epoch;
@@ -103,7 +103,7 @@ typedef struct tether_lane_inner {
     size_t nframes;  /* data */
     const char *buf; /* the decoded buffer */
     size_t len;
-    int frames_at;   /* data: the first frame, buf[frames_at...] */
+    int frames_at; /* data: the first frame, buf[frames_at...] */
     uint64_t failed[TETHER_LANE_FAILED_MAX]; /* ack */
     size_t nfailed;
 } tether_lane_inner_t;
@@ -148,8 +148,8 @@ TETHER_MUST_CHECK int tether__lane_frame(const tether_lane_inner_t *in,
 /* A lane of channel `chan` (an atom name), lane `index`, whose sending
  * epoch is `epoch` (greater than any earlier lane's to the same peer:
  * the wall clock in microseconds). NULL when out of memory. */
-tether_lane_t *tether__lane_new(const char *chan, uint32_t index,
-                                int64_t epoch, const tether_lane_config_t *cfg,
+tether_lane_t *tether__lane_new(const char *chan, uint32_t index, int64_t epoch,
+                                const tether_lane_config_t *cfg,
                                 const tether_lane_cb_t *cb,
                                 tether_lane_stats_t *stats);
 

@@ -15,24 +15,17 @@
 #include "cnode/node.h"
 #include "cnode/proc.h"
 #include "tether/tether.h"
+#include "test/unstarted_node.h"
 
 #define SELF "c1@127.0.0.1"
 #define PEER "b1@127.0.0.1"
 
 static tether_node_t *new_node(void)
 {
-    tether_node_config_t cfg = {
-        .name = SELF,
-        .cookie = "secret",
-        .log_level = TETHER_LOG_ERROR,
-    };
-    tether_node_t *node = NULL;
-    cr_assert_eq(tether_node_new(&cfg, &node, NULL), 0);
-    return node;
+    return unstarted_node(SELF);
 }
 
-static const tether_messaging_channel_t wide[] = {{"wide", 4},
-                                                  {"default", 2}};
+static const tether_messaging_channel_t wide[] = {{"wide", 4}, {"default", 2}};
 
 static tether_node_t *cluster_node(void)
 {
@@ -161,8 +154,7 @@ static void event(tether_node_t *node, const char *peer, const char *channel,
 
 Test(channel, api_errors_and_local_delivery)
 {
-    cr_assert_eq(tether_messaging_parallelism(NULL, "default"),
-                 TETHER_ECLOSED);
+    cr_assert_eq(tether_messaging_parallelism(NULL, "default"), TETHER_ECLOSED);
     tether_node_t *node = cluster_node();
     tether_procs_t *procs = tether_node_procs(node);
     cr_assert_eq(tether_messaging_parallelism(node, "default"), 2,
@@ -202,9 +194,8 @@ Test(channel, api_errors_and_local_delivery)
     cr_assert_eq(tether_messaging_forward_name(node, PEER, "sink", msg,
                                                (size_t)mlen - 1, NULL),
                  TETHER_EINVAL, "not one term");
-    tether_messaging_opts_t bad_key = {.partition_key = "\x83\x61",
-                                       .partition_key_len = 2,
-                                       .channel = "wide"};
+    tether_messaging_opts_t bad_key = {
+        .partition_key = "\x83\x61", .partition_key_len = 2, .channel = "wide"};
     cr_assert_eq(tether_messaging_forward_name(node, PEER, "sink", msg,
                                                (size_t)mlen, &bad_key),
                  TETHER_EINVAL, "a truncated key");

@@ -100,9 +100,8 @@ static size_t carry(side_t *from, side_t *to, uint64_t now, bool drop)
     for (size_t i = 0; i < n; i++) {
         tether_lane_inner_t in;
         if (!drop) {
-            cr_assert_eq(tether__lane_decode(from->out[i], from->outlen[i],
-                                             &in),
-                         0);
+            cr_assert_eq(
+                tether__lane_decode(from->out[i], from->outlen[i], &in), 0);
             tether__lane_recv(to->lane, now, &in);
         }
         free(from->out[i]);
@@ -278,9 +277,8 @@ Test(lane, out_of_order_batches_are_buffered_and_delivered_in_order)
     cr_assert_geq(a.nout, 2);
     tether_lane_inner_t first, last;
     cr_assert_eq(tether__lane_decode(a.out[0], a.outlen[0], &first), 0);
-    cr_assert_eq(tether__lane_decode(a.out[a.nout - 1], a.outlen[a.nout - 1],
-                                     &last),
-                 0);
+    cr_assert_eq(
+        tether__lane_decode(a.out[a.nout - 1], a.outlen[a.nout - 1], &last), 0);
     tether__lane_recv(b.lane, 0, &last);
     tether__lane_recv(b.lane, 0, &first);
     cr_assert_eq(b.ngot, 2);

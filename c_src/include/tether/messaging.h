@@ -58,12 +58,12 @@
 extern "C" {
 #endif
 
-#define TETHER_MESSAGING_PROCESS        "tether_channel" /* registered */
-#define TETHER_MESSAGING_DEFAULT        "default"        /* channel */
-#define TETHER_MESSAGING_CHANNELS_MAX   64  /* configured channels */
-#define TETHER_MESSAGING_PARALLELISM_MAX 1024 /* lanes of one channel */
-#define TETHER_MESSAGING_CALLBACKS_MAX  64  /* on_up plus on_down */
-#define TETHER_MESSAGING_ACK_TIMEOUT_MS 60000 /* default budget */
+#define TETHER_MESSAGING_PROCESS         "tether_channel" /* registered */
+#define TETHER_MESSAGING_DEFAULT         "default"        /* channel */
+#define TETHER_MESSAGING_CHANNELS_MAX    64    /* configured channels */
+#define TETHER_MESSAGING_PARALLELISM_MAX 1024  /* lanes of one channel */
+#define TETHER_MESSAGING_CALLBACKS_MAX   64    /* on_up plus on_down */
+#define TETHER_MESSAGING_ACK_TIMEOUT_MS  60000 /* default budget */
 
 /* A channel and its lanes per peer (parallelism >= 1). */
 typedef struct tether_messaging_channel {
@@ -130,8 +130,7 @@ tether_messaging_forward_name(tether_node_t *node, const char *peer,
  * channel: the channel the callback was registered for, or NULL. Runs on
  * the loop thread, once per transition.
  */
-typedef void (*tether_messaging_event_fn)(tether_node_t *node,
-                                          const char *peer,
+typedef void (*tether_messaging_event_fn)(tether_node_t *node, const char *peer,
                                           const char *channel, bool up,
                                           void *ctx);
 

@@ -101,9 +101,8 @@ static void undelivered(tether_node_t *node, const char *peer, const char *to,
         ei_x_encode_atom(&x, "tether_undelivered") == 0 &&
         ei_x_append_buf(&x, to + 1, (int)to_len - 1) == 0 &&
         ei_x_append_buf(&x, msg + 1, (int)len - 1) == 0 &&
-        ei_x_encode_atom(&x, reason == TETHER_MESSAGING_NOPROC ? "noproc"
-                                                               : "timeout") ==
-            0)
+        ei_x_encode_atom(
+            &x, reason == TETHER_MESSAGING_NOPROC ? "noproc" : "timeout") == 0)
         (void)tether_send(node, ctx, x.buff, (size_t)x.index);
     ei_x_free(&x);
 }
@@ -154,7 +153,8 @@ static int read_opts(const char *b, int *idx, tether_messaging_opts_t *o,
                 return -1;
             o->ack_timeout_ms = (uint32_t)ms;
         } else if (strcmp(k, "report_to") == 0) {
-            if (ei_decode_pid(b, idx, &p) < 0 || (o->ctx = pid_slot(&p)) == NULL)
+            if (ei_decode_pid(b, idx, &p) < 0 ||
+                (o->ctx = pid_slot(&p)) == NULL)
                 return -1;
             o->undelivered = undelivered;
         } else {
@@ -263,17 +263,13 @@ static void reply_stats(tether_service_t *svc, tether_from_t *from)
     const struct {
         const char *k;
         uint64_t v;
-    } kv[] = {{"malformed", s.malformed},
-              {"refused", s.refused},
-              {"bad_lane", s.bad_lane},
-              {"stale", s.stale},
-              {"duplicates", s.duplicates},
-              {"retransmissions", s.retransmissions},
-              {"dropped", s.dropped},
-              {"undelivered", s.undelivered},
-              {"noproc", s.noproc},
-              {"delivered", s.delivered},
-              {"unsent", s.unsent}};
+    } kv[] = {
+        {"malformed", s.malformed},   {"refused", s.refused},
+        {"bad_lane", s.bad_lane},     {"stale", s.stale},
+        {"duplicates", s.duplicates}, {"retransmissions", s.retransmissions},
+        {"dropped", s.dropped},       {"undelivered", s.undelivered},
+        {"noproc", s.noproc},         {"delivered", s.delivered},
+        {"unsent", s.unsent}};
     bool ok = ei_x_encode_map_header(&x, sizeof kv / sizeof kv[0]) == 0;
     for (size_t i = 0; ok && i < sizeof kv / sizeof kv[0]; i++)
         ok = ei_x_encode_atom(&x, kv[i].k) == 0 &&
