@@ -57,15 +57,22 @@ end_per_testcase(_Case, Config) ->
 
 %%% Cases
 
-%% The C-node sends 1..N with ack to a process on B while B drops its
-%% connection to the C-node again and again: B's receiver gets each once,
-%% in order.
+%% The C-node sends 1..N with ack to a process on B, in rounds, and B
+%% drops its connection to the C-node before each round (and once more
+%% while messages flow): B's receiver gets each once, in order.
 c_to_beam_ack_across_killed_connections(Config) ->
     {CN, [_A, B]} = setup(Config),
     _ = call(B, ?PEERS, rx_start, [rxc1]),
-    N = 300,
-    Killer = spawn_link(fun() -> ?PEERS:kill_connections(B, CN, 6, 150) end),
-    [ok = forward(CN, B, rxc1, I, #{ack => true}) || I <- lists:seq(1, N)],
+    Rounds = 6,
+    Per = 50,
+    Killer = spawn_link(fun() -> ?PEERS:kill_connections(B, CN, 3, 100) end),
+    lists:foreach(
+      fun(R) ->
+              _ = call(B, erlang, disconnect_node, [CN]),
+              [ok = forward(CN, B, rxc1, I, #{ack => true})
+               || I <- lists:seq(R * Per + 1, (R + 1) * Per)]
+      end, lists:seq(0, Rounds - 1)),
+    N = Rounds * Per,
     wait_rx(B, rxc1, fun(Got) -> length(Got) >= N end),
     timer:sleep(1000),
     ?assertEqual(lists:seq(1, N), ?PEERS:got(B, rxc1)),
