@@ -25,6 +25,7 @@
          end_per_testcase/2]).
 -export([c_to_beam_ack_across_killed_connections/1,
          beam_to_c_ack_across_defer_partition/1,
+         large_messages_in_parts_both_ways/1,
          partition_keys_keep_order_both_ways/1, c_sender_told_of_give_ups/1,
          up_down_callbacks_once_per_transition/1, bad_input/1]).
 
@@ -38,7 +39,7 @@
 
 all() ->
     [c_to_beam_ack_across_killed_connections,
-     beam_to_c_ack_across_defer_partition,
+     beam_to_c_ack_across_defer_partition, large_messages_in_parts_both_ways,
      partition_keys_keep_order_both_ways, c_sender_told_of_give_ups,
      up_down_callbacks_once_per_transition, bad_input].
 
@@ -97,6 +98,23 @@ beam_to_c_ack_across_defer_partition(Config) ->
     ?assertEqual(lists:seq(1, 50), received(CN)),
     #{retransmissions := Re} = call(A, tether_channel, stats, []),
     ?assert(Re > 0).
+
+%% 200 KiB messages travel in 8 KiB parts, one in flight per lane: the
+%% C lane's parts join on the BEAM and the BEAM lane's on the C-node,
+%% each message whole, once, in order, a small one behind them too.
+large_messages_in_parts_both_ways(Config) ->
+    {CN, [A, B]} = setup(Config),
+    _ = call(B, ?PEERS, rx_start, [rxc2]),
+    Big = fun(I) -> {I, binary:copy(<<I>>, 200 * 1024)} end,
+    [ok = forward(CN, B, rxc2, Big(I), #{ack => true}) || I <- [1, 2, 3]],
+    ok = forward(CN, B, rxc2, small, #{ack => true}),
+    wait_rx(B, rxc2, fun(Got) -> length(Got) >= 4 end),
+    ?assertEqual([Big(1), Big(2), Big(3), small], ?PEERS:got(B, rxc2)),
+    ok = call(A, ?PEERS, send_many,
+              [CN, ?SINK, 3, #{ack => true, big => 200 * 1024}, 0]),
+    wait_until(fun() -> received(CN) end, fun(L) -> length(L) >= 3 end),
+    Blob = binary:copy(<<"b">>, 200 * 1024),
+    ?assertEqual([{I, Blob} || I <- [1, 2, 3]], received(CN)).
 
 %% Channel `wide' has four lanes on every member. {Key, I} sent with
 %% partition_key Key arrive in the order of I per key, C -> BEAM and
