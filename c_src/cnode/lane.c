@@ -56,7 +56,7 @@ struct tether_lane {
     size_t rx_n;
     char *parts; /* the parts of a large message so far */
     size_t parts_len, parts_cap;
-    bool parts_bad; /* over TETHER_LANE_MSG_MAX: skipped up to its last */
+    bool parts_bad; /* over TETHER_LANE_JOINED_MAX: skipped to its last */
     uint64_t failed[TETHER_LANE_FAILED_MAX];
     size_t nfailed;
 };
@@ -656,7 +656,7 @@ static int parts_append(tether_lane_t *l, const char *bin, size_t n)
 {
     if (l->parts_bad)
         return -1;
-    if (n > TETHER_LANE_MSG_MAX - l->parts_len) {
+    if (n > TETHER_LANE_JOINED_MAX - l->parts_len) {
         l->parts_bad = true;
         return -1;
     }

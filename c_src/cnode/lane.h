@@ -56,12 +56,15 @@
 #define TETHER_LANE_FRAMES_MAX   4096        /* frames one batch may carry */
 #define TETHER_LANE_RX_AHEAD_MAX 4096        /* frames buffered out of order */
 #define TETHER_LANE_FAILED_MAX   256         /* FailedSeqs one ack carries */
-#define TETHER_LANE_MSG_MAX      (64u << 20) /* a reassembled message */
-#define TETHER_LANE_PART_BYTES   8192        /* channel_part_bytes */
-#define TETHER_LANE_WINDOW_BYTES 8192        /* channel_window_bytes */
-#define TETHER_LANE_RTO_MS       200         /* channel_rto_ms */
-#define TETHER_LANE_RTO_MAX_MS   5000        /* channel_rto_max_ms */
-#define TETHER_LANE_HOLD_MS      1000        /* channel_hold_ms */
+#define TETHER_LANE_MSG_MAX      (64u << 20) /* a message's payload */
+/* Parts joined ({ServerRef, Payload, Ack} encoded): the payload and room
+ * for the rest. */
+#define TETHER_LANE_JOINED_MAX   (TETHER_LANE_MSG_MAX + (64u << 10))
+#define TETHER_LANE_PART_BYTES   8192 /* channel_part_bytes */
+#define TETHER_LANE_WINDOW_BYTES 8192 /* channel_window_bytes */
+#define TETHER_LANE_RTO_MS       200  /* channel_rto_ms */
+#define TETHER_LANE_RTO_MAX_MS   5000 /* channel_rto_max_ms */
+#define TETHER_LANE_HOLD_MS      1000 /* channel_hold_ms */
 
 /* Why a message with ack was given up. */
 typedef enum tether_lane_reason {

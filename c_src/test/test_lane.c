@@ -421,6 +421,46 @@ Test(lane, an_ack_with_failed_as_a_string_decodes)
     ei_x_free(&x);
 }
 
+/* A batch of one frame {Kind, <<n bytes>>} or {m, r, 42, false}. */
+static void one_frame(ei_x_buff *x, uint64_t seq, const char *kind, size_t n)
+{
+    header(x, "data", 1);
+    ei_x_encode_list_header(x, 1);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_ulonglong(x, seq);
+    if (strcmp(kind, "m") == 0) {
+        ei_x_encode_tuple_header(x, 4);
+        ei_x_encode_atom(x, "m");
+        ei_x_encode_atom(x, "r");
+        ei_x_encode_long(x, 42);
+        ei_x_encode_boolean(x, 0);
+    } else {
+        char *bin = calloc(1, n);
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, kind);
+        ei_x_encode_binary(x, bin, (long)n);
+        free(bin);
+    }
+    ei_x_encode_empty_list(x);
+}
+
+Test(lane, parts_over_the_cap_are_dropped_and_counted)
+{
+    const char *kinds[] = {"p", "p", "l", "m"};
+    size_t sizes[] = {TETHER_LANE_JOINED_MAX - 100, 200, 10, 0};
+    for (size_t i = 0; i < 4; i++) {
+        ei_x_buff x;
+        tether_lane_inner_t in;
+        one_frame(&x, i + 1, kinds[i], sizes[i]);
+        cr_assert_eq(tether__lane_decode(x.buff, (size_t)x.index, &in), 0);
+        tether__lane_recv(b.lane, 0, &in);
+        ei_x_free(&x);
+    }
+    cr_assert_eq(b.stats.malformed, 1, "the oversized message, once");
+    cr_assert_eq(b.ngot, 1, "the next message still arrives");
+    cr_assert_eq(term_int(b.got[0]), 42);
+}
+
 Test(lane, a_relayed_batch_decodes_as_the_direct_one)
 {
     ei_x_buff x;
