@@ -126,13 +126,6 @@ static int chan_find(const channels_t *ch, const char *name)
 
 /* ---- the mailbox (untrusted) ---------------------------------------- */
 
-static bool is_binary_at(const char *b, int idx, int *size)
-{
-    int t;
-    return ei_get_type(b, &idx, &t, size) == 0 && t == ERL_BINARY_EXT &&
-           *size >= 0;
-}
-
 /* A node name atom (name@host) at b[*idx] into out. 0 or -1. */
 static int decode_node(const char *b, int *idx, char *out)
 {
@@ -146,7 +139,7 @@ int tether__channels_parse(const char *buf, size_t len,
                            tether_channels_msg_t *out)
 {
     char tag[MAXATOMLEN_UTF8];
-    int idx = 0, ver, arity, size;
+    int idx = 0, ver, arity;
 
     memset(out, 0, sizeof *out);
     out->kind = TETHER_CHANNELS_MSG_BAD;
@@ -159,17 +152,13 @@ int tether__channels_parse(const char *buf, size_t len,
     if (strcmp(tag, ENV_TAG) == 0 && arity == 5) {
         if (decode_node(buf, &idx, out->from) < 0 ||
             ei_skip_term(buf, &idx) < 0 || ei_skip_term(buf, &idx) < 0 ||
-            !is_binary_at(buf, idx, &size))
+            !tether__lane_binary_at(buf, idx, &out->bytes, &out->len))
             return out->kind;
-        out->bytes = buf + idx + 5;
-        out->len = (size_t)size;
         out->kind = TETHER_CHANNELS_MSG_ENV;
     } else if (strcmp(tag, HELD_TAG) == 0 && arity == 3) {
         if (decode_node(buf, &idx, out->from) < 0 ||
-            !is_binary_at(buf, idx, &size))
+            !tether__lane_binary_at(buf, idx, &out->bytes, &out->len))
             return out->kind;
-        out->bytes = buf + idx + 5;
-        out->len = (size_t)size;
         out->kind = TETHER_CHANNELS_MSG_HELD;
     } else if (strcmp(tag, MEMBER_TAG) == 0 && arity == 3) {
         if (ei_decode_atom_as(buf, &idx, tag, sizeof tag, ERLANG_UTF8, NULL,

@@ -88,6 +88,17 @@ static int decode_atom(const char *b, int *idx, char *out, size_t cap)
     return ei_decode_atom_as(b, idx, out, (int)cap, ERLANG_UTF8, NULL, NULL);
 }
 
+bool tether__lane_binary_at(const char *b, int idx, const char **bytes,
+                            size_t *len)
+{
+    int t, sz;
+    if (ei_get_type(b, &idx, &t, &sz) < 0 || t != ERL_BINARY_EXT || sz < 0)
+        return false;
+    *bytes = b + idx + BINARY_HDR_LEN;
+    *len = (size_t)sz;
+    return true;
+}
+
 /* Decodes the frame term at b[*idx] (the buffer valid as a whole). */
 static int frame_at(const char *b, int *idx, tether_lane_frame_t *f)
 {
@@ -121,12 +132,8 @@ static int frame_at(const char *b, int *idx, tether_lane_frame_t *f)
             f->kind = TETHER_LANE_FRAME_MSG;
         } else if (arity == 2 &&
                    (strcmp(tag, "p") == 0 || strcmp(tag, "l") == 0)) {
-            if (ei_get_type(b, idx, &t, &sz) < 0 || t != ERL_BINARY_EXT ||
-                sz < 0)
-                return -1;
-            f->bin = b + *idx + BINARY_HDR_LEN;
-            f->bin_len = (size_t)sz;
-            if (ei_skip_term(b, idx) < 0)
+            if (!tether__lane_binary_at(b, *idx, &f->bin, &f->bin_len) ||
+                ei_skip_term(b, idx) < 0)
                 return -1;
             f->kind =
                 tag[0] == 'p' ? TETHER_LANE_FRAME_PART : TETHER_LANE_FRAME_LAST;

@@ -143,6 +143,11 @@ typedef struct tether_lane tether_lane_t;
 TETHER_MUST_CHECK int tether__lane_decode(const char *buf, size_t len,
                                           tether_lane_inner_t *out);
 
+/* If the term at b[idx] (the buffer valid as a whole) is a binary (not a
+ * bit string), points *bytes at its contents and sets *len: true. */
+bool tether__lane_binary_at(const char *b, int idx, const char **bytes,
+                            size_t *len);
+
 /* Decodes the frame at in->buf[*idx] (checked by tether__lane_decode)
  * and moves *idx past it. 0 or TETHER_EPROTO. */
 TETHER_MUST_CHECK int tether__lane_frame(const tether_lane_inner_t *in,
