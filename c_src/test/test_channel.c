@@ -4,17 +4,22 @@
  * mailbox (tether__channels_parse) for good, truncated and garbage
  * input, and the public API of tether/messaging.h on a node that was
  * never started: errors for each bad argument, local delivery, garbage
- * in the mailbox counted and ignored.
+ * in the mailbox counted and ignored; and a batch sealed by a peer
+ * engine with a session: opened, delivered once, replays and
+ * retransmissions refused or dropped as duplicates.
  */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <ei.h>
 
 #include "cnode/channel.h"
+#include "cnode/cluster.h"
 #include "cnode/node.h"
 #include "cnode/proc.h"
 #include "tether/tether.h"
+#include "test/engine_peer.h"
 #include "test/unstarted_node.h"
 
 #define SELF "c1@127.0.0.1"
@@ -248,5 +253,85 @@ Test(channel, mailbox_garbage_is_counted_and_ignored)
     cr_assert_eq(s.malformed, 2);
     cr_assert_eq(s.refused, 1);
     cr_assert_eq(s.delivered, 0);
+    tether_node_free(node);
+}
+
+/* ---- batches from a peer with a session --------------------------------- */
+
+/* {tether_channel, {data, default, 0, 7, 1, [{1, {m, sink, 7, true}},
+ * {2, {m, nobody, 8, true}}]}}, sealed by the peer's engine pe and put
+ * in the mailbox of `tether_channel` as the peer's lane sends it. */
+static void send_batch(tether_node_t *node, tether_engine_t *pe)
+{
+    ei_x_buff in, env;
+    uint8_t *sealed = NULL;
+    size_t slen = 0;
+    const char *to[] = {"sink", "nobody"};
+
+    ei_x_new_with_version(&in);
+    ei_x_encode_tuple_header(&in, 2);
+    ei_x_encode_atom(&in, "tether_channel");
+    ei_x_encode_tuple_header(&in, 6);
+    ei_x_encode_atom(&in, "data");
+    ei_x_encode_atom(&in, "default");
+    ei_x_encode_long(&in, 0);
+    ei_x_encode_long(&in, 7);
+    ei_x_encode_long(&in, 1);
+    ei_x_encode_list_header(&in, 2);
+    for (int i = 0; i < 2; i++) {
+        ei_x_encode_tuple_header(&in, 2);
+        ei_x_encode_long(&in, i + 1);
+        ei_x_encode_tuple_header(&in, 4);
+        ei_x_encode_atom(&in, "m");
+        ei_x_encode_atom(&in, to[i]);
+        ei_x_encode_long(&in, 7 + i);
+        ei_x_encode_boolean(&in, 1);
+    }
+    ei_x_encode_empty_list(&in);
+    cr_assert_eq(tether_engine_seal(pe, SELF, TETHER_MSG_SHELL,
+                                    (const uint8_t *)in.buff, (size_t)in.index,
+                                    &sealed, &slen),
+                 0);
+    env_msg(&env, PEER, (const char *)sealed, (long)slen);
+    tether_procs_reg_send_in(tether_node_procs(node), NULL,
+                             TETHER_MESSAGING_PROCESS, env.buff,
+                             (size_t)env.index);
+    /* The same envelope again: a replay, refused by the engine. */
+    tether_procs_reg_send_in(tether_node_procs(node), NULL,
+                             TETHER_MESSAGING_PROCESS, env.buff,
+                             (size_t)env.index);
+    (void)tether_procs_run(tether_node_procs(node), 0);
+    free(sealed);
+    ei_x_free(&env);
+    ei_x_free(&in);
+}
+
+Test(channel, a_peers_batch_is_opened_delivered_once_and_counted)
+{
+    tether_node_t *node = cluster_node();
+    tether_engine_t *pe = NULL;
+    tether_messaging_stats_t s;
+    tether_proc_t *p;
+    tether_proc_spec_t spec = {sink, NULL, NULL};
+
+    cr_assert_eq(
+        ep_peer_new(tether__cluster_engine(node), SELF, PEER, "secret", &pe),
+        0);
+    cr_assert_eq(tether_proc_spawn(tether_node_procs(node), &spec, &p), 0);
+    cr_assert_eq(tether_proc_register(p, "sink"), 0);
+    got = 0;
+    send_batch(node, pe);
+    cr_assert_eq(got, 7, "delivered to `sink`");
+    cr_assert_eq(tether_messaging_stats(node, &s), 0);
+    cr_assert_eq(s.delivered, 1);
+    cr_assert_eq(s.noproc, 1, "`nobody` has no process");
+    cr_assert_eq(s.refused, 1, "the replayed envelope");
+    /* A retransmission (sealed afresh): duplicates, delivered no more. */
+    send_batch(node, pe);
+    cr_assert_eq(got, 7);
+    cr_assert_eq(tether_messaging_stats(node, &s), 0);
+    cr_assert_eq(s.duplicates, 2);
+    cr_assert_eq(s.delivered, 1);
+    tether_engine_free(pe);
     tether_node_free(node);
 }
