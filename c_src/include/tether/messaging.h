@@ -10,7 +10,9 @@
  * come from tether_cluster_config_t.channels (tether_cnode --channel
  * NAME:PARALLELISM). A message's partition key picks its lane, so
  * messages with one key (or none) on one channel are delivered in the
- * order they were sent; lanes never wait for each other.
+ * order they were sent; lanes never wait for each other. Configure a
+ * channel alike on every member: a batch for a channel or lane index the
+ * receiver lacks is counted (bad_lane) and not acknowledged.
  *
  * Every message of a lane has a sequence number under the lane's epoch.
  * The sender keeps it until the receiver acknowledges it (cumulative
