@@ -25,6 +25,7 @@
          end_per_testcase/2]).
 -export([c_to_beam_ack_across_killed_connections/1,
          beam_to_c_ack_across_defer_partition/1,
+         c_to_beam_ack_across_partitions/1,
          large_messages_in_parts_both_ways/1,
          partition_keys_keep_order_both_ways/1, c_sender_told_of_give_ups/1,
          up_down_callbacks_once_per_transition/1, bad_input/1]).
@@ -39,7 +40,8 @@
 
 all() ->
     [c_to_beam_ack_across_killed_connections,
-     beam_to_c_ack_across_defer_partition, large_messages_in_parts_both_ways,
+     beam_to_c_ack_across_defer_partition, c_to_beam_ack_across_partitions,
+     large_messages_in_parts_both_ways,
      partition_keys_keep_order_both_ways, c_sender_told_of_give_ups,
      up_down_callbacks_once_per_transition, bad_input].
 
@@ -98,6 +100,26 @@ beam_to_c_ack_across_defer_partition(Config) ->
     ?assertEqual(lists:seq(1, 50), received(CN)),
     #{retransmissions := Re} = call(A, tether_channel, stats, []),
     ?assert(Re > 0).
+
+%% The C-node's ack messages to B wait behind a defer partition (held by
+%% its engine, retransmissions too) and then behind a drop partition
+%% (refused, retransmitted with backoff); each heal brings them, once
+%% each, in order.
+c_to_beam_ack_across_partitions(Config) ->
+    {CN, [A, B]} = setup(Config),
+    _ = call(B, ?PEERS, rx_start, [rxc5]),
+    lists:foreach(
+      fun({Mode, From}) ->
+              {ok, Ref} = call(A, tether, partition, [[A, B], [CN], Mode]),
+              [ok = forward(CN, B, rxc5, I, #{ack => true})
+               || I <- lists:seq(From, From + 29)],
+              timer:sleep(1500),
+              ?assertEqual(lists:seq(1, From - 1), ?PEERS:got(B, rxc5)),
+              ok = call(A, tether, heal, [Ref]),
+              wait_rx(B, rxc5, fun(Got) -> length(Got) >= From + 29 end)
+      end, [{defer, 1}, {drop, 31}]),
+    timer:sleep(1000),
+    ?assertEqual(lists:seq(1, 60), ?PEERS:got(B, rxc5)).
 
 %% 200 KiB messages travel in 8 KiB parts, one in flight per lane: the
 %% C lane's parts join on the BEAM and the BEAM lane's on the C-node,
