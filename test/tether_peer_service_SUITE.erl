@@ -39,6 +39,8 @@
 %% Run on the peers.
 -export([rx_start/1, rx_loop/1, send_many/5, send_await/5, hold_name/2,
          relay_loop/3]).
+%% Shared with tether_cnode_messaging_SUITE.
+-export([got/2, kill_connections/4]).
 
 -define(HB_MS, 200).
 -define(TTL_MS, 1500).

@@ -139,6 +139,12 @@ static const char usage_text[] =
     "                           direction (default 67108864, 64 MiB; at most\n"
     "                           2^40; the application env defer_max_bytes);\n"
     "                           more is refused and counted (defer_overflow)\n"
+    "      --channel NAME:PARALLELISM\n"
+    "                           a messaging channel with PARALLELISM lanes\n"
+    "                           per peer, 1..1024 (repeatable, at most 64;\n"
+    "                           `default' always exists with 1): the\n"
+    "                           application env channels; see\n"
+    "                           tether/messaging.h\n"
     "      --service NAME       announce this node as an instance of the\n"
     "                           service NAME (repeatable): "
     "tether:call_service\n"
@@ -530,6 +536,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_VOTER,
         OPT_DEFER_BYTES,
         OPT_MAP,
+        OPT_CHANNEL,
         OPT_LEASE,
     };
     static const struct option options[] = {
@@ -561,6 +568,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"register", required_argument, NULL, OPT_REGISTER},
         {"lead", required_argument, NULL, OPT_LEAD},
         {"map", required_argument, NULL, OPT_MAP},
+        {"channel", required_argument, NULL, OPT_CHANNEL},
         {"lead-priority", required_argument, NULL, OPT_LEAD_PRIORITY},
         {"election-voter", required_argument, NULL, OPT_VOTER},
         {"election-lease-ms", required_argument, NULL, OPT_LEASE},
@@ -594,6 +602,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     static const char *leads[SERVICES_FLAG_MAX];
     size_t nleads = 0;
     static const char *maps[SERVICES_FLAG_MAX];
+    static char chan_names[TETHER_MESSAGING_CHANNELS_MAX][TETHER_NAME_MAX];
+    static tether_messaging_channel_t chans[TETHER_MESSAGING_CHANNELS_MAX];
     size_t nmaps = 0;
     static char voters[TETHER_CLUSTER_VOTERS_MAX][NAME_BUF_MAX];
     static const char *voter_ptrs[TETHER_CLUSTER_VOTERS_MAX];
@@ -827,6 +837,30 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                         &ccfg.election_lease_ms) != 0)
                 return 2;
             break;
+        case OPT_CHANNEL: {
+            const char *colon = strrchr(optarg, ':');
+            size_t nlen = colon ? (size_t)(colon - optarg) : 0;
+            if (ccfg.nchannels == TETHER_MESSAGING_CHANNELS_MAX)
+                return usage_error("too many --channel (at most %d)",
+                                   TETHER_MESSAGING_CHANNELS_MAX);
+            if (nlen == 0 || nlen >= TETHER_NAME_MAX ||
+                parse_uint(colon + 1, 1, TETHER_MESSAGING_PARALLELISM_MAX, &v) <
+                    0)
+                return usage_error("bad --channel '%s' (want NAME:PARALLELISM,"
+                                   " an atom name and 1..%d)",
+                                   optarg, TETHER_MESSAGING_PARALLELISM_MAX);
+            memcpy(chan_names[ccfg.nchannels], optarg, nlen);
+            chan_names[ccfg.nchannels][nlen] = '\0';
+            for (size_t i = 0; i < ccfg.nchannels; i++)
+                if (strcmp(chans[i].name, chan_names[ccfg.nchannels]) == 0)
+                    return usage_error("--channel '%s' given twice",
+                                       chan_names[ccfg.nchannels]);
+            chans[ccfg.nchannels].name = chan_names[ccfg.nchannels];
+            chans[ccfg.nchannels].parallelism = (uint32_t)v;
+            ccfg.channels = chans;
+            ccfg.nchannels++;
+            break;
+        }
         case OPT_DEFER_BYTES:
             if (parse_uint(optarg, 1, 1ul << 40, &v) < 0)
                 return usage_error("bad --defer-max-bytes '%s' (1..%lu)",

@@ -36,6 +36,7 @@
 
 #include "cnode/cluster.h"
 #include "cnode/api.h"
+#include "cnode/channel.h"
 #include "cnode/builtins.h"
 #include "cnode/internal.h"
 #include "cnode/node.h"
@@ -156,7 +157,8 @@ typedef struct tether_cluster {
     announced_t services[SERVICES_MAX];
     size_t nservices;
     pending_req_t *pending, **pending_tail;
-    bool starting; /* rpc_start_pending is running (answers call run()) */
+    bool starting;    /* rpc_start_pending is running (answers call run()) */
+    unsigned running; /* run() is on the stack (tether__cluster_kick) */
     /* Replicated maps (core/maps.h): the module of eng, and the maps
      * hosted here (canonical names), hosted again by a fresh engine. */
     tether_maps_t *maps;
@@ -436,9 +438,17 @@ static void act(cluster_t *cl, const tether_action_t *a)
         LOG(cl->node, TETHER_LOG_INFO, "cluster: member '%s' %s", a->peer,
             a->u.member.up ? "up" : "down");
         cl->cands_retry = cl->cands_retry || a->u.member.up;
+        tether__channels_member(cl->node, a->peer, a->u.member.up);
         break;
     case TETHER_ACT_MESSAGE:
-        rpc_hold(cl, a->peer, &a->u.message.etf);
+        /* Held by a defer partition: messaging's go to its process. */
+        if (tether__channels_owns((const char *)a->u.message.etf.ptr,
+                                  a->u.message.etf.len))
+            tether__channels_held(cl->node, a->peer,
+                                  (const char *)a->u.message.etf.ptr,
+                                  a->u.message.etf.len);
+        else
+            rpc_hold(cl, a->peer, &a->u.message.etf);
         break;
     case TETHER_ACT_REG_LOST:
         name_lost(cl, &a->u.reg_lost.name);
@@ -486,6 +496,7 @@ static void act(cluster_t *cl, const tether_action_t *a)
 static void run(cluster_t *cl)
 {
     tether_action_t a;
+    cl->running++;
     for (;;) {
         rpc_start_pending(cl);
         if (!tether_engine_next_action(cl->eng, &a)) {
@@ -496,7 +507,17 @@ static void run(cluster_t *cl)
         act(cl, &a);
         tether_engine_action_release(&a);
     }
+    cl->running--;
     arm(cl);
+}
+
+void tether__cluster_kick(tether_node_t *node)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    if (cl == NULL || cl->eng == NULL || cl->running > 0)
+        return;
+    tick(cl);
+    run(cl);
 }
 
 /* Applies the queued connection events in order. */
@@ -2053,7 +2074,8 @@ static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
         return TETHER_EINVAL;
     cl->lease_ms = cfg->election_lease_ms ? cfg->election_lease_ms
                                           : TETHER_ELECTION_DEFAULT_LEASE_MS;
-    if (cfg->defer_max_bytes > TETHER_ENGINE_DEFER_BYTES_MAX)
+    if (cfg->defer_max_bytes > TETHER_ENGINE_DEFER_BYTES_MAX ||
+        tether__channels_check(cfg->channels, cfg->nchannels) < 0)
         return TETHER_EINVAL;
     cl->defer_max_bytes = cfg->defer_max_bytes; /* 0: the engine's default */
     if (cfg->cluster_secret) {
@@ -2129,6 +2151,13 @@ int tether_cluster_start(tether_node_t *node,
     rc = tether_proc_register(cl->proc, TETHER_CLUSTER_PROCESS);
     if (rc == 0)
         rc = engine_start(cl);
+    /* Messaging (channel.c): kept when the cluster stops, as is
+     * tether_rpc:execute/2. */
+    if (rc == 0) {
+        rc = tether__channels_start(node, cfg->channels, cfg->nchannels);
+        if (rc == TETHER_EEXIST)
+            rc = 0;
+    }
     /* Kept when the cluster stops: it then refuses (not_distributed). */
     if (rc == 0) {
         rc = tether_function_register(node, "tether_rpc", "execute", 2,

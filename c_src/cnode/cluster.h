@@ -54,6 +54,11 @@ uint64_t tether__cluster_bad_input(const tether_node_t *node);
 const tether_engine_stats_t *
 tether__cluster_engine_stats(const tether_node_t *node);
 
+/* Passes the time to the engine and carries out its pending actions, for
+ * code on the loop that sealed or opened envelopes with the engine
+ * (channel.c); nothing while the cluster is already doing so. */
+void tether__cluster_kick(tether_node_t *node);
+
 /* The cluster's engine, or NULL without a cluster: for tests and fuzz
  * targets that drive its sessions without a distribution connection.
  * Loop thread. */

@@ -27,6 +27,7 @@
  *   erlang_call.c  calls from C into Erlang (outgoing erpc)
  *   workers.c      the worker pool
  *   cluster.c      the cluster process `tether`
+ *   channel.c      the messaging process `tether_channel` (lanes: lane.c)
  *
  * Layers talk downwards through these members and the functions below;
  * upwards only through the hooks a layer above sets (spawn, spawn_out,
@@ -87,6 +88,7 @@ struct tether__fn_entry;    /* functions.c */
 struct tether__pending_svc; /* gen_service.c */
 struct tether__out_call;    /* erlang_call.c */
 struct tether_cluster;      /* cluster.c */
+struct tether_channels;     /* channel.c */
 struct tether__resolve_job; /* resolve.c */
 struct tether__tls_ctx;     /* tls.c */
 
@@ -172,6 +174,9 @@ struct tether_node {
 
     /* cluster.c */
     struct tether_cluster *cluster;
+
+    /* channel.c */
+    struct tether_channels *channels;
 };
 
 /* ---- loop.c -------------------------------------------------------- */

@@ -14,6 +14,7 @@
 #include "cnode/cluster.h"
 #include "cnode/node.h"
 #include "tether/tether.h"
+#include "test/unstarted_node.h"
 
 #define SELF   "c1@127.0.0.1"
 #define PEER   "b1@127.0.0.1"
@@ -324,14 +325,7 @@ Test(cluster, rejects_garbage_bytes)
 
 static tether_node_t *new_node(void)
 {
-    tether_node_config_t cfg = {
-        .name = SELF,
-        .cookie = "secret",
-        .log_level = TETHER_LOG_ERROR,
-    };
-    tether_node_t *node = NULL;
-    cr_assert_eq(tether_node_new(&cfg, &node, NULL), 0);
-    return node;
+    return unstarted_node(SELF);
 }
 
 /* Delivers a term to the registered `tether' and runs the mailbox. */

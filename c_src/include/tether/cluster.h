@@ -56,6 +56,7 @@
 #include <stdint.h>
 
 #include "tether/error.h"
+#include "tether/messaging.h"
 #include "tether/node.h"
 
 #ifdef __cplusplus
@@ -91,6 +92,10 @@ typedef struct tether_cluster_config {
     uint32_t election_lease_ms; /* quorum-mode leases; 0: 2000 */
     uint64_t defer_max_bytes;   /* bytes a defer partition holds per peer
                                    and direction (1..2^40); 0: 64 MiB */
+    /* Messaging channels (tether/messaging.h) besides `default` (which an
+     * entry may resize); at most TETHER_MESSAGING_CHANNELS_MAX. */
+    const tether_messaging_channel_t *channels;
+    size_t nchannels;
 } tether_cluster_config_t;
 
 /*

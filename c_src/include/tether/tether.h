@@ -18,6 +18,8 @@
  *  tether/term.h         term checks, canonical form, printing (over ei)
  *  tether/cli.h          the tether_cnode command line, for embedders
  *  tether/cluster.h      the node as a member of a tether cluster (`tether')
+ *  tether/messaging.h    messages with ack, channels and partition keys to
+ *                        processes on other members; up/down callbacks
  */
 #ifndef TETHER_H
 #define TETHER_H
@@ -28,6 +30,7 @@
 #include "tether/error.h"
 #include "tether/function.h"
 #include "tether/gen_service.h"
+#include "tether/messaging.h"
 #include "tether/node.h"
 #include "tether/plugin.h"
 #include "tether/send.h"
