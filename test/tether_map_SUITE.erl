@@ -14,6 +14,10 @@
 %%   anti-entropy bytes after the heal (printed);
 %% - bad input: unknown maps, validators (refusing, crashing, not a
 %%   fun), values too large, bad options;
+%% - persistence: a node killed with SIGKILL (its log's last record torn
+%%   on purpose) and started again with the same name and data_dir comes
+%%   back with the map from its log alone, then catches up with the
+%%   writes and removes made while it was down;
 %% - a C-node hosting the map (tether_cnode --map m) sees the BEAM nodes'
 %%   puts and removes and answers {map_get, m, Key} and {map_to_list, m}
 %%   on its `tether' process as the facade does.
@@ -23,13 +27,14 @@
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+-include_lib("kernel/include/file.hrl").
 
 -export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
          end_per_testcase/2]).
 -export([puts_and_removes_everywhere/1, concurrent_puts_converge/1,
          drop_partition/1, defer_partition/1, subscriptions/1,
          one_key_rewritten/1, ten_changed_of_100000/1, bad_input/1,
-         cnode_hosts_a_map/1]).
+         cnode_hosts_a_map/1, persisted_map_survives_kill/1]).
 %% Run on the peers.
 -export([rewrite/3, fill/3, relay/1]).
 
@@ -42,7 +47,7 @@
 all() ->
     [puts_and_removes_everywhere, concurrent_puts_converge, drop_partition,
      defer_partition, subscriptions, one_key_rewritten, ten_changed_of_100000,
-     bad_input, cnode_hosts_a_map].
+     bad_input, cnode_hosts_a_map, persisted_map_survives_kill].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -291,7 +296,71 @@ relay_loop(Name, To) ->
             relay_loop(Name, To)
     end.
 
+%% Three nodes host pm with persist on. B1 writes (its own puts are
+%% fsync'ed before map_put returns), B2 writes too (B1 logs them in the
+%% background); B1 is killed with SIGKILL, its log gets a torn last
+%% record, B2 and B3 write and remove meanwhile; B1 started again with the
+%% same name and data_dir has the map from its log before it joins, and
+%% after it joins it converges with the others.
+persisted_map_survives_kill(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "data"),
+    Env = [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}, {map_sync_ms, ?SYNC_MS},
+           {data_dir, Dir}, {maps, [{pm, #{persist => true}}]}],
+    [N1 | _] = Names = [peer:random_name(tether_mp) || _ <- [1, 2, 3]],
+    [B1, B2, B3] = Bs = named_cluster(Names, Env),
+    [ok = call(B1, tether, map_put, [pm, {k, I}, I]) || I <- lists:seq(1, 200)],
+    [ok = call(B1, tether, map_remove, [pm, {k, I}]) || I <- lists:seq(1, 10)],
+    [ok = call(B2, tether, map_put, [pm, {r, I}, I]) || I <- lists:seq(1, 50)],
+    Before = lists:sort([{{k, I}, I} || I <- lists:seq(11, 200)] ++
+                        [{{r, I}, I} || I <- lists:seq(1, 50)]),
+    converge(Bs, pm, Before),
+    ok = tether_test_lib:kill_node(B1, ?WAIT_MS),
+    %% A torn last record: half a header at the end of B1's log.
+    [Log] = filelib:wildcard(filename:join([Dir, atom_to_list(B1),
+                                            "map-*.log"])),
+    ok = file:write_file(Log, <<0, 0, 1>>, [append]),
+    {ok, #file_info{mode = Mode}} = file:read_file_info(filename:dirname(Log)),
+    ?assertEqual(8#700, Mode band 8#777),
+    [ok = call(B2, tether, map_put, [pm, {d, I}, I]) || I <- lists:seq(1, 20)],
+    ok = call(B3, tether, map_remove, [pm, {k, 11}]),
+    ok = call(B3, tether, map_put, [pm, {k, 12}, changed]),
+    After = lists:sort([{{k, 12}, changed}] ++
+                       [{{k, I}, I} || I <- lists:seq(13, 200)] ++
+                       [{{r, I}, I} || I <- lists:seq(1, 50)] ++
+                       [{{d, I}, I} || I <- lists:seq(1, 20)]),
+    converge([B2, B3], pm, After),
+    B1 = restart_named(N1, Env),
+    %% Back from the log alone (not joined yet).
+    ?assertEqual(Before, lists:sort(call(B1, tether, map_to_list, [pm]))),
+    ok = call(B1, tether, join, [B2]),
+    converge(Bs, pm, After).
+
 %%% Helpers
+
+%% Nodes with these names running tether with Env, joined.
+named_cluster(Names, Env) ->
+    Nodes = [restart_named(Name, Env) || Name <- Names],
+    ok = tether_test_lib:join_all(Nodes, ?WAIT_MS),
+    Nodes.
+
+%% A node of that name running tether with Env (retried: a name just
+%% freed by SIGKILL may still be in epmd).
+restart_named(Name, Env) ->
+    restart_named(Name, Env, 20).
+
+restart_named(Name, Env, Tries) ->
+    try tether_test_lib:start_case_peer(Name, #{connection => dist,
+                                                link => false}) of
+        P ->
+            Node = tether_test_lib:peer_node(P),
+            {ok, _} = tether_test_lib:start_tether(Node, Env),
+            Node
+    catch
+        _:Why when Tries > 1 ->
+            ct:pal("peer ~s not started, retrying: ~p", [Name, Why]),
+            timer:sleep(250),
+            restart_named(Name, Env, Tries - 1)
+    end.
 
 cluster(Env) ->
     tether_test_lib:start_cluster(

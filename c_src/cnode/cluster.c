@@ -462,6 +462,10 @@ static void act(cluster_t *cl, const tether_action_t *a)
     case TETHER_ACT_MAP:
         /* Map changes are read by the C API (tether_map_*); no event. */
         break;
+    case TETHER_ACT_MAP_STORE:
+        /* The C-node hosts no persisted map (no --data-dir support yet):
+         * never queued. */
+        break;
     case TETHER_ACT_REMINDER:
     case TETHER_ACT_REMINDER_REPLY:
     case TETHER_ACT_REMINDER_STORE:

@@ -137,6 +137,7 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_election_lease_ms;
     ERL_NIF_TERM am_map_sync_ms;
     ERL_NIF_TERM am_map;
+    ERL_NIF_TERM am_map_store;
     ERL_NIF_TERM am_removed;
 } tether_nif_atoms_t;
 extern tether_nif_atoms_t tether__nif_atoms;
@@ -348,6 +349,8 @@ void tether__nif_maps_load(ErlNifEnv *env);
 int tether__nif_maps_attach(tether_nif_res_t *res, uint32_t sync_ms);
 /* Frees the maps' term copies (the destructor calls it first). */
 void tether__nif_maps_detach(tether_nif_res_t *res);
+ERL_NIF_TERM map_load_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_dump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM map_host_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM map_unhost_nif(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]);
