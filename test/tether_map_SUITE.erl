@@ -17,7 +17,8 @@
 %% - persistence: a node killed with SIGKILL (its log's last record torn
 %%   on purpose) and started again with the same name and data_dir comes
 %%   back with the map from its log alone, then catches up with the
-%%   writes and removes made while it was down;
+%%   writes and removes made while it was down; the same for a C-node
+%%   (--map-persist, --data-dir) killed with SIGKILL;
 %% - a C-node hosting the map (tether_cnode --map m) sees the BEAM nodes'
 %%   puts and removes and answers {map_get, m, Key} and {map_to_list, m}
 %%   on its `tether' process as the facade does.
@@ -34,7 +35,8 @@
 -export([puts_and_removes_everywhere/1, concurrent_puts_converge/1,
          drop_partition/1, defer_partition/1, subscriptions/1,
          one_key_rewritten/1, ten_changed_of_100000/1, bad_input/1,
-         cnode_hosts_a_map/1, persisted_map_survives_kill/1]).
+         cnode_hosts_a_map/1, persisted_map_survives_kill/1,
+         cnode_persisted_map_survives_kill/1]).
 %% Run on the peers.
 -export([rewrite/3, fill/3, relay/1]).
 
@@ -47,7 +49,8 @@
 all() ->
     [puts_and_removes_everywhere, concurrent_puts_converge, drop_partition,
      defer_partition, subscriptions, one_key_rewritten, ten_changed_of_100000,
-     bad_input, cnode_hosts_a_map, persisted_map_survives_kill].
+     bad_input, cnode_hosts_a_map, persisted_map_survives_kill,
+     cnode_persisted_map_survives_kill].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -299,9 +302,10 @@ relay_loop(Name, To) ->
 %% Three nodes host pm with persist on. B1 writes (its own puts are
 %% fsync'ed before map_put returns), B2 writes too (B1 logs them in the
 %% background); B1 is killed with SIGKILL, its log gets a torn last
-%% record, B2 and B3 write and remove meanwhile; B1 started again with the
-%% same name and data_dir has the map from its log before it joins, and
-%% after it joins it converges with the others.
+%% record, B2 and B3 write and remove meanwhile, then stop hosting pm; B1
+%% started again with the same name and data_dir has the map from its
+%% log alone; B2 and B3 host pm again from their logs, and all three
+%% converge.
 persisted_map_survives_kill(Config) ->
     Dir = filename:join(?config(priv_dir, Config), "data"),
     Env = [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}, {map_sync_ms, ?SYNC_MS},
@@ -329,10 +333,67 @@ persisted_map_survives_kill(Config) ->
                        [{{r, I}, I} || I <- lists:seq(1, 50)] ++
                        [{{d, I}, I} || I <- lists:seq(1, 20)]),
     converge([B2, B3], pm, After),
+    %% B2 and B3 stop hosting pm (their logs stay), so that B1 can only
+    %% get it back from its own log.
+    [ok = call(B, tether, delete_map, [pm]) || B <- [B2, B3]],
     B1 = restart_named(N1, Env),
-    %% Back from the log alone (not joined yet).
     ?assertEqual(Before, lists:sort(call(B1, tether, map_to_list, [pm]))),
+    %% B2 and B3 host it again, from their logs; all three converge.
+    [?assertEqual(ok, call(B, tether, new_map, [pm, #{persist => true}]))
+     || B <- [B2, B3]],
+    ?assertEqual(After, lists:sort(call(B2, tether, map_to_list, [pm]))),
     ok = call(B1, tether, join, [B2]),
+    converge(Bs, pm, After).
+
+%% A C-node hosting pm with --map-persist joins two BEAM hosts (persist
+%% on too) and gets their writes; it is killed with SIGKILL; the BEAM
+%% nodes write and remove, then stop hosting pm; the C-node started
+%% again with the same name and --data-dir has the map from its log
+%% alone; the BEAM nodes host pm again from their logs and the three
+%% converge.
+cnode_persisted_map_survives_kill(Config) ->
+    Priv = ?config(priv_dir, Config),
+    Dir = filename:join(Priv, "cdata"),
+    Env = [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}, {map_sync_ms, 1000},
+           {data_dir, filename:join(Priv, "bdata")},
+           {maps, [{pm, #{persist => true}}]}],
+    [B1, B2] = Bs = named_cluster([peer:random_name(tether_cmp)
+                                   || _ <- [1, 2]], Env),
+    Name = tether_test_lib:unique_name(tmapp),
+    Opts = #{name => Name, heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
+             join => [B1], log_dir => Priv,
+             extra_args => ["--map-persist", "pm", "--data-dir", Dir]},
+    C = tether_test_lib:start_case_cnode(Opts, 20),
+    CN = tether_test_lib:cnode_node(C),
+    tether_test_lib:wait_members([CN | Bs], lists:sort([CN | Bs]), ?WAIT_MS),
+    [ok = call(B1, tether, map_put, [pm, {k, I}, I]) || I <- lists:seq(1, 100)],
+    ok = call(B2, tether, map_remove, [pm, {k, 1}]),
+    Before = [{{k, I}, I} || I <- lists:seq(2, 100)],
+    CList = fun() -> lists:sort(gen_server:call({tether, CN}, {map_to_list, pm},
+                                                ?CALL_MS))
+            end,
+    poll(CList, fun(L) -> L =:= Before end),
+    %% Records reach the C-node's log with one write(2) each as they are
+    %% applied, and are fsync'ed by a worker within milliseconds.
+    timer:sleep(500),
+    {ok, _} = tether_test_lib:kill_cnode(C),
+    ok = tether_test_lib:forget_cnodes(),
+    [Log] = filelib:wildcard(filename:join([Dir, atom_to_list(CN),
+                                            "map-*.log"])),
+    ok = file:write_file(Log, <<0, 0, 0, 9, 1, 2>>, [append]), % torn
+    ok = call(B2, tether, map_put, [pm, {k, 2}, changed]),
+    ok = call(B1, tether, map_remove, [pm, {k, 3}]),
+    After = lists:sort([{{k, 2}, changed} | [{{k, I}, I}
+                                             || I <- lists:seq(4, 100)]]),
+    converge(Bs, pm, After),
+    [ok = call(B, tether, delete_map, [pm]) || B <- Bs],
+    C2 = tether_test_lib:start_case_cnode(Opts#{join => []}, 20),
+    CN = tether_test_lib:cnode_node(C2),
+    poll(CList, fun(L) -> L =:= Before end),
+    [?assertEqual(ok, call(B, tether, new_map, [pm, #{persist => true}]))
+     || B <- Bs],
+    ok = call(B1, tether, join, [CN]),
+    poll(CList, fun(L) -> L =:= After end),
     converge(Bs, pm, After).
 
 %%% Helpers

@@ -270,9 +270,42 @@ int tether_cluster_leader(tether_node_t *node, const char *name, size_t len,
  * term), TETHER_ENOTFOUND (no such map), TETHER_ETOOBIG (a value over
  * 4 MiB). The `tether' process answers {map_get, Name, Key} and
  * {map_to_list, Name} as the facade does. Not yet: iteration and
- * subscriptions from C, persistence.
+ * subscriptions from C.
+ *
+ * Persistence (as `persist => true' on the BEAM):
+ * tether_cluster_map_host_persist hosts a map whose every applied write
+ * (this node's, a peer's, or one anti-entropy brought) is appended to a
+ * log at DataDir/NodeName/map-<hash>.log (directories made 0700 when first
+ * used), DataDir set by tether_cluster_set_data_dir (`--data-dir DIR';
+ * default TETHER_CLUSTER_DATA_DIR_DEFAULT under the working directory;
+ * TETHER_EINVAL for an empty or too long path or one that is not a
+ * directory, TETHER_EEXIST once a persisted map is hosted). Hosting it
+ * reads the log back (a torn last record or corrupted records: one log
+ * line, the rest kept, a damaged file copied to .corrupt first) and
+ * compacts it; the map then catches up with its peers by anti-entropy.
+ * Appends are write(2)s on the loop thread; fdatasync runs on a worker,
+ * one at a time, so the records appended while one runs share the next
+ * (group commit). tether_cluster_map_sync calls fn(ctx, 0) on the loop
+ * thread once every write made before the call is on disk (at once,
+ * before it returns, when it is already), or fn(ctx, rc) if the sync
+ * failed or the cluster stopped (TETHER_ECLOSED): put, then sync, then
+ * acknowledge. The log is compacted, on the loop thread, when it holds
+ * twice the map's entries and 1,000 records more. Errors: TETHER_ENOTFOUND
+ * (no such persisted map), TETHER_EIO (the log cannot be created).
  */
 #define TETHER_CLUSTER_MAPS_MAX 32
+#define TETHER_CLUSTER_DATA_DIR_MAX     3072 /* bytes of a --data-dir path */
+#define TETHER_CLUSTER_DATA_DIR_DEFAULT "tether_data"
+typedef void (*tether_cluster_map_synced_fn)(void *ctx, int rc);
+TETHER_MUST_CHECK int tether_cluster_set_data_dir(tether_node_t *node,
+                                                  const char *dir);
+TETHER_MUST_CHECK int tether_cluster_map_host_persist(tether_node_t *node,
+                                                      const char *name,
+                                                      size_t len);
+TETHER_MUST_CHECK int tether_cluster_map_sync(tether_node_t *node,
+                                              const char *name, size_t nlen,
+                                              tether_cluster_map_synced_fn fn,
+                                              void *ctx);
 TETHER_MUST_CHECK int tether_cluster_map_host(tether_node_t *node,
                                               const char *name, size_t len);
 TETHER_MUST_CHECK int tether_cluster_map_put(tether_node_t *node,
