@@ -19,6 +19,9 @@
 %%   back with the map from its log alone, then catches up with the
 %%   writes and removes made while it was down; the same for a C-node
 %%   (--map-persist, --data-dir) killed with SIGKILL;
+%% - a C service on a C-node (c_src/test/plugins/maptest.c) subscribed to
+%%   a map sees the BEAM nodes' puts and removes once per visible change,
+%%   in order, and iterates the map;
 %% - a C-node hosting the map (tether_cnode --map m) sees the BEAM nodes'
 %%   puts and removes and answers {map_get, m, Key} and {map_to_list, m}
 %%   on its `tether' process as the facade does.
@@ -36,7 +39,8 @@
          drop_partition/1, defer_partition/1, subscriptions/1,
          one_key_rewritten/1, ten_changed_of_100000/1, bad_input/1,
          cnode_hosts_a_map/1, persisted_map_survives_kill/1,
-         cnode_persisted_map_survives_kill/1]).
+         cnode_persisted_map_survives_kill/1,
+         cnode_service_subscribes_and_iterates/1]).
 %% Run on the peers.
 -export([rewrite/3, fill/3, relay/1]).
 
@@ -50,7 +54,8 @@ all() ->
     [puts_and_removes_everywhere, concurrent_puts_converge, drop_partition,
      defer_partition, subscriptions, one_key_rewritten, ten_changed_of_100000,
      bad_input, cnode_hosts_a_map, persisted_map_survives_kill,
-     cnode_persisted_map_survives_kill].
+     cnode_persisted_map_survives_kill,
+     cnode_service_subscribes_and_iterates].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -395,6 +400,39 @@ cnode_persisted_map_survives_kill(Config) ->
     ok = call(B1, tether, join, [CN]),
     poll(CList, fun(L) -> L =:= After end),
     converge(Bs, pm, After).
+
+%% maptest.so on a C-node hosts mt and subscribes to it from C: each
+%% change the BEAM nodes make is one event there, in order (a put of the
+%% value held already is none); maptest:to_list() iterates from C; after
+%% unsubscribe no event arrives.
+cnode_service_subscribes_and_iterates(Config) ->
+    [B1, B2, _] = Bs = cluster([{maps, [mt]}]),
+    Plugin = filename:join([tether_test_lib:priv_dir(), "..", "c_src", "build",
+                            "plugins", "maptest.so"]),
+    C = tether_test_lib:start_case_cnode(
+          #{name => tether_test_lib:unique_name(tmapc), heartbeat_ms => ?HB_MS,
+            ttl_ms => ?TTL_MS, join => [B1], extra_args => ["--load", Plugin],
+            log_dir => ?config(priv_dir, Config)}, 20),
+    CN = tether_test_lib:cnode_node(C),
+    tether_test_lib:wait_members([CN | Bs], lists:sort([CN | Bs]), ?WAIT_MS),
+    poll(fun() -> maps:get(hosts, call(B1, tether_map, map_info, [mt])) end,
+         fun(N) -> N =:= 3 end),
+    CList = fun() -> lists:sort(call(CN, maptest, to_list, [])) end,
+    Step = fun(Node, F, A, Want) ->
+                   ok = call(Node, tether, F, [mt | A]),
+                   poll(CList, fun(L) -> L =:= Want end)
+           end,
+    Step(B1, map_put, [{k, 1}, a], [{{k, 1}, a}]),
+    Step(B2, map_put, [{k, 2}, <<"b">>], [{{k, 1}, a}, {{k, 2}, <<"b">>}]),
+    Step(B2, map_remove, [{k, 1}], [{{k, 2}, <<"b">>}]),
+    ok = call(B1, tether, map_put, [mt, {k, 2}, <<"b">>]), % no change
+    Step(B1, map_put, [{k, 2}, {c, 3}], [{{k, 2}, {c, 3}}]),
+    ?assertEqual([{put, {k, 1}, a}, {put, {k, 2}, <<"b">>}, {remove, {k, 1}},
+                  {put, {k, 2}, {c, 3}}],
+                 call(CN, maptest, events, [])),
+    ok = call(CN, maptest, unsubscribe, []),
+    Step(B2, map_put, [{k, 3}, d], [{{k, 2}, {c, 3}}, {{k, 3}, d}]),
+    ?assertEqual(4, length(call(CN, maptest, events, []))).
 
 %%% Helpers
 

@@ -171,6 +171,13 @@ typedef struct tether_cluster {
     } hosted[TETHER_CLUSTER_MAPS_MAX];
     size_t nhosted;
     char data_dir[TETHER_CLUSTER_DATA_DIR_MAX + 1]; /* "" until set */
+    /* C subscribers of hosted maps (tether_cluster_map_subscribe). */
+    struct {
+        size_t map; /* index in hosted */
+        tether_cluster_map_event_fn fn;
+        void *ctx;
+    } map_subs[TETHER_CLUSTER_MAP_SUBS_MAX];
+    size_t nmap_subs;
 } cluster_t;
 
 /* A caller of tether_cluster_map_sync waiting for sequence `seq`. */
@@ -202,6 +209,8 @@ typedef struct map_log {
 
 /* Persisted maps (with the maps API below). */
 static void map_store(cluster_t *cl, const tether_action_t *a);
+static void map_event(cluster_t *cl, const tether_action_t *a);
+static tether_map_t *map_of(cluster_t *cl, const char *name, size_t len);
 static void map_log_load(cluster_t *cl, size_t i, tether_map_t *map);
 static void map_log_drop(map_log_t *ml);
 
@@ -496,7 +505,7 @@ static void act(cluster_t *cl, const tether_action_t *a)
         leader_event(cl, a);
         break;
     case TETHER_ACT_MAP:
-        /* Map changes are read by the C API (tether_map_*); no event. */
+        map_event(cl, a);
         break;
     case TETHER_ACT_MAP_STORE:
         map_store(cl, a);
@@ -1176,6 +1185,9 @@ static int engine_start(cluster_t *cl)
                               &mopts, &map);
         if (rc == 0 && cl->hosted[i].log != NULL)
             map_log_load(cl, i, map); /* a fresh engine: read it again */
+        for (size_t k = 0; rc == 0 && k < cl->nmap_subs; k++)
+            if (cl->map_subs[k].map == i)
+                tether_maps_set_notify(map, 1);
     }
     if (rc < 0) {
         tether_engine_free(eng);
@@ -2876,6 +2888,119 @@ int tether_cluster_map_host_persist(tether_node_t *node, const char *name,
                                     size_t len)
 {
     return map_host(node, name, len, true);
+}
+
+/* ---- iteration and subscriptions ------------------------------------- */
+
+typedef struct foreach_ctx {
+    tether_cluster_map_fn fn;
+    void *ctx;
+} foreach_ctx_t;
+
+static void foreach_pair(void *ctx, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen)
+{
+    foreach_ctx_t *f = ctx;
+
+    f->fn(f->ctx, (const char *)key, klen, (const char *)val, vlen);
+}
+
+int tether_cluster_map_foreach(tether_node_t *node, const char *name,
+                               size_t nlen, tether_cluster_map_fn fn, void *ctx)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    tether_map_t *map;
+    foreach_ctx_t f = {fn, ctx};
+
+    if (fn == NULL)
+        return TETHER_EINVAL;
+    map = map_of(cl, name, nlen);
+    if (map == NULL)
+        return TETHER_ENOTFOUND;
+    tether_maps_visit(map, foreach_pair, &f);
+    return 0;
+}
+
+/* A TETHER_ACT_MAP (only for maps with subscribers): to each of them. */
+static void map_event(cluster_t *cl, const tether_action_t *a)
+{
+    int i = hosted_index(cl, a->u.map.name.ptr, a->u.map.name.len);
+
+    /* Backwards: a subscriber may unsubscribe itself from its callback. */
+    for (size_t k = cl->nmap_subs; i >= 0 && k-- > 0;) {
+        if (k >= cl->nmap_subs || cl->map_subs[k].map != (size_t)i)
+            continue;
+        cl->map_subs[k].fn(cl->map_subs[k].ctx,
+                           (const char *)a->u.map.name.ptr, a->u.map.name.len,
+                           (const char *)a->u.map.key.ptr, a->u.map.key.len,
+                           a->u.map.removed ? NULL
+                                            : (const char *)a->u.map.value.ptr,
+                           a->u.map.value.len);
+    }
+}
+
+/* The hosted index of the ETF name, or a negative error. */
+static int hosted_of(cluster_t *cl, const char *name, size_t nlen)
+{
+    uint8_t canon[TETHER_MAPS_NAME_MAX];
+    size_t n;
+    int i;
+
+    if (name_canon(name, nlen, canon, &n) < 0)
+        return TETHER_EINVAL;
+    i = cl && cl->maps ? hosted_index(cl, canon, n) : -1;
+    return i < 0 ? TETHER_ENOTFOUND : i;
+}
+
+int tether_cluster_map_subscribe(tether_node_t *node, const char *name,
+                                 size_t nlen, tether_cluster_map_event_fn fn,
+                                 void *ctx)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    int i = fn ? hosted_of(cl, name, nlen) : TETHER_EINVAL;
+
+    if (i < 0)
+        return i;
+    for (size_t k = 0; k < cl->nmap_subs; k++)
+        if (cl->map_subs[k].map == (size_t)i && cl->map_subs[k].fn == fn &&
+            cl->map_subs[k].ctx == ctx)
+            return 0;
+    if (cl->nmap_subs == TETHER_CLUSTER_MAP_SUBS_MAX)
+        return TETHER_ETOOBIG;
+    cl->map_subs[cl->nmap_subs].map = (size_t)i;
+    cl->map_subs[cl->nmap_subs].fn = fn;
+    cl->map_subs[cl->nmap_subs++].ctx = ctx;
+    tether_maps_set_notify(
+        tether_maps_find(cl->maps, cl->hosted[i].name, cl->hosted[i].nlen), 1);
+    return 0;
+}
+
+int tether_cluster_map_unsubscribe(tether_node_t *node, const char *name,
+                                   size_t nlen, tether_cluster_map_event_fn fn,
+                                   void *ctx)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    int i = hosted_of(cl, name, nlen), left = 0;
+
+    if (i < 0)
+        return i;
+    for (size_t k = 0; k < cl->nmap_subs;) {
+        if (cl->map_subs[k].map == (size_t)i && cl->map_subs[k].fn == fn &&
+            cl->map_subs[k].ctx == ctx) {
+            /* Order kept: events reach the others in subscription order. */
+            memmove(&cl->map_subs[k], &cl->map_subs[k + 1],
+                    (cl->nmap_subs - k - 1) * sizeof cl->map_subs[0]);
+            cl->nmap_subs--;
+            continue;
+        }
+        left += cl->map_subs[k].map == (size_t)i;
+        k++;
+    }
+    if (left == 0)
+        tether_maps_set_notify(tether_maps_find(cl->maps, cl->hosted[i].name,
+                                                cl->hosted[i].nlen),
+                               0);
+    return 0;
 }
 
 int tether_cluster_map_sync(tether_node_t *node, const char *name, size_t nlen,
