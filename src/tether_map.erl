@@ -440,33 +440,13 @@ close_log(Name, St = #maps{logs = Logs}) ->
             St
     end.
 
-%% Feeds Name's log to E: a torn tail, corrupted or refused records cost
-%% one log line (and a copy of the damaged file).
+%% Feeds Name's log to E (tether_datalog:load_into/3 logs what it
+%% skipped).
 -spec load(tether_nif:engine(), term(), file:filename()) -> ok.
 load(E, Name, Path) ->
-    Feed = fun(Rec, Refused) ->
-                   case tether_nif:map_load(E, Name, Rec) of
-                       ok -> Refused;
-                       {error, _} -> Refused + 1
-                   end
-           end,
-    case tether_datalog:load(Path, Feed, 0) of
-        {ok, 0, #{corrupt := 0, torn_at := none}} ->
-            ok;
-        {ok, 0, #{records := N, corrupt := 0, torn_at := Torn}} ->
-            logger:warning("tether: map ~p: log ~ts: torn last record at "
-                           "byte ~b skipped; ~b records read",
-                           [Name, Path, Torn, N]);
-        {ok, Refused, #{records := N, corrupt := C, torn_at := Torn}} ->
-            Aside = tether_datalog:keep_corrupt(Path),
-            logger:error("tether: map ~p: log ~ts is corrupted: ~b records "
-                         "read, ~b corrupted and ~b refused skipped, torn "
-                         "at ~p; the file is kept as ~p",
-                         [Name, Path, N - Refused, C, Refused, Torn, Aside]);
-        {error, Reason} ->
-            logger:error("tether: map ~p: log ~ts not read: ~p",
-                         [Name, Path, Reason])
-    end.
+    tether_datalog:load_into(Path,
+                             fun(Rec) -> tether_nif:map_load(E, Name, Rec) end,
+                             io_lib:format("map ~0p", [Name])).
 
 -spec dump(tether_nif:engine(), term()) -> [binary()].
 dump(E, Name) ->

@@ -364,32 +364,13 @@ close_log(S = #rm{log = Log}) ->
     ok = tether_datalog:close(Log),
     S#rm{log = undefined}.
 
-%% Feeds every intact record of the log to the engine; a torn tail, a
-%% corrupted record or one the engine refuses costs one log line (and a
-%% damaged log is copied aside before the compaction rewrites it).
+%% Feeds every intact record of the log to the engine
+%% (tether_datalog:load_into/3 logs what it skipped).
 -spec load(tether_nif:engine(), file:filename()) -> ok.
 load(E, Path) ->
-    Feed = fun(Rec, Refused) ->
-                   case tether_nif:reminders_load(E, Rec) of
-                       ok -> Refused;
-                       {error, _} -> Refused + 1
-                   end
-           end,
-    case tether_datalog:load(Path, Feed, 0) of
-        {ok, 0, #{corrupt := 0, torn_at := none}} ->
-            ok;
-        {ok, Refused, #{records := N, corrupt := C, torn_at := Torn}} ->
-            Aside = case C + Refused of
-                        0 -> none;
-                        _ -> tether_datalog:keep_corrupt(Path)
-                    end,
-            logger:warning("tether: reminder log ~ts: ~b records kept, ~b "
-                           "corrupted, ~b refused, torn at ~p (copy: ~p)",
-                           [Path, N - Refused, C, Refused, Torn, Aside]);
-        {error, Reason} ->
-            logger:warning("tether: reminder log ~ts not read: ~p",
-                           [Path, Reason])
-    end.
+    tether_datalog:load_into(Path,
+                             fun(Rec) -> tether_nif:reminders_load(E, Rec) end,
+                             "reminder").
 
 %% Rewrites the log with what the engine holds.
 -spec compact(tether_nif:engine(), state()) -> state().
