@@ -132,6 +132,15 @@ ERL_NIF_TERM tether__nif_make_bytes(ErlNifEnv *env, const uint8_t *data,
     return t;
 }
 
+int tether__nif_bins_add(void *ctx, const uint8_t *rec, size_t len)
+{
+    tether_nif_bins_t *b = ctx;
+
+    b->list = enif_make_list_cell(b->env, tether__nif_make_bytes(b->env, rec, len),
+                                  b->list);
+    return 0;
+}
+
 /* Finds the engine resource in t. Returns 1, or 0 if t is none. */
 int tether__nif_get_res(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **out)
 {

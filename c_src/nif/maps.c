@@ -440,27 +440,13 @@ ERL_NIF_TERM map_load_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return tether__nif_ok(env, rc);
 }
 
-typedef struct dump_acc {
-    ErlNifEnv *env;
-    ERL_NIF_TERM list;
-} dump_acc_t;
-
-static int dump_one(void *ctx, const uint8_t *rec, size_t len)
-{
-    dump_acc_t *d = ctx;
-
-    d->list = enif_make_list_cell(
-        d->env, tether__nif_make_bytes(d->env, rec, len), d->list);
-    return 0;
-}
-
 /* map_dump(Engine, Name) -> [Record] | {error, no_such_map}: the record of
  * every entry, tombstones included (a compacted log). */
 ERL_NIF_TERM map_dump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tether_nif_res_t *res;
     tether_map_t *map;
-    dump_acc_t d = {env, enif_make_list(env, 0)};
+    tether_nif_bins_t d = {env, enif_make_list(env, 0)};
     int rc = TETHER_ENOTFOUND;
 
     if (argc != 2 || !get_maps(env, argv[0], &res))
@@ -468,7 +454,7 @@ ERL_NIF_TERM map_dump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     enif_mutex_lock(res->lock);
     map = find_map(res, argv[1]);
     if (map != NULL)
-        rc = tether_maps_dump(map, dump_one, &d);
+        rc = tether_maps_dump(map, tether__nif_bins_add, &d);
     enif_mutex_unlock(res->lock);
     if (rc == TETHER_ENOTFOUND)
         return enif_make_tuple2(env, ATOM(error), am_no_such_map);

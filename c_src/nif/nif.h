@@ -157,6 +157,14 @@ int tether__nif_get_name(ErlNifEnv *env, ERL_NIF_TERM t,
 ERL_NIF_TERM tether__nif_make_name(ErlNifEnv *env, const char *s);
 ERL_NIF_TERM tether__nif_make_bytes(ErlNifEnv *env, const uint8_t *data,
                                     size_t len);
+/* A list of binaries built by a C iteration (each record of a dump). */
+typedef struct tether_nif_bins {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+} tether_nif_bins_t;
+/* Conses a binary copy of rec onto ((tether_nif_bins_t *)ctx)->list;
+ * returns 0 (the shape of the core's dump callbacks). */
+int tether__nif_bins_add(void *ctx, const uint8_t *rec, size_t len);
 /* Finds the engine resource in t. Returns 1, or 0 if t is none. */
 int tether__nif_get_res(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **out);
 /* A proper list of 1..TETHER_PARTITION_GROUP_MAX names as a heap array of

@@ -56,6 +56,16 @@ static void on_event(void *ctx, const char *name, size_t nlen, const char *key,
     ei_x_free(&x);
 }
 
+/* Ends a list in x and returns it, or raises system_limit; frees x. */
+static void return_list(tether_call_t *call, ei_x_buff *x, int ok)
+{
+    if (ok && ei_x_encode_empty_list(x) == 0)
+        (void)tether_call_return(call, x->buff, (size_t)x->index);
+    else
+        (void)tether_call_raise_atom(call, TETHER_ERROR, "system_limit");
+    ei_x_free(x);
+}
+
 static void fn_events(tether_call_t *call, const char *args, int idx,
                       int argc, void *ctx)
 {
@@ -66,18 +76,11 @@ static void fn_events(tether_call_t *call, const char *args, int idx,
     (void)idx;
     (void)argc;
     (void)ctx;
-    if (ei_x_new_with_version(&x) < 0) {
-        (void)tether_call_raise_atom(call, TETHER_ERROR, "system_limit");
-        return;
-    }
-    ok = ei_x_encode_list_header(&x, (long)nevents) == 0;
+    ok = ei_x_new_with_version(&x) == 0 &&
+         ei_x_encode_list_header(&x, (long)nevents) == 0;
     for (size_t i = 0; ok && i < nevents; i++)
         ok = ei_x_append_buf(&x, events[i].etf, (int)events[i].len) == 0;
-    if (ok && ei_x_encode_empty_list(&x) == 0)
-        (void)tether_call_return(call, x.buff, (size_t)x.index);
-    else
-        (void)tether_call_raise_atom(call, TETHER_ERROR, "system_limit");
-    ei_x_free(&x);
+    return_list(call, &x, ok);
 }
 
 typedef struct pairs {
@@ -107,19 +110,15 @@ static void fn_to_list(tether_call_t *call, const char *args, int idx,
     (void)idx;
     (void)argc;
     (void)ctx;
-    if (ei_x_new_with_version(&x) < 0) {
-        (void)tether_call_raise_atom(call, TETHER_ERROR, "system_limit");
-        return;
-    }
+    p.ok = ei_x_new_with_version(&x) == 0;
     rc = tether_cluster_map_foreach(tether_call_node(call), map_name,
                                     sizeof map_name, pair, &p);
-    if (rc < 0)
+    if (rc < 0) {
         (void)tether_call_raise_atom(call, TETHER_ERROR, "no_such_map");
-    else if (p.ok && ei_x_encode_empty_list(&x) == 0)
-        (void)tether_call_return(call, x.buff, (size_t)x.index);
-    else
-        (void)tether_call_raise_atom(call, TETHER_ERROR, "system_limit");
-    ei_x_free(&x);
+        ei_x_free(&x);
+        return;
+    }
+    return_list(call, &x, p.ok);
 }
 
 static void fn_unsubscribe(tether_call_t *call, const char *args, int idx,
