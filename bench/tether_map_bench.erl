@@ -18,8 +18,9 @@
 %%                          fdatasync'ed), one caller, median; printed
 %%                          beside fsync_us, the machine's raw time for
 %%                          a 100-byte append and file:datasync/1 in the
-%%                          same directory in the same run, and
-%%                          map_put_persist_fsync_ratio (the two).
+%%                          same directory, alternating round by round
+%%                          with the puts, and map_put_persist_fsync_ratio
+%%                          (the median of the per-round ratios).
 %%                          map_put_persist_16_us: the time per put of
 %%                          16 concurrent writers (group commit: they
 %%                          share fdatasyncs).
@@ -104,28 +105,25 @@ time_calls(Loop, X) ->
 %%% persisted puts against the raw fsync
 
 persist_bench(Dir) ->
-    Fsync = tether_bench_lib:median(raw_fsyncs(Dir)),
-    Puts = [timed_put(I) || I <- lists:seq(1, ?PERSIST_ROUNDS)],
-    P = tether_bench_lib:median(Puts),
-    io:format("map_put_persist_us: ~p~n", [P]),
-    io:format("fsync_us: ~p~n", [Fsync]),
-    io:format("map_put_persist_fsync_ratio: ~.2f~n", [P / max(1, Fsync)]),
-    io:format("map_put_persist_16_us: ~.1f~n", [concurrent_puts()]).
-
-%% ?PERSIST_ROUNDS appends of 100 bytes, each followed by datasync (us).
-raw_fsyncs(Dir) ->
     Path = filename:join(Dir, "fsync_probe"),
     ok = filelib:ensure_dir(Path),
     {ok, Fd} = file:open(Path, [append, raw, binary]),
-    Bytes = binary:copy(<<"x">>, 100),
-    Ts = [begin
-              T0 = erlang:monotonic_time(microsecond),
-              ok = file:write(Fd, Bytes),
-              ok = file:datasync(Fd),
-              erlang:monotonic_time(microsecond) - T0
-          end || _ <- lists:seq(1, ?PERSIST_ROUNDS)],
+    %% Alternating, round by round: load from elsewhere hits both alike.
+    Rounds = [{raw_fsync(Fd), timed_put(I)} || I <- lists:seq(1, ?PERSIST_ROUNDS)],
     ok = file:close(Fd),
-    Ts.
+    {Fs, Ps} = lists:unzip(Rounds),
+    io:format("map_put_persist_us: ~p~n", [tether_bench_lib:median(Ps)]),
+    io:format("fsync_us: ~p~n", [tether_bench_lib:median(Fs)]),
+    io:format("map_put_persist_fsync_ratio: ~.2f~n",
+              [tether_bench_lib:median([P / max(1, F) || {F, P} <- Rounds])]),
+    io:format("map_put_persist_16_us: ~.1f~n", [concurrent_puts()]).
+
+%% A 100-byte append and datasync on Fd (us).
+raw_fsync(Fd) ->
+    T0 = erlang:monotonic_time(microsecond),
+    ok = file:write(Fd, binary:copy(<<"x">>, 100)),
+    ok = file:datasync(Fd),
+    erlang:monotonic_time(microsecond) - T0.
 
 timed_put(I) ->
     T0 = erlang:monotonic_time(microsecond),
