@@ -13,6 +13,17 @@
 %%                          from here to that process), medians;
 %%                          map_put_visible_us and peer_one_way_us;
 %%                          map_put_call_us until map_put/3 returned.
+%%   map_put_persist_us     a tether:map_put/3 on a map hosted with
+%%                          persist => true (returns once the record is
+%%                          fdatasync'ed), one caller, median; printed
+%%                          beside fsync_us, the machine's raw time for
+%%                          a 100-byte append and file:datasync/1 in the
+%%                          same directory, alternating round by round
+%%                          with the puts, and map_put_persist_fsync_ratio
+%%                          (the median of the per-round ratios).
+%%                          map_put_persist_16_us: the time per put of
+%%                          16 concurrent writers (group commit: they
+%%                          share fdatasyncs).
 %%
 %% Output: `name: value' lines.
 -module(tether_map_bench).
@@ -26,6 +37,9 @@
 -define(ROUNDS, 15).
 -define(VIS_ROUNDS, 41).
 -define(WAIT_MS, 30000).
+-define(PERSIST_ROUNDS, 201).
+-define(WRITERS, 16).
+-define(WRITER_PUTS, 50).
 
 %% @doc Entry point: main([]). Prints the results and stops the node.
 -spec main([string()]) -> no_return().
@@ -34,15 +48,28 @@ main(_Args) ->
 
 run() ->
     ok = logger:set_primary_config(level, error),
-    tether_bench_lib:with_cluster(
-      "tether_bench_map_", [{heartbeat_ms, 200}, {ttl_ms, 2000},
-                            {maps, [bench]}],
-      fun([Peer | _]) ->
-              tether_bench_lib:wait(
-                fun() -> maps:get(hosts, tether_map:map_info(bench)) >= 2 end),
-              get_bench(),
-              visible_bench(Peer)
-      end).
+    Dir = filename:join(case os:getenv("TMPDIR") of
+                            false -> "/tmp";
+                            T -> T
+                        end, "tether_bench_map_" ++ os:getpid()),
+    try
+        tether_bench_lib:with_cluster(
+          "tether_bench_map_", [{heartbeat_ms, 200}, {ttl_ms, 2000},
+                                {data_dir, Dir},
+                                {maps, [bench,
+                                        {bench_p, #{persist => true}}]}],
+          fun([Peer | _]) ->
+                  tether_bench_lib:wait(
+                    fun() ->
+                            maps:get(hosts, tether_map:map_info(bench)) >= 2
+                    end),
+                  get_bench(),
+                  visible_bench(Peer),
+                  persist_bench(Dir)
+          end)
+    after
+        file:del_dir_r(Dir)
+    end.
 
 %%% map_get/2 against ets:lookup/2
 
@@ -74,6 +101,47 @@ time_calls(Loop, X) ->
     T0 = erlang:monotonic_time(nanosecond),
     ok = Loop(?CALLS, X),
     (erlang:monotonic_time(nanosecond) - T0) / ?CALLS.
+
+%%% persisted puts against the raw fsync
+
+persist_bench(Dir) ->
+    Path = filename:join(Dir, "fsync_probe"),
+    ok = filelib:ensure_dir(Path),
+    {ok, Fd} = file:open(Path, [append, raw, binary]),
+    %% Alternating, round by round: load from elsewhere hits both alike.
+    Rounds = [{raw_fsync(Fd), timed_put(I)} || I <- lists:seq(1, ?PERSIST_ROUNDS)],
+    ok = file:close(Fd),
+    {Fs, Ps} = lists:unzip(Rounds),
+    io:format("map_put_persist_us: ~p~n", [tether_bench_lib:median(Ps)]),
+    io:format("fsync_us: ~p~n", [tether_bench_lib:median(Fs)]),
+    io:format("map_put_persist_fsync_ratio: ~.2f~n",
+              [tether_bench_lib:median([P / max(1, F) || {F, P} <- Rounds])]),
+    io:format("map_put_persist_16_us: ~.1f~n", [concurrent_puts()]).
+
+%% A 100-byte append and datasync on Fd (us).
+raw_fsync(Fd) ->
+    T0 = erlang:monotonic_time(microsecond),
+    ok = file:write(Fd, binary:copy(<<"x">>, 100)),
+    ok = file:datasync(Fd),
+    erlang:monotonic_time(microsecond) - T0.
+
+timed_put(I) ->
+    T0 = erlang:monotonic_time(microsecond),
+    ok = tether:map_put(bench_p, {p, I}, {value, I, <<"payload">>}),
+    erlang:monotonic_time(microsecond) - T0.
+
+%% ?WRITERS processes, ?WRITER_PUTS persisted puts each: the wall time per
+%% put (us).
+concurrent_puts() ->
+    Self = self(),
+    T0 = erlang:monotonic_time(microsecond),
+    Pids = [spawn_link(fun() ->
+                               _ = [ok = tether:map_put(bench_p, {w, W, I}, I)
+                                    || I <- lists:seq(1, ?WRITER_PUTS)],
+                               Self ! {done, self()}
+                       end) || W <- lists:seq(1, ?WRITERS)],
+    [receive {done, P} -> ok after ?WAIT_MS -> error(writer) end || P <- Pids],
+    (erlang:monotonic_time(microsecond) - T0) / (?WRITERS * ?WRITER_PUTS).
 
 %%% put visible on a peer
 

@@ -10,7 +10,8 @@
  * it and the module decodes it ({map_put, ...}, {map_digest, ...},
  * {map_hashes, ...}, {map_pull, ...}, {map_hosts, ...}: forged entries,
  * stamps, digests, bucket numbers), pumped in turn with a tick between
- * records.
+ * records; b also loads each record as a persisted log record
+ * (tether_maps_load: what a torn or forged log file holds).
  *
  * Checked, any violation aborts: every key and value a holds, and every
  * one its `changed` hook is given, is one valid term (the NIF decodes
@@ -109,6 +110,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             len = size - off;
         (void)tether_engine_send(x.p.e[1], FZ_NAMES[0], TETHER_MSG_MAPS,
                                  data + off, len, 0);
+        /* The same bytes as a persisted record read back from a log. */
+        (void)tether_maps_load(x.map[1], data + off, len);
         off += len;
         records++;
         fz_run(&x.p, FZ_TICK_MS);

@@ -763,8 +763,12 @@ new_map(Name) ->
 %% `validator' (a `fun((Key, Value) -> boolean())' run on the writing
 %% node: a put it refuses, or that makes it crash, returns `{error,
 %% invalid_value}'), `tombstone_ttl_ms' (how long a remove is kept,
-%% default 24 h), `persist' (only `false' so far). Unknown or bad options
-%% return `{error, {bad_option, Opt}}'.
+%% default 24 h), `persist' (`true': every write this node applies is
+%% appended to a log under `DataDir/NodeName/', DataDir the application
+%% env `data_dir', default `"tether_data"'; a restarted node comes back
+%% with the map and catches up by anti-entropy; see {@link tether_map}).
+%% Unknown or bad options return `{error, {bad_option, Opt}}'; a log that
+%% cannot be created, `{error, {persist, Reason}}'.
 -spec new_map(term(), tether_map:opts()) -> ok | {error, term()}.
 new_map(Name, Opts) ->
     tether_map:new_map(Name, Opts).
@@ -777,9 +781,12 @@ delete_map(Name) ->
 
 %% @doc Writes Key => Value in map Name: applied here, then sent to every
 %% host with the same stamp. Values up to 4 MiB in external format
-%% (`{error, too_large}' beyond), without funs.
+%% (`{error, too_large}' beyond), without funs. On a persisted map it
+%% returns once the write is in this node's log and fdatasync'ed
+%% (`{error, {persist, Reason}}' if it could not be written).
 -spec map_put(term(), term(), term()) ->
-          ok | {error, invalid_value | too_large | no_such_map}.
+          ok | {error, invalid_value | too_large | no_such_map
+                | {persist, term()}}.
 map_put(Name, Key, Value) ->
     tether_map:map_put(Name, Key, Value).
 
@@ -793,8 +800,10 @@ map_get(Name, Key) ->
         E -> tether_nif:map_get(E, Name, Key)
     end.
 
-%% @doc Removes Key from map Name (a tombstone, ordered as writes are).
--spec map_remove(term(), term()) -> ok | {error, no_such_map}.
+%% @doc Removes Key from map Name (a tombstone, ordered as writes are;
+%% persisted as map_put/3 is).
+-spec map_remove(term(), term()) -> ok | {error, no_such_map
+                                         | {persist, term()}}.
 map_remove(Name, Key) ->
     tether_map:map_remove(Name, Key).
 

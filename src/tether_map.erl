@@ -9,6 +9,7 @@
 %% host with that stamp, so concurrent writes converge as soon as each
 %% host has seen them all. A remove is a tombstone ordered the same way,
 %% collected `tombstone_ttl_ms' after it was written (default 24 h).
+%% Optionally persisted (see below).
 %% Hosts compare digests when they meet and every `map_sync_ms'
 %% (application env, default 5000) and exchange only the keys that
 %% differ.
@@ -23,6 +24,32 @@
 %% seals it for the map's hosts, and the caller sends the envelopes
 %% itself ({@link tether_server:send_wire/2}). Hosting, deleting and
 %% subscriptions go through the tether server.
+%%
+%% == Persistence ==
+%%
+%% A map hosted with `persist => true' keeps an append-only log
+%% ({@link tether_datalog}) at `DataDir/NodeName/map-<Hash>.log', where
+%% DataDir is the application env `data_dir' (default `"tether_data"',
+%% relative to the working directory), NodeName the full node name and
+%% Hash identifies the map's name; the directories are created 0700 when
+%% a persisted map is first hosted. Every write this node applies to the
+%% map (its own, a peer's, or one anti-entropy brought) is a record
+%% `{Key, Stamp, Node, Value | remove}' in the log. `map_put/3' and
+%% `map_remove/2' return once their record is written and fdatasync'ed
+%% (concurrent writers share one fdatasync: group commit); a peer's
+%% write is appended in the background. When the map is hosted again
+%% (a restart with the same `data_dir', or a fresh engine) the log is
+%% read back into it, then compacted, and the map catches up with its
+%% peers by anti-entropy. A torn last record (the node died in the middle
+%% of an append) is skipped with one log line; a corrupted record is
+%% skipped too, counted in that line, and the file is copied aside to
+%% `.corrupt' before the compaction rewrites it, so nothing it held is
+%% lost. The log is compacted (rewritten from the map's entries) each
+%% time it holds more than twice as many records as the map has entries.
+%% A log that cannot be created makes `new_map/2' answer `{error,
+%% {persist, Reason}}'; a write whose record cannot be written answers
+%% `{error, {persist, Reason}}' (the write was applied and sent: it is
+%% only not durable here).
 %%
 %% == Limits ==
 %%
@@ -60,6 +87,9 @@
 -define(DIRTY_BYTES, 64 * 1024).
 -define(DEFAULT_TTL_MS, 24 * 3600 * 1000).
 -define(DEFAULT_SYNC_MS, 5000).
+-define(DEFAULT_DATA_DIR, "tether_data").
+%% Records appended between two looks at whether a log needs compacting.
+-define(COMPACT_EVERY, 1000).
 
 %% The options of new_map/2.
 -type opts() :: #{validator => fun((term(), term()) -> boolean()),
@@ -70,7 +100,9 @@
     %% The maps this node hosts, with their options.
     hosted = #{} :: #{term() => opts()},
     %% Subscribers per map, each monitored.
-    subs = #{} :: #{term() => #{pid() => reference()}}
+    subs = #{} :: #{term() => #{pid() => reference()}},
+    %% The open log of each persisted map.
+    logs = #{} :: #{term() => tether_datalog:log()}
 }).
 
 -opaque state() :: #maps{}.
@@ -98,12 +130,13 @@ delete_map(Name) ->
 
 %% @doc See {@link tether:map_put/3}.
 -spec map_put(term(), term(), term()) ->
-          ok | {error, invalid_value | too_large | no_such_map}.
+          ok | {error, invalid_value | too_large | no_such_map
+                | {persist, term()}}.
 map_put(Name, Key, Value) ->
     case persistent_term:get({?MODULE, Name}, undefined) of
         undefined ->
             {error, no_such_map};
-        Validator ->
+        {Validator, _Log} ->
             case erlang:external_size(Value) > ?VALUE_MAX of
                 true ->
                     {error, too_large};
@@ -125,7 +158,8 @@ map_get(Name, Key) ->
     end.
 
 %% @doc See {@link tether:map_remove/2}.
--spec map_remove(term(), term()) -> ok | {error, no_such_map}.
+-spec map_remove(term(), term()) -> ok | {error, no_such_map
+                                         | {persist, term()}}.
 map_remove(Name, Key) ->
     write(Name, Key, remove).
 
@@ -209,20 +243,20 @@ sync_ms() ->
 
 %% @doc A fresh engine hosts every map (and its subscribers' events).
 -spec engine_started(tether_nif:engine(), state()) -> state().
-engine_started(E, St = #maps{hosted = Hosted, subs = Subs}) ->
-    maps:foreach(
-      fun(Name, Opts) ->
-              case host(E, Name, Opts) of
-                  ok ->
+engine_started(E, St0 = #maps{hosted = Hosted, subs = Subs}) ->
+    maps:fold(
+      fun(Name, Opts, St) ->
+              case host(E, Name, Opts, St) of
+                  {ok, St1} ->
                       _ = maps:is_key(Name, Subs)
                           andalso tether_nif:map_notify(E, Name, true),
-                      ok;
-                  Error ->
+                      St1;
+                  {Error, St1} ->
                       logger:error("tether: map ~p not hosted: ~p",
-                                   [Name, Error])
+                                   [Name, Error]),
+                      St1
               end
-      end, Hosted),
-    St.
+      end, St0, Hosted).
 
 %% @doc A map call of the tether server, with its engine.
 -spec handle_call(term(), tether_nif:engine(), state()) ->
@@ -231,17 +265,18 @@ handle_call({map_new, Name, _Opts}, _E, St = #maps{hosted = H})
   when is_map_key(Name, H) ->
     {ok, St}; % hosted already: its options are kept
 handle_call({map_new, Name, Opts}, E, St = #maps{hosted = H}) ->
-    case host(E, Name, Opts) of
-        ok -> {ok, St#maps{hosted = H#{Name => Opts}}};
-        Error -> {Error, St}
+    case host(E, Name, Opts, St) of
+        {ok, St1} -> {ok, St1#maps{hosted = H#{Name => Opts}}};
+        {Error, St1} -> {Error, St1}
     end;
 handle_call({map_delete, Name}, E, St = #maps{hosted = H, subs = Subs}) ->
     _ = persistent_term:erase({?MODULE, Name}),
     _ = tether_server:safe(fun() -> tether_nif:map_unhost(E, Name) end),
     _ = [erlang:demonitor(R, [flush])
          || R <- maps:values(maps:get(Name, Subs, #{}))],
-    {ok, St#maps{hosted = maps:remove(Name, H),
-                 subs = maps:remove(Name, Subs)}};
+    St1 = close_log(Name, St),
+    {ok, St1#maps{hosted = maps:remove(Name, H),
+                  subs = maps:remove(Name, Subs)}};
 handle_call({map_subscribe, Name, Pid}, E, St = #maps{hosted = H, subs = S}) ->
     case maps:is_key(Name, H) of
         false ->
@@ -265,9 +300,17 @@ handle_call({map_unsubscribe, Name, Pid}, E, St = #maps{hosted = H}) ->
 handle_call(_Req, _E, St) ->
     {{error, badarg}, St}.
 
-%% @doc A `{map, ...}' engine action: the event to the map's subscribers.
--spec handle_action({map, binary(), binary(), binary() | removed},
-                    state()) -> state().
+%% @doc A `{map, ...}' engine action: the event to the map's subscribers;
+%% a `{map_store, ...}' action: a record for the map's log (appended in
+%% the background: a peer's write, durable with the next group).
+-spec handle_action({map, binary(), binary(), binary() | removed}
+                    | {map_store, binary(), binary()}, state()) -> state().
+handle_action({map_store, NameEtf, Rec}, St = #maps{logs = Logs}) ->
+    case maps:find(binary_to_term(NameEtf), Logs) of
+        {ok, Log} -> ok = tether_datalog:append_async(Log, Rec);
+        error -> ok
+    end,
+    St;
 handle_action({map, NameEtf, KeyEtf, Value}, St = #maps{subs = Subs}) ->
     %% Bytes the engine stored after a trusted member sent them (or we
     %% wrote them): decoded as distribution decodes.
@@ -307,18 +350,125 @@ call(Req) ->
         exit:{noproc, _} -> {error, not_started}
     end.
 
--spec host(tether_nif:engine(), term(), opts()) -> ok | {error, term()}.
-host(E, Name, Opts) ->
+%% Hosts Name in engine E; a persisted map's log is read into it and
+%% opened (or, for a fresh engine, read again).
+-spec host(tether_nif:engine(), term(), opts(), state()) ->
+          {ok | {error, term()}, state()}.
+host(E, Name, Opts, St) ->
     Ttl = maps:get(tombstone_ttl_ms, Opts, ?DEFAULT_TTL_MS),
-    case tether_server:safe(fun() -> tether_nif:map_host(E, Name, Ttl) end) of
+    Persist = maps:get(persist, Opts, false),
+    case tether_server:safe(
+           fun() -> tether_nif:map_host(E, Name, Ttl, Persist) end) of
+        ok when Persist ->
+            case open_log(E, Name, St) of
+                {ok, Log, St1} ->
+                    publish(Name, Opts, Log),
+                    {ok, St1};
+                {error, Reason} ->
+                    _ = tether_server:safe(
+                          fun() -> tether_nif:map_unhost(E, Name) end),
+                    {{error, {persist, Reason}}, St}
+            end;
         ok ->
-            persistent_term:put({?MODULE, Name},
-                                maps:get(validator, Opts, none)),
-            ok;
+            publish(Name, Opts, none),
+            {ok, St};
         {error, invalid} ->
-            {error, {bad_name, Name}};
+            {{error, {bad_name, Name}}, St};
         Error ->
+            {Error, St}
+    end.
+
+%% What map_put and map_remove read in the caller: the validator and the
+%% log.
+-spec publish(term(), opts(), tether_datalog:log() | none) -> ok.
+publish(Name, Opts, Log) ->
+    persistent_term:put({?MODULE, Name},
+                        {maps:get(validator, Opts, none), Log}).
+
+%%% The logs
+
+%% DataDir/NodeName/map-<Hash>.log
+-spec log_path(term()) -> file:filename().
+log_path(Name) ->
+    Dir = case application:get_env(tether, data_dir) of
+              {ok, D} when is_list(D); is_binary(D) -> D;
+              _ -> ?DEFAULT_DATA_DIR
+          end,
+    <<Hash:16/binary, _/binary>> =
+        crypto:hash(sha256, term_to_binary(Name, [deterministic])),
+    File = "map-" ++ string:lowercase(binary_to_list(binary:encode_hex(Hash)))
+        ++ ".log",
+    filename:join([Dir, atom_to_list(node()), File]).
+
+%% Reads Name's log into E, opens it (once: a fresh engine reuses the
+%% writer) and compacts it.
+-spec open_log(tether_nif:engine(), term(), state()) ->
+          {ok, tether_datalog:log(), state()} | {error, term()}.
+open_log(E, Name, St = #maps{logs = Logs}) ->
+    Path = log_path(Name),
+    load(E, Name, Path),
+    Compact = fun(Appended) -> compact_check(Name, Appended) end,
+    Opened = case maps:find(Name, Logs) of
+                 {ok, Log0} ->
+                     {ok, Log0};
+                 error ->
+                     tether_datalog:open(Path, #{sync => true,
+                                                 compact => Compact,
+                                                 compact_every =>
+                                                     ?COMPACT_EVERY})
+             end,
+    case Opened of
+        {ok, Log} ->
+            case tether_datalog:compact(Log, fun() -> dump(E, Name) end) of
+                ok ->
+                    {ok, Log, St#maps{logs = Logs#{Name => Log}}};
+                {error, _} = Error ->
+                    ok = tether_datalog:close(Log),
+                    Error
+            end;
+        {error, _} = Error ->
             Error
+    end.
+
+-spec close_log(term(), state()) -> state().
+close_log(Name, St = #maps{logs = Logs}) ->
+    case maps:take(Name, Logs) of
+        {Log, Rest} ->
+            ok = tether_datalog:close(Log),
+            St#maps{logs = Rest};
+        error ->
+            St
+    end.
+
+%% Feeds Name's log to E (tether_datalog:load_into/3 logs what it
+%% skipped).
+-spec load(tether_nif:engine(), term(), file:filename()) -> ok.
+load(E, Name, Path) ->
+    tether_datalog:load_into(Path,
+                             fun(Rec) -> tether_nif:map_load(E, Name, Rec) end,
+                             io_lib:format("map ~0p", [Name])).
+
+-spec dump(tether_nif:engine(), term()) -> [binary()].
+dump(E, Name) ->
+    case tether_nif:map_dump(E, Name) of
+        L when is_list(L) -> L;
+        {error, _} -> []
+    end.
+
+%% The log's compact fun (run by its writer, every ?COMPACT_EVERY
+%% records): rewrite when the log holds more than twice the map's entries
+%% in the current engine.
+-spec compact_check(term(), pos_integer()) -> {ok, [binary()]} | no.
+compact_check(Name, Appended) ->
+    case tether_server:engine() of
+        undefined ->
+            no;
+        E ->
+            case tether_server:safe(fun() -> tether_nif:map_info(E, Name) end)
+            of
+                #{entries := N} when Appended > 2 * N -> {ok, dump(E, Name)};
+                _ -> no
+            end
     end.
 
 -spec drop_sub(term(), pid(), tether_nif:engine() | undefined, state()) ->
@@ -374,15 +524,34 @@ write(Name, Key, What) ->
                 end,
             case R of
                 {ok, Envelopes, Drain} ->
-                    _ = [tether_server:send_wire(Peer, Bytes)
-                         || {Peer, Bytes} <- Envelopes],
-                    _ = Drain andalso (catch ?SERVER ! map_drain),
-                    ok;
+                    sent(Envelopes, Drain);
+                {ok, Envelopes, Drain, Rec} ->
+                    ok = sent(Envelopes, Drain),
+                    persist(Name, Rec);
                 {error, too_large} when What =:= remove ->
                     ok; % a key that large cannot be in the map
                 {error, _} = Error ->
                     Error
             end
+    end.
+
+-spec sent([{binary(), binary()}], boolean()) -> ok.
+sent(Envelopes, Drain) ->
+    _ = [tether_server:send_wire(Peer, Bytes) || {Peer, Bytes} <- Envelopes],
+    _ = Drain andalso (catch ?SERVER ! map_drain),
+    ok.
+
+%% Appends a local write's record to its map's log (returns once on disk).
+-spec persist(term(), binary()) -> ok | {error, {persist, term()}}.
+persist(Name, Rec) ->
+    case persistent_term:get({?MODULE, Name}, undefined) of
+        {_, Log} when is_pid(Log) ->
+            case tether_datalog:append(Log, Rec) of
+                ok -> ok;
+                {error, Reason} -> {error, {persist, Reason}}
+            end;
+        _ ->
+            {error, {persist, closed}} % deleted meanwhile
     end.
 
 -spec list(term(), keys | pairs) -> list() | {error, no_such_map}.
@@ -403,7 +572,7 @@ check_list([]) ->
     ok;
 check_list([{validator, F} | T]) when is_function(F, 2) ->
     check_list(T);
-check_list([{persist, false} | T]) ->
+check_list([{persist, P} | T]) when is_boolean(P) ->
     check_list(T);
 check_list([{tombstone_ttl_ms, N} | T])
   when is_integer(N), N > 0, N < 1 bsl 48 ->

@@ -40,7 +40,8 @@
 -export([reminders_set/6, reminders_cancel/3, reminders_get/3,
          reminders_subscribers/2, reminders_load/2, reminders_dump/1,
          reminders_info/1]).
--export([map_host/3, map_unhost/2, map_notify/3, map_put/4, map_put_dirty/4,
+-export([map_host/3, map_host/4, map_load/3, map_dump/2, map_unhost/2,
+         map_notify/3, map_put/4, map_put_dirty/4,
          map_remove/3, map_get/3, map_list/3, map_size/2, map_info/2]).
 
 -export_type([engine/0, ring/0, action/0, engine_opts/0, error_reason/0]).
@@ -147,8 +148,8 @@
                    ok | timeout | not_found
                    | {found, integer(), binary()}}
                 | {reminder_store, binary()}
-
-                | {map, binary(), binary(), binary() | removed}.
+                | {map, binary(), binary(), binary() | removed}
+                | {map_store, binary(), binary()}.
 
 %% @private Loads the shared library; called by the code server.
 -spec init() -> ok | {error, term()}.
@@ -658,6 +659,26 @@ reminders_info(_Engine) ->
 map_host(_Engine, _Name, _TtlMs) ->
     erlang:nif_error({not_loaded, ?MODULE}).
 
+%% @doc map_host/3, and with Persist true the map's writes yield records
+%% for its log: map_put/4's fourth element for a local write,
+%% `{map_store, NameEtf, Record}' actions for the others.
+-spec map_host(engine(), term(), non_neg_integer(), boolean()) ->
+          ok | {error, error_reason()}.
+map_host(_Engine, _Name, _TtlMs, _Persist) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc Feeds one persisted record of map Name back (at start).
+-spec map_load(engine(), term(), binary()) ->
+          ok | {error, bad_record | no_such_map | error_reason()}.
+map_load(_Engine, _Name, _Record) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
+%% @doc The record of every entry of map Name, tombstones included (what a
+%% compacted log holds).
+-spec map_dump(engine(), term()) -> [binary()] | {error, no_such_map}.
+map_dump(_Engine, _Name) ->
+    erlang:nif_error({not_loaded, ?MODULE}).
+
 %% @doc Stops hosting map Name here.
 -spec map_unhost(engine(), term()) -> ok | {error, no_such_map}.
 map_unhost(_Engine, _Name) ->
@@ -670,9 +691,12 @@ map_notify(_Engine, _Name, _On) ->
 
 %% @doc Writes Key => Value on the direct path: the caller sends each
 %% envelope to `tether' on Peer, and tells the server to drain when the
-%% third element is true (subscriber events wait).
+%% third element is true (subscriber events wait); for a persisted map
+%% the fourth element is the write's record, which the caller appends to
+%% the map's log.
 -spec map_put(engine(), term(), term(), term()) ->
           {ok, [{binary(), binary()}], boolean()}
+        | {ok, [{binary(), binary()}], boolean(), binary()}
         | {error, no_such_map | too_large | invalid_value | error_reason()}.
 map_put(_Engine, _Name, _Key, _Value) ->
     erlang:nif_error({not_loaded, ?MODULE}).
@@ -680,6 +704,7 @@ map_put(_Engine, _Name, _Key, _Value) ->
 %% @doc map_put/4 on a dirty CPU scheduler (large values).
 -spec map_put_dirty(engine(), term(), term(), term()) ->
           {ok, [{binary(), binary()}], boolean()}
+        | {ok, [{binary(), binary()}], boolean(), binary()}
         | {error, no_such_map | too_large | invalid_value | error_reason()}.
 map_put_dirty(_Engine, _Name, _Key, _Value) ->
     erlang:nif_error({not_loaded, ?MODULE}).
@@ -687,6 +712,7 @@ map_put_dirty(_Engine, _Name, _Key, _Value) ->
 %% @doc Removes Key, as map_put/4 writes.
 -spec map_remove(engine(), term(), term()) ->
           {ok, [{binary(), binary()}], boolean()}
+        | {ok, [{binary(), binary()}], boolean(), binary()}
         | {error, no_such_map | too_large | error_reason()}.
 map_remove(_Engine, _Name, _Key) ->
     erlang:nif_error({not_loaded, ?MODULE}).

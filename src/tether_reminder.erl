@@ -41,9 +41,10 @@
 %% With the application env `data_dir' set (a directory), every record a
 %% node replicates is appended to `DataDir/reminders-<node>.log' before
 %% the node acknowledges it (`reminder_persist', default `true', turns it
-%% off): written to the operating system, not fsync'ed. At start the log
-%% is read back (a torn or corrupted tail: one log line, the rest is
-%% kept) and compacted, and the node arms nothing for one TTL, so that a
+%% off): written to the operating system, not fsync'ed ({@link
+%% tether_datalog}). At start the log is read back (a torn tail or a
+%% corrupted record: one log line, the rest is kept, and the damaged file
+%% is copied aside to `.corrupt') and compacted, and the node arms nothing for one TTL, so that a
 %% restarted node joins its cluster before it fires what it held.
 %%
 %% == Limits ==
@@ -91,7 +92,7 @@
     subs = #{} :: #{pid() => reference()},
     waiting = #{} :: #{non_neg_integer() => {gen_server:from(), term()}},
     next_ref = 1 :: pos_integer(),
-    log :: file:fd() | undefined,        % the open log
+    log :: tether_datalog:log() | undefined, % the open log
     appended = 0 :: non_neg_integer()    % records since the last compaction
 }).
 
@@ -332,7 +333,7 @@ engine_stopped(_E, S = #rm{waiting = W}) ->
          || {From, _} <- maps:values(W)],
     close_log(S#rm{waiting = #{}}).
 
-%%% The log: records as <<Len:32, Crc32:32, Record/binary>>
+%%% The log: tether_datalog records (written, not fsync'ed)
 
 -spec log_path(state()) -> file:filename() | undefined.
 log_path(#rm{config = #{persist := false}}) ->
@@ -349,76 +350,35 @@ open_log(E, S0) ->
         undefined ->
             S;
         Path ->
-            ok = load(E, Path),
-            compact(E, Path, S)
+            load(E, Path),
+            case tether_datalog:open(Path, #{sync => false}) of
+                {ok, Log} -> compact(E, S#rm{log = Log});
+                {error, R} -> log_off(Path, R, S)
+            end
     end.
 
 -spec close_log(state()) -> state().
 close_log(S = #rm{log = undefined}) ->
     S;
-close_log(S = #rm{log = Fd}) ->
-    _ = file:close(Fd),
+close_log(S = #rm{log = Log}) ->
+    ok = tether_datalog:close(Log),
     S#rm{log = undefined}.
 
-%% Feeds every whole record of the log to the engine; a torn or corrupted
-%% tail (or a record the engine refuses) costs one log line.
+%% Feeds every intact record of the log to the engine
+%% (tether_datalog:load_into/3 logs what it skipped).
 -spec load(tether_nif:engine(), file:filename()) -> ok.
 load(E, Path) ->
-    case file:read_file(Path) of
-        {ok, Bin} ->
-            case load_records(E, Bin, 0) of
-                {ok, _N} ->
-                    ok;
-                {bad, N, Offset} ->
-                    logger:warning("tether: reminder log ~ts: corrupted or "
-                                   "torn at byte ~b; ~b records kept",
-                                   [Path, Offset, N])
-            end;
-        {error, enoent} ->
-            ok;
-        {error, Reason} ->
-            logger:warning("tether: reminder log ~ts not read: ~p",
-                           [Path, Reason])
-    end.
+    tether_datalog:load_into(Path,
+                             fun(Rec) -> tether_nif:reminders_load(E, Rec) end,
+                             "reminder").
 
--spec load_records(tether_nif:engine(), binary(), non_neg_integer()) ->
-          {ok, non_neg_integer()} | {bad, non_neg_integer(), non_neg_integer()}.
-load_records(E, Bin, N) ->
-    load_records(E, Bin, N, 0).
-
-load_records(_E, <<>>, N, _Off) ->
-    {ok, N};
-load_records(E, <<Len:32, Crc:32, Rec:Len/binary, Rest/binary>>, N, Off) ->
-    case erlang:crc32(Rec) =:= Crc andalso
-        tether_nif:reminders_load(E, Rec) =:= ok of
-        true -> load_records(E, Rest, N + 1, Off + 8 + Len);
-        false -> {bad, N, Off}
-    end;
-load_records(_E, _Torn, N, Off) ->
-    {bad, N, Off}.
-
-%% Rewrites the log with what the engine holds, then appends to it.
--spec compact(tether_nif:engine(), file:filename(), state()) -> state().
-compact(E, Path, S0) ->
-    S = close_log(S0),
-    Tmp = Path ++ ".tmp",
-    Recs = [frame(R) || R <- tether_nif:reminders_dump(E)],
-    Result = case filelib:ensure_dir(Path) of
-                 ok ->
-                     case file:write_file(Tmp, Recs) of
-                         ok -> file:rename(Tmp, Path);
-                         Error -> Error
-                     end;
-                 Error -> Error
-             end,
-    case Result of
-        ok ->
-            case file:open(Path, [append, raw, binary]) of
-                {ok, Fd} -> S#rm{log = Fd, appended = 0};
-                {error, R} -> log_off(Path, R, S)
-            end;
-        {error, R} ->
-            log_off(Path, R, S)
+%% Rewrites the log with what the engine holds.
+-spec compact(tether_nif:engine(), state()) -> state().
+compact(E, S = #rm{log = Log}) ->
+    case tether_datalog:compact(Log, fun() -> tether_nif:reminders_dump(E) end)
+    of
+        ok -> S#rm{appended = 0};
+        {error, R} -> log_off(log_path(S), R, close_log(S))
     end.
 
 -spec log_off(file:filename(), term(), state()) -> state().
@@ -427,15 +387,11 @@ log_off(Path, Reason, S) ->
                  "are not persisted", [Path, Reason]),
     S#rm{log = undefined}.
 
--spec frame(binary()) -> iodata().
-frame(Rec) ->
-    [<<(byte_size(Rec)):32, (erlang:crc32(Rec)):32>>, Rec].
-
 -spec append(binary(), tether_nif:engine() | undefined, state()) -> state().
 append(_Rec, _E, S = #rm{log = undefined}) ->
     S;
-append(Rec, E, S = #rm{log = Fd, appended = A}) ->
-    case file:write(Fd, frame(Rec)) of
+append(Rec, E, S = #rm{log = Log, appended = A}) ->
+    case tether_datalog:append(Log, Rec) of
         ok when (A + 1) rem ?COMPACT_CHECK =:= 0, E =/= undefined ->
             maybe_compact(E, S#rm{appended = A + 1});
         ok ->
@@ -449,7 +405,7 @@ append(Rec, E, S = #rm{log = Fd, appended = A}) ->
 maybe_compact(E, S = #rm{appended = A}) ->
     case tether_nif:reminders_info(E) of
         #{pending := P, tombs := T} when A > 2 * (P + T) ->
-            compact(E, log_path(S), S);
+            compact(E, S);
         _ ->
             S
     end.

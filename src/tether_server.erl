@@ -826,7 +826,8 @@ act(Action, S) when element(1, Action) =:= reminder;
     S#st{rm = tether_reminder:handle_action(Action, S#st.engine, S#st.rm)};
 act({leader, _NameEtf, _Change, _Fence} = Action, S) ->
     S#st{el = tether_election:handle_action(Action, S#st.el)};
-act({map, _NameEtf, _KeyEtf, _Value} = Action, S) ->
+act(Action, S) when element(1, Action) =:= map;
+                    element(1, Action) =:= map_store ->
     S#st{maps = tether_map:handle_action(Action, S#st.maps)};
 act({log, Level, Text}, S) ->
     logger:log(Level, "tether: ~ts", [Text]),

@@ -14,6 +14,14 @@
 %%   anti-entropy bytes after the heal (printed);
 %% - bad input: unknown maps, validators (refusing, crashing, not a
 %%   fun), values too large, bad options;
+%% - persistence: a node killed with SIGKILL (its log's last record torn
+%%   on purpose) and started again with the same name and data_dir comes
+%%   back with the map from its log alone, then catches up with the
+%%   writes and removes made while it was down; the same for a C-node
+%%   (--map-persist, --data-dir) killed with SIGKILL;
+%% - a C service on a C-node (c_src/test/plugins/maptest.c) subscribed to
+%%   a map sees the BEAM nodes' puts and removes once per visible change,
+%%   in order, and iterates the map;
 %% - a C-node hosting the map (tether_cnode --map m) sees the BEAM nodes'
 %%   puts and removes and answers {map_get, m, Key} and {map_to_list, m}
 %%   on its `tether' process as the facade does.
@@ -23,13 +31,16 @@
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+-include_lib("kernel/include/file.hrl").
 
 -export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
          end_per_testcase/2]).
 -export([puts_and_removes_everywhere/1, concurrent_puts_converge/1,
          drop_partition/1, defer_partition/1, subscriptions/1,
          one_key_rewritten/1, ten_changed_of_100000/1, bad_input/1,
-         cnode_hosts_a_map/1]).
+         cnode_hosts_a_map/1, persisted_map_survives_kill/1,
+         cnode_persisted_map_survives_kill/1,
+         cnode_service_subscribes_and_iterates/1]).
 %% Run on the peers.
 -export([rewrite/3, fill/3, relay/1]).
 
@@ -42,7 +53,9 @@
 all() ->
     [puts_and_removes_everywhere, concurrent_puts_converge, drop_partition,
      defer_partition, subscriptions, one_key_rewritten, ten_changed_of_100000,
-     bad_input, cnode_hosts_a_map].
+     bad_input, cnode_hosts_a_map, persisted_map_survives_kill,
+     cnode_persisted_map_survives_kill,
+     cnode_service_subscribes_and_iterates].
 
 init_per_suite(Config) ->
     tether_test_lib:require_env(Config).
@@ -291,7 +304,162 @@ relay_loop(Name, To) ->
             relay_loop(Name, To)
     end.
 
+%% Three nodes host pm with persist on. B1 writes (its own puts are
+%% fsync'ed before map_put returns), B2 writes too (B1 logs them in the
+%% background); B1 is killed with SIGKILL, its log gets a torn last
+%% record, B2 and B3 write and remove meanwhile, then stop hosting pm; B1
+%% started again with the same name and data_dir has the map from its
+%% log alone; B2 and B3 host pm again from their logs, and all three
+%% converge.
+persisted_map_survives_kill(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "data"),
+    Env = [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}, {map_sync_ms, ?SYNC_MS},
+           {data_dir, Dir}, {maps, [{pm, #{persist => true}}]}],
+    [N1 | _] = Names = [peer:random_name(tether_mp) || _ <- [1, 2, 3]],
+    [B1, B2, B3] = Bs = named_cluster(Names, Env),
+    [ok = call(B1, tether, map_put, [pm, {k, I}, I]) || I <- lists:seq(1, 200)],
+    [ok = call(B1, tether, map_remove, [pm, {k, I}]) || I <- lists:seq(1, 10)],
+    [ok = call(B2, tether, map_put, [pm, {r, I}, I]) || I <- lists:seq(1, 50)],
+    Before = lists:sort([{{k, I}, I} || I <- lists:seq(11, 200)] ++
+                        [{{r, I}, I} || I <- lists:seq(1, 50)]),
+    converge(Bs, pm, Before),
+    ok = tether_test_lib:kill_node(B1, ?WAIT_MS),
+    %% A torn last record: half a header at the end of B1's log.
+    [Log] = filelib:wildcard(filename:join([Dir, atom_to_list(B1),
+                                            "map-*.log"])),
+    ok = file:write_file(Log, <<0, 0, 1>>, [append]),
+    {ok, #file_info{mode = Mode}} = file:read_file_info(filename:dirname(Log)),
+    ?assertEqual(8#700, Mode band 8#777),
+    [ok = call(B2, tether, map_put, [pm, {d, I}, I]) || I <- lists:seq(1, 20)],
+    ok = call(B3, tether, map_remove, [pm, {k, 11}]),
+    ok = call(B3, tether, map_put, [pm, {k, 12}, changed]),
+    After = lists:sort([{{k, 12}, changed}] ++
+                       [{{k, I}, I} || I <- lists:seq(13, 200)] ++
+                       [{{r, I}, I} || I <- lists:seq(1, 50)] ++
+                       [{{d, I}, I} || I <- lists:seq(1, 20)]),
+    converge([B2, B3], pm, After),
+    %% B2 and B3 stop hosting pm (their logs stay), so that B1 can only
+    %% get it back from its own log.
+    [ok = call(B, tether, delete_map, [pm]) || B <- [B2, B3]],
+    B1 = restart_named(N1, Env),
+    ?assertEqual(Before, lists:sort(call(B1, tether, map_to_list, [pm]))),
+    %% B2 and B3 host it again, from their logs; all three converge.
+    [?assertEqual(ok, call(B, tether, new_map, [pm, #{persist => true}]))
+     || B <- [B2, B3]],
+    ?assertEqual(After, lists:sort(call(B2, tether, map_to_list, [pm]))),
+    ok = call(B1, tether, join, [B2]),
+    converge(Bs, pm, After).
+
+%% A C-node hosting pm with --map-persist joins two BEAM hosts (persist
+%% on too) and gets their writes; it is killed with SIGKILL; the BEAM
+%% nodes write and remove, then stop hosting pm; the C-node started
+%% again with the same name and --data-dir has the map from its log
+%% alone; the BEAM nodes host pm again from their logs and the three
+%% converge.
+cnode_persisted_map_survives_kill(Config) ->
+    Priv = ?config(priv_dir, Config),
+    Dir = filename:join(Priv, "cdata"),
+    Env = [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}, {map_sync_ms, 1000},
+           {data_dir, filename:join(Priv, "bdata")},
+           {maps, [{pm, #{persist => true}}]}],
+    [B1, B2] = Bs = named_cluster([peer:random_name(tether_cmp)
+                                   || _ <- [1, 2]], Env),
+    Name = tether_test_lib:unique_name(tmapp),
+    Opts = #{name => Name, heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
+             join => [B1], log_dir => Priv,
+             extra_args => ["--map-persist", "pm", "--data-dir", Dir]},
+    C = tether_test_lib:start_case_cnode(Opts, 20),
+    CN = tether_test_lib:cnode_node(C),
+    tether_test_lib:wait_members([CN | Bs], lists:sort([CN | Bs]), ?WAIT_MS),
+    [ok = call(B1, tether, map_put, [pm, {k, I}, I]) || I <- lists:seq(1, 100)],
+    ok = call(B2, tether, map_remove, [pm, {k, 1}]),
+    Before = [{{k, I}, I} || I <- lists:seq(2, 100)],
+    CList = fun() -> lists:sort(gen_server:call({tether, CN}, {map_to_list, pm},
+                                                ?CALL_MS))
+            end,
+    poll(CList, fun(L) -> L =:= Before end),
+    %% Records reach the C-node's log with one write(2) each as they are
+    %% applied, and are fsync'ed by a worker within milliseconds.
+    timer:sleep(500),
+    {ok, _} = tether_test_lib:kill_cnode(C),
+    ok = tether_test_lib:forget_cnodes(),
+    [Log] = filelib:wildcard(filename:join([Dir, atom_to_list(CN),
+                                            "map-*.log"])),
+    ok = file:write_file(Log, <<0, 0, 0, 9, 1, 2>>, [append]), % torn
+    ok = call(B2, tether, map_put, [pm, {k, 2}, changed]),
+    ok = call(B1, tether, map_remove, [pm, {k, 3}]),
+    After = lists:sort([{{k, 2}, changed} | [{{k, I}, I}
+                                             || I <- lists:seq(4, 100)]]),
+    converge(Bs, pm, After),
+    [ok = call(B, tether, delete_map, [pm]) || B <- Bs],
+    C2 = tether_test_lib:start_case_cnode(Opts#{join => []}, 20),
+    CN = tether_test_lib:cnode_node(C2),
+    poll(CList, fun(L) -> L =:= Before end),
+    [?assertEqual(ok, call(B, tether, new_map, [pm, #{persist => true}]))
+     || B <- Bs],
+    ok = call(B1, tether, join, [CN]),
+    poll(CList, fun(L) -> L =:= After end),
+    converge(Bs, pm, After).
+
+%% maptest.so on a C-node hosts mt and subscribes to it from C: each
+%% change the BEAM nodes make is one event there, in order (a put of the
+%% value held already is none); maptest:to_list() iterates from C; after
+%% unsubscribe no event arrives.
+cnode_service_subscribes_and_iterates(Config) ->
+    [B1, B2, _] = Bs = cluster([{maps, [mt]}]),
+    Plugin = filename:join([tether_test_lib:priv_dir(), "..", "c_src", "build",
+                            "plugins", "maptest.so"]),
+    C = tether_test_lib:start_case_cnode(
+          #{name => tether_test_lib:unique_name(tmapc), heartbeat_ms => ?HB_MS,
+            ttl_ms => ?TTL_MS, join => [B1], extra_args => ["--load", Plugin],
+            log_dir => ?config(priv_dir, Config)}, 20),
+    CN = tether_test_lib:cnode_node(C),
+    tether_test_lib:wait_members([CN | Bs], lists:sort([CN | Bs]), ?WAIT_MS),
+    poll(fun() -> maps:get(hosts, call(B1, tether_map, map_info, [mt])) end,
+         fun(N) -> N =:= 3 end),
+    CList = fun() -> lists:sort(call(CN, maptest, to_list, [])) end,
+    Step = fun(Node, F, A, Want) ->
+                   ok = call(Node, tether, F, [mt | A]),
+                   poll(CList, fun(L) -> L =:= Want end)
+           end,
+    Step(B1, map_put, [{k, 1}, a], [{{k, 1}, a}]),
+    Step(B2, map_put, [{k, 2}, <<"b">>], [{{k, 1}, a}, {{k, 2}, <<"b">>}]),
+    Step(B2, map_remove, [{k, 1}], [{{k, 2}, <<"b">>}]),
+    ok = call(B1, tether, map_put, [mt, {k, 2}, <<"b">>]), % no change
+    Step(B1, map_put, [{k, 2}, {c, 3}], [{{k, 2}, {c, 3}}]),
+    ?assertEqual([{put, {k, 1}, a}, {put, {k, 2}, <<"b">>}, {remove, {k, 1}},
+                  {put, {k, 2}, {c, 3}}],
+                 call(CN, maptest, events, [])),
+    ok = call(CN, maptest, unsubscribe, []),
+    Step(B2, map_put, [{k, 3}, d], [{{k, 2}, {c, 3}}, {{k, 3}, d}]),
+    ?assertEqual(4, length(call(CN, maptest, events, []))).
+
 %%% Helpers
+
+%% Nodes with these names running tether with Env, joined.
+named_cluster(Names, Env) ->
+    Nodes = [restart_named(Name, Env) || Name <- Names],
+    ok = tether_test_lib:join_all(Nodes, ?WAIT_MS),
+    Nodes.
+
+%% A node of that name running tether with Env (retried: a name just
+%% freed by SIGKILL may still be in epmd).
+restart_named(Name, Env) ->
+    restart_named(Name, Env, 20).
+
+restart_named(Name, Env, Tries) ->
+    try tether_test_lib:start_case_peer(Name, #{connection => dist,
+                                                link => false}) of
+        P ->
+            Node = tether_test_lib:peer_node(P),
+            {ok, _} = tether_test_lib:start_tether(Node, Env),
+            Node
+    catch
+        _:Why when Tries > 1 ->
+            ct:pal("peer ~s not started, retrying: ~p", [Name, Why]),
+            timer:sleep(250),
+            restart_named(Name, Env, Tries - 1)
+    end.
 
 cluster(Env) ->
     tether_test_lib:start_cluster(

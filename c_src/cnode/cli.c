@@ -119,6 +119,12 @@ static const char usage_text[] =
     "      --map NAME           host the replicated map named by the atom\n"
     "                           NAME (repeatable); {map_get, NAME, Key} and\n"
     "                           {map_to_list, NAME} on `tether' read it\n"
+    "      --map-persist NAME   as --map, and every write this node applies\n"
+    "                           is logged under --data-dir, read back at\n"
+    "                           start (repeatable)\n"
+    "      --data-dir DIR       where persisted maps keep their logs, in\n"
+    "                           DIR/NODENAME/ (made 0700; default\n"
+    "                           tether_data under the working directory)\n"
     "      --lead NAME          campaign at start for the leadership of the\n"
     "                           atom NAME (repeatable), for a C service that\n"
     "                           should run as a singleton; transitions are\n"
@@ -537,6 +543,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_DEFER_BYTES,
         OPT_MAP,
         OPT_CHANNEL,
+        OPT_MAP_PERSIST,
+        OPT_DATA_DIR,
         OPT_LEASE,
     };
     static const struct option options[] = {
@@ -569,6 +577,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"lead", required_argument, NULL, OPT_LEAD},
         {"map", required_argument, NULL, OPT_MAP},
         {"channel", required_argument, NULL, OPT_CHANNEL},
+        {"map-persist", required_argument, NULL, OPT_MAP_PERSIST},
+        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
         {"lead-priority", required_argument, NULL, OPT_LEAD_PRIORITY},
         {"election-voter", required_argument, NULL, OPT_VOTER},
         {"election-lease-ms", required_argument, NULL, OPT_LEASE},
@@ -605,6 +615,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
     static char chan_names[TETHER_MESSAGING_CHANNELS_MAX][TETHER_NAME_MAX];
     static tether_messaging_channel_t chans[TETHER_MESSAGING_CHANNELS_MAX];
     size_t nmaps = 0;
+    static bool map_persist[SERVICES_FLAG_MAX];
+    const char *data_dir = NULL;
     static char voters[TETHER_CLUSTER_VOTERS_MAX][NAME_BUF_MAX];
     static const char *voter_ptrs[TETHER_CLUSTER_VOTERS_MAX];
     tether_cluster_lead_opts_t lead_opts = {.voters = voter_ptrs};
@@ -795,13 +807,23 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             names[nnames++] = optarg;
             break;
         case OPT_MAP:
+        case OPT_MAP_PERSIST:
             if (nmaps == SERVICES_FLAG_MAX)
                 return usage_error("too many --map (at most %d)",
                                    SERVICES_FLAG_MAX);
             if (*optarg == '\0' || strlen(optarg) >= TETHER_NAME_MAX)
                 return usage_error("bad --map '%s' (want an atom name)",
                                    optarg);
+            map_persist[nmaps] = c == OPT_MAP_PERSIST;
             maps[nmaps++] = optarg;
+            break;
+        case OPT_DATA_DIR:
+            if (*optarg == '\0' ||
+                strlen(optarg) > TETHER_CLUSTER_DATA_DIR_MAX)
+                return usage_error("bad --data-dir '%s' (want a directory "
+                                   "path of 1..%d bytes)",
+                                   optarg, TETHER_CLUSTER_DATA_DIR_MAX);
+            data_dir = optarg;
             break;
         case OPT_LEAD:
             if (nleads == SERVICES_FLAG_MAX)
@@ -1020,11 +1042,22 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
             goto done;
         }
     }
+    if (data_dir != NULL) {
+        rc = tether_cluster_set_data_dir(node, data_dir);
+        if (rc < 0) {
+            fprintf(stderr, "%s: bad --data-dir '%s': %s\n", prog, data_dir,
+                    rc == TETHER_EINVAL ? "not a directory"
+                                        : tether_strerror(rc));
+            goto done;
+        }
+    }
     for (size_t i = 0; i < nmaps; i++) {
         char atom[TETHER_ATOM_TERM_MAX];
         size_t alen = tether_term_atom(atom, sizeof atom, maps[i]);
-        rc = alen == 0 ? TETHER_EINVAL
-                       : tether_cluster_map_host(node, atom, alen);
+        rc = alen == 0        ? TETHER_EINVAL
+             : map_persist[i] ? tether_cluster_map_host_persist(node, atom,
+                                                                alen)
+                              : tether_cluster_map_host(node, atom, alen);
         if (rc < 0) {
             fprintf(stderr, "%s: cannot host the map '%s': %s\n", prog, maps[i],
                     tether_strerror(rc));

@@ -27,8 +27,10 @@
  * does; the engine's restart notice tells the peers). The process traps exits;
  * if it is killed, its on_exit frees everything and clears the node's hooks.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -38,6 +40,7 @@
 #include "cnode/api.h"
 #include "cnode/channel.h"
 #include "cnode/builtins.h"
+#include "cnode/datalog.h"
 #include "cnode/internal.h"
 #include "cnode/node.h"
 #include "core/codec.h"
@@ -160,16 +163,58 @@ typedef struct tether_cluster {
     bool starting;    /* rpc_start_pending is running (answers call run()) */
     unsigned running; /* run() is on the stack (tether__cluster_kick) */
     /* Replicated maps (core/maps.h): the module of eng, and the maps
-     * hosted here (canonical names), hosted again by a fresh engine. */
+     * hosted here (canonical names), hosted again by a fresh engine; a
+     * persisted one has its log. */
     tether_maps_t *maps;
     struct {
         uint8_t name[TETHER_MAPS_NAME_MAX];
         size_t nlen;
+        struct map_log *log; /* NULL: not persisted */
     } hosted[TETHER_CLUSTER_MAPS_MAX];
     size_t nhosted;
+    char data_dir[TETHER_CLUSTER_DATA_DIR_MAX + 1]; /* "" until set */
+    /* C subscribers of hosted maps (tether_cluster_map_subscribe). */
+    struct {
+        size_t map; /* index in hosted */
+        tether_cluster_map_event_fn fn;
+        void *ctx;
+    } map_subs[TETHER_CLUSTER_MAP_SUBS_MAX];
+    size_t nmap_subs;
 } cluster_t;
 
+/* A caller of tether_cluster_map_sync waiting for sequence `seq`. */
+typedef struct map_waiter {
+    struct map_waiter *next;
+    uint64_t seq;
+    tether_cluster_map_synced_fn fn;
+    void *ctx;
+} map_waiter_t;
+
+/*
+ * A persisted map's log (cnode/datalog.h). Records are appended on the
+ * loop thread as the engine yields them (one write(2) each); fdatasync
+ * runs on a worker, one at a time: what is appended while one runs is
+ * synced by the next (group commit), and the waiters whose records it
+ * covers are called back on the loop. Owned by the cluster; when the
+ * cluster goes while a sync runs, the sync's done frees it (cl NULL).
+ */
+typedef struct map_log {
+    cluster_t *cl;
+    tether_datalog_t *log;
+    bool syncing;
+    uint64_t upto; /* what the running sync covers */
+    int rc;        /* its result (set on the worker) */
+    map_waiter_t *waiters;
+} map_log_t;
+
 #define LOG(node, lvl, ...) tether__node_log((node), (lvl), __VA_ARGS__)
+
+/* Persisted maps (with the maps API below). */
+static void map_store(cluster_t *cl, const tether_action_t *a);
+static void map_event(cluster_t *cl, const tether_action_t *a);
+static tether_map_t *map_of(cluster_t *cl, const char *name, size_t len);
+static void map_log_load(cluster_t *cl, size_t i, tether_map_t *map);
+static void map_log_drop(map_log_t *ml);
 
 /* ---- parsing ---------------------------------------------------------- */
 
@@ -470,7 +515,10 @@ static void act(cluster_t *cl, const tether_action_t *a)
         leader_event(cl, a);
         break;
     case TETHER_ACT_MAP:
-        /* Map changes are read by the C API (tether_map_*); no event. */
+        map_event(cl, a);
+        break;
+    case TETHER_ACT_MAP_STORE:
+        map_store(cl, a);
         break;
     case TETHER_ACT_REMINDER:
     case TETHER_ACT_REMINDER_REPLY:
@@ -1151,9 +1199,17 @@ static int engine_start(cluster_t *cl)
     tether_maps_config_t mcfg = {.sync_ms = 0};
     if (rc == 0)
         rc = tether_maps_new(&mcfg, eng, &maps);
-    for (size_t i = 0; rc == 0 && i < cl->nhosted; i++)
+    for (size_t i = 0; rc == 0 && i < cl->nhosted; i++) {
+        tether_map_opts_t mopts = {.persist = cl->hosted[i].log != NULL};
+        tether_map_t *map = NULL;
         rc = tether_maps_host(maps, cl->hosted[i].name, cl->hosted[i].nlen,
-                              NULL, NULL);
+                              &mopts, &map);
+        if (rc == 0 && cl->hosted[i].log != NULL)
+            map_log_load(cl, i, map); /* a fresh engine: read it again */
+        for (size_t k = 0; rc == 0 && k < cl->nmap_subs; k++)
+            if (cl->map_subs[k].map == i)
+                tether_maps_set_notify(map, 1);
+    }
     if (rc < 0) {
         tether_engine_free(eng);
         return rc;
@@ -2014,6 +2070,8 @@ static void cluster_free(cluster_t *cl)
     free(cl->seeds);
     free(cl->up);
     free(cl->evs);
+    for (size_t i = 0; i < cl->nhosted; i++)
+        map_log_drop(cl->hosted[i].log);
     free(cl);
 }
 
@@ -2596,10 +2654,218 @@ int tether_cluster_leader(tether_node_t *node, const char *name, size_t len,
 
 /* ------------------------------------------------------------- maps API */
 
-int tether_cluster_map_host(tether_node_t *node, const char *name, size_t len)
+/* ---- persisted maps --------------------------------------------------- */
+
+/* The hosted entry of a map's canonical name, or -1. */
+static int hosted_index(const cluster_t *cl, const uint8_t *name, size_t n)
+{
+    for (size_t i = 0; i < cl->nhosted; i++)
+        if (cl->hosted[i].nlen == n && memcmp(cl->hosted[i].name, name, n) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Calls back the waiters whose records are on disk (all of them, with
+ * rc, when the sync failed). */
+static void map_log_wake(map_log_t *ml, int rc)
+{
+    map_waiter_t **pp = &ml->waiters;
+
+    while (*pp) {
+        map_waiter_t *w = *pp;
+        if (rc == 0 && w->seq > tether__datalog_synced(ml->log)) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        w->fn(w->ctx, rc);
+        free(w);
+    }
+}
+
+static void map_log_sync_work(void *arg)
+{
+    map_log_t *ml = arg;
+
+    ml->rc = tether__datalog_sync(ml->log);
+}
+
+static void map_log_kick(map_log_t *ml);
+
+/* On the loop: the sync is done. */
+static void map_log_sync_done(tether_node_t *node, void *arg)
+{
+    map_log_t *ml = arg;
+
+    (void)node;
+    ml->syncing = false;
+    if (ml->cl == NULL) { /* the cluster went meanwhile */
+        map_log_drop(ml);
+        return;
+    }
+    if (ml->rc == 0)
+        tether__datalog_synced_to(ml->log, ml->upto);
+    else
+        LOG(ml->cl->node, TETHER_LOG_ERROR, "cluster: map log sync: %s",
+            tether_strerror(ml->rc));
+    map_log_wake(ml, ml->rc);
+    map_log_kick(ml);
+}
+
+/* Starts a sync on a worker unless one runs or nothing is unsynced. */
+static void map_log_kick(map_log_t *ml)
+{
+    if (ml->syncing ||
+        tether__datalog_appended(ml->log) == tether__datalog_synced(ml->log))
+        return;
+    ml->upto = tether__datalog_appended(ml->log);
+    ml->syncing = true;
+    if (tether_node_submit(ml->cl->node, map_log_sync_work, map_log_sync_done,
+                           ml) < 0) {
+        /* No pool (stopping): sync here, once. */
+        map_log_sync_work(ml);
+        map_log_sync_done(ml->cl->node, ml);
+    }
+}
+
+/* Frees a log (its waiters hear TETHER_ECLOSED), or, while a sync runs,
+ * leaves it to the sync's done. NULL is a no-op. */
+static void map_log_drop(map_log_t *ml)
+{
+    if (ml == NULL)
+        return;
+    if (ml->syncing) {
+        ml->cl = NULL;
+        return;
+    }
+    map_log_wake(ml, TETHER_ECLOSED);
+    tether__datalog_close(ml->log);
+    free(ml);
+}
+
+/* DataDir/NodeName/map-<16 hex digits of the name's hash>.log */
+static int map_log_path(const cluster_t *cl, const uint8_t *name, size_t n,
+                        char *out, size_t cap)
+{
+    const char *dir = cl->data_dir[0] ? cl->data_dir
+                                      : TETHER_CLUSTER_DATA_DIR_DEFAULT;
+    uint64_t h = tether__fnv1a(TETHER_FNV_OFFSET, name, n);
+    int w = snprintf(out, cap, "%s/%s/map-%016llx.log", dir,
+                     tether_node_name(cl->node), (unsigned long long)h);
+
+    return w < 0 || (size_t)w >= cap ? TETHER_ETOOBIG : 0;
+}
+
+static int load_record(void *ctx, const uint8_t *rec, size_t len)
+{
+    int rc = tether_maps_load(ctx, rec, len);
+
+    return rc == TETHER_EPROTO ? 0 : rc; /* a refused record is skipped */
+}
+
+static int dump_map(void *ctx, tether_datalog_put_fn put, void *put_ctx)
+{
+    return tether_maps_dump(ctx, put, put_ctx);
+}
+
+/*
+ * Reads hosted map i's log into map and compacts it (on the loop thread,
+ * at hosting or engine start: the one time the log is read whole). A torn
+ * tail or corrupted records cost one log line (and a copy of the file);
+ * the rest is kept.
+ */
+static void map_log_load(cluster_t *cl, size_t i, tether_map_t *map)
+{
+    map_log_t *ml = cl->hosted[i].log;
+    char path[PATH_MAX];
+    tether_datalog_info_t info;
+    int rc;
+
+    if (map_log_path(cl, cl->hosted[i].name, cl->hosted[i].nlen, path,
+                     sizeof path) < 0)
+        return;
+    rc = tether__datalog_load(path, load_record, map, &info);
+    if (rc < 0) {
+        LOG(cl->node, TETHER_LOG_ERROR, "cluster: map log %s not read: %s",
+            path, tether_strerror(rc));
+        return;
+    }
+    if (info.corrupt > 0) {
+        LOG(cl->node, TETHER_LOG_ERROR,
+            "cluster: map log %s is corrupted: %llu records read, %llu "
+            "skipped; the file is kept as %s.corrupt",
+            path, (unsigned long long)info.records,
+            (unsigned long long)info.corrupt, path);
+        if (tether__datalog_keep_corrupt(path) < 0)
+            return; /* no copy: do not compact what could not be read */
+    } else if (info.torn_at >= 0) {
+        LOG(cl->node, TETHER_LOG_WARNING,
+            "cluster: map log %s: torn last record at byte %lld skipped; "
+            "%llu records read",
+            path, (long long)info.torn_at, (unsigned long long)info.records);
+    }
+    if (!ml->syncing && tether__datalog_compact(ml->log, dump_map, map) < 0)
+        LOG(cl->node, TETHER_LOG_ERROR, "cluster: map log %s not compacted",
+            path);
+}
+
+/* A TETHER_ACT_MAP_STORE: append the record; sync in the background;
+ * compact when the log holds twice the map's entries (and 1,000 more). */
+static void map_store(cluster_t *cl, const tether_action_t *a)
+{
+    int i = hosted_index(cl, a->u.map_store.name.ptr, a->u.map_store.name.len);
+    map_log_t *ml = i < 0 ? NULL : cl->hosted[i].log;
+    tether_map_t *map;
+    int rc;
+
+    if (ml == NULL)
+        return;
+    rc = tether__datalog_append(ml->log, a->u.map_store.rec.ptr,
+                                a->u.map_store.rec.len, NULL);
+    if (rc < 0) {
+        LOG(cl->node, TETHER_LOG_ERROR, "cluster: map log append: %s",
+            tether_strerror(rc));
+        return;
+    }
+    map = tether_maps_find(cl->maps, a->u.map_store.name.ptr,
+                           a->u.map_store.name.len);
+    if (!ml->syncing && map != NULL &&
+        tether__datalog_since_compact(ml->log) >
+            2 * tether__maps_entries(map) + 1000) {
+        if (tether__datalog_compact(ml->log, dump_map, map) < 0)
+            LOG(cl->node, TETHER_LOG_ERROR, "cluster: map log not compacted");
+        map_log_wake(ml, 0); /* the compacted file was synced whole */
+    }
+    map_log_kick(ml);
+}
+
+int tether_cluster_set_data_dir(tether_node_t *node, const char *dir)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    struct stat st;
+    size_t n;
+
+    if (cl == NULL || dir == NULL || (n = strlen(dir)) == 0 ||
+        n > TETHER_CLUSTER_DATA_DIR_MAX)
+        return TETHER_EINVAL;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        return TETHER_EINVAL;
+    for (size_t i = 0; i < cl->nhosted; i++)
+        if (cl->hosted[i].log != NULL)
+            return TETHER_EEXIST; /* logs are open under the old one */
+    memcpy(cl->data_dir, dir, n + 1);
+    return 0;
+}
+
+static int map_host(tether_node_t *node, const char *name, size_t len,
+                    bool persist)
 {
     cluster_t *cl = node ? node->cluster : NULL;
     uint8_t canon[TETHER_MAPS_NAME_MAX];
+    tether_map_opts_t opts = {.persist = persist};
+    tether_map_t *map;
+    map_log_t *ml = NULL;
+    char path[PATH_MAX];
     size_t n;
     int rc;
 
@@ -2611,13 +2877,190 @@ int tether_cluster_map_host(tether_node_t *node, const char *name, size_t len)
         return 0;
     if (cl->nhosted == TETHER_CLUSTER_MAPS_MAX)
         return TETHER_ETOOBIG;
-    rc = tether_maps_host(cl->maps, canon, n, NULL, NULL);
-    if (rc == 0) {
-        memcpy(cl->hosted[cl->nhosted].name, canon, n);
-        cl->hosted[cl->nhosted++].nlen = n;
+    if (persist) {
+        rc = map_log_path(cl, canon, n, path, sizeof path);
+        if (rc < 0)
+            return rc;
+        ml = calloc(1, sizeof *ml);
+        if (ml == NULL)
+            return TETHER_ENOMEM;
+        ml->cl = cl;
+        rc = tether__datalog_open(path, &ml->log);
+        if (rc < 0) {
+            LOG(cl->node, TETHER_LOG_ERROR, "cluster: map log %s: %s", path,
+                tether_strerror(rc));
+            free(ml);
+            return rc;
+        }
     }
+    rc = tether_maps_host(cl->maps, canon, n, &opts, &map);
+    if (rc < 0) {
+        map_log_drop(ml);
+        return rc;
+    }
+    memcpy(cl->hosted[cl->nhosted].name, canon, n);
+    cl->hosted[cl->nhosted].nlen = n;
+    cl->hosted[cl->nhosted].log = ml;
+    if (ml != NULL)
+        map_log_load(cl, cl->nhosted, map);
+    cl->nhosted++;
     run(cl);
-    return rc;
+    return 0;
+}
+
+int tether_cluster_map_host(tether_node_t *node, const char *name, size_t len)
+{
+    return map_host(node, name, len, false);
+}
+
+int tether_cluster_map_host_persist(tether_node_t *node, const char *name,
+                                    size_t len)
+{
+    return map_host(node, name, len, true);
+}
+
+/* ---- iteration and subscriptions ------------------------------------- */
+
+typedef struct foreach_ctx {
+    tether_cluster_map_fn fn;
+    void *ctx;
+} foreach_ctx_t;
+
+static void foreach_pair(void *ctx, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen)
+{
+    foreach_ctx_t *f = ctx;
+
+    f->fn(f->ctx, (const char *)key, klen, (const char *)val, vlen);
+}
+
+int tether_cluster_map_foreach(tether_node_t *node, const char *name,
+                               size_t nlen, tether_cluster_map_fn fn, void *ctx)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    tether_map_t *map;
+    foreach_ctx_t f = {fn, ctx};
+
+    if (fn == NULL)
+        return TETHER_EINVAL;
+    map = map_of(cl, name, nlen);
+    if (map == NULL)
+        return TETHER_ENOTFOUND;
+    tether_maps_visit(map, foreach_pair, &f);
+    return 0;
+}
+
+/* A TETHER_ACT_MAP (only for maps with subscribers): to each of them. */
+static void map_event(cluster_t *cl, const tether_action_t *a)
+{
+    int i = hosted_index(cl, a->u.map.name.ptr, a->u.map.name.len);
+
+    /* Backwards: a subscriber may unsubscribe itself from its callback. */
+    for (size_t k = cl->nmap_subs; i >= 0 && k-- > 0;) {
+        if (k >= cl->nmap_subs || cl->map_subs[k].map != (size_t)i)
+            continue;
+        cl->map_subs[k].fn(cl->map_subs[k].ctx,
+                           (const char *)a->u.map.name.ptr, a->u.map.name.len,
+                           (const char *)a->u.map.key.ptr, a->u.map.key.len,
+                           a->u.map.removed ? NULL
+                                            : (const char *)a->u.map.value.ptr,
+                           a->u.map.value.len);
+    }
+}
+
+/* The hosted index of the ETF name, or a negative error. */
+static int hosted_of(cluster_t *cl, const char *name, size_t nlen)
+{
+    uint8_t canon[TETHER_MAPS_NAME_MAX];
+    size_t n;
+    int i;
+
+    if (name_canon(name, nlen, canon, &n) < 0)
+        return TETHER_EINVAL;
+    i = cl && cl->maps ? hosted_index(cl, canon, n) : -1;
+    return i < 0 ? TETHER_ENOTFOUND : i;
+}
+
+int tether_cluster_map_subscribe(tether_node_t *node, const char *name,
+                                 size_t nlen, tether_cluster_map_event_fn fn,
+                                 void *ctx)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    int i = fn ? hosted_of(cl, name, nlen) : TETHER_EINVAL;
+
+    if (i < 0)
+        return i;
+    for (size_t k = 0; k < cl->nmap_subs; k++)
+        if (cl->map_subs[k].map == (size_t)i && cl->map_subs[k].fn == fn &&
+            cl->map_subs[k].ctx == ctx)
+            return 0;
+    if (cl->nmap_subs == TETHER_CLUSTER_MAP_SUBS_MAX)
+        return TETHER_ETOOBIG;
+    cl->map_subs[cl->nmap_subs].map = (size_t)i;
+    cl->map_subs[cl->nmap_subs].fn = fn;
+    cl->map_subs[cl->nmap_subs++].ctx = ctx;
+    tether_maps_set_notify(
+        tether_maps_find(cl->maps, cl->hosted[i].name, cl->hosted[i].nlen), 1);
+    return 0;
+}
+
+int tether_cluster_map_unsubscribe(tether_node_t *node, const char *name,
+                                   size_t nlen, tether_cluster_map_event_fn fn,
+                                   void *ctx)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    int i = hosted_of(cl, name, nlen), left = 0;
+
+    if (i < 0)
+        return i;
+    for (size_t k = 0; k < cl->nmap_subs;) {
+        if (cl->map_subs[k].map == (size_t)i && cl->map_subs[k].fn == fn &&
+            cl->map_subs[k].ctx == ctx) {
+            /* Order kept: events reach the others in subscription order. */
+            memmove(&cl->map_subs[k], &cl->map_subs[k + 1],
+                    (cl->nmap_subs - k - 1) * sizeof cl->map_subs[0]);
+            cl->nmap_subs--;
+            continue;
+        }
+        left += cl->map_subs[k].map == (size_t)i;
+        k++;
+    }
+    if (left == 0)
+        tether_maps_set_notify(tether_maps_find(cl->maps, cl->hosted[i].name,
+                                                cl->hosted[i].nlen),
+                               0);
+    return 0;
+}
+
+int tether_cluster_map_sync(tether_node_t *node, const char *name, size_t nlen,
+                            tether_cluster_map_synced_fn fn, void *ctx)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    uint8_t canon[TETHER_MAPS_NAME_MAX];
+    map_log_t *ml;
+    map_waiter_t *w;
+    size_t n;
+    int i;
+
+    if (fn == NULL || name_canon(name, nlen, canon, &n) < 0)
+        return TETHER_EINVAL;
+    i = cl ? hosted_index(cl, canon, n) : -1;
+    if (i < 0 || cl->hosted[i].log == NULL)
+        return TETHER_ENOTFOUND;
+    ml = cl->hosted[i].log;
+    w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return TETHER_ENOMEM;
+    w->seq = tether__datalog_appended(ml->log);
+    w->fn = fn;
+    w->ctx = ctx;
+    w->next = ml->waiters;
+    ml->waiters = w;
+    if (w->seq <= tether__datalog_synced(ml->log))
+        map_log_wake(ml, 0);
+    else
+        map_log_kick(ml);
+    return 0;
 }
 
 /* The hosted map of the ETF name, or NULL. */

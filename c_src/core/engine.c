@@ -237,6 +237,10 @@ static size_t byte_fields(tether_action_t *a, tether_bytes_t **f)
         f[1] = &a->u.map.key;
         f[2] = &a->u.map.value;
         return 3;
+    case TETHER_ACT_MAP_STORE:
+        f[0] = &a->u.map_store.name;
+        f[1] = &a->u.map_store.rec;
+        return 2;
     case TETHER_ACT_CONNECT:
     case TETHER_ACT_MEMBER:
     case TETHER_ACT_JOIN:

@@ -245,6 +245,10 @@ typedef enum tether_action_kind {
      * (core/maps.h; only for a map with notify on): the new value, or
      * removed. */
     TETHER_ACT_MAP,
+    /* Persist u.map_store.rec for hosted map u.map_store.name (a map
+     * hosted with persist on, core/maps.h): one applied write; feed it
+     * back with tether_maps_load() at start. */
+    TETHER_ACT_MAP_STORE,
 } tether_action_kind_t;
 
 /* u.join.status */
@@ -330,6 +334,10 @@ typedef struct tether_action {
             tether_bytes_t value; /* the new value (ETF); empty if removed */
             int removed;
         } map;
+        struct {
+            tether_bytes_t name; /* the map's name (canonical ETF) */
+            tether_bytes_t rec;  /* the record (see tether_maps_load) */
+        } map_store;
     } u;
     void *block; /* private: holds the byte strings above */
 } tether_action_t;

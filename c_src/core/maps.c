@@ -2,6 +2,7 @@
  * core/maps.c: replicated last-writer-wins maps (see core/maps.h for the
  * model, the messages and the anti-entropy rounds).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,7 @@ struct tether_map {
     size_t nhosts, caphosts;
     uint64_t ttl_ms;
     int notify;
+    int persist; /* records for the shell's log */
     void *shell;
 };
 
@@ -57,6 +59,11 @@ struct tether_maps {
     size_t nmaps;
     uint64_t next_sync;
     tether_maps_stats_t stats;
+    /* While tether_maps_write() applies on the direct path: where the
+     * write's record goes (sealed() with peer NULL). */
+    tether_engine_sealed_t direct;
+    void *direct_ctx;
+    int loading; /* tether_maps_load(): no record for what is applied */
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -183,6 +190,42 @@ static void tell(tether_map_t *map, const uint8_t *key, size_t klen,
     }
 }
 
+static int encode_record(const tether_maps_t *m, ei_x_buff *x,
+                         const uint8_t *key, size_t klen, uint64_t stamp,
+                         uint32_t node, const uint8_t *val, size_t vlen);
+
+/* Hands the shell the record of a write just applied to a persisted map:
+ * to the direct-path caller, or as an action. A record that cannot be
+ * encoded (out of memory) is counted: anti-entropy repairs the log's
+ * holder after a restart. */
+static void store(tether_map_t *map, const uint8_t *key, size_t klen,
+                  uint64_t stamp, uint32_t node, const uint8_t *val,
+                  size_t vlen)
+{
+    tether_maps_t *m = map->m;
+    ei_x_buff x;
+
+    if (!map->persist || m->loading)
+        return;
+    if (encode_record(m, &x, key, klen, stamp, node, val, vlen) < 0) {
+        m->stats.store_failed++;
+        return;
+    }
+    if (m->direct) {
+        m->direct(m->direct_ctx, NULL, (const uint8_t *)x.buff,
+                  (size_t)x.index);
+    } else {
+        tether_action_t a = {.kind = TETHER_ACT_MAP_STORE};
+        a.u.map_store.name.ptr = map->name;
+        a.u.map_store.name.len = map->nlen;
+        a.u.map_store.rec.ptr = (const uint8_t *)x.buff;
+        a.u.map_store.rec.len = (size_t)x.index;
+        if (tether__engine_push(m->eng, &a) < 0)
+            m->stats.store_failed++;
+    }
+    ei_x_free(&x);
+}
+
 static void unlink_entry(tether_map_t *map, entry_t *e)
 {
     entry_t **pp = &map->tab[e->khash & map->mask];
@@ -261,6 +304,7 @@ static int apply(tether_map_t *map, const uint8_t *key, size_t klen,
     e->val = copy;
     e->vlen = val ? vlen : 0;
     map->live += val != NULL;
+    store(map, key, klen, stamp, node, val, vlen);
     if (val == NULL && tomb_expired(map, stamp)) {
         unlink_entry(map, e);
         map->n--;
@@ -290,6 +334,26 @@ static int encode_entry(const tether_maps_t *m, ei_x_buff *x, const entry_t *e)
     if (e->val == NULL)
         return ei_x_encode_atom(x, "remove") < 0 ? TETHER_ENOMEM : 0;
     return ei_x_encode_binary(x, e->val, (long)e->vlen) < 0 ? TETHER_ENOMEM : 0;
+}
+
+/* A persisted record: {Key, Stamp, Node, Val | remove} with the version
+ * byte (the entry as map_put carries it). */
+static int encode_record(const tether_maps_t *m, ei_x_buff *x,
+                         const uint8_t *key, size_t klen, uint64_t stamp,
+                         uint32_t node, const uint8_t *val, size_t vlen)
+{
+    if (ei_x_new_with_version(x) < 0)
+        return TETHER_ENOMEM;
+    if (ei_x_encode_tuple_header(x, 4) < 0 ||
+        ei_x_encode_binary(x, key, (long)klen) < 0 ||
+        ei_x_encode_ulonglong(x, stamp) < 0 ||
+        tether__etf_encode_name(x, m->nodes[node].name) < 0 ||
+        (val ? ei_x_encode_binary(x, val, (long)vlen)
+             : ei_x_encode_atom(x, "remove")) < 0) {
+        ei_x_free(x);
+        return TETHER_ENOMEM;
+    }
+    return 0;
 }
 
 /* Makes room for n more bytes in x at once: ei_x grows a buffer by what
@@ -500,6 +564,7 @@ int tether_maps_host(tether_maps_t *m, const uint8_t *name, size_t nlen,
         map->ttl_ms = opts && opts->tombstone_ttl_ms
                           ? opts->tombstone_ttl_ms
                           : TETHER_MAPS_DEFAULT_TOMB_TTL_MS;
+        map->persist = opts && opts->persist;
         lock(m);
         m->maps[m->nmaps++] = map;
         unlock(m);
@@ -549,7 +614,11 @@ int tether_maps_write(tether_maps_t *m, tether_map_t *map, const uint8_t *key,
     if (rc < 0)
         return rc;
     kh = key_hash(key, klen);
+    m->direct = sealed;
+    m->direct_ctx = ctx;
     rc = apply(map, key, klen, kh, stamp, 0, val, vlen);
+    m->direct = NULL;
+    m->direct_ctx = NULL;
     if (rc < 0)
         return rc;
     e = find(map, kh, key, klen);
@@ -961,6 +1030,62 @@ static int on_pull(tether_map_t *map, const char *from, const char *buf,
     return 0;
 }
 
+/* One entry of a map_put (or a persisted record), decoded in place. */
+typedef struct wire_entry {
+    const uint8_t *key, *val; /* val NULL: remove */
+    size_t klen, vlen;
+    uint64_t stamp;
+    char node[TETHER_NODE_NAME_MAX + 1];
+} wire_entry_t;
+
+/*
+ * Decodes {Key, Stamp, Node, Val | remove} at *idx. Returns 0, 1 for an
+ * entry well framed but not acceptable (a bad key or value: skip it), or
+ * TETHER_EPROTO.
+ */
+static int decode_entry(const char *buf, int *idx, wire_entry_t *w)
+{
+    int type, size;
+
+    w->val = NULL;
+    w->vlen = 0;
+    if (tether__etf_expect_tuple(buf, idx, 4) < 0 ||
+        tether__etf_decode_bin_ref(buf, idx, &w->key, &w->klen) < 0 ||
+        tether__etf_decode_u64(buf, idx, &w->stamp) < 0 ||
+        tether__etf_decode_name(buf, idx, w->node) < 0 ||
+        ei_get_type(buf, idx, &type, &size) < 0)
+        return TETHER_EPROTO;
+    if (type == ERL_BINARY_EXT) {
+        if (tether__etf_decode_bin_ref(buf, idx, &w->val, &w->vlen) < 0)
+            return TETHER_EPROTO;
+    } else {
+        char atom[MAXATOMLEN_UTF8];
+        if (ei_decode_atom(buf, idx, atom) < 0 || strcmp(atom, "remove") != 0)
+            return TETHER_EPROTO;
+    }
+    if (w->klen == 0 || w->klen > TETHER_MAPS_KEY_MAX ||
+        w->vlen > TETHER_MAPS_VALUE_MAX ||
+        tether__etf_validate((const char *)w->key, w->klen) < 0 ||
+        (w->val && tether__etf_validate((const char *)w->val, w->vlen) < 0))
+        return 1;
+    return 0;
+}
+
+/* Applies a decoded entry as a received write. 0 or TETHER_ENOMEM. */
+static int apply_wire(tether_map_t *map, const wire_entry_t *w)
+{
+    tether_maps_t *m = map->m;
+    int n = node_get(m, w->node);
+
+    if (n < 0)
+        return TETHER_ENOMEM;
+    tether__engine_stamp_merge(m->eng, w->stamp);
+    return apply(map, w->key, w->klen, key_hash(w->key, w->klen), w->stamp,
+                 (uint32_t)n, w->val, w->vlen) < 0
+               ? TETHER_ENOMEM
+               : 0;
+}
+
 static int on_put(tether_map_t *map, const char *buf, int *idx)
 {
     tether_maps_t *m = map->m;
@@ -969,43 +1094,59 @@ static int on_put(tether_map_t *map, const char *buf, int *idx)
     if (tether__etf_list(buf, idx, &count) < 0)
         return TETHER_EPROTO;
     for (int k = 0; k < count; k++) {
-        const uint8_t *key, *val = NULL;
-        size_t klen, vlen = 0;
-        uint64_t stamp;
-        char node[TETHER_NODE_NAME_MAX + 1];
-        int type, size, n;
+        wire_entry_t w;
+        int rc = decode_entry(buf, idx, &w);
 
-        if (tether__etf_expect_tuple(buf, idx, 4) < 0 ||
-            tether__etf_decode_bin_ref(buf, idx, &key, &klen) < 0 ||
-            tether__etf_decode_u64(buf, idx, &stamp) < 0 ||
-            tether__etf_decode_name(buf, idx, node) < 0 ||
-            ei_get_type(buf, idx, &type, &size) < 0)
-            return TETHER_EPROTO;
-        if (type == ERL_BINARY_EXT) {
-            if (tether__etf_decode_bin_ref(buf, idx, &val, &vlen) < 0)
-                return TETHER_EPROTO;
-        } else {
-            char atom[MAXATOMLEN_UTF8];
-            if (ei_decode_atom(buf, idx, atom) < 0 ||
-                strcmp(atom, "remove") != 0)
-                return TETHER_EPROTO;
-        }
-        if (klen == 0 || klen > TETHER_MAPS_KEY_MAX ||
-            vlen > TETHER_MAPS_VALUE_MAX ||
-            tether__etf_validate((const char *)key, klen) < 0 ||
-            (val && tether__etf_validate((const char *)val, vlen) < 0)) {
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
             m->stats.bad++;
             continue;
         }
-        n = node_get(m, node);
-        if (n < 0)
-            return TETHER_ENOMEM;
-        tether__engine_stamp_merge(m->eng, stamp);
-        if (apply(map, key, klen, key_hash(key, klen), stamp, (uint32_t)n, val,
-                  vlen) < 0)
+        if (apply_wire(map, &w) < 0)
             return TETHER_ENOMEM;
     }
     return tether__etf_list_end(buf, idx, count);
+}
+
+int tether_maps_load(tether_map_t *map, const uint8_t *rec, size_t len)
+{
+    const char *buf = (const char *)rec;
+    int idx = 0, version, rc;
+    wire_entry_t w;
+
+    if (map == NULL || rec == NULL || len > INT_MAX)
+        return TETHER_EINVAL;
+    if (ei_decode_version(buf, &idx, &version) < 0 ||
+        decode_entry(buf, &idx, &w) != 0 || (size_t)idx != len)
+        return TETHER_EPROTO;
+    map->m->loading = 1;
+    rc = apply_wire(map, &w);
+    map->m->loading = 0;
+    return rc;
+}
+
+int tether_maps_dump(const tether_map_t *map, tether_maps_put_fn put, void *ctx)
+{
+    const tether_maps_t *m;
+
+    if (map == NULL || put == NULL)
+        return TETHER_EINVAL;
+    m = map->m;
+    for (size_t i = 0; i <= map->mask; i++)
+        for (const entry_t *e = map->tab[i]; e; e = e->next) {
+            ei_x_buff x;
+            int rc;
+
+            if (encode_record(m, &x, e->key, e->klen, e->stamp, e->node,
+                              e->val, e->vlen) < 0)
+                return TETHER_ENOMEM;
+            rc = put(ctx, (const uint8_t *)x.buff, (size_t)x.index);
+            ei_x_free(&x);
+            if (rc < 0)
+                return rc;
+        }
+    return 0;
 }
 
 static int on_hosts(tether_maps_t *m, const char *from, const char *buf,

@@ -56,7 +56,17 @@
  * cfg->wunlock, and cfg->changed is called there for every change of what
  * a get answers (so a shell can keep its own copy, as the NIF keeps terms).
  * A map with notify on also queues a TETHER_ACT_MAP action per such change
- * (for subscribers). Persistence is the shell's (the engine is sans-IO).
+ * (for subscribers).
+ *
+ * Persistence is the shell's (the engine is sans-IO). For a map hosted
+ * with persist on, every write applied here (local, received, or found by
+ * anti-entropy) yields a record, ETF {Key, Stamp, Node, Val | remove} (the
+ * entry as map_put carries it): a TETHER_ACT_MAP_STORE action, or, for a
+ * local write on the direct path, handed to the caller (see
+ * tether_maps_write). The shell appends the records to a log, feeds them
+ * back with tether_maps_load() after hosting the map again, and compacts
+ * the log with tether_maps_dump(). Records are applied by the same rule as
+ * writes, so their order in the log does not matter.
  */
 #ifndef TETHER_CORE_MAPS_H
 #define TETHER_CORE_MAPS_H
@@ -97,6 +107,7 @@ typedef struct tether_maps_config {
 /* A map's options (tether_maps_host). */
 typedef struct tether_map_opts {
     uint64_t tombstone_ttl_ms; /* 0: TETHER_MAPS_DEFAULT_TOMB_TTL_MS */
+    int persist;               /* 1: yield a record per applied write */
 } tether_map_opts_t;
 
 typedef struct tether_maps_stats {
@@ -109,6 +120,7 @@ typedef struct tether_maps_stats {
                             entries they sent */
     uint64_t ae_entries; /* entries sent by anti-entropy */
     uint64_t tombs_collected;
+    uint64_t store_failed; /* records of persisted maps not made (memory) */
 } tether_maps_stats_t;
 
 /* Creates the maps module on eng (the engine frees it). Returns 0,
@@ -139,7 +151,10 @@ tether_map_t *tether_maps_find(const tether_maps_t *m, const uint8_t *name,
  * the write to the map's hosts. With `sealed` set, on the direct path
  * (tether_engine_seal(): each envelope that is to go now goes to sealed();
  * what a defer partition holds is queued in the engine); else as SEND
- * actions. Returns 0, TETHER_EINVAL (a key or value that is not one
+ * actions. On the direct path, a persisted map's record of the write goes
+ * to sealed() first, with peer NULL (the caller persists it before it
+ * answers its own caller); else it is a TETHER_ACT_MAP_STORE action.
+ * Returns 0, TETHER_EINVAL (a key or value that is not one
  * valid term, no funs), TETHER_ETOOBIG (TETHER_MAPS_KEY_MAX,
  * TETHER_MAPS_VALUE_MAX), TETHER_ENOMEM, or a stamp error.
  */
@@ -148,6 +163,23 @@ TETHER_MUST_CHECK int tether_maps_write(tether_maps_t *m, tether_map_t *map,
                                         const uint8_t *val, size_t vlen,
                                         tether_engine_sealed_t sealed,
                                         void *ctx);
+
+/*
+ * Applies one persisted record (the bytes of a TETHER_ACT_MAP_STORE) to
+ * map, as a received write but sent to no one and yielding no record; the
+ * clock moves past its stamp. Returns 0 (applied or stale), TETHER_EPROTO
+ * (not a record: nothing changes) or TETHER_ENOMEM.
+ */
+TETHER_MUST_CHECK int tether_maps_load(tether_map_t *map, const uint8_t *rec,
+                                       size_t len);
+
+/* What tether_maps_dump() calls per record; 0 or a negative error. */
+typedef int (*tether_maps_put_fn)(void *ctx, const uint8_t *rec, size_t len);
+
+/* Calls put with the record of every entry of map (tombstones included:
+ * a compacted log). Returns 0, put's error, or TETHER_ENOMEM. */
+TETHER_MUST_CHECK int tether_maps_dump(const tether_map_t *map,
+                                       tether_maps_put_fn put, void *ctx);
 
 /* Under the read lock: 1 and the value of key (pointing into the map,
  * valid until the next change), or 0. */

@@ -534,6 +534,10 @@ static ERL_NIF_TERM action_term(ErlNifEnv *env, tether_action_t *a)
             env, ATOM(leader), make_slice(env, &a->u.leader.name),
             a->u.leader.elected ? ATOM(elected) : ATOM(revoked),
             enif_make_uint64(env, a->u.leader.fence));
+    case TETHER_ACT_MAP_STORE:
+        return enif_make_tuple3(env, ATOM(map_store),
+                                make_slice(env, &a->u.map_store.name),
+                                make_slice(env, &a->u.map_store.rec));
     case TETHER_ACT_MAP:
         return enif_make_tuple4(env, ATOM(map), make_slice(env, &a->u.map.name),
                                 make_slice(env, &a->u.map.key),

@@ -132,6 +132,15 @@ ERL_NIF_TERM tether__nif_make_bytes(ErlNifEnv *env, const uint8_t *data,
     return t;
 }
 
+int tether__nif_bins_add(void *ctx, const uint8_t *rec, size_t len)
+{
+    tether_nif_bins_t *b = ctx;
+
+    b->list = enif_make_list_cell(b->env, tether__nif_make_bytes(b->env, rec, len),
+                                  b->list);
+    return 0;
+}
+
 /* Finds the engine resource in t. Returns 1, or 0 if t is none. */
 int tether__nif_get_res(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **out)
 {
@@ -303,6 +312,7 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
     tether__nif_reminders_load(env);
     tether__nif_atoms.am_map_sync_ms = enif_make_atom(env, "map_sync_ms");
     tether__nif_atoms.am_map = enif_make_atom(env, "map");
+    tether__nif_atoms.am_map_store = enif_make_atom(env, "map_store");
     tether__nif_atoms.am_removed = enif_make_atom(env, "removed");
     tether__nif_maps_load(env);
     return tether__nif_ring_load(env);
@@ -392,6 +402,9 @@ static ErlNifFunc nif_funcs[] = {
     {"reminders_dump", 1, reminders_dump_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"reminders_info", 1, reminders_info_nif, 0},
     {"map_host", 3, map_host_nif, 0},
+    {"map_host", 4, map_host_nif, 0},
+    {"map_load", 3, map_load_nif, 0},
+    {"map_dump", 2, map_dump_nif, 0},
     {"map_unhost", 2, map_unhost_nif, 0},
     {"map_notify", 3, map_notify_nif, 0},
     {"map_put", 4, map_put_nif, 0},

@@ -44,7 +44,7 @@ typedef struct nmap {
 } nmap_t;
 
 static ERL_NIF_TERM am_not_found, am_no_such_map, am_too_large,
-    am_invalid_value, am_drain;
+    am_invalid_value, am_drain, am_bad_record;
 
 void tether__nif_maps_load(ErlNifEnv *env)
 {
@@ -53,6 +53,7 @@ void tether__nif_maps_load(ErlNifEnv *env)
     am_too_large = enif_make_atom(env, "too_large");
     am_invalid_value = enif_make_atom(env, "invalid_value");
     am_drain = enif_make_atom(env, "drain");
+    am_bad_record = enif_make_atom(env, "bad_record");
 }
 
 static void nmap_free(nmap_t *nm)
@@ -220,8 +221,9 @@ static int get_maps(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **res)
 }
 
 /*
- * map_host(Engine, Name, TombstoneTtlMs) -> ok | {error, Reason}: this
- * node hosts map Name (idempotent).
+ * map_host(Engine, Name, TombstoneTtlMs[, Persist]) -> ok | {error,
+ * Reason}: this node hosts map Name (idempotent); with Persist (true), its
+ * writes yield records (map_put's fourth element, map_store actions).
  */
 ERL_NIF_TERM map_host_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -233,12 +235,14 @@ ERL_NIF_TERM map_host_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     nmap_t *nm;
     int rc;
 
-    if (argc != 3 || !get_maps(env, argv[0], &res) ||
-        !enif_get_uint64(env, argv[2], &ttl))
+    if ((argc != 3 && argc != 4) || !get_maps(env, argv[0], &res) ||
+        !enif_get_uint64(env, argv[2], &ttl) ||
+        (argc == 4 && argv[3] != ATOM(true) && argv[3] != ATOM(false)))
         return enif_make_badarg(env);
     if (!tether__nif_canon(env, argv[1], TETHER_MAPS_NAME_MAX, &c))
         return enif_make_badarg(env);
     opts.tombstone_ttl_ms = ttl;
+    opts.persist = argc == 4 && argv[3] == ATOM(true);
     nm = calloc(1, sizeof *nm);
     if (nm) {
         nm->name_env = enif_alloc_env();
@@ -322,13 +326,33 @@ ERL_NIF_TERM map_notify_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return map ? ATOM(ok) : enif_make_tuple2(env, ATOM(error), am_no_such_map);
 }
 
+/* What a direct-path write collects: the envelopes, and the record of a
+ * persisted map (core/maps.h hands it over as a sealed() with no peer). */
+typedef struct write_acc {
+    tether_nif_sealed_t sealed;
+    ERL_NIF_TERM record; /* 0: none */
+} write_acc_t;
+
+static void write_cb(void *ctx, const char *peer, const uint8_t *bytes,
+                     size_t len)
+{
+    write_acc_t *w = ctx;
+
+    if (peer != NULL)
+        tether__nif_sealed_cb(&w->sealed, peer, bytes, len);
+    else
+        w->record = tether__nif_make_bytes(w->sealed.env, bytes, len);
+}
+
 /*
  * map_put(Engine, Name, Key, Value) and map_remove(Engine, Name, Key)
  *   -> {ok, [{Peer, Envelope}], Drain :: boolean()}
+ *    | {ok, [{Peer, Envelope}], Drain, Record}   (a persisted map)
  *    | {error, no_such_map | too_large | invalid_value | Reason}:
  * the write on the direct path; the caller sends each Envelope to
  * `tether' on Peer as {'$tether', node(), Envelope}, and, when Drain,
- * tells the tether server that actions (subscriber events) wait.
+ * tells the tether server that actions (subscriber events) wait; it
+ * appends Record to the map's log before it answers its own caller.
  */
 static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
                               const ERL_NIF_TERM argv[], int remove)
@@ -336,7 +360,7 @@ static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
     tether_nif_res_t *res;
     tether_nif_canon_t k;
     ErlNifBinary v = {0};
-    tether_nif_sealed_t acc = {env, enif_make_list(env, 0)};
+    write_acc_t acc = {{env, enif_make_list(env, 0)}, 0};
     tether_map_t *map;
     int rc, drain = 0;
 
@@ -355,8 +379,8 @@ static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
     } else {
         tether_engine_set_wall(res->eng, tether__nif_system_ms());
         rc = tether_maps_write(res->maps, map, k.data, k.len,
-                               remove ? NULL : v.data, v.size,
-                               tether__nif_sealed_cb, &acc);
+                               remove ? NULL : v.data, v.size, write_cb,
+                               &acc);
         drain = tether_maps_notify(map);
     }
     enif_mutex_unlock(res->lock);
@@ -365,7 +389,11 @@ static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
     tether__nif_canon_free(&k);
     switch (rc) {
     case 0:
-        return enif_make_tuple3(env, ATOM(ok), acc.list,
+        if (acc.record)
+            return enif_make_tuple4(env, ATOM(ok), acc.sealed.list,
+                                    drain ? ATOM(true) : ATOM(false),
+                                    acc.record);
+        return enif_make_tuple3(env, ATOM(ok), acc.sealed.list,
                                 drain ? ATOM(true) : ATOM(false));
     case TETHER_ENOTFOUND:
         return enif_make_tuple2(env, ATOM(error), am_no_such_map);
@@ -386,6 +414,51 @@ ERL_NIF_TERM map_put_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 ERL_NIF_TERM map_remove_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     return map_write(env, argc, argv, 1);
+}
+
+/* map_load(Engine, Name, Record) -> ok | {error, bad_record |
+ * no_such_map}: one persisted record fed back (at start). */
+ERL_NIF_TERM map_load_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tether_nif_res_t *res;
+    tether_map_t *map;
+    ErlNifBinary b;
+    int rc = TETHER_ENOTFOUND;
+
+    if (argc != 3 || !get_maps(env, argv[0], &res) ||
+        !enif_inspect_binary(env, argv[2], &b))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    map = find_map(res, argv[1]);
+    if (map != NULL)
+        rc = tether_maps_load(map, b.data, b.size);
+    enif_mutex_unlock(res->lock);
+    if (rc == TETHER_ENOTFOUND)
+        return enif_make_tuple2(env, ATOM(error), am_no_such_map);
+    if (rc == TETHER_EPROTO)
+        return enif_make_tuple2(env, ATOM(error), am_bad_record);
+    return tether__nif_ok(env, rc);
+}
+
+/* map_dump(Engine, Name) -> [Record] | {error, no_such_map}: the record of
+ * every entry, tombstones included (a compacted log). */
+ERL_NIF_TERM map_dump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tether_nif_res_t *res;
+    tether_map_t *map;
+    tether_nif_bins_t d = {env, enif_make_list(env, 0)};
+    int rc = TETHER_ENOTFOUND;
+
+    if (argc != 2 || !get_maps(env, argv[0], &res))
+        return enif_make_badarg(env);
+    enif_mutex_lock(res->lock);
+    map = find_map(res, argv[1]);
+    if (map != NULL)
+        rc = tether_maps_dump(map, tether__nif_bins_add, &d);
+    enif_mutex_unlock(res->lock);
+    if (rc == TETHER_ENOTFOUND)
+        return enif_make_tuple2(env, ATOM(error), am_no_such_map);
+    return rc < 0 ? tether__nif_error(env, rc) : d.list;
 }
 
 /*

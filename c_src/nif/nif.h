@@ -141,6 +141,7 @@ typedef struct tether_nif_atoms {
     ERL_NIF_TERM am_election_lease_ms;
     ERL_NIF_TERM am_map_sync_ms;
     ERL_NIF_TERM am_map;
+    ERL_NIF_TERM am_map_store;
     ERL_NIF_TERM am_removed;
 } tether_nif_atoms_t;
 extern tether_nif_atoms_t tether__nif_atoms;
@@ -160,6 +161,14 @@ int tether__nif_get_name(ErlNifEnv *env, ERL_NIF_TERM t,
 ERL_NIF_TERM tether__nif_make_name(ErlNifEnv *env, const char *s);
 ERL_NIF_TERM tether__nif_make_bytes(ErlNifEnv *env, const uint8_t *data,
                                     size_t len);
+/* A list of binaries built by a C iteration (each record of a dump). */
+typedef struct tether_nif_bins {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+} tether_nif_bins_t;
+/* Conses a binary copy of rec onto ((tether_nif_bins_t *)ctx)->list;
+ * returns 0 (the shape of the core's dump callbacks). */
+int tether__nif_bins_add(void *ctx, const uint8_t *rec, size_t len);
 /* Finds the engine resource in t. Returns 1, or 0 if t is none. */
 int tether__nif_get_res(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **out);
 /* A proper list of 1..TETHER_PARTITION_GROUP_MAX names as a heap array of
@@ -356,6 +365,8 @@ void tether__nif_maps_load(ErlNifEnv *env);
 int tether__nif_maps_attach(tether_nif_res_t *res, uint32_t sync_ms);
 /* Frees the maps' term copies (the destructor calls it first). */
 void tether__nif_maps_detach(tether_nif_res_t *res);
+ERL_NIF_TERM map_load_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM map_dump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM map_host_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM map_unhost_nif(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]);

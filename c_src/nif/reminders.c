@@ -230,17 +230,9 @@ ERL_NIF_TERM reminders_load_nif(ErlNifEnv *env, int argc,
     return tether__nif_ok(env, rc);
 }
 
-typedef struct dump {
-    ErlNifEnv *env;
-    ERL_NIF_TERM list;
-} dump_t;
-
 static void dump_one(void *ctx, const uint8_t *rec, size_t len)
 {
-    dump_t *d = ctx;
-
-    d->list = enif_make_list_cell(
-        d->env, tether__nif_make_bytes(d->env, rec, len), d->list);
+    (void)tether__nif_bins_add(ctx, rec, len);
 }
 
 /* reminders_dump(Engine) -> [RecordBin]: every record held (live and
@@ -249,7 +241,7 @@ ERL_NIF_TERM reminders_dump_nif(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[])
 {
     tether_nif_res_t *res;
-    dump_t d = {env, enif_make_list(env, 0)};
+    tether_nif_bins_t d = {env, enif_make_list(env, 0)};
 
     if (argc != 1 || !get_rm(env, argv[0], &res))
         return enif_make_badarg(env);

@@ -367,6 +367,7 @@ static void drain(sim_t *s)
                 case TETHER_ACT_SHARD:
                 case TETHER_ACT_LOG:
                 case TETHER_ACT_MAP:
+                case TETHER_ACT_MAP_STORE:
                 case TETHER_ACT_REMINDER_STORE:
                     break;
                 case TETHER_ACT_REMINDER:

@@ -641,3 +641,192 @@ Test(cluster, many_held_rpc_requests_run_after_heal_without_recursion)
     free(h);
     tether_node_free(node);
 }
+
+/* ---- replicated maps from C ------------------------------------------- */
+
+/* A 131-prefixed atom / small integer term. */
+static void t_atom(term_t *t, const char *a)
+{
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_atom(&x, a);
+    t_done(t, &x);
+}
+
+static void t_long(term_t *t, long v)
+{
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_long(&x, v);
+    t_done(t, &x);
+}
+
+/* What a map subscriber saw: "+K=V" or "-K" per event (small ints). */
+typedef struct seen_events {
+    char log[256];
+} seen_events_t;
+
+static long term_long(const char *etf)
+{
+    long v = -1;
+    int idx = 1;
+    cr_assert_eq(ei_decode_long(etf, &idx, &v), 0);
+    return v;
+}
+
+static void on_map_event(void *ctx, const char *name, size_t nlen,
+                         const char *key, size_t klen, const char *val,
+                         size_t vlen)
+{
+    seen_events_t *s = ctx;
+    char ev[32];
+    (void)name;
+    (void)nlen;
+    (void)klen;
+    (void)vlen;
+    if (val)
+        snprintf(ev, sizeof ev, "+%ld=%ld", term_long(key), term_long(val));
+    else
+        snprintf(ev, sizeof ev, "-%ld", term_long(key));
+    strncat(s->log, ev, sizeof s->log - strlen(s->log) - 1);
+}
+
+static void sum_pairs(void *ctx, const char *key, size_t klen, const char *val,
+                      size_t vlen)
+{
+    long *sum = ctx;
+    (void)klen;
+    (void)vlen;
+    *sum += term_long(key) * 1000 + term_long(val);
+}
+
+static void map_put_ll(tether_node_t *node, const term_t *m, long k, long v)
+{
+    term_t key, val;
+    t_long(&key, k);
+    t_long(&val, v);
+    cr_assert_eq(tether_cluster_map_put(node, m->buf, m->len, key.buf, key.len,
+                                        val.buf, val.len),
+                 0);
+}
+
+Test(cluster, maps_iterate_and_subscribe)
+{
+    tether_node_t *node = new_node();
+    tether_cluster_config_t cfg = {.heartbeat_ms = 100, .ttl_ms = 500};
+    seen_events_t s = {{0}}, other = {{0}};
+    term_t m, nope, key;
+    long sum = 0;
+
+    cr_assert_eq(tether_cluster_start(node, &cfg), 0);
+    t_atom(&m, "m");
+    t_atom(&nope, "nope");
+    cr_assert_eq(tether_cluster_map_host(node, m.buf, m.len), 0);
+    cr_assert_eq(tether_cluster_map_subscribe(node, m.buf, m.len, on_map_event,
+                                              &s),
+                 0);
+    cr_assert_eq(tether_cluster_map_subscribe(node, m.buf, m.len, on_map_event,
+                                              &s),
+                 0); /* the same (fn, ctx): one subscription */
+    cr_assert_eq(tether_cluster_map_subscribe(node, m.buf, m.len, on_map_event,
+                                              &other),
+                 0);
+    map_put_ll(node, &m, 1, 10);
+    map_put_ll(node, &m, 2, 20);
+    map_put_ll(node, &m, 2, 20); /* no visible change: no event */
+    t_long(&key, 1);
+    cr_assert_eq(
+        tether_cluster_map_remove(node, m.buf, m.len, key.buf, key.len), 0);
+    map_put_ll(node, &m, 3, 30);
+    cr_assert_str_eq(s.log, "+1=10+2=20-1+3=30");
+    cr_assert_str_eq(other.log, s.log);
+    cr_assert_eq(
+        tether_cluster_map_foreach(node, m.buf, m.len, sum_pairs, &sum), 0);
+    cr_assert_eq(sum, 2020 + 3030);
+    cr_assert_eq(tether_cluster_map_unsubscribe(node, m.buf, m.len,
+                                                on_map_event, &s),
+                 0);
+    map_put_ll(node, &m, 4, 40);
+    cr_assert_str_eq(s.log, "+1=10+2=20-1+3=30");
+    cr_assert_str_eq(other.log, "+1=10+2=20-1+3=30+4=40");
+    /* Bad input. */
+    cr_assert_eq(tether_cluster_map_foreach(node, nope.buf, nope.len,
+                                            sum_pairs, &sum),
+                 TETHER_ENOTFOUND);
+    cr_assert_eq(tether_cluster_map_foreach(node, m.buf, m.len, NULL, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_map_subscribe(node, nope.buf, nope.len,
+                                              on_map_event, &s),
+                 TETHER_ENOTFOUND);
+    cr_assert_eq(tether_cluster_map_subscribe(node, m.buf, m.len, NULL, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_map_subscribe(node, "\x83", 1, on_map_event,
+                                              &s),
+                 TETHER_EINVAL);
+    tether_node_free(node);
+}
+
+static void on_synced(void *ctx, int rc)
+{
+    int *calls = ctx;
+    cr_assert_eq(rc, 0);
+    ++*calls;
+}
+
+Test(cluster, persisted_map_comes_back_from_its_log)
+{
+    tether_cluster_config_t cfg = {.heartbeat_ms = 100, .ttl_ms = 500};
+    char dir[] = "/tmp/tether-cluster-maps-XXXXXX", file[64], cmd[96];
+    term_t m, plain, key;
+    tether_node_t *node;
+    char out[16];
+    size_t vlen;
+    int synced = 0;
+    FILE *f;
+
+    cr_assert_not_null(mkdtemp(dir));
+    t_atom(&m, "pm");
+    t_atom(&plain, "plain");
+    node = new_node();
+    cr_assert_eq(tether_cluster_start(node, &cfg), 0);
+    /* A data dir that is a file is refused. */
+    snprintf(file, sizeof file, "%s/file", dir);
+    f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    cr_assert_eq(tether_cluster_set_data_dir(node, file), TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_set_data_dir(node, ""), TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_set_data_dir(node, dir), 0);
+    cr_assert_eq(tether_cluster_map_host_persist(node, m.buf, m.len), 0);
+    cr_assert_eq(tether_cluster_map_host(node, plain.buf, plain.len), 0);
+    for (long k = 1; k <= 50; k++)
+        map_put_ll(node, &m, k, k * 2);
+    t_long(&key, 7);
+    cr_assert_eq(
+        tether_cluster_map_remove(node, m.buf, m.len, key.buf, key.len), 0);
+    cr_assert_eq(
+        tether_cluster_map_sync(node, m.buf, m.len, on_synced, &synced), 0);
+    cr_assert_eq(synced, 1); /* no pool on a node never started: inline */
+    cr_assert_eq(tether_cluster_map_sync(node, plain.buf, plain.len, on_synced,
+                                         &synced),
+                 TETHER_ENOTFOUND); /* not persisted */
+    cr_assert_eq(tether_cluster_set_data_dir(node, dir), TETHER_EEXIST);
+    tether_node_free(node);
+
+    node = new_node(); /* the same name: the same log */
+    cr_assert_eq(tether_cluster_start(node, &cfg), 0);
+    cr_assert_eq(tether_cluster_set_data_dir(node, dir), 0);
+    cr_assert_eq(tether_cluster_map_host_persist(node, m.buf, m.len), 0);
+    t_long(&key, 8);
+    cr_assert_eq(tether_cluster_map_get(node, m.buf, m.len, key.buf, key.len,
+                                        out, sizeof out, &vlen),
+                 1);
+    cr_assert_eq(term_long(out), 16);
+    t_long(&key, 7);
+    cr_assert_eq(tether_cluster_map_get(node, m.buf, m.len, key.buf, key.len,
+                                        out, sizeof out, &vlen),
+                 0);
+    tether_node_free(node);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}

@@ -274,10 +274,76 @@ int tether_cluster_leader(tether_node_t *node, const char *name, size_t len,
  * TETHER_ETOOBIG (*vlen says the size). Errors: TETHER_EINVAL (a bad
  * term), TETHER_ENOTFOUND (no such map), TETHER_ETOOBIG (a value over
  * 4 MiB). The `tether' process answers {map_get, Name, Key} and
- * {map_to_list, Name} as the facade does. Not yet: iteration and
- * subscriptions from C, persistence.
+ * {map_to_list, Name} as the facade does.
+ *
+ * tether_cluster_map_foreach calls fn(ctx, key, klen, val, vlen) for every
+ * live key of the map, in no set order (keys in their canonical
+ * encoding, values as written; both 131-prefixed external format, valid
+ * during the call only); fn must not write or host maps. 0,
+ * TETHER_EINVAL, TETHER_ENOTFOUND.
+ *
+ * tether_cluster_map_subscribe: fn(ctx, name, nlen, key, klen, val, vlen)
+ * runs on the loop thread once per change of what tether_cluster_map_get
+ * answers on this node, local or remote, in the order they were applied
+ * (as the BEAM's {tether_map, Name, {put, K, V} | {remove, K}}): val is
+ * the new value, or NULL when the key went (removed, or collected). The
+ * same (fn, ctx) twice is one subscription; at most
+ * TETHER_CLUSTER_MAP_SUBS_MAX in all (TETHER_ETOOBIG). fn may unsubscribe
+ * itself but must not write or host maps (post such work with
+ * tether_node_post). unsubscribe drops (fn, ctx); 0 also when it was not
+ * subscribed. Both: TETHER_EINVAL, TETHER_ENOTFOUND (not hosted here).
+ *
+ * Persistence (as `persist => true' on the BEAM):
+ * tether_cluster_map_host_persist hosts a map whose every applied write
+ * (this node's, a peer's, or one anti-entropy brought) is appended to a
+ * log at DataDir/NodeName/map-<hash>.log (directories made 0700 when first
+ * used), DataDir set by tether_cluster_set_data_dir (`--data-dir DIR';
+ * default TETHER_CLUSTER_DATA_DIR_DEFAULT under the working directory;
+ * TETHER_EINVAL for an empty or too long path or one that is not a
+ * directory, TETHER_EEXIST once a persisted map is hosted). Hosting it
+ * reads the log back (a torn last record or corrupted records: one log
+ * line, the rest kept, a damaged file copied to .corrupt first) and
+ * compacts it; the map then catches up with its peers by anti-entropy.
+ * Appends are write(2)s on the loop thread; fdatasync runs on a worker,
+ * one at a time, so the records appended while one runs share the next
+ * (group commit). tether_cluster_map_sync calls fn(ctx, 0) on the loop
+ * thread once every write made before the call is on disk (at once,
+ * before it returns, when it is already), or fn(ctx, rc) if the sync
+ * failed or the cluster stopped (TETHER_ECLOSED): put, then sync, then
+ * acknowledge. The log is compacted, on the loop thread, when it holds
+ * twice the map's entries and 1,000 records more. Errors: TETHER_ENOTFOUND
+ * (no such persisted map), TETHER_EIO (the log cannot be created).
  */
 #define TETHER_CLUSTER_MAPS_MAX 32
+#define TETHER_CLUSTER_MAP_SUBS_MAX     64
+#define TETHER_CLUSTER_DATA_DIR_MAX     3072 /* bytes of a --data-dir path */
+typedef void (*tether_cluster_map_fn)(void *ctx, const char *key, size_t klen,
+                                      const char *val, size_t vlen);
+typedef void (*tether_cluster_map_event_fn)(void *ctx, const char *name,
+                                            size_t nlen, const char *key,
+                                            size_t klen, const char *val,
+                                            size_t vlen);
+TETHER_MUST_CHECK int tether_cluster_map_foreach(tether_node_t *node,
+                                                 const char *name, size_t nlen,
+                                                 tether_cluster_map_fn fn,
+                                                 void *ctx);
+TETHER_MUST_CHECK int tether_cluster_map_subscribe(
+    tether_node_t *node, const char *name, size_t nlen,
+    tether_cluster_map_event_fn fn, void *ctx);
+int tether_cluster_map_unsubscribe(tether_node_t *node, const char *name,
+                                   size_t nlen, tether_cluster_map_event_fn fn,
+                                   void *ctx);
+#define TETHER_CLUSTER_DATA_DIR_DEFAULT "tether_data"
+typedef void (*tether_cluster_map_synced_fn)(void *ctx, int rc);
+TETHER_MUST_CHECK int tether_cluster_set_data_dir(tether_node_t *node,
+                                                  const char *dir);
+TETHER_MUST_CHECK int tether_cluster_map_host_persist(tether_node_t *node,
+                                                      const char *name,
+                                                      size_t len);
+TETHER_MUST_CHECK int tether_cluster_map_sync(tether_node_t *node,
+                                              const char *name, size_t nlen,
+                                              tether_cluster_map_synced_fn fn,
+                                              void *ctx);
 TETHER_MUST_CHECK int tether_cluster_map_host(tether_node_t *node,
                                               const char *name, size_t len);
 TETHER_MUST_CHECK int tether_cluster_map_put(tether_node_t *node,
