@@ -119,6 +119,13 @@ static const char usage_text[] =
     "      --map NAME           host the replicated map named by the atom\n"
     "                           NAME (repeatable); {map_get, NAME, Key} and\n"
     "                           {map_to_list, NAME} on `tether' read it\n"
+    "      --data-dir DIR       persist the reminders this node replicates\n"
+    "                           in DIR/reminders-NODE.log (fsync'ed before\n"
+    "                           they are acknowledged; the application env\n"
+    "                           data_dir); read back at start\n"
+    "      --reminder-replicas N\n"
+    "                           copies of each reminder, 1..8 (default 3;\n"
+    "                           the application env reminder_replicas)\n"
     "      --lead NAME          campaign at start for the leadership of the\n"
     "                           atom NAME (repeatable), for a C service that\n"
     "                           should run as a singleton; transitions are\n"
@@ -184,7 +191,8 @@ static const char usage_text[] =
     "              {heal, Ref}, heal_all, partitions, info, the ring's\n"
     "              {place, Key} and friends, and the election's\n"
     "              {leader, Name}, {is_leader, Name}, {fence, Name},\n"
-    "              {candidates, Name}\n"
+    "              {candidates, Name}, the reminders' {reminder, {set |\n"
+    "              cancel | get, ...}} and reminder_info\n"
     "\n"
     "Prints '%1$s: NAME ready' on stdout once registered.\n";
 
@@ -530,6 +538,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_VOTER,
         OPT_DEFER_BYTES,
         OPT_MAP,
+        OPT_DATA_DIR,
+        OPT_RM_REPLICAS,
         OPT_LEASE,
     };
     static const struct option options[] = {
@@ -561,6 +571,8 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"register", required_argument, NULL, OPT_REGISTER},
         {"lead", required_argument, NULL, OPT_LEAD},
         {"map", required_argument, NULL, OPT_MAP},
+        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+        {"reminder-replicas", required_argument, NULL, OPT_RM_REPLICAS},
         {"lead-priority", required_argument, NULL, OPT_LEAD_PRIORITY},
         {"election-voter", required_argument, NULL, OPT_VOTER},
         {"election-lease-ms", required_argument, NULL, OPT_LEASE},
@@ -792,6 +804,20 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                 return usage_error("bad --map '%s' (want an atom name)",
                                    optarg);
             maps[nmaps++] = optarg;
+            break;
+        case OPT_DATA_DIR:
+            if (*optarg == '\0' || strlen(optarg) >= PATH_BUF_MAX)
+                return usage_error("bad --data-dir '%s' (want a directory)",
+                                   optarg);
+            ccfg.data_dir = optarg;
+            break;
+        case OPT_RM_REPLICAS:
+            if (parse_uint(optarg, 1, TETHER_CLUSTER_REMINDER_REPLICAS_MAX,
+                           &v) < 0)
+                return usage_error("bad --reminder-replicas '%s' (1..%d)",
+                                   optarg,
+                                   TETHER_CLUSTER_REMINDER_REPLICAS_MAX);
+            ccfg.reminder_replicas = (uint32_t)v;
             break;
         case OPT_LEAD:
             if (nleads == SERVICES_FLAG_MAX)

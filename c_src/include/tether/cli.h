@@ -13,7 +13,7 @@
  *                --heartbeat-ms, --ttl-ms, --ring-size, --service,
  *                --register, --lead, --lead-priority, --election-voter,
  *                --election-lease-ms, --defer-max-bytes, --map,
- *                --no-cluster
+ *                --data-dir, --reminder-replicas, --no-cluster
  *   keygen       the subcommand `keygen --secret-out FILE --public-out
  *                FILE`
  *
