@@ -13,6 +13,8 @@
  *   cancel(Key)                -> ok | {error, Reason}
  *   get(Key)                   -> {ok, AtMs, Payload} | not_found |
  *                                 {error, Reason}
+ *   subscribe(Bool)            -> ok: the callback subscribed (true, as at
+ *                                 load) or not (false: fires are held)
  *
  * ArrivalMs is the wall clock (erlang:system_time(millisecond)) when the
  * callback ran.
@@ -226,6 +228,21 @@ static void fn_get(tether_call_t *call, const char *args, int idx, int argc,
         return_status(call, rc);
 }
 
+static void fn_subscribe(tether_call_t *call, const char *args, int idx,
+                         int argc, void *ctx)
+{
+    tether_node_t *node = tether_call_node(call);
+    int on = 0, rc;
+
+    (void)argc;
+    (void)ctx;
+    if (ei_decode_boolean(args, &idx, &on) < 0)
+        return raise_badarg(call);
+    rc = on ? tether_cluster_subscribe_reminders(node, on_reminder, NULL)
+            : tether_cluster_unsubscribe_reminders(node, on_reminder, NULL);
+    return_status(call, rc == TETHER_EEXIST || rc == TETHER_ENOTFOUND ? 0 : rc);
+}
+
 int tether_plugin_init(tether_node_t *node)
 {
     static const struct {
@@ -237,6 +254,7 @@ int tether_plugin_init(tether_node_t *node)
         {"remind", 4, fn_remind},
         {"cancel", 1, fn_cancel},
         {"get", 1, fn_get},
+        {"subscribe", 1, fn_subscribe},
     };
     int rc;
 
