@@ -364,6 +364,9 @@ cnode_restart_with_persistence(Config) ->
            [At - T1, length(Got), length(Fired), length(OnC),
             length([K || K <- Mine, lists:member(K, OnC)]), length(Mine),
             length(Dups), load()]),
+    ct:pal("duplicated (node, ms after their time): ~p",
+           [[{K, [{N, T - At} || {N, K1, _, _, T} <- Got, K1 =:= K]}
+             || {K, _} <- lists:sublist(Dups, 5)]]),
     ?assertEqual([], [D || {_, Fs} = D <- Dups, length(lists:usort(Fs)) > 1]),
     ?assert(lists:member(fire_me, Fired)),
     ?assert(OnC =/= []).
