@@ -1531,3 +1531,22 @@ void tether_reminders_stats_list(
     S(load_errors);
 #undef S
 }
+
+int tether__reminders_describe(tether_reminders_t *m, const uint8_t *key,
+                               size_t klen, char *out, size_t cap)
+{
+    uint64_t h = hash_key(key, klen);
+    uint32_t s = shard_of(m, h);
+    shard_t *sh = &m->shards[s];
+    rec_t **p = sh->nb ? slot(sh, h, key, klen) : NULL;
+    rec_t *r = p ? *p : NULL;
+
+    return snprintf(out, cap,
+                    "shard %u state %d prim %d armed_ok %d wall %lld; %s "
+                    "flags %u local %u fire_at %lld due %lld in heap %d",
+                    (unsigned)s, sh->state, sh->prim, m->armed_ok,
+                    (long long)wall_of(m), r ? "record" : "no record",
+                    r ? r->flags : 0, r ? r->local : 0,
+                    r ? (long long)r->fire_at : 0, r ? (long long)r->due : 0,
+                    r ? r->hidx != 0 : 0);
+}

@@ -198,4 +198,10 @@ void tether_reminders_stats_list(
     const tether_reminders_stats_t *st,
     tether_reminders_stat_t out[TETHER_REMINDERS_STATS_N]);
 
+/* For the simulator's failure traces: what this node holds of key (its
+ * shard's state, the record's flags, fire time and heap deadline) as one
+ * line into out. Returns what snprintf returns. */
+int tether__reminders_describe(tether_reminders_t *m, const uint8_t *key,
+                               size_t klen, char *out, size_t cap);
+
 #endif /* TETHER_CORE_REMINDERS_H */

@@ -684,7 +684,13 @@ static int start_node(sim_t *s, int i)
         memset(sn->el_cand, 0, sizeof sn->el_cand);
         memset(sn->el_leading, 0, sizeof sn->el_leading);
         /* Each incarnation's wall clock is off by up to SIM_EL_SKEW ms
-         * (hybrid-logical-clock stamps, and so fences, feel it). */
+         * (hybrid-logical-clock stamps, and so fences, feel it). The
+         * engine's clock is brought to s->now first: the wall is set at
+         * the engine's current time, and a restarted node's fresh engine
+         * still reads 0 (its wall ran ahead by the restart time, so its
+         * reminders were set that far in the future). */
+        if ((rc = tether_engine_tick(sn->eng, s->now)) < 0)
+            return rc;
         tether_engine_set_wall(sn->eng, s->now + SIM_EL_SKEW +
                                             tether_sim_splitmix64(&st) %
                                                 (2 * SIM_EL_SKEW + 1) -
@@ -1679,6 +1685,50 @@ static void rm_action(sim_t *s, int i, const tether_action_t *a)
     }
 }
 
+/* For a failure's trace: what each running node holds of key. */
+static void rm_dump_key(sim_t *s, int key)
+{
+    uint8_t canon[32];
+    size_t klen;
+    ei_x_buff k;
+
+    if (ei_x_new_with_version(&k) < 0)
+        return;
+    if (ei_x_encode_long(&k, key) < 0 ||
+        tether_ring_canon((const uint8_t *)k.buff, (size_t)k.index, canon,
+                          sizeof canon, &klen) != 0) {
+        ei_x_free(&k);
+        return;
+    }
+    ei_x_free(&k);
+    for (int i = 0; i < s->n; i++) {
+        const tether_reminders_stats_t *st;
+        const uint8_t *p;
+        size_t pl;
+        int64_t at;
+        int rc;
+        if (s->nodes[i].rm == NULL)
+            continue;
+        char line[256];
+        st = tether_reminders_stats(s->nodes[i].rm);
+        (void)tether__reminders_describe(s->nodes[i].rm, canon, klen, line,
+                                         sizeof line);
+        fprintf(stderr, "  %s: %s\n", s->nodes[i].name, line);
+        rc = tether_reminders_get(s->nodes[i].rm, canon, klen, 0, &at, &p, &pl);
+        fprintf(stderr,
+                "  %s key %d: %s; pending %llu armed %llu tombs %llu fired "
+                "%llu held %llu handoffs out %llu in %llu timeouts %llu\n",
+                s->nodes[i].name, key,
+                rc == 1 ? "live" : rc == 0 ? "none" : "no copy",
+                (unsigned long long)st->pending, (unsigned long long)st->armed,
+                (unsigned long long)st->tombs, (unsigned long long)st->fired,
+                (unsigned long long)st->held,
+                (unsigned long long)st->handoffs_out,
+                (unsigned long long)st->handoffs_in,
+                (unsigned long long)st->handoff_timeouts);
+    }
+}
+
 /* At the end: every acknowledged set that stayed its key's last write,
  * due well before the end, was delivered, unless R crashes or leaves
  * happened since it was acknowledged (all its replicas may be gone). */
@@ -1694,9 +1744,12 @@ static void check_reminders_end(sim_t *s, uint64_t due_by)
         for (int j = k + 1; j < s->nrm; j++)
             if (s->rm[j].key == w->key)
                 last = 0;
-        if (last && w->delivered == 0)
+        if (last && w->delivered == 0) {
             fail(s, "reminder write %d (key %d, fire at %llu) lost", k, w->key,
                  (unsigned long long)w->fire_at);
+            if (s->cfg.verbose)
+                rm_dump_key(s, w->key);
+        }
     }
 }
 
