@@ -78,12 +78,14 @@ typedef struct el_est {
 /* One reminder write of the run (a set, or a cancel when cancel is set):
  * when issued and acknowledged (0: not), its fire time (sim time), the
  * Fence its deliveries carried, how often and when first delivered, and
- * the crashes and leaves of the run when it was acknowledged. */
+ * the crashes and leaves of the run when it was acknowledged, and how
+ * many replicas the writer's view of the ring had then. */
 typedef struct rm_write {
     int key, cancel;
     uint64_t issued, acked, fire_at, fence, first;
     int delivered;
     uint64_t losses_at_ack;
+    int replicas_at_ack; /* copies the writer's ring asked for (R or fewer) */
 } rm_write_t;
 
 typedef struct msg {
@@ -1547,6 +1549,15 @@ static uint64_t node_due(const sim_t *s, int i)
 
 /* -------------------------------------------------------- reminders */
 
+/* Whether write j of w's key was issued close enough before w that the
+ * clocks may order them either way: stamps come from wall clocks each off
+ * by up to SIM_EL_SKEW, so last writer wins by stamp, not by issue time,
+ * within 2 * SIM_EL_SKEW. */
+static int rm_concurrent(const rm_write_t *j, const rm_write_t *w)
+{
+    return j->key == w->key && j->issued + 2 * SIM_EL_SKEW >= w->issued;
+}
+
 /* Whether a chaos operation happened at or after `since` (a crash, a
  * restart, a leave, a partition, a heal or a cut: churn). */
 static int churn_since(const sim_t *s, uint64_t since)
@@ -1619,8 +1630,12 @@ static void rm_action(sim_t *s, int i, const tether_action_t *a)
         if (ref >= 1 && ref <= (uint64_t)s->nrm &&
             a->u.reminder_reply.status == TETHER_REMINDER_OK &&
             s->rm[ref - 1].acked == 0) {
+            size_t members = tether_ring_members(
+                tether_ring_module_table(s->nodes[i].ring), NULL, 0);
             s->rm[ref - 1].acked = s->now;
             s->rm[ref - 1].losses_at_ack = s->res->crashes + s->res->leaves;
+            s->rm[ref - 1].replicas_at_ack =
+                members < SIM_RM_REPLICAS ? (int)members : SIM_RM_REPLICAS;
         }
         return;
     }
@@ -1670,7 +1685,8 @@ static void rm_action(sim_t *s, int i, const tether_action_t *a)
         for (int k = idx + 1; k < s->nrm; k++) {
             const rm_write_t *c = &s->rm[k];
             if (c->cancel && c->key == w->key && w->acked != 0 &&
-                c->issued > w->acked && c->acked != 0 &&
+                c->issued > w->acked && !rm_concurrent(w, c) &&
+                c->acked != 0 &&
                 !churn_since(s, c->issued > 2 * (uint64_t)s->cfg.ttl_ms
                                     ? c->issued - 2 * (uint64_t)s->cfg.ttl_ms
                                     : 0)) {
@@ -1729,22 +1745,36 @@ static void rm_dump_key(sim_t *s, int key)
     }
 }
 
-/* At the end: every acknowledged set that stayed its key's last write,
- * due well before the end, was delivered, unless R crashes or leaves
- * happened since it was acknowledged (all its replicas may be gone). */
+/*
+ * At the end, for every key: its last write, with the writes issued
+ * concurrently with it (rm_concurrent: any of them may be the one last
+ * writer wins keeps), must have been delivered, once at least, when they
+ * are all sets, acknowledged, due well before the end, and fewer crashes
+ * or leaves happened since each was acknowledged than it had replicas
+ * then (R, or fewer in the writer's view of a smaller cluster): all its
+ * replicas may be gone otherwise.
+ */
 static void check_reminders_end(sim_t *s, uint64_t due_by)
 {
     for (int k = 0; k < s->nrm && !s->res->failed; k++) {
         const rm_write_t *w = &s->rm[k];
-        int last = 1;
-        if (w->cancel || w->acked == 0 || w->fire_at >= due_by ||
-            s->res->crashes + s->res->leaves - w->losses_at_ack >=
-                SIM_RM_REPLICAS)
-            continue;
+        int last = 1, required = 1, delivered = 0;
         for (int j = k + 1; j < s->nrm; j++)
             if (s->rm[j].key == w->key)
                 last = 0;
-        if (last && w->delivered == 0) {
+        if (!last)
+            continue;
+        for (int j = 0; j <= k && required; j++) {
+            const rm_write_t *c = &s->rm[j];
+            if (j != k && !rm_concurrent(c, w))
+                continue;
+            if (c->cancel || c->acked == 0 || c->fire_at >= due_by ||
+                s->res->crashes + s->res->leaves - c->losses_at_ack >=
+                    (uint64_t)c->replicas_at_ack)
+                required = 0;
+            delivered += c->delivered;
+        }
+        if (required && delivered == 0) {
             fail(s, "reminder write %d (key %d, fire at %llu) lost", k, w->key,
                  (unsigned long long)w->fire_at);
             if (s->cfg.verbose)
