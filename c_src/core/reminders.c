@@ -1280,23 +1280,32 @@ bad:
     m->stats.bad_msgs++;
 }
 
-/* Hands over again the shards whose release to `to` (any node: NO_NODE)
- * did not go, while `to` is still their primary. */
+/*
+ * Hands shards over again (to `to` only, or to any node: NO_NODE): those
+ * whose handoff did not go, and those whose records this node holds
+ * without replicating them (a handoff or a sync that reached it after
+ * the ring moved on), to the shard's current primary; then drops what it
+ * does not replicate. A handoff whose primary changed before it went goes
+ * to the new primary: records are never left stranded on a node that no
+ * anti-entropy round looks at.
+ */
 static void retry_hand_overs(tether_reminders_t *m, const tether_ring_t *t,
                              int to)
 {
     for (uint32_t s = 0; s < m->nshards; s++) {
         shard_t *sh = &m->shards[s];
         const char *prim = tether_ring_primary(t, s);
-        if (!sh->hand_pending || sh->state != S_NONE ||
-            (to != NO_NODE && sh->released_to != to) || prim == NULL ||
-            strcmp(prim, m->names[sh->released_to]) != 0) {
-            if (sh->state != S_NONE || prim == NULL ||
-                strcmp(prim, m->names[sh->released_to]) != 0)
-                sh->hand_pending = 0;
+        int p = prim != NULL ? node_idx(m, prim) : NO_NODE;
+
+        if (sh->state != S_NONE || p == NO_NODE || p == m->self) {
+            sh->hand_pending = 0;
             continue;
         }
-        sh->hand_pending = hand_over(m, s, sh->released_to) < 0;
+        if ((!sh->hand_pending && (sh->n == 0 || is_owner(m, s))) ||
+            (to != NO_NODE && p != to))
+            continue;
+        sh->released_to = p;
+        sh->hand_pending = hand_over(m, s, p) < 0;
         if (!sh->hand_pending && !is_owner(m, s))
             drop_shard(m, s);
     }

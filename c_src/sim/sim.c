@@ -138,7 +138,8 @@ typedef struct sim {
     uint64_t q_fence_max; /* the quorum name's highest fence established */
     rm_write_t rm[SIM_RM_MAX];
     int nrm;
-    uint64_t last_chaos; /* sim time of the last chaos operation */
+    uint64_t last_chaos;  /* sim time of the last chaos operation */
+    uint64_t last_member; /* ... of the last member up or down anywhere */
     struct {
         int node;
         uint64_t inc, since, until;
@@ -362,6 +363,8 @@ static void drain(sim_t *s)
                     el_action(s, i, &a);
                     break;
                 case TETHER_ACT_MEMBER:
+                    s->last_member = s->now;
+                    break;
                 case TETHER_ACT_SERVICE:
                 case TETHER_ACT_JOIN:
                 case TETHER_ACT_SHARD:
@@ -1558,11 +1561,14 @@ static int rm_concurrent(const rm_write_t *j, const rm_write_t *w)
     return j->key == w->key && j->issued + 2 * SIM_EL_SKEW >= w->issued;
 }
 
-/* Whether a chaos operation happened at or after `since` (a crash, a
- * restart, a leave, a partition, a heal or a cut: churn). */
+/* Whether a chaos operation (a crash, a restart, a leave, a partition, a
+ * heal or a cut) or a membership change (a member up or down on any node:
+ * joins and re-joins too) happened at or after `since`: churn. */
 static int churn_since(const sim_t *s, uint64_t since)
 {
     if (s->last_chaos != 0 && s->last_chaos >= since)
+        return 1;
+    if (s->last_member != 0 && s->last_member >= since)
         return 1;
     /* A partition still active on some node is churn too (each side
      * has its own primaries). */
@@ -1573,13 +1579,30 @@ static int churn_since(const sim_t *s, uint64_t since)
     return 0;
 }
 
+/* The canonical bytes of the pool's key `key` (an integer term) into
+ * out (32 bytes). 0 or -1. */
+static int rm_key(int key, uint8_t *out, size_t *len)
+{
+    ei_x_buff k;
+    int rc;
+
+    if (ei_x_new_with_version(&k) < 0)
+        return -1;
+    rc = ei_x_encode_long(&k, key) < 0 ||
+                 tether_ring_canon((const uint8_t *)k.buff, (size_t)k.index,
+                                   out, 32, len) != 0
+             ? -1
+             : 0;
+    ei_x_free(&k);
+    return rc;
+}
+
 /* One reminder write on a random member: set a key of the pool (its
  * payload the write's index) to fire within 2 s, or cancel one. */
 static void rm_op(sim_t *s)
 {
     int i = pick_member(s, -1), cancel, rc;
     rm_write_t *w;
-    ei_x_buff k;
     uint8_t key[32], pay[16];
     size_t klen, plen;
 
@@ -1592,15 +1615,8 @@ static void rm_op(sim_t *s)
     w->cancel = cancel;
     w->issued = s->now;
     w->fire_at = s->now + tether_sim_rng_below(&s->rng, 2000);
-    if (ei_x_new_with_version(&k) < 0)
+    if (rm_key(w->key, key, &klen) < 0)
         return;
-    if (ei_x_encode_long(&k, w->key) < 0 ||
-        tether_ring_canon((const uint8_t *)k.buff, (size_t)k.index, key,
-                          sizeof key, &klen) != 0) {
-        ei_x_free(&k);
-        return;
-    }
-    ei_x_free(&k);
     pay[0] = 131;
     pay[1] = 98; /* INTEGER_EXT: the write's index */
     pay[2] = 0;
@@ -1623,6 +1639,25 @@ static void rm_op(sim_t *s)
         s->nrm++;
 }
 
+/* For the trace: the owners node i's ring gives write w's key. */
+static void rm_note_owners(sim_t *s, int i, int w)
+{
+    const tether_ring_t *t = tether_ring_module_table(s->nodes[i].ring);
+    const char *o[SIM_RM_REPLICAS] = {"", "", ""};
+    uint8_t canon[32];
+    size_t klen, n;
+
+    if (rm_key(s->rm[w].key, canon, &klen) < 0)
+        return;
+    n = tether_ring_owners(
+        t,
+        tether_ring_shard_of_hash(tether_ring_hash_canon(canon, klen),
+                                  tether_ring_shards(t)),
+        SIM_RM_REPLICAS, o);
+    note(s, "reminder write %d acked on %s: owners %s %s %s (%zu)", w,
+         s->nodes[i].name, o[0], n > 1 ? o[1] : "", n > 2 ? o[2] : "", n);
+}
+
 static void rm_action(sim_t *s, int i, const tether_action_t *a)
 {
     if (a->kind == TETHER_ACT_REMINDER_REPLY) {
@@ -1636,6 +1671,8 @@ static void rm_action(sim_t *s, int i, const tether_action_t *a)
             s->rm[ref - 1].losses_at_ack = s->res->crashes + s->res->leaves;
             s->rm[ref - 1].replicas_at_ack =
                 members < SIM_RM_REPLICAS ? (int)members : SIM_RM_REPLICAS;
+            if (s->cfg.verbose)
+                rm_note_owners(s, i, (int)ref - 1);
         }
         return;
     }
@@ -1706,17 +1743,9 @@ static void rm_dump_key(sim_t *s, int key)
 {
     uint8_t canon[32];
     size_t klen;
-    ei_x_buff k;
 
-    if (ei_x_new_with_version(&k) < 0)
+    if (rm_key(key, canon, &klen) < 0)
         return;
-    if (ei_x_encode_long(&k, key) < 0 ||
-        tether_ring_canon((const uint8_t *)k.buff, (size_t)k.index, canon,
-                          sizeof canon, &klen) != 0) {
-        ei_x_free(&k);
-        return;
-    }
-    ei_x_free(&k);
     for (int i = 0; i < s->n; i++) {
         const tether_reminders_stats_t *st;
         const uint8_t *p;
