@@ -32,7 +32,7 @@
 #define L_MISSED 2u /* armed by a handoff or start past its time */
 
 enum { S_NONE = 0, S_WAIT, S_ARMED };
-enum { OP_WRITE = 1, OP_FIRE, OP_GET };
+enum { OP_WRITE = 1, OP_FIRE, OP_GET, OP_HANDOFF };
 
 typedef struct rec {
     struct rec *next; /* the shard's hash chain */
@@ -58,6 +58,7 @@ typedef struct shard {
     uint64_t released; /* nodes (index < 64) that released s to us */
     int released_to;   /* the new primary we last released to */
     int hand_pending;  /* that release did not go: retried every round */
+    int hand_inflight; /* a handoff awaits the new primary's ack */
     uint64_t wait_until;
 } shard_t;
 
@@ -546,6 +547,8 @@ static int replicate(tether_reminders_t *m, const wrec_t *w, op_t *o);
 
 /* Ends ops[i]: done (a majority) or not (its deadline). A fire is
  * delivered either way, then its write becomes a tombstone everywhere. */
+static void handoff_done(tether_reminders_t *m, const op_t *o, int done);
+
 static void op_end(tether_reminders_t *m, size_t i, int done)
 {
     op_t o = m->ops[i];
@@ -574,6 +577,8 @@ static void op_end(tether_reminders_t *m, size_t i, int done)
             (void)replicate(m, &w, t); /* nobody waits for it */
     } else if (o.kind == OP_GET && !done) {
         reply(m, o.ref, TETHER_REMINDER_TIMEOUT, 0, NULL, 0);
+    } else if (o.kind == OP_HANDOFF) {
+        handoff_done(m, &o, done);
     }
     free(o.key);
     free(o.payload);
@@ -937,26 +942,72 @@ static void drop_shard(tether_reminders_t *m, uint32_t s)
             forget(m, sh, &sh->b[i]);
 }
 
-static int send_release(tether_reminders_t *m, uint32_t s, int to)
+/* {rm_release, Shard, Op}: acknowledged with {rm_ack, Op}, which tells
+ * the sender that the records sent before it arrived (one session keeps
+ * their order). */
+static int send_release(tether_reminders_t *m, uint32_t s, int to, uint64_t op)
 {
     ei_x_buff x;
 
-    if (tether__etf_begin(&x, 2, "rm_release") < 0)
+    if (tether__etf_begin(&x, 3, "rm_release") < 0)
         return TETHER_ENOMEM;
-    return send_x(m, to, &x, ei_x_encode_ulong(&x, s) < 0 ? TETHER_ENOMEM : 0);
+    return send_x(m, to, &x,
+                  ei_x_encode_ulong(&x, s) < 0 ||
+                          ei_x_encode_ulonglong(&x, op) < 0
+                      ? TETHER_ENOMEM
+                      : 0);
 }
 
-/* Sends shard s's records to its new primary, then the release. A
- * release that could not go is sent again when a session with it comes
- * up (the new primary arms after handoff_ms otherwise). Returns 0 when
- * all went. */
+/* Sends shard s's records to its new primary, then the release, as an
+ * op that ends when the new primary acknowledges the release: only then
+ * does a node that does not replicate s drop its records (a handoff lost
+ * in flight, to a crash or a cut, is sent again: handoff_done()). A
+ * handoff that could not go is sent again every round and when a session
+ * comes up (the new primary arms after handoff_ms otherwise). Returns 0
+ * when all went. */
 static int hand_over(tether_reminders_t *m, uint32_t s, int to)
 {
-    int rc = send_shard(m, s, to, 0, &m->stats.handoff_records);
+    op_t *o = op_new(m, OP_HANDOFF, s);
+    uint64_t id;
+    size_t at;
+    int rc;
 
+    if (o == NULL)
+        return TETHER_ENOMEM;
+    o->targets[0] = to;
+    o->ntargets = o->need = 1;
+    id = o->id;
+    rc = send_shard(m, s, to, 0, &m->stats.handoff_records);
     if (rc == 0)
-        rc = send_release(m, s, to);
+        rc = send_release(m, s, to, id);
+    if (rc < 0 && op_find(m, id, &at) != NULL) {
+        memmove(&m->ops[at], &m->ops[at + 1],
+                (m->nops - at - 1) * sizeof m->ops[0]);
+        m->nops--;
+        return rc;
+    }
+    m->shards[s].hand_inflight = 1;
     return rc;
+}
+
+/* A handoff's op ended: acknowledged, the records reached the new
+ * primary, and a node that does not replicate the shard drops them;
+ * timed out, it is sent again next round. */
+static void handoff_done(tether_reminders_t *m, const op_t *o, int done)
+{
+    uint32_t s = (uint32_t)o->ref;
+    shard_t *sh = &m->shards[s];
+
+    sh->hand_inflight = 0;
+    if (sh->state != S_NONE || sh->released_to != o->targets[0])
+        return;
+    if (!done) {
+        sh->hand_pending = 1;
+        return;
+    }
+    sh->hand_pending = 0;
+    if (!is_owner(m, s))
+        drop_shard(m, s);
 }
 
 static void send_digests(tether_reminders_t *m, int to)
@@ -1036,8 +1087,6 @@ static void members_changed(tether_engine_t *eng, void *ctx)
             sh->released_to = np;
             m->stats.handoffs_out++;
             sh->hand_pending = hand_over(m, s, np) < 0;
-            if (!sh->hand_pending && !is_owner(m, s))
-                drop_shard(m, s);
         } else if (sh->state == S_NONE && np == m->self) {
             /* A live member topped s before us only if it did not know us
              * (we were alone or new): the one that would be primary
@@ -1072,6 +1121,16 @@ static void members_changed(tether_engine_t *eng, void *ctx)
 
 /* -------------------------------------------------------------- input */
 
+static void send_ack(tether_reminders_t *m, int to, uint64_t op)
+{
+    ei_x_buff x;
+
+    if (tether__etf_begin(&x, 2, "rm_ack") < 0)
+        return;
+    (void)send_x(m, to, &x,
+                 ei_x_encode_ulonglong(&x, op) < 0 ? TETHER_ENOMEM : 0);
+}
+
 static void on_put(tether_reminders_t *m, int from, const char *b, int *i,
                    int sync)
 {
@@ -1104,13 +1163,8 @@ static void on_put(tether_reminders_t *m, int from, const char *b, int *i,
         m->stats.syncs++;
         (void)send_shard(m, (uint32_t)shard, from, 0, &m->stats.sync_records);
     }
-    if (op) {
-        ei_x_buff x;
-        if (tether__etf_begin(&x, 2, "rm_ack") < 0)
-            return;
-        (void)send_x(m, from, &x,
-                     ei_x_encode_ulonglong(&x, op) < 0 ? TETHER_ENOMEM : 0);
-    }
+    if (op)
+        send_ack(m, from, op);
     return;
 bad:
     m->stats.bad_msgs++;
@@ -1262,10 +1316,12 @@ static void on_message(tether_engine_t *eng, void *ctx, const char *from,
         if (tether__etf_decode_u64(etf, &i, &u) < 0)
             goto bad;
         on_ack(m, f, u);
-    } else if (strcmp(tag, "rm_release") == 0 && arity == 2) {
-        if (ei_decode_ulong(etf, &i, &s) < 0 || s >= m->nshards)
+    } else if (strcmp(tag, "rm_release") == 0 && arity == 3) {
+        if (ei_decode_ulong(etf, &i, &s) < 0 || s >= m->nshards ||
+            tether__etf_decode_u64(etf, &i, &u) < 0)
             goto bad;
         on_release(m, f, s);
+        send_ack(m, f, u);
     } else if (strcmp(tag, "rm_digest") == 0 && arity == 2)
         on_digest(m, f, etf, &i);
     else if (strcmp(tag, "rm_get") == 0 && arity == 3)
@@ -1301,13 +1357,12 @@ static void retry_hand_overs(tether_reminders_t *m, const tether_ring_t *t,
             sh->hand_pending = 0;
             continue;
         }
-        if ((!sh->hand_pending && (sh->n == 0 || is_owner(m, s))) ||
+        if (sh->hand_inflight ||
+            (!sh->hand_pending && (sh->n == 0 || is_owner(m, s))) ||
             (to != NO_NODE && p != to))
             continue;
         sh->released_to = p;
         sh->hand_pending = hand_over(m, s, p) < 0;
-        if (!sh->hand_pending && !is_owner(m, s))
-            drop_shard(m, s);
     }
 }
 

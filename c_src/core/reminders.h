@@ -34,8 +34,12 @@
  * Tombstones are kept tomb_ms, then forgotten.
  *
  * Handoff. When ring membership changes, an old primary stops arming a
- * shard it lost at once, sends the shard's records to its new owners and
- * then {rm_release, Shard}; the new primary arms the shard once that
+ * shard it lost at once, sends the shard's records to its new primary and
+ * then {rm_release, Shard, Op}; it drops them (when it no longer
+ * replicates the shard) only once the new primary acknowledged that, and
+ * sends them again otherwise; records a node holds of a shard it does not
+ * replicate go to the shard's primary every round. The new primary arms
+ * the shard once that
  * release arrived from the previous primary, at once if the previous
  * primary is no longer a live member (left, or declared down by the TTL),
  * or after handoff_ms at the latest (counted). Only the shards that moved
@@ -55,7 +59,10 @@
  * Flags, Payload}, ordered by (Stamp, Writer)):
  *   {rm_put, Op, [Rec]}        store (Op > 0: acknowledge with rm_ack)
  *   {rm_ack, Op}
- *   {rm_release, Shard}        the sender stopped arming Shard
+ *   {rm_release, Shard, Op}    the sender stopped arming Shard (and sent
+ *                              its records first): acknowledge with
+ *                              rm_ack; a sender that does not replicate
+ *                              Shard drops its records only then
  *   {rm_digest, [{Shard, Digest}]}
  *   {rm_sync, Shard, Back, [Rec]}  a shard's records (Back: send yours)
  *   {rm_get, Op, Key}          a read by a node that holds no copy

@@ -1624,6 +1624,12 @@ static void rm_op(sim_t *s)
     pay[4] = (uint8_t)(s->nrm >> 8);
     pay[5] = (uint8_t)s->nrm;
     plen = 6;
+    /* As the shells do before an API call: the time first (the write's
+     * stamp and fire time read the engine's wall clock). */
+    (void)tether_engine_tick(s->nodes[i].eng, s->now);
+    s->nodes[i].ticked = 1;
+    s->nodes[i].last_tick = s->now;
+    drain(s);
     if (cancel)
         rc = tether_reminders_cancel(s->nodes[i].rm, key, klen,
                                      (uint64_t)s->nrm + 1);
