@@ -1944,6 +1944,7 @@ static int chaos_step(sim_t *s)
 
 static void heal_everywhere(sim_t *s)
 {
+    s->last_chaos = s->now; /* a heal is churn (the checks' word) */
     for (int i = 0; i < s->n; i++)
         if (s->nodes[i].eng != NULL)
             tether_engine_heal_all(s->nodes[i].eng);
@@ -2044,7 +2045,7 @@ void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
     cfg->user_pm = 60;
     cfg->reg_pm = 30;
     cfg->el_pm = 30;
-    cfg->rm_pm = 0; /* reminders: opt-in (tether_sim --rm-pm 40) */
+    cfg->rm_pm = 40;
     cfg->map_pm = 30;
     cfg->max_total_steps = 50000000;
     cfg->check_all = 1;
@@ -2064,6 +2065,9 @@ void tether_sim_replay_line(const tether_sim_config_t *cfg, char *buf,
     if (off >= 0 && (size_t)off < cap && cfg->op_pm != def.op_pm)
         off += snprintf(buf + off, cap - (size_t)off, " --op-pm %u",
                         (unsigned)cfg->op_pm);
+    if (off >= 0 && (size_t)off < cap && cfg->rm_pm != def.rm_pm)
+        off += snprintf(buf + off, cap - (size_t)off, " --rm-pm %u",
+                        (unsigned)cfg->rm_pm);
     if (off >= 0 && (size_t)off < cap && !cfg->check_all)
         (void)snprintf(buf + off, cap - (size_t)off, " --touched-only");
 }

@@ -458,8 +458,9 @@ Test(reminders, bad_input)
     cr_assert_eq(ei_x_encode_ulong(&m, 1), 0);
     cr_assert_eq(ei_x_encode_atom(&m, "nope"), 0);
     h_send_etf(&x->h, 1, 0, TETHER_MSG_REMINDERS, &m);
-    h_etf_begin(&m, 2, "rm_release");
+    h_etf_begin(&m, 3, "rm_release");
     cr_assert_eq(ei_x_encode_ulong(&m, 999999), 0);
+    cr_assert_eq(ei_x_encode_ulong(&m, 1), 0);
     h_send_etf(&x->h, 1, 0, TETHER_MSG_REMINDERS, &m);
     h_etf_begin(&m, 2, "rm_whatever");
     cr_assert_eq(ei_x_encode_ulong(&m, 1), 0);
