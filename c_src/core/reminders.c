@@ -965,7 +965,8 @@ static int send_release(tether_reminders_t *m, uint32_t s, int to, uint64_t op)
  * handoff that could not go is sent again every round and when a session
  * comes up (the new primary arms after handoff_ms otherwise). Returns 0
  * when all went. */
-static int hand_over(tether_reminders_t *m, uint32_t s, int to)
+static int hand_over(tether_reminders_t *m, uint32_t s, int to,
+                     uint64_t *sent)
 {
     op_t *o = op_new(m, OP_HANDOFF, s);
     uint64_t id;
@@ -977,7 +978,7 @@ static int hand_over(tether_reminders_t *m, uint32_t s, int to)
     o->targets[0] = to;
     o->ntargets = o->need = 1;
     id = o->id;
-    rc = send_shard(m, s, to, 0, &m->stats.handoff_records);
+    rc = send_shard(m, s, to, 0, sent);
     if (rc == 0)
         rc = send_release(m, s, to, id);
     if (rc < 0 && op_find(m, id, &at) != NULL) {
@@ -1086,7 +1087,8 @@ static void members_changed(tether_engine_t *eng, void *ctx)
             sh->released = 0;
             sh->released_to = np;
             m->stats.handoffs_out++;
-            sh->hand_pending = hand_over(m, s, np) < 0;
+            sh->hand_pending =
+                hand_over(m, s, np, &m->stats.handoff_records) < 0;
         } else if (sh->state == S_NONE && np == m->self) {
             /* A live member topped s before us only if it did not know us
              * (we were alone or new): the one that would be primary
@@ -1338,10 +1340,11 @@ bad:
 
 /*
  * Hands shards over again (to `to` only, or to any node: NO_NODE): those
- * whose handoff did not go, and those whose records this node holds
- * without replicating them (a handoff or a sync that reached it after
- * the ring moved on), to the shard's current primary; then drops what it
- * does not replicate. A handoff whose primary changed before it went goes
+ * whose handoff did not go, and forwards those this node holds records of
+ * without replicating them (a replica the ring moved past, a handoff or a
+ * sync that reached it after the ring moved on: the records may be the
+ * only copies), to the shard's current primary; then drops what it does
+ * not replicate. A handoff whose primary changed before it went goes
  * to the new primary: records are never left stranded on a node that no
  * anti-entropy round looks at.
  */
@@ -1362,7 +1365,10 @@ static void retry_hand_overs(tether_reminders_t *m, const tether_ring_t *t,
             (to != NO_NODE && p != to))
             continue;
         sh->released_to = p;
-        sh->hand_pending = hand_over(m, s, p) < 0;
+        sh->hand_pending =
+            hand_over(m, s, p,
+                      sh->hand_pending ? &m->stats.handoff_records
+                                       : &m->stats.forward_records) < 0;
     }
 }
 
@@ -1588,6 +1594,7 @@ void tether_reminders_stats_list(
     S(handoffs_in);
     S(handoff_timeouts);
     S(handoff_records);
+    S(forward_records);
     S(syncs);
     S(sync_records);
     S(timeouts);

@@ -129,6 +129,8 @@ typedef struct tether_reminders_stats {
     uint64_t handoffs_in;      /* shards armed after a release */
     uint64_t handoff_timeouts; /* ... after handoff_ms without one */
     uint64_t handoff_records;  /* records sent by handoffs */
+    uint64_t forward_records;  /* records of shards no longer replicated
+                                  here, forwarded to their primary */
     uint64_t syncs;            /* shards exchanged by anti-entropy */
     uint64_t sync_records;     /* records sent by anti-entropy */
     uint64_t timeouts;         /* writes answered with a timeout */
@@ -136,7 +138,7 @@ typedef struct tether_reminders_stats {
     uint64_t load_errors;      /* records refused by load() */
 } tether_reminders_stats_t;
 
-#define TETHER_REMINDERS_STATS_N 20
+#define TETHER_REMINDERS_STATS_N 21
 
 typedef struct tether_reminders_stat {
     const char *name;
