@@ -3176,6 +3176,26 @@ static int encode_reminder_info(cluster_t *cl, ei_x_buff *x)
     return 0;
 }
 
+/* The start of a call from C on key: its canonical bytes into a malloc'd
+ * *k, room for its waiting entry, its ref, and the time passed to the
+ * engine. 0 or an error (nothing to free then). */
+static int rm_begin(cluster_t *cl, const char *key, size_t klen, uint8_t **k,
+                    size_t *kl, uint64_t *ref)
+{
+    int rc = key_canon(key, klen, TETHER_CLUSTER_REMINDER_KEY_MAX, k, kl);
+
+    if (rc < 0)
+        return rc;
+    if ((rc = rm_wait_reserve(cl)) < 0) {
+        free(*k);
+        *k = NULL;
+        return rc;
+    }
+    *ref = cl->rm_next_ref++;
+    tick(cl);
+    return 0;
+}
+
 /* A write from C: set (cancel false) or cancel. */
 static int rm_write(tether_node_t *node, const char *key, size_t klen,
                     bool cancel, int64_t fire_at, const char *payload,
@@ -3198,15 +3218,8 @@ static int rm_write(tether_node_t *node, const char *key, size_t klen,
         if (payload == NULL || !tether_term_valid(payload, plen))
             return TETHER_EINVAL;
     }
-    rc = key_canon(key, klen, TETHER_CLUSTER_REMINDER_KEY_MAX, &k, &kl);
-    if (rc < 0)
+    if ((rc = rm_begin(cl, key, klen, &k, &kl, &ref)) < 0)
         return rc;
-    if ((rc = rm_wait_reserve(cl)) < 0) {
-        free(k);
-        return rc;
-    }
-    ref = cl->rm_next_ref++;
-    tick(cl);
     rc = cancel ? tether_reminders_cancel(cl->rm, k, kl, ref)
                 : tether_reminders_set(cl->rm, k, kl, fire_at,
                                        (const uint8_t *)payload, plen,
@@ -3267,15 +3280,8 @@ int tether_cluster_reminder(tether_node_t *node, const char *key, size_t klen,
         return TETHER_ENOTFOUND;
     if (got == NULL)
         return TETHER_EINVAL;
-    rc = key_canon(key, klen, TETHER_CLUSTER_REMINDER_KEY_MAX, &k, &kl);
-    if (rc < 0)
+    if ((rc = rm_begin(cl, key, klen, &k, &kl, &ref)) < 0)
         return rc;
-    if ((rc = rm_wait_reserve(cl)) < 0) {
-        free(k);
-        return rc;
-    }
-    ref = cl->rm_next_ref++;
-    tick(cl);
     rc = tether_reminders_get(cl->rm, k, kl, ref, &fire_at, &p, &pl);
     free(k);
     if (rc == 1 || rc == 0)

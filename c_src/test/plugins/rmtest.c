@@ -194,38 +194,41 @@ static void fn_remind(tether_call_t *call, const char *args, int idx, int argc,
         return_status(call, rc);
 }
 
-static void fn_cancel(tether_call_t *call, const char *args, int idx, int argc,
-                      void *ctx)
+/* cancel(Key) and get(Key): the C call on the key, answered by its
+ * callback (or at once with the error). */
+static void key_call(tether_call_t *call, const char *args, int idx,
+                     int get)
 {
+    tether_node_t *node = tether_call_node(call);
     ei_x_buff key;
     int rc;
 
-    (void)argc;
-    (void)ctx;
     if (arg_term(args, &idx, &key) < 0)
         return raise_badarg(call);
-    rc = tether_cluster_cancel_reminder(tether_call_node(call), key.buff,
-                                        (size_t)key.index, write_done, call);
+    rc = get ? tether_cluster_reminder(node, key.buff, (size_t)key.index,
+                                       got_one, call)
+             : tether_cluster_cancel_reminder(node, key.buff,
+                                              (size_t)key.index, write_done,
+                                              call);
     ei_x_free(&key);
     if (rc < 0)
         return_status(call, rc);
 }
 
+static void fn_cancel(tether_call_t *call, const char *args, int idx, int argc,
+                      void *ctx)
+{
+    (void)argc;
+    (void)ctx;
+    key_call(call, args, idx, 0);
+}
+
 static void fn_get(tether_call_t *call, const char *args, int idx, int argc,
                    void *ctx)
 {
-    ei_x_buff key;
-    int rc;
-
     (void)argc;
     (void)ctx;
-    if (arg_term(args, &idx, &key) < 0)
-        return raise_badarg(call);
-    rc = tether_cluster_reminder(tether_call_node(call), key.buff,
-                                 (size_t)key.index, got_one, call);
-    ei_x_free(&key);
-    if (rc < 0)
-        return_status(call, rc);
+    key_call(call, args, idx, 1);
 }
 
 static void fn_subscribe(tether_call_t *call, const char *args, int idx,
