@@ -508,24 +508,64 @@ static void act(cluster_t *cl, const tether_action_t *a)
     }
 }
 
+/* Carries out a batch in order (after making the log durable) and
+ * empties it. */
+static void run_batch(cluster_t *cl, tether_action_t *batch, size_t *n)
+{
+    rm_flush(cl);
+    for (size_t i = 0; i < *n; i++) {
+        act(cl, &batch[i]);
+        tether_engine_action_release(&batch[i]);
+    }
+    *n = 0;
+}
+
 /* Carries out every pending action, starting held requests in order as
  * they come, then arms the timer. An answer given at once calls run()
  * again: rpc_start_pending() keeps that from recursing further. Waiting
  * candidacies campaign again once the actions that brought a member up
- * are drained (their own actions are drained in turn). */
+ * are drained (their own actions are drained in turn). Actions are taken
+ * in batches: a batch's reminder records (STORE) are appended to the log
+ * as they are taken and made durable with one fdatasync before the batch
+ * is carried out, so an acknowledgement never leaves before what it
+ * acknowledges is on disk, and a burst of fires costs one sync, not one
+ * per record (which kept the loop from its heartbeats). */
 static void run(cluster_t *cl)
 {
-    tether_action_t a;
+    tether_action_t a, *batch = NULL, *nb;
+    size_t n = 0, cap = 0;
+
     for (;;) {
         rpc_start_pending(cl);
-        if (!tether_engine_next_action(cl->eng, &a)) {
-            if (cands_retry(cl))
+        while (tether_engine_next_action(cl->eng, &a)) {
+            if (a.kind == TETHER_ACT_REMINDER_STORE) {
+                reminder_event(cl, &a);
+                tether_engine_action_release(&a);
                 continue;
-            break;
+            }
+            if (n == cap) {
+                nb = realloc(batch, (cap ? cap * 2 : EVENTS_INITIAL) *
+                                        sizeof *batch);
+                if (nb == NULL) { /* out of memory: no batching */
+                    run_batch(cl, batch, &n);
+                    rm_flush(cl);
+                    act(cl, &a);
+                    tether_engine_action_release(&a);
+                    continue;
+                }
+                batch = nb;
+                cap = cap ? cap * 2 : EVENTS_INITIAL;
+            }
+            batch[n++] = a;
         }
-        act(cl, &a);
-        tether_engine_action_release(&a);
+        if (n > 0) {
+            run_batch(cl, batch, &n);
+            continue;
+        }
+        if (!cands_retry(cl))
+            break;
     }
+    free(batch);
     rm_flush(cl);
     rm_compact_maybe(cl);
     arm(cl);
