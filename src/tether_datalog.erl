@@ -52,7 +52,13 @@
 -type log() :: pid().
 
 %% `sync': fdatasync before an append returns (default true).
--type opts() :: #{sync => boolean()}.
+%% `compact': asked after a written group, each time `compact_every'
+%% (default 1000) more records were appended since the last compaction,
+%% with that count; `{ok, Records}' rewrites the log with them (as
+%% compact/2), `no' leaves it.
+-type opts() :: #{sync => boolean(),
+                  compact => fun((pos_integer()) -> {ok, [iodata()]} | no),
+                  compact_every => pos_integer()}.
 
 %% What load/3 found besides the records: how many were read, how many
 %% were skipped as corrupted, and where a torn tail began (or none).
@@ -64,6 +70,10 @@
     path :: file:filename(),
     fd :: file:fd(),
     sync :: boolean(),
+    compact :: fun((pos_integer()) -> {ok, [iodata()]} | no) | undefined,
+    compact_every :: pos_integer(),
+    since = 0 :: non_neg_integer(),        % records since the compaction
+    asked = 0 :: non_neg_integer(),        % `since' when `compact' was asked
     pending = [] :: [iodata()],            % newest first
     waiting = [] :: [gen_server:from()],   % callers of this group
     groups = 0 :: non_neg_integer(),       % writes (and syncs) done
@@ -79,19 +89,26 @@
 -spec open(file:filename(), opts()) -> {ok, log()} | {error, term()}.
 open(Path, Opts) ->
     Sync = maps:get(sync, Opts, true),
-    case is_boolean(Sync) of
+    Compact = maps:get(compact, Opts, undefined),
+    Every = maps:get(compact_every, Opts, 1000),
+    if
+        not is_boolean(Sync) ->
+            {error, {bad_option, {sync, Sync}}};
+        Compact =/= undefined, not is_function(Compact, 1) ->
+            {error, {bad_option, {compact, Compact}}};
+        not is_integer(Every); Every < 1 ->
+            {error, {bad_option, {compact_every, Every}}};
         true ->
             %% Created here, so that the writer's own open (raw files
             %% belong to the process that opens them) does not fail.
             case open_file(Path) of
                 {ok, Fd} ->
                     ok = file:close(Fd),
-                    gen_server:start_link(?MODULE, {Path, Sync}, []);
+                    gen_server:start_link(?MODULE, {Path, Sync, Compact, Every},
+                                          []);
                 Error ->
                     Error
-            end;
-        false ->
-            {error, {bad_option, {sync, Sync}}}
+            end
     end.
 
 %% @doc Appends one record; returns once it is written (and, with `sync',
@@ -196,9 +213,10 @@ keep_corrupt(Path) ->
 %%% The writer
 
 %% @private
-init({Path, Sync}) ->
+init({Path, Sync, Compact, Every}) ->
     case open_file(Path) of
-        {ok, Fd} -> {ok, #w{path = Path, fd = Fd, sync = Sync}};
+        {ok, Fd} -> {ok, #w{path = Path, fd = Fd, sync = Sync,
+                            compact = Compact, compact_every = Every}};
         {error, Reason} -> {stop, Reason}
     end.
 
@@ -210,7 +228,7 @@ handle_call({append, Rec}, From, S = #w{pending = P, waiting = W}) ->
 handle_call({compact, Dump}, _From, S0) ->
     S = flush(S0),
     {Reply, S1} = rewrite(Dump, S),
-    {reply, Reply, S1};
+    {reply, Reply, S1, idle(S1)};
 handle_call(close, _From, S) ->
     {stop, normal, ok, flush(S)};
 handle_call(stats, _From, S = #w{records = R, groups = G}) ->
@@ -222,7 +240,7 @@ handle_cast({append, Rec}, S = #w{pending = P}) ->
 
 %% @private
 handle_info(timeout, S) ->
-    {noreply, flush(S)};
+    {noreply, maybe_compact(flush(S))};
 handle_info(_Msg, S) ->
     {noreply, S, idle(S)}.
 
@@ -267,7 +285,25 @@ flush(S = #w{fd = Fd, sync = Sync, pending = P, waiting = W,
                  Other -> Other
              end,
     _ = [gen_server:reply(From, Result) || From <- W],
-    S#w{pending = [], waiting = [], groups = G + 1, records = R + length(P)}.
+    N = length(P),
+    S#w{pending = [], waiting = [], groups = G + 1, records = R + N,
+        since = S#w.since + N}.
+
+%% Asks the owner's `compact' fun every compact_every records.
+-spec maybe_compact(#w{}) -> #w{}.
+maybe_compact(S = #w{compact = undefined}) ->
+    S;
+maybe_compact(S = #w{compact = Fun, since = N, asked = A, compact_every = E})
+  when N - A >= E ->
+    case Fun(N) of
+        {ok, Recs} ->
+            {_, S1} = rewrite(fun() -> Recs end, S),
+            S1;
+        no ->
+            S#w{asked = N}
+    end;
+maybe_compact(S) ->
+    S.
 
 -spec rewrite(fun(() -> [iodata()]), #w{}) -> {ok | {error, term()}, #w{}}.
 rewrite(Dump, S = #w{path = Path, fd = Fd}) ->
@@ -289,7 +325,7 @@ rewrite(Dump, S = #w{path = Path, fd = Fd}) ->
             _ = file:close(Fd),
             _ = sync_dir(filename:dirname(Path)),
             case file:open(Path, [append, raw, binary]) of
-                {ok, Fd1} -> {ok, S#w{fd = Fd1}};
+                {ok, Fd1} -> {ok, S#w{fd = Fd1, since = 0, asked = 0}};
                 Error -> {stop_writer(Error), S}
             end;
         Error ->

@@ -111,3 +111,17 @@ unwritable_dir_is_an_error_test() ->
     ?assertMatch({error, {bad_option, _}},
                  tether_datalog:open(filename:join(Dir, "y.log"),
                                      #{sync => maybe})).
+
+compact_fun_is_asked_test() ->
+    Path = filename:join(tmp_dir(), "auto.log"),
+    Self = self(),
+    Fun = fun(N) -> Self ! {asked, N}, {ok, [<<"kept">>]} end,
+    {ok, L} = tether_datalog:open(Path, #{sync => false, compact => Fun,
+                                          compact_every => 5}),
+    [ok = tether_datalog:append(L, <<I>>) || I <- lists:seq(1, 7)],
+    ok = tether_datalog:close(L),
+    ?assertEqual(5, receive {asked, N} -> N after 1000 -> none end),
+    %% The 5 records were replaced by the one kept; 2 came after.
+    ?assertMatch({[<<"kept">>, <<6>>, <<7>>], _}, all(Path)),
+    ?assertMatch({error, {bad_option, _}},
+                 tether_datalog:open(Path, #{compact => nope})).
