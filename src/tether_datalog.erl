@@ -36,7 +36,7 @@
 -behaviour(gen_server).
 
 -export([open/2, append/2, append_async/2, compact/2, close/1, load/3,
-         frame/1, ensure_dir/1, keep_corrupt/1, stats/1]).
+         load_into/3, frame/1, ensure_dir/1, keep_corrupt/1, stats/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
@@ -170,6 +170,39 @@ load(Path, Fun, Acc0) ->
             {ok, Acc0, #{records => 0, corrupt => 0, torn_at => none}};
         {error, _} = Error ->
             Error
+    end.
+
+%% @doc Feeds every intact record of the log at Path to Feed (`ok', or
+%% `{error, _}' for a record it refuses), as a module loading its state at
+%% start does, and says what it skipped in one log line naming What: a
+%% torn tail alone is a warning; corrupted or refused records an error,
+%% after the file is copied aside ({@link keep_corrupt/1}) so that the
+%% compaction that follows loses nothing. An unreadable file is an error
+%% line too; the caller goes on with what was fed.
+-spec load_into(file:filename(), fun((binary()) -> ok | {error, term()}),
+                unicode:chardata()) -> ok.
+load_into(Path, Feed, What) ->
+    Count = fun(Rec, Refused) ->
+                    case Feed(Rec) of
+                        ok -> Refused;
+                        {error, _} -> Refused + 1
+                    end
+            end,
+    case load(Path, Count, 0) of
+        {ok, 0, #{corrupt := 0, torn_at := none}} ->
+            ok;
+        {ok, 0, #{records := N, corrupt := 0, torn_at := Torn}} ->
+            logger:warning("tether: ~ts log ~ts: torn last record at byte ~b "
+                           "skipped; ~b records read", [What, Path, Torn, N]);
+        {ok, Refused, #{records := N, corrupt := C, torn_at := Torn}} ->
+            Aside = keep_corrupt(Path),
+            logger:error("tether: ~ts log ~ts is corrupted: ~b records read, "
+                         "~b corrupted and ~b refused skipped, torn at ~p; "
+                         "the file is kept as ~p",
+                         [What, Path, N - Refused, C, Refused, Torn, Aside]);
+        {error, Reason} ->
+            logger:error("tether: ~ts log ~ts not read: ~p",
+                         [What, Path, Reason])
     end.
 
 %% @doc A record framed for the log.

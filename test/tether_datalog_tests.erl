@@ -125,3 +125,22 @@ compact_fun_is_asked_test() ->
     ?assertMatch({[<<"kept">>, <<6>>, <<7>>], _}, all(Path)),
     ?assertMatch({error, {bad_option, _}},
                  tether_datalog:open(Path, #{compact => nope})).
+
+load_into_feeds_and_keeps_a_damaged_log_test() ->
+    Dir = tmp_dir(),
+    ok = tether_datalog:ensure_dir(Dir),
+    Path = filename:join(Dir, "i.log"),
+    Bad = iolist_to_binary(tether_datalog:frame(<<"refused">>)),
+    ok = file:write_file(Path, [tether_datalog:frame(<<"a">>), Bad,
+                                tether_datalog:frame(<<"b">>), <<0, 0>>]),
+    Self = self(),
+    Feed = fun(<<"refused">>) -> {error, bad_record};
+              (R) -> Self ! {fed, R}, ok
+           end,
+    ok = tether_datalog:load_into(Path, Feed, "test"),
+    ?assertEqual([<<"a">>, <<"b">>], fed()),
+    %% A refused record: the file was copied aside before any compaction.
+    ?assertEqual(file:read_file(Path), file:read_file(Path ++ ".corrupt")).
+
+fed() ->
+    receive {fed, R} -> [R | fed()] after 0 -> [] end.
