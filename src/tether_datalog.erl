@@ -247,6 +247,9 @@ keep_corrupt(Path) ->
 
 %% @private
 init({Path, Sync, Compact, Every}) ->
+    %% The owner's exit ends the writer through terminate/2, which writes
+    %% what is queued (appends a peer's writes left with append_async/2).
+    process_flag(trap_exit, true),
     case open_file(Path) of
         {ok, Fd} -> {ok, #w{path = Path, fd = Fd, sync = Sync,
                             compact = Compact, compact_every = Every}};
