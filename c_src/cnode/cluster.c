@@ -41,7 +41,7 @@
 #include "cnode/builtins.h"
 #include "cnode/internal.h"
 #include "cnode/node.h"
-#include "cnode/reminder_log.h"
+#include "cnode/datalog.h"
 #include "core/codec.h"
 #include "core/election.h"
 #include "core/engine.h"
@@ -193,7 +193,8 @@ typedef struct tether_cluster {
     size_t nrm_waits, caprm_waits;
     uint64_t rm_next_ref;
     char *data_dir;
-    tether__rlog_t rlog;
+    char *rlog_path;         /* DIR/reminders-NODE.log */
+    tether_datalog_t *rlog;  /* open once read back */
     bool rlog_on;
 } cluster_t;
 
@@ -2079,7 +2080,8 @@ static void cluster_free(cluster_t *cl)
     for (size_t i = 0; i < cl->nrm_waits; i++)
         tether_from_free(cl->rm_waits[i].from);
     free(cl->rm_waits);
-    tether__rlog_fini(&cl->rlog);
+    tether__datalog_close(cl->rlog);
+    free(cl->rlog_path);
     free(cl->data_dir);
     while (cl->ncands > 0)
         cand_remove(cl, cl->ncands - 1);
@@ -2220,7 +2222,6 @@ int tether_cluster_start(tether_node_t *node,
         return TETHER_ENOMEM;
     cl->node = node;
     cl->pending_tail = &cl->pending;
-    cl->rlog.fd = cl->rlog.tmp_fd = -1;
     cl->rm_next_ref = 1;
     rc = configure(cl, cfg);
     if (rc < 0) {
@@ -2823,13 +2824,16 @@ static int rm_new(cluster_t *cl, tether_ring_module_t *ring,
     tether_reminders_config_t cfg = {.ring = ring,
                                      .replicas = cl->rm_replicas};
     struct stat st;
-    int rc;
 
-    if (cl->data_dir != NULL && cl->rlog.path == NULL &&
-        (rc = tether__rlog_init(&cl->rlog, cl->data_dir,
-                                tether_node_name(cl->node))) < 0)
-        return rc;
-    if (cl->rlog.path != NULL && stat(cl->rlog.path, &st) == 0 &&
+    if (cl->data_dir != NULL && cl->rlog_path == NULL) {
+        const char *node = tether_node_name(cl->node);
+        size_t n = strlen(cl->data_dir) + strlen(node) + sizeof "/reminders-.log";
+        cl->rlog_path = malloc(n);
+        if (cl->rlog_path == NULL)
+            return TETHER_ENOMEM;
+        snprintf(cl->rlog_path, n, "%s/reminders-%s.log", cl->data_dir, node);
+    }
+    if (cl->rlog_path != NULL && stat(cl->rlog_path, &st) == 0 &&
         st.st_size > 0)
         cfg.settle_ms = cl->ttl_ms;
     return tether_reminders_new(&cfg, eng, out);
@@ -2840,12 +2844,13 @@ static void rm_log_off(cluster_t *cl, const char *what)
     LOG(cl->node, TETHER_LOG_ERROR,
         "cluster: reminder log %s not writable (%s): reminders are not "
         "persisted",
-        cl->rlog.path, what);
+        cl->rlog_path, what);
     cl->rlog_on = false;
 }
 
 typedef struct rm_dump {
-    tether__rlog_t *log;
+    tether_datalog_put_fn put;
+    void *put_ctx;
     int rc;
 } rm_dump_t;
 
@@ -2853,51 +2858,74 @@ static void rm_dump_one(void *ctx, const uint8_t *rec, size_t len)
 {
     rm_dump_t *d = ctx;
     if (d->rc == 0)
-        d->rc = tether__rlog_append(d->log, rec, len);
+        d->rc = d->put(d->put_ctx, rec, len);
 }
 
-/* Rewrites the log with every record the module holds (live ones and
- * tombstones), then appends to the new file. */
+/* The dump a compaction writes: every record the module holds (live ones
+ * and tombstones). */
+static int rm_dump(void *ctx, tether_datalog_put_fn put, void *put_ctx)
+{
+    cluster_t *cl = ctx;
+    rm_dump_t d = {put, put_ctx, 0};
+
+    tether_reminders_each(cl->rm, rm_dump_one, &d);
+    return d.rc;
+}
+
+/* Rewrites the log with what the module holds, then appends to it. */
 static void rm_rewrite(cluster_t *cl)
 {
-    rm_dump_t d = {&cl->rlog, tether__rlog_rewrite_begin(&cl->rlog)};
+    int rc = 0;
 
-    if (d.rc == 0)
-        tether_reminders_each(cl->rm, rm_dump_one, &d);
-    if (d.rc == 0)
-        d.rc = tether__rlog_rewrite_end(&cl->rlog);
-    else
-        tether__rlog_rewrite_abort(&cl->rlog);
-    if (d.rc < 0)
-        rm_log_off(cl, strerror(errno));
+    if (cl->rlog == NULL)
+        rc = tether__datalog_open(cl->rlog_path, &cl->rlog);
+    if (rc == 0)
+        rc = tether__datalog_compact(cl->rlog, rm_dump, cl);
+    if (rc < 0)
+        rm_log_off(cl, rc == TETHER_EIO ? strerror(errno) : tether_strerror(rc));
     else
         cl->rlog_on = true;
 }
 
+/* Feeds one record back; one the module refuses is counted there
+ * (load_errors) and the rest still load. */
 static int rm_load_one(void *ctx, const uint8_t *rec, size_t len)
 {
-    return tether_reminders_load(ctx, rec, len) == 0 ? 0 : 1;
+    (void)tether_reminders_load(ctx, rec, len);
+    return 0;
 }
 
-/* A fresh engine's module: the log is read into it and compacted, and it
- * learns how many subscribers there are. */
+/* A fresh engine's module: the log is read into it and compacted (a
+ * damaged log is copied aside first), and it learns how many subscribers
+ * there are. */
 static void rm_started(cluster_t *cl)
 {
-    long bad_at = -1, n;
+    tether_datalog_info_t info = {0};
+    int rc;
 
     if (cl->rm == NULL)
         return;
-    if (cl->rlog.path != NULL) {
-        n = tether__rlog_load(&cl->rlog, rm_load_one, cl->rm, &bad_at);
-        if (n < 0)
+    if (cl->rlog_path != NULL) {
+        rc = tether__datalog_load(cl->rlog_path, rm_load_one, cl->rm, &info);
+        if (rc < 0)
             LOG(cl->node, TETHER_LOG_WARNING,
-                "cluster: reminder log %s not read: %s", cl->rlog.path,
-                strerror(errno));
-        else if (bad_at >= 0)
+                "cluster: reminder log %s not read: %s", cl->rlog_path,
+                rc == TETHER_EIO ? strerror(errno) : tether_strerror(rc));
+        if (info.corrupt > 0 || info.torn_at >= 0 ||
+            tether_reminders_stats(cl->rm)->load_errors > 0) {
             LOG(cl->node, TETHER_LOG_WARNING,
-                "cluster: reminder log %s: corrupted or torn at byte %ld; "
-                "%ld records kept",
-                cl->rlog.path, bad_at, n);
+                "cluster: reminder log %s: %llu records kept, %llu corrupt, "
+                "%llu refused, torn at byte %lld",
+                cl->rlog_path, (unsigned long long)info.records,
+                (unsigned long long)info.corrupt,
+                (unsigned long long)tether_reminders_stats(cl->rm)->load_errors,
+                (long long)info.torn_at);
+            if (info.corrupt > 0 &&
+                tether__datalog_keep_corrupt(cl->rlog_path) < 0)
+                LOG(cl->node, TETHER_LOG_WARNING,
+                    "cluster: reminder log %s not copied aside: %s",
+                    cl->rlog_path, strerror(errno));
+        }
         rm_rewrite(cl);
     }
     tether_reminders_subscribers(cl->rm, cl->nrm_subs);
@@ -2907,18 +2935,28 @@ static void rm_started(cluster_t *cl)
  * another node (or a caller) that this node holds it. */
 static void rm_flush(cluster_t *cl)
 {
-    if (cl->rlog_on && tether__rlog_sync(&cl->rlog) < 0)
+    uint64_t upto;
+
+    if (!cl->rlog_on ||
+        (upto = tether__datalog_appended(cl->rlog)) ==
+            tether__datalog_synced(cl->rlog))
+        return;
+    if (tether__datalog_sync(cl->rlog) < 0)
         rm_log_off(cl, strerror(errno));
+    else
+        tether__datalog_synced_to(cl->rlog, upto);
 }
 
 static void rm_compact_maybe(cluster_t *cl)
 {
     const tether_reminders_stats_t *st;
+    uint64_t since;
 
-    if (!cl->rlog_on || cl->rm == NULL || cl->rlog.appended < RM_COMPACT_MIN)
+    if (!cl->rlog_on || cl->rm == NULL ||
+        (since = tether__datalog_since_compact(cl->rlog)) < RM_COMPACT_MIN)
         return;
     st = tether_reminders_stats(cl->rm);
-    if (cl->rlog.appended > 2 * (st->pending + st->tombs))
+    if (since > 2 * (st->pending + st->tombs))
         rm_rewrite(cl);
 }
 
@@ -3064,8 +3102,8 @@ static void reminder_event(cluster_t *cl, const tether_action_t *a)
     default:
         if (!cl->rlog_on)
             break;
-        rc = tether__rlog_append(&cl->rlog, a->u.reminder_store.rec.ptr,
-                                 a->u.reminder_store.rec.len);
+        rc = tether__datalog_append(cl->rlog, a->u.reminder_store.rec.ptr,
+                                    a->u.reminder_store.rec.len, NULL);
         if (rc < 0)
             rm_log_off(cl, rc == TETHER_EIO ? strerror(errno)
                                             : tether_strerror(rc));
