@@ -965,30 +965,64 @@ static int send_release(tether_reminders_t *m, uint32_t s, int to, uint64_t op)
  * handoff that could not go is sent again every round and when a session
  * comes up (the new primary arms after handoff_ms otherwise). Returns 0
  * when all went. */
-static int hand_over(tether_reminders_t *m, uint32_t s, int to,
-                     uint64_t *sent)
+static int send_offer(tether_reminders_t *m, uint32_t s, int to,
+                      uint64_t op);
+
+/* An op that ends when `to` acknowledges shard s's records: its id, or 0
+ * (out of memory). */
+static uint64_t handoff_op(tether_reminders_t *m, uint32_t s, int to)
 {
     op_t *o = op_new(m, OP_HANDOFF, s);
-    uint64_t id;
-    size_t at;
-    int rc;
 
     if (o == NULL)
-        return TETHER_ENOMEM;
+        return 0;
     o->targets[0] = to;
     o->ntargets = o->need = 1;
-    id = o->id;
-    rc = send_shard(m, s, to, 0, sent);
-    if (rc == 0)
-        rc = send_release(m, s, to, id);
-    if (rc < 0 && op_find(m, id, &at) != NULL) {
-        memmove(&m->ops[at], &m->ops[at + 1],
-                (m->nops - at - 1) * sizeof m->ops[0]);
-        m->nops--;
+    return o->id;
+}
+
+/* After a handoff or forward was sent (rc 0: it waits for the ack) or
+ * not (its op goes). */
+static int handoff_sent(tether_reminders_t *m, uint32_t s, uint64_t id, int rc)
+{
+    size_t at;
+
+    if (rc < 0) {
+        if (op_find(m, id, &at) != NULL) {
+            memmove(&m->ops[at], &m->ops[at + 1],
+                    (m->nops - at - 1) * sizeof m->ops[0]);
+            m->nops--;
+        }
         return rc;
     }
     m->shards[s].hand_inflight = 1;
-    return rc;
+    return 0;
+}
+
+static int hand_over(tether_reminders_t *m, uint32_t s, int to,
+                     uint64_t *sent)
+{
+    uint64_t id = handoff_op(m, s, to);
+    int rc;
+
+    if (id == 0)
+        return TETHER_ENOMEM;
+    rc = send_shard(m, s, to, 0, sent);
+    if (rc == 0)
+        rc = send_release(m, s, to, id);
+    return handoff_sent(m, s, id, rc);
+}
+
+/* Forwards shard s, which this node no longer replicates, to its primary
+ * `to`: an offer of its fingerprints, answered with the records the
+ * primary lacks (forward_records) and an ack; then they are dropped. */
+static int forward(tether_reminders_t *m, uint32_t s, int to)
+{
+    uint64_t id = handoff_op(m, s, to);
+
+    if (id == 0)
+        return TETHER_ENOMEM;
+    return handoff_sent(m, s, id, send_offer(m, s, to, id));
 }
 
 /* A handoff's op ended: acknowledged, the records reached the new
@@ -1201,6 +1235,202 @@ static void on_release(tether_reminders_t *m, int from, unsigned long s)
 }
 
 /* 1 if we or node `other` is shard s's primary. */
+/* ------------------------------------------------- offers and wants */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int has_fp(const uint64_t *v, size_t n, uint64_t fp)
+{
+    return n > 0 && bsearch(&fp, v, n, sizeof *v, cmp_u64) != NULL;
+}
+
+/* The fingerprints of shard s's records, sorted, into a malloc'd *out
+ * (NULL when the shard is empty). Returns how many, or TETHER_ENOMEM. */
+static long shard_fps(tether_reminders_t *m, uint32_t s, uint64_t **out)
+{
+    shard_t *sh = &m->shards[s];
+    size_t n = 0;
+
+    *out = NULL;
+    if (sh->n == 0)
+        return 0;
+    if ((*out = malloc(sh->n * sizeof **out)) == NULL)
+        return TETHER_ENOMEM;
+    for (uint32_t i = 0; i < sh->nb; i++)
+        for (rec_t *r = sh->b[i]; r; r = r->next)
+            (*out)[n++] = fingerprint(r);
+    if (n > 1)
+        qsort(*out, n, sizeof **out, cmp_u64);
+    return (long)n;
+}
+
+/* {Tag, Shard, Op, [Fp]} to `to`. */
+static int send_fps(tether_reminders_t *m, const char *tag, uint32_t s,
+                    uint64_t op, const uint64_t *v, size_t n, int to)
+{
+    ei_x_buff x;
+    int e;
+
+    if (tether__etf_begin(&x, 4, tag) < 0)
+        return TETHER_ENOMEM;
+    e = ei_x_encode_ulong(&x, s) < 0 || ei_x_encode_ulonglong(&x, op) < 0 ||
+        (n > 0 && ei_x_encode_list_header(&x, (long)n) < 0);
+    for (size_t i = 0; i < n && !e; i++)
+        e = ei_x_encode_ulonglong(&x, v[i]) < 0;
+    if (!e)
+        e = ei_x_encode_empty_list(&x) < 0;
+    return send_x(m, to, &x, e ? TETHER_ENOMEM : 0);
+}
+
+/* Offers shard s to `to`: the fingerprints of what this node holds of it
+ * (rm_offer). Returns 0 or an error. */
+static int send_offer(tether_reminders_t *m, uint32_t s, int to, uint64_t op)
+{
+    uint64_t *v;
+    long n = shard_fps(m, s, &v);
+    int rc;
+
+    if (n < 0)
+        return (int)n;
+    rc = send_fps(m, "rm_offer", s, op, v, (size_t)n, to);
+    free(v);
+    return rc;
+}
+
+/* Sends `to` the records of shard s whose fingerprint is (in = 1) or is
+ * not (in = 0) among v[0..n), as {rm_put, Op, [Rec]} in batches of
+ * BATCH, Op on the last only (so its ack says all arrived; one message
+ * with Op goes even when no record does). Counts them in *sent. */
+static int send_some(tether_reminders_t *m, uint32_t s, int to,
+                     const uint64_t *v, size_t n, int in, uint64_t op,
+                     uint64_t *sent)
+{
+    shard_t *sh = &m->shards[s];
+    const rec_t **pick = malloc((sh->n ? sh->n : 1) * sizeof *pick);
+    size_t k = 0, at = 0;
+    int rc = 0;
+
+    if (pick == NULL)
+        return TETHER_ENOMEM;
+    for (uint32_t i = 0; i < sh->nb; i++)
+        for (rec_t *r = sh->b[i]; r; r = r->next)
+            if (has_fp(v, n, fingerprint(r)) == in)
+                pick[k++] = r;
+    do {
+        size_t c = k - at < BATCH ? k - at : BATCH;
+        int last = at + c == k, e;
+        ei_x_buff x;
+        if (c == 0 && !(last && op))
+            break;
+        if (tether__etf_begin(&x, 3, "rm_put") < 0) {
+            rc = TETHER_ENOMEM;
+            break;
+        }
+        e = ei_x_encode_ulonglong(&x, last ? op : 0) < 0 ||
+            (c && ei_x_encode_list_header(&x, (long)c) < 0);
+        for (size_t j = 0; j < c && !e; j++)
+            e = x_r(&x, pick[at + j]) < 0;
+        if (!e)
+            e = ei_x_encode_empty_list(&x) < 0;
+        e = send_x(m, to, &x, e ? TETHER_ENOMEM : 0);
+        if (e < 0 && rc == 0)
+            rc = e;
+        at += c;
+        *sent += c;
+    } while (at < k);
+    free(pick);
+    return rc;
+}
+
+/* Decodes {_, Shard, Op, [Fp]}'s tail into a sorted malloc'd *v. */
+static int d_fps(tether_reminders_t *m, const char *b, int *i,
+                 unsigned long *s, uint64_t *op, uint64_t **v, size_t *n)
+{
+    int len;
+
+    *v = NULL;
+    *n = 0;
+    if (ei_decode_ulong(b, i, s) < 0 || *s >= m->nshards ||
+        tether__etf_decode_u64(b, i, op) < 0 || tether__etf_list(b, i, &len) < 0)
+        return TETHER_EPROTO;
+    if (len > 0 && (*v = malloc((size_t)len * sizeof **v)) == NULL)
+        return TETHER_ENOMEM;
+    for (int k = 0; k < len; k++)
+        if (tether__etf_decode_u64(b, i, &(*v)[k]) < 0) {
+            free(*v);
+            *v = NULL;
+            return TETHER_EPROTO;
+        }
+    if (tether__etf_list_end(b, i, len) < 0) {
+        free(*v);
+        *v = NULL;
+        return TETHER_EPROTO;
+    }
+    *n = (size_t)len;
+    if (*n > 1)
+        qsort(*v, *n, sizeof **v, cmp_u64);
+    return 0;
+}
+
+/*
+ * {rm_offer, Shard, Op, [Fp]}: what the sender holds of Shard. With Op 0
+ * (anti-entropy) the records it lacks go to it; with an Op (a node
+ * forwarding a shard it no longer replicates) nothing goes back. Then the
+ * records this node lacks are asked for ({rm_want, Shard, Op, [Fp]}); a
+ * forward of nothing new is acknowledged at once.
+ */
+static void on_offer(tether_reminders_t *m, int from, const char *b, int *i)
+{
+    unsigned long s;
+    uint64_t op, *theirs, *mine = NULL, *want = NULL;
+    size_t nt, nw = 0;
+    long nm;
+
+    if (d_fps(m, b, i, &s, &op, &theirs, &nt) < 0) {
+        m->stats.bad_msgs++;
+        return;
+    }
+    nm = shard_fps(m, (uint32_t)s, &mine);
+    if (nm >= 0 && (nt == 0 || (want = malloc(nt * sizeof *want)) != NULL)) {
+        if (op == 0 && (size_t)nm > 0) {
+            m->stats.syncs++;
+            (void)send_some(m, (uint32_t)s, from, theirs, nt, 0, 0,
+                            &m->stats.sync_records);
+        }
+        for (size_t k = 0; k < nt; k++)
+            if (!has_fp(mine, (size_t)nm, theirs[k]))
+                want[nw++] = theirs[k];
+        if (nw > 0)
+            (void)send_fps(m, "rm_want", (uint32_t)s, op, want, nw, from);
+        else if (op)
+            send_ack(m, from, op);
+    }
+    free(theirs);
+    free(mine);
+    free(want);
+}
+
+/* {rm_want, Shard, Op, [Fp]}: the records asked for, acknowledged by
+ * their receiver when Op is set. */
+static void on_want(tether_reminders_t *m, int from, const char *b, int *i)
+{
+    unsigned long s;
+    uint64_t op, *v;
+    size_t n;
+
+    if (d_fps(m, b, i, &s, &op, &v, &n) < 0) {
+        m->stats.bad_msgs++;
+        return;
+    }
+    (void)send_some(m, (uint32_t)s, from, v, n, 1, op,
+                    op ? &m->stats.forward_records : &m->stats.sync_records);
+    free(v);
+}
+
 static int primary_pair(tether_reminders_t *m, uint32_t s, int other)
 {
     const char *p =
@@ -1228,10 +1458,9 @@ static void on_digest(tether_reminders_t *m, int from, const char *b, int *i)
          * replica gets each shard once, not from every replica). */
         if (d != m->shards[s].digest && is_owner(m, (uint32_t)s) &&
             primary_pair(m, (uint32_t)s, from)) {
-            m->stats.syncs++;
-            /* The sender gets ours; ours comes from it the same way,
-             * when our digest reaches it. */
-            (void)send_shard(m, (uint32_t)s, from, 0, &m->stats.sync_records);
+            /* An offer: the sender answers with what we lack and asks
+             * for what it lacks; only records that differ cross. */
+            (void)send_offer(m, (uint32_t)s, from, 0);
         }
     }
     if (tether__etf_list_end(b, i, n) < 0)
@@ -1326,6 +1555,10 @@ static void on_message(tether_engine_t *eng, void *ctx, const char *from,
         send_ack(m, f, u);
     } else if (strcmp(tag, "rm_digest") == 0 && arity == 2)
         on_digest(m, f, etf, &i);
+    else if (strcmp(tag, "rm_offer") == 0 && arity == 4)
+        on_offer(m, f, etf, &i);
+    else if (strcmp(tag, "rm_want") == 0 && arity == 4)
+        on_want(m, f, etf, &i);
     else if (strcmp(tag, "rm_get") == 0 && arity == 3)
         on_get(m, f, etf, &i);
     else if (strcmp(tag, "rm_got") == 0 && arity == 5)
@@ -1366,9 +1599,8 @@ static void retry_hand_overs(tether_reminders_t *m, const tether_ring_t *t,
             continue;
         sh->released_to = p;
         sh->hand_pending =
-            hand_over(m, s, p,
-                      sh->hand_pending ? &m->stats.handoff_records
-                                       : &m->stats.forward_records) < 0;
+            (sh->hand_pending ? hand_over(m, s, p, &m->stats.handoff_records)
+                              : forward(m, s, p)) < 0;
     }
 }
 

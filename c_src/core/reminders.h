@@ -48,8 +48,13 @@
  * unfired, as its policy says.
  *
  * Anti-entropy. Every round (and when a session comes up) each node sends
- * each peer the digests of the shards both replicate; a shard whose
- * digests differ is exchanged in full both ways and merged.
+ * each peer the digests of the shards both replicate; for a shard whose
+ * digests differ (between a replica and the shard's primary) the
+ * receiver offers the fingerprints of what it holds, the other answers
+ * with the records the offerer lacks and asks for those it lacks itself:
+ * only records that differ cross. A node forwarding a shard it no longer
+ * replicates offers it the same way (with an Op), and drops it once the
+ * primary took what it lacked and acknowledged.
  *
  * Start. A fresh module arms nothing for settle_ms (it may be restarting
  * into a cluster whose primaries are alive); records persisted earlier are
@@ -65,6 +70,11 @@
  *                              Shard drops its records only then
  *   {rm_digest, [{Shard, Digest}]}
  *   {rm_sync, Shard, Back, [Rec]}  a shard's records (Back: send yours)
+ *   {rm_offer, Shard, Op, [Fp]}  the fingerprints of what the sender
+ *                              holds of Shard (Op 0: anti-entropy, send
+ *                              what it lacks; else a forward: ack Op once
+ *                              nothing is missing here)
+ *   {rm_want, Shard, Op, [Fp]} the records asked for (sent as rm_put Op)
  *   {rm_get, Op, Key}          a read by a node that holds no copy
  *   {rm_got, Op, Found, FireAt, Payload}
  */

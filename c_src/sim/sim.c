@@ -86,6 +86,9 @@ typedef struct rm_write {
     int delivered;
     uint64_t losses_at_ack;
     int replicas_at_ack; /* copies the writer's ring asked for (R or fewer) */
+    int churn_at_ack;    /* a partition or churn around the ack: the
+                            replicas outside the acking majority may not
+                            get it before those are lost */
 } rm_write_t;
 
 typedef struct msg {
@@ -1677,6 +1680,10 @@ static void rm_action(sim_t *s, int i, const tether_action_t *a)
             s->rm[ref - 1].losses_at_ack = s->res->crashes + s->res->leaves;
             s->rm[ref - 1].replicas_at_ack =
                 members < SIM_RM_REPLICAS ? (int)members : SIM_RM_REPLICAS;
+            s->rm[ref - 1].churn_at_ack = churn_since(
+                s, s->now > 2 * (uint64_t)s->cfg.ttl_ms
+                       ? s->now - 2 * (uint64_t)s->cfg.ttl_ms
+                       : 0);
             if (s->cfg.verbose)
                 rm_note_owners(s, i, (int)ref - 1);
         }
@@ -1787,7 +1794,9 @@ static void rm_dump_key(sim_t *s, int key)
  * are all sets, acknowledged, due well before the end, and fewer crashes
  * or leaves happened since each was acknowledged than it had replicas
  * then (R, or fewer in the writer's view of a smaller cluster): all its
- * replicas may be gone otherwise.
+ * replicas may be gone otherwise. A write acknowledged under a partition
+ * or churn is on its acknowledging majority only until anti-entropy
+ * reaches the others: losing a majority may lose it then.
  */
 static void check_reminders_end(sim_t *s, uint64_t due_by)
 {
@@ -1803,9 +1812,11 @@ static void check_reminders_end(sim_t *s, uint64_t due_by)
             const rm_write_t *c = &s->rm[j];
             if (j != k && !rm_concurrent(c, w))
                 continue;
+            uint64_t lost = s->res->crashes + s->res->leaves - c->losses_at_ack;
             if (c->cancel || c->acked == 0 || c->fire_at >= due_by ||
-                s->res->crashes + s->res->leaves - c->losses_at_ack >=
-                    (uint64_t)c->replicas_at_ack)
+                lost >= (uint64_t)c->replicas_at_ack ||
+                (c->churn_at_ack &&
+                 lost >= (uint64_t)c->replicas_at_ack / 2 + 1))
                 required = 0;
             delivered += c->delivered;
         }

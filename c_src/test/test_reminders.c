@@ -316,6 +316,17 @@ Test(reminders, join_hands_off_moved_shards_only)
     recs = 0;
     for (int i = 0; i < 3; i++)
         recs += tether_reminders_stats(x->m[i])->handoff_records;
+    {
+        uint64_t fw = 0, sy = 0;
+        for (int i = 0; i < 4; i++) {
+            fw += tether_reminders_stats(x->m[i])->forward_records;
+            sy += tether_reminders_stats(x->m[i])->sync_records;
+        }
+        cr_log_info("join of 600: handoff %llu, forward %llu, sync %llu "
+                    "records",
+                    (unsigned long long)recs, (unsigned long long)fw,
+                    (unsigned long long)sy);
+    }
     cr_assert_gt(tether_reminders_stats(x->m[3])->handoffs_in, 0);
     cr_assert_eq(tether_reminders_stats(x->m[3])->handoff_timeouts, 0);
     /* About a quarter of the shards moved to d: their records only
