@@ -187,10 +187,13 @@ handoff_bench(Peers) ->
                                         maps:get(K, I0) || {N, I0} <- Before])
                end,
         Moved = Diff(handoff_records),
+        Forwarded = Diff(forward_records),
         Synced = Diff(sync_records),
         out("reminder_join_moved", Moved),
+        out("reminder_join_forwarded", Forwarded),
         out("reminder_join_synced", Synced),
-        out("reminder_join_touched_ratio", (Moved + Synced) / Held),
+        out("reminder_join_touched_ratio",
+            (Moved + Forwarded + Synced) / Held),
         out("reminder_join_settle_ms", Ms),
         out("reminder_join_joiner_pending", maps:get(pending, info(New)))
     after

@@ -9,8 +9,9 @@
  * each an ETF payload that b sends a as a reminders message
  * (tether_engine_send, TETHER_MSG_REMINDERS), so a's envelope opens it
  * and the module decodes it ({rm_put, ...}, {rm_sync, ...}, {rm_ack,
- * ...}, {rm_release, ...}, {rm_digest, ...}, {rm_get, ...}, {rm_got,
- * ...}: forged records, stamps, shards, op ids), pumped in turn with a
+ * ...}, {rm_release, ...}, {rm_digest, ...}, {rm_offer, ...}, {rm_want,
+ * ...}, {rm_get, ...}, {rm_got, ...}: forged records, stamps, shards,
+ * fingerprints, op ids), pumped in turn with a
  * tick between records.
  *
  * Checked, any violation aborts: a's counters stay consistent (no more

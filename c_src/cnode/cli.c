@@ -124,7 +124,16 @@ static const char usage_text[] =
     "                           start (repeatable)\n"
     "      --data-dir DIR       where persisted maps keep their logs, in\n"
     "                           DIR/NODENAME/ (made 0700; default\n"
-    "                           tether_data under the working directory)\n"
+    "                           tether_data under the working directory),\n"
+    "                           and where the reminders this node\n"
+    "                           replicates persist, in\n"
+    "                           DIR/reminders-NODE.log (fsync'ed before\n"
+    "                           they are acknowledged; only when given:\n"
+    "                           the application env data_dir); read back\n"
+    "                           at start\n"
+    "      --reminder-replicas N\n"
+    "                           copies of each reminder, 1..8 (default 3;\n"
+    "                           the application env reminder_replicas)\n"
     "      --lead NAME          campaign at start for the leadership of the\n"
     "                           atom NAME (repeatable), for a C service that\n"
     "                           should run as a singleton; transitions are\n"
@@ -196,7 +205,8 @@ static const char usage_text[] =
     "              {heal, Ref}, heal_all, partitions, info, the ring's\n"
     "              {place, Key} and friends, and the election's\n"
     "              {leader, Name}, {is_leader, Name}, {fence, Name},\n"
-    "              {candidates, Name}\n"
+    "              {candidates, Name}, the reminders' {reminder, {set |\n"
+    "              cancel | get, ...}} and reminder_info\n"
     "\n"
     "Prints '%1$s: NAME ready' on stdout once registered.\n";
 
@@ -545,6 +555,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         OPT_CHANNEL,
         OPT_MAP_PERSIST,
         OPT_DATA_DIR,
+        OPT_RM_REPLICAS,
         OPT_LEASE,
     };
     static const struct option options[] = {
@@ -579,6 +590,7 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
         {"channel", required_argument, NULL, OPT_CHANNEL},
         {"map-persist", required_argument, NULL, OPT_MAP_PERSIST},
         {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+        {"reminder-replicas", required_argument, NULL, OPT_RM_REPLICAS},
         {"lead-priority", required_argument, NULL, OPT_LEAD_PRIORITY},
         {"election-voter", required_argument, NULL, OPT_VOTER},
         {"election-lease-ms", required_argument, NULL, OPT_LEASE},
@@ -824,6 +836,15 @@ int tether_cli_main(int argc, char **argv, const tether_cli_t *cli)
                                    "path of 1..%d bytes)",
                                    optarg, TETHER_CLUSTER_DATA_DIR_MAX);
             data_dir = optarg;
+            ccfg.data_dir = optarg; /* reminders persist only when given */
+            break;
+        case OPT_RM_REPLICAS:
+            if (parse_uint(optarg, 1, TETHER_CLUSTER_REMINDER_REPLICAS_MAX,
+                           &v) < 0)
+                return usage_error("bad --reminder-replicas '%s' (1..%d)",
+                                   optarg,
+                                   TETHER_CLUSTER_REMINDER_REPLICAS_MAX);
+            ccfg.reminder_replicas = (uint32_t)v;
             break;
         case OPT_LEAD:
             if (nleads == SERVICES_FLAG_MAX)

@@ -28,6 +28,7 @@
  * if it is killed, its on_exit frees everything and clears the node's hooks.
  */
 #include <limits.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,11 +44,13 @@
 #include "cnode/datalog.h"
 #include "cnode/internal.h"
 #include "cnode/node.h"
+#include "cnode/datalog.h"
 #include "core/codec.h"
 #include "core/election.h"
 #include "core/engine.h"
 #include "core/maps.h"
 #include "core/registry.h"
+#include "core/reminders.h"
 #include "core/ring.h"
 #include "core/service_table.h"
 #include "tether/service.h"
@@ -103,6 +106,16 @@ typedef struct cand {
     name_t *voters;
     size_t nvoters;
 } cand_t;
+
+/* A reminders call waiting for its REMINDER_REPLY (by ref): from an
+ * Erlang caller (from) or from C (done for writes, got for reads). */
+typedef struct rm_wait {
+    uint64_t ref;
+    tether_from_t *from;
+    tether_cluster_remind_done_fn done;
+    tether_cluster_reminder_got_fn got;
+    void *ctx;
+} rm_wait_t;
 
 /* A tether_rpc request held by a defer partition and delivered by the
  * engine on heal, waiting for run() (outside the engine) to start it. */
@@ -180,6 +193,23 @@ typedef struct tether_cluster {
         void *ctx;
     } map_subs[TETHER_CLUSTER_MAP_SUBS_MAX];
     size_t nmap_subs;
+    /* Reminders (core/reminders.h): the module of eng, its C
+     * subscribers, the calls waiting for an answer, and the log (with a
+     * data_dir; rlog_on while it is writable). */
+    tether_reminders_t *rm;
+    uint32_t rm_replicas;
+    struct {
+        tether_cluster_reminder_fn fn;
+        void *ctx;
+    } rm_subs[TETHER_CLUSTER_REMINDER_SUBS_MAX];
+    size_t nrm_subs;
+    rm_wait_t *rm_waits;
+    size_t nrm_waits, caprm_waits;
+    uint64_t rm_next_ref;
+    char *rm_dir;            /* the data_dir given, or NULL */
+    char *rlog_path;         /* DIR/reminders-NODE.log */
+    tether_datalog_t *rlog;  /* open once read back */
+    bool rlog_on;
 } cluster_t;
 
 /* A caller of tether_cluster_map_sync waiting for sequence `seq`. */
@@ -460,12 +490,9 @@ static void shard_event(cluster_t *cl, const tether_action_t *a)
                                  cl->shard_subs[i].ctx);
 }
 
-/* Reminders: the C-node creates no reminders module yet, so none come. */
-static void reminder_event(cluster_t *cl, const tether_action_t *a)
-{
-    (void)cl;
-    (void)a;
-}
+static void reminder_event(cluster_t *cl, const tether_action_t *a);
+static void rm_flush(cluster_t *cl);
+static void rm_compact_maybe(cluster_t *cl);
 
 /* Carries out one action of the engine: the C-node's one place that
  * turns engine output into I/O, logs and state. */
@@ -473,6 +500,9 @@ static void act(cluster_t *cl, const tether_action_t *a)
 {
     switch (a->kind) {
     case TETHER_ACT_SEND:
+        /* A reminder acknowledgement may be among them: what was logged
+         * is on disk before anything leaves. */
+        rm_flush(cl);
         send_bytes(cl, a->peer, a->u.send.bytes.ptr, a->u.send.bytes.len);
         break;
     case TETHER_ACT_CONNECT:
@@ -536,25 +566,67 @@ static void act(cluster_t *cl, const tether_action_t *a)
     }
 }
 
+/* Carries out a batch in order (after making the log durable) and
+ * empties it. */
+static void run_batch(cluster_t *cl, tether_action_t *batch, size_t *n)
+{
+    rm_flush(cl);
+    for (size_t i = 0; i < *n; i++) {
+        act(cl, &batch[i]);
+        tether_engine_action_release(&batch[i]);
+    }
+    *n = 0;
+}
+
 /* Carries out every pending action, starting held requests in order as
  * they come, then arms the timer. An answer given at once calls run()
  * again: rpc_start_pending() keeps that from recursing further. Waiting
  * candidacies campaign again once the actions that brought a member up
- * are drained (their own actions are drained in turn). */
+ * are drained (their own actions are drained in turn). Actions are taken
+ * in batches: a batch's reminder records (STORE) are appended to the log
+ * as they are taken and made durable with one fdatasync before the batch
+ * is carried out, so an acknowledgement never leaves before what it
+ * acknowledges is on disk, and a burst of fires costs one sync, not one
+ * per record (which kept the loop from its heartbeats). */
 static void run(cluster_t *cl)
 {
-    tether_action_t a;
+    tether_action_t a, *batch = NULL, *nb;
+    size_t n = 0, cap = 0;
+
     cl->running++;
     for (;;) {
         rpc_start_pending(cl);
-        if (!tether_engine_next_action(cl->eng, &a)) {
-            if (cands_retry(cl))
+        while (tether_engine_next_action(cl->eng, &a)) {
+            if (a.kind == TETHER_ACT_REMINDER_STORE) {
+                reminder_event(cl, &a);
+                tether_engine_action_release(&a);
                 continue;
-            break;
+            }
+            if (n == cap) {
+                nb = realloc(batch, (cap ? cap * 2 : EVENTS_INITIAL) *
+                                        sizeof *batch);
+                if (nb == NULL) { /* out of memory: no batching */
+                    run_batch(cl, batch, &n);
+                    rm_flush(cl);
+                    act(cl, &a);
+                    tether_engine_action_release(&a);
+                    continue;
+                }
+                batch = nb;
+                cap = cap ? cap * 2 : EVENTS_INITIAL;
+            }
+            batch[n++] = a;
         }
-        act(cl, &a);
-        tether_engine_action_release(&a);
+        if (n > 0) {
+            run_batch(cl, batch, &n);
+            continue;
+        }
+        if (!cands_retry(cl))
+            break;
     }
+    free(batch);
+    rm_flush(cl);
+    rm_compact_maybe(cl);
     cl->running--;
     arm(cl);
 }
@@ -1137,6 +1209,11 @@ static void up_each(tether_node_t *node, const char *peer, void *ctx)
  * them) and puts our names and services in. Returns 0 or a TETHER_E*
  * code (the old engine, if any, is kept then).
  */
+static int rm_new(cluster_t *cl, tether_ring_module_t *ring,
+                  tether_engine_t *eng, tether_reminders_t **out);
+static void rm_stopped(cluster_t *cl);
+static void rm_started(cluster_t *cl);
+
 static int engine_start(cluster_t *cl)
 {
     tether_engine_config_t cfg;
@@ -1210,6 +1287,9 @@ static int engine_start(cluster_t *cl)
             if (cl->map_subs[k].map == i)
                 tether_maps_set_notify(map, 1);
     }
+    tether_reminders_t *rm = NULL;
+    if (rc == 0)
+        rc = rm_new(cl, ring, eng, &rm);
     if (rc < 0) {
         tether_engine_free(eng);
         return rc;
@@ -1225,6 +1305,7 @@ static int engine_start(cluster_t *cl)
         }
     }
     cands_stopped(cl);
+    rm_stopped(cl);
     tether_engine_free(cl->eng);
     pending_clear(cl);
     cl->eng = eng;
@@ -1233,6 +1314,7 @@ static int engine_start(cluster_t *cl)
     cl->ring = ring;
     cl->el = el;
     cl->maps = maps;
+    cl->rm = rm;
     cl->last_inc = inc;
     cl->nup = 0;
     cl->nev = 0;
@@ -1248,6 +1330,7 @@ static int engine_start(cluster_t *cl)
             LOG(cl->node, TETHER_LOG_ERROR, "cluster: service '%s': %s",
                 cl->services[i].name, tether_strerror(rc));
     cands_restart(cl);
+    rm_started(cl);
     run(cl);
     return 0;
 }
@@ -1938,7 +2021,15 @@ static int call_map(cluster_t *cl, const char *tag, const char *buf, int idx,
     return rc;
 }
 
-static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
+static int call_reminder(cluster_t *cl, const char *buf, int idx,
+                         int from_index, ei_x_buff *x);
+static int encode_reminder_info(cluster_t *cl, ei_x_buff *x);
+
+/* Answers one call into x (returns 0), or takes it to answer later
+ * (returns 1: a reminders call waiting for a majority); -1 when x could
+ * not be written. */
+static int handle_call(cluster_t *cl, const char *buf, int idx, int from_index,
+                       ei_x_buff *x)
 {
     char tag[MAXATOMLEN_UTF8];
     int type, size, arity;
@@ -1977,6 +2068,8 @@ static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
             return call_map(cl, tag, buf, idx, x);
         if (strcmp(tag, "heal") == 0 && arity == 2)
             return call_heal(cl, buf, idx, x);
+        if (strcmp(tag, "reminder") == 0 && arity == 2)
+            return call_reminder(cl, buf, idx, from_index, x);
         if (arity == 2 &&
             (strcmp(tag, "leader") == 0 || strcmp(tag, "is_leader") == 0 ||
              strcmp(tag, "fence") == 0 || strcmp(tag, "candidates") == 0))
@@ -2003,6 +2096,8 @@ static int handle_call(cluster_t *cl, const char *buf, int idx, ei_x_buff *x)
         return encode_info(cl, x);
     if (strcmp(tag, "ring_size") == 0)
         return ei_x_encode_ulong(x, cl->ring_size);
+    if (strcmp(tag, "reminder_info") == 0)
+        return encode_reminder_info(cl, x);
     return encode_error(x, TETHER_EINVAL);
 }
 
@@ -2027,7 +2122,7 @@ static void handler(tether_proc_t *self, const tether_msg_t *msg, void *arg)
         ei_x_buff x;
         if (ei_x_new_with_version(&x) < 0)
             break;
-        if (handle_call(cl, msg->data, m.req_index, &x) == 0)
+        if (handle_call(cl, msg->data, m.req_index, m.from_index, &x) == 0)
             (void)tether__gen_reply(cl->proc, msg->data, m.from_index, x.buff,
                                     (size_t)x.index);
         ei_x_free(&x);
@@ -2056,8 +2151,14 @@ static void cluster_free(cluster_t *cl)
 {
     if (cl == NULL)
         return;
-    tether_engine_free(cl->eng); /* svc, reg, ring and el with it */
+    tether_engine_free(cl->eng); /* svc, reg, ring, el, maps, rm with it */
     pending_clear(cl);
+    for (size_t i = 0; i < cl->nrm_waits; i++)
+        tether_from_free(cl->rm_waits[i].from);
+    free(cl->rm_waits);
+    tether__datalog_close(cl->rlog);
+    free(cl->rlog_path);
+    free(cl->rm_dir);
     while (cl->ncands > 0)
         cand_remove(cl, cl->ncands - 1);
     free(cl->cands);
@@ -2136,6 +2237,16 @@ static int configure(cluster_t *cl, const tether_cluster_config_t *cfg)
         tether__channels_check(cfg->channels, cfg->nchannels) < 0)
         return TETHER_EINVAL;
     cl->defer_max_bytes = cfg->defer_max_bytes; /* 0: the engine's default */
+    if (cfg->reminder_replicas > TETHER_CLUSTER_REMINDER_REPLICAS_MAX)
+        return TETHER_EINVAL;
+    cl->rm_replicas = cfg->reminder_replicas; /* 0: the module's default */
+    if (cfg->data_dir != NULL) {
+        if (*cfg->data_dir == '\0')
+            return TETHER_EINVAL;
+        cl->rm_dir = strdup(cfg->data_dir);
+        if (cl->rm_dir == NULL)
+            return TETHER_ENOMEM;
+    }
     if (cfg->cluster_secret) {
         memcpy(cl->secret, cfg->cluster_secret, sizeof cl->secret);
         cl->has_secret = true;
@@ -2190,6 +2301,7 @@ int tether_cluster_start(tether_node_t *node,
         return TETHER_ENOMEM;
     cl->node = node;
     cl->pending_tail = &cl->pending;
+    cl->rm_next_ref = 1;
     rc = configure(cl, cfg);
     if (rc < 0) {
         cluster_free(cl);
@@ -3074,20 +3186,27 @@ static tether_map_t *map_of(cluster_t *cl, const char *name, size_t len)
     return tether_maps_find(cl->maps, canon, n);
 }
 
-/* The canonical bytes of an ETF key (malloc'd), or NULL. */
-static uint8_t *key_canon(const char *key, size_t len, size_t *klen)
+/* The canonical bytes of an ETF key, at most max of them, into a
+ * malloc'd *out. 0, TETHER_EINVAL (not one term, or a closure),
+ * TETHER_ETOOBIG or TETHER_ENOMEM. */
+static int key_canon(const char *key, size_t len, size_t max, uint8_t **out,
+                     size_t *klen)
 {
-    uint8_t *k;
+    int rc;
 
+    *out = NULL;
     if (key == NULL || len > INT32_MAX || !tether_term_valid(key, len))
-        return NULL;
-    k = malloc(TETHER_MAPS_KEY_MAX);
-    if (k != NULL && tether_ring_canon((const uint8_t *)key, len, k,
-                                       TETHER_MAPS_KEY_MAX, klen) != 0) {
-        free(k);
-        k = NULL;
+        return TETHER_EINVAL;
+    *out = malloc(max);
+    if (*out == NULL)
+        return TETHER_ENOMEM;
+    rc = tether_ring_canon((const uint8_t *)key, len, *out, max, klen);
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+        return rc == TETHER_ETOOBIG ? rc : TETHER_EINVAL;
     }
-    return k;
+    return 0;
 }
 
 static int map_write(tether_node_t *node, const char *name, size_t nlen,
@@ -3101,8 +3220,7 @@ static int map_write(tether_node_t *node, const char *name, size_t nlen,
 
     if (map == NULL)
         return TETHER_ENOTFOUND;
-    k = key_canon(key, klen, &kl);
-    if (k == NULL)
+    if (key_canon(key, klen, TETHER_MAPS_KEY_MAX, &k, &kl) < 0)
         return TETHER_EINVAL;
     tick(cl);
     rc = tether_maps_write(cl->maps, map, k, kl, (const uint8_t *)val, vlen,
@@ -3140,8 +3258,7 @@ int tether_cluster_map_get(tether_node_t *node, const char *name, size_t nlen,
 
     if (map == NULL)
         return TETHER_ENOTFOUND;
-    k = key_canon(key, klen, &kl);
-    if (k == NULL)
+    if (key_canon(key, klen, TETHER_MAPS_KEY_MAX, &k, &kl) < 0)
         return TETHER_EINVAL;
     found = tether_maps_get(map, k, kl, &v, &n);
     free(k);
@@ -3152,4 +3269,616 @@ int tether_cluster_map_get(tether_node_t *node, const char *name, size_t nlen,
         return TETHER_ETOOBIG;
     memcpy(out, v, n);
     return 1;
+}
+
+/* -------------------------------------------------------- reminders */
+
+/* Log records appended before the log is looked at for compaction: it is
+ * rewritten when it holds more than twice the records the module holds
+ * (as tether_reminder.erl does). */
+#define RM_COMPACT_MIN 10000
+
+/* The module, or NULL (no cluster, or between engines). */
+static cluster_t *with_rm(const tether_node_t *node)
+{
+    cluster_t *cl = node ? node->cluster : NULL;
+    return cl != NULL && cl->rm != NULL ? cl : NULL;
+}
+
+/* Creates the reminders module of a fresh engine. A node whose log holds
+ * records arms nothing for one TTL: it may be restarting into a cluster
+ * whose primaries are alive (tether_reminder:engine_opts/1 does the
+ * same). */
+static int rm_new(cluster_t *cl, tether_ring_module_t *ring,
+                  tether_engine_t *eng, tether_reminders_t **out)
+{
+    tether_reminders_config_t cfg = {.ring = ring,
+                                     .replicas = cl->rm_replicas};
+    struct stat st;
+
+    if (cl->rm_dir != NULL && cl->rlog_path == NULL) {
+        const char *node = tether_node_name(cl->node);
+        size_t n = strlen(cl->rm_dir) + strlen(node) + sizeof "/reminders-.log";
+        cl->rlog_path = malloc(n);
+        if (cl->rlog_path == NULL)
+            return TETHER_ENOMEM;
+        snprintf(cl->rlog_path, n, "%s/reminders-%s.log", cl->rm_dir, node);
+    }
+    if (cl->rlog_path != NULL && stat(cl->rlog_path, &st) == 0 &&
+        st.st_size > 0)
+        cfg.settle_ms = cl->ttl_ms;
+    return tether_reminders_new(&cfg, eng, out);
+}
+
+static void rm_log_off(cluster_t *cl, const char *what)
+{
+    LOG(cl->node, TETHER_LOG_ERROR,
+        "cluster: reminder log %s not writable (%s): reminders are not "
+        "persisted",
+        cl->rlog_path, what);
+    cl->rlog_on = false;
+}
+
+typedef struct rm_dump {
+    tether_datalog_put_fn put;
+    void *put_ctx;
+    int rc;
+} rm_dump_t;
+
+static void rm_dump_one(void *ctx, const uint8_t *rec, size_t len)
+{
+    rm_dump_t *d = ctx;
+    if (d->rc == 0)
+        d->rc = d->put(d->put_ctx, rec, len);
+}
+
+/* The dump a compaction writes: every record the module holds (live ones
+ * and tombstones). */
+static int rm_dump(void *ctx, tether_datalog_put_fn put, void *put_ctx)
+{
+    cluster_t *cl = ctx;
+    rm_dump_t d = {put, put_ctx, 0};
+
+    tether_reminders_each(cl->rm, rm_dump_one, &d);
+    return d.rc;
+}
+
+/* Rewrites the log with what the module holds, then appends to it. */
+static void rm_rewrite(cluster_t *cl)
+{
+    int rc = 0;
+
+    if (cl->rlog == NULL)
+        rc = tether__datalog_open(cl->rlog_path, &cl->rlog);
+    if (rc == 0)
+        rc = tether__datalog_compact(cl->rlog, rm_dump, cl);
+    if (rc < 0)
+        rm_log_off(cl, rc == TETHER_EIO ? strerror(errno) : tether_strerror(rc));
+    else
+        cl->rlog_on = true;
+}
+
+/* Feeds one record back; one the module refuses is counted there
+ * (load_errors) and the rest still load. */
+static int rm_load_one(void *ctx, const uint8_t *rec, size_t len)
+{
+    (void)tether_reminders_load(ctx, rec, len);
+    return 0;
+}
+
+/* A fresh engine's module: the log is read into it and compacted (a
+ * damaged log is copied aside first), and it learns how many subscribers
+ * there are. */
+static void rm_started(cluster_t *cl)
+{
+    tether_datalog_info_t info = {0};
+    int rc;
+
+    if (cl->rm == NULL)
+        return;
+    if (cl->rlog_path != NULL) {
+        rc = tether__datalog_load(cl->rlog_path, rm_load_one, cl->rm, &info);
+        if (rc < 0)
+            LOG(cl->node, TETHER_LOG_WARNING,
+                "cluster: reminder log %s not read: %s", cl->rlog_path,
+                rc == TETHER_EIO ? strerror(errno) : tether_strerror(rc));
+        if (info.corrupt > 0 || info.torn_at >= 0 ||
+            tether_reminders_stats(cl->rm)->load_errors > 0) {
+            LOG(cl->node, TETHER_LOG_WARNING,
+                "cluster: reminder log %s: %llu records kept, %llu corrupt, "
+                "%llu refused, torn at byte %lld",
+                cl->rlog_path, (unsigned long long)info.records,
+                (unsigned long long)info.corrupt,
+                (unsigned long long)tether_reminders_stats(cl->rm)->load_errors,
+                (long long)info.torn_at);
+            if (info.corrupt > 0 &&
+                tether__datalog_keep_corrupt(cl->rlog_path) < 0)
+                LOG(cl->node, TETHER_LOG_WARNING,
+                    "cluster: reminder log %s not copied aside: %s",
+                    cl->rlog_path, strerror(errno));
+        }
+        rm_rewrite(cl);
+    }
+    tether_reminders_subscribers(cl->rm, cl->nrm_subs);
+}
+
+/* Makes what the log was given durable before anything that tells
+ * another node (or a caller) that this node holds it. */
+static void rm_flush(cluster_t *cl)
+{
+    uint64_t upto;
+
+    if (!cl->rlog_on ||
+        (upto = tether__datalog_appended(cl->rlog)) ==
+            tether__datalog_synced(cl->rlog))
+        return;
+    if (tether__datalog_sync(cl->rlog) < 0)
+        rm_log_off(cl, strerror(errno));
+    else
+        tether__datalog_synced_to(cl->rlog, upto);
+}
+
+static void rm_compact_maybe(cluster_t *cl)
+{
+    const tether_reminders_stats_t *st;
+    uint64_t since;
+
+    if (!cl->rlog_on || cl->rm == NULL ||
+        (since = tether__datalog_since_compact(cl->rlog)) < RM_COMPACT_MIN)
+        return;
+    st = tether_reminders_stats(cl->rm);
+    if (since > 2 * (st->pending + st->tombs))
+        rm_rewrite(cl);
+}
+
+/* Reserves room for one more waiting call. 0 or TETHER_ENOMEM. */
+static int rm_wait_reserve(cluster_t *cl)
+{
+    size_t cap;
+    rm_wait_t *v;
+
+    if (cl->nrm_waits < cl->caprm_waits)
+        return 0;
+    cap = cl->caprm_waits ? cl->caprm_waits * 2 : EVENTS_INITIAL;
+    v = realloc(cl->rm_waits, cap * sizeof *v);
+    if (v == NULL)
+        return TETHER_ENOMEM;
+    cl->rm_waits = v;
+    cl->caprm_waits = cap;
+    return 0;
+}
+
+/* Encodes a REMINDER_REPLY's answer as the BEAM server replies it. */
+static int encode_rm_reply(ei_x_buff *x, const tether_action_t *a)
+{
+    switch (a->u.reminder_reply.status) {
+    case TETHER_REMINDER_OK:
+        return ei_x_encode_atom(x, "ok");
+    case TETHER_REMINDER_NOT_FOUND:
+        return ei_x_encode_atom(x, "not_found");
+    case TETHER_REMINDER_FOUND:
+        return ei_x_encode_tuple_header(x, 3) < 0 ||
+                       ei_x_encode_atom(x, "ok") < 0 ||
+                       ei_x_encode_longlong(x,
+                                            a->u.reminder_reply.fire_at) < 0 ||
+                       append_term(x, a->u.reminder_reply.payload.ptr,
+                                   a->u.reminder_reply.payload.len) < 0
+                   ? -1
+                   : 0;
+    default:
+        return ei_x_encode_tuple_header(x, 2) < 0 ||
+                       ei_x_encode_atom(x, "error") < 0 ||
+                       ei_x_encode_atom(x, "timeout") < 0
+                   ? -1
+                   : 0;
+    }
+}
+
+/* Answers the call waiting for a REMINDER_REPLY. */
+static void rm_answer(cluster_t *cl, const tether_action_t *a)
+{
+    int st = a->u.reminder_reply.status;
+    rm_wait_t w;
+    size_t i;
+
+    for (i = 0; i < cl->nrm_waits; i++)
+        if (cl->rm_waits[i].ref == a->u.reminder_reply.ref)
+            break;
+    if (i == cl->nrm_waits)
+        return;
+    w = cl->rm_waits[i];
+    cl->rm_waits[i] = cl->rm_waits[--cl->nrm_waits];
+    if (w.from != NULL) {
+        ei_x_buff x;
+        if (ei_x_new_with_version(&x) == 0 && encode_rm_reply(&x, a) == 0)
+            (void)tether_reply(w.from, x.buff, (size_t)x.index);
+        else
+            tether_from_free(w.from);
+        ei_x_free(&x);
+    } else if (w.done != NULL) {
+        w.done(cl->node, st == TETHER_REMINDER_OK ? 0 : TETHER_ETIMEDOUT,
+               w.ctx);
+    } else if (w.got != NULL) {
+        w.got(cl->node,
+              st == TETHER_REMINDER_FOUND       ? 1
+              : st == TETHER_REMINDER_NOT_FOUND ? 0
+                                                : TETHER_ETIMEDOUT,
+              a->u.reminder_reply.fire_at,
+              (const char *)a->u.reminder_reply.payload.ptr,
+              a->u.reminder_reply.payload.len, w.ctx);
+    }
+}
+
+/* The engine stopped (a leave, then a join): every waiting call is
+ * answered {error, not_distributed} (an Erlang caller, as the BEAM
+ * server answers) or TETHER_ECLOSED (C). */
+static void rm_stopped(cluster_t *cl)
+{
+    rm_wait_t *v = cl->rm_waits;
+    size_t n = cl->nrm_waits;
+
+    cl->rm = NULL;
+    cl->rm_waits = NULL;
+    cl->nrm_waits = cl->caprm_waits = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].from != NULL) {
+            ei_x_buff x;
+            if (ei_x_new_with_version(&x) == 0 &&
+                ei_x_encode_tuple_header(&x, 2) == 0 &&
+                ei_x_encode_atom(&x, "error") == 0 &&
+                ei_x_encode_atom(&x, "not_distributed") == 0)
+                (void)tether_reply(v[i].from, x.buff, (size_t)x.index);
+            else
+                tether_from_free(v[i].from);
+            ei_x_free(&x);
+        } else if (v[i].done != NULL) {
+            v[i].done(cl->node, TETHER_ECLOSED, v[i].ctx);
+        } else if (v[i].got != NULL) {
+            v[i].got(cl->node, TETHER_ECLOSED, 0, NULL, 0, v[i].ctx);
+        }
+    }
+    free(v);
+}
+
+/* A reminder fires here: every C subscriber hears (a copy of the table,
+ * since a callback may unsubscribe). */
+static void rm_deliver(cluster_t *cl, const tether_action_t *a)
+{
+    size_t n = cl->nrm_subs;
+    __typeof__(cl->rm_subs[0]) subs[TETHER_CLUSTER_REMINDER_SUBS_MAX];
+
+    memcpy(subs, cl->rm_subs, n * sizeof subs[0]);
+    for (size_t i = 0; i < n; i++)
+        subs[i].fn(cl->node, (const char *)a->u.reminder.key.ptr,
+                   a->u.reminder.key.len,
+                   (const char *)a->u.reminder.payload.ptr,
+                   a->u.reminder.payload.len, a->u.reminder.fence,
+                   subs[i].ctx);
+}
+
+static void reminder_event(cluster_t *cl, const tether_action_t *a)
+{
+    int rc;
+
+    switch (a->kind) {
+    case TETHER_ACT_REMINDER:
+        rm_flush(cl);
+        rm_deliver(cl, a);
+        break;
+    case TETHER_ACT_REMINDER_REPLY:
+        /* Our own replica's record is on disk before the caller hears. */
+        rm_flush(cl);
+        rm_answer(cl, a);
+        break;
+    default:
+        if (!cl->rlog_on)
+            break;
+        rc = tether__datalog_append(cl->rlog, a->u.reminder_store.rec.ptr,
+                                    a->u.reminder_store.rec.len, NULL);
+        if (rc < 0)
+            rm_log_off(cl, rc == TETHER_EIO ? strerror(errno)
+                                            : tether_strerror(rc));
+        break;
+    }
+}
+
+/* The error of a refused write, as the BEAM answers it. */
+static const char *rm_error_atom(int rc)
+{
+    if (rc == TETHER_ECLOSED)
+        return "left";
+    if (rc == TETHER_ETOOBIG)
+        return "payload_too_large";
+    return error_atom(rc);
+}
+
+static int encode_atom_error(ei_x_buff *x, const char *reason)
+{
+    return ei_x_encode_tuple_header(x, 2) < 0 ||
+                   ei_x_encode_atom(x, "error") < 0 ||
+                   ei_x_encode_atom(x, reason) < 0
+               ? -1
+               : 0;
+}
+
+/* Records a waiting call (room reserved). */
+static void rm_wait_add(cluster_t *cl, uint64_t ref, tether_from_t *from,
+                        tether_cluster_remind_done_fn done,
+                        tether_cluster_reminder_got_fn got, void *ctx)
+{
+    cl->rm_waits[cl->nrm_waits++] =
+        (rm_wait_t){.ref = ref, .from = from, .done = done, .got = got,
+                    .ctx = ctx};
+}
+
+/*
+ * {reminder, Req} from an Erlang caller, with the BEAM server's shapes:
+ * {set, Key, FireAtMs, Payload, Skip}, {cancel, Key} -> ok | {error, _}
+ * once a majority answered; {get, Key} -> {ok, FireAtMs, Payload} |
+ * not_found | {error, _}. Anything else: {error, badarg}.
+ */
+static int call_reminder(cluster_t *cl, const char *buf, int idx,
+                         int from_index, ei_x_buff *x)
+{
+    char tag[MAXATOMLEN_UTF8], skip[MAXATOMLEN_UTF8];
+    uint8_t *key = NULL;
+    char *payload = NULL;
+    size_t klen = 0, plen = 0, pl = 0;
+    long long at = 0;
+    int arity, start, rc, type, size;
+    uint64_t ref = cl->rm_next_ref;
+    int64_t fire_at = 0;
+    const uint8_t *p = NULL;
+    tether_from_t *from;
+
+    if (cl->rm == NULL)
+        return encode_atom_error(x, "not_distributed");
+    if (ei_decode_tuple_header(buf, &idx, &arity) < 0 || arity < 2 ||
+        ei_decode_atom_as(buf, &idx, tag, sizeof tag, ERLANG_UTF8, NULL,
+                          NULL) < 0 ||
+        !((strcmp(tag, "set") == 0 && arity == 5) ||
+          (strcmp(tag, "cancel") == 0 && arity == 2) ||
+          (strcmp(tag, "get") == 0 && arity == 2)))
+        return encode_atom_error(x, "badarg");
+    rc = term_canon_at(buf, &idx, TETHER_REMINDER_KEY_MAX, &key, &klen);
+    if (rc < 0)
+        return encode_atom_error(x, rc == TETHER_ENOMEM ? "enomem" : "bad_key");
+    if (rm_wait_reserve(cl) < 0) {
+        free(key);
+        return encode_atom_error(x, "enomem");
+    }
+    tick(cl);
+    if (strcmp(tag, "set") == 0) {
+        if (ei_get_type(buf, &idx, &type, &size) < 0 ||
+            (type != ERL_SMALL_INTEGER_EXT && type != ERL_INTEGER_EXT &&
+             type != ERL_SMALL_BIG_EXT) ||
+            ei_decode_longlong(buf, &idx, &at) < 0 ||
+            term_range(buf, &idx, &start) < 0 ||
+            ei_decode_atom_as(buf, &idx, skip, sizeof skip, ERLANG_UTF8, NULL,
+                              NULL) < 0 ||
+            (strcmp(skip, "true") != 0 && strcmp(skip, "false") != 0)) {
+            free(key);
+            return encode_atom_error(x, "badarg");
+        }
+        /* Back over Skip to cut the Payload's bytes. */
+        {
+            int end = start;
+            (void)ei_skip_term(buf, &end);
+            payload = with_version(buf, start, end, &plen);
+        }
+        rc = payload == NULL
+                 ? TETHER_ENOMEM
+                 : tether_reminders_set(cl->rm, key, klen, (int64_t)at,
+                                        (const uint8_t *)payload, plen,
+                                        strcmp(skip, "true") == 0
+                                            ? TETHER_REMINDER_SKIP
+                                            : 0,
+                                        ref);
+        free(payload);
+    } else if (strcmp(tag, "cancel") == 0) {
+        rc = tether_reminders_cancel(cl->rm, key, klen, ref);
+    } else {
+        rc = tether_reminders_get(cl->rm, key, klen, ref, &fire_at, &p, &pl);
+        if (rc == 1) {
+            free(key);
+            return ei_x_encode_tuple_header(x, 3) < 0 ||
+                           ei_x_encode_atom(x, "ok") < 0 ||
+                           ei_x_encode_longlong(x, fire_at) < 0 ||
+                           append_term(x, p, pl) < 0
+                       ? -1
+                       : 0;
+        }
+        if (rc == 0) {
+            free(key);
+            return ei_x_encode_atom(x, "not_found");
+        }
+    }
+    free(key);
+    if (rc < 0)
+        return encode_atom_error(x, rm_error_atom(rc));
+    cl->rm_next_ref++;
+    from = tether__from_new(cl->node, &cl->pid, buf, from_index);
+    if (from == NULL)
+        return encode_atom_error(x, "enomem");
+    rm_wait_add(cl, ref, from, NULL, NULL, NULL);
+    return 1;
+}
+
+/* reminder_info: the module's counters and overhead_bytes. */
+static int encode_reminder_info(cluster_t *cl, ei_x_buff *x)
+{
+    tether_reminders_stat_t v[TETHER_REMINDERS_STATS_N];
+
+    if (cl->rm == NULL)
+        return encode_atom_error(x, "not_distributed");
+    tether_reminders_stats_list(tether_reminders_stats(cl->rm), v);
+    if (ei_x_encode_map_header(x, TETHER_REMINDERS_STATS_N + 2) < 0 ||
+        ei_x_encode_atom(x, "overhead_bytes") < 0 ||
+        ei_x_encode_ulonglong(x, tether_reminders_overhead(cl->rm)) < 0 ||
+        ei_x_encode_atom(x, "persisted") < 0 ||
+        ei_x_encode_boolean(x, cl->rlog_on) < 0)
+        return -1;
+    for (size_t i = 0; i < TETHER_REMINDERS_STATS_N; i++)
+        if (ei_x_encode_atom(x, v[i].name) < 0 ||
+            ei_x_encode_ulonglong(x, v[i].value) < 0)
+            return -1;
+    return 0;
+}
+
+/* The start of a call from C on key: its canonical bytes into a malloc'd
+ * *k, room for its waiting entry, its ref, and the time passed to the
+ * engine. 0 or an error (nothing to free then). */
+static int rm_begin(cluster_t *cl, const char *key, size_t klen, uint8_t **k,
+                    size_t *kl, uint64_t *ref)
+{
+    int rc = key_canon(key, klen, TETHER_CLUSTER_REMINDER_KEY_MAX, k, kl);
+
+    if (rc < 0)
+        return rc;
+    if ((rc = rm_wait_reserve(cl)) < 0) {
+        free(*k);
+        *k = NULL;
+        return rc;
+    }
+    *ref = cl->rm_next_ref++;
+    tick(cl);
+    return 0;
+}
+
+/* A write from C: set (cancel false) or cancel. */
+static int rm_write(tether_node_t *node, const char *key, size_t klen,
+                    bool cancel, int64_t fire_at, const char *payload,
+                    size_t plen, unsigned flags,
+                    tether_cluster_remind_done_fn done, void *ctx)
+{
+    cluster_t *cl = with_rm(node);
+    uint64_t ref;
+    uint8_t *k;
+    size_t kl = 0;
+    int rc;
+
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    if ((flags & ~TETHER_CLUSTER_REMINDER_SKIP) != 0)
+        return TETHER_EINVAL;
+    if (!cancel) {
+        if (plen > TETHER_CLUSTER_REMINDER_PAYLOAD_MAX)
+            return TETHER_ETOOBIG;
+        if (payload == NULL || !tether_term_valid(payload, plen))
+            return TETHER_EINVAL;
+    }
+    if ((rc = rm_begin(cl, key, klen, &k, &kl, &ref)) < 0)
+        return rc;
+    rc = cancel ? tether_reminders_cancel(cl->rm, k, kl, ref)
+                : tether_reminders_set(cl->rm, k, kl, fire_at,
+                                       (const uint8_t *)payload, plen,
+                                       (flags & TETHER_CLUSTER_REMINDER_SKIP)
+                                           ? TETHER_REMINDER_SKIP
+                                           : 0,
+                                       ref);
+    free(k);
+    if (rc == 0)
+        rm_wait_add(cl, ref, NULL, done, NULL, ctx);
+    run(cl);
+    return rc;
+}
+
+int tether_cluster_remind(tether_node_t *node, const char *key, size_t klen,
+                          int64_t fire_at_ms, const char *payload, size_t plen,
+                          unsigned flags, tether_cluster_remind_done_fn done,
+                          void *ctx)
+{
+    return rm_write(node, key, klen, false, fire_at_ms, payload, plen, flags,
+                    done, ctx);
+}
+
+int tether_cluster_remind_after(tether_node_t *node, const char *key,
+                                size_t klen, uint64_t delay_ms,
+                                const char *payload, size_t plen,
+                                unsigned flags,
+                                tether_cluster_remind_done_fn done, void *ctx)
+{
+    uint64_t now = realtime_us() / 1000u;
+
+    if (delay_ms > (uint64_t)INT64_MAX - now)
+        return TETHER_EINVAL;
+    return rm_write(node, key, klen, false, (int64_t)(now + delay_ms),
+                    payload, plen, flags, done, ctx);
+}
+
+int tether_cluster_cancel_reminder(tether_node_t *node, const char *key,
+                                   size_t klen,
+                                   tether_cluster_remind_done_fn done,
+                                   void *ctx)
+{
+    return rm_write(node, key, klen, true, 0, NULL, 0, 0, done, ctx);
+}
+
+int tether_cluster_reminder(tether_node_t *node, const char *key, size_t klen,
+                            tether_cluster_reminder_got_fn got, void *ctx)
+{
+    cluster_t *cl = with_rm(node);
+    int64_t fire_at = 0;
+    const uint8_t *p = NULL;
+    size_t kl = 0, pl = 0;
+    uint64_t ref;
+    uint8_t *k;
+    int rc;
+
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    if (got == NULL)
+        return TETHER_EINVAL;
+    if ((rc = rm_begin(cl, key, klen, &k, &kl, &ref)) < 0)
+        return rc;
+    rc = tether_reminders_get(cl->rm, k, kl, ref, &fire_at, &p, &pl);
+    free(k);
+    if (rc == 1 || rc == 0)
+        got(node, rc, fire_at, (const char *)p, pl, ctx);
+    else if (rc == 2)
+        rm_wait_add(cl, ref, NULL, NULL, got, ctx);
+    run(cl);
+    return rc < 0 ? rc : 0;
+}
+
+int tether_cluster_subscribe_reminders(tether_node_t *node,
+                                       tether_cluster_reminder_fn fn,
+                                       void *ctx)
+{
+    cluster_t *cl = with_rm(node);
+
+    if (fn == NULL)
+        return TETHER_EINVAL;
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    for (size_t i = 0; i < cl->nrm_subs; i++)
+        if (cl->rm_subs[i].fn == fn && cl->rm_subs[i].ctx == ctx)
+            return TETHER_EEXIST;
+    if (cl->nrm_subs == TETHER_CLUSTER_REMINDER_SUBS_MAX)
+        return TETHER_ETOOBIG;
+    cl->rm_subs[cl->nrm_subs].fn = fn;
+    cl->rm_subs[cl->nrm_subs++].ctx = ctx;
+    tick(cl);
+    tether_reminders_subscribers(cl->rm, cl->nrm_subs);
+    run(cl);
+    return 0;
+}
+
+int tether_cluster_unsubscribe_reminders(tether_node_t *node,
+                                         tether_cluster_reminder_fn fn,
+                                         void *ctx)
+{
+    cluster_t *cl = with_rm(node);
+
+    if (cl == NULL)
+        return TETHER_ENOTFOUND;
+    for (size_t i = 0; i < cl->nrm_subs; i++)
+        if (cl->rm_subs[i].fn == fn && cl->rm_subs[i].ctx == ctx) {
+            memmove(&cl->rm_subs[i], &cl->rm_subs[i + 1],
+                    (cl->nrm_subs - i - 1) * sizeof cl->rm_subs[0]);
+            cl->nrm_subs--;
+            tether_reminders_subscribers(cl->rm, cl->nrm_subs);
+            return 0;
+        }
+    return TETHER_ENOTFOUND;
 }

@@ -32,7 +32,7 @@
 #define L_MISSED 2u /* armed by a handoff or start past its time */
 
 enum { S_NONE = 0, S_WAIT, S_ARMED };
-enum { OP_WRITE = 1, OP_FIRE, OP_GET };
+enum { OP_WRITE = 1, OP_FIRE, OP_GET, OP_HANDOFF };
 
 typedef struct rec {
     struct rec *next; /* the shard's hash chain */
@@ -58,6 +58,7 @@ typedef struct shard {
     uint64_t released; /* nodes (index < 64) that released s to us */
     int released_to;   /* the new primary we last released to */
     int hand_pending;  /* that release did not go: retried every round */
+    int hand_inflight; /* a handoff awaits the new primary's ack */
     uint64_t wait_until;
 } shard_t;
 
@@ -546,6 +547,8 @@ static int replicate(tether_reminders_t *m, const wrec_t *w, op_t *o);
 
 /* Ends ops[i]: done (a majority) or not (its deadline). A fire is
  * delivered either way, then its write becomes a tombstone everywhere. */
+static void handoff_done(tether_reminders_t *m, const op_t *o, int done);
+
 static void op_end(tether_reminders_t *m, size_t i, int done)
 {
     op_t o = m->ops[i];
@@ -574,6 +577,8 @@ static void op_end(tether_reminders_t *m, size_t i, int done)
             (void)replicate(m, &w, t); /* nobody waits for it */
     } else if (o.kind == OP_GET && !done) {
         reply(m, o.ref, TETHER_REMINDER_TIMEOUT, 0, NULL, 0);
+    } else if (o.kind == OP_HANDOFF) {
+        handoff_done(m, &o, done);
     }
     free(o.key);
     free(o.payload);
@@ -937,26 +942,107 @@ static void drop_shard(tether_reminders_t *m, uint32_t s)
             forget(m, sh, &sh->b[i]);
 }
 
-static int send_release(tether_reminders_t *m, uint32_t s, int to)
+/* {rm_release, Shard, Op}: acknowledged with {rm_ack, Op}, which tells
+ * the sender that the records sent before it arrived (one session keeps
+ * their order). */
+static int send_release(tether_reminders_t *m, uint32_t s, int to, uint64_t op)
 {
     ei_x_buff x;
 
-    if (tether__etf_begin(&x, 2, "rm_release") < 0)
+    if (tether__etf_begin(&x, 3, "rm_release") < 0)
         return TETHER_ENOMEM;
-    return send_x(m, to, &x, ei_x_encode_ulong(&x, s) < 0 ? TETHER_ENOMEM : 0);
+    return send_x(m, to, &x,
+                  ei_x_encode_ulong(&x, s) < 0 ||
+                          ei_x_encode_ulonglong(&x, op) < 0
+                      ? TETHER_ENOMEM
+                      : 0);
 }
 
-/* Sends shard s's records to its new primary, then the release. A
- * release that could not go is sent again when a session with it comes
- * up (the new primary arms after handoff_ms otherwise). Returns 0 when
- * all went. */
-static int hand_over(tether_reminders_t *m, uint32_t s, int to)
-{
-    int rc = send_shard(m, s, to, 0, &m->stats.handoff_records);
+/* Sends shard s's records to its new primary, then the release, as an
+ * op that ends when the new primary acknowledges the release: only then
+ * does a node that does not replicate s drop its records (a handoff lost
+ * in flight, to a crash or a cut, is sent again: handoff_done()). A
+ * handoff that could not go is sent again every round and when a session
+ * comes up (the new primary arms after handoff_ms otherwise). Returns 0
+ * when all went. */
+static int send_offer(tether_reminders_t *m, uint32_t s, int to,
+                      uint64_t op);
 
+/* An op that ends when `to` acknowledges shard s's records: its id, or 0
+ * (out of memory). */
+static uint64_t handoff_op(tether_reminders_t *m, uint32_t s, int to)
+{
+    op_t *o = op_new(m, OP_HANDOFF, s);
+
+    if (o == NULL)
+        return 0;
+    o->targets[0] = to;
+    o->ntargets = o->need = 1;
+    return o->id;
+}
+
+/* After a handoff or forward was sent (rc 0: it waits for the ack) or
+ * not (its op goes). */
+static int handoff_sent(tether_reminders_t *m, uint32_t s, uint64_t id, int rc)
+{
+    size_t at;
+
+    if (rc < 0) {
+        if (op_find(m, id, &at) != NULL) {
+            memmove(&m->ops[at], &m->ops[at + 1],
+                    (m->nops - at - 1) * sizeof m->ops[0]);
+            m->nops--;
+        }
+        return rc;
+    }
+    m->shards[s].hand_inflight = 1;
+    return 0;
+}
+
+static int hand_over(tether_reminders_t *m, uint32_t s, int to,
+                     uint64_t *sent)
+{
+    uint64_t id = handoff_op(m, s, to);
+    int rc;
+
+    if (id == 0)
+        return TETHER_ENOMEM;
+    rc = send_shard(m, s, to, 0, sent);
     if (rc == 0)
-        rc = send_release(m, s, to);
-    return rc;
+        rc = send_release(m, s, to, id);
+    return handoff_sent(m, s, id, rc);
+}
+
+/* Forwards shard s, which this node no longer replicates, to its primary
+ * `to`: an offer of its fingerprints, answered with the records the
+ * primary lacks (forward_records) and an ack; then they are dropped. */
+static int forward(tether_reminders_t *m, uint32_t s, int to)
+{
+    uint64_t id = handoff_op(m, s, to);
+
+    if (id == 0)
+        return TETHER_ENOMEM;
+    return handoff_sent(m, s, id, send_offer(m, s, to, id));
+}
+
+/* A handoff's op ended: acknowledged, the records reached the new
+ * primary, and a node that does not replicate the shard drops them;
+ * timed out, it is sent again next round. */
+static void handoff_done(tether_reminders_t *m, const op_t *o, int done)
+{
+    uint32_t s = (uint32_t)o->ref;
+    shard_t *sh = &m->shards[s];
+
+    sh->hand_inflight = 0;
+    if (sh->state != S_NONE || sh->released_to != o->targets[0])
+        return;
+    if (!done) {
+        sh->hand_pending = 1;
+        return;
+    }
+    sh->hand_pending = 0;
+    if (!is_owner(m, s))
+        drop_shard(m, s);
 }
 
 static void send_digests(tether_reminders_t *m, int to)
@@ -1035,9 +1121,8 @@ static void members_changed(tether_engine_t *eng, void *ctx)
             sh->released = 0;
             sh->released_to = np;
             m->stats.handoffs_out++;
-            sh->hand_pending = hand_over(m, s, np) < 0;
-            if (!sh->hand_pending && !is_owner(m, s))
-                drop_shard(m, s);
+            sh->hand_pending =
+                hand_over(m, s, np, &m->stats.handoff_records) < 0;
         } else if (sh->state == S_NONE && np == m->self) {
             /* A live member topped s before us only if it did not know us
              * (we were alone or new): the one that would be primary
@@ -1072,6 +1157,16 @@ static void members_changed(tether_engine_t *eng, void *ctx)
 
 /* -------------------------------------------------------------- input */
 
+static void send_ack(tether_reminders_t *m, int to, uint64_t op)
+{
+    ei_x_buff x;
+
+    if (tether__etf_begin(&x, 2, "rm_ack") < 0)
+        return;
+    (void)send_x(m, to, &x,
+                 ei_x_encode_ulonglong(&x, op) < 0 ? TETHER_ENOMEM : 0);
+}
+
 static void on_put(tether_reminders_t *m, int from, const char *b, int *i,
                    int sync)
 {
@@ -1104,13 +1199,8 @@ static void on_put(tether_reminders_t *m, int from, const char *b, int *i,
         m->stats.syncs++;
         (void)send_shard(m, (uint32_t)shard, from, 0, &m->stats.sync_records);
     }
-    if (op) {
-        ei_x_buff x;
-        if (tether__etf_begin(&x, 2, "rm_ack") < 0)
-            return;
-        (void)send_x(m, from, &x,
-                     ei_x_encode_ulonglong(&x, op) < 0 ? TETHER_ENOMEM : 0);
-    }
+    if (op)
+        send_ack(m, from, op);
     return;
 bad:
     m->stats.bad_msgs++;
@@ -1145,6 +1235,202 @@ static void on_release(tether_reminders_t *m, int from, unsigned long s)
 }
 
 /* 1 if we or node `other` is shard s's primary. */
+/* ------------------------------------------------- offers and wants */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int has_fp(const uint64_t *v, size_t n, uint64_t fp)
+{
+    return n > 0 && bsearch(&fp, v, n, sizeof *v, cmp_u64) != NULL;
+}
+
+/* The fingerprints of shard s's records, sorted, into a malloc'd *out
+ * (NULL when the shard is empty). Returns how many, or TETHER_ENOMEM. */
+static long shard_fps(tether_reminders_t *m, uint32_t s, uint64_t **out)
+{
+    shard_t *sh = &m->shards[s];
+    size_t n = 0;
+
+    *out = NULL;
+    if (sh->n == 0)
+        return 0;
+    if ((*out = malloc(sh->n * sizeof **out)) == NULL)
+        return TETHER_ENOMEM;
+    for (uint32_t i = 0; i < sh->nb; i++)
+        for (rec_t *r = sh->b[i]; r; r = r->next)
+            (*out)[n++] = fingerprint(r);
+    if (n > 1)
+        qsort(*out, n, sizeof **out, cmp_u64);
+    return (long)n;
+}
+
+/* {Tag, Shard, Op, [Fp]} to `to`. */
+static int send_fps(tether_reminders_t *m, const char *tag, uint32_t s,
+                    uint64_t op, const uint64_t *v, size_t n, int to)
+{
+    ei_x_buff x;
+    int e;
+
+    if (tether__etf_begin(&x, 4, tag) < 0)
+        return TETHER_ENOMEM;
+    e = ei_x_encode_ulong(&x, s) < 0 || ei_x_encode_ulonglong(&x, op) < 0 ||
+        (n > 0 && ei_x_encode_list_header(&x, (long)n) < 0);
+    for (size_t i = 0; i < n && !e; i++)
+        e = ei_x_encode_ulonglong(&x, v[i]) < 0;
+    if (!e)
+        e = ei_x_encode_empty_list(&x) < 0;
+    return send_x(m, to, &x, e ? TETHER_ENOMEM : 0);
+}
+
+/* Offers shard s to `to`: the fingerprints of what this node holds of it
+ * (rm_offer). Returns 0 or an error. */
+static int send_offer(tether_reminders_t *m, uint32_t s, int to, uint64_t op)
+{
+    uint64_t *v;
+    long n = shard_fps(m, s, &v);
+    int rc;
+
+    if (n < 0)
+        return (int)n;
+    rc = send_fps(m, "rm_offer", s, op, v, (size_t)n, to);
+    free(v);
+    return rc;
+}
+
+/* Sends `to` the records of shard s whose fingerprint is (in = 1) or is
+ * not (in = 0) among v[0..n), as {rm_put, Op, [Rec]} in batches of
+ * BATCH, Op on the last only (so its ack says all arrived; one message
+ * with Op goes even when no record does). Counts them in *sent. */
+static int send_some(tether_reminders_t *m, uint32_t s, int to,
+                     const uint64_t *v, size_t n, int in, uint64_t op,
+                     uint64_t *sent)
+{
+    shard_t *sh = &m->shards[s];
+    const rec_t **pick = malloc((sh->n ? sh->n : 1) * sizeof *pick);
+    size_t k = 0, at = 0;
+    int rc = 0;
+
+    if (pick == NULL)
+        return TETHER_ENOMEM;
+    for (uint32_t i = 0; i < sh->nb; i++)
+        for (rec_t *r = sh->b[i]; r; r = r->next)
+            if (has_fp(v, n, fingerprint(r)) == in)
+                pick[k++] = r;
+    do {
+        size_t c = k - at < BATCH ? k - at : BATCH;
+        int last = at + c == k, e;
+        ei_x_buff x;
+        if (c == 0 && !(last && op))
+            break;
+        if (tether__etf_begin(&x, 3, "rm_put") < 0) {
+            rc = TETHER_ENOMEM;
+            break;
+        }
+        e = ei_x_encode_ulonglong(&x, last ? op : 0) < 0 ||
+            (c && ei_x_encode_list_header(&x, (long)c) < 0);
+        for (size_t j = 0; j < c && !e; j++)
+            e = x_r(&x, pick[at + j]) < 0;
+        if (!e)
+            e = ei_x_encode_empty_list(&x) < 0;
+        e = send_x(m, to, &x, e ? TETHER_ENOMEM : 0);
+        if (e < 0 && rc == 0)
+            rc = e;
+        at += c;
+        *sent += c;
+    } while (at < k);
+    free(pick);
+    return rc;
+}
+
+/* Decodes {_, Shard, Op, [Fp]}'s tail into a sorted malloc'd *v. */
+static int d_fps(tether_reminders_t *m, const char *b, int *i,
+                 unsigned long *s, uint64_t *op, uint64_t **v, size_t *n)
+{
+    int len;
+
+    *v = NULL;
+    *n = 0;
+    if (ei_decode_ulong(b, i, s) < 0 || *s >= m->nshards ||
+        tether__etf_decode_u64(b, i, op) < 0 || tether__etf_list(b, i, &len) < 0)
+        return TETHER_EPROTO;
+    if (len > 0 && (*v = malloc((size_t)len * sizeof **v)) == NULL)
+        return TETHER_ENOMEM;
+    for (int k = 0; k < len; k++)
+        if (tether__etf_decode_u64(b, i, &(*v)[k]) < 0) {
+            free(*v);
+            *v = NULL;
+            return TETHER_EPROTO;
+        }
+    if (tether__etf_list_end(b, i, len) < 0) {
+        free(*v);
+        *v = NULL;
+        return TETHER_EPROTO;
+    }
+    *n = (size_t)len;
+    if (*n > 1)
+        qsort(*v, *n, sizeof **v, cmp_u64);
+    return 0;
+}
+
+/*
+ * {rm_offer, Shard, Op, [Fp]}: what the sender holds of Shard. With Op 0
+ * (anti-entropy) the records it lacks go to it; with an Op (a node
+ * forwarding a shard it no longer replicates) nothing goes back. Then the
+ * records this node lacks are asked for ({rm_want, Shard, Op, [Fp]}); a
+ * forward of nothing new is acknowledged at once.
+ */
+static void on_offer(tether_reminders_t *m, int from, const char *b, int *i)
+{
+    unsigned long s;
+    uint64_t op, *theirs, *mine = NULL, *want = NULL;
+    size_t nt, nw = 0;
+    long nm;
+
+    if (d_fps(m, b, i, &s, &op, &theirs, &nt) < 0) {
+        m->stats.bad_msgs++;
+        return;
+    }
+    nm = shard_fps(m, (uint32_t)s, &mine);
+    if (nm >= 0 && (nt == 0 || (want = malloc(nt * sizeof *want)) != NULL)) {
+        if (op == 0 && (size_t)nm > 0) {
+            m->stats.syncs++;
+            (void)send_some(m, (uint32_t)s, from, theirs, nt, 0, 0,
+                            &m->stats.sync_records);
+        }
+        for (size_t k = 0; k < nt; k++)
+            if (!has_fp(mine, (size_t)nm, theirs[k]))
+                want[nw++] = theirs[k];
+        if (nw > 0)
+            (void)send_fps(m, "rm_want", (uint32_t)s, op, want, nw, from);
+        else if (op)
+            send_ack(m, from, op);
+    }
+    free(theirs);
+    free(mine);
+    free(want);
+}
+
+/* {rm_want, Shard, Op, [Fp]}: the records asked for, acknowledged by
+ * their receiver when Op is set. */
+static void on_want(tether_reminders_t *m, int from, const char *b, int *i)
+{
+    unsigned long s;
+    uint64_t op, *v;
+    size_t n;
+
+    if (d_fps(m, b, i, &s, &op, &v, &n) < 0) {
+        m->stats.bad_msgs++;
+        return;
+    }
+    (void)send_some(m, (uint32_t)s, from, v, n, 1, op,
+                    op ? &m->stats.forward_records : &m->stats.sync_records);
+    free(v);
+}
+
 static int primary_pair(tether_reminders_t *m, uint32_t s, int other)
 {
     const char *p =
@@ -1172,10 +1458,9 @@ static void on_digest(tether_reminders_t *m, int from, const char *b, int *i)
          * replica gets each shard once, not from every replica). */
         if (d != m->shards[s].digest && is_owner(m, (uint32_t)s) &&
             primary_pair(m, (uint32_t)s, from)) {
-            m->stats.syncs++;
-            /* The sender gets ours; ours comes from it the same way,
-             * when our digest reaches it. */
-            (void)send_shard(m, (uint32_t)s, from, 0, &m->stats.sync_records);
+            /* An offer: the sender answers with what we lack and asks
+             * for what it lacks; only records that differ cross. */
+            (void)send_offer(m, (uint32_t)s, from, 0);
         }
     }
     if (tether__etf_list_end(b, i, n) < 0)
@@ -1262,12 +1547,18 @@ static void on_message(tether_engine_t *eng, void *ctx, const char *from,
         if (tether__etf_decode_u64(etf, &i, &u) < 0)
             goto bad;
         on_ack(m, f, u);
-    } else if (strcmp(tag, "rm_release") == 0 && arity == 2) {
-        if (ei_decode_ulong(etf, &i, &s) < 0 || s >= m->nshards)
+    } else if (strcmp(tag, "rm_release") == 0 && arity == 3) {
+        if (ei_decode_ulong(etf, &i, &s) < 0 || s >= m->nshards ||
+            tether__etf_decode_u64(etf, &i, &u) < 0)
             goto bad;
         on_release(m, f, s);
+        send_ack(m, f, u);
     } else if (strcmp(tag, "rm_digest") == 0 && arity == 2)
         on_digest(m, f, etf, &i);
+    else if (strcmp(tag, "rm_offer") == 0 && arity == 4)
+        on_offer(m, f, etf, &i);
+    else if (strcmp(tag, "rm_want") == 0 && arity == 4)
+        on_want(m, f, etf, &i);
     else if (strcmp(tag, "rm_get") == 0 && arity == 3)
         on_get(m, f, etf, &i);
     else if (strcmp(tag, "rm_got") == 0 && arity == 5)
@@ -1280,25 +1571,36 @@ bad:
     m->stats.bad_msgs++;
 }
 
-/* Hands over again the shards whose release to `to` (any node: NO_NODE)
- * did not go, while `to` is still their primary. */
+/*
+ * Hands shards over again (to `to` only, or to any node: NO_NODE): those
+ * whose handoff did not go, and forwards those this node holds records of
+ * without replicating them (a replica the ring moved past, a handoff or a
+ * sync that reached it after the ring moved on: the records may be the
+ * only copies), to the shard's current primary; then drops what it does
+ * not replicate. A handoff whose primary changed before it went goes
+ * to the new primary: records are never left stranded on a node that no
+ * anti-entropy round looks at.
+ */
 static void retry_hand_overs(tether_reminders_t *m, const tether_ring_t *t,
                              int to)
 {
     for (uint32_t s = 0; s < m->nshards; s++) {
         shard_t *sh = &m->shards[s];
         const char *prim = tether_ring_primary(t, s);
-        if (!sh->hand_pending || sh->state != S_NONE ||
-            (to != NO_NODE && sh->released_to != to) || prim == NULL ||
-            strcmp(prim, m->names[sh->released_to]) != 0) {
-            if (sh->state != S_NONE || prim == NULL ||
-                strcmp(prim, m->names[sh->released_to]) != 0)
-                sh->hand_pending = 0;
+        int p = prim != NULL ? node_idx(m, prim) : NO_NODE;
+
+        if (sh->state != S_NONE || p == NO_NODE || p == m->self) {
+            sh->hand_pending = 0;
             continue;
         }
-        sh->hand_pending = hand_over(m, s, sh->released_to) < 0;
-        if (!sh->hand_pending && !is_owner(m, s))
-            drop_shard(m, s);
+        if (sh->hand_inflight ||
+            (!sh->hand_pending && (sh->n == 0 || is_owner(m, s))) ||
+            (to != NO_NODE && p != to))
+            continue;
+        sh->released_to = p;
+        sh->hand_pending =
+            (sh->hand_pending ? hand_over(m, s, p, &m->stats.handoff_records)
+                              : forward(m, s, p)) < 0;
     }
 }
 
@@ -1524,10 +1826,30 @@ void tether_reminders_stats_list(
     S(handoffs_in);
     S(handoff_timeouts);
     S(handoff_records);
+    S(forward_records);
     S(syncs);
     S(sync_records);
     S(timeouts);
     S(bad_msgs);
     S(load_errors);
 #undef S
+}
+
+int tether__reminders_describe(tether_reminders_t *m, const uint8_t *key,
+                               size_t klen, char *out, size_t cap)
+{
+    uint64_t h = hash_key(key, klen);
+    uint32_t s = shard_of(m, h);
+    shard_t *sh = &m->shards[s];
+    rec_t **p = sh->nb ? slot(sh, h, key, klen) : NULL;
+    rec_t *r = p ? *p : NULL;
+
+    return snprintf(out, cap,
+                    "shard %u state %d prim %d armed_ok %d wall %lld; %s "
+                    "flags %u local %u fire_at %lld due %lld in heap %d",
+                    (unsigned)s, sh->state, sh->prim, m->armed_ok,
+                    (long long)wall_of(m), r ? "record" : "no record",
+                    r ? r->flags : 0, r ? r->local : 0,
+                    r ? (long long)r->fire_at : 0, r ? (long long)r->due : 0,
+                    r ? r->hidx != 0 : 0);
 }

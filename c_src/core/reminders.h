@@ -34,8 +34,12 @@
  * Tombstones are kept tomb_ms, then forgotten.
  *
  * Handoff. When ring membership changes, an old primary stops arming a
- * shard it lost at once, sends the shard's records to its new owners and
- * then {rm_release, Shard}; the new primary arms the shard once that
+ * shard it lost at once, sends the shard's records to its new primary and
+ * then {rm_release, Shard, Op}; it drops them (when it no longer
+ * replicates the shard) only once the new primary acknowledged that, and
+ * sends them again otherwise; records a node holds of a shard it does not
+ * replicate go to the shard's primary every round. The new primary arms
+ * the shard once that
  * release arrived from the previous primary, at once if the previous
  * primary is no longer a live member (left, or declared down by the TTL),
  * or after handoff_ms at the latest (counted). Only the shards that moved
@@ -44,8 +48,13 @@
  * unfired, as its policy says.
  *
  * Anti-entropy. Every round (and when a session comes up) each node sends
- * each peer the digests of the shards both replicate; a shard whose
- * digests differ is exchanged in full both ways and merged.
+ * each peer the digests of the shards both replicate; for a shard whose
+ * digests differ (between a replica and the shard's primary) the
+ * receiver offers the fingerprints of what it holds, the other answers
+ * with the records the offerer lacks and asks for those it lacks itself:
+ * only records that differ cross. A node forwarding a shard it no longer
+ * replicates offers it the same way (with an Op), and drops it once the
+ * primary took what it lacked and acknowledged.
  *
  * Start. A fresh module arms nothing for settle_ms (it may be restarting
  * into a cluster whose primaries are alive); records persisted earlier are
@@ -55,9 +64,17 @@
  * Flags, Payload}, ordered by (Stamp, Writer)):
  *   {rm_put, Op, [Rec]}        store (Op > 0: acknowledge with rm_ack)
  *   {rm_ack, Op}
- *   {rm_release, Shard}        the sender stopped arming Shard
+ *   {rm_release, Shard, Op}    the sender stopped arming Shard (and sent
+ *                              its records first): acknowledge with
+ *                              rm_ack; a sender that does not replicate
+ *                              Shard drops its records only then
  *   {rm_digest, [{Shard, Digest}]}
  *   {rm_sync, Shard, Back, [Rec]}  a shard's records (Back: send yours)
+ *   {rm_offer, Shard, Op, [Fp]}  the fingerprints of what the sender
+ *                              holds of Shard (Op 0: anti-entropy, send
+ *                              what it lacks; else a forward: ack Op once
+ *                              nothing is missing here)
+ *   {rm_want, Shard, Op, [Fp]} the records asked for (sent as rm_put Op)
  *   {rm_get, Op, Key}          a read by a node that holds no copy
  *   {rm_got, Op, Found, FireAt, Payload}
  */
@@ -122,6 +139,8 @@ typedef struct tether_reminders_stats {
     uint64_t handoffs_in;      /* shards armed after a release */
     uint64_t handoff_timeouts; /* ... after handoff_ms without one */
     uint64_t handoff_records;  /* records sent by handoffs */
+    uint64_t forward_records;  /* records of shards no longer replicated
+                                  here, forwarded to their primary */
     uint64_t syncs;            /* shards exchanged by anti-entropy */
     uint64_t sync_records;     /* records sent by anti-entropy */
     uint64_t timeouts;         /* writes answered with a timeout */
@@ -129,7 +148,7 @@ typedef struct tether_reminders_stats {
     uint64_t load_errors;      /* records refused by load() */
 } tether_reminders_stats_t;
 
-#define TETHER_REMINDERS_STATS_N 20
+#define TETHER_REMINDERS_STATS_N 21
 
 typedef struct tether_reminders_stat {
     const char *name;
@@ -197,5 +216,11 @@ tether_reminders_stats(const tether_reminders_t *m);
 void tether_reminders_stats_list(
     const tether_reminders_stats_t *st,
     tether_reminders_stat_t out[TETHER_REMINDERS_STATS_N]);
+
+/* For the simulator's failure traces: what this node holds of key (its
+ * shard's state, the record's flags, fire time and heap deadline) as one
+ * line into out. Returns what snprintf returns. */
+int tether__reminders_describe(tether_reminders_t *m, const uint8_t *key,
+                               size_t klen, char *out, size_t cap);
 
 #endif /* TETHER_CORE_REMINDERS_H */

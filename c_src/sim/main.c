@@ -6,9 +6,8 @@
  *   --nodes N   cluster size (default: 3..10, chosen by the seed)
  *   --steps K   chaos-phase steps (default 3000)
  *   --op-pm P   per-mille chance of a chaos operation a step (default 15)
- *   --rm-pm P   per-mille chance of a reminder write a step (default 0:
- *               off; the reminders invariants still find lost reminders
- *               under chaos, see core/reminders.h)
+ *   --rm-pm P   per-mille chance of a reminder write a step (default 40;
+ *               0 turns reminders and their invariants off)
  *   --touched-only  check only the node each event touched (faster; the
  *               default checks every node after every operation and event)
  *   -v          print chaos operations of a single seed
@@ -16,6 +15,7 @@
  * A failing seed prints one line that replays it exactly; the exit status
  * is 1 if any seed failed. The summary ends with sim_steps_per_s.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +33,7 @@ static void usage(FILE *f)
             "  --nodes N   cluster size, 3..64 (default: 3..10 per seed)\n"
             "  --steps K   chaos-phase steps per seed (default 3000)\n"
             "  --op-pm P   per-mille chance of a chaos operation (default 15)\n"
-            "  --rm-pm P   per-mille chance of a reminder write (default 0)\n"
+            "  --rm-pm P   per-mille chance of a reminder write (default 40)\n"
             "  --touched-only  check only the node an event touched (faster)\n"
             "  -v          trace chaos operations to stderr\n"
             "A failing seed prints one line that replays it.\n");
@@ -61,6 +61,7 @@ int main(int argc, char **argv)
 {
     unsigned long long seeds = 1, start = 1, nodes = 0, steps = 0, v;
     unsigned long long op_pm = 0, rm_pm = 0;
+    bool rm_given = false;
     int single = 0, verbose = 0, failed = 0, touched_only = 0;
     double t0, dt;
 
@@ -99,8 +100,10 @@ int main(int argc, char **argv)
             steps = v;
         else if (strcmp(a, "--op-pm") == 0)
             op_pm = v;
-        else if (strcmp(a, "--rm-pm") == 0)
+        else if (strcmp(a, "--rm-pm") == 0) {
             rm_pm = v;
+            rm_given = true;
+        }
         else {
             usage(stderr);
             return 2;
@@ -125,7 +128,8 @@ int main(int argc, char **argv)
             cfg.steps = steps;
         if (op_pm)
             cfg.op_pm = (uint32_t)op_pm;
-        cfg.rm_pm = (uint32_t)rm_pm;
+        if (rm_given)
+            cfg.rm_pm = (uint32_t)rm_pm;
         if (touched_only)
             cfg.check_all = 0;
         cfg.verbose = (single || seeds == 1) ? verbose : 0;

@@ -79,12 +79,17 @@ typedef struct el_est {
 /* One reminder write of the run (a set, or a cancel when cancel is set):
  * when issued and acknowledged (0: not), its fire time (sim time), the
  * Fence its deliveries carried, how often and when first delivered, and
- * the crashes and leaves of the run when it was acknowledged. */
+ * the crashes and leaves of the run when it was acknowledged, and how
+ * many replicas the writer's view of the ring had then. */
 typedef struct rm_write {
     int key, cancel;
     uint64_t issued, acked, fire_at, fence, first;
     int delivered;
     uint64_t losses_at_ack;
+    int replicas_at_ack; /* copies the writer's ring asked for (R or fewer) */
+    int churn_at_ack;    /* a partition or churn around the ack: the
+                            replicas outside the acking majority may not
+                            get it before those are lost */
 } rm_write_t;
 
 typedef struct msg {
@@ -138,7 +143,8 @@ typedef struct sim {
     uint64_t q_fence_max; /* the quorum name's highest fence established */
     rm_write_t rm[SIM_RM_MAX];
     int nrm;
-    uint64_t last_chaos; /* sim time of the last chaos operation */
+    uint64_t last_chaos;  /* sim time of the last chaos operation */
+    uint64_t last_member; /* ... of the last member up or down anywhere */
     struct {
         int node;
         uint64_t inc, since, until;
@@ -362,6 +368,8 @@ static void drain(sim_t *s)
                     el_action(s, i, &a);
                     break;
                 case TETHER_ACT_MEMBER:
+                    s->last_member = s->now;
+                    break;
                 case TETHER_ACT_SERVICE:
                 case TETHER_ACT_JOIN:
                 case TETHER_ACT_SHARD:
@@ -701,7 +709,13 @@ static int start_node(sim_t *s, int i)
         memset(sn->el_cand, 0, sizeof sn->el_cand);
         memset(sn->el_leading, 0, sizeof sn->el_leading);
         /* Each incarnation's wall clock is off by up to SIM_EL_SKEW ms
-         * (hybrid-logical-clock stamps, and so fences, feel it). */
+         * (hybrid-logical-clock stamps, and so fences, feel it). The
+         * engine's clock is brought to s->now first: the wall is set at
+         * the engine's current time, and a restarted node's fresh engine
+         * still reads 0 (its wall ran ahead by the restart time, so its
+         * reminders were set that far in the future). */
+        if ((rc = tether_engine_tick(sn->eng, s->now)) < 0)
+            return rc;
         tether_engine_set_wall(sn->eng, s->now + SIM_EL_SKEW +
                                             tether_sim_splitmix64(&st) %
                                                 (2 * SIM_EL_SKEW + 1) -
@@ -1584,11 +1598,23 @@ static uint64_t node_due(const sim_t *s, int i)
 
 /* -------------------------------------------------------- reminders */
 
-/* Whether a chaos operation happened at or after `since` (a crash, a
- * restart, a leave, a partition, a heal or a cut: churn). */
+/* Whether write j of w's key was issued close enough before w that the
+ * clocks may order them either way: stamps come from wall clocks each off
+ * by up to SIM_EL_SKEW, so last writer wins by stamp, not by issue time,
+ * within 2 * SIM_EL_SKEW. */
+static int rm_concurrent(const rm_write_t *j, const rm_write_t *w)
+{
+    return j->key == w->key && j->issued + 2 * SIM_EL_SKEW >= w->issued;
+}
+
+/* Whether a chaos operation (a crash, a restart, a leave, a partition, a
+ * heal or a cut) or a membership change (a member up or down on any node:
+ * joins and re-joins too) happened at or after `since`: churn. */
 static int churn_since(const sim_t *s, uint64_t since)
 {
     if (s->last_chaos != 0 && s->last_chaos >= since)
+        return 1;
+    if (s->last_member != 0 && s->last_member >= since)
         return 1;
     /* A partition still active on some node is churn too (each side
      * has its own primaries). */
@@ -1599,13 +1625,30 @@ static int churn_since(const sim_t *s, uint64_t since)
     return 0;
 }
 
+/* The canonical bytes of the pool's key `key` (an integer term) into
+ * out (32 bytes). 0 or -1. */
+static int rm_key(int key, uint8_t *out, size_t *len)
+{
+    ei_x_buff k;
+    int rc;
+
+    if (ei_x_new_with_version(&k) < 0)
+        return -1;
+    rc = ei_x_encode_long(&k, key) < 0 ||
+                 tether_ring_canon((const uint8_t *)k.buff, (size_t)k.index,
+                                   out, 32, len) != 0
+             ? -1
+             : 0;
+    ei_x_free(&k);
+    return rc;
+}
+
 /* One reminder write on a random member: set a key of the pool (its
  * payload the write's index) to fire within 2 s, or cancel one. */
 static void rm_op(sim_t *s)
 {
     int i = pick_member(s, -1), cancel, rc;
     rm_write_t *w;
-    ei_x_buff k;
     uint8_t key[32], pay[16];
     size_t klen, plen;
 
@@ -1618,15 +1661,8 @@ static void rm_op(sim_t *s)
     w->cancel = cancel;
     w->issued = s->now;
     w->fire_at = s->now + tether_sim_rng_below(&s->rng, 2000);
-    if (ei_x_new_with_version(&k) < 0)
+    if (rm_key(w->key, key, &klen) < 0)
         return;
-    if (ei_x_encode_long(&k, w->key) < 0 ||
-        tether_ring_canon((const uint8_t *)k.buff, (size_t)k.index, key,
-                          sizeof key, &klen) != 0) {
-        ei_x_free(&k);
-        return;
-    }
-    ei_x_free(&k);
     pay[0] = 131;
     pay[1] = 98; /* INTEGER_EXT: the write's index */
     pay[2] = 0;
@@ -1634,6 +1670,12 @@ static void rm_op(sim_t *s)
     pay[4] = (uint8_t)(s->nrm >> 8);
     pay[5] = (uint8_t)s->nrm;
     plen = 6;
+    /* As the shells do before an API call: the time first (the write's
+     * stamp and fire time read the engine's wall clock). */
+    (void)tether_engine_tick(s->nodes[i].eng, s->now);
+    s->nodes[i].ticked = 1;
+    s->nodes[i].last_tick = s->now;
+    drain(s);
     if (cancel)
         rc = tether_reminders_cancel(s->nodes[i].rm, key, klen,
                                      (uint64_t)s->nrm + 1);
@@ -1649,6 +1691,25 @@ static void rm_op(sim_t *s)
         s->nrm++;
 }
 
+/* For the trace: the owners node i's ring gives write w's key. */
+static void rm_note_owners(sim_t *s, int i, int w)
+{
+    const tether_ring_t *t = tether_ring_module_table(s->nodes[i].ring);
+    const char *o[SIM_RM_REPLICAS] = {"", "", ""};
+    uint8_t canon[32];
+    size_t klen, n;
+
+    if (rm_key(s->rm[w].key, canon, &klen) < 0)
+        return;
+    n = tether_ring_owners(
+        t,
+        tether_ring_shard_of_hash(tether_ring_hash_canon(canon, klen),
+                                  tether_ring_shards(t)),
+        SIM_RM_REPLICAS, o);
+    note(s, "reminder write %d acked on %s: owners %s %s %s (%zu)", w,
+         s->nodes[i].name, o[0], n > 1 ? o[1] : "", n > 2 ? o[2] : "", n);
+}
+
 static void rm_action(sim_t *s, int i, const tether_action_t *a)
 {
     if (a->kind == TETHER_ACT_REMINDER_REPLY) {
@@ -1656,8 +1717,18 @@ static void rm_action(sim_t *s, int i, const tether_action_t *a)
         if (ref >= 1 && ref <= (uint64_t)s->nrm &&
             a->u.reminder_reply.status == TETHER_REMINDER_OK &&
             s->rm[ref - 1].acked == 0) {
+            size_t members = tether_ring_members(
+                tether_ring_module_table(s->nodes[i].ring), NULL, 0);
             s->rm[ref - 1].acked = s->now;
             s->rm[ref - 1].losses_at_ack = s->res->crashes + s->res->leaves;
+            s->rm[ref - 1].replicas_at_ack =
+                members < SIM_RM_REPLICAS ? (int)members : SIM_RM_REPLICAS;
+            s->rm[ref - 1].churn_at_ack = churn_since(
+                s, s->now > 2 * (uint64_t)s->cfg.ttl_ms
+                       ? s->now - 2 * (uint64_t)s->cfg.ttl_ms
+                       : 0);
+            if (s->cfg.verbose)
+                rm_note_owners(s, i, (int)ref - 1);
         }
         return;
     }
@@ -1707,7 +1778,8 @@ static void rm_action(sim_t *s, int i, const tether_action_t *a)
         for (int k = idx + 1; k < s->nrm; k++) {
             const rm_write_t *c = &s->rm[k];
             if (c->cancel && c->key == w->key && w->acked != 0 &&
-                c->issued > w->acked && c->acked != 0 &&
+                c->issued > w->acked && !rm_concurrent(w, c) &&
+                c->acked != 0 &&
                 !churn_since(s, c->issued > 2 * (uint64_t)s->cfg.ttl_ms
                                     ? c->issued - 2 * (uint64_t)s->cfg.ttl_ms
                                     : 0)) {
@@ -1722,24 +1794,81 @@ static void rm_action(sim_t *s, int i, const tether_action_t *a)
     }
 }
 
-/* At the end: every acknowledged set that stayed its key's last write,
- * due well before the end, was delivered, unless R crashes or leaves
- * happened since it was acknowledged (all its replicas may be gone). */
+/* For a failure's trace: what each running node holds of key. */
+static void rm_dump_key(sim_t *s, int key)
+{
+    uint8_t canon[32];
+    size_t klen;
+
+    if (rm_key(key, canon, &klen) < 0)
+        return;
+    for (int i = 0; i < s->n; i++) {
+        const tether_reminders_stats_t *st;
+        const uint8_t *p;
+        size_t pl;
+        int64_t at;
+        int rc;
+        if (s->nodes[i].rm == NULL)
+            continue;
+        char line[256];
+        st = tether_reminders_stats(s->nodes[i].rm);
+        (void)tether__reminders_describe(s->nodes[i].rm, canon, klen, line,
+                                         sizeof line);
+        fprintf(stderr, "  %s: %s\n", s->nodes[i].name, line);
+        rc = tether_reminders_get(s->nodes[i].rm, canon, klen, 0, &at, &p, &pl);
+        fprintf(stderr,
+                "  %s key %d: %s; pending %llu armed %llu tombs %llu fired "
+                "%llu held %llu handoffs out %llu in %llu timeouts %llu\n",
+                s->nodes[i].name, key,
+                rc == 1 ? "live" : rc == 0 ? "none" : "no copy",
+                (unsigned long long)st->pending, (unsigned long long)st->armed,
+                (unsigned long long)st->tombs, (unsigned long long)st->fired,
+                (unsigned long long)st->held,
+                (unsigned long long)st->handoffs_out,
+                (unsigned long long)st->handoffs_in,
+                (unsigned long long)st->handoff_timeouts);
+    }
+}
+
+/*
+ * At the end, for every key: its last write, with the writes issued
+ * concurrently with it (rm_concurrent: any of them may be the one last
+ * writer wins keeps), must have been delivered, once at least, when they
+ * are all sets, acknowledged, due well before the end, and fewer crashes
+ * or leaves happened since each was acknowledged than it had replicas
+ * then (R, or fewer in the writer's view of a smaller cluster): all its
+ * replicas may be gone otherwise. A write acknowledged under a partition
+ * or churn is on its acknowledging majority only until anti-entropy
+ * reaches the others: losing a majority may lose it then.
+ */
 static void check_reminders_end(sim_t *s, uint64_t due_by)
 {
     for (int k = 0; k < s->nrm && !s->res->failed; k++) {
         const rm_write_t *w = &s->rm[k];
-        int last = 1;
-        if (w->cancel || w->acked == 0 || w->fire_at >= due_by ||
-            s->res->crashes + s->res->leaves - w->losses_at_ack >=
-                SIM_RM_REPLICAS)
-            continue;
+        int last = 1, required = 1, delivered = 0;
         for (int j = k + 1; j < s->nrm; j++)
             if (s->rm[j].key == w->key)
                 last = 0;
-        if (last && w->delivered == 0)
+        if (!last)
+            continue;
+        for (int j = 0; j <= k && required; j++) {
+            const rm_write_t *c = &s->rm[j];
+            if (j != k && !rm_concurrent(c, w))
+                continue;
+            uint64_t lost = s->res->crashes + s->res->leaves - c->losses_at_ack;
+            if (c->cancel || c->acked == 0 || c->fire_at >= due_by ||
+                lost >= (uint64_t)c->replicas_at_ack ||
+                (c->churn_at_ack &&
+                 lost >= (uint64_t)c->replicas_at_ack / 2 + 1))
+                required = 0;
+            delivered += c->delivered;
+        }
+        if (required && delivered == 0) {
             fail(s, "reminder write %d (key %d, fire at %llu) lost", k, w->key,
                  (unsigned long long)w->fire_at);
+            if (s->cfg.verbose)
+                rm_dump_key(s, w->key);
+        }
     }
 }
 
@@ -1869,6 +1998,7 @@ static int chaos_step(sim_t *s)
 
 static void heal_everywhere(sim_t *s)
 {
+    s->last_chaos = s->now; /* a heal is churn (the checks' word) */
     for (int i = 0; i < s->n; i++)
         if (s->nodes[i].eng != NULL)
             tether_engine_heal_all(s->nodes[i].eng);
@@ -1969,7 +2099,7 @@ void tether_sim_config_default(tether_sim_config_t *cfg, uint64_t seed)
     cfg->user_pm = 60;
     cfg->reg_pm = 30;
     cfg->el_pm = 30;
-    cfg->rm_pm = 0; /* reminders: opt-in (tether_sim --rm-pm 40) */
+    cfg->rm_pm = 40;
     cfg->map_pm = 30;
     cfg->max_total_steps = 50000000;
     cfg->check_all = 1;
@@ -1989,6 +2119,9 @@ void tether_sim_replay_line(const tether_sim_config_t *cfg, char *buf,
     if (off >= 0 && (size_t)off < cap && cfg->op_pm != def.op_pm)
         off += snprintf(buf + off, cap - (size_t)off, " --op-pm %u",
                         (unsigned)cfg->op_pm);
+    if (off >= 0 && (size_t)off < cap && cfg->rm_pm != def.rm_pm)
+        off += snprintf(buf + off, cap - (size_t)off, " --rm-pm %u",
+                        (unsigned)cfg->rm_pm);
     if (off >= 0 && (size_t)off < cap && !cfg->check_all)
         (void)snprintf(buf + off, cap - (size_t)off, " --touched-only");
 }

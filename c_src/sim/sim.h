@@ -84,10 +84,11 @@ typedef struct tether_sim_config {
     uint32_t user_pm; /* per-mille chance of a module message */
     uint32_t reg_pm;  /* per-mille chance of a registry operation */
     uint32_t el_pm;   /* per-mille chance of an election operation */
-    uint32_t rm_pm;   /* per-mille chance of a reminder write (default 0: off;
-                         with it, the reminders invariants: one fence per
+    uint32_t rm_pm;   /* per-mille chance of a reminder write (default 40;
+                         0: off); the reminders invariants: one fence per
                          write, no duplicate or fire after a cancel without
-                         churn, no loss with fewer than R crashes) */
+                         churn, no loss with fewer crashes or leaves than
+                         the write's replicas */
     uint32_t map_pm;  /* per-mille chance of a map write */
     uint64_t agree_bound_ms;  /* 0: derived from heartbeat and TTL */
     uint64_t max_total_steps; /* safety cap on all steps */

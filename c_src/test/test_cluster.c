@@ -4,10 +4,15 @@
  * truncated, oversized and garbage input, and the process itself on a
  * node that was never started: bad input is counted and ignored, engine
  * bytes that are garbage are refused by the engine, configuration checks,
- * and the public membership query.
+ * the public membership query, and reminders from C on a lone node (set,
+ * read, cancel, fire to a C subscriber, bad input, the log read back by a
+ * node started again on the same data_dir).
  */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <ei.h>
 
@@ -829,4 +834,202 @@ Test(cluster, persisted_map_comes_back_from_its_log)
     tether_node_free(node);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     cr_assert_eq(system(cmd), 0);
+
+/* ---- reminders from C (tether_cluster_remind and friends) ---------- */
+
+#define RM_FIRED_MAX 8
+
+static struct {
+    int n;
+    char key[RM_FIRED_MAX][64], payload[RM_FIRED_MAX][64];
+    size_t klen[RM_FIRED_MAX], plen[RM_FIRED_MAX];
+    uint64_t fence[RM_FIRED_MAX];
+} fired;
+static int done_status, done_calls, got_status, got_calls;
+static int64_t got_at;
+
+static void on_fire(tether_node_t *node, const char *key, size_t klen,
+                    const char *payload, size_t plen, uint64_t fence,
+                    void *ctx)
+{
+    (void)node;
+    (void)ctx;
+    cr_assert_lt(fired.n, RM_FIRED_MAX);
+    cr_assert_leq(klen, sizeof fired.key[0]);
+    cr_assert_leq(plen, sizeof fired.payload[0]);
+    memcpy(fired.key[fired.n], key, klen);
+    memcpy(fired.payload[fired.n], payload, plen);
+    fired.klen[fired.n] = klen;
+    fired.plen[fired.n] = plen;
+    fired.fence[fired.n++] = fence;
+}
+
+static void on_done(tether_node_t *node, int status, void *ctx)
+{
+    (void)node;
+    (void)ctx;
+    done_status = status;
+    done_calls++;
+}
+
+static void on_got(tether_node_t *node, int status, int64_t at,
+                   const char *payload, size_t plen, void *ctx)
+{
+    (void)node;
+    (void)ctx;
+    (void)payload;
+    (void)plen;
+    got_status = status;
+    got_at = at;
+    got_calls++;
+}
+
+static int64_t wall_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Looks key up (which also passes the time to the engine). */
+static int lookup(tether_node_t *node, const term_t *key)
+{
+    got_calls = 0;
+    cr_assert_eq(tether_cluster_reminder(node, key->buf, key->len, on_got,
+                                         NULL),
+                 0);
+    cr_assert_eq(got_calls, 1); /* alone: this node holds every copy */
+    return got_status;
+}
+
+static tether_node_t *rm_node(const char *dir)
+{
+    tether_node_t *node = new_node();
+    tether_cluster_config_t cfg = {.heartbeat_ms = 100, .ttl_ms = 500,
+                                   .data_dir = dir};
+    cr_assert_eq(tether_cluster_start(node, &cfg), 0);
+    return node;
+}
+
+Test(cluster, reminders_from_c)
+{
+    char dir[] = "/tmp/tether_rm_XXXXXX";
+    term_t k_now, k_later, k_gone, pay, big;
+    tether_node_t *node;
+
+    memset(&big, 0, sizeof big);
+    cr_assert_not_null(mkdtemp(dir));
+    node = rm_node(dir);
+    t_atom(&k_now, "now");
+    t_atom(&k_later, "later");
+    t_atom(&k_gone, "gone");
+    t_atom(&pay, "payload");
+    cr_assert_eq(tether_cluster_subscribe_reminders(node, on_fire, NULL), 0);
+    cr_assert_eq(tether_cluster_subscribe_reminders(node, on_fire, NULL),
+                 TETHER_EEXIST);
+
+    /* Set: answered once a majority (here: this node alone) holds it. */
+    int64_t later = wall_now_ms() + 3600 * 1000;
+    cr_assert_eq(tether_cluster_remind(node, k_later.buf, k_later.len, later,
+                                       pay.buf, pay.len, 0, on_done, NULL),
+                 0);
+    cr_assert_eq(done_calls, 1);
+    cr_assert_eq(done_status, 0);
+    cr_assert_eq(lookup(node, &k_later), 1);
+    cr_assert_eq(got_at, later);
+    cr_assert_eq(tether_cluster_remind_after(node, k_gone.buf, k_gone.len,
+                                             60000, pay.buf, pay.len,
+                                             TETHER_CLUSTER_REMINDER_SKIP,
+                                             on_done, NULL),
+                 0);
+    cr_assert_eq(lookup(node, &k_gone), 1);
+    cr_assert_eq(tether_cluster_cancel_reminder(node, k_gone.buf, k_gone.len,
+                                                on_done, NULL),
+                 0);
+    cr_assert_eq(done_calls, 3);
+    cr_assert_eq(lookup(node, &k_gone), 0);
+
+    /* The past fires at once, to the C subscriber, key and payload as
+     * set (the key in its canonical form: an atom is already). */
+    cr_assert_eq(tether_cluster_remind(node, k_now.buf, k_now.len, 0, pay.buf,
+                                       pay.len, 0, NULL, NULL),
+                 0);
+    for (int i = 0; i < 50 && fired.n == 0; i++)
+        (void)lookup(node, &k_later);
+    cr_assert_eq(fired.n, 1);
+    cr_assert_eq(fired.klen[0], k_now.len);
+    cr_assert_eq(memcmp(fired.key[0], k_now.buf, k_now.len), 0);
+    cr_assert_eq(fired.plen[0], pay.len);
+    cr_assert_eq(memcmp(fired.payload[0], pay.buf, pay.len), 0);
+    cr_assert_neq(fired.fence[0], 0);
+    cr_assert_eq(lookup(node, &k_now), 0);
+
+    /* Bad input: clear errors, nothing set. */
+    cr_assert_eq(tether_cluster_remind(node, "\x83\xff", 2, 0, pay.buf,
+                                       pay.len, 0, NULL, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_remind(node, k_now.buf, k_now.len, 0, "\x83",
+                                       1, 0, NULL, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_remind(node, k_now.buf, k_now.len, 0, pay.buf,
+                                       pay.len, 4, NULL, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_remind(node, k_now.buf, k_now.len, 0, pay.buf,
+                                       TETHER_CLUSTER_REMINDER_PAYLOAD_MAX + 1,
+                                       0, NULL, NULL),
+                 TETHER_ETOOBIG);
+    {
+        ei_x_buff x;
+        ei_x_new_with_version(&x);
+        ei_x_encode_binary(&x, big.buf, TETHER_CLUSTER_REMINDER_KEY_MAX);
+        cr_assert_eq(tether_cluster_remind(node, x.buff, (size_t)x.index, 0,
+                                           pay.buf, pay.len, 0, NULL, NULL),
+                     TETHER_ETOOBIG);
+        ei_x_free(&x);
+    }
+    cr_assert_eq(tether_cluster_remind_after(node, k_now.buf, k_now.len,
+                                             UINT64_MAX, pay.buf, pay.len, 0,
+                                             NULL, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_reminder(node, k_now.buf, k_now.len, NULL,
+                                         NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_cluster_unsubscribe_reminders(node, on_fire, NULL), 0);
+    cr_assert_eq(tether_cluster_unsubscribe_reminders(node, on_fire, NULL),
+                 TETHER_ENOTFOUND);
+    tether_node_free(node);
+
+    /* The log outlives the node: a node started on the same data_dir
+     * holds the pending reminder, and not the fired or cancelled ones. */
+    node = rm_node(dir);
+    cr_assert_eq(lookup(node, &k_later), 1);
+    cr_assert_eq(got_at, later);
+    cr_assert_eq(lookup(node, &k_gone), 0);
+    cr_assert_eq(lookup(node, &k_now), 0);
+    tether_node_free(node);
+
+    char path[256];
+    snprintf(path, sizeof path, "%s/reminders-%s.log", dir, SELF);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(rmdir(dir), 0);
+}
+
+Test(cluster, reminders_need_a_cluster)
+{
+    tether_node_t *node = new_node();
+    term_t k;
+
+    t_atom(&k, "k");
+    cr_assert_eq(tether_cluster_remind(node, k.buf, k.len, 0, k.buf, k.len, 0,
+                                       NULL, NULL),
+                 TETHER_ENOTFOUND);
+    cr_assert_eq(tether_cluster_subscribe_reminders(node, on_fire, NULL),
+                 TETHER_ENOTFOUND);
+    cr_assert_eq(tether_cluster_reminder(node, k.buf, k.len, on_got, NULL),
+                 TETHER_ENOTFOUND);
+    tether_cluster_config_t bad = {.reminder_replicas = 9};
+    cr_assert_eq(tether_cluster_start(node, &bad), TETHER_EINVAL);
+    tether_cluster_config_t empty_dir = {.data_dir = ""};
+    cr_assert_eq(tether_cluster_start(node, &empty_dir), TETHER_EINVAL);
+    tether_node_free(node);
 }

@@ -316,6 +316,17 @@ Test(reminders, join_hands_off_moved_shards_only)
     recs = 0;
     for (int i = 0; i < 3; i++)
         recs += tether_reminders_stats(x->m[i])->handoff_records;
+    {
+        uint64_t fw = 0, sy = 0;
+        for (int i = 0; i < 4; i++) {
+            fw += tether_reminders_stats(x->m[i])->forward_records;
+            sy += tether_reminders_stats(x->m[i])->sync_records;
+        }
+        cr_log_info("join of 600: handoff %llu, forward %llu, sync %llu "
+                    "records",
+                    (unsigned long long)recs, (unsigned long long)fw,
+                    (unsigned long long)sy);
+    }
     cr_assert_gt(tether_reminders_stats(x->m[3])->handoffs_in, 0);
     cr_assert_eq(tether_reminders_stats(x->m[3])->handoff_timeouts, 0);
     /* About a quarter of the shards moved to d: their records only
@@ -458,8 +469,9 @@ Test(reminders, bad_input)
     cr_assert_eq(ei_x_encode_ulong(&m, 1), 0);
     cr_assert_eq(ei_x_encode_atom(&m, "nope"), 0);
     h_send_etf(&x->h, 1, 0, TETHER_MSG_REMINDERS, &m);
-    h_etf_begin(&m, 2, "rm_release");
+    h_etf_begin(&m, 3, "rm_release");
     cr_assert_eq(ei_x_encode_ulong(&m, 999999), 0);
+    cr_assert_eq(ei_x_encode_ulong(&m, 1), 0);
     h_send_etf(&x->h, 1, 0, TETHER_MSG_REMINDERS, &m);
     h_etf_begin(&m, 2, "rm_whatever");
     cr_assert_eq(ei_x_encode_ulong(&m, 1), 0);

@@ -14,7 +14,7 @@
  *                --register, --lead, --lead-priority, --election-voter,
  *                --election-lease-ms, --defer-max-bytes, --map,
  *                --channel, --map-persist, --data-dir,
- *                --no-cluster
+ *                --reminder-replicas, --no-cluster
  *   keygen       the subcommand `keygen --secret-out FILE --public-out
  *                FILE`
  *

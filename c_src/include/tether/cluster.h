@@ -96,6 +96,9 @@ typedef struct tether_cluster_config {
      * entry may resize); at most TETHER_MESSAGING_CHANNELS_MAX. */
     const tether_messaging_channel_t *channels;
     size_t nchannels;
+    const char *data_dir; /* reminders persist in DIR/reminders-NODE.log
+                             (the BEAM's data_dir); NULL: not at all */
+    uint32_t reminder_replicas; /* 1..8; 0: 3 (reminder_replicas) */
 } tether_cluster_config_t;
 
 /*
@@ -356,6 +359,98 @@ TETHER_MUST_CHECK int tether_cluster_map_remove(tether_node_t *node,
 int tether_cluster_map_get(tether_node_t *node, const char *name, size_t nlen,
                            const char *key, size_t klen, char *out, size_t cap,
                            size_t *vlen);
+
+/*
+ * Reminders (core/reminders.h; tether:remind/4 and friends on the BEAM):
+ * one-shot timers stored on the first reminder_replicas owners of the
+ * key's shard and fired by its primary, the same engine module as on BEAM
+ * members, so a C-node owns, stores, fires and hands off reminders as a
+ * BEAM member does. Keys and payloads are 131-prefixed external-format
+ * terms (a key as tether_cluster_shard takes it, at most
+ * TETHER_CLUSTER_REMINDER_KEY_MAX bytes in the ring's canonical form; a
+ * payload at most TETHER_CLUSTER_REMINDER_PAYLOAD_MAX bytes). Times are
+ * ms since the Unix epoch (erlang:system_time(millisecond)); any 64-bit
+ * value, the past fires at once. With a data_dir every record this node
+ * replicates is appended to DIR/reminders-NODE.log and fdatasync'ed before
+ * this node acknowledges it; the log is read back at start (a torn tail
+ * costs one log line) and the node arms nothing for one TTL then. All
+ * loop thread.
+ *
+ * tether_cluster_remind sets key's reminder (replacing any); flags 0 or
+ *   TETHER_CLUSTER_REMINDER_SKIP (missed => skip: a reminder armed by a
+ *   handoff or restart more than a second after its time is dropped, not
+ *   fired). done(node, status, ctx) (may be NULL) is called once a
+ *   majority of the replicas hold it (status 0), or with
+ *   TETHER_ETIMEDOUT (no majority in 5 s) or TETHER_ECLOSED (the engine
+ *   stopped: leave); never before the call returns. Returns 0 (done
+ *   follows), TETHER_EINVAL (a bad term, a closure key, bad flags),
+ *   TETHER_ETOOBIG (key or payload too large), TETHER_ENOTFOUND (no
+ *   cluster), TETHER_ECLOSED (this node left), TETHER_EAGAIN,
+ *   TETHER_ENOMEM.
+ * tether_cluster_remind_after: the same at now + delay_ms (converted at
+ *   the call, so every member agrees); TETHER_EINVAL past INT64_MAX.
+ * tether_cluster_cancel_reminder: a tombstone, answered as remind is.
+ * tether_cluster_reminder looks key's reminder up: got(node, status,
+ *   fire_at, payload, plen, ctx) with status 1 (found; payload valid
+ *   during the call), 0 (none: fired, cancelled, never set) or
+ *   TETHER_ETIMEDOUT; called before the call returns when this node holds
+ *   a copy, else once the primary answered. Returns 0 or an error as
+ *   remind's (got is then not called).
+ * tether_cluster_subscribe_reminders: fn(node, key, klen, payload, plen,
+ *   fence, ctx) is called for every reminder this node fires; the same
+ *   key and fence twice is one reminder delivered twice, never two. With
+ *   no subscriber a fire is held (up to 24 h) until one subscribes. 0,
+ *   TETHER_EEXIST, TETHER_ETOOBIG (TETHER_CLUSTER_REMINDER_SUBS_MAX),
+ *   TETHER_EINVAL, TETHER_ENOTFOUND. Unsubscribing: 0 or TETHER_ENOTFOUND.
+ *
+ * The `tether' process answers, for Erlang callers, the BEAM server's
+ * shapes: {reminder, {set, Key, FireAtMs, Payload, Skip}} -> ok |
+ * {error, timeout | bad_key | payload_too_large | left | Reason},
+ * {reminder, {cancel, Key}} likewise, {reminder, {get, Key}} ->
+ * {ok, FireAtMs, Payload} | not_found | {error, timeout}, and
+ * reminder_info -> #{Counter => N} (core/reminders.h's counters).
+ */
+#define TETHER_CLUSTER_REMINDER_SKIP        1u
+#define TETHER_CLUSTER_REMINDER_SUBS_MAX    16
+#define TETHER_CLUSTER_REMINDER_KEY_MAX     4096
+#define TETHER_CLUSTER_REMINDER_PAYLOAD_MAX 65536
+#define TETHER_CLUSTER_REMINDER_REPLICAS_MAX 8
+
+typedef void (*tether_cluster_remind_done_fn)(tether_node_t *node, int status,
+                                              void *ctx);
+typedef void (*tether_cluster_reminder_got_fn)(tether_node_t *node, int status,
+                                               int64_t fire_at,
+                                               const char *payload,
+                                               size_t plen, void *ctx);
+typedef void (*tether_cluster_reminder_fn)(tether_node_t *node,
+                                           const char *key, size_t klen,
+                                           const char *payload, size_t plen,
+                                           uint64_t fence, void *ctx);
+
+TETHER_MUST_CHECK int
+tether_cluster_remind(tether_node_t *node, const char *key, size_t klen,
+                      int64_t fire_at_ms, const char *payload, size_t plen,
+                      unsigned flags, tether_cluster_remind_done_fn done,
+                      void *ctx);
+TETHER_MUST_CHECK int
+tether_cluster_remind_after(tether_node_t *node, const char *key, size_t klen,
+                            uint64_t delay_ms, const char *payload,
+                            size_t plen, unsigned flags,
+                            tether_cluster_remind_done_fn done, void *ctx);
+TETHER_MUST_CHECK int
+tether_cluster_cancel_reminder(tether_node_t *node, const char *key,
+                               size_t klen, tether_cluster_remind_done_fn done,
+                               void *ctx);
+TETHER_MUST_CHECK int tether_cluster_reminder(tether_node_t *node,
+                                              const char *key, size_t klen,
+                                              tether_cluster_reminder_got_fn got,
+                                              void *ctx);
+TETHER_MUST_CHECK int
+tether_cluster_subscribe_reminders(tether_node_t *node,
+                                   tether_cluster_reminder_fn fn, void *ctx);
+int tether_cluster_unsubscribe_reminders(tether_node_t *node,
+                                         tether_cluster_reminder_fn fn,
+                                         void *ctx);
 
 
 #ifdef __cplusplus
