@@ -834,6 +834,7 @@ Test(cluster, persisted_map_comes_back_from_its_log)
     tether_node_free(node);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     cr_assert_eq(system(cmd), 0);
+}
 
 /* ---- reminders from C (tether_cluster_remind and friends) ---------- */
 
