@@ -24,7 +24,7 @@
 -module(tether_test_lib).
 
 %% C-node lifecycle.
--export([require_env/1, require_env/2, priv_dir/0, cnode_exe/0, kv_plugin/0,
+-export([require_env/1, require_env/2, require_dist/2, priv_dir/0, cnode_exe/0, kv_plugin/0,
          rpctest_plugin/0, kv_node_exe/0, epmd_port/0, cookie/0,
          unique_name/1,
          start_cnode/1, start_kept_cnode/2, stop_cnode/1, kill_cnode/1,
@@ -53,7 +53,8 @@
 -export([start_case_peer/2, start_case_nodes/2, start_tether/2,
          start_tether_peer/2,
          start_tether_nodes/2, join_all/2, start_cluster/3, stop_case_peer/1,
-         kill_node/2, start_case_cnode/2, join_cnode/3, case_cnodes/0,
+         kill_node/2, start_case_cnode/2, start_seeded_cnode/5, start_four/5,
+         join_cnode/3, case_cnodes/0,
          forget_cnodes/0, stop_case/0]).
 %% Key files for the cluster's secrets and identities.
 -export([write_key_file/3, write_identity/2]).
@@ -62,6 +63,8 @@
          stop_private_epmd/1, ipv6_loopback/0]).
 
 -define(HOST, "127.0.0.1").
+-define(NOT_DISTRIBUTED, "the common_test node must be distributed "
+                         "(rebar3 ct --name tether_ct@127.0.0.1 --setcookie ...)").
 %% Generous limits: the machine is a shared 2-vCPU VM.
 -define(READY_TIMEOUT, 30000).
 -define(PEER_BOOT_TIMEOUT, 60000).
@@ -108,8 +111,7 @@ require_env(Config) ->
     Exe = cnode_exe(),
     case {node(), filelib:is_regular(Exe), os:getenv("ERL_EPMD_PORT")} of
         {nonode@nohost, _, _} ->
-            {fail, "the common_test node must be distributed "
-                   "(rebar3 ct --name tether_ct@127.0.0.1 --setcookie ...)"};
+            {fail, ?NOT_DISTRIBUTED};
         {_, false, _} ->
             {fail, "no C-node program at " ++ Exe ++ " (make -C c_src)"};
         {_, true, false} ->
@@ -123,15 +125,24 @@ require_env(Config) ->
 -spec require_env(list(), module()) -> list() | {fail, string()}.
 require_env(Config, Module) ->
     case require_env(Config) of
-        {fail, _} = Fail ->
-            Fail;
-        Config1 ->
-            case code:which(Module) of
-                non_existing ->
-                    {fail, atom_to_list(Module) ++ " is not compiled"};
-                _ ->
-                    Config1
-            end
+        {fail, _} = Fail -> Fail;
+        Config1 -> require_compiled(Config1, Module)
+    end.
+
+%% @doc For init_per_suite of suites that start BEAM peers only: returns
+%% Config when this node is distributed and Module is compiled (on the
+%% code path), and `{fail, Why}' otherwise.
+-spec require_dist(list(), module()) -> list() | {fail, string()}.
+require_dist(Config, Module) ->
+    case node() of
+        nonode@nohost -> {fail, ?NOT_DISTRIBUTED};
+        _ -> require_compiled(Config, Module)
+    end.
+
+require_compiled(Config, Module) ->
+    case code:which(Module) of
+        non_existing -> {fail, atom_to_list(Module) ++ " is not compiled"};
+        _ -> Config
     end.
 
 cnode_exe() ->
@@ -864,6 +875,34 @@ start_case_cnode(Opts, Tries) ->
         {error, Why} ->
             ct:fail({cnode_start_failed, Why})
     end.
+
+%% @doc Starts a C-node for the test case (start_case_cnode/2, up to 20
+%% tries) named Name, with the heartbeat and TTL of Timing (a map with
+%% `heartbeat_ms' and `ttl_ms'), joining Seeds (--join), with the extra
+%% command-line arguments Extra and its stderr in the case's priv_dir.
+-spec start_seeded_cnode(list(), map(), [node()], atom() | string(),
+                         [string()]) -> cnode().
+start_seeded_cnode(Config, Timing, Seeds, Name, Extra) ->
+    Opts = Timing#{name => Name, join => Seeds, extra_args => Extra,
+                   log_dir => proplists:get_value(priv_dir, Config)},
+    start_case_cnode(Opts, 20).
+
+%% @doc Starts for the test case three clustered BEAM nodes with NodeOpts
+%% (start_cluster/3) and a C-node named after CNodePrefix that joins the
+%% first of them with the heartbeat and TTL of NodeOpts' `env' and the
+%% extra arguments Extra (start_seeded_cnode/5); waits until all four
+%% list all four. Returns `{CNode, BeamNodes}'; fails the test case after
+%% Timeout milliseconds at each step.
+-spec start_four(list(), map(), atom(), [string()], non_neg_integer()) ->
+          {node(), [node()]}.
+start_four(Config, #{env := Env} = NodeOpts, CNodePrefix, Extra, Timeout) ->
+    [B1 | _] = Bs = start_cluster(3, NodeOpts, Timeout),
+    Timing = maps:with([heartbeat_ms, ttl_ms], maps:from_list(Env)),
+    C = start_seeded_cnode(Config, Timing, [B1], unique_name(CNodePrefix),
+                           Extra),
+    CN = cnode_node(C),
+    ok = wait_members([CN | Bs], lists:sort([CN | Bs]), Timeout),
+    {CN, Bs}.
 
 %% @doc Starts a C-node for the test case (start_case_cnode/2, one try)
 %% that joins the first node of Nodes (BEAM nodes running tether), and
