@@ -1218,8 +1218,7 @@ int tether_ring_module_new(const tether_ring_config_t *cfg,
     const char *self;
     int rc;
 
-    if (cfg == NULL || eng == NULL || out == NULL ||
-        (cfg->wlock == NULL) != (cfg->wunlock == NULL))
+    if (!TETHER__MODULE_ARGS_OK(cfg, eng, out))
         return TETHER_EINVAL;
     m = calloc(1, sizeof *m);
     if (m == NULL)
@@ -1241,14 +1240,10 @@ int tether_ring_module_new(const tether_ring_config_t *cfg,
             m->cfg.swapped(m->cfg.lock_ctx, m->table);
         rc = tether__engine_set_param(eng, "ring_size", m->cfg.shards);
     }
+    rc = tether__module_register(eng, &mod, m, rc);
     if (rc == 0)
-        rc = tether__engine_register_module(eng, &mod, m);
-    if (rc < 0) {
-        module_free(m);
-        return rc;
-    }
-    *out = m;
-    return 0;
+        *out = m;
+    return rc;
 }
 
 const tether_ring_t *tether_ring_module_table(const tether_ring_module_t *m)
