@@ -8,10 +8,13 @@
 
 -define(WAIT_MS, 30000).
 
-%% @doc Runs Run() for the benchmark module Mod, prints what it raised,
-%% and stops the node: status 0 when Run returned, 1 when it raised.
+%% @doc Runs Run() for the benchmark module Mod with the logger at level
+%% error (a peer stopping at the end makes OTP log notices that would mix
+%% with the figures), prints what it raised, and stops the node: status 0
+%% when Run returned, 1 when it raised.
 -spec main(module(), fun(() -> term())) -> no_return().
 main(Mod, Run) ->
+    ok = logger:set_primary_config(level, error),
     Status = try Run() of
                  _ -> 0
              catch

@@ -39,7 +39,6 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    ok = logger:set_primary_config(level, error),
     ok = tether_bench_lib:start_tether(node(), ?ENV),
     fence_bench(),
     handover_bench(),

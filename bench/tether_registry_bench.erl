@@ -33,8 +33,6 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    %% Stopping the peers at the end makes global log a disconnect notice.
-    ok = logger:set_primary_config(level, error),
     tether_bench_lib:with_cluster(
       "tether_bench_reg", [{heartbeat_ms, ?HB_MS}, {ttl_ms, 10 * ?HB_MS}],
       fun([P1, P2]) ->

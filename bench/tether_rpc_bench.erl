@@ -25,7 +25,6 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    ok = logger:set_primary_config(level, error),
     Env = [{heartbeat_ms, ?HB_MS}],
     ok = tether_bench_lib:start_tether(node(), Env),
     {Peer, P} = tether_bench_lib:start_peer(tether_bench_rpc_peer, []),
