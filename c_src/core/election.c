@@ -250,17 +250,7 @@ static uint64_t key_hash(const uint8_t *key, size_t klen)
     return tether__fnv1a(TETHER_FNV_OFFSET, key, klen);
 }
 
-static void wlock(tether_election_t *m)
-{
-    if (m->cfg.wlock)
-        m->cfg.wlock(m->cfg.lock_ctx);
-}
-
-static void wunlock(tether_election_t *m)
-{
-    if (m->cfg.wunlock)
-        m->cfg.wunlock(m->cfg.lock_ctx);
-}
+TETHER__MODULE_LOCK_HOOKS(tether_election_t)
 
 /* ------------------------------------------------------------- names */
 

@@ -97,6 +97,25 @@ tether__module_register(tether_engine_t *eng, const tether_engine_module_t *mod,
      ((cfg)->wlock == NULL) == ((cfg)->wunlock == NULL))
 
 /*
+ * Defines the file-local wlock(m) and wunlock(m) of a module (or an owner
+ * table) of struct type T whose m->cfg holds the shell's write-lock hooks
+ * `wlock` and `wunlock` (both set or both NULL) and their `lock_ctx`:
+ * each calls its hook when it is set. A macro, as BSD's RB_GENERATE: the
+ * functions are typed by each file's own struct.
+ */
+#define TETHER__MODULE_LOCK_HOOKS(T)                                           \
+    static void wlock(T *m)                                                    \
+    {                                                                          \
+        if (m->cfg.wlock)                                                      \
+            m->cfg.wlock(m->cfg.lock_ctx);                                     \
+    }                                                                          \
+    static void wunlock(T *m)                                                  \
+    {                                                                          \
+        if (m->cfg.wunlock)                                                    \
+            m->cfg.wunlock(m->cfg.lock_ctx);                                   \
+    }
+
+/*
  * Declares a parameter every member must set alike (name: 1..15 bytes of
  * [a-z0-9_]): a join between nodes that both set it and differ is refused
  * on both sides. Returns 0, TETHER_EINVAL, TETHER_EEXIST (set already,

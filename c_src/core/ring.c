@@ -1127,17 +1127,7 @@ struct tether_ring_module {
     uint8_t *mine; /* shards whose primary we are, one bit each */
 };
 
-static void wlock(tether_ring_module_t *m)
-{
-    if (m->cfg.wlock)
-        m->cfg.wlock(m->cfg.lock_ctx);
-}
-
-static void wunlock(tether_ring_module_t *m)
-{
-    if (m->cfg.wunlock)
-        m->cfg.wunlock(m->cfg.lock_ctx);
-}
+TETHER__MODULE_LOCK_HOOKS(tether_ring_module_t)
 
 static int bit(const uint8_t *v, uint32_t i)
 {
