@@ -73,8 +73,10 @@ static void check_entry(void *ctx, const uint8_t *key, size_t klen,
         abort();
 }
 
-static void check(maps_pair_t *x)
+static void check(void *ctx)
 {
+    maps_pair_t *x = ctx;
+
     tether_maps_visit(x->map[0], check_entry, NULL);
     if (tether_maps_size(x->map[0]) > tether__maps_entries(x->map[0]))
         abort();
@@ -93,8 +95,6 @@ static void put(maps_pair_t *x, uint8_t k, uint8_t v)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     maps_pair_t x;
-    size_t off = 0;
-    int records = 0;
 
     memset(&x, 0, sizeof x);
     if (fz_pair_new(&x.p, SEED_BASE, attach, &x) != 0)
@@ -103,17 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (uint8_t k = 1; k <= 3; k++)
         put(&x, k, k);
     fz_run(&x.p, FZ_TICK_MS);
-    while (off < size && records < SEQ_MAX) {
-        size_t len = data[off++];
-        if (len > size - off)
-            len = size - off;
-        (void)tether_engine_send(x.p.e[1], FZ_NAMES[0], TETHER_MSG_MAPS,
-                                 data + off, len, 0);
-        off += len;
-        records++;
-        fz_run(&x.p, FZ_TICK_MS);
-        check(&x);
-    }
+    fz_feed(&x.p, TETHER_MSG_MAPS, data, size, SEQ_MAX, check, &x);
     put(&x, 9, 9);
     {
         const uint8_t key[] = {131, 97, 9};
