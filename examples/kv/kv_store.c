@@ -152,15 +152,26 @@ int kv_store_put(kv_store_t *kv, const char *key, size_t key_len,
     return 0;
 }
 
-int kv_store_get(kv_store_t *kv, const char *key, size_t key_len,
-                 const char **value, size_t *value_len)
+/* Finds key's slot: *out is the link that points at its entry, or at
+ * NULL when there is none. Returns 0, or canon()'s error. */
+static int slot(kv_store_t *kv, const char *key, size_t key_len, entry_t ***out)
 {
     ei_x_buff k;
     int rc = canon(key, key_len, &k);
     if (rc < 0)
         return rc;
-    entry_t **pp = find(kv, &k, fnv1a(k.buff, (size_t)k.index));
+    *out = find(kv, &k, fnv1a(k.buff, (size_t)k.index));
     ei_x_free(&k);
+    return 0;
+}
+
+int kv_store_get(kv_store_t *kv, const char *key, size_t key_len,
+                 const char **value, size_t *value_len)
+{
+    entry_t **pp;
+    int rc = slot(kv, key, key_len, &pp);
+    if (rc < 0)
+        return rc;
     if (*pp == NULL)
         return TETHER_ENOTFOUND;
     *value = (*pp)->value;
@@ -170,12 +181,10 @@ int kv_store_get(kv_store_t *kv, const char *key, size_t key_len,
 
 int kv_store_delete(kv_store_t *kv, const char *key, size_t key_len)
 {
-    ei_x_buff k;
-    int rc = canon(key, key_len, &k);
+    entry_t **pp;
+    int rc = slot(kv, key, key_len, &pp);
     if (rc < 0)
         return rc;
-    entry_t **pp = find(kv, &k, fnv1a(k.buff, (size_t)k.index));
-    ei_x_free(&k);
     if (*pp == NULL)
         return TETHER_ENOTFOUND;
     entry_t *e = *pp;
