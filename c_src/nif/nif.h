@@ -141,7 +141,16 @@ extern ErlNifResourceType *tether__nif_engine_rt;
     X(election_lease_ms)                                                       \
     X(map_sync_ms)                                                             \
     X(map)                                                                     \
-    X(removed)
+    X(removed)                                                                 \
+    X(follower)                                                                \
+    X(not_leader)                                                              \
+    X(no_quorum)                                                               \
+    X(no_leader)                                                               \
+    X(already_candidate)                                                       \
+    X(voters_mismatch)                                                         \
+    X(not_candidate)                                                           \
+    X(bad_name)                                                                \
+    X(too_many_names)
 
 typedef struct tether_nif_atoms {
 #define TETHER_NIF_ATOM_FIELD(name) ERL_NIF_TERM am_##name;
