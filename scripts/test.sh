@@ -57,6 +57,19 @@ ct_count() {
     fi
 }
 
+# summary_count RC LOG LABEL: counts a run from the last "N tests, M
+# failures" line of its output (EUnit's and ExUnit's summary), a failed
+# run (RC) as at least one failure. Returns 1 when there is no such line.
+summary_count() {
+    local rc=$1 line p f
+    line=$(plain "$2" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
+    [ -n "$line" ] || return 1
+    p=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\1/' <<<"$line")
+    f=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\2/' <<<"$line")
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    count $((p - f)) "$f" "$3"
+}
+
 # -- build ---------------------------------------------------------------
 if ! rebar3 compile; then
     broken "build (rebar3 compile)"
@@ -145,13 +158,9 @@ done
 # -- EUnit -------------------------------------------------------------------
 rebar3 eunit 2>&1 | tee "$log/eunit"
 rc=${PIPESTATUS[0]}
-line=$(plain "$log/eunit" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
-if [ -n "$line" ]; then
-    p=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\1/' <<<"$line")
-    f=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\2/' <<<"$line")
-    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    count $((p - f)) "$f" "eunit"
-elif grep -aq 'There were no tests to run' "$log/eunit" && [ $rc -eq 0 ]; then
+if summary_count "$rc" "$log/eunit" "eunit"; then
+    :
+elif grep -aq 'There were no tests to run' "$log/eunit" && [ "$rc" -eq 0 ]; then
     count 0 0 "eunit"
 else
     broken "eunit"
@@ -174,16 +183,7 @@ ct_count "${PIPESTATUS[0]}" "$log/example_ct" "examples/ct (rebar3 ct)"
 # -- Mix: an Elixir project that depends on tether by path ------------------
 # (its tether_ct test starts nodes on the epmd above, stopped after it)
 (cd test/mix_project && MIX_REBAR3=$(command -v rebar3) mix test) 2>&1 | tee "$log/mix"
-rc=${PIPESTATUS[0]}
-line=$(plain "$log/mix" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
-if [ -n "$line" ]; then
-    p=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\1/' <<<"$line")
-    f=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\2/' <<<"$line")
-    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    count $((p - f)) "$f" "mix (elixir)"
-else
-    broken "mix (elixir)"
-fi
+summary_count "${PIPESTATUS[0]}" "$log/mix" "mix (elixir)" || broken "mix (elixir)"
 stop_epmd
 
 echo
