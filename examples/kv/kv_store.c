@@ -165,15 +165,23 @@ static int slot(kv_store_t *kv, const char *key, size_t key_len, entry_t ***out)
     return 0;
 }
 
+/* As slot(), for a key that must be held: TETHER_ENOTFOUND otherwise. */
+static int existing(kv_store_t *kv, const char *key, size_t key_len,
+                    entry_t ***out)
+{
+    int rc = slot(kv, key, key_len, out);
+    if (rc == 0 && **out == NULL)
+        rc = TETHER_ENOTFOUND;
+    return rc;
+}
+
 int kv_store_get(kv_store_t *kv, const char *key, size_t key_len,
                  const char **value, size_t *value_len)
 {
     entry_t **pp;
-    int rc = slot(kv, key, key_len, &pp);
+    int rc = existing(kv, key, key_len, &pp);
     if (rc < 0)
         return rc;
-    if (*pp == NULL)
-        return TETHER_ENOTFOUND;
     *value = (*pp)->value;
     *value_len = (*pp)->value_len;
     return 0;
@@ -182,11 +190,9 @@ int kv_store_get(kv_store_t *kv, const char *key, size_t key_len,
 int kv_store_delete(kv_store_t *kv, const char *key, size_t key_len)
 {
     entry_t **pp;
-    int rc = slot(kv, key, key_len, &pp);
+    int rc = existing(kv, key, key_len, &pp);
     if (rc < 0)
         return rc;
-    if (*pp == NULL)
-        return TETHER_ENOTFOUND;
     entry_t *e = *pp;
     *pp = e->next;
     entry_free(e);
