@@ -21,8 +21,8 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, groups/0, suite/0, init_per_suite/1, end_per_suite/1,
-         init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, groups/0, suite/0, init_per_testcase/2,
+         end_per_testcase/2]).
 -export([ping_pong_hidden/1, visible_in_nodes/1, cookie_file/1,
          monitor_nosuch_noproc/1, monitor_stop_reason/1,
          monitor_kill9_noconnection/1, demonitor_no_down/1,
@@ -37,7 +37,7 @@
 -define(WAIT, 10000).
 
 suite() ->
-    [{timetrap, {minutes, 3}}].
+    [{timetrap, {minutes, 3}}, {ct_hooks, [tether_case_hook]}].
 
 all() ->
     [{group, basics}, {group, monitors}, {group, links},
@@ -52,24 +52,14 @@ groups() ->
      {connections, [], [wrong_cookie, wrong_cookie_outbound, twenty_peers, short_ticktime_idle,
                         peer_restart, connects_out]}].
 
-init_per_suite(Config) ->
-    ?LIB:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
 init_per_testcase(Case, Config) ->
-    Keeper = ?LIB:start_keeper(),
-    Opts0 = #{name => ?LIB:unique_name(Case), log_dir => ?config(priv_dir, Config)},
-    Opts = maps:merge(Opts0, cnode_opts(Case, Config)),
-    C = ?LIB:start_kept_cnode(Keeper, Opts),
-    [{keeper, Keeper}, {cnode, C}, {cnode_node, ?LIB:cnode_node(C)} | Config].
+    ?LIB:init_kept_cnode(Case, Config, cnode_opts(Case, Config)).
 
 %% Stops everything; fails the case if its C-node died during it (a crash
 %% provoked by the test) unless the case kills or stops it on purpose.
 end_per_testcase(Case, Config) ->
     ExpectDead = lists:member(Case, [monitor_kill9_noconnection, sigterm_graceful]),
-    ?LIB:release_case(?config(keeper, Config), [?config(cnode, Config)], ExpectDead).
+    ?LIB:end_kept_cnode(Config, ExpectDead).
 
 cnode_opts(visible_in_nodes, _Config) ->
     #{visible => true};

@@ -21,6 +21,10 @@
 %% another cookie or another net_ticktime, and it only meets the C-node
 %% when a test makes it. Functions in this module also run on the peers
 %% (their code path includes this module's directory and tether's ebin).
+%%
+%% A suite's environment check and the clean-up after each case of what
+%% the start_case_* functions started come from the common_test hook
+%% tether_case_hook (`suite() -> [{ct_hooks, [tether_case_hook]}]').
 -module(tether_test_lib).
 
 %% C-node lifecycle.
@@ -35,7 +39,8 @@
 -export([start_peer/1, start_peer/2, stop_peer/1, peer_node/1, peer_call/4,
          peer_call/5, start_peers/2, stop_peers/1]).
 %% Cleanup of everything a test case started.
--export([start_keeper/0, keep/2, release_all/1, release_case/3]).
+-export([start_keeper/0, keep/2, release_all/1, release_case/3,
+         init_kept_cnode/3, end_kept_cnode/2]).
 %% Talking to the C-node's echo processes (also run on peers).
 -export([echo/2, echo/3, ping_and_echo/2, cnode_spawn/2, start_collector/0,
          collected/1, wait_collected/3, idle_watch/2, epmd_names/0,
@@ -397,6 +402,25 @@ release_all(Keeper) ->
          Alive = os_pid_alive(OsPid) andalso is_process_alive(Owner),
          {Node, Alive, stop_cnode(C)}
      end || {cnode, #{node := Node, os_pid := OsPid, owner := Owner} = C} <- Items].
+
+%% @doc For init_per_testcase: starts a new keeper and in it a C-node
+%% named after Case, its stderr in the case's priv_dir, with the
+%% start_cnode/1 options Opts on top (start_kept_cnode/2). Returns Config
+%% with `keeper', `cnode' (the cnode()) and `cnode_node'.
+-spec init_kept_cnode(atom(), list(), map()) -> list().
+init_kept_cnode(Case, Config, Opts) ->
+    Keeper = start_keeper(),
+    Base = #{name => unique_name(Case),
+             log_dir => proplists:get_value(priv_dir, Config)},
+    C = start_kept_cnode(Keeper, maps:merge(Base, Opts)),
+    [{keeper, Keeper}, {cnode, C}, {cnode_node, cnode_node(C)} | Config].
+
+%% @doc For end_per_testcase: release_case/3 of what init_kept_cnode/3
+%% started. AllowDead: the case may have killed the C-node on purpose.
+-spec end_kept_cnode(list(), boolean()) -> ok | {fail, term()}.
+end_kept_cnode(Config, AllowDead) ->
+    release_case(proplists:get_value(keeper, Config),
+                 [proplists:get_value(cnode, Config)], AllowDead).
 
 %% @doc For end_per_testcase: logs the stdout and stderr of the C-nodes
 %% CNodes, stops everything Keeper holds and empties the mailbox. ok, or
