@@ -25,8 +25,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, groups/0, suite/0, init_per_group/2, end_per_group/2,
-         end_per_testcase/2]).
+-export([all/0, groups/0, suite/0, init_per_group/2, end_per_group/2]).
 -export([call_returns_value/1, exception_shapes_match_rpc/1,
          drop_partition_nodedown_at_once/1, defer_completes_after_heal/1,
          defer_short_timeout/1, multicall_in_node_order/1,
@@ -47,7 +46,7 @@
 
 suite() ->
     [{timetrap, {minutes, 4}},
-     {ct_hooks, [{tether_case_hook, #{compiled => rpctest}}]}].
+     {ct_hooks, [{tether_case_hook, #{compiled => rpctest, flush => true}}]}].
 
 all() ->
     [{group, beam}, {group, cnode}].
@@ -71,11 +70,6 @@ init_per_group(_Group, Config) ->
 
 end_per_group(_Group, _Config) ->
     ok.
-
-%% After tether_case_hook stopped the case's nodes.
-end_per_testcase(_Case, Config) ->
-    _ = tether_test_lib:flush(),
-    Config.
 
 %%% Cases
 

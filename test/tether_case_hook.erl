@@ -18,13 +18,15 @@
 %% Before end_per_testcase (which the suite may leave out, or keep for
 %% clean-up of its own), everything the case started through
 %% tether_test_lib's start_case_* and start_cluster functions is stopped
-%% (tether_test_lib:stop_case/0). That runs in the test case's process,
+%% (tether_test_lib:stop_case/0), and with `flush => true' the case's
+%% mailbox is emptied after that. That runs in the test case's process,
 %% where those functions keep what they started.
 -module(tether_case_hook).
 
 -export([init/2, pre_init_per_suite/3, pre_end_per_testcase/4]).
 
--type opts() :: #{require => cnode | dist | none, compiled => module()}.
+-type opts() :: #{require => cnode | dist | none, compiled => module(),
+                  flush => boolean()}.
 -export_type([opts/0]).
 
 %% @doc Keeps the options (a map, see the module doc) as the hook's state.
@@ -53,8 +55,13 @@ require(dist, Opts, Config) ->
 require(none, _, Config) ->
     Config.
 
-%% @doc Stops the case's nodes before the suite's own end_per_testcase.
+%% @doc Stops the case's nodes (and empties its mailbox with `flush')
+%% before the suite's own end_per_testcase.
 -spec pre_end_per_testcase(module(), atom(), list(), opts()) -> {list(), opts()}.
 pre_end_per_testcase(_Suite, _Case, Config, Opts) ->
     ok = tether_test_lib:stop_case(),
+    _ = case Opts of
+            #{flush := true} -> tether_test_lib:flush();
+            _ -> []
+        end,
     {Config, Opts}.

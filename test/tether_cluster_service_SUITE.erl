@@ -27,8 +27,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, groups/0, suite/0, init_per_group/2, end_per_group/2,
-         end_per_testcase/2]).
+-export([all/0, groups/0, suite/0, init_per_group/2, end_per_group/2]).
 -export([register_and_lookup_everywhere/1, register_errors/1,
          local_first_then_reshuffled/1, get_services_lists_all/1,
          wait_for_services_ok_and_timeout/1, instance_dies_gone_everywhere/1,
@@ -59,7 +58,7 @@
 
 suite() ->
     [{timetrap, {minutes, 4}},
-     {ct_hooks, [{tether_case_hook, #{compiled => tether_service}}]}].
+     {ct_hooks, [{tether_case_hook, #{compiled => tether_service, flush => true}}]}].
 
 all() ->
     [{group, services}, {group, cnode}].
@@ -89,11 +88,6 @@ init_per_group(_Group, Config) ->
 
 end_per_group(_Group, _Config) ->
     ok.
-
-%% After tether_case_hook stopped the case's nodes.
-end_per_testcase(_Case, Config) ->
-    _ = tether_test_lib:flush(),
-    Config.
 
 %%% Cases
 
