@@ -5,13 +5,18 @@
 
 -export([main/2, start_tether/2, start_peer/2, with_cluster/3, wait/1,
          wait/2, median/1, alternate/3]).
+%% Visibility: how soon a peer sees what the driver did.
+-export([start_poller/1, poller/1, watch/3, hop/1]).
 
 -define(WAIT_MS, 30000).
 
-%% @doc Runs Run() for the benchmark module Mod, prints what it raised,
-%% and stops the node: status 0 when Run returned, 1 when it raised.
+%% @doc Runs Run() for the benchmark module Mod with the logger at level
+%% error (a peer stopping at the end makes OTP log notices that would mix
+%% with the figures), prints what it raised, and stops the node: status 0
+%% when Run returned, 1 when it raised.
 -spec main(module(), fun(() -> term())) -> no_return().
 main(Mod, Run) ->
+    ok = logger:set_primary_config(level, error),
     Status = try Run() of
                  _ -> 0
              catch
@@ -107,3 +112,75 @@ alternate(Rounds, A, B) ->
     _ = {A(), B()},
     {As, Bs} = lists:unzip([{A(), B()} || _ <- lists:seq(1, Rounds)]),
     {median(As), median(Bs)}.
+
+%%% Visibility
+
+%% @doc Spawns poller/1 on Peer for this driver process; returns its pid
+%% (send it `stop' when done).
+-spec start_poller(node()) -> pid().
+start_poller(Peer) ->
+    erpc:call(Peer, erlang, spawn, [?MODULE, poller, [self()]]).
+
+%% @doc On a peer: serves the driver's visibility rounds. On `{watch,
+%% Look, Driver, Ref}' it checks that Look() answers `none' now, says so
+%% with `{watching, Ref}', then calls Look() until it answers `{found,
+%% V}' and sends `{seen, Ref, V, SeenAtUs}' (the OS clock: one host, one
+%% clock); `{hop, Driver, Ref}' is answered at once with `{hop, Ref,
+%% NowUs}'; `stop' ends it. It spins at low priority, so that it never
+%% delays the work of its own node it is watching.
+-spec poller(pid()) -> ok.
+poller(Driver) ->
+    _ = process_flag(priority, low),
+    poll(Driver).
+
+poll(Driver) ->
+    receive
+        {watch, Look, Driver, Ref} ->
+            none = Look(),
+            Driver ! {watching, Ref},
+            V = spin(Look),
+            SeenAt = os:system_time(microsecond),
+            Driver ! {seen, Ref, V, SeenAt},
+            poll(Driver);
+        {hop, Driver, Ref} ->
+            Driver ! {hop, Ref, os:system_time(microsecond)},
+            poll(Driver);
+        stop ->
+            ok
+    end.
+
+spin(Look) ->
+    case Look() of
+        none -> erlang:yield(), spin(Look);
+        {found, V} -> V
+    end.
+
+%% @doc Has Poller watch Look (see poller/1), then runs Act() here:
+%% returns `{VisibleUs, ActUs, V}', the microseconds from just before
+%% Act() until the poller saw Look() answer `{found, V}' (at least 1),
+%% and those Act() itself took.
+-spec watch(pid(), fun(() -> none | {found, T}), fun(() -> term())) ->
+          {pos_integer(), non_neg_integer(), T}.
+watch(Poller, Look, Act) ->
+    Ref = make_ref(),
+    Poller ! {watch, Look, self(), Ref},
+    receive {watching, Ref} -> ok after ?WAIT_MS -> error(poller) end,
+    T0 = os:system_time(microsecond),
+    _ = Act(),
+    Tr = os:system_time(microsecond),
+    receive
+        {seen, Ref, V, T1} -> {max(1, T1 - T0), Tr - T0, V}
+    after ?WAIT_MS ->
+            error(not_visible)
+    end.
+
+%% @doc Microseconds for one message from this process to Poller (at
+%% least 1).
+-spec hop(pid()) -> pos_integer().
+hop(Poller) ->
+    Ref = make_ref(),
+    T0 = os:system_time(microsecond),
+    Poller ! {hop, self(), Ref},
+    receive {hop, Ref, T1} -> max(1, T1 - T0)
+    after ?WAIT_MS -> error(hop)
+    end.

@@ -25,6 +25,7 @@
 
 -define(HB_MS, 100).
 -define(TTL_MS, 1000).
+-define(ENV, [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]).
 -define(FAILOVER_ROUNDS, 5).
 -define(HANDOVER_ROUNDS, 21).
 -define(ROUNDS, 25).
@@ -35,46 +36,23 @@
 %% (status 0 on success, 1 on failure).
 -spec main([string()]) -> no_return().
 main(_Args) ->
-    Status = try run() of
-                 ok -> 0
-             catch
-                 Class:Reason:Stack ->
-                     io:format(standard_error,
-                               "tether_election_bench: ~p:~p~n~p~n",
-                               [Class, Reason, Stack]),
-                     1
-             end,
-    init:stop(Status),
-    receive after infinity -> ok end.
+    tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    ok = logger:set_primary_config(level, error),
-    ok = start_tether(node()),
+    ok = tether_bench_lib:start_tether(node(), ?ENV),
     fence_bench(),
     handover_bench(),
     failover_bench().
 
-start_tether(Node) ->
-    ok = erpc:call(Node, application, load, [tether]),
-    [ok = erpc:call(Node, application, set_env, [tether, K, V])
-     || {K, V} <- [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}]],
-    {ok, _} = erpc:call(Node, application, ensure_all_started, [tether]),
-    ok.
-
+%% A peer running tether with ?ENV, joined to this node; {PeerPid, Node}.
 start_peer(Tag) ->
     Name = list_to_atom(lists:concat(["tether_bench_el_", Tag, "_",
                                       os:getpid()])),
-    Paths = lists:append([["-pa", filename:dirname(code:which(M))]
-                          || M <- [tether, ?MODULE]]),
-    {ok, Pid, Node} =
-        peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
-                     args => ["-setcookie", atom_to_list(erlang:get_cookie()),
-                              "-kernel", "inet_dist_use_interface",
-                              "{127,0,0,1}" | Paths]}),
-    ok = start_tether(Node),
+    {Pid, Node} = tether_bench_lib:start_peer(Name, []),
+    ok = tether_bench_lib:start_tether(Node, ?ENV),
     ok = erpc:call(Node, tether, join, [node()]),
-    wait(fun() -> tether:members() end,
-         fun(Ms) -> lists:member(Node, Ms) end),
+    _ = tether_bench_lib:wait(fun() -> tether:members() end,
+             fun(Ms) -> lists:member(Node, Ms) end),
     {Pid, Node}.
 
 %% A candidate on a peer: campaigns with Priority; on `resign' it
@@ -142,12 +120,13 @@ handover_bench() ->
         {ok, _} = tether:lead(bench_handover, #{priority => 0}),
         %% This node leads first, so that each round starts with its
         %% `revoked' when the peer takes over.
-        wait(fun() -> tether:is_leader(bench_handover) end,
+        tether_bench_lib:wait(fun() -> tether:is_leader(bench_handover) end,
              fun(L) -> L end),
         Cand = erpc:call(Peer, erlang, spawn,
                          [?MODULE, candidate, [bench_handover, 10, self()]]),
         Us = [handover_round(Cand) || _ <- lists:seq(1, ?HANDOVER_ROUNDS)],
-        io:format("election_resign_handover_us: ~b~n", [median(Us)]),
+        io:format("election_resign_handover_us: ~b~n",
+                  [tether_bench_lib:median(Us)]),
         io:format("election_resign_handover_max_us: ~b~n", [lists:max(Us)]),
         ok = tether:resign(bench_handover)
     after
@@ -173,7 +152,7 @@ handover_round(Cand) ->
 
 failover_bench() ->
     Ms = [failover_round(I) || I <- lists:seq(1, ?FAILOVER_ROUNDS)],
-    M = median(Ms),
+    M = tether_bench_lib:median(Ms),
     io:format("election_failover_ratio: ~.2f~n", [M / ?TTL_MS]),
     io:format("election_failover_ms: ~b~n", [M]),
     io:format("election_failover_ttl_ms: ~b~n", [?TTL_MS]),
@@ -186,7 +165,7 @@ failover_round(I) ->
         {ok, _} = tether:lead(Name, #{priority => 0}),
         _ = erpc:call(Peer, erlang, spawn,
                       [?MODULE, candidate, [Name, 10, self()]]),
-        wait(fun() -> tether:leader(Name) end,
+        tether_bench_lib:wait(fun() -> tether:leader(Name) end,
              fun({ok, N, _}) -> N =:= Peer; (_) -> false end),
         flush(),
         OsPid = erpc:call(Peer, os, getpid, []),
@@ -206,25 +185,7 @@ failover_round(I) ->
 %% Median of the two sides' times per call over ?ROUNDS rounds that
 %% alternate between them, so drift hits both.
 alternate(A, B) ->
-    Pairs = [{A(), B()} || _ <- lists:seq(1, ?ROUNDS)],
-    {median([X || {X, _} <- Pairs]), median([Y || {_, Y} <- Pairs])}.
-
-median(L) ->
-    lists:nth((length(L) + 1) div 2, lists:sort(L)).
-
-wait(Get, Check) ->
-    wait(Get, Check, erlang:monotonic_time(millisecond) + ?WAIT_MS).
-
-wait(Get, Check, Deadline) ->
-    V = Get(),
-    case Check(V) of
-        true -> ok;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> error({timeout_waiting, V});
-                false -> timer:sleep(10), wait(Get, Check, Deadline)
-            end
-    end.
+    tether_bench_lib:alternate(?ROUNDS, A, B).
 
 %% Waits for messages that each of Matches accepts, in any order,
 %% dropping the others.

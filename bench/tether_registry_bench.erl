@@ -18,13 +18,12 @@
 %% `name: value' lines, ratios first.
 -module(tether_registry_bench).
 
--export([main/1, poller/1]).
+-export([main/1]).
 
 -define(ROUNDS, 25).
 -define(WHEREIS_N, 200000).
 -define(VIS_ROUNDS, 40).
 -define(HB_MS, 200).
--define(WAIT_MS, 30000).
 
 %% @doc Entry point: main([]). Prints the results and stops the node
 %% (status 0 on success, 1 on failure).
@@ -33,8 +32,6 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    %% Stopping the peers at the end makes global log a disconnect notice.
-    ok = logger:set_primary_config(level, error),
     tether_bench_lib:with_cluster(
       "tether_bench_reg", [{heartbeat_ms, ?HB_MS}, {ttl_ms, 10 * ?HB_MS}],
       fun([P1, P2]) ->
@@ -86,7 +83,9 @@ loop1(F, Name, N) ->
 %%% visibility
 
 visibility_bench(Peer) ->
-    Poller = erpc:call(Peer, erlang, spawn, [?MODULE, poller, [self()]]),
+    %% The poller spins at low priority: it never delays the registry
+    %% work of its own node (tether's server, global's name server).
+    Poller = tether_bench_lib:start_poller(Peer),
     Round = fun(Mod, K) -> visible_round(Poller, Mod, K) end,
     _ = [{Round(global, -K), Round(tether, -K)} || K <- lists:seq(1, 3)],
     {Gs, Ts} = lists:unzip([{Round(global, K), Round(tether, K)}
@@ -100,69 +99,26 @@ visibility_bench(Peer) ->
               [tether_bench_lib:median([C || {_, C} <- Gs])]),
     io:format("register_call_tether_us: ~p~n",
               [tether_bench_lib:median([C || {_, C} <- Ts])]),
-    Hop = tether_bench_lib:median([hop(Poller) || _ <- lists:seq(1, ?VIS_ROUNDS)]),
+    Hop = tether_bench_lib:median([tether_bench_lib:hop(Poller)
+                                   || _ <- lists:seq(1, ?VIS_ROUNDS)]),
     io:format("peer_one_way_us: ~p~n", [Hop]),
     Poller ! stop,
     ok.
-
-%% Microseconds for one message from the driver to the poller.
-hop(Poller) ->
-    Ref = make_ref(),
-    T0 = os:system_time(microsecond),
-    Poller ! {hop, self(), Ref},
-    receive {hop, Ref, T1} -> max(1, T1 - T0)
-    after ?WAIT_MS -> error(hop)
-    end.
 
 %% Microseconds from register_name on the driver until the peer's poller
 %% sees the pid, and until register_name returned.
 visible_round(Poller, Mod, K) ->
     Name = {visible, Mod, K},
     Pid = spawn(fun() -> receive stop -> ok end end),
-    Ref = make_ref(),
-    Poller ! {watch, Mod, Name, self(), Ref},
-    receive {watching, Ref} -> ok after ?WAIT_MS -> error(poller) end,
-    T0 = os:system_time(microsecond),
-    yes = Mod:register_name(Name, Pid),
-    Tr = os:system_time(microsecond),
-    T1 = receive
-             {seen, Ref, Pid, SeenAt} -> SeenAt
-         after ?WAIT_MS -> error({not_visible, Mod})
-         end,
+    Look = fun() ->
+                   case Mod:whereis_name(Name) of
+                       undefined -> none;
+                       P -> {found, P}
+                   end
+           end,
+    {Visible, Call, Pid} =
+        tether_bench_lib:watch(Poller, Look,
+                               fun() -> yes = Mod:register_name(Name, Pid) end),
     _ = Mod:unregister_name(Name),
     Pid ! stop,
-    {max(1, T1 - T0), Tr - T0}.
-
-%% @doc On the peer: polls whereis_name of the watched name until it
-%% answers a pid, then tells the driver.
--spec poller(pid()) -> ok.
-poller(Driver) ->
-    %% The poller spins: at low priority it never delays the registry
-    %% work of its own node (tether's server, global's name server).
-    _ = process_flag(priority, low),
-    poll(Driver).
-
-poll(Driver) ->
-    receive
-        {watch, Mod, Name, Driver, Ref} ->
-            undefined = Mod:whereis_name(Name),
-            Driver ! {watching, Ref},
-            Pid = spin(Mod, Name),
-            SeenAt = os:system_time(microsecond),
-            Driver ! {seen, Ref, Pid, SeenAt},
-            poll(Driver);
-        {hop, Driver, Ref} ->
-            Driver ! {hop, Ref, os:system_time(microsecond)},
-            poll(Driver);
-        stop ->
-            ok
-    end.
-
-spin(Mod, Name) ->
-    case Mod:whereis_name(Name) of
-        undefined ->
-            erlang:yield(),
-            spin(Mod, Name);
-        Pid ->
-            Pid
-    end.
+    {Visible, Call}.

@@ -43,7 +43,6 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    ok = logger:set_primary_config(level, error),
     tether_bench_lib:with_cluster(
       "tether_bench_ring",
       [{heartbeat_ms, ?HB_MS}, {ttl_ms, 10 * ?HB_MS}, {ring_size, ?SHARDS}],

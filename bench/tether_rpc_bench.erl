@@ -25,20 +25,11 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    ok = logger:set_primary_config(level, error),
-    ok = start_tether(),
-    Ebin = filename:dirname(code:which(tether)),
-    {ok, Peer, P} = peer:start(#{name => tether_bench_rpc_peer,
-                                 host => "127.0.0.1", longnames => true,
-                                 connection => standard_io,
-                                 args => ["-setcookie",
-                                          atom_to_list(erlang:get_cookie()),
-                                          "-kernel", "inet_dist_use_interface",
-                                          "{127,0,0,1}", "-pa", Ebin]}),
+    Env = [{heartbeat_ms, ?HB_MS}],
+    ok = tether_bench_lib:start_tether(node(), Env),
+    {Peer, P} = tether_bench_lib:start_peer(tether_bench_rpc_peer, []),
     try
-        ok = peer:call(Peer, application, set_env,
-                       [tether, heartbeat_ms, ?HB_MS]),
-        {ok, _} = peer:call(Peer, application, ensure_all_started, [tether]),
+        ok = tether_bench_lib:start_tether(P, Env),
         ok = tether:join(P),
         tether_bench_lib:wait(fun() -> lists:member(P, tether:members())
                               end),
@@ -46,11 +37,10 @@ run() ->
         P = rpc:call(P, erlang, node, []),
         _ = [tether:call(P, erlang, node, []) || _ <- lists:seq(1, ?WARMUP)],
         _ = [rpc:call(P, erlang, node, []) || _ <- lists:seq(1, ?WARMUP)],
-        Rounds = [{rtt(fun() -> tether:call(P, erlang, node, []) end),
-                   rtt(fun() -> rpc:call(P, erlang, node, []) end)}
-                  || _ <- lists:seq(1, ?ROUNDS)],
-        T = tether_bench_lib:median([X || {X, _} <- Rounds]),
-        R = tether_bench_lib:median([Y || {_, Y} <- Rounds]),
+        {T, R} = tether_bench_lib:alternate(
+                   ?ROUNDS,
+                   fun() -> rtt(fun() -> tether:call(P, erlang, node, []) end) end,
+                   fun() -> rtt(fun() -> rpc:call(P, erlang, node, []) end) end),
         io:format("tether_call_ratio: ~.2f~n", [T / R]),
         io:format("tether_call_rtt_us: ~.1f~n", [T]),
         io:format("rpc_call_rtt_us: ~.1f~n", [R]),
@@ -58,11 +48,6 @@ run() ->
     after
         catch peer:stop(Peer)
     end.
-
-start_tether() ->
-    ok = application:set_env(tether, heartbeat_ms, ?HB_MS),
-    {ok, _} = application:ensure_all_started(tether),
-    ok.
 
 %% Microseconds per call of N sequential calls.
 rtt(Call) ->

@@ -17,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ei.h>
+
 #include "core/engine.h"
+#include "core/ring.h"
 
 #define FZ_ENGINES      2
 #define FZ_TICK_MS      10
@@ -110,6 +113,54 @@ static inline void fz_run(fz_pair_t *p, uint64_t ms)
             (void)tether_engine_tick(p->e[i], p->now);
         fz_pump(p);
     }
+}
+
+/* A target's invariant, checked after each record fz_feed() delivers. */
+typedef void (*fz_check_fn)(void *ctx);
+
+/*
+ * Delivers data to a as messages of the module type `type` from b: a
+ * sequence of at most max records, each a length byte and then that many
+ * bytes (the last one cut short where the input ends). One tick runs
+ * after each record, then check(ctx).
+ */
+static inline void fz_feed(fz_pair_t *p, uint8_t type, const uint8_t *data,
+                           size_t size, int max, fz_check_fn check, void *ctx)
+{
+    size_t off = 0;
+
+    for (int records = 0; off < size && records < max; records++) {
+        size_t len = data[off++];
+        if (len > size - off)
+            len = size - off;
+        (void)tether_engine_send(p->e[1], FZ_NAMES[0], type, data + off, len,
+                                 0);
+        off += len;
+        fz_run(p, FZ_TICK_MS);
+        check(ctx);
+    }
+}
+
+/* A key of at most 32 bytes: the canonical ETF of a term. */
+typedef struct fz_key {
+    uint8_t b[32];
+    size_t len;
+} fz_key_t;
+
+/* The canonical ETF (tether_ring_canon()) of the atom `atom`. */
+static inline fz_key_t fz_atom_key(const char *atom)
+{
+    ei_x_buff x;
+    fz_key_t k = {{0}, 0};
+
+    if (ei_x_new_with_version(&x) < 0)
+        abort();
+    if (ei_x_encode_atom(&x, atom) < 0 ||
+        tether_ring_canon((const uint8_t *)x.buff, (size_t)x.index, k.b,
+                          sizeof k.b, &k.len) != 0)
+        abort();
+    ei_x_free(&x);
+    return k;
 }
 
 /* Frees the queued bytes and the engines (not the targets' modules). */

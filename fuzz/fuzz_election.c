@@ -34,18 +34,15 @@
 #define SEED_BASE 0x60
 #define SEQ_MAX   64
 #define LEASE_MS  400
+#define NAMES     2
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct el_pair {
     fz_pair_t p;
     tether_election_t *m[FZ_ENGINES];
+    fz_key_t names[NAMES]; /* svc (plain), q (quorum) */
 } el_pair_t;
-
-typedef struct name {
-    uint8_t b[32];
-    size_t len;
-} name_t;
 
 static int attach(void *ctx, int i, tether_engine_t *e)
 {
@@ -56,23 +53,8 @@ static int attach(void *ctx, int i, tether_engine_t *e)
     return tether_election_new(&cfg, e, &x->m[i]);
 }
 
-static name_t name_of(const char *atom)
-{
-    ei_x_buff x;
-    name_t n = {{0}, 0};
-
-    if (ei_x_new_with_version(&x) < 0)
-        abort();
-    if (ei_x_encode_atom(&x, atom) < 0 ||
-        tether_ring_canon((const uint8_t *)x.buff, (size_t)x.index, n.b,
-                          sizeof n.b, &n.len) != 0)
-        abort();
-    ei_x_free(&x);
-    return n;
-}
-
 /* Makes node i a candidate for n. */
-static void lead(el_pair_t *x, int i, const name_t *n, int quorum)
+static void lead(el_pair_t *x, int i, const fz_key_t *n, int quorum)
 {
     static const char *const voters[] = {"a@fuzz", "b@fuzz"};
     tether_election_opts_t o = {.quorum = quorum,
@@ -88,7 +70,7 @@ static void lead(el_pair_t *x, int i, const name_t *n, int quorum)
         abort();
 }
 
-static int leads(el_pair_t *x, int i, const name_t *n)
+static int leads(el_pair_t *x, int i, const fz_key_t *n)
 {
     return tether_election_fence(x->m[i], n->b, n->len, x->p.now, NULL) ==
            TETHER_ELECTION_LEADER;
@@ -96,45 +78,36 @@ static int leads(el_pair_t *x, int i, const name_t *n)
 
 /* Never two leaders of one name at one instant (the link is perfect and
  * both nodes are live members of each other). */
-static void check(el_pair_t *x, const name_t *names, int k)
+static void check(void *ctx)
 {
-    for (int j = 0; j < k; j++)
-        if (leads(x, 0, &names[j]) && leads(x, 1, &names[j]))
+    el_pair_t *x = ctx;
+
+    for (int j = 0; j < NAMES; j++)
+        if (leads(x, 0, &x->names[j]) && leads(x, 1, &x->names[j]))
             abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     el_pair_t x;
-    name_t names[2] = {name_of("svc"), name_of("q")};
-    size_t off = 0;
-    int records = 0;
 
     memset(&x, 0, sizeof x);
+    x.names[0] = fz_atom_key("svc");
+    x.names[1] = fz_atom_key("q");
     if (fz_pair_new(&x.p, SEED_BASE, attach, &x) != 0)
         abort();
     fz_run(&x.p, LEASE_MS); /* voters grant nothing for a lease at start */
     for (int i = 0; i < FZ_ENGINES; i++) {
-        lead(&x, i, &names[0], 0);
-        lead(&x, i, &names[1], 1);
+        lead(&x, i, &x.names[0], 0);
+        lead(&x, i, &x.names[1], 1);
     }
     fz_run(&x.p, 3 * LEASE_MS);
-    if (!leads(&x, 0, &names[0]) || !leads(&x, 0, &names[1]))
+    if (!leads(&x, 0, &x.names[0]) || !leads(&x, 0, &x.names[1]))
         abort(); /* the deterministic set-up must always work */
-    while (off < size && records < SEQ_MAX) {
-        size_t len = data[off++];
-        if (len > size - off)
-            len = size - off;
-        (void)tether_engine_send(x.p.e[1], FZ_NAMES[0], TETHER_MSG_ELECTION,
-                                 data + off, len, 0);
-        off += len;
-        records++;
-        fz_run(&x.p, FZ_TICK_MS);
-        check(&x, names, 2);
-    }
+    fz_feed(&x.p, TETHER_MSG_ELECTION, data, size, SEQ_MAX, check, &x);
     for (int t = 0; t < 2 * LEASE_MS; t += FZ_TICK_MS) {
         fz_run(&x.p, FZ_TICK_MS);
-        check(&x, names, 2);
+        check(&x);
     }
     fz_pair_cut(&x.p);
     fz_pair_free(&x.p); /* the modules go with their engines */

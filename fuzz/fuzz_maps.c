@@ -74,8 +74,10 @@ static void check_entry(void *ctx, const uint8_t *key, size_t klen,
         abort();
 }
 
-static void check(maps_pair_t *x)
+static void check(void *ctx)
 {
+    maps_pair_t *x = ctx;
+
     tether_maps_visit(x->map[0], check_entry, NULL);
     if (tether_maps_size(x->map[0]) > tether__maps_entries(x->map[0]))
         abort();
@@ -94,8 +96,6 @@ static void put(maps_pair_t *x, uint8_t k, uint8_t v)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     maps_pair_t x;
-    size_t off = 0;
-    int records = 0;
 
     memset(&x, 0, sizeof x);
     if (fz_pair_new(&x.p, SEED_BASE, attach, &x) != 0)

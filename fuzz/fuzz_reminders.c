@@ -43,11 +43,6 @@ typedef struct rm_pair {
     tether_reminders_t *m[FZ_ENGINES];
 } rm_pair_t;
 
-typedef struct key {
-    uint8_t b[32];
-    size_t len;
-} key_t_;
-
 static int attach(void *ctx, int i, tether_engine_t *e)
 {
     rm_pair_t *x = ctx;
@@ -65,32 +60,18 @@ static int attach(void *ctx, int i, tether_engine_t *e)
     return r;
 }
 
-static key_t_ key_of(const char *atom)
-{
-    ei_x_buff x;
-    key_t_ k = {{0}, 0};
-
-    if (ei_x_new_with_version(&x) < 0)
-        abort();
-    if (ei_x_encode_atom(&x, atom) < 0 ||
-        tether_ring_canon((const uint8_t *)x.buff, (size_t)x.index, k.b,
-                          sizeof k.b, &k.len) != 0)
-        abort();
-    ei_x_free(&x);
-    return k;
-}
-
 static void set(rm_pair_t *x, const char *atom, int64_t at)
 {
-    key_t_ k = key_of(atom);
+    fz_key_t k = fz_atom_key(atom);
 
     if (tether_reminders_set(x->m[0], k.b, k.len, at, (const uint8_t *)"p", 1,
                              0, 1) != 0)
         abort();
 }
 
-static void check(rm_pair_t *x)
+static void check(void *ctx)
 {
+    rm_pair_t *x = ctx;
     const tether_reminders_stats_t *st = tether_reminders_stats(x->m[0]);
 
     if (st->armed > st->pending)
@@ -100,9 +81,7 @@ static void check(rm_pair_t *x)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     rm_pair_t x;
-    key_t_ gone = key_of("gone");
-    size_t off = 0;
-    int records = 0;
+    fz_key_t gone = fz_atom_key("gone");
     int64_t at;
     const uint8_t *p;
     size_t pl;
@@ -117,22 +96,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (tether_reminders_cancel(x.m[0], gone.b, gone.len, 2) != 0)
         abort();
     fz_run(&x.p, FZ_TICK_MS);
-    while (off < size && records < SEQ_MAX) {
-        size_t len = data[off++];
-        if (len > size - off)
-            len = size - off;
-        (void)tether_engine_send(x.p.e[1], FZ_NAMES[0], TETHER_MSG_REMINDERS,
-                                 data + off, len, 0);
-        off += len;
-        records++;
-        fz_run(&x.p, FZ_TICK_MS);
-        check(&x);
-    }
+    fz_feed(&x.p, TETHER_MSG_REMINDERS, data, size, SEQ_MAX, check, &x);
     fz_run(&x.p, 3 * FZ_HEARTBEAT_MS);
     check(&x);
     set(&x, "after", INT64_MAX);
-    if (tether_reminders_get(x.m[0], key_of("after").b, key_of("after").len, 3,
-                             &at, &p, &pl) < 0)
+    if (tether_reminders_get(x.m[0], fz_atom_key("after").b,
+                             fz_atom_key("after").len, 3, &at, &p, &pl) < 0)
         abort();
     fz_pair_cut(&x.p);
     fz_pair_free(&x.p); /* the modules go with their engines */

@@ -57,6 +57,35 @@ ct_count() {
     fi
 }
 
+# criterion_count RC LOG LABEL: counts a Criterion binary's run from the
+# last "Synthesis:" line of its output: crashes are failures, and so is a
+# failed exit (RC) with nothing counted as failed (a sanitizer or valgrind
+# report at exit, say). Returns 1 when there is no such line.
+criterion_count() {
+    local rc=$1 line p f c
+    line=$(grep -a 'Synthesis:' "$2" | tail -n 1)
+    p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$line")
+    f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
+    c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
+    [ -n "$p" ] || return 1
+    f=$((${f:-0} + ${c:-0}))
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    count "$p" "$f" "$3"
+}
+
+# summary_count RC LOG LABEL: counts a run from the last "N tests, M
+# failures" line of its output (EUnit's and ExUnit's summary), a failed
+# run (RC) as at least one failure. Returns 1 when there is no such line.
+summary_count() {
+    local rc=$1 line p f
+    line=$(plain "$2" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
+    [ -n "$line" ] || return 1
+    p=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\1/' <<<"$line")
+    f=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\2/' <<<"$line")
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    count $((p - f)) "$f" "$3"
+}
+
 # -- build ---------------------------------------------------------------
 if ! rebar3 compile; then
     broken "build (rebar3 compile)"
@@ -70,19 +99,8 @@ if make -C c_src tests; then
         "$t" --jobs 2 >"$log/$name" 2>&1
         rc=$?
         cat "$log/$name"
-        line=$(grep -a 'Synthesis:' "$log/$name" | tail -n 1)
-        p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$line")
-        f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
-        c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
-        if [ -z "$p" ]; then
+        criterion_count "$rc" "$log/$name" "criterion $name" ||
             broken "criterion $name"
-            continue
-        fi
-        f=$((${f:-0} + ${c:-0}))
-        # A non-zero exit with nothing counted as failed (a sanitizer report
-        # at exit, say) is still a failure.
-        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-        count "$p" "$f" "criterion $name"
     done
 else
     broken "criterion (build)"
@@ -103,21 +121,13 @@ if [ "${CI:-}" = true ] || [ "${TETHER_VALGRIND:-}" = 1 ]; then
                 --errors-for-leak-kinds=definite --trace-children=yes \
                 "$t" --jobs 2 >"$log/vg_$name" 2>&1
             rc=$?
-            line=$(grep -a 'Synthesis:' "$log/vg_$name" | tail -n 1)
-            p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$line")
-            f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
-            c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
-            if [ -z "$p" ]; then
+            # The log is shown when the run failed or was not counted.
+            if ! criterion_count "$rc" "$log/vg_$name" "valgrind $name"; then
                 cat "$log/vg_$name"
                 broken "valgrind $name"
-                continue
-            fi
-            f=$((${f:-0} + ${c:-0}))
-            if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+            elif [ $rc -ne 0 ]; then
                 cat "$log/vg_$name"
-                f=1
             fi
-            count "$p" "$f" "valgrind $name"
         done
     else
         broken "valgrind (not installed, or vg-tests did not build)"
@@ -145,13 +155,9 @@ done
 # -- EUnit -------------------------------------------------------------------
 rebar3 eunit 2>&1 | tee "$log/eunit"
 rc=${PIPESTATUS[0]}
-line=$(plain "$log/eunit" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
-if [ -n "$line" ]; then
-    p=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\1/' <<<"$line")
-    f=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\2/' <<<"$line")
-    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    count $((p - f)) "$f" "eunit"
-elif grep -aq 'There were no tests to run' "$log/eunit" && [ $rc -eq 0 ]; then
+if summary_count "$rc" "$log/eunit" "eunit"; then
+    :
+elif grep -aq 'There were no tests to run' "$log/eunit" && [ "$rc" -eq 0 ]; then
     count 0 0 "eunit"
 else
     broken "eunit"
@@ -174,16 +180,7 @@ ct_count "${PIPESTATUS[0]}" "$log/example_ct" "examples/ct (rebar3 ct)"
 # -- Mix: an Elixir project that depends on tether by path ------------------
 # (its tether_ct test starts nodes on the epmd above, stopped after it)
 (cd test/mix_project && MIX_REBAR3=$(command -v rebar3) mix test) 2>&1 | tee "$log/mix"
-rc=${PIPESTATUS[0]}
-line=$(plain "$log/mix" | grep -aE '^[0-9]+ tests?, [0-9]+ failures?' | tail -n 1)
-if [ -n "$line" ]; then
-    p=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\1/' <<<"$line")
-    f=$(sed -E 's/^([0-9]+) tests?, ([0-9]+) failures?.*/\2/' <<<"$line")
-    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    count $((p - f)) "$f" "mix (elixir)"
-else
-    broken "mix (elixir)"
-fi
+summary_count "${PIPESTATUS[0]}" "$log/mix" "mix (elixir)" || broken "mix (elixir)"
 stop_epmd
 
 echo

@@ -76,6 +76,8 @@
 -define(DEFAULT_DEFER_MAX_BYTES, 64 * 1024 * 1024).
 -define(DEFER_MAX_BYTES_MAX, 1 bsl 40).
 -define(RING_SIZE_MAX, 65536).
+%% Times are sent to the C engine as 32-bit unsigned integers.
+-define(U32_MAX, (1 bsl 32) - 1).
 -define(KEY_BYTES, 32).
 
 %% The checked configuration of the tether server. `keys' holds
@@ -108,33 +110,26 @@ read() ->
     Get = fun(K, Default) -> proplists:get_value(K, Env, Default) end,
     try
         Hb = check(heartbeat_ms, Get(heartbeat_ms, ?DEFAULT_HB_MS),
-                   fun(V) -> is_integer(V) andalso V > 0
-                                 andalso V < 1 bsl 32 end),
+                   integer_in(1, ?U32_MAX)),
         Ttl = check(ttl_ms, Get(ttl_ms, max(?DEFAULT_TTL_MS, 5 * Hb)),
-                    fun(V) -> is_integer(V) andalso V > Hb
-                                  andalso V < 1 bsl 32 end),
+                    integer_in(Hb + 1, ?U32_MAX)),
         JoinTimeout = check(join_timeout_ms,
                             Get(join_timeout_ms, ?DEFAULT_JOIN_TIMEOUT_MS),
-                            fun(V) -> is_integer(V) andalso V > 0
-                                          andalso V < 1 bsl 32 end),
+                            integer_in(1, ?U32_MAX)),
         RingSize = check(ring_size, Get(ring_size, ?DEFAULT_RING_SIZE),
                          fun is_ring_size/1),
         ReconnectMax = check(reconnect_max_ms,
                              Get(reconnect_max_ms, ?DEFAULT_RECONNECT_MAX_MS),
-                             fun(V) -> is_integer(V) andalso V > 0
-                                           andalso V < 1 bsl 32 end),
+                             integer_in(1, ?U32_MAX)),
         Reconnects = check(reconnect_attempts,
                            Get(reconnect_attempts, ?DEFAULT_RECONNECTS),
-                           fun(V) -> is_integer(V) andalso V > 0
-                                         andalso V =< 1000 end),
+                           integer_in(1, 1000)),
         LeaseMs = check(election_lease_ms,
                         Get(election_lease_ms, ?DEFAULT_LEASE_MS),
-                        fun(V) -> is_integer(V) andalso V > 0
-                                      andalso V < 1 bsl 32 end),
+                        integer_in(1, ?U32_MAX)),
         DeferBytes = check(defer_max_bytes,
                            Get(defer_max_bytes, ?DEFAULT_DEFER_MAX_BYTES),
-                           fun(V) -> is_integer(V) andalso V > 0
-                                         andalso V =< ?DEFER_MAX_BYTES_MAX end),
+                           integer_in(1, ?DEFER_MAX_BYTES_MAX)),
         Seeds = check(join, Get(join, []), fun is_atom_list/1),
         Reminders = tether_reminder:read_config(Get),
         Secret = case {Get(cluster_secret_file, undefined),
@@ -190,6 +185,11 @@ ring_size() ->
                    end;
         undefined -> ?DEFAULT_RING_SIZE
     end.
+
+%% The check of an integer from Min to Max (inclusive).
+-spec integer_in(integer(), integer()) -> fun((term()) -> boolean()).
+integer_in(Min, Max) ->
+    fun(V) -> is_integer(V) andalso V >= Min andalso V =< Max end.
 
 -spec is_ring_size(term()) -> boolean().
 is_ring_size(N) ->

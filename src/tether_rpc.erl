@@ -206,17 +206,14 @@ abcast(_Nodes, _Name, _Msg) ->
           | {error, service_not_available | {bad_option, term()}}.
 call_service(Service, Fun, Args, Opts)
   when is_atom(Fun), is_list(Args), is_list(Opts) ->
-    case check_service_opts(Opts) of
-        ok ->
-            Timeout = proplists:get_value(timeout, Opts,
-                                          ?DEFAULT_SERVICE_TIMEOUT),
-            Idem = proplists:get_bool(idempotent, Opts),
-            Nodes = service_nodes(Service, Opts),
-            try_instances(Nodes, Service, Fun, Args, Timeout, Idem,
-                          {error, service_not_available});
-        {error, _} = Error ->
-            Error
-    end;
+    with_service_opts(
+      Opts,
+      fun(Timeout) ->
+              Idem = proplists:get_bool(idempotent, Opts),
+              Nodes = service_nodes(Service, Opts),
+              try_instances(Nodes, Service, Fun, Args, Timeout, Idem,
+                            {error, service_not_available})
+      end);
 call_service(_Service, _Fun, _Args, _Opts) ->
     error(badarg).
 
@@ -230,19 +227,27 @@ call_service(_Service, _Fun, _Args, _Opts) ->
           [{node(), term()}] | {error, {bad_option, term()}}.
 call_service_all(Service, Fun, Args, Opts)
   when is_atom(Fun), is_list(Args), is_list(Opts) ->
-    case check_service_opts(Opts) of
-        ok ->
-            Timeout = proplists:get_value(timeout, Opts,
-                                          ?DEFAULT_SERVICE_TIMEOUT),
-            Deadline = deadline(Timeout),
-            Reqs = [service_send(N, Service, Fun, Args)
-                    || N <- service_nodes(Service, Opts)],
-            [{R#req.node, service_result(await(R, Deadline))} || R <- Reqs];
-        {error, _} = Error ->
-            Error
-    end;
+    with_service_opts(
+      Opts,
+      fun(Timeout) ->
+              Deadline = deadline(Timeout),
+              Reqs = [service_send(N, Service, Fun, Args)
+                      || N <- service_nodes(Service, Opts)],
+              [{R#req.node, service_result(await(R, Deadline))} || R <- Reqs]
+      end);
 call_service_all(_Service, _Fun, _Args, _Opts) ->
     error(badarg).
+
+%% Runs Run(Timeout) when Opts are good options of call_service/4 and
+%% call_service_all/4 (Timeout: their `timeout', per attempt), and
+%% answers the first bad one otherwise.
+-spec with_service_opts(list(), fun((pos_integer()) -> T)) ->
+          T | {error, {bad_option, term()}}.
+with_service_opts(Opts, Run) ->
+    case check_service_opts(Opts) of
+        ok -> Run(proplists:get_value(timeout, Opts, ?DEFAULT_SERVICE_TIMEOUT));
+        {error, _} = Error -> Error
+    end.
 
 %% The options of call_service/4 and call_service_all/4: `ok', or the
 %% first unknown or ill-typed one as `{error, {bad_option, Opt}}'.

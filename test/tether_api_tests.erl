@@ -14,41 +14,14 @@
 %%% Engines wired together in this process
 
 new_engine(Name) ->
-    {ok, E} = tether_nif:engine_new(#{name => Name, incarnation => 1,
-                                      seed => crypto:strong_rand_bytes(32),
-                                      cookie => <<"tether_api_tests">>,
-                                      heartbeat_ms => ?HB, ttl_ms => ?TTL}),
-    E.
+    tether_engine_pump:new(Name, #{cookie => <<"tether_api_tests">>,
+                                   heartbeat_ms => ?HB, ttl_ms => ?TTL}).
 
 %% Ticks every engine at Now and carries actions until none is left.
 %% Connections are modelled as always up (peer_up on both sides once).
 pump(Es, Now) ->
-    [ok = tether_nif:engine_tick(E, Now) || E <- maps:values(Es)],
-    pump_actions(Es).
-
-pump_actions(Es) ->
-    Moved = lists:sum([deliver(Es, From, tether_nif:engine_drain(E))
-                       || {From, E} <- maps:to_list(Es)]),
-    case Moved of
-        0 -> ok;
-        _ -> pump_actions(Es)
-    end.
-
-deliver(Es, From, Actions) ->
-    lists:foreach(
-      fun({send, To, Bytes}) ->
-              case maps:find(To, Es) of
-                  {ok, E} when byte_size(Bytes) > 65536 ->
-                      ok = tether_nif:engine_recv_dirty(E, From, Bytes);
-                  {ok, E} ->
-                      _ = tether_nif:engine_recv(E, From, Bytes);
-                  error ->
-                      ok
-              end;
-         (_) ->
-              ok
-      end, Actions),
-    length(Actions).
+    _ = tether_engine_pump:pump(Es, Now, fun(_) -> false end),
+    ok.
 
 %% Two engines that know of each other's connection.
 pair() ->
@@ -80,16 +53,11 @@ member_events_test() ->
     Seen = collect_events(Es, <<"a@h">>),
     ?assert(lists:member({member, up, <<"b@h">>}, Seen)).
 
-%% Pumps like pump_actions/1 but returns the events (every action but
-%% send and connect) engine Me handed out, in order.
+%% Carries actions like pump/2 (without a tick) but returns the events
+%% (every action but send and connect) engine Me handed out, in order.
 collect_events(Es, Me) ->
-    Acts = [{N, tether_nif:engine_drain(E)} || {N, E} <- maps:to_list(Es)],
-    Moved = lists:sum([deliver(Es, N, L) || {N, L} <- Acts]),
-    Mine = [A || {N, L} <- Acts, N =:= Me, A <- L, not is_io(A)],
-    case Moved of
-        0 -> Mine;
-        _ -> Mine ++ collect_events(Es, Me)
-    end.
+    [A || {N, A} <- tether_engine_pump:carry(Es, fun(A) -> not is_io(A) end),
+          N =:= Me].
 
 is_io({send, _, _}) -> true;
 is_io({connect, _}) -> true;
@@ -142,11 +110,7 @@ defer_partition_test() ->
 
 %% Carries every action between the engines; returns all of them.
 drain_all(Es) ->
-    Acts = [{N, tether_nif:engine_drain(E)} || {N, E} <- maps:to_list(Es)],
-    case lists:sum([deliver(Es, N, L) || {N, L} <- Acts]) of
-        0 -> [];
-        _ -> lists:append([L || {_, L} <- Acts]) ++ drain_all(Es)
-    end.
+    [A || {_, A} <- tether_engine_pump:carry(Es, fun(_) -> true end)].
 
 %% A 4 MiB message goes through the dirty-scheduler variants intact.
 large_message_test() ->
@@ -169,11 +133,9 @@ leave_test() ->
 explicit_trust_test() ->
     Mk = fun(Name) ->
                  Seed = crypto:strong_rand_bytes(32),
-                 {ok, E} = tether_nif:engine_new(
-                             #{name => Name, incarnation => 1,
-                               seed => crypto:strong_rand_bytes(32),
-                               identity_seed => Seed,
-                               heartbeat_ms => ?HB, ttl_ms => ?TTL}),
+                 E = tether_engine_pump:new(Name, #{identity_seed => Seed,
+                                                    heartbeat_ms => ?HB,
+                                                    ttl_ms => ?TTL}),
                  {Pub, _} = crypto:generate_key(eddsa, ed25519, Seed),
                  ?assertMatch(#{public_key := Pub}, tether_nif:engine_info(E)),
                  {E, Pub}

@@ -25,9 +25,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, groups/0, suite/0, init_per_suite/1, end_per_suite/1,
-         init_per_group/2, end_per_group/2, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, groups/0, suite/0, init_per_group/2, end_per_group/2]).
 -export([call_returns_value/1, exception_shapes_match_rpc/1,
          drop_partition_nodedown_at_once/1, defer_completes_after_heal/1,
          defer_short_timeout/1, multicall_in_node_order/1,
@@ -47,7 +45,8 @@
 -define(SHORT_MS, 500).
 
 suite() ->
-    [{timetrap, {minutes, 4}}].
+    [{timetrap, {minutes, 4}},
+     {ct_hooks, [{tether_case_hook, #{compiled => rpctest, flush => true}}]}].
 
 all() ->
     [{group, beam}, {group, cnode}].
@@ -61,12 +60,6 @@ groups() ->
                   cnode_defer_completes_after_heal, cnode_multicall_mixed,
                   cnode_many_held_calls_survive_heal]}].
 
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config, rpctest).
-
-end_per_suite(_Config) ->
-    ok.
-
 init_per_group(cnode, Config) ->
     case tether_test_lib:require_plugin(tether_test_lib:rpctest_plugin()) of
         ok -> Config;
@@ -77,14 +70,6 @@ init_per_group(_Group, Config) ->
 
 end_per_group(_Group, _Config) ->
     ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    _ = tether_test_lib:flush(),
-    Config.
 
 %%% Cases
 

@@ -15,7 +15,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, suite/0]).
 -export([members_agree_after_join/1, subscribers_see_up_and_down/1,
          leave_and_join_again/1, drop_partition/1, defer_partition/1,
          partition_api_errors/1, starts_without_distribution/1,
@@ -29,6 +29,9 @@
 -define(TTL_MS, 2000).
 -define(WAIT_MS, 30000).
 
+suite() ->
+    [{ct_hooks, [{tether_case_hook, #{require => none}}]}].
+
 all() ->
     [members_agree_after_join, subscribers_see_up_and_down,
      leave_and_join_again, drop_partition, defer_partition,
@@ -36,15 +39,6 @@ all() ->
      configured_seeds_and_secret, lost_node_is_down_at_once,
      restarted_server_rejoins, configured_identity_keys,
      dead_nodes_are_redialled_a_bounded_number_of_times].
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-%% Peers are linked to the test case process, so they also stop if the
-%% case crashes; here they are stopped in order.
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    Config.
 
 %%% Cases
 

@@ -27,9 +27,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, groups/0, suite/0, init_per_suite/1, end_per_suite/1,
-         init_per_group/2, end_per_group/2, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, groups/0, suite/0, init_per_group/2, end_per_group/2]).
 -export([register_and_lookup_everywhere/1, register_errors/1,
          local_first_then_reshuffled/1, get_services_lists_all/1,
          wait_for_services_ok_and_timeout/1, instance_dies_gone_everywhere/1,
@@ -59,7 +57,8 @@
 -define(AFTER_KILL, 20).
 
 suite() ->
-    [{timetrap, {minutes, 4}}].
+    [{timetrap, {minutes, 4}},
+     {ct_hooks, [{tether_case_hook, #{compiled => tether_service, flush => true}}]}].
 
 all() ->
     [{group, services}, {group, cnode}].
@@ -77,12 +76,6 @@ groups() ->
      {cnode, [], [cnode_service_visible, cnode_service_called,
                   mixed_instances_call_all, cnode_killed_under_load_mixed]}].
 
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config, tether_service).
-
-end_per_suite(_Config) ->
-    ok.
-
 init_per_group(cnode, Config) ->
     Plugin = tether_test_lib:rpctest_plugin(),
     case tether_test_lib:require_plugin(Plugin) of
@@ -95,14 +88,6 @@ init_per_group(_Group, Config) ->
 
 end_per_group(_Group, _Config) ->
     ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    _ = tether_test_lib:flush(),
-    Config.
 
 %%% Cases
 

@@ -21,8 +21,8 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, groups/0, suite/0, init_per_suite/1, end_per_suite/1,
-         init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, groups/0, suite/0, init_per_testcase/2,
+         end_per_testcase/2]).
 -export([ping_pong_hidden/1, visible_in_nodes/1, cookie_file/1,
          monitor_nosuch_noproc/1, monitor_stop_reason/1,
          monitor_kill9_noconnection/1, demonitor_no_down/1,
@@ -37,7 +37,7 @@
 -define(WAIT, 10000).
 
 suite() ->
-    [{timetrap, {minutes, 3}}].
+    [{timetrap, {minutes, 3}}, {ct_hooks, [tether_case_hook]}].
 
 all() ->
     [{group, basics}, {group, monitors}, {group, links},
@@ -52,24 +52,14 @@ groups() ->
      {connections, [], [wrong_cookie, wrong_cookie_outbound, twenty_peers, short_ticktime_idle,
                         peer_restart, connects_out]}].
 
-init_per_suite(Config) ->
-    ?LIB:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
 init_per_testcase(Case, Config) ->
-    Keeper = ?LIB:start_keeper(),
-    Opts0 = #{name => ?LIB:unique_name(Case), log_dir => ?config(priv_dir, Config)},
-    Opts = maps:merge(Opts0, cnode_opts(Case, Config)),
-    C = ?LIB:start_kept_cnode(Keeper, Opts),
-    [{keeper, Keeper}, {cnode, C}, {cnode_node, ?LIB:cnode_node(C)} | Config].
+    ?LIB:init_kept_cnode(Case, Config, cnode_opts(Case, Config)).
 
 %% Stops everything; fails the case if its C-node died during it (a crash
 %% provoked by the test) unless the case kills or stops it on purpose.
 end_per_testcase(Case, Config) ->
     ExpectDead = lists:member(Case, [monitor_kill9_noconnection, sigterm_graceful]),
-    ?LIB:release_case(?config(keeper, Config), [?config(cnode, Config)], ExpectDead).
+    ?LIB:end_kept_cnode(Config, ExpectDead).
 
 cnode_opts(visible_in_nodes, _Config) ->
     #{visible => true};
@@ -134,12 +124,7 @@ monitor_nosuch_noproc(Config) ->
     CNode = ?config(cnode_node, Config),
     pong = net_adm:ping(CNode),
     Ref = erlang:monitor(process, {nosuch, CNode}),
-    receive
-        {'DOWN', Ref, process, {nosuch, CNode}, Reason} ->
-            ?assertEqual(noproc, Reason)
-    after ?WAIT ->
-            ct:fail(no_down_for_nosuch)
-    end.
+    expect_down(Ref, {nosuch, CNode}, noproc, no_down_for_nosuch).
 
 %% Monitors by name and by pid of a spawned echo process; {stop, R}: both
 %% get 'DOWN' with R.
@@ -154,20 +139,11 @@ monitor_stop_reason(Config) ->
     PidRef = erlang:monitor(process, CPid),
     Reason = {tether_test_stop, 42, <<"why">>},
     CPid ! {stop, Reason},
-    receive
-        {'DOWN', NameRef, process, {mon_target, CNode}, R1} -> ?assertEqual(Reason, R1)
-    after ?WAIT -> ct:fail(no_down_by_name)
-    end,
-    receive
-        {'DOWN', PidRef, process, CPid, R2} -> ?assertEqual(Reason, R2)
-    after ?WAIT -> ct:fail(no_down_by_pid)
-    end,
+    expect_down(NameRef, {mon_target, CNode}, Reason, no_down_by_name),
+    expect_down(PidRef, CPid, Reason, no_down_by_pid),
     %% The name is free again: a new monitor on it is noproc at once.
     Ref3 = erlang:monitor(process, {mon_target, CNode}),
-    receive
-        {'DOWN', Ref3, process, {mon_target, CNode}, R3} -> ?assertEqual(noproc, R3)
-    after ?WAIT -> ct:fail(no_down_after_exit)
-    end.
+    expect_down(Ref3, {mon_target, CNode}, noproc, no_down_after_exit).
 
 %% kill -9 of the C-node: monitors get 'DOWN' with noconnection, a
 %% trapping linked process gets {'EXIT', CPid, noconnection}.
@@ -192,14 +168,8 @@ monitor_kill9_noconnection(Config) ->
     %% Make sure the C-node has seen the monitors and the link.
     ?assertEqual(ok, ?LIB:echo(CPid, barrier)),
     {ok, _Status} = ?LIB:kill_cnode(C),
-    receive
-        {'DOWN', NameRef, process, {doomed, CNode}, R1} -> ?assertEqual(noconnection, R1)
-    after ?WAIT -> ct:fail(no_down_by_name)
-    end,
-    receive
-        {'DOWN', PidRef, process, CPid, R2} -> ?assertEqual(noconnection, R2)
-    after ?WAIT -> ct:fail(no_down_by_pid)
-    end,
+    expect_down(NameRef, {doomed, CNode}, noconnection, no_down_by_name),
+    expect_down(PidRef, CPid, noconnection, no_down_by_pid),
     receive
         {linker_exit, R3} -> ?assertEqual(noconnection, R3)
     after 4 * ?WAIT -> ct:fail(no_linker_exit)
@@ -270,10 +240,7 @@ link_c_to_beam(Config) ->
     {CPid, MRef, Beam} = c_links_to_beam(CNode, c_linker),
     Reason = {beam_exit, <<"reason">>},
     Beam ! {exit, Reason},
-    receive
-        {'DOWN', MRef, process, CPid, R} -> ?assertEqual(Reason, R)
-    after ?WAIT -> ct:fail(c_process_did_not_die)
-    end.
+    expect_down(MRef, CPid, Reason, c_process_did_not_die).
 
 %% Stock link semantics: a linked process exiting with `normal' does not
 %% take a non-trapping process down.
@@ -285,11 +252,7 @@ link_c_to_beam_normal(Config) ->
     receive {'DOWN', BeamRef, process, Beam, normal} -> ok
     after ?WAIT -> ct:fail(beam_process_did_not_exit)
     end,
-    ?assertEqual(ok, ?LIB:echo(CPid, still_alive)),
-    receive
-        {'DOWN', MRef, _, _, _} = Down -> ct:fail({c_process_died, Down})
-    after 0 -> ok
-    end.
+    expect_alive(CPid, MRef).
 
 %% With trap_exit the C process survives and records {BeamPid, R}.
 link_c_to_beam_trapped(Config) ->
@@ -302,11 +265,7 @@ link_c_to_beam_trapped(Config) ->
     Beam ! {exit, Reason},
     Exits = get_exits_until_nonempty(CPid, ?WAIT),
     ?assertEqual([{Beam, Reason}], Exits),
-    ?assertEqual(ok, ?LIB:echo(CPid, still_alive)),
-    receive
-        {'DOWN', MRef, _, _, _} = Down -> ct:fail({c_process_died, Down})
-    after 0 -> ok
-    end.
+    expect_alive(CPid, MRef).
 
 %% {unlink, Pid}: the link disappears on the BEAM side too (UNLINK_ID), and
 %% the BEAM process exiting then does not touch the C process.
@@ -326,10 +285,22 @@ c_unlinks_beam(Config) ->
     receive {'DOWN', BeamRef, process, Beam, _} -> ok
     after ?WAIT -> ct:fail(beam_process_did_not_exit)
     end,
+    expect_alive(CPid, MRef).
+
+%% The C process CPid still answers, and its monitor MRef has not fired.
+expect_alive(CPid, MRef) ->
     ?assertEqual(ok, ?LIB:echo(CPid, still_alive)),
     receive
         {'DOWN', MRef, _, _, _} = Down -> ct:fail({c_process_died, Down})
     after 0 -> ok
+    end.
+
+%% Waits for the 'DOWN' of monitor Ref on Object and checks its reason;
+%% fails the case with Tag when none comes within ?WAIT.
+expect_down(Ref, Object, Reason, Tag) ->
+    receive
+        {'DOWN', Ref, process, Object, R} -> ?assertEqual(Reason, R)
+    after ?WAIT -> ct:fail(Tag)
     end.
 
 %% Spawns (or reuses) a C process, has it link to a fresh BEAM process and

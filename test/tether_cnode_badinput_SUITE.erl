@@ -11,8 +11,8 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, groups/0, suite/0, init_per_suite/1, end_per_suite/1,
-         init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, groups/0, suite/0, init_per_testcase/2,
+         end_per_testcase/2]).
 -export([raw_handshake_and_echo/1, garbage/1, zero_length_packet/1,
          oversized_handshake_length/1, truncated_send_name/1,
          send_name_bad_name_length/1, send_name_bad_names/1,
@@ -57,7 +57,7 @@
 -define(DOP_SEND_SENDER, 22).
 
 suite() ->
-    [{timetrap, {minutes, 2}}].
+    [{timetrap, {minutes, 2}}, {ct_hooks, [tether_case_hook]}].
 
 all() ->
     [raw_handshake_and_echo, {group, handshake_stage}, {group, after_handshake}].
@@ -73,22 +73,14 @@ groups() ->
                             truncated_term, unknown_frame_type,
                             deeply_nested_term, garbage_frames]}].
 
-init_per_suite(Config) ->
-    ?LIB:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
 init_per_testcase(Case, Config) ->
-    Keeper = ?LIB:start_keeper(),
-    Opts = #{name => ?LIB:unique_name(Case), log_dir => ?config(priv_dir, Config)},
-    C = ?LIB:start_kept_cnode(Keeper, Opts),
+    Config1 = ?LIB:init_kept_cnode(Case, Config, #{}),
+    C = ?config(cnode, Config1),
     {port, Port, _Version} = erl_epmd:port_please(maps:get(name, C), ?HOST),
-    [{keeper, Keeper}, {cnode, C}, {cnode_node, ?LIB:cnode_node(C)},
-     {port, Port} | Config].
+    [{port, Port} | Config1].
 
 end_per_testcase(_Case, Config) ->
-    ?LIB:release_case(?config(keeper, Config), [?config(cnode, Config)], false).
+    ?LIB:end_kept_cnode(Config, false).
 
 %%--------------------------------------------------------------------
 %% The fixture itself

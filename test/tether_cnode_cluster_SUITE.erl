@@ -20,8 +20,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, suite/0]).
 -export([cnode_joins_with_flag/1, beam_joins_cnode/1, drop_partition/1,
          defer_partition/1, sigkill_removes_cnode_and_restart_rejoins/1,
          bad_input_is_counted/1, leave_and_join_again/1,
@@ -30,29 +29,18 @@
 
 -define(HB_MS, 200).
 -define(TTL_MS, 2000).
+-define(TIMING, #{heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS}).
 -define(WAIT_MS, 30000).
 -define(CALL_MS, 10000).
+
+suite() ->
+    [{ct_hooks, [tether_case_hook]}].
 
 all() ->
     [cnode_joins_with_flag, beam_joins_cnode, drop_partition,
      defer_partition, sigkill_removes_cnode_and_restart_rejoins,
      bad_input_is_counted, leave_and_join_again, shared_cluster_secret,
      identity_and_trusted_keys, cnode_name_in_registry].
-
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-%% Peers are linked to the case process; C-nodes are stopped here, also
-%% after a crash half-way.
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    Config.
 
 %%% Cases
 
@@ -269,11 +257,7 @@ identity_and_trusted_keys(Config) ->
 
 %% Three clustered BEAM nodes and a C-node joined by --join.
 four(Config) ->
-    [B1 | _] = Bs = cluster(3, []),
-    C = start_cnode(Config, [B1]),
-    CN = tether_test_lib:cnode_node(C),
-    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
-    {CN, Bs}.
+    tether_test_lib:start_four(Config, node_opts([]), tcc, [], ?WAIT_MS).
 
 start_cnode(Config, Seeds) ->
     start_cnode(Config, Seeds, tether_test_lib:unique_name(tcc)).
@@ -285,10 +269,7 @@ start_cnode(Config, Seeds, Name) ->
     start_cnode(Config, Seeds, Name, []).
 
 start_cnode(Config, Seeds, Name, Extra) ->
-    Opts = #{name => Name, heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
-             join => Seeds, extra_args => Extra,
-             log_dir => ?config(priv_dir, Config)},
-    tether_test_lib:start_case_cnode(Opts, 20).
+    tether_test_lib:start_seeded_cnode(Config, ?TIMING, Seeds, Name, Extra).
 
 start_nodes(N) ->
     start_nodes(N, []).

@@ -21,8 +21,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, suite/0, end_per_testcase/2]).
 -export([minimal_spec/1, options_reach_nodes/1, short_names/1, ipv6/1, partitions_and_heal/1,
          kill_and_restart/1, isolate_and_nemesis/1, registry_after_partition/1,
          single_leader_across_kill/1, failures_say_what_each_saw/1,
@@ -31,20 +30,14 @@
 
 -define(TIMING, #{heartbeat_ms => 200, ttl_ms => 1000}).
 
+suite() ->
+    [{ct_hooks, [tether_case_hook]}].
+
 all() ->
     [minimal_spec, options_reach_nodes, short_names, ipv6, partitions_and_heal, kill_and_restart,
      isolate_and_nemesis, registry_after_partition, single_leader_across_kill,
      failures_say_what_each_saw, bad_use_stops_cluster,
      killed_runner_leaves_nothing, map_and_reminder_assertions].
-
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
 
 %% The case runs in this process: the cluster it started is in the
 %% process dictionary (start/2), also when the case crashed.

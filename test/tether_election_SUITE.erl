@@ -26,8 +26,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, suite/0]).
 -export([candidates_on_all_four/1, kill_leader_nodes/1,
          resign_hands_over/1, priority_takes_over/1,
          drop_partition_fenced_checker/1, quorum_partitions/1,
@@ -37,28 +36,19 @@
 
 -define(HB_MS, 200).
 -define(TTL_MS, 1000).
+-define(TIMING, #{heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS}).
 -define(LEASE_MS, 1000).
 -define(WAIT_MS, 30000).
 -define(CALL_MS, 10000).
 -define(NAME, {svc, <<"singleton">>}).
 
+suite() ->
+    [{ct_hooks, [tether_case_hook]}].
+
 all() ->
     [candidates_on_all_four, kill_leader_nodes, resign_hands_over,
      priority_takes_over, drop_partition_fenced_checker, quorum_partitions,
      bad_input, fence_follows_a_fresh_engine].
-
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    Config.
 
 %%% Cases
 
@@ -501,17 +491,10 @@ stop_sampler(S) ->
 
 %% Three clustered BEAM nodes and a C-node joined by --join.
 four(Config, Extra) ->
-    [B1 | _] = Bs = tether_test_lib:start_cluster(3, node_opts([]), ?WAIT_MS),
-    C = start_cnode(Config, [B1], tether_test_lib:unique_name(tel), Extra),
-    CN = tether_test_lib:cnode_node(C),
-    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
-    {CN, Bs}.
+    tether_test_lib:start_four(Config, node_opts([]), tel, Extra, ?WAIT_MS).
 
 start_cnode(Config, Seeds, Name, Extra) ->
-    Opts = #{name => Name, heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
-             join => Seeds, extra_args => Extra,
-             log_dir => ?config(priv_dir, Config)},
-    tether_test_lib:start_case_cnode(Opts, 20).
+    tether_test_lib:start_seeded_cnode(Config, ?TIMING, Seeds, Name, Extra).
 
 node_opts(Env) ->
     #{prefix => tether_el, link => false,

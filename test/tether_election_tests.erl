@@ -62,49 +62,23 @@ not_distributed_test() ->
 %%% The NIFs over engines in this process
 
 new_engine(Name) ->
-    {ok, E} = tether_nif:engine_new(#{name => Name, incarnation => 1,
-                                      seed => crypto:strong_rand_bytes(32),
-                                      cookie => <<"tether_election_tests">>,
-                                      heartbeat_ms => ?HB, ttl_ms => ?TTL}),
-    E.
+    tether_engine_pump:new(Name, #{cookie => <<"tether_election_tests">>,
+                                   heartbeat_ms => ?HB, ttl_ms => ?TTL}).
 
-%% Ticks every engine at Now and carries actions until none is left;
-%% returns the leader actions, as {EngineName, Action}.
-pump(Es, Now) ->
-    [ok = tether_nif:engine_tick(E, Now) || E <- maps:values(Es)],
-    pump_actions(Es, []).
-
-pump_actions(Es, Acc) ->
-    Drained = [{N, tether_nif:engine_drain(E)} || {N, E} <- maps:to_list(Es)],
-    Sent = [ok || {From, L} <- Drained, {send, To, Bytes} <- L,
-                  deliver(Es, From, To, Bytes)],
-    Leader = [{N, A} || {N, L} <- Drained, {leader, _, _, _} = A <- L],
-    case Sent of
-        [] -> Acc ++ Leader;
-        _ -> pump_actions(Es, Acc ++ Leader)
-    end.
-
-deliver(Es, From, To, Bytes) ->
-    case maps:find(To, Es) of
-        {ok, E} -> _ = tether_nif:engine_recv(E, From, Bytes), true;
-        error -> false
-    end.
+%% The leader actions are the ones these tests look at.
+is_leader({leader, _, _, _}) -> true;
+is_leader(_) -> false.
 
 %% Two joined engines, run for Ms of engine time from T0; returns the
 %% leader actions and the time reached.
 run(Es, T0, Ms) ->
-    lists:foldl(fun(T, {Acc, _}) -> {Acc ++ pump(Es, T), T} end,
-                {[], T0}, lists:seq(T0, T0 + Ms, 10)).
+    tether_engine_pump:run(Es, T0, Ms, fun is_leader/1).
 
 pair() ->
     A = new_engine(<<"a@h">>),
     B = new_engine(<<"b@h">>),
-    ok = tether_nif:engine_peer_up(A, <<"b@h">>),
-    ok = tether_nif:engine_peer_up(B, <<"a@h">>),
     Es = #{<<"a@h">> => A, <<"b@h">> => B},
-    _ = pump(Es, 1),
-    ok = tether_nif:engine_join(B, <<"a@h">>),
-    {_, T} = run(Es, 2, 3 * ?HB),
+    T = tether_engine_pump:join_all(Es, <<"a@h">>, 3 * ?HB, fun is_leader/1),
     {A, B, Es, T}.
 
 two_candidates_one_leader_test() ->

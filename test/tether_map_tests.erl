@@ -28,9 +28,8 @@ not_hosted_test_() ->
      ?_assertEqual({error, no_such_map}, tether:map_size(nope))].
 
 engine() ->
-    {ok, E} = tether_nif:engine_new(#{name => <<"a@host">>, incarnation => 1,
-                                      seed => binary:copy(<<7>>, 32),
-                                      cookie => <<"c">>}),
+    E = tether_engine_pump:new(<<"a@host">>, #{seed => binary:copy(<<7>>, 32),
+                                               cookie => <<"c">>}),
     ok = tether_nif:engine_tick(E, 0),
     E.
 

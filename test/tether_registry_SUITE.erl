@@ -12,8 +12,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, suite/0]).
 -export([register_visible_everywhere/1, dies_with_process/1,
          dies_with_node/1, via_gen_server/1, via_gen_statem/1,
          via_elixir_genserver/1, conflict_after_heal/1,
@@ -31,34 +30,15 @@
 -define(TTL_MS, 2000).
 -define(WAIT_MS, 30000).
 
+suite() ->
+    [{ct_hooks, [{tether_case_hook, #{require => dist, compiled => tether_nif}}]}].
+
 all() ->
     [register_visible_everywhere, dies_with_process, dies_with_node,
      via_gen_server, via_gen_statem, via_elixir_genserver,
      conflict_after_heal, resolver_decides_after_heal,
      sync_waits_for_every_member, stale_registrant_never_removes_successor,
      rejoin_keeps_live_registrations, churn_ends_consistent].
-
-init_per_suite(Config) ->
-    case node() of
-        nonode@nohost ->
-            {fail, "the common_test node must be distributed "
-                   "(rebar3 ct --name tether_ct@127.0.0.1 --setcookie ...)"};
-        _ ->
-            case code:which(tether_nif) of
-                non_existing -> {fail, "tether is not compiled"};
-                _ -> Config
-            end
-    end.
-
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    Config.
 
 %%% Cases
 

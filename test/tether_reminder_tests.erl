@@ -60,42 +60,23 @@ not_started_test() ->
 %%% The NIFs over engines in this process
 
 new_engine(Name) ->
-    {ok, E} = tether_nif:engine_new(#{name => Name, incarnation => 1,
-                                      seed => crypto:strong_rand_bytes(32),
-                                      cookie => <<"tether_reminder_tests">>,
-                                      heartbeat_ms => ?HB, ttl_ms => ?TTL,
-                                      reminder_round_ms => ?HB}),
+    E = tether_engine_pump:new(Name, #{cookie => <<"tether_reminder_tests">>,
+                                       heartbeat_ms => ?HB, ttl_ms => ?TTL,
+                                       reminder_round_ms => ?HB}),
     ok = tether_nif:reminders_subscribers(E, 1),
     E.
+
+%% The reminders actions are the ones these tests look at.
+is_reminders(A) ->
+    lists:member(element(1, A), [reminder, reminder_reply, reminder_store]).
 
 %% Ticks every engine at Now and carries actions until none is left;
 %% returns the reminders actions, as {EngineName, Action}.
 pump(Es, Now) ->
-    [ok = tether_nif:engine_tick(E, Now) || E <- maps:values(Es)],
-    pump_actions(Es, []).
-
-pump_actions(Es, Acc) ->
-    Drained = [{N, tether_nif:engine_drain(E)} || {N, E} <- maps:to_list(Es)],
-    Sent = [ok || {From, L} <- Drained, {send, To, Bytes} <- L,
-                  deliver(Es, From, To, Bytes)],
-    Mine = [{N, A} || {N, L} <- Drained, A <- L,
-                      lists:member(element(1, A),
-                                   [reminder, reminder_reply,
-                                    reminder_store])],
-    case Sent of
-        [] -> Acc ++ Mine;
-        _ -> pump_actions(Es, Acc ++ Mine)
-    end.
-
-deliver(Es, From, To, Bytes) ->
-    case maps:find(To, Es) of
-        {ok, E} -> _ = tether_nif:engine_recv(E, From, Bytes), true;
-        error -> false
-    end.
+    tether_engine_pump:pump(Es, Now, fun is_reminders/1).
 
 run(Es, T0, Ms) ->
-    lists:foldl(fun(T, {Acc, _}) -> {Acc ++ pump(Es, T), T} end,
-                {[], T0}, lists:seq(T0, T0 + Ms, 10)).
+    tether_engine_pump:run(Es, T0, Ms, fun is_reminders/1).
 
 %% Runs in real time (the wall clock decides fire times) for Ms.
 run_real(Es, T0, Ms) ->
@@ -105,12 +86,8 @@ run_real(Es, T0, Ms) ->
 trio() ->
     Names = [<<"a@h">>, <<"b@h">>, <<"c@h">>],
     Es = maps:from_list([{N, new_engine(N)} || N <- Names]),
-    [ok = tether_nif:engine_peer_up(maps:get(X, Es), Y)
-     || X <- Names, Y <- Names, X =/= Y],
-    _ = pump(Es, 1),
-    [ok = tether_nif:engine_join(maps:get(N, Es), <<"a@h">>)
-     || N <- tl(Names)],
-    {_, T} = run(Es, 2, 5 * ?HB),
+    T = tether_engine_pump:join_all(Es, <<"a@h">>, 5 * ?HB,
+                                    fun is_reminders/1),
     {Es, T}.
 
 now_ms() ->

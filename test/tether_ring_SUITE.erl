@@ -21,8 +21,7 @@
 -include_lib("proper/include/proper.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, suite/0]).
 -export([members_agree_on_10000_keys/1, cnode_killed_shards_move/1,
          drop_partition_splits_the_ring/1, defer_partition_keeps_the_ring/1,
          ring_size_mismatch_refused/1, join_errors_are_bounded/1,
@@ -31,10 +30,14 @@
 
 -define(HB_MS, 200).
 -define(TTL_MS, 2000).
+-define(TIMING, #{heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS}).
 -define(WAIT_MS, 30000).
 -define(CALL_MS, 10000).
 -define(KEYS, 10000).
 -define(JOIN_TIMEOUT_MS, 1500).
+
+suite() ->
+    [{ct_hooks, [tether_case_hook]}].
 
 all() ->
     [members_agree_on_10000_keys, cnode_killed_shards_move,
@@ -42,19 +45,6 @@ all() ->
      ring_size_mismatch_refused, join_errors_are_bounded,
      events_across_leave_and_join, shard_same_on_beam_and_cnode,
      bad_arguments].
-
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    Config.
 
 %%% Cases
 
@@ -352,17 +342,10 @@ utf8_atom(Cs) ->
 
 %% Three clustered BEAM nodes and a C-node joined by --join.
 four(Config, Extra) ->
-    [B1 | _] = Bs = tether_test_lib:start_cluster(3, node_opts([]), ?WAIT_MS),
-    C = start_cnode(Config, [B1], tether_test_lib:unique_name(trc), Extra),
-    CN = tether_test_lib:cnode_node(C),
-    wait_all_members([CN | Bs], lists:sort([CN | Bs])),
-    {CN, Bs}.
+    tether_test_lib:start_four(Config, node_opts([]), trc, Extra, ?WAIT_MS).
 
 start_cnode(Config, Seeds, Name, Extra) ->
-    Opts = #{name => Name, heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS,
-             join => Seeds, extra_args => Extra,
-             log_dir => ?config(priv_dir, Config)},
-    tether_test_lib:start_case_cnode(Opts, 20).
+    tether_test_lib:start_seeded_cnode(Config, ?TIMING, Seeds, Name, Extra).
 
 start_nodes(N, Env) ->
     tether_test_lib:start_tether_nodes(N, node_opts(Env)).

@@ -21,10 +21,14 @@
 %% another cookie or another net_ticktime, and it only meets the C-node
 %% when a test makes it. Functions in this module also run on the peers
 %% (their code path includes this module's directory and tether's ebin).
+%%
+%% A suite's environment check and the clean-up after each case of what
+%% the start_case_* functions started come from the common_test hook
+%% tether_case_hook (`suite() -> [{ct_hooks, [tether_case_hook]}]').
 -module(tether_test_lib).
 
 %% C-node lifecycle.
--export([require_env/1, require_env/2, priv_dir/0, cnode_exe/0, kv_plugin/0,
+-export([require_env/1, require_env/2, require_dist/2, priv_dir/0, cnode_exe/0, kv_plugin/0,
          rpctest_plugin/0, kv_node_exe/0, epmd_port/0, cookie/0,
          unique_name/1,
          start_cnode/1, start_kept_cnode/2, stop_cnode/1, kill_cnode/1,
@@ -35,7 +39,8 @@
 -export([start_peer/1, start_peer/2, stop_peer/1, peer_node/1, peer_call/4,
          peer_call/5, start_peers/2, stop_peers/1]).
 %% Cleanup of everything a test case started.
--export([start_keeper/0, keep/2, release_all/1, release_case/3]).
+-export([start_keeper/0, keep/2, release_all/1, release_case/3,
+         init_kept_cnode/3, end_kept_cnode/2]).
 %% Talking to the C-node's echo processes (also run on peers).
 -export([echo/2, echo/3, ping_and_echo/2, cnode_spawn/2, start_collector/0,
          collected/1, wait_collected/3, idle_watch/2, epmd_names/0,
@@ -53,7 +58,8 @@
 -export([start_case_peer/2, start_case_nodes/2, start_tether/2,
          start_tether_peer/2,
          start_tether_nodes/2, join_all/2, start_cluster/3, stop_case_peer/1,
-         kill_node/2, start_case_cnode/2, join_cnode/3, case_cnodes/0,
+         kill_node/2, start_case_cnode/2, start_seeded_cnode/5, start_four/5,
+         join_cnode/3, case_cnodes/0,
          forget_cnodes/0, stop_case/0]).
 %% Key files for the cluster's secrets and identities.
 -export([write_key_file/3, write_identity/2]).
@@ -62,6 +68,8 @@
          stop_private_epmd/1, ipv6_loopback/0]).
 
 -define(HOST, "127.0.0.1").
+-define(NOT_DISTRIBUTED, "the common_test node must be distributed "
+                         "(rebar3 ct --name tether_ct@127.0.0.1 --setcookie ...)").
 %% Generous limits: the machine is a shared 2-vCPU VM.
 -define(READY_TIMEOUT, 30000).
 -define(PEER_BOOT_TIMEOUT, 60000).
@@ -108,8 +116,7 @@ require_env(Config) ->
     Exe = cnode_exe(),
     case {node(), filelib:is_regular(Exe), os:getenv("ERL_EPMD_PORT")} of
         {nonode@nohost, _, _} ->
-            {fail, "the common_test node must be distributed "
-                   "(rebar3 ct --name tether_ct@127.0.0.1 --setcookie ...)"};
+            {fail, ?NOT_DISTRIBUTED};
         {_, false, _} ->
             {fail, "no C-node program at " ++ Exe ++ " (make -C c_src)"};
         {_, true, false} ->
@@ -123,15 +130,24 @@ require_env(Config) ->
 -spec require_env(list(), module()) -> list() | {fail, string()}.
 require_env(Config, Module) ->
     case require_env(Config) of
-        {fail, _} = Fail ->
-            Fail;
-        Config1 ->
-            case code:which(Module) of
-                non_existing ->
-                    {fail, atom_to_list(Module) ++ " is not compiled"};
-                _ ->
-                    Config1
-            end
+        {fail, _} = Fail -> Fail;
+        Config1 -> require_compiled(Config1, Module)
+    end.
+
+%% @doc For init_per_suite of suites that start BEAM peers only: returns
+%% Config when this node is distributed and Module is compiled (on the
+%% code path), and `{fail, Why}' otherwise.
+-spec require_dist(list(), module()) -> list() | {fail, string()}.
+require_dist(Config, Module) ->
+    case node() of
+        nonode@nohost -> {fail, ?NOT_DISTRIBUTED};
+        _ -> require_compiled(Config, Module)
+    end.
+
+require_compiled(Config, Module) ->
+    case code:which(Module) of
+        non_existing -> {fail, atom_to_list(Module) ++ " is not compiled"};
+        _ -> Config
     end.
 
 cnode_exe() ->
@@ -386,6 +402,25 @@ release_all(Keeper) ->
          Alive = os_pid_alive(OsPid) andalso is_process_alive(Owner),
          {Node, Alive, stop_cnode(C)}
      end || {cnode, #{node := Node, os_pid := OsPid, owner := Owner} = C} <- Items].
+
+%% @doc For init_per_testcase: starts a new keeper and in it a C-node
+%% named after Case, its stderr in the case's priv_dir, with the
+%% start_cnode/1 options Opts on top (start_kept_cnode/2). Returns Config
+%% with `keeper', `cnode' (the cnode()) and `cnode_node'.
+-spec init_kept_cnode(atom(), list(), map()) -> list().
+init_kept_cnode(Case, Config, Opts) ->
+    Keeper = start_keeper(),
+    Base = #{name => unique_name(Case),
+             log_dir => proplists:get_value(priv_dir, Config)},
+    C = start_kept_cnode(Keeper, maps:merge(Base, Opts)),
+    [{keeper, Keeper}, {cnode, C}, {cnode_node, cnode_node(C)} | Config].
+
+%% @doc For end_per_testcase: release_case/3 of what init_kept_cnode/3
+%% started. AllowDead: the case may have killed the C-node on purpose.
+-spec end_kept_cnode(list(), boolean()) -> ok | {fail, term()}.
+end_kept_cnode(Config, AllowDead) ->
+    release_case(proplists:get_value(keeper, Config),
+                 [proplists:get_value(cnode, Config)], AllowDead).
 
 %% @doc For end_per_testcase: logs the stdout and stderr of the C-nodes
 %% CNodes, stops everything Keeper holds and empties the mailbox. ok, or
@@ -867,6 +902,34 @@ start_case_cnode(Opts, Tries) ->
         {error, Why} ->
             ct:fail({cnode_start_failed, Why})
     end.
+
+%% @doc Starts a C-node for the test case (start_case_cnode/2, up to 20
+%% tries) named Name, with the heartbeat and TTL of Timing (a map with
+%% `heartbeat_ms' and `ttl_ms'), joining Seeds (--join), with the extra
+%% command-line arguments Extra and its stderr in the case's priv_dir.
+-spec start_seeded_cnode(list(), map(), [node()], atom() | string(),
+                         [string()]) -> cnode().
+start_seeded_cnode(Config, Timing, Seeds, Name, Extra) ->
+    Opts = Timing#{name => Name, join => Seeds, extra_args => Extra,
+                   log_dir => proplists:get_value(priv_dir, Config)},
+    start_case_cnode(Opts, 20).
+
+%% @doc Starts for the test case three clustered BEAM nodes with NodeOpts
+%% (start_cluster/3) and a C-node named after CNodePrefix that joins the
+%% first of them with the heartbeat and TTL of NodeOpts' `env' and the
+%% extra arguments Extra (start_seeded_cnode/5); waits until all four
+%% list all four. Returns `{CNode, BeamNodes}'; fails the test case after
+%% Timeout milliseconds at each step.
+-spec start_four(list(), map(), atom(), [string()], non_neg_integer()) ->
+          {node(), [node()]}.
+start_four(Config, #{env := Env} = NodeOpts, CNodePrefix, Extra, Timeout) ->
+    [B1 | _] = Bs = start_cluster(3, NodeOpts, Timeout),
+    Timing = maps:with([heartbeat_ms, ttl_ms], maps:from_list(Env)),
+    C = start_seeded_cnode(Config, Timing, [B1], unique_name(CNodePrefix),
+                           Extra),
+    CN = cnode_node(C),
+    ok = wait_members([CN | Bs], lists:sort([CN | Bs]), Timeout),
+    {CN, Bs}.
 
 %% @doc Starts a C-node for the test case (start_case_cnode/2, one try)
 %% that joins the first node of Nodes (BEAM nodes running tether), and

@@ -250,17 +250,7 @@ static uint64_t key_hash(const uint8_t *key, size_t klen)
     return tether__fnv1a(TETHER_FNV_OFFSET, key, klen);
 }
 
-static void wlock(tether_election_t *m)
-{
-    if (m->cfg.wlock)
-        m->cfg.wlock(m->cfg.lock_ctx);
-}
-
-static void wunlock(tether_election_t *m)
-{
-    if (m->cfg.wunlock)
-        m->cfg.wunlock(m->cfg.lock_ctx);
-}
+TETHER__MODULE_LOCK_HOOKS(tether_election_t)
 
 /* ------------------------------------------------------------- names */
 
@@ -1707,8 +1697,7 @@ int tether_election_new(const tether_election_config_t *cfg,
     tether_election_t *m;
     int rc;
 
-    if (cfg == NULL || eng == NULL || out == NULL ||
-        (cfg->wlock == NULL) != (cfg->wunlock == NULL))
+    if (!TETHER__MODULE_ARGS_OK(cfg, eng, out))
         return TETHER_EINVAL;
     m = calloc(1, sizeof *m);
     if (m == NULL)
@@ -1721,15 +1710,9 @@ int tether_election_new(const tether_election_config_t *cfg,
     m->eng = eng;
     memcpy(m->self, tether_engine_name(eng),
            strlen(tether_engine_name(eng)) + 1);
-    if (owner_get(m, m->self) != (int)SELF) {
-        module_free(m);
-        return TETHER_ENOMEM;
-    }
-    rc = tether__engine_register_module(eng, &mod, m);
-    if (rc < 0) {
-        module_free(m);
-        return rc;
-    }
-    *out = m;
-    return 0;
+    rc = tether__module_register(
+        eng, &mod, m, owner_get(m, m->self) == (int)SELF ? 0 : TETHER_ENOMEM);
+    if (rc == 0)
+        *out = m;
+    return rc;
 }

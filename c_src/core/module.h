@@ -71,6 +71,54 @@ tether__engine_register_module(tether_engine_t *eng,
 void *tether__engine_module_ctx(tether_engine_t *eng, uint8_t type);
 
 /*
+ * The end of a module's constructor: when its own set-up went well
+ * (setup_rc is 0), registers ctx with the hooks mod
+ * (tether__engine_register_module()); when either failed, frees ctx with
+ * mod->free. Returns 0 (the engine owns ctx) or the first error.
+ */
+TETHER_MUST_CHECK static inline int
+tether__module_register(tether_engine_t *eng, const tether_engine_module_t *mod,
+                        void *ctx, int setup_rc)
+{
+    int rc = setup_rc;
+
+    if (rc == 0)
+        rc = tether__engine_register_module(eng, mod, ctx);
+    if (rc < 0)
+        mod->free(ctx);
+    return rc;
+}
+
+/*
+ * The arguments every module constructor checks before it allocates: a
+ * config, an engine and an out pointer, and the config's lock hooks
+ * either both set or both NULL. A macro: each module has its own config
+ * type.
+ */
+#define TETHER__MODULE_ARGS_OK(cfg, eng, out)                                  \
+    ((cfg) != NULL && (eng) != NULL && (out) != NULL &&                        \
+     ((cfg)->wlock == NULL) == ((cfg)->wunlock == NULL))
+
+/*
+ * Defines the file-local wlock(m) and wunlock(m) of a module (or an owner
+ * table) of struct type T whose m->cfg holds the shell's write-lock hooks
+ * `wlock` and `wunlock` (both set or both NULL) and their `lock_ctx`:
+ * each calls its hook when it is set. A macro, as BSD's RB_GENERATE: the
+ * functions are typed by each file's own struct.
+ */
+#define TETHER__MODULE_LOCK_HOOKS(T)                                           \
+    static void wlock(T *m)                                                    \
+    {                                                                          \
+        if (m->cfg.wlock)                                                      \
+            m->cfg.wlock(m->cfg.lock_ctx);                                     \
+    }                                                                          \
+    static void wunlock(T *m)                                                  \
+    {                                                                          \
+        if (m->cfg.wunlock)                                                    \
+            m->cfg.wunlock(m->cfg.lock_ctx);                                   \
+    }
+
+/*
  * Declares a parameter every member must set alike (name: 1..15 bytes of
  * [a-z0-9_]): a join between nodes that both set it and differ is refused
  * on both sides. Returns 0, TETHER_EINVAL, TETHER_EEXIST (set already,

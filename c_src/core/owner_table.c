@@ -79,17 +79,7 @@ static uint64_t content_hash(const tether_otab_entry_t *e)
 
 /* ------------------------------------------------------------- locking */
 
-static void wlock(tether_otab_t *t)
-{
-    if (t->cfg.wlock)
-        t->cfg.wlock(t->cfg.lock_ctx);
-}
-
-static void wunlock(tether_otab_t *t)
-{
-    if (t->cfg.wunlock)
-        t->cfg.wunlock(t->cfg.lock_ctx);
-}
+TETHER__MODULE_LOCK_HOOKS(tether_otab_t)
 
 /* ------------------------------------------------------------- owners */
 

@@ -1127,17 +1127,7 @@ struct tether_ring_module {
     uint8_t *mine; /* shards whose primary we are, one bit each */
 };
 
-static void wlock(tether_ring_module_t *m)
-{
-    if (m->cfg.wlock)
-        m->cfg.wlock(m->cfg.lock_ctx);
-}
-
-static void wunlock(tether_ring_module_t *m)
-{
-    if (m->cfg.wunlock)
-        m->cfg.wunlock(m->cfg.lock_ctx);
-}
+TETHER__MODULE_LOCK_HOOKS(tether_ring_module_t)
 
 static int bit(const uint8_t *v, uint32_t i)
 {
@@ -1218,8 +1208,7 @@ int tether_ring_module_new(const tether_ring_config_t *cfg,
     const char *self;
     int rc;
 
-    if (cfg == NULL || eng == NULL || out == NULL ||
-        (cfg->wlock == NULL) != (cfg->wunlock == NULL))
+    if (!TETHER__MODULE_ARGS_OK(cfg, eng, out))
         return TETHER_EINVAL;
     m = calloc(1, sizeof *m);
     if (m == NULL)
@@ -1241,14 +1230,10 @@ int tether_ring_module_new(const tether_ring_config_t *cfg,
             m->cfg.swapped(m->cfg.lock_ctx, m->table);
         rc = tether__engine_set_param(eng, "ring_size", m->cfg.shards);
     }
+    rc = tether__module_register(eng, &mod, m, rc);
     if (rc == 0)
-        rc = tether__engine_register_module(eng, &mod, m);
-    if (rc < 0) {
-        module_free(m);
-        return rc;
-    }
-    *out = m;
-    return 0;
+        *out = m;
+    return rc;
 }
 
 const tether_ring_t *tether_ring_module_table(const tether_ring_module_t *m)

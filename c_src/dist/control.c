@@ -101,6 +101,30 @@ static int skip_atom(const uint8_t *buf, size_t len, size_t *o)
             return TETHER_EPROTO;                                              \
     } while (0)
 
+/* Checks that k more bytes are available at o and steps over them. */
+#define SKIP(k)                                                                \
+    do {                                                                       \
+        NEED(k);                                                               \
+        o += (k);                                                              \
+    } while (0)
+
+/* The bytes of a pid, a port or an old reference after its node (an
+ * atom): the tags id_tail() is asked for are those of that shape. */
+static size_t id_tail(uint8_t tag)
+{
+    switch (tag) {
+    case ETF_NEW_PID: /* ID, Serial, Creation: 4 + 4 + 4 */
+    case ETF_V4_PORT: /* ID 8, Creation 4 */
+        return 12;
+    case ETF_PID: /* ID, Serial 4 + 4, Creation 1 */
+        return 9;
+    case ETF_NEW_PORT: /* ID, Creation: 4 + 4 */
+        return 8;
+    default: /* ETF_PORT and ETF_REF: ID 4, Creation 1 */
+        return 5;
+    }
+}
+
 int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
 {
     size_t o;
@@ -117,20 +141,16 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
         pending--;
         switch (tag) {
         case ETF_SMALL_INT:
-            NEED(1);
-            o += 1;
+            SKIP(1);
             break;
         case ETF_INT:
-            NEED(4);
-            o += 4;
+            SKIP(4);
             break;
         case ETF_NEW_FLOAT:
-            NEED(8);
-            o += 8;
+            SKIP(8);
             break;
         case ETF_FLOAT:
-            NEED(31);
-            o += 31;
+            SKIP(31);
             break;
         case ETF_ATOM:
         case ETF_ATOM_UTF8:
@@ -140,31 +160,15 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
             if (skip_atom(buf, len, &o))
                 return TETHER_EPROTO;
             break;
-        case ETF_NEW_PID: /* atom + 4 + 4 + 4 */
-        case ETF_V4_PORT: /* atom + 8 + 4 */
-            if (skip_atom(buf, len, &o))
-                return TETHER_EPROTO;
-            NEED(12);
-            o += 12;
-            break;
+        case ETF_NEW_PID:
+        case ETF_V4_PORT:
         case ETF_PID:
-            if (skip_atom(buf, len, &o))
-                return TETHER_EPROTO;
-            NEED(9);
-            o += 9;
-            break;
         case ETF_NEW_PORT:
-            if (skip_atom(buf, len, &o))
-                return TETHER_EPROTO;
-            NEED(8);
-            o += 8;
-            break;
         case ETF_PORT:
         case ETF_REF:
             if (skip_atom(buf, len, &o))
                 return TETHER_EPROTO;
-            NEED(5);
-            o += 5;
+            SKIP(id_tail(tag));
             break;
         case ETF_NEW_REF:
         case ETF_NEWER_REF:
@@ -173,8 +177,7 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
             o += 2;
             if (skip_atom(buf, len, &o))
                 return TETHER_EPROTO;
-            NEED((tag == ETF_NEW_REF ? 1 : 4) + 4 * n);
-            o += (tag == ETF_NEW_REF ? 1 : 4) + 4 * n;
+            SKIP((tag == ETF_NEW_REF ? 1 : 4) + 4 * n);
             break;
         case ETF_SMALL_TUPLE:
             NEED(1);
@@ -192,8 +195,7 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
             NEED(2);
             n = get16(buf + o);
             o += 2;
-            NEED(n);
-            o += n;
+            SKIP(n);
             break;
         case ETF_LIST:
             NEED(4);
@@ -204,8 +206,7 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
             NEED(4);
             n = get32(buf + o);
             o += 4;
-            NEED(n);
-            o += n;
+            SKIP(n);
             break;
         case ETF_BIT_BINARY:
             NEED(5);
@@ -214,22 +215,19 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
                 (n > 0 && buf[o + 4] == 0))
                 return TETHER_EPROTO;
             o += 5;
-            NEED(n);
-            o += n;
+            SKIP(n);
             break;
-        case ETF_SMALL_BIG:
+        case ETF_SMALL_BIG: /* Length 1, Sign 1, digits */
             NEED(2);
             n = buf[o];
             o += 2;
-            NEED(n);
-            o += n;
+            SKIP(n);
             break;
-        case ETF_LARGE_BIG:
+        case ETF_LARGE_BIG: /* Length 4, Sign 1, digits */
             NEED(5);
             n = get32(buf + o);
             o += 5;
-            NEED(n);
-            o += n;
+            SKIP(n);
             break;
         case ETF_MAP:
             NEED(4);
@@ -266,6 +264,7 @@ int tether__etf_skip(const uint8_t *buf, size_t len, size_t *off)
     return 0;
 }
 
+#undef SKIP
 #undef NEED
 
 /* Decoding helpers: buf is validated; idx is an ei index into it. */

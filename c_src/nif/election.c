@@ -23,10 +23,6 @@
 #include "nif/nif.h"
 #include "tether/error.h"
 
-/* The election's own atoms (made in load()). */
-static ERL_NIF_TERM am_follower, am_not_leader, am_no_quorum, am_no_leader,
-    am_already_candidate, am_voters_mismatch, am_not_candidate, am_bad_name,
-    am_left, am_too_many_names;
 static ERL_NIF_TERM stat_atoms[TETHER_ELECTION_STATS_N];
 
 void tether__nif_election_load(ErlNifEnv *env)
@@ -34,16 +30,6 @@ void tether__nif_election_load(ErlNifEnv *env)
     tether_election_stats_t zero = {0};
     tether_election_stat_t v[TETHER_ELECTION_STATS_N];
 
-    am_follower = enif_make_atom(env, "follower");
-    am_not_leader = enif_make_atom(env, "not_leader");
-    am_no_quorum = enif_make_atom(env, "no_quorum");
-    am_no_leader = enif_make_atom(env, "no_leader");
-    am_already_candidate = enif_make_atom(env, "already_candidate");
-    am_voters_mismatch = enif_make_atom(env, "voters_mismatch");
-    am_not_candidate = enif_make_atom(env, "not_candidate");
-    am_bad_name = enif_make_atom(env, "bad_name");
-    am_left = enif_make_atom(env, "left");
-    am_too_many_names = enif_make_atom(env, "too_many_names");
     tether_election_stats_list(&zero, v);
     for (size_t i = 0; i < TETHER_ELECTION_STATS_N; i++)
         stat_atoms[i] = enif_make_atom(env, v[i].name);
@@ -131,7 +117,7 @@ ERL_NIF_TERM election_lead_nif(ErlNifEnv *env, int argc,
         return enif_make_badarg(env);
     if (!tether__nif_canon(env, argv[1], TETHER_ELECTION_NAME_MAX, &name)) {
         tether__nif_free_names(voters, nvoters);
-        return enif_make_tuple2(env, ATOM(error), am_bad_name);
+        return enif_make_tuple2(env, ATOM(error), ATOM(bad_name));
     }
     if (!enif_term_to_binary(env, argv[2], &pid)) {
         ret = tether__nif_error(env, TETHER_ENOMEM);
@@ -147,11 +133,11 @@ ERL_NIF_TERM election_lead_nif(ErlNifEnv *env, int argc,
     enif_mutex_unlock(res->lock);
     enif_release_binary(&pid);
     if (rc == TETHER_EEXIST)
-        ret = enif_make_tuple2(env, ATOM(error), am_already_candidate);
+        ret = enif_make_tuple2(env, ATOM(error), ATOM(already_candidate));
     else if (rc == TETHER_ECLOSED)
-        ret = enif_make_tuple2(env, ATOM(error), am_left);
+        ret = enif_make_tuple2(env, ATOM(error), ATOM(left));
     else if (rc == TETHER_ETOOBIG)
-        ret = enif_make_tuple2(env, ATOM(error), am_too_many_names);
+        ret = enif_make_tuple2(env, ATOM(error), ATOM(too_many_names));
     else if (rc < 0)
         ret = tether__nif_error(env, rc);
     else if (outcome == TETHER_ELECTION_LEADER)
@@ -159,12 +145,12 @@ ERL_NIF_TERM election_lead_nif(ErlNifEnv *env, int argc,
             env, ATOM(ok),
             enif_make_tuple2(env, ATOM(leader), enif_make_uint64(env, fence)));
     else if (outcome == TETHER_ELECTION_FOLLOWER)
-        ret = enif_make_tuple2(env, ATOM(ok), am_follower);
+        ret = enif_make_tuple2(env, ATOM(ok), ATOM(follower));
     else
         ret = enif_make_tuple2(env, ATOM(error),
                                outcome == TETHER_ELECTION_NO_QUORUM
-                                   ? am_no_quorum
-                                   : am_voters_mismatch);
+                                   ? ATOM(no_quorum)
+                                   : ATOM(voters_mismatch));
 done:
     tether__nif_canon_free(&name);
     tether__nif_free_names(voters, nvoters);
@@ -182,12 +168,12 @@ ERL_NIF_TERM election_resign_nif(ErlNifEnv *env, int argc,
     if (argc != 2 || !get_el(env, argv[0], &res))
         return enif_make_badarg(env);
     if (!tether__nif_canon(env, argv[1], TETHER_ELECTION_NAME_MAX, &name))
-        return enif_make_tuple2(env, ATOM(error), am_not_candidate);
+        return enif_make_tuple2(env, ATOM(error), ATOM(not_candidate));
     enif_mutex_lock(res->lock);
     rc = tether_election_resign(res->election, name.data, name.len);
     enif_mutex_unlock(res->lock);
     tether__nif_canon_free(&name);
-    return rc < 0 ? enif_make_tuple2(env, ATOM(error), am_not_candidate)
+    return rc < 0 ? enif_make_tuple2(env, ATOM(error), ATOM(not_candidate))
                   : ATOM(ok);
 }
 
@@ -260,9 +246,9 @@ ERL_NIF_TERM election_fence_nif(ErlNifEnv *env, int argc,
     case TETHER_ELECTION_LEADER:
         return enif_make_tuple2(env, ATOM(ok), enif_make_uint64(env, fence));
     case TETHER_ELECTION_NO_QUORUM:
-        return enif_make_tuple2(env, ATOM(error), am_no_quorum);
+        return enif_make_tuple2(env, ATOM(error), ATOM(no_quorum));
     case TETHER_ELECTION_FOLLOWER:
-        return enif_make_tuple2(env, ATOM(error), am_not_leader);
+        return enif_make_tuple2(env, ATOM(error), ATOM(not_leader));
     default:
         return enif_make_badarg(env);
     }
@@ -304,7 +290,7 @@ ERL_NIF_TERM election_leader_nif(ErlNifEnv *env, int argc,
     if (rc < 0 || plen == 0 ||
         enif_binary_to_term(env, pid, plen, &pterm, ERL_NIF_BIN2TERM_SAFE) !=
             plen)
-        return enif_make_tuple2(env, ATOM(error), am_no_leader);
+        return enif_make_tuple2(env, ATOM(error), ATOM(no_leader));
     return enif_make_tuple3(env, ATOM(ok), node_term(env, node), pterm);
 }
 

@@ -245,75 +245,14 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
         ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     if (tether__nif_engine_rt == NULL)
         return -1;
-    tether__nif_atoms.am_ok = enif_make_atom(env, "ok");
-    tether__nif_atoms.am_error = enif_make_atom(env, "error");
-    tether__nif_atoms.am_true = enif_make_atom(env, "true");
-    tether__nif_atoms.am_false = enif_make_atom(env, "false");
-    tether__nif_atoms.am_undefined = enif_make_atom(env, "undefined");
-    tether__nif_atoms.am_kept_own = enif_make_atom(env, "kept_own");
-    tether__nif_atoms.am_yes = enif_make_atom(env, "yes");
-    tether__nif_atoms.am_no = enif_make_atom(env, "no");
-    tether__nif_atoms.am_deferred = enif_make_atom(env, "deferred");
-    tether__nif_atoms.am_up = enif_make_atom(env, "up");
-    tether__nif_atoms.am_down = enif_make_atom(env, "down");
-    tether__nif_atoms.am_drop = enif_make_atom(env, "drop");
-    tether__nif_atoms.am_defer = enif_make_atom(env, "defer");
-    tether__nif_atoms.am_send = enif_make_atom(env, "send");
-    tether__nif_atoms.am_connect = enif_make_atom(env, "connect");
-    tether__nif_atoms.am_member = enif_make_atom(env, "member");
-    tether__nif_atoms.am_message = enif_make_atom(env, "message");
-    tether__nif_atoms.am_reg_lost = enif_make_atom(env, "reg_lost");
-    tether__nif_atoms.am_reg_resolve = enif_make_atom(env, "reg_resolve");
-    tether__nif_atoms.am_service = enif_make_atom(env, "service");
-    tether__nif_atoms.am_name = enif_make_atom(env, "name");
-    tether__nif_atoms.am_incarnation = enif_make_atom(env, "incarnation");
-    tether__nif_atoms.am_seed = enif_make_atom(env, "seed");
-    tether__nif_atoms.am_heartbeat_ms = enif_make_atom(env, "heartbeat_ms");
-    tether__nif_atoms.am_ttl_ms = enif_make_atom(env, "ttl_ms");
-    tether__nif_atoms.am_hello_retry_ms = enif_make_atom(env, "hello_retry_ms");
-    tether__nif_atoms.am_defer_max = enif_make_atom(env, "defer_max");
-    tether__nif_atoms.am_defer_max_bytes =
-        enif_make_atom(env, "defer_max_bytes");
-    tether__nif_atoms.am_cluster_secret = enif_make_atom(env, "cluster_secret");
-    tether__nif_atoms.am_cookie = enif_make_atom(env, "cookie");
-    tether__nif_atoms.am_identity_seed = enif_make_atom(env, "identity_seed");
-    tether__nif_atoms.am_seeds = enif_make_atom(env, "seeds");
-    tether__nif_atoms.am_seed_retry_ms = enif_make_atom(env, "seed_retry_ms");
-    tether__nif_atoms.am_join_timeout_ms =
-        enif_make_atom(env, "join_timeout_ms");
-    tether__nif_atoms.am_reconnect_max_ms =
-        enif_make_atom(env, "reconnect_max_ms");
-    tether__nif_atoms.am_reconnect_attempts =
-        enif_make_atom(env, "reconnect_attempts");
-    tether__nif_atoms.am_public_key = enif_make_atom(env, "public_key");
-    tether__nif_atoms.am_left = enif_make_atom(env, "left");
-    tether__nif_atoms.am_join_pending = enif_make_atom(env, "join_pending");
-    tether__nif_atoms.am_join_contact = enif_make_atom(env, "join_contact");
-    tether__nif_atoms.am_now = enif_make_atom(env, "now");
-    tether__nif_atoms.am_stats = enif_make_atom(env, "stats");
-    tether__nif_atoms.am_join = enif_make_atom(env, "join");
-    tether__nif_atoms.am_refused = enif_make_atom(env, "refused");
-    tether__nif_atoms.am_timeout = enif_make_atom(env, "timeout");
-    tether__nif_atoms.am_shard = enif_make_atom(env, "shard");
-    tether__nif_atoms.am_acquired = enif_make_atom(env, "acquired");
-    tether__nif_atoms.am_released = enif_make_atom(env, "released");
-    tether__nif_atoms.am_log = enif_make_atom(env, "log");
-    tether__nif_atoms.am_warning = enif_make_atom(env, "warning");
-    tether__nif_atoms.am_info = enif_make_atom(env, "info");
-    tether__nif_atoms.am_ring_size = enif_make_atom(env, "ring_size");
-    tether__nif_atoms.am_leader = enif_make_atom(env, "leader");
-    tether__nif_atoms.am_elected = enif_make_atom(env, "elected");
-    tether__nif_atoms.am_revoked = enif_make_atom(env, "revoked");
-    tether__nif_atoms.am_election_lease_ms =
-        enif_make_atom(env, "election_lease_ms");
+#define MAKE_ATOM(name)                                                        \
+    tether__nif_atoms.am_##name = enif_make_atom(env, #name);
+    TETHER_NIF_ATOMS(MAKE_ATOM)
+#undef MAKE_ATOM
     if (tether__nif_engine_load(env) < 0)
         return -1;
     tether__nif_election_load(env);
     tether__nif_reminders_load(env);
-    tether__nif_atoms.am_map_sync_ms = enif_make_atom(env, "map_sync_ms");
-    tether__nif_atoms.am_map = enif_make_atom(env, "map");
-    tether__nif_atoms.am_map_store = enif_make_atom(env, "map_store");
-    tether__nif_atoms.am_removed = enif_make_atom(env, "removed");
     tether__nif_maps_load(env);
     return tether__nif_ring_load(env);
 }

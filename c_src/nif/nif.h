@@ -81,68 +81,86 @@ typedef struct tether_nif_res {
 /* The resource type of engines (opened in load()). */
 extern ErlNifResourceType *tether__nif_engine_rt;
 
-/* Every atom of the library, made once in load(). */
+/*
+ * Every atom of the library, made once in load(): ATOM(name) is the atom
+ * `name'. A new atom is one more X(name) in this list (an X-macro: the
+ * struct below and load() both expand it).
+ */
+#define TETHER_NIF_ATOMS(X)                                                    \
+    X(ok)                                                                      \
+    X(error)                                                                   \
+    X(true)                                                                    \
+    X(false)                                                                   \
+    X(undefined)                                                               \
+    X(kept_own)                                                                \
+    X(yes)                                                                     \
+    X(no)                                                                      \
+    X(deferred)                                                                \
+    X(up)                                                                      \
+    X(down)                                                                    \
+    X(drop)                                                                    \
+    X(defer)                                                                   \
+    X(send)                                                                    \
+    X(connect)                                                                 \
+    X(member)                                                                  \
+    X(message)                                                                 \
+    X(reg_lost)                                                                \
+    X(reg_resolve)                                                             \
+    X(service)                                                                 \
+    X(name)                                                                    \
+    X(incarnation)                                                             \
+    X(seed)                                                                    \
+    X(heartbeat_ms)                                                            \
+    X(ttl_ms)                                                                  \
+    X(hello_retry_ms)                                                          \
+    X(defer_max)                                                               \
+    X(defer_max_bytes)                                                         \
+    X(cluster_secret)                                                          \
+    X(cookie)                                                                  \
+    X(identity_seed)                                                           \
+    X(seeds)                                                                   \
+    X(seed_retry_ms)                                                           \
+    X(join_timeout_ms)                                                         \
+    X(reconnect_max_ms)                                                        \
+    X(reconnect_attempts)                                                      \
+    X(public_key)                                                              \
+    X(left)                                                                    \
+    X(join_pending)                                                            \
+    X(join_contact)                                                            \
+    X(now)                                                                     \
+    X(stats)                                                                   \
+    X(join)                                                                    \
+    X(refused)                                                                 \
+    X(timeout)                                                                 \
+    X(shard)                                                                   \
+    X(acquired)                                                                \
+    X(released)                                                                \
+    X(log)                                                                     \
+    X(warning)                                                                 \
+    X(info)                                                                    \
+    X(ring_size)                                                               \
+    X(leader)                                                                  \
+    X(elected)                                                                 \
+    X(revoked)                                                                 \
+    X(election_lease_ms)                                                       \
+    X(map_sync_ms)                                                             \
+    X(map)                                                                     \
+    X(map_store)                                                               \
+    X(removed)                                                                 \
+    X(follower)                                                                \
+    X(not_leader)                                                              \
+    X(no_quorum)                                                               \
+    X(no_leader)                                                               \
+    X(already_candidate)                                                       \
+    X(voters_mismatch)                                                         \
+    X(not_candidate)                                                           \
+    X(bad_name)                                                                \
+    X(too_many_names)
+
 typedef struct tether_nif_atoms {
-    ERL_NIF_TERM am_ok;
-    ERL_NIF_TERM am_error;
-    ERL_NIF_TERM am_true;
-    ERL_NIF_TERM am_false;
-    ERL_NIF_TERM am_undefined;
-    ERL_NIF_TERM am_kept_own;
-    ERL_NIF_TERM am_yes;
-    ERL_NIF_TERM am_no;
-    ERL_NIF_TERM am_deferred;
-    ERL_NIF_TERM am_up;
-    ERL_NIF_TERM am_down;
-    ERL_NIF_TERM am_drop;
-    ERL_NIF_TERM am_defer;
-    ERL_NIF_TERM am_send;
-    ERL_NIF_TERM am_connect;
-    ERL_NIF_TERM am_member;
-    ERL_NIF_TERM am_message;
-    ERL_NIF_TERM am_reg_lost;
-    ERL_NIF_TERM am_reg_resolve;
-    ERL_NIF_TERM am_service;
-    ERL_NIF_TERM am_name;
-    ERL_NIF_TERM am_incarnation;
-    ERL_NIF_TERM am_seed;
-    ERL_NIF_TERM am_heartbeat_ms;
-    ERL_NIF_TERM am_ttl_ms;
-    ERL_NIF_TERM am_hello_retry_ms;
-    ERL_NIF_TERM am_defer_max;
-    ERL_NIF_TERM am_defer_max_bytes;
-    ERL_NIF_TERM am_cluster_secret;
-    ERL_NIF_TERM am_cookie;
-    ERL_NIF_TERM am_identity_seed;
-    ERL_NIF_TERM am_seeds;
-    ERL_NIF_TERM am_seed_retry_ms;
-    ERL_NIF_TERM am_join_timeout_ms;
-    ERL_NIF_TERM am_reconnect_max_ms;
-    ERL_NIF_TERM am_reconnect_attempts;
-    ERL_NIF_TERM am_public_key;
-    ERL_NIF_TERM am_left;
-    ERL_NIF_TERM am_join_pending;
-    ERL_NIF_TERM am_join_contact;
-    ERL_NIF_TERM am_now;
-    ERL_NIF_TERM am_stats;
-    ERL_NIF_TERM am_join;
-    ERL_NIF_TERM am_refused;
-    ERL_NIF_TERM am_timeout;
-    ERL_NIF_TERM am_shard;
-    ERL_NIF_TERM am_acquired;
-    ERL_NIF_TERM am_released;
-    ERL_NIF_TERM am_log;
-    ERL_NIF_TERM am_warning;
-    ERL_NIF_TERM am_info;
-    ERL_NIF_TERM am_ring_size;
-    ERL_NIF_TERM am_leader;
-    ERL_NIF_TERM am_elected;
-    ERL_NIF_TERM am_revoked;
-    ERL_NIF_TERM am_election_lease_ms;
-    ERL_NIF_TERM am_map_sync_ms;
-    ERL_NIF_TERM am_map;
-    ERL_NIF_TERM am_map_store;
-    ERL_NIF_TERM am_removed;
+#define TETHER_NIF_ATOM_FIELD(name) ERL_NIF_TERM am_##name;
+    TETHER_NIF_ATOMS(TETHER_NIF_ATOM_FIELD)
+#undef TETHER_NIF_ATOM_FIELD
 } tether_nif_atoms_t;
 extern tether_nif_atoms_t tether__nif_atoms;
 #define ATOM(name) (tether__nif_atoms.am_##name)

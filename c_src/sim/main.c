@@ -57,6 +57,50 @@ static double seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Prints a passing seed's line: "ok seed=S nodes=N" and the run's
+ * counters as name=value (user= and relayed= as delivered/sent). */
+static void print_ok(unsigned long long seed, const tether_sim_config_t *cfg,
+                     const tether_sim_result_t *res)
+{
+    const struct {
+        const char *name;
+        uint64_t v;
+    } counts[] = {
+        {"steps", res->steps},
+        {"virtual_ms", res->virtual_ms},
+        {"envelopes", res->envelopes_opened},
+        {"sent", res->messages_sent},
+        {"lost", res->messages_lost},
+        {"dup", res->messages_duplicated},
+        {"crashes", res->crashes},
+        {"restarts", res->restarts},
+        {"leaves", res->leaves},
+        {"partitions", res->partitions},
+        {"heals", res->heals},
+        {"cuts", res->cuts},
+        {NULL, 0}, /* user=delivered/sent relayed=delivered/sent */
+        {"reg_ops", res->reg_ops},
+        {"reg_conflicts", res->reg_conflicts},
+        {"reg_resolves", res->reg_resolves},
+        {"reg_names", res->reg_names},
+        {"map_ops", res->map_ops},
+        {"map_keys", res->map_keys},
+    };
+
+    printf("ok seed=%llu nodes=%d", seed, cfg->nodes);
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        if (counts[i].name == NULL)
+            printf(" user=%llu/%llu relayed=%llu/%llu",
+                   (unsigned long long)res->user_delivered,
+                   (unsigned long long)res->user_sent,
+                   (unsigned long long)res->relay_delivered,
+                   (unsigned long long)res->relay_sent);
+        else
+            printf(" %s=%llu", counts[i].name, (unsigned long long)counts[i].v);
+    }
+    printf("\n");
+}
+
 int main(int argc, char **argv)
 {
     unsigned long long seeds = 1, start = 1, nodes = 0, steps = 0, v;
@@ -144,33 +188,7 @@ int main(int argc, char **argv)
                    line);
             failed++;
         } else if (single) {
-            printf("ok seed=%llu nodes=%d steps=%llu virtual_ms=%llu "
-                   "envelopes=%llu sent=%llu lost=%llu dup=%llu crashes=%llu "
-                   "restarts=%llu leaves=%llu partitions=%llu heals=%llu "
-                   "cuts=%llu user=%llu/%llu relayed=%llu/%llu reg_ops=%llu "
-                   "reg_conflicts=%llu reg_resolves=%llu reg_names=%llu "
-                   "map_ops=%llu map_keys=%llu\n",
-                   start + k, cfg.nodes, (unsigned long long)res.steps,
-                   (unsigned long long)res.virtual_ms,
-                   (unsigned long long)res.envelopes_opened,
-                   (unsigned long long)res.messages_sent,
-                   (unsigned long long)res.messages_lost,
-                   (unsigned long long)res.messages_duplicated,
-                   (unsigned long long)res.crashes,
-                   (unsigned long long)res.restarts,
-                   (unsigned long long)res.leaves,
-                   (unsigned long long)res.partitions,
-                   (unsigned long long)res.heals, (unsigned long long)res.cuts,
-                   (unsigned long long)res.user_delivered,
-                   (unsigned long long)res.user_sent,
-                   (unsigned long long)res.relay_delivered,
-                   (unsigned long long)res.relay_sent,
-                   (unsigned long long)res.reg_ops,
-                   (unsigned long long)res.reg_conflicts,
-                   (unsigned long long)res.reg_resolves,
-                   (unsigned long long)res.reg_names,
-                   (unsigned long long)res.map_ops,
-                   (unsigned long long)res.map_keys);
+            print_ok(start + k, &cfg, &res);
         }
         fflush(stdout);
     }

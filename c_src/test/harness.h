@@ -284,4 +284,31 @@ static inline int h_has_event(harness_t *h, int i, const char *ev)
     return 0;
 }
 
+/*
+ * Write-lock hooks (a module config's wlock/wunlock, with lock_ctx an
+ * h_lock_t) that check every change is made between them and that they
+ * are not reentered; count says how many times the lock was taken.
+ */
+typedef struct h_lock {
+    int depth;
+    int count;
+} h_lock_t;
+
+static inline void h_wlock(void *ctx)
+{
+    h_lock_t *l = ctx;
+
+    cr_assert_eq(l->depth, 0, "not reentered");
+    l->depth++;
+    l->count++;
+}
+
+static inline void h_wunlock(void *ctx)
+{
+    h_lock_t *l = ctx;
+
+    cr_assert_eq(l->depth, 1);
+    l->depth--;
+}
+
 #endif /* TETHER_TEST_HARNESS_H */

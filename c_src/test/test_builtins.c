@@ -7,44 +7,12 @@
 #include <string.h>
 
 #include "cnode/builtins.h"
+#include "test/out_capture.h"
 
-#define NODE    "c1@127.0.0.1"
-#define REMOTE  "a@127.0.0.1"
-#define MAX_OPS 32
+#define NODE   "c1@127.0.0.1"
+#define REMOTE "a@127.0.0.1"
 
-typedef struct {
-    tether_out_kind_t kind;
-    erlang_pid to;
-    erlang_ref ref;
-    char from_name[64];
-    char msg[1024];
-    size_t msg_len;
-} cap_op_t;
-
-static cap_op_t ops[MAX_OPS];
-static size_t nops;
 static tether_procs_t *procs;
-
-static int capture(void *ctx, const tether_out_t *op)
-{
-    (void)ctx;
-    cr_assert_lt(nops, MAX_OPS);
-    cap_op_t *c = &ops[nops++];
-    memset(c, 0, sizeof *c);
-    c->kind = op->kind;
-    if (op->to)
-        c->to = *op->to;
-    if (op->ref)
-        c->ref = *op->ref;
-    if (op->from_name)
-        snprintf(c->from_name, sizeof c->from_name, "%s", op->from_name);
-    if (op->msg) {
-        cr_assert_leq(op->msg_len, sizeof c->msg);
-        memcpy(c->msg, op->msg, op->msg_len);
-        c->msg_len = op->msg_len;
-    }
-    return 0;
-}
 
 static void setup(void)
 {
@@ -62,12 +30,7 @@ TestSuite(builtins, .init = setup, .fini = teardown);
 
 static erlang_pid remote_pid(unsigned num)
 {
-    erlang_pid p;
-    memset(&p, 0, sizeof p);
-    strcpy(p.node, REMOTE);
-    p.num = num;
-    p.creation = 2;
-    return p;
+    return cap_pid(REMOTE, num, 2);
 }
 
 static erlang_ref remote_ref(unsigned n)

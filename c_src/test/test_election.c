@@ -13,6 +13,7 @@
 #include "core/ring.h"
 #include "harness.h"
 #include "sim/sim.h"
+#include "test/sim_check.h"
 
 #define LEASE_MS 400
 
@@ -377,14 +378,8 @@ Test(election, bad_input_is_refused)
 
 Test(election, sim_invariant_holds_and_catches_a_broken_check)
 {
-    tether_sim_config_t cfg;
-    tether_sim_result_t res;
+    tether_sim_result_t res =
+        sim_holds_and_breaks(11, SIM_BREAK(break_el_check), NULL);
 
-    tether_sim_config_default(&cfg, 11);
-    cfg.nodes = 5;
-    cfg.steps = 1500;
-    cr_assert_eq(tether_sim_run(&cfg, &res), 0, "%s", res.reason);
     cr_assert_gt(res.el_elected, 0);
-    cfg.break_el_check = 1;
-    cr_assert_eq(tether_sim_run(&cfg, &res), 1);
 }

@@ -81,27 +81,30 @@ static void pair_fini(pair_t *p)
     tether__identity_fini(&p->ib);
 }
 
+/* Builds a hello of session s (incarnation inc) into out (of out_max
+ * bytes, *out_len set), with the nonce and key-exchange seeds of `who`
+ * (1: a, 2: b) in this round. */
+static void hello(pair_t *p, tether_session_t *s, uint8_t who, uint64_t inc,
+                  uint8_t *out, size_t out_max, size_t *out_len)
+{
+    uint8_t nonce[32], kx[32];
+    p->round++;
+    seeded(nonce, who, 1, p->round);
+    seeded(kx, who, 2, p->round);
+    cr_assert_eq(
+        tether__session_hello(s, inc, nonce, kx, out, out_max, out_len), 0);
+}
+
 /* Builds a's hello (incarnation inc) into p->ha. */
 static void hello_a(pair_t *p, uint64_t inc)
 {
-    uint8_t nonce[32], kx[32];
-    p->round++;
-    seeded(nonce, 1, 1, p->round);
-    seeded(kx, 1, 2, p->round);
-    cr_assert_eq(tether__session_hello(&p->sa, inc, nonce, kx, p->ha,
-                                       sizeof p->ha, &p->ha_len),
-                 0);
+    hello(p, &p->sa, 1, inc, p->ha, sizeof p->ha, &p->ha_len);
 }
 
+/* Builds b's hello (incarnation inc) into p->hb. */
 static void hello_b(pair_t *p, uint64_t inc)
 {
-    uint8_t nonce[32], kx[32];
-    p->round++;
-    seeded(nonce, 2, 1, p->round);
-    seeded(kx, 2, 2, p->round);
-    cr_assert_eq(tether__session_hello(&p->sb, inc, nonce, kx, p->hb,
-                                       sizeof p->hb, &p->hb_len),
-                 0);
+    hello(p, &p->sb, 2, inc, p->hb, sizeof p->hb, &p->hb_len);
 }
 
 /* Both sides send hellos, both accept: established with one session id. */

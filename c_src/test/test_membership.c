@@ -198,10 +198,21 @@ Test(membership, wire_round_trip_converges_and_reports_behind)
     tether__membership_fini(&other);
 }
 
+/* Decodes and merges the wire list in x into ms, then frees x. Returns
+ * tether__membership_decode_merge()'s result. */
+static int merge_freed(ei_x_buff *x)
+{
+    int idx = 1, changed, behind;
+    int rc =
+        tether__membership_decode_merge(&ms, x->buff, &idx, &changed, &behind);
+
+    ei_x_free(x);
+    return rc;
+}
+
 Test(membership, malformed_wire_lists_are_refused)
 {
     ei_x_buff x;
-    int idx, changed, behind;
 
     /* Wrong arity, wrong status atom, non-list, name too long. */
     ei_x_new_with_version(&x);
@@ -210,11 +221,7 @@ Test(membership, malformed_wire_lists_are_refused)
     ei_x_encode_atom(&x, "a@h");
     ei_x_encode_long(&x, 1);
     ei_x_encode_empty_list(&x);
-    idx = 1;
-    cr_assert_eq(
-        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
-        TETHER_EPROTO);
-    ei_x_free(&x);
+    cr_assert_eq(merge_freed(&x), TETHER_EPROTO);
 
     ei_x_new_with_version(&x);
     ei_x_encode_list_header(&x, 1);
@@ -223,19 +230,11 @@ Test(membership, malformed_wire_lists_are_refused)
     ei_x_encode_long(&x, 1);
     ei_x_encode_atom(&x, "zombie");
     ei_x_encode_empty_list(&x);
-    idx = 1;
-    cr_assert_eq(
-        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
-        TETHER_EPROTO);
-    ei_x_free(&x);
+    cr_assert_eq(merge_freed(&x), TETHER_EPROTO);
 
     ei_x_new_with_version(&x);
     ei_x_encode_long(&x, 42);
-    idx = 1;
-    cr_assert_eq(
-        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
-        TETHER_EPROTO);
-    ei_x_free(&x);
+    cr_assert_eq(merge_freed(&x), TETHER_EPROTO);
 
     ei_x_new_with_version(&x);
     ei_x_encode_list_header(&x, 1);
@@ -244,10 +243,6 @@ Test(membership, malformed_wire_lists_are_refused)
     ei_x_encode_long(&x, -1); /* negative incarnation */
     ei_x_encode_atom(&x, "alive");
     ei_x_encode_empty_list(&x);
-    idx = 1;
-    cr_assert_eq(
-        tether__membership_decode_merge(&ms, x.buff, &idx, &changed, &behind),
-        TETHER_EPROTO);
-    ei_x_free(&x);
+    cr_assert_eq(merge_freed(&x), TETHER_EPROTO);
     cr_assert_eq(ms.n, 1, "nothing malformed was merged");
 }

@@ -350,47 +350,31 @@ Test(owner_table, module_messages_and_refused_entries)
     stop(&x);
 }
 
-static int wdepth, wcount;
-
-static void t_wlock(void *ctx)
-{
-    cr_assert_eq(ctx, &wdepth);
-    cr_assert_eq(wdepth, 0, "not reentered");
-    wdepth++;
-    wcount++;
-}
-
-static void t_wunlock(void *ctx)
-{
-    (void)ctx;
-    cr_assert_eq(wdepth, 1);
-    wdepth--;
-}
-
 Test(owner_table, every_change_is_made_under_the_lock)
 {
     ot_h_t x;
     tether_otab_config_t c;
+    h_lock_t lock = {0};
 
     memset(&x, 0, sizeof x);
     h_init(&x.h, 2);
     h_start_all(&x.h);
     for (int i = 0; i < 2; i++) {
         config(&c, &x.m[i]);
-        c.wlock = t_wlock;
-        c.wunlock = t_wunlock;
-        c.lock_ctx = &wdepth;
+        c.wlock = h_wlock;
+        c.wunlock = h_wunlock;
+        c.lock_ctx = &lock;
         cr_assert_eq(tether__otab_new(&c, x.h.e[i], &x.m[i].t), 0);
     }
     h_join_all(&x.h);
-    wcount = 0;
+    lock.count = 0;
     cr_assert_eq(put(&x, 0, "k", "v", 0), 0);
     h_pump(&x.h);
-    cr_assert_geq(wcount, 2, "an insert on each node");
-    wcount = 0;
+    cr_assert_geq(lock.count, 2, "an insert on each node");
+    lock.count = 0;
     cr_assert_eq(put(&x, 0, "k", "w", 0), 0);
     h_pump(&x.h);
-    cr_assert_geq(wcount, 2, "a replace on each node");
-    cr_assert_eq(wdepth, 0);
+    cr_assert_geq(lock.count, 2, "a replace on each node");
+    cr_assert_eq(lock.depth, 0);
     stop(&x);
 }

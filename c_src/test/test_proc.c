@@ -7,55 +7,11 @@
 #include <string.h>
 
 #include "cnode/proc.h"
+#include "test/out_capture.h"
 
 #define NODE     "c1@127.0.0.1"
 #define REMOTE   "a@127.0.0.1"
-#define MAX_OPS  64
 #define MAX_MSGS 64
-
-typedef struct {
-    tether_out_kind_t kind;
-    char node[64];
-    erlang_pid from, to;
-    bool has_to;
-    char to_name[64];
-    char from_name[64];
-    erlang_ref ref;
-    char msg[256];
-    size_t msg_len;
-} cap_op_t;
-
-static cap_op_t ops[MAX_OPS];
-static size_t nops;
-static int out_rc;
-
-static int capture(void *ctx, const tether_out_t *op)
-{
-    (void)ctx;
-    cr_assert_lt(nops, MAX_OPS);
-    cap_op_t *c = &ops[nops++];
-    memset(c, 0, sizeof *c);
-    c->kind = op->kind;
-    snprintf(c->node, sizeof c->node, "%s", op->node);
-    if (op->from)
-        c->from = *op->from;
-    if (op->to) {
-        c->to = *op->to;
-        c->has_to = true;
-    }
-    if (op->to_name)
-        snprintf(c->to_name, sizeof c->to_name, "%s", op->to_name);
-    if (op->from_name)
-        snprintf(c->from_name, sizeof c->from_name, "%s", op->from_name);
-    if (op->ref)
-        c->ref = *op->ref;
-    if (op->msg) {
-        cr_assert_leq(op->msg_len, sizeof c->msg);
-        memcpy(c->msg, op->msg, op->msg_len);
-        c->msg_len = op->msg_len;
-    }
-    return out_rc;
-}
 
 /* A recording process: every message is kept (and decoded on demand). */
 typedef struct {
@@ -114,12 +70,7 @@ static tether_proc_t *spawn_rec(rec_t *r)
 
 static erlang_pid remote_pid(unsigned num)
 {
-    erlang_pid p;
-    memset(&p, 0, sizeof p);
-    strcpy(p.node, REMOTE);
-    p.num = num;
-    p.creation = 3;
-    return p;
+    return cap_pid(REMOTE, num, 3);
 }
 
 static size_t atom(char *buf, const char *a)

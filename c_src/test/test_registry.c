@@ -18,6 +18,7 @@
 #include "core/registry.h"
 #include "sim/sim.h"
 #include "test/harness.h"
+#include "test/sim_check.h"
 
 typedef struct reg_h {
     harness_t h;
@@ -709,16 +710,8 @@ Test(registry, a_valid_sync_replaces_what_a_peer_holds_of_the_sender)
 
 Test(registry, sim_invariant_holds_and_catches_a_broken_check)
 {
-    tether_sim_config_t cfg;
-    tether_sim_result_t res;
+    tether_sim_result_t res = sim_holds_and_breaks(
+        42, SIM_BREAK(break_reg_check), "registries differ");
 
-    tether_sim_config_default(&cfg, 42);
-    cfg.nodes = 5;
-    cfg.steps = 1500;
-    cr_assert_eq(tether_sim_run(&cfg, &res), 0, "%s", res.reason);
     cr_assert_gt(res.reg_ops, 0);
-    cfg.break_reg_check = 1;
-    cr_assert_eq(tether_sim_run(&cfg, &res), 1);
-    cr_assert_not_null(strstr(res.reason, "registries differ"), "%s",
-                       res.reason);
 }

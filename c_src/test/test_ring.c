@@ -19,6 +19,7 @@
 #include "core/ring.h"
 #include "sim/sim.h"
 #include "test/harness.h"
+#include "test/sim_check.h"
 
 /* ------------------------------------------------------------- keys */
 
@@ -578,14 +579,5 @@ Test(ring_module, members_of_different_ring_sizes_never_join)
 
 Test(ring_module, sim_invariant_holds_and_catches_a_broken_check)
 {
-    tether_sim_config_t cfg;
-    tether_sim_result_t res;
-
-    tether_sim_config_default(&cfg, 7);
-    cfg.nodes = 5;
-    cfg.steps = 1500;
-    cr_assert_eq(tether_sim_run(&cfg, &res), 0, "%s", res.reason);
-    cfg.break_ring_check = 1;
-    cr_assert_eq(tether_sim_run(&cfg, &res), 1);
-    cr_assert_not_null(strstr(res.reason, "rings differ"), "%s", res.reason);
+    (void)sim_holds_and_breaks(7, SIM_BREAK(break_ring_check), "rings differ");
 }

@@ -792,48 +792,31 @@ Test(service, events_go_to_the_shell)
     stop(&x);
 }
 
-/* Counts the write-lock hooks: every change is made between them. */
-static int wdepth, wcount;
-
-static void t_wlock(void *ctx)
-{
-    cr_assert_eq(ctx, &wdepth);
-    cr_assert_eq(wdepth, 0, "not reentered");
-    wdepth++;
-    wcount++;
-}
-
-static void t_wunlock(void *ctx)
-{
-    (void)ctx;
-    cr_assert_eq(wdepth, 1);
-    wdepth--;
-}
-
 Test(service, changes_are_made_under_the_write_lock)
 {
     svc_h_t x;
     tether_svctab_config_t cfg;
+    h_lock_t lock = {0};
     int before;
 
     init(&x, 2);
     tether_svctab_config_default(&cfg);
-    cfg.wlock = t_wlock;
-    cfg.wunlock = t_wunlock;
-    cfg.lock_ctx = &wdepth;
+    cfg.wlock = h_wlock;
+    cfg.wunlock = h_wunlock;
+    cfg.lock_ctx = &lock;
     for (int i = 0; i < 2; i++)
         cr_assert_eq(tether_svctab_new(&cfg, x.h.e[i], &x.t[i]), 0);
     cr_assert_eq(tether_engine_join(x.h.e[1], x.h.names[0]), 0);
     run(&x, 1000);
-    before = wcount;
+    before = lock.count;
     cr_assert_eq(reg(&x, 0, 1, 10, 0), 0);
     pump(&x);
-    cr_assert_geq(wcount, before + 2, "insert on a and on b");
-    before = wcount;
+    cr_assert_geq(lock.count, before + 2, "insert on a and on b");
+    before = lock.count;
     cr_assert_eq(unreg(&x, 0, 1), 0);
     pump(&x);
-    cr_assert_geq(wcount, before + 2);
-    cr_assert_eq(wdepth, 0);
+    cr_assert_geq(lock.count, before + 2);
+    cr_assert_eq(lock.depth, 0);
     stop(&x);
 }
 

@@ -152,17 +152,36 @@ int kv_store_put(kv_store_t *kv, const char *key, size_t key_len,
     return 0;
 }
 
-int kv_store_get(kv_store_t *kv, const char *key, size_t key_len,
-                 const char **value, size_t *value_len)
+/* Finds key's slot: *out is the link that points at its entry, or at
+ * NULL when there is none. Returns 0, or canon()'s error. */
+static int slot(kv_store_t *kv, const char *key, size_t key_len, entry_t ***out)
 {
     ei_x_buff k;
     int rc = canon(key, key_len, &k);
     if (rc < 0)
         return rc;
-    entry_t **pp = find(kv, &k, fnv1a(k.buff, (size_t)k.index));
+    *out = find(kv, &k, fnv1a(k.buff, (size_t)k.index));
     ei_x_free(&k);
-    if (*pp == NULL)
-        return TETHER_ENOTFOUND;
+    return 0;
+}
+
+/* As slot(), for a key that must be held: TETHER_ENOTFOUND otherwise. */
+static int existing(kv_store_t *kv, const char *key, size_t key_len,
+                    entry_t ***out)
+{
+    int rc = slot(kv, key, key_len, out);
+    if (rc == 0 && **out == NULL)
+        rc = TETHER_ENOTFOUND;
+    return rc;
+}
+
+int kv_store_get(kv_store_t *kv, const char *key, size_t key_len,
+                 const char **value, size_t *value_len)
+{
+    entry_t **pp;
+    int rc = existing(kv, key, key_len, &pp);
+    if (rc < 0)
+        return rc;
     *value = (*pp)->value;
     *value_len = (*pp)->value_len;
     return 0;
@@ -170,14 +189,10 @@ int kv_store_get(kv_store_t *kv, const char *key, size_t key_len,
 
 int kv_store_delete(kv_store_t *kv, const char *key, size_t key_len)
 {
-    ei_x_buff k;
-    int rc = canon(key, key_len, &k);
+    entry_t **pp;
+    int rc = existing(kv, key, key_len, &pp);
     if (rc < 0)
         return rc;
-    entry_t **pp = find(kv, &k, fnv1a(k.buff, (size_t)k.index));
-    ei_x_free(&k);
-    if (*pp == NULL)
-        return TETHER_ENOTFOUND;
     entry_t *e = *pp;
     *pp = e->next;
     entry_free(e);

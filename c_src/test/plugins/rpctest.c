@@ -335,6 +335,21 @@ static void call_erlang_done(tether_node_t *node, int status, const char *term,
     ei_x_free(&x);
 }
 
+/* Copies the term at args[idx] into out, a new buffer with the version
+ * byte (freed by the caller). Returns 0, or -1 (nothing to free). */
+static int copy_term(const char *args, int idx, ei_x_buff *out)
+{
+    int end = idx;
+
+    if (ei_skip_term(args, &end) < 0 || ei_x_new_with_version(out) < 0)
+        return -1;
+    if (ei_x_append_buf(out, args + idx, end - idx) < 0) {
+        ei_x_free(out);
+        return -1;
+    }
+    return 0;
+}
+
 static void fn_call_erlang(tether_call_t *call, const char *args, int idx,
                            int argc, void *ctx)
 {
@@ -347,15 +362,12 @@ static void fn_call_erlang(tether_call_t *call, const char *args, int idx,
         (void)tether_call_raise_atom(call, TETHER_ERROR, "badarg");
         return;
     }
-    int end = idx;
     ei_x_buff a;
-    if (ei_skip_term(args, &end) < 0 || ei_x_new_with_version(&a) < 0) {
+    if (copy_term(args, idx, &a) < 0) {
         (void)tether_call_raise_atom(call, TETHER_ERROR, "badarg");
         return;
     }
-    int rc = ei_x_append_buf(&a, args + idx, end - idx);
-    if (rc == 0)
-        rc = tether_erlang_call(tether_call_node(call), node, m, f, a.buff,
+    int rc = tether_erlang_call(tether_call_node(call), node, m, f, a.buff,
                                 (size_t)a.index, 0, call_erlang_done, call);
     ei_x_free(&a);
     if (rc < 0)
@@ -373,15 +385,12 @@ static void fn_send_name(tether_call_t *call, const char *args, int idx,
         (void)tether_call_raise_atom(call, TETHER_ERROR, "badarg");
         return;
     }
-    int end = idx;
     ei_x_buff m;
-    if (ei_skip_term(args, &end) < 0 || ei_x_new_with_version(&m) < 0) {
+    if (copy_term(args, idx, &m) < 0) {
         (void)tether_call_raise_atom(call, TETHER_ERROR, "badarg");
         return;
     }
-    int rc = ei_x_append_buf(&m, args + idx, end - idx);
-    if (rc == 0)
-        rc = tether_send_name(tether_call_node(call), name, node, m.buff,
+    int rc = tether_send_name(tether_call_node(call), name, node, m.buff,
                               (size_t)m.index);
     ei_x_free(&m);
     if (rc < 0)
