@@ -96,6 +96,8 @@ static void put(maps_pair_t *x, uint8_t k, uint8_t v)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     maps_pair_t x;
+    size_t off = 0;
+    int records = 0;
 
     memset(&x, 0, sizeof x);
     if (fz_pair_new(&x.p, SEED_BASE, attach, &x) != 0)
