@@ -30,7 +30,6 @@
 
 -export([main/1]).
 %% Run on the peers.
--export([poller/1]).
 
 -define(KEYS, 1000).
 -define(CALLS, 200000).
@@ -47,7 +46,6 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    ok = logger:set_primary_config(level, error),
     Dir = filename:join(case os:getenv("TMPDIR") of
                             false -> "/tmp";
                             T -> T
@@ -146,10 +144,10 @@ concurrent_puts() ->
 %%% put visible on a peer
 
 visible_bench(Peer) ->
-    Poller = erpc:call(Peer, erlang, spawn, [?MODULE, poller, [self()]]),
+    Poller = tether_bench_lib:start_poller(Peer),
     {Vs, Cs} = lists:unzip([visible_round(Poller, K)
                             || K <- lists:seq(1, ?VIS_ROUNDS)]),
-    Hops = [hop(Poller) || _ <- lists:seq(1, ?VIS_ROUNDS)],
+    Hops = [tether_bench_lib:hop(Poller) || _ <- lists:seq(1, ?VIS_ROUNDS)],
     V = tether_bench_lib:median(Vs),
     H = tether_bench_lib:median(Hops),
     io:format("map_put_visible_ratio: ~.2f~n", [V / max(1, H)]),
@@ -159,51 +157,17 @@ visible_bench(Peer) ->
     Poller ! stop,
     ok.
 
-hop(Poller) ->
-    Ref = make_ref(),
-    T0 = os:system_time(microsecond),
-    Poller ! {hop, self(), Ref},
-    receive {hop, Ref, T1} -> max(1, T1 - T0)
-    after ?WAIT_MS -> error(hop)
-    end.
-
+%% One round: the peer's poller spins on map_get/2 of a fresh key while
+%% this node puts it; {visible after us, the put's own call us}.
 visible_round(Poller, K) ->
     Key = {visible, K},
-    Ref = make_ref(),
-    Poller ! {watch, Key, self(), Ref},
-    receive {watching, Ref} -> ok after ?WAIT_MS -> error(poller) end,
-    T0 = os:system_time(microsecond),
-    ok = tether:map_put(bench, Key, K),
-    Tr = os:system_time(microsecond),
-    T1 = receive {seen, Ref, SeenAt} -> SeenAt
-         after ?WAIT_MS -> error(not_visible)
-         end,
-    {max(1, T1 - T0), Tr - T0}.
-
-%% @doc On the peer: spins on map_get/2 of the watched key until it
-%% answers, then tells the driver when.
--spec poller(pid()) -> ok.
-poller(Driver) ->
-    _ = process_flag(priority, low),
-    poll(Driver).
-
-poll(Driver) ->
-    receive
-        {watch, Key, Driver, Ref} ->
-            not_found = tether:map_get(bench, Key),
-            Driver ! {watching, Ref},
-            spin(Key),
-            Driver ! {seen, Ref, os:system_time(microsecond)},
-            poll(Driver);
-        {hop, Driver, Ref} ->
-            Driver ! {hop, Ref, os:system_time(microsecond)},
-            poll(Driver);
-        stop ->
-            ok
-    end.
-
-spin(Key) ->
-    case tether:map_get(bench, Key) of
-        not_found -> erlang:yield(), spin(Key);
-        {ok, _} -> ok
-    end.
+    Look = fun() ->
+                   case tether:map_get(bench, Key) of
+                       not_found -> none;
+                       {ok, _} -> {found, ok}
+                   end
+           end,
+    {Visible, Call, ok} =
+        tether_bench_lib:watch(Poller, Look,
+                               fun() -> ok = tether:map_put(bench, Key, K) end),
+    {Visible, Call}.

@@ -46,7 +46,6 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    ok = logger:set_primary_config(level, error),
     tether_bench_lib:with_cluster("tether_msg_bench", ?ENV,
                                   fun([P | _]) -> ack_bench(P), hol_bench(P) end).
 

@@ -45,7 +45,6 @@ main(_Args) ->
     tether_bench_lib:main(?MODULE, fun run/0).
 
 run() ->
-    ok = logger:set_primary_config(level, error),
     bytes_bench(),
     Env = [{heartbeat_ms, ?HB_MS}, {ttl_ms, ?TTL_MS}],
     tether_bench_lib:with_cluster("tether_bench_rm", Env,

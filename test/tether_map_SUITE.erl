@@ -33,8 +33,7 @@
 -include_lib("stdlib/include/assert.hrl").
 -include_lib("kernel/include/file.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, suite/0]).
 -export([puts_and_removes_everywhere/1, concurrent_puts_converge/1,
          drop_partition/1, defer_partition/1, subscriptions/1,
          one_key_rewritten/1, ten_changed_of_100000/1, bad_input/1,
@@ -57,18 +56,8 @@ all() ->
      cnode_persisted_map_survives_kill,
      cnode_service_subscribes_and_iterates].
 
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    Config.
+suite() ->
+    [{ct_hooks, [tether_case_hook]}].
 
 %%% Cases
 
@@ -257,10 +246,9 @@ bad_input(_Config) ->
 cnode_hosts_a_map(Config) ->
     [B1, B2, _] = Bs = cluster([{maps, [m]}, {map_sync_ms, 1000}]),
     ok = call(B1, tether, map_put, [m, before, {1, <<"x">>}]),
-    C = tether_test_lib:start_case_cnode(
-          #{name => tether_test_lib:unique_name(tmap), heartbeat_ms => ?HB_MS,
-            ttl_ms => ?TTL_MS, join => [B1], extra_args => ["--map", "m"],
-            log_dir => ?config(priv_dir, Config)}, 20),
+    C = tether_test_lib:start_seeded_cnode(
+          Config, #{heartbeat_ms => ?HB_MS, ttl_ms => ?TTL_MS}, [B1],
+          tether_test_lib:unique_name(tmap), ["--map", "m"]),
     CN = tether_test_lib:cnode_node(C),
     tether_test_lib:wait_members([CN | Bs], lists:sort([CN | Bs]), ?WAIT_MS),
     CCall = fun(Req) -> gen_server:call({tether, CN}, Req, ?CALL_MS) end,

@@ -24,8 +24,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, suite/0]).
 -export([forward_to_every_ref/1, ack_across_defer_partition/1,
          ack_across_killed_connections/1,
          large_ack_messages_across_killed_connections/1,
@@ -61,18 +60,8 @@ all() ->
      peer_messages, bad_input, transitive_around_drop_partition,
      transitive_through_cnode].
 
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, Config) ->
-    ok = tether_test_lib:stop_case(),
-    Config.
+suite() ->
+    [{ct_hooks, [tether_case_hook]}].
 
 %%% Cases
 

@@ -33,8 +33,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
-         end_per_testcase/2]).
+-export([all/0, suite/0, end_per_testcase/2]).
 -export([basics/1, churn/1, owner_killed/1, restart_with_persistence/1,
          cnode_primary/1, cnode_churn/1, cnode_killed/1,
          cnode_restart_with_persistence/1]).
@@ -50,21 +49,16 @@ all() ->
     [basics, owner_killed, churn, restart_with_persistence, cnode_primary,
      cnode_killed, cnode_churn, cnode_restart_with_persistence].
 
-init_per_suite(Config) ->
-    tether_test_lib:require_env(Config).
+suite() ->
+    [{ct_hooks, [tether_case_hook]}].
 
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
+%% The hook stops the case's nodes; a tether_ct cluster the case kept is
+%% stopped here.
 end_per_testcase(_Case, Config) ->
     _ = case erase(cluster) of
             undefined -> ok;
             C -> tether_ct:stop_cluster(C)
         end,
-    ok = tether_test_lib:stop_case(),
     Config.
 
 %%% Cases

@@ -9,6 +9,7 @@
 #include "core/codec.h"
 #include "core/hlc.h"
 #include "core/maps.h"
+#include "core/module.h"
 
 #define FINE_N          (1u << TETHER_MAPS_FINE_BITS)
 #define DIGEST_PER      64 /* entries per digest bucket aimed at */
@@ -87,17 +88,7 @@ static uint64_t entry_hash(const tether_maps_t *m, const entry_t *e)
                (e->val == NULL ? UINT64_C(0x7f4a7c15) : 0));
 }
 
-static void lock(tether_maps_t *m)
-{
-    if (m->cfg.wlock)
-        m->cfg.wlock(m->cfg.lock_ctx);
-}
-
-static void unlock(tether_maps_t *m)
-{
-    if (m->cfg.wunlock)
-        m->cfg.wunlock(m->cfg.lock_ctx);
-}
+TETHER__MODULE_LOCK_HOOKS(tether_maps_t)
 
 /* The index of node `name`, interned on first sight; -1 on no memory. */
 static int node_get(tether_maps_t *m, const char *name)
@@ -147,7 +138,7 @@ static void grow(tether_map_t *map)
 
     if (tab == NULL)
         return; /* longer chains, still correct */
-    lock(map->m);
+    wlock(map->m);
     for (size_t i = 0; i <= map->mask; i++) {
         entry_t *e = map->tab[i], *next;
         for (; e; e = next) {
@@ -159,7 +150,7 @@ static void grow(tether_map_t *map)
     free(map->tab);
     map->tab = tab;
     map->mask = cap - 1;
-    unlock(map->m);
+    wunlock(map->m);
 }
 
 static void fine_xor(tether_map_t *map, const entry_t *e)
@@ -284,14 +275,14 @@ static int apply(tether_map_t *map, const uint8_t *key, size_t klen,
         e->khash = kh;
         e->klen = (uint32_t)klen;
         memcpy(e->key, key, klen);
-        lock(m);
+        wlock(m);
         e->next = map->tab[kh & map->mask];
         map->tab[kh & map->mask] = e;
         map->n++;
         was_live = 0;
         same = 0;
     } else {
-        lock(m);
+        wlock(m);
         fine_xor(map, e);
         was_live = e->val != NULL;
         same = was_live && val && e->vlen == vlen &&
@@ -315,7 +306,7 @@ static int apply(tether_map_t *map, const uint8_t *key, size_t klen,
         if ((was_live || val) && !same)
             tell(map, e->key, e->klen, e->val, e->vlen);
     }
-    unlock(m);
+    wunlock(m);
     m->stats.applied++;
     if (map->n > 2 * (map->mask + 1))
         grow(map);
@@ -565,9 +556,9 @@ int tether_maps_host(tether_maps_t *m, const uint8_t *name, size_t nlen,
                           ? opts->tombstone_ttl_ms
                           : TETHER_MAPS_DEFAULT_TOMB_TTL_MS;
         map->persist = opts && opts->persist;
-        lock(m);
+        wlock(m);
         m->maps[m->nmaps++] = map;
-        unlock(m);
+        wunlock(m);
         send_hosts(m, NULL);
     }
     if (out)
@@ -581,12 +572,12 @@ int tether_maps_unhost(tether_maps_t *m, const uint8_t *name, size_t nlen)
 
     if (map == NULL)
         return TETHER_ENOTFOUND;
-    lock(m);
+    wlock(m);
     for (size_t i = 0; i < m->nmaps; i++)
         if (m->maps[i] == map)
             m->maps[i] = m->maps[--m->nmaps];
     free_entries(map, 1);
-    unlock(m);
+    wunlock(m);
     map_free(map);
     send_hosts(m, NULL);
     return 0;
@@ -1138,8 +1129,8 @@ int tether_maps_dump(const tether_map_t *map, tether_maps_put_fn put, void *ctx)
             ei_x_buff x;
             int rc;
 
-            if (encode_record(m, &x, e->key, e->klen, e->stamp, e->node,
-                              e->val, e->vlen) < 0)
+            if (encode_record(m, &x, e->key, e->klen, e->stamp, e->node, e->val,
+                              e->vlen) < 0)
                 return TETHER_ENOMEM;
             rc = put(ctx, (const uint8_t *)x.buff, (size_t)x.index);
             ei_x_free(&x);
@@ -1265,11 +1256,11 @@ static void collect(tether_map_t *map)
         while (*pp) {
             entry_t *e = *pp;
             if (e->val == NULL && tomb_expired(map, e->stamp)) {
-                lock(map->m);
+                wlock(map->m);
                 fine_xor(map, e);
                 *pp = e->next;
                 map->n--;
-                unlock(map->m);
+                wunlock(map->m);
                 map->m->stats.tombs_collected++;
                 free(e);
                 continue;
@@ -1331,8 +1322,7 @@ int tether_maps_new(const tether_maps_config_t *cfg, tether_engine_t *eng,
     tether_maps_t *m;
     int rc;
 
-    if (cfg == NULL || eng == NULL || out == NULL ||
-        (cfg->wlock == NULL) != (cfg->wunlock == NULL))
+    if (!TETHER__MODULE_ARGS_OK(cfg, eng, out))
         return TETHER_EINVAL;
     m = calloc(1, sizeof *m);
     if (m == NULL)
@@ -1341,15 +1331,10 @@ int tether_maps_new(const tether_maps_config_t *cfg, tether_engine_t *eng,
     if (m->cfg.sync_ms == 0)
         m->cfg.sync_ms = TETHER_MAPS_DEFAULT_SYNC_MS;
     m->eng = eng;
-    if (node_get(m, tether_engine_name(eng)) != 0) {
-        module_free(m);
-        return TETHER_ENOMEM;
-    }
-    rc = tether__engine_register_module(eng, &mod, m);
-    if (rc < 0) {
-        module_free(m);
-        return rc;
-    }
-    *out = m;
-    return 0;
+    rc = tether__module_register(
+        eng, &mod, m,
+        node_get(m, tether_engine_name(eng)) != 0 ? TETHER_ENOMEM : 0);
+    if (rc == 0)
+        *out = m;
+    return rc;
 }

@@ -965,8 +965,7 @@ static int send_release(tether_reminders_t *m, uint32_t s, int to, uint64_t op)
  * handoff that could not go is sent again every round and when a session
  * comes up (the new primary arms after handoff_ms otherwise). Returns 0
  * when all went. */
-static int send_offer(tether_reminders_t *m, uint32_t s, int to,
-                      uint64_t op);
+static int send_offer(tether_reminders_t *m, uint32_t s, int to, uint64_t op);
 
 /* An op that ends when `to` acknowledges shard s's records: its id, or 0
  * (out of memory). */
@@ -999,8 +998,7 @@ static int handoff_sent(tether_reminders_t *m, uint32_t s, uint64_t id, int rc)
     return 0;
 }
 
-static int hand_over(tether_reminders_t *m, uint32_t s, int to,
-                     uint64_t *sent)
+static int hand_over(tether_reminders_t *m, uint32_t s, int to, uint64_t *sent)
 {
     uint64_t id = handoff_op(m, s, to);
     int rc;
@@ -1347,15 +1345,16 @@ static int send_some(tether_reminders_t *m, uint32_t s, int to,
 }
 
 /* Decodes {_, Shard, Op, [Fp]}'s tail into a sorted malloc'd *v. */
-static int d_fps(tether_reminders_t *m, const char *b, int *i,
-                 unsigned long *s, uint64_t *op, uint64_t **v, size_t *n)
+static int d_fps(tether_reminders_t *m, const char *b, int *i, unsigned long *s,
+                 uint64_t *op, uint64_t **v, size_t *n)
 {
     int len;
 
     *v = NULL;
     *n = 0;
     if (ei_decode_ulong(b, i, s) < 0 || *s >= m->nshards ||
-        tether__etf_decode_u64(b, i, op) < 0 || tether__etf_list(b, i, &len) < 0)
+        tether__etf_decode_u64(b, i, op) < 0 ||
+        tether__etf_list(b, i, &len) < 0)
         return TETHER_EPROTO;
     if (len > 0 && (*v = malloc((size_t)len * sizeof **v)) == NULL)
         return TETHER_ENOMEM;
@@ -1735,24 +1734,18 @@ int tether_reminders_new(const tether_reminders_config_t *cfg,
     m->self = node_idx(m, tether_engine_name(eng));
     m->origin = tether__fnv1a(TETHER_FNV_OFFSET, tether_engine_name(eng),
                               strlen(tether_engine_name(eng)));
-    if (m->shards == NULL || m->self == NO_NODE) {
-        module_free(m);
-        return TETHER_ENOMEM;
-    }
-    for (uint32_t s = 0; s < m->nshards; s++) {
+    rc = m->shards == NULL || m->self == NO_NODE ? TETHER_ENOMEM : 0;
+    for (uint32_t s = 0; rc == 0 && s < m->nshards; s++) {
         m->shards[s].prim = m->self;
         m->shards[s].wait_for = NO_NODE;
         m->shards[s].released_to = NO_NODE;
         m->shards[s].state = S_ARMED; /* alone: every shard is ours */
     }
     m->alone = 1;
-    rc = tether__engine_register_module(eng, &mod, m);
-    if (rc < 0) {
-        module_free(m);
-        return rc;
-    }
-    *out = m;
-    return 0;
+    rc = tether__module_register(eng, &mod, m, rc);
+    if (rc == 0)
+        *out = m;
+    return rc;
 }
 
 int tether_reminders_load(tether_reminders_t *m, const uint8_t *rec, size_t len)

@@ -253,7 +253,6 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
         return -1;
     tether__nif_election_load(env);
     tether__nif_reminders_load(env);
-    tether__nif_maps_load(env);
     return tether__nif_ring_load(env);
 }
 

@@ -43,19 +43,6 @@ typedef struct nmap {
     size_t live_bytes, garbage_bytes;
 } nmap_t;
 
-static ERL_NIF_TERM am_not_found, am_no_such_map, am_too_large,
-    am_invalid_value, am_drain, am_bad_record;
-
-void tether__nif_maps_load(ErlNifEnv *env)
-{
-    am_not_found = enif_make_atom(env, "not_found");
-    am_no_such_map = enif_make_atom(env, "no_such_map");
-    am_too_large = enif_make_atom(env, "too_large");
-    am_invalid_value = enif_make_atom(env, "invalid_value");
-    am_drain = enif_make_atom(env, "drain");
-    am_bad_record = enif_make_atom(env, "bad_record");
-}
-
 static void nmap_free(nmap_t *nm)
 {
     if (nm == NULL)
@@ -306,7 +293,7 @@ ERL_NIF_TERM map_unhost_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (rc == 0)
         nmap_free(nm); /* unreachable to readers since the unhost */
     if (rc == TETHER_ENOTFOUND)
-        return enif_make_tuple2(env, ATOM(error), am_no_such_map);
+        return enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
     return tether__nif_ok(env, rc);
 }
 
@@ -323,7 +310,8 @@ ERL_NIF_TERM map_notify_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     map = find_map(res, argv[1]);
     tether_maps_set_notify(map, argv[2] == ATOM(true));
     enif_mutex_unlock(res->lock);
-    return map ? ATOM(ok) : enif_make_tuple2(env, ATOM(error), am_no_such_map);
+    return map ? ATOM(ok)
+               : enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
 }
 
 /* What a direct-path write collects: the envelopes, and the record of a
@@ -367,7 +355,7 @@ static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
     if (argc != (remove ? 3 : 4) || !get_maps(env, argv[0], &res))
         return enif_make_badarg(env);
     if (!tether__nif_canon(env, argv[2], TETHER_MAPS_KEY_MAX, &k))
-        return enif_make_tuple2(env, ATOM(error), am_too_large);
+        return enif_make_tuple2(env, ATOM(error), ATOM(too_large));
     if (!remove && !enif_term_to_binary(env, argv[3], &v)) {
         tether__nif_canon_free(&k);
         return tether__nif_error(env, TETHER_ENOMEM);
@@ -379,8 +367,7 @@ static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
     } else {
         tether_engine_set_wall(res->eng, tether__nif_system_ms());
         rc = tether_maps_write(res->maps, map, k.data, k.len,
-                               remove ? NULL : v.data, v.size, write_cb,
-                               &acc);
+                               remove ? NULL : v.data, v.size, write_cb, &acc);
         drain = tether_maps_notify(map);
     }
     enif_mutex_unlock(res->lock);
@@ -396,11 +383,11 @@ static ERL_NIF_TERM map_write(ErlNifEnv *env, int argc,
         return enif_make_tuple3(env, ATOM(ok), acc.sealed.list,
                                 drain ? ATOM(true) : ATOM(false));
     case TETHER_ENOTFOUND:
-        return enif_make_tuple2(env, ATOM(error), am_no_such_map);
+        return enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
     case TETHER_ETOOBIG:
-        return enif_make_tuple2(env, ATOM(error), am_too_large);
+        return enif_make_tuple2(env, ATOM(error), ATOM(too_large));
     case TETHER_EINVAL:
-        return enif_make_tuple2(env, ATOM(error), am_invalid_value);
+        return enif_make_tuple2(env, ATOM(error), ATOM(invalid_value));
     default:
         return tether__nif_error(env, rc);
     }
@@ -434,9 +421,9 @@ ERL_NIF_TERM map_load_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         rc = tether_maps_load(map, b.data, b.size);
     enif_mutex_unlock(res->lock);
     if (rc == TETHER_ENOTFOUND)
-        return enif_make_tuple2(env, ATOM(error), am_no_such_map);
+        return enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
     if (rc == TETHER_EPROTO)
-        return enif_make_tuple2(env, ATOM(error), am_bad_record);
+        return enif_make_tuple2(env, ATOM(error), ATOM(bad_record));
     return tether__nif_ok(env, rc);
 }
 
@@ -457,7 +444,7 @@ ERL_NIF_TERM map_dump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         rc = tether_maps_dump(map, tether__nif_bins_add, &d);
     enif_mutex_unlock(res->lock);
     if (rc == TETHER_ENOTFOUND)
-        return enif_make_tuple2(env, ATOM(error), am_no_such_map);
+        return enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
     return rc < 0 ? tether__nif_error(env, rc) : d.list;
 }
 
@@ -479,12 +466,12 @@ ERL_NIF_TERM map_get_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     enif_rwlock_rlock(res->rw);
     map = find_map(res, argv[1]);
     if (map == NULL) {
-        ret = enif_make_tuple2(env, ATOM(error), am_no_such_map);
+        ret = enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
     } else {
         nmap_t *nm = *tether_maps_shell(map);
         slot_t *s = slot_find(nm, h, argv[2]);
         ret = s ? enif_make_tuple2(env, ATOM(ok), enif_make_copy(env, s->val))
-                : am_not_found;
+                : ATOM(not_found);
     }
     enif_rwlock_runlock(res->rw);
     return ret;
@@ -512,7 +499,7 @@ ERL_NIF_TERM map_list_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     enif_rwlock_rlock(res->rw);
     map = find_map(res, argv[1]);
     if (map == NULL) {
-        ret = enif_make_tuple2(env, ATOM(error), am_no_such_map);
+        ret = enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
     } else {
         nmap_t *nm = *tether_maps_shell(map);
         ret = enif_make_list(env, 0);
@@ -542,7 +529,7 @@ ERL_NIF_TERM map_size_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     enif_rwlock_rlock(res->rw);
     map = find_map(res, argv[1]);
     ret = map ? enif_make_uint64(env, tether_maps_size(map))
-              : enif_make_tuple2(env, ATOM(error), am_no_such_map);
+              : enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
     enif_rwlock_runlock(res->rw);
     return ret;
 }
@@ -590,6 +577,6 @@ ERL_NIF_TERM map_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     }
     enif_mutex_unlock(res->lock);
     if (map == NULL)
-        return enif_make_tuple2(env, ATOM(error), am_no_such_map);
+        return enif_make_tuple2(env, ATOM(error), ATOM(no_such_map));
     return tether__nif_counters(env, k, v, sizeof k / sizeof k[0]);
 }

@@ -146,6 +146,15 @@ extern ErlNifResourceType *tether__nif_engine_rt;
     X(map_sync_ms)                                                             \
     X(map)                                                                     \
     X(map_store)                                                               \
+    X(not_found)                                                               \
+    X(no_such_map)                                                             \
+    X(too_large)                                                               \
+    X(invalid_value)                                                           \
+    X(drain)                                                                   \
+    X(bad_record)                                                              \
+    X(pending)                                                                 \
+    X(bad_key)                                                                 \
+    X(payload_too_large)                                                       \
     X(removed)                                                                 \
     X(follower)                                                                \
     X(not_leader)                                                              \
@@ -378,7 +387,6 @@ ERL_NIF_TERM election_info_nif(ErlNifEnv *env, int argc,
 
 /* ---- maps.c ---- */
 /* Makes the maps' atoms (load()). */
-void tether__nif_maps_load(ErlNifEnv *env);
 /* Creates res's maps module (anti-entropy every sync_ms). */
 int tether__nif_maps_attach(tether_nif_res_t *res, uint32_t sync_ms);
 /* Frees the maps' term copies (the destructor calls it first). */

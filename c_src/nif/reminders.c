@@ -14,8 +14,6 @@
 #include "nif/nif.h"
 #include "tether/error.h"
 
-static ERL_NIF_TERM am_pending, am_not_found, am_bad_key, am_payload_too_large,
-    am_left, am_bad_record, am_true;
 static ERL_NIF_TERM stat_atoms[TETHER_REMINDERS_STATS_N];
 
 void tether__nif_reminders_load(ErlNifEnv *env)
@@ -23,13 +21,6 @@ void tether__nif_reminders_load(ErlNifEnv *env)
     tether_reminders_stats_t zero = {0};
     tether_reminders_stat_t v[TETHER_REMINDERS_STATS_N];
 
-    am_pending = enif_make_atom(env, "pending");
-    am_not_found = enif_make_atom(env, "not_found");
-    am_bad_key = enif_make_atom(env, "bad_key");
-    am_payload_too_large = enif_make_atom(env, "payload_too_large");
-    am_left = enif_make_atom(env, "left");
-    am_bad_record = enif_make_atom(env, "bad_record");
-    am_true = enif_make_atom(env, "true");
     tether_reminders_stats_list(&zero, v);
     for (size_t i = 0; i < TETHER_REMINDERS_STATS_N; i++)
         stat_atoms[i] = enif_make_atom(env, v[i].name);
@@ -86,9 +77,9 @@ static int get_rm(ErlNifEnv *env, ERL_NIF_TERM t, tether_nif_res_t **res)
 static ERL_NIF_TERM error_of(ErlNifEnv *env, int rc)
 {
     if (rc == TETHER_ECLOSED)
-        return enif_make_tuple2(env, ATOM(error), am_left);
+        return enif_make_tuple2(env, ATOM(error), ATOM(left));
     if (rc == TETHER_ETOOBIG)
-        return enif_make_tuple2(env, ATOM(error), am_payload_too_large);
+        return enif_make_tuple2(env, ATOM(error), ATOM(payload_too_large));
     return tether__nif_error(env, rc);
 }
 
@@ -116,7 +107,7 @@ ERL_NIF_TERM reminders_set_nif(ErlNifEnv *env, int argc,
         !enif_get_uint64(env, argv[5], &ref))
         return enif_make_badarg(env);
     if (!tether__nif_canon(env, argv[1], TETHER_REMINDER_KEY_MAX, &key))
-        return enif_make_tuple2(env, ATOM(error), am_bad_key);
+        return enif_make_tuple2(env, ATOM(error), ATOM(bad_key));
     if (!enif_term_to_binary(env, argv[3], &pay)) {
         tether__nif_canon_free(&key);
         return tether__nif_error(env, TETHER_ENOMEM);
@@ -145,7 +136,7 @@ ERL_NIF_TERM reminders_cancel_nif(ErlNifEnv *env, int argc,
         !enif_get_uint64(env, argv[2], &ref))
         return enif_make_badarg(env);
     if (!tether__nif_canon(env, argv[1], TETHER_REMINDER_KEY_MAX, &key))
-        return enif_make_tuple2(env, ATOM(error), am_bad_key);
+        return enif_make_tuple2(env, ATOM(error), ATOM(bad_key));
     enif_mutex_lock(res->lock);
     rc = tether_reminders_cancel(res->reminders, key.data, key.len, ref);
     enif_mutex_unlock(res->lock);
@@ -175,7 +166,7 @@ ERL_NIF_TERM reminders_get_nif(ErlNifEnv *env, int argc,
         !enif_get_uint64(env, argv[2], &ref))
         return enif_make_badarg(env);
     if (!tether__nif_canon(env, argv[1], TETHER_REMINDER_KEY_MAX, &key))
-        return enif_make_tuple2(env, ATOM(error), am_bad_key);
+        return enif_make_tuple2(env, ATOM(error), ATOM(bad_key));
     enif_mutex_lock(res->lock);
     rc = tether_reminders_get(res->reminders, key.data, key.len, ref, &fire_at,
                               &p, &pl);
@@ -183,9 +174,9 @@ ERL_NIF_TERM reminders_get_nif(ErlNifEnv *env, int argc,
         ret = enif_make_tuple3(env, ATOM(ok), enif_make_int64(env, fire_at),
                                tether__nif_make_bytes(env, p, pl));
     else if (rc == 0)
-        ret = am_not_found;
+        ret = ATOM(not_found);
     else if (rc == 2)
-        ret = am_pending;
+        ret = ATOM(pending);
     else
         ret = tether__nif_error(env, rc);
     enif_mutex_unlock(res->lock);
@@ -226,7 +217,7 @@ ERL_NIF_TERM reminders_load_nif(ErlNifEnv *env, int argc,
     rc = tether_reminders_load(res->reminders, b.data, b.size);
     enif_mutex_unlock(res->lock);
     if (rc == TETHER_EPROTO)
-        return enif_make_tuple2(env, ATOM(error), am_bad_record);
+        return enif_make_tuple2(env, ATOM(error), ATOM(bad_record));
     return tether__nif_ok(env, rc);
 }
 
@@ -308,7 +299,7 @@ ERL_NIF_TERM tether__nif_reminder_action(ErlNifEnv *env,
                                        a->u.reminder_reply.payload.len));
             break;
         case TETHER_REMINDER_NOT_FOUND:
-            st = am_not_found;
+            st = ATOM(not_found);
             break;
         default:
             st = ATOM(timeout);
