@@ -13,7 +13,9 @@
 %% casts go out in slices of 128 KiB, a slice a millisecond; a prober
 %% calling the server (members/0) and the registry (whereis_name/1) in a
 %% loop through the whole flush is never kept waiting long (a 4 MiB slice
-%% sealed in one NIF call kept it waiting 0.13-2.6 s); every cast that
+%% sealed in one NIF call kept it waiting 0.13-2.6 s), on the flushing
+%% node and on the receiving one (whose server verified each envelope
+%% under the engine lock and decoded it itself: 0.11-0.70 s); every cast that
 %% fit arrives in order; and the holding node's memory grows by about
 %% what fit, during the flush as well.
 %%
@@ -133,8 +135,9 @@ heal_of_large_casts(_Config) ->
     %% encodings, not the 512 MiB sent.
     ?assert(Rss1 - Rss0 < 3 * ?DEFER_MAX_BYTES div 1024),
     Prober = spawn_link(A, ?MODULE, probe, [self()]),
-    %% The receiving side, for the record (its server opens each 4 MiB
-    %% envelope on a dirty scheduler, whole).
+    %% The receiving side: its server verifies each 4 MiB envelope's MAC
+    %% without the engine lock and decodes the payload in a decoder
+    %% process, so it and the registry answer as fast during the flush.
     ProberB = spawn_link(B, ?MODULE, probe, [self()]),
     T0 = erlang:monotonic_time(millisecond),
     {HealUs, ok} = call(A, timer, tc, [tether, heal, [Ref]]),
@@ -161,6 +164,9 @@ heal_of_large_casts(_Config) ->
     ?assert(TickMax < ?TICK_MAX_CPU_US),
     ?assert(ServerMax < ?PROBE_MAX_US),
     ?assert(WhereisMax < ?PROBE_MAX_US),
+    #{server_max_us := ServerMaxB, whereis_max_us := WhereisMaxB} = ProbedB,
+    ?assert(ServerMaxB < ?PROBE_MAX_US),
+    ?assert(WhereisMaxB < ?PROBE_MAX_US),
     %% The flush adds at most a few envelopes in flight to what was held.
     ?assert(RssMax - Rss0 < 3 * ?DEFER_MAX_BYTES div 1024),
     %% The issue's bound is 100 ms, and heal/1 takes well under 1 ms
