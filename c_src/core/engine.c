@@ -1510,7 +1510,7 @@ static int recv_kind(tether_engine_t *eng, const char *from,
  * the payload (pointing into bytes) when it is to be handled, 0 when it
  * was authentic but is not for handling (a server that has not made the
  * session usable yet), or the negative reason it was refused (counted).
- * With `verified` (an opener already through tether__opener_verify) the
+ * With `verified` (an opener already through tether_engine_recv_verify) the
  * MAC is not computed again: the envelope is finished on the session.
  */
 static int open_envelope(tether_engine_t *eng, const char *from,
@@ -1595,9 +1595,9 @@ int tether_engine_recv(tether_engine_t *eng, const char *from,
     return recv_bytes(eng, from, bytes, len, NULL);
 }
 
-int tether_engine_recv_prepare(tether_engine_t *eng, const char *from,
-                               const uint8_t *bytes, size_t len,
-                               tether_opener_t *o)
+int tether_engine_recv_begin(tether_engine_t *eng, const char *from,
+                             const uint8_t *bytes, size_t len,
+                             tether_opener_t *o)
 {
     peer_t *p;
 
@@ -1613,13 +1613,24 @@ int tether_engine_recv_prepare(tether_engine_t *eng, const char *from,
     return 0;
 }
 
-int tether_engine_recv_verified(tether_engine_t *eng, const char *from,
-                                const uint8_t *bytes, size_t len,
-                                tether_opener_t *o)
+int tether_engine_recv_verify(tether_opener_t *o, const uint8_t *bytes,
+                              size_t len)
 {
+    if (o == NULL || (bytes == NULL && len > 0))
+        return TETHER_EINVAL;
+    return tether__opener_verify(o, bytes, len);
+}
+
+int tether_engine_recv_end(tether_engine_t *eng, const char *from,
+                           const uint8_t *bytes, size_t len, tether_opener_t *o)
+{
+    int rc;
+
     if (o == NULL)
         return TETHER_EINVAL;
-    return recv_bytes(eng, from, bytes, len, o);
+    rc = recv_bytes(eng, from, bytes, len, o);
+    sodium_memzero(o, sizeof *o); /* refused before the session saw it */
+    return rc;
 }
 
 int tether_engine_open(tether_engine_t *eng, const char *from,

@@ -354,7 +354,7 @@ void tether__sealer_abort(tether_sealer_t *k);
 /*
  * An envelope opened in three steps, so that the MAC over a large payload
  * can be computed while nothing guards the session (the NIF verifies a
- * large envelope without the engine lock; see tether_engine_recv_prepare).
+ * large envelope without the engine lock; see tether_engine_recv_begin).
  * Begin copies what verification needs out of the session: the keyed MAC
  * state, the cap and the session id. Verify checks the structure and the
  * MAC against that copy and touches no session. End, back on the session,

@@ -282,15 +282,15 @@ ERL_NIF_TERM engine_recv_nif(ErlNifEnv *env, int argc,
     if (b.size)
         memcpy(copy, b.data, b.size);
     enif_mutex_lock(res->lock);
-    apart = tether_engine_recv_prepare(res->eng, from, copy, b.size, &o) == 0;
+    apart = tether_engine_recv_begin(res->eng, from, copy, b.size, &o) == 0;
     rc = apart ? 0 : tether_engine_recv(res->eng, from, copy, b.size);
     enif_mutex_unlock(res->lock);
     if (apart) {
         /* A large envelope: its MAC is verified without the lock, so the
          * registry and every other call on the engine go on meanwhile. */
-        (void)tether__opener_verify(&o, copy, b.size);
+        (void)tether_engine_recv_verify(&o, copy, b.size);
         enif_mutex_lock(res->lock);
-        rc = tether_engine_recv_verified(res->eng, from, copy, b.size, &o);
+        rc = tether_engine_recv_end(res->eng, from, copy, b.size, &o);
         enif_mutex_unlock(res->lock);
     }
     sodium_memzero(&o, sizeof o);

@@ -4,11 +4,11 @@
  * tether_engine_open() opens one outside tether_engine_recv(). Covered:
  * the round trip, tether__engine_broadcast_sealed(), no session, drop and defer
  * partitions on either side, replayed and tampered envelopes, large
- * envelopes verified apart from the engine (recv_prepare / recv_verified:
- * delivered once, tampered, replayed, session changed meanwhile), hellos and
- * control messages through open, argument checks, and the `opaque` module flag
- * (payloads passed without tether__etf_validate). Engines talk through
- * test/harness.h.
+ * envelopes verified apart from the engine (recv_begin / recv_verify /
+ * recv_end: delivered once, tampered, replayed, session changed meanwhile),
+ * hellos and control messages through open, argument checks, and the `opaque`
+ * module flag (payloads passed without tether__etf_validate). Engines talk
+ * through test/harness.h.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -719,9 +719,9 @@ static int recv_apart(harness_t *h, int i, const char *from, const uint8_t *env,
 {
     tether_opener_t o;
 
-    cr_assert_eq(tether_engine_recv_prepare(h->e[i], from, env, len, &o), 0);
-    (void)tether__opener_verify(&o, env, len);
-    return tether_engine_recv_verified(h->e[i], from, env, len, &o);
+    cr_assert_eq(tether_engine_recv_begin(h->e[i], from, env, len, &o), 0);
+    (void)tether_engine_recv_verify(&o, env, len);
+    return tether_engine_recv_end(h->e[i], from, env, len, &o);
 }
 
 Test(direct, large_envelope_verified_apart_is_delivered_once)
@@ -744,15 +744,16 @@ Test(direct, large_envelope_verified_apart_is_delivered_once)
     cr_assert_eq(tether_engine_envelope_stats(h.e[1])->replayed, 2);
     /* Small envelopes, unknown peers and our own name stay on recv. */
     cr_assert_eq(seal_id(&h, 0, 1, 2, &small, &slen), 0);
-    cr_assert_eq(tether_engine_recv_prepare(h.e[1], "a@test", small, slen, &o),
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "a@test", small, slen, &o),
                  TETHER_EAGAIN);
-    cr_assert_eq(
-        tether_engine_recv_prepare(h.e[1], "zz@nowhere", big, blen, &o),
-        TETHER_EAGAIN);
-    cr_assert_eq(tether_engine_recv_prepare(h.e[1], "b@test", big, blen, &o),
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "zz@nowhere", big, blen, &o),
                  TETHER_EAGAIN);
-    cr_assert_eq(tether_engine_recv_verified(h.e[1], "a@test", big, blen, NULL),
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "b@test", big, blen, &o),
+                 TETHER_EAGAIN);
+    cr_assert_eq(tether_engine_recv_end(h.e[1], "a@test", big, blen, NULL),
                  TETHER_EINVAL);
+    cr_assert_eq(tether_engine_recv_verify(NULL, big, blen), TETHER_EINVAL);
+    cr_assert_eq(tether_engine_recv_verify(&o, NULL, blen), TETHER_EINVAL);
     free(small);
     free(big);
     rec_free(&r);
@@ -802,11 +803,10 @@ Test(direct, session_changed_during_verify_is_refused)
     rec_pair(&h, &r);
     big = seal_big(&h, 0, 1, 4, &blen);
     /* The connection drops while the MAC is verified: no session. */
-    cr_assert_eq(tether_engine_recv_prepare(h.e[1], "a@test", big, blen, &o),
-                 0);
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "a@test", big, blen, &o), 0);
     h_cut(&h, 0, 1);
-    cr_assert_eq(tether__opener_verify(&o, big, blen), 0);
-    cr_assert_eq(tether_engine_recv_verified(h.e[1], "a@test", big, blen, &o),
+    cr_assert_eq(tether_engine_recv_verify(&o, big, blen), 0);
+    cr_assert_eq(tether_engine_recv_end(h.e[1], "a@test", big, blen, &o),
                  TETHER_ECLOSED);
     /* A new session is made while the MAC is verified: refused as an
      * envelope of the old session is. */
@@ -815,14 +815,13 @@ Test(direct, session_changed_during_verify_is_refused)
     cr_assert(tether_engine_session_up(h.e[1], "a@test"));
     free(big);
     big = seal_big(&h, 0, 1, 5, &blen);
-    cr_assert_eq(tether_engine_recv_prepare(h.e[1], "a@test", big, blen, &o),
-                 0);
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "a@test", big, blen, &o), 0);
     h_cut(&h, 0, 1);
     h_peer_up(&h, 0, 1);
     h_run(&h, 500);
     cr_assert(tether_engine_session_up(h.e[1], "a@test"));
-    cr_assert_eq(tether__opener_verify(&o, big, blen), 0);
-    cr_assert_eq(tether_engine_recv_verified(h.e[1], "a@test", big, blen, &o),
+    cr_assert_eq(tether_engine_recv_verify(&o, big, blen), 0);
+    cr_assert_eq(tether_engine_recv_end(h.e[1], "a@test", big, blen, &o),
                  TETHER_EAUTH);
     cr_assert_eq(r.n, 0);
     free(big);
