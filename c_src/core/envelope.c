@@ -830,6 +830,7 @@ int tether__opener_verify(tether_opener_t *o, const uint8_t *in, size_t len)
     crypto_auth_hmacsha512256_final(&o->rx_mac, tag);
     if (crypto_verify_32(tag, in + covered) != 0)
         o->fault = FAULT_TAMPERED;
+    o->mac_checked = 1;
     sodium_memzero(tag, sizeof tag);
     sodium_memzero(&o->rx_mac, sizeof o->rx_mac);
     return fault_code(o->fault);
@@ -851,7 +852,8 @@ int tether__session_open_end(tether_session_t *s, tether_opener_t *o,
         rc = TETHER_EAUTH;
         goto done;
     }
-    if (o->fault == FAULT_TAMPERED) {
+    if (o->fault == FAULT_TAMPERED ||
+        (o->fault == FAULT_NONE && !o->mac_checked)) {
         COUNT(s, tampered);
         rc = TETHER_EAUTH;
         goto done;

@@ -368,6 +368,7 @@ typedef struct tether_opener {
     size_t max_payload;                     /* the session's cap */
     int established;                        /* 0: begun on no session */
     int fault;                              /* verify's verdict, 0: none */
+    int mac_checked; /* verify computed the MAC: end refuses without it */
 } tether_opener_t;
 
 /* Copies what verifying an envelope needs out of s into o (any state:
@@ -383,7 +384,8 @@ int tether__opener_verify(tether_opener_t *o, const uint8_t *in, size_t len);
  * Finishes opening `in` (len bytes) on s after tether__opener_verify(o):
  * refuses it if s is not ESTABLISHED (no_session -> TETHER_ECLOSED) or is
  * no longer the session o was begun on (tampered -> TETHER_EAUTH, as an
- * envelope of an old session is), counts verify's verdict, then checks and
+ * envelope of an old session is), counts verify's verdict (an opener that
+ * never went through verify counts as tampered), then checks and
  * updates the replay window; outputs as open(). o is wiped.
  */
 TETHER_MUST_CHECK int

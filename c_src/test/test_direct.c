@@ -764,6 +764,7 @@ Test(direct, tampered_large_envelope_verified_apart_is_refused)
 {
     harness_t h;
     rec_t r = {0};
+    tether_opener_t o;
     uint8_t *big;
     size_t blen = 0;
     uint64_t tampered, rejected;
@@ -784,6 +785,9 @@ Test(direct, tampered_large_envelope_verified_apart_is_refused)
     cr_assert_geq(tether_engine_envelope_stats(h.e[1])->tampered, tampered + 2);
     cr_assert_eq(tether_engine_stats(h.e[1])->recv_rejected, rejected + 3,
                  "each refusal is counted");
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "a@test", big, blen, &o), 0);
+    cr_assert_eq(tether_engine_recv_end(h.e[1], "a@test", big, blen, &o),
+                 TETHER_EAUTH, "an envelope never verified is refused");
     cr_assert_eq(recv_apart(&h, 1, "a@test", big, blen), 0,
                  "the window did not move for the forgeries");
     cr_assert_eq(r.n, 1);
