@@ -171,7 +171,10 @@ engine_new(_Opts) ->
 
 %% @doc Feeds the bytes of one message received from peer `From'.
 %% Refused input (forged, replayed, garbage) is counted by the engine and
-%% answered with `{error, Reason}'; it is never fatal.
+%% answered with `{error, Reason}'; it is never fatal. The MAC of an
+%% envelope of 64 KiB and more is verified without the engine lock, so
+%% other calls on the engine (registry reads among them) go on meanwhile;
+%% the calls for one peer must still come one at a time, in order.
 -spec engine_recv(engine(), name(), binary()) -> ok | {error, error_reason()}.
 engine_recv(_Engine, _From, _Bytes) ->
     erlang:nif_error({not_loaded, ?MODULE}).

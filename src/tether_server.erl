@@ -108,6 +108,10 @@
 -define(DIST_CHECK_MS, 1000).
 %% Messages from this size on are MAC'd and copied on a dirty scheduler.
 -define(DIRTY_BYTES, 256 * 1024).
+%% Received messages of this size and more are verified (the engine's
+%% TETHER_ENGINE_VERIFY_APART_BYTES), and module messages decoded, apart
+%% from the server (see in_order/5).
+-define(APART_BYTES, 64 * 1024).
 %% The most nodes in a partition group (the engine's
 %% TETHER_PARTITION_GROUP_MAX).
 -define(GROUP_MAX, 256).
@@ -121,7 +125,7 @@
     up = #{} :: #{node() => true},           % peers reported up
     connecting = #{} :: #{node() => true},   % connect helpers running
     subs = #{} :: #{pid() => reference()},   % member event subscribers
-    handlers = #{} :: #{term() => {pid(), reference()}},
+    handlers = #{} :: handlers(),
     config :: tether_config:config(),
     seeds = [] :: [node()],                  % joined by a fresh engine
     joins = #{} :: #{node() => [gen_server:from()]}, % join/1 callers
@@ -132,10 +136,14 @@
     %% the sender and the number of messages handed to it.
     senders = #{} :: #{node() => {pid(), non_neg_integer()}},
     rm :: tether_reminder:state(),           % reminder subscribers, log
-    maps :: tether_map:state()               % hosted maps, subscribers
+    maps :: tether_map:state(),              % hosted maps, subscribers
+    %% The last process doing a peer's large work apart (see in_order/5)
+    %% until it is done.
+    apart = #{} :: #{{recv | decode, node()} => pid()}
 }).
 
 -type state() :: #st{}.
+-type handlers() :: #{term() => {pid(), reference()}}.
 
 %%% API: membership and partitions (tether's, see there)
 
@@ -419,8 +427,19 @@ handle_info({'$tether', From, Bytes}, S = #st{engine = E})
   when E =/= undefined, is_atom(From), is_binary(Bytes) ->
     S1 = ensure_up(From, tick(S)),
     %% Refused input is counted by the engine; nothing to do here.
-    _ = safe(fun() -> recv(E, bin(From), Bytes) end),
-    {noreply, run(S1)};
+    Recv = fun(ok) -> _ = safe(fun() -> recv(E, bin(From), Bytes) end), ok end,
+    {noreply, run(in_order({recv, From}, byte_size(Bytes) >= ?APART_BYTES,
+                           fun() -> ok end, Recv, S1))};
+handle_info({apart_done, Key, Pid}, S = #st{apart = A}) ->
+    %% What the process gave the engine (if anything) is carried out.
+    S1 = case A of
+             #{Key := Pid} -> S#st{apart = maps:remove(Key, A)};
+             _ -> S
+         end,
+    case S1#st.engine of
+        undefined -> {noreply, S1};
+        _ -> {noreply, run(tick(S1))}
+    end;
 handle_info({nodeup, Node, _Info}, S = #st{engine = E})
   when E =/= undefined ->
     {noreply, run(peer_up(Node, tick(S)))};
@@ -810,8 +829,7 @@ act({member, Up, Node}, S = #st{subs = Subs}) ->
     _ = [Pid ! Event || Pid <- maps:keys(Subs)],
     S;
 act({message, From, Etf}, S) ->
-    module_msg(binary_to_atom(From, utf8), Etf, S),
-    S;
+    module_msg(binary_to_atom(From, utf8), Etf, S);
 act(Action, S) when element(1, Action) =:= reg_lost;
                     element(1, Action) =:= reg_resolve ->
     S#st{reg = tether_registry:handle_action(Action, S#st.reg)};
@@ -896,24 +914,68 @@ sender(Server, Node, Sent) ->
             end
     end.
 
-%% Hands a module message {Tag, Term} from a peer to the handler of Tag.
+%% Hands a module message {Tag, Term} from a peer to the handler of Tag,
+%% a large one (a 4 MiB payload takes 14-100 ms to decode) decoded apart
+%% from the server (see in_order/5).
+-spec module_msg(node(), binary(), state()) -> state().
+module_msg(From, Etf, S = #st{handlers = Handlers}) ->
+    in_order({decode, From}, byte_size(Etf) >= ?APART_BYTES,
+             fun() -> decode(Etf) end,
+             fun(Decoded) -> handle_decoded(From, Decoded, Handlers) end, S).
+
+%% Work on one peer's stream Key (its received bytes, its module
+%% messages), done in the order it was given without keeping the server
+%% waiting on large work: Post(Pre()) runs here and now when the work is
+%% small and no earlier work of Key is still running apart; otherwise a
+%% short-lived process runs Pre() at once (alongside earlier work) and
+%% Post only once the previous process of Key has ended, then tells the
+%% server (apart_done), which carries out what the engine was given.
+-spec in_order({recv | decode, node()}, boolean(), fun(() -> R),
+               fun((R) -> ok), state()) -> state().
+in_order(Key, Large, Pre, Post, S = #st{apart = A}) ->
+    case Large orelse maps:is_key(Key, A) of
+        true ->
+            Server = self(),
+            Prev = maps:get(Key, A, none),
+            Pid = spawn(fun() ->
+                                R = Pre(),
+                                await(Prev),
+                                ok = Post(R),
+                                Server ! {apart_done, Key, self()}
+                        end),
+            S#st{apart = A#{Key => Pid}};
+        false ->
+            ok = Post(Pre()),
+            S
+    end.
+
+-spec await(pid() | none) -> ok.
+await(none) ->
+    ok;
+await(Pid) ->
+    MRef = erlang:monitor(process, Pid),
+    receive {'DOWN', MRef, process, Pid, _} -> ok end.
+
 %% The bytes passed the peer's MAC: only a trusted member can have sealed
 %% them, so they are decoded as Erlang distribution decodes (new atoms
 %% allowed: a deferred rpc names its module and function), never unsafe
 %% to the VM (binary_to_term checks every byte).
--spec module_msg(node(), binary(), state()) -> ok.
-module_msg(From, Etf, #st{handlers = Handlers}) ->
+-spec decode(binary()) -> {ok, term()} | error.
+decode(Etf) ->
     try binary_to_term(Etf) of
-        {Tag, Term} ->
-            case maps:find(Tag, Handlers) of
-                {ok, {Pid, _}} -> Pid ! {tether_msg, From, Tag, Term}, ok;
-                error -> ok
-            end;
-        _ ->
-            ok
+        Term -> {ok, Term}
     catch
-        error:badarg -> ok
+        error:badarg -> error
     end.
+
+-spec handle_decoded(node(), {ok, term()} | error, handlers()) -> ok.
+handle_decoded(From, {ok, {Tag, Term}}, Handlers) ->
+    case maps:find(Tag, Handlers) of
+        {ok, {Pid, _}} -> Pid ! {tether_msg, From, Tag, Term}, ok;
+        error -> ok
+    end;
+handle_decoded(_From, _Other, _Handlers) ->
+    ok.
 
 %% One timer, at the engine's next deadline (absolute, monotonic ms).
 -spec arm(state()) -> state().

@@ -1510,10 +1510,13 @@ static int recv_kind(tether_engine_t *eng, const char *from,
  * the payload (pointing into bytes) when it is to be handled, 0 when it
  * was authentic but is not for handling (a server that has not made the
  * session usable yet), or the negative reason it was refused (counted).
+ * With `verified` (an opener already through tether_engine_recv_verify) the
+ * MAC is not computed again: the envelope is finished on the session.
  */
 static int open_envelope(tether_engine_t *eng, const char *from,
-                         const uint8_t *bytes, size_t len, peer_t **pp,
-                         uint8_t *type, const uint8_t **payload, size_t *plen)
+                         const uint8_t *bytes, size_t len,
+                         tether_opener_t *verified, peer_t **pp, uint8_t *type,
+                         const uint8_t **payload, size_t *plen)
 {
     peer_t *p = find_peer(eng, from);
     int rc;
@@ -1522,7 +1525,11 @@ static int open_envelope(tether_engine_t *eng, const char *from,
         eng->stats.recv_unknown++;
         return TETHER_ENOTFOUND;
     }
-    rc = tether__session_open(&p->sess, bytes, len, type, payload, plen);
+    if (verified != NULL)
+        rc = tether__session_open_end(&p->sess, verified, bytes, len, type,
+                                      payload, plen);
+    else
+        rc = tether__session_open(&p->sess, bytes, len, type, payload, plen);
     if (rc < 0) {
         eng->stats.recv_rejected++;
         return rc;
@@ -1547,8 +1554,11 @@ static int open_envelope(tether_engine_t *eng, const char *from,
 static int recv_restart(tether_engine_t *eng, const char *from,
                         const uint8_t *bytes, size_t len);
 
-int tether_engine_recv(tether_engine_t *eng, const char *from,
-                       const uint8_t *bytes, size_t len)
+/* recv, with the envelope's MAC already verified (`verified`) or not
+ * (NULL). */
+static int recv_bytes(tether_engine_t *eng, const char *from,
+                      const uint8_t *bytes, size_t len,
+                      tether_opener_t *verified)
 {
     const uint8_t *payload = NULL;
     size_t plen = 0;
@@ -1567,7 +1577,8 @@ int tether_engine_recv(tether_engine_t *eng, const char *from,
         rc = recv_restart(eng, from, bytes, len);
         goto done;
     }
-    rc = open_envelope(eng, from, bytes, len, &p, &type, &payload, &plen);
+    rc = open_envelope(eng, from, bytes, len, verified, &p, &type, &payload,
+                       &plen);
     if (rc < 0)
         return rc;
     if (rc == 1)
@@ -1575,6 +1586,50 @@ int tether_engine_recv(tether_engine_t *eng, const char *from,
     rc = 0;
 done:
     refresh_liveness(eng);
+    return rc;
+}
+
+int tether_engine_recv(tether_engine_t *eng, const char *from,
+                       const uint8_t *bytes, size_t len)
+{
+    return recv_bytes(eng, from, bytes, len, NULL);
+}
+
+int tether_engine_recv_begin(tether_engine_t *eng, const char *from,
+                             const uint8_t *bytes, size_t len,
+                             tether_opener_t *o)
+{
+    peer_t *p;
+
+    if (len < TETHER_ENGINE_VERIFY_APART_BYTES || bytes == NULL || o == NULL ||
+        !valid_name(from) || strcmp(from, eng->name) == 0)
+        return TETHER_EAGAIN;
+    if (tether__envelope_kind(bytes, len) < TETHER_ENV_TYPE_USER_MIN)
+        return TETHER_EAGAIN;
+    p = find_peer(eng, from);
+    if (p == NULL || !tether__session_established(&p->sess))
+        return TETHER_EAGAIN;
+    tether__session_open_begin(&p->sess, o);
+    return 0;
+}
+
+int tether_engine_recv_verify(tether_opener_t *o, const uint8_t *bytes,
+                              size_t len)
+{
+    if (o == NULL || (bytes == NULL && len > 0))
+        return TETHER_EINVAL;
+    return tether__opener_verify(o, bytes, len);
+}
+
+int tether_engine_recv_end(tether_engine_t *eng, const char *from,
+                           const uint8_t *bytes, size_t len, tether_opener_t *o)
+{
+    int rc;
+
+    if (o == NULL)
+        return TETHER_EINVAL;
+    rc = recv_bytes(eng, from, bytes, len, o);
+    sodium_memzero(o, sizeof *o); /* refused before the session saw it */
     return rc;
 }
 
@@ -1596,7 +1651,7 @@ int tether_engine_open(tether_engine_t *eng, const char *from,
         eng->stats.recv_unknown++;
         return TETHER_EPROTO;
     }
-    rc = open_envelope(eng, from, bytes, len, &p, type, payload, plen);
+    rc = open_envelope(eng, from, bytes, len, NULL, &p, type, payload, plen);
     if (rc <= 0) {
         *payload = NULL;
         *plen = 0;

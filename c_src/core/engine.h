@@ -412,6 +412,38 @@ int tether_engine_peer_down(tether_engine_t *eng, const char *name);
 int tether_engine_tick(tether_engine_t *eng, uint64_t now_ms);
 
 /*
+ * The size from which a shell may verify an envelope's MAC apart from the
+ * engine (64 KiB: below it, the MAC costs less than taking a lock twice).
+ */
+#define TETHER_ENGINE_VERIFY_APART_BYTES (64u * 1024u)
+
+/*
+ * recv in three steps, so that a shell that guards the engine with a lock
+ * verifies a large envelope's MAC without holding it (the NIF does; the
+ * MAC over 4 MiB takes tens of ms). Under the lock, begin returns 0 and
+ * fills *o when `bytes` is a sealed envelope of at least
+ * TETHER_ENGINE_VERIFY_APART_BYTES from a peer with a session; otherwise
+ * TETHER_EAGAIN (nothing counted): the caller then calls
+ * tether_engine_recv() as usual. Without the lock, verify checks the
+ * envelope's structure and MAC against *o and touches no engine (its
+ * result needs no checking: the verdict stays in *o for end). Under the
+ * lock again, end takes the bytes as tether_engine_recv() would, without
+ * computing the MAC again, and returns what it would: an envelope whose
+ * session was replaced or reset meanwhile is refused (counted as
+ * tampered or no_session, as one of an old session is), and the replay
+ * window is checked only then. The bytes must not change between the
+ * steps; *o is wiped by end.
+ */
+int tether_engine_recv_begin(tether_engine_t *eng, const char *from,
+                             const uint8_t *bytes, size_t len,
+                             tether_opener_t *o);
+int tether_engine_recv_verify(tether_opener_t *o, const uint8_t *bytes,
+                              size_t len);
+int tether_engine_recv_end(tether_engine_t *eng, const char *from,
+                           const uint8_t *bytes, size_t len,
+                           tether_opener_t *o);
+
+/*
  * Tells the engine the shell's wall clock (ms since the Unix epoch) at its
  * current time. Hybrid-logical-clock stamps (registrations, service
  * instances) use it; between two calls the wall clock is taken to advance

@@ -464,17 +464,6 @@ static void count_fault(tether_session_t *s, enum parse_fault what)
     }
 }
 
-/* crypto_auth() of msg under the key already absorbed in `keyed`. */
-static void mac(const crypto_auth_hmacsha512256_state *keyed,
-                const uint8_t *msg, size_t len,
-                uint8_t out[TETHER_ENV_MAC_BYTES])
-{
-    crypto_auth_hmacsha512256_state st = *keyed;
-    crypto_auth_hmacsha512256_update(&st, msg, len);
-    crypto_auth_hmacsha512256_final(&st, out);
-    sodium_memzero(&st, sizeof st);
-}
-
 /* 1 if X25519 with this public key gives the all-zero secret (low order),
  * which crypto_kx would refuse later. Any clamped scalar tells. */
 static int kx_pk_is_weak(const uint8_t pk[TETHER_ENV_KX_PK_BYTES])
@@ -787,11 +776,118 @@ static void window_accept(tether_session_t *s, uint64_t seq)
     *w |= bit;
 }
 
+/* Faults of a sealed envelope that verify finds, beyond those of
+ * enum parse_fault: each is counted by end, under the session. */
+#define FAULT_TAMPERED (FAULT_MALFORMED + 1)
+
+void tether__session_open_begin(const tether_session_t *s, tether_opener_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->established = s->state == TETHER_SESSION_ESTABLISHED;
+    if (!o->established)
+        return;
+    o->rx_mac = s->rx_mac;
+    memcpy(o->sid, s->sid, sizeof o->sid);
+    o->max_payload = s->max_payload;
+}
+
+/* The code open() returns for a fault of verify. */
+static int fault_code(int fault)
+{
+    switch (fault) {
+    case FAULT_TRUNCATED:
+        return TETHER_EAGAIN;
+    case FAULT_OVERSIZED:
+        return TETHER_ETOOBIG;
+    case FAULT_BAD_VERSION:
+    case FAULT_MALFORMED:
+        return TETHER_EPROTO;
+    case FAULT_TAMPERED:
+        return TETHER_EAUTH;
+    default:
+        return 0;
+    }
+}
+
+int tether__opener_verify(tether_opener_t *o, const uint8_t *in, size_t len)
+{
+    uint8_t tag[TETHER_ENV_MAC_BYTES];
+
+    if (!o->established)
+        return TETHER_ECLOSED;
+    if (len < TETHER_ENV_OVERHEAD)
+        o->fault = FAULT_TRUNCATED;
+    else if (len - TETHER_ENV_OVERHEAD > o->max_payload)
+        o->fault = FAULT_OVERSIZED;
+    else if (in[ENV_OFF_VERSION] != TETHER_ENVELOPE_VERSION)
+        o->fault = FAULT_BAD_VERSION;
+    else if (in[ENV_OFF_TYPE] < TETHER_ENV_TYPE_USER_MIN)
+        o->fault = FAULT_MALFORMED;
+    if (o->fault != FAULT_NONE)
+        return fault_code(o->fault);
+    size_t covered = len - TETHER_ENV_MAC_BYTES;
+    crypto_auth_hmacsha512256_update(&o->rx_mac, in, covered);
+    crypto_auth_hmacsha512256_final(&o->rx_mac, tag);
+    if (crypto_verify_32(tag, in + covered) != 0)
+        o->fault = FAULT_TAMPERED;
+    o->mac_checked = 1;
+    sodium_memzero(tag, sizeof tag);
+    sodium_memzero(&o->rx_mac, sizeof o->rx_mac);
+    return fault_code(o->fault);
+}
+
+int tether__session_open_end(tether_session_t *s, tether_opener_t *o,
+                             const uint8_t *in, size_t len, uint8_t *type_out,
+                             const uint8_t **payload, size_t *payload_len)
+{
+    int too_old, rc = 0;
+
+    if (s->state != TETHER_SESSION_ESTABLISHED || !o->established) {
+        COUNT(s, no_session);
+        rc = TETHER_ECLOSED;
+        goto done;
+    }
+    if (sodium_memcmp(o->sid, s->sid, sizeof o->sid) != 0) {
+        COUNT(s, tampered); /* begun on a session since replaced */
+        rc = TETHER_EAUTH;
+        goto done;
+    }
+    if (o->fault == FAULT_TAMPERED ||
+        (o->fault == FAULT_NONE && !o->mac_checked)) {
+        COUNT(s, tampered);
+        rc = TETHER_EAUTH;
+        goto done;
+    }
+    if (o->fault != FAULT_NONE) {
+        count_fault(s, (enum parse_fault)o->fault);
+        rc = fault_code(o->fault);
+        goto done;
+    }
+    uint64_t seq = get_u64(in + ENV_OFF_SEQ);
+    if (window_check(s, seq, &too_old) != 0) {
+        if (too_old)
+            COUNT(s, too_old);
+        else
+            COUNT(s, replayed);
+        rc = TETHER_EREPLAY;
+        goto done;
+    }
+    window_accept(s, seq);
+    COUNT(s, ok);
+    if (type_out != NULL)
+        *type_out = in[ENV_OFF_TYPE];
+    *payload = in + TETHER_ENV_HEADER_BYTES;
+    *payload_len = len - TETHER_ENV_OVERHEAD;
+done:
+    sodium_memzero(o, sizeof *o);
+    return rc;
+}
+
 int tether__session_open(tether_session_t *s, const uint8_t *in, size_t len,
                          uint8_t *type_out, const uint8_t **payload,
                          size_t *payload_len)
 {
-    int too_old;
+    tether_opener_t o;
 
     if (payload != NULL)
         *payload = NULL;
@@ -800,51 +896,10 @@ int tether__session_open(tether_session_t *s, const uint8_t *in, size_t len,
     if (s == NULL || payload == NULL || payload_len == NULL ||
         (in == NULL && len > 0))
         return TETHER_EINVAL;
-    if (s->state != TETHER_SESSION_ESTABLISHED) {
-        COUNT(s, no_session);
-        return TETHER_ECLOSED;
-    }
-    if (len < TETHER_ENV_OVERHEAD) {
-        COUNT(s, truncated);
-        return TETHER_EAGAIN;
-    }
-    size_t n = len - TETHER_ENV_OVERHEAD;
-    if (n > s->max_payload) {
-        COUNT(s, oversized);
-        return TETHER_ETOOBIG;
-    }
-    if (in[ENV_OFF_VERSION] != TETHER_ENVELOPE_VERSION) {
-        COUNT(s, bad_version);
-        return TETHER_EPROTO;
-    }
-    if (in[ENV_OFF_TYPE] < TETHER_ENV_TYPE_USER_MIN) {
-        COUNT(s, malformed);
-        return TETHER_EPROTO;
-    }
-    size_t covered = TETHER_ENV_HEADER_BYTES + n;
-    uint8_t tag[TETHER_ENV_MAC_BYTES];
-    mac(&s->rx_mac, in, covered, tag);
-    int bad = crypto_verify_32(tag, in + covered);
-    sodium_memzero(tag, sizeof tag);
-    if (bad != 0) {
-        COUNT(s, tampered);
-        return TETHER_EAUTH;
-    }
-    uint64_t seq = get_u64(in + ENV_OFF_SEQ);
-    if (window_check(s, seq, &too_old) != 0) {
-        if (too_old)
-            COUNT(s, too_old);
-        else
-            COUNT(s, replayed);
-        return TETHER_EREPLAY;
-    }
-    window_accept(s, seq);
-    COUNT(s, ok);
-    if (type_out != NULL)
-        *type_out = in[ENV_OFF_TYPE];
-    *payload = in + TETHER_ENV_HEADER_BYTES;
-    *payload_len = n;
-    return 0;
+    tether__session_open_begin(s, &o);
+    (void)tether__opener_verify(&o, in, len);
+    return tether__session_open_end(s, &o, in, len, type_out, payload,
+                                    payload_len);
 }
 
 int tether__envelope_kind(const uint8_t *in, size_t len)

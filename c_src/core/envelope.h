@@ -352,6 +352,48 @@ size_t tether__sealer_end(tether_sealer_t *k);
 void tether__sealer_abort(tether_sealer_t *k);
 
 /*
+ * An envelope opened in three steps, so that the MAC over a large payload
+ * can be computed while nothing guards the session (the NIF verifies a
+ * large envelope without the engine lock; see tether_engine_recv_begin).
+ * Begin copies what verification needs out of the session: the keyed MAC
+ * state, the cap and the session id. Verify checks the structure and the
+ * MAC against that copy and touches no session. End, back on the session,
+ * refuses the envelope if the session is no longer the one begun on, then
+ * counts the verdict and checks the replay window as open() does.
+ * tether__session_open() is the three steps at once.
+ */
+typedef struct tether_opener {
+    crypto_auth_hmacsha512256_state rx_mac; /* the session's keyed state */
+    uint8_t sid[TETHER_ENV_SID_BYTES];      /* the session begun on */
+    size_t max_payload;                     /* the session's cap */
+    int established;                        /* 0: begun on no session */
+    int fault;                              /* verify's verdict, 0: none */
+    int mac_checked; /* verify computed the MAC: end refuses without it */
+} tether_opener_t;
+
+/* Copies what verifying an envelope needs out of s into o (any state:
+ * a session that is not ESTABLISHED is refused by end). */
+void tether__session_open_begin(const tether_session_t *s, tether_opener_t *o);
+
+/* Checks an envelope's length, version, type and MAC against o (untrusted
+ * bytes; no session is touched), keeping the verdict in o for end.
+ * Returns 0 if it verified, else the code open() would return. */
+int tether__opener_verify(tether_opener_t *o, const uint8_t *in, size_t len);
+
+/*
+ * Finishes opening `in` (len bytes) on s after tether__opener_verify(o):
+ * refuses it if s is not ESTABLISHED (no_session -> TETHER_ECLOSED) or is
+ * no longer the session o was begun on (tampered -> TETHER_EAUTH, as an
+ * envelope of an old session is), counts verify's verdict (an opener that
+ * never went through verify counts as tampered), then checks and
+ * updates the replay window; outputs as open(). o is wiped.
+ */
+TETHER_MUST_CHECK int
+tether__session_open_end(tether_session_t *s, tether_opener_t *o,
+                         const uint8_t *in, size_t len, uint8_t *type_out,
+                         const uint8_t **payload, size_t *payload_len);
+
+/*
  * Opens an envelope received from the peer (untrusted bytes). Checks, in
  * order: a session is ESTABLISHED (no_session -> TETHER_ECLOSED); the
  * length (truncated -> TETHER_EAGAIN, over the cap -> oversized,

@@ -268,8 +268,9 @@ ERL_NIF_TERM engine_recv_nif(ErlNifEnv *env, int argc,
     tether_nif_res_t *res;
     char from[TETHER_NODE_NAME_MAX + 1];
     ErlNifBinary b;
+    tether_opener_t o;
     uint8_t *copy;
-    int rc;
+    int apart, rc;
 
     if (argc != 3 || !tether__nif_get_res(env, argv[0], &res) ||
         !tether__nif_get_name(env, argv[1], from) ||
@@ -281,8 +282,18 @@ ERL_NIF_TERM engine_recv_nif(ErlNifEnv *env, int argc,
     if (b.size)
         memcpy(copy, b.data, b.size);
     enif_mutex_lock(res->lock);
-    rc = tether_engine_recv(res->eng, from, copy, b.size);
+    apart = tether_engine_recv_begin(res->eng, from, copy, b.size, &o) == 0;
+    rc = apart ? 0 : tether_engine_recv(res->eng, from, copy, b.size);
     enif_mutex_unlock(res->lock);
+    if (apart) {
+        /* A large envelope: its MAC is verified without the lock, so the
+         * registry and every other call on the engine go on meanwhile. */
+        (void)tether_engine_recv_verify(&o, copy, b.size);
+        enif_mutex_lock(res->lock);
+        rc = tether_engine_recv_end(res->eng, from, copy, b.size, &o);
+        enif_mutex_unlock(res->lock);
+    }
+    sodium_memzero(&o, sizeof o);
     free(copy);
     return tether__nif_ok(env, rc);
 }

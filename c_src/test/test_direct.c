@@ -3,10 +3,12 @@
  * tether_engine_seal() hands a sealed module message to the caller and
  * tether_engine_open() opens one outside tether_engine_recv(). Covered:
  * the round trip, tether__engine_broadcast_sealed(), no session, drop and defer
- * partitions on either side, replayed and tampered envelopes, hellos and
- * control messages through open, argument checks, and the `opaque` module flag
- * (payloads passed without tether__etf_validate). Engines talk through
- * test/harness.h.
+ * partitions on either side, replayed and tampered envelopes, large
+ * envelopes verified apart from the engine (recv_begin / recv_verify /
+ * recv_end: delivered once, tampered, replayed, session changed meanwhile),
+ * hellos and control messages through open, argument checks, and the `opaque`
+ * module flag (payloads passed without tether__etf_validate). Engines talk
+ * through test/harness.h.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -680,6 +682,153 @@ Test(direct, full_defer_queues_refuse_seal_and_open_with_toobig)
     cr_assert(is_id(r.data[1], r.len[1], 11));
     for (int k = 0; k < 3; k++)
         free(sealed[k]);
+    rec_free(&r);
+    h_free(&h);
+}
+
+/* --------------------------------------- large envelopes verified apart */
+
+#define BIG_BYTES (TETHER_ENGINE_VERIFY_APART_BYTES + 1000)
+
+/* Seals {direct, Id, <<BIG_BYTES bytes>>} from engine i to engine j. */
+static uint8_t *seal_big(harness_t *h, int i, int j, long id, size_t *out_len)
+{
+    ei_x_buff x;
+    uint8_t *bin = malloc(BIG_BYTES), *out = NULL;
+
+    cr_assert_not_null(bin);
+    memset(bin, 0x5a, BIG_BYTES);
+    cr_assert_eq(ei_x_new_with_version(&x), 0);
+    cr_assert_eq(ei_x_encode_tuple_header(&x, 3), 0);
+    cr_assert_eq(ei_x_encode_atom(&x, "direct"), 0);
+    cr_assert_eq(ei_x_encode_long(&x, id), 0);
+    cr_assert_eq(ei_x_encode_binary(&x, bin, BIG_BYTES), 0);
+    cr_assert_eq(tether_engine_seal(h->e[i], h->names[j], REC_TYPE,
+                                    (const uint8_t *)x.buff, (size_t)x.index,
+                                    &out, out_len),
+                 0);
+    ei_x_free(&x);
+    free(bin);
+    return out;
+}
+
+/* Engine i takes env from `from` in recv's three steps: prepare must
+ * accept it; returns what recv_verified says. */
+static int recv_apart(harness_t *h, int i, const char *from, const uint8_t *env,
+                      size_t len)
+{
+    tether_opener_t o;
+
+    cr_assert_eq(tether_engine_recv_begin(h->e[i], from, env, len, &o), 0);
+    (void)tether_engine_recv_verify(&o, env, len);
+    return tether_engine_recv_end(h->e[i], from, env, len, &o);
+}
+
+Test(direct, large_envelope_verified_apart_is_delivered_once)
+{
+    harness_t h;
+    rec_t r = {0};
+    tether_opener_t o;
+    uint8_t *big, *small = NULL;
+    size_t blen = 0, slen = 0;
+
+    rec_pair(&h, &r);
+    big = seal_big(&h, 0, 1, 1, &blen);
+    cr_assert_eq(recv_apart(&h, 1, "a@test", big, blen), 0);
+    cr_assert_eq(r.n, 1);
+    cr_assert_eq(recv_apart(&h, 1, "a@test", big, blen), TETHER_EREPLAY,
+                 "a replay is refused");
+    cr_assert_eq(tether_engine_recv(h.e[1], "a@test", big, blen),
+                 TETHER_EREPLAY, "through recv too");
+    cr_assert_eq(r.n, 1);
+    cr_assert_eq(tether_engine_envelope_stats(h.e[1])->replayed, 2);
+    /* Small envelopes, unknown peers and our own name stay on recv. */
+    cr_assert_eq(seal_id(&h, 0, 1, 2, &small, &slen), 0);
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "a@test", small, slen, &o),
+                 TETHER_EAGAIN);
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "zz@nowhere", big, blen, &o),
+                 TETHER_EAGAIN);
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "b@test", big, blen, &o),
+                 TETHER_EAGAIN);
+    cr_assert_eq(tether_engine_recv_end(h.e[1], "a@test", big, blen, NULL),
+                 TETHER_EINVAL);
+    cr_assert_eq(tether_engine_recv_verify(NULL, big, blen), TETHER_EINVAL);
+    cr_assert_eq(tether_engine_recv_verify(&o, NULL, blen), TETHER_EINVAL);
+    free(small);
+    free(big);
+    rec_free(&r);
+    h_free(&h);
+}
+
+Test(direct, tampered_large_envelope_verified_apart_is_refused)
+{
+    harness_t h;
+    rec_t r = {0};
+    tether_opener_t o;
+    uint8_t *big;
+    size_t blen = 0;
+    uint64_t tampered, rejected;
+
+    rec_pair(&h, &r);
+    big = seal_big(&h, 0, 1, 3, &blen);
+    tampered = tether_engine_envelope_stats(h.e[1])->tampered;
+    rejected = tether_engine_stats(h.e[1])->recv_rejected;
+    /* A byte of the header, of the payload and of the MAC. */
+    size_t at[] = {10, blen / 2, blen - 1};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        big[at[k]] ^= 0x01;
+        cr_assert_lt(recv_apart(&h, 1, "a@test", big, blen), 0,
+                     "byte %zu changed", at[k]);
+        big[at[k]] ^= 0x01;
+    }
+    cr_assert_eq(r.n, 0);
+    cr_assert_geq(tether_engine_envelope_stats(h.e[1])->tampered, tampered + 2);
+    cr_assert_eq(tether_engine_stats(h.e[1])->recv_rejected, rejected + 3,
+                 "each refusal is counted");
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "a@test", big, blen, &o), 0);
+    cr_assert_eq(tether_engine_recv_end(h.e[1], "a@test", big, blen, &o),
+                 TETHER_EAUTH, "an envelope never verified is refused");
+    cr_assert_eq(recv_apart(&h, 1, "a@test", big, blen), 0,
+                 "the window did not move for the forgeries");
+    cr_assert_eq(r.n, 1);
+    free(big);
+    rec_free(&r);
+    h_free(&h);
+}
+
+Test(direct, session_changed_during_verify_is_refused)
+{
+    harness_t h;
+    rec_t r = {0};
+    tether_opener_t o;
+    uint8_t *big;
+    size_t blen = 0;
+
+    rec_pair(&h, &r);
+    big = seal_big(&h, 0, 1, 4, &blen);
+    /* The connection drops while the MAC is verified: no session. */
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "a@test", big, blen, &o), 0);
+    h_cut(&h, 0, 1);
+    cr_assert_eq(tether_engine_recv_verify(&o, big, blen), 0);
+    cr_assert_eq(tether_engine_recv_end(h.e[1], "a@test", big, blen, &o),
+                 TETHER_ECLOSED);
+    /* A new session is made while the MAC is verified: refused as an
+     * envelope of the old session is. */
+    h_peer_up(&h, 0, 1);
+    h_run(&h, 500);
+    cr_assert(tether_engine_session_up(h.e[1], "a@test"));
+    free(big);
+    big = seal_big(&h, 0, 1, 5, &blen);
+    cr_assert_eq(tether_engine_recv_begin(h.e[1], "a@test", big, blen, &o), 0);
+    h_cut(&h, 0, 1);
+    h_peer_up(&h, 0, 1);
+    h_run(&h, 500);
+    cr_assert(tether_engine_session_up(h.e[1], "a@test"));
+    cr_assert_eq(tether_engine_recv_verify(&o, big, blen), 0);
+    cr_assert_eq(tether_engine_recv_end(h.e[1], "a@test", big, blen, &o),
+                 TETHER_EAUTH);
+    cr_assert_eq(r.n, 0);
+    free(big);
     rec_free(&r);
     h_free(&h);
 }
