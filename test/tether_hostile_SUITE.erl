@@ -34,8 +34,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
-         init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, suite/0]).
 -export([visitors_leave_no_peer_entries/1, heal_of_large_casts/1,
          large_and_small_casts_keep_order/1, large_terms_through_a_cnode/1]).
 -export([start_sink/0, sink_seen/0, cast_large/3, cast_mixed/2, rss_kib/0,
@@ -73,24 +72,11 @@
                     (16#04 bsl 32))).
 
 suite() ->
-    [{timetrap, {minutes, 5}}].
+    [{timetrap, {minutes, 5}}, {ct_hooks, [tether_case_hook]}].
 
 all() ->
     [visitors_leave_no_peer_entries, heal_of_large_casts,
      large_and_small_casts_keep_order, large_terms_through_a_cnode].
-
-init_per_suite(Config) ->
-    ?LIB:require_env(Config).
-
-end_per_suite(_Config) ->
-    ok.
-
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, Config) ->
-    ok = ?LIB:stop_case(),
-    Config.
 
 %%% Cases
 
