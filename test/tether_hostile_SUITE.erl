@@ -116,13 +116,17 @@ heal_of_large_casts(_Config) ->
     ok = call(A, ?MODULE, cast_large, [B, ?CASTS, 4 * ?MIB]),
     #{stats := St1} = call(A, tether_server, info, []),
     Rss1 = call(A, ?MODULE, rss_kib, []),
+    %% part_deferred counts every message held, the engine's own small
+    %% ones (heartbeats, anti-entropy) too; only casts overflow.
     Held = maps:get(part_deferred, St1) - maps:get(part_deferred, St0),
     Overflow = maps:get(defer_overflow, St1) - maps:get(defer_overflow, St0),
-    ct:pal("held ~b casts, overflow ~b; A's RSS ~b -> ~b MiB (+~b MiB, ~b MiB held)",
-           [Held, Overflow, Rss0 div 1024, Rss1 div 1024, (Rss1 - Rss0) div 1024,
-            Held * 4]),
-    ?assertEqual(?CASTS, Held + Overflow),
-    ?assert(Held >= 1 andalso Held * 4 * ?MIB =< ?DEFER_MAX_BYTES),
+    HeldCasts = ?CASTS - Overflow,
+    ct:pal("held ~b casts (~b messages), overflow ~b; A's RSS ~b -> ~b MiB "
+           "(+~b MiB, ~b MiB held)",
+           [HeldCasts, Held, Overflow, Rss0 div 1024, Rss1 div 1024,
+            (Rss1 - Rss0) div 1024, HeldCasts * 4]),
+    ?assert(Held >= HeldCasts),
+    ?assert(HeldCasts >= 1 andalso HeldCasts * 4 * ?MIB =< ?DEFER_MAX_BYTES),
     %% The holder's memory: what it holds plus the casts' transient
     %% encodings, not the 512 MiB sent.
     ?assert(Rss1 - Rss0 < 3 * ?DEFER_MAX_BYTES div 1024),
@@ -134,7 +138,7 @@ heal_of_large_casts(_Config) ->
     T0 = erlang:monotonic_time(millisecond),
     {HealUs, ok} = call(A, timer, tc, [tether, heal, [Ref]]),
     Seen = poll(fun() -> call(B, ?MODULE, sink_seen, []) end,
-                fun(L) -> length(L) >= Held end),
+                fun(L) -> length(L) >= HeldCasts end),
     FlushMs = erlang:monotonic_time(millisecond) - T0,
     [Probed, ProbedB] = [begin
                              Pid ! stop,
@@ -152,7 +156,7 @@ heal_of_large_casts(_Config) ->
     %% The server hands a busy peer's messages to a sender process: it is
     %% never suspended on the distribution port itself.
     ?assertMatch(#{server_suspended := 0}, Probed),
-    ?assertEqual(lists:seq(1, Held), Seen),
+    ?assertEqual(lists:seq(1, HeldCasts), Seen),
     ?assert(TickMax < ?TICK_MAX_CPU_US),
     ?assert(ServerMax < ?PROBE_MAX_US),
     ?assert(WhereisMax < ?PROBE_MAX_US),
